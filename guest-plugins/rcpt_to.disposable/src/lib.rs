@@ -1,0 +1,80 @@
+//! `rcpt_to.disposable`: expiring addresses, from the Haraka talk.
+//!
+//! `user-YYYYMMDD@domain` is refused with `550 5.1.1 Expired email address`
+//! once that date has passed; until then the recipient is rewritten to
+//! `user@domain`, so the message is queued for the real mailbox. Other
+//! addresses pass on untouched.
+
+use regex_lite::Regex;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope};
+
+struct Disposable;
+
+/// Splits `user-YYYYMMDD` into the user and the expiry date as a `YYYYMMDD` number.
+fn parse(local_part: &str) -> Option<(String, u32)> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| Regex::new(r"^(.+)-(\d{4})(\d{2})(\d{2})$").expect("valid regex"));
+    let caps = re.captures(local_part)?;
+    let (y, m, d): (u32, u32, u32) = (caps[2].parse().ok()?, caps[3].parse().ok()?, caps[4].parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some((caps[1].to_string(), y * 10000 + m * 100 + d))
+}
+
+/// Today's UTC date as a `YYYYMMDD` number (Howard Hinnant's civil-from-days).
+fn today() -> u32 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year * 10000 + month * 100 + day) as u32
+}
+
+impl Plugin for Disposable {
+    const NAME: &'static str = "rcpt_to.disposable";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::Rcpt];
+
+    fn rcpt(recipient: Address) -> Verdict {
+        let Some((user, expiry)) = parse(&recipient.local_part) else {
+            return Verdict::Cont;
+        };
+        if expiry < today() {
+            waraka_plugin::info!("{recipient} expired on {expiry}");
+            return Verdict::deny_code(550, "5.1.1", "Expired email address");
+        }
+        // The candidate recipient is the last one while `rcpt` runs.
+        let index = envelope::recipients().len().saturating_sub(1) as u32;
+        let rewritten = Address { local_part: user, ..recipient };
+        waraka_plugin::info!("rewriting to {rewritten} (expires {expiry})");
+        match envelope::set_recipient(index, &rewritten) {
+            Ok(()) => Verdict::Cont,
+            Err(e) => Verdict::denysoft_code(451, "4.3.0", &format!("cannot rewrite recipient: {e}")),
+        }
+    }
+}
+
+waraka_plugin::export!(Disposable);
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn parses_dated_local_parts() {
+        assert_eq!(parse("me-20121015"), Some(("me".into(), 20121015)));
+        assert_eq!(parse("a-b-20991231"), Some(("a-b".into(), 20991231)));
+        assert_eq!(parse("me-20121315"), None);
+        assert_eq!(parse("me"), None);
+        assert_eq!(parse("-20121015"), None);
+    }
+}

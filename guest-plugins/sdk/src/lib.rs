@@ -1,0 +1,258 @@
+//! The Rust SDK for Waraka plugins.
+//!
+//! A plugin is a type implementing [`Plugin`], whose every hook defaults to
+//! `cont`, plus one [`export!`] line:
+//!
+//! ```ignore
+//! use waraka_plugin::{Address, Hook, Plugin, Verdict};
+//!
+//! struct NoBob;
+//!
+//! impl Plugin for NoBob {
+//!     const NAME: &'static str = "rcpt_to.no_bob";
+//!     const HOOKS: &'static [Hook] = &[Hook::Rcpt];
+//!
+//!     fn rcpt(recipient: Address) -> Verdict {
+//!         if recipient.local_part == "bob" {
+//!             Verdict::deny("Bob left")
+//!         } else {
+//!             Verdict::Cont
+//!         }
+//!     }
+//! }
+//!
+//! waraka_plugin::export!(NoBob);
+//! ```
+//!
+//! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
+//! [`session`], [`envelope`] and [`message`].
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        default_bindings_module: "waraka_plugin::bindings",
+        export_macro_name: "export_bindings",
+        generate_all,
+    });
+}
+
+mod hook;
+mod verdict;
+
+pub use bindings::waraka::plugin::types::{
+    Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
+};
+pub use bindings::waraka::plugin::{config, envelope, log, message, notes, session};
+pub use hook::Hook;
+
+/// A Waraka plugin. Every hook defaults to `cont` (or to nothing, for
+/// notifications); implement the ones listed in [`Plugin::HOOKS`].
+pub trait Plugin {
+    /// The plugin's name as shown by `waraka plugin list`.
+    const NAME: &'static str;
+    /// The plugin's version.
+    const VERSION: &'static str = "0.1.0";
+    /// The hooks this plugin implements; the host calls no others.
+    const HOOKS: &'static [Hook];
+
+    /// A client connected.
+    fn connect() -> Verdict {
+        Verdict::Cont
+    }
+    /// `HELO host`.
+    fn helo(_host: String) -> Verdict {
+        Verdict::Cont
+    }
+    /// `EHLO host`.
+    fn ehlo(_host: String) -> Verdict {
+        Verdict::Cont
+    }
+    /// EHLO keywords to add.
+    fn capabilities() -> Vec<String> {
+        Vec::new()
+    }
+    /// Credentials from `AUTH`.
+    fn auth(_attempt: AuthAttempt) -> Verdict {
+        Verdict::Cont
+    }
+    /// A verb the core does not know.
+    fn unrecognized_command(_verb: String, _args: String) -> Verdict {
+        Verdict::Cont
+    }
+    /// `MAIL FROM`.
+    fn mail(_sender: Address) -> Verdict {
+        Verdict::Cont
+    }
+    /// `RCPT TO`.
+    fn rcpt(_recipient: Address) -> Verdict {
+        Verdict::Cont
+    }
+    /// A recipient was accepted.
+    fn rcpt_ok(_recipient: Address) -> Verdict {
+        Verdict::Cont
+    }
+    /// `DATA`, before the 354.
+    fn data() -> Verdict {
+        Verdict::Cont
+    }
+    /// The message has arrived.
+    fn data_post() -> Verdict {
+        Verdict::Cont
+    }
+    /// The message was too large.
+    fn max_data_exceeded() -> Verdict {
+        Verdict::Cont
+    }
+    /// Store a message durably.
+    fn queue() -> Verdict {
+        Verdict::Cont
+    }
+    /// Store a relayed message for delivery.
+    fn queue_outbound() -> Verdict {
+        Verdict::Cont
+    }
+    /// The message was accepted.
+    fn queue_ok(_queue_id: String) {}
+    /// The transaction ended.
+    fn reset_transaction() {}
+    /// The client is gone.
+    fn disconnect() {}
+    /// A chain is about to reject; `ok` overrides.
+    fn deny(_denial: Denial) -> Verdict {
+        Verdict::Cont
+    }
+}
+
+/// Bridges a [`Plugin`] to the generated export trait. Used by [`export!`].
+#[doc(hidden)]
+pub struct Adapter<P>(core::marker::PhantomData<P>);
+
+impl<P: Plugin> bindings::exports::waraka::plugin::hooks::Guest for Adapter<P> {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: P::NAME.to_string(),
+            version: P::VERSION.to_string(),
+            hooks: P::HOOKS.iter().map(|h| h.name().to_string()).collect(),
+        }
+    }
+    fn connect() -> Verdict {
+        P::connect()
+    }
+    fn helo(host: String) -> Verdict {
+        P::helo(host)
+    }
+    fn ehlo(host: String) -> Verdict {
+        P::ehlo(host)
+    }
+    fn capabilities() -> Vec<String> {
+        P::capabilities()
+    }
+    fn auth(attempt: AuthAttempt) -> Verdict {
+        P::auth(attempt)
+    }
+    fn unrecognized_command(verb: String, args: String) -> Verdict {
+        P::unrecognized_command(verb, args)
+    }
+    fn mail(sender: Address) -> Verdict {
+        P::mail(sender)
+    }
+    fn rcpt(recipient: Address) -> Verdict {
+        P::rcpt(recipient)
+    }
+    fn rcpt_ok(recipient: Address) -> Verdict {
+        P::rcpt_ok(recipient)
+    }
+    fn data() -> Verdict {
+        P::data()
+    }
+    fn data_post() -> Verdict {
+        P::data_post()
+    }
+    fn max_data_exceeded() -> Verdict {
+        P::max_data_exceeded()
+    }
+    fn queue() -> Verdict {
+        P::queue()
+    }
+    fn queue_outbound() -> Verdict {
+        P::queue_outbound()
+    }
+    fn queue_ok(queue_id: String) {
+        P::queue_ok(queue_id)
+    }
+    fn reset_transaction() {
+        P::reset_transaction()
+    }
+    fn disconnect() {
+        P::disconnect()
+    }
+    fn deny(denial: Denial) -> Verdict {
+        P::deny(denial)
+    }
+}
+
+impl Address {
+    /// Whether this is the null reverse-path `<>`.
+    pub fn is_null(&self) -> bool {
+        self.local_part.is_empty() && self.domain.is_empty()
+    }
+
+    /// `local@domain` (or `local` without a domain, or empty for `<>`).
+    pub fn to_addr_spec(&self) -> String {
+        if self.domain.is_empty() {
+            self.local_part.clone()
+        } else {
+            format!("{}@{}", self.local_part, self.domain)
+        }
+    }
+
+    /// The value of an ESMTP parameter (`SIZE`, `BODY`…), case-insensitive.
+    pub fn param(&self, key: &str) -> Option<Option<&str>> {
+        self.params
+            .iter()
+            .find(|p| p.key.eq_ignore_ascii_case(key))
+            .map(|p| p.value.as_deref())
+    }
+}
+
+impl core::fmt::Display for Address {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "<{}>", self.to_addr_spec())
+    }
+}
+
+/// Logs a formatted line at info level: `info!("saw {}", x)`.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Info, &format!($($arg)*)) };
+}
+
+/// Logs a formatted line at warn level.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Warn, &format!($($arg)*)) };
+}
+
+/// Logs a formatted line at debug level.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Debug, &format!($($arg)*)) };
+}
+
+/// Logs a formatted line at error level.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::log($crate::log::Level::Error, &format!($($arg)*)) };
+}
+
+/// Exports a [`Plugin`] implementation as the component's hooks.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        type __WarakaExport = $crate::Adapter<$plugin>;
+        $crate::bindings::export_bindings!(__WarakaExport with_types_in $crate::bindings);
+    };
+}

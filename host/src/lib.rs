@@ -1,0 +1,15 @@
+//! Waraka: an SMTP server whose mail policy runs in sandboxed WebAssembly
+//! component plugins.
+//!
+//! Layers, each depending only on those above it:
+//! - [`protocol`]: SMTP bytes ↔ commands and replies (no I/O).
+//! - [`capabilities`]: host services for plugins (no SMTP, no WASM).
+//! - [`policy`]: hooks, verdicts and the verdict → reply table.
+//! - [`session`]: the SMTP state machine, asking a `Policy` at each hook.
+//! - [`plugins`]: the WASM runtime, a `Policy` made of plugin chains.
+//! - [`config`], [`server`], [`cli`]: the instance, sockets and commands.
+
+pub mod capabilities;
+pub mod policy;
+pub mod protocol;
+pub mod session;

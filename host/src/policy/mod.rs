@@ -1,0 +1,242 @@
+//! What the SMTP session asks its policy (the plugin chain) and what it gets
+//! back: hooks, typed verdicts, and the one table that turns a verdict into a
+//! reply. Nothing here knows about WebAssembly.
+
+mod table;
+
+use crate::protocol::{Address, Reply};
+use std::future::Future;
+
+pub use table::{Effect, Rule, rule};
+
+/// The inbound hooks, in session order (names as in the WIT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    Connect,
+    Helo,
+    Ehlo,
+    Capabilities,
+    Auth,
+    UnrecognizedCommand,
+    Mail,
+    Rcpt,
+    RcptOk,
+    Data,
+    DataPost,
+    MaxDataExceeded,
+    Queue,
+    QueueOutbound,
+    QueueOk,
+    ResetTransaction,
+    Disconnect,
+    Deny,
+}
+
+impl Hook {
+    /// Every hook, in session order.
+    pub const ALL: [Hook; 18] = [
+        Hook::Connect,
+        Hook::Helo,
+        Hook::Ehlo,
+        Hook::Capabilities,
+        Hook::Auth,
+        Hook::UnrecognizedCommand,
+        Hook::Mail,
+        Hook::Rcpt,
+        Hook::RcptOk,
+        Hook::Data,
+        Hook::DataPost,
+        Hook::MaxDataExceeded,
+        Hook::Queue,
+        Hook::QueueOutbound,
+        Hook::QueueOk,
+        Hook::ResetTransaction,
+        Hook::Disconnect,
+        Hook::Deny,
+    ];
+
+    /// The hook's WIT name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Connect => "connect",
+            Hook::Helo => "helo",
+            Hook::Ehlo => "ehlo",
+            Hook::Capabilities => "capabilities",
+            Hook::Auth => "auth",
+            Hook::UnrecognizedCommand => "unrecognized-command",
+            Hook::Mail => "mail",
+            Hook::Rcpt => "rcpt",
+            Hook::RcptOk => "rcpt-ok",
+            Hook::Data => "data",
+            Hook::DataPost => "data-post",
+            Hook::MaxDataExceeded => "max-data-exceeded",
+            Hook::Queue => "queue",
+            Hook::QueueOutbound => "queue-outbound",
+            Hook::QueueOk => "queue-ok",
+            Hook::ResetTransaction => "reset-transaction",
+            Hook::Disconnect => "disconnect",
+            Hook::Deny => "deny",
+        }
+    }
+
+    /// Looks a hook up by its WIT name.
+    pub fn from_name(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+
+    /// A bit for [`HookSet`].
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of hooks (which hooks a plugin implements).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookSet(u32);
+
+impl HookSet {
+    /// Adds a hook.
+    pub fn insert(&mut self, hook: Hook) {
+        self.0 |= hook.bit();
+    }
+    /// Whether the hook is in the set.
+    pub fn contains(self, hook: Hook) -> bool {
+        self.0 & hook.bit() != 0
+    }
+    /// The hooks in session order.
+    pub fn iter(self) -> impl Iterator<Item = Hook> {
+        Hook::ALL.into_iter().filter(move |h| self.contains(*h))
+    }
+}
+
+/// A hook's decision. Rejecting verdicts may carry the plugin's own reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Cont,
+    Ok(Option<Reply>),
+    Deny(Option<Reply>),
+    Denysoft(Option<Reply>),
+    DenyDisconnect(Option<Reply>),
+    DenysoftDisconnect(Option<Reply>),
+    Disconnect(Option<Reply>),
+}
+
+impl Verdict {
+    /// The verdict's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Cont => "cont",
+            Verdict::Ok(_) => "ok",
+            Verdict::Deny(_) => "deny",
+            Verdict::Denysoft(_) => "denysoft",
+            Verdict::DenyDisconnect(_) => "deny-disconnect",
+            Verdict::DenysoftDisconnect(_) => "denysoft-disconnect",
+            Verdict::Disconnect(_) => "disconnect",
+        }
+    }
+
+    /// The plugin's reply, if it gave one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Verdict::Cont => None,
+            Verdict::Ok(r)
+            | Verdict::Deny(r)
+            | Verdict::Denysoft(r)
+            | Verdict::DenyDisconnect(r)
+            | Verdict::DenysoftDisconnect(r)
+            | Verdict::Disconnect(r) => r.as_ref(),
+        }
+    }
+
+    /// Whether this verdict rejects (the `deny` hook runs before it is sent).
+    pub fn is_rejection(&self) -> bool {
+        !matches!(self, Verdict::Cont | Verdict::Ok(_))
+    }
+}
+
+/// One hook invocation with its arguments.
+#[derive(Clone, Debug)]
+pub enum HookCall {
+    Connect,
+    Helo(String),
+    Ehlo(String),
+    Auth(AuthAttempt),
+    UnrecognizedCommand { verb: String, args: String },
+    Mail(Address),
+    Rcpt(Address),
+    RcptOk(Address),
+    Data,
+    DataPost,
+    MaxDataExceeded,
+    Queue,
+    QueueOutbound,
+    QueueOk(String),
+    ResetTransaction,
+    Disconnect,
+}
+
+impl HookCall {
+    /// Which hook this call is for.
+    pub fn hook(&self) -> Hook {
+        match self {
+            HookCall::Connect => Hook::Connect,
+            HookCall::Helo(_) => Hook::Helo,
+            HookCall::Ehlo(_) => Hook::Ehlo,
+            HookCall::Auth(_) => Hook::Auth,
+            HookCall::UnrecognizedCommand { .. } => Hook::UnrecognizedCommand,
+            HookCall::Mail(_) => Hook::Mail,
+            HookCall::Rcpt(_) => Hook::Rcpt,
+            HookCall::RcptOk(_) => Hook::RcptOk,
+            HookCall::Data => Hook::Data,
+            HookCall::DataPost => Hook::DataPost,
+            HookCall::MaxDataExceeded => Hook::MaxDataExceeded,
+            HookCall::Queue => Hook::Queue,
+            HookCall::QueueOutbound => Hook::QueueOutbound,
+            HookCall::QueueOk(_) => Hook::QueueOk,
+            HookCall::ResetTransaction => Hook::ResetTransaction,
+            HookCall::Disconnect => Hook::Disconnect,
+        }
+    }
+}
+
+/// Credentials collected by a SASL exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthAttempt {
+    pub mechanism: String,
+    pub user: String,
+    pub secret: String,
+    pub authzid: Option<String>,
+    pub challenge: Option<String>,
+}
+
+/// The result of running a hook's chain.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The plugin that ended the chain (none when every plugin said `cont`).
+    pub plugin: Option<String>,
+}
+
+impl Decision {
+    /// Nobody had an opinion.
+    pub fn cont() -> Self {
+        Decision { verdict: Verdict::Cont, plugin: None }
+    }
+}
+
+/// What the session consults at each hook: in production the WASM plugin
+/// chain, in unit tests a plain Rust value.
+pub trait Policy: Send {
+    /// Runs the chain for a hook that decides something.
+    fn decide(&mut self, call: HookCall) -> impl Future<Output = Decision> + Send;
+    /// Collects extra EHLO keywords from every plugin.
+    fn capabilities(&mut self) -> impl Future<Output = Vec<String>> + Send;
+    /// Tells every plugin that implements it (queue-ok, reset-transaction, disconnect).
+    fn notify(&mut self, call: HookCall) -> impl Future<Output = ()> + Send;
+}

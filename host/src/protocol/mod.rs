@@ -1,0 +1,13 @@
+//! SMTP wire protocol, free of I/O and of plugins: command parsing, replies
+//! and the DATA receiver. Everything here is fed byte slices and returns
+//! values, so it is tested without sockets.
+
+mod address;
+mod command;
+mod data;
+mod reply;
+
+pub use address::{Address, AddressError, Param};
+pub use command::{Command, CommandError, MAX_COMMAND_LINE, parse_command};
+pub use data::{BareNewlines, DataEvent, DataReceiver};
+pub use reply::{Reply, codes};

@@ -1,0 +1,650 @@
+//! The SMTP session: a state machine fed with bytes, producing reply bytes,
+//! and consulting its [`Policy`] at every hook. It owns no socket, so it is
+//! driven the same way by the TCP server and by unit tests.
+
+mod context;
+mod message;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+pub use context::{Connection, SharedConnection, TlsInfo, Transaction};
+pub use message::{HeaderError, Message, SpoolSettings, SpoolWriter};
+pub use settings::{EarlyTalker, SessionSettings};
+
+use crate::policy::{Decision, Effect, Hook, HookCall, Policy, Verdict, rule};
+use crate::protocol::{
+    Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, Reply, codes, parse_command,
+};
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// Whether the connection stays open after feeding bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+enum State {
+    Command,
+    Data(Box<DataInProgress>),
+    /// The greeting was a 554: every command but QUIT gets this reply.
+    Refused(Reply),
+    Closed,
+}
+
+struct DataInProgress {
+    receiver: DataReceiver,
+    writer: SpoolWriter,
+    buf: Vec<u8>,
+    oversize: bool,
+    io_error: bool,
+}
+
+/// Verbs of other protocols sent to an SMTP port (HTTP, proxies).
+const FOREIGN_VERBS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH"];
+
+/// One client's SMTP session.
+pub struct Session<P: Policy> {
+    policy: P,
+    conn: SharedConnection,
+    settings: Arc<SessionSettings>,
+    state: State,
+    out: Vec<u8>,
+    line: Vec<u8>,
+    discarding_line: bool,
+    errors: u32,
+    extra_keywords: Vec<String>,
+    transactions: u32,
+}
+
+impl<P: Policy> Session<P> {
+    /// A session for `conn`, not yet greeted.
+    pub fn new(policy: P, conn: SharedConnection, settings: Arc<SessionSettings>) -> Self {
+        Session {
+            policy,
+            conn,
+            settings,
+            state: State::Command,
+            out: Vec::new(),
+            line: Vec::new(),
+            discarding_line: false,
+            errors: 0,
+            extra_keywords: Vec::new(),
+            transactions: 0,
+        }
+    }
+
+    /// The shared connection state.
+    pub fn connection(&self) -> &SharedConnection {
+        &self.conn
+    }
+
+    /// Takes the reply bytes produced so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    fn reply(&mut self, reply: &Reply) {
+        if reply.is_error() {
+            debug!(code = reply.code, "reply {}", reply.to_wire().trim_end());
+        }
+        reply.write_to(&mut self.out);
+    }
+
+    fn close_with(&mut self, reply: &Reply) -> Flow {
+        self.reply(reply);
+        self.state = State::Closed;
+        Flow::Close
+    }
+
+    fn hostname(&self) -> String {
+        self.settings.hostname.clone()
+    }
+
+    /// Runs the `connect` hook and sends the greeting. `early_talker` says
+    /// whether the client sent bytes before the greeting.
+    pub async fn start(&mut self, early_talker: bool) -> Flow {
+        if early_talker {
+            self.conn.lock().early_talker = true;
+            if self.settings.early_talker == EarlyTalker::Reject {
+                warn!("client talked before the greeting");
+                return self.close_with(&Reply::new(554, "5.5.0", "Error: talking before the greeting"));
+            }
+        }
+        let decision = self.policy.decide(HookCall::Connect).await;
+        let host = self.hostname();
+        let rule = rule(Hook::Connect, &decision.verdict, false);
+        let reply = rule.reply(decision.verdict.reply(), &host);
+        match rule.effect {
+            Effect::Proceed | Effect::Reject => {
+                self.reply(&reply);
+                Flow::Continue
+            }
+            Effect::Refuse => {
+                info!(plugin = ?decision.plugin, "connection refused at greeting");
+                self.reply(&reply);
+                self.state = State::Refused(reply);
+                Flow::Continue
+            }
+            Effect::Close => self.close_with(&reply),
+        }
+    }
+
+    /// The client was idle too long.
+    pub fn idle_timeout(&mut self) -> Flow {
+        info!("idle timeout");
+        let reply = codes::idle_timeout(&self.hostname());
+        self.close_with(&reply)
+    }
+
+    /// The server is shutting down.
+    pub fn shutdown(&mut self) -> Flow {
+        let reply = codes::shutting_down(&self.hostname());
+        self.close_with(&reply)
+    }
+
+    /// The connection ended: ends the transaction and tells the plugins.
+    pub async fn end(&mut self) {
+        self.state = State::Closed;
+        self.reset_transaction().await;
+        self.policy.notify(HookCall::Disconnect).await;
+    }
+
+    /// Feeds bytes from the client; replies accumulate for [`Self::take_output`].
+    pub async fn ingest(&mut self, bytes: &[u8]) -> Flow {
+        let mut i = 0;
+        while i < bytes.len() {
+            match &mut self.state {
+                State::Closed => return Flow::Close,
+                State::Data(_) => {
+                    let (consumed, ended) = self.feed_data(&bytes[i..]);
+                    i += consumed;
+                    if ended && self.finish_data().await == Flow::Close {
+                        return Flow::Close;
+                    }
+                }
+                State::Command | State::Refused(_) => {
+                    let rest = &bytes[i..];
+                    let Some(eol) = memchr::memchr(b'\n', rest) else {
+                        self.buffer_line(rest);
+                        break;
+                    };
+                    self.buffer_line(&rest[..eol]);
+                    i += eol + 1;
+                    let more = i < bytes.len();
+                    if self.command_line(more).await == Flow::Close {
+                        return Flow::Close;
+                    }
+                }
+            }
+        }
+        if self.is_closed() { Flow::Close } else { Flow::Continue }
+    }
+
+    /// Adds bytes of a command line, never holding more than the limit.
+    fn buffer_line(&mut self, part: &[u8]) {
+        if self.discarding_line {
+            return;
+        }
+        if self.line.len() + part.len() >= MAX_COMMAND_LINE {
+            self.line.clear();
+            self.discarding_line = true;
+        } else {
+            self.line.extend_from_slice(part);
+        }
+    }
+
+    async fn command_line(&mut self, more: bool) -> Flow {
+        let mut line = std::mem::take(&mut self.line);
+        if std::mem::take(&mut self.discarding_line) {
+            return self.error(codes::line_too_long());
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        } else if self.settings.bare_newlines == BareNewlines::Reject {
+            return self.error(Reply::new(500, "5.5.2", "Command lines must end with CRLF"));
+        }
+        let command = match parse_command(&line) {
+            Ok(c) => c,
+            Err(e) => return self.error(e.0),
+        };
+        if let State::Refused(reply) = &self.state {
+            let reply = reply.clone();
+            if command == Command::Quit {
+                let bye = Reply::new(221, "2.0.0", format!("{} closing connection", self.hostname()));
+                return self.close_with(&bye);
+            }
+            self.reply(&reply);
+            return Flow::Continue;
+        }
+        let esmtp = self.conn.lock().esmtp;
+        if more && self.settings.strict_pipelining && !(esmtp && command.may_be_pipelined()) {
+            warn!(command = ?command, "client pipelined without permission");
+            return self.close_with(&codes::sync_error());
+        }
+        self.command(command).await
+    }
+
+    /// Counts a client error and sends its reply, or closes after too many.
+    fn error(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        if self.errors > self.settings.max_errors {
+            warn!(errors = self.errors, "too many errors");
+            return self.close_with(&codes::too_many_errors());
+        }
+        self.reply(&reply);
+        Flow::Continue
+    }
+
+    async fn command(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Helo(host) => self.helo(host, false).await,
+            Command::Ehlo(host) => self.helo(host, true).await,
+            Command::Mail(sender) => self.mail(sender).await,
+            Command::Rcpt(recipient) => self.rcpt(recipient).await,
+            Command::Data => self.data().await,
+            Command::Rset => {
+                self.reset_transaction().await;
+                self.reply(&codes::ok());
+                Flow::Continue
+            }
+            Command::Noop => {
+                self.reply(&codes::ok());
+                Flow::Continue
+            }
+            Command::Quit => {
+                let bye = Reply::new(221, "2.0.0", format!("{} closing connection", self.hostname()));
+                self.close_with(&bye)
+            }
+            Command::Vrfy(_) => {
+                self.reply(&Reply::new(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"));
+                Flow::Continue
+            }
+            Command::Help => {
+                self.reply(&Reply::new(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"));
+                Flow::Continue
+            }
+            Command::StartTls | Command::Auth(_) => {
+                self.error(Reply::new(502, "5.5.1", "Command not implemented"))
+            }
+            Command::Unknown { verb, args } => self.unrecognized(verb, args).await,
+        }
+    }
+
+    /// Runs a deciding hook's chain and looks its verdict up in the table.
+    async fn decide(&mut self, call: HookCall) -> (Decision, crate::policy::Rule) {
+        let hook = call.hook();
+        let decision = self.policy.decide(call).await;
+        let relaying = self.conn.lock().relaying;
+        let rule = rule(hook, &decision.verdict, relaying);
+        if decision.verdict.is_rejection() {
+            info!(hook = %hook, plugin = decision.plugin.as_deref().unwrap_or("-"), verdict = decision.verdict.name(), "rejected");
+        }
+        (decision, rule)
+    }
+
+    /// Sends a non-proceeding rule's reply; closes when the rule says so.
+    fn refuse(&mut self, rule: crate::policy::Rule, decision: &Decision, subject: &str) -> Flow {
+        let reply = rule.reply(decision.verdict.reply(), subject);
+        match rule.effect {
+            Effect::Close | Effect::Refuse => self.close_with(&reply),
+            Effect::Reject | Effect::Proceed => {
+                self.reply(&reply);
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn helo(&mut self, host: String, esmtp: bool) -> Flow {
+        self.reset_transaction().await;
+        let call = if esmtp { HookCall::Ehlo(host.clone()) } else { HookCall::Helo(host.clone()) };
+        let (decision, rule) = self.decide(call).await;
+        if rule.effect != Effect::Proceed {
+            let mut conn = self.conn.lock();
+            conn.helo = None;
+            conn.esmtp = false;
+            drop(conn);
+            return self.refuse(rule, &decision, &host);
+        }
+        let peer_ip = {
+            let mut conn = self.conn.lock();
+            conn.helo = Some(host.clone());
+            conn.esmtp = esmtp;
+            conn.peer.ip()
+        };
+        let greeting = format!("{} Hello {host} [{peer_ip}]", self.hostname());
+        if !esmtp {
+            self.reply(&Reply::plain(250, greeting));
+            return Flow::Continue;
+        }
+        let mut lines = vec![greeting];
+        lines.push("PIPELINING".into());
+        lines.push("8BITMIME".into());
+        lines.push(format!("SIZE {}", self.settings.max_message_size));
+        lines.push("ENHANCEDSTATUSCODES".into());
+        lines.push("SMTPUTF8".into());
+        self.extra_keywords = self
+            .policy
+            .capabilities()
+            .await
+            .into_iter()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+            .collect();
+        lines.extend(self.extra_keywords.iter().cloned());
+        self.reply(&Reply { code: 250, enhanced: None, lines });
+        Flow::Continue
+    }
+
+    /// Checks the ESMTP parameters of MAIL or RCPT; `known` are the ones the core handles.
+    fn check_params(&self, address: &Address, known: &[&str]) -> Result<(), Reply> {
+        if !address.params.is_empty() && !self.conn.lock().esmtp {
+            return Err(Reply::new(555, "5.5.4", "Parameters require EHLO"));
+        }
+        for p in &address.params {
+            let by_plugin = self
+                .extra_keywords
+                .iter()
+                .any(|k| k.split(' ').next().is_some_and(|kw| kw.eq_ignore_ascii_case(&p.key)));
+            if !known.contains(&p.key.as_str()) && !by_plugin {
+                return Err(Reply::new(555, "5.5.4", format!("Unsupported parameter {}", p.key)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn mail(&mut self, sender: Address) -> Flow {
+        let (has_helo, has_tx) = {
+            let conn = self.conn.lock();
+            (conn.helo.is_some(), conn.transaction.is_some())
+        };
+        if !has_helo {
+            return self.error(codes::bad_sequence("send HELO/EHLO first"));
+        }
+        if has_tx {
+            return self.error(codes::bad_sequence("nested MAIL command"));
+        }
+        if let Err(reply) = self.check_params(&sender, &["SIZE", "BODY", "SMTPUTF8", "AUTH"]) {
+            return self.error(reply);
+        }
+        if let Some(size) = sender.param("SIZE") {
+            match size.and_then(|s| s.parse::<u64>().ok()) {
+                None => return self.error(codes::syntax("SIZE=<number>")),
+                Some(n) if n > self.settings.max_message_size => {
+                    self.reply(&codes::too_big());
+                    return Flow::Continue;
+                }
+                Some(_) => {}
+            }
+        }
+        match sender.param("BODY") {
+            None => {}
+            Some(Some(b)) if b.eq_ignore_ascii_case("7BIT") || b.eq_ignore_ascii_case("8BITMIME") => {}
+            Some(_) => return self.error(Reply::new(555, "5.5.4", "BODY must be 7BIT or 8BITMIME")),
+        }
+        if sender.param("SMTPUTF8").is_some_and(|v| v.is_some()) {
+            return self.error(Reply::new(555, "5.5.4", "SMTPUTF8 takes no value"));
+        }
+        if sender.needs_utf8() && sender.param("SMTPUTF8").is_none() {
+            return self.error(Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"));
+        }
+        self.transactions += 1;
+        let tx_id = {
+            let mut conn = self.conn.lock();
+            let id = format!("{}.{}", conn.id, self.transactions);
+            let notes = crate::capabilities::NoteStore::new(conn.note_limits);
+            conn.transaction = Some(Transaction {
+                id: id.clone(),
+                sender: sender.clone(),
+                recipients: Vec::new(),
+                message: None,
+                notes,
+            });
+            id
+        };
+        tracing::Span::current().record("tx", tx_id.as_str());
+        let subject = sender.to_string();
+        let (decision, rule) = self.decide(HookCall::Mail(sender)).await;
+        if rule.effect == Effect::Proceed {
+            self.reply(&rule.reply(decision.verdict.reply(), &subject));
+            return Flow::Continue;
+        }
+        self.reset_transaction().await;
+        self.refuse(rule, &decision, &subject)
+    }
+
+    async fn rcpt(&mut self, recipient: Address) -> Flow {
+        let (count, utf8) = {
+            let conn = self.conn.lock();
+            match &conn.transaction {
+                None => (None, false),
+                Some(tx) => (Some(tx.recipients.len()), tx.sender.param("SMTPUTF8").is_some()),
+            }
+        };
+        let Some(count) = count else {
+            return self.error(codes::bad_sequence("send MAIL first"));
+        };
+        if let Err(reply) = self.check_params(&recipient, &[]) {
+            return self.error(reply);
+        }
+        if recipient.needs_utf8() && !utf8 {
+            return self.error(Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"));
+        }
+        if count >= self.settings.max_recipients {
+            self.reply(&codes::too_many_recipients());
+            return Flow::Continue;
+        }
+        let subject = recipient.to_string();
+        self.with_transaction(|tx| tx.recipients.push(recipient.clone()));
+        let (decision, rule) = self.decide(HookCall::Rcpt(recipient.clone())).await;
+        if rule.effect != Effect::Proceed {
+            self.with_transaction(|tx| tx.recipients.truncate(count));
+            return self.refuse(rule, &decision, &subject);
+        }
+        let accepted = self.with_transaction(|tx| tx.recipients.get(count).cloned()).flatten().unwrap_or(recipient);
+        let (ok_decision, ok_rule) = self.decide(HookCall::RcptOk(accepted)).await;
+        if ok_rule.effect != Effect::Proceed {
+            self.with_transaction(|tx| tx.recipients.truncate(count));
+            return self.refuse(ok_rule, &ok_decision, &subject);
+        }
+        let reply = match ok_decision.verdict.reply() {
+            Some(r) => ok_rule.reply(Some(r), &subject),
+            None => rule.reply(decision.verdict.reply(), &subject),
+        };
+        self.reply(&reply);
+        Flow::Continue
+    }
+
+    fn with_transaction<T>(&self, f: impl FnOnce(&mut Transaction) -> T) -> Option<T> {
+        self.conn.lock().transaction.as_mut().map(f)
+    }
+
+    async fn data(&mut self) -> Flow {
+        let state = self.with_transaction(|tx| (tx.id.clone(), tx.recipients.len()));
+        let Some((tx_id, recipients)) = state else {
+            return self.error(codes::bad_sequence("send MAIL first"));
+        };
+        if recipients == 0 {
+            return self.error(codes::bad_sequence("send RCPT first"));
+        }
+        let (decision, rule) = self.decide(HookCall::Data).await;
+        if rule.effect != Effect::Proceed {
+            self.reset_transaction().await;
+            return self.refuse(rule, &decision, "");
+        }
+        self.reply(&rule.reply(None, ""));
+        self.state = State::Data(Box::new(DataInProgress {
+            receiver: DataReceiver::new(self.settings.bare_newlines, self.settings.max_data_line),
+            writer: SpoolWriter::new(&self.settings.spool, &tx_id),
+            buf: Vec::with_capacity(16 * 1024),
+            oversize: false,
+            io_error: false,
+        }));
+        Flow::Continue
+    }
+
+    /// Feeds DATA bytes; returns how many were used and whether the message ended.
+    fn feed_data(&mut self, bytes: &[u8]) -> (usize, bool) {
+        let max = self.settings.max_message_size;
+        let State::Data(data) = &mut self.state else {
+            return (0, false);
+        };
+        let event = data.receiver.feed(bytes, &mut data.buf);
+        let (consumed, ended) = match event {
+            DataEvent::End { consumed } => (consumed, true),
+            DataEvent::NeedMore => (bytes.len(), false),
+        };
+        if ended || data.buf.len() >= 64 * 1024 {
+            if data.writer.len() + data.buf.len() as u64 > max {
+                data.oversize = true;
+            }
+            if !data.oversize && !data.io_error {
+                if let Err(e) = data.writer.write(&data.buf) {
+                    warn!("spooling the message failed: {e}");
+                    data.io_error = true;
+                }
+            }
+            data.buf.clear();
+        }
+        (consumed, ended)
+    }
+
+    /// The end of data arrived: checks the message, then data-post and queue.
+    async fn finish_data(&mut self) -> Flow {
+        let State::Data(data) = std::mem::replace(&mut self.state, State::Command) else {
+            return Flow::Continue;
+        };
+        let DataInProgress { receiver, writer, oversize, io_error, .. } = *data;
+        let problem = if io_error {
+            Some(codes::local_error())
+        } else if receiver.saw_nul {
+            Some(Reply::new(554, "5.6.0", "Message contains NUL characters"))
+        } else if receiver.saw_bare_newline && self.settings.bare_newlines == BareNewlines::Reject {
+            Some(Reply::new(554, "5.6.0", "Message contains bare CR or LF characters"))
+        } else if receiver.saw_long_line {
+            Some(Reply::new(552, "5.3.4", format!("Message has lines longer than {} bytes", self.settings.max_data_line)))
+        } else {
+            None
+        };
+        if oversize {
+            let (decision, rule) = self.decide(HookCall::MaxDataExceeded).await;
+            let flow = self.refuse(rule, &decision, "");
+            self.reset_transaction().await;
+            return flow;
+        }
+        if let Some(reply) = problem {
+            warn!("message rejected: {}", reply.to_wire().trim_end());
+            self.reply(&reply);
+            self.reset_transaction().await;
+            return Flow::Continue;
+        }
+        let message = match writer.finish(self.settings.max_header_size) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("reading the spooled message failed: {e}");
+                self.reply(&codes::local_error());
+                self.reset_transaction().await;
+                return Flow::Continue;
+            }
+        };
+        if let Some(reply) = self.check_message(&message) {
+            warn!("message rejected: {}", reply.to_wire().trim_end());
+            self.reply(&reply);
+            self.reset_transaction().await;
+            return Flow::Continue;
+        }
+        let tx_id = self.attach_message(message);
+        let (decision, rule) = self.decide(HookCall::DataPost).await;
+        if rule.effect != Effect::Proceed {
+            let flow = self.refuse(rule, &decision, "");
+            self.reset_transaction().await;
+            return flow;
+        }
+        let relaying = self.conn.lock().relaying;
+        let call = if relaying { HookCall::QueueOutbound } else { HookCall::Queue };
+        let (decision, rule) = self.decide(call).await;
+        let flow = self.refuse(rule, &decision, &tx_id);
+        if rule.effect == Effect::Proceed {
+            let size = self.with_transaction(|tx| tx.message.as_ref().map_or(0, Message::size)).unwrap_or(0);
+            info!(queue_id = %tx_id, size, plugin = decision.plugin.as_deref().unwrap_or("-"), "message accepted");
+            self.policy.notify(HookCall::QueueOk(tx_id)).await;
+        }
+        self.reset_transaction().await;
+        flow
+    }
+
+    fn check_message(&self, message: &Message) -> Option<Reply> {
+        if message.header_too_large {
+            return Some(Reply::new(552, "5.3.4", "Message header too large"));
+        }
+        if message.count("Received") > self.settings.max_received {
+            return Some(Reply::new(554, "5.4.6", "Too many hops (Received headers), possible mail loop"));
+        }
+        None
+    }
+
+    /// Stores the message in the transaction with our `Received:` field on top.
+    fn attach_message(&mut self, mut message: Message) -> String {
+        let mut conn = self.conn.lock();
+        let helo: String = conn
+            .helo
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .map(|c| if c.is_ascii_graphic() && !"()[];\\\"".contains(c) { c } else { '_' })
+            .collect();
+        let proto = format!(
+            "{}{}{}",
+            if conn.esmtp { "ESMTP" } else { "SMTP" },
+            if conn.tls.is_some() { "S" } else { "" },
+            if conn.auth_user.is_some() { "A" } else { "" }
+        );
+        let peer = conn.peer.ip();
+        let hostname = conn.hostname.clone();
+        let tx = conn.transaction.as_mut().expect("DATA runs inside a transaction");
+        let mut value = format!("from {helo} ([{peer}])\r\n\tby {hostname} (Waraka) with {proto} id {}", tx.id);
+        if let [single] = tx.recipients.as_slice() {
+            value.push_str(&format!("\r\n\tfor {single}"));
+        }
+        value.push_str(&format!(";\r\n\t{}", chrono::Utc::now().to_rfc2822()));
+        if let Err(e) = message.add_header("Received", &value) {
+            warn!("could not add Received: {e}");
+        }
+        tx.message = Some(message);
+        tx.id.clone()
+    }
+
+    async fn unrecognized(&mut self, verb: String, args: String) -> Flow {
+        if FOREIGN_VERBS.contains(&verb.as_str()) || verb.ends_with(':') {
+            warn!(verb = %verb, "not an SMTP client");
+            return self.close_with(&Reply::new(554, "5.7.0", "This is an SMTP server, closing connection"));
+        }
+        let subject = verb.clone();
+        let (decision, rule) = self.decide(HookCall::UnrecognizedCommand { verb, args }).await;
+        if rule.effect == Effect::Proceed {
+            self.reply(&rule.reply(decision.verdict.reply(), &subject));
+            return Flow::Continue;
+        }
+        if decision.verdict == Verdict::Cont {
+            return self.error(rule.reply(None, &subject));
+        }
+        self.refuse(rule, &decision, &subject)
+    }
+
+    /// Ends the open transaction, if any, and tells the plugins.
+    async fn reset_transaction(&mut self) {
+        let had = self.conn.lock().transaction.is_some();
+        if had {
+            self.policy.notify(HookCall::ResetTransaction).await;
+            self.conn.lock().transaction = None;
+            tracing::Span::current().record("tx", "-");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+use super::message::SpoolSettings;
+use crate::capabilities::NoteLimits;
+use crate::protocol::BareNewlines;
+
+/// What to do with a client that talks before the greeting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EarlyTalker {
+    /// `554 5.5.0` and close.
+    #[default]
+    Reject,
+    /// Only flag it (`session.early-talker()`), so a plugin decides (Haraka's way).
+    Flag,
+}
+
+/// The limits and switches one session runs with.
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    /// This server's name in the greeting and replies.
+    pub hostname: String,
+    /// Largest message in bytes (advertised as SIZE).
+    pub max_message_size: u64,
+    /// Recipients accepted per transaction before `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Client errors tolerated before `421` and close.
+    pub max_errors: u32,
+    /// Longest DATA line (CRLF excluded); 0 means no limit.
+    pub max_data_line: usize,
+    /// Largest header section in bytes.
+    pub max_header_size: usize,
+    /// Most `Received:` fields before the message counts as a loop.
+    pub max_received: usize,
+    pub bare_newlines: BareNewlines,
+    pub early_talker: EarlyTalker,
+    /// Refuse commands sent ahead of their reply where RFC 2920 forbids it.
+    pub strict_pipelining: bool,
+    pub spool: SpoolSettings,
+    pub notes: NoteLimits,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            hostname: "localhost".into(),
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 10,
+            max_data_line: 65_536,
+            max_header_size: 256 * 1024,
+            max_received: 100,
+            bare_newlines: BareNewlines::Reject,
+            early_talker: EarlyTalker::Reject,
+            strict_pipelining: true,
+            spool: SpoolSettings { dir: std::env::temp_dir().join("waraka-spool"), memory_threshold: 128 * 1024 },
+            notes: NoteLimits::default(),
+        }
+    }
+}

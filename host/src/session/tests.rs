@@ -1,0 +1,263 @@
+//! Protocol tests over byte buffers: no socket, no WebAssembly.
+
+use super::*;
+use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
+use std::collections::HashMap;
+use std::sync::Mutex as StdMutex;
+
+/// A policy answering fixed verdicts per hook and recording what it saw.
+#[derive(Clone, Default)]
+struct Scripted {
+    verdicts: HashMap<Hook, Verdict>,
+    seen: Arc<StdMutex<Vec<Hook>>>,
+    queued: Arc<StdMutex<Vec<Vec<u8>>>>,
+    conn: Option<SharedConnection>,
+}
+
+impl Policy for Scripted {
+    async fn decide(&mut self, call: HookCall) -> Decision {
+        let hook = call.hook();
+        self.seen.lock().unwrap().push(hook);
+        if hook == Hook::Queue {
+            let conn = self.conn.as_ref().unwrap().lock();
+            let m = conn.transaction.as_ref().unwrap().message.as_ref().unwrap();
+            let bytes = m.read(0, m.size() as usize).unwrap();
+            self.queued.lock().unwrap().push(bytes);
+        }
+        match self.verdicts.get(&hook) {
+            Some(v) => Decision { verdict: v.clone(), plugin: Some("scripted".into()) },
+            None => Decision::cont(),
+        }
+    }
+    async fn capabilities(&mut self) -> Vec<String> {
+        vec!["XTEST".into()]
+    }
+    async fn notify(&mut self, call: HookCall) {
+        self.seen.lock().unwrap().push(call.hook());
+    }
+}
+
+struct Harness {
+    session: Session<Scripted>,
+    policy: Scripted,
+}
+
+fn harness(verdicts: &[(Hook, Verdict)], tweak: impl FnOnce(&mut SessionSettings)) -> Harness {
+    let mut settings = SessionSettings { hostname: "mx.test".into(), ..Default::default() };
+    tweak(&mut settings);
+    let conn = SharedConnection::new(Connection::new(
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:25".parse().unwrap(),
+        "mx.test",
+        settings.notes,
+    ));
+    let policy = Scripted {
+        verdicts: verdicts.iter().cloned().collect(),
+        conn: Some(conn.clone()),
+        ..Default::default()
+    };
+    Harness { session: Session::new(policy.clone(), conn, Arc::new(settings)), policy }
+}
+
+fn accepting() -> Vec<(Hook, Verdict)> {
+    vec![(Hook::Rcpt, Verdict::Ok(None)), (Hook::Queue, Verdict::Ok(None))]
+}
+
+impl Harness {
+    async fn start(&mut self) -> String {
+        self.session.start(false).await;
+        String::from_utf8(self.session.take_output()).unwrap()
+    }
+    async fn send(&mut self, bytes: &[u8]) -> String {
+        self.session.ingest(bytes).await;
+        String::from_utf8_lossy(&self.session.take_output()).into_owned()
+    }
+    /// Codes of every reply line that ends a reply.
+    async fn codes(&mut self, bytes: &[u8]) -> Vec<String> {
+        let out = self.send(bytes).await;
+        out.lines().filter(|l| l.as_bytes().get(3) == Some(&b' ')).map(|l| l[..3].to_string()).collect()
+    }
+    async fn greeted(verdicts: &[(Hook, Verdict)]) -> Harness {
+        let mut h = harness(verdicts, |_| {});
+        h.start().await;
+        h.send(b"EHLO client.test\r\n").await;
+        h
+    }
+}
+
+#[tokio::test]
+async fn greeting_and_ehlo_advertise_the_extensions() {
+    let mut h = harness(&[], |_| {});
+    assert_eq!(h.start().await, "220 mx.test ESMTP Waraka ready\r\n");
+    let ehlo = h.send(b"EHLO client.test\r\n").await;
+    for kw in ["PIPELINING", "8BITMIME", "SIZE 26214400", "ENHANCEDSTATUSCODES", "SMTPUTF8", "XTEST"] {
+        assert!(ehlo.contains(kw), "{kw} missing in {ehlo}");
+    }
+    assert!(ehlo.starts_with("250-mx.test Hello client.test [127.0.0.1]\r\n"));
+}
+
+#[tokio::test]
+async fn bad_sequences_get_503() {
+    let mut h = harness(&accepting(), |_| {});
+    h.start().await;
+    assert_eq!(h.send(b"MAIL FROM:<a@b.test>\r\n").await, "503 5.5.1 Bad sequence of commands: send HELO/EHLO first\r\n");
+    h.send(b"EHLO c\r\n").await;
+    assert_eq!(h.codes(b"RCPT TO:<x@y.test>\r\n").await, ["503"]);
+    assert_eq!(h.codes(b"DATA\r\n").await, ["503"]);
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.test>\r\n").await, ["250"]);
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.test>\r\n").await, ["503"]);
+    assert_eq!(h.send(b"DATA\r\n").await, "503 5.5.1 Bad sequence of commands: send RCPT first\r\n");
+}
+
+#[tokio::test]
+async fn rcpt_needs_ok_and_queue_needs_ok() {
+    let mut h = Harness::greeted(&[]).await;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    assert_eq!(h.send(b"RCPT TO:<x@y.test>\r\n").await, "550 5.1.1 I cannot deliver mail for <x@y.test>\r\n");
+    let mut h = Harness::greeted(&[(Hook::Rcpt, Verdict::Ok(None))]).await;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    assert_eq!(h.codes(b"RCPT TO:<x@y.test>\r\n").await, ["250"]);
+    assert_eq!(h.codes(b"DATA\r\n").await, ["354"]);
+    assert_eq!(h.send(b"Subject: t\r\n\r\nhi\r\n.\r\n").await, "451 4.3.0 Queuing declined or disabled, try later\r\n");
+}
+
+#[tokio::test]
+async fn a_relaying_session_needs_no_rcpt_ok() {
+    let mut h = Harness::greeted(&[]).await;
+    h.session.connection().lock().relaying = true;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    assert_eq!(h.codes(b"RCPT TO:<x@elsewhere.test>\r\n").await, ["250"]);
+}
+
+#[tokio::test]
+async fn pipelined_commands_are_answered_in_order_and_the_message_is_byte_exact() {
+    let mut h = Harness::greeted(&accepting()).await;
+    let codes = h.codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nRCPT TO:<z@y.test>\r\nDATA\r\n").await;
+    assert_eq!(codes, ["250", "250", "250", "354"]);
+    let body = b"Subject: t\r\n\r\n..dot\r\nline\r\n";
+    let mut data = body.to_vec();
+    data.extend_from_slice(b".\r\nQUIT\r\n");
+    assert_eq!(h.codes(&data).await, ["250", "221"]);
+    let queued = h.policy.queued.lock().unwrap()[0].clone();
+    assert!(queued.starts_with(b"Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Waraka) with ESMTP id "));
+    assert!(queued.ends_with(b"Subject: t\r\n\r\n.dot\r\nline\r\n"), "{}", String::from_utf8_lossy(&queued));
+}
+
+#[tokio::test]
+async fn pipelining_without_permission_closes_the_connection() {
+    let mut h = harness(&accepting(), |_| {});
+    h.start().await;
+    assert_eq!(h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n").await, "554 5.5.0 Error: SMTP protocol synchronization\r\n");
+    assert!(h.session.is_closed());
+    let mut h = Harness::greeted(&accepting()).await;
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n").await;
+    assert_eq!(h.codes(b"DATA\r\nSubject: early\r\n").await, ["554"]);
+    assert!(h.session.is_closed());
+}
+
+#[tokio::test]
+async fn smuggled_end_of_data_never_starts_a_second_transaction() {
+    for seq in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r", b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"] {
+        let mut h = Harness::greeted(&accepting()).await;
+        h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+        h.send(b"RCPT TO:<x@y.test>\r\n").await;
+        h.send(b"DATA\r\n").await;
+        let mut data = b"Subject: a\r\n\r\nfirst".to_vec();
+        data.extend_from_slice(seq);
+        data.extend_from_slice(b"MAIL FROM:<evil@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: b\r\n\r\nsecond\r\n.\r\n");
+        let codes = h.codes(&data).await;
+        assert_eq!(codes, ["554"], "sequence {seq:?}");
+        let seen = h.policy.seen.lock().unwrap().clone();
+        assert_eq!(seen.iter().filter(|h| **h == Hook::Mail).count(), 1, "sequence {seq:?}");
+        assert!(h.policy.queued.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn bare_newlines_can_be_normalised() {
+    let mut h = harness(&accepting(), |s| s.bare_newlines = BareNewlines::Normalize);
+    h.start().await;
+    h.send(b"EHLO c\r\n").await;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    h.send(b"RCPT TO:<x@y.test>\r\n").await;
+    h.send(b"DATA\r\n").await;
+    assert_eq!(h.codes(b"Subject: a\n\nbody\n.\r\n").await, Vec::<String>::new());
+    assert_eq!(h.codes(b"\r\n.\r\n").await, ["250"]);
+    let queued = h.policy.queued.lock().unwrap()[0].clone();
+    // The bare-LF "dot line" stays content: only CRLF.CRLF ends DATA, even when normalising.
+    assert!(queued.ends_with(b"Subject: a\r\n\r\nbody\r\n.\r\n\r\n"));
+}
+
+#[tokio::test]
+async fn size_limits_at_mail_and_while_receiving() {
+    let mut h = harness(&accepting(), |s| s.max_message_size = 100);
+    h.start().await;
+    h.send(b"EHLO c\r\n").await;
+    assert_eq!(h.send(b"MAIL FROM:<a@b.test> SIZE=101\r\n").await, "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.test> SIZE=100\r\n").await, ["250"]);
+    h.send(b"RCPT TO:<x@y.test>\r\n").await;
+    h.send(b"DATA\r\n").await;
+    let big = format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(200));
+    assert_eq!(h.send(big.as_bytes()).await, "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
+    assert!(h.policy.seen.lock().unwrap().contains(&Hook::MaxDataExceeded));
+    assert!(h.policy.queued.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_hundred_recipients_then_452() {
+    let mut h = Harness::greeted(&accepting()).await;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    for i in 0..100 {
+        assert_eq!(h.codes(format!("RCPT TO:<u{i}@y.test>\r\n").as_bytes()).await, ["250"]);
+    }
+    assert_eq!(h.send(b"RCPT TO:<one-more@y.test>\r\n").await, "452 4.5.3 Too many recipients\r\n");
+}
+
+#[tokio::test]
+async fn long_lines_nul_and_error_limits() {
+    let mut h = harness(&[], |s| s.max_errors = 3);
+    h.start().await;
+    let long = format!("EHLO {}\r\n", "a".repeat(600));
+    assert_eq!(h.send(long.as_bytes()).await, "500 5.5.2 Line too long\r\n");
+    assert_eq!(h.codes(b"NOOP \0\r\n").await, ["500"]);
+    assert_eq!(h.codes(b"BOGUS\r\n").await, ["500"]);
+    assert_eq!(h.send(b"BOGUS\r\n").await, "421 4.7.0 Too many errors, closing connection\r\n");
+    assert!(h.session.is_closed());
+}
+
+#[tokio::test]
+async fn nul_in_data_is_rejected() {
+    let mut h = Harness::greeted(&accepting()).await;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    h.send(b"RCPT TO:<x@y.test>\r\n").await;
+    h.send(b"DATA\r\n").await;
+    assert_eq!(h.send(b"Subject: a\r\n\r\nnul\0here\r\n.\r\n").await, "554 5.6.0 Message contains NUL characters\r\n");
+}
+
+#[tokio::test]
+async fn a_connect_deny_refuses_everything_but_quit() {
+    let mut h = harness(&[(Hook::Connect, Verdict::Deny(None))], |_| {});
+    assert_eq!(h.start().await, "554 5.7.1 Your mail is not welcome here\r\n");
+    assert_eq!(h.codes(b"EHLO c\r\n").await, ["554"]);
+    assert_eq!(h.codes(b"QUIT\r\n").await, ["221"]);
+}
+
+#[tokio::test]
+async fn http_requests_are_turned_away() {
+    let mut h = harness(&[], |_| {});
+    h.start().await;
+    assert_eq!(h.codes(b"GET / HTTP/1.1\r\n").await, ["554"]);
+    assert!(h.session.is_closed());
+}
+
+#[tokio::test]
+async fn too_many_received_headers_is_a_loop() {
+    let mut h = harness(&accepting(), |s| s.max_received = 2);
+    h.start().await;
+    h.send(b"EHLO c\r\n").await;
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    h.send(b"RCPT TO:<x@y.test>\r\n").await;
+    h.send(b"DATA\r\n").await;
+    let msg = b"Received: a\r\nReceived: b\r\nReceived: c\r\n\r\nx\r\n.\r\n";
+    assert_eq!(h.codes(msg).await, ["554"]);
+}
