@@ -10,6 +10,11 @@
 //! - [`config`], [`server`], [`cli`]: the instance, sockets and commands.
 
 pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod plugins;
 pub mod policy;
 pub mod protocol;
+pub mod scaffold;
+pub mod server;
 pub mod session;

@@ -3,19 +3,19 @@
 //! `user-YYYYMMDD@domain` is refused with `550 5.1.1 Expired email address`
 //! once that date has passed; until then the recipient is rewritten to
 //! `user@domain`, so the message is queued for the real mailbox. Other
-//! addresses pass on untouched.
+//! addresses pass on untouched. `config/rcpt_to.disposable.ini` may set the
+//! `separator` between user and date.
 
 use regex_lite::Regex;
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope};
 
 struct Disposable;
 
-/// Splits `user-YYYYMMDD` into the user and the expiry date as a `YYYYMMDD` number.
-fn parse(local_part: &str) -> Option<(String, u32)> {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"^(.+)-(\d{4})(\d{2})(\d{2})$").expect("valid regex"));
+/// Splits `user-YYYYMMDD` into the user and the expiry date as a `YYYYMMDD`
+/// number; `separator` is the text between them ("-" by default).
+fn parse(local_part: &str, separator: &str) -> Option<(String, u32)> {
+    let re = Regex::new(&format!(r"^(.+){}(\d{{4}})(\d{{2}})(\d{{2}})$", regex_lite::escape(separator))).ok()?;
     let caps = re.captures(local_part)?;
     let (y, m, d): (u32, u32, u32) = (caps[2].parse().ok()?, caps[3].parse().ok()?, caps[4].parse().ok()?);
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
@@ -45,7 +45,8 @@ impl Plugin for Disposable {
     const HOOKS: &'static [Hook] = &[Hook::Rcpt];
 
     fn rcpt(recipient: Address) -> Verdict {
-        let Some((user, expiry)) = parse(&recipient.local_part) else {
+        let separator = waraka_plugin::setting("rcpt_to.disposable.ini", "separator").unwrap_or_else(|| "-".into());
+        let Some((user, expiry)) = parse(&recipient.local_part, &separator) else {
             return Verdict::Cont;
         };
         if expiry < today() {
@@ -71,10 +72,11 @@ mod tests {
 
     #[test]
     fn parses_dated_local_parts() {
-        assert_eq!(parse("me-20121015"), Some(("me".into(), 20121015)));
-        assert_eq!(parse("a-b-20991231"), Some(("a-b".into(), 20991231)));
-        assert_eq!(parse("me-20121315"), None);
-        assert_eq!(parse("me"), None);
-        assert_eq!(parse("-20121015"), None);
+        assert_eq!(parse("me-20121015", "-"), Some(("me".into(), 20121015)));
+        assert_eq!(parse("a-b-20991231", "-"), Some(("a-b".into(), 20991231)));
+        assert_eq!(parse("me+20991231", "+"), Some(("me".into(), 20991231)));
+        assert_eq!(parse("me-20121315", "-"), None);
+        assert_eq!(parse("me", "-"), None);
+        assert_eq!(parse("-20121015", "-"), None);
     }
 }

@@ -224,6 +224,17 @@ impl core::fmt::Display for Address {
     }
 }
 
+/// The value of `key = value` in the config file `name` (Haraka-style INI
+/// lines; `[sections]` and comments are ignored). `None` when missing.
+pub fn setting(name: &str, key: &str) -> Option<String> {
+    config::lines(name)
+        .ok()?
+        .iter()
+        .filter_map(|line| line.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+}
+
 /// Logs a formatted line at info level: `info!("saw {}", x)`.
 #[macro_export]
 macro_rules! info {

@@ -17,7 +17,7 @@ use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, Reply, codes, parse_command,
 };
 use std::sync::Arc;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 /// Whether the connection stays open after feeding bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,9 @@ pub struct Session<P: Policy> {
     errors: u32,
     extra_keywords: Vec<String>,
     transactions: u32,
+    /// The span of the open transaction: hooks run inside it, so every log
+    /// line carries the transaction id.
+    tx_span: Span,
 }
 
 impl<P: Policy> Session<P> {
@@ -73,6 +76,7 @@ impl<P: Policy> Session<P> {
             errors: 0,
             extra_keywords: Vec::new(),
             transactions: 0,
+            tx_span: Span::none(),
         }
     }
 
@@ -281,11 +285,14 @@ impl<P: Policy> Session<P> {
     /// Runs a deciding hook's chain and looks its verdict up in the table.
     async fn decide(&mut self, call: HookCall) -> (Decision, crate::policy::Rule) {
         let hook = call.hook();
-        let decision = self.policy.decide(call).await;
+        let span = self.tx_span.clone();
+        let decision = self.policy.decide(call).instrument(span.clone()).await;
         let relaying = self.conn.lock().relaying;
         let rule = rule(hook, &decision.verdict, relaying);
-        if decision.verdict.is_rejection() {
-            info!(hook = %hook, plugin = decision.plugin.as_deref().unwrap_or("-"), verdict = decision.verdict.name(), "rejected");
+        if rule.effect != Effect::Proceed {
+            span.in_scope(|| {
+                info!(hook = %hook, plugin = decision.plugin.as_deref().unwrap_or("-"), verdict = decision.verdict.name(), code = rule.code, "refused")
+            });
         }
         (decision, rule)
     }
@@ -409,7 +416,7 @@ impl<P: Policy> Session<P> {
             });
             id
         };
-        tracing::Span::current().record("tx", tx_id.as_str());
+        self.tx_span = info_span!("tx", id = %tx_id);
         let subject = sender.to_string();
         let (decision, rule) = self.decide(HookCall::Mail(sender)).await;
         if rule.effect == Effect::Proceed {
@@ -573,8 +580,10 @@ impl<P: Policy> Session<P> {
         let flow = self.refuse(rule, &decision, &tx_id);
         if rule.effect == Effect::Proceed {
             let size = self.with_transaction(|tx| tx.message.as_ref().map_or(0, Message::size)).unwrap_or(0);
-            info!(queue_id = %tx_id, size, plugin = decision.plugin.as_deref().unwrap_or("-"), "message accepted");
-            self.policy.notify(HookCall::QueueOk(tx_id)).await;
+            self.tx_span.in_scope(|| {
+                info!(queue_id = %tx_id, size, plugin = decision.plugin.as_deref().unwrap_or("-"), "message accepted")
+            });
+            self.policy.notify(HookCall::QueueOk(tx_id)).instrument(self.tx_span.clone()).await;
         }
         self.reset_transaction().await;
         flow
@@ -642,9 +651,9 @@ impl<P: Policy> Session<P> {
     async fn reset_transaction(&mut self) {
         let had = self.conn.lock().transaction.is_some();
         if had {
-            self.policy.notify(HookCall::ResetTransaction).await;
+            self.policy.notify(HookCall::ResetTransaction).instrument(self.tx_span.clone()).await;
             self.conn.lock().transaction = None;
-            tracing::Span::current().record("tx", "-");
+            self.tx_span = Span::none();
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `queue/discard`: accepts every message and drops it (for tests and benchmarks).
+//! `queue/discard`: accepts every message and drops it (for tests and
+//! benchmarks). `config/queue/discard.ini` may set the reply text (`message = ...`).
 
 use waraka_plugin::{Hook, Plugin, Verdict};
 
@@ -10,7 +11,8 @@ impl Plugin for Discard {
     const HOOKS: &'static [Hook] = &[Hook::Queue];
 
     fn queue() -> Verdict {
-        Verdict::ok_with("Message discarded")
+        let text = waraka_plugin::setting("queue/discard.ini", "message");
+        Verdict::ok_with(text.as_deref().unwrap_or("Message discarded"))
     }
 }
 

@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Verdict, config, envelope, message, session};
+use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope, message, session};
 
 const ROOT: &str = "/maildir";
 const CHUNK: u32 = 64 * 1024;
@@ -32,13 +32,7 @@ fn component(raw: &str) -> String {
 }
 
 fn folder_template() -> String {
-    config::lines("queue/maildir.ini")
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == "folder")
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| "{domain}/{local}".into())
+    waraka_plugin::setting("queue/maildir.ini", "folder").unwrap_or_else(|| "{domain}/{local}".into())
 }
 
 fn mailbox(template: &str, rcpt: &Address) -> PathBuf {

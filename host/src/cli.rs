@@ -1,0 +1,189 @@
+//! The `waraka` command line.
+
+use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
+use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
+use crate::{scaffold, server};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Waraka: an SMTP server whose mail policy runs in sandboxed WebAssembly plugins.
+#[derive(Parser, Debug)]
+#[command(name = "waraka", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Lay out a new instance directory (waraka.toml, plugins/, config/, queue/).
+    Init {
+        dir: PathBuf,
+        /// Core plugins to install, in chain order (default: the standard set).
+        #[arg(long, value_delimiter = ',')]
+        plugins: Option<Vec<String>>,
+    },
+    /// Serve mail. Without --config, serves the embedded default instance.
+    Run {
+        /// The instance directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen on this address instead of [smtp] listen (repeatable).
+        #[arg(long)]
+        listen: Vec<String>,
+    },
+    /// Inspect and create plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Show the plugins of an instance: order, hooks, limits, grants.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check that a component fits the plugin world and show what it declares.
+    Check { file: PathBuf },
+    /// Write a plugin skeleton (source, doc, config stub) into DIR/NAME.
+    New {
+        name: String,
+        /// Where to create the skeleton.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Source language (only rust for now).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Init { dir, plugins } => init(&dir, plugins),
+            Command::Run { config, listen } => server::serve(instance(config.as_deref())?, listen).await,
+            Command::Plugin { command: PluginCommand::List { config } } => list(instance(config.as_deref())?).await,
+            Command::Plugin { command: PluginCommand::Check { file } } => check(&file).await,
+            Command::Plugin { command: PluginCommand::New { name, dir, lang } } => {
+                if lang != "rust" {
+                    bail!("--lang {lang}: only rust skeletons exist so far");
+                }
+                let path = scaffold::new_rust_plugin(&dir, &name)?;
+                println!("created {}; see its README.md", path.display());
+                Ok(())
+            }
+        }
+    })
+}
+
+fn instance(dir: Option<&Path>) -> Result<Instance> {
+    match dir {
+        Some(dir) => Instance::load(dir),
+        None => Instance::embedded(),
+    }
+}
+
+fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {
+    if dir.join(CONFIG_FILE).exists() {
+        bail!("{} already holds an instance", dir.display());
+    }
+    let default_text = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).map(|(_, t)| *t).unwrap_or_default();
+    let chosen = plugins.unwrap_or_else(|| parse_config(default_text).map(|c| c.plugins).unwrap_or_default());
+    for name in &chosen {
+        if !CORE_PLUGINS.iter().any(|(n, _)| n == name) {
+            let known: Vec<&str> = CORE_PLUGINS.iter().map(|(n, _)| *n).collect();
+            bail!("unknown core plugin {name:?} (known: {})", known.join(", "));
+        }
+    }
+    for sub in ["plugins", "config", "queue"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    for (name, bytes) in CORE_PLUGINS.iter().filter(|(n, _)| chosen.iter().any(|c| c == n)) {
+        let path = dir.join("plugins").join(format!("{name}.wasm"));
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for (name, text) in DEFAULT_CONFIG {
+        let path = if *name == CONFIG_FILE { dir.join(name) } else { dir.join("config").join(name) };
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        let text = if *name == CONFIG_FILE { with_plugin_list(text, &chosen) } else { text.to_string() };
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("created instance in {} with plugins {}", dir.display(), chosen.join(", "));
+    println!("serve it with: waraka run --config {}", dir.display());
+    Ok(())
+}
+
+/// Replaces the `plugins = [...]` line of the default waraka.toml.
+fn with_plugin_list(text: &str, plugins: &[String]) -> String {
+    let list = plugins.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
+    text.lines()
+        .map(|line| if line.starts_with("plugins = ") { format!("plugins = [{list}]") } else { line.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+async fn list(instance: Instance) -> Result<()> {
+    let (_runtime, set) = server::load_plugins(&instance).await?;
+    println!("{:<3} {:<24} {:<8} {:<8} {:<10} {:<8} {:<9} {:<20} hooks", "#", "plugin", "version", "timeout", "fuel", "memory", "on_error", "grants");
+    for (i, p) in set.plugins.iter().enumerate() {
+        let hooks: Vec<&str> = p.hooks.iter().map(|h| h.name()).collect();
+        println!(
+            "{:<3} {:<24} {:<8} {:<8} {:<10} {:<8} {:<9} {:<20} {}",
+            i + 1,
+            p.name,
+            p.version,
+            humantime::format_duration(p.limits.timeout).to_string(),
+            p.limits.fuel,
+            format!("{}M", p.limits.memory / (1024 * 1024)),
+            format!("{:?}", p.limits.on_error).to_lowercase(),
+            if p.grants.is_empty() { "-".to_string() } else { p.grants.join(",") },
+            hooks.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn check(file: &Path) -> Result<()> {
+    let instance = Instance::embedded()?;
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let spec = PluginSpec {
+        name: name.clone(),
+        source: PluginSource::File(file.to_path_buf()),
+        limits: PluginLimits::default(),
+        dirs: Vec::new(),
+        grants: Vec::new(),
+    };
+    let runtime = crate::plugins::Runtime::new(
+        instance.runtime_settings(std::slice::from_ref(&spec)),
+        crate::plugins::Services {
+            server_notes: Default::default(),
+            config: crate::capabilities::ConfigFiles::new(instance.config_source.clone(), vec![name]),
+        },
+    )?;
+    let plugin = runtime.load(spec).await.with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
+    println!("ok: {} {} ({})", plugin.declared_name, plugin.version, file.display());
+    println!("hooks: {}", hooks.join(", "));
+    println!("sha256: {}", plugin.hash);
+    if !plugin.unknown_hooks.is_empty() {
+        println!("unknown hooks (ignored): {}", plugin.unknown_hooks.join(", "));
+    }
+    Ok(())
+}

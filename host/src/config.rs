@@ -1,0 +1,313 @@
+//! The instance: `waraka.toml`, the plugins in `plugins/`, the files in
+//! `config/` — or the embedded default instance when no directory is given.
+
+use crate::capabilities::NoteLimits;
+use crate::capabilities::config_files::ConfigSource;
+use crate::plugins::{DirGrant, OnError, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
+use crate::protocol::BareNewlines;
+use crate::session::{EarlyTalker, SessionSettings, SpoolSettings};
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/core_plugins.rs"));
+    include!(concat!(env!("OUT_DIR"), "/default_config.rs"));
+}
+
+pub use embedded::{CORE_PLUGINS, DEFAULT_CONFIG};
+
+/// The file name of the instance configuration.
+pub const CONFIG_FILE: &str = "waraka.toml";
+
+/// `waraka.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Chain order of plugins.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub plugin_defaults: PluginTable,
+    #[serde(default)]
+    pub plugin: BTreeMap<String, PluginTable>,
+    /// Named host directories that `dir:NAME` grants give to plugins.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub listen: Vec<String>,
+    pub hostname: Option<String>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    pub max_data_line: usize,
+    pub max_header_size: usize,
+    pub max_received: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub bare_newlines: BareNewlines,
+    pub early_talker: EarlyTalker,
+    pub strict_pipelining: bool,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_memory_threshold: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        let s = SessionSettings::default();
+        SmtpConfig {
+            listen: vec!["127.0.0.1:2525".into()],
+            hostname: None,
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_errors: s.max_errors,
+            max_data_line: s.max_data_line,
+            max_header_size: s.max_header_size,
+            max_received: s.max_received,
+            idle_timeout: Duration::from_secs(300),
+            bare_newlines: s.bare_newlines,
+            early_talker: s.early_talker,
+            strict_pipelining: s.strict_pipelining,
+            spool_dir: None,
+            spool_memory_threshold: s.spool.memory_threshold,
+        }
+    }
+}
+
+/// `[plugin_defaults]` and `[plugin."NAME"]`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PluginTable {
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub fuel: Option<u64>,
+    pub memory: Option<usize>,
+    pub on_error: Option<OnError>,
+    pub grants: Option<Vec<String>>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Plugin instances alive at once.
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_instances: RuntimeSettings::default().max_instances }
+    }
+}
+
+/// A loaded instance, ready to serve.
+pub struct Instance {
+    /// The directory relative paths start from (the current directory for the embedded default).
+    pub root: PathBuf,
+    pub config: InstanceConfig,
+    pub config_source: ConfigSource,
+    /// (name, source) of every plugin found, unordered.
+    plugin_sources: Vec<(String, PluginSource)>,
+    pub embedded: bool,
+}
+
+fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Every `*.wasm` below `dir`, named by its relative path without `.wasm`.
+fn scan_plugins(dir: &Path, base: &Path, out: &mut Vec<(String, PluginSource)>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            scan_plugins(&path, base, out)?;
+        } else if path.extension().is_some_and(|e| e == "wasm") {
+            let rel = path.strip_prefix(base).expect("below base").with_extension("");
+            out.push((rel.to_string_lossy().into_owned(), PluginSource::File(path)));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `waraka.toml` text.
+pub fn parse_config(text: &str) -> Result<InstanceConfig> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{CONFIG_FILE}: {e}"))
+}
+
+impl Instance {
+    /// Loads the instance in `dir`.
+    pub fn load(dir: &Path) -> Result<Instance> {
+        let root = dir.canonicalize().with_context(|| format!("instance directory {}", dir.display()))?;
+        let path = root.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let config = parse_config(&text)?;
+        let mut plugin_sources = Vec::new();
+        scan_plugins(&root.join("plugins"), &root.join("plugins"), &mut plugin_sources)?;
+        Ok(Instance {
+            config_source: ConfigSource::Dir(root.join("config")),
+            root,
+            config,
+            plugin_sources,
+            embedded: false,
+        })
+    }
+
+    /// The embedded default instance, rooted at the current directory.
+    pub fn embedded() -> Result<Instance> {
+        let files: HashMap<String, String> =
+            DEFAULT_CONFIG.iter().filter(|(n, _)| *n != CONFIG_FILE).map(|(n, t)| (n.to_string(), t.to_string())).collect();
+        let text = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).map(|(_, t)| *t).unwrap_or_default();
+        Ok(Instance {
+            root: std::env::current_dir()?,
+            config: parse_config(text)?,
+            config_source: ConfigSource::Embedded(Arc::new(files)),
+            plugin_sources: CORE_PLUGINS
+                .iter()
+                .filter(|(name, _)| *name != "queue/discard")
+                .map(|(n, b)| (n.to_string(), PluginSource::Embedded(b)))
+                .collect(),
+            embedded: true,
+        })
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.root.join(path) }
+    }
+
+    /// The session settings from `[smtp]`.
+    pub fn session_settings(&self) -> SessionSettings {
+        let s = &self.config.smtp;
+        let spool_dir = match &s.spool_dir {
+            Some(dir) => self.resolve(dir),
+            None if self.embedded => std::env::temp_dir().join(format!("waraka-spool-{}", std::process::id())),
+            None => self.root.join("queue").join("spool"),
+        };
+        SessionSettings {
+            hostname: s.hostname.clone().unwrap_or_else(machine_hostname),
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_errors: s.max_errors,
+            max_data_line: s.max_data_line,
+            max_header_size: s.max_header_size,
+            max_received: s.max_received,
+            bare_newlines: s.bare_newlines,
+            early_talker: s.early_talker,
+            strict_pipelining: s.strict_pipelining,
+            spool: SpoolSettings { dir: spool_dir, memory_threshold: s.spool_memory_threshold },
+            notes: NoteLimits::default(),
+        }
+    }
+
+    /// The plugins to load, in chain order: the `plugins` list, then the rest by name.
+    pub fn plugin_specs(&self) -> Result<Vec<PluginSpec>> {
+        let mut sources: BTreeMap<&str, &PluginSource> =
+            self.plugin_sources.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        let mut order: Vec<String> = Vec::new();
+        for name in &self.config.plugins {
+            if sources.contains_key(name.as_str()) && !order.contains(name) {
+                order.push(name.clone());
+            } else if !sources.contains_key(name.as_str()) {
+                tracing::warn!(plugin = %name, "listed in {CONFIG_FILE} but no plugins/{name}.wasm");
+            }
+        }
+        let rest: Vec<String> = sources.keys().filter(|n| !order.iter().any(|o| o == *n)).map(|n| n.to_string()).collect();
+        order.extend(rest);
+        for name in self.config.plugin.keys() {
+            if !sources.contains_key(name.as_str()) {
+                tracing::warn!(plugin = %name, "[plugin.\"{name}\"] in {CONFIG_FILE} matches no plugin");
+            }
+        }
+        order
+            .into_iter()
+            .map(|name| {
+                let source = sources.remove(name.as_str()).expect("listed").clone();
+                self.spec(name, source)
+            })
+            .collect()
+    }
+
+    fn spec(&self, name: String, source: PluginSource) -> Result<PluginSpec> {
+        let defaults = &self.config.plugin_defaults;
+        let own = self.config.plugin.get(&name).cloned().unwrap_or_default();
+        let base = PluginLimits::default();
+        let limits = PluginLimits {
+            timeout: own.timeout.or(defaults.timeout).unwrap_or(base.timeout),
+            fuel: own.fuel.or(defaults.fuel).unwrap_or(base.fuel),
+            memory: own.memory.or(defaults.memory).unwrap_or(base.memory),
+            on_error: own.on_error.or(defaults.on_error).unwrap_or(base.on_error),
+        };
+        let grants = own.grants.or(defaults.grants.clone()).unwrap_or_default();
+        let mut dirs = Vec::new();
+        for grant in &grants {
+            match grant.split_once(':') {
+                Some(("dir", dir)) => {
+                    let Some(host) = self.config.dirs.get(dir) else {
+                        bail!("plugin {name}: grant {grant:?} names no [dirs].{dir}");
+                    };
+                    dirs.push(DirGrant { host: self.resolve(host), guest: format!("/{dir}") });
+                }
+                _ => bail!("plugin {name}: unknown grant {grant:?} (known: dir:NAME)"),
+            }
+        }
+        Ok(PluginSpec { name, source, limits, dirs, grants })
+    }
+
+    /// Engine settings: pool size and the largest memory cap.
+    pub fn runtime_settings(&self, specs: &[PluginSpec]) -> RuntimeSettings {
+        RuntimeSettings {
+            max_instances: self.config.runtime.max_instances,
+            max_memory: specs.iter().map(|s| s.limits.memory).max().unwrap_or(RuntimeSettings::default().max_memory),
+        }
+    }
+
+    /// The listen addresses from `[smtp] listen`.
+    pub fn listen(&self) -> &[String] {
+        &self.config.smtp.listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_parses_and_unknown_keys_are_errors() {
+        let default = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).unwrap().1;
+        let c = parse_config(default).unwrap();
+        assert_eq!(c.plugins.len(), 3);
+        assert_eq!(c.smtp.idle_timeout, Duration::from_secs(300));
+        assert!(parse_config("[smtp]\nlisten_on = []\n").is_err());
+        assert!(parse_config("[plugin_defaults]\non_error = \"explode\"\n").is_err());
+    }
+
+    #[test]
+    fn the_embedded_instance_orders_plugins_and_grants_dirs() {
+        let instance = Instance::embedded().unwrap();
+        let specs = instance.plugin_specs().unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"]);
+        assert_eq!(specs[2].dirs[0].guest, "/maildir");
+        assert_eq!(specs[0].limits.timeout, Duration::from_secs(30));
+    }
+}

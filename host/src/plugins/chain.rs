@@ -1,0 +1,254 @@
+//! A connection's plugin chain: the [`Policy`] the session consults. Each
+//! plugin gets its own store per connection, created on first use and
+//! dropped after any fault (a trapped instance cannot be entered again).
+
+use super::bindings::{Plugin, types};
+use super::imports::{address_to_wit, verdict_from_wit, verdict_to_wit};
+use super::limits::OnError;
+use super::loader::{LoadedPlugin, PluginSet};
+use super::runtime::{Runtime, arm};
+use super::store::StoreState;
+use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
+use crate::protocol::Reply;
+use crate::session::SharedConnection;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+use wasmtime::{Store, Trap};
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    Trap(String),
+    OutOfFuel,
+    Timeout,
+    MemoryCap,
+    Instantiate(String),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Trap(why) => write!(f, "trap: {why}"),
+            Fault::OutOfFuel => f.write_str("out of fuel (CPU limit)"),
+            Fault::Timeout => f.write_str("timed out (wall-clock limit)"),
+            Fault::MemoryCap => f.write_str("memory cap reached"),
+            Fault::Instantiate(why) => write!(f, "instantiation failed: {why}"),
+        }
+    }
+}
+
+/// Extra wall-clock time allowed for host imports, which epochs do not interrupt.
+const HOST_GRACE: Duration = Duration::from_secs(1);
+
+/// Turns the outcome of a guarded call into a value or a classified fault.
+pub(super) fn classify<T>(
+    outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    memory_hit: bool,
+) -> Result<T, Fault> {
+    match outcome {
+        Err(_) => Err(Fault::Timeout),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_)) if memory_hit => Err(Fault::MemoryCap),
+        Ok(Err(e)) => Err(match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Fault::OutOfFuel,
+            Some(Trap::Interrupt) => Fault::Timeout,
+            Some(trap) => {
+                let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| format!("\n{bt}")).unwrap_or_default();
+                Fault::Trap(format!("{trap}{backtrace}"))
+            }
+            None => Fault::Trap(format!("{e:#}")),
+        }),
+    }
+}
+
+struct Live {
+    store: Store<StoreState>,
+    plugin: Plugin,
+}
+
+/// What a plugin is asked.
+enum Call<'a> {
+    Hook(&'a HookCall),
+    Capabilities,
+    Deny(&'a types::Denial),
+}
+
+enum Answer {
+    Verdict(Verdict),
+    Keywords(Vec<String>),
+    Done,
+}
+
+/// The plugin chain of one connection.
+pub struct Chain {
+    runtime: Runtime,
+    set: Arc<PluginSet>,
+    conn: SharedConnection,
+    live: Vec<Option<Live>>,
+}
+
+impl Chain {
+    /// A chain over a snapshot of the plugin set, for one connection.
+    pub fn new(runtime: Runtime, set: Arc<PluginSet>, conn: SharedConnection) -> Self {
+        let live = set.plugins.iter().map(|_| None).collect();
+        Chain { runtime, set, conn, live }
+    }
+
+    async fn instantiate(runtime: Runtime, conn: SharedConnection, plugin: &LoadedPlugin) -> Result<Live, Fault> {
+        let mut store = runtime
+            .new_store(&plugin.name, &plugin.limits, &plugin.dirs, Some(conn))
+            .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
+        arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
+        let outcome = tokio::time::timeout(plugin.limits.timeout, plugin.pre.instantiate_async(&mut store)).await;
+        let plugin = classify(outcome, store.data().limiter.hit)?;
+        Ok(Live { store, plugin })
+    }
+
+    async fn invoke(&mut self, index: usize, call: Call<'_>) -> Result<Answer, Fault> {
+        let loaded = self.set.plugins[index].clone();
+        let mut live = match self.live[index].take() {
+            Some(live) => live,
+            None => Self::instantiate(self.runtime.clone(), self.conn.clone(), &loaded).await?,
+        };
+        arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
+        let hooks = live.plugin.waraka_plugin_hooks();
+        let store = &mut live.store;
+        let run = async {
+            use HookCall as H;
+            let v = |r: wasmtime::Result<types::Verdict>| r.map(|v| Answer::Verdict(verdict_from_wit(v)));
+            let done = |r: wasmtime::Result<()>| r.map(|_| Answer::Done);
+            match call {
+                Call::Capabilities => hooks.call_capabilities(&mut *store).await.map(Answer::Keywords),
+                Call::Deny(denial) => v(hooks.call_deny(&mut *store, denial).await),
+                Call::Hook(hook_call) => match hook_call {
+                    H::Connect => v(hooks.call_connect(&mut *store).await),
+                    H::Helo(host) => v(hooks.call_helo(&mut *store, host).await),
+                    H::Ehlo(host) => v(hooks.call_ehlo(&mut *store, host).await),
+                    H::Auth(a) => {
+                        let attempt = types::AuthAttempt {
+                            mechanism: a.mechanism.clone(),
+                            user: a.user.clone(),
+                            secret: a.secret.clone(),
+                            authzid: a.authzid.clone(),
+                            challenge: a.challenge.clone(),
+                        };
+                        v(hooks.call_auth(&mut *store, &attempt).await)
+                    }
+                    H::UnrecognizedCommand { verb, args } => {
+                        v(hooks.call_unrecognized_command(&mut *store, verb, args).await)
+                    }
+                    H::Mail(a) => v(hooks.call_mail(&mut *store, &address_to_wit(a)).await),
+                    H::Rcpt(a) => v(hooks.call_rcpt(&mut *store, &address_to_wit(a)).await),
+                    H::RcptOk(a) => v(hooks.call_rcpt_ok(&mut *store, &address_to_wit(a)).await),
+                    H::Data => v(hooks.call_data(&mut *store).await),
+                    H::DataPost => v(hooks.call_data_post(&mut *store).await),
+                    H::MaxDataExceeded => v(hooks.call_max_data_exceeded(&mut *store).await),
+                    H::Queue => v(hooks.call_queue(&mut *store).await),
+                    H::QueueOutbound => v(hooks.call_queue_outbound(&mut *store).await),
+                    H::QueueOk(id) => done(hooks.call_queue_ok(&mut *store, id).await),
+                    H::ResetTransaction => done(hooks.call_reset_transaction(&mut *store).await),
+                    H::Disconnect => done(hooks.call_disconnect(&mut *store).await),
+                },
+            }
+        };
+        let outcome = tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run).await;
+        let answer = classify(outcome, live.store.data().limiter.hit)?;
+        self.live[index] = Some(live);
+        Ok(answer)
+    }
+
+    fn report(&self, index: usize, hook: Hook, fault: &Fault) {
+        let plugin = &self.set.plugins[index];
+        warn!(plugin = %plugin.name, hook = %hook, on_error = ?plugin.limits.on_error, "plugin fault: {fault}");
+    }
+
+    /// Runs the `deny` hook; true when a plugin overrides the rejection.
+    async fn deny_overridden(&mut self, hook: Hook, plugin: &str, verdict: &Verdict) -> bool {
+        let denial = types::Denial { hook: hook.name().into(), plugin: plugin.into(), verdict: verdict_to_wit(verdict) };
+        for index in 0..self.set.plugins.len() {
+            if !self.set.plugins[index].hooks.contains(Hook::Deny) {
+                continue;
+            }
+            match self.invoke(index, Call::Deny(&denial)).await {
+                Ok(Answer::Verdict(Verdict::Cont)) => continue,
+                Ok(Answer::Verdict(Verdict::Ok(_))) => return true,
+                Ok(_) => return false,
+                Err(fault) => self.report(index, Hook::Deny, &fault),
+            }
+        }
+        false
+    }
+}
+
+fn fault_reply() -> Reply {
+    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+}
+
+impl Policy for Chain {
+    async fn decide(&mut self, call: HookCall) -> Decision {
+        let hook = call.hook();
+        for index in 0..self.set.plugins.len() {
+            if !self.set.plugins[index].hooks.contains(hook) {
+                continue;
+            }
+            let verdict = match self.invoke(index, Call::Hook(&call)).await {
+                Ok(Answer::Verdict(v)) => v,
+                Ok(_) => Verdict::Cont,
+                Err(fault) => {
+                    self.report(index, hook, &fault);
+                    match self.set.plugins[index].limits.on_error {
+                        OnError::Continue => continue,
+                        // A fault never reaches the deny hook: nothing may turn it into a 250.
+                        OnError::Tempfail => {
+                            return Decision {
+                                verdict: Verdict::Denysoft(Some(fault_reply())),
+                                plugin: Some(self.set.plugins[index].name.to_string()),
+                            };
+                        }
+                    }
+                }
+            };
+            if verdict == Verdict::Cont {
+                continue;
+            }
+            let name = self.set.plugins[index].name.clone();
+            if verdict.is_rejection() && self.deny_overridden(hook, &name, &verdict).await {
+                continue;
+            }
+            return Decision { verdict, plugin: Some(name.to_string()) };
+        }
+        Decision::cont()
+    }
+
+    async fn capabilities(&mut self) -> Vec<String> {
+        let mut keywords = Vec::new();
+        for index in 0..self.set.plugins.len() {
+            if !self.set.plugins[index].hooks.contains(Hook::Capabilities) {
+                continue;
+            }
+            match self.invoke(index, Call::Capabilities).await {
+                Ok(Answer::Keywords(k)) => keywords.extend(k.into_iter().take(32)),
+                Ok(_) => {}
+                Err(fault) => self.report(index, Hook::Capabilities, &fault),
+            }
+        }
+        keywords
+    }
+
+    async fn notify(&mut self, call: HookCall) {
+        let hook = call.hook();
+        for index in 0..self.set.plugins.len() {
+            if !self.set.plugins[index].hooks.contains(hook) {
+                continue;
+            }
+            if let Err(fault) = self.invoke(index, Call::Hook(&call)).await {
+                self.report(index, hook, &fault);
+            }
+        }
+        if hook == Hook::Disconnect {
+            self.live.iter_mut().for_each(|l| *l = None);
+        }
+    }
+}

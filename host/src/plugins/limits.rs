@@ -1,0 +1,60 @@
+//! Per-plugin limits and the memory limiter that enforces the memory cap.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a plugin fault turns into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The hook answers `451 4.3.0` (a temporary failure).
+    #[default]
+    Tempfail,
+    /// The chain goes on as if the plugin said `cont`.
+    Continue,
+}
+
+/// Limits applied to every hook call of one plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wall-clock time per hook call.
+    pub timeout: Duration,
+    /// Fuel (roughly, WebAssembly instructions) per hook call.
+    pub fuel: u64,
+    /// Linear memory cap in bytes.
+    pub memory: usize,
+    pub on_error: OnError,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            timeout: Duration::from_secs(30),
+            fuel: 2_000_000_000,
+            memory: 64 * 1024 * 1024,
+            on_error: OnError::Tempfail,
+        }
+    }
+}
+
+/// Enforces the memory cap and remembers whether it was hit, since wasmtime
+/// reports a refused `memory.grow` as an ordinary trap (or not at all).
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    pub cap: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

@@ -1,0 +1,131 @@
+//! Turning `.wasm` bytes into a loaded plugin: compile (off the async
+//! threads), check against the world, ask the plugin what it implements.
+
+use super::bindings::{Plugin, PluginPre};
+use super::chain::{Fault, classify};
+use super::limits::PluginLimits;
+use super::runtime::{Runtime, arm};
+use super::store::StoreState;
+use crate::policy::{Hook, HookSet};
+use anyhow::{Context as _, Result, anyhow};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A host directory a plugin may use, seen by the guest at `guest` (e.g. `/maildir`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+/// Where a plugin's component comes from.
+#[derive(Clone, Debug)]
+pub enum PluginSource {
+    File(PathBuf),
+    Embedded(&'static [u8]),
+}
+
+/// Everything needed to load one plugin.
+#[derive(Clone, Debug)]
+pub struct PluginSpec {
+    /// The plugin's identity: its file name without `.wasm`, relative to `plugins/`.
+    pub name: String,
+    pub source: PluginSource,
+    pub limits: PluginLimits,
+    pub dirs: Vec<DirGrant>,
+    /// Capability grants as written in `waraka.toml`.
+    pub grants: Vec<String>,
+}
+
+/// A plugin ready to be instantiated for connections.
+pub struct LoadedPlugin {
+    pub name: Arc<str>,
+    /// The name and version the plugin declares.
+    pub declared_name: String,
+    pub version: String,
+    pub hooks: HookSet,
+    /// Hook names the plugin declared that this host does not know.
+    pub unknown_hooks: Vec<String>,
+    pub limits: PluginLimits,
+    pub dirs: Vec<DirGrant>,
+    pub grants: Vec<String>,
+    /// SHA-256 of the component bytes.
+    pub hash: String,
+    pub source: String,
+    /// Milliseconds spent compiling.
+    pub compile_ms: u128,
+    pub(super) pre: PluginPre<StoreState>,
+}
+
+/// The ordered chain of plugins a connection runs with (a snapshot).
+#[derive(Default)]
+pub struct PluginSet {
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+impl Runtime {
+    /// Loads one plugin: compile, link against the world, call `describe`.
+    pub async fn load(&self, spec: PluginSpec) -> Result<LoadedPlugin> {
+        let (bytes, source): (Arc<[u8]>, String) = match &spec.source {
+            PluginSource::File(path) => (
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?.into(),
+                path.display().to_string(),
+            ),
+            PluginSource::Embedded(bytes) => ((*bytes).into(), "embedded".into()),
+        };
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let started = Instant::now();
+        let runtime = self.clone();
+        let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+            .await
+            .map_err(|e| anyhow!("compiler task failed: {e}"))?
+            .context("not a valid WebAssembly component")?;
+        let compile_ms = started.elapsed().as_millis();
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the component does not fit the waraka:plugin world (imports)")?;
+        let pre = PluginPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export the waraka:plugin hooks")?;
+
+        let name: Arc<str> = spec.name.as_str().into();
+        let mut store = self.new_store(&name, &spec.limits, &spec.dirs, None)?;
+        arm(&mut store, &spec.limits)?;
+        let info = classify(
+            tokio::time::timeout(spec.limits.timeout, async {
+                let plugin: Plugin = pre.instantiate_async(&mut store).await?;
+                plugin.waraka_plugin_hooks().call_describe(&mut store).await
+            })
+            .await,
+            store.data().limiter.hit,
+        )
+        .map_err(|fault: Fault| anyhow!("describe failed: {fault}"))?;
+
+        let mut hooks = HookSet::default();
+        let mut unknown_hooks = Vec::new();
+        for h in &info.hooks {
+            match Hook::from_name(h) {
+                Some(hook) => hooks.insert(hook),
+                None => unknown_hooks.push(h.clone()),
+            }
+        }
+        Ok(LoadedPlugin {
+            name,
+            declared_name: info.name,
+            version: info.version,
+            hooks,
+            unknown_hooks,
+            limits: spec.limits,
+            dirs: spec.dirs,
+            grants: spec.grants,
+            hash,
+            source,
+            compile_ms,
+            pre,
+        })
+    }
+}

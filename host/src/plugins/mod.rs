@@ -1,0 +1,17 @@
+//! The WebAssembly plugin runtime: loads components built against the
+//! `waraka:plugin` world, runs hook chains with per-plugin fuel, wall-clock
+//! and memory limits, and binds the host imports to the session and the
+//! capabilities.
+
+mod bindings;
+mod chain;
+mod imports;
+mod limits;
+mod loader;
+mod runtime;
+mod store;
+
+pub use chain::Chain;
+pub use limits::{OnError, PluginLimits};
+pub use loader::{DirGrant, LoadedPlugin, PluginSet, PluginSource, PluginSpec};
+pub use runtime::{Runtime, RuntimeSettings, Services};

@@ -1,0 +1,108 @@
+//! The data each plugin store carries: WASI (nothing granted but the plugin's
+//! directories), the memory limiter, the call deadline and the host context.
+
+use super::limits::MemoryLimiter;
+use super::runtime::Services;
+use crate::session::SharedConnection;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What host imports can reach: the plugin's identity, its connection (none
+/// while it is loaded) and the shared services.
+pub struct HostContext {
+    pub plugin: Arc<str>,
+    pub conn: Option<SharedConnection>,
+    pub services: Arc<Services>,
+}
+
+/// The `T` of every plugin `Store<T>`.
+pub struct StoreState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: MemoryLimiter,
+    /// When the running hook call must stop.
+    pub deadline: Instant,
+    pub host: HostContext,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Guest stdout/stderr, turned into log lines tagged with the plugin (a Rust
+/// panic message arrives this way).
+#[derive(Clone)]
+pub struct GuestOutput {
+    pub plugin: Arc<str>,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(GuestLineWriter { plugin: self.plugin.clone(), pending: Vec::new() })
+    }
+}
+
+struct GuestLineWriter {
+    plugin: Arc<str>,
+    pending: Vec<u8>,
+}
+
+const MAX_GUEST_LINE: usize = 4096;
+
+impl GuestLineWriter {
+    fn emit(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        tracing::warn!(plugin = %self.plugin, "guest output: {}", text.trim_end());
+    }
+}
+
+impl AsyncWrite for GuestLineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.pending.extend_from_slice(buf);
+        while let Some(eol) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=eol).collect();
+            self.emit(&line);
+        }
+        if self.pending.len() > MAX_GUEST_LINE {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for GuestLineWriter {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+}

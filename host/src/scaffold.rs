@@ -1,0 +1,141 @@
+//! `waraka plugin new`: a self-contained, buildable Rust plugin skeleton
+//! (source, README, doc, config stub, a copy of the SDK and the WIT), like
+//! `haraka -p`.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+const SDK_FILES: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../guest-plugins/sdk/src/lib.rs")),
+    ("src/hook.rs", include_str!("../../guest-plugins/sdk/src/hook.rs")),
+    ("src/verdict.rs", include_str!("../../guest-plugins/sdk/src/verdict.rs")),
+];
+
+const WIT_FILES: &[(&str, &str)] = &[
+    ("world.wit", include_str!("../../wit/world.wit")),
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("hooks.wit", include_str!("../../wit/hooks.wit")),
+    ("host.wit", include_str!("../../wit/host.wit")),
+];
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
+fn package_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+/// Writes the skeleton of plugin `name` into `dir/<last part of name>` and returns that path.
+pub fn new_rust_plugin(dir: &Path, name: &str) -> Result<PathBuf> {
+    let valid = !name.is_empty()
+        && name.split('/').all(|p| !p.is_empty() && !p.starts_with('.'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
+    if !valid {
+        bail!("plugin name {name:?}: use letters, digits, '.', '_', '-' and '/' (e.g. rcpt_to.my_check)");
+    }
+    let package = package_name(name);
+    let root = dir.join(name.rsplit('/').next().expect("non-empty"));
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    write(
+        &root.join("Cargo.toml"),
+        &format!(
+            r#"[package]
+name = "{package}"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+waraka-plugin = {{ path = "waraka-plugin" }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+strip = "debuginfo"
+
+[workspace]
+"#
+        ),
+    )?;
+    write(
+        &root.join("src/lib.rs"),
+        &format!(
+            r#"//! `{name}`: describe what this plugin decides.
+
+use waraka_plugin::{{Address, Hook, Plugin, Verdict}};
+
+struct ThisPlugin;
+
+impl Plugin for ThisPlugin {{
+    const NAME: &'static str = "{name}";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // List every hook you implement; the host calls no others.
+    const HOOKS: &'static [Hook] = &[Hook::Rcpt];
+
+    fn rcpt(recipient: Address) -> Verdict {{
+        // Lines of config/{name}.list, if the instance has one.
+        let blocked = waraka_plugin::config::lines("{name}.list").unwrap_or_default();
+        if blocked.iter().any(|b| b.eq_ignore_ascii_case(&recipient.to_addr_spec())) {{
+            waraka_plugin::info!("refusing {{recipient}}");
+            return Verdict::deny_code(550, "5.7.1", "Recipient refused by policy");
+        }}
+        Verdict::Cont
+    }}
+}}
+
+waraka_plugin::export!(ThisPlugin);
+"#
+        ),
+    )?;
+    let file_name = format!("{}.wasm", package.replace('-', "_"));
+    write(
+        &root.join("README.md"),
+        &format!(
+            r#"# {name}
+
+A Waraka plugin written in Rust.
+
+## Build
+
+    rustup target add wasm32-wasip2      # once
+    cargo build --release --target wasm32-wasip2
+
+The component is `target/wasm32-wasip2/release/{file_name}`. Check it and install it:
+
+    waraka plugin check target/wasm32-wasip2/release/{file_name}
+    cp target/wasm32-wasip2/release/{file_name} INSTANCE/plugins/{name}.wasm
+
+Add `"{name}"` to the `plugins` list in `INSTANCE/waraka.toml` to place it in
+the chain, and put its configuration in `INSTANCE/config/{name}.*` (see
+`config/`). The hook API is documented in `waraka-plugin/src/lib.rs` and the
+WIT in `wit/`.
+"#
+        ),
+    )?;
+    write(
+        &root.join(format!("docs/{name}.md")),
+        &format!("# {name}\n\nWhat it does, which hooks it uses, and its configuration (`config/{name}.list`).\n"),
+    )?;
+    write(
+        &root.join(format!("config/{name}.list")),
+        "# Recipients this plugin refuses, one address per line.\n",
+    )?;
+    write(
+        &root.join("waraka-plugin/Cargo.toml"),
+        "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\n",
+    )?;
+    for (file, text) in SDK_FILES {
+        write(&root.join("waraka-plugin").join(file), &text.replace("\"../../wit\"", "\"../wit\""))?;
+    }
+    for (file, text) in WIT_FILES {
+        write(&root.join("wit").join(file), text)?;
+    }
+    Ok(root)
+}

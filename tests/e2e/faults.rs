@@ -1,0 +1,77 @@
+//! Plugin faults over real sockets: every fault answers 451 4.3.0 within the
+//! plugin's limit, is logged with plugin, hook and reason, and never disturbs
+//! other connections or the server.
+
+use std::thread;
+use std::time::{Duration, Instant};
+use waraka_e2e::{Instance, Server};
+
+const CORE: &[&str] = &["rcpt_to.in_host_list", "queue/maildir"];
+
+/// An instance with `test/faulty` first in the chain under these limits.
+fn faulty_instance(limits: &str) -> Instance {
+    let instance = Instance::new(CORE, &format!("[plugin.\"test/faulty\"]\n{limits}\n"));
+    instance.add_fixture("test/faulty");
+    instance.set_order(&["test/faulty", "rcpt_to.in_host_list", "queue/maildir"]);
+    instance
+}
+
+/// Sends `RCPT TO:<{local}@example.com>` and checks a 451 4.3.0 within `limit`,
+/// while a parallel connection delivers a message normally.
+fn assert_fault(server: &Server, local: &str, limit: Duration, reason: &str) {
+    let port = server.port;
+    let healthy = thread::spawn(move || {
+        let mut c = waraka_e2e::Client::connect(port);
+        assert_eq!(c.reply().code, 220);
+        c.send_mail("a@sender.test", &["healthy@example.com"], b"Subject: healthy\r\n\r\nok\r\n")
+    });
+    let mut c = server.client();
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    let started = Instant::now();
+    let reply = c.cmd(&format!("RCPT TO:<{local}@example.com>"));
+    let took = started.elapsed();
+    assert!(reply.starts("451 4.3.0"), "{local}: {reply:?}");
+    assert!(took < limit, "{local}: answered after {took:?}");
+    // The same connection goes on with a fresh instance of the plugin.
+    assert!(c.cmd("RCPT TO:<after@example.com>").starts("250"), "{local}: session unusable after the fault");
+    assert_eq!(c.cmd("QUIT").code, 221);
+    let healthy = healthy.join().unwrap();
+    assert!(healthy.starts("250"), "{local}: the parallel connection got {healthy:?}");
+    let line = server.wait_for_log(&format!("plugin fault: {reason}"), Duration::from_secs(5));
+    assert!(line.contains("plugin=test/faulty") && line.contains("hook=rcpt"), "{line}");
+}
+
+#[test]
+fn traps_panics_fuel_and_memory_faults_tempfail_within_their_limits() {
+    let instance = faulty_instance("timeout = \"20s\"\nfuel = 300000000\nmemory = 16777216");
+    let server = Server::start(&instance);
+    assert_fault(&server, "trap", Duration::from_secs(5), "trap:");
+    assert_fault(&server, "panic", Duration::from_secs(5), "trap:");
+    server.wait_for_log("fixture panic for <panic@example.com>", Duration::from_secs(5));
+    assert_fault(&server, "loop", Duration::from_secs(15), "out of fuel");
+    assert_fault(&server, "oom", Duration::from_secs(15), "memory cap reached");
+    assert_eq!(instance.maildir_files().len(), 4, "the four healthy messages");
+}
+
+#[test]
+fn spinning_and_sleeping_plugins_are_stopped_at_the_deadline() {
+    let instance = faulty_instance("timeout = \"2s\"\nfuel = 0");
+    let server = Server::start(&instance);
+    // A guest spinning without fuel limit is interrupted by the epoch deadline;
+    // a guest asleep in a host call is stopped by the outer timeout (+1 s grace).
+    assert_fault(&server, "loop", Duration::from_millis(4500), "timed out");
+    assert_fault(&server, "sleep", Duration::from_millis(4500), "timed out");
+}
+
+#[test]
+fn on_error_continue_skips_the_faulty_plugin() {
+    let instance = faulty_instance("on_error = \"continue\"\nfuel = 300000000");
+    let server = Server::start(&instance);
+    let mut c = server.client();
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    // The fault is skipped, so in_host_list decides: example.com is local.
+    assert!(c.cmd("RCPT TO:<trap@example.com>").starts("250"));
+    server.wait_for_log("plugin fault: trap", Duration::from_secs(5));
+}
