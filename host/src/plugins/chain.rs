@@ -55,10 +55,17 @@ pub(super) fn classify<T>(
             Some(Trap::OutOfFuel) => Fault::OutOfFuel,
             Some(Trap::Interrupt) => Fault::Timeout,
             Some(trap) => {
-                let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| format!("\n{bt}")).unwrap_or_default();
+                // One log line per fault: the wasm backtrace's frames joined with " <- ".
+                let backtrace = e
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|bt| {
+                        let frames: Vec<String> = bt.to_string().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+                        format!(" (backtrace: {})", frames.join(" <- "))
+                    })
+                    .unwrap_or_default();
                 Fault::Trap(format!("{trap}{backtrace}"))
             }
-            None => Fault::Trap(format!("{e:#}")),
+            None => Fault::Trap(format!("{e:#}").replace('\n', " ")),
         }),
     }
 }
