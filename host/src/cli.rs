@@ -77,9 +77,15 @@ pub fn main() -> Result<()> {
         match cli.command {
             Command::Init { dir, plugins } => init(&dir, plugins),
             Command::Run { config, listen } => server::serve(instance(config.as_deref())?, listen).await,
-            Command::Plugin { command: PluginCommand::List { config } } => list(instance(config.as_deref())?).await,
-            Command::Plugin { command: PluginCommand::Check { file } } => check(&file).await,
-            Command::Plugin { command: PluginCommand::New { name, dir, lang } } => {
+            Command::Plugin {
+                command: PluginCommand::List { config },
+            } => list(instance(config.as_deref())?).await,
+            Command::Plugin {
+                command: PluginCommand::Check { file },
+            } => check(&file).await,
+            Command::Plugin {
+                command: PluginCommand::New { name, dir, lang },
+            } => {
                 if lang != "rust" {
                     bail!("--lang {lang}: only rust skeletons exist so far");
                 }
@@ -102,7 +108,11 @@ fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {
     if dir.join(CONFIG_FILE).exists() {
         bail!("{} already holds an instance", dir.display());
     }
-    let default_text = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).map(|(_, t)| *t).unwrap_or_default();
+    let default_text = DEFAULT_CONFIG
+        .iter()
+        .find(|(n, _)| *n == CONFIG_FILE)
+        .map(|(_, t)| *t)
+        .unwrap_or_default();
     let chosen = plugins.unwrap_or_else(|| parse_config(default_text).map(|c| c.plugins).unwrap_or_default());
     for name in &chosen {
         if !CORE_PLUGINS.iter().any(|(n, _)| n == name) {
@@ -119,12 +129,24 @@ fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     for (name, text) in DEFAULT_CONFIG {
-        let path = if *name == CONFIG_FILE { dir.join(name) } else { dir.join("config").join(name) };
+        let path = if *name == CONFIG_FILE {
+            dir.join(name)
+        } else {
+            dir.join("config").join(name)
+        };
         std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        let text = if *name == CONFIG_FILE { with_plugin_list(text, &chosen) } else { text.to_string() };
+        let text = if *name == CONFIG_FILE {
+            with_plugin_list(text, &chosen)
+        } else {
+            text.to_string()
+        };
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("created instance in {} with plugins {}", dir.display(), chosen.join(", "));
+    println!(
+        "created instance in {} with plugins {}",
+        dir.display(),
+        chosen.join(", ")
+    );
     println!("serve it with: waraka run --config {}", dir.display());
     Ok(())
 }
@@ -133,7 +155,13 @@ fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {
 fn with_plugin_list(text: &str, plugins: &[String]) -> String {
     let list = plugins.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
     text.lines()
-        .map(|line| if line.starts_with("plugins = ") { format!("plugins = [{list}]") } else { line.to_string() })
+        .map(|line| {
+            if line.starts_with("plugins = ") {
+                format!("plugins = [{list}]")
+            } else {
+                line.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
@@ -141,7 +169,10 @@ fn with_plugin_list(text: &str, plugins: &[String]) -> String {
 
 async fn list(instance: Instance) -> Result<()> {
     let (_runtime, set) = server::load_plugins(&instance).await?;
-    println!("{:<3} {:<24} {:<8} {:<8} {:<10} {:<8} {:<9} {:<20} hooks", "#", "plugin", "version", "timeout", "fuel", "memory", "on_error", "grants");
+    println!(
+        "{:<3} {:<24} {:<8} {:<8} {:<10} {:<8} {:<9} {:<20} hooks",
+        "#", "plugin", "version", "timeout", "fuel", "memory", "on_error", "grants"
+    );
     for (i, p) in set.plugins.iter().enumerate() {
         let hooks: Vec<&str> = p.hooks.iter().map(|h| h.name()).collect();
         println!(
@@ -153,7 +184,11 @@ async fn list(instance: Instance) -> Result<()> {
             p.limits.fuel,
             format!("{}M", p.limits.memory / (1024 * 1024)),
             format!("{:?}", p.limits.on_error).to_lowercase(),
-            if p.grants.is_empty() { "-".to_string() } else { p.grants.join(",") },
+            if p.grants.is_empty() {
+                "-".to_string()
+            } else {
+                p.grants.join(",")
+            },
             hooks.join(",")
         );
     }
@@ -162,7 +197,10 @@ async fn list(instance: Instance) -> Result<()> {
 
 async fn check(file: &Path) -> Result<()> {
     let instance = Instance::embedded()?;
-    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let spec = PluginSpec {
         name: name.clone(),
         source: PluginSource::File(file.to_path_buf()),
@@ -177,7 +215,10 @@ async fn check(file: &Path) -> Result<()> {
             config: crate::capabilities::ConfigFiles::new(instance.config_source.clone(), vec![name]),
         },
     )?;
-    let plugin = runtime.load(spec).await.with_context(|| format!("{} is not a usable plugin", file.display()))?;
+    let plugin = runtime
+        .load(spec)
+        .await
+        .with_context(|| format!("{} is not a usable plugin", file.display()))?;
     let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
     println!("ok: {} {} ({})", plugin.declared_name, plugin.version, file.display());
     println!("hooks: {}", hooks.join(", "));

@@ -108,7 +108,9 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: RuntimeSettings::default().max_instances }
+        RuntimeConfig {
+            max_instances: RuntimeSettings::default().max_instances,
+        }
     }
 }
 
@@ -158,7 +160,9 @@ pub fn parse_config(text: &str) -> Result<InstanceConfig> {
 impl Instance {
     /// Loads the instance in `dir`.
     pub fn load(dir: &Path) -> Result<Instance> {
-        let root = dir.canonicalize().with_context(|| format!("instance directory {}", dir.display()))?;
+        let root = dir
+            .canonicalize()
+            .with_context(|| format!("instance directory {}", dir.display()))?;
         let path = root.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let config = parse_config(&text)?;
@@ -175,9 +179,16 @@ impl Instance {
 
     /// The embedded default instance, rooted at the current directory.
     pub fn embedded() -> Result<Instance> {
-        let files: HashMap<String, String> =
-            DEFAULT_CONFIG.iter().filter(|(n, _)| *n != CONFIG_FILE).map(|(n, t)| (n.to_string(), t.to_string())).collect();
-        let text = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).map(|(_, t)| *t).unwrap_or_default();
+        let files: HashMap<String, String> = DEFAULT_CONFIG
+            .iter()
+            .filter(|(n, _)| *n != CONFIG_FILE)
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        let text = DEFAULT_CONFIG
+            .iter()
+            .find(|(n, _)| *n == CONFIG_FILE)
+            .map(|(_, t)| *t)
+            .unwrap_or_default();
         Ok(Instance {
             root: std::env::current_dir()?,
             config: parse_config(text)?,
@@ -192,7 +203,11 @@ impl Instance {
     }
 
     fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.root.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.root.join(path)
+        }
     }
 
     /// The session settings from `[smtp]`.
@@ -214,7 +229,10 @@ impl Instance {
             bare_newlines: s.bare_newlines,
             early_talker: s.early_talker,
             strict_pipelining: s.strict_pipelining,
-            spool: SpoolSettings { dir: spool_dir, memory_threshold: s.spool_memory_threshold },
+            spool: SpoolSettings {
+                dir: spool_dir,
+                memory_threshold: s.spool_memory_threshold,
+            },
             notes: NoteLimits::default(),
         }
     }
@@ -231,7 +249,11 @@ impl Instance {
                 tracing::warn!(plugin = %name, "listed in {CONFIG_FILE} but no plugins/{name}.wasm");
             }
         }
-        let rest: Vec<String> = sources.keys().filter(|n| !order.iter().any(|o| o == *n)).map(|n| n.to_string()).collect();
+        let rest: Vec<String> = sources
+            .keys()
+            .filter(|n| !order.iter().any(|o| o == *n))
+            .map(|n| n.to_string())
+            .collect();
         order.extend(rest);
         for name in self.config.plugin.keys() {
             if !sources.contains_key(name.as_str()) {
@@ -265,19 +287,32 @@ impl Instance {
                     let Some(host) = self.config.dirs.get(dir) else {
                         bail!("plugin {name}: grant {grant:?} names no [dirs].{dir}");
                     };
-                    dirs.push(DirGrant { host: self.resolve(host), guest: format!("/{dir}") });
+                    dirs.push(DirGrant {
+                        host: self.resolve(host),
+                        guest: format!("/{dir}"),
+                    });
                 }
                 _ => bail!("plugin {name}: unknown grant {grant:?} (known: dir:NAME)"),
             }
         }
-        Ok(PluginSpec { name, source, limits, dirs, grants })
+        Ok(PluginSpec {
+            name,
+            source,
+            limits,
+            dirs,
+            grants,
+        })
     }
 
     /// Engine settings: pool size and the largest memory cap.
     pub fn runtime_settings(&self, specs: &[PluginSpec]) -> RuntimeSettings {
         RuntimeSettings {
             max_instances: self.config.runtime.max_instances,
-            max_memory: specs.iter().map(|s| s.limits.memory).max().unwrap_or(RuntimeSettings::default().max_memory),
+            max_memory: specs
+                .iter()
+                .map(|s| s.limits.memory)
+                .max()
+                .unwrap_or(RuntimeSettings::default().max_memory),
         }
     }
 

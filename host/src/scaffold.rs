@@ -25,7 +25,15 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
 fn package_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Writes the skeleton of plugin `name` into `dir/<last part of name>` and returns that path.
@@ -132,7 +140,10 @@ WIT in `wit/`.
         "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\n",
     )?;
     for (file, text) in SDK_FILES {
-        write(&root.join("waraka-plugin").join(file), &text.replace("\"../../wit\"", "\"../wit\""))?;
+        write(
+            &root.join("waraka-plugin").join(file),
+            &text.replace("\"../../wit\"", "\"../wit\""),
+        )?;
     }
     for (file, text) in WIT_FILES {
         write(&root.join("wit").join(file), text)?;

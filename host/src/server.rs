@@ -38,7 +38,10 @@ pub async fn load_plugins(instance: &Instance) -> Result<(Runtime, PluginSet)> {
     let mut set = PluginSet::default();
     for spec in specs {
         let name = spec.name.clone();
-        let plugin = runtime.load(spec).await.with_context(|| format!("loading plugin {name}"))?;
+        let plugin = runtime
+            .load(spec)
+            .await
+            .with_context(|| format!("loading plugin {name}"))?;
         let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
         info!(
             plugin = %plugin.name, version = %plugin.version, hooks = ?hooks,
@@ -61,11 +64,17 @@ pub async fn serve(instance: Instance, listen: Vec<String>) -> Result<()> {
         settings: Arc::new(instance.session_settings()),
         idle_timeout: instance.config.smtp.idle_timeout,
     });
-    let addresses = if listen.is_empty() { instance.listen().to_vec() } else { listen };
+    let addresses = if listen.is_empty() {
+        instance.listen().to_vec()
+    } else {
+        listen
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();
     for address in &addresses {
-        let listener = TcpListener::bind(address).await.with_context(|| format!("listening on {address}"))?;
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))?;
         info!(address = %listener.local_addr()?, hostname = %shared.settings.hostname, "listening");
         listeners.spawn(accept_loop(listener, shared.clone(), stop_rx.clone()));
     }
@@ -106,7 +115,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
     drop(listener);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} });
     if drained.await.is_err() {
-        warn!(left = sessions.len(), "sessions still open after the grace period; closing them");
+        warn!(
+            left = sessions.len(),
+            "sessions still open after the grace period; closing them"
+        );
         sessions.abort_all();
     }
 }
@@ -133,10 +145,7 @@ async fn handle(
         let mut session = Session::new(chain, conn, shared.settings.clone());
         // Bytes already waiting before the greeting is sent: an early talker.
         let mut early = vec![0u8; 4096];
-        let early_len = match stream.try_read(&mut early) {
-            Ok(n) => n,
-            Err(_) => 0,
-        };
+        let early_len = stream.try_read(&mut early).unwrap_or_default();
         let mut open = session.start(early_len > 0).await == Flow::Continue;
         open &= write_out(&mut stream, &mut session).await;
         if open && early_len > 0 {

@@ -8,11 +8,19 @@ fn plugin_list_shows_order_hooks_limits_and_grants() {
     let instance = Instance::new(&["rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"], "");
     let (ok, out) = waraka(&["plugin", "list", "--config", instance.path().to_str().unwrap()]);
     assert!(ok, "{out}");
-    let rows: Vec<&str> =
-        out.lines().filter(|l| l.split_whitespace().next().is_some_and(|t| t.parse::<u32>().is_ok())).collect();
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.split_whitespace().next().is_some_and(|t| t.parse::<u32>().is_ok()))
+        .collect();
     assert_eq!(rows.len(), 3, "{out}");
-    assert!(rows[0].contains("rcpt_to.disposable") && rows[0].ends_with("rcpt"), "{out}");
-    assert!(rows[2].contains("queue/maildir") && rows[2].contains("dir:maildir") && rows[2].ends_with("queue"), "{out}");
+    assert!(
+        rows[0].contains("rcpt_to.disposable") && rows[0].ends_with("rcpt"),
+        "{out}"
+    );
+    assert!(
+        rows[2].contains("queue/maildir") && rows[2].contains("dir:maildir") && rows[2].ends_with("queue"),
+        "{out}"
+    );
     assert!(rows[1].contains("30s") && rows[1].contains("tempfail"), "{out}");
 }
 
@@ -22,7 +30,10 @@ fn plugin_check_accepts_components_and_rejects_other_files() {
     let good = dir.path().join("recorder.wasm");
     std::fs::write(&good, waraka_e2e::fixture("test/recorder")).unwrap();
     let (ok, out) = waraka(&["plugin", "check", good.to_str().unwrap()]);
-    assert!(ok && out.contains("ok: test/recorder") && out.contains("max-data-exceeded"), "{out}");
+    assert!(
+        ok && out.contains("ok: test/recorder") && out.contains("max-data-exceeded"),
+        "{out}"
+    );
     let bad = dir.path().join("bad.wasm");
     std::fs::write(&bad, b"\0asm not really").unwrap();
     let (ok, out) = waraka(&["plugin", "check", bad.to_str().unwrap()]);
@@ -32,7 +43,13 @@ fn plugin_check_accepts_components_and_rejects_other_files() {
 #[test]
 fn a_broken_waraka_toml_is_refused_with_a_clear_message() {
     let instance = Instance::new(&["queue/discard"], "[smtp.nonsense]\n");
-    let (ok, out) = waraka(&["run", "--config", instance.path().to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let (ok, out) = waraka(&[
+        "run",
+        "--config",
+        instance.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert!(!ok && out.contains("waraka.toml"), "{out}");
 }
 
@@ -41,11 +58,21 @@ fn the_embedded_default_delivers_into_a_maildir_in_the_current_directory() {
     let cwd = tempfile::tempdir().unwrap();
     let server = Server::start_with(&["run", "--listen", "127.0.0.1:0"], Some(cwd.path()));
     let out = Command::new("swaks")
-        .args(["--to", "a@example.com", "--from", "b@sender.test", "--server", &format!("127.0.0.1:{}", server.port)])
+        .args([
+            "--to",
+            "a@example.com",
+            "--from",
+            "b@sender.test",
+            "--server",
+            &format!("127.0.0.1:{}", server.port),
+        ])
         .output()
         .expect("swaks is installed by scripts/test");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("250 2.0.0 Message queued"), "{text}");
+    assert!(
+        out.status.success() && text.contains("250 2.0.0 Message queued"),
+        "{text}"
+    );
     let new = cwd.path().join("maildir/example.com/a/new");
     let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
     assert_eq!(files.len(), 1);
@@ -54,10 +81,23 @@ fn the_embedded_default_delivers_into_a_maildir_in_the_current_directory() {
 #[test]
 fn plugin_new_writes_a_skeleton_that_builds_and_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, out) = waraka(&["plugin", "new", "rcpt_to.my_check", "--dir", dir.path().to_str().unwrap()]);
+    let (ok, out) = waraka(&[
+        "plugin",
+        "new",
+        "rcpt_to.my_check",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(ok, "{out}");
     let root = dir.path().join("rcpt_to.my_check");
-    for file in ["Cargo.toml", "src/lib.rs", "README.md", "docs/rcpt_to.my_check.md", "config/rcpt_to.my_check.list", "wit/world.wit"] {
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "README.md",
+        "docs/rcpt_to.my_check.md",
+        "config/rcpt_to.my_check.list",
+        "wit/world.wit",
+    ] {
         assert!(root.join(file).exists(), "{file} missing");
     }
     let target = std::env::var("CARGO_TARGET_DIR")
@@ -73,5 +113,8 @@ fn plugin_new_writes_a_skeleton_that_builds_and_loads() {
     assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
     let wasm = target.join("wasm32-wasip2/release/rcpt_to_my_check.wasm");
     let (ok, out) = waraka(&["plugin", "check", wasm.to_str().unwrap()]);
-    assert!(ok && out.contains("ok: rcpt_to.my_check") && out.contains("hooks: rcpt"), "{out}");
+    assert!(
+        ok && out.contains("ok: rcpt_to.my_check") && out.contains("hooks: rcpt"),
+        "{out}"
+    );
 }

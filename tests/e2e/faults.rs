@@ -23,7 +23,11 @@ fn assert_fault(server: &Server, local: &str, limit: Duration, reason: &str) {
     let healthy = thread::spawn(move || {
         let mut c = waraka_e2e::Client::connect(port);
         assert_eq!(c.reply().code, 220);
-        c.send_mail("a@sender.test", &["healthy@example.com"], b"Subject: healthy\r\n\r\nok\r\n")
+        c.send_mail(
+            "a@sender.test",
+            &["healthy@example.com"],
+            b"Subject: healthy\r\n\r\nok\r\n",
+        )
     });
     let mut c = server.client();
     assert_eq!(c.cmd("EHLO client.test").code, 250);
@@ -34,12 +38,21 @@ fn assert_fault(server: &Server, local: &str, limit: Duration, reason: &str) {
     assert!(reply.starts("451 4.3.0"), "{local}: {reply:?}");
     assert!(took < limit, "{local}: answered after {took:?}");
     // The same connection goes on with a fresh instance of the plugin.
-    assert!(c.cmd("RCPT TO:<after@example.com>").starts("250"), "{local}: session unusable after the fault");
+    assert!(
+        c.cmd("RCPT TO:<after@example.com>").starts("250"),
+        "{local}: session unusable after the fault"
+    );
     assert_eq!(c.cmd("QUIT").code, 221);
     let healthy = healthy.join().unwrap();
-    assert!(healthy.starts("250"), "{local}: the parallel connection got {healthy:?}");
+    assert!(
+        healthy.starts("250"),
+        "{local}: the parallel connection got {healthy:?}"
+    );
     let line = server.wait_for_log(&format!("plugin fault: {reason}"), Duration::from_secs(5));
-    assert!(line.contains("plugin=test/faulty") && line.contains("hook=rcpt"), "{line}");
+    assert!(
+        line.contains("plugin=test/faulty") && line.contains("hook=rcpt"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -19,7 +19,10 @@ fn local_recipients_are_accepted_and_others_refused() {
     assert!(c.cmd("RCPT TO:<u@example.com>").starts("250 2.1.5"));
     assert!(c.cmd("RCPT TO:<u@LOCALHOST>").starts("250 2.1.5"));
     assert!(c.cmd("RCPT TO:<u@elsewhere.test>").starts("550 5.1.1"));
-    assert!(c.cmd("RCPT TO:<u%elsewhere.test@example.com>").starts("250"), "a %-hack is a local part here");
+    assert!(
+        c.cmd("RCPT TO:<u%elsewhere.test@example.com>").starts("250"),
+        "a %-hack is a local part here"
+    );
     assert!(c.cmd("QUIT").starts("221"));
 }
 
@@ -47,10 +50,17 @@ fn an_accepted_message_is_in_the_maildir_byte_for_byte() {
     for (path, bytes) in files {
         assert!(path.to_string_lossy().contains("/example.com/"), "{path:?}");
         assert!(path.parent().unwrap().ends_with("new"));
-        assert!(bytes.starts_with(b"Return-Path: <a@sender.test>\r\nDelivered-To: "), "{}", String::from_utf8_lossy(&bytes));
+        assert!(
+            bytes.starts_with(b"Return-Path: <a@sender.test>\r\nDelivered-To: "),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
         assert!(bytes.ends_with(stored), "{}", String::from_utf8_lossy(&bytes));
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("\r\nReceived: from client.test ([127.0.0.1])\r\n\tby "), "{text}");
+        assert!(
+            text.contains("\r\nReceived: from client.test ([127.0.0.1])\r\n\tby "),
+            "{text}"
+        );
     }
 }
 
@@ -106,7 +116,9 @@ fn size_line_and_recipient_limits() {
     let instance = Instance::new(CORE, "[smtp]\n");
     // Replace the [smtp] limits through a second table would be a TOML error; edit in place.
     let toml = instance.path().join("waraka.toml");
-    let text = std::fs::read_to_string(&toml).unwrap().replace("max_message_size = 26214400", "max_message_size = 10000");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("max_message_size = 26214400", "max_message_size = 10000");
     std::fs::write(&toml, text.trim_end().trim_end_matches("[smtp]")).unwrap();
     let server = Server::start(&instance);
     let mut c = server.client();
@@ -114,7 +126,10 @@ fn size_line_and_recipient_limits() {
     assert!(c.cmd("MAIL FROM:<a@sender.test> SIZE=10001").starts("552 5.3.4"));
     assert!(c.cmd("MAIL FROM:<a@sender.test> SIZE=9000").starts("250"));
     for i in 0..100 {
-        assert!(c.cmd(&format!("RCPT TO:<u{i}@example.com>")).starts("250"), "recipient {i}");
+        assert!(
+            c.cmd(&format!("RCPT TO:<u{i}@example.com>")).starts("250"),
+            "recipient {i}"
+        );
     }
     assert!(c.cmd("RCPT TO:<u100@example.com>").starts("452 4.5.3"));
     assert_eq!(c.cmd("DATA").code, 354);
@@ -132,7 +147,9 @@ fn size_line_and_recipient_limits() {
 fn idle_clients_are_timed_out() {
     let instance = Instance::new(CORE, "");
     let toml = instance.path().join("waraka.toml");
-    let text = std::fs::read_to_string(&toml).unwrap().replace("idle_timeout = \"5m\"", "idle_timeout = \"1s\"");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("idle_timeout = \"5m\"", "idle_timeout = \"1s\"");
     std::fs::write(&toml, text).unwrap();
     let server = Server::start(&instance);
     let mut c = server.client();
@@ -145,7 +162,16 @@ fn smuggled_end_of_data_sequences_never_end_data() {
     let instance = Instance::new(CORE, "");
     let server = Server::start(&instance);
     let sequences: &[&[u8]] = &[
-        b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r", b"\r\n.\r", b"\r.\n", b"\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n",
+        b"\n.\n",
+        b"\n.\r\n",
+        b"\r.\r\n",
+        b"\r\n.\n",
+        b"\r.\r",
+        b"\r\n.\r",
+        b"\r.\n",
+        b"\n.\r",
+        b"\r\n\x00.\r\n",
+        b"\r\n.\x00\r\n",
     ];
     for seq in sequences {
         let mut c = server.client();
@@ -159,9 +185,15 @@ fn smuggled_end_of_data_sequences_never_end_data() {
         c.send(&wire);
         let reply = c.reply();
         assert!(reply.starts("554 5.6.0"), "{seq:?}: {reply:?}");
-        assert!(c.cmd("NOOP").starts("250"), "{seq:?}: exactly one reply for the whole DATA");
+        assert!(
+            c.cmd("NOOP").starts("250"),
+            "{seq:?}: exactly one reply for the whole DATA"
+        );
     }
-    assert!(instance.maildir_files().is_empty(), "nothing stored, least of all a smuggled message");
+    assert!(
+        instance.maildir_files().is_empty(),
+        "nothing stored, least of all a smuggled message"
+    );
 }
 
 #[test]
@@ -172,7 +204,13 @@ fn disposable_addresses_expire_and_are_rewritten() {
     assert_eq!(c.cmd("EHLO client.test").code, 250);
     assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
     let expired = c.cmd("RCPT TO:<me-20121015@example.com>");
-    assert_eq!(expired, waraka_e2e::Reply { code: 550, text: "5.1.1 Expired email address".into() });
+    assert_eq!(
+        expired,
+        waraka_e2e::Reply {
+            code: 550,
+            text: "5.1.1 Expired email address".into()
+        }
+    );
     assert_eq!(c.cmd("RCPT TO:<me-29991231@example.com>").code, 250);
     assert_eq!(c.cmd("DATA").code, 354);
     c.send(&body("disposable"));
@@ -180,7 +218,11 @@ fn disposable_addresses_expire_and_are_rewritten() {
     assert_eq!(c.reply().code, 250);
     let files = instance.maildir_files();
     assert_eq!(files.len(), 1);
-    assert!(files[0].0.to_string_lossy().contains("/example.com/me/new/"), "{:?}", files[0].0);
+    assert!(
+        files[0].0.to_string_lossy().contains("/example.com/me/new/"),
+        "{:?}",
+        files[0].0
+    );
     assert!(String::from_utf8_lossy(&files[0].1).contains("Delivered-To: me@example.com\r\n"));
 }
 
@@ -188,7 +230,9 @@ fn disposable_addresses_expire_and_are_rewritten() {
 fn every_hook_reaches_the_recorder_in_order() {
     let instance = Instance::new(CORE, "[plugin.\"test/recorder\"]\ngrants = [\"dir:record\"]\n\n");
     let toml = instance.path().join("waraka.toml");
-    let text = std::fs::read_to_string(&toml).unwrap().replace("[dirs]\n", "[dirs]\nrecord = \"record\"\n");
+    let text = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("[dirs]\n", "[dirs]\nrecord = \"record\"\n");
     std::fs::write(&toml, text).unwrap();
     instance.add_fixture("test/recorder");
     instance.set_order(&["test/recorder", "rcpt_to.in_host_list", "queue/maildir"]);
@@ -206,12 +250,18 @@ fn every_hook_reaches_the_recorder_in_order() {
     drop(c);
     let log_path = instance.path().join("record/hooks.log");
     let start = std::time::Instant::now();
-    while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("disconnect") {
+    while !std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .contains("disconnect")
+    {
         assert!(start.elapsed() < Duration::from_secs(10), "no disconnect recorded");
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = std::fs::read_to_string(&log_path).unwrap();
-    let hooks: Vec<String> = log.lines().map(|l| l.splitn(3, ' ').nth(2).unwrap().to_string()).collect();
+    let hooks: Vec<String> = log
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_string())
+        .collect();
     let expected = [
         "connect 127.0.0.1",
         "ehlo client.test",
@@ -230,7 +280,10 @@ fn every_hook_reaches_the_recorder_in_order() {
     assert!(hooks[expected.len() + 2].starts_with("queue-ok "));
     assert_eq!(&hooks[expected.len() + 3..], ["reset-transaction", "disconnect"]);
     // Notes persist across hooks of one connection: the counter in every line climbs by one.
-    let counts: Vec<u32> = log.lines().map(|l| l.split(' ').nth(1).unwrap().parse().unwrap()).collect();
+    let counts: Vec<u32> = log
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(counts, (1..=counts.len() as u32).collect::<Vec<_>>());
     // The header added at data-post is in the stored message.
     let (_, stored) = &instance.maildir_files()[0];

@@ -19,20 +19,36 @@ pub fn waraka_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test binary path");
     let bin = exe.parent().and_then(Path::parent).expect("target dir").join("waraka");
-    assert!(bin.exists(), "{} missing: run `cargo build -p waraka` first (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p waraka` first (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
 /// Runs `waraka` with arguments and returns (success, stdout + stderr).
 pub fn waraka(args: &[&str]) -> (bool, String) {
-    let out = Command::new(waraka_bin()).args(args).env("NO_COLOR", "1").output().expect("running waraka");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(waraka_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running waraka");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 /// A fixture plugin's component bytes.
 pub fn fixture(name: &str) -> &'static [u8] {
-    FIXTURES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b).unwrap_or_else(|| panic!("no fixture {name}"))
+    FIXTURES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .unwrap_or_else(|| panic!("no fixture {name}"))
 }
 
 /// An instance directory made by `waraka init`, removed at the end of the test.
@@ -74,7 +90,13 @@ impl Instance {
         let list = names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
         let text: Vec<String> = text
             .lines()
-            .map(|l| if l.starts_with("plugins = ") { format!("plugins = [{list}]") } else { l.to_string() })
+            .map(|l| {
+                if l.starts_with("plugins = ") {
+                    format!("plugins = [{list}]")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect();
         std::fs::write(&toml, text.join("\n")).unwrap();
     }
@@ -110,13 +132,26 @@ pub struct Server {
 impl Server {
     /// Starts `waraka run --config DIR --listen 127.0.0.1:0` and waits until it listens.
     pub fn start(instance: &Instance) -> Server {
-        Self::start_with(&["run", "--config", instance.path().to_str().unwrap(), "--listen", "127.0.0.1:0"], None)
+        Self::start_with(
+            &[
+                "run",
+                "--config",
+                instance.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            None,
+        )
     }
 
     /// Starts `waraka` with these arguments in `cwd`; the port is read from the log.
     pub fn start_with(args: &[&str], cwd: Option<&Path>) -> Server {
         let mut cmd = Command::new(waraka_bin());
-        cmd.args(args).env("NO_COLOR", "1").env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
@@ -164,7 +199,11 @@ impl Server {
             if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
                 return line;
             }
-            assert!(start.elapsed() < timeout, "no log line with {needle:?} in:\n{}", self.log().join("\n"));
+            assert!(
+                start.elapsed() < timeout,
+                "no log line with {needle:?} in:\n{}",
+                self.log().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -172,7 +211,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -210,7 +251,9 @@ impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Client { stream: BufReader::new(stream) }
+        Client {
+            stream: BufReader::new(stream),
+        }
     }
 
     /// Sends raw bytes.
@@ -226,10 +269,16 @@ impl Client {
             let n = self.stream.read_line(&mut line).expect("read reply");
             assert!(n > 0, "connection closed while waiting for a reply (so far: {text:?})");
             let line = line.trim_end_matches(['\r', '\n']);
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad reply line {line:?}"));
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("bad reply line {line:?}"));
             text.push(line.get(4..).unwrap_or("").to_string());
             if line.as_bytes().get(3) != Some(&b'-') {
-                return Reply { code, text: text.join("\n") };
+                return Reply {
+                    code,
+                    text: text.join("\n"),
+                };
             }
         }
     }
@@ -243,7 +292,7 @@ impl Client {
     /// Whether the server closed the connection (reads until EOF or timeout).
     pub fn is_closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.stream.read_to_end(&mut rest), Ok(_))
+        self.stream.read_to_end(&mut rest).is_ok()
     }
 
     /// EHLO, MAIL, RCPT (each must succeed), DATA; returns the final reply to `body`.

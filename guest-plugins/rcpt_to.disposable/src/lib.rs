@@ -15,7 +15,11 @@ struct Disposable;
 /// Splits `user-YYYYMMDD` into the user and the expiry date as a `YYYYMMDD`
 /// number; `separator` is the text between them ("-" by default).
 fn parse(local_part: &str, separator: &str) -> Option<(String, u32)> {
-    let re = Regex::new(&format!(r"^(.+){}(\d{{4}})(\d{{2}})(\d{{2}})$", regex_lite::escape(separator))).ok()?;
+    let re = Regex::new(&format!(
+        r"^(.+){}(\d{{4}})(\d{{2}})(\d{{2}})$",
+        regex_lite::escape(separator)
+    ))
+    .ok()?;
     let caps = re.captures(local_part)?;
     let (y, m, d): (u32, u32, u32) = (caps[2].parse().ok()?, caps[3].parse().ok()?, caps[4].parse().ok()?);
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
@@ -55,7 +59,10 @@ impl Plugin for Disposable {
         }
         // The candidate recipient is the last one while `rcpt` runs.
         let index = envelope::recipients().len().saturating_sub(1) as u32;
-        let rewritten = Address { local_part: user, ..recipient };
+        let rewritten = Address {
+            local_part: user,
+            ..recipient
+        };
         waraka_plugin::info!("rewriting to {rewritten} (expires {expiry})");
         match envelope::set_recipient(index, &rewritten) {
             Ok(()) => Verdict::Cont,

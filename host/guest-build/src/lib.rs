@@ -22,11 +22,15 @@ fn guest_target_dir() -> PathBuf {
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out.
-    out.ancestors().nth(4).expect("OUT_DIR has the usual depth").join("wasm-guests")
+    out.ancestors()
+        .nth(4)
+        .expect("OUT_DIR has the usual depth")
+        .join("wasm-guests")
 }
 
 fn plugin_crates(workspace: &Path) -> Vec<(String, String)> {
-    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap()).unwrap();
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap()).unwrap();
     let members = manifest["workspace"]["members"].as_array().expect("workspace members");
     let mut crates = Vec::new();
     for member in members {
@@ -62,18 +66,29 @@ pub fn build_guests(workspace: &Path) -> Vec<Built> {
             || key.starts_with("CARGO_MANIFEST_")
             || matches!(
                 key.as_str(),
-                "RUSTFLAGS" | "CARGO_ENCODED_RUSTFLAGS" | "CARGO_BUILD_TARGET" | "CARGO_PRIMARY_PACKAGE" | "RUSTC_WORKSPACE_WRAPPER"
+                "RUSTFLAGS"
+                    | "CARGO_ENCODED_RUSTFLAGS"
+                    | "CARGO_BUILD_TARGET"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "RUSTC_WORKSPACE_WRAPPER"
             );
         if inherited_from_host_build {
             cmd.env_remove(key);
         }
     }
     let status = cmd.status().expect("running cargo for the guest plugins");
-    assert!(status.success(), "building the guest plugins in {} failed", workspace.display());
+    assert!(
+        status.success(),
+        "building the guest plugins in {} failed",
+        workspace.display()
+    );
     let release = target_dir.join("wasm32-wasip2").join("release");
     plugin_crates(workspace)
         .into_iter()
-        .map(|(name, lib)| Built { name, path: release.join(format!("{lib}.wasm")) })
+        .map(|(name, lib)| Built {
+            name,
+            path: release.join(format!("{lib}.wasm")),
+        })
         .collect()
 }
 

@@ -50,7 +50,10 @@ fn owner_of<'a>(name: &str, plugins: &'a [String]) -> Option<&'a str> {
 impl ConfigFiles {
     /// Config files from `source`, owned by the plugins named in `plugin_names`.
     pub fn new(source: ConfigSource, plugin_names: Vec<String>) -> Self {
-        ConfigFiles { source, plugin_names: Arc::new(RwLock::new(plugin_names)) }
+        ConfigFiles {
+            source,
+            plugin_names: Arc::new(RwLock::new(plugin_names)),
+        }
     }
 
     /// Replaces the plugin names used for the ownership rule.
@@ -72,7 +75,10 @@ impl ConfigFiles {
                 return Err(ConfigError::NotOwned(name.into()));
             }
         }
-        let io = |e: std::io::Error| ConfigError::Io { name: name.into(), reason: e.to_string() };
+        let io = |e: std::io::Error| ConfigError::Io {
+            name: name.into(),
+            reason: e.to_string(),
+        };
         match &self.source {
             ConfigSource::Embedded(files) => Ok(files.get(name).cloned()),
             ConfigSource::Dir(dir) => {
@@ -81,7 +87,10 @@ impl ConfigFiles {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(io(e)),
                     Ok(m) if m.len() > MAX_CONFIG_FILE => {
-                        return Err(ConfigError::Io { name: name.into(), reason: "file too large".into() });
+                        return Err(ConfigError::Io {
+                            name: name.into(),
+                            reason: "file too large".into(),
+                        });
                     }
                     Ok(_) => {}
                 }
@@ -119,9 +128,18 @@ mod tests {
             ConfigSource::Dir(dir.path().into()),
             vec!["auth/flat_file".into(), "rcpt_to.in_host_list".into()],
         );
-        assert_eq!(files.lines("rcpt_to.in_host_list", "host_list").unwrap(), vec!["example.com", "a.example"]);
-        assert_eq!(files.read("auth/flat_file", "auth/flat_file.toml").unwrap().as_deref(), Some("secret"));
-        assert!(matches!(files.read("rcpt_to.in_host_list", "auth/flat_file.toml"), Err(ConfigError::NotOwned(_))));
+        assert_eq!(
+            files.lines("rcpt_to.in_host_list", "host_list").unwrap(),
+            vec!["example.com", "a.example"]
+        );
+        assert_eq!(
+            files.read("auth/flat_file", "auth/flat_file.toml").unwrap().as_deref(),
+            Some("secret")
+        );
+        assert!(matches!(
+            files.read("rcpt_to.in_host_list", "auth/flat_file.toml"),
+            Err(ConfigError::NotOwned(_))
+        ));
         assert!(matches!(files.read("x", "../etc/passwd"), Err(ConfigError::BadName(_))));
         assert!(matches!(files.read("x", "/etc/passwd"), Err(ConfigError::BadName(_))));
         assert_eq!(files.read("x", "missing").unwrap(), None);

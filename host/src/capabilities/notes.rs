@@ -13,7 +13,11 @@ pub struct NoteLimits {
 
 impl Default for NoteLimits {
     fn default() -> Self {
-        NoteLimits { max_key: 256, max_value: 64 * 1024, max_total: 1024 * 1024 }
+        NoteLimits {
+            max_key: 256,
+            max_value: 64 * 1024,
+            max_total: 1024 * 1024,
+        }
     }
 }
 
@@ -39,7 +43,11 @@ pub struct NoteStore {
 impl NoteStore {
     /// An empty store with these limits.
     pub fn new(limits: NoteLimits) -> Self {
-        NoteStore { map: HashMap::new(), bytes: 0, limits }
+        NoteStore {
+            map: HashMap::new(),
+            bytes: 0,
+            limits,
+        }
     }
 
     /// The note's value.
@@ -90,7 +98,11 @@ mod tests {
 
     #[test]
     fn limits_hold_and_replacing_reuses_space() {
-        let mut n = NoteStore::new(NoteLimits { max_key: 4, max_value: 8, max_total: 12 });
+        let mut n = NoteStore::new(NoteLimits {
+            max_key: 4,
+            max_value: 8,
+            max_total: 12,
+        });
         n.set("a", "12345678").unwrap();
         n.set("a", "87654321").unwrap();
         assert_eq!(n.get("a"), Some("87654321"));

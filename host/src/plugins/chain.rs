@@ -59,7 +59,12 @@ pub(super) fn classify<T>(
                 let backtrace = e
                     .downcast_ref::<wasmtime::WasmBacktrace>()
                     .map(|bt| {
-                        let frames: Vec<String> = bt.to_string().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+                        let frames: Vec<String> = bt
+                            .to_string()
+                            .lines()
+                            .map(|l| l.trim().to_string())
+                            .filter(|l| !l.is_empty() && !l.starts_with("error while executing"))
+                            .collect();
                         format!(" (backtrace: {})", frames.join(" <- "))
                     })
                     .unwrap_or_default();
@@ -100,7 +105,12 @@ impl Chain {
     /// A chain over a snapshot of the plugin set, for one connection.
     pub fn new(runtime: Runtime, set: Arc<PluginSet>, conn: SharedConnection) -> Self {
         let live = set.plugins.iter().map(|_| None).collect();
-        Chain { runtime, set, conn, live }
+        Chain {
+            runtime,
+            set,
+            conn,
+            live,
+        }
     }
 
     async fn instantiate(runtime: Runtime, conn: SharedConnection, plugin: &LoadedPlugin) -> Result<Live, Fault> {
@@ -173,7 +183,11 @@ impl Chain {
 
     /// Runs the `deny` hook; true when a plugin overrides the rejection.
     async fn deny_overridden(&mut self, hook: Hook, plugin: &str, verdict: &Verdict) -> bool {
-        let denial = types::Denial { hook: hook.name().into(), plugin: plugin.into(), verdict: verdict_to_wit(verdict) };
+        let denial = types::Denial {
+            hook: hook.name().into(),
+            plugin: plugin.into(),
+            verdict: verdict_to_wit(verdict),
+        };
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(Hook::Deny) {
                 continue;
@@ -224,7 +238,10 @@ impl Policy for Chain {
             if verdict.is_rejection() && self.deny_overridden(hook, &name, &verdict).await {
                 continue;
             }
-            return Decision { verdict, plugin: Some(name.to_string()) };
+            return Decision {
+                verdict,
+                plugin: Some(name.to_string()),
+            };
         }
         Decision::cont()
     }

@@ -18,7 +18,14 @@ pub fn address_to_wit(a: &Address) -> types::Address {
     types::Address {
         local_part: a.local_part.clone(),
         domain: a.domain.clone(),
-        params: a.params.iter().map(|p| types::Param { key: p.key.clone(), value: p.value.clone() }).collect(),
+        params: a
+            .params
+            .iter()
+            .map(|p| types::Param {
+                key: p.key.clone(),
+                value: p.value.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -26,7 +33,14 @@ fn address_from_wit(a: types::Address) -> Result<Address, Error> {
     let address = Address {
         local_part: a.local_part,
         domain: a.domain,
-        params: a.params.into_iter().map(|p| Param { key: p.key.to_ascii_uppercase(), value: p.value }).collect(),
+        params: a
+            .params
+            .into_iter()
+            .map(|p| Param {
+                key: p.key.to_ascii_uppercase(),
+                value: p.value,
+            })
+            .collect(),
     };
     // Re-parse the rendered path so a plugin cannot store an address the protocol would refuse.
     Address::parse_with_params(&format!("<{}>", address.addr_spec()), false)
@@ -35,11 +49,19 @@ fn address_from_wit(a: types::Address) -> Result<Address, Error> {
 }
 
 fn reply_from_wit(r: Option<types::Reply>) -> Option<Reply> {
-    r.map(|r| Reply { code: r.code, enhanced: r.enhanced, lines: r.lines })
+    r.map(|r| Reply {
+        code: r.code,
+        enhanced: r.enhanced,
+        lines: r.lines,
+    })
 }
 
 fn reply_to_wit(r: Option<&Reply>) -> Option<types::Reply> {
-    r.map(|r| types::Reply { code: r.code, enhanced: r.enhanced.clone(), lines: r.lines.clone() })
+    r.map(|r| types::Reply {
+        code: r.code,
+        enhanced: r.enhanced.clone(),
+        lines: r.lines.clone(),
+    })
 }
 
 pub fn verdict_from_wit(v: types::Verdict) -> Verdict {
@@ -93,7 +115,12 @@ impl StoreState {
     /// Runs `f` on the note store of a scope.
     fn with_notes<T>(&self, scope: Scope, default: T, f: impl FnOnce(&mut NoteStore) -> T) -> T {
         match scope {
-            Scope::Server => f(&mut self.host.services.server_notes.lock().unwrap_or_else(|e| e.into_inner())),
+            Scope::Server => f(&mut self
+                .host
+                .services
+                .server_notes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())),
             Scope::Connection => self.with_conn(default, |c| f(&mut c.notes)),
             Scope::Transaction => {
                 let Some(conn) = &self.host.conn else {
@@ -161,11 +188,19 @@ impl notes::Host for StoreState {
 
 impl config::Host for StoreState {
     fn read(&mut self, name: String) -> Result<Option<String>, Error> {
-        self.host.services.config.read(&self.host.plugin, &name).map_err(config_error)
+        self.host
+            .services
+            .config
+            .read(&self.host.plugin, &name)
+            .map_err(config_error)
     }
 
     fn lines(&mut self, name: String) -> Result<Vec<String>, Error> {
-        self.host.services.config.lines(&self.host.plugin, &name).map_err(config_error)
+        self.host
+            .services
+            .config
+            .lines(&self.host.plugin, &name)
+            .map_err(config_error)
     }
 }
 
@@ -233,7 +268,10 @@ impl envelope::Host for StoreState {
 
     fn recipients(&mut self) -> Vec<types::Address> {
         self.with_conn(Vec::new(), |c| {
-            c.transaction.as_ref().map(|t| t.recipients.iter().map(address_to_wit).collect()).unwrap_or_default()
+            c.transaction
+                .as_ref()
+                .map(|t| t.recipients.iter().map(address_to_wit).collect())
+                .unwrap_or_default()
         })
     }
 
@@ -256,7 +294,8 @@ impl message::Host for StoreState {
 
     fn read(&mut self, offset: u64, max: u32) -> Result<Vec<u8>, Error> {
         self.with_message(Ok(Vec::new()), |m| {
-            m.read(offset, max.min(MAX_READ) as usize).map_err(|e| Error::Backend(e.to_string()))
+            m.read(offset, max.min(MAX_READ) as usize)
+                .map_err(|e| Error::Backend(e.to_string()))
         })
     }
 
@@ -270,7 +309,9 @@ impl message::Host for StoreState {
 
     fn add_header(&mut self, name: String, value: String) -> Result<(), Error> {
         let none = Err(Error::Invalid("no message yet".into()));
-        self.with_message(none, |m| m.add_header(&name, &value).map_err(|e| Error::Invalid(e.to_string())))
+        self.with_message(none, |m| {
+            m.add_header(&name, &value).map_err(|e| Error::Invalid(e.to_string()))
+        })
     }
 
     fn remove_header(&mut self, name: String) -> u32 {

@@ -70,7 +70,9 @@ impl Runtime {
     pub async fn load(&self, spec: PluginSpec) -> Result<LoadedPlugin> {
         let (bytes, source): (Arc<[u8]>, String) = match &spec.source {
             PluginSource::File(path) => (
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?.into(),
+                std::fs::read(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .into(),
                 path.display().to_string(),
             ),
             PluginSource::Embedded(bytes) => ((*bytes).into(), "embedded".into()),

@@ -24,7 +24,10 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { max_instances: 1000, max_memory: 64 * 1024 * 1024 }
+        RuntimeSettings {
+            max_instances: 1000,
+            max_memory: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -66,7 +69,9 @@ impl Runtime {
             .consume_fuel(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
 
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -80,7 +85,11 @@ impl Runtime {
                 std::thread::sleep(EPOCH_TICK);
             }
         })?;
-        Ok(Runtime { engine, linker: Arc::new(linker), services: Arc::new(services) })
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            services: Arc::new(services),
+        })
     }
 
     /// The shared services.
@@ -101,7 +110,10 @@ impl Runtime {
         dirs: &[DirGrant],
         conn: Option<SharedConnection>,
     ) -> Result<Store<StoreState>> {
-        let output = GuestOutput { plugin: plugin.clone() };
+        let output = GuestOutput {
+            plugin: plugin.clone(),
+            span: tracing::Span::current(),
+        };
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output);
         for dir in dirs {
@@ -114,9 +126,16 @@ impl Runtime {
         let state = StoreState {
             wasi: wasi.build(),
             table: Default::default(),
-            limiter: MemoryLimiter { cap: limits.memory, hit: false },
+            limiter: MemoryLimiter {
+                cap: limits.memory,
+                hit: false,
+            },
             deadline: Instant::now() + limits.timeout,
-            host: HostContext { plugin: plugin.clone(), conn, services: self.services.clone() },
+            host: HostContext {
+                plugin: plugin.clone(),
+                conn,
+                services: self.services.clone(),
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -34,15 +34,19 @@ pub struct StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
-/// Guest stdout/stderr, turned into log lines tagged with the plugin (a Rust
-/// panic message arrives this way).
+/// Guest stdout/stderr, turned into log lines tagged with the plugin and the
+/// span (connection) the store was made in; a Rust panic message arrives this way.
 #[derive(Clone)]
 pub struct GuestOutput {
     pub plugin: Arc<str>,
+    pub span: tracing::Span,
 }
 
 impl IsTerminal for GuestOutput {
@@ -53,12 +57,17 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(GuestLineWriter { plugin: self.plugin.clone(), pending: Vec::new() })
+        Box::new(GuestLineWriter {
+            plugin: self.plugin.clone(),
+            span: self.span.clone(),
+            pending: Vec::new(),
+        })
     }
 }
 
 struct GuestLineWriter {
     plugin: Arc<str>,
+    span: tracing::Span,
     pending: Vec<u8>,
 }
 
@@ -67,7 +76,11 @@ const MAX_GUEST_LINE: usize = 4096;
 impl GuestLineWriter {
     fn emit(&mut self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        tracing::warn!(plugin = %self.plugin, "guest output: {}", text.trim_end());
+        let text = text.trim_end();
+        if !text.is_empty() {
+            self.span
+                .in_scope(|| tracing::warn!(plugin = %self.plugin, "guest output: {text}"));
+        }
     }
 }
 

@@ -226,7 +226,10 @@ pub struct Decision {
 impl Decision {
     /// Nobody had an opinion.
     pub fn cont() -> Self {
-        Decision { verdict: Verdict::Cont, plugin: None }
+        Decision {
+            verdict: Verdict::Cont,
+            plugin: None,
+        }
     }
 }
 

@@ -32,11 +32,23 @@ pub struct Rule {
 }
 
 const fn r(effect: Effect, code: u16, enhanced: &'static str, text: &'static str) -> Rule {
-    Rule { effect, code, enhanced, text, fixed_code: false }
+    Rule {
+        effect,
+        code,
+        enhanced,
+        text,
+        fixed_code: false,
+    }
 }
 
 const fn fixed(effect: Effect, code: u16, enhanced: &'static str, text: &'static str) -> Rule {
-    Rule { effect, code, enhanced, text, fixed_code: true }
+    Rule {
+        effect,
+        code,
+        enhanced,
+        text,
+        fixed_code: true,
+    }
 }
 
 use Effect::{Close, Proceed, Refuse, Reject};
@@ -203,7 +215,9 @@ fn valid_enhanced(status: &str, class: u16) -> bool {
     let parts: Vec<&str> = status.split('.').collect();
     parts.len() == 3
         && parts[0] == class.to_string()
-        && parts[1..].iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl Rule {
@@ -233,7 +247,11 @@ mod tests {
     use super::*;
 
     fn plugin_reply(code: u16, enhanced: Option<&str>, text: &str) -> Option<Reply> {
-        Some(Reply { code, enhanced: enhanced.map(str::to_string), lines: vec![text.into()] })
+        Some(Reply {
+            code,
+            enhanced: enhanced.map(str::to_string),
+            lines: vec![text.into()],
+        })
     }
 
     #[test]

@@ -71,7 +71,11 @@ impl Address {
                 .collect();
             format!("\"{escaped}\"")
         };
-        if self.domain.is_empty() { local } else { format!("{local}@{}", self.domain) }
+        if self.domain.is_empty() {
+            local
+        } else {
+            format!("{local}@{}", self.domain)
+        }
     }
 
     /// Parses `<path> [params]` (the text after `FROM:` or `TO:`).
@@ -124,7 +128,11 @@ fn parse_path(path: &str, allow_null: bool) -> Result<Address, AddressError> {
         return Err(AddressError::TooLong);
     }
     if path.is_empty() {
-        return if allow_null { Ok(Address::default()) } else { Err(AddressError::NullNotAllowed) };
+        return if allow_null {
+            Ok(Address::default())
+        } else {
+            Err(AddressError::NullNotAllowed)
+        };
     }
     // A source route `@a,@b:user@c` is accepted and ignored (RFC 5321 §4.1.2).
     let mailbox = if path.starts_with('@') {
@@ -149,7 +157,11 @@ fn parse_path(path: &str, allow_null: bool) -> Result<Address, AddressError> {
     if local_part.len() > MAX_LOCAL || domain.len() > MAX_DOMAIN {
         return Err(AddressError::TooLong);
     }
-    Ok(Address { local_part, domain: domain.to_string(), params: Vec::new() })
+    Ok(Address {
+        local_part,
+        domain: domain.to_string(),
+        params: Vec::new(),
+    })
 }
 
 /// Splits at the `@` that follows the local part (quoted parts may hold `@`).
@@ -192,7 +204,11 @@ fn parse_local_part(raw: &str) -> Result<String, AddressError> {
         let mut out = String::new();
         let mut chars = inner.chars();
         while let Some(c) = chars.next() {
-            let c = if c == '\\' { chars.next().ok_or(AddressError::Syntax)? } else { c };
+            let c = if c == '\\' {
+                chars.next().ok_or(AddressError::Syntax)?
+            } else {
+                c
+            };
             if c.is_control() {
                 return Err(AddressError::Syntax);
             }
@@ -203,7 +219,11 @@ fn parse_local_part(raw: &str) -> Result<String, AddressError> {
         }
         return Ok(out);
     }
-    if is_dot_string(raw) { Ok(raw.to_string()) } else { Err(AddressError::Syntax) }
+    if is_dot_string(raw) {
+        Ok(raw.to_string())
+    } else {
+        Err(AddressError::Syntax)
+    }
 }
 
 fn check_domain(domain: &str) -> Result<(), AddressError> {
@@ -212,7 +232,9 @@ fn check_domain(domain: &str) -> Result<(), AddressError> {
     }
     if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
         let ok = !literal.is_empty()
-            && literal.chars().all(|c| c.is_ascii_graphic() && c != '[' && c != ']' && c != '\\');
+            && literal
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '[' && c != ']' && c != '\\');
         return if ok { Ok(()) } else { Err(AddressError::Syntax) };
     }
     let domain = domain.strip_suffix('.').unwrap_or(domain);
@@ -221,9 +243,14 @@ fn check_domain(domain: &str) -> Result<(), AddressError> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
     };
-    if domain.split('.').all(label_ok) { Ok(()) } else { Err(AddressError::Syntax) }
+    if domain.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(AddressError::Syntax)
+    }
 }
 
 fn parse_params(rest: &str) -> Result<Vec<Param>, AddressError> {
@@ -239,7 +266,10 @@ fn parse_params(rest: &str) -> Result<Vec<Param>, AddressError> {
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
             let value_ok = value.is_none_or(|v| !v.is_empty() && v.chars().all(|c| !c.is_control() && c != '='));
             if key_ok && value_ok {
-                Ok(Param { key: key.to_ascii_uppercase(), value: value.map(str::to_string) })
+                Ok(Param {
+                    key: key.to_ascii_uppercase(),
+                    value: value.map(str::to_string),
+                })
             } else {
                 Err(AddressError::Param(p.to_string()))
             }
@@ -260,7 +290,10 @@ mod tests {
         let a = parse("<a.b@Example.COM>").unwrap();
         assert_eq!((a.local_part.as_str(), a.domain.as_str()), ("a.b", "Example.COM"));
         assert!(parse("<>").unwrap().is_null());
-        assert_eq!(Address::parse_with_params("<>", false), Err(AddressError::NullNotAllowed));
+        assert_eq!(
+            Address::parse_with_params("<>", false),
+            Err(AddressError::NullNotAllowed)
+        );
         assert_eq!(parse("<Postmaster>").unwrap().domain, "");
         assert_eq!(parse("<bob>"), Err(AddressError::Syntax));
     }
@@ -278,10 +311,21 @@ mod tests {
 
     #[test]
     fn rejects_bad_syntax() {
-        for bad in ["<a..b@x>", "<a@-x.com>", "<a@x..com>", "<a b@x>", "<a@x", "<a@x>junk", "<@x:>"] {
+        for bad in [
+            "<a..b@x>",
+            "<a@-x.com>",
+            "<a@x..com>",
+            "<a b@x>",
+            "<a@x",
+            "<a@x>junk",
+            "<@x:>",
+        ] {
             assert!(parse(bad).is_err(), "{bad} should be rejected");
         }
-        assert_eq!(parse(&format!("<{}@x.com>", "a".repeat(65))), Err(AddressError::TooLong));
+        assert_eq!(
+            parse(&format!("<{}@x.com>", "a".repeat(65))),
+            Err(AddressError::TooLong)
+        );
     }
 
     #[test]

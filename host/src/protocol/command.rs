@@ -22,7 +22,10 @@ pub enum Command {
     StartTls,
     Auth(String),
     /// A verb the core does not handle; passed to `unrecognized-command`.
-    Unknown { verb: String, args: String },
+    Unknown {
+        verb: String,
+        args: String,
+    },
 }
 
 impl Command {
@@ -46,8 +49,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     if line.contains(&0) {
         return Err(error(Reply::new(500, "5.5.2", "NUL characters are not allowed")));
     }
-    let line = std::str::from_utf8(line)
-        .map_err(|_| error(Reply::new(500, "5.5.2", "Command is not valid UTF-8")))?;
+    let line = std::str::from_utf8(line).map_err(|_| error(Reply::new(500, "5.5.2", "Command is not valid UTF-8")))?;
     if line.chars().any(|c| c.is_control() && c != '\t') {
         return Err(error(Reply::new(500, "5.5.2", "Control characters are not allowed")));
     }
@@ -57,18 +59,28 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     };
     let upper = verb.to_ascii_uppercase();
     let no_args = |cmd: Command, name: &str| {
-        if args.is_empty() { Ok(cmd) } else { Err(error(codes::syntax(&format!("{name} takes no arguments")))) }
+        if args.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(error(codes::syntax(&format!("{name} takes no arguments"))))
+        }
     };
     match upper.as_str() {
         "HELO" | "EHLO" => {
             if args.is_empty() || args.contains(' ') {
                 return Err(error(codes::syntax(&format!("{upper} hostname"))));
             }
-            Ok(if upper == "HELO" { Command::Helo(args.into()) } else { Command::Ehlo(args.into()) })
+            Ok(if upper == "HELO" {
+                Command::Helo(args.into())
+            } else {
+                Command::Ehlo(args.into())
+            })
         }
         "MAIL" => {
             let rest = strip_keyword(args, "FROM:").ok_or_else(|| error(codes::syntax("MAIL FROM:<address>")))?;
-            Address::parse_with_params(rest, true).map(Command::Mail).map_err(|e| address_error(e, "5.1.7", "sender"))
+            Address::parse_with_params(rest, true)
+                .map(Command::Mail)
+                .map_err(|e| address_error(e, "5.1.7", "sender"))
         }
         "RCPT" => {
             let rest = strip_keyword(args, "TO:").ok_or_else(|| error(codes::syntax("RCPT TO:<address>")))?;
@@ -85,7 +97,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "VRFY" if args.is_empty() => Err(error(codes::syntax("VRFY address"))),
         "VRFY" => Ok(Command::Vrfy(args.into())),
         "AUTH" => Ok(Command::Auth(args.into())),
-        _ => Ok(Command::Unknown { verb: upper, args: args.into() }),
+        _ => Ok(Command::Unknown {
+            verb: upper,
+            args: args.into(),
+        }),
     }
 }
 
@@ -113,15 +128,29 @@ mod tests {
 
     #[test]
     fn parses_the_core_verbs() {
-        assert_eq!(parse_command(b"ehlo client.example").unwrap(), Command::Ehlo("client.example".into()));
-        assert!(matches!(parse_command(b"MAIL FROM:<a@b.c> SIZE=10").unwrap(), Command::Mail(a) if a.param("size") == Some(Some("10"))));
-        assert!(matches!(parse_command(b"mail from: <a@b.c>").unwrap(), Command::Mail(_)));
-        assert!(matches!(parse_command(b"RCPT TO:<postmaster>").unwrap(), Command::Rcpt(_)));
+        assert_eq!(
+            parse_command(b"ehlo client.example").unwrap(),
+            Command::Ehlo("client.example".into())
+        );
+        assert!(
+            matches!(parse_command(b"MAIL FROM:<a@b.c> SIZE=10").unwrap(), Command::Mail(a) if a.param("size") == Some(Some("10")))
+        );
+        assert!(matches!(
+            parse_command(b"mail from: <a@b.c>").unwrap(),
+            Command::Mail(_)
+        ));
+        assert!(matches!(
+            parse_command(b"RCPT TO:<postmaster>").unwrap(),
+            Command::Rcpt(_)
+        ));
         assert_eq!(parse_command(b"DATA").unwrap(), Command::Data);
         assert_eq!(parse_command(b"NOOP anything").unwrap(), Command::Noop);
         assert_eq!(
             parse_command(b"XCLIENT NAME=x").unwrap(),
-            Command::Unknown { verb: "XCLIENT".into(), args: "NAME=x".into() }
+            Command::Unknown {
+                verb: "XCLIENT".into(),
+                args: "NAME=x".into()
+            }
         );
     }
 

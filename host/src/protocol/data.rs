@@ -156,7 +156,10 @@ mod tests {
 
     #[test]
     fn ends_only_on_crlf_dot_crlf_even_split_across_reads() {
-        let (out, end, _) = run(&[b"Subject: x\r\n\r\nhi\r", b"\n.", b"\r", b"\nMAIL"], BareNewlines::Reject);
+        let (out, end, _) = run(
+            &[b"Subject: x\r\n\r\nhi\r", b"\n.", b"\r", b"\nMAIL"],
+            BareNewlines::Reject,
+        );
         assert_eq!(out, b"Subject: x\r\n\r\nhi\r\n");
         assert_eq!(end, Some(1));
     }
@@ -172,8 +175,16 @@ mod tests {
     #[test]
     fn smuggling_sequences_never_end_the_message() {
         for seq in [
-            &b"\n.\n"[..], b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\r\n.\r",
-            b"\r\n\x00.\r\n", b"\r\n.\x00\r\n",
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r.\r\n",
+            b"\r\n.\n",
+            b"\r.\r",
+            b"\r.\n",
+            b"\n.\r",
+            b"\r\n.\r",
+            b"\r\n\x00.\r\n",
+            b"\r\n.\x00\r\n",
         ] {
             let mut msg = b"a".to_vec();
             msg.extend_from_slice(seq);

@@ -24,7 +24,11 @@ impl Reply {
 
     /// A reply without an enhanced status code (greeting, HELO/EHLO, 354).
     pub fn plain(code: u16, text: impl Into<String>) -> Self {
-        Reply { code, enhanced: None, lines: vec![text.into()] }
+        Reply {
+            code,
+            enhanced: None,
+            lines: vec![text.into()],
+        }
     }
 
     /// Whether the code is 4xx or 5xx.
@@ -37,17 +41,18 @@ impl Reply {
     /// over-long lines are cut.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let mut text = String::new();
-        let lines: &[String] = if self.lines.is_empty() { &[String::new()] } else { &self.lines };
+        let lines: &[String] = if self.lines.is_empty() {
+            &[String::new()]
+        } else {
+            &self.lines
+        };
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
             let _ = write!(text, "{}{}", self.code, sep);
             if let Some(enhanced) = &self.enhanced {
                 let _ = write!(text, "{enhanced} ");
             }
-            let clean: String = line
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+            let clean: String = line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
             let mut end = clean.len().min(MAX_TEXT);
             while !clean.is_char_boundary(end) {
                 end -= 1;
@@ -101,7 +106,11 @@ pub mod codes {
         Reply::new(452, "4.5.3", "Too many recipients")
     }
     pub fn shutting_down(host: &str) -> Reply {
-        Reply::new(421, "4.3.2", format!("{host} Service shutting down, closing connection"))
+        Reply::new(
+            421,
+            "4.3.2",
+            format!("{host} Service shutting down, closing connection"),
+        )
     }
     pub fn local_error() -> Reply {
         Reply::new(451, "4.3.0", "Local error in processing, try again later")

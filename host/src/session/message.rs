@@ -30,7 +30,13 @@ pub struct SpoolWriter {
 impl SpoolWriter {
     /// A writer for the message of transaction `name` (used as the file name).
     pub fn new(settings: &SpoolSettings, name: &str) -> Self {
-        SpoolWriter { settings: settings.clone(), name: name.to_string(), memory: Vec::new(), file: None, len: 0 }
+        SpoolWriter {
+            settings: settings.clone(),
+            name: name.to_string(),
+            memory: Vec::new(),
+            file: None,
+            len: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -74,7 +80,14 @@ impl SpoolWriter {
         storage.read_at(&mut head, 0)?;
         let (fields, body_start, header_complete) = parse_header(&head);
         let header_too_large = !header_complete && self.len as usize > max_header;
-        Ok(Message { storage, len: self.len, fields, body_start, added: Vec::new(), header_too_large })
+        Ok(Message {
+            storage,
+            len: self.len,
+            fields,
+            body_start,
+            added: Vec::new(),
+            header_too_large,
+        })
     }
 }
 
@@ -241,7 +254,10 @@ impl Message {
 
     /// Unfolded values of every field with this name.
     pub fn header(&self, name: &str) -> Vec<String> {
-        self.live_fields().filter(|f| f.name.eq_ignore_ascii_case(name)).map(Field::value).collect()
+        self.live_fields()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+            .map(Field::value)
+            .collect()
     }
 
     /// How many fields with this name the message has.
@@ -263,7 +279,14 @@ impl Message {
         if raw.len() > MAX_ADDED_FIELD {
             return Err(HeaderError::TooLong);
         }
-        self.added.insert(0, Field { name: name.to_string(), raw, removed: false });
+        self.added.insert(
+            0,
+            Field {
+                name: name.to_string(),
+                raw,
+                removed: false,
+            },
+        );
         Ok(())
     }
 
@@ -286,7 +309,10 @@ mod tests {
 
     fn message(data: &[u8], threshold: usize) -> (tempfile::TempDir, Message) {
         let dir = tempfile::tempdir().unwrap();
-        let settings = SpoolSettings { dir: dir.path().into(), memory_threshold: threshold };
+        let settings = SpoolSettings {
+            dir: dir.path().into(),
+            memory_threshold: threshold,
+        };
         let mut w = SpoolWriter::new(&settings, "t1");
         for chunk in data.chunks(7) {
             w.write(chunk).unwrap();

@@ -43,7 +43,9 @@ struct DataInProgress {
 }
 
 /// Verbs of other protocols sent to an SMTP port (HTTP, proxies).
-const FOREIGN_VERBS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH"];
+const FOREIGN_VERBS: &[&str] = &[
+    "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH",
+];
 
 /// One client's SMTP session.
 pub struct Session<P: Policy> {
@@ -268,16 +270,22 @@ impl<P: Policy> Session<P> {
                 self.close_with(&bye)
             }
             Command::Vrfy(_) => {
-                self.reply(&Reply::new(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"));
+                self.reply(&Reply::new(
+                    252,
+                    "2.0.0",
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                ));
                 Flow::Continue
             }
             Command::Help => {
-                self.reply(&Reply::new(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"));
+                self.reply(&Reply::new(
+                    214,
+                    "2.0.0",
+                    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+                ));
                 Flow::Continue
             }
-            Command::StartTls | Command::Auth(_) => {
-                self.error(Reply::new(502, "5.5.1", "Command not implemented"))
-            }
+            Command::StartTls | Command::Auth(_) => self.error(Reply::new(502, "5.5.1", "Command not implemented")),
             Command::Unknown { verb, args } => self.unrecognized(verb, args).await,
         }
     }
@@ -290,8 +298,9 @@ impl<P: Policy> Session<P> {
         let relaying = self.conn.lock().relaying;
         let rule = rule(hook, &decision.verdict, relaying);
         if rule.effect != Effect::Proceed {
+            let code = rule.reply(decision.verdict.reply(), "").code;
             span.in_scope(|| {
-                info!(hook = %hook, plugin = decision.plugin.as_deref().unwrap_or("-"), verdict = decision.verdict.name(), code = rule.code, "refused")
+                info!(hook = %hook, plugin = decision.plugin.as_deref().unwrap_or("-"), verdict = decision.verdict.name(), code, "refused")
             });
         }
         (decision, rule)
@@ -311,7 +320,11 @@ impl<P: Policy> Session<P> {
 
     async fn helo(&mut self, host: String, esmtp: bool) -> Flow {
         self.reset_transaction().await;
-        let call = if esmtp { HookCall::Ehlo(host.clone()) } else { HookCall::Helo(host.clone()) };
+        let call = if esmtp {
+            HookCall::Ehlo(host.clone())
+        } else {
+            HookCall::Helo(host.clone())
+        };
         let (decision, rule) = self.decide(call).await;
         if rule.effect != Effect::Proceed {
             let mut conn = self.conn.lock();
@@ -346,7 +359,11 @@ impl<P: Policy> Session<P> {
             .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_graphic() || c == ' '))
             .collect();
         lines.extend(self.extra_keywords.iter().cloned());
-        self.reply(&Reply { code: 250, enhanced: None, lines });
+        self.reply(&Reply {
+            code: 250,
+            enhanced: None,
+            lines,
+        });
         Flow::Continue
     }
 
@@ -455,7 +472,10 @@ impl<P: Policy> Session<P> {
             self.with_transaction(|tx| tx.recipients.truncate(count));
             return self.refuse(rule, &decision, &subject);
         }
-        let accepted = self.with_transaction(|tx| tx.recipients.get(count).cloned()).flatten().unwrap_or(recipient);
+        let accepted = self
+            .with_transaction(|tx| tx.recipients.get(count).cloned())
+            .flatten()
+            .unwrap_or(recipient);
         let (ok_decision, ok_rule) = self.decide(HookCall::RcptOk(accepted)).await;
         if ok_rule.effect != Effect::Proceed {
             self.with_transaction(|tx| tx.recipients.truncate(count));
@@ -512,11 +532,12 @@ impl<P: Policy> Session<P> {
             if data.writer.len() + data.buf.len() as u64 > max {
                 data.oversize = true;
             }
-            if !data.oversize && !data.io_error {
-                if let Err(e) = data.writer.write(&data.buf) {
-                    warn!("spooling the message failed: {e}");
-                    data.io_error = true;
-                }
+            if !data.oversize
+                && !data.io_error
+                && let Err(e) = data.writer.write(&data.buf)
+            {
+                warn!("spooling the message failed: {e}");
+                data.io_error = true;
             }
             data.buf.clear();
         }
@@ -528,7 +549,13 @@ impl<P: Policy> Session<P> {
         let State::Data(data) = std::mem::replace(&mut self.state, State::Command) else {
             return Flow::Continue;
         };
-        let DataInProgress { receiver, writer, oversize, io_error, .. } = *data;
+        let DataInProgress {
+            receiver,
+            writer,
+            oversize,
+            io_error,
+            ..
+        } = *data;
         let problem = if io_error {
             Some(codes::local_error())
         } else if receiver.saw_nul {
@@ -536,7 +563,11 @@ impl<P: Policy> Session<P> {
         } else if receiver.saw_bare_newline && self.settings.bare_newlines == BareNewlines::Reject {
             Some(Reply::new(554, "5.6.0", "Message contains bare CR or LF characters"))
         } else if receiver.saw_long_line {
-            Some(Reply::new(552, "5.3.4", format!("Message has lines longer than {} bytes", self.settings.max_data_line)))
+            Some(Reply::new(
+                552,
+                "5.3.4",
+                format!("Message has lines longer than {} bytes", self.settings.max_data_line),
+            ))
         } else {
             None
         };
@@ -575,15 +606,24 @@ impl<P: Policy> Session<P> {
             return flow;
         }
         let relaying = self.conn.lock().relaying;
-        let call = if relaying { HookCall::QueueOutbound } else { HookCall::Queue };
+        let call = if relaying {
+            HookCall::QueueOutbound
+        } else {
+            HookCall::Queue
+        };
         let (decision, rule) = self.decide(call).await;
         let flow = self.refuse(rule, &decision, &tx_id);
         if rule.effect == Effect::Proceed {
-            let size = self.with_transaction(|tx| tx.message.as_ref().map_or(0, Message::size)).unwrap_or(0);
+            let size = self
+                .with_transaction(|tx| tx.message.as_ref().map_or(0, Message::size))
+                .unwrap_or(0);
             self.tx_span.in_scope(|| {
                 info!(queue_id = %tx_id, size, plugin = decision.plugin.as_deref().unwrap_or("-"), "message accepted")
             });
-            self.policy.notify(HookCall::QueueOk(tx_id)).instrument(self.tx_span.clone()).await;
+            self.policy
+                .notify(HookCall::QueueOk(tx_id))
+                .instrument(self.tx_span.clone())
+                .await;
         }
         self.reset_transaction().await;
         flow
@@ -594,7 +634,11 @@ impl<P: Policy> Session<P> {
             return Some(Reply::new(552, "5.3.4", "Message header too large"));
         }
         if message.count("Received") > self.settings.max_received {
-            return Some(Reply::new(554, "5.4.6", "Too many hops (Received headers), possible mail loop"));
+            return Some(Reply::new(
+                554,
+                "5.4.6",
+                "Too many hops (Received headers), possible mail loop",
+            ));
         }
         None
     }
@@ -607,7 +651,13 @@ impl<P: Policy> Session<P> {
             .as_deref()
             .unwrap_or("unknown")
             .chars()
-            .map(|c| if c.is_ascii_graphic() && !"()[];\\\"".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_graphic() && !"()[];\\\"".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let proto = format!(
             "{}{}{}",
@@ -618,7 +668,10 @@ impl<P: Policy> Session<P> {
         let peer = conn.peer.ip();
         let hostname = conn.hostname.clone();
         let tx = conn.transaction.as_mut().expect("DATA runs inside a transaction");
-        let mut value = format!("from {helo} ([{peer}])\r\n\tby {hostname} (Waraka) with {proto} id {}", tx.id);
+        let mut value = format!(
+            "from {helo} ([{peer}])\r\n\tby {hostname} (Waraka) with {proto} id {}",
+            tx.id
+        );
         if let [single] = tx.recipients.as_slice() {
             value.push_str(&format!("\r\n\tfor {single}"));
         }
@@ -651,7 +704,10 @@ impl<P: Policy> Session<P> {
     async fn reset_transaction(&mut self) {
         let had = self.conn.lock().transaction.is_some();
         if had {
-            self.policy.notify(HookCall::ResetTransaction).instrument(self.tx_span.clone()).await;
+            self.policy
+                .notify(HookCall::ResetTransaction)
+                .instrument(self.tx_span.clone())
+                .await;
             self.conn.lock().transaction = None;
             self.tx_span = Span::none();
         }

@@ -51,7 +51,10 @@ impl Default for SessionSettings {
             bare_newlines: BareNewlines::Reject,
             early_talker: EarlyTalker::Reject,
             strict_pipelining: true,
-            spool: SpoolSettings { dir: std::env::temp_dir().join("waraka-spool"), memory_threshold: 128 * 1024 },
+            spool: SpoolSettings {
+                dir: std::env::temp_dir().join("waraka-spool"),
+                memory_threshold: 128 * 1024,
+            },
             notes: NoteLimits::default(),
         }
     }

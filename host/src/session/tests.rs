@@ -25,7 +25,10 @@ impl Policy for Scripted {
             self.queued.lock().unwrap().push(bytes);
         }
         match self.verdicts.get(&hook) {
-            Some(v) => Decision { verdict: v.clone(), plugin: Some("scripted".into()) },
+            Some(v) => Decision {
+                verdict: v.clone(),
+                plugin: Some("scripted".into()),
+            },
             None => Decision::cont(),
         }
     }
@@ -43,7 +46,10 @@ struct Harness {
 }
 
 fn harness(verdicts: &[(Hook, Verdict)], tweak: impl FnOnce(&mut SessionSettings)) -> Harness {
-    let mut settings = SessionSettings { hostname: "mx.test".into(), ..Default::default() };
+    let mut settings = SessionSettings {
+        hostname: "mx.test".into(),
+        ..Default::default()
+    };
     tweak(&mut settings);
     let conn = SharedConnection::new(Connection::new(
         "127.0.0.1:40000".parse().unwrap(),
@@ -56,7 +62,10 @@ fn harness(verdicts: &[(Hook, Verdict)], tweak: impl FnOnce(&mut SessionSettings
         conn: Some(conn.clone()),
         ..Default::default()
     };
-    Harness { session: Session::new(policy.clone(), conn, Arc::new(settings)), policy }
+    Harness {
+        session: Session::new(policy.clone(), conn, Arc::new(settings)),
+        policy,
+    }
 }
 
 fn accepting() -> Vec<(Hook, Verdict)> {
@@ -75,7 +84,10 @@ impl Harness {
     /// Codes of every reply line that ends a reply.
     async fn codes(&mut self, bytes: &[u8]) -> Vec<String> {
         let out = self.send(bytes).await;
-        out.lines().filter(|l| l.as_bytes().get(3) == Some(&b' ')).map(|l| l[..3].to_string()).collect()
+        out.lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| l[..3].to_string())
+            .collect()
     }
     async fn greeted(verdicts: &[(Hook, Verdict)]) -> Harness {
         let mut h = harness(verdicts, |_| {});
@@ -90,7 +102,14 @@ async fn greeting_and_ehlo_advertise_the_extensions() {
     let mut h = harness(&[], |_| {});
     assert_eq!(h.start().await, "220 mx.test ESMTP Waraka ready\r\n");
     let ehlo = h.send(b"EHLO client.test\r\n").await;
-    for kw in ["PIPELINING", "8BITMIME", "SIZE 26214400", "ENHANCEDSTATUSCODES", "SMTPUTF8", "XTEST"] {
+    for kw in [
+        "PIPELINING",
+        "8BITMIME",
+        "SIZE 26214400",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "XTEST",
+    ] {
         assert!(ehlo.contains(kw), "{kw} missing in {ehlo}");
     }
     assert!(ehlo.starts_with("250-mx.test Hello client.test [127.0.0.1]\r\n"));
@@ -100,25 +119,37 @@ async fn greeting_and_ehlo_advertise_the_extensions() {
 async fn bad_sequences_get_503() {
     let mut h = harness(&accepting(), |_| {});
     h.start().await;
-    assert_eq!(h.send(b"MAIL FROM:<a@b.test>\r\n").await, "503 5.5.1 Bad sequence of commands: send HELO/EHLO first\r\n");
+    assert_eq!(
+        h.send(b"MAIL FROM:<a@b.test>\r\n").await,
+        "503 5.5.1 Bad sequence of commands: send HELO/EHLO first\r\n"
+    );
     h.send(b"EHLO c\r\n").await;
     assert_eq!(h.codes(b"RCPT TO:<x@y.test>\r\n").await, ["503"]);
     assert_eq!(h.codes(b"DATA\r\n").await, ["503"]);
     assert_eq!(h.codes(b"MAIL FROM:<a@b.test>\r\n").await, ["250"]);
     assert_eq!(h.codes(b"MAIL FROM:<a@b.test>\r\n").await, ["503"]);
-    assert_eq!(h.send(b"DATA\r\n").await, "503 5.5.1 Bad sequence of commands: send RCPT first\r\n");
+    assert_eq!(
+        h.send(b"DATA\r\n").await,
+        "503 5.5.1 Bad sequence of commands: send RCPT first\r\n"
+    );
 }
 
 #[tokio::test]
 async fn rcpt_needs_ok_and_queue_needs_ok() {
     let mut h = Harness::greeted(&[]).await;
     h.send(b"MAIL FROM:<a@b.test>\r\n").await;
-    assert_eq!(h.send(b"RCPT TO:<x@y.test>\r\n").await, "550 5.1.1 I cannot deliver mail for <x@y.test>\r\n");
+    assert_eq!(
+        h.send(b"RCPT TO:<x@y.test>\r\n").await,
+        "550 5.1.1 I cannot deliver mail for <x@y.test>\r\n"
+    );
     let mut h = Harness::greeted(&[(Hook::Rcpt, Verdict::Ok(None))]).await;
     h.send(b"MAIL FROM:<a@b.test>\r\n").await;
     assert_eq!(h.codes(b"RCPT TO:<x@y.test>\r\n").await, ["250"]);
     assert_eq!(h.codes(b"DATA\r\n").await, ["354"]);
-    assert_eq!(h.send(b"Subject: t\r\n\r\nhi\r\n.\r\n").await, "451 4.3.0 Queuing declined or disabled, try later\r\n");
+    assert_eq!(
+        h.send(b"Subject: t\r\n\r\nhi\r\n.\r\n").await,
+        "451 4.3.0 Queuing declined or disabled, try later\r\n"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +163,9 @@ async fn a_relaying_session_needs_no_rcpt_ok() {
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order_and_the_message_is_byte_exact() {
     let mut h = Harness::greeted(&accepting()).await;
-    let codes = h.codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nRCPT TO:<z@y.test>\r\nDATA\r\n").await;
+    let codes = h
+        .codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nRCPT TO:<z@y.test>\r\nDATA\r\n")
+        .await;
     assert_eq!(codes, ["250", "250", "250", "354"]);
     let body = b"Subject: t\r\n\r\n..dot\r\nline\r\n";
     let mut data = body.to_vec();
@@ -140,14 +173,21 @@ async fn pipelined_commands_are_answered_in_order_and_the_message_is_byte_exact(
     assert_eq!(h.codes(&data).await, ["250", "221"]);
     let queued = h.policy.queued.lock().unwrap()[0].clone();
     assert!(queued.starts_with(b"Received: from client.test ([127.0.0.1])\r\n\tby mx.test (Waraka) with ESMTP id "));
-    assert!(queued.ends_with(b"Subject: t\r\n\r\n.dot\r\nline\r\n"), "{}", String::from_utf8_lossy(&queued));
+    assert!(
+        queued.ends_with(b"Subject: t\r\n\r\n.dot\r\nline\r\n"),
+        "{}",
+        String::from_utf8_lossy(&queued)
+    );
 }
 
 #[tokio::test]
 async fn pipelining_without_permission_closes_the_connection() {
     let mut h = harness(&accepting(), |_| {});
     h.start().await;
-    assert_eq!(h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n").await, "554 5.5.0 Error: SMTP protocol synchronization\r\n");
+    assert_eq!(
+        h.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n").await,
+        "554 5.5.0 Error: SMTP protocol synchronization\r\n"
+    );
     assert!(h.session.is_closed());
     let mut h = Harness::greeted(&accepting()).await;
     h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n").await;
@@ -157,14 +197,25 @@ async fn pipelining_without_permission_closes_the_connection() {
 
 #[tokio::test]
 async fn smuggled_end_of_data_never_starts_a_second_transaction() {
-    for seq in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r.\r", b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"] {
+    for seq in [
+        &b"\n.\n"[..],
+        b"\n.\r\n",
+        b"\r.\r\n",
+        b"\r\n.\n",
+        b"\r.\r",
+        b"\r\n.\r",
+        b"\r\n\x00.\r\n",
+        b"\r\n.\x00\r\n",
+    ] {
         let mut h = Harness::greeted(&accepting()).await;
         h.send(b"MAIL FROM:<a@b.test>\r\n").await;
         h.send(b"RCPT TO:<x@y.test>\r\n").await;
         h.send(b"DATA\r\n").await;
         let mut data = b"Subject: a\r\n\r\nfirst".to_vec();
         data.extend_from_slice(seq);
-        data.extend_from_slice(b"MAIL FROM:<evil@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: b\r\n\r\nsecond\r\n.\r\n");
+        data.extend_from_slice(
+            b"MAIL FROM:<evil@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\nSubject: b\r\n\r\nsecond\r\n.\r\n",
+        );
         let codes = h.codes(&data).await;
         assert_eq!(codes, ["554"], "sequence {seq:?}");
         let seen = h.policy.seen.lock().unwrap().clone();
@@ -193,12 +244,18 @@ async fn size_limits_at_mail_and_while_receiving() {
     let mut h = harness(&accepting(), |s| s.max_message_size = 100);
     h.start().await;
     h.send(b"EHLO c\r\n").await;
-    assert_eq!(h.send(b"MAIL FROM:<a@b.test> SIZE=101\r\n").await, "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
+    assert_eq!(
+        h.send(b"MAIL FROM:<a@b.test> SIZE=101\r\n").await,
+        "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+    );
     assert_eq!(h.codes(b"MAIL FROM:<a@b.test> SIZE=100\r\n").await, ["250"]);
     h.send(b"RCPT TO:<x@y.test>\r\n").await;
     h.send(b"DATA\r\n").await;
     let big = format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(200));
-    assert_eq!(h.send(big.as_bytes()).await, "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
+    assert_eq!(
+        h.send(big.as_bytes()).await,
+        "552 5.3.4 Message size exceeds fixed maximum message size\r\n"
+    );
     assert!(h.policy.seen.lock().unwrap().contains(&Hook::MaxDataExceeded));
     assert!(h.policy.queued.lock().unwrap().is_empty());
 }
@@ -210,7 +267,10 @@ async fn a_hundred_recipients_then_452() {
     for i in 0..100 {
         assert_eq!(h.codes(format!("RCPT TO:<u{i}@y.test>\r\n").as_bytes()).await, ["250"]);
     }
-    assert_eq!(h.send(b"RCPT TO:<one-more@y.test>\r\n").await, "452 4.5.3 Too many recipients\r\n");
+    assert_eq!(
+        h.send(b"RCPT TO:<one-more@y.test>\r\n").await,
+        "452 4.5.3 Too many recipients\r\n"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +281,10 @@ async fn long_lines_nul_and_error_limits() {
     assert_eq!(h.send(long.as_bytes()).await, "500 5.5.2 Line too long\r\n");
     assert_eq!(h.codes(b"NOOP \0\r\n").await, ["500"]);
     assert_eq!(h.codes(b"BOGUS\r\n").await, ["500"]);
-    assert_eq!(h.send(b"BOGUS\r\n").await, "421 4.7.0 Too many errors, closing connection\r\n");
+    assert_eq!(
+        h.send(b"BOGUS\r\n").await,
+        "421 4.7.0 Too many errors, closing connection\r\n"
+    );
     assert!(h.session.is_closed());
 }
 
@@ -231,7 +294,10 @@ async fn nul_in_data_is_rejected() {
     h.send(b"MAIL FROM:<a@b.test>\r\n").await;
     h.send(b"RCPT TO:<x@y.test>\r\n").await;
     h.send(b"DATA\r\n").await;
-    assert_eq!(h.send(b"Subject: a\r\n\r\nnul\0here\r\n.\r\n").await, "554 5.6.0 Message contains NUL characters\r\n");
+    assert_eq!(
+        h.send(b"Subject: a\r\n\r\nnul\0here\r\n.\r\n").await,
+        "554 5.6.0 Message contains NUL characters\r\n"
+    );
 }
 
 #[tokio::test]
@@ -260,4 +326,18 @@ async fn too_many_received_headers_is_a_loop() {
     h.send(b"DATA\r\n").await;
     let msg = b"Received: a\r\nReceived: b\r\nReceived: c\r\n\r\nx\r\n.\r\n";
     assert_eq!(h.codes(msg).await, ["554"]);
+}
+
+#[tokio::test]
+async fn early_talkers_are_refused_or_flagged() {
+    let mut h = harness(&[], |_| {});
+    assert_eq!(h.session.start(true).await, Flow::Close);
+    assert_eq!(
+        String::from_utf8(h.session.take_output()).unwrap(),
+        "554 5.5.0 Error: talking before the greeting\r\n"
+    );
+    let mut h = harness(&[], |s| s.early_talker = EarlyTalker::Flag);
+    assert_eq!(h.session.start(true).await, Flow::Continue);
+    assert!(h.session.connection().lock().early_talker);
+    assert_eq!(h.codes(b"EHLO c\r\n").await, ["250"]);
 }

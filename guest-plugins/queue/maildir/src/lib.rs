@@ -25,10 +25,20 @@ struct Maildir;
 fn component(raw: &str) -> String {
     let cleaned: String = raw
         .chars()
-        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_start_matches('.');
-    if cleaned.is_empty() { "_".into() } else { cleaned.to_string() }
+    if cleaned.is_empty() {
+        "_".into()
+    } else {
+        cleaned.to_string()
+    }
 }
 
 fn folder_template() -> String {
@@ -75,7 +85,11 @@ fn deliver(rcpt: &Address, folder: &Path, unique: &str, sender: &str) -> std::io
     }
     let tmp = folder.join("tmp").join(unique);
     let mut file = File::create(&tmp)?;
-    write!(file, "Return-Path: <{sender}>\r\nDelivered-To: {}\r\n", rcpt.to_addr_spec())?;
+    write!(
+        file,
+        "Return-Path: <{sender}>\r\nDelivered-To: {}\r\n",
+        rcpt.to_addr_spec()
+    )?;
     let mut offset = 0u64;
     loop {
         let chunk = message::read(offset, CHUNK).map_err(|e| std::io::Error::other(e.to_string()))?;
