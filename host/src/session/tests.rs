@@ -339,5 +339,6 @@ async fn early_talkers_are_refused_or_flagged() {
     let mut h = harness(&[], |s| s.early_talker = EarlyTalker::Flag);
     assert_eq!(h.session.start(true).await, Flow::Continue);
     assert!(h.session.connection().lock().early_talker);
+    assert!(String::from_utf8(h.session.take_output()).unwrap().starts_with("220 "));
     assert_eq!(h.codes(b"EHLO c\r\n").await, ["250"]);
 }
