@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use waraka::plugin::types;
+pub use self::waraka::plugin::types;
