@@ -113,13 +113,8 @@ fn commands_sent_ahead_without_pipelining_close_the_connection() {
 
 #[test]
 fn size_line_and_recipient_limits() {
-    let instance = Instance::new(CORE, "[smtp]\n");
-    // Replace the [smtp] limits through a second table would be a TOML error; edit in place.
-    let toml = instance.path().join("waraka.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("max_message_size = 26214400", "max_message_size = 10000");
-    std::fs::write(&toml, text.trim_end().trim_end_matches("[smtp]")).unwrap();
+    let instance = Instance::new(CORE, "");
+    instance.edit("max_message_size = 26214400", "max_message_size = 10000");
     let server = Server::start(&instance);
     let mut c = server.client();
     assert!(c.cmd("EHLO client.test").text.contains("SIZE 10000"));
@@ -146,11 +141,7 @@ fn size_line_and_recipient_limits() {
 #[test]
 fn idle_clients_are_timed_out() {
     let instance = Instance::new(CORE, "");
-    let toml = instance.path().join("waraka.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("idle_timeout = \"5m\"", "idle_timeout = \"1s\"");
-    std::fs::write(&toml, text).unwrap();
+    instance.edit("idle_timeout = \"5m\"", "idle_timeout = \"1s\"");
     let server = Server::start(&instance);
     let mut c = server.client();
     assert!(c.reply().starts("421 4.4.2"));
@@ -229,11 +220,7 @@ fn disposable_addresses_expire_and_are_rewritten() {
 #[test]
 fn every_hook_reaches_the_recorder_in_order() {
     let instance = Instance::new(CORE, "[plugin.\"test/recorder\"]\ngrants = [\"dir:record\"]\n\n");
-    let toml = instance.path().join("waraka.toml");
-    let text = std::fs::read_to_string(&toml)
-        .unwrap()
-        .replace("[dirs]\n", "[dirs]\nrecord = \"record\"\n");
-    std::fs::write(&toml, text).unwrap();
+    instance.edit("[dirs]\n", "[dirs]\nrecord = \"record\"\n");
     instance.add_fixture("test/recorder");
     instance.set_order(&["test/recorder", "rcpt_to.in_host_list", "queue/maildir"]);
     let server = Server::start(&instance);

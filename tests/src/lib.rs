@@ -83,6 +83,14 @@ impl Instance {
         std::fs::write(path, fixture(name)).unwrap();
     }
 
+    /// Replaces `from` by `to` in waraka.toml (which must contain `from`).
+    pub fn edit(&self, from: &str, to: &str) {
+        let toml = self.path().join("waraka.toml");
+        let text = std::fs::read_to_string(&toml).unwrap();
+        assert!(text.contains(from), "waraka.toml has no {from:?}");
+        std::fs::write(&toml, text.replace(from, to)).unwrap();
+    }
+
     /// Sets the `plugins = [...]` chain order.
     pub fn set_order(&self, names: &[&str]) {
         let toml = self.path().join("waraka.toml");

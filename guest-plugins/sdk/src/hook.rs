@@ -22,6 +22,28 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// Every inbound hook, in session order.
+    pub const ALL: &'static [Hook] = &[
+        Hook::Connect,
+        Hook::Helo,
+        Hook::Ehlo,
+        Hook::Capabilities,
+        Hook::Auth,
+        Hook::UnrecognizedCommand,
+        Hook::Mail,
+        Hook::Rcpt,
+        Hook::RcptOk,
+        Hook::Data,
+        Hook::DataPost,
+        Hook::MaxDataExceeded,
+        Hook::Queue,
+        Hook::QueueOutbound,
+        Hook::QueueOk,
+        Hook::ResetTransaction,
+        Hook::Disconnect,
+        Hook::Deny,
+    ];
+
     /// The hook's name in the WIT (`"rcpt-ok"`, `"data-post"`…).
     pub fn name(self) -> &'static str {
         match self {
