@@ -2,6 +2,7 @@
 
 use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
+use crate::status::Status;
 use crate::{scaffold, server};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -168,30 +169,14 @@ fn with_plugin_list(text: &str, plugins: &[String]) -> String {
 }
 
 async fn list(instance: Instance) -> Result<()> {
-    let (_runtime, set) = server::load_plugins(&instance).await?;
-    println!(
-        "{:<3} {:<24} {:<8} {:<8} {:<10} {:<8} {:<9} {:<20} hooks",
-        "#", "plugin", "version", "timeout", "fuel", "memory", "on_error", "grants"
-    );
-    for (i, p) in set.plugins.iter().enumerate() {
-        let hooks: Vec<&str> = p.hooks.iter().map(|h| h.name()).collect();
-        println!(
-            "{:<3} {:<24} {:<8} {:<8} {:<10} {:<8} {:<9} {:<20} {}",
-            i + 1,
-            p.name,
-            p.version,
-            humantime::format_duration(p.limits.timeout).to_string(),
-            p.limits.fuel,
-            format!("{}M", p.limits.memory / (1024 * 1024)),
-            format!("{:?}", p.limits.on_error).to_lowercase(),
-            if p.grants.is_empty() {
-                "-".to_string()
-            } else {
-                p.grants.join(",")
-            },
-            hooks.join(",")
-        );
-    }
+    let live = (!instance.embedded)
+        .then(|| Status::read_live(&instance.status_file()))
+        .flatten();
+    let status = match live {
+        Some(status) => status,
+        None => Status::of(server::load_plugins(&instance).await?.as_ref(), None),
+    };
+    print!("{}", status.render());
     Ok(())
 }
 

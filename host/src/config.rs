@@ -24,7 +24,7 @@ pub use embedded::{CORE_PLUGINS, DEFAULT_CONFIG};
 pub const CONFIG_FILE: &str = "waraka.toml";
 
 /// `waraka.toml`.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     /// Chain order of plugins.
@@ -44,7 +44,7 @@ pub struct InstanceConfig {
 }
 
 /// `[smtp]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     pub listen: Vec<String>,
@@ -99,17 +99,20 @@ pub struct PluginTable {
 }
 
 /// `[runtime]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Plugin instances alive at once.
     pub max_instances: u32,
+    /// The largest memory cap a plugin may get without a restart (bytes).
+    pub max_memory: usize,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             max_instances: RuntimeSettings::default().max_instances,
+            max_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -234,6 +237,7 @@ impl Instance {
                 memory_threshold: s.spool_memory_threshold,
             },
             notes: NoteLimits::default(),
+            idle_timeout: s.idle_timeout,
         }
     }
 
@@ -304,15 +308,42 @@ impl Instance {
         })
     }
 
-    /// Engine settings: pool size and the largest memory cap.
+    /// Engine settings: pool size, the largest memory cap, the compile cache.
     pub fn runtime_settings(&self, specs: &[PluginSpec]) -> RuntimeSettings {
+        let largest = specs.iter().map(|s| s.limits.memory).max().unwrap_or(0);
         RuntimeSettings {
             max_instances: self.config.runtime.max_instances,
-            max_memory: specs
-                .iter()
-                .map(|s| s.limits.memory)
-                .max()
-                .unwrap_or(RuntimeSettings::default().max_memory),
+            max_memory: largest.max(self.config.runtime.max_memory),
+            cache_dir: (!self.embedded).then(|| self.root.join("queue").join("cache")),
+        }
+    }
+
+    /// Where the running server publishes its plugin status for `waraka plugin list`.
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("queue").join("plugins.status.json")
+    }
+
+    /// Re-reads the instance: the new `waraka.toml` when it is valid, else the
+    /// current configuration (the error is returned beside it), and always a
+    /// fresh scan of `plugins/`.
+    pub fn reread(&self) -> (Instance, Option<anyhow::Error>) {
+        match Instance::load(&self.root) {
+            Ok(instance) => (instance, None),
+            Err(e) => {
+                let mut plugin_sources = Vec::new();
+                let plugins = self.root.join("plugins");
+                if scan_plugins(&plugins, &plugins, &mut plugin_sources).is_err() {
+                    plugin_sources = self.plugin_sources.clone();
+                }
+                let instance = Instance {
+                    root: self.root.clone(),
+                    config: self.config.clone(),
+                    config_source: self.config_source.clone(),
+                    plugin_sources,
+                    embedded: self.embedded,
+                };
+                (instance, Some(e))
+            }
         }
     }
 

@@ -15,6 +15,8 @@ pub mod config;
 pub mod plugins;
 pub mod policy;
 pub mod protocol;
+pub mod reload;
 pub mod scaffold;
 pub mod server;
 pub mod session;
+pub mod status;

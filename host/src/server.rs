@@ -3,9 +3,11 @@
 
 use crate::capabilities::{ConfigFiles, NoteStore};
 use crate::config::Instance;
-use crate::plugins::{Chain, PluginSet, Runtime, Services};
+use crate::plugins::{Chain, Registry, Runtime, Services};
+use crate::reload;
 use crate::session::{Connection, Flow, Session, SessionSettings, SharedConnection};
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,19 +17,19 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
-/// Everything a connection task needs.
+/// Everything a connection task needs; each connection snapshots the plugin
+/// set and the settings when it starts.
 struct Shared {
-    runtime: Runtime,
-    plugins: Arc<PluginSet>,
-    settings: Arc<SessionSettings>,
-    idle_timeout: Duration,
+    registry: Arc<Registry>,
+    settings: Arc<ArcSwap<SessionSettings>>,
 }
 
 /// How long in-flight sessions may finish after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Builds the runtime and loads every plugin of the instance, in chain order.
-pub async fn load_plugins(instance: &Instance) -> Result<(Runtime, PluginSet)> {
+/// A plugin that cannot be loaded is logged and left out (see `Registry`).
+pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
     let specs = instance.plugin_specs()?;
     let names = specs.iter().map(|s| s.name.clone()).collect();
     let services = Services {
@@ -35,39 +37,29 @@ pub async fn load_plugins(instance: &Instance) -> Result<(Runtime, PluginSet)> {
         config: ConfigFiles::new(instance.config_source.clone(), names),
     };
     let runtime = Runtime::new(instance.runtime_settings(&specs), services)?;
-    let mut set = PluginSet::default();
-    for spec in specs {
-        let name = spec.name.clone();
-        let plugin = runtime
-            .load(spec)
-            .await
-            .with_context(|| format!("loading plugin {name}"))?;
-        let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
-        info!(
-            plugin = %plugin.name, version = %plugin.version, hooks = ?hooks,
-            hash = &plugin.hash[..12], compile_ms = plugin.compile_ms as u64, "plugin loaded"
-        );
-        if !plugin.unknown_hooks.is_empty() {
-            warn!(plugin = %plugin.name, unknown = ?plugin.unknown_hooks, "plugin declares hooks this host does not know");
-        }
-        set.plugins.push(Arc::new(plugin));
-    }
-    Ok((runtime, set))
+    let registry = Arc::new(Registry::new(runtime));
+    registry.apply(specs).await;
+    Ok(registry)
 }
 
 /// Serves the instance until SIGINT or SIGTERM. `listen` replaces `[smtp] listen` when not empty.
 pub async fn serve(instance: Instance, listen: Vec<String>) -> Result<()> {
-    let (runtime, set) = load_plugins(&instance).await?;
+    let registry = load_plugins(&instance).await?;
+    let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
     let shared = Arc::new(Shared {
-        runtime,
-        plugins: Arc::new(set),
-        settings: Arc::new(instance.session_settings()),
-        idle_timeout: instance.config.smtp.idle_timeout,
+        registry: registry.clone(),
+        settings: settings.clone(),
     });
     let addresses = if listen.is_empty() {
         instance.listen().to_vec()
     } else {
         listen
+    };
+    reload::publish_status(&instance, &registry);
+    let _watcher = if instance.embedded {
+        None
+    } else {
+        Some(reload::watch(instance, registry, settings)?)
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();
@@ -75,7 +67,7 @@ pub async fn serve(instance: Instance, listen: Vec<String>) -> Result<()> {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("listening on {address}"))?;
-        info!(address = %listener.local_addr()?, hostname = %shared.settings.hostname, "listening");
+        info!(address = %listener.local_addr()?, hostname = %shared.settings.load().hostname, "listening");
         listeners.spawn(accept_loop(listener, shared.clone(), stop_rx.clone()));
     }
     wait_for_stop_signal().await;
@@ -136,13 +128,19 @@ async fn handle(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let conn = Connection::new(peer, local, &shared.settings.hostname, shared.settings.notes);
+    let settings = shared.settings.load_full();
+    let conn = Connection::new(peer, local, &settings.hostname, settings.notes);
     let span = info_span!("conn", id = %conn.id);
     async move {
         info!(%peer, "connected");
         let conn = SharedConnection::new(conn);
-        let chain = Chain::new(shared.runtime.clone(), shared.plugins.clone(), conn.clone());
-        let mut session = Session::new(chain, conn, shared.settings.clone());
+        let chain = Chain::new(
+            shared.registry.runtime().clone(),
+            shared.registry.current(),
+            conn.clone(),
+        );
+        let idle_timeout = settings.idle_timeout;
+        let mut session = Session::new(chain, conn, settings);
         // Bytes already waiting before the greeting is sent: an early talker.
         let mut early = vec![0u8; 4096];
         let early_len = stream.try_read(&mut early).unwrap_or_default();
@@ -155,7 +153,7 @@ async fn handle(
         let mut buf = vec![0u8; 64 * 1024];
         while open {
             tokio::select! {
-                read = tokio::time::timeout(shared.idle_timeout, stream.read(&mut buf)) => match read {
+                read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => match read {
                     Err(_) => {
                         session.idle_timeout();
                         open = false;

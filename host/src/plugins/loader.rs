@@ -54,8 +54,10 @@ pub struct LoadedPlugin {
     /// SHA-256 of the component bytes.
     pub hash: String,
     pub source: String,
-    /// Milliseconds spent compiling.
+    /// Milliseconds spent compiling (or loading from the cache).
     pub compile_ms: u128,
+    /// Whether it was compiled (false: loaded from the compile cache).
+    pub compiled: bool,
     pub(super) pre: PluginPre<StoreState>,
 }
 
@@ -65,10 +67,10 @@ pub struct PluginSet {
     pub plugins: Vec<Arc<LoadedPlugin>>,
 }
 
-impl Runtime {
-    /// Loads one plugin: compile, link against the world, call `describe`.
-    pub async fn load(&self, spec: PluginSpec) -> Result<LoadedPlugin> {
-        let (bytes, source): (Arc<[u8]>, String) = match &spec.source {
+impl PluginSource {
+    /// The component bytes, their SHA-256 (hex) and a label for logs.
+    pub fn read(&self) -> Result<(Arc<[u8]>, String, String)> {
+        let (bytes, label): (Arc<[u8]>, String) = match self {
             PluginSource::File(path) => (
                 std::fs::read(path)
                     .with_context(|| format!("reading {}", path.display()))?
@@ -78,9 +80,62 @@ impl Runtime {
             PluginSource::Embedded(bytes) => ((*bytes).into(), "embedded".into()),
         };
         let hash = hex::encode(Sha256::digest(&bytes));
+        Ok((bytes, hash, label))
+    }
+}
+
+impl LoadedPlugin {
+    /// The same compiled plugin under new settings (order, limits, grants), without recompiling.
+    pub fn with_spec(&self, spec: &PluginSpec) -> LoadedPlugin {
+        LoadedPlugin {
+            name: self.name.clone(),
+            declared_name: self.declared_name.clone(),
+            version: self.version.clone(),
+            hooks: self.hooks,
+            unknown_hooks: self.unknown_hooks.clone(),
+            limits: spec.limits,
+            dirs: spec.dirs.clone(),
+            grants: spec.grants.clone(),
+            hash: self.hash.clone(),
+            source: self.source.clone(),
+            compile_ms: 0,
+            compiled: false,
+            pre: self.pre.clone(),
+        }
+    }
+
+    /// Whether `spec` asks for exactly the settings this plugin runs with.
+    pub fn same_settings(&self, spec: &PluginSpec) -> bool {
+        self.limits == spec.limits && self.dirs == spec.dirs && self.grants == spec.grants
+    }
+}
+
+impl Runtime {
+    /// Loads one plugin: compile, link against the world, call `describe`.
+    pub async fn load(&self, spec: PluginSpec) -> Result<LoadedPlugin> {
+        let (bytes, hash, source) = spec.source.read()?;
+        self.load_bytes(spec, bytes, hash, source).await
+    }
+
+    /// Loads one plugin from bytes already read and hashed.
+    pub async fn load_bytes(
+        &self,
+        spec: PluginSpec,
+        bytes: Arc<[u8]>,
+        hash: String,
+        source: String,
+    ) -> Result<LoadedPlugin> {
+        if spec.limits.memory > self.max_memory {
+            anyhow::bail!(
+                "memory = {} is above the engine's slot size {} ([runtime] max_memory; needs a restart)",
+                spec.limits.memory,
+                self.max_memory
+            );
+        }
         let started = Instant::now();
         let runtime = self.clone();
-        let component = tokio::task::spawn_blocking(move || runtime.compile(&bytes))
+        let key = hash.clone();
+        let (component, compiled) = tokio::task::spawn_blocking(move || runtime.compile(&bytes, &key))
             .await
             .map_err(|e| anyhow!("compiler task failed: {e}"))?
             .context("not a valid WebAssembly component")?;
@@ -127,6 +182,7 @@ impl Runtime {
             hash,
             source,
             compile_ms,
+            compiled,
             pre,
         })
     }

@@ -8,10 +8,12 @@ mod chain;
 mod imports;
 mod limits;
 mod loader;
+mod registry;
 mod runtime;
 mod store;
 
 pub use chain::Chain;
 pub use limits::{OnError, PluginLimits};
 pub use loader::{DirGrant, LoadedPlugin, PluginSet, PluginSource, PluginSpec};
+pub use registry::{Registry, Rejection, ReloadSummary};
 pub use runtime::{Runtime, RuntimeSettings, Services};

@@ -7,6 +7,8 @@ use super::store::{GuestOutput, HostContext, StoreState};
 use crate::capabilities::{ConfigFiles, NoteStore};
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -14,12 +16,14 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 /// Engine-wide settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RuntimeSettings {
     /// Plugin instances alive at once (pooling allocator slots).
     pub max_instances: u32,
     /// Largest memory cap of any plugin (the size of a pool slot).
     pub max_memory: usize,
+    /// Where compiled components are cached (none: always compile).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeSettings {
@@ -27,6 +31,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             max_instances: 1000,
             max_memory: 64 * 1024 * 1024,
+            cache_dir: None,
         }
     }
 }
@@ -44,6 +49,11 @@ pub struct Runtime {
     pub(super) engine: Engine,
     pub(super) linker: Arc<Linker<StoreState>>,
     pub(super) services: Arc<Services>,
+    cache_dir: Option<PathBuf>,
+    /// Identifies the engine's code generation settings in cache file names.
+    engine_key: String,
+    /// The largest memory cap a plugin can have (the pool slot size).
+    pub max_memory: usize,
 }
 
 /// How often the epoch advances (the precision of plugin timeouts).
@@ -85,10 +95,16 @@ impl Runtime {
                 std::thread::sleep(EPOCH_TICK);
             }
         })?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = format!("{:016x}", hasher.finish());
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
             services: Arc::new(services),
+            cache_dir: settings.cache_dir,
+            engine_key,
+            max_memory: settings.max_memory,
         })
     }
 
@@ -97,9 +113,29 @@ impl Runtime {
         &self.services
     }
 
-    /// Compiles a component (CPU-heavy: call it off the async threads).
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component> {
-        Component::from_binary(&self.engine, bytes).map_err(anyhow::Error::from)
+    /// Compiles a component, or loads it from the on-disk cache keyed by the
+    /// content hash and the engine settings. Returns whether it was compiled
+    /// now. CPU-heavy: call it off the async threads.
+    pub fn compile(&self, bytes: &[u8], hash: &str) -> Result<(Component, bool)> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{hash}-{}.cwasm", self.engine_key)));
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the cache directory is written only by this runtime
+            // (below), with artifacts of this engine configuration.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok((component, false)),
+                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached component: {e}"),
+            }
+        }
+        let component = Component::from_binary(&self.engine, bytes).map_err(anyhow::Error::from)?;
+        if let Some(path) = cached
+            && let Err(e) = write_atomically(&path, &component.serialize().map_err(anyhow::Error::from)?)
+        {
+            tracing::warn!(path = %path.display(), "could not cache the compiled component: {e:#}");
+        }
+        Ok((component, true))
     }
 
     /// A fresh store for one plugin and (optionally) one connection.
@@ -149,6 +185,18 @@ impl Runtime {
         });
         Ok(store)
     }
+}
+
+/// Writes a file under a temporary name, fsyncs it and renames it into place.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("cache files live in a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// Arms a store for one hook call: fresh fuel and a fresh deadline.

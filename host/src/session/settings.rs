@@ -36,6 +36,8 @@ pub struct SessionSettings {
     pub strict_pipelining: bool,
     pub spool: SpoolSettings,
     pub notes: NoteLimits,
+    /// How long a client may stay silent before `421 4.4.2`.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for SessionSettings {
@@ -56,6 +58,7 @@ impl Default for SessionSettings {
                 memory_threshold: 128 * 1024,
             },
             notes: NoteLimits::default(),
+            idle_timeout: std::time::Duration::from_secs(300),
         }
     }
 }
