@@ -2,6 +2,7 @@
 
 use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
+use crate::session::Role;
 use crate::status::Status;
 use crate::{scaffold, server};
 use anyhow::{Context, Result, bail};
@@ -30,9 +31,10 @@ enum Command {
         /// The instance directory.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Listen on this address instead of [smtp] listen (repeatable).
-        #[arg(long)]
-        listen: Vec<String>,
+        /// Listen on `[ROLE=]ADDR` instead of the configured listeners
+        /// (repeatable; ROLE is mx, submission or submissions; default mx).
+        #[arg(long, value_parser = parse_listen)]
+        listen: Vec<(String, Role)>,
     },
     /// Inspect and create plugins.
     Plugin {
@@ -96,6 +98,21 @@ pub fn main() -> Result<()> {
             }
         }
     })
+}
+
+fn parse_listen(arg: &str) -> Result<(String, Role), String> {
+    match arg.split_once('=') {
+        None => Ok((arg.to_string(), Role::Mx)),
+        Some((role, address)) => {
+            let role = match role {
+                "mx" => Role::Mx,
+                "submission" => Role::Submission,
+                "submissions" => Role::Submissions,
+                other => return Err(format!("unknown role {other:?} (mx, submission, submissions)")),
+            };
+            Ok((address.to_string(), role))
+        }
+    }
 }
 
 fn instance(dir: Option<&Path>) -> Result<Instance> {

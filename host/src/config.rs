@@ -5,7 +5,7 @@ use crate::capabilities::NoteLimits;
 use crate::capabilities::config_files::ConfigSource;
 use crate::plugins::{DirGrant, OnError, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::protocol::BareNewlines;
-use crate::session::{EarlyTalker, SessionSettings, SpoolSettings};
+use crate::session::{EarlyTalker, Role, SessionSettings, SpoolSettings};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +41,28 @@ pub struct InstanceConfig {
     pub dirs: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// More listeners, each with a role (`[[listener]]`).
+    #[serde(default)]
+    pub listener: Vec<ListenerConfig>,
+    /// Certificate and key for STARTTLS and implicit TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[[listener]]`: an address and what it is for.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// `[tls]`: PEM files, relative to the instance directory.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[smtp]`.
@@ -62,6 +84,10 @@ pub struct SmtpConfig {
     pub strict_pipelining: bool,
     pub spool_dir: Option<PathBuf>,
     pub spool_memory_threshold: usize,
+    pub auth_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    pub auth_plaintext_loopback: bool,
 }
 
 impl Default for SmtpConfig {
@@ -82,6 +108,9 @@ impl Default for SmtpConfig {
             strict_pipelining: s.strict_pipelining,
             spool_dir: None,
             spool_memory_threshold: s.spool.memory_threshold,
+            auth_max_failures: s.auth_max_failures,
+            auth_failure_delay: s.auth_failure_delay,
+            auth_plaintext_loopback: s.auth_plaintext_loopback,
         }
     }
 }
@@ -238,6 +267,9 @@ impl Instance {
             },
             notes: NoteLimits::default(),
             idle_timeout: s.idle_timeout,
+            auth_max_failures: s.auth_max_failures,
+            auth_failure_delay: s.auth_failure_delay,
+            auth_plaintext_loopback: s.auth_plaintext_loopback,
         }
     }
 
@@ -347,9 +379,19 @@ impl Instance {
         }
     }
 
-    /// The listen addresses from `[smtp] listen`.
-    pub fn listen(&self) -> &[String] {
-        &self.config.smtp.listen
+    /// The listeners: `[smtp] listen` (role mx) and every `[[listener]]`.
+    pub fn listeners(&self) -> Vec<(String, Role)> {
+        let mut all: Vec<(String, Role)> = self.config.smtp.listen.iter().map(|a| (a.clone(), Role::Mx)).collect();
+        all.extend(self.config.listener.iter().map(|l| (l.address.clone(), l.role)));
+        all
+    }
+
+    /// The TLS certificate and key files, when `[tls]` is configured.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.config
+            .tls
+            .as_ref()
+            .map(|t| (self.resolve(&t.cert), self.resolve(&t.key)))
     }
 }
 

@@ -20,3 +20,4 @@ pub mod scaffold;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod tls;

@@ -5,7 +5,8 @@ use crate::capabilities::{ConfigFiles, NoteStore};
 use crate::config::Instance;
 use crate::plugins::{Chain, Registry, Runtime, Services};
 use crate::reload;
-use crate::session::{Connection, Flow, Session, SessionSettings, SharedConnection};
+use crate::session::{Connection, Flow, Role, Session, SessionSettings, SharedConnection, TlsInfo};
+use crate::tls::Tls;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -22,6 +23,64 @@ use tracing::{Instrument, error, info, info_span, warn};
 struct Shared {
     registry: Arc<Registry>,
     settings: Arc<ArcSwap<SessionSettings>>,
+    tls: Option<Tls>,
+}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client connection, before or after TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+        };
+    }
+
+    /// Performs the server side of a TLS handshake on a plain stream.
+    async fn start_tls(self, tls: &Tls) -> Result<(Stream, TlsInfo)> {
+        let Stream::Plain(tcp) = self else {
+            anyhow::bail!("TLS is already active");
+        };
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp))
+            .await
+            .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
+        let (_, session) = stream.get_ref();
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+            other => format!("{other:?}"),
+        };
+        let cipher = session
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        let sni = session.server_name().map(str::to_string);
+        Ok((Stream::Tls(Box::new(stream)), TlsInfo { version, cipher, sni }))
+    }
 }
 
 /// How long in-flight sessions may finish after a stop signal.
@@ -42,19 +101,28 @@ pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
     Ok(registry)
 }
 
-/// Serves the instance until SIGINT or SIGTERM. `listen` replaces `[smtp] listen` when not empty.
-pub async fn serve(instance: Instance, listen: Vec<String>) -> Result<()> {
+/// Serves the instance until SIGINT or SIGTERM. `listen` (address and role)
+/// replaces the configured listeners when not empty.
+pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
+    let tls = instance
+        .tls_files()
+        .map(|(cert, key)| Tls::load(&cert, &key))
+        .transpose()?;
+    let addresses = if listen.is_empty() {
+        instance.listeners()
+    } else {
+        listen
+    };
+    if tls.is_none() && addresses.iter().any(|(_, role)| *role == Role::Submissions) {
+        anyhow::bail!("a submissions (implicit TLS) listener needs [tls] cert and key");
+    }
     let registry = load_plugins(&instance).await?;
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
     let shared = Arc::new(Shared {
         registry: registry.clone(),
         settings: settings.clone(),
+        tls,
     });
-    let addresses = if listen.is_empty() {
-        instance.listen().to_vec()
-    } else {
-        listen
-    };
     reload::publish_status(&instance, &registry);
     let _watcher = if instance.embedded {
         None
@@ -63,12 +131,12 @@ pub async fn serve(instance: Instance, listen: Vec<String>) -> Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();
-    for address in &addresses {
+    for (address, role) in &addresses {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("listening on {address}"))?;
-        info!(address = %listener.local_addr()?, hostname = %shared.settings.load().hostname, "listening");
-        listeners.spawn(accept_loop(listener, shared.clone(), stop_rx.clone()));
+        info!(address = %listener.local_addr()?, role = role.name(), hostname = %shared.settings.load().hostname, "listening");
+        listeners.spawn(accept_loop(listener, *role, shared.clone(), stop_rx.clone()));
     }
     wait_for_stop_signal().await;
     info!("stopping: no new connections, letting sessions finish");
@@ -86,14 +154,14 @@ async fn wait_for_stop_signal() {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let local = stream.local_addr().unwrap_or(peer);
-                    sessions.spawn(handle(stream, peer, local, shared.clone(), stop.clone()));
+                    sessions.spawn(handle(stream, peer, local, role, shared.clone(), stop.clone()));
                 }
                 Err(e) => {
                     warn!("accept failed: {e}");
@@ -115,24 +183,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
     }
 }
 
-async fn write_out<P: crate::policy::Policy>(stream: &mut TcpStream, session: &mut Session<P>) -> bool {
+async fn write_out<P: crate::policy::Policy>(stream: &mut Stream, session: &mut Session<P>) -> bool {
     let out = session.take_output();
     out.is_empty() || stream.write_all(&out).await.is_ok()
 }
 
 async fn handle(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    role: Role,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
     let settings = shared.settings.load_full();
-    let conn = Connection::new(peer, local, &settings.hostname, settings.notes);
+    let mut conn = Connection::new(peer, local, &settings.hostname, settings.notes);
+    conn.role = role;
+    conn.starttls_available = shared.tls.is_some() && role != Role::Submissions;
     let span = info_span!("conn", id = %conn.id);
     async move {
-        info!(%peer, "connected");
+        info!(%peer, role = role.name(), "connected");
         let conn = SharedConnection::new(conn);
         let chain = Chain::new(
             shared.registry.runtime().clone(),
@@ -141,45 +212,91 @@ async fn handle(
         );
         let idle_timeout = settings.idle_timeout;
         let mut session = Session::new(chain, conn, settings);
-        // Bytes already waiting before the greeting is sent: an early talker.
-        let mut early = vec![0u8; 4096];
-        let early_len = stream.try_read(&mut early).unwrap_or_default();
-        let mut open = session.start(early_len > 0).await == Flow::Continue;
-        open &= write_out(&mut stream, &mut session).await;
-        if open && early_len > 0 {
-            open = session.ingest(&early[..early_len]).await == Flow::Continue;
-            open &= write_out(&mut stream, &mut session).await;
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        while open {
-            tokio::select! {
-                read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => match read {
-                    Err(_) => {
-                        session.idle_timeout();
-                        open = false;
-                    }
-                    Ok(Ok(0)) => open = false,
-                    Ok(Ok(n)) => open = session.ingest(&buf[..n]).await == Flow::Continue,
-                    Ok(Err(e)) => {
-                        info!("read failed: {e}");
-                        open = false;
-                    }
-                },
-                _ = stop.changed() => {
-                    session.shutdown();
-                    open = false;
+        let mut early = Vec::new();
+        let stream = if role == Role::Submissions {
+            let tls = shared.tls.as_ref().expect("checked at start-up");
+            match Stream::Plain(tcp).start_tls(tls).await {
+                Ok((stream, info)) => {
+                    session.tls_established(info).await;
+                    stream
+                }
+                Err(e) => {
+                    info!("implicit TLS failed: {e:#}");
+                    session.end().await;
+                    return;
                 }
             }
-            if !write_out(&mut stream, &mut session).await {
-                open = false;
-            }
+        } else {
+            // Bytes already waiting before the greeting is sent: an early talker.
+            let mut buf = vec![0u8; 4096];
+            let n = tcp.try_read(&mut buf).unwrap_or_default();
+            early.extend_from_slice(&buf[..n]);
+            Stream::Plain(tcp)
+        };
+        let mut flow = session.start(!early.is_empty()).await;
+        let mut stream = stream;
+        if write_out(&mut stream, &mut session).await && flow == Flow::Continue && !early.is_empty() {
+            flow = session.ingest(&early).await;
         }
-        let _ = stream.shutdown().await;
+        if let Some(mut stream) = converse(stream, &mut session, flow, idle_timeout, shared.tls.as_ref(), stop).await {
+            stream.shutdown().await;
+        }
         session.end().await;
         info!("disconnected");
     }
     .instrument(span)
     .await;
+}
+
+/// Reads from the client and feeds the session until either side closes;
+/// returns the stream unless it was lost (a failed TLS handshake).
+async fn converse<P: crate::policy::Policy>(
+    mut stream: Stream,
+    session: &mut Session<P>,
+    mut flow: Flow,
+    idle_timeout: Duration,
+    tls: Option<&Tls>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Stream> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !write_out(&mut stream, session).await {
+            return Some(stream);
+        }
+        match flow {
+            Flow::Close => return Some(stream),
+            Flow::StartTls => {
+                // Whatever the client sent after STARTTLS was discarded by the
+                // session; the handshake starts on a clean stream.
+                let tls = tls?;
+                match stream.start_tls(tls).await {
+                    Ok((encrypted, info)) => {
+                        stream = encrypted;
+                        session.tls_established(info).await;
+                    }
+                    Err(e) => {
+                        info!("STARTTLS handshake failed: {e:#}");
+                        return None;
+                    }
+                }
+                flow = Flow::Continue;
+                continue;
+            }
+            Flow::Continue => {}
+        }
+        flow = tokio::select! {
+            read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => match read {
+                Err(_) => session.idle_timeout(),
+                Ok(Ok(0)) => return Some(stream),
+                Ok(Ok(n)) => session.ingest(&buf[..n]).await,
+                Ok(Err(e)) => {
+                    info!("read failed: {e}");
+                    return Some(stream);
+                }
+            },
+            _ = stop.changed() => session.shutdown(),
+        };
+    }
 }
 
 /// Logs a fatal error the way the CLI reports it.

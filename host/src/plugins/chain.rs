@@ -208,6 +208,10 @@ fn fault_reply() -> Reply {
 }
 
 impl Policy for Chain {
+    fn implements(&self, hook: Hook) -> bool {
+        self.set.plugins.iter().any(|p| p.hooks.contains(hook))
+    }
+
     async fn decide(&mut self, call: HookCall) -> Decision {
         let hook = call.hook();
         for index in 0..self.set.plugins.len() {

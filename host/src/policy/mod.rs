@@ -236,6 +236,8 @@ impl Decision {
 /// What the session consults at each hook: in production the WASM plugin
 /// chain, in unit tests a plain Rust value.
 pub trait Policy: Send {
+    /// Whether any plugin implements the hook (AUTH is offered only then).
+    fn implements(&self, hook: Hook) -> bool;
     /// Runs the chain for a hook that decides something.
     fn decide(&mut self, call: HookCall) -> impl Future<Output = Decision> + Send;
     /// Collects extra EHLO keywords from every plugin.

@@ -28,6 +28,10 @@ pub struct Transaction {
 /// One client connection.
 pub struct Connection {
     pub id: String,
+    /// The role of the listener the client reached.
+    pub role: super::Role,
+    /// Whether STARTTLS can be offered (the listener has a certificate and is not TLS already).
+    pub starttls_available: bool,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub hostname: String,
@@ -47,6 +51,8 @@ impl Connection {
     pub fn new(peer: SocketAddr, local: SocketAddr, hostname: &str, note_limits: NoteLimits) -> Self {
         Connection {
             id: uuid::Uuid::new_v4().simple().to_string().to_uppercase()[..16].to_string(),
+            role: super::Role::Mx,
+            starttls_available: false,
             peer,
             local,
             hostname: hostname.to_string(),

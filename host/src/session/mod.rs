@@ -10,9 +10,9 @@ mod tests;
 
 pub use context::{Connection, SharedConnection, TlsInfo, Transaction};
 pub use message::{HeaderError, Message, SpoolSettings, SpoolWriter};
-pub use settings::{EarlyTalker, SessionSettings};
+pub use settings::{EarlyTalker, Role, SessionSettings};
 
-use crate::policy::{Decision, Effect, Hook, HookCall, Policy, Verdict, rule};
+use crate::policy::{AuthAttempt, Decision, Effect, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, Reply, codes, parse_command,
 };
@@ -24,10 +24,21 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 pub enum Flow {
     Continue,
     Close,
+    /// Reply sent (220): the driver must start TLS now, discarding any byte
+    /// the client sent after STARTTLS, then call [`Session::tls_established`].
+    StartTls,
+}
+
+/// Where a SASL exchange stands (AUTH's continuation lines).
+enum Sasl {
+    Plain,
+    LoginUser,
+    LoginPassword(String),
 }
 
 enum State {
     Command,
+    Auth(Sasl),
     Data(Box<DataInProgress>),
     /// The greeting was a 554: every command but QUIT gets this reply.
     Refused(Reply),
@@ -59,6 +70,7 @@ pub struct Session<P: Policy> {
     errors: u32,
     extra_keywords: Vec<String>,
     transactions: u32,
+    auth_failures: u32,
     /// The span of the open transaction: hooks run inside it, so every log
     /// line carries the transaction id.
     tx_span: Span,
@@ -79,6 +91,7 @@ impl<P: Policy> Session<P> {
             extra_keywords: Vec::new(),
             transactions: 0,
             tx_span: Span::none(),
+            auth_failures: 0,
         }
     }
 
@@ -176,7 +189,7 @@ impl<P: Policy> Session<P> {
                         return Flow::Close;
                     }
                 }
-                State::Command | State::Refused(_) => {
+                State::Command | State::Refused(_) | State::Auth(_) => {
                     let rest = &bytes[i..];
                     let Some(eol) = memchr::memchr(b'\n', rest) else {
                         self.buffer_line(rest);
@@ -185,8 +198,15 @@ impl<P: Policy> Session<P> {
                     self.buffer_line(&rest[..eol]);
                     i += eol + 1;
                     let more = i < bytes.len();
-                    if self.command_line(more).await == Flow::Close {
-                        return Flow::Close;
+                    match self.command_line(more).await {
+                        Flow::Continue => {}
+                        Flow::StartTls => {
+                            if more {
+                                warn!(discarded = bytes.len() - i, "bytes pipelined after STARTTLS discarded");
+                            }
+                            return Flow::StartTls;
+                        }
+                        Flow::Close => return Flow::Close,
                     }
                 }
             }
@@ -216,6 +236,9 @@ impl<P: Policy> Session<P> {
             line.pop();
         } else if self.settings.bare_newlines == BareNewlines::Reject {
             return self.error(Reply::new(500, "5.5.2", "Command lines must end with CRLF"));
+        }
+        if matches!(self.state, State::Auth(_)) {
+            return self.sasl_line(&line).await;
         }
         let command = match parse_command(&line) {
             Ok(c) => c,
@@ -285,7 +308,8 @@ impl<P: Policy> Session<P> {
                 ));
                 Flow::Continue
             }
-            Command::StartTls | Command::Auth(_) => self.error(Reply::new(502, "5.5.1", "Command not implemented")),
+            Command::StartTls => self.starttls(),
+            Command::Auth(args) => self.auth(&args).await,
             Command::Unknown { verb, args } => self.unrecognized(verb, args).await,
         }
     }
@@ -318,6 +342,163 @@ impl<P: Policy> Session<P> {
         }
     }
 
+    fn starttls(&mut self) -> Flow {
+        let (available, active) = {
+            let conn = self.conn.lock();
+            (conn.starttls_available, conn.tls.is_some())
+        };
+        if active {
+            return self.error(codes::bad_sequence("TLS is already active"));
+        }
+        if !available {
+            return self.error(Reply::new(502, "5.5.1", "STARTTLS not available"));
+        }
+        self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        Flow::StartTls
+    }
+
+    /// The TLS handshake after STARTTLS (or on an implicit-TLS listener)
+    /// succeeded: the session starts over (RFC 3207), a new EHLO is needed.
+    pub async fn tls_established(&mut self, tls: TlsInfo) {
+        info!(version = %tls.version, cipher = %tls.cipher, sni = tls.sni.as_deref().unwrap_or("-"), "TLS established");
+        self.reset_transaction().await;
+        let mut conn = self.conn.lock();
+        conn.tls = Some(tls);
+        conn.helo = None;
+        conn.esmtp = false;
+        conn.starttls_available = false;
+    }
+
+    /// Whether AUTH may be offered now: a plugin verifies credentials, and the
+    /// connection is encrypted (or from loopback, when allowed).
+    fn auth_offered(&self) -> bool {
+        let conn = self.conn.lock();
+        let private = conn.tls.is_some() || (self.settings.auth_plaintext_loopback && conn.peer.ip().is_loopback());
+        drop(conn);
+        private && self.policy.implements(Hook::Auth)
+    }
+
+    async fn auth(&mut self, args: &str) -> Flow {
+        let (helo, authed, in_tx, encrypted) = {
+            let conn = self.conn.lock();
+            (
+                conn.helo.is_some(),
+                conn.auth_user.is_some(),
+                conn.transaction.is_some(),
+                conn.tls.is_some(),
+            )
+        };
+        if !helo {
+            return self.error(codes::bad_sequence("send EHLO first"));
+        }
+        if authed {
+            return self.error(codes::bad_sequence("already authenticated"));
+        }
+        if in_tx {
+            return self.error(codes::bad_sequence("AUTH is not allowed during a transaction"));
+        }
+        if !self.policy.implements(Hook::Auth) {
+            return self.error(Reply::new(502, "5.5.1", "AUTH not available"));
+        }
+        if !self.auth_offered() && !encrypted {
+            return self.error(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        let (mechanism, initial) = match args.split_once(' ') {
+            Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim())),
+            None => (args.to_ascii_uppercase(), None),
+        };
+        match (mechanism.as_str(), initial) {
+            ("PLAIN", None) => self.challenge(Sasl::Plain, ""),
+            ("PLAIN", Some(response)) => {
+                self.state = State::Auth(Sasl::Plain);
+                let response = if response == "=" { "" } else { response };
+                self.sasl_line(response.as_bytes()).await
+            }
+            ("LOGIN", None) => self.challenge(Sasl::LoginUser, "VXNlcm5hbWU6"),
+            ("LOGIN", Some(user)) => {
+                self.state = State::Auth(Sasl::LoginUser);
+                self.sasl_line(user.as_bytes()).await
+            }
+            _ => self.error(Reply::new(504, "5.5.4", "Unrecognized authentication type")),
+        }
+    }
+
+    fn challenge(&mut self, next: Sasl, text: &str) -> Flow {
+        self.state = State::Auth(next);
+        self.reply(&Reply::plain(334, text));
+        Flow::Continue
+    }
+
+    /// One client response of a SASL exchange (base64, or `*` to cancel).
+    async fn sasl_line(&mut self, line: &[u8]) -> Flow {
+        use base64::Engine as _;
+        let step = match std::mem::replace(&mut self.state, State::Command) {
+            State::Auth(step) => step,
+            _ => Sasl::Plain,
+        };
+        if line == b"*" {
+            return self.error(Reply::new(501, "5.0.0", "Authentication cancelled"));
+        }
+        let decoded = match base64::engine::general_purpose::STANDARD.decode(line) {
+            Ok(d) => String::from_utf8_lossy(&d).into_owned(),
+            Err(_) => return self.error(Reply::new(501, "5.5.2", "Invalid base64 in AUTH response")),
+        };
+        let attempt = |mechanism: &str, authzid: Option<String>, user: String, secret: String| AuthAttempt {
+            mechanism: mechanism.into(),
+            user,
+            secret,
+            authzid,
+            challenge: None,
+        };
+        match step {
+            Sasl::LoginUser => self.challenge(Sasl::LoginPassword(decoded), "UGFzc3dvcmQ6"),
+            Sasl::LoginPassword(user) => self.authenticate(attempt("LOGIN", None, user, decoded)).await,
+            Sasl::Plain => {
+                let mut parts = decoded.splitn(3, '\0');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(authzid), Some(user), Some(secret)) => {
+                        let authzid = (!authzid.is_empty()).then(|| authzid.to_string());
+                        self.authenticate(attempt("PLAIN", authzid, user.into(), secret.into()))
+                            .await
+                    }
+                    _ => self.error(Reply::new(501, "5.5.2", "Malformed PLAIN response")),
+                }
+            }
+        }
+    }
+
+    /// Asks the `auth` hook; success makes the session relaying, failures are
+    /// slowed down and end the connection after too many.
+    async fn authenticate(&mut self, attempt: AuthAttempt) -> Flow {
+        let user = attempt.user.clone();
+        let (decision, rule) = self.decide(HookCall::Auth(attempt)).await;
+        if rule.effect == Effect::Proceed {
+            info!(user = %user, plugin = decision.plugin.as_deref().unwrap_or("-"), "authenticated");
+            let mut conn = self.conn.lock();
+            conn.auth_user = Some(user);
+            conn.relaying = true;
+            drop(conn);
+            self.reply(&rule.reply(decision.verdict.reply(), ""));
+            return Flow::Continue;
+        }
+        self.auth_failures += 1;
+        warn!(user = %user, failures = self.auth_failures, "authentication failed");
+        let delay = self.settings.auth_failure_delay * 2u32.saturating_pow(self.auth_failures - 1).min(64);
+        tokio::time::sleep(delay).await;
+        if self.auth_failures >= self.settings.auth_max_failures {
+            return self.close_with(&Reply::new(
+                421,
+                "4.7.0",
+                "Too many authentication failures, closing connection",
+            ));
+        }
+        self.refuse(rule, &decision, "")
+    }
+
     async fn helo(&mut self, host: String, esmtp: bool) -> Flow {
         self.reset_transaction().await;
         let call = if esmtp {
@@ -345,11 +526,17 @@ impl<P: Policy> Session<P> {
             return Flow::Continue;
         }
         let mut lines = vec![greeting];
+        if self.conn.lock().starttls_available {
+            lines.push("STARTTLS".into());
+        }
         lines.push("PIPELINING".into());
         lines.push("8BITMIME".into());
         lines.push(format!("SIZE {}", self.settings.max_message_size));
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("SMTPUTF8".into());
+        if self.auth_offered() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
         self.extra_keywords = self
             .policy
             .capabilities()
@@ -394,6 +581,13 @@ impl<P: Policy> Session<P> {
         }
         if has_tx {
             return self.error(codes::bad_sequence("nested MAIL command"));
+        }
+        let needs_auth = {
+            let conn = self.conn.lock();
+            conn.role != Role::Mx && conn.auth_user.is_none()
+        };
+        if needs_auth {
+            return self.error(Reply::new(530, "5.7.0", "Authentication required"));
         }
         if let Err(reply) = self.check_params(&sender, &["SIZE", "BODY", "SMTPUTF8", "AUTH"]) {
             return self.error(reply);

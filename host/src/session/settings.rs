@@ -2,6 +2,30 @@ use super::message::SpoolSettings;
 use crate::capabilities::NoteLimits;
 use crate::protocol::BareNewlines;
 
+/// What a listener is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Port 25: mail from the world; no AUTH required.
+    #[default]
+    Mx,
+    /// Port 587: AUTH required before MAIL.
+    Submission,
+    /// Port 465: implicit TLS, AUTH required before MAIL.
+    Submissions,
+}
+
+impl Role {
+    /// The role's name in configuration and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        }
+    }
+}
+
 /// What to do with a client that talks before the greeting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +62,12 @@ pub struct SessionSettings {
     pub notes: NoteLimits,
     /// How long a client may stay silent before `421 4.4.2`.
     pub idle_timeout: std::time::Duration,
+    /// Failed AUTH attempts before `421 4.7.0` and close.
+    pub auth_max_failures: u32,
+    /// Delay after the first failed AUTH; it doubles with each further failure.
+    pub auth_failure_delay: std::time::Duration,
+    /// Whether AUTH is offered without TLS to loopback clients.
+    pub auth_plaintext_loopback: bool,
 }
 
 impl Default for SessionSettings {
@@ -59,6 +89,9 @@ impl Default for SessionSettings {
             },
             notes: NoteLimits::default(),
             idle_timeout: std::time::Duration::from_secs(300),
+            auth_max_failures: 3,
+            auth_failure_delay: std::time::Duration::from_secs(1),
+            auth_plaintext_loopback: true,
         }
     }
 }

@@ -15,6 +15,10 @@ struct Scripted {
 }
 
 impl Policy for Scripted {
+    fn implements(&self, hook: Hook) -> bool {
+        self.verdicts.contains_key(&hook)
+    }
+
     async fn decide(&mut self, call: HookCall) -> Decision {
         let hook = call.hook();
         self.seen.lock().unwrap().push(hook);
@@ -341,4 +345,108 @@ async fn early_talkers_are_refused_or_flagged() {
     assert!(h.session.connection().lock().early_talker);
     assert!(String::from_utf8(h.session.take_output()).unwrap().starts_with("220 "));
     assert_eq!(h.codes(b"EHLO c\r\n").await, ["250"]);
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn auth_plain_and_login_succeed_and_make_the_session_relaying() {
+    let mut h = Harness::greeted(&[(Hook::Auth, Verdict::Ok(None))]).await;
+    let out = h
+        .send(format!("AUTH PLAIN {}\r\n", b64("\0alice\0secret")).as_bytes())
+        .await;
+    assert_eq!(out, "235 2.7.0 Authentication successful\r\n");
+    assert_eq!(h.session.connection().lock().auth_user.as_deref(), Some("alice"));
+    assert!(h.session.connection().lock().relaying);
+    assert_eq!(h.codes(b"AUTH LOGIN\r\n").await, ["503"], "AUTH twice");
+
+    let mut h = Harness::greeted(&[(Hook::Auth, Verdict::Ok(None))]).await;
+    assert_eq!(h.send(b"AUTH LOGIN\r\n").await, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        h.send(format!("{}\r\n", b64("bob")).as_bytes()).await,
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(h.codes(format!("{}\r\n", b64("pw")).as_bytes()).await, ["235"]);
+}
+
+#[tokio::test]
+async fn auth_failures_are_refused_then_disconnected() {
+    let mut h = harness(&[(Hook::Auth, Verdict::Deny(None))], |s| {
+        s.auth_failure_delay = std::time::Duration::from_millis(1);
+        s.auth_max_failures = 2;
+    });
+    h.start().await;
+    h.send(b"EHLO c\r\n").await;
+    let line = format!("AUTH PLAIN {}\r\n", b64("\0alice\0wrong"));
+    assert_eq!(
+        h.send(line.as_bytes()).await,
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    assert_eq!(
+        h.send(line.as_bytes()).await,
+        "421 4.7.0 Too many authentication failures, closing connection\r\n"
+    );
+    assert!(h.session.is_closed());
+}
+
+#[tokio::test]
+async fn auth_needs_tls_off_loopback_and_can_be_cancelled() {
+    let mut h = harness(&[(Hook::Auth, Verdict::Ok(None))], |s| {
+        s.auth_plaintext_loopback = false
+    });
+    h.start().await;
+    assert!(!h.send(b"EHLO c\r\n").await.contains("AUTH"));
+    assert!(h.send(b"AUTH PLAIN\r\n").await.starts_with("538 5.7.11"));
+    let mut h = Harness::greeted(&[(Hook::Auth, Verdict::Ok(None))]).await;
+    assert_eq!(h.send(b"AUTH PLAIN\r\n").await, "334 \r\n");
+    assert_eq!(h.codes(b"*\r\n").await, ["501"]);
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.test>\r\n").await, ["250"], "back to commands");
+    assert_eq!(h.codes(b"AUTH PLAIN\r\n").await, ["503"], "not inside a transaction");
+    let mut h = Harness::greeted(&[]).await;
+    assert_eq!(h.codes(b"AUTH PLAIN\r\n").await, ["502"], "no auth plugin, no AUTH");
+}
+
+#[tokio::test]
+async fn submission_requires_auth_before_mail() {
+    let mut h = harness(&[(Hook::Auth, Verdict::Ok(None))], |_| {});
+    h.session.connection().lock().role = Role::Submission;
+    h.start().await;
+    h.send(b"EHLO c\r\n").await;
+    assert_eq!(
+        h.send(b"MAIL FROM:<a@b.test>\r\n").await,
+        "530 5.7.0 Authentication required\r\n"
+    );
+    h.send(format!("AUTH PLAIN {}\r\n", b64("\0u\0p")).as_bytes()).await;
+    assert_eq!(h.codes(b"MAIL FROM:<a@b.test>\r\n").await, ["250"]);
+}
+
+#[tokio::test]
+async fn starttls_stops_reading_and_resets_the_session() {
+    let mut h = harness(&[], |s| s.strict_pipelining = false);
+    h.session.connection().lock().starttls_available = true;
+    h.start().await;
+    assert!(h.send(b"EHLO c\r\n").await.contains("STARTTLS"));
+    assert_eq!(h.session.ingest(b"STARTTLS\r\nRSET\r\n").await, Flow::StartTls);
+    assert_eq!(
+        String::from_utf8(h.session.take_output()).unwrap(),
+        "220 2.0.0 Ready to start TLS\r\n",
+        "RSET never answered"
+    );
+    let tls = TlsInfo {
+        version: "TLSv1.3".into(),
+        cipher: "X".into(),
+        sni: None,
+    };
+    h.session.tls_established(tls).await;
+    assert_eq!(
+        h.codes(b"MAIL FROM:<a@b.test>\r\n").await,
+        ["503"],
+        "EHLO required again"
+    );
+    let ehlo = h.send(b"EHLO c\r\n").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(h.codes(b"STARTTLS\r\n").await, ["503"]);
 }
