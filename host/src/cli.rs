@@ -36,6 +36,8 @@ enum Command {
         #[arg(long, value_parser = parse_listen)]
         listen: Vec<(String, Role)>,
     },
+    /// Print an Argon2id hash of a password (read from standard input) for auth/flat_file.
+    PasswordHash,
     /// Inspect and create plugins.
     Plugin {
         #[command(subcommand)]
@@ -79,6 +81,7 @@ pub fn main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Init { dir, plugins } => init(&dir, plugins),
+            Command::PasswordHash => password_hash(),
             Command::Run { config, listen } => server::serve(instance(config.as_deref())?, listen).await,
             Command::Plugin {
                 command: PluginCommand::List { config },
@@ -98,6 +101,22 @@ pub fn main() -> Result<()> {
             }
         }
     })
+}
+
+fn password_hash() -> Result<()> {
+    use password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
 }
 
 fn parse_listen(arg: &str) -> Result<(String, Role), String> {

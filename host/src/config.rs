@@ -221,15 +221,16 @@ impl Instance {
             .find(|(n, _)| *n == CONFIG_FILE)
             .map(|(_, t)| *t)
             .unwrap_or_default();
+        let config = parse_config(text)?;
         Ok(Instance {
             root: std::env::current_dir()?,
-            config: parse_config(text)?,
             config_source: ConfigSource::Embedded(Arc::new(files)),
             plugin_sources: CORE_PLUGINS
                 .iter()
-                .filter(|(name, _)| *name != "queue/discard")
+                .filter(|(name, _)| config.plugins.iter().any(|p| p == name))
                 .map(|(n, b)| (n.to_string(), PluginSource::Embedded(b)))
                 .collect(),
+            config,
             embedded: true,
         })
     }
@@ -403,7 +404,7 @@ mod tests {
     fn the_default_config_parses_and_unknown_keys_are_errors() {
         let default = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).unwrap().1;
         let c = parse_config(default).unwrap();
-        assert_eq!(c.plugins.len(), 3);
+        assert_eq!(c.plugins.len(), 4);
         assert_eq!(c.smtp.idle_timeout, Duration::from_secs(300));
         assert!(parse_config("[smtp]\nlisten_on = []\n").is_err());
         assert!(parse_config("[plugin_defaults]\non_error = \"explode\"\n").is_err());
@@ -414,8 +415,11 @@ mod tests {
         let instance = Instance::embedded().unwrap();
         let specs = instance.plugin_specs().unwrap();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"]);
-        assert_eq!(specs[2].dirs[0].guest, "/maildir");
+        assert_eq!(
+            names,
+            ["relay", "rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"]
+        );
+        assert_eq!(specs[3].dirs[0].guest, "/maildir");
         assert_eq!(specs[0].limits.timeout, Duration::from_secs(30));
     }
 }

@@ -12,7 +12,8 @@ use crate::session::SessionSettings;
 use crate::status::Status;
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -67,6 +68,16 @@ pub fn publish_status(instance: &Instance, registry: &Registry) {
     }
 }
 
+/// Whether a watcher event can change what a rescan sees. Opening and
+/// reading files (which the rescan itself does) cannot; a close after
+/// writing can, since it ends a write in several steps.
+fn changes_content(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::Access(AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read))
+    )
+}
+
 /// Starts watching the instance; rescans run on the returned watcher's events
 /// and on SIGHUP until the process ends. Keep the watcher alive.
 pub fn watch(
@@ -81,10 +92,11 @@ pub fn watch(
     let (watched_plugins, watched_toml) = (plugins_dir.clone(), toml.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         Ok(event)
-            if event
-                .paths
-                .iter()
-                .any(|p| p.starts_with(&watched_plugins) || *p == watched_toml) =>
+            if changes_content(&event.kind)
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.starts_with(&watched_plugins) || *p == watched_toml) =>
         {
             let _ = tx.send(());
         }

@@ -9,6 +9,10 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../guest-plugins/sdk/src/lib.rs")),
     ("src/hook.rs", include_str!("../../guest-plugins/sdk/src/hook.rs")),
     ("src/verdict.rs", include_str!("../../guest-plugins/sdk/src/verdict.rs")),
+    (
+        "src/host_list.rs",
+        include_str!("../../guest-plugins/sdk/src/host_list.rs"),
+    ),
 ];
 
 const WIT_FILES: &[(&str, &str)] = &[
@@ -137,7 +141,7 @@ WIT in `wit/`.
     )?;
     write(
         &root.join("waraka-plugin/Cargo.toml"),
-        "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\n",
+        "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\nregex-lite = \"0.1\"\n",
     )?;
     for (file, text) in SDK_FILES {
         write(

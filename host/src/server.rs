@@ -135,7 +135,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("listening on {address}"))?;
-        info!(address = %listener.local_addr()?, role = role.name(), hostname = %shared.settings.load().hostname, "listening");
+        info!(address = %listener.local_addr()?, role = %role.name(), hostname = %shared.settings.load().hostname, "listening");
         listeners.spawn(accept_loop(listener, *role, shared.clone(), stop_rx.clone()));
     }
     wait_for_stop_signal().await;

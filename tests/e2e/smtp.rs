@@ -254,7 +254,7 @@ fn every_hook_reaches_the_recorder_in_order() {
         "ehlo client.test",
         "capabilities",
         "unrecognized-command XPING",
-        "mail <a@sender.test>",
+        "mail <a@sender.test> tls=- sni=- auth=- relaying=false",
         "rcpt <u@elsewhere.test>",
         "rcpt <u@example.com>",
         "rcpt-ok <u@example.com>",

@@ -1,48 +1,11 @@
 """End-to-end tests with Python's smtplib against a real waraka process."""
 
-import os
-import pathlib
-import re
 import smtplib
-import subprocess
-import tempfile
-import threading
+import time
 import unittest
 from email.message import EmailMessage
 
-BIN = os.environ.get("WARAKA_BIN") or str(
-    pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/waraka-target")) / "debug/waraka"
-)
-
-
-class Waraka:
-    """`waraka init` + `waraka run --listen 127.0.0.1:0`; the port comes from the log."""
-
-    def __init__(self, plugins):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.dir = pathlib.Path(self.tmp.name) / "i"
-        subprocess.run([BIN, "init", str(self.dir), "--plugins", ",".join(plugins)], check=True, capture_output=True)
-        self.proc = subprocess.Popen(
-            [BIN, "run", "--config", str(self.dir), "--listen", "127.0.0.1:0"],
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
-        )
-        self.port = None
-        for line in self.proc.stderr:
-            match = re.search(r"address=127\.0\.0\.1:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                break
-        if self.port is None:
-            raise RuntimeError("waraka did not start")
-        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
-        self.tmp.cleanup()
-
-    def maildir(self):
-        return sorted(p for p in (self.dir / "maildir").rglob("*") if p.is_file())
+from harness import Waraka
 
 
 class SmtplibTest(unittest.TestCase):
@@ -101,6 +64,14 @@ class SmtplibTest(unittest.TestCase):
                 s.sendmail("sender@py.test", ["me-20000101@example.com"], b"Subject: x\r\n\r\nx\r\n")
         code, text = cm.exception.recipients["me-20000101@example.com"]
         self.assertEqual((code, text), (550, b"5.1.1 Expired email address"))
+
+    def test_an_idle_server_does_not_rescan_its_plugins(self):
+        # Reading plugin files must not wake the watcher (it once looped on its own reads).
+        time.sleep(1.5)
+        start = len(self.server.log)
+        time.sleep(1.5)
+        rescans = [line for line in self.server.log[start:] if "rescan done" in line]
+        self.assertEqual(rescans, [])
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ pub mod bindings {
 }
 
 mod hook;
+pub mod host_list;
 mod verdict;
 
 pub use bindings::waraka::plugin::types::{

@@ -861,11 +861,13 @@ impl<P: Policy> Session<P> {
         );
         let peer = conn.peer.ip();
         let hostname = conn.hostname.clone();
+        let tls = conn.tls.clone();
         let tx = conn.transaction.as_mut().expect("DATA runs inside a transaction");
-        let mut value = format!(
-            "from {helo} ([{peer}])\r\n\tby {hostname} (Waraka) with {proto} id {}",
-            tx.id
-        );
+        let mut value = format!("from {helo} ([{peer}])");
+        if let Some(tls) = &tls {
+            value.push_str(&format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher));
+        }
+        value.push_str(&format!("\r\n\tby {hostname} (Waraka) with {proto} id {}", tx.id));
         if let [single] = tx.recipients.as_slice() {
             value.push_str(&format!("\r\n\tfor {single}"));
         }

@@ -1,0 +1,324 @@
+"""TLS, AUTH and relaying end to end: smtplib, swaks and raw sockets against a
+real waraka with the relay, auth/flat_file, rcpt_to.in_host_list and
+queue/maildir plugins, on mx, submission and submissions listeners.
+"""
+
+import base64
+import os
+import pathlib
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+import unittest
+import warnings
+
+from harness import BIN, GUESTS, Waraka
+
+PASSWORD = "correct horse battery staple"
+FAILURE_DELAY = 0.1
+
+
+def make_cert(cert, key, name):
+    """A self-signed certificate for 127.0.0.1 and localhost, written with openssl."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+
+
+def der(cert):
+    return ssl.PEM_cert_to_DER_cert(pathlib.Path(cert).read_text())
+
+
+def b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def setup_instance(server):
+    """TLS files, a user, the recorder fixture and strict AUTH settings."""
+    tls = server.dir / "config/tls"
+    tls.mkdir(parents=True)
+    make_cert(tls / "cert.pem", tls / "key.pem", "first")
+    hashed = subprocess.run([BIN, "password-hash"], input=PASSWORD + "\n", capture_output=True, text=True, check=True)
+    server.edit("config/auth/flat_file.ini", lambda t: t + f"alice = {hashed.stdout.strip()}\nbob = plain:secret\n")
+    (server.dir / "plugins/test").mkdir()
+    shutil.copy(GUESTS / "fixture_recorder.wasm", server.dir / "plugins/test/recorder.wasm")
+    (server.dir / "record").mkdir()
+
+    def toml(text):
+        text = text.replace("# auth_max_failures = 3", "auth_max_failures = 3")
+        text = text.replace('# auth_failure_delay = "1s"', f'auth_failure_delay = "{int(FAILURE_DELAY * 1000)}ms"')
+        text = text.replace("# auth_plaintext_loopback = true", "auth_plaintext_loopback = false")
+        text = text.replace('maildir = "maildir"', 'maildir = "maildir"\nrecord = "record"')
+        return text + (
+            '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
+            '\n[plugin."test/recorder"]\ngrants = ["dir:record"]\n'
+        )
+
+    server.edit("waraka.toml", toml)
+
+
+class TlsAuthTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(
+            ["relay", "auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"],
+            roles=("mx", "submission", "submissions"),
+            setup=setup_instance,
+        )
+        cls.cert = cls.server.dir / "config/tls/cert.pem"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def context(self, *certs):
+        ctx = ssl.create_default_context()
+        for cert in certs or (self.cert,):
+            ctx.load_verify_locations(cafile=str(cert))
+        return ctx
+
+    def submission(self, host="127.0.0.1"):
+        """A client on the submission port, after STARTTLS and a second EHLO."""
+        s = smtplib.SMTP(host, self.server.ports["submission"], local_hostname="py.test", timeout=30)
+        s.starttls(context=self.context())
+        s.ehlo()
+        return s
+
+    def recorded(self):
+        path = self.server.dir / "record/hooks.log"
+        return path.read_text() if path.exists() else ""
+
+    def test_starttls_then_login_relays_and_plugins_see_tls_and_user(self):
+        s = smtplib.SMTP("localhost", self.server.ports["submission"], local_hostname="py.test", timeout=30)
+        with s:
+            s.ehlo()
+            self.assertTrue(s.has_extn("starttls"))
+            self.assertFalse(s.has_extn("auth"), "no AUTH before TLS off loopback")
+            s.starttls(context=self.context())
+            s.ehlo()
+            self.assertFalse(s.has_extn("starttls"), "STARTTLS is not offered twice")
+            self.assertIn("PLAIN", s.esmtp_features["auth"])
+            self.assertIn("LOGIN", s.esmtp_features["auth"])
+            self.assertEqual(s.sock.version(), "TLSv1.3")
+            code, _ = s.login("alice", PASSWORD)
+            self.assertEqual(code, 235)
+            self.assertEqual(s.mail("alice@example.com")[0], 250)
+            self.assertEqual(s.rcpt("friend@remote.test")[0], 250, "an authenticated client relays")
+            self.assertEqual(s.rcpt("bob@example.com")[0], 250)
+            s.rset()
+        self.assertIn("mail <alice@example.com> tls=TLSv1.3 sni=localhost auth=alice relaying=true", self.recorded())
+
+    def test_starttls_on_mx_delivers_with_a_trace_header(self):
+        before = len(self.server.maildir())
+        with smtplib.SMTP("127.0.0.1", self.server.ports["mx"], local_hostname="py.test", timeout=30) as s:
+            s.starttls(context=self.context())
+            refused = s.sendmail("someone@remote.test", ["carol@example.com"], b"Subject: tls\r\n\r\nover TLS\r\n")
+        self.assertEqual(refused, {})
+        files = self.server.maildir()
+        self.assertEqual(len(files), before + 1)
+        stored = max(files, key=lambda p: p.stat().st_mtime).read_bytes()
+        self.assertIn(b"\r\n\t(using TLSv1.3 with cipher ", stored)
+        self.assertIn(b" (Waraka) with ESMTPS id ", stored)
+
+    def test_relayed_mail_is_tempfailed_until_an_outbound_queue_takes_it(self):
+        # Relaying sessions hand mail to queue-outbound; with no outbound queue
+        # (issue 6) it is refused with a 4xx, never accepted and dropped.
+        with self.submission() as s:
+            s.login("alice", PASSWORD)
+            with self.assertRaises(smtplib.SMTPDataError) as cm:
+                s.sendmail("alice@example.com", ["friend@remote.test"], b"Subject: out\r\n\r\nx\r\n")
+        self.assertEqual(cm.exception.smtp_code, 451)
+
+    def test_submission_requires_auth_before_mail(self):
+        with self.submission() as s:
+            code, text = s.mail("alice@example.com")
+        self.assertEqual((code, text), (530, b"5.7.0 Authentication required"))
+
+    def test_auth_before_tls_is_refused_off_loopback(self):
+        with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], local_hostname="py.test", timeout=30) as s:
+            s.ehlo()
+            code, text = s.docmd("AUTH", "PLAIN " + b64(f"\0alice\0{PASSWORD}"))
+        self.assertEqual(code, 538)
+        self.assertTrue(text.startswith(b"5.7.11"), text)
+
+    def test_auth_twice_and_cleartext_entries(self):
+        with self.submission() as s:
+            code, _ = s.docmd("AUTH", "PLAIN " + b64("\0bob\0secret"))
+            self.assertEqual(code, 535, "a plain: entry is refused unless allow_cleartext")
+            self.assertEqual(s.docmd("AUTH", "PLAIN " + b64(f"\0alice\0{PASSWORD}"))[0], 235)
+            code, text = s.docmd("AUTH", "PLAIN " + b64(f"\0alice\0{PASSWORD}"))
+        self.assertEqual((code, text[:5]), (503, b"5.5.1"))
+
+    def test_wrong_passwords_are_delayed_then_disconnected(self):
+        with self.submission() as s:
+            wrong = "PLAIN " + b64("\0alice\0wrong")
+            self.assertEqual(s.docmd("AUTH", wrong), (535, b"5.7.8 Authentication credentials invalid"))
+            started = time.monotonic()
+            self.assertEqual(s.docmd("AUTH", wrong)[0], 535)
+            self.assertGreaterEqual(time.monotonic() - started, 2 * FAILURE_DELAY, "the delay grows")
+            code, text = s.docmd("AUTH", wrong)
+            self.assertEqual((code, text[:5]), (421, b"4.7.0"))
+            with self.assertRaises(smtplib.SMTPServerDisconnected):
+                s.noop()
+        self.server.wait_for_log(r"authentication failed.*failures=3")
+
+    def test_command_pipelined_after_starttls_is_never_executed_inside_tls(self):
+        with socket.create_connection(("127.0.0.1", self.server.ports["submission"]), timeout=10) as raw:
+            reader = raw.makefile("rb")
+            self.assertTrue(reader.readline().startswith(b"220 "))
+            raw.sendall(b"EHLO py.test\r\n")
+            while not reader.readline().startswith(b"250 "):
+                pass
+            raw.sendall(b"STARTTLS\r\nMAIL FROM:<evil@remote.test>\r\n")
+            # STARTTLS must end a pipelined group (RFC 2920): the server
+            # refuses and closes instead of starting TLS with input queued.
+            self.assertEqual(reader.readline(), b"554 5.5.0 Error: SMTP protocol synchronization\r\n")
+            self.assertEqual(reader.readline(), b"", "closed, no TLS handshake")
+
+    def test_implicit_tls_on_the_submissions_port(self):
+        with smtplib.SMTP_SSL("127.0.0.1", self.server.ports["submissions"], local_hostname="py.test",
+                              context=self.context(), timeout=30) as s:
+            s.ehlo()
+            self.assertEqual(s.sock.version(), "TLSv1.3")
+            self.assertFalse(s.has_extn("starttls"))
+            self.assertTrue(s.has_extn("auth"))
+            self.assertEqual(s.mail("alice@example.com")[0], 530)
+            self.assertEqual(s.login("alice", PASSWORD)[0], 235)
+            self.assertEqual(s.mail("alice@example.com")[0], 250)
+            self.assertEqual(s.rcpt("friend@remote.test")[0], 250)
+
+    def test_tls_1_1_is_refused(self):
+        ctx = self.context()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+            ctx.set_ciphers("ALL:@SECLEVEL=0")
+        except (ValueError, ssl.SSLError):
+            self.skipTest("this OpenSSL cannot offer TLS 1.1")
+        with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], local_hostname="py.test", timeout=30) as s:
+            s.ehlo()
+            with self.assertRaises((ssl.SSLError, OSError)):
+                s.starttls(context=ctx)
+
+    def test_swaks_starttls_and_implicit_tls_with_auth(self):
+        for port, mode in [(self.server.ports["submission"], "--tls"), (self.server.ports["submissions"], "--tlsc")]:
+            out = subprocess.run(
+                ["swaks", "--server", f"127.0.0.1:{port}", mode, "--tls-verify", "--tls-ca-path", str(self.cert),
+                 "--auth", "LOGIN", "--auth-user", "alice", "--auth-password", PASSWORD,
+                 "--from", "alice@example.com", "--to", "erin@remote.test", "--helo", "swaks.test",
+                 "--quit-after", "RCPT"],
+                capture_output=True, text=True, timeout=60,
+            )
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+            self.assertIn("<~  235 2.7.0", out.stdout)
+            self.assertIn("<~  250 2.1.5 Recipient <erin@remote.test> OK", out.stdout)
+
+    def test_certificate_reload_while_a_client_stays_connected(self):
+        old = der(self.cert)
+        early = smtplib.SMTP("127.0.0.1", self.server.ports["mx"], local_hostname="py.test", timeout=30)
+        early.starttls(context=self.context())
+        self.assertEqual(early.sock.getpeercert(binary_form=True), old)
+        fresh = self.server.dir / "fresh"
+        fresh.mkdir()
+        make_cert(fresh / "cert.pem", fresh / "key.pem", "second")
+        new_ca = self.server.dir / "second-ca.pem"
+        shutil.copy(fresh / "cert.pem", new_ca)
+        os.replace(fresh / "cert.pem", self.cert)
+        os.replace(fresh / "key.pem", self.cert.parent / "key.pem")
+        s = smtplib.SMTP("127.0.0.1", self.server.ports["submission"], local_hostname="py.test", timeout=30)
+        with s:
+            s.starttls(context=self.context(new_ca))
+            self.assertEqual(s.sock.getpeercert(binary_form=True), der(new_ca), "new handshakes use the new pair")
+        self.server.wait_for_log(r"TLS certificate reloaded")
+        before = len(self.server.maildir())
+        with early:
+            refused = early.sendmail("someone@remote.test", ["frank@example.com"], b"Subject: early\r\n\r\nx\r\n")
+        self.assertEqual(refused, {}, "the connection that started on the old certificate finishes")
+        self.assertEqual(len(self.server.maildir()), before + 1)
+
+
+class RelayTest(unittest.TestCase):
+    """No open relay on the mx listener for an unauthenticated, untrusted client."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def rcpt(self, path):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="py.test", timeout=30) as s:
+            s.ehlo()
+            s.mail("someone@remote.test")
+            return s.docmd("RCPT", f"TO:{path}")
+
+    def test_every_form_of_a_remote_recipient_is_refused(self):
+        for path in [
+            "<bob@remote.test>",
+            "<bob@REMOTE.TEST>",
+            "<@example.com:bob@remote.test>",
+            "<@example.com,@mx.example.com:bob@remote.test>",
+            "<bob%example.com@remote.test>",
+            '<"bob@example.com"@remote.test>',
+            "<example.com!bob@remote.test>",
+            "<bob@[192.0.2.1]>",
+            "<bob@[127.0.0.1]>",
+            "<bob@[IPv6:::1]>",
+        ]:
+            with self.subTest(path=path):
+                code, text = self.rcpt(path)
+                self.assertEqual(code, 554, text)
+                self.assertEqual(text, b"5.7.1 Relay access denied")
+
+    def test_addresses_without_a_domain_are_not_a_way_out(self):
+        for path in ["<remote.test!bob>", "<bob%remote.test>", '<"bob@remote.test">']:
+            with self.subTest(path=path):
+                code, text = self.rcpt(path)
+                self.assertGreaterEqual(code, 500, text)
+        self.assertEqual(self.rcpt("<postmaster>")[0], 250)
+
+    def test_relay_tricks_at_a_local_domain_are_delivered_locally(self):
+        before = len(self.server.maildir())
+        recipients = ["bob%remote.test@example.com", "remote.test!bob@example.com", '"bob@remote.test"@example.com']
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="py.test", timeout=30) as s:
+            refused = s.sendmail("someone@remote.test", recipients, b"Subject: tricks\r\n\r\nx\r\n")
+        self.assertEqual(refused, {})
+        files = self.server.maildir()
+        self.assertEqual(len(files), before + 3)
+        self.assertTrue(all(f.relative_to(self.server.dir / "maildir").parts[0] == "example.com" for f in files))
+
+
+class RelayAclTest(unittest.TestCase):
+    """Clients in relay.acl_allow relay without AUTH."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(
+            ["relay", "rcpt_to.in_host_list", "queue/maildir"],
+            setup=lambda s: s.edit("config/relay.acl_allow", lambda t: t + "127.0.0.0/8\n"),
+        )
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def test_a_trusted_range_relays(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="py.test", timeout=30) as s:
+            s.ehlo()
+            s.mail("app@example.com")
+            self.assertEqual(s.rcpt("customer@remote.test")[0], 250)
+        self.server.wait_for_log(r"127\.0\.0\.1 may relay \(relay\.acl_allow: 127\.0\.0\.0/8\)")
+
+
+if __name__ == "__main__":
+    unittest.main()
