@@ -231,10 +231,10 @@ async fn check(file: &Path) -> Result<()> {
     };
     let runtime = crate::plugins::Runtime::new(
         instance.runtime_settings(std::slice::from_ref(&spec)),
-        crate::plugins::Services {
-            server_notes: Default::default(),
-            config: crate::capabilities::ConfigFiles::new(instance.config_source.clone(), vec![name]),
-        },
+        crate::plugins::Services::with_config(crate::capabilities::ConfigFiles::new(
+            instance.config_source.clone(),
+            vec![name],
+        )),
     )?;
     let plugin = runtime
         .load(spec)

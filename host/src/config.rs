@@ -1,14 +1,15 @@
 //! The instance: `waraka.toml`, the plugins in `plugins/`, the files in
 //! `config/` — or the embedded default instance when no directory is given.
 
-use crate::capabilities::NoteLimits;
 use crate::capabilities::config_files::ConfigSource;
+use crate::capabilities::{Dns, DnsSettings, KvStore, MemoryKv, NoteLimits, RedisKv};
 use crate::plugins::{DirGrant, OnError, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::protocol::BareNewlines;
 use crate::session::{EarlyTalker, Role, SessionSettings, SpoolSettings};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,44 @@ pub struct InstanceConfig {
     pub listener: Vec<ListenerConfig>,
     /// Certificate and key for STARTTLS and implicit TLS.
     pub tls: Option<TlsConfig>,
+    /// Named key/value stores that `kv:NAME` grants give to plugins.
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvConfig>,
+    /// The resolver behind the `dns` grant.
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// `[kv.NAME]`: where a key/value store lives.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum KvConfig {
+    /// In this process; gone at restart.
+    Memory {
+        #[serde(default = "default_max_keys")]
+        max_keys: usize,
+    },
+    /// In Redis, shared by every server using it.
+    Redis {
+        url: String,
+        /// Prepended to every key (default `waraka:NAME:`).
+        prefix: Option<String>,
+    },
+}
+
+fn default_max_keys() -> usize {
+    100_000
+}
+
+/// `[dns]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (`IP` or `IP:PORT`); empty: those of /etc/resolv.conf.
+    pub servers: Vec<String>,
+    /// Per query, before the next attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// `[[listener]]`: an address and what it is for.
@@ -329,7 +368,13 @@ impl Instance {
                         guest: format!("/{dir}"),
                     });
                 }
-                _ => bail!("plugin {name}: unknown grant {grant:?} (known: dir:NAME)"),
+                Some(("kv", store)) => {
+                    if !self.config.kv.contains_key(store) {
+                        bail!("plugin {name}: grant {grant:?} names no [kv.{store}]");
+                    }
+                }
+                None if grant == "dns" => {}
+                _ => bail!("plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, dns)"),
             }
         }
         Ok(PluginSpec {
@@ -339,6 +384,38 @@ impl Instance {
             dirs,
             grants,
         })
+    }
+
+    /// The capability backends: key/value stores and the resolver. Backends
+    /// connect on first use, so a server whose Redis is down still starts.
+    pub fn capability_backends(&self) -> Result<(HashMap<String, Arc<KvStore>>, Dns)> {
+        let mut kv = HashMap::new();
+        for (name, config) in &self.config.kv {
+            let store = match config {
+                KvConfig::Memory { max_keys } => KvStore::Memory(MemoryKv::new(*max_keys)),
+                KvConfig::Redis { url, prefix } => {
+                    let prefix = prefix.clone().unwrap_or_else(|| format!("waraka:{name}:"));
+                    KvStore::Redis(RedisKv::new(url, prefix).with_context(|| format!("[kv.{name}]"))?)
+                }
+            };
+            kv.insert(name.clone(), Arc::new(store));
+        }
+        let servers = self
+            .config
+            .dns
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .with_context(|| format!("[dns] servers: {s:?} is not IP or IP:PORT"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dns = Dns::new(DnsSettings {
+            servers,
+            timeout: self.config.dns.timeout,
+        });
+        Ok((kv, dns))
     }
 
     /// Engine settings: pool size, the largest memory cap, the compile cache.
@@ -408,6 +485,33 @@ mod tests {
         assert_eq!(c.smtp.idle_timeout, Duration::from_secs(300));
         assert!(parse_config("[smtp]\nlisten_on = []\n").is_err());
         assert!(parse_config("[plugin_defaults]\non_error = \"explode\"\n").is_err());
+        assert_eq!(c.kv["default"], KvConfig::Memory { max_keys: 100_000 });
+    }
+
+    #[test]
+    fn kv_stores_and_dns_servers_are_checked() {
+        let c = parse_config("[kv.r]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\n").unwrap();
+        assert_eq!(
+            c.kv["r"],
+            KvConfig::Redis {
+                url: "redis://127.0.0.1:1/0".into(),
+                prefix: None
+            }
+        );
+        assert!(
+            parse_config("[kv.r]\nbackend = \"redis\"\n").is_err(),
+            "redis needs a url"
+        );
+        assert!(
+            parse_config("[kv.m]\nbackend = \"memory\"\nurl = \"x\"\n").is_err(),
+            "unknown key"
+        );
+        assert!(parse_config("[kv.m]\nbackend = \"etcd\"\n").is_err());
+        let mut instance = Instance::embedded().unwrap();
+        instance.config.dns.servers = vec!["127.0.0.1:5353".into(), "192.0.2.1".into()];
+        assert!(instance.capability_backends().is_ok());
+        instance.config.dns.servers = vec!["dns.example".into()];
+        assert!(instance.capability_backends().is_err());
     }
 
     #[test]

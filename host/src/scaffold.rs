@@ -20,6 +20,7 @@ const WIT_FILES: &[(&str, &str)] = &[
     ("types.wit", include_str!("../../wit/types.wit")),
     ("hooks.wit", include_str!("../../wit/hooks.wit")),
     ("host.wit", include_str!("../../wit/host.wit")),
+    ("capabilities.wit", include_str!("../../wit/capabilities.wit")),
 ];
 
 fn write(path: &Path, text: &str) -> Result<()> {

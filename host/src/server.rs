@@ -1,7 +1,7 @@
 //! The TCP side: listeners, one task per connection feeding the session,
 //! idle timeouts, and a graceful stop on SIGINT/SIGTERM.
 
-use crate::capabilities::{ConfigFiles, NoteStore};
+use crate::capabilities::ConfigFiles;
 use crate::config::Instance;
 use crate::plugins::{Chain, Registry, Runtime, Services};
 use crate::reload;
@@ -10,7 +10,7 @@ use crate::tls::Tls;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -91,9 +91,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
     let specs = instance.plugin_specs()?;
     let names = specs.iter().map(|s| s.name.clone()).collect();
+    let (kv, dns) = instance.capability_backends()?;
     let services = Services {
-        server_notes: Mutex::new(NoteStore::new(Default::default())),
-        config: ConfigFiles::new(instance.config_source.clone(), names),
+        kv,
+        dns: Arc::new(dns),
+        ..Services::with_config(ConfigFiles::new(instance.config_source.clone(), names))
     };
     let runtime = Runtime::new(instance.runtime_settings(&specs), services)?;
     let registry = Arc::new(Registry::new(runtime));

@@ -48,7 +48,7 @@ impl Status {
                 fuel: p.limits.fuel,
                 memory: p.limits.memory,
                 on_error: format!("{:?}", p.limits.on_error).to_lowercase(),
-                grants: p.grants.clone(),
+                grants: p.grants.to_vec(),
             })
             .collect();
         Status {

@@ -8,6 +8,7 @@ the ports come from the log. Every log line is kept for assertions.
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -76,3 +77,69 @@ class Waraka:
 
     def maildir(self):
         return sorted(p for p in (self.dir / "maildir").rglob("*") if p.is_file())
+
+
+def free_port():
+    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    import socket
+
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+
+
+def wait_for_port(port, proc, what, timeout=15):
+    """Waits until something accepts TCP connections on `port` (or `proc` dies)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
+class Service:
+    """A helper server (DNS, Redis, ...) run in the foreground on a free port."""
+
+    def __init__(self, what, args_for_port):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        self.proc = subprocess.Popen(args_for_port(self.port, self.tmp.name), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc, what)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        self.tmp.cleanup()
+
+
+def dnsmasq(records):
+    """dnsmasq answering only `records` (its command-line options, e.g.
+    `--mx-host=d,mx.d,10`) on UDP and TCP, with no upstream servers."""
+    return Service("dnsmasq", lambda port, tmp: [
+        shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+        f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", f"--pid-file={tmp}/pid",
+        *(["--user=root"] if os.geteuid() == 0 else []), *records,
+    ])
+
+
+def redis():
+    """A throw-away redis-server with no persistence."""
+    return Service("redis-server", lambda port, tmp: [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp,
+    ])

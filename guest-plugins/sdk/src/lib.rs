@@ -46,7 +46,7 @@ mod verdict;
 pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
-pub use bindings::waraka::plugin::{config, envelope, log, message, notes, session};
+pub use bindings::waraka::plugin::{config, dns, envelope, kv, log, message, notes, session};
 pub use hook::Hook;
 
 /// A Waraka plugin. Every hook defaults to `cont` (or to nothing, for

@@ -1,8 +1,13 @@
-//! Host bindings generated from `wit/` (the `plugin` world).
+//! Host bindings generated from `wit/` (the `plugin` world). Capability
+//! imports that wait on the network are async.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
+    imports: {
+        "waraka:plugin/kv": async,
+        "waraka:plugin/dns": async,
+    },
     exports: { default: async },
 });
 

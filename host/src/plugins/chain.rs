@@ -115,7 +115,7 @@ impl Chain {
 
     async fn instantiate(runtime: Runtime, conn: SharedConnection, plugin: &LoadedPlugin) -> Result<Live, Fault> {
         let mut store = runtime
-            .new_store(&plugin.name, &plugin.limits, &plugin.dirs, Some(conn))
+            .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, Some(conn))
             .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
         arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
         let outcome = tokio::time::timeout(plugin.limits.timeout, plugin.pre.instantiate_async(&mut store)).await;

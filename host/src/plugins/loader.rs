@@ -50,7 +50,7 @@ pub struct LoadedPlugin {
     pub unknown_hooks: Vec<String>,
     pub limits: PluginLimits,
     pub dirs: Vec<DirGrant>,
-    pub grants: Vec<String>,
+    pub grants: Arc<[String]>,
     /// SHA-256 of the component bytes.
     pub hash: String,
     pub source: String,
@@ -95,7 +95,7 @@ impl LoadedPlugin {
             unknown_hooks: self.unknown_hooks.clone(),
             limits: spec.limits,
             dirs: spec.dirs.clone(),
-            grants: spec.grants.clone(),
+            grants: spec.grants.as_slice().into(),
             hash: self.hash.clone(),
             source: self.source.clone(),
             compile_ms: 0,
@@ -106,7 +106,7 @@ impl LoadedPlugin {
 
     /// Whether `spec` asks for exactly the settings this plugin runs with.
     pub fn same_settings(&self, spec: &PluginSpec) -> bool {
-        self.limits == spec.limits && self.dirs == spec.dirs && self.grants == spec.grants
+        self.limits == spec.limits && self.dirs == spec.dirs && *self.grants == *spec.grants
     }
 }
 
@@ -150,7 +150,7 @@ impl Runtime {
             .context("the component does not export the waraka:plugin hooks")?;
 
         let name: Arc<str> = spec.name.as_str().into();
-        let mut store = self.new_store(&name, &spec.limits, &spec.dirs, None)?;
+        let mut store = self.new_store(&name, &spec.limits, &spec.dirs, &spec.grants.as_slice().into(), None)?;
         arm(&mut store, &spec.limits)?;
         let info = classify(
             tokio::time::timeout(spec.limits.timeout, async {
@@ -178,7 +178,7 @@ impl Runtime {
             unknown_hooks,
             limits: spec.limits,
             dirs: spec.dirs,
-            grants: spec.grants,
+            grants: spec.grants.into(),
             hash,
             source,
             compile_ms,

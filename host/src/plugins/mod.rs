@@ -4,6 +4,7 @@
 //! capabilities.
 
 mod bindings;
+mod capability_imports;
 mod chain;
 mod imports;
 mod limits;

@@ -4,9 +4,10 @@ use super::bindings::Plugin;
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, StoreState};
-use crate::capabilities::{ConfigFiles, NoteStore};
+use crate::capabilities::{ConfigFiles, Dns, KvStore, NoteStore};
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,22 @@ impl Default for RuntimeSettings {
 pub struct Services {
     pub server_notes: Mutex<NoteStore>,
     pub config: ConfigFiles,
+    /// Key/value stores by name (`kv:NAME` grants).
+    pub kv: HashMap<String, Arc<KvStore>>,
+    /// The resolver (`dns` grant).
+    pub dns: Arc<Dns>,
+}
+
+impl Services {
+    /// Services with only plugin config files (no key/value stores, the system resolver).
+    pub fn with_config(config: ConfigFiles) -> Services {
+        Services {
+            server_notes: Mutex::new(NoteStore::new(Default::default())),
+            config,
+            kv: HashMap::new(),
+            dns: Arc::new(Dns::new(Default::default())),
+        }
+    }
 }
 
 /// The engine with its pooling allocator, the linker with every host import,
@@ -144,6 +161,7 @@ impl Runtime {
         plugin: &Arc<str>,
         limits: &PluginLimits,
         dirs: &[DirGrant],
+        grants: &Arc<[String]>,
         conn: Option<SharedConnection>,
     ) -> Result<Store<StoreState>> {
         let output = GuestOutput {
@@ -169,6 +187,7 @@ impl Runtime {
             deadline: Instant::now() + limits.timeout,
             host: HostContext {
                 plugin: plugin.clone(),
+                grants: grants.clone(),
                 conn,
                 services: self.services.clone(),
             },

@@ -14,10 +14,12 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// What host imports can reach: the plugin's identity, its connection (none
-/// while it is loaded) and the shared services.
+/// What host imports can reach: the plugin's identity and grants, its
+/// connection (none while it is loaded) and the shared services.
 pub struct HostContext {
     pub plugin: Arc<str>,
+    /// Capability grants from `waraka.toml` (`dns`, `kv:NAME`, ...).
+    pub grants: Arc<[String]>,
     pub conn: Option<SharedConnection>,
     pub services: Arc<Services>,
 }

@@ -1,0 +1,192 @@
+//! DNS lookups through hickory-resolver: the system's resolvers
+//! (`/etc/resolv.conf`) or the servers configured in `[dns]`.
+
+use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Why a lookup failed (a missing name or record is not a failure).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DnsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Resolver settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Name servers to ask (UDP, then TCP); empty: the system's.
+    pub servers: Vec<SocketAddr>,
+    /// How long one query may take before the next attempt.
+    pub timeout: Option<Duration>,
+}
+
+/// A mail exchanger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MxHost {
+    pub preference: u16,
+    /// Without the final dot; empty for a null MX.
+    pub exchange: String,
+}
+
+/// The resolver, built on first use so a machine without `/etc/resolv.conf`
+/// still starts (its lookups fail instead).
+pub struct Dns {
+    settings: DnsSettings,
+    resolver: OnceCell<Result<TokioResolver, String>>,
+}
+
+fn name_text(name: &Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_string()
+}
+
+impl Dns {
+    /// A resolver with these settings.
+    pub fn new(settings: DnsSettings) -> Dns {
+        Dns {
+            settings,
+            resolver: OnceCell::new(),
+        }
+    }
+
+    fn build(&self) -> Result<TokioResolver, String> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if self.settings.servers.is_empty() {
+            Resolver::builder(provider).map_err(|e| format!("system resolver configuration: {e}"))?
+        } else {
+            let servers = self
+                .settings
+                .servers
+                .iter()
+                .map(|addr| {
+                    let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                        .into_iter()
+                        .map(|mut c| {
+                            c.port = addr.port();
+                            c
+                        })
+                        .collect();
+                    NameServerConfig::new(addr.ip(), true, connections)
+                })
+                .collect();
+            Resolver::builder_with_config(ResolverConfig::from_parts(None, Vec::new(), servers), provider)
+        };
+        let options = builder.options_mut();
+        options.use_hosts_file = ResolveHosts::Never;
+        options.attempts = 2;
+        if let Some(timeout) = self.settings.timeout {
+            options.timeout = timeout;
+        }
+        builder.build().map_err(|e| format!("building the resolver: {e}"))
+    }
+
+    async fn resolver(&self) -> Result<&TokioResolver, DnsError> {
+        self.resolver
+            .get_or_init(|| async { self.build() })
+            .await
+            .as_ref()
+            .map_err(|e| DnsError::Backend(e.clone()))
+    }
+
+    /// The records of `rtype` for `name`, as hickory answers them; empty when
+    /// the name or the record does not exist.
+    async fn records(&self, name: Name, rtype: RecordType) -> Result<Vec<RData>, DnsError> {
+        let resolver = self.resolver().await?;
+        match resolver.lookup(name, rtype).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter(|r| r.record_type() == rtype)
+                .map(|r| r.data.clone())
+                .collect()),
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn fqdn(name: &str) -> Result<Name, DnsError> {
+        let name = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
+        Name::from_utf8(&name).map_err(|e| DnsError::Invalid(format!("{name:?}: {e}")))
+    }
+
+    /// The IPv4 (`RecordType::A`) or IPv6 (`AAAA`) addresses of `name`.
+    pub async fn addresses(&self, name: &str, rtype: RecordType) -> Result<Vec<IpAddr>, DnsError> {
+        let records = self.records(Self::fqdn(name)?, rtype).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The mail exchangers of `name`, lowest preference first.
+    pub async fn mx(&self, name: &str) -> Result<Vec<MxHost>, DnsError> {
+        let mut hosts: Vec<MxHost> = self
+            .records(Self::fqdn(name)?, RecordType::MX)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::MX(mx) => Some(MxHost {
+                    preference: mx.preference,
+                    exchange: name_text(&mx.exchange),
+                }),
+                _ => None,
+            })
+            .collect();
+        hosts.sort_by_key(|h| h.preference);
+        Ok(hosts)
+    }
+
+    /// The TXT records of `name`, each record's strings joined.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        Ok(self
+            .records(Self::fqdn(name)?, RecordType::TXT)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The names of `ip` (reverse lookup).
+    pub async fn ptr(&self, ip: &str) -> Result<Vec<String>, DnsError> {
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| DnsError::Invalid(format!("{ip:?} is not an IP address")))?;
+        Ok(self
+            .records(Name::from(ip), RecordType::PTR)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::PTR(name) => Some(name_text(&name.0)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn backend(e: NetError) -> DnsError {
+    DnsError::Backend(format!("dns: {e}"))
+}
