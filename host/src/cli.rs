@@ -231,10 +231,10 @@ async fn check(file: &Path) -> Result<()> {
     };
     let runtime = crate::plugins::Runtime::new(
         instance.runtime_settings(std::slice::from_ref(&spec)),
-        crate::plugins::Services::with_config(crate::capabilities::ConfigFiles::new(
-            instance.config_source.clone(),
-            vec![name],
-        )),
+        crate::plugins::Services::new(
+            crate::capabilities::ConfigFiles::new(instance.config_source.clone(), vec![name]),
+            Default::default(),
+        ),
     )?;
     let plugin = runtime
         .load(spec)

@@ -2,11 +2,15 @@
 //! `config/` — or the embedded default instance when no directory is given.
 
 use crate::capabilities::config_files::ConfigSource;
-use crate::capabilities::{Dns, DnsSettings, KvStore, MemoryKv, NoteLimits, RedisKv};
+use crate::capabilities::{
+    BlobStore, Database, DirStore, Dns, DnsSettings, KvStore, MemoryKv, NoteLimits, PgDatabase, PgSettings, RedisKv,
+    S3Settings, S3Store, SqliteDatabase,
+};
+use crate::plugins::Backends;
 use crate::plugins::{DirGrant, OnError, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::protocol::BareNewlines;
 use crate::session::{EarlyTalker, Role, SessionSettings, SpoolSettings};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +57,63 @@ pub struct InstanceConfig {
     /// The resolver behind the `dns` grant.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Named blob stores that `blobstore:NAME` grants give to plugins.
+    #[serde(default)]
+    pub blobstore: BTreeMap<String, BlobstoreConfig>,
+    /// Named databases that `sql:NAME` grants give to plugins.
+    #[serde(default)]
+    pub sql: BTreeMap<String, SqlConfig>,
+}
+
+/// `[blobstore.NAME]`: where a blob store keeps its objects.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BlobstoreConfig {
+    /// Files under a directory (relative to the instance directory).
+    Dir { path: PathBuf },
+    /// An S3 bucket (AWS or any S3-compatible server).
+    S3 {
+        bucket: String,
+        region: Option<String>,
+        endpoint: Option<String>,
+        #[serde(default)]
+        path_style: bool,
+        #[serde(default)]
+        prefix: String,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+    },
+}
+
+/// `[sql.NAME]`: a database that `sql:NAME` grants give to plugins.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SqlConfig {
+    /// A PostgreSQL server, through a connection pool.
+    Postgres {
+        /// `postgres://user:password@host:port/db` or `host=… user=… dbname=…`.
+        url: String,
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+        #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+        idle_timeout: Duration,
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        connect_timeout: Duration,
+    },
+    /// An SQLite file in this process (relative to the instance directory).
+    Sqlite { path: PathBuf },
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[kv.NAME]`: where a key/value store lives.
@@ -368,13 +429,15 @@ impl Instance {
                         guest: format!("/{dir}"),
                     });
                 }
-                Some(("kv", store)) => {
-                    if !self.config.kv.contains_key(store) {
-                        bail!("plugin {name}: grant {grant:?} names no [kv.{store}]");
+                Some((kind @ ("kv" | "blobstore" | "sql"), backend)) => {
+                    if !self.has_backend(kind, backend) {
+                        bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
                 }
                 None if grant == "dns" => {}
-                _ => bail!("plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, dns)"),
+                _ => bail!(
+                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns)"
+                ),
             }
         }
         Ok(PluginSpec {
@@ -386,9 +449,19 @@ impl Instance {
         })
     }
 
+    /// Whether `[KIND.NAME]` is configured (for `KIND:NAME` grants).
+    fn has_backend(&self, kind: &str, name: &str) -> bool {
+        match kind {
+            "kv" => self.config.kv.contains_key(name),
+            "blobstore" => self.config.blobstore.contains_key(name),
+            "sql" => self.config.sql.contains_key(name),
+            _ => false,
+        }
+    }
+
     /// The capability backends: key/value stores and the resolver. Backends
     /// connect on first use, so a server whose Redis is down still starts.
-    pub fn capability_backends(&self) -> Result<(HashMap<String, Arc<KvStore>>, Dns)> {
+    pub fn capability_backends(&self) -> Result<Backends> {
         let mut kv = HashMap::new();
         for (name, config) in &self.config.kv {
             let store = match config {
@@ -415,7 +488,61 @@ impl Instance {
             servers,
             timeout: self.config.dns.timeout,
         });
-        Ok((kv, dns))
+        let blobstore = self
+            .config
+            .blobstore
+            .iter()
+            .map(|(name, config)| {
+                let store = match config.clone() {
+                    BlobstoreConfig::Dir { path } => BlobStore::Dir(DirStore::new(self.resolve(&path))),
+                    BlobstoreConfig::S3 {
+                        bucket,
+                        region,
+                        endpoint,
+                        path_style,
+                        prefix,
+                        access_key_id,
+                        secret_access_key,
+                    } => BlobStore::S3(S3Store::new(S3Settings {
+                        bucket,
+                        region,
+                        endpoint,
+                        path_style,
+                        prefix,
+                        access_key_id,
+                        secret_access_key,
+                    })),
+                };
+                (name.clone(), Arc::new(store))
+            })
+            .collect();
+        let mut sql = HashMap::new();
+        for (name, config) in &self.config.sql {
+            let database = match config {
+                SqlConfig::Postgres {
+                    url,
+                    pool_size,
+                    idle_timeout,
+                    connect_timeout,
+                } => Database::Postgres(
+                    PgDatabase::new(&PgSettings {
+                        url: url.clone(),
+                        pool_size: *pool_size,
+                        idle_timeout: *idle_timeout,
+                        connect_timeout: *connect_timeout,
+                    })
+                    .map_err(|e| anyhow!("[sql.{name}] {e}"))?,
+                ),
+                SqlConfig::Sqlite { path } => Database::Sqlite(SqliteDatabase::new(self.resolve(path))),
+            };
+            sql.insert(name.clone(), Arc::new(database));
+        }
+        Ok(Backends {
+            kv,
+            dns: Arc::new(dns),
+            blobstore,
+            sql,
+        })
     }
 
     /// Engine settings: pool size, the largest memory cap, the compile cache.
@@ -510,6 +637,11 @@ mod tests {
         let mut instance = Instance::embedded().unwrap();
         instance.config.dns.servers = vec!["127.0.0.1:5353".into(), "192.0.2.1".into()];
         assert!(instance.capability_backends().is_ok());
+        assert!(
+            parse_config("[blobstore.b]\nbackend = \"s3\"\n").is_err(),
+            "s3 needs a bucket"
+        );
+        assert!(parse_config("[blobstore.b]\nbackend = \"dir\"\npath = \"blobs\"\n").is_ok());
         instance.config.dns.servers = vec!["dns.example".into()];
         assert!(instance.capability_backends().is_err());
     }

@@ -91,12 +91,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
     let specs = instance.plugin_specs()?;
     let names = specs.iter().map(|s| s.name.clone()).collect();
-    let (kv, dns) = instance.capability_backends()?;
-    let services = Services {
-        kv,
-        dns: Arc::new(dns),
-        ..Services::with_config(ConfigFiles::new(instance.config_source.clone(), names))
-    };
+    let services = Services::new(
+        ConfigFiles::new(instance.config_source.clone(), names),
+        instance.capability_backends()?,
+    );
     let runtime = Runtime::new(instance.runtime_settings(&specs), services)?;
     let registry = Arc::new(Registry::new(runtime));
     registry.apply(specs).await;

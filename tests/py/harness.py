@@ -143,3 +143,119 @@ def redis():
     return Service("redis-server", lambda port, tmp: [
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp,
     ])
+
+
+S3_ACCESS_KEY = "waraka-test"
+S3_SECRET_KEY = "waraka-test-secret"
+
+
+class S3:
+    """An S3-compatible server (`s3-test-server`: s3s-fs, checking SigV4
+    signatures) on a free port, keeping objects as files under `root`
+    (`root/BUCKET/KEY`). `stop()` and `start()` keep the objects."""
+
+    def __init__(self, buckets=("mail",)):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = pathlib.Path(self.tmp.name) / "root"
+        self.log_path = pathlib.Path(self.tmp.name) / "requests.log"
+        for bucket in buckets:
+            (self.root / bucket).mkdir(parents=True)
+        self.port = free_port()
+        self.proc = None
+        self.start()
+
+    def start(self):
+        binary = TARGET / "debug/s3-test-server"
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen([str(binary), str(self.port), str(self.root), S3_ACCESS_KEY, S3_SECRET_KEY],
+                                         stdout=log, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc, "s3-test-server")
+
+    def requests(self):
+        """Every request so far, as `METHOD PATH?QUERY[ copy]` lines."""
+        return [line for line in self.log_path.read_text().splitlines() if not line.startswith("listening")]
+
+    def toml(self, name="mail", bucket="mail", secret=S3_SECRET_KEY):
+        """The `[blobstore.NAME]` table for this server."""
+        return (f'\n[blobstore.{name}]\nbackend = "s3"\nbucket = "{bucket}"\nregion = "us-east-1"\n'
+                f'endpoint = "http://127.0.0.1:{self.port}"\npath_style = true\n'
+                f'access_key_id = "{S3_ACCESS_KEY}"\nsecret_access_key = "{secret}"\n')
+
+    def objects(self, bucket="mail"):
+        """`{key: bytes}` of every object in `bucket`."""
+        base = self.root / bucket
+        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*"))
+                if p.is_file() and not p.name.startswith(".") and ".s3s" not in p.parts}
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+
+    def close(self):
+        self.stop()
+        self.tmp.cleanup()
+
+
+PG_BIN = next(iter(sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+_PG_TEMPLATE = None
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on a free port (`initdb` once per test
+    run into a template that each instance copies; as the `postgres` user when
+    run as root, since initdb refuses root). `stop()`/`start()` keep the data."""
+
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="waraka-pg-")
+        self.dir = pathlib.Path(self.tmp.name)
+        shutil.copytree(self._template(), self.dir / "data", symlinks=True)
+        self._own(self.dir)
+        self.port = free_port()
+        self.start()
+
+    @staticmethod
+    def _as_owner(args):
+        return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+    @staticmethod
+    def _own(path):
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
+
+    @classmethod
+    def _template(cls):
+        global _PG_TEMPLATE
+        if _PG_TEMPLATE is None:
+            _PG_TEMPLATE = tempfile.TemporaryDirectory(prefix="waraka-pg-template-")
+            base = pathlib.Path(_PG_TEMPLATE.name)
+            cls._own(base)
+            subprocess.run(cls._as_owner([str(PG_BIN / "initdb"), "-D", str(base / "data"), "-U", "postgres",
+                                          "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
+                           check=True, capture_output=True)
+        return pathlib.Path(_PG_TEMPLATE.name) / "data"
+
+    def start(self):
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off")
+        subprocess.run(self._as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-l",
+                                       str(self.dir / "pg.log"), "-w", "-o", options, "start"]),
+                       check=True, capture_output=True)
+
+    def stop(self):
+        subprocess.run(self._as_owner([str(PG_BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w",
+                                       "stop"]), capture_output=True)
+
+    @property
+    def url(self):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def psql(self, sql):
+        """Runs `sql` with psql; returns the rows as lists of strings."""
+        out = subprocess.run(["psql", self.url, "-X", "-q", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1",
+                              "-c", sql], check=True, capture_output=True, text=True).stdout
+        return [line.split("|") for line in out.splitlines() if line]
+
+    def close(self):
+        self.stop()
+        self.tmp.cleanup()

@@ -150,9 +150,28 @@ class UngrantedTest(unittest.TestCase):
         try:
             for line in ["XKV GET default k", "XKV SET default k v", "XKV INCR default k 1", "XKV DEL default k",
                          "XDNS A example.com", "XDNS AAAA example.com", "XDNS MX example.com",
-                         "XDNS TXT example.com", "XDNS PTR 127.0.0.1"]:
+                         "XDNS TXT example.com", "XDNS PTR 127.0.0.1",
+                         "XBLOB PUT mail k v", "XBLOB GET mail k", "XBLOB EXISTS mail k", "XBLOB DEL mail k",
+                         "XBLOB COPY mail k k2", "XBLOB PUTMSG mail k",
+                         "XSQL QUERY users SELECT 1", "XSQL EXEC users CREATE TABLE t (x INT)"]:
                 with self.subTest(line=line):
                     self.assertEqual(probe(line), (451, "error: Error::NotGranted"))
+        finally:
+            probe.close()
+            server.stop()
+
+    def test_a_grant_names_one_backend_not_its_neighbours(self):
+        server = Waraka(["rcpt_to.in_host_list"], setup=with_probe(["sql:mail", "blobstore:mail"]))
+        probe = Client(server)
+        try:
+            self.assertEqual(probe("XSQL QUERY mail SELECT 40 + 2"), (250, "42"))
+            self.assertEqual(probe("XSQL QUERY users SELECT 1"), (451, "error: Error::NotGranted"))
+            self.assertEqual(probe("XBLOB PUT mail k v"), (250, "stored"))
+            self.assertEqual(probe("XBLOB GET mail k"), (250, "v"))
+            self.assertEqual((server.dir / "blobs/k").read_bytes(), b"v")
+            code, text = probe("XBLOB PUTMSG mail k")
+            self.assertEqual(code, 451)
+            self.assertIn("Invalid", text, "no message outside a transaction")
         finally:
             probe.close()
             server.stop()

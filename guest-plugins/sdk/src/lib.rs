@@ -25,7 +25,8 @@
 //! ```
 //!
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
-//! [`session`], [`envelope`] and [`message`].
+//! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
+//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`] and [`sql`].
 
 #[doc(hidden)]
 pub mod bindings {
@@ -46,7 +47,7 @@ mod verdict;
 pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
-pub use bindings::waraka::plugin::{config, dns, envelope, kv, log, message, notes, session};
+pub use bindings::waraka::plugin::{blobstore, config, dns, envelope, kv, log, message, notes, session, sql};
 pub use hook::Hook;
 
 /// A Waraka plugin. Every hook defaults to `cont` (or to nothing, for
@@ -234,6 +235,16 @@ pub fn setting(name: &str, key: &str) -> Option<String> {
         .filter_map(|line| line.split_once('='))
         .find(|(k, _)| k.trim() == key)
         .map(|(_, v)| v.trim().to_string())
+}
+
+/// A yes/no setting (`true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`,
+/// case-insensitive); `default` when missing or not one of those.
+pub fn setting_bool(name: &str, key: &str, default: bool) -> bool {
+    match setting(name, key).map(|v| v.to_ascii_lowercase()).as_deref() {
+        Some("true" | "yes" | "on" | "1") => true,
+        Some("false" | "no" | "off" | "0") => false,
+        _ => default,
+    }
 }
 
 /// Logs a formatted line at info level: `info!("saw {}", x)`.

@@ -48,6 +48,13 @@ fn name_text(name: &Name) -> String {
     name.to_ascii().trim_end_matches('.').to_string()
 }
 
+impl Default for Dns {
+    /// The system's resolvers.
+    fn default() -> Dns {
+        Dns::new(DnsSettings::default())
+    }
+}
+
 impl Dns {
     /// A resolver with these settings.
     pub fn new(settings: DnsSettings) -> Dns {

@@ -2,12 +2,16 @@
 //! of SMTP or WebAssembly: the plugin runtime binds them to the WIT and
 //! checks grants.
 
+pub mod blobstore;
 pub mod config_files;
 pub mod dns;
 pub mod kv;
 pub mod notes;
+pub mod sql;
 
+pub use blobstore::{BlobError, BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
 pub use dns::{Dns, DnsError, DnsSettings, MxHost};
 pub use kv::{KvError, KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};
+pub use sql::{Database, PgDatabase, PgSettings, SqlError, SqlRows, SqlValue, SqliteDatabase};

@@ -7,6 +7,8 @@ wasmtime::component::bindgen!({
     imports: {
         "waraka:plugin/kv": async,
         "waraka:plugin/dns": async,
+        "waraka:plugin/blobstore": async,
+        "waraka:plugin/sql": async,
     },
     exports: { default: async },
 });

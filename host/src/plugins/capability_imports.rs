@@ -1,14 +1,19 @@
-//! The host side of the granted capabilities (`kv`, `dns`): every call checks
+//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`, `sql`): every call checks
 //! the plugin's grants first (`not-granted` otherwise, never a trap) and is
 //! cut off at the plugin's deadline (`timeout`), so a slow backend costs the
 //! calling plugin its own time budget and nothing more.
 
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{dns, kv};
+use super::bindings::waraka::plugin::{blobstore, dns, kv, sql};
 use super::store::StoreState;
-use crate::capabilities::{DnsError, KvError, KvStore};
+use crate::capabilities::{
+    BlobError, BlobSource, BlobStore, Database, DnsError, KvError, KvStore, SqlError, SqlRows, SqlValue,
+};
+use flate2::Compression;
+use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl From<KvError> for Error {
@@ -17,6 +22,55 @@ impl From<KvError> for Error {
             KvError::Invalid(m) => Error::Invalid(m),
             KvError::Limit(m) => Error::Limit(m),
             KvError::Backend(m) => Error::Backend(m),
+        }
+    }
+}
+
+impl From<BlobError> for Error {
+    fn from(e: BlobError) -> Error {
+        match e {
+            BlobError::Invalid(m) => Error::Invalid(m),
+            BlobError::Limit(m) => Error::Limit(m),
+            BlobError::Backend(m) => Error::Backend(m),
+        }
+    }
+}
+
+impl From<SqlError> for Error {
+    fn from(e: SqlError) -> Error {
+        match e {
+            SqlError::Invalid(m) => Error::Invalid(m),
+            SqlError::Limit(m) => Error::Limit(m),
+            SqlError::Backend(m) => Error::Backend(m),
+            SqlError::Timeout => Error::Timeout,
+        }
+    }
+}
+
+impl From<sql::Value> for SqlValue {
+    fn from(v: sql::Value) -> SqlValue {
+        match v {
+            sql::Value::Null => SqlValue::Null,
+            sql::Value::Boolean(b) => SqlValue::Bool(b),
+            sql::Value::Int(i) => SqlValue::Int(i),
+            sql::Value::Float(f) => SqlValue::Float(f),
+            sql::Value::Text(t) => SqlValue::Text(t),
+            sql::Value::Bytes(b) => SqlValue::Bytes(b),
+            sql::Value::Timestamp(t) => SqlValue::Timestamp(t),
+        }
+    }
+}
+
+impl From<SqlValue> for sql::Value {
+    fn from(v: SqlValue) -> sql::Value {
+        match v {
+            SqlValue::Null => sql::Value::Null,
+            SqlValue::Bool(b) => sql::Value::Boolean(b),
+            SqlValue::Int(i) => sql::Value::Int(i),
+            SqlValue::Float(f) => sql::Value::Float(f),
+            SqlValue::Text(t) => sql::Value::Text(t),
+            SqlValue::Bytes(b) => sql::Value::Bytes(b),
+            SqlValue::Timestamp(t) => sql::Value::Timestamp(t),
         }
     }
 }
@@ -37,11 +91,45 @@ impl StoreState {
     }
 
     /// The key/value store `name`, when granted.
-    fn kv_store(&self, name: &str) -> Result<std::sync::Arc<KvStore>, Error> {
+    fn kv_store(&self, name: &str) -> Result<Arc<KvStore>, Error> {
         if !self.granted(&format!("kv:{name}")) {
             return Err(Error::NotGranted);
         }
-        self.host.services.kv.get(name).cloned().ok_or(Error::NotGranted)
+        self.host
+            .services
+            .backends
+            .kv
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotGranted)
+    }
+
+    /// The blob store `name`, when granted.
+    fn blob_store(&self, name: &str) -> Result<Arc<BlobStore>, Error> {
+        if !self.granted(&format!("blobstore:{name}")) {
+            return Err(Error::NotGranted);
+        }
+        self.host
+            .services
+            .backends
+            .blobstore
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotGranted)
+    }
+
+    /// The database `name`, when granted.
+    fn database(&self, name: &str) -> Result<Arc<Database>, Error> {
+        if !self.granted(&format!("sql:{name}")) {
+            return Err(Error::NotGranted);
+        }
+        self.host
+            .services
+            .backends
+            .sql
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotGranted)
     }
 
     fn dns_granted(&self) -> Result<(), Error> {
@@ -90,21 +178,21 @@ impl kv::Host for StoreState {
 impl dns::Host for StoreState {
     async fn lookup_a(&mut self, name: String) -> Result<Vec<String>, Error> {
         self.dns_granted()?;
-        let dns = self.host.services.dns.clone();
+        let dns = self.host.services.backends.dns.clone();
         let ips = bounded(self.deadline, dns.addresses(&name, RecordType::A)).await?;
         Ok(ips.iter().map(ToString::to_string).collect())
     }
 
     async fn lookup_aaaa(&mut self, name: String) -> Result<Vec<String>, Error> {
         self.dns_granted()?;
-        let dns = self.host.services.dns.clone();
+        let dns = self.host.services.backends.dns.clone();
         let ips = bounded(self.deadline, dns.addresses(&name, RecordType::AAAA)).await?;
         Ok(ips.iter().map(ToString::to_string).collect())
     }
 
     async fn lookup_mx(&mut self, name: String) -> Result<Vec<dns::MxHost>, Error> {
         self.dns_granted()?;
-        let dns = self.host.services.dns.clone();
+        let dns = self.host.services.backends.dns.clone();
         let hosts = bounded(self.deadline, dns.mx(&name)).await?;
         Ok(hosts
             .into_iter()
@@ -117,13 +205,97 @@ impl dns::Host for StoreState {
 
     async fn lookup_txt(&mut self, name: String) -> Result<Vec<String>, Error> {
         self.dns_granted()?;
-        let dns = self.host.services.dns.clone();
+        let dns = self.host.services.backends.dns.clone();
         bounded(self.deadline, dns.txt(&name)).await
     }
 
     async fn lookup_ptr(&mut self, ip: String) -> Result<Vec<String>, Error> {
         self.dns_granted()?;
-        let dns = self.host.services.dns.clone();
+        let dns = self.host.services.backends.dns.clone();
         bounded(self.deadline, dns.ptr(&ip)).await
+    }
+}
+
+/// Largest object `blobstore.get` hands to a plugin.
+const MAX_BLOB_GET: usize = 16 * 1024 * 1024;
+
+impl blobstore::Host for StoreState {
+    async fn put(&mut self, store: String, key: String, data: Vec<u8>) -> Result<(), Error> {
+        let blobs = self.blob_store(&store)?;
+        super::trace_guest_bytes("blobstore.put", data.len());
+        bounded(self.deadline, blobs.put(&key, Box::new(std::io::Cursor::new(data))))
+            .await
+            .map(drop)
+    }
+
+    async fn put_message(&mut self, store: String, key: String, gzip: bool) -> Result<u64, Error> {
+        let blobs = self.blob_store(&store)?;
+        let no_message = || Error::Invalid("there is no message yet (put-message works from data-post on)".into());
+        let conn = self.host.conn.as_ref().ok_or_else(no_message)?;
+        let reader = conn
+            .lock()
+            .transaction
+            .as_ref()
+            .and_then(|tx| tx.message.as_ref())
+            .map(|m| m.reader())
+            .ok_or_else(no_message)?;
+        let source: BlobSource = if gzip {
+            Box::new(GzEncoder::new(reader, Compression::default()))
+        } else {
+            Box::new(reader)
+        };
+        bounded(self.deadline, blobs.put(&key, source)).await
+    }
+
+    async fn copy(&mut self, store: String, source: String, key: String) -> Result<(), Error> {
+        let blobs = self.blob_store(&store)?;
+        bounded(self.deadline, blobs.copy(&source, &key)).await
+    }
+
+    async fn get(&mut self, store: String, key: String) -> Result<Option<Vec<u8>>, Error> {
+        let blobs = self.blob_store(&store)?;
+        let object = bounded(self.deadline, blobs.get(&key, MAX_BLOB_GET)).await?;
+        super::trace_guest_bytes("blobstore.get", object.as_ref().map_or(0, Vec::len));
+        Ok(object)
+    }
+
+    async fn exists(&mut self, store: String, key: String) -> Result<bool, Error> {
+        let blobs = self.blob_store(&store)?;
+        bounded(self.deadline, blobs.exists(&key)).await
+    }
+
+    async fn delete(&mut self, store: String, key: String) -> Result<(), Error> {
+        let blobs = self.blob_store(&store)?;
+        bounded(self.deadline, blobs.delete(&key)).await
+    }
+}
+
+impl sql::Host for StoreState {
+    async fn query(&mut self, db: String, statement: String, params: Vec<sql::Value>) -> Result<sql::Rows, Error> {
+        let database = self.database(&db)?;
+        let params = params.into_iter().map(SqlValue::from).collect();
+        let SqlRows { columns, rows } = database.query(&statement, params, self.deadline).await?;
+        Ok(sql::Rows {
+            columns,
+            rows: rows
+                .into_iter()
+                .map(|row| row.into_iter().map(sql::Value::from).collect())
+                .collect(),
+        })
+    }
+
+    async fn execute(&mut self, db: String, statement: String, params: Vec<sql::Value>) -> Result<u64, Error> {
+        let database = self.database(&db)?;
+        let params = params.into_iter().map(SqlValue::from).collect();
+        Ok(database.execute(&statement, params, self.deadline).await?)
+    }
+
+    async fn transaction(&mut self, db: String, statements: Vec<(String, Vec<sql::Value>)>) -> Result<Vec<u64>, Error> {
+        let database = self.database(&db)?;
+        let statements = statements
+            .into_iter()
+            .map(|(sql, params)| (sql, params.into_iter().map(SqlValue::from).collect()))
+            .collect();
+        Ok(database.transaction(statements, self.deadline).await?)
     }
 }

@@ -293,10 +293,12 @@ impl message::Host for StoreState {
     }
 
     fn read(&mut self, offset: u64, max: u32) -> Result<Vec<u8>, Error> {
-        self.with_message(Ok(Vec::new()), |m| {
+        let chunk = self.with_message(Ok(Vec::new()), |m| {
             m.read(offset, max.min(MAX_READ) as usize)
                 .map_err(|e| Error::Backend(e.to_string()))
-        })
+        })?;
+        crate::plugins::trace_guest_bytes("message.read", chunk.len());
+        Ok(chunk)
     }
 
     fn headers(&mut self) -> Vec<(String, String)> {

@@ -17,4 +17,11 @@ pub use chain::Chain;
 pub use limits::{OnError, PluginLimits};
 pub use loader::{DirGrant, LoadedPlugin, PluginSet, PluginSource, PluginSpec};
 pub use registry::{Registry, Rejection, ReloadSummary};
-pub use runtime::{Runtime, RuntimeSettings, Services};
+pub use runtime::{Backends, Runtime, RuntimeSettings, Services};
+
+/// Records bytes that crossed between host and guest memory (target
+/// `waraka::guest_bytes`, level trace), so a benchmark can add them up with
+/// `RUST_LOG=waraka::guest_bytes=trace` at no cost otherwise.
+fn trace_guest_bytes(call: &'static str, bytes: usize) {
+    tracing::trace!(target: "waraka::guest_bytes", call, bytes);
+}

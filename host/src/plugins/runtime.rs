@@ -4,7 +4,7 @@ use super::bindings::Plugin;
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, StoreState};
-use crate::capabilities::{ConfigFiles, Dns, KvStore, NoteStore};
+use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, KvStore, NoteStore};
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -37,24 +37,33 @@ impl Default for RuntimeSettings {
     }
 }
 
-/// Services shared by every plugin and connection.
-pub struct Services {
-    pub server_notes: Mutex<NoteStore>,
-    pub config: ConfigFiles,
+/// The capability backends, by grant.
+#[derive(Default)]
+pub struct Backends {
     /// Key/value stores by name (`kv:NAME` grants).
     pub kv: HashMap<String, Arc<KvStore>>,
     /// The resolver (`dns` grant).
     pub dns: Arc<Dns>,
+    /// Blob stores by name (`blobstore:NAME` grants).
+    pub blobstore: HashMap<String, Arc<BlobStore>>,
+    /// Databases by name (`sql:NAME` grants).
+    pub sql: HashMap<String, Arc<Database>>,
+}
+
+/// Services shared by every plugin and connection.
+pub struct Services {
+    pub server_notes: Mutex<NoteStore>,
+    pub config: ConfigFiles,
+    pub backends: Backends,
 }
 
 impl Services {
-    /// Services with only plugin config files (no key/value stores, the system resolver).
-    pub fn with_config(config: ConfigFiles) -> Services {
+    /// Services over these plugin config files and capability backends.
+    pub fn new(config: ConfigFiles, backends: Backends) -> Services {
         Services {
             server_notes: Mutex::new(NoteStore::new(Default::default())),
             config,
-            kv: HashMap::new(),
-            dns: Arc::new(Dns::new(Default::default())),
+            backends,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where and when message data goes to disk.
 #[derive(Clone, Debug)]
@@ -81,7 +82,7 @@ impl SpoolWriter {
         let (fields, body_start, header_complete) = parse_header(&head);
         let header_too_large = !header_complete && self.len as usize > max_header;
         Ok(Message {
-            storage,
+            storage: Arc::new(storage),
             len: self.len,
             fields,
             body_start,
@@ -178,7 +179,7 @@ fn parse_header(head: &[u8]) -> (Vec<Field>, u64, bool) {
 
 /// A complete message with the header edits plugins made.
 pub struct Message {
-    storage: Storage,
+    storage: Arc<Storage>,
     len: u64,
     fields: Vec<Field>,
     body_start: u64,
@@ -186,6 +187,33 @@ pub struct Message {
     added: Vec<Field>,
     /// The header did not end within the size limit.
     pub header_too_large: bool,
+}
+
+/// The message as it will be queued, read from the start (see [`Message::reader`]).
+pub struct MessageReader {
+    header: Vec<u8>,
+    storage: Arc<Storage>,
+    body_start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl io::Read for MessageReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let header_len = self.header.len() as u64;
+        let n = if self.pos < header_len {
+            let rest = &self.header[self.pos as usize..];
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            n
+        } else {
+            let offset = self.body_start + (self.pos - header_len);
+            let n = buf.len().min(self.len.saturating_sub(offset) as usize);
+            self.storage.read_at(&mut buf[..n], offset)?
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Why a header edit was refused.
@@ -245,6 +273,18 @@ impl Message {
             }
         }
         Ok(out)
+    }
+
+    /// A reader over the message as it will be queued, as it is now. It
+    /// shares the spooled body, so it outlives neither a lock nor a copy.
+    pub fn reader(&self) -> MessageReader {
+        MessageReader {
+            header: self.header_bytes(),
+            storage: self.storage.clone(),
+            body_start: self.body_start,
+            len: self.len,
+            pos: 0,
+        }
     }
 
     /// Every field as (name, unfolded value), in order.
@@ -352,6 +392,13 @@ mod tests {
         let expected = b"Received: from x\r\n\tby y\r\nTo: a@b,\r\n c@d\r\n\r\nbody\r\n";
         assert_eq!(read_all(&m), expected);
         assert_eq!(m.size(), expected.len() as u64);
+        for threshold in [0, 1 << 20] {
+            let (_dir, mut m) = message(MSG, threshold);
+            m.add_header("Received", "from x").unwrap();
+            let mut streamed = Vec::new();
+            io::Read::read_to_end(&mut m.reader(), &mut streamed).unwrap();
+            assert_eq!(streamed, read_all(&m), "the reader sees the edited message");
+        }
         assert_eq!(m.add_header("X", "a\r\nBcc: evil"), Err(HeaderError::BadValue));
         assert_eq!(m.add_header("X:Y", "a"), Err(HeaderError::BadName));
     }

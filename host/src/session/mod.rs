@@ -9,7 +9,7 @@ mod settings;
 mod tests;
 
 pub use context::{Connection, SharedConnection, TlsInfo, Transaction};
-pub use message::{HeaderError, Message, SpoolSettings, SpoolWriter};
+pub use message::{HeaderError, Message, MessageReader, SpoolSettings, SpoolWriter};
 pub use settings::{EarlyTalker, Role, SessionSettings};
 
 use crate::policy::{AuthAttempt, Decision, Effect, Hook, HookCall, Policy, Verdict, rule};

@@ -1,0 +1,146 @@
+//! `rcpt_to.validity`: accepts a local recipient only when a database says
+//! the address exists — the tutorial's PostgreSQL check, on any `sql`
+//! backend (PostgreSQL, or the embedded SQLite).
+//!
+//! For a recipient in a local domain (`config/host_list`,
+//! `config/host_list_regex`, or domain-less `<postmaster>`) the plugin runs
+//! the configured query with the recipient as parameters: a first row whose
+//! first column is true (or a non-zero number, or non-empty text) accepts
+//! (`ok`); no row or a false one rejects with `550 5.1.1 Invalid email
+//! address`. A database that is down, slow or refusing the query answers
+//! `451 4.3.0`: never accept, never reject for good on a temporary fault.
+//! Recipients in other domains pass on (`cont`) to the relaying rule.
+//! Settings are in `config/rcpt_to.validity.ini`.
+
+use waraka_plugin::sql::{self, Value};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, host_list};
+
+const SETTINGS: &str = "rcpt_to.validity.ini";
+const DEFAULT_QUERY: &str = "SELECT EXISTS(SELECT 1 FROM valid_addresses WHERE address = $1)";
+
+struct Validity;
+
+/// One query parameter, named in the `params` setting.
+#[derive(Debug, PartialEq)]
+enum Param {
+    /// `local@domain`, the domain lower-cased.
+    Address,
+    /// The local part as given.
+    Local,
+    /// The domain, lower-cased.
+    Domain,
+}
+
+/// Reads `params = address, local, domain` (default: `address`).
+fn parse_params(setting: Option<String>) -> Result<Vec<Param>, String> {
+    let Some(text) = setting else {
+        return Ok(vec![Param::Address]);
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p {
+            "address" => Ok(Param::Address),
+            "local" => Ok(Param::Local),
+            "domain" => Ok(Param::Domain),
+            other => Err(format!("unknown parameter {other:?} (address, local or domain)")),
+        })
+        .collect()
+}
+
+fn param_value(param: &Param, recipient: &Address) -> Value {
+    let domain = recipient.domain.to_ascii_lowercase();
+    Value::Text(match param {
+        Param::Address if domain.is_empty() => recipient.local_part.clone(),
+        Param::Address => format!("{}@{domain}", recipient.local_part),
+        Param::Local => recipient.local_part.clone(),
+        Param::Domain => domain,
+    })
+}
+
+/// Whether a query result says "this address exists".
+fn is_valid(rows: &sql::Rows) -> bool {
+    match rows.rows.first().and_then(|row| row.first()) {
+        None | Some(Value::Null) => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(Value::Int(i)) => *i != 0,
+        Some(Value::Float(f)) => *f != 0.0,
+        Some(Value::Text(t)) => {
+            !t.is_empty() && t != "0" && !t.eq_ignore_ascii_case("f") && !t.eq_ignore_ascii_case("false")
+        }
+        Some(Value::Bytes(_) | Value::Timestamp(_)) => true,
+    }
+}
+
+fn temporary_failure(what: &str) -> Verdict {
+    waraka_plugin::error!("{what}");
+    Verdict::denysoft_code(451, "4.3.0", "Recipient check temporarily unavailable, try again later")
+}
+
+fn check(recipient: &Address) -> Result<bool, Error> {
+    let database = waraka_plugin::setting(SETTINGS, "database").unwrap_or_else(|| "users".into());
+    let query = waraka_plugin::setting(SETTINGS, "query").unwrap_or_else(|| DEFAULT_QUERY.into());
+    let params = parse_params(waraka_plugin::setting(SETTINGS, "params")).map_err(Error::Invalid)?;
+    let values = params.iter().map(|p| param_value(p, recipient)).collect::<Vec<_>>();
+    Ok(is_valid(&sql::query(&database, &query, &values)?))
+}
+
+impl Plugin for Validity {
+    const NAME: &'static str = "rcpt_to.validity";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::Rcpt];
+
+    fn rcpt(recipient: Address) -> Verdict {
+        match host_list::is_local_recipient(&recipient) {
+            Ok(true) => {}
+            Ok(false) => return Verdict::Cont,
+            Err(e) => return temporary_failure(&format!("host list unavailable: {e:?}")),
+        }
+        match check(&recipient) {
+            Ok(true) => Verdict::ok(),
+            Ok(false) => {
+                waraka_plugin::info!("unknown recipient {recipient}");
+                Verdict::deny_code(550, "5.1.1", "Invalid email address")
+            }
+            Err(e) => temporary_failure(&format!("checking {recipient} failed: {e:?}")),
+        }
+    }
+}
+
+waraka_plugin::export!(Validity);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_named_and_checked() {
+        assert_eq!(parse_params(None), Ok(vec![Param::Address]));
+        assert_eq!(
+            parse_params(Some("local, domain".into())),
+            Ok(vec![Param::Local, Param::Domain])
+        );
+        assert!(parse_params(Some("address, user".into())).is_err());
+        let bob = Address {
+            local_part: "Bob".into(),
+            domain: "Example.ORG".into(),
+            params: Vec::new(),
+        };
+        assert!(matches!(param_value(&Param::Address, &bob), Value::Text(t) if t == "Bob@example.org"));
+    }
+
+    #[test]
+    fn truthy_first_columns_mean_valid() {
+        let rows = |values: Vec<Vec<Value>>| sql::Rows {
+            columns: vec!["exists".into()],
+            rows: values,
+        };
+        assert!(is_valid(&rows(vec![vec![Value::Boolean(true)]])));
+        assert!(is_valid(&rows(vec![vec![Value::Int(1)]])));
+        assert!(is_valid(&rows(vec![vec![Value::Text("bob@example.org".into())]])));
+        assert!(!is_valid(&rows(vec![vec![Value::Boolean(false)]])));
+        assert!(!is_valid(&rows(vec![vec![Value::Int(0)]])));
+        assert!(!is_valid(&rows(vec![vec![Value::Null]])));
+        assert!(!is_valid(&rows(vec![])));
+    }
+}
