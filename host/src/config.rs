@@ -72,17 +72,7 @@ pub enum BlobstoreConfig {
     /// Files under a directory (relative to the instance directory).
     Dir { path: PathBuf },
     /// An S3 bucket (AWS or any S3-compatible server).
-    S3 {
-        bucket: String,
-        region: Option<String>,
-        endpoint: Option<String>,
-        #[serde(default)]
-        path_style: bool,
-        #[serde(default)]
-        prefix: String,
-        access_key_id: Option<String>,
-        secret_access_key: Option<String>,
-    },
+    S3(S3Settings),
 }
 
 /// `[sql.NAME]`: a database that `sql:NAME` grants give to plugins.
@@ -393,7 +383,9 @@ impl Instance {
             .collect();
         order.extend(rest);
         for name in self.config.plugin.keys() {
-            if !sources.contains_key(name.as_str()) {
+            // The default waraka.toml has tables for core plugins an instance may not install.
+            let core = CORE_PLUGINS.iter().any(|(core, _)| core == name);
+            if !sources.contains_key(name.as_str()) && !core {
                 tracing::warn!(plugin = %name, "[plugin.\"{name}\"] in {CONFIG_FILE} matches no plugin");
             }
         }
@@ -495,23 +487,7 @@ impl Instance {
             .map(|(name, config)| {
                 let store = match config.clone() {
                     BlobstoreConfig::Dir { path } => BlobStore::Dir(DirStore::new(self.resolve(&path))),
-                    BlobstoreConfig::S3 {
-                        bucket,
-                        region,
-                        endpoint,
-                        path_style,
-                        prefix,
-                        access_key_id,
-                        secret_access_key,
-                    } => BlobStore::S3(S3Store::new(S3Settings {
-                        bucket,
-                        region,
-                        endpoint,
-                        path_style,
-                        prefix,
-                        access_key_id,
-                        secret_access_key,
-                    })),
+                    BlobstoreConfig::S3(settings) => BlobStore::S3(S3Store::new(settings)),
                 };
                 (name.clone(), Arc::new(store))
             })
@@ -642,6 +618,23 @@ mod tests {
             "s3 needs a bucket"
         );
         assert!(parse_config("[blobstore.b]\nbackend = \"dir\"\npath = \"blobs\"\n").is_ok());
+        let s3 = parse_config(
+            "[blobstore.b]\nbackend = \"s3\"\nbucket = \"mail\"\nendpoint = \"http://127.0.0.1:9\"\npath_style = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s3.blobstore["b"],
+            BlobstoreConfig::S3(S3Settings {
+                bucket: "mail".into(),
+                endpoint: Some("http://127.0.0.1:9".into()),
+                path_style: true,
+                ..S3Settings::default()
+            })
+        );
+        assert!(
+            parse_config("[blobstore.b]\nbackend = \"s3\"\nbucket = \"m\"\nbukcet = \"typo\"\n").is_err(),
+            "unknown keys are refused"
+        );
         instance.config.dns.servers = vec!["dns.example".into()];
         assert!(instance.capability_backends().is_err());
     }

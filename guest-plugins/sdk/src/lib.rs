@@ -237,6 +237,26 @@ pub fn setting(name: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
+/// Makes `raw` safe as one segment of a file path or object key: `/`, `\`
+/// and control characters become `_`, leading dots are dropped, and an empty
+/// result is `_` (so never `.` or `..`).
+pub fn path_segment(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    match cleaned.trim_start_matches('.') {
+        "" => "_".into(),
+        trimmed => trimmed.to_string(),
+    }
+}
+
 /// A yes/no setting (`true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`,
 /// case-insensitive); `default` when missing or not one of those.
 pub fn setting_bool(name: &str, key: &str, default: bool) -> bool {

@@ -3,6 +3,7 @@
 //! message straight from the spool, gzipped on the way when asked), in
 //! chunks on the blocking pool, so a large message is never held whole.
 
+use super::CapabilityError;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -27,35 +28,24 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// What a put reads from.
 pub type BlobSource = Box<dyn Read + Send>;
 
-/// Why a blob call failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BlobError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Limit(String),
-    #[error("{0}")]
-    Backend(String),
-}
-
-fn check_key(key: &str) -> Result<(), BlobError> {
+fn check_key(key: &str) -> Result<(), CapabilityError> {
     if key.is_empty() || key.len() > MAX_KEY || key.chars().any(char::is_control) {
-        return Err(BlobError::Invalid(format!(
+        return Err(CapabilityError::Invalid(format!(
             "keys are 1 to {MAX_KEY} bytes without control characters"
         )));
     }
     Ok(())
 }
 
-fn io_error(e: io::Error) -> BlobError {
-    BlobError::Backend(e.to_string())
+fn io_error(e: io::Error) -> CapabilityError {
+    CapabilityError::Backend(e.to_string())
 }
 
 /// Runs blocking file work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, BlobError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> Result<T, CapabilityError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| BlobError::Backend(format!("blocking task: {e}")))?
+        .map_err(|e| CapabilityError::Backend(format!("blocking task: {e}")))?
         .map_err(io_error)
 }
 
@@ -67,7 +57,7 @@ pub enum BlobStore {
 
 impl BlobStore {
     /// Stores everything `source` yields under `key`; returns the number of bytes stored.
-    pub async fn put(&self, key: &str, source: BlobSource) -> Result<u64, BlobError> {
+    pub async fn put(&self, key: &str, source: BlobSource) -> Result<u64, CapabilityError> {
         check_key(key)?;
         match self {
             BlobStore::Dir(d) => d.put(key, source).await,
@@ -76,7 +66,7 @@ impl BlobStore {
     }
 
     /// The object under `key`, if it exists; larger than `max` bytes is a `Limit` error.
-    pub async fn get(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, BlobError> {
+    pub async fn get(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, CapabilityError> {
         check_key(key)?;
         match self {
             BlobStore::Dir(d) => d.get(key, max).await,
@@ -85,7 +75,7 @@ impl BlobStore {
     }
 
     /// Whether `key` exists.
-    pub async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+    pub async fn exists(&self, key: &str) -> Result<bool, CapabilityError> {
         check_key(key)?;
         match self {
             BlobStore::Dir(d) => d.exists(key).await,
@@ -94,7 +84,7 @@ impl BlobStore {
     }
 
     /// Removes `key` (absent is fine).
-    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+    pub async fn delete(&self, key: &str) -> Result<(), CapabilityError> {
         check_key(key)?;
         match self {
             BlobStore::Dir(d) => d.delete(key).await,
@@ -103,7 +93,7 @@ impl BlobStore {
     }
 
     /// Copies `from` to `to` inside the store (server-side for S3).
-    pub async fn copy(&self, from: &str, to: &str) -> Result<(), BlobError> {
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), CapabilityError> {
         check_key(from)?;
         check_key(to)?;
         match self {
@@ -126,7 +116,7 @@ impl DirStore {
         DirStore { root }
     }
 
-    fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
+    fn path(&self, key: &str) -> Result<PathBuf, CapabilityError> {
         let relative = Path::new(key);
         let plain = relative.components().all(|c| matches!(c, Component::Normal(_)))
             && !key.ends_with('/')
@@ -134,7 +124,7 @@ impl DirStore {
                 .split('/')
                 .any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with(".tmp-"));
         if !plain {
-            return Err(BlobError::Invalid(format!(
+            return Err(CapabilityError::Invalid(format!(
                 "{key:?}: directory store keys are relative paths without '.', '..' or empty parts"
             )));
         }
@@ -161,12 +151,12 @@ impl DirStore {
         written
     }
 
-    async fn put(&self, key: &str, mut source: BlobSource) -> Result<u64, BlobError> {
+    async fn put(&self, key: &str, mut source: BlobSource) -> Result<u64, CapabilityError> {
         let path = self.path(key)?;
         blocking(move || Self::write_durably(&path, &mut source)).await
     }
 
-    async fn get(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, BlobError> {
+    async fn get(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, CapabilityError> {
         let path = self.path(key)?;
         let found = blocking(move || match std::fs::File::open(&path) {
             Ok(file) => {
@@ -179,17 +169,17 @@ impl DirStore {
         })
         .await?;
         match found {
-            Some(data) if data.len() > max => Err(BlobError::Limit(format!("the object is over {max} bytes"))),
+            Some(data) if data.len() > max => Err(CapabilityError::Limit(format!("the object is over {max} bytes"))),
             other => Ok(other),
         }
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+    async fn exists(&self, key: &str) -> Result<bool, CapabilityError> {
         let path = self.path(key)?;
         blocking(move || Ok(path.is_file())).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+    async fn delete(&self, key: &str) -> Result<(), CapabilityError> {
         let path = self.path(key)?;
         blocking(move || match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -198,7 +188,7 @@ impl DirStore {
         .await
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<(), BlobError> {
+    async fn copy(&self, from: &str, to: &str) -> Result<(), CapabilityError> {
         let (from, to) = (self.path(from)?, self.path(to)?);
         blocking(move || {
             let mut source = std::fs::File::open(&from)?;
@@ -208,16 +198,19 @@ impl DirStore {
     }
 }
 
-/// Settings of an S3 store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Settings of an S3 store (`[blobstore.NAME]` with `backend = "s3"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct S3Settings {
     pub bucket: String,
     pub region: Option<String>,
     /// A non-AWS endpoint (e.g. `http://127.0.0.1:9000`).
     pub endpoint: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
+    #[serde(default)]
     pub path_style: bool,
     /// Prepended to every key.
+    #[serde(default)]
     pub prefix: String,
     /// Static credentials; without them the standard AWS chain (environment, profile, web identity, IMDS).
     pub access_key_id: Option<String>,
@@ -230,12 +223,12 @@ pub struct S3Store {
     client: OnceCell<aws_sdk_s3::Client>,
 }
 
-fn s3_error<E: std::error::Error>(what: &str, e: E) -> BlobError {
-    BlobError::Backend(format!("s3 {what}: {}", DisplayErrorContext(e)))
+fn s3_error<E: std::error::Error>(what: &str, e: E) -> CapabilityError {
+    CapabilityError::Backend(format!("s3 {what}: {}", DisplayErrorContext(e)))
 }
 
 /// Reads up to `size` bytes of `source` on the blocking pool, handing `source` back.
-async fn read_chunk(mut source: BlobSource, size: usize) -> Result<(BlobSource, Vec<u8>), BlobError> {
+async fn read_chunk(mut source: BlobSource, size: usize) -> Result<(BlobSource, Vec<u8>), CapabilityError> {
     blocking(move || {
         let mut chunk = Vec::with_capacity(size.min(1 << 20));
         (&mut source).take(size as u64).read_to_end(&mut chunk)?;
@@ -289,7 +282,7 @@ impl S3Store {
         format!("{}{key}", self.settings.prefix)
     }
 
-    async fn put(&self, key: &str, source: BlobSource) -> Result<u64, BlobError> {
+    async fn put(&self, key: &str, source: BlobSource) -> Result<u64, CapabilityError> {
         let client = self.client().await;
         let (bucket, key) = (&self.settings.bucket, self.key(key));
         let (source, first) = read_chunk(source, PART_SIZE).await?;
@@ -314,7 +307,7 @@ impl S3Store {
             .map_err(|e| s3_error("create multipart upload", e))?;
         let upload_id = upload
             .upload_id()
-            .ok_or_else(|| BlobError::Backend("s3: no upload id".into()))?
+            .ok_or_else(|| CapabilityError::Backend("s3: no upload id".into()))?
             .to_string();
         let result = self.upload_parts(client, &key, &upload_id, source, first).await;
         if result.is_err() {
@@ -336,7 +329,7 @@ impl S3Store {
         upload_id: &str,
         mut source: BlobSource,
         first: Vec<u8>,
-    ) -> Result<u64, BlobError> {
+    ) -> Result<u64, CapabilityError> {
         let bucket = &self.settings.bucket;
         let mut parts = Vec::new();
         let mut chunk = first;
@@ -374,7 +367,7 @@ impl S3Store {
         Ok(total)
     }
 
-    async fn get(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, BlobError> {
+    async fn get(&self, key: &str, max: usize) -> Result<Option<Vec<u8>>, CapabilityError> {
         let client = self.client().await;
         let output = match client
             .get_object()
@@ -388,13 +381,13 @@ impl S3Store {
             Err(e) => return Err(s3_error("get", e)),
         };
         if output.content_length().is_some_and(|n| n as u64 > max as u64) {
-            return Err(BlobError::Limit(format!("the object is over {max} bytes")));
+            return Err(CapabilityError::Limit(format!("the object is over {max} bytes")));
         }
         let data = output.body.collect().await.map_err(|e| s3_error("get body", e))?;
         Ok(Some(data.to_vec()))
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+    async fn exists(&self, key: &str) -> Result<bool, CapabilityError> {
         let client = self.client().await;
         match client
             .head_object()
@@ -409,7 +402,7 @@ impl S3Store {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+    async fn delete(&self, key: &str) -> Result<(), CapabilityError> {
         let client = self.client().await;
         client
             .delete_object()
@@ -421,7 +414,7 @@ impl S3Store {
         Ok(())
     }
 
-    async fn copy(&self, from: &str, to: &str) -> Result<(), BlobError> {
+    async fn copy(&self, from: &str, to: &str) -> Result<(), CapabilityError> {
         let client = self.client().await;
         let bucket = &self.settings.bucket;
         // CopySource is "bucket/key" with the key URL-encoded.
@@ -450,7 +443,7 @@ mod tests {
         let n = store.put("a/b.eml", Box::new(io::Cursor::new(b"hello".to_vec()))).await;
         assert_eq!(n, Ok(5));
         assert_eq!(store.get("a/b.eml", 100).await, Ok(Some(b"hello".to_vec())));
-        assert!(matches!(store.get("a/b.eml", 3).await, Err(BlobError::Limit(_))));
+        assert!(matches!(store.get("a/b.eml", 3).await, Err(CapabilityError::Limit(_))));
         store.copy("a/b.eml", "c.eml").await.unwrap();
         assert_eq!(store.exists("c.eml").await, Ok(true));
         store.delete("c.eml").await.unwrap();
@@ -458,7 +451,10 @@ mod tests {
         assert_eq!(store.exists("c.eml").await, Ok(false));
         assert_eq!(store.get("missing", 10).await, Ok(None));
         for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "", "a/", "x\ny"] {
-            assert!(matches!(store.exists(bad).await, Err(BlobError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(store.exists(bad).await, Err(CapabilityError::Invalid(_))),
+                "{bad:?}"
+            );
         }
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("blobs/a")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left");

@@ -1,6 +1,7 @@
 //! DNS lookups through hickory-resolver: the system's resolvers
 //! (`/etc/resolv.conf`) or the servers configured in `[dns]`.
 
+use super::CapabilityError;
 use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::NetError;
@@ -10,15 +11,6 @@ use hickory_resolver::{Resolver, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::OnceCell;
-
-/// Why a lookup failed (a missing name or record is not a failure).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DnsError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Backend(String),
-}
 
 /// Resolver settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,17 +87,17 @@ impl Dns {
         builder.build().map_err(|e| format!("building the resolver: {e}"))
     }
 
-    async fn resolver(&self) -> Result<&TokioResolver, DnsError> {
+    async fn resolver(&self) -> Result<&TokioResolver, CapabilityError> {
         self.resolver
             .get_or_init(|| async { self.build() })
             .await
             .as_ref()
-            .map_err(|e| DnsError::Backend(e.clone()))
+            .map_err(|e| CapabilityError::Backend(e.clone()))
     }
 
     /// The records of `rtype` for `name`, as hickory answers them; empty when
     /// the name or the record does not exist.
-    async fn records(&self, name: Name, rtype: RecordType) -> Result<Vec<RData>, DnsError> {
+    async fn records(&self, name: Name, rtype: RecordType) -> Result<Vec<RData>, CapabilityError> {
         let resolver = self.resolver().await?;
         match resolver.lookup(name, rtype).await {
             Ok(lookup) => Ok(lookup
@@ -119,17 +111,17 @@ impl Dns {
         }
     }
 
-    fn fqdn(name: &str) -> Result<Name, DnsError> {
+    fn fqdn(name: &str) -> Result<Name, CapabilityError> {
         let name = if name.ends_with('.') {
             name.to_string()
         } else {
             format!("{name}.")
         };
-        Name::from_utf8(&name).map_err(|e| DnsError::Invalid(format!("{name:?}: {e}")))
+        Name::from_utf8(&name).map_err(|e| CapabilityError::Invalid(format!("{name:?}: {e}")))
     }
 
     /// The IPv4 (`RecordType::A`) or IPv6 (`AAAA`) addresses of `name`.
-    pub async fn addresses(&self, name: &str, rtype: RecordType) -> Result<Vec<IpAddr>, DnsError> {
+    pub async fn addresses(&self, name: &str, rtype: RecordType) -> Result<Vec<IpAddr>, CapabilityError> {
         let records = self.records(Self::fqdn(name)?, rtype).await?;
         Ok(records
             .into_iter()
@@ -142,7 +134,7 @@ impl Dns {
     }
 
     /// The mail exchangers of `name`, lowest preference first.
-    pub async fn mx(&self, name: &str) -> Result<Vec<MxHost>, DnsError> {
+    pub async fn mx(&self, name: &str) -> Result<Vec<MxHost>, CapabilityError> {
         let mut hosts: Vec<MxHost> = self
             .records(Self::fqdn(name)?, RecordType::MX)
             .await?
@@ -160,7 +152,7 @@ impl Dns {
     }
 
     /// The TXT records of `name`, each record's strings joined.
-    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, CapabilityError> {
         Ok(self
             .records(Self::fqdn(name)?, RecordType::TXT)
             .await?
@@ -178,10 +170,10 @@ impl Dns {
     }
 
     /// The names of `ip` (reverse lookup).
-    pub async fn ptr(&self, ip: &str) -> Result<Vec<String>, DnsError> {
+    pub async fn ptr(&self, ip: &str) -> Result<Vec<String>, CapabilityError> {
         let ip: IpAddr = ip
             .parse()
-            .map_err(|_| DnsError::Invalid(format!("{ip:?} is not an IP address")))?;
+            .map_err(|_| CapabilityError::Invalid(format!("{ip:?} is not an IP address")))?;
         Ok(self
             .records(Name::from(ip), RecordType::PTR)
             .await?
@@ -194,6 +186,6 @@ impl Dns {
     }
 }
 
-fn backend(e: NetError) -> DnsError {
-    DnsError::Backend(format!("dns: {e}"))
+fn backend(e: NetError) -> CapabilityError {
+    CapabilityError::Backend(format!("dns: {e}"))
 }

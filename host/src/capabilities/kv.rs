@@ -2,6 +2,7 @@
 //! several servers share it. Values are bytes; `incr` works on decimal text,
 //! as Redis does.
 
+use super::CapabilityError;
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,43 +14,32 @@ pub const MAX_KEY: usize = 1024;
 /// Largest value accepted.
 pub const MAX_VALUE: usize = 1024 * 1024;
 
-/// Why a key/value call failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KvError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Limit(String),
-    #[error("{0}")]
-    Backend(String),
-}
-
 /// One named store.
 pub enum KvStore {
     Memory(MemoryKv),
     Redis(RedisKv),
 }
 
-fn check(key: &str, value: Option<&[u8]>) -> Result<(), KvError> {
+fn check(key: &str, value: Option<&[u8]>) -> Result<(), CapabilityError> {
     if key.is_empty() || key.len() > MAX_KEY {
-        return Err(KvError::Invalid(format!("keys are 1 to {MAX_KEY} bytes")));
+        return Err(CapabilityError::Invalid(format!("keys are 1 to {MAX_KEY} bytes")));
     }
     if value.is_some_and(|v| v.len() > MAX_VALUE) {
-        return Err(KvError::Limit(format!("values are at most {MAX_VALUE} bytes")));
+        return Err(CapabilityError::Limit(format!("values are at most {MAX_VALUE} bytes")));
     }
     Ok(())
 }
 
-fn as_integer(value: &[u8]) -> Result<i64, KvError> {
+fn as_integer(value: &[u8]) -> Result<i64, CapabilityError> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| KvError::Invalid("the value is not an integer".into()))
+        .ok_or_else(|| CapabilityError::Invalid("the value is not an integer".into()))
 }
 
 impl KvStore {
     /// The value under `key`, unless absent or expired.
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
         check(key, None)?;
         match self {
             KvStore::Memory(m) => Ok(m.get(key)),
@@ -58,7 +48,7 @@ impl KvStore {
     }
 
     /// Stores `value`, expiring after `ttl` when given.
-    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
+    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), CapabilityError> {
         check(key, Some(&value))?;
         match self {
             KvStore::Memory(m) => m.set(key, value, ttl),
@@ -67,7 +57,7 @@ impl KvStore {
     }
 
     /// Adds `delta` to the integer under `key` (absent: 0); `ttl` applies to a new key.
-    pub async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+    pub async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, CapabilityError> {
         check(key, None)?;
         match self {
             KvStore::Memory(m) => m.incr(key, delta, ttl),
@@ -76,7 +66,7 @@ impl KvStore {
     }
 
     /// Removes `key`; whether it existed.
-    pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
+    pub async fn delete(&self, key: &str) -> Result<bool, CapabilityError> {
         check(key, None)?;
         match self {
             KvStore::Memory(m) => Ok(m.delete(key)),
@@ -121,7 +111,7 @@ impl MemoryKv {
     }
 
     /// Makes room for a new key: drops expired entries when the store is full.
-    fn room_for(&self, entries: &mut HashMap<String, Entry>, key: &str) -> Result<(), KvError> {
+    fn room_for(&self, entries: &mut HashMap<String, Entry>, key: &str) -> Result<(), CapabilityError> {
         if entries.len() < self.max_keys || entries.contains_key(key) {
             return Ok(());
         }
@@ -130,14 +120,14 @@ impl MemoryKv {
         if entries.len() < self.max_keys {
             Ok(())
         } else {
-            Err(KvError::Limit(format!(
+            Err(CapabilityError::Limit(format!(
                 "the store holds {} keys already",
                 self.max_keys
             )))
         }
     }
 
-    fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
+    fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), CapabilityError> {
         let mut entries = self.lock();
         self.room_for(&mut entries, key)?;
         let expires = ttl.map(|t| Instant::now() + t);
@@ -145,7 +135,7 @@ impl MemoryKv {
         Ok(())
     }
 
-    fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+    fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, CapabilityError> {
         let now = Instant::now();
         let mut entries = self.lock();
         let current = match entries.get(key).filter(|e| e.live(now)) {
@@ -156,7 +146,7 @@ impl MemoryKv {
             Some((n, expires)) => (n.checked_add(delta), expires),
             None => (Some(delta), ttl.map(|t| now + t)),
         };
-        let sum = sum.ok_or_else(|| KvError::Invalid("the sum overflows".into()))?;
+        let sum = sum.ok_or_else(|| CapabilityError::Invalid("the sum overflows".into()))?;
         self.room_for(&mut entries, key)?;
         let value = sum.to_string().into_bytes();
         entries.insert(key.to_string(), Entry { value, expires });
@@ -177,8 +167,8 @@ pub struct RedisKv {
     conn: OnceCell<ConnectionManager>,
 }
 
-fn backend(e: redis::RedisError) -> KvError {
-    KvError::Backend(format!("redis: {e}"))
+fn backend(e: redis::RedisError) -> CapabilityError {
+    CapabilityError::Backend(format!("redis: {e}"))
 }
 
 fn millis(ttl: Duration) -> u64 {
@@ -187,8 +177,9 @@ fn millis(ttl: Duration) -> u64 {
 
 impl RedisKv {
     /// A store at `url` (`redis://host:port/db`) whose keys start with `prefix`.
-    pub fn new(url: &str, prefix: String) -> Result<RedisKv, KvError> {
-        let client = redis::Client::open(url).map_err(|e| KvError::Invalid(format!("redis url {url:?}: {e}")))?;
+    pub fn new(url: &str, prefix: String) -> Result<RedisKv, CapabilityError> {
+        let client =
+            redis::Client::open(url).map_err(|e| CapabilityError::Invalid(format!("redis url {url:?}: {e}")))?;
         Ok(RedisKv {
             client,
             prefix,
@@ -196,7 +187,7 @@ impl RedisKv {
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, KvError> {
+    async fn conn(&self) -> Result<ConnectionManager, CapabilityError> {
         self.conn
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()
@@ -213,7 +204,7 @@ impl RedisKv {
         format!("{}{key}", self.prefix)
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CapabilityError> {
         let mut conn = self.conn().await?;
         redis::cmd("GET")
             .arg(self.key(key))
@@ -222,7 +213,7 @@ impl RedisKv {
             .map_err(backend)
     }
 
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), KvError> {
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), CapabilityError> {
         let mut conn = self.conn().await?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value);
@@ -232,7 +223,7 @@ impl RedisKv {
         cmd.query_async(&mut conn).await.map_err(backend)
     }
 
-    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, KvError> {
+    async fn incr(&self, key: &str, delta: i64, ttl: Option<Duration>) -> Result<i64, CapabilityError> {
         let mut conn = self.conn().await?;
         let key = self.key(key);
         let mut pipe = redis::pipe();
@@ -250,7 +241,7 @@ impl RedisKv {
         pipe.cmd("INCRBY").arg(&key).arg(delta);
         let (sum,): (i64,) = pipe.query_async(&mut conn).await.map_err(|e| {
             if e.to_string().contains("not an integer") {
-                KvError::Invalid("the value is not an integer".into())
+                CapabilityError::Invalid("the value is not an integer".into())
             } else {
                 backend(e)
             }
@@ -258,7 +249,7 @@ impl RedisKv {
         Ok(sum)
     }
 
-    async fn delete(&self, key: &str) -> Result<bool, KvError> {
+    async fn delete(&self, key: &str) -> Result<bool, CapabilityError> {
         let mut conn = self.conn().await?;
         let removed: i64 = redis::cmd("DEL")
             .arg(self.key(key))
@@ -286,12 +277,12 @@ mod tests {
         assert_eq!(kv.get("t").await, Ok(None), "expired");
         kv.set("u", b"y".to_vec(), None).await.unwrap();
         assert!(
-            matches!(kv.set("v", b"z".to_vec(), None).await, Err(KvError::Limit(_))),
+            matches!(kv.set("v", b"z".to_vec(), None).await, Err(CapabilityError::Limit(_))),
             "full"
         );
-        assert!(matches!(kv.incr("u", 1, None).await, Err(KvError::Invalid(_))));
+        assert!(matches!(kv.incr("u", 1, None).await, Err(CapabilityError::Invalid(_))));
         assert_eq!(kv.delete("u").await, Ok(true));
         assert_eq!(kv.delete("u").await, Ok(false));
-        assert!(matches!(kv.get("").await, Err(KvError::Invalid(_))));
+        assert!(matches!(kv.get("").await, Err(CapabilityError::Invalid(_))));
     }
 }

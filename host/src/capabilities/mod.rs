@@ -5,13 +5,15 @@
 pub mod blobstore;
 pub mod config_files;
 pub mod dns;
+mod error;
 pub mod kv;
 pub mod notes;
 pub mod sql;
 
-pub use blobstore::{BlobError, BlobSource, BlobStore, DirStore, S3Settings, S3Store};
+pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
-pub use dns::{Dns, DnsError, DnsSettings, MxHost};
-pub use kv::{KvError, KvStore, MemoryKv, RedisKv};
+pub use dns::{Dns, DnsSettings, MxHost};
+pub use error::CapabilityError;
+pub use kv::{KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};
-pub use sql::{Database, PgDatabase, PgSettings, SqlError, SqlRows, SqlValue, SqliteDatabase};
+pub use sql::{Database, PgDatabase, PgSettings, SqlRows, SqlValue, SqliteDatabase};

@@ -4,6 +4,7 @@
 //! statements per connection, and cancel a statement still running at the
 //! caller's deadline.
 
+use super::CapabilityError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::{StreamExt, pin_mut};
 use std::path::PathBuf;
@@ -60,22 +61,6 @@ pub struct SqlRows {
     pub rows: Vec<Vec<SqlValue>>,
 }
 
-/// Why a SQL call failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SqlError {
-    /// The statement or its parameters were wrong (syntax, types, constraints).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Limit(String),
-    /// The database could not be reached or failed.
-    #[error("{0}")]
-    Backend(String),
-    /// The deadline passed; the statement was cancelled.
-    #[error("the statement was cancelled at the deadline")]
-    Timeout,
-}
-
 /// Collects rows up to the limits.
 #[derive(Default)]
 struct RowCollector {
@@ -84,10 +69,10 @@ struct RowCollector {
 }
 
 impl RowCollector {
-    fn push(&mut self, row: Vec<SqlValue>) -> Result<(), SqlError> {
+    fn push(&mut self, row: Vec<SqlValue>) -> Result<(), CapabilityError> {
         self.bytes += row.iter().map(SqlValue::size).sum::<usize>();
         if self.rows.len() == MAX_ROWS || self.bytes > MAX_RESULT_BYTES {
-            return Err(SqlError::Limit(format!(
+            return Err(CapabilityError::Limit(format!(
                 "results are limited to {MAX_ROWS} rows and {MAX_RESULT_BYTES} bytes"
             )));
         }
@@ -104,7 +89,7 @@ pub enum Database {
 
 impl Database {
     /// Runs a statement that returns rows, giving up (and cancelling it) at `deadline`.
-    pub async fn query(&self, sql: &str, params: Vec<SqlValue>, deadline: Instant) -> Result<SqlRows, SqlError> {
+    pub async fn query(&self, sql: &str, params: Vec<SqlValue>, deadline: Instant) -> Result<SqlRows, CapabilityError> {
         match self {
             Database::Postgres(pg) => pg.query(sql, &params, deadline).await,
             Database::Sqlite(lite) => {
@@ -116,7 +101,7 @@ impl Database {
     }
 
     /// Runs a statement for its effect; the number of rows it changed.
-    pub async fn execute(&self, sql: &str, params: Vec<SqlValue>, deadline: Instant) -> Result<u64, SqlError> {
+    pub async fn execute(&self, sql: &str, params: Vec<SqlValue>, deadline: Instant) -> Result<u64, CapabilityError> {
         match self {
             Database::Postgres(pg) => pg.execute(sql, &params, deadline).await,
             Database::Sqlite(lite) => {
@@ -132,7 +117,7 @@ impl Database {
         &self,
         statements: Vec<(String, Vec<SqlValue>)>,
         deadline: Instant,
-    ) -> Result<Vec<u64>, SqlError> {
+    ) -> Result<Vec<u64>, CapabilityError> {
         match self {
             Database::Postgres(pg) => pg.transaction(&statements, deadline).await,
             Database::Sqlite(lite) => {
@@ -170,7 +155,7 @@ pub struct PgDatabase {
     idle_timeout: Duration,
 }
 
-fn pg_error(e: tokio_postgres::Error) -> SqlError {
+fn pg_error(e: tokio_postgres::Error) -> CapabilityError {
     match e.as_db_error() {
         // Syntax, data and constraint errors are the statement's fault.
         Some(db)
@@ -178,10 +163,10 @@ fn pg_error(e: tokio_postgres::Error) -> SqlError {
                 .iter()
                 .any(|class| db.code().code().starts_with(class)) =>
         {
-            SqlError::Invalid(format!("{}: {}", db.code().code(), db.message()))
+            CapabilityError::Invalid(format!("{}: {}", db.code().code(), db.message()))
         }
-        Some(db) => SqlError::Backend(format!("{}: {}", db.code().code(), db.message())),
-        None => SqlError::Backend(format!("postgres: {e}")),
+        Some(db) => CapabilityError::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None => CapabilityError::Backend(format!("postgres: {e}")),
     }
 }
 
@@ -221,13 +206,13 @@ fn timestamp(micros: i64) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// Column `i` of a PostgreSQL row as a value.
-fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<SqlValue, SqlError> {
+fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<SqlValue, CapabilityError> {
     fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
         row: &'a tokio_postgres::Row,
         i: usize,
         wrap: impl FnOnce(T) -> SqlValue,
-    ) -> Result<SqlValue, SqlError> {
-        let value: Option<T> = row.try_get(i).map_err(|e| SqlError::Invalid(e.to_string()))?;
+    ) -> Result<SqlValue, CapabilityError> {
+        let value: Option<T> = row.try_get(i).map_err(|e| CapabilityError::Invalid(e.to_string()))?;
         Ok(value.map_or(SqlValue::Null, wrap))
     }
     let column = &row.columns()[i];
@@ -250,7 +235,7 @@ fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<SqlValue, SqlError> {
         Type::UUID => get(row, i, |v: uuid::Uuid| SqlValue::Text(v.to_string())),
         Type::JSON | Type::JSONB => get(row, i, |v: serde_json::Value| SqlValue::Text(v.to_string())),
         _ if <String as tokio_postgres::types::FromSql>::accepts(ty) => get(row, i, SqlValue::Text),
-        _ => Err(SqlError::Invalid(format!(
+        _ => Err(CapabilityError::Invalid(format!(
             "column {:?} has type {ty}, which has no value case; cast it in SQL (e.g. {}::text)",
             column.name(),
             column.name()
@@ -283,14 +268,14 @@ impl PgDatabase {
     }
 
     /// A pooled connection, after closing the ones idle too long.
-    async fn client(&self, deadline: Instant) -> Result<deadpool_postgres::Object, SqlError> {
+    async fn client(&self, deadline: Instant) -> Result<deadpool_postgres::Object, CapabilityError> {
         let idle_timeout = self.idle_timeout;
         self.pool.retain(|_, metrics| metrics.last_used() < idle_timeout);
         match tokio::time::timeout_at(deadline.into(), self.pool.get()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(deadpool_postgres::PoolError::Backend(e))) => Err(pg_error(e)),
-            Ok(Err(e)) => Err(SqlError::Backend(format!("postgres: {e}"))),
-            Err(_) => Err(SqlError::Timeout),
+            Ok(Err(e)) => Err(CapabilityError::Backend(format!("postgres: {e}"))),
+            Err(_) => Err(CapabilityError::Timeout),
         }
     }
 
@@ -300,9 +285,9 @@ impl PgDatabase {
         &self,
         deadline: Instant,
         call: impl FnOnce(deadpool_postgres::Object) -> F,
-    ) -> Result<T, SqlError>
+    ) -> Result<T, CapabilityError>
     where
-        F: Future<Output = Result<T, SqlError>>,
+        F: Future<Output = Result<T, CapabilityError>>,
     {
         let client = self.client(deadline).await?;
         let cancel = client.cancel_token();
@@ -317,12 +302,12 @@ impl PgDatabase {
         });
         let result = tokio::time::timeout_at(deadline.into(), call(client))
             .await
-            .map_err(|_| SqlError::Timeout)?;
+            .map_err(|_| CapabilityError::Timeout)?;
         guard.disarm();
         result
     }
 
-    async fn query(&self, sql: &str, params: &[SqlValue], deadline: Instant) -> Result<SqlRows, SqlError> {
+    async fn query(&self, sql: &str, params: &[SqlValue], deadline: Instant) -> Result<SqlRows, CapabilityError> {
         self.run(deadline, |client| async move {
             let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
             let columns = statement.columns().iter().map(|c| c.name().to_string()).collect();
@@ -341,7 +326,7 @@ impl PgDatabase {
         .await
     }
 
-    async fn execute(&self, sql: &str, params: &[SqlValue], deadline: Instant) -> Result<u64, SqlError> {
+    async fn execute(&self, sql: &str, params: &[SqlValue], deadline: Instant) -> Result<u64, CapabilityError> {
         self.run(deadline, |client| async move {
             let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
             client.execute(&statement, &pg_params(params)).await.map_err(pg_error)
@@ -353,7 +338,7 @@ impl PgDatabase {
         &self,
         statements: &[(String, Vec<SqlValue>)],
         deadline: Instant,
-    ) -> Result<Vec<u64>, SqlError> {
+    ) -> Result<Vec<u64>, CapabilityError> {
         self.run(deadline, |mut client| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
             let mut counts = Vec::with_capacity(statements.len());
@@ -382,10 +367,10 @@ pub struct SqliteDatabase {
     idle: Arc<Mutex<Vec<rusqlite::Connection>>>,
 }
 
-fn lite_error(e: rusqlite::Error) -> SqlError {
+fn lite_error(e: rusqlite::Error) -> CapabilityError {
     match &e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted => {
-            SqlError::Timeout
+            CapabilityError::Timeout
         }
         rusqlite::Error::SqliteFailure(f, _)
             if matches!(
@@ -399,9 +384,9 @@ fn lite_error(e: rusqlite::Error) -> SqlError {
                     | rusqlite::ErrorCode::DatabaseCorrupt
             ) =>
         {
-            SqlError::Backend(format!("sqlite: {e}"))
+            CapabilityError::Backend(format!("sqlite: {e}"))
         }
-        _ => SqlError::Invalid(format!("sqlite: {e}")),
+        _ => CapabilityError::Invalid(format!("sqlite: {e}")),
     }
 }
 
@@ -436,7 +421,7 @@ fn lite_value(value: rusqlite::types::ValueRef<'_>) -> SqlValue {
 }
 
 /// Binds `params` to the statement's `$N` / `?N` / `?` placeholders by position.
-fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[SqlValue]) -> Result<(), SqlError> {
+fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[SqlValue]) -> Result<(), CapabilityError> {
     let mut highest = 0;
     for index in 1..=statement.parameter_count() {
         let position = match statement.parameter_name(index) {
@@ -445,11 +430,11 @@ fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[SqlValue]) -> R
                 .strip_prefix(['$', '?'])
                 .and_then(|n| n.parse::<usize>().ok())
                 .filter(|&n| n > 0)
-                .ok_or_else(|| SqlError::Invalid(format!("parameter {name}: use positional $1, $2, …")))?,
+                .ok_or_else(|| CapabilityError::Invalid(format!("parameter {name}: use positional $1, $2, …")))?,
         };
         highest = highest.max(position);
         let value = params.get(position - 1).ok_or_else(|| {
-            SqlError::Invalid(format!(
+            CapabilityError::Invalid(format!(
                 "the statement uses ${position} but {} parameters were given",
                 params.len()
             ))
@@ -457,7 +442,7 @@ fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[SqlValue]) -> R
         statement.raw_bind_parameter(index, value).map_err(lite_error)?;
     }
     if params.len() > highest {
-        return Err(SqlError::Invalid(format!(
+        return Err(CapabilityError::Invalid(format!(
             "{} parameters given for a statement with {highest}",
             params.len()
         )));
@@ -498,9 +483,10 @@ impl SqliteDatabase {
         }
     }
 
-    fn open(&self) -> Result<rusqlite::Connection, SqlError> {
+    fn open(&self) -> Result<rusqlite::Connection, CapabilityError> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| SqlError::Backend(format!("sqlite: {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CapabilityError::Backend(format!("sqlite: {}: {e}", dir.display())))?;
         }
         let conn = rusqlite::Connection::open(&self.path).map_err(lite_error)?;
         conn.pragma_update(None, "journal_mode", "wal").map_err(lite_error)?;
@@ -512,8 +498,8 @@ impl SqliteDatabase {
     async fn with_connection<T: Send + 'static>(
         &self,
         deadline: Instant,
-        work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, SqlError> + Send + 'static,
-    ) -> Result<T, SqlError> {
+        work: impl FnOnce(&mut rusqlite::Connection) -> Result<T, CapabilityError> + Send + 'static,
+    ) -> Result<T, CapabilityError> {
         let idle_conn = self.idle.lock().expect("sqlite pool").pop();
         let mut conn = match idle_conn {
             Some(conn) => conn,
@@ -536,19 +522,19 @@ impl SqliteDatabase {
         let guard = CancelOnDrop::new(move || interrupt.interrupt());
         let joined = tokio::time::timeout_at(deadline.into(), task)
             .await
-            .map_err(|_| SqlError::Timeout)?;
+            .map_err(|_| CapabilityError::Timeout)?;
         guard.disarm();
-        joined.map_err(|e| SqlError::Backend(format!("sqlite task: {e}")))?
+        joined.map_err(|e| CapabilityError::Backend(format!("sqlite task: {e}")))?
     }
 }
 
-fn lite_execute(conn: &rusqlite::Connection, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
+fn lite_execute(conn: &rusqlite::Connection, sql: &str, params: &[SqlValue]) -> Result<u64, CapabilityError> {
     let mut statement = conn.prepare_cached(sql).map_err(lite_error)?;
     bind(&mut statement, params)?;
     statement.raw_execute().map(|n| n as u64).map_err(lite_error)
 }
 
-fn lite_query(conn: &rusqlite::Connection, sql: &str, params: &[SqlValue]) -> Result<SqlRows, SqlError> {
+fn lite_query(conn: &rusqlite::Connection, sql: &str, params: &[SqlValue]) -> Result<SqlRows, CapabilityError> {
     let mut statement = conn.prepare_cached(sql).map_err(lite_error)?;
     bind(&mut statement, params)?;
     let columns = statement.column_names().into_iter().map(String::from).collect();
@@ -640,7 +626,7 @@ mod tests {
                 soon(),
             )
             .await;
-        assert!(matches!(failed, Err(SqlError::Invalid(_))), "{failed:?}");
+        assert!(matches!(failed, Err(CapabilityError::Invalid(_))), "{failed:?}");
         let count = db.query("SELECT count(*) FROM users", vec![], soon()).await.unwrap();
         assert_eq!(
             count.rows,
@@ -654,13 +640,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::Sqlite(SqliteDatabase::new(dir.path().join("test.db")));
         let missing = db.query("SELECT $1, $2", vec![SqlValue::Int(1)], soon()).await;
-        assert!(matches!(missing, Err(SqlError::Invalid(_))), "{missing:?}");
+        assert!(matches!(missing, Err(CapabilityError::Invalid(_))), "{missing:?}");
         let extra = db
             .query("SELECT $1", vec![SqlValue::Int(1), SqlValue::Int(2)], soon())
             .await;
-        assert!(matches!(extra, Err(SqlError::Invalid(_))), "{extra:?}");
+        assert!(matches!(extra, Err(CapabilityError::Invalid(_))), "{extra:?}");
         let syntax = db.query("SELEKT 1", vec![], soon()).await;
-        assert!(matches!(syntax, Err(SqlError::Invalid(_))), "{syntax:?}");
+        assert!(matches!(syntax, Err(CapabilityError::Invalid(_))), "{syntax:?}");
         let too_many = db
             .query(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) SELECT i FROM n",
@@ -668,7 +654,7 @@ mod tests {
                 soon(),
             )
             .await;
-        assert!(matches!(too_many, Err(SqlError::Limit(_))), "{too_many:?}");
+        assert!(matches!(too_many, Err(CapabilityError::Limit(_))), "{too_many:?}");
         let endless = db
             .query(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n",
@@ -676,7 +662,7 @@ mod tests {
                 Instant::now() + Duration::from_millis(200),
             )
             .await;
-        assert_eq!(endless, Err(SqlError::Timeout));
+        assert_eq!(endless, Err(CapabilityError::Timeout));
         let after = db.query("SELECT 1", vec![], soon()).await.unwrap();
         assert_eq!(
             after.rows,

@@ -3,46 +3,26 @@
 //! cut off at the plugin's deadline (`timeout`), so a slow backend costs the
 //! calling plugin its own time budget and nothing more.
 
+use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{blobstore, dns, kv, sql};
 use super::store::StoreState;
-use crate::capabilities::{
-    BlobError, BlobSource, BlobStore, Database, DnsError, KvError, KvStore, SqlError, SqlRows, SqlValue,
-};
+use crate::capabilities::{BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue};
 use flate2::Compression;
 use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-impl From<KvError> for Error {
-    fn from(e: KvError) -> Error {
+impl From<CapabilityError> for Error {
+    fn from(e: CapabilityError) -> Error {
         match e {
-            KvError::Invalid(m) => Error::Invalid(m),
-            KvError::Limit(m) => Error::Limit(m),
-            KvError::Backend(m) => Error::Backend(m),
-        }
-    }
-}
-
-impl From<BlobError> for Error {
-    fn from(e: BlobError) -> Error {
-        match e {
-            BlobError::Invalid(m) => Error::Invalid(m),
-            BlobError::Limit(m) => Error::Limit(m),
-            BlobError::Backend(m) => Error::Backend(m),
-        }
-    }
-}
-
-impl From<SqlError> for Error {
-    fn from(e: SqlError) -> Error {
-        match e {
-            SqlError::Invalid(m) => Error::Invalid(m),
-            SqlError::Limit(m) => Error::Limit(m),
-            SqlError::Backend(m) => Error::Backend(m),
-            SqlError::Timeout => Error::Timeout,
+            CapabilityError::Invalid(m) => Error::Invalid(m),
+            CapabilityError::Limit(m) => Error::Limit(m),
+            CapabilityError::Backend(m) => Error::Backend(m),
+            CapabilityError::Timeout => Error::Timeout,
         }
     }
 }
@@ -75,61 +55,38 @@ impl From<SqlValue> for sql::Value {
     }
 }
 
-impl From<DnsError> for Error {
-    fn from(e: DnsError) -> Error {
-        match e {
-            DnsError::Invalid(m) => Error::Invalid(m),
-            DnsError::Backend(m) => Error::Backend(m),
-        }
-    }
-}
-
 impl StoreState {
     /// Whether the plugin holds `grant` (e.g. `dns`, `kv:rate`).
     fn granted(&self, grant: &str) -> bool {
         self.host.grants.iter().any(|g| g == grant)
     }
 
-    /// The key/value store `name`, when granted.
+    /// The backend `name` of capability `kind` (`kv:NAME`, …), when granted.
+    fn backend<T>(
+        &self,
+        kind: &str,
+        name: &str,
+        by_name: impl FnOnce(&Backends) -> &HashMap<String, Arc<T>>,
+    ) -> Result<Arc<T>, Error> {
+        if !self.granted(&format!("{kind}:{name}")) {
+            return Err(Error::NotGranted);
+        }
+        by_name(&self.host.services.backends)
+            .get(name)
+            .cloned()
+            .ok_or(Error::NotGranted)
+    }
+
     fn kv_store(&self, name: &str) -> Result<Arc<KvStore>, Error> {
-        if !self.granted(&format!("kv:{name}")) {
-            return Err(Error::NotGranted);
-        }
-        self.host
-            .services
-            .backends
-            .kv
-            .get(name)
-            .cloned()
-            .ok_or(Error::NotGranted)
+        self.backend("kv", name, |b| &b.kv)
     }
 
-    /// The blob store `name`, when granted.
     fn blob_store(&self, name: &str) -> Result<Arc<BlobStore>, Error> {
-        if !self.granted(&format!("blobstore:{name}")) {
-            return Err(Error::NotGranted);
-        }
-        self.host
-            .services
-            .backends
-            .blobstore
-            .get(name)
-            .cloned()
-            .ok_or(Error::NotGranted)
+        self.backend("blobstore", name, |b| &b.blobstore)
     }
 
-    /// The database `name`, when granted.
     fn database(&self, name: &str) -> Result<Arc<Database>, Error> {
-        if !self.granted(&format!("sql:{name}")) {
-            return Err(Error::NotGranted);
-        }
-        self.host
-            .services
-            .backends
-            .sql
-            .get(name)
-            .cloned()
-            .ok_or(Error::NotGranted)
+        self.backend("sql", name, |b| &b.sql)
     }
 
     fn dns_granted(&self) -> Result<(), Error> {

@@ -14,48 +14,28 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope, message, session};
+use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope, message, path_segment, session};
 
 const ROOT: &str = "/maildir";
 const CHUNK: u32 = 64 * 1024;
 
 struct Maildir;
 
-/// Makes one path component safe: no separators, no leading dot, printable.
-fn component(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches('.');
-    if cleaned.is_empty() {
-        "_".into()
-    } else {
-        cleaned.to_string()
-    }
-}
-
 fn folder_template() -> String {
     waraka_plugin::setting("queue/maildir.ini", "folder").unwrap_or_else(|| "{domain}/{local}".into())
 }
 
 fn mailbox(template: &str, rcpt: &Address) -> PathBuf {
-    let domain = component(&rcpt.domain.to_ascii_lowercase());
-    let local = component(&rcpt.local_part);
-    let address = component(&rcpt.to_addr_spec());
+    let domain = path_segment(&rcpt.domain.to_ascii_lowercase());
+    let local = path_segment(&rcpt.local_part);
+    let address = path_segment(&rcpt.to_addr_spec());
     let mut path = PathBuf::from(ROOT);
     for part in template.split('/') {
         let part = part
             .replace("{domain}", &domain)
             .replace("{local}", &local)
             .replace("{address}", &address);
-        path.push(component(&part));
+        path.push(path_segment(&part));
     }
     path
 }
@@ -115,10 +95,10 @@ impl Plugin for Maildir {
         let template = folder_template();
         let sender = envelope::sender().map(|s| s.to_addr_spec()).unwrap_or_default();
         let txid = session::transaction_id().unwrap_or_else(session::connection_id);
-        let host = component(&session::hostname());
+        let host = path_segment(&session::hostname());
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for (i, rcpt) in envelope::recipients().iter().enumerate() {
-            let unique = format!("{secs}.{}_{i}.{host}", component(&txid));
+            let unique = format!("{secs}.{}_{i}.{host}", path_segment(&txid));
             if let Err(e) = deliver(rcpt, &mailbox(&template, rcpt), &unique, &sender) {
                 waraka_plugin::error!("delivery to {rcpt} failed: {e}");
                 return Verdict::denysoft_code(451, "4.3.0", "Mailbox temporarily unavailable");

@@ -13,7 +13,9 @@
 //! `address<TAB>key` line per recipient, for a later plugin (`queue/sql`).
 //! Settings are in `config/queue/s3.ini`; see `docs/plugins/queue/s3.md`.
 
-use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Verdict, blobstore, envelope, host_list, notes, session};
+use waraka_plugin::{
+    Address, Error, Hook, Plugin, Scope, Verdict, blobstore, envelope, host_list, notes, path_segment, session,
+};
 
 const SETTINGS: &str = "queue/s3.ini";
 
@@ -50,24 +52,6 @@ impl Settings {
     }
 }
 
-/// Makes one part of a key safe: no `/`, no control characters, not `.`/`..`.
-fn key_part(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    match cleaned.as_str() {
-        "" | "." | ".." => "_".into(),
-        _ => cleaned,
-    }
-}
-
 /// The object key for `recipient`: the template with `{address}`, `{local}`,
 /// `{domain}`, `{uuid}`, `{transaction}` and `{extension}` replaced.
 fn object_key(template: &str, recipient: &Address, uuid: &str, transaction: &str, extension: &str) -> String {
@@ -78,11 +62,11 @@ fn object_key(template: &str, recipient: &Address, uuid: &str, transaction: &str
         format!("{}@{domain}", recipient.local_part)
     };
     template
-        .replace("{address}", &key_part(&address))
-        .replace("{local}", &key_part(&recipient.local_part))
-        .replace("{domain}", &key_part(&domain))
+        .replace("{address}", &path_segment(&address))
+        .replace("{local}", &path_segment(&recipient.local_part))
+        .replace("{domain}", &path_segment(&domain))
         .replace("{uuid}", uuid)
-        .replace("{transaction}", &key_part(transaction))
+        .replace("{transaction}", &path_segment(transaction))
         .replace("{extension}", extension)
 }
 
