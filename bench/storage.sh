@@ -20,7 +20,8 @@ s3_bin="$CARGO_TARGET_DIR/release/s3-test-server"
 # PostgreSQL: a throw-away cluster (initdb refuses root: run it as postgres).
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 as_pg=(); [ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
-pgdir="$work/pg"; mkdir -p "$pgdir"; [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$pgdir"
+pgdir="$work/pg"; mkdir -p "$pgdir"
+if [ "$(id -u)" -eq 0 ]; then chmod 711 "$work"; chown postgres:postgres "$pgdir"; fi
 pgport=$(free_port)
 "${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/pg.log" -w \
@@ -78,7 +79,7 @@ count_bytes() {
     start_waraka "$instance" "warn,waraka::guest_bytes=trace"
     MESSAGES=200 measure "$wpid" "$wport" 1 >/dev/null
     stop_pid "$wpid"
-    grep -o 'bytes=[0-9]*' "$instance.log" | awk -F= '{s+=$2} END {printf "%.0f", s/200}'
+    { grep -o 'bytes=[0-9]*' "$instance.log" || true; } | awk -F= '{s+=$2} END {printf "%.0f", s/200}'
 }
 "$waraka" init "$work/maildir" --plugins rcpt_to.in_host_list,queue/maildir >/dev/null
 s3_bytes=$(count_bytes "$work/storage")
