@@ -8,6 +8,7 @@
 #
 #   bench/storage.sh                        # 10 sessions, 5000 messages of 5 KiB
 #   SESSIONS=20 MESSAGES=20000 bench/storage.sh
+#   PERF_DATA=/tmp/storage.perf bench/storage.sh   # also perf-record waraka's storage run
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 SESSIONS="${SESSIONS:-10}"
@@ -68,8 +69,13 @@ start_waraka "$work/storage"
 measure "$wpid" "$wport" "$SESSIONS" >/dev/null
 objects_before=$(find "$work/s3/mail" -type f -name '*.eml' | wc -l)
 s3_c0=$(cpu_ticks "$s3pid")
+if [ -n "${PERF_DATA:-}" ]; then
+    perf record -q -F 499 -g -p "$wpid" -o "$PERF_DATA" 2>/dev/null &
+    perfpid=$!
+fi
 result[storage]=$(measure "$wpid" "$wport" "$SESSIONS")
 s3_c1=$(cpu_ticks "$s3pid")
+if [ -n "${PERF_DATA:-}" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
 objects=$(( $(find "$work/s3/mail" -type f -name '*.eml' | wc -l) - objects_before ))
 stop_pid "$wpid"
 
