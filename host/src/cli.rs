@@ -2,6 +2,7 @@
 
 use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
+use crate::queue::QueueStore;
 use crate::session::Role;
 use crate::status::Status;
 use crate::{scaffold, server};
@@ -43,6 +44,24 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Inspect the outbound queue.
+    Queue {
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueCommand {
+    /// Every queued entry: id, sender, recipients, domain, attempts, next attempt, last error.
+    List,
+    /// One entry's envelope and state, then its message headers.
+    Show { id: String },
+    /// Remove an entry without delivering or bouncing it.
+    Delete { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +105,7 @@ pub fn main() -> Result<()> {
             Command::Plugin {
                 command: PluginCommand::List { config },
             } => list(instance(config.as_deref())?).await,
+            Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command),
             Command::Plugin {
                 command: PluginCommand::Check { file },
             } => check(&file).await,
@@ -248,4 +268,59 @@ async fn check(file: &Path) -> Result<()> {
         println!("unknown hooks (ignored): {}", plugin.unknown_hooks.join(", "));
     }
     Ok(())
+}
+
+fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()> {
+    let dir = instance.outbound_queue_dir();
+    let store = QueueStore::at(&dir);
+    match command {
+        QueueCommand::List => {
+            let entries = store.list().with_context(|| format!("reading {}", dir.display()))?;
+            println!(
+                "{:<26} {:<28} {:<22} {:>8} {:<20} {:<32} last error",
+                "id", "sender", "domain", "attempts", "next attempt", "recipients"
+            );
+            for e in &entries {
+                let sender = if e.sender.is_empty() { "<>" } else { e.sender.as_str() };
+                println!(
+                    "{:<26} {:<28} {:<22} {:>8} {:<20} {:<32} {}",
+                    e.id,
+                    sender,
+                    e.domain,
+                    e.attempts,
+                    time_text(e.next_attempt_ms),
+                    e.recipients.join(","),
+                    e.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            println!("{} entries", entries.len());
+        }
+        QueueCommand::Show { id } => {
+            let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&entry)?);
+            let message = std::fs::read(store.message_path(&entry))?;
+            let end = message
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(message.len(), |p| p + 2);
+            println!();
+            print!("{}", String::from_utf8_lossy(&message[..end]));
+        }
+        QueueCommand::Delete { id } => {
+            let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;
+            store.remove(&entry)?;
+            println!(
+                "deleted {id} ({} recipients for {})",
+                entry.recipients.len(),
+                entry.domain
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for a time in ms since the epoch.
+fn time_text(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }

@@ -531,6 +531,11 @@ impl Instance {
         }
     }
 
+    /// The outbound queue directory (`queue/outbound`).
+    pub fn outbound_queue_dir(&self) -> PathBuf {
+        self.root.join("queue").join("outbound")
+    }
+
     /// Where the running server publishes its plugin status for `waraka plugin list`.
     pub fn status_file(&self) -> PathBuf {
         self.root.join("queue").join("plugins.status.json")

@@ -7,6 +7,7 @@
 //! - [`policy`]: hooks, verdicts and the verdict → reply table.
 //! - [`session`]: the SMTP state machine, asking a `Policy` at each hook.
 //! - [`plugins`]: the WASM runtime, a `Policy` made of plugin chains.
+//! - [`queue`]: the durable outbound queue (no SMTP session, no WASM).
 //! - [`config`], [`server`], [`cli`]: the instance, sockets and commands.
 
 pub mod capabilities;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod plugins;
 pub mod policy;
 pub mod protocol;
+pub mod queue;
 pub mod reload;
 pub mod scaffold;
 pub mod server;

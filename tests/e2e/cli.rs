@@ -118,3 +118,60 @@ fn plugin_new_writes_a_skeleton_that_builds_and_loads() {
         "{out}"
     );
 }
+
+#[test]
+fn queue_list_show_and_delete_read_the_documented_files() {
+    let instance = Instance::new(&["queue/discard"], "");
+    let dir = instance.path().join("queue/outbound");
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = "1795000000000-0123456789ab";
+    std::fs::write(
+        dir.join(format!("{id}.json")),
+        format!(
+            r#"{{"id": "{id}", "domain": "remote.test", "sender": "", "recipients": ["a@remote.test", "b@remote.test"],
+               "arrival_ms": 1795000000000, "attempts": 3, "next_attempt_ms": 1795000600000,
+               "last_error": "451 4.3.0 try later", "origin": "ABC.1"}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{id}.eml")),
+        "Subject: queued\r\nFrom: x@y\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    let path = instance.path();
+    let config = path.to_str().unwrap();
+
+    let (ok, out) = waraka(&["queue", "--config", config, "list"]);
+    assert!(ok, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("{out}"));
+    for part in [
+        "<>",
+        "remote.test",
+        " 3 ",
+        "2026-11-18 11:16:40",
+        "a@remote.test,b@remote.test",
+        "451 4.3.0 try later",
+    ] {
+        assert!(row.contains(part), "{part:?} in {row:?}");
+    }
+    assert!(out.contains("1 entries"), "{out}");
+
+    let (ok, out) = waraka(&["queue", "--config", config, "show", id]);
+    assert!(
+        ok && out.contains("\"attempts\": 3") && out.contains("Subject: queued"),
+        "{out}"
+    );
+    assert!(!out.contains("body"), "only the header is shown: {out}");
+
+    let (ok, out) = waraka(&["queue", "--config", config, "show", "../../etc/passwd"]);
+    assert!(!ok, "{out}");
+    let (ok, out) = waraka(&["queue", "--config", config, "delete", id]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    let (ok, out) = waraka(&["queue", "--config", config, "list"]);
+    assert!(ok && out.contains("0 entries"), "{out}");
+}

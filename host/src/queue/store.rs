@@ -1,0 +1,415 @@
+//! The outbound queue on disk. Each entry is two files in one directory:
+//! `ID.eml`, the message exactly as it will be sent (CRLF, not dot-stuffed),
+//! and `ID.json`, the envelope and retry state — both readable with `cat`.
+//!
+//! Durability: a file is written under a `.tmp-` name, `fsync`ed, renamed
+//! and the directory `fsync`ed. The message goes first and the JSON last, so
+//! the JSON's presence is the commit: at start-up a message without JSON was
+//! half-written and is removed, a JSON that cannot be read is moved to
+//! `corrupt/` with a log line, and leftover temporary files are removed.
+//! Entries of one message (one per destination domain) share the message
+//! file through hard links.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const TMP_PREFIX: &str = ".tmp-";
+const CORRUPT_DIR: &str = "corrupt";
+
+/// One queued delivery: a message for the recipients of one domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Names the entry's files (`ID.eml`, `ID.json`).
+    pub id: String,
+    /// The destination domain (lower-cased).
+    pub domain: String,
+    /// The reverse-path as `local@domain`; empty for `<>` (a bounce).
+    pub sender: String,
+    /// The recipients still to deliver, as `local@domain`.
+    pub recipients: Vec<String>,
+    /// When the message was queued, in ms since the epoch.
+    pub arrival_ms: u64,
+    /// Failed delivery attempts so far.
+    pub attempts: u32,
+    /// When to try next, in ms since the epoch.
+    pub next_attempt_ms: u64,
+    /// The last temporary failure, for `waraka queue list`.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The id of the inbound transaction the message came from.
+    #[serde(default)]
+    pub origin: String,
+}
+
+/// What the start-up scan found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Entries to deliver, oldest first.
+    pub entries: Vec<Entry>,
+    /// Half-written messages and temporary files removed.
+    pub discarded: Vec<String>,
+    /// Unreadable entries moved to `corrupt/`.
+    pub set_aside: Vec<String>,
+}
+
+/// The queue directory.
+#[derive(Clone, Debug)]
+pub struct QueueStore {
+    dir: PathBuf,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn new_id(arrival_ms: u64) -> String {
+    format!("{arrival_ms:013}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl QueueStore {
+    /// Opens (creating it if needed) the queue in `dir` and recovers it:
+    /// see the module documentation.
+    pub fn open(dir: &Path) -> io::Result<(QueueStore, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let store = QueueStore { dir: dir.to_path_buf() };
+        let recovery = store.recover()?;
+        Ok((store, recovery))
+    }
+
+    /// The queue in `dir` as it is, without recovering it (for inspection
+    /// while a server may be running).
+    pub fn at(dir: &Path) -> QueueStore {
+        QueueStore { dir: dir.to_path_buf() }
+    }
+
+    /// The queue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn message_path_of(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.eml"))
+    }
+
+    fn entry_path_of(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Where the message of `entry` is.
+    pub fn message_path(&self, entry: &Entry) -> PathBuf {
+        self.message_path_of(&entry.id)
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.dir.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn recover(&self) -> io::Result<Recovery> {
+        let mut recovery = Recovery::default();
+        let mut names: Vec<String> = fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in &names {
+            let path = self.dir.join(name);
+            if name.starts_with(TMP_PREFIX) {
+                fs::remove_file(&path)?;
+                recovery.discarded.push(name.clone());
+            } else if let Some(id) = name.strip_suffix(".eml") {
+                if !self.entry_path_of(id).exists() {
+                    fs::remove_file(&path)?;
+                    recovery.discarded.push(name.clone());
+                }
+            } else if let Some(id) = name.strip_suffix(".json") {
+                match self.read_entry(id) {
+                    Ok(entry) => recovery.entries.push(entry),
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "unreadable queue entry set aside");
+                        self.set_aside(id)?;
+                        recovery.set_aside.push(id.to_string());
+                    }
+                }
+            }
+        }
+        for name in &recovery.discarded {
+            tracing::warn!(file = name, "half-written queue file removed");
+        }
+        sync_dir(&self.dir)?;
+        recovery
+            .entries
+            .sort_by(|a, b| (a.arrival_ms, &a.id).cmp(&(b.arrival_ms, &b.id)));
+        Ok(recovery)
+    }
+
+    fn read_entry(&self, id: &str) -> io::Result<Entry> {
+        let entry: Entry = serde_json::from_slice(&fs::read(self.entry_path_of(id))?).map_err(io::Error::other)?;
+        if entry.id != id {
+            return Err(io::Error::other(format!("the file names entry {:?}", entry.id)));
+        }
+        if !self.message_path_of(id).is_file() {
+            return Err(io::Error::other("its message file is missing"));
+        }
+        Ok(entry)
+    }
+
+    fn set_aside(&self, id: &str) -> io::Result<()> {
+        let corrupt = self.dir.join(CORRUPT_DIR);
+        fs::create_dir_all(&corrupt)?;
+        for path in [self.entry_path_of(id), self.message_path_of(id)] {
+            if path.exists() {
+                fs::rename(&path, corrupt.join(path.file_name().expect("queue file name")))?;
+            }
+        }
+        sync_dir(&corrupt)
+    }
+
+    /// Writes `bytes` to a temporary file and `fsync`s it.
+    fn write_tmp(&self, mut source: impl Read) -> io::Result<PathBuf> {
+        let tmp = self.tmp_path();
+        let result = (|| {
+            let mut file = File::options().write(true).create_new(true).open(&tmp)?;
+            io::copy(&mut source, &mut file)?;
+            file.flush()?;
+            file.sync_all()
+        })();
+        match result {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_entry_file(&self, entry: &Entry) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
+        let tmp = self.write_tmp(json.as_slice())?;
+        fs::rename(&tmp, self.entry_path_of(&entry.id)).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
+    /// Queues `message` from `sender` once per destination domain of
+    /// `recipients` (grouped in order of first appearance). Every file is
+    /// durable when this returns; on error nothing of this message remains.
+    pub fn enqueue(
+        &self,
+        message: impl Read,
+        sender: &str,
+        recipients: &[String],
+        origin: &str,
+    ) -> io::Result<Vec<Entry>> {
+        let arrival_ms = now_ms();
+        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
+        for rcpt in recipients {
+            let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase();
+            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(rcpt.clone()),
+                None => by_domain.push((domain, vec![rcpt.clone()])),
+            }
+        }
+        let tmp = self.write_tmp(message)?;
+        let mut made: Vec<Entry> = Vec::new();
+        let result = (|| {
+            for (domain, recipients) in by_domain {
+                let entry = Entry {
+                    id: new_id(arrival_ms),
+                    domain,
+                    sender: sender.to_string(),
+                    recipients,
+                    arrival_ms,
+                    attempts: 0,
+                    next_attempt_ms: arrival_ms,
+                    last_error: None,
+                    origin: origin.to_string(),
+                };
+                fs::hard_link(&tmp, self.message_path(&entry))?;
+                made.push(entry.clone());
+                self.write_entry_file(&entry)?;
+            }
+            sync_dir(&self.dir)
+        })();
+        let _ = fs::remove_file(&tmp);
+        if let Err(e) = result {
+            for entry in &made {
+                let _ = fs::remove_file(self.entry_path_of(&entry.id));
+                let _ = fs::remove_file(self.message_path(entry));
+            }
+            let _ = sync_dir(&self.dir);
+            return Err(e);
+        }
+        Ok(made)
+    }
+
+    /// Saves the changed retry state or recipients of `entry`, atomically.
+    pub fn update(&self, entry: &Entry) -> io::Result<()> {
+        self.write_entry_file(entry)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Makes a new entry for `recipients` of `entry` (sharing its message),
+    /// with the given retry state; the caller updates or removes `entry`.
+    pub fn split(&self, entry: &Entry, recipients: Vec<String>) -> io::Result<Entry> {
+        let split = Entry {
+            id: new_id(entry.arrival_ms),
+            recipients,
+            ..entry.clone()
+        };
+        fs::hard_link(self.message_path(entry), self.message_path(&split))?;
+        self.write_entry_file(&split).inspect_err(|_| {
+            let _ = fs::remove_file(self.message_path(&split));
+        })?;
+        sync_dir(&self.dir)?;
+        Ok(split)
+    }
+
+    /// Removes `entry` (delivered, bounced or deleted): the JSON first, so a
+    /// crash in between leaves only a message file that start-up removes.
+    pub fn remove(&self, entry: &Entry) -> io::Result<()> {
+        match fs::remove_file(self.entry_path_of(&entry.id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match fs::remove_file(self.message_path(entry)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// The entry `id` as it is on disk now.
+    pub fn get(&self, id: &str) -> io::Result<Entry> {
+        if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a queue id"));
+        }
+        self.read_entry(id)
+    }
+
+    /// Every entry on disk now, oldest first (for `waraka queue list`).
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        let dirents = match fs::read_dir(&self.dir) {
+            Ok(dirents) => dirents,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(entries),
+            Err(e) => return Err(e),
+        };
+        for dirent in dirents {
+            let name = dirent?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json"))
+                && !id.starts_with(TMP_PREFIX)
+                && let Ok(entry) = self.read_entry(id)
+            {
+                entries.push(entry);
+            }
+        }
+        entries.sort_by(|a, b| (a.arrival_ms, &a.id).cmp(&(b.arrival_ms, &b.id)));
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipients(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_entry_per_domain_sharing_one_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, recovery) = QueueStore::open(dir.path()).unwrap();
+        assert_eq!(recovery, Recovery::default());
+        let rcpts = recipients(&["a@One.test", "b@two.test", "c@one.test"]);
+        let entries = store
+            .enqueue(&b"Subject: x\r\n\r\nbody\r\n"[..], "s@here.test", &rcpts, "T.1")
+            .unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].domain, "one.test");
+        assert_eq!(entries[0].recipients, recipients(&["a@One.test", "c@one.test"]));
+        assert_eq!(entries[1].recipients, recipients(&["b@two.test"]));
+        assert_eq!(
+            fs::read(store.message_path(&entries[1])).unwrap(),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
+        let files = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 4, "two messages (hard links) and two entries, no temporary file");
+
+        let by_domain = |mut list: Vec<Entry>| {
+            list.sort_by(|a, b| a.domain.cmp(&b.domain));
+            list
+        };
+        let (_, recovery) = QueueStore::open(dir.path()).unwrap();
+        assert_eq!(by_domain(recovery.entries), entries);
+        assert_eq!(by_domain(store.list().unwrap()), entries);
+    }
+
+    #[test]
+    fn updates_splits_and_removals_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = QueueStore::open(dir.path()).unwrap();
+        let rcpts = recipients(&["a@d.test", "b@d.test"]);
+        let mut entry = store.enqueue(&b"m\r\n"[..], "", &rcpts, "T.2").unwrap().remove(0);
+        let mut later = store.split(&entry, recipients(&["b@d.test"])).unwrap();
+        later.attempts = 1;
+        later.last_error = Some("451 try later".into());
+        store.update(&later).unwrap();
+        entry.recipients.truncate(1);
+        store.remove(&entry).unwrap();
+        let (store, recovery) = QueueStore::open(dir.path()).unwrap();
+        assert_eq!(recovery.entries, vec![later.clone()]);
+        assert_eq!(
+            fs::read(store.message_path(&later)).unwrap(),
+            b"m\r\n",
+            "the split kept the message"
+        );
+        assert_eq!(store.get(&later.id).unwrap(), later);
+        assert!(store.get("../x").is_err());
+    }
+
+    #[test]
+    fn half_written_and_corrupt_files_are_removed_or_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = QueueStore::open(dir.path()).unwrap();
+        let good = store
+            .enqueue(&b"m\r\n"[..], "s@x.test", &recipients(&["a@d.test"]), "T.3")
+            .unwrap();
+        let torn = store
+            .enqueue(&b"m\r\n"[..], "s@x.test", &recipients(&["a@e.test"]), "T.4")
+            .unwrap();
+        let json = store.entry_path_of(&torn[0].id);
+        let text = fs::read(&json).unwrap();
+        fs::write(&json, &text[..text.len() / 2]).unwrap();
+        fs::write(dir.path().join("0000000000001-orphan.eml"), b"half").unwrap();
+        fs::write(dir.path().join(".tmp-123"), b"partial").unwrap();
+
+        let (_, recovery) = QueueStore::open(dir.path()).unwrap();
+        assert_eq!(recovery.entries, good);
+        assert_eq!(
+            recovery.discarded,
+            vec![".tmp-123".to_string(), "0000000000001-orphan.eml".to_string()]
+        );
+        assert_eq!(recovery.set_aside, vec![torn[0].id.clone()]);
+        assert!(
+            dir.path()
+                .join(CORRUPT_DIR)
+                .join(format!("{}.json", torn[0].id))
+                .exists()
+        );
+        assert!(!json.exists());
+    }
+}
