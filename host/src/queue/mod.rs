@@ -1,6 +1,8 @@
 //! The host's outbound queue: mail from relaying sessions, kept durably on
 //! disk until it is delivered or bounced.
 
+mod schedule;
 mod store;
 
+pub use schedule::{RetrySchedule, ScheduleError};
 pub use store::{Entry, QueueStore, Recovery, now_ms};
