@@ -171,6 +171,8 @@ pub struct SmtpConfig {
     pub idle_timeout: Duration,
     pub bare_newlines: BareNewlines,
     pub early_talker: EarlyTalker,
+    #[serde(with = "humantime_serde")]
+    pub banner_delay: Duration,
     pub strict_pipelining: bool,
     pub spool_dir: Option<PathBuf>,
     pub spool_memory_threshold: usize,
@@ -195,6 +197,7 @@ impl Default for SmtpConfig {
             idle_timeout: Duration::from_secs(300),
             bare_newlines: s.bare_newlines,
             early_talker: s.early_talker,
+            banner_delay: s.banner_delay,
             strict_pipelining: s.strict_pipelining,
             spool_dir: None,
             spool_memory_threshold: s.spool.memory_threshold,
@@ -351,6 +354,7 @@ impl Instance {
             max_received: s.max_received,
             bare_newlines: s.bare_newlines,
             early_talker: s.early_talker,
+            banner_delay: s.banner_delay,
             strict_pipelining: s.strict_pipelining,
             spool: SpoolSettings {
                 dir: spool_dir,

@@ -188,6 +188,24 @@ async fn write_out<P: crate::policy::Policy>(stream: &mut Stream, session: &mut 
     out.is_empty() || stream.write_all(&out).await.is_ok()
 }
 
+/// What the client sent before the greeting: what is already there, or
+/// arrives within `delay`.
+async fn early_bytes(tcp: &TcpStream, delay: Duration) -> Vec<u8> {
+    let mut buf = vec![0u8; 4096];
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        match tcp.try_read(&mut buf) {
+            Ok(n) => return buf[..n].to_vec(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Vec::new(),
+        }
+        // Readiness may be reported spuriously: read again until the deadline.
+        if tokio::time::timeout_at(deadline, tcp.readable()).await.is_err() {
+            return Vec::new();
+        }
+    }
+}
+
 async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -211,6 +229,7 @@ async fn handle(
             conn.clone(),
         );
         let idle_timeout = settings.idle_timeout;
+        let banner_delay = settings.banner_delay;
         let mut session = Session::new(chain, conn, settings);
         let mut early = Vec::new();
         let stream = if role == Role::Submissions {
@@ -227,10 +246,9 @@ async fn handle(
                 }
             }
         } else {
-            // Bytes already waiting before the greeting is sent: an early talker.
-            let mut buf = vec![0u8; 4096];
-            let n = tcp.try_read(&mut buf).unwrap_or_default();
-            early.extend_from_slice(&buf[..n]);
+            // Bytes already waiting before the greeting is sent (within
+            // `banner_delay`, if set): an early talker.
+            early = early_bytes(&tcp, banner_delay).await;
             Stream::Plain(tcp)
         };
         let mut flow = session.start(!early.is_empty()).await;

@@ -56,6 +56,8 @@ pub struct SessionSettings {
     pub max_received: usize,
     pub bare_newlines: BareNewlines,
     pub early_talker: EarlyTalker,
+    /// How long the greeting waits for a client that talks first (0: not at all).
+    pub banner_delay: std::time::Duration,
     /// Refuse commands sent ahead of their reply where RFC 2920 forbids it.
     pub strict_pipelining: bool,
     pub spool: SpoolSettings,
@@ -82,6 +84,7 @@ impl Default for SessionSettings {
             max_received: 100,
             bare_newlines: BareNewlines::Reject,
             early_talker: EarlyTalker::Reject,
+            banner_delay: std::time::Duration::ZERO,
             strict_pipelining: true,
             spool: SpoolSettings {
                 dir: std::env::temp_dir().join("waraka-spool"),
