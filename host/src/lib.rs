@@ -8,11 +8,13 @@
 //! - [`session`]: the SMTP state machine, asking a `Policy` at each hook.
 //! - [`plugins`]: the WASM runtime, a `Policy` made of plugin chains.
 //! - [`queue`]: the durable outbound queue (no SMTP session, no WASM).
+//! - [`delivery`]: the SMTP client that delivers queued mail.
 //! - [`config`], [`server`], [`cli`]: the instance, sockets and commands.
 
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod plugins;
 pub mod policy;
 pub mod protocol;

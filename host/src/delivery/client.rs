@@ -1,0 +1,788 @@
+//! An SMTP client for delivering one queue entry to one server: EHLO (HELO
+//! when EHLO is refused), opportunistic or required STARTTLS, AUTH PLAIN or
+//! LOGIN to a smarthost, then the envelope — pipelined (RFC 2920) when the
+//! server offers PIPELINING — and the message streamed from its file with
+//! dot-stuffing. Every recipient gets its own reply.
+//!
+//! Replies are read with `smtp-proto`'s response parser. The client is
+//! written here rather than taken from `mail-send` or `lettre` because
+//! delivery needs per-recipient results from one pipelined envelope and a
+//! message streamed from disk, which neither offers.
+
+use base64::Engine;
+use rustls::pki_types::ServerName;
+use smtp_proto::response::parser::ResponseReceiver;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest chunk read from the message file at once.
+const CHUNK: usize = 64 * 1024;
+
+/// A reply read from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteReply {
+    pub code: u16,
+    /// The enhanced status code (`4.2.1`), when the server sent one.
+    pub enhanced: Option<String>,
+    /// The text of each line.
+    pub lines: Vec<String>,
+}
+
+impl RemoteReply {
+    fn from_response(response: smtp_proto::Response<String>) -> RemoteReply {
+        let [class, subject, detail] = response.esc;
+        RemoteReply {
+            code: response.code,
+            enhanced: (class != 0).then(|| format!("{class}.{subject}.{detail}")),
+            lines: response.message.lines().map(|l| l.trim_end().to_string()).collect(),
+        }
+    }
+
+    /// A reply made up locally for a refusal the server did not give.
+    pub fn local(code: u16, enhanced: &str, text: &str) -> RemoteReply {
+        RemoteReply {
+            code,
+            enhanced: Some(enhanced.to_string()),
+            lines: vec![text.to_string()],
+        }
+    }
+
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 5xx: retrying will not help.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+}
+
+impl fmt::Display for RemoteReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(enhanced) = &self.enhanced {
+            write!(f, " {enhanced}")?;
+        }
+        write!(f, " {}", self.lines.join(" "))
+    }
+}
+
+/// When to encrypt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Never (e.g. a smarthost on a trusted network).
+    Never,
+    /// STARTTLS when offered; `verify` checks the certificate against the
+    /// system's roots and the server name (otherwise any certificate does).
+    Opportunistic { verify: bool },
+    /// STARTTLS or no delivery, with the certificate verified.
+    Required,
+}
+
+/// How the client presents itself and how long it waits.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// The name sent with EHLO/HELO.
+    pub helo: String,
+    pub connect_timeout: Duration,
+    /// For every reply but the one after the message.
+    pub command_timeout: Duration,
+    /// For writing the message and the reply after it.
+    pub data_timeout: Duration,
+    pub tls: TlsMode,
+    /// User and password for AUTH (PLAIN, else LOGIN).
+    pub auth: Option<(String, String)>,
+}
+
+/// What the server said about one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Each recipient with its RCPT reply, in order.
+    pub recipients: Vec<(String, RemoteReply)>,
+    /// The reply after the message; `None` when no recipient was accepted.
+    pub data: Option<RemoteReply>,
+    /// Whether the message went over TLS.
+    pub tls: bool,
+}
+
+impl Delivery {
+    /// The final word for `index`: the data reply when the recipient was
+    /// accepted, else its RCPT reply.
+    pub fn outcome(&self, index: usize) -> &RemoteReply {
+        let rcpt = &self.recipients[index].1;
+        match &self.data {
+            Some(data) if rcpt.is_positive() => data,
+            _ => rcpt,
+        }
+    }
+}
+
+/// Why a delivery attempt ended before per-recipient results.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection failed or broke; try the next host.
+    #[error("{0}")]
+    Network(String),
+    /// The server did not answer in time.
+    #[error("timed out waiting for the {0} reply")]
+    Timeout(&'static str),
+    /// The server spoke something that is not SMTP.
+    #[error("protocol error after {stage}: {detail}")]
+    Protocol { stage: &'static str, detail: String },
+    /// TLS could not be set up as required.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The server refused at this stage for the whole message.
+    #[error("{stage} refused: {reply}")]
+    Refused { stage: &'static str, reply: RemoteReply },
+}
+
+impl ClientError {
+    /// Whether another host of the domain may do better: the session ended
+    /// before the envelope was refused.
+    pub fn try_next_host(&self) -> bool {
+        !matches!(
+            self,
+            ClientError::Refused {
+                stage: "MAIL" | "DATA" | "message",
+                ..
+            }
+        )
+    }
+
+    /// Whether this is final for every recipient (a 5xx to the envelope or message).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Refused { stage: "MAIL" | "DATA" | "message", reply } if reply.is_permanent())
+    }
+}
+
+/// Delivers `message` (of `size` bytes, CRLF lines, not dot-stuffed) from
+/// `sender` (empty for `<>`) to `recipients` at the server `addr`, whose
+/// name `host` is used for TLS. Per-recipient results come back in
+/// [`Delivery`]; a failure for the whole attempt is a [`ClientError`].
+pub async fn send(
+    addr: SocketAddr,
+    host: &str,
+    settings: &ClientSettings,
+    sender: &str,
+    recipients: &[String],
+    message: impl AsyncRead + Unpin,
+    size: u64,
+) -> Result<Delivery, ClientError> {
+    let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClientError::Timeout("connect"))?
+        .map_err(|e| ClientError::Network(format!("connecting to {addr}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Connection {
+        io: Box::new(tcp),
+        unread: Vec::new(),
+        receiver: ResponseReceiver::default(),
+        settings: settings.clone(),
+    };
+    let greeting = conn.reply("greeting").await?;
+    if !greeting.is_positive() {
+        return Err(ClientError::Refused {
+            stage: "greeting",
+            reply: greeting,
+        });
+    }
+    let mut ext = conn.greet().await?;
+    let mut tls = false;
+    let verify = match settings.tls {
+        TlsMode::Never => None,
+        TlsMode::Opportunistic { verify } => offers(&ext, "STARTTLS").then_some(verify),
+        TlsMode::Required if offers(&ext, "STARTTLS") => Some(true),
+        TlsMode::Required => return Err(ClientError::Tls("the server does not offer STARTTLS".into())),
+    };
+    if let Some(verify) = verify {
+        conn = conn.start_tls(host, verify).await?;
+        ext = conn.greet().await?;
+        tls = true;
+    }
+    if let Some((user, password)) = &settings.auth {
+        conn.authenticate(&ext, user, password).await?;
+    }
+    let utf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
+    if utf8 && !offers(&ext, "SMTPUTF8") {
+        return Err(ClientError::Refused {
+            stage: "MAIL",
+            reply: RemoteReply::local(
+                553,
+                "5.6.7",
+                "the server does not accept internationalised addresses (SMTPUTF8)",
+            ),
+        });
+    }
+    let mut mail = format!("MAIL FROM:<{sender}>");
+    if offers(&ext, "SIZE") {
+        mail.push_str(&format!(" SIZE={size}"));
+    }
+    if utf8 {
+        mail.push_str(" SMTPUTF8");
+    }
+    let mut results = Vec::with_capacity(recipients.len());
+    if offers(&ext, "PIPELINING") {
+        let mut batch = format!("{mail}\r\n");
+        for rcpt in recipients {
+            batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+        }
+        batch.push_str("DATA\r\n");
+        conn.write(batch.as_bytes(), "MAIL").await?;
+        let mail_reply = conn.reply("MAIL").await?;
+        for rcpt in recipients {
+            results.push((rcpt.clone(), conn.reply("RCPT").await?));
+        }
+        let data_reply = conn.reply("DATA").await?;
+        if !mail_reply.is_positive() {
+            conn.quit().await;
+            return Err(ClientError::Refused {
+                stage: "MAIL",
+                reply: mail_reply,
+            });
+        }
+        let accepted = results.iter().any(|(_, r)| r.is_positive());
+        match (data_reply.code, accepted) {
+            (354, true) => {}
+            (354, false) => {
+                // RFC 2920: DATA went ahead with no recipient; end it empty.
+                conn.write(b".\r\n", "message").await?;
+                let _ = conn.reply("message").await;
+                conn.quit().await;
+                return Ok(Delivery {
+                    recipients: results,
+                    data: None,
+                    tls,
+                });
+            }
+            (_, false) => {
+                conn.quit().await;
+                return Ok(Delivery {
+                    recipients: results,
+                    data: None,
+                    tls,
+                });
+            }
+            (_, true) => {
+                conn.quit().await;
+                return Err(ClientError::Refused {
+                    stage: "DATA",
+                    reply: data_reply,
+                });
+            }
+        }
+    } else {
+        conn.command(&mail, "MAIL", 250).await?;
+        for rcpt in recipients {
+            conn.write(format!("RCPT TO:<{rcpt}>\r\n").as_bytes(), "RCPT").await?;
+            results.push((rcpt.clone(), conn.reply("RCPT").await?));
+        }
+        if !results.iter().any(|(_, r)| r.is_positive()) {
+            conn.quit().await;
+            return Ok(Delivery {
+                recipients: results,
+                data: None,
+                tls,
+            });
+        }
+        conn.command("DATA", "DATA", 354).await?;
+    }
+    conn.send_message(message).await?;
+    let data = conn.reply_within("message", settings.data_timeout).await?;
+    conn.quit().await;
+    Ok(Delivery {
+        recipients: results,
+        data: Some(data),
+        tls,
+    })
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// One SMTP connection.
+struct Connection {
+    io: Box<dyn Io>,
+    unread: Vec<u8>,
+    receiver: ResponseReceiver,
+    settings: ClientSettings,
+}
+
+impl Connection {
+    async fn write(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), ClientError> {
+        let timeout = self.settings.command_timeout;
+        match tokio::time::timeout(timeout, async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ClientError::Network(format!("writing {stage}: {e}"))),
+            Err(_) => Err(ClientError::Timeout(stage)),
+        }
+    }
+
+    async fn reply_within(&mut self, stage: &'static str, timeout: Duration) -> Result<RemoteReply, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if !self.unread.is_empty() {
+                let mut bytes = self.unread.iter();
+                let parsed = self.receiver.parse(&mut bytes);
+                let consumed = self.unread.len() - bytes.len();
+                self.unread.drain(..consumed);
+                match parsed {
+                    Ok(response) => {
+                        self.receiver.reset();
+                        return Ok(RemoteReply::from_response(response));
+                    }
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => {}
+                    Err(e) => {
+                        return Err(ClientError::Protocol {
+                            stage,
+                            detail: format!("{e:?}"),
+                        });
+                    }
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await {
+                Err(_) => return Err(ClientError::Timeout(stage)),
+                Ok(Ok(0)) => {
+                    return Err(ClientError::Network(format!(
+                        "connection closed before the {stage} reply"
+                    )));
+                }
+                Ok(Ok(n)) => self.unread.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(ClientError::Network(format!("reading the {stage} reply: {e}"))),
+            }
+        }
+    }
+
+    async fn reply(&mut self, stage: &'static str) -> Result<RemoteReply, ClientError> {
+        self.reply_within(stage, self.settings.command_timeout).await
+    }
+
+    /// Sends `line` and expects a 2xx (or `expect`) reply.
+    async fn command(&mut self, line: &str, stage: &'static str, expect: u16) -> Result<RemoteReply, ClientError> {
+        self.write(format!("{line}\r\n").as_bytes(), stage).await?;
+        let reply = self.reply(stage).await?;
+        if reply.code / 100 == expect / 100 {
+            Ok(reply)
+        } else {
+            Err(ClientError::Refused { stage, reply })
+        }
+    }
+
+    /// EHLO, falling back to HELO; returns the upper-cased extension lines.
+    async fn greet(&mut self) -> Result<Vec<String>, ClientError> {
+        let helo = self.settings.helo.clone();
+        self.write(format!("EHLO {helo}\r\n").as_bytes(), "EHLO").await?;
+        let reply = self.reply("EHLO").await?;
+        if reply.is_positive() {
+            return Ok(extensions(&reply));
+        }
+        self.command(&format!("HELO {helo}"), "HELO", 250).await?;
+        Ok(Vec::new())
+    }
+
+    async fn start_tls(mut self, host: &str, verify: bool) -> Result<Connection, ClientError> {
+        self.command("STARTTLS", "STARTTLS", 220).await?;
+        if !self.unread.is_empty() {
+            return Err(ClientError::Protocol {
+                stage: "STARTTLS",
+                detail: "data after the 220 (possible injection)".into(),
+            });
+        }
+        let config = tls_config(verify)?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| ClientError::Tls(format!("{host:?} is not a server name: {e}")))?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = tokio::time::timeout(self.settings.command_timeout, connector.connect(name, self.io))
+            .await
+            .map_err(|_| ClientError::Timeout("TLS handshake"))?
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Connection {
+            io: Box::new(stream),
+            unread: Vec::new(),
+            receiver: ResponseReceiver::default(),
+            settings: self.settings,
+        })
+    }
+
+    async fn authenticate(&mut self, extensions: &[String], user: &str, password: &str) -> Result<(), ClientError> {
+        let mechanisms: Vec<&str> = extensions
+            .iter()
+            .filter_map(|e| e.strip_prefix("AUTH "))
+            .flat_map(str::split_whitespace)
+            .collect();
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        if mechanisms.contains(&"PLAIN") {
+            let token = b64(format!("\0{user}\0{password}").as_bytes());
+            self.command(&format!("AUTH PLAIN {token}"), "AUTH", 235).await?;
+        } else if mechanisms.contains(&"LOGIN") {
+            self.command("AUTH LOGIN", "AUTH", 334).await?;
+            self.command(&b64(user.as_bytes()), "AUTH", 334).await?;
+            self.command(&b64(password.as_bytes()), "AUTH", 235).await?;
+        } else {
+            return Err(ClientError::Protocol {
+                stage: "EHLO",
+                detail: "the server offers neither AUTH PLAIN nor LOGIN".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the session politely; failures no longer matter.
+    async fn quit(&mut self) {
+        if self.write(b"QUIT\r\n", "QUIT").await.is_ok() {
+            let _ = self.reply_within("QUIT", Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Writes the message dot-stuffed, then `.`.
+    async fn send_message(&mut self, mut message: impl AsyncRead + Unpin) -> Result<(), ClientError> {
+        let timeout = self.settings.data_timeout;
+        let io = &mut self.io;
+        let result = tokio::time::timeout(timeout, async move {
+            let mut chunk = vec![0u8; CHUNK];
+            let mut out = Vec::with_capacity(CHUNK + CHUNK / 8);
+            let mut at_line_start = true;
+            let mut last_two = [b'\r', b'\n'];
+            loop {
+                let n = message.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                out.clear();
+                for &byte in &chunk[..n] {
+                    if at_line_start && byte == b'.' {
+                        out.push(b'.');
+                    }
+                    out.push(byte);
+                    at_line_start = byte == b'\n';
+                    last_two = [last_two[1], byte];
+                }
+                io.write_all(&out).await?;
+            }
+            let end: &[u8] = if last_two == [b'\r', b'\n'] {
+                b".\r\n"
+            } else {
+                b"\r\n.\r\n"
+            };
+            io.write_all(end).await?;
+            io.flush().await
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ClientError::Network(format!("sending the message: {e}"))),
+            Err(_) => Err(ClientError::Timeout("message")),
+        }
+    }
+}
+
+/// The extension lines of an EHLO reply, upper-cased (`PIPELINING`, `SIZE 1000`, `AUTH PLAIN LOGIN`).
+fn extensions(reply: &RemoteReply) -> Vec<String> {
+    reply
+        .lines
+        .iter()
+        .skip(1)
+        .map(|l| l.trim().to_ascii_uppercase())
+        .collect()
+}
+
+/// Whether the server offers the extension `keyword`.
+fn offers(extensions: &[String], keyword: &str) -> bool {
+    extensions
+        .iter()
+        .any(|e| e == keyword || e.strip_prefix(keyword).is_some_and(|rest| rest.starts_with(' ')))
+}
+
+fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let config = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any certificate (opportunistic TLS without verification, as most
+/// MTAs do for MX delivery) while still checking the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+
+    fn settings() -> ClientSettings {
+        ClientSettings {
+            helo: "client.test".into(),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            data_timeout: Duration::from_secs(5),
+            tls: TlsMode::Opportunistic { verify: false },
+            auth: None,
+        }
+    }
+
+    /// A scripted server: answers each line it reads with the next reply
+    /// whose command prefix matches (`""` matches the message's end), and
+    /// records everything the client wrote.
+    async fn scripted(
+        ehlo: &'static str,
+        answers: Vec<(&'static str, &'static str)>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read);
+            let mut seen = String::new();
+            write.write_all(b"220 mx.test ESMTP\r\n").await.unwrap();
+            let mut answers = answers.into_iter();
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if lines.read_line(&mut line).await.unwrap() == 0 {
+                    break;
+                }
+                seen.push_str(&line);
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        let (_, reply) = answers.next().unwrap();
+                        write.write_all(reply.as_bytes()).await.unwrap();
+                    }
+                    continue;
+                }
+                let upper = line.to_ascii_uppercase();
+                if upper.starts_with("EHLO") {
+                    write.write_all(ehlo.as_bytes()).await.unwrap();
+                } else if upper.starts_with("QUIT") {
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                } else {
+                    let (expected, reply) = answers.next().unwrap_or(("", "500 unexpected\r\n"));
+                    assert!(upper.starts_with(expected), "expected {expected:?}, got {line:?}");
+                    write.write_all(reply.as_bytes()).await.unwrap();
+                    in_data = upper.starts_with("DATA") && reply.starts_with("354");
+                }
+            }
+            seen
+        });
+        (addr, task)
+    }
+
+    fn rcpts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn pipelined_envelope_gives_each_recipient_its_reply_and_stuffs_dots() {
+        let (addr, server) = scripted(
+            "250-mx.test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n",
+            vec![
+                ("MAIL FROM:<S@X.TEST> SIZE=22", "250 2.1.0 ok\r\n"),
+                ("RCPT TO:<A@D.TEST>", "250 2.1.5 ok\r\n"),
+                ("RCPT TO:<B@D.TEST>", "550 5.1.1 no such user\r\n"),
+                ("RCPT TO:<C@D.TEST>", "451 4.2.0 later\r\n"),
+                ("DATA", "354 go\r\n"),
+                ("", "250 2.0.0 queued as 42\r\n"),
+            ],
+        )
+        .await;
+        let message: &[u8] = b"Subject: x\r\n\r\n.dot\r\nend";
+        let delivery = send(
+            addr,
+            "mx.test",
+            &settings(),
+            "s@x.test",
+            &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
+            message,
+            22,
+        )
+        .await
+        .unwrap();
+        let seen = server.await.unwrap();
+        assert!(
+            seen.contains("MAIL FROM:<s@x.test> SIZE=22\r\nRCPT TO:<a@d.test>\r\nRCPT TO:<b@d.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n"),
+            "{seen}"
+        );
+        assert!(
+            seen.contains("Subject: x\r\n\r\n..dot\r\nend\r\n.\r\n"),
+            "dot-stuffed and terminated: {seen}"
+        );
+        assert_eq!(delivery.outcome(0).to_string(), "250 2.0.0 queued as 42");
+        assert_eq!(delivery.outcome(1).to_string(), "550 5.1.1 no such user");
+        assert!(delivery.outcome(1).is_permanent());
+        assert_eq!(delivery.outcome(2).code, 451);
+        assert!(!delivery.tls);
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_and_with_helo_fallback_one_command_at_a_time() {
+        let (addr, server) = scripted(
+            "502 5.5.2 no EHLO here\r\n",
+            vec![
+                ("HELO CLIENT.TEST", "250 hi\r\n"),
+                ("MAIL FROM:<>", "250 ok\r\n"),
+                ("RCPT TO:<A@D.TEST>", "250 ok\r\n"),
+                ("DATA", "354 go\r\n"),
+                ("", "250 done\r\n"),
+            ],
+        )
+        .await;
+        let delivery = send(
+            addr,
+            "mx.test",
+            &settings(),
+            "",
+            &rcpts(&["a@d.test"]),
+            &b"x\r\n"[..],
+            3,
+        )
+        .await
+        .unwrap();
+        assert!(
+            server.await.unwrap().contains("MAIL FROM:<>\r\n"),
+            "no SIZE without the extension"
+        );
+        assert_eq!(delivery.data.unwrap().code, 250);
+    }
+
+    #[tokio::test]
+    async fn envelope_refusals_and_dead_servers_are_errors_that_say_what_to_do() {
+        let (addr, _server) = scripted("250 mx.test\r\n", vec![("MAIL", "452 4.3.1 insufficient storage\r\n")]).await;
+        let err = send(
+            addr,
+            "mx.test",
+            &settings(),
+            "s@x.test",
+            &rcpts(&["a@d.test"]),
+            &b"x\r\n"[..],
+            3,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { stage: "MAIL", reply } if reply.code == 452),
+            "{err}"
+        );
+        assert!(!err.try_next_host() && !err.is_permanent());
+
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let err = send(
+            closed,
+            "mx.test",
+            &settings(),
+            "s@x.test",
+            &rcpts(&["a@d.test"]),
+            &b"x\r\n"[..],
+            3,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ClientError::Network(_)) && err.try_next_host(), "{err}");
+
+        let (addr, _server) = scripted("250 mx.test\r\n", vec![]).await;
+        let strict = ClientSettings {
+            tls: TlsMode::Required,
+            ..settings()
+        };
+        let err = send(
+            addr,
+            "mx.test",
+            &strict,
+            "s@x.test",
+            &rcpts(&["a@d.test"]),
+            &b"x\r\n"[..],
+            3,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ClientError::Tls(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn all_recipients_refused_sends_no_message() {
+        let (addr, server) = scripted(
+            "250-mx.test\r\n250 PIPELINING\r\n",
+            vec![
+                ("MAIL", "250 ok\r\n"),
+                ("RCPT", "550 5.1.1 unknown\r\n"),
+                ("DATA", "554 5.5.1 no valid recipients\r\n"),
+            ],
+        )
+        .await;
+        let delivery = send(
+            addr,
+            "mx.test",
+            &settings(),
+            "s@x.test",
+            &rcpts(&["a@d.test"]),
+            &b"secret\r\n"[..],
+            8,
+        )
+        .await
+        .unwrap();
+        assert_eq!(delivery.data, None);
+        assert_eq!(delivery.outcome(0).code, 550);
+        assert!(!server.await.unwrap().contains("secret"));
+    }
+}
