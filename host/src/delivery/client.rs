@@ -629,6 +629,20 @@ mod tests {
         (addr, task)
     }
 
+    /// Sends `message` from s@x.test to a@d.test.
+    async fn to_alice(addr: SocketAddr, settings: &ClientSettings, message: &[u8]) -> Result<Delivery, ClientError> {
+        send(
+            addr,
+            "mx.test",
+            settings,
+            "s@x.test",
+            &rcpts(&["a@d.test"]),
+            message,
+            message.len() as u64,
+        )
+        .await
+    }
+
     fn rcpts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
     }
@@ -709,17 +723,7 @@ mod tests {
     #[tokio::test]
     async fn envelope_refusals_and_dead_servers_are_errors_that_say_what_to_do() {
         let (addr, _server) = scripted("250 mx.test\r\n", vec![("MAIL", "452 4.3.1 insufficient storage\r\n")]).await;
-        let err = send(
-            addr,
-            "mx.test",
-            &settings(),
-            "s@x.test",
-            &rcpts(&["a@d.test"]),
-            &b"x\r\n"[..],
-            3,
-        )
-        .await
-        .unwrap_err();
+        let err = to_alice(addr, &settings(), &b"x\r\n"[..]).await.unwrap_err();
         assert!(
             matches!(&err, ClientError::Refused { stage: "MAIL", reply } if reply.code == 452),
             "{err}"
@@ -727,17 +731,7 @@ mod tests {
         assert!(!err.try_next_host() && !err.is_permanent());
 
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let err = send(
-            closed,
-            "mx.test",
-            &settings(),
-            "s@x.test",
-            &rcpts(&["a@d.test"]),
-            &b"x\r\n"[..],
-            3,
-        )
-        .await
-        .unwrap_err();
+        let err = to_alice(closed, &settings(), &b"x\r\n"[..]).await.unwrap_err();
         assert!(matches!(err, ClientError::Network(_)) && err.try_next_host(), "{err}");
 
         let (addr, _server) = scripted("250 mx.test\r\n", vec![]).await;
@@ -745,17 +739,7 @@ mod tests {
             tls: TlsMode::Required,
             ..settings()
         };
-        let err = send(
-            addr,
-            "mx.test",
-            &strict,
-            "s@x.test",
-            &rcpts(&["a@d.test"]),
-            &b"x\r\n"[..],
-            3,
-        )
-        .await
-        .unwrap_err();
+        let err = to_alice(addr, &strict, &b"x\r\n"[..]).await.unwrap_err();
         assert!(matches!(err, ClientError::Tls(_)), "{err}");
     }
 
@@ -770,17 +754,7 @@ mod tests {
             ],
         )
         .await;
-        let delivery = send(
-            addr,
-            "mx.test",
-            &settings(),
-            "s@x.test",
-            &rcpts(&["a@d.test"]),
-            &b"secret\r\n"[..],
-            8,
-        )
-        .await
-        .unwrap();
+        let delivery = to_alice(addr, &settings(), &b"secret\r\n"[..]).await.unwrap();
         assert_eq!(delivery.data, None);
         assert_eq!(delivery.outcome(0).code, 550);
         assert!(!server.await.unwrap().contains("secret"));

@@ -1,0 +1,145 @@
+//! Where mail for a domain goes: its MX hosts in preference order (hosts of
+//! equal preference in random order, RFC 5321 §5.1), the domain itself when
+//! it has no MX (the implicit MX), nowhere for a null MX (RFC 7505) — or a
+//! configured next hop instead of DNS.
+
+use crate::capabilities::{CapabilityError, Dns, MxHost};
+use hickory_resolver::proto::rr::RecordType;
+use std::net::{IpAddr, SocketAddr};
+
+/// One server to try, with its addresses in the order to try them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The host name (for TLS and logs).
+    pub host: String,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// The outcome of routing a domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Servers to try in order.
+    Targets(Vec<Target>),
+    /// The domain says it takes no mail (null MX): bounce.
+    NullMx,
+    /// Neither MX nor address records: bounce.
+    NoMailServer,
+}
+
+/// How routing treats DNS answers.
+#[derive(Clone, Debug)]
+pub struct RouteSettings {
+    /// The port to deliver to (25; tests and special set-ups use others).
+    pub port: u16,
+    /// Whether loopback, unspecified and link-local addresses from DNS are
+    /// used (off in production: a DNS record must not aim mail at ourselves).
+    pub allow_local: bool,
+}
+
+fn usable(ip: &IpAddr, allow_local: bool) -> bool {
+    allow_local
+        || !(ip.is_loopback()
+            || ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(v4) => v4.is_link_local(),
+                IpAddr::V6(v6) => v6.is_unicast_link_local(),
+            })
+}
+
+/// Orders MX records: lowest preference first, equal preferences shuffled
+/// by `seed`. `None` for a null MX.
+pub fn order_mx(mut hosts: Vec<MxHost>, seed: u64) -> Option<Vec<MxHost>> {
+    if hosts.iter().any(|h| h.exchange.is_empty() || h.exchange == ".") {
+        return None;
+    }
+    hosts.sort_by_key(|h| h.preference);
+    let mut ordered = Vec::with_capacity(hosts.len());
+    for group in hosts.chunk_by(|a, b| a.preference == b.preference) {
+        let mut group = group.to_vec();
+        let len = group.len();
+        group.rotate_left((seed as usize) % len);
+        ordered.extend(group);
+    }
+    Some(ordered)
+}
+
+async fn target(dns: &Dns, host: &str, settings: &RouteSettings) -> Result<Target, CapabilityError> {
+    let mut addrs = Vec::new();
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        for ip in dns.addresses(host, rtype).await? {
+            if usable(&ip, settings.allow_local) {
+                addrs.push(SocketAddr::new(ip, settings.port));
+            } else {
+                tracing::warn!(host, %ip, "skipping a local address from DNS");
+            }
+        }
+    }
+    Ok(Target {
+        host: host.to_string(),
+        addrs,
+    })
+}
+
+/// Routes `domain` through DNS. A DNS failure is an error (retry later);
+/// an MX host whose addresses cannot be found is skipped.
+pub async fn resolve(dns: &Dns, domain: &str, settings: &RouteSettings) -> Result<Route, CapabilityError> {
+    let Some(hosts) = order_mx(dns.mx(domain).await?, rand_seed()) else {
+        return Ok(Route::NullMx);
+    };
+    let mut targets = Vec::new();
+    if hosts.is_empty() {
+        targets.push(target(dns, domain, settings).await?);
+    } else {
+        for mx in hosts {
+            match target(dns, &mx.exchange, settings).await {
+                Ok(t) => targets.push(t),
+                Err(e) => tracing::warn!(host = %mx.exchange, error = %e, "MX host not resolved"),
+            }
+        }
+    }
+    targets.retain(|t| !t.addrs.is_empty());
+    Ok(if targets.is_empty() {
+        Route::NoMailServer
+    } else {
+        Route::Targets(targets)
+    })
+}
+
+fn rand_seed() -> u64 {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mx(preference: u16, exchange: &str) -> MxHost {
+        MxHost {
+            preference,
+            exchange: exchange.into(),
+        }
+    }
+
+    fn names(hosts: &[MxHost]) -> Vec<&str> {
+        hosts.iter().map(|h| h.exchange.as_str()).collect()
+    }
+
+    #[test]
+    fn preference_first_and_equal_preferences_take_turns() {
+        let records = vec![mx(20, "c"), mx(10, "a"), mx(10, "b"), mx(30, "d")];
+        assert_eq!(names(&order_mx(records.clone(), 0).unwrap()), ["a", "b", "c", "d"]);
+        assert_eq!(names(&order_mx(records, 1).unwrap()), ["b", "a", "c", "d"]);
+        assert_eq!(order_mx(vec![mx(0, "")], 0), None, "null MX");
+        assert_eq!(order_mx(Vec::new(), 0), Some(Vec::new()));
+    }
+
+    #[test]
+    fn local_addresses_only_when_allowed() {
+        let loopback: IpAddr = "127.0.0.2".parse().unwrap();
+        let public: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!usable(&loopback, false) && usable(&loopback, true));
+        assert!(usable(&public, false));
+        assert!(!usable(&"fe80::1".parse().unwrap(), false));
+    }
+}
