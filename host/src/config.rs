@@ -6,9 +6,11 @@ use crate::capabilities::{
     BlobStore, Database, DirStore, Dns, DnsSettings, KvStore, MemoryKv, NoteLimits, PgDatabase, PgSettings, RedisKv,
     S3Settings, S3Store, SqliteDatabase,
 };
+use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, TlsMode};
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, OnError, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::protocol::BareNewlines;
+use crate::queue::RetrySchedule;
 use crate::session::{EarlyTalker, Role, SessionSettings, SpoolSettings};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
@@ -63,6 +65,99 @@ pub struct InstanceConfig {
     /// Named databases that `sql:NAME` grants give to plugins.
     #[serde(default)]
     pub sql: BTreeMap<String, SqlConfig>,
+    /// Delivery of relayed mail from the host's outbound queue.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+/// `[outbound]`: how the host delivers the mail relaying sessions queue.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Whether relayed mail goes to the host's queue when no `queue-outbound`
+    /// plugin takes it (off: such mail gets `451 4.3.0`).
+    pub enabled: bool,
+    /// Deliveries in progress at once.
+    pub concurrency: usize,
+    /// Deliveries in progress at once to one destination domain.
+    pub per_domain: usize,
+    /// The port of MX hosts (25; tests use others).
+    pub port: u16,
+    /// Whether MX records may point at loopback or link-local addresses.
+    pub allow_local: bool,
+    /// `never`, `opportunistic` (STARTTLS when offered, any certificate),
+    /// `verify` (when offered, verified) or `required` (verified, else no delivery).
+    pub tls: OutboundTls,
+    /// Haraka's `temp_fail_intervals` text; the default doubles from 64 s to about 36 h.
+    pub retry: Option<String>,
+    /// The name sent with EHLO (default: `[smtp] hostname`).
+    pub helo: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Every domain goes to this next hop instead of its MX hosts.
+    pub smarthost: Option<NextHopConfig>,
+    /// Per destination domain, a next hop instead of its MX hosts.
+    pub routes: BTreeMap<String, NextHopConfig>,
+}
+
+/// The certificate policy of outbound STARTTLS.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    Never,
+    Opportunistic,
+    Verify,
+    Required,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            enabled: true,
+            concurrency: 100,
+            per_domain: 10,
+            port: 25,
+            allow_local: false,
+            tls: OutboundTls::Opportunistic,
+            retry: None,
+            helo: None,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            smarthost: None,
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configured next hop: a host (name or IP) and port, with optional AUTH.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Overrides `[outbound] tls` for this hop.
+    pub tls: Option<OutboundTls>,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+fn tls_mode(tls: OutboundTls) -> TlsMode {
+    match tls {
+        OutboundTls::Never => TlsMode::Never,
+        OutboundTls::Opportunistic => TlsMode::Opportunistic { verify: false },
+        OutboundTls::Verify => TlsMode::Opportunistic { verify: true },
+        OutboundTls::Required => TlsMode::Required,
+    }
 }
 
 /// `[blobstore.NAME]`: where a blob store keeps its objects.
@@ -469,21 +564,7 @@ impl Instance {
             };
             kv.insert(name.clone(), Arc::new(store));
         }
-        let servers = self
-            .config
-            .dns
-            .servers
-            .iter()
-            .map(|s| {
-                s.parse::<SocketAddr>()
-                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                    .with_context(|| format!("[dns] servers: {s:?} is not IP or IP:PORT"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let dns = Dns::new(DnsSettings {
-            servers,
-            timeout: self.config.dns.timeout,
-        });
+        let dns = self.dns()?;
         let blobstore = self
             .config
             .blobstore
@@ -523,6 +604,86 @@ impl Instance {
             blobstore,
             sql,
         })
+    }
+
+    /// The resolver of `[dns]`.
+    pub fn dns(&self) -> Result<Dns> {
+        let servers = self
+            .config
+            .dns
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .with_context(|| format!("[dns] servers: {s:?} is not IP or IP:PORT"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dns::new(DnsSettings {
+            servers,
+            timeout: self.config.dns.timeout,
+        }))
+    }
+
+    /// `[outbound]` as delivery settings; `None` when outbound delivery is off.
+    pub fn outbound_settings(&self) -> Result<Option<OutboundSettings>> {
+        let o = &self.config.outbound;
+        if !o.enabled {
+            return Ok(None);
+        }
+        if o.concurrency == 0 || o.per_domain == 0 {
+            bail!("[outbound] concurrency and per_domain must be at least 1");
+        }
+        let schedule = match &o.retry {
+            Some(text) => text.parse::<RetrySchedule>().context("[outbound] retry")?,
+            None => RetrySchedule::default(),
+        };
+        let hostname = self.session_settings().hostname;
+        let next_hop = |hop: &NextHopConfig, what: &str| -> Result<NextHop> {
+            if hop.user.is_some() != hop.password.is_some() {
+                bail!("{what}: user and password go together");
+            }
+            Ok(NextHop {
+                host: hop.host.clone(),
+                port: hop.port,
+                auth: hop.user.clone().zip(hop.password.clone()),
+                tls: hop.tls.map(tls_mode),
+            })
+        };
+        let routes = o
+            .routes
+            .iter()
+            .map(|(domain, hop)| {
+                Ok((
+                    domain.to_ascii_lowercase(),
+                    next_hop(hop, &format!("[outbound.routes.{domain:?}]"))?,
+                ))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Some(OutboundSettings {
+            client: ClientSettings {
+                helo: o.helo.clone().unwrap_or_else(|| hostname.clone()),
+                connect_timeout: o.connect_timeout,
+                command_timeout: o.command_timeout,
+                data_timeout: o.data_timeout,
+                tls: tls_mode(o.tls),
+                auth: None,
+            },
+            hostname,
+            route: RouteSettings {
+                port: o.port,
+                allow_local: o.allow_local,
+            },
+            schedule,
+            concurrency: o.concurrency,
+            per_domain: o.per_domain,
+            smarthost: o
+                .smarthost
+                .as_ref()
+                .map(|hop| next_hop(hop, "[outbound.smarthost]"))
+                .transpose()?,
+            routes,
+        }))
     }
 
     /// Engine settings: pool size, the largest memory cap, the compile cache.

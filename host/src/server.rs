@@ -3,9 +3,10 @@
 
 use crate::capabilities::ConfigFiles;
 use crate::config::Instance;
+use crate::delivery::Outbound;
 use crate::plugins::{Chain, Registry, Runtime, Services};
 use crate::reload;
-use crate::session::{Connection, Flow, Role, Session, SessionSettings, SharedConnection, TlsInfo};
+use crate::session::{Connection, Flow, OutboundQueue, Role, Session, SessionSettings, SharedConnection, TlsInfo};
 use crate::tls::Tls;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -24,6 +25,8 @@ struct Shared {
     registry: Arc<Registry>,
     settings: Arc<ArcSwap<SessionSettings>>,
     tls: Option<Tls>,
+    /// The host's outbound queue (`None` when `[outbound] enabled = false`).
+    outbound: Option<Arc<dyn OutboundQueue>>,
 }
 
 /// How long a TLS handshake may take.
@@ -118,10 +121,21 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     }
     let registry = load_plugins(&instance).await?;
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
+    let outbound = match instance.outbound_settings()? {
+        Some(outbound_settings) => {
+            let dir = instance.outbound_queue_dir();
+            let outbound = Outbound::open(&dir, outbound_settings, instance.dns()?)
+                .with_context(|| format!("outbound queue {}", dir.display()))?;
+            Some(outbound)
+        }
+        None => None,
+    };
+    let delivery = outbound.clone().map(|o| tokio::spawn(o.run()));
     let shared = Arc::new(Shared {
         registry: registry.clone(),
         settings: settings.clone(),
         tls,
+        outbound: outbound.map(|o| Arc::new(o) as Arc<dyn OutboundQueue>),
     });
     reload::publish_status(&instance, &registry);
     let _watcher = if instance.embedded {
@@ -142,6 +156,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     info!("stopping: no new connections, letting sessions finish");
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
+    if let Some(delivery) = delivery {
+        // Deliveries in flight stay queued on disk and are retried at start-up.
+        delivery.abort();
+    }
     info!("stopped");
     Ok(())
 }
@@ -230,7 +248,7 @@ async fn handle(
         );
         let idle_timeout = settings.idle_timeout;
         let banner_delay = settings.banner_delay;
-        let mut session = Session::new(chain, conn, settings);
+        let mut session = Session::new(chain, conn, settings).with_outbound_queue(shared.outbound.clone());
         let mut early = Vec::new();
         let stream = if role == Role::Submissions {
             let tls = shared.tls.as_ref().expect("checked at start-up");

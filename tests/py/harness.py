@@ -18,41 +18,54 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / "
 GUESTS = TARGET / "wasm-guests/wasm32-wasip2/release"
 """Where the build puts plugin and fixture components (e.g. `fixture_recorder.wasm`)."""
 
-LISTENING = re.compile(r"listening address=127\.0\.0\.1:(\d+) role=(\w+)")
+LISTENING = re.compile(r"listening address=127\.0\.0\.\d+:(\d+) role=(\w+)")
 BIN = os.environ.get("WARAKA_BIN") or str(TARGET / "debug/waraka")
 
 
 class Waraka:
     """One instance: `dir` is the instance directory, `ports[role]` its listeners."""
 
-    def __init__(self, plugins, roles=("mx",), setup=None):
+    def __init__(self, plugins, roles=("mx",), setup=None, host="127.0.0.1", port=0):
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = pathlib.Path(self.tmp.name) / "i"
+        self.roles = roles
+        self.listen = [f"{role}={host}:{port}" for role in roles]
         subprocess.run([BIN, "init", str(self.dir), "--plugins", ",".join(plugins)], check=True, capture_output=True)
         if setup:
             setup(self)
-        args = [BIN, "run", "--config", str(self.dir)]
-        for role in roles:
-            args += ["--listen", f"{role}=127.0.0.1:0"]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
         self.log = []
+        self._start()
+
+    def _start(self):
+        args = [BIN, "run", "--config", str(self.dir)]
+        for listen in self.listen:
+            args += ["--listen", listen]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
         self.ports = {}
         for line in self.proc.stderr:
             self.log.append(line)
             match = LISTENING.search(line)
             if match:
                 self.ports[match.group(2)] = int(match.group(1))
-                if len(self.ports) == len(roles):
+                if len(self.ports) == len(self.roles):
                     break
-        if len(self.ports) != len(roles):
+        if len(self.ports) != len(self.roles):
             self.proc.kill()
             raise RuntimeError("waraka did not start:\n" + "".join(self.log))
-        self.port = self.ports[roles[0]]
-        threading.Thread(target=self._drain, daemon=True).start()
+        self.port = self.ports[self.roles[0]]
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
 
-    def _drain(self):
-        for line in self.proc.stderr:
+    def kill_and_restart(self):
+        """`kill -9`, then a new process on the same instance and ports."""
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+        self.listen = [f"{role}=127.0.0.1:{port}" for role, port in self.ports.items()]
+        self._start()
+
+    def _drain(self, proc):
+        for line in proc.stderr:
             self.log.append(line)
+        proc.stderr.close()
 
     def edit(self, relative, change):
         """Rewrites the instance file `relative` with `change(text)`."""
@@ -259,3 +272,112 @@ class Postgres:
     def close(self):
         self.stop()
         self.tmp.cleanup()
+
+
+class SmtpReceiver:
+    """A scripted SMTP server on `host`:`port` standing for a remote MX.
+
+    `rcpt_reply(address, attempt)` gives the reply line to each RCPT
+    (`attempt` counts RCPTs for that address so far, from 1); every message
+    accepted is kept in `messages` as (sender, recipients, bytes).
+    `delay` seconds pass before each reply to the message.
+    """
+
+    def __init__(self, host, port, rcpt_reply=None, delay=0.0, name="mx.test"):
+        import socketserver
+
+        self.messages = []
+        self.attempts = {}
+        self.lock = threading.Lock()
+        self.rcpt_reply = rcpt_reply or (lambda address, attempt: "250 2.1.5 OK")
+        self.delay = delay
+        receiver = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                try:
+                    receiver._converse(self.rfile, self.wfile, name)
+                except (ConnectionError, OSError):
+                    pass
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server((host, port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _converse(self, rfile, wfile, name):
+        def say(line):
+            wfile.write(line.encode() + b"\r\n")
+            wfile.flush()
+
+        say(f"220 {name} ESMTP test receiver")
+        sender, recipients = None, []
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            command = line.decode("utf-8", "replace").strip()
+            verb = command[:4].upper()
+            if verb == "EHLO":
+                say(f"250-{name}")
+                say("250-PIPELINING")
+                say("250 8BITMIME")
+            elif verb == "HELO":
+                say(f"250 {name}")
+            elif verb == "MAIL":
+                sender, recipients = re.search(r"<([^>]*)>", command).group(1), []
+                say("250 2.1.0 OK")
+            elif verb == "RCPT":
+                address = re.search(r"<([^>]*)>", command).group(1)
+                with self.lock:
+                    attempt = self.attempts.get(address, 0) + 1
+                    self.attempts[address] = attempt
+                reply = self.rcpt_reply(address, attempt)
+                if reply.startswith("2"):
+                    recipients.append(address)
+                say(reply)
+            elif verb == "DATA":
+                if not recipients:
+                    say("554 5.5.1 No valid recipients")
+                    continue
+                say("354 go ahead")
+                data = b""
+                while True:
+                    chunk = rfile.readline()
+                    if not chunk:
+                        return
+                    if chunk == b".\r\n":
+                        break
+                    data += chunk[1:] if chunk.startswith(b".") else chunk
+                time.sleep(self.delay)
+                with self.lock:
+                    self.messages.append((sender, list(recipients), data))
+                say("250 2.0.0 Stored")
+            elif verb == "RSET":
+                sender, recipients = None, []
+                say("250 2.0.0 OK")
+            elif verb == "QUIT":
+                say("221 2.0.0 Bye")
+                return
+            else:
+                say("502 5.5.2 Not implemented")
+
+    def received(self):
+        with self.lock:
+            return list(self.messages)
+
+    def wait_for(self, count, timeout=30):
+        """The messages once there are at least `count`, waiting up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.received()
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.received())} messages received, {count} expected")
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -56,6 +56,7 @@ def setup_instance(server):
         text = text.replace("# auth_plaintext_loopback = true", "auth_plaintext_loopback = false")
         text = text.replace('maildir = "maildir"', 'maildir = "maildir"\nrecord = "record"')
         return text + (
+            '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }  # nothing listens: mail stays queued\n'
             '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
             '\n[plugin."test/recorder"]\ngrants = ["dir:record"]\n'
         )
@@ -126,14 +127,15 @@ class TlsAuthTest(unittest.TestCase):
         self.assertIn(b"\r\n\t(using TLSv1.3 with cipher ", stored)
         self.assertIn(b" (Waraka) with ESMTPS id ", stored)
 
-    def test_relayed_mail_is_tempfailed_until_an_outbound_queue_takes_it(self):
-        # Relaying sessions hand mail to queue-outbound; with no outbound queue
-        # (issue 6) it is refused with a 4xx, never accepted and dropped.
+    def test_relayed_mail_goes_to_the_outbound_queue(self):
+        # Relaying sessions hand mail to queue-outbound, whose default is the
+        # host's durable queue (delivery itself: test_outbound.py).
         with self.submission() as s:
             s.login("alice", PASSWORD)
-            with self.assertRaises(smtplib.SMTPDataError) as cm:
-                s.sendmail("alice@example.com", ["friend@remote.test"], b"Subject: out\r\n\r\nx\r\n")
-        self.assertEqual(cm.exception.smtp_code, 451)
+            self.assertEqual(s.sendmail("alice@example.com", ["friend@remote.test"], b"Subject: out\r\n\r\nx\r\n"), {})
+        listing = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "list"],
+                                 capture_output=True, text=True, check=True).stdout
+        self.assertIn("friend@remote.test", listing)
 
     def test_submission_requires_auth_before_mail(self):
         with self.submission() as s:

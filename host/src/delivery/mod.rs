@@ -1,8 +1,13 @@
-//! Outbound delivery: routing a domain to its servers and the SMTP client
-//! that hands queued mail to them.
+//! Outbound delivery: the worker that takes due entries of the outbound
+//! queue, routing a domain to its servers, the SMTP client that hands the
+//! mail to them, and the bounces (DSNs) for what cannot be delivered.
 
+mod bounce;
 mod client;
+mod outbound;
 mod route;
 
+pub use bounce::{Failure, dsn, original_header};
 pub use client::{ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, send};
+pub use outbound::{NextHop, Outbound, OutboundSettings};
 pub use route::{Route, RouteSettings, Target, order_mx, resolve};

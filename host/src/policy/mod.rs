@@ -7,7 +7,7 @@ mod table;
 use crate::protocol::{Address, Reply};
 use std::future::Future;
 
-pub use table::{Effect, Rule, rule};
+pub use table::{Effect, HOST_QUEUE_FAILED, Rule, rule};
 
 /// The inbound hooks, in session order (names as in the WIT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

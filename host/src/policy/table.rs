@@ -16,6 +16,9 @@ pub enum Effect {
     Refuse,
     /// Reply and close the connection.
     Close,
+    /// Hand the message to the host's own outbound queue: the rule's reply
+    /// once it is stored, [`HOST_QUEUE_FAILED`] when it cannot be.
+    HostQueue,
 }
 
 /// What a verdict does on a hook and the reply it sends by default.
@@ -51,7 +54,7 @@ const fn fixed(effect: Effect, code: u16, enhanced: &'static str, text: &'static
     }
 }
 
-use Effect::{Close, Proceed, Refuse, Reject};
+use Effect::{Close, HostQueue, Proceed, Refuse, Reject};
 
 /// A hook's rules, one per verdict.
 struct Row {
@@ -180,7 +183,7 @@ const TABLE: &[Row] = &[
     },
     Row {
         hook: Hook::QueueOutbound,
-        cont: r(Reject, 451, "4.3.0", "Outbound queuing declined or disabled, try later"),
+        cont: r(HostQueue, 250, "2.0.0", "Message queued as {}"),
         ok: r(Proceed, 250, "2.0.0", "Message queued as {}"),
         deny: r(Reject, 550, "5.7.1", "Message rejected"),
         denysoft: r(Reject, 451, "4.3.0", "Message not queued, try later"),
@@ -188,6 +191,9 @@ const TABLE: &[Row] = &[
         denysoft_disconnect: SOFT_CLOSE,
     },
 ];
+
+/// When the host's outbound queue is off or could not store the message.
+pub const HOST_QUEUE_FAILED: Rule = r(Reject, 451, "4.3.0", "Outbound queuing failed or disabled, try later");
 
 /// The rule for a verdict on a hook. `relaying` turns `cont` on `rcpt` into `ok`.
 ///
@@ -283,6 +289,11 @@ mod tests {
         assert_eq!(rule(Hook::Rcpt, &Verdict::Cont, false).enhanced, "5.1.1");
         assert_eq!(rule(Hook::Rcpt, &Verdict::Cont, true).effect, Effect::Proceed);
         assert_eq!(rule(Hook::Queue, &Verdict::Cont, false).code, 451);
+        assert_eq!(
+            rule(Hook::QueueOutbound, &Verdict::Cont, true).effect,
+            Effect::HostQueue
+        );
+        assert_eq!(HOST_QUEUE_FAILED.code, 451);
     }
 
     #[test]

@@ -12,12 +12,26 @@ pub use context::{Connection, SharedConnection, TlsInfo, Transaction};
 pub use message::{HeaderError, Message, MessageReader, SpoolSettings, SpoolWriter};
 pub use settings::{EarlyTalker, Role, SessionSettings};
 
-use crate::policy::{AuthAttempt, Decision, Effect, Hook, HookCall, Policy, Verdict, rule};
+use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, Reply, codes, parse_command,
 };
 use std::sync::Arc;
-use tracing::{Instrument, Span, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, info, info_span, warn};
+
+/// Where relayed mail goes when no `queue-outbound` plugin took it: the
+/// host's durable outbound queue (implemented outside the session).
+pub trait OutboundQueue: Send + Sync {
+    /// Stores the message for delivery from `sender` (empty for `<>`) to
+    /// `recipients`; resolves to the queue ids only once it is durable.
+    fn enqueue(
+        &self,
+        message: MessageReader,
+        sender: String,
+        recipients: Vec<String>,
+        origin: String,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
+}
 
 /// Whether the connection stays open after feeding bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +88,7 @@ pub struct Session<P: Policy> {
     /// The span of the open transaction: hooks run inside it, so every log
     /// line carries the transaction id.
     tx_span: Span,
+    outbound: Option<Arc<dyn OutboundQueue>>,
 }
 
 impl<P: Policy> Session<P> {
@@ -92,7 +107,15 @@ impl<P: Policy> Session<P> {
             transactions: 0,
             tx_span: Span::none(),
             auth_failures: 0,
+            outbound: None,
         }
+    }
+
+    /// Gives the session the host's outbound queue (otherwise relayed mail
+    /// that no plugin queues gets `451`).
+    pub fn with_outbound_queue(mut self, queue: Option<Arc<dyn OutboundQueue>>) -> Self {
+        self.outbound = queue;
+        self
     }
 
     /// The shared connection state.
@@ -142,7 +165,7 @@ impl<P: Policy> Session<P> {
         let rule = rule(Hook::Connect, &decision.verdict, false);
         let reply = rule.reply(decision.verdict.reply(), &host);
         match rule.effect {
-            Effect::Proceed | Effect::Reject => {
+            Effect::Proceed | Effect::Reject | Effect::HostQueue => {
                 self.reply(&reply);
                 Flow::Continue
             }
@@ -321,7 +344,7 @@ impl<P: Policy> Session<P> {
         let decision = self.policy.decide(call).instrument(span.clone()).await;
         let relaying = self.conn.lock().relaying;
         let rule = rule(hook, &decision.verdict, relaying);
-        if rule.effect != Effect::Proceed {
+        if !matches!(rule.effect, Effect::Proceed | Effect::HostQueue) {
             let code = rule.reply(decision.verdict.reply(), "").code;
             span.in_scope(|| {
                 info!(hook = %hook, plugin = decision.plugin.as_deref().unwrap_or("-"), verdict = decision.verdict.name(), code, "refused")
@@ -335,7 +358,7 @@ impl<P: Policy> Session<P> {
         let reply = rule.reply(decision.verdict.reply(), subject);
         match rule.effect {
             Effect::Close | Effect::Refuse => self.close_with(&reply),
-            Effect::Reject | Effect::Proceed => {
+            Effect::Reject | Effect::Proceed | Effect::HostQueue => {
                 self.reply(&reply);
                 Flow::Continue
             }
@@ -805,7 +828,10 @@ impl<P: Policy> Session<P> {
         } else {
             HookCall::Queue
         };
-        let (decision, rule) = self.decide(call).await;
+        let (decision, mut rule) = self.decide(call).await;
+        if rule.effect == Effect::HostQueue {
+            rule = self.host_enqueue(rule).await;
+        }
         let flow = self.refuse(rule, &decision, &tx_id);
         if rule.effect == Effect::Proceed {
             let size = self
@@ -821,6 +847,41 @@ impl<P: Policy> Session<P> {
         }
         self.reset_transaction().await;
         flow
+    }
+
+    /// Stores the message in the host's outbound queue: `rule` proceeding
+    /// once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
+    async fn host_enqueue(&mut self, rule: crate::policy::Rule) -> crate::policy::Rule {
+        let Some(queue) = self.outbound.clone() else {
+            self.tx_span
+                .in_scope(|| warn!("relayed message refused: outbound delivery is disabled"));
+            return HOST_QUEUE_FAILED;
+        };
+        let Some((reader, sender, recipients, origin)) = self
+            .with_transaction(|tx| {
+                let reader = tx.message.as_ref()?.reader();
+                let recipients = tx.recipients.iter().map(Address::addr_spec).collect();
+                Some((reader, tx.sender.addr_spec(), recipients, tx.id.clone()))
+            })
+            .flatten()
+        else {
+            return HOST_QUEUE_FAILED;
+        };
+        match queue.enqueue(reader, sender, recipients, origin).await {
+            Ok(ids) => {
+                self.tx_span
+                    .in_scope(|| info!(outbound = %ids.join(","), "queued for delivery"));
+                crate::policy::Rule {
+                    effect: Effect::Proceed,
+                    ..rule
+                }
+            }
+            Err(e) => {
+                self.tx_span
+                    .in_scope(|| error!(error = %e, "the outbound queue could not store the message"));
+                HOST_QUEUE_FAILED
+            }
+        }
     }
 
     fn check_message(&self, message: &Message) -> Option<Reply> {

@@ -164,6 +164,82 @@ async fn a_relaying_session_needs_no_rcpt_ok() {
     assert_eq!(h.codes(b"RCPT TO:<x@elsewhere.test>\r\n").await, ["250"]);
 }
 
+/// Sender, recipients and message bytes.
+type StoredMessage = (String, Vec<String>, Vec<u8>);
+
+/// An outbound queue that keeps envelopes in memory, or fails every store.
+struct MemoryOutbound {
+    fail: bool,
+    stored: StdMutex<Vec<StoredMessage>>,
+}
+
+impl OutboundQueue for MemoryOutbound {
+    fn enqueue(
+        &self,
+        mut message: MessageReader,
+        sender: String,
+        recipients: Vec<String>,
+        _origin: String,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
+        let result = if self.fail {
+            Err(std::io::Error::other("disk full"))
+        } else {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut message, &mut bytes).unwrap();
+            self.stored.lock().unwrap().push((sender, recipients, bytes));
+            Ok(vec!["Q1".to_string()])
+        };
+        Box::pin(async move { result })
+    }
+}
+
+#[tokio::test]
+async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
+    async fn relay(outbound: Option<Arc<MemoryOutbound>>, verdicts: &[(Hook, Verdict)]) -> String {
+        let mut h = Harness::greeted(verdicts).await;
+        h.session.outbound = outbound.map(|o| o as Arc<dyn OutboundQueue>);
+        h.session.connection().lock().relaying = true;
+        h.send(b"MAIL FROM:<>\r\nRCPT TO:<x@far.test>\r\nRCPT TO:<y@far.test>\r\nDATA\r\n")
+            .await;
+        h.send(b"Subject: out\r\n\r\nhi\r\n.\r\n").await
+    }
+    let memory = || {
+        Arc::new(MemoryOutbound {
+            fail: false,
+            stored: StdMutex::new(Vec::new()),
+        })
+    };
+    let queue = memory();
+    assert!(
+        relay(Some(queue.clone()), &[])
+            .await
+            .starts_with("250 2.0.0 Message queued as ")
+    );
+    let stored = queue.stored.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].0.as_str(), stored[0].1.clone()),
+        ("", vec!["x@far.test".to_string(), "y@far.test".to_string()])
+    );
+    assert!(stored[0].2.ends_with(b"Subject: out\r\n\r\nhi\r\n"));
+
+    let failing = Arc::new(MemoryOutbound {
+        fail: true,
+        stored: StdMutex::new(Vec::new()),
+    });
+    let refused = "451 4.3.0 Outbound queuing failed or disabled, try later\r\n";
+    assert_eq!(relay(Some(failing), &[]).await, refused);
+    assert_eq!(relay(None, &[]).await, refused, "no host queue: never a 250");
+
+    let untouched = memory();
+    let reply = relay(Some(untouched.clone()), &[(Hook::QueueOutbound, Verdict::Ok(None))]).await;
+    assert!(reply.starts_with("250 "));
+    assert!(
+        untouched.stored.lock().unwrap().is_empty(),
+        "a plugin's ok queues instead of the host"
+    );
+}
+
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order_and_the_message_is_byte_exact() {
     let mut h = Harness::greeted(&accepting()).await;

@@ -1,0 +1,532 @@
+//! The delivery worker: takes entries of the outbound queue when they are
+//! due, within a global and a per-domain concurrency limit, routes each
+//! domain, hands the message to its servers and settles every recipient:
+//! delivered ones leave the entry, temporary failures wait for the next
+//! attempt of the retry schedule, permanent ones (and those whose schedule
+//! ran out) are bounced to the sender with a DSN.
+
+use super::bounce::{self, Failure};
+use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
+use super::route::{Route, RouteSettings, Target, resolve};
+use crate::capabilities::Dns;
+use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
+use crate::session::{MessageReader, OutboundQueue};
+use futures_util::future::BoxFuture;
+use hickory_resolver::proto::rr::RecordType;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// A configured next hop that replaces MX lookup (a smarthost or a route).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// A host name (resolved with the `[dns]` resolver) or an IP address.
+    pub host: String,
+    pub port: u16,
+    /// User and password for AUTH.
+    pub auth: Option<(String, String)>,
+    /// Overrides the default TLS policy for this hop.
+    pub tls: Option<TlsMode>,
+}
+
+/// How the worker delivers.
+#[derive(Clone, Debug)]
+pub struct OutboundSettings {
+    /// Our name: in bounces (`Reporting-MTA`, `From`).
+    pub hostname: String,
+    /// The client's defaults (EHLO name, timeouts, TLS policy).
+    pub client: ClientSettings,
+    pub route: RouteSettings,
+    pub schedule: RetrySchedule,
+    /// Deliveries at once.
+    pub concurrency: usize,
+    /// Deliveries at once to one domain.
+    pub per_domain: usize,
+    /// Every domain goes here when set (unless it has a route).
+    pub smarthost: Option<NextHop>,
+    /// Per domain (lower-case), a next hop instead of its MX hosts.
+    pub routes: HashMap<String, NextHop>,
+}
+
+/// What became of one recipient in one attempt.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Delivered { host: String, reply: RemoteReply },
+    Deferred(Failure),
+    Failed(Failure),
+}
+
+/// What the scheduler holds.
+#[derive(Default)]
+struct State {
+    /// Entries waiting for their attempt, by (next attempt, id).
+    waiting: BTreeMap<(u64, String), Entry>,
+    active: usize,
+    active_by_domain: HashMap<String, usize>,
+}
+
+struct Inner {
+    store: QueueStore,
+    settings: OutboundSettings,
+    dns: Dns,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// The host's outbound queue and its delivery worker; cheap to clone.
+#[derive(Clone)]
+pub struct Outbound {
+    inner: Arc<Inner>,
+}
+
+/// The enhanced status of a reply, or the class's generic one.
+fn status_of(reply: &RemoteReply) -> String {
+    reply
+        .enhanced
+        .clone()
+        .unwrap_or_else(|| format!("{}.0.0", reply.code / 100))
+}
+
+fn failure_of(error: &ClientError, host: &str) -> Failure {
+    let (status, from_remote) = match error {
+        ClientError::Refused { reply, .. } => (status_of(reply), true),
+        ClientError::Network(_) => ("4.4.1".to_string(), false),
+        ClientError::Timeout(_) => ("4.4.2".to_string(), false),
+        ClientError::Protocol { .. } => ("4.5.0".to_string(), false),
+        ClientError::Tls(_) => ("4.7.5".to_string(), false),
+    };
+    Failure {
+        status,
+        diagnostic: error.to_string(),
+        remote: Some(host.to_string()),
+        from_remote,
+    }
+}
+
+/// `[192.0.2.1]` → the address.
+fn address_literal(domain: &str) -> Option<IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    inner.strip_prefix("IPv6:").unwrap_or(inner).parse().ok()
+}
+
+impl Outbound {
+    /// Opens the queue in `dir` (recovering it, see [`QueueStore::open`]) and
+    /// schedules what it holds. Call [`Outbound::run`] to deliver.
+    pub fn open(dir: &Path, settings: OutboundSettings, dns: Dns) -> io::Result<Outbound> {
+        let (store, recovery) = QueueStore::open(dir)?;
+        if !recovery.entries.is_empty() {
+            info!(entries = recovery.entries.len(), "outbound queue recovered");
+        }
+        let outbound = Outbound {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                dns,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+            }),
+        };
+        outbound.schedule(recovery.entries);
+        Ok(outbound)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn schedule(&self, entries: impl IntoIterator<Item = Entry>) {
+        {
+            let mut state = self.state();
+            for entry in entries {
+                state.waiting.insert((entry.next_attempt_ms, entry.id.clone()), entry);
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Entries waiting (not being delivered right now).
+    pub fn waiting(&self) -> usize {
+        self.state().waiting.len()
+    }
+
+    /// Makes every waiting entry (of `domain`, if given) due now; returns how many.
+    pub fn flush(&self, domain: Option<&str>) -> usize {
+        let now = now_ms();
+        let count = {
+            let mut state = self.state();
+            let chosen: Vec<(u64, String)> = state
+                .waiting
+                .iter()
+                .filter(|(_, e)| domain.is_none_or(|d| e.domain.eq_ignore_ascii_case(d)))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in &chosen {
+                if let Some(mut entry) = state.waiting.remove(key) {
+                    entry.next_attempt_ms = now;
+                    state.waiting.insert((now, entry.id.clone()), entry);
+                }
+            }
+            chosen.len()
+        };
+        self.inner.wake.notify_one();
+        count
+    }
+
+    /// Delivers forever: starts due entries within the concurrency limits and
+    /// sleeps until the next is due or something changes.
+    pub async fn run(self) {
+        loop {
+            let next_due = self.start_due();
+            match next_due {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.inner.wake.notified() => {}
+                    }
+                }
+                None => self.inner.wake.notified().await,
+            }
+        }
+    }
+
+    /// Starts every due entry the limits allow; returns when the next
+    /// waiting entry is due (`None`: nothing waits, or the global limit is
+    /// reached and a finishing delivery will wake the worker).
+    fn start_due(&self) -> Option<u64> {
+        let now = now_ms();
+        let settings = &self.inner.settings;
+        let mut started = Vec::new();
+        let next_due = {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            let mut next_due = None;
+            let mut chosen = Vec::new();
+            let mut by_domain: HashMap<&str, usize> = HashMap::new();
+            for ((at, id), entry) in &state.waiting {
+                if *at > now {
+                    next_due = Some(*at);
+                    break;
+                }
+                if state.active + chosen.len() >= settings.concurrency {
+                    break;
+                }
+                let domain = entry.domain.as_str();
+                let active = state.active_by_domain.get(domain).copied().unwrap_or(0);
+                let count = by_domain.entry(domain).or_insert(active);
+                if *count >= settings.per_domain {
+                    continue;
+                }
+                *count += 1;
+                chosen.push((*at, id.clone()));
+            }
+            for key in chosen {
+                let entry = state.waiting.remove(&key).expect("chosen from the map");
+                state.active += 1;
+                *state.active_by_domain.entry(entry.domain.clone()).or_default() += 1;
+                started.push(entry);
+            }
+            next_due
+        };
+        for entry in started {
+            let this = self.clone();
+            tokio::spawn(async move { this.deliver(entry).await });
+        }
+        next_due
+    }
+
+    /// One attempt for `entry`, its results settled on disk, the scheduler told.
+    async fn deliver(self, entry: Entry) {
+        let domain = entry.domain.clone();
+        let fallback = entry.clone();
+        let outcomes = self.attempt(&entry).await;
+        let this = self.clone();
+        let settled = tokio::task::spawn_blocking(move || this.settle(entry, outcomes)).await;
+        let (kept, bounces) = match settled {
+            Ok(result) => result,
+            Err(e) => {
+                error!(id = %fallback.id, error = %e, "settling a delivery failed; retrying later");
+                let mut entry = fallback;
+                entry.next_attempt_ms = now_ms() + 60_000;
+                (Some(entry), Vec::new())
+            }
+        };
+        {
+            let mut state = self.state();
+            state.active -= 1;
+            if let Some(count) = state.active_by_domain.get_mut(&domain) {
+                *count -= 1;
+                if *count == 0 {
+                    state.active_by_domain.remove(&domain);
+                }
+            }
+        }
+        self.schedule(kept.into_iter().chain(bounces));
+    }
+
+    /// The servers for `domain` and the client settings to use with them.
+    async fn route(&self, domain: &str) -> Result<(Route, ClientSettings), String> {
+        let settings = &self.inner.settings;
+        let mut client = settings.client.clone();
+        if let Some(hop) = settings.routes.get(domain).or(settings.smarthost.as_ref()) {
+            client.auth = hop.auth.clone();
+            client.tls = hop.tls.unwrap_or(client.tls);
+            let addrs = match hop.host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => {
+                    let mut addrs = Vec::new();
+                    for rtype in [RecordType::A, RecordType::AAAA] {
+                        addrs.extend(
+                            self.inner
+                                .dns
+                                .addresses(&hop.host, rtype)
+                                .await
+                                .map_err(|e| e.to_string())?,
+                        );
+                    }
+                    addrs
+                }
+            };
+            let target = Target {
+                host: hop.host.clone(),
+                addrs: addrs.into_iter().map(|ip| SocketAddr::new(ip, hop.port)).collect(),
+            };
+            let route = if target.addrs.is_empty() {
+                Route::NoMailServer
+            } else {
+                Route::Targets(vec![target])
+            };
+            return Ok((route, client));
+        }
+        if let Some(ip) = address_literal(domain) {
+            let target = Target {
+                host: ip.to_string(),
+                addrs: vec![SocketAddr::new(ip, settings.route.port)],
+            };
+            return Ok((Route::Targets(vec![target]), client));
+        }
+        let route = resolve(&self.inner.dns, domain, &settings.route)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((route, client))
+    }
+
+    /// Tries the entry's servers in order until one gives per-recipient answers.
+    async fn attempt(&self, entry: &Entry) -> Vec<(String, Outcome)> {
+        let all = |outcome: Outcome| entry.recipients.iter().map(|r| (r.clone(), outcome.clone())).collect();
+        let (targets, client) = match self.route(&entry.domain).await {
+            Ok((Route::Targets(targets), client)) => (targets, client),
+            Ok((Route::NullMx, _)) => {
+                return all(Outcome::Failed(Failure::local(
+                    "5.1.10",
+                    format!("{} accepts no mail (null MX)", entry.domain),
+                )));
+            }
+            Ok((Route::NoMailServer, _)) => {
+                return all(Outcome::Failed(Failure::local(
+                    "5.1.2",
+                    format!("no mail server found for {}", entry.domain),
+                )));
+            }
+            Err(e) => {
+                return all(Outcome::Deferred(Failure::local(
+                    "4.4.3",
+                    format!("DNS lookup for {} failed: {e}", entry.domain),
+                )));
+            }
+        };
+        let path = self.inner.store.message_path(entry);
+        let mut last = Failure::local("4.4.1", "no server could be reached");
+        for target in &targets {
+            for addr in &target.addrs {
+                let file = match tokio::fs::File::open(&path).await {
+                    Ok(file) => file,
+                    Err(e) => {
+                        return all(Outcome::Deferred(Failure::local(
+                            "4.3.0",
+                            format!("queued message: {e}"),
+                        )));
+                    }
+                };
+                let size = file.metadata().await.map_or(0, |m| m.len());
+                let sent = send(
+                    *addr,
+                    &target.host,
+                    &client,
+                    &entry.sender,
+                    &entry.recipients,
+                    tokio::io::BufReader::new(file),
+                    size,
+                )
+                .await;
+                match sent {
+                    Ok(delivery) => {
+                        return entry
+                            .recipients
+                            .iter()
+                            .enumerate()
+                            .map(|(i, rcpt)| {
+                                let reply = delivery.outcome(i).clone();
+                                let outcome = if reply.is_positive() {
+                                    Outcome::Delivered {
+                                        host: target.host.clone(),
+                                        reply,
+                                    }
+                                } else {
+                                    let failure = Failure {
+                                        status: status_of(&reply),
+                                        diagnostic: reply.to_string(),
+                                        remote: Some(target.host.clone()),
+                                        from_remote: true,
+                                    };
+                                    if reply.is_permanent() {
+                                        Outcome::Failed(failure)
+                                    } else {
+                                        Outcome::Deferred(failure)
+                                    }
+                                };
+                                (rcpt.clone(), outcome)
+                            })
+                            .collect();
+                    }
+                    Err(e) => {
+                        let failure = failure_of(&e, &target.host);
+                        if e.try_next_host() {
+                            warn!(id = %entry.id, host = %target.host, %addr, error = %e, "delivery attempt failed; trying the next address");
+                            last = failure;
+                            continue;
+                        }
+                        return all(if e.is_permanent() {
+                            Outcome::Failed(failure)
+                        } else {
+                            Outcome::Deferred(failure)
+                        });
+                    }
+                }
+            }
+        }
+        all(Outcome::Deferred(last))
+    }
+
+    /// Records the outcomes on disk: delivered recipients leave, failed ones
+    /// are bounced, deferred ones wait. Returns the entry if recipients are
+    /// left, and the bounces queued.
+    fn settle(&self, mut entry: Entry, outcomes: Vec<(String, Outcome)>) -> (Option<Entry>, Vec<Entry>) {
+        let store = &self.inner.store;
+        let mut failed = Vec::new();
+        let mut deferred = Vec::new();
+        for (rcpt, outcome) in outcomes {
+            match outcome {
+                Outcome::Delivered { host, reply } => {
+                    info!(id = %entry.id, recipient = %rcpt, %host, reply = %reply, attempts = entry.attempts + 1, "delivered");
+                }
+                Outcome::Failed(failure) => failed.push((rcpt, failure)),
+                Outcome::Deferred(failure) => deferred.push((rcpt, failure)),
+            }
+        }
+        let attempts = entry.attempts + 1;
+        let wait = self.inner.settings.schedule.wait_after(attempts);
+        if wait.is_none() {
+            for (rcpt, mut failure) in deferred.drain(..) {
+                warn!(id = %entry.id, recipient = %rcpt, attempts, "giving up: the retry schedule is used up");
+                failure.diagnostic = format!("{} (gave up after {attempts} attempts)", failure.diagnostic);
+                failed.push((rcpt, failure));
+            }
+        }
+        let mut bounces = Vec::new();
+        if !failed.is_empty() {
+            for (rcpt, failure) in &failed {
+                warn!(id = %entry.id, recipient = %rcpt, status = %failure.status, diagnostic = %failure.diagnostic, "delivery failed permanently");
+            }
+            match self.bounce(&entry, &failed) {
+                Ok(queued) => bounces = queued,
+                Err(e) => {
+                    error!(id = %entry.id, error = %e, "could not queue the bounce; keeping the recipients for a retry");
+                    deferred.extend(failed);
+                }
+            }
+        }
+        if deferred.is_empty() {
+            if let Err(e) = store.remove(&entry) {
+                error!(id = %entry.id, error = %e, "could not remove a finished queue entry");
+            }
+            return (None, bounces);
+        }
+        let wait = wait.unwrap_or(Duration::from_secs(60));
+        let first = &deferred[0].1;
+        entry.recipients = deferred.iter().map(|(rcpt, _)| rcpt.clone()).collect();
+        entry.attempts = attempts;
+        entry.next_attempt_ms = now_ms() + wait.as_millis() as u64;
+        entry.last_error = Some(first.diagnostic.clone());
+        warn!(id = %entry.id, recipients = %entry.recipients.join(","), attempts, retry_in = %humantime::format_duration(wait), error = %first.diagnostic, "delivery deferred");
+        if let Err(e) = store.update(&entry) {
+            error!(id = %entry.id, error = %e, "could not save the retry state");
+        }
+        (Some(entry), bounces)
+    }
+
+    /// Queues a DSN for `failed` to the sender of `entry`. A failed bounce
+    /// (sender `<>`) is logged and dropped: bounces are never bounced.
+    fn bounce(&self, entry: &Entry, failed: &[(String, Failure)]) -> io::Result<Vec<Entry>> {
+        if entry.sender.is_empty() {
+            let recipients: Vec<&str> = failed.iter().map(|(r, _)| r.as_str()).collect();
+            warn!(id = %entry.id, recipients = %recipients.join(","), "double bounce dropped: the failed message was itself a bounce");
+            return Ok(Vec::new());
+        }
+        let store = &self.inner.store;
+        let header = bounce::original_header(&store.message_path(entry))?;
+        let message = bounce::dsn(&self.inner.settings.hostname, entry, failed, &header);
+        let queued = store.enqueue(message.as_slice(), "", std::slice::from_ref(&entry.sender), &entry.id)?;
+        info!(id = %entry.id, to = %entry.sender, bounce = %queued[0].id, "bounce queued");
+        Ok(queued)
+    }
+}
+
+impl OutboundQueue for Outbound {
+    fn enqueue(
+        &self,
+        message: MessageReader,
+        sender: String,
+        recipients: Vec<String>,
+        origin: String,
+    ) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let store = this.inner.store.clone();
+            let entries = tokio::task::spawn_blocking(move || store.enqueue(message, &sender, &recipients, &origin))
+                .await
+                .map_err(io::Error::other)??;
+            let ids = entries.iter().map(|e| e.id.clone()).collect();
+            this.schedule(entries);
+            Ok(ids)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_literals_route_to_their_address() {
+        assert_eq!(address_literal("[127.0.0.2]"), Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(address_literal("[IPv6:::1]"), Some("::1".parse().unwrap()));
+        assert_eq!(address_literal("example.com"), None);
+    }
+
+    #[test]
+    fn statuses_come_from_the_reply_or_its_class() {
+        assert_eq!(status_of(&RemoteReply::local(550, "5.1.1", "no")), "5.1.1");
+        let bare = RemoteReply {
+            code: 451,
+            enhanced: None,
+            lines: vec!["later".into()],
+        };
+        assert_eq!(status_of(&bare), "4.0.0");
+    }
+}

@@ -1,0 +1,277 @@
+"""Outbound delivery end to end: a relaying client hands mail to a real
+waraka, whose outbound queue delivers it through MX records served by a real
+dnsmasq to SMTP servers on loopback addresses — scripted receivers that
+answer 250, 451 or 550 per recipient, and a second waraka with STARTTLS.
+"""
+
+import email
+import email.policy
+import json
+import smtplib
+import subprocess
+import time
+import unittest
+
+from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port
+from test_tls_auth import make_cert
+
+RECORDS = [
+    "--local=/test/",  # authoritative: unknown names are NXDOMAIN
+    "--mx-host=dest.test,mx1.dest.test,10",
+    "--mx-host=dest.test,mx2.dest.test,20",
+    "--host-record=mx1.dest.test,127.0.0.2",
+    "--host-record=mx2.dest.test,127.0.0.3",
+    "--mx-host=fallback.test,down.fallback.test,10",
+    "--mx-host=fallback.test,mx2.dest.test,20",
+    "--host-record=down.fallback.test,127.0.0.4",
+    "--host-record=implicit.test,127.0.0.3",
+    "--mx-host=sender.test,mailbox.sender.test,10",
+    "--host-record=mailbox.sender.test,127.0.0.5",
+    "--mx-host=bulk.test,mx.bulk.test,10",
+    "--host-record=mx.bulk.test,127.0.0.6",
+    "--mx-host=real.test,mx.real.test,10",
+    "--host-record=mx.real.test,127.0.0.7",
+]
+
+
+def scripted(address, attempt):
+    """`temp-…` is refused once with 451, `bad-…` always with 550; the rest is accepted."""
+    local = address.split("@")[0]
+    if local.startswith("temp-") and attempt == 1:
+        return "451 4.2.1 Mailbox busy, try later"
+    if local.startswith("bad-"):
+        return "550 5.1.1 No such user here"
+    return "250 2.1.5 OK"
+
+
+def relay_setup(dns_port, port, extra=""):
+    """An instance that relays for 127.0.0.1 and delivers through the test's DNS to `port`."""
+
+    def setup(server):
+        server.edit("config/relay.acl_allow", lambda t: t + "127.0.0.1/32\n")
+        server.edit("waraka.toml", lambda t: t + (
+            f'\n[dns]\nservers = ["127.0.0.1:{dns_port}"]\ntimeout = "2s"\n'
+            f'\n[outbound]\nport = {port}\nallow_local = true\nretry = "5s, 5s"\n{extra}'
+        ))
+
+    return setup
+
+
+def message(subject, message_id=None):
+    mid = message_id or f"<{subject.replace(' ', '.')}@sender.test>"
+    return (f"From: Sender <sender@sender.test>\r\nTo: someone\r\nSubject: {subject}\r\n"
+            f"Message-ID: {mid}\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\r\nHello.\r\n").encode()
+
+
+def queue_entries(server):
+    return [json.loads(p.read_text()) for p in sorted((server.dir / "queue/outbound").glob("*.json"))]
+
+
+def wait_until(condition, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class OutboundTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        cls.port = free_port()
+        cls.mx1 = SmtpReceiver("127.0.0.2", cls.port, scripted, name="mx1.dest.test")
+        cls.mx2 = SmtpReceiver("127.0.0.3", cls.port, scripted, name="mx2.dest.test")
+        cls.mailbox = SmtpReceiver("127.0.0.5", cls.port, name="mailbox.sender.test")
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                            setup=relay_setup(cls.dns.port, cls.port))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        for receiver in (cls.mx1, cls.mx2, cls.mailbox):
+            receiver.stop()
+        cls.dns.stop()
+
+    def send(self, recipients, subject, sender="sender@sender.test"):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            refused = s.sendmail(sender, recipients, message(subject))
+        self.assertEqual(refused, {})
+
+    def delivered(self, receiver, subject):
+        return [m for m in receiver.received() if f"Subject: {subject}\r\n".encode() in m[2]]
+
+    def bounces_for(self, subject):
+        return [m for m in self.mailbox.received() if m[0] == "" and f"Subject: {subject}\r\n".encode() in m[2]]
+
+    def test_delivered_to_the_preferred_mx(self):
+        self.send(["one@dest.test", "two@Dest.test"], "first mx")
+        got = wait_until(lambda: self.delivered(self.mx1, "first mx"), what="delivery")
+        self.assertEqual(len(got), 1, "one transaction for both recipients of the domain")
+        sender, recipients, data = got[0]
+        self.assertEqual(sender, "sender@sender.test")
+        self.assertEqual(recipients, ["one@dest.test", "two@Dest.test"])
+        self.assertTrue(data.startswith(b"Received: from client.test"), "our trace header first")
+        self.assertIn(b"\r\nHello.\r\n", data)
+        self.assertEqual(self.delivered(self.mx2, "first mx"), [])
+        wait_until(lambda: not queue_entries(self.server), what="an empty queue")
+
+    def test_falls_back_to_the_next_mx_and_to_the_address_of_a_domain_without_mx(self):
+        self.send(["x@fallback.test"], "fallback")
+        self.send(["y@implicit.test"], "implicit")
+        self.assertEqual(len(wait_until(lambda: self.delivered(self.mx2, "fallback"), what="fallback")), 1)
+        self.assertEqual(len(wait_until(lambda: self.delivered(self.mx2, "implicit"), what="implicit MX")), 1)
+        self.server.wait_for_log(r"trying the next address.*host=down\.fallback\.test addr=127\.0\.0\.4")
+
+    def test_a_451_is_retried_on_schedule_and_then_delivered(self):
+        self.send(["temp-a@dest.test"], "retried")
+        entry = wait_until(lambda: [e for e in queue_entries(self.server)
+                                    if e["recipients"] == ["temp-a@dest.test"] and e["attempts"] == 1],
+                           what="a deferred entry")[0]
+        self.assertIn("451 4.2.1 Mailbox busy", entry["last_error"])
+        self.assertGreater(entry["next_attempt_ms"], time.time() * 1000 + 2000, "waits the 5 s of the schedule")
+        listing = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "list"],
+                                               capture_output=True, text=True, check=True).stdout
+        self.assertIn("temp-a@dest.test", listing)
+        got = wait_until(lambda: self.delivered(self.mx1, "retried"), timeout=20, what="the retry")
+        self.assertEqual([m[1] for m in got], [["temp-a@dest.test"]])
+        self.assertEqual(self.mx1.attempts["temp-a@dest.test"], 2)
+        wait_until(lambda: not any(e["recipients"] == ["temp-a@dest.test"] for e in queue_entries(self.server)),
+                   what="the entry to go")
+
+    def test_a_550_bounces_with_a_dsn_to_the_sender(self):
+        self.send(["bad-b@dest.test"], "rejected")
+        bounce = wait_until(lambda: self.bounces_for("rejected"), what="the bounce")
+        self.assertEqual(len(bounce), 1)
+        _, recipients, data = bounce[0]
+        self.assertEqual(recipients, ["sender@sender.test"])
+        dsn = email.message_from_bytes(data, policy=email.policy.compat32)
+        self.assertEqual(dsn.get_content_type(), "multipart/report")
+        self.assertEqual(dsn.get_param("report-type"), "delivery-status")
+        self.assertEqual(dsn["Auto-Submitted"], "auto-replied")
+        text, status, headers = dsn.get_payload()
+        self.assertEqual(status.get_content_type(), "message/delivery-status")
+        per_message, per_recipient = status.get_payload()
+        self.assertTrue(per_message["Reporting-MTA"].startswith("dns; "))
+        self.assertEqual(per_recipient["Final-Recipient"], "rfc822; bad-b@dest.test")
+        self.assertEqual(per_recipient["Action"], "failed")
+        self.assertEqual(per_recipient["Status"], "5.1.1")
+        self.assertEqual(per_recipient["Remote-MTA"], "dns; mx1.dest.test")
+        self.assertIn("smtp; 550 5.1.1 No such user here", per_recipient["Diagnostic-Code"])
+        self.assertEqual(headers.get_content_type(), "text/rfc822-headers")
+        self.assertIn("Subject: rejected", headers.get_payload())
+        self.assertIn("bad-b@dest.test", text.get_payload())
+
+    def test_per_recipient_results_split_the_entry(self):
+        self.send(["ok-c@dest.test", "temp-c@dest.test", "bad-c@dest.test"], "mixed")
+        first = wait_until(lambda: self.delivered(self.mx1, "mixed"), what="the first delivery")
+        self.assertEqual(first[0][1], ["ok-c@dest.test"])
+        bounce = wait_until(lambda: self.bounces_for("mixed"), what="the bounce")
+        _, status, _ = email.message_from_bytes(bounce[0][2], policy=email.policy.compat32).get_payload()
+        failed = [group["Final-Recipient"] for group in status.get_payload()[1:]]
+        self.assertEqual(failed, ["rfc822; bad-c@dest.test"], "only the 550 recipient is bounced")
+        both = wait_until(lambda: len(self.delivered(self.mx1, "mixed")) == 2 and self.delivered(self.mx1, "mixed"),
+                          timeout=20, what="the retry")
+        self.assertEqual(both[1][1], ["temp-c@dest.test"], "the retry carries only the deferred recipient")
+        self.assertEqual(self.mx1.attempts["ok-c@dest.test"], 1, "a delivered recipient is never sent again")
+        self.assertEqual(self.mx1.attempts["bad-c@dest.test"], 1, "a bounced recipient is never tried again")
+
+    def test_a_bounce_that_fails_is_dropped_not_bounced(self):
+        self.send(["bad-d@dest.test"], "double", sender="")
+        self.server.wait_for_log(r"double bounce dropped.*bad-d@dest\.test")
+        wait_until(lambda: not any(e["recipients"] == ["bad-d@dest.test"] for e in queue_entries(self.server)),
+                   what="the entry to go")
+        self.assertEqual(self.bounces_for("double"), [])
+
+    def test_mail_to_an_unknown_domain_bounces(self):
+        self.send(["z@nowhere.test"], "no such domain")
+        bounce = wait_until(lambda: self.bounces_for("no such domain"), what="the bounce")
+        _, status, _ = email.message_from_bytes(bounce[0][2], policy=email.policy.compat32).get_payload()
+        self.assertEqual(status.get_payload()[1]["Status"], "5.1.2")
+
+
+class TlsDeliveryTest(unittest.TestCase):
+    def test_delivered_to_a_second_waraka_over_starttls(self):
+        dns = dnsmasq(RECORDS)
+        port = free_port()
+
+        def receiver_setup(server):
+            tls = server.dir / "config/tls"
+            tls.mkdir(parents=True)
+            make_cert(tls / "cert.pem", tls / "key.pem", "mx.real.test")
+            server.edit("config/host_list", lambda t: t + "real.test\n")
+            server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+
+        receiver = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=receiver_setup, host="127.0.0.7", port=port)
+        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port))
+        try:
+            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+                self.assertEqual(s.sendmail("a@sender.test", ["rcpt@real.test"], message("over tls")), {})
+            stored = wait_until(receiver.maildir, what="the receiver's maildir")[0].read_bytes()
+            self.assertIn(b"Subject: over tls\r\n", stored)
+            self.assertIn(b"(using TLSv1.3 with cipher", stored, "opportunistic STARTTLS was used")
+            self.assertIn(b"with ESMTPS id", stored)
+            sender.wait_for_log(r"delivered.*recipient=rcpt@real\.test.*host=mx\.real\.test")
+        finally:
+            sender.stop()
+            receiver.stop()
+            dns.stop()
+
+    def test_relayed_mail_is_refused_when_outbound_delivery_is_off(self):
+        dns = dnsmasq(RECORDS)
+        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, 25, extra="enabled = false\n"))
+        try:
+            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+                with self.assertRaises(smtplib.SMTPDataError) as cm:
+                    s.sendmail("a@sender.test", ["rcpt@real.test"], message("off"))
+            self.assertEqual((cm.exception.smtp_code, cm.exception.smtp_error[:5]), (451, b"4.3.0"))
+        finally:
+            sender.stop()
+            dns.stop()
+
+
+class CrashTest(unittest.TestCase):
+    def test_kill_9_with_500_queued_loses_nothing(self):
+        count = 500
+        dns = dnsmasq(RECORDS)
+        port = free_port()
+        receiver = SmtpReceiver("127.0.0.6", port, delay=0.02, name="mx.bulk.test")
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, port, extra="per_domain = 2\n"))
+        try:
+            acked = []
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                for n in range(count):
+                    mid = f"<bulk-{n}@sender.test>"
+                    s.sendmail("sender@sender.test", [f"r{n % 7}@bulk.test"], message(f"bulk {n}", mid))
+                    acked.append(mid)
+            before = len(receiver.received())
+            server.kill_and_restart()
+            self.assertLess(before, count, "the kill came while mail was still queued")
+            server.wait_for_log(r"outbound queue recovered")
+
+            def ids():
+                return [line.split(b": ", 1)[1].strip().decode()
+                        for _, _, data in receiver.received()
+                        for line in data.split(b"\r\n") if line.startswith(b"Message-ID: ")]
+
+            wait_until(lambda: set(ids()) >= set(acked), timeout=120, what="every acknowledged message")
+            wait_until(lambda: not queue_entries(server), what="an empty queue")
+            got = ids()
+            duplicates = len(got) - len(set(got))
+            print(f"\n  kill -9: {count} acknowledged, {before} delivered before the kill, "
+                  f"{len(set(got))} delivered in all, {duplicates} duplicated, "
+                  f"{len(set(acked) - set(got))} lost", flush=True)
+            self.assertEqual(set(acked) - set(got), set())
+            self.assertLessEqual(duplicates, 2, "only deliveries in flight at the kill may repeat")
+        finally:
+            server.stop()
+            receiver.stop()
+            dns.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
