@@ -62,6 +62,8 @@ enum QueueCommand {
     Show { id: String },
     /// Remove an entry without delivering or bouncing it.
     Delete { id: String },
+    /// Make queued entries (of DOMAIN, or all) due now, on the running server.
+    Flush { domain: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,7 +107,7 @@ pub fn main() -> Result<()> {
             Command::Plugin {
                 command: PluginCommand::List { config },
             } => list(instance(config.as_deref())?).await,
-            Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command),
+            Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command).await,
             Command::Plugin {
                 command: PluginCommand::Check { file },
             } => check(&file).await,
@@ -270,7 +272,7 @@ async fn check(file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()> {
+async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()> {
     let dir = instance.outbound_queue_dir();
     let store = QueueStore::at(&dir);
     match command {
@@ -305,6 +307,13 @@ fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()> {
                 .map_or(message.len(), |p| p + 2);
             println!();
             print!("{}", String::from_utf8_lossy(&message[..end]));
+        }
+        QueueCommand::Flush { domain } => {
+            let request = match &domain {
+                Some(domain) => format!("flush {domain}"),
+                None => "flush".to_string(),
+            };
+            println!("{}", crate::control::request(&instance.root, &request).await?);
         }
         QueueCommand::Delete { id } => {
             let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;

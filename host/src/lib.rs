@@ -9,11 +9,12 @@
 //! - [`plugins`]: the WASM runtime, a `Policy` made of plugin chains.
 //! - [`queue`]: the durable outbound queue (no SMTP session, no WASM).
 //! - [`delivery`]: the SMTP client that delivers queued mail.
-//! - [`config`], [`server`], [`cli`]: the instance, sockets and commands.
+//! - [`config`], [`server`], [`control`], [`cli`]: the instance, sockets and commands.
 
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod plugins;
 pub mod policy;

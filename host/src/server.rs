@@ -3,6 +3,7 @@
 
 use crate::capabilities::ConfigFiles;
 use crate::config::Instance;
+use crate::control;
 use crate::delivery::Outbound;
 use crate::plugins::{Chain, Registry, Runtime, Services};
 use crate::reload;
@@ -131,6 +132,15 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         None => None,
     };
     let delivery = outbound.clone().map(|o| tokio::spawn(o.run()));
+    let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
+    let control = control_path.clone().map(|path| {
+        let outbound = outbound.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control::serve(path, outbound).await {
+                error!("control socket: {e:#}");
+            }
+        })
+    });
     let shared = Arc::new(Shared {
         registry: registry.clone(),
         settings: settings.clone(),
@@ -159,6 +169,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     if let Some(delivery) = delivery {
         // Deliveries in flight stay queued on disk and are retried at start-up.
         delivery.abort();
+    }
+    if let (Some(control), Some(path)) = (control, control_path) {
+        control.abort();
+        let _ = std::fs::remove_file(path);
     }
     info!("stopped");
     Ok(())

@@ -31,6 +31,9 @@ RECORDS = [
     "--host-record=mx.bulk.test,127.0.0.6",
     "--mx-host=real.test,mx.real.test,10",
     "--host-record=mx.real.test,127.0.0.7",
+    "--mx-host=late.test,mx.late.test,10",
+    "--mx-host=gone.test,mx.late.test,10",
+    "--host-record=mx.late.test,127.0.0.8",
 ]
 
 
@@ -44,14 +47,14 @@ def scripted(address, attempt):
     return "250 2.1.5 OK"
 
 
-def relay_setup(dns_port, port, extra=""):
+def relay_setup(dns_port, port, extra="", retry="5s, 5s"):
     """An instance that relays for 127.0.0.1 and delivers through the test's DNS to `port`."""
 
     def setup(server):
         server.edit("config/relay.acl_allow", lambda t: t + "127.0.0.1/32\n")
         server.edit("waraka.toml", lambda t: t + (
             f'\n[dns]\nservers = ["127.0.0.1:{dns_port}"]\ntimeout = "2s"\n'
-            f'\n[outbound]\nport = {port}\nallow_local = true\nretry = "5s, 5s"\n{extra}'
+            f'\n[outbound]\nport = {port}\nallow_local = true\nretry = "{retry}"\n{extra}'
         ))
 
     return setup
@@ -230,6 +233,49 @@ class TlsDeliveryTest(unittest.TestCase):
             self.assertEqual((cm.exception.smtp_code, cm.exception.smtp_error[:5]), (451, b"4.3.0"))
         finally:
             sender.stop()
+            dns.stop()
+
+
+class FlushTest(unittest.TestCase):
+    def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
+        dns = dnsmasq(RECORDS)
+        port = free_port()
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, port, retry="1h"))
+        receiver = None
+
+        def queue(*args):
+            return subprocess.run([BIN, "queue", "--config", str(server.dir), *args], capture_output=True, text=True)
+
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                s.sendmail("a@sender.test", ["r@late.test"], message("late"))
+                s.sendmail("a@sender.test", ["r@gone.test"], message("gone"))
+            def deferred():
+                entries = [e for e in queue_entries(server) if e["attempts"] == 1]
+                return entries if len(entries) == 2 else None
+
+            entries = wait_until(deferred, what="two deferred entries")
+            gone = next(e for e in entries if e["domain"] == "gone.test")
+            self.assertEqual(queue("delete", gone["id"]).returncode, 0)
+            receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
+            flushed = queue("flush", "late.test")
+            self.assertEqual((flushed.returncode, flushed.stdout.strip()), (0, "1 entries due now"), flushed.stderr)
+            got = receiver.wait_for(1, timeout=10)
+            self.assertEqual(got[0][1], ["r@late.test"])
+            self.assertEqual(queue("flush").stdout.strip(), "1 entries due now", "the deleted entry is still in memory")
+            server.wait_for_log(r"deleted before its attempt; dropped id=" + gone["id"])
+            self.assertEqual(queue_entries(server), [], "the deleted entry did not come back")
+            self.assertEqual(len(receiver.received()), 1)
+            server.proc.terminate()
+            server.proc.wait(timeout=15)
+            stopped = queue("flush")
+            self.assertEqual(stopped.returncode, 1)
+            self.assertIn("no running server", stopped.stderr)
+        finally:
+            server.stop()
+            if receiver:
+                receiver.stop()
             dns.stop()
 
 

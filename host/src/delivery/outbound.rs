@@ -244,9 +244,14 @@ impl Outbound {
     async fn deliver(self, entry: Entry) {
         let domain = entry.domain.clone();
         let fallback = entry.clone();
-        let outcomes = self.attempt(&entry).await;
-        let this = self.clone();
-        let settled = tokio::task::spawn_blocking(move || this.settle(entry, outcomes)).await;
+        let settled = if self.inner.store.contains(&entry.id) {
+            let outcomes = self.attempt(&entry).await;
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.settle(entry, outcomes)).await
+        } else {
+            info!(id = %entry.id, "queue entry deleted before its attempt; dropped");
+            Ok((None, Vec::new()))
+        };
         let (kept, bounces) = match settled {
             Ok(result) => result,
             Err(e) => {

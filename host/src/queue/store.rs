@@ -291,6 +291,12 @@ impl QueueStore {
         sync_dir(&self.dir)
     }
 
+    /// Whether the entry `id` is still queued (`waraka queue delete` may
+    /// remove entries under a running server).
+    pub fn contains(&self, id: &str) -> bool {
+        self.entry_path_of(id).exists()
+    }
+
     /// The entry `id` as it is on disk now.
     pub fn get(&self, id: &str) -> io::Result<Entry> {
         if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {

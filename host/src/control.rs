@@ -1,0 +1,87 @@
+//! The control socket: a Unix socket in the instance (`queue/control.sock`)
+//! through which `waraka queue flush` reaches the running server. One
+//! request line, one reply line; only the instance's owner can connect.
+
+use crate::delivery::Outbound;
+use anyhow::{Context, Result, bail};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+
+/// The longest request line accepted.
+const MAX_REQUEST: usize = 1024;
+
+/// Where the control socket of the instance rooted at `root` is.
+pub fn socket_path(root: &Path) -> PathBuf {
+    root.join("queue").join("control.sock")
+}
+
+/// Answers one request line.
+fn answer(outbound: Option<&Outbound>, request: &str) -> String {
+    let mut words = request.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("flush"), domain, None) => match outbound {
+            Some(outbound) => {
+                let count = outbound.flush(domain);
+                info!(domain = domain.unwrap_or("*"), entries = count, "queue flushed");
+                format!("ok {count} entries due now")
+            }
+            None => "error outbound delivery is disabled".to_string(),
+        },
+        _ => format!("error unknown request {request:?}"),
+    }
+}
+
+/// Listens on `path` (replacing a socket left by a dead server) until the
+/// task is dropped.
+pub async fn serve(path: PathBuf, outbound: Option<Outbound>) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    let listener = UnixListener::bind(&path).with_context(|| format!("control socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("control socket accept failed: {e}");
+                continue;
+            }
+        };
+        let outbound = outbound.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
+            if reader.read_line(&mut line).await.is_ok() {
+                let reply = answer(outbound.as_ref(), line.trim());
+                let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+            }
+        });
+    }
+}
+
+/// Sends `request` to the server running the instance rooted at `root`
+/// and returns its reply; an error when no server is running there.
+pub async fn request(root: &Path, request: &str) -> Result<String> {
+    let path = socket_path(root);
+    let stream = UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("no running server for this instance ({})", path.display()))?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(format!("{request}\n").as_bytes()).await?;
+    let mut reply = String::new();
+    BufReader::new(read).read_line(&mut reply).await?;
+    let reply = reply.trim().to_string();
+    match reply.strip_prefix("error ") {
+        Some(why) => bail!("the server says: {why}"),
+        None => Ok(reply.strip_prefix("ok ").unwrap_or(&reply).to_string()),
+    }
+}
