@@ -5,7 +5,8 @@ use crate::capabilities::ConfigFiles;
 use crate::config::Instance;
 use crate::control;
 use crate::delivery::Outbound;
-use crate::plugins::{Chain, Registry, Runtime, Services};
+use crate::plugins::{Chain, PluginOutbound, Registry, Runtime, Services};
+use crate::policy::OutboundPolicy;
 use crate::reload;
 use crate::session::{Connection, Flow, OutboundQueue, Role, Session, SessionSettings, SharedConnection, TlsInfo};
 use crate::tls::Tls;
@@ -125,7 +126,8 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     let outbound = match instance.outbound_settings()? {
         Some(outbound_settings) => {
             let dir = instance.outbound_queue_dir();
-            let outbound = Outbound::open(&dir, outbound_settings, instance.dns()?)
+            let hooks: Arc<dyn OutboundPolicy> = Arc::new(PluginOutbound::new(registry.clone()));
+            let outbound = Outbound::open(&dir, outbound_settings, instance.dns()?, Some(hooks))
                 .with_context(|| format!("outbound queue {}", dir.display()))?;
             Some(outbound)
         }

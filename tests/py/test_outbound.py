@@ -7,12 +7,13 @@ answer 250, 451 or 550 per recipient, and a second waraka with STARTTLS.
 import email
 import email.policy
 import json
+import shutil
 import smtplib
 import subprocess
 import time
 import unittest
 
-from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, free_port
 from test_tls_auth import make_cert
 
 RECORDS = [
@@ -234,6 +235,81 @@ class TlsDeliveryTest(unittest.TestCase):
         finally:
             sender.stop()
             dns.stop()
+
+
+class OutboundHooksTest(unittest.TestCase):
+    """The `test/outbound` fixture (tests/fixtures/outbound) drives each outbound hook."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        port = free_port()
+        cls.hop = SmtpReceiver("127.0.0.9", port, scripted, name="hop.test")
+        cls.mailbox = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
+
+        def setup(server):
+            relay_setup(cls.dns.port, port, retry="1h")(server)
+            (server.dir / "plugins/test").mkdir()
+            shutil.copy(GUESTS / "fixture_outbound.wasm", server.dir / "plugins/test/outbound.wasm")
+            (server.dir / "config/test").mkdir()
+            (server.dir / "config/test/outbound.ini").write_text(f"next_hop = 127.0.0.9:{port}\n")
+
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.hop.stop()
+        cls.mailbox.stop()
+        cls.dns.stop()
+
+    def send(self, sender, recipients, subject):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail(sender, recipients, message(subject)), {})
+
+    def entry_for(self, recipient):
+        return [e for e in queue_entries(self.server) if recipient in e["recipients"]]
+
+    def test_get_mx_routes_a_domain_without_dns_and_delivered_is_told(self):
+        self.send("a@sender.test", ["ok@hooked.test"], "hooked")
+        wait_until(lambda: [m for m in self.hop.received() if m[1] == ["ok@hooked.test"]], what="the delivery")
+        self.server.wait_for_log(r"delivered hook #\d+: id=\S+ recipients=ok@hooked\.test host=127\.0\.0\.9 "
+                                 r"reply=250 2\.0\.0 Stored")
+
+    def test_deferred_shortens_the_wait(self):
+        self.send("a@sender.test", ["temp-q@quick.test"], "quick")
+        got = wait_until(lambda: [m for m in self.hop.received() if m[1] == ["temp-q@quick.test"]],
+                         timeout=15, what="the retry after the plugin's 1 s instead of the schedule's hour")
+        self.assertEqual(len(got), 1)
+        self.assertEqual(self.hop.attempts["temp-q@quick.test"], 2)
+
+    def test_send_email_delays_and_drops(self):
+        self.send("delay-me@sender.test", ["d@hooked.test"], "delayed")
+        self.send("drop-me@sender.test", ["x@hooked.test"], "dropped")
+        self.server.wait_for_log(r"delivery delayed by a plugin")
+        self.server.wait_for_log(r"dropped by a plugin.*recipients=x@hooked\.test")
+        delayed = wait_until(lambda: self.entry_for("d@hooked.test"), what="the delayed entry")[0]
+        self.assertEqual(delayed["attempts"], 0, "a delay is not a failed attempt")
+        self.assertGreater(delayed["next_attempt_ms"], time.time() * 1000 + 3000_000)
+        self.assertEqual(self.entry_for("x@hooked.test"), [])
+        self.assertFalse(any("x@hooked.test" in m[1] for m in self.hop.received()))
+
+    def test_bounce_can_suppress_the_dsn(self):
+        self.send("quiet@sender.test", ["bad-q@hooked.test"], "quiet")
+        self.send("loud@sender.test", ["bad-l@hooked.test"], "loud")
+        wait_until(lambda: [m for m in self.mailbox.received() if m[1] == ["loud@sender.test"]], what="the DSN")
+        self.server.wait_for_log(r"bounce suppressed by a plugin")
+        time.sleep(0.5)
+        bounced_to = [m[1] for m in self.mailbox.received()]
+        self.assertIn(["loud@sender.test"], bounced_to)
+        self.assertNotIn(["quiet@sender.test"], bounced_to)
+
+    def test_a_fault_in_send_email_keeps_the_mail_queued(self):
+        self.send("a@sender.test", ["trap@hooked.test"], "trapped")
+        entry = wait_until(lambda: [e for e in self.entry_for("trap@hooked.test") if e["attempts"] == 1],
+                           what="the entry deferred after the fault")[0]
+        self.assertIn("plugin test/outbound failed in send-email", entry["last_error"])
+        self.server.wait_for_log(r"plugin fault: trap.*asked to trap|plugin=test/outbound hook=send-email")
 
 
 class FlushTest(unittest.TestCase):

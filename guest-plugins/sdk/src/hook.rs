@@ -1,4 +1,5 @@
-/// The inbound hooks a plugin can implement (names as in the WIT and `docs/hooks.md`).
+/// The hooks a plugin can implement (names as in the WIT and `docs/hooks.md`):
+/// the inbound ones a session calls, then the outbound ones of the delivery worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Connect,
@@ -19,6 +20,11 @@ pub enum Hook {
     ResetTransaction,
     Disconnect,
     Deny,
+    SendEmail,
+    GetMx,
+    Deferred,
+    Bounce,
+    Delivered,
 }
 
 impl Hook {
@@ -44,6 +50,15 @@ impl Hook {
         Hook::Deny,
     ];
 
+    /// Every outbound hook (called by the delivery worker, without a session).
+    pub const OUTBOUND: &'static [Hook] = &[
+        Hook::SendEmail,
+        Hook::GetMx,
+        Hook::Deferred,
+        Hook::Bounce,
+        Hook::Delivered,
+    ];
+
     /// The hook's name in the WIT (`"rcpt-ok"`, `"data-post"`…).
     pub fn name(self) -> &'static str {
         match self {
@@ -65,6 +80,11 @@ impl Hook {
             Hook::ResetTransaction => "reset-transaction",
             Hook::Disconnect => "disconnect",
             Hook::Deny => "deny",
+            Hook::SendEmail => "send-email",
+            Hook::GetMx => "get-mx",
+            Hook::Deferred => "deferred",
+            Hook::Bounce => "bounce",
+            Hook::Delivered => "delivered",
         }
     }
 }

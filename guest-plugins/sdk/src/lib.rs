@@ -32,7 +32,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "plugin",
+        world: "outbound-plugin",
         pub_export_macro: true,
         default_bindings_module: "waraka_plugin::bindings",
         export_macro_name: "export_bindings",
@@ -44,6 +44,7 @@ mod hook;
 pub mod host_list;
 mod verdict;
 
+pub use bindings::exports::waraka::plugin::outbound_hooks::{Delivery, NextHop, RecipientFailure, SendDecision};
 pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
@@ -126,6 +127,25 @@ pub trait Plugin {
     fn deny(_denial: Denial) -> Verdict {
         Verdict::Cont
     }
+
+    /// Outbound: before each delivery attempt of a queue entry.
+    fn send_email(_delivery: Delivery) -> SendDecision {
+        SendDecision::Deliver
+    }
+    /// Outbound: next hops for the entry instead of routes and MX lookup.
+    fn get_mx(_delivery: Delivery) -> Option<Vec<NextHop>> {
+        None
+    }
+    /// Outbound: recipients failed temporarily; `Some(seconds)` replaces the wait.
+    fn deferred(_delivery: Delivery, _failures: Vec<RecipientFailure>, _retry_in: u32) -> Option<u32> {
+        None
+    }
+    /// Outbound: recipients failed for good; `true` suppresses the DSN.
+    fn bounce(_delivery: Delivery, _failures: Vec<RecipientFailure>) -> bool {
+        false
+    }
+    /// Outbound: `host` accepted `recipients` with `reply`.
+    fn delivered(_delivery: Delivery, _recipients: Vec<String>, _host: String, _reply: String) {}
 }
 
 /// Bridges a [`Plugin`] to the generated export trait. Used by [`export!`].
@@ -193,6 +213,24 @@ impl<P: Plugin> bindings::exports::waraka::plugin::hooks::Guest for Adapter<P> {
     }
     fn deny(denial: Denial) -> Verdict {
         P::deny(denial)
+    }
+}
+
+impl<P: Plugin> bindings::exports::waraka::plugin::outbound_hooks::Guest for Adapter<P> {
+    fn send_email(delivery: Delivery) -> SendDecision {
+        P::send_email(delivery)
+    }
+    fn get_mx(delivery: Delivery) -> Option<Vec<NextHop>> {
+        P::get_mx(delivery)
+    }
+    fn deferred(delivery: Delivery, failures: Vec<RecipientFailure>, retry_in: u32) -> Option<u32> {
+        P::deferred(delivery, failures, retry_in)
+    }
+    fn bounce(delivery: Delivery, failures: Vec<RecipientFailure>) -> bool {
+        P::bounce(delivery, failures)
+    }
+    fn delivered(delivery: Delivery, recipients: Vec<String>, host: String, reply: String) {
+        P::delivered(delivery, recipients, host, reply)
     }
 }
 

@@ -9,6 +9,7 @@ use super::bounce::{self, Failure};
 use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
 use super::route::{Route, RouteSettings, Target, resolve};
 use crate::capabilities::Dns;
+use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
 use crate::session::{MessageReader, OutboundQueue};
 use futures_util::future::BoxFuture;
@@ -61,6 +62,70 @@ enum Outcome {
     Failed(Failure),
 }
 
+/// The outcomes of one attempt, sorted, and what the hooks made of them.
+#[derive(Default)]
+struct Settlement {
+    delivered: Vec<(String, String, RemoteReply)>,
+    failed: Vec<(String, Failure)>,
+    deferred: Vec<(String, Failure)>,
+    /// Failed attempts once this one counts.
+    attempts: u32,
+    /// Until the next attempt; `None` when the schedule is used up.
+    wait: Option<Duration>,
+    suppress_bounce: bool,
+}
+
+fn hook_failures(list: &[(String, Failure)]) -> Vec<RecipientFailure> {
+    list.iter()
+        .map(|(recipient, f)| RecipientFailure {
+            recipient: recipient.clone(),
+            status: f.status.clone(),
+            diagnostic: f.diagnostic.clone(),
+        })
+        .collect()
+}
+
+impl Settlement {
+    /// Tells the plugins: `delivered` per server, `deferred` (may change
+    /// the wait), `bounce` (may suppress the DSN). A fault changes nothing:
+    /// the schedule holds and the DSN is sent.
+    async fn consult(&mut self, policy: &dyn OutboundPolicy, info: &DeliveryInfo) {
+        let mut by_server: Vec<(&str, String, Vec<String>)> = Vec::new();
+        for (rcpt, host, reply) in &self.delivered {
+            match by_server.iter_mut().find(|(h, _, _)| *h == host.as_str()) {
+                Some((_, _, rcpts)) => rcpts.push(rcpt.clone()),
+                None => by_server.push((host, reply.to_string(), vec![rcpt.clone()])),
+            }
+        }
+        for (host, reply, rcpts) in &by_server {
+            policy.delivered(info, rcpts, host, reply).await;
+        }
+        if let (false, Some(wait)) = (self.deferred.is_empty(), self.wait)
+            && let Ok(Some(changed)) = policy.deferred(info, &hook_failures(&self.deferred), wait).await
+        {
+            self.wait = Some(changed);
+        }
+        if !self.failed.is_empty() && !info.sender.is_empty() {
+            self.suppress_bounce = matches!(policy.bounce(info, &hook_failures(&self.failed)).await, Ok(true));
+        }
+    }
+}
+
+fn delivery_info(entry: &Entry) -> DeliveryInfo {
+    DeliveryInfo {
+        id: entry.id.clone(),
+        domain: entry.domain.clone(),
+        sender: entry.sender.clone(),
+        recipients: entry.recipients.clone(),
+        attempts: entry.attempts,
+        arrival_ms: entry.arrival_ms,
+    }
+}
+
+fn all_recipients(entry: &Entry, outcome: Outcome) -> Vec<(String, Outcome)> {
+    entry.recipients.iter().map(|r| (r.clone(), outcome.clone())).collect()
+}
+
 /// What the scheduler holds.
 #[derive(Default)]
 struct State {
@@ -74,6 +139,8 @@ struct Inner {
     store: QueueStore,
     settings: OutboundSettings,
     dns: Dns,
+    /// The plugins' outbound hooks.
+    policy: Option<Arc<dyn OutboundPolicy>>,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -117,7 +184,12 @@ fn address_literal(domain: &str) -> Option<IpAddr> {
 impl Outbound {
     /// Opens the queue in `dir` (recovering it, see [`QueueStore::open`]) and
     /// schedules what it holds. Call [`Outbound::run`] to deliver.
-    pub fn open(dir: &Path, settings: OutboundSettings, dns: Dns) -> io::Result<Outbound> {
+    pub fn open(
+        dir: &Path,
+        settings: OutboundSettings,
+        dns: Dns,
+        policy: Option<Arc<dyn OutboundPolicy>>,
+    ) -> io::Result<Outbound> {
         let (store, recovery) = QueueStore::open(dir)?;
         if !recovery.entries.is_empty() {
             info!(entries = recovery.entries.len(), "outbound queue recovered");
@@ -127,6 +199,7 @@ impl Outbound {
                 store,
                 settings,
                 dns,
+                policy,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
             }),
@@ -244,18 +317,12 @@ impl Outbound {
     async fn deliver(self, entry: Entry) {
         let domain = entry.domain.clone();
         let fallback = entry.clone();
-        let settled = if self.inner.store.contains(&entry.id) {
-            let outcomes = self.attempt(&entry).await;
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || this.settle(entry, outcomes)).await
-        } else {
-            info!(id = %entry.id, "queue entry deleted before its attempt; dropped");
-            Ok((None, Vec::new()))
-        };
+        let this = self.clone();
+        let settled = tokio::spawn(async move { this.attempt_and_settle(entry).await }).await;
         let (kept, bounces) = match settled {
             Ok(result) => result,
             Err(e) => {
-                error!(id = %fallback.id, error = %e, "settling a delivery failed; retrying later");
+                error!(id = %fallback.id, error = %e, "a delivery task failed; retrying later");
                 let mut entry = fallback;
                 entry.next_attempt_ms = now_ms() + 60_000;
                 (Some(entry), Vec::new())
@@ -274,33 +341,85 @@ impl Outbound {
         self.schedule(kept.into_iter().chain(bounces));
     }
 
+    /// Runs a blocking queue operation off the async threads.
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&Outbound) -> T + Send + 'static) -> T {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || work(&this))
+            .await
+            .expect("queue operations do not panic")
+    }
+
+    /// Asks `send-email`, attempts delivery, asks the settling hooks and
+    /// records the outcome. Returns the entry if recipients wait, and the
+    /// bounces queued.
+    async fn attempt_and_settle(&self, mut entry: Entry) -> (Option<Entry>, Vec<Entry>) {
+        let id = entry.id.clone();
+        if !self.blocking(move |o| o.inner.store.contains(&id)).await {
+            info!(id = %entry.id, "queue entry deleted before its attempt; dropped");
+            return (None, Vec::new());
+        }
+        let info = delivery_info(&entry);
+        let decision = match &self.inner.policy {
+            Some(policy) => policy.send_email(&info).await,
+            None => Ok(SendDecision::Deliver),
+        };
+        let outcomes = match decision {
+            Ok(SendDecision::Deliver) => self.attempt(&entry, &info).await,
+            Ok(SendDecision::Delay(wait)) => {
+                info!(id = %entry.id, wait = %humantime::format_duration(wait), "delivery delayed by a plugin");
+                entry.next_attempt_ms = now_ms() + wait.as_millis() as u64;
+                let saved = entry.clone();
+                if let Err(e) = self.blocking(move |o| o.inner.store.update(&saved)).await {
+                    error!(id = %entry.id, error = %e, "could not save the delay");
+                }
+                return (Some(entry), Vec::new());
+            }
+            Ok(SendDecision::Drop) => {
+                info!(id = %entry.id, recipients = %entry.recipients.join(","), "dropped by a plugin: not delivered, no bounce");
+                let done = entry.clone();
+                if let Err(e) = self.blocking(move |o| o.inner.store.remove(&done)).await {
+                    error!(id = %entry.id, error = %e, "could not remove a dropped queue entry");
+                }
+                return (None, Vec::new());
+            }
+            Err(fault) => all_recipients(&entry, Outcome::Deferred(Failure::local("4.3.0", fault.to_string()))),
+        };
+        let mut settlement = self.sort(&entry, outcomes);
+        if let Some(policy) = &self.inner.policy {
+            settlement.consult(policy.as_ref(), &info).await;
+        }
+        self.blocking(move |o| o.record(entry, settlement)).await
+    }
+
     /// The servers for `domain` and the client settings to use with them.
-    async fn route(&self, domain: &str) -> Result<(Route, ClientSettings), String> {
+    async fn route(&self, info: &DeliveryInfo) -> Result<(Route, ClientSettings), Failure> {
+        let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
+        let from_plugin = match &self.inner.policy {
+            Some(policy) => policy
+                .get_mx(info)
+                .await
+                .map_err(|fault| Failure::local("4.3.0", fault.to_string()))?,
+            None => None,
+        };
+        if let Some(hops) = from_plugin {
+            let mut targets = Vec::new();
+            for hop in hops {
+                targets.push(self.next_hop_target(&hop.host, hop.port).await?);
+            }
+            targets.retain(|t| !t.addrs.is_empty());
+            let route = if targets.is_empty() {
+                Route::NoMailServer
+            } else {
+                Route::Targets(targets)
+            };
+            return Ok((route, client));
+        }
         if let Some(hop) = settings.routes.get(domain).or(settings.smarthost.as_ref()) {
             client.auth = hop.auth.clone();
             client.tls = hop.tls.unwrap_or(client.tls);
-            let addrs = match hop.host.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => {
-                    let mut addrs = Vec::new();
-                    for rtype in [RecordType::A, RecordType::AAAA] {
-                        addrs.extend(
-                            self.inner
-                                .dns
-                                .addresses(&hop.host, rtype)
-                                .await
-                                .map_err(|e| e.to_string())?,
-                        );
-                    }
-                    addrs
-                }
-            };
-            let target = Target {
-                host: hop.host.clone(),
-                addrs: addrs.into_iter().map(|ip| SocketAddr::new(ip, hop.port)).collect(),
-            };
+            let target = self.next_hop_target(&hop.host, hop.port).await?;
             let route = if target.addrs.is_empty() {
                 Route::NoMailServer
             } else {
@@ -317,14 +436,40 @@ impl Outbound {
         }
         let route = resolve(&self.inner.dns, domain, &settings.route)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::local("4.4.3", format!("DNS lookup for {domain} failed: {e}")))?;
         Ok((route, client))
     }
 
+    /// A configured or plugin-given next hop: an IP address, or a name
+    /// resolved with the `[dns]` resolver (local addresses allowed: the
+    /// administrator or a plugin chose them).
+    async fn next_hop_target(&self, host: &str, port: u16) -> Result<Target, Failure> {
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                let mut addrs = Vec::new();
+                for rtype in [RecordType::A, RecordType::AAAA] {
+                    let found = self
+                        .inner
+                        .dns
+                        .addresses(host, rtype)
+                        .await
+                        .map_err(|e| Failure::local("4.4.3", format!("DNS lookup for {host} failed: {e}")))?;
+                    addrs.extend(found);
+                }
+                addrs
+            }
+        };
+        Ok(Target {
+            host: host.to_string(),
+            addrs: addrs.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+        })
+    }
+
     /// Tries the entry's servers in order until one gives per-recipient answers.
-    async fn attempt(&self, entry: &Entry) -> Vec<(String, Outcome)> {
-        let all = |outcome: Outcome| entry.recipients.iter().map(|r| (r.clone(), outcome.clone())).collect();
-        let (targets, client) = match self.route(&entry.domain).await {
+    async fn attempt(&self, entry: &Entry, info: &DeliveryInfo) -> Vec<(String, Outcome)> {
+        let all = |outcome: Outcome| all_recipients(entry, outcome);
+        let (targets, client) = match self.route(info).await {
             Ok((Route::Targets(targets), client)) => (targets, client),
             Ok((Route::NullMx, _)) => {
                 return all(Outcome::Failed(Failure::local(
@@ -338,12 +483,7 @@ impl Outbound {
                     format!("no mail server found for {}", entry.domain),
                 )));
             }
-            Err(e) => {
-                return all(Outcome::Deferred(Failure::local(
-                    "4.4.3",
-                    format!("DNS lookup for {} failed: {e}", entry.domain),
-                )));
-            }
+            Err(failure) => return all(Outcome::Deferred(failure)),
         };
         let path = self.inner.store.message_path(entry);
         let mut last = Failure::local("4.4.1", "no server could be reached");
@@ -418,41 +558,62 @@ impl Outbound {
         all(Outcome::Deferred(last))
     }
 
-    /// Records the outcomes on disk: delivered recipients leave, failed ones
-    /// are bounced, deferred ones wait. Returns the entry if recipients are
-    /// left, and the bounces queued.
-    fn settle(&self, mut entry: Entry, outcomes: Vec<(String, Outcome)>) -> (Option<Entry>, Vec<Entry>) {
-        let store = &self.inner.store;
-        let mut failed = Vec::new();
-        let mut deferred = Vec::new();
+    /// Sorts the outcomes of an attempt: delivered, failed for good (with
+    /// those whose retry schedule is used up), or waiting for the next attempt.
+    fn sort(&self, entry: &Entry, outcomes: Vec<(String, Outcome)>) -> Settlement {
+        let attempts = entry.attempts + 1;
+        let mut settlement = Settlement {
+            attempts,
+            wait: self.inner.settings.schedule.wait_after(attempts),
+            ..Settlement::default()
+        };
         for (rcpt, outcome) in outcomes {
             match outcome {
-                Outcome::Delivered { host, reply } => {
-                    info!(id = %entry.id, recipient = %rcpt, %host, reply = %reply, attempts = entry.attempts + 1, "delivered");
-                }
-                Outcome::Failed(failure) => failed.push((rcpt, failure)),
-                Outcome::Deferred(failure) => deferred.push((rcpt, failure)),
+                Outcome::Delivered { host, reply } => settlement.delivered.push((rcpt, host, reply)),
+                Outcome::Failed(failure) => settlement.failed.push((rcpt, failure)),
+                Outcome::Deferred(failure) => settlement.deferred.push((rcpt, failure)),
             }
         }
-        let attempts = entry.attempts + 1;
-        let wait = self.inner.settings.schedule.wait_after(attempts);
-        if wait.is_none() {
-            for (rcpt, mut failure) in deferred.drain(..) {
+        if settlement.wait.is_none() {
+            for (rcpt, mut failure) in settlement.deferred.drain(..) {
                 warn!(id = %entry.id, recipient = %rcpt, attempts, "giving up: the retry schedule is used up");
                 failure.diagnostic = format!("{} (gave up after {attempts} attempts)", failure.diagnostic);
-                failed.push((rcpt, failure));
+                settlement.failed.push((rcpt, failure));
             }
+        }
+        settlement
+    }
+
+    /// Records a settlement on disk: delivered recipients leave, failed ones
+    /// are bounced (unless suppressed), deferred ones wait. Returns the entry
+    /// if recipients are left, and the bounces queued.
+    fn record(&self, mut entry: Entry, settlement: Settlement) -> (Option<Entry>, Vec<Entry>) {
+        let store = &self.inner.store;
+        let Settlement {
+            delivered,
+            failed,
+            mut deferred,
+            attempts,
+            wait,
+            suppress_bounce,
+        } = settlement;
+        for (rcpt, host, reply) in &delivered {
+            info!(id = %entry.id, recipient = %rcpt, %host, reply = %reply, attempts, "delivered");
         }
         let mut bounces = Vec::new();
         if !failed.is_empty() {
             for (rcpt, failure) in &failed {
                 warn!(id = %entry.id, recipient = %rcpt, status = %failure.status, diagnostic = %failure.diagnostic, "delivery failed permanently");
             }
-            match self.bounce(&entry, &failed) {
-                Ok(queued) => bounces = queued,
-                Err(e) => {
-                    error!(id = %entry.id, error = %e, "could not queue the bounce; keeping the recipients for a retry");
-                    deferred.extend(failed);
+            if suppress_bounce {
+                info!(id = %entry.id, "bounce suppressed by a plugin");
+            } else {
+                match self.bounce(&entry, &failed) {
+                    Ok(queued) => bounces = queued,
+                    Err(e) => {
+                        error!(id = %entry.id, error = %e, "could not queue the bounce; keeping the recipients for a retry");
+                        deferred.extend(failed);
+                    }
                 }
             }
         }

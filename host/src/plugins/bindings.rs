@@ -1,5 +1,6 @@
-//! Host bindings generated from `wit/` (the `plugin` world). Capability
-//! imports that wait on the network are async.
+//! Host bindings generated from `wit/`: the `plugin` world (imports and the
+//! inbound hooks) and the outbound hooks a component may export beside them.
+//! Capability imports that wait on the network are async.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -14,3 +15,14 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::waraka::plugin::types;
+
+/// The `outbound-hooks` export, looked up in components that have it.
+pub mod outbound {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "outbound-exports",
+        exports: { default: async },
+    });
+
+    pub use self::exports::waraka::plugin::outbound_hooks::{Delivery, NextHop, RecipientFailure, SendDecision};
+}

@@ -40,7 +40,7 @@ impl fmt::Display for Fault {
 }
 
 /// Extra wall-clock time allowed for host imports, which epochs do not interrupt.
-const HOST_GRACE: Duration = Duration::from_secs(1);
+pub(super) const HOST_GRACE: Duration = Duration::from_secs(1);
 
 /// Turns the outcome of a guarded call into a value or a classified fault.
 pub(super) fn classify<T>(

@@ -1,6 +1,7 @@
 //! Turning `.wasm` bytes into a loaded plugin: compile (off the async
 //! threads), check against the world, ask the plugin what it implements.
 
+use super::bindings::outbound::OutboundExportsIndices;
 use super::bindings::{Plugin, PluginPre};
 use super::chain::{Fault, classify};
 use super::limits::PluginLimits;
@@ -59,6 +60,8 @@ pub struct LoadedPlugin {
     /// Whether it was compiled (false: loaded from the compile cache).
     pub compiled: bool,
     pub(super) pre: PluginPre<StoreState>,
+    /// Where the `outbound-hooks` export is, when the component has it.
+    pub(super) outbound: Option<OutboundExportsIndices>,
 }
 
 /// The ordered chain of plugins a connection runs with (a snapshot).
@@ -101,6 +104,7 @@ impl LoadedPlugin {
             compile_ms: 0,
             compiled: false,
             pre: self.pre.clone(),
+            outbound: self.outbound.clone(),
         }
     }
 
@@ -145,6 +149,7 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("the component does not fit the waraka:plugin world (imports)")?;
+        let outbound = OutboundExportsIndices::new(&instance_pre).ok();
         let pre = PluginPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .context("the component does not export the waraka:plugin hooks")?;
@@ -166,6 +171,9 @@ impl Runtime {
         let mut unknown_hooks = Vec::new();
         for h in &info.hooks {
             match Hook::from_name(h) {
+                Some(hook) if hook.is_outbound() && outbound.is_none() => {
+                    anyhow::bail!("it lists the outbound hook {h} but does not export waraka:plugin/outbound-hooks")
+                }
                 Some(hook) => hooks.insert(hook),
                 None => unknown_hooks.push(h.clone()),
             }
@@ -184,6 +192,7 @@ impl Runtime {
             compile_ms,
             compiled,
             pre,
+            outbound,
         })
     }
 }

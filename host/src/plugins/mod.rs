@@ -9,6 +9,7 @@ mod chain;
 mod imports;
 mod limits;
 mod loader;
+mod outbound;
 mod registry;
 mod runtime;
 mod store;
@@ -16,6 +17,7 @@ mod store;
 pub use chain::Chain;
 pub use limits::{OnError, PluginLimits};
 pub use loader::{DirGrant, LoadedPlugin, PluginSet, PluginSource, PluginSpec};
+pub use outbound::PluginOutbound;
 pub use registry::{Registry, Rejection, ReloadSummary};
 pub use runtime::{Backends, Runtime, RuntimeSettings, Services};
 

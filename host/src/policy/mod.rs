@@ -2,11 +2,13 @@
 //! back: hooks, typed verdicts, and the one table that turns a verdict into a
 //! reply. Nothing here knows about WebAssembly.
 
+mod outbound;
 mod table;
 
 use crate::protocol::{Address, Reply};
 use std::future::Future;
 
+pub use outbound::{DeliveryInfo, HookFault, NextHopSpec, OutboundPolicy, RecipientFailure, SendDecision};
 pub use table::{Effect, HOST_QUEUE_FAILED, Rule, rule};
 
 /// The inbound hooks, in session order (names as in the WIT).
@@ -30,11 +32,16 @@ pub enum Hook {
     ResetTransaction,
     Disconnect,
     Deny,
+    SendEmail,
+    GetMx,
+    Deferred,
+    Bounce,
+    Delivered,
 }
 
 impl Hook {
-    /// Every hook, in session order.
-    pub const ALL: [Hook; 18] = [
+    /// Every hook: inbound in session order, then the outbound ones.
+    pub const ALL: [Hook; 23] = [
         Hook::Connect,
         Hook::Helo,
         Hook::Ehlo,
@@ -53,6 +60,11 @@ impl Hook {
         Hook::ResetTransaction,
         Hook::Disconnect,
         Hook::Deny,
+        Hook::SendEmail,
+        Hook::GetMx,
+        Hook::Deferred,
+        Hook::Bounce,
+        Hook::Delivered,
     ];
 
     /// The hook's WIT name.
@@ -76,12 +88,25 @@ impl Hook {
             Hook::ResetTransaction => "reset-transaction",
             Hook::Disconnect => "disconnect",
             Hook::Deny => "deny",
+            Hook::SendEmail => "send-email",
+            Hook::GetMx => "get-mx",
+            Hook::Deferred => "deferred",
+            Hook::Bounce => "bounce",
+            Hook::Delivered => "delivered",
         }
     }
 
     /// Looks a hook up by its WIT name.
     pub fn from_name(name: &str) -> Option<Hook> {
         Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+
+    /// Whether the delivery worker calls this hook (not a session).
+    pub fn is_outbound(self) -> bool {
+        matches!(
+            self,
+            Hook::SendEmail | Hook::GetMx | Hook::Deferred | Hook::Bounce | Hook::Delivered
+        )
     }
 
     /// A bit for [`HookSet`].
