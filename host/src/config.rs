@@ -68,6 +68,17 @@ pub struct InstanceConfig {
     /// Delivery of relayed mail from the host's outbound queue.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` (e.g. `127.0.0.1:9464`); off when absent.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[outbound]`: how the host delivers the mail relaying sessions queue.

@@ -10,6 +10,7 @@
 //! - [`queue`]: the durable outbound queue (no SMTP session, no WASM).
 //! - [`delivery`]: the SMTP client that delivers queued mail.
 //! - [`config`], [`server`], [`control`], [`cli`]: the instance, sockets and commands.
+//! - [`telemetry`]: metric names and the Prometheus exporter.
 
 pub mod capabilities;
 pub mod cli;
@@ -25,4 +26,5 @@ pub mod scaffold;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod telemetry;
 pub mod tls;

@@ -9,6 +9,7 @@ use crate::plugins::{Chain, PluginOutbound, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
 use crate::reload;
 use crate::session::{Connection, Flow, OutboundQueue, Role, Session, SessionSettings, SharedConnection, TlsInfo};
+use crate::telemetry;
 use crate::tls::Tls;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -120,6 +121,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     };
     if tls.is_none() && addresses.iter().any(|(_, role)| *role == Role::Submissions) {
         anyhow::bail!("a submissions (implicit TLS) listener needs [tls] cert and key");
+    }
+    if let Some(listen) = instance.config.metrics.listen {
+        telemetry::serve_prometheus(listen)?;
+        info!(address = %listen, "metrics at /metrics");
     }
     let registry = load_plugins(&instance).await?;
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
@@ -254,6 +259,8 @@ async fn handle(
     conn.role = role;
     conn.starttls_available = shared.tls.is_some() && role != Role::Submissions;
     let span = info_span!("conn", id = %conn.id);
+    metrics::counter!(telemetry::CONNECTIONS).increment(1);
+    let open = telemetry::Held::new(metrics::gauge!(telemetry::CONNECTIONS_OPEN));
     async move {
         info!(%peer, role = role.name(), "connected");
         let conn = SharedConnection::new(conn);
@@ -295,6 +302,7 @@ async fn handle(
         }
         session.end().await;
         info!("disconnected");
+        drop(open);
     }
     .instrument(span)
     .await;

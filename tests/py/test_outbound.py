@@ -12,6 +12,7 @@ import smtplib
 import subprocess
 import time
 import unittest
+import urllib.request
 
 from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, free_port
 from test_tls_auth import make_cert
@@ -89,8 +90,10 @@ class OutboundTest(unittest.TestCase):
         cls.mx1 = SmtpReceiver("127.0.0.2", cls.port, scripted, name="mx1.dest.test")
         cls.mx2 = SmtpReceiver("127.0.0.3", cls.port, scripted, name="mx2.dest.test")
         cls.mailbox = SmtpReceiver("127.0.0.5", cls.port, name="mailbox.sender.test")
+        cls.metrics_port = free_port()
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
-                            setup=relay_setup(cls.dns.port, cls.port))
+                            setup=relay_setup(cls.dns.port, cls.port,
+                                              extra=f'\n[metrics]\nlisten = "127.0.0.1:{cls.metrics_port}"\n'))
 
     @classmethod
     def tearDownClass(cls):
@@ -188,6 +191,26 @@ class OutboundTest(unittest.TestCase):
         wait_until(lambda: not any(e["recipients"] == ["bad-d@dest.test"] for e in queue_entries(self.server)),
                    what="the entry to go")
         self.assertEqual(self.bounces_for("double"), [])
+
+    def metrics(self):
+        """The Prometheus text of the server, as {'name{labels}': value}."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    def test_metrics_count_results_latency_and_depth(self):
+        delivered = 'waraka_outbound_recipients_total{result="delivered"}'
+        latency = "waraka_outbound_delivery_seconds_count"
+        before = self.metrics()
+        self.send(["m1@dest.test", "m2@dest.test"], "metered")
+        wait_until(lambda: self.delivered(self.mx1, "metered"), what="delivery")
+        after = wait_until(lambda: (m := self.metrics()).get(delivered, 0) >= before.get(delivered, 0) + 2 and m,
+                           what="the delivered counter")
+        self.assertEqual(after[delivered] - before.get(delivered, 0), 2)
+        self.assertGreaterEqual(after[latency] - before.get(latency, 0), 2)
+        self.assertIn('waraka_outbound_delivery_seconds_bucket{le="1"}', after)
+        self.assertIn("waraka_outbound_queue_depth", after)
+        self.assertGreaterEqual(after["waraka_connections_total"], 1)
 
     def test_mail_to_an_unknown_domain_bounces(self):
         self.send(["z@nowhere.test"], "no such domain")

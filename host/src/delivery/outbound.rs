@@ -12,6 +12,7 @@ use crate::capabilities::Dns;
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
 use crate::session::{MessageReader, OutboundQueue};
+use crate::telemetry;
 use futures_util::future::BoxFuture;
 use hickory_resolver::proto::rr::RecordType;
 use std::collections::{BTreeMap, HashMap};
@@ -135,6 +136,19 @@ struct State {
     active_by_domain: HashMap<String, usize>,
 }
 
+impl State {
+    fn publish_depth(&self) {
+        metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set((self.waiting.len() + self.active) as f64);
+    }
+}
+
+/// Counts `n` recipients with a delivery result.
+fn count_recipients(result: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!(telemetry::OUTBOUND_RECIPIENTS, "result" => result).increment(n as u64);
+    }
+}
+
 struct Inner {
     store: QueueStore,
     settings: OutboundSettings,
@@ -218,6 +232,7 @@ impl Outbound {
             for entry in entries {
                 state.waiting.insert((entry.next_attempt_ms, entry.id.clone()), entry);
             }
+            state.publish_depth();
         }
         self.inner.wake.notify_one();
     }
@@ -331,6 +346,7 @@ impl Outbound {
         {
             let mut state = self.state();
             state.active -= 1;
+            state.publish_depth();
             if let Some(count) = state.active_by_domain.get_mut(&domain) {
                 *count -= 1;
                 if *count == 0 {
@@ -375,6 +391,7 @@ impl Outbound {
                 return (Some(entry), Vec::new());
             }
             Ok(SendDecision::Drop) => {
+                count_recipients("dropped", entry.recipients.len());
                 info!(id = %entry.id, recipients = %entry.recipients.join(","), "dropped by a plugin: not delivered, no bounce");
                 let done = entry.clone();
                 if let Err(e) = self.blocking(move |o| o.inner.store.remove(&done)).await {
@@ -597,9 +614,12 @@ impl Outbound {
             wait,
             suppress_bounce,
         } = settlement;
+        let latency = Duration::from_millis(now_ms().saturating_sub(entry.arrival_ms));
         for (rcpt, host, reply) in &delivered {
             info!(id = %entry.id, recipient = %rcpt, %host, reply = %reply, attempts, "delivered");
+            metrics::histogram!(telemetry::OUTBOUND_DELIVERY_SECONDS).record(latency.as_secs_f64());
         }
+        count_recipients("delivered", delivered.len());
         let mut bounces = Vec::new();
         if !failed.is_empty() {
             for (rcpt, failure) in &failed {
@@ -607,9 +627,13 @@ impl Outbound {
             }
             if suppress_bounce {
                 info!(id = %entry.id, "bounce suppressed by a plugin");
+                count_recipients("bounced", failed.len());
             } else {
                 match self.bounce(&entry, &failed) {
-                    Ok(queued) => bounces = queued,
+                    Ok(queued) => {
+                        bounces = queued;
+                        count_recipients("bounced", failed.len());
+                    }
                     Err(e) => {
                         error!(id = %entry.id, error = %e, "could not queue the bounce; keeping the recipients for a retry");
                         deferred.extend(failed);
@@ -623,6 +647,7 @@ impl Outbound {
             }
             return (None, bounces);
         }
+        count_recipients("deferred", deferred.len());
         let wait = wait.unwrap_or(Duration::from_secs(60));
         let first = &deferred[0].1;
         entry.recipients = deferred.iter().map(|(rcpt, _)| rcpt.clone()).collect();

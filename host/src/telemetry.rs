@@ -1,0 +1,63 @@
+//! Metrics: the names Waraka records through the `metrics` facade, and the
+//! Prometheus exporter that serves them on `[metrics] listen` at `/metrics`.
+//! Without an exporter, recording costs next to nothing.
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::net::SocketAddr;
+
+/// Queue entries waiting or being delivered (gauge).
+pub const OUTBOUND_QUEUE_DEPTH: &str = "waraka_outbound_queue_depth";
+/// Recipients by delivery result (`delivered`, `deferred`, `bounced`, `dropped`).
+pub const OUTBOUND_RECIPIENTS: &str = "waraka_outbound_recipients_total";
+/// From queueing to acceptance by the remote server, per delivered recipient.
+pub const OUTBOUND_DELIVERY_SECONDS: &str = "waraka_outbound_delivery_seconds";
+/// Client connections accepted.
+pub const CONNECTIONS: &str = "waraka_connections_total";
+/// Client connections open now (gauge).
+pub const CONNECTIONS_OPEN: &str = "waraka_connections_open";
+
+/// One unit of a gauge, held until dropped (an open connection).
+pub struct Held(metrics::Gauge);
+
+impl Held {
+    /// Adds one to `gauge` until the returned value is dropped.
+    pub fn new(gauge: metrics::Gauge) -> Held {
+        gauge.increment(1.0);
+        Held(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Bucket bounds of the delivery latency histogram, in seconds (1 s … 3 days).
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0,
+];
+
+/// Installs the Prometheus exporter, listening on `listen` (`/metrics`).
+/// Call once, inside the Tokio runtime.
+pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Full(OUTBOUND_DELIVERY_SECONDS.into()), DELIVERY_BUCKETS)?
+        .install()
+        .with_context(|| format!("metrics listener on {listen}"))?;
+    metrics::describe_gauge!(
+        OUTBOUND_QUEUE_DEPTH,
+        "Outbound queue entries waiting or being delivered"
+    );
+    metrics::describe_counter!(OUTBOUND_RECIPIENTS, "Outbound recipients by delivery result");
+    metrics::describe_histogram!(
+        OUTBOUND_DELIVERY_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from queueing to delivery, per delivered recipient"
+    );
+    metrics::describe_counter!(CONNECTIONS, "Client connections accepted");
+    metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
+    Ok(())
+}
