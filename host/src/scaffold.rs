@@ -21,6 +21,7 @@ const WIT_FILES: &[(&str, &str)] = &[
     ("hooks.wit", include_str!("../../wit/hooks.wit")),
     ("host.wit", include_str!("../../wit/host.wit")),
     ("capabilities.wit", include_str!("../../wit/capabilities.wit")),
+    ("outbound.wit", include_str!("../../wit/outbound.wit")),
 ];
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -154,4 +155,23 @@ WIT in `wit/`.
         write(&root.join("wit").join(file), text)?;
     }
     Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_skeleton_carries_every_wit_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".wit"))
+            .collect();
+        on_disk.sort();
+        let mut carried: Vec<String> = WIT_FILES.iter().map(|(name, _)| name.to_string()).collect();
+        carried.sort();
+        assert_eq!(carried, on_disk);
+    }
 }

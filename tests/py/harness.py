@@ -280,7 +280,8 @@ class SmtpReceiver:
     `rcpt_reply(address, attempt)` gives the reply line to each RCPT
     (`attempt` counts RCPTs for that address so far, from 1); every message
     accepted is kept in `messages` as (sender, recipients, bytes).
-    `delay` seconds pass before each reply to the message.
+    `delay` seconds pass before each reply to the message. `most_open` is
+    the largest number of sessions open at once.
     """
 
     def __init__(self, host, port, rcpt_reply=None, delay=0.0, name="mx.test"):
@@ -288,6 +289,8 @@ class SmtpReceiver:
 
         self.messages = []
         self.attempts = {}
+        self.open = 0
+        self.most_open = 0
         self.lock = threading.Lock()
         self.rcpt_reply = rcpt_reply or (lambda address, attempt: "250 2.1.5 OK")
         self.delay = delay
@@ -295,10 +298,16 @@ class SmtpReceiver:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
+                with receiver.lock:
+                    receiver.open += 1
+                    receiver.most_open = max(receiver.most_open, receiver.open)
                 try:
                     receiver._converse(self.rfile, self.wfile, name)
                 except (ConnectionError, OSError):
                     pass
+                finally:
+                    with receiver.lock:
+                        receiver.open -= 1
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True

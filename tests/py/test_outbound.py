@@ -335,6 +335,51 @@ class OutboundHooksTest(unittest.TestCase):
         self.server.wait_for_log(r"plugin fault: trap.*asked to trap|plugin=test/outbound hook=send-email")
 
 
+class NextHopTest(unittest.TestCase):
+    def test_a_route_and_a_smarthost_with_starttls_and_auth(self):
+        """`routed.test` goes to its route; everything else to a smarthost
+        (a second waraka's submission port, AUTH required) over STARTTLS."""
+        dns = dnsmasq(RECORDS)
+        port = free_port()
+        routed = SmtpReceiver("127.0.0.10", port, name="routed.test")
+
+        def smarthost_setup(server):
+            tls = server.dir / "config/tls"
+            tls.mkdir(parents=True)
+            make_cert(tls / "cert.pem", tls / "key.pem", "smarthost")
+            hashed = subprocess.run([BIN, "password-hash"], input="relay-secret\n", capture_output=True, text=True,
+                                    check=True).stdout.strip()
+            server.edit("config/auth/flat_file.ini", lambda t: t + f"relay-user = {hashed}\n")
+            server.edit("waraka.toml", lambda t: t + (
+                '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
+                '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }  # keep what it relays queued\n'))
+
+        smarthost = Waraka(["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"], roles=("submission",),
+                           setup=smarthost_setup)
+        hops = (f'\n[outbound.smarthost]\nhost = "127.0.0.1"\nport = {smarthost.port}\n'
+                f'user = "relay-user"\npassword = "relay-secret"\n'
+                f'\n[outbound.routes."routed.test"]\nhost = "127.0.0.10"\nport = {port}\n')
+        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port, extra=hops))
+        try:
+            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+                self.assertEqual(s.sendmail("a@sender.test", ["x@routed.test"], message("routed")), {})
+                self.assertEqual(s.sendmail("a@sender.test", ["y@far.example"], message("smarthost")), {})
+            got = routed.wait_for(1)
+            self.assertEqual(got[0][1], ["x@routed.test"])
+            relayed = wait_until(lambda: queue_entries(smarthost), what="the smarthost to queue the mail")
+            self.assertEqual([(e["sender"], e["recipients"]) for e in relayed], [("a@sender.test", ["y@far.example"])])
+            stored = (smarthost.dir / "queue/outbound" / f"{relayed[0]['id']}.eml").read_bytes()
+            self.assertIn(b"(using TLSv1.3 with cipher", stored)
+            self.assertIn(b"with ESMTPSA id", stored, "over TLS (S) and authenticated (A)")
+            sender.wait_for_log(r"delivered.*recipient=y@far\.example host=127\.0\.0\.1")
+            self.assertEqual(queue_entries(sender), [])
+        finally:
+            sender.stop()
+            smarthost.stop()
+            routed.stop()
+            dns.stop()
+
+
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
         dns = dnsmasq(RECORDS)
@@ -412,6 +457,7 @@ class CrashTest(unittest.TestCase):
                   f"{len(set(acked) - set(got))} lost", flush=True)
             self.assertEqual(set(acked) - set(got), set())
             self.assertLessEqual(duplicates, 2, "only deliveries in flight at the kill may repeat")
+            self.assertEqual(receiver.most_open, 2, "per_domain = 2 bounds the sessions to one domain")
         finally:
             server.stop()
             receiver.stop()

@@ -187,6 +187,7 @@ pub async fn send(
     };
     let greeting = conn.reply("greeting").await?;
     if !greeting.is_positive() {
+        conn.quit().await;
         return Err(ClientError::Refused {
             stage: "greeting",
             reply: greeting,
@@ -375,6 +376,8 @@ impl Connection {
         if reply.code / 100 == expect / 100 {
             Ok(reply)
         } else {
+            // End politely: servers may count sessions that just vanish.
+            self.quit().await;
             Err(ClientError::Refused { stage, reply })
         }
     }
