@@ -36,6 +36,7 @@ RECORDS = [
     "--mx-host=late.test,mx.late.test,10",
     "--mx-host=gone.test,mx.late.test,10",
     "--host-record=mx.late.test,127.0.0.8",
+    "--mx-host=nullmx.test,.,0",  # RFC 7505: the domain accepts no mail
 ]
 
 
@@ -212,11 +213,13 @@ class OutboundTest(unittest.TestCase):
         self.assertIn("waraka_outbound_queue_depth", after)
         self.assertGreaterEqual(after["waraka_connections_total"], 1)
 
-    def test_mail_to_an_unknown_domain_bounces(self):
+    def test_mail_to_an_unknown_domain_or_a_null_mx_bounces(self):
         self.send(["z@nowhere.test"], "no such domain")
-        bounce = wait_until(lambda: self.bounces_for("no such domain"), what="the bounce")
-        _, status, _ = email.message_from_bytes(bounce[0][2], policy=email.policy.compat32).get_payload()
-        self.assertEqual(status.get_payload()[1]["Status"], "5.1.2")
+        self.send(["z@nullmx.test"], "null mx")
+        for subject, status in (("no such domain", "5.1.2"), ("null mx", "5.1.10")):
+            bounce = wait_until(lambda: self.bounces_for(subject), what="the bounce")
+            _, report, _ = email.message_from_bytes(bounce[0][2], policy=email.policy.compat32).get_payload()
+            self.assertEqual(report.get_payload()[1]["Status"], status)
 
 
 class TlsDeliveryTest(unittest.TestCase):
