@@ -1,0 +1,79 @@
+"""The DNS-based default plugins end to end over SMTP, against a real dnsmasq
+serving the records each case needs (and a forward to a dead server for
+SERVFAIL)."""
+
+import smtplib
+import unittest
+
+from harness import Waraka, dnsmasq, free_port
+
+RECORDS = [
+    "--local=/test/",  # authoritative: unknown names are NXDOMAIN
+    "--mx-host=good.test,mx.good.test,10",
+    "--host-record=mx.good.test,192.0.2.10",
+    "--host-record=implicit.test,192.0.2.11",
+    "--mx-host=null.test,.,0",
+    "--mx-host=bogus.test,mx.bogus.test,10",
+    "--host-record=mx.bogus.test,127.0.0.1",
+    "--mx-host=dangling.test,nowhere.dangling.test,10",
+]
+
+
+def dns_setup(dns_port, extra=""):
+    def setup(server):
+        text = f'\n[dns]\nservers = ["127.0.0.1:{dns_port}"]\ntimeout = "1s"\n{extra}'
+        server.edit("waraka.toml", lambda t: t + text)
+        server.edit("config/host_list", lambda t: t + "example.com\n")
+
+    return setup
+
+
+class IsResolvableTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        dead = free_port()  # nothing answers there: lookups forwarded to it fail
+        cls.dns = dnsmasq(RECORDS + [f"--server=/servfail.test/127.0.0.1#{dead}"])
+        cls.server = Waraka(["mail_from.is_resolvable", "rcpt_to.in_host_list", "queue/maildir"],
+                            setup=dns_setup(cls.dns.port))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.dns.stop()
+
+    def mail(self, sender):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            code, text = s.mail(sender)
+            return code, text.decode()
+
+    def test_a_domain_with_a_usable_mx_or_address_is_accepted(self):
+        self.assertEqual(self.mail("a@good.test")[0], 250)
+        self.assertEqual(self.mail("a@Implicit.test")[0], 250, "no MX: the implicit MX")
+        self.assertEqual(self.mail("")[0], 250, "<> is not checked")
+        self.assertEqual(self.mail("a@[192.0.2.1]")[0], 250, "address literals are not checked")
+
+    def test_domains_that_cannot_receive_mail_are_refused(self):
+        self.assertEqual(self.mail("a@null.test"), (550, "5.7.27 Sender domain null.test accepts no mail (null MX)"))
+        for sender in ("a@nxdomain.test", "a@bogus.test", "a@dangling.test"):
+            code, text = self.mail(sender)
+            self.assertEqual((code, text[:6]), (550, "5.1.8 "), sender)
+
+    def test_a_failing_lookup_is_a_temporary_failure(self):
+        code, text = self.mail("a@x.servfail.test")
+        self.assertEqual((code, text[:6]), (451, "4.4.3 "))
+
+    def test_without_the_dns_grant_mail_is_tempfailed_not_accepted(self):
+        server = Waraka(["mail_from.is_resolvable", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=lambda s: s.edit("waraka.toml", lambda t: t.replace(
+                            '[plugin."mail_from.is_resolvable"]\ngrants = ["dns"]', "")))
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                s.ehlo()
+                self.assertEqual(s.mail("a@good.test")[0], 451)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
