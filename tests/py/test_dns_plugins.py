@@ -2,6 +2,7 @@
 serving the records each case needs (and a forward to a dead server for
 SERVFAIL)."""
 
+import re
 import smtplib
 import unittest
 
@@ -16,6 +17,11 @@ RECORDS = [
     "--mx-host=bogus.test,mx.bogus.test,10",
     "--host-record=mx.bogus.test,127.0.0.1",
     "--mx-host=dangling.test,nowhere.dangling.test,10",
+    "--host-record=2.0.0.127.bl.test,127.0.0.2",
+    "--txt-record=2.0.0.127.bl.test,Listed for testing",
+    "--host-record=4.0.0.127.bl.test,127.0.0.2",
+    "--host-record=4.0.0.127.wl.test,127.0.0.2",
+    "--host-record=5.0.0.127.bl.test,127.255.255.254",
 ]
 
 
@@ -71,6 +77,84 @@ class IsResolvableTest(unittest.TestCase):
             with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
                 s.ehlo()
                 self.assertEqual(s.mail("a@good.test")[0], 451)
+        finally:
+            server.stop()
+
+
+def dns_list_settings(**settings):
+    """Rewrites `key = value` lines of config/dns-list.ini."""
+
+    def change(text):
+        for key, value in settings.items():
+            text = re.sub(rf"(?m)^{key} =.*$", f"{key} = {value}", text)
+        return text
+
+    return change
+
+
+class DnsListTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dead = free_port()
+        cls.dns = dnsmasq(RECORDS + [f"--server=/dead.test/127.0.0.1#{cls.dead}"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dns.stop()
+
+    def server(self, **settings):
+        def setup(server):
+            dns_setup(self.dns.port)(server)
+            server.edit("config/dns-list.ini", dns_list_settings(**{"check_private": "true", **settings}))
+
+        return Waraka(["dns-list", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+
+    def greeting(self, server, client_ip):
+        """The greeting code and text seen from `client_ip`, then a MAIL when it was 220."""
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30,
+                              source_address=(client_ip, 0)) as s:
+                s.ehlo()
+                self.assertEqual(s.mail("a@example.com")[0], 250)
+                return 220, ""
+        except smtplib.SMTPConnectError as e:
+            return e.smtp_code, e.smtp_error.decode()
+        except smtplib.SMTPServerDisconnected:
+            return 421, "closed"
+
+    def test_blocked_allowed_and_clean_clients(self):
+        server = self.server(zones="bl.test", allow_zones="wl.test")
+        try:
+            self.assertEqual(self.greeting(server, "127.0.0.2"),
+                             (554, "5.7.1 127.0.0.2 is listed in bl.test: Listed for testing"))
+            self.assertEqual(self.greeting(server, "127.0.0.3")[0], 220, "not listed")
+            self.assertEqual(self.greeting(server, "127.0.0.4")[0], 220, "allow-listed beats block-listed")
+            self.assertEqual(self.greeting(server, "127.0.0.5")[0], 220, "127.255.255.x is an error code")
+            server.wait_for_log(r"127\.0\.0\.4 is allow-listed in wl\.test")
+        finally:
+            server.stop()
+
+    def test_reject_false_only_notes_the_listing(self):
+        server = self.server(zones="bl.test", reject="false")
+        try:
+            self.assertEqual(self.greeting(server, "127.0.0.2")[0], 220)
+            server.wait_for_log(r"127\.0\.0\.2 is listed in bl\.test")
+        finally:
+            server.stop()
+
+    def test_a_failing_list_tempfails_unless_told_to_continue(self):
+        for on_error, expected in (("tempfail", 421), ("continue", 220)):
+            server = self.server(zones="dead.test", on_error=on_error)
+            try:
+                code, text = self.greeting(server, "127.0.0.3")
+                self.assertEqual(code, expected, on_error)
+            finally:
+                server.stop()
+
+    def test_private_clients_are_not_looked_up_by_default(self):
+        server = self.server(zones="bl.test", check_private="false")
+        try:
+            self.assertEqual(self.greeting(server, "127.0.0.2")[0], 220)
         finally:
             server.stop()
 

@@ -1,0 +1,166 @@
+//! `dns-list`: DNS blocklists and allowlists for the connecting address —
+//! Haraka's `dns-list` (formerly `dnsbl` and `dnswl`).
+//!
+//! At `connect` the client's address is looked up in each zone of
+//! `allow_zones`, then `zones` (`2.0.0.192.zone` for 192.0.2.2, reversed
+//! nibbles for IPv6). An A answer in 127.0.0.0/8 means listed, except
+//! 127.255.255.0/24, which list operators use for errors ("query refused").
+//! Allow-listed clients skip the blocklists; a blocklisted one gets
+//! `554 5.7.1` at the greeting with the zone's TXT reason, or only a
+//! connection note with `reject = false`. Private, loopback and link-local
+//! clients are not looked up unless `check_private = true`.
+
+use std::net::IpAddr;
+use waraka_plugin::{Hook, Plugin, Scope, Verdict, dns, notes, session};
+
+const SETTINGS: &str = "dns-list.ini";
+
+struct DnsList;
+
+/// The name to look up for `ip` in `zone`.
+fn query_name(ip: IpAddr, zone: &str) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.{zone}")
+        }
+        IpAddr::V6(v6) => {
+            let mut labels: Vec<String> = v6
+                .octets()
+                .iter()
+                .flat_map(|byte| [byte >> 4, byte & 0x0f])
+                .map(|nibble| format!("{nibble:x}"))
+                .collect();
+            labels.reverse();
+            format!("{}.{zone}", labels.join("."))
+        }
+    }
+}
+
+/// Whether an answer address means "listed" (127.0.0.0/8, but not the
+/// 127.255.255.0/24 error codes).
+fn listing(answer: &str) -> bool {
+    match answer.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            a == 127 && !(b == 255 && c == 255)
+        }
+        _ => false,
+    }
+}
+
+/// Addresses no public list knows.
+fn private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
+fn zones(key: &str) -> Vec<String> {
+    waraka_plugin::setting(SETTINGS, key)
+        .unwrap_or_default()
+        .split(',')
+        .map(|z| z.trim().trim_end_matches('.').to_string())
+        .filter(|z| !z.is_empty())
+        .collect()
+}
+
+/// Whether `ip` is in `zone`; `Err` when the lookup failed.
+fn listed(ip: IpAddr, zone: &str) -> Result<bool, String> {
+    dns::lookup_a(&query_name(ip, zone))
+        .map(|answers| answers.iter().any(|a| listing(a)))
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn reason(ip: IpAddr, zone: &str) -> String {
+    let txt = dns::lookup_txt(&query_name(ip, zone)).unwrap_or_default();
+    let text: String = txt
+        .first()
+        .map(|t| {
+            t.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(200)
+                .collect()
+        })
+        .unwrap_or_default();
+    if text.is_empty() {
+        format!("{ip} is listed in {zone}")
+    } else {
+        format!("{ip} is listed in {zone}: {text}")
+    }
+}
+
+impl Plugin for DnsList {
+    const NAME: &'static str = "dns-list";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::Connect];
+
+    fn connect() -> Verdict {
+        let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
+            return Verdict::Cont;
+        };
+        if private(ip) && !waraka_plugin::setting_bool(SETTINGS, "check_private", false) {
+            return Verdict::Cont;
+        }
+        let tempfail = waraka_plugin::setting(SETTINGS, "on_error").as_deref() != Some("continue");
+        for zone in zones("allow_zones") {
+            match listed(ip, &zone) {
+                Ok(true) => {
+                    waraka_plugin::info!("{ip} is allow-listed in {zone}");
+                    let _ = notes::set(Scope::Connection, "dns-list.allowed", &zone);
+                    return Verdict::Cont;
+                }
+                Ok(false) => {}
+                Err(e) => waraka_plugin::warn!("allow list {zone} lookup for {ip} failed: {e}"),
+            }
+        }
+        for zone in zones("zones") {
+            match listed(ip, &zone) {
+                Ok(false) => {}
+                Ok(true) => {
+                    let why = reason(ip, &zone);
+                    waraka_plugin::info!("{why}");
+                    let _ = notes::set(Scope::Connection, "dns-list.listed", &zone);
+                    if waraka_plugin::setting_bool(SETTINGS, "reject", true) {
+                        return Verdict::deny_code(554, "5.7.1", &why);
+                    }
+                }
+                Err(e) => {
+                    waraka_plugin::warn!("block list {zone} lookup for {ip} failed: {e}");
+                    if tempfail {
+                        return Verdict::denysoft_code(421, "4.4.3", "Cannot check your address right now, try later");
+                    }
+                }
+            }
+        }
+        Verdict::Cont
+    }
+}
+
+waraka_plugin::export!(DnsList);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_names_reverse_the_address() {
+        assert_eq!(
+            query_name("192.0.2.99".parse().unwrap(), "bl.test"),
+            "99.2.0.192.bl.test"
+        );
+        let v6 = query_name("2001:db8::1".parse().unwrap(), "bl.test");
+        assert_eq!(
+            v6,
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test"
+        );
+    }
+
+    #[test]
+    fn only_127_answers_outside_the_error_range_list() {
+        assert!(listing("127.0.0.2") && listing("127.0.0.10"));
+        assert!(!listing("127.255.255.254"), "a query-refused code is not a listing");
+        assert!(!listing("192.0.2.1") && !listing("::1"));
+    }
+}
