@@ -20,30 +20,6 @@ struct Lists {
     phase: &'static str,
 }
 
-/// Whether `ip` is inside `range` (`192.0.2.0/24`, `2001:db8::/32` or one address).
-fn in_range(ip: IpAddr, range: &str) -> bool {
-    let (net, bits) = match range.split_once('/') {
-        Some((net, bits)) => (net, bits.parse::<u32>().ok()),
-        None => (range, None),
-    };
-    let Ok(net) = net.trim().parse::<IpAddr>() else {
-        return false;
-    };
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let bits = bits.unwrap_or(32).min(32);
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let bits = bits.unwrap_or(128).min(128);
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
-}
-
 /// The pattern of a `/regex/` entry.
 fn pattern_of(entry: &str) -> Option<&str> {
     entry.strip_prefix('/')?.strip_suffix('/').filter(|p| !p.is_empty())
@@ -57,7 +33,7 @@ fn entry_matches(entry: &str, subjects: &[String], ip: Option<IpAddr>) -> bool {
     if let Some(ip) = ip
         && (entry.parse::<IpAddr>().is_ok() || entry.contains('/'))
     {
-        return in_range(ip, entry);
+        return waraka_plugin::ip_in_range(ip, entry);
     }
     let entry = entry.trim_end_matches('.').to_ascii_lowercase();
     subjects.iter().any(|subject| {
@@ -135,6 +111,18 @@ fn client_subjects(ip: &str) -> Result<Vec<String>, Error> {
     Ok(subjects)
 }
 
+/// The `mail` or `rcpt` lists for an envelope address.
+fn check_address(phase: &'static str, what: &str, address: &Address) -> Verdict {
+    match (Lists { phase }).denied_by(&[address.to_addr_spec()], None) {
+        Ok(None) => Verdict::Cont,
+        Ok(Some(entry)) => {
+            waraka_plugin::info!("{address} denied by access.{phase} entry {entry:?}");
+            Verdict::deny_code(550, "5.7.1", &format!("{what} {address} denied"))
+        }
+        Err(e) => unreadable(phase, &e),
+    }
+}
+
 impl Plugin for Access {
     const NAME: &'static str = "access";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -174,25 +162,11 @@ impl Plugin for Access {
         if sender.is_null() {
             return Verdict::Cont;
         }
-        match (Lists { phase: "mail" }).denied_by(&[sender.to_addr_spec()], None) {
-            Ok(None) => Verdict::Cont,
-            Ok(Some(entry)) => {
-                waraka_plugin::info!("{sender} denied by access.mail entry {entry:?}");
-                Verdict::deny_code(550, "5.7.1", &format!("Sender {sender} denied"))
-            }
-            Err(e) => unreadable("mail", &e),
-        }
+        check_address("mail", "Sender", &sender)
     }
 
     fn rcpt(recipient: Address) -> Verdict {
-        match (Lists { phase: "rcpt" }).denied_by(&[recipient.to_addr_spec()], None) {
-            Ok(None) => Verdict::Cont,
-            Ok(Some(entry)) => {
-                waraka_plugin::info!("{recipient} denied by access.rcpt entry {entry:?}");
-                Verdict::deny_code(550, "5.7.1", &format!("Recipient {recipient} denied"))
-            }
-            Err(e) => unreadable("rcpt", &e),
-        }
+        check_address("rcpt", "Recipient", &recipient)
     }
 }
 

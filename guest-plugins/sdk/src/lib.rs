@@ -305,6 +305,32 @@ pub fn setting_bool(name: &str, key: &str, default: bool) -> bool {
     }
 }
 
+/// Whether `ip` is inside `range`: a CIDR range (`192.0.2.0/24`,
+/// `2001:db8::/32`) or a single address. Never across address families.
+pub fn ip_in_range(ip: std::net::IpAddr, range: &str) -> bool {
+    use std::net::IpAddr;
+    let (net, bits) = match range.split_once('/') {
+        Some((net, bits)) => (net, bits.trim().parse::<u32>().ok()),
+        None => (range, None),
+    };
+    let Ok(net) = net.trim().parse::<IpAddr>() else {
+        return false;
+    };
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
 /// Logs a formatted line at info level: `info!("saw {}", x)`.
 #[macro_export]
 macro_rules! info {
@@ -336,4 +362,21 @@ macro_rules! export {
         type __WarakaExport = $crate::Adapter<$plugin>;
         $crate::bindings::export_bindings!(__WarakaExport with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_in_range;
+
+    #[test]
+    fn ranges_match_v4_and_v6() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(ip_in_range(ip("192.0.2.7"), "192.0.2.0/24"));
+        assert!(!ip_in_range(ip("192.0.3.7"), "192.0.2.0/24"));
+        assert!(ip_in_range(ip("127.0.0.1"), "127.0.0.1"));
+        assert!(ip_in_range(ip("10.1.2.3"), "0.0.0.0/0"));
+        assert!(ip_in_range(ip("2001:db8::1"), "2001:db8::/32"));
+        assert!(!ip_in_range(ip("2001:db8::1"), "192.0.2.0/24"));
+        assert!(!ip_in_range(ip("192.0.2.7"), "not an address"));
+    }
 }
