@@ -127,6 +127,7 @@ pub enum OutboundTls {
 
 impl Default for OutboundConfig {
     fn default() -> Self {
+        let client = ClientSettings::default();
         OutboundConfig {
             enabled: true,
             concurrency: 100,
@@ -136,9 +137,9 @@ impl Default for OutboundConfig {
             tls: OutboundTls::Opportunistic,
             retry: None,
             helo: None,
-            connect_timeout: Duration::from_secs(30),
-            command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(600),
+            connect_timeout: client.connect_timeout,
+            command_timeout: client.command_timeout,
+            data_timeout: client.data_timeout,
             smarthost: None,
             routes: BTreeMap::new(),
         }
@@ -536,9 +537,9 @@ impl Instance {
                         bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
                 }
-                None if grant == "dns" => {}
+                None if grant == "dns" || grant == "forward" => {}
                 _ => bail!(
-                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns)"
+                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward)"
                 ),
             }
         }
@@ -614,6 +615,7 @@ impl Instance {
             dns: Arc::new(dns),
             blobstore,
             sql,
+            smtp_client: self.client_settings(),
         })
     }
 
@@ -636,6 +638,19 @@ impl Instance {
         }))
     }
 
+    /// The SMTP client's defaults from `[outbound]`: EHLO name, timeouts, TLS policy.
+    pub fn client_settings(&self) -> ClientSettings {
+        let o = &self.config.outbound;
+        ClientSettings {
+            helo: o.helo.clone().unwrap_or_else(|| self.session_settings().hostname),
+            connect_timeout: o.connect_timeout,
+            command_timeout: o.command_timeout,
+            data_timeout: o.data_timeout,
+            tls: tls_mode(o.tls),
+            auth: None,
+        }
+    }
+
     /// `[outbound]` as delivery settings; `None` when outbound delivery is off.
     pub fn outbound_settings(&self) -> Result<Option<OutboundSettings>> {
         let o = &self.config.outbound;
@@ -650,6 +665,7 @@ impl Instance {
             None => RetrySchedule::default(),
         };
         let hostname = self.session_settings().hostname;
+        let client = self.client_settings();
         let next_hop = |hop: &NextHopConfig, what: &str| -> Result<NextHop> {
             if hop.user.is_some() != hop.password.is_some() {
                 bail!("{what}: user and password go together");
@@ -672,14 +688,7 @@ impl Instance {
             })
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Some(OutboundSettings {
-            client: ClientSettings {
-                helo: o.helo.clone().unwrap_or_else(|| hostname.clone()),
-                connect_timeout: o.connect_timeout,
-                command_timeout: o.command_timeout,
-                data_timeout: o.data_timeout,
-                tls: tls_mode(o.tls),
-                auth: None,
-            },
+            client,
             hostname,
             route: RouteSettings {
                 port: o.port,

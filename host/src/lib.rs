@@ -6,11 +6,14 @@
 //! - [`capabilities`]: host services for plugins (no SMTP, no WASM).
 //! - [`policy`]: hooks, verdicts and the verdict → reply table.
 //! - [`session`]: the SMTP state machine, asking a `Policy` at each hook.
-//! - [`plugins`]: the WASM runtime, a `Policy` made of plugin chains.
 //! - [`queue`]: the durable outbound queue (no SMTP session, no WASM).
-//! - [`delivery`]: the SMTP client that delivers queued mail.
+//! - [`delivery`]: the SMTP client, routing, bounces and the worker that
+//!   delivers queued mail, asking an `OutboundPolicy` (no WASM).
+//! - [`plugins`]: the WASM runtime: a `Policy` made of plugin chains, the
+//!   plugins' `OutboundPolicy`, and the capability imports (the `forward`
+//!   capability uses the delivery client).
 //! - [`config`], [`server`], [`control`], [`cli`]: the instance, sockets and commands.
-//! - [`telemetry`]: metric names and the Prometheus exporter.
+//! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
 
 pub mod capabilities;
 pub mod cli;

@@ -26,7 +26,8 @@
 //!
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
-//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`] and [`sql`].
+//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`], [`sql`]
+//! and [`forward`].
 
 #[doc(hidden)]
 pub mod bindings {
@@ -48,7 +49,7 @@ pub use bindings::exports::waraka::plugin::outbound_hooks::{Delivery, NextHop, R
 pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
-pub use bindings::waraka::plugin::{blobstore, config, dns, envelope, kv, log, message, notes, session, sql};
+pub use bindings::waraka::plugin::{blobstore, config, dns, envelope, forward, kv, log, message, notes, session, sql};
 pub use hook::Hook;
 
 /// A Waraka plugin. Every hook defaults to `cont` (or to nothing, for

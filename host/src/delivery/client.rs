@@ -99,6 +99,20 @@ pub struct ClientSettings {
     pub auth: Option<(String, String)>,
 }
 
+impl Default for ClientSettings {
+    /// RFC 5321 §4.5.3.2-minded waits, opportunistic STARTTLS, no AUTH.
+    fn default() -> Self {
+        ClientSettings {
+            helo: "localhost".into(),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            tls: TlsMode::Opportunistic { verify: false },
+            auth: None,
+        }
+    }
+}
+
 /// What the server said about one delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {

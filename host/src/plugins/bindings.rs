@@ -10,6 +10,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/dns": async,
         "waraka:plugin/blobstore": async,
         "waraka:plugin/sql": async,
+        "waraka:plugin/forward": async,
     },
     exports: { default: async },
 });

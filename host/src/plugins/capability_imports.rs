@@ -1,18 +1,20 @@
-//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`, `sql`): every call checks
+//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`, `sql`, `forward`): every call checks
 //! the plugin's grants first (`not-granted` otherwise, never a trap) and is
 //! cut off at the plugin's deadline (`timeout`), so a slow backend costs the
 //! calling plugin its own time budget and nothing more.
 
 use super::Backends;
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{blobstore, dns, kv, sql};
+use super::bindings::waraka::plugin::{blobstore, dns, forward, kv, sql};
 use super::store::StoreState;
 use crate::capabilities::{BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue};
+use crate::delivery::{ClientError, TlsMode, send};
 use flate2::Compression;
 use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -254,5 +256,101 @@ impl sql::Host for StoreState {
             .map(|(sql, params)| (sql, params.into_iter().map(SqlValue::from).collect()))
             .collect();
         Ok(database.transaction(statements, self.deadline).await?)
+    }
+}
+
+/// The TLS policy named by a `forward` next hop.
+fn forward_tls(policy: &str) -> Result<TlsMode, Error> {
+    match policy {
+        "never" => Ok(TlsMode::Never),
+        "opportunistic" | "" => Ok(TlsMode::Opportunistic { verify: false }),
+        "verify" => Ok(TlsMode::Opportunistic { verify: true }),
+        "required" => Ok(TlsMode::Required),
+        other => Err(Error::Invalid(format!(
+            "tls {other:?}: use never, opportunistic, verify or required"
+        ))),
+    }
+}
+
+impl forward::Host for StoreState {
+    async fn send(
+        &mut self,
+        hop: forward::NextHop,
+        recipients: Vec<String>,
+    ) -> Result<Vec<forward::RecipientReply>, Error> {
+        if !self.granted("forward") {
+            return Err(Error::NotGranted);
+        }
+        let mut settings = self.host.services.backends.smtp_client.clone();
+        settings.tls = forward_tls(&hop.tls)?;
+        settings.auth = hop.auth.clone();
+        let no_message = || Error::Invalid("there is no message yet (forward works from data-post on)".into());
+        let conn = self.host.conn.as_ref().ok_or_else(no_message)?;
+        let (reader, sender) = {
+            let conn = conn.lock();
+            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
+            let reader = tx.message.as_ref().ok_or_else(no_message)?.reader();
+            (reader, tx.sender.addr_spec())
+        };
+        let dns = self.host.services.backends.dns.clone();
+        bounded(self.deadline, async move {
+            // Read from the spool off the async threads; the bytes stay in host memory.
+            let message = tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
+            })
+            .await
+            .map_err(|e| Error::Backend(e.to_string()))?
+            .map_err(|e| Error::Backend(format!("reading the message: {e}")))?;
+            let addrs = match hop.host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => {
+                    let mut addrs = dns.addresses(&hop.host, RecordType::A).await?;
+                    addrs.extend(dns.addresses(&hop.host, RecordType::AAAA).await?);
+                    addrs
+                }
+            };
+            let mut last = format!("{} has no address", hop.host);
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, hop.port);
+                let sent = send(
+                    addr,
+                    &hop.host,
+                    &settings,
+                    &sender,
+                    &recipients,
+                    message.as_slice(),
+                    message.len() as u64,
+                )
+                .await;
+                let replies: Vec<(String, String, u16)> = match sent {
+                    Ok(delivery) => (0..recipients.len())
+                        .map(|i| {
+                            let reply = delivery.outcome(i);
+                            (recipients[i].clone(), reply.to_string(), reply.code)
+                        })
+                        .collect(),
+                    Err(e) if e.try_next_host() => {
+                        last = format!("{addr}: {e}");
+                        continue;
+                    }
+                    // The server answered for the whole message (MAIL, DATA, end of data).
+                    Err(ClientError::Refused { reply, .. }) => recipients
+                        .iter()
+                        .map(|r| (r.clone(), reply.to_string(), reply.code))
+                        .collect(),
+                    Err(e) => {
+                        last = format!("{addr}: {e}");
+                        continue;
+                    }
+                };
+                return Ok(replies
+                    .into_iter()
+                    .map(|(recipient, text, code)| forward::RecipientReply { recipient, code, text })
+                    .collect());
+            }
+            Err(Error::Backend(last))
+        })
+        .await
     }
 }

@@ -5,6 +5,7 @@ use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, StoreState};
 use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, KvStore, NoteStore};
+use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -48,6 +49,8 @@ pub struct Backends {
     pub blobstore: HashMap<String, Arc<BlobStore>>,
     /// Databases by name (`sql:NAME` grants).
     pub sql: HashMap<String, Arc<Database>>,
+    /// How the `forward` capability's SMTP client presents itself and waits.
+    pub smtp_client: ClientSettings,
 }
 
 /// Services shared by every plugin and connection.
