@@ -92,6 +92,24 @@ class Waraka:
         return sorted(p for p in (self.dir / "maildir").rglob("*") if p.is_file())
 
 
+def make_cert(cert, key, name):
+    """A self-signed certificate for 127.0.0.1 and localhost, written with openssl."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+
+
+def enable_tls(server, name):
+    """Gives the instance a fresh self-signed certificate (CN `name`) and a [tls] table."""
+    tls = server.dir / "config/tls"
+    tls.mkdir(parents=True)
+    make_cert(tls / "cert.pem", tls / "key.pem", name)
+    server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+
+
 def free_port():
     """A port free for both TCP and UDP on 127.0.0.1 right now."""
     import socket

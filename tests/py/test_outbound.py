@@ -14,8 +14,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, free_port
-from test_tls_auth import make_cert
+from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port
 
 RECORDS = [
     "--local=/test/",  # authoritative: unknown names are NXDOMAIN
@@ -228,11 +227,8 @@ class TlsDeliveryTest(unittest.TestCase):
         port = free_port()
 
         def receiver_setup(server):
-            tls = server.dir / "config/tls"
-            tls.mkdir(parents=True)
-            make_cert(tls / "cert.pem", tls / "key.pem", "mx.real.test")
+            enable_tls(server, "mx.real.test")
             server.edit("config/host_list", lambda t: t + "real.test\n")
-            server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
         receiver = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=receiver_setup, host="127.0.0.7", port=port)
         sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port))
@@ -347,14 +343,11 @@ class NextHopTest(unittest.TestCase):
         routed = SmtpReceiver("127.0.0.10", port, name="routed.test")
 
         def smarthost_setup(server):
-            tls = server.dir / "config/tls"
-            tls.mkdir(parents=True)
-            make_cert(tls / "cert.pem", tls / "key.pem", "smarthost")
+            enable_tls(server, "smarthost")
             hashed = subprocess.run([BIN, "password-hash"], input="relay-secret\n", capture_output=True, text=True,
                                     check=True).stdout.strip()
             server.edit("config/auth/flat_file.ini", lambda t: t + f"relay-user = {hashed}\n")
             server.edit("waraka.toml", lambda t: t + (
-                '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
                 '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }  # keep what it relays queued\n'))
 
         smarthost = Waraka(["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"], roles=("submission",),

@@ -5,9 +5,8 @@ the next hop did; and to a second waraka by host name over STARTTLS."""
 import smtplib
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port
 from test_outbound import message, scripted, wait_until
-from test_tls_auth import make_cert
 
 
 def forward_setup(port, extra_ini="", extra_toml=""):
@@ -75,11 +74,8 @@ class ForwardByNameTest(unittest.TestCase):
         port = free_port()
 
         def store_setup(server):
-            tls = server.dir / "config/tls"
-            tls.mkdir(parents=True)
-            make_cert(tls / "cert.pem", tls / "key.pem", "mailstore.test")
+            enable_tls(server, "mailstore.test")
             server.edit("config/host_list", lambda t: t + "dest.test\n")
-            server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
         store = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=store_setup, host="127.0.0.14", port=port)
         self.addCleanup(store.stop)

@@ -15,20 +15,10 @@ import time
 import unittest
 import warnings
 
-from harness import BIN, GUESTS, Waraka
+from harness import BIN, GUESTS, Waraka, make_cert
 
 PASSWORD = "correct horse battery staple"
 FAILURE_DELAY = 0.1
-
-
-def make_cert(cert, key, name):
-    """A self-signed certificate for 127.0.0.1 and localhost, written with openssl."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
 
 
 def der(cert):
