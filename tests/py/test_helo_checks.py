@@ -57,5 +57,21 @@ class HeloChecksTest(unittest.TestCase):
         self.assertEqual(self.greet("localhost", client="127.0.0.3")[0], 250)
 
 
+class HeloChecksSettingsTest(unittest.TestCase):
+    def test_a_check_set_to_false_does_not_run(self):
+        def quiet(server):
+            setup(server)
+            server.edit("config/helo.checks.ini", lambda t: t.replace("valid_hostname = true", "valid_hostname = false"))
+
+        server = Waraka(["helo.checks", "rcpt_to.in_host_list", "queue/maildir"], setup=quiet)
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="unused", timeout=30,
+                              source_address=("127.0.0.2", 0)) as s:
+                self.assertEqual(s.ehlo("mailhost")[0], 250, "a single label passes with valid_hostname off")
+                self.assertEqual(s.ehlo("192.0.2.1")[0], 550, "the other checks still run")
+        finally:
+            server.stop()
+
+
 if __name__ == "__main__":
     unittest.main()

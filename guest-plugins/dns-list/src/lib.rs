@@ -11,7 +11,7 @@
 //! clients are not looked up unless `check_private = true`.
 
 use std::net::IpAddr;
-use waraka_plugin::{Hook, Plugin, Scope, Verdict, dns, notes, session};
+use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, dns, notes, session};
 
 const SETTINGS: &str = "dns-list.ini";
 
@@ -57,8 +57,9 @@ fn private(ip: IpAddr) -> bool {
     }
 }
 
-fn zones(key: &str) -> Vec<String> {
-    waraka_plugin::setting(SETTINGS, key)
+fn zones(settings: &Settings, key: &str) -> Vec<String> {
+    settings
+        .get(key)
         .unwrap_or_default()
         .split(',')
         .map(|z| z.trim().trim_end_matches('.').to_string())
@@ -100,11 +101,12 @@ impl Plugin for DnsList {
         let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
             return Verdict::Cont;
         };
-        if private(ip) && !waraka_plugin::setting_bool(SETTINGS, "check_private", false) {
+        let settings = Settings::load(SETTINGS);
+        if private(ip) && !settings.bool("check_private", false) {
             return Verdict::Cont;
         }
-        let tempfail = waraka_plugin::setting(SETTINGS, "on_error").as_deref() != Some("continue");
-        for zone in zones("allow_zones") {
+        let tempfail = settings.get("on_error").as_deref() != Some("continue");
+        for zone in zones(&settings, "allow_zones") {
             match listed(ip, &zone) {
                 Ok(true) => {
                     waraka_plugin::info!("{ip} is allow-listed in {zone}");
@@ -115,14 +117,14 @@ impl Plugin for DnsList {
                 Err(e) => waraka_plugin::warn!("allow list {zone} lookup for {ip} failed: {e}"),
             }
         }
-        for zone in zones("zones") {
+        for zone in zones(&settings, "zones") {
             match listed(ip, &zone) {
                 Ok(false) => {}
                 Ok(true) => {
                     let why = reason(ip, &zone);
                     waraka_plugin::info!("{why}");
                     let _ = notes::set(Scope::Connection, "dns-list.listed", &zone);
-                    if waraka_plugin::setting_bool(SETTINGS, "reject", true) {
+                    if settings.bool("reject", true) {
                         return Verdict::deny_code(554, "5.7.1", &why);
                     }
                 }

@@ -6,7 +6,7 @@
 
 use regex_lite::RegexBuilder;
 use std::net::IpAddr;
-use waraka_plugin::{Hook, Plugin, Scope, Verdict, config, host_list, notes, session};
+use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, config, host_list, notes, session};
 
 const SETTINGS: &str = "helo.checks.ini";
 const PATTERNS: &str = "helo.checks.regexps";
@@ -128,7 +128,8 @@ fn failures(helo: &str, client: &Client, enabled: impl Fn(&str) -> bool) -> Vec<
 }
 
 fn check(helo: String) -> Verdict {
-    if session::relaying() && waraka_plugin::setting_bool(SETTINGS, "skip_relaying", true) {
+    let settings = Settings::load(SETTINGS);
+    if session::relaying() && settings.bool("skip_relaying", true) {
         return Verdict::Cont;
     }
     let client = Client {
@@ -138,14 +139,14 @@ fn check(helo: String) -> Verdict {
         is_ours: Box::new(|name| host_list::is_local(name).unwrap_or(false)),
         patterns: config::lines(PATTERNS).unwrap_or_default(),
     };
-    let found = failures(&helo, &client, |name| waraka_plugin::setting_bool(SETTINGS, name, true));
+    let found = failures(&helo, &client, |name| settings.bool(name, true));
     if found.is_empty() {
         let _ = notes::set(Scope::Connection, "helo.checks", "pass");
         return Verdict::Cont;
     }
     let names: Vec<&str> = found.iter().map(|(name, _)| *name).collect();
     let _ = notes::set(Scope::Connection, "helo.checks", &format!("fail: {}", names.join(", ")));
-    let reject = waraka_plugin::setting(SETTINGS, "reject").unwrap_or_else(|| DEFAULT_REJECT.into());
+    let reject = settings.get("reject").unwrap_or_else(|| DEFAULT_REJECT.into());
     let rejecting: Vec<&str> = reject.split(',').map(str::trim).collect();
     match found.iter().find(|(name, _)| rejecting.contains(name)) {
         Some((name, why)) => {

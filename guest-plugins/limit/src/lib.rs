@@ -12,7 +12,7 @@
 //! temporary failure (`on_error = tempfail`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Scope, Verdict, kv, notes, session};
+use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, kv, notes, session};
 
 const SETTINGS: &str = "limit.ini";
 /// Set once this connection counted itself in the concurrency counter.
@@ -51,63 +51,75 @@ fn parse_rate(text: &str) -> Option<Rate> {
     })
 }
 
-fn setting_number(key: &str) -> i64 {
-    waraka_plugin::setting(SETTINGS, key)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+/// `config/limit.ini`, read once per hook.
+struct Config {
+    settings: Settings,
+    store: String,
 }
 
-fn store() -> String {
-    waraka_plugin::setting(SETTINGS, "store").unwrap_or_else(|| "default".into())
+impl Config {
+    fn load() -> Config {
+        let settings = Settings::load(SETTINGS);
+        let store = settings.get("store").unwrap_or_else(|| "default".into());
+        Config { settings, store }
+    }
+
+    /// A count setting; 0 (no limit) when missing.
+    fn number(&self, key: &str) -> i64 {
+        self.settings.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    fn rate(&self, key: &str) -> Option<Rate> {
+        self.settings.get(key).and_then(|r| parse_rate(&r))
+    }
+
+    /// What to do when the store fails.
+    fn store_failed(&self, what: &str, e: waraka_plugin::Error) -> Verdict {
+        waraka_plugin::warn!("limit: {what}: store {} failed: {e:?}", self.store);
+        if self.settings.get("on_error").as_deref() == Some("tempfail") {
+            Verdict::denysoft_code(451, "4.3.0", "Temporary local problem, try later")
+        } else {
+            Verdict::Cont
+        }
+    }
+
+    /// Counts one event from `ip` in the current window of `rate`; the count so far.
+    fn count_in_window(&self, name: &str, ip: &str, rate: &Rate) -> Result<i64, waraka_plugin::Error> {
+        let period = rate.period.as_secs().max(1);
+        let window = now().as_secs() / period;
+        kv::incr(&self.store, &format!("{name}:{ip}:{window}"), 1, Some(period * 1000))
+    }
 }
 
 fn now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
-/// What to do when the store fails.
-fn store_failed(what: &str, e: waraka_plugin::Error) -> Verdict {
-    waraka_plugin::warn!("limit: {what}: store {} failed: {e:?}", store());
-    if waraka_plugin::setting(SETTINGS, "on_error").as_deref() == Some("tempfail") {
-        Verdict::denysoft_code(451, "4.3.0", "Temporary local problem, try later")
-    } else {
-        Verdict::Cont
-    }
-}
-
-/// Counts one event in the current window of `rate`; the count so far.
-fn count_in_window(name: &str, rate: &Rate) -> Result<i64, waraka_plugin::Error> {
-    let period = rate.period.as_secs().max(1);
-    let window = now().as_secs() / period;
-    let key = format!("{name}:{}:{window}", session::peer_ip());
-    kv::incr(&store(), &key, 1, Some(period * 1000))
-}
-
-fn connect_limits() -> Verdict {
+fn connect_limits(config: &Config) -> Verdict {
     let ip = session::peer_ip();
-    if let Some(rate) = waraka_plugin::setting(SETTINGS, "connection_rate").and_then(|r| parse_rate(&r)) {
-        match count_in_window("conn", &rate) {
+    if let Some(rate) = config.rate("connection_rate") {
+        match config.count_in_window("conn", &ip, &rate) {
             Ok(n) if n > rate.max => {
                 waraka_plugin::info!("{ip}: {n} connections in {:?}, limit {}", rate.period, rate.max);
                 return Verdict::denysoft_code(421, "4.7.0", "Too many connections from your address, slow down");
             }
             Ok(_) => {}
-            Err(e) => return store_failed("connection rate", e),
+            Err(e) => return config.store_failed("connection rate", e),
         }
     }
-    let max = setting_number("concurrency");
+    let max = config.number("concurrency");
     if max > 0 {
         let key = format!("conc:{ip}");
-        match kv::incr(&store(), &key, 1, Some(CONCURRENCY_TTL.as_millis() as u64)) {
+        match kv::incr(&config.store, &key, 1, Some(CONCURRENCY_TTL.as_millis() as u64)) {
             Ok(n) => {
                 if n > max {
-                    let _ = kv::incr(&store(), &key, -1, None);
+                    let _ = kv::incr(&config.store, &key, -1, None);
                     waraka_plugin::info!("{ip}: {n} connections at once, limit {max}");
                     return Verdict::denysoft_code(421, "4.7.0", "Too many connections from your address");
                 }
                 let _ = notes::set(Scope::Connection, COUNTED, "1");
             }
-            Err(e) => return store_failed("concurrency", e),
+            Err(e) => return config.store_failed("concurrency", e),
         }
     }
     Verdict::Cont
@@ -119,11 +131,11 @@ impl Plugin for Limit {
     const HOOKS: &'static [Hook] = &[Hook::Connect, Hook::UnrecognizedCommand, Hook::Rcpt, Hook::Disconnect];
 
     fn connect() -> Verdict {
-        connect_limits()
+        connect_limits(&Config::load())
     }
 
     fn unrecognized_command(verb: String, _args: String) -> Verdict {
-        let max = setting_number("max_unrecognized");
+        let max = Config::load().number("max_unrecognized");
         if max <= 0 {
             return Verdict::Cont;
         }
@@ -147,34 +159,32 @@ impl Plugin for Limit {
     }
 
     fn rcpt(_recipient: Address) -> Verdict {
-        if session::relaying() && waraka_plugin::setting_bool(SETTINGS, "exempt_relaying", true) {
+        let config = Config::load();
+        if session::relaying() && config.settings.bool("exempt_relaying", true) {
             return Verdict::Cont;
         }
-        let Some(rate) = waraka_plugin::setting(SETTINGS, "recipient_rate").and_then(|r| parse_rate(&r)) else {
+        let Some(rate) = config.rate("recipient_rate") else {
             return Verdict::Cont;
         };
-        match count_in_window("rcpt", &rate) {
+        let ip = session::peer_ip();
+        match config.count_in_window("rcpt", &ip, &rate) {
             Ok(n) if n > rate.max => {
-                waraka_plugin::info!(
-                    "{}: {n} recipients in {:?}, limit {}",
-                    session::peer_ip(),
-                    rate.period,
-                    rate.max
-                );
+                waraka_plugin::info!("{ip}: {n} recipients in {:?}, limit {}", rate.period, rate.max);
                 Verdict::denysoft_code(450, "4.7.1", "Too many recipients from your address, try later")
             }
             Ok(_) => Verdict::Cont,
-            Err(e) => store_failed("recipient rate", e),
+            Err(e) => config.store_failed("recipient rate", e),
         }
     }
 
     fn disconnect() {
         if notes::get(Scope::Connection, COUNTED).is_some() {
+            let store = Config::load().store;
             let key = format!("conc:{}", session::peer_ip());
-            match kv::incr(&store(), &key, -1, None) {
+            match kv::incr(&store, &key, -1, None) {
                 // The count expired meanwhile: do not leave a negative one behind.
                 Ok(n) if n < 0 => {
-                    let _ = kv::delete(&store(), &key);
+                    let _ = kv::delete(&store, &key);
                 }
                 Ok(_) => {}
                 Err(e) => waraka_plugin::warn!("limit: counting down {key} failed: {e:?}"),

@@ -9,7 +9,7 @@
 //! `<>`, address literals and relaying sessions (`skip_relaying`) pass.
 
 use std::net::IpAddr;
-use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Verdict, dns, notes, session};
+use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Settings, Verdict, dns, notes, session};
 
 const SETTINGS: &str = "mail_from.is_resolvable.ini";
 const NOTE: &str = "mail_from.is_resolvable";
@@ -99,7 +99,8 @@ impl Plugin for IsResolvable {
         if sender.is_null() || domain.is_empty() || domain.starts_with('[') {
             return Verdict::Cont;
         }
-        if session::relaying() && waraka_plugin::setting_bool(SETTINGS, "skip_relaying", true) {
+        let settings = Settings::load(SETTINGS);
+        if session::relaying() && settings.bool("skip_relaying", true) {
             return Verdict::Cont;
         }
         let finding = check(&domain);
@@ -109,7 +110,7 @@ impl Plugin for IsResolvable {
             Finding::Unresolvable(why) | Finding::Failed(why) => format!("fail: {why}"),
         };
         let _ = notes::set(Scope::Transaction, NOTE, &note);
-        let reject = waraka_plugin::setting_bool(SETTINGS, "reject", true);
+        let reject = settings.bool("reject", true);
         match finding {
             Finding::Resolvable => Verdict::Cont,
             Finding::Failed(why) => {

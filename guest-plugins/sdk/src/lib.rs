@@ -265,15 +265,45 @@ impl core::fmt::Display for Address {
     }
 }
 
-/// The value of `key = value` in the config file `name` (Haraka-style INI
-/// lines; `[sections]` and comments are ignored). `None` when missing.
+/// The `key = value` lines of one config file (Haraka-style INI lines;
+/// `[sections]` and comment lines are ignored), read once: load it at the
+/// start of a hook and ask it as often as needed.
+#[derive(Clone, Debug, Default)]
+pub struct Settings(Vec<(String, String)>);
+
+impl Settings {
+    /// The settings of the config file `name`; empty when it is missing or unreadable.
+    pub fn load(name: &str) -> Settings {
+        let lines = config::lines(name).unwrap_or_default();
+        Settings(
+            lines
+                .iter()
+                .filter_map(|line| line.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        )
+    }
+
+    /// The value of `key` (the first one), `None` when missing.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    /// A yes/no setting (`true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`,
+    /// case-insensitive); `default` when missing or not one of those.
+    pub fn bool(&self, key: &str, default: bool) -> bool {
+        match self.get(key).map(|v| v.to_ascii_lowercase()).as_deref() {
+            Some("true" | "yes" | "on" | "1") => true,
+            Some("false" | "no" | "off" | "0") => false,
+            _ => default,
+        }
+    }
+}
+
+/// The value of `key = value` in the config file `name`; `None` when
+/// missing. Reads the file: for several keys, use [`Settings::load`].
 pub fn setting(name: &str, key: &str) -> Option<String> {
-    config::lines(name)
-        .ok()?
-        .iter()
-        .filter_map(|line| line.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().to_string())
+    Settings::load(name).get(key)
 }
 
 /// Makes `raw` safe as one segment of a file path or object key: `/`, `\`
@@ -296,14 +326,9 @@ pub fn path_segment(raw: &str) -> String {
     }
 }
 
-/// A yes/no setting (`true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`,
-/// case-insensitive); `default` when missing or not one of those.
+/// A yes/no setting of the config file `name` (see [`Settings::bool`]).
 pub fn setting_bool(name: &str, key: &str, default: bool) -> bool {
-    match setting(name, key).map(|v| v.to_ascii_lowercase()).as_deref() {
-        Some("true" | "yes" | "on" | "1") => true,
-        Some("false" | "no" | "off" | "0") => false,
-        _ => default,
-    }
+    Settings::load(name).bool(key, default)
 }
 
 /// Whether `ip` is inside `range`: a CIDR range (`192.0.2.0/24`,

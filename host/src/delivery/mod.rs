@@ -7,7 +7,7 @@ mod client;
 mod outbound;
 mod route;
 
-pub use bounce::{Failure, dsn, original_header};
+pub use bounce::Failure;
 pub use client::{ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, send};
 pub use outbound::{NextHop, Outbound, OutboundSettings};
-pub use route::{Route, RouteSettings, Target, order_mx, resolve};
+pub use route::{Route, RouteSettings, Target, order_mx, resolve, target};

@@ -7,14 +7,13 @@
 
 use super::bounce::{self, Failure};
 use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
-use super::route::{Route, RouteSettings, Target, resolve};
+use super::route::{Route, RouteSettings, Target, resolve, target};
 use crate::capabilities::Dns;
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
 use crate::session::{MessageReader, OutboundQueue};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
-use hickory_resolver::proto::rr::RecordType;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -87,19 +86,15 @@ fn hook_failures(list: &[(String, Failure)]) -> Vec<RecipientFailure> {
 }
 
 impl Settlement {
-    /// Tells the plugins: `delivered` per server, `deferred` (may change
+    /// Tells the plugins: `delivered`, `deferred` (may change
     /// the wait), `bounce` (may suppress the DSN). A fault changes nothing:
     /// the schedule holds and the DSN is sent.
     async fn consult(&mut self, policy: &dyn OutboundPolicy, info: &DeliveryInfo) {
-        let mut by_server: Vec<(&str, String, Vec<String>)> = Vec::new();
-        for (rcpt, host, reply) in &self.delivered {
-            match by_server.iter_mut().find(|(h, _, _)| *h == host.as_str()) {
-                Some((_, _, rcpts)) => rcpts.push(rcpt.clone()),
-                None => by_server.push((host, reply.to_string(), vec![rcpt.clone()])),
-            }
-        }
-        for (host, reply, rcpts) in &by_server {
-            policy.delivered(info, rcpts, host, reply).await;
+        // One attempt hands the message to one server, so every delivered
+        // recipient shares it (and the reply to the message).
+        if let Some((_, host, reply)) = self.delivered.first() {
+            let recipients: Vec<String> = self.delivered.iter().map(|(rcpt, _, _)| rcpt.clone()).collect();
+            policy.delivered(info, &recipients, host, &reply.to_string()).await;
         }
         if let (false, Some(wait)) = (self.deferred.is_empty(), self.wait)
             && let Ok(Some(changed)) = policy.deferred(info, &hook_failures(&self.deferred), wait).await
@@ -132,13 +127,18 @@ fn all_recipients(entry: &Entry, outcome: Outcome) -> Vec<(String, Outcome)> {
 struct State {
     /// Entries waiting for their attempt, by (next attempt, id).
     waiting: BTreeMap<(u64, String), Entry>,
-    active: usize,
+    /// Deliveries in progress, by domain.
     active_by_domain: HashMap<String, usize>,
 }
 
 impl State {
+    /// Deliveries in progress.
+    fn active(&self) -> usize {
+        self.active_by_domain.values().sum()
+    }
+
     fn publish_depth(&self) {
-        metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set((self.waiting.len() + self.active) as f64);
+        metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set((self.waiting.len() + self.active()) as f64);
     }
 }
 
@@ -237,11 +237,6 @@ impl Outbound {
         self.inner.wake.notify_one();
     }
 
-    /// Entries waiting (not being delivered right now).
-    pub fn waiting(&self) -> usize {
-        self.state().waiting.len()
-    }
-
     /// Makes every waiting entry (of `domain`, if given) due now; returns how many.
     pub fn flush(&self, domain: Option<&str>) -> usize {
         let now = now_ms();
@@ -295,13 +290,14 @@ impl Outbound {
             let state = &mut *guard;
             let mut next_due = None;
             let mut chosen = Vec::new();
+            let active = state.active();
             let mut by_domain: HashMap<&str, usize> = HashMap::new();
             for ((at, id), entry) in &state.waiting {
                 if *at > now {
                     next_due = Some(*at);
                     break;
                 }
-                if state.active + chosen.len() >= settings.concurrency {
+                if active + chosen.len() >= settings.concurrency {
                     break;
                 }
                 let domain = entry.domain.as_str();
@@ -315,7 +311,6 @@ impl Outbound {
             }
             for key in chosen {
                 let entry = state.waiting.remove(&key).expect("chosen from the map");
-                state.active += 1;
                 *state.active_by_domain.entry(entry.domain.clone()).or_default() += 1;
                 started.push(entry);
             }
@@ -345,14 +340,13 @@ impl Outbound {
         };
         {
             let mut state = self.state();
-            state.active -= 1;
-            state.publish_depth();
             if let Some(count) = state.active_by_domain.get_mut(&domain) {
                 *count -= 1;
                 if *count == 0 {
                     state.active_by_domain.remove(&domain);
                 }
             }
+            state.publish_depth();
         }
         self.schedule(kept.into_iter().chain(bounces));
     }
@@ -457,30 +451,12 @@ impl Outbound {
         Ok((route, client))
     }
 
-    /// A configured or plugin-given next hop: an IP address, or a name
-    /// resolved with the `[dns]` resolver (local addresses allowed: the
+    /// A configured or plugin-given next hop (local addresses allowed: the
     /// administrator or a plugin chose them).
     async fn next_hop_target(&self, host: &str, port: u16) -> Result<Target, Failure> {
-        let addrs = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => {
-                let mut addrs = Vec::new();
-                for rtype in [RecordType::A, RecordType::AAAA] {
-                    let found = self
-                        .inner
-                        .dns
-                        .addresses(host, rtype)
-                        .await
-                        .map_err(|e| Failure::local("4.4.3", format!("DNS lookup for {host} failed: {e}")))?;
-                    addrs.extend(found);
-                }
-                addrs
-            }
-        };
-        Ok(Target {
-            host: host.to_string(),
-            addrs: addrs.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
-        })
+        target(&self.inner.dns, host, port, true)
+            .await
+            .map_err(|e| Failure::local("4.4.3", format!("DNS lookup for {host} failed: {e}")))
     }
 
     /// Tries the entry's servers in order until one gives per-recipient answers.

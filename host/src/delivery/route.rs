@@ -63,15 +63,23 @@ pub fn order_mx(mut hosts: Vec<MxHost>, seed: u64) -> Option<Vec<MxHost>> {
     Some(ordered)
 }
 
-async fn target(dns: &Dns, host: &str, settings: &RouteSettings) -> Result<Target, CapabilityError> {
+/// The server `host` (a name or an IP address) on `port`: its addresses,
+/// A before AAAA, without loopback and link-local ones unless `allow_local`.
+pub async fn target(dns: &Dns, host: &str, port: u16, allow_local: bool) -> Result<Target, CapabilityError> {
+    let ips = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => {
+            let mut ips = dns.addresses(host, RecordType::A).await?;
+            ips.extend(dns.addresses(host, RecordType::AAAA).await?);
+            ips
+        }
+    };
     let mut addrs = Vec::new();
-    for rtype in [RecordType::A, RecordType::AAAA] {
-        for ip in dns.addresses(host, rtype).await? {
-            if usable(&ip, settings.allow_local) {
-                addrs.push(SocketAddr::new(ip, settings.port));
-            } else {
-                tracing::warn!(host, %ip, "skipping a local address from DNS");
-            }
+    for ip in ips {
+        if usable(&ip, allow_local) {
+            addrs.push(SocketAddr::new(ip, port));
+        } else {
+            tracing::warn!(host, %ip, "skipping a local address from DNS");
         }
     }
     Ok(Target {
@@ -88,10 +96,10 @@ pub async fn resolve(dns: &Dns, domain: &str, settings: &RouteSettings) -> Resul
     };
     let mut targets = Vec::new();
     if hosts.is_empty() {
-        targets.push(target(dns, domain, settings).await?);
+        targets.push(target(dns, domain, settings.port, settings.allow_local).await?);
     } else {
         for mx in hosts {
-            match target(dns, &mx.exchange, settings).await {
+            match target(dns, &mx.exchange, settings.port, settings.allow_local).await {
                 Ok(t) => targets.push(t),
                 Err(e) => tracing::warn!(host = %mx.exchange, error = %e, "MX host not resolved"),
             }

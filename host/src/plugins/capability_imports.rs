@@ -8,13 +8,12 @@ use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{blobstore, dns, forward, kv, sql};
 use super::store::StoreState;
 use crate::capabilities::{BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue};
-use crate::delivery::{ClientError, TlsMode, send};
+use crate::delivery::{ClientError, TlsMode, send, target};
 use flate2::Compression;
 use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -302,17 +301,9 @@ impl forward::Host for StoreState {
             .await
             .map_err(|e| Error::Backend(e.to_string()))?
             .map_err(|e| Error::Backend(format!("reading the message: {e}")))?;
-            let addrs = match hop.host.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => {
-                    let mut addrs = dns.addresses(&hop.host, RecordType::A).await?;
-                    addrs.extend(dns.addresses(&hop.host, RecordType::AAAA).await?);
-                    addrs
-                }
-            };
+            let server = target(&dns, &hop.host, hop.port, true).await?;
             let mut last = format!("{} has no address", hop.host);
-            for ip in addrs {
-                let addr = SocketAddr::new(ip, hop.port);
+            for addr in server.addrs {
                 let sent = send(
                     addr,
                     &hop.host,
