@@ -774,7 +774,7 @@ mod tests {
     fn the_default_config_parses_and_unknown_keys_are_errors() {
         let default = DEFAULT_CONFIG.iter().find(|(n, _)| *n == CONFIG_FILE).unwrap().1;
         let c = parse_config(default).unwrap();
-        assert_eq!(c.plugins.len(), 4);
+        assert_eq!(c.plugins.len(), 10);
         assert_eq!(c.smtp.idle_timeout, Duration::from_secs(300));
         assert!(parse_config("[smtp]\nlisten_on = []\n").is_err());
         assert!(parse_config("[plugin_defaults]\non_error = \"explode\"\n").is_err());
@@ -836,9 +836,21 @@ mod tests {
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["relay", "rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"]
+            [
+                "access",
+                "dns-list",
+                "helo.checks",
+                "limit",
+                "relay",
+                "mail_from.is_resolvable",
+                "rcpt_to.disposable",
+                "rcpt_to.in_host_list",
+                "headers",
+                "queue/maildir"
+            ]
         );
-        assert_eq!(specs[3].dirs[0].guest, "/maildir");
+        assert_eq!(specs[9].dirs[0].guest, "/maildir");
+        assert_eq!(specs[1].grants, ["dns"]);
         assert_eq!(specs[0].limits.timeout, Duration::from_secs(30));
     }
 }

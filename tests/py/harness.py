@@ -23,14 +23,18 @@ BIN = os.environ.get("WARAKA_BIN") or str(TARGET / "debug/waraka")
 
 
 class Waraka:
-    """One instance: `dir` is the instance directory, `ports[role]` its listeners."""
+    """One instance: `dir` is the instance directory, `ports[role]` its listeners.
+
+    `plugins` is the chain for `waraka init --plugins`; None keeps the default chain.
+    """
 
     def __init__(self, plugins, roles=("mx",), setup=None, host="127.0.0.1", port=0):
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = pathlib.Path(self.tmp.name) / "i"
         self.roles = roles
         self.listen = [f"{role}={host}:{port}" for role in roles]
-        subprocess.run([BIN, "init", str(self.dir), "--plugins", ",".join(plugins)], check=True, capture_output=True)
+        chosen = [] if plugins is None else ["--plugins", ",".join(plugins)]
+        subprocess.run([BIN, "init", str(self.dir), *chosen], check=True, capture_output=True)
         if setup:
             setup(self)
         self.log = []

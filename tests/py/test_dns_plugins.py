@@ -25,11 +25,17 @@ RECORDS = [
 ]
 
 
+def check_private(server):
+    """Loopback test clients are checked like remote ones."""
+    server.edit("config/mail_from.is_resolvable.ini", lambda t: t.replace("check_private = false", "check_private = true"))
+
+
 def dns_setup(dns_port, extra=""):
     def setup(server):
         text = f'\n[dns]\nservers = ["127.0.0.1:{dns_port}"]\ntimeout = "1s"\n{extra}'
         server.edit("waraka.toml", lambda t: t + text)
         server.edit("config/host_list", lambda t: t + "example.com\n")
+        check_private(server)
 
     return setup
 
@@ -71,8 +77,8 @@ class IsResolvableTest(unittest.TestCase):
 
     def test_without_the_dns_grant_mail_is_tempfailed_not_accepted(self):
         server = Waraka(["mail_from.is_resolvable", "rcpt_to.in_host_list", "queue/maildir"],
-                        setup=lambda s: s.edit("waraka.toml", lambda t: t.replace(
-                            '[plugin."mail_from.is_resolvable"]\ngrants = ["dns"]', "")))
+                        setup=lambda s: (check_private(s), s.edit("waraka.toml", lambda t: t.replace(
+                            '[plugin."mail_from.is_resolvable"]\ngrants = ["dns"]', ""))))
         try:
             with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
                 s.ehlo()

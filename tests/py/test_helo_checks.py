@@ -11,6 +11,7 @@ def setup(server):
     server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"', 'hostname = "mx.waraka.test"'))
     server.edit("config/helo.checks.regexps", lambda t: t + "^spam-bot\\.\n")
     server.edit("config/relay.acl_allow", lambda t: t + "127.0.0.3\n")
+    server.edit("config/helo.checks.ini", lambda t: t.replace("check_private = false", "check_private = true"))
 
 
 class HeloChecksTest(unittest.TestCase):

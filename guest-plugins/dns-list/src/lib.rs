@@ -49,14 +49,6 @@ fn listing(answer: &str) -> bool {
     }
 }
 
-/// Addresses no public list knows.
-fn private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unique_local() || v6.is_unicast_link_local(),
-    }
-}
-
 fn zones(settings: &Settings, key: &str) -> Vec<String> {
     settings
         .get(key)
@@ -102,7 +94,7 @@ impl Plugin for DnsList {
             return Verdict::Cont;
         };
         let settings = Settings::load(SETTINGS);
-        if private(ip) && !settings.bool("check_private", false) {
+        if waraka_plugin::is_private_ip(ip) && !settings.bool("check_private", false) {
             return Verdict::Cont;
         }
         let tempfail = settings.get("on_error").as_deref() != Some("continue");

@@ -132,6 +132,9 @@ fn check(helo: String) -> Verdict {
     if session::relaying() && settings.bool("skip_relaying", true) {
         return Verdict::Cont;
     }
+    if waraka_plugin::client_is_private() && !settings.bool("check_private", false) {
+        return Verdict::Cont;
+    }
     let client = Client {
         ip: session::peer_ip().parse().ok(),
         local: session::local_ip().parse().ok(),

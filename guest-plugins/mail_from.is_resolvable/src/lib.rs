@@ -6,7 +6,8 @@
 //! `255.255.255.255` and loopback do not count. A null MX (RFC 7505) is
 //! refused with `550 5.7.27`; no usable record with `550 5.1.8`; a DNS
 //! failure (or a missing `dns` grant) with `451 4.4.3`, never an accept.
-//! `<>`, address literals and relaying sessions (`skip_relaying`) pass.
+//! `<>`, address literals, relaying sessions (`skip_relaying`) and clients on
+//! private or loopback addresses (unless `check_private = true`) pass.
 
 use std::net::IpAddr;
 use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Settings, Verdict, dns, notes, session};
@@ -101,6 +102,9 @@ impl Plugin for IsResolvable {
         }
         let settings = Settings::load(SETTINGS);
         if session::relaying() && settings.bool("skip_relaying", true) {
+            return Verdict::Cont;
+        }
+        if waraka_plugin::client_is_private() && !settings.bool("check_private", false) {
             return Verdict::Cont;
         }
         let finding = check(&domain);

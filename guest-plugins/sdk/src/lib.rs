@@ -331,6 +331,21 @@ pub fn setting_bool(name: &str, key: &str, default: bool) -> bool {
     Settings::load(name).bool(key, default)
 }
 
+/// Whether `ip` is an address no public list or DNS knows: private (RFC 1918,
+/// unique local), loopback, link-local or unspecified.
+pub fn is_private_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unique_local() || v6.is_unicast_link_local(),
+    }
+}
+
+/// Whether the connected client's address is private (see [`is_private_ip`]).
+pub fn client_is_private() -> bool {
+    session::peer_ip().parse().is_ok_and(is_private_ip)
+}
+
 /// Whether `ip` is inside `range`: a CIDR range (`192.0.2.0/24`,
 /// `2001:db8::/32`) or a single address. Never across address families.
 pub fn ip_in_range(ip: std::net::IpAddr, range: &str) -> bool {
