@@ -537,9 +537,9 @@ impl Instance {
                         bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
                 }
-                None if grant == "dns" || grant == "forward" => {}
+                None if ["dns", "forward", "authentication"].contains(&grant.as_str()) => {}
                 _ => bail!(
-                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward)"
+                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication)"
                 ),
             }
         }

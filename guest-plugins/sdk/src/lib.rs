@@ -26,8 +26,8 @@
 //!
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
-//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`], [`sql`]
-//! and [`forward`].
+//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`], [`sql`],
+//! [`forward`] and [`authentication`].
 
 #[doc(hidden)]
 pub mod bindings {
@@ -49,7 +49,9 @@ pub use bindings::exports::waraka::plugin::outbound_hooks::{Delivery, NextHop, R
 pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
-pub use bindings::waraka::plugin::{blobstore, config, dns, envelope, forward, kv, log, message, notes, session, sql};
+pub use bindings::waraka::plugin::{
+    authentication, blobstore, config, dns, envelope, forward, kv, log, message, notes, session, sql,
+};
 pub use hook::Hook;
 
 /// A Waraka plugin. Every hook defaults to `cont` (or to nothing, for
@@ -329,6 +331,23 @@ pub fn path_segment(raw: &str) -> String {
 /// A yes/no setting of the config file `name` (see [`Settings::bool`]).
 pub fn setting_bool(name: &str, key: &str, default: bool) -> bool {
     Settings::load(name).bool(key, default)
+}
+
+impl authentication::Outcome {
+    /// RFC 8601's name of the result: `pass`, `fail`, `softfail`, `neutral`,
+    /// `temperror`, `permerror` or `none`.
+    pub fn as_str(&self) -> &'static str {
+        use authentication::Outcome;
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::SoftFail => "softfail",
+            Outcome::Neutral => "neutral",
+            Outcome::TempError => "temperror",
+            Outcome::PermError => "permerror",
+            Outcome::None => "none",
+        }
+    }
 }
 
 /// Whether `ip` is an address no public list or DNS knows: private (RFC 1918,

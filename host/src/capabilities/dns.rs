@@ -87,7 +87,8 @@ impl Dns {
         builder.build().map_err(|e| format!("building the resolver: {e}"))
     }
 
-    async fn resolver(&self) -> Result<&TokioResolver, CapabilityError> {
+    /// The hickory resolver, built on first use.
+    pub(super) async fn resolver(&self) -> Result<&TokioResolver, CapabilityError> {
         self.resolver
             .get_or_init(|| async { self.build() })
             .await

@@ -2,6 +2,7 @@
 //! of SMTP or WebAssembly: the plugin runtime binds them to the WIT and
 //! checks grants.
 
+pub mod authentication;
 pub mod blobstore;
 pub mod config_files;
 pub mod dns;
@@ -10,6 +11,7 @@ pub mod kv;
 pub mod notes;
 pub mod sql;
 
+pub use authentication::{Authentication, authenticate};
 pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
 pub use dns::{Dns, DnsSettings, MxHost};

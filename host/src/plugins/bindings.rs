@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/blobstore": async,
         "waraka:plugin/sql": async,
         "waraka:plugin/forward": async,
+        "waraka:plugin/authentication": async,
     },
     exports: { default: async },
 });

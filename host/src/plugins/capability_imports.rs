@@ -1,14 +1,19 @@
-//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`, `sql`, `forward`): every call checks
+//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`, `sql`,
+//! `forward`, `authentication`): every call checks
 //! the plugin's grants first (`not-granted` otherwise, never a trap) and is
 //! cut off at the plugin's deadline (`timeout`), so a slow backend costs the
 //! calling plugin its own time budget and nothing more.
 
 use super::Backends;
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{blobstore, dns, forward, kv, sql};
+use super::bindings::waraka::plugin::{authentication, blobstore, dns, forward, kv, sql};
 use super::store::StoreState;
-use crate::capabilities::{BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue};
+use crate::capabilities::authentication::{DmarcPolicy, Outcome, Subject};
+use crate::capabilities::{
+    Authentication, BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue, authenticate,
+};
 use crate::delivery::{ClientError, TlsMode, send, target};
+use crate::session::MessageReader;
 use flate2::Compression;
 use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
@@ -105,6 +110,18 @@ async fn bounded<T, E: Into<Error>>(deadline: Instant, call: impl Future<Output 
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(Error::Timeout),
     }
+}
+
+/// The whole message, read from the spool off the async threads; the bytes
+/// stay in host memory.
+async fn read_whole(reader: MessageReader) -> Result<Vec<u8>, Error> {
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
+    })
+    .await
+    .map_err(|e| Error::Backend(e.to_string()))?
+    .map_err(|e| Error::Backend(format!("reading the message: {e}")))
 }
 
 fn ttl(ms: Option<u64>) -> Option<Duration> {
@@ -293,14 +310,7 @@ impl forward::Host for StoreState {
         };
         let dns = self.host.services.backends.dns.clone();
         bounded(self.deadline, async move {
-            // Read from the spool off the async threads; the bytes stay in host memory.
-            let message = tokio::task::spawn_blocking(move || {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
-            })
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?
-            .map_err(|e| Error::Backend(format!("reading the message: {e}")))?;
+            let message = read_whole(reader).await?;
             let server = target(&dns, &hop.host, hop.port, true).await?;
             let mut last = format!("{} has no address", hop.host);
             for addr in server.addrs {
@@ -343,5 +353,101 @@ impl forward::Host for StoreState {
             Err(Error::Backend(last))
         })
         .await
+    }
+}
+
+impl From<Outcome> for authentication::Outcome {
+    fn from(o: Outcome) -> authentication::Outcome {
+        match o {
+            Outcome::Pass => authentication::Outcome::Pass,
+            Outcome::Fail => authentication::Outcome::Fail,
+            Outcome::SoftFail => authentication::Outcome::SoftFail,
+            Outcome::Neutral => authentication::Outcome::Neutral,
+            Outcome::TempError => authentication::Outcome::TempError,
+            Outcome::PermError => authentication::Outcome::PermError,
+            Outcome::None => authentication::Outcome::None,
+        }
+    }
+}
+
+impl From<&Authentication> for authentication::Results {
+    fn from(a: &Authentication) -> authentication::Results {
+        authentication::Results {
+            spf: a.spf.into(),
+            spf_domain: a.spf_domain.clone(),
+            dkim: a
+                .dkim
+                .iter()
+                .map(|s| authentication::Signature {
+                    domain: s.domain.clone(),
+                    selector: s.selector.clone(),
+                    outcome: s.outcome.into(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+            dmarc: a.dmarc.into(),
+            dmarc_domain: a.dmarc_domain.clone(),
+            dmarc_policy: match a.dmarc_policy {
+                DmarcPolicy::None => authentication::Policy::None,
+                DmarcPolicy::Quarantine => authentication::Policy::Quarantine,
+                DmarcPolicy::Reject => authentication::Policy::Reject,
+            },
+            header: a.header.clone(),
+        }
+    }
+}
+
+/// What authentication needs from the session, taken under its lock.
+struct AuthenticationInput {
+    transaction: String,
+    reader: MessageReader,
+    client_ip: std::net::IpAddr,
+    helo: String,
+    mail_from: String,
+    hostname: String,
+}
+
+impl authentication::Host for StoreState {
+    async fn verify(&mut self) -> Result<authentication::Results, Error> {
+        if !self.granted("authentication") {
+            return Err(Error::NotGranted);
+        }
+        let no_message = || Error::Invalid("there is no message yet (authentication works from data-post on)".into());
+        let conn = self.host.conn.clone().ok_or_else(no_message)?;
+        let input = {
+            let conn = conn.lock();
+            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
+            if let Some(done) = &tx.authentication {
+                return Ok(done.as_ref().into());
+            }
+            AuthenticationInput {
+                transaction: tx.id.clone(),
+                reader: tx.message.as_ref().ok_or_else(no_message)?.reader(),
+                client_ip: conn.peer.ip(),
+                helo: conn.helo.clone().unwrap_or_default(),
+                mail_from: tx.sender.addr_spec(),
+                hostname: conn.hostname.clone(),
+            }
+        };
+        let dns = self.host.services.backends.dns.clone();
+        let transaction = input.transaction.clone();
+        let verified = bounded(self.deadline, async move {
+            let message = read_whole(input.reader).await?;
+            let subject = Subject {
+                message: &message,
+                client_ip: input.client_ip,
+                helo: &input.helo,
+                mail_from: &input.mail_from,
+                hostname: &input.hostname,
+            };
+            authenticate(&dns, subject).await.map_err(Error::from)
+        })
+        .await?;
+        let verified = Arc::new(verified);
+        let results = verified.as_ref().into();
+        if let Some(tx) = conn.lock().transaction.as_mut().filter(|tx| tx.id == transaction) {
+            tx.authentication = Some(verified);
+        }
+        Ok(results)
     }
 }

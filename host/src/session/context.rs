@@ -3,7 +3,7 @@
 //! nobody holds the lock across an `await`.
 
 use super::message::Message;
-use crate::capabilities::{NoteLimits, NoteStore};
+use crate::capabilities::{Authentication, NoteLimits, NoteStore};
 use crate::protocol::Address;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +23,8 @@ pub struct Transaction {
     pub recipients: Vec<Address>,
     pub message: Option<Message>,
     pub notes: NoteStore,
+    /// SPF/DKIM/DMARC results, once a plugin asked for them.
+    pub authentication: Option<Arc<Authentication>>,
 }
 
 /// One client connection.

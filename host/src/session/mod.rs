@@ -647,6 +647,7 @@ impl<P: Policy> Session<P> {
                 recipients: Vec::new(),
                 message: None,
                 notes,
+                authentication: None,
             });
             id
         };

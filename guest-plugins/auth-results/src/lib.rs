@@ -1,0 +1,101 @@
+//! `auth-results`: SPF, DKIM and DMARC verification of inbound mail (after
+//! DATA), recorded in an `Authentication-Results` field (RFC 8601) and in
+//! transaction notes for later plugins (`dmarc`, queues). The checks run in
+//! the host (the `authentication` capability, built on the `mail-auth`
+//! crate); this plugin decides what to do with them. Settings:
+//! `config/auth-results.ini`.
+
+use waraka_plugin::authentication::{self, Outcome, Results};
+use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, session};
+
+const SETTINGS: &str = "auth-results.ini";
+
+struct AuthResults;
+
+/// `pass example.com, fail other.test`: each DKIM signature's result and domain.
+fn dkim_summary(results: &Results) -> String {
+    let each: Vec<String> = results
+        .dkim
+        .iter()
+        .map(|s| format!("{} {}", s.outcome.as_str(), s.domain))
+        .collect();
+    if each.is_empty() {
+        "none".into()
+    } else {
+        each.join(", ")
+    }
+}
+
+fn policy_name(policy: authentication::Policy) -> &'static str {
+    match policy {
+        authentication::Policy::None => "none",
+        authentication::Policy::Quarantine => "quarantine",
+        authentication::Policy::Reject => "reject",
+    }
+}
+
+/// The transaction notes `auth-results.*` that later plugins read.
+fn note(results: &Results) {
+    let entries = [
+        ("auth-results.spf", results.spf.as_str().to_string()),
+        ("auth-results.spf-domain", results.spf_domain.clone()),
+        ("auth-results.dkim", dkim_summary(results)),
+        ("auth-results.dmarc", results.dmarc.as_str().to_string()),
+        ("auth-results.dmarc-domain", results.dmarc_domain.clone()),
+        (
+            "auth-results.dmarc-policy",
+            policy_name(results.dmarc_policy).to_string(),
+        ),
+    ];
+    for (key, value) in entries {
+        if let Err(e) = notes::set(Scope::Transaction, key, &value) {
+            waraka_plugin::warn!("could not set note {key}: {e:?}");
+        }
+    }
+}
+
+impl Plugin for AuthResults {
+    const NAME: &'static str = "auth-results";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::DataPost];
+
+    fn data_post() -> Verdict {
+        let settings = Settings::load(SETTINGS);
+        if session::relaying() && settings.bool("skip_relaying", true) {
+            return Verdict::Cont;
+        }
+        let results = match authentication::verify() {
+            Ok(results) => results,
+            Err(e) => {
+                waraka_plugin::warn!("sender authentication failed: {e:?}");
+                return if settings.get("on_error").as_deref() == Some("tempfail") {
+                    Verdict::denysoft_code(451, "4.3.0", "Unable to verify the sender now, try later")
+                } else {
+                    Verdict::Cont
+                };
+            }
+        };
+        waraka_plugin::info!(
+            "spf={} ({}) dkim={} dmarc={} ({}, policy {})",
+            results.spf.as_str(),
+            results.spf_domain,
+            dkim_summary(&results),
+            results.dmarc.as_str(),
+            results.dmarc_domain,
+            policy_name(results.dmarc_policy)
+        );
+        note(&results);
+        if settings.bool("add_header", true)
+            && let Err(e) = message::add_header("Authentication-Results", &results.header)
+        {
+            waraka_plugin::warn!("could not add Authentication-Results: {e:?}");
+        }
+        if results.spf == Outcome::Fail && settings.bool("reject_spf_fail", false) {
+            let reason = format!("SPF check failed for {}", results.spf_domain);
+            return Verdict::deny_code(550, "5.7.23", &reason);
+        }
+        Verdict::Cont
+    }
+}
+
+waraka_plugin::export!(AuthResults);

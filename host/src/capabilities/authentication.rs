@@ -1,0 +1,170 @@
+//! Sender authentication of a received message with the `mail-auth` crate:
+//! SPF (RFC 7208) for the client's address and envelope sender, every DKIM
+//! signature (RFC 6376), DMARC (RFC 7489/9989) for the author's domain, and
+//! the `Authentication-Results` field (RFC 8601) that records them. DNS goes
+//! through the server's resolver, so `[dns]` applies here too.
+
+use super::{CapabilityError, Dns};
+use mail_auth::dkim::Signature;
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfResult,
+};
+use std::net::IpAddr;
+
+/// The result of one check, with RFC 8601's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    SoftFail,
+    Neutral,
+    TempError,
+    PermError,
+    None,
+}
+
+/// What a domain's DMARC record asks receivers to do with failing mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DmarcPolicy {
+    /// No record, or `p=none`.
+    None,
+    Quarantine,
+    Reject,
+}
+
+/// One DKIM signature and how it verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignatureCheck {
+    /// The signing domain (`d=`); empty when the signature did not parse.
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    pub outcome: Outcome,
+    /// Why it did not pass; empty when it did.
+    pub reason: String,
+}
+
+/// Everything verified for one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authentication {
+    pub spf: Outcome,
+    /// The domain SPF checked: the envelope sender's, or the HELO name for `<>`.
+    pub spf_domain: String,
+    pub dkim: Vec<SignatureCheck>,
+    pub dmarc: Outcome,
+    /// The author (`From:`) domain DMARC evaluated; empty when there was none.
+    pub dmarc_domain: String,
+    /// The policy that applies to this message if it fails DMARC.
+    pub dmarc_policy: DmarcPolicy,
+    /// The value of an `Authentication-Results` field recording all of it
+    /// (folded, authserv-id first).
+    pub header: String,
+}
+
+/// The facts of a transaction that authentication needs.
+pub struct Subject<'a> {
+    /// The whole message, header and body, as received.
+    pub message: &'a [u8],
+    pub client_ip: IpAddr,
+    /// The HELO/EHLO name (empty if the client sent none).
+    pub helo: &'a str,
+    /// The envelope sender's address, empty for `<>`.
+    pub mail_from: &'a str,
+    /// This server's name: the authserv-id of the result field.
+    pub hostname: &'a str,
+}
+
+fn spf_outcome(result: SpfResult) -> Outcome {
+    match result {
+        SpfResult::Pass => Outcome::Pass,
+        SpfResult::Fail => Outcome::Fail,
+        SpfResult::SoftFail => Outcome::SoftFail,
+        SpfResult::Neutral => Outcome::Neutral,
+        SpfResult::TempError => Outcome::TempError,
+        SpfResult::PermError => Outcome::PermError,
+        SpfResult::None => Outcome::None,
+    }
+}
+
+fn dkim_outcome(result: &DkimResult) -> (Outcome, String) {
+    match result {
+        DkimResult::Pass => (Outcome::Pass, String::new()),
+        DkimResult::Neutral(e) => (Outcome::Neutral, e.to_string()),
+        DkimResult::Fail(e) => (Outcome::Fail, e.to_string()),
+        DkimResult::PermError(e) => (Outcome::PermError, e.to_string()),
+        DkimResult::TempError(e) => (Outcome::TempError, e.to_string()),
+        DkimResult::None => (Outcome::None, String::new()),
+    }
+}
+
+fn dmarc_outcome(result: &DmarcResult) -> Outcome {
+    match result {
+        DmarcResult::Pass => Outcome::Pass,
+        DmarcResult::Fail(_) => Outcome::Fail,
+        DmarcResult::TempError(_) => Outcome::TempError,
+        DmarcResult::PermError(_) => Outcome::PermError,
+        DmarcResult::None => Outcome::None,
+    }
+}
+
+fn signature_check(signature: Option<&Signature>, result: &DkimResult) -> SignatureCheck {
+    let (outcome, reason) = dkim_outcome(result);
+    SignatureCheck {
+        domain: signature.map(|s| s.d.clone()).unwrap_or_default(),
+        selector: signature.map(|s| s.s.clone()).unwrap_or_default(),
+        outcome,
+        reason,
+    }
+}
+
+/// Verifies SPF, DKIM and DMARC for `subject`. DNS failures become
+/// `TempError` outcomes; only a resolver that cannot be built is an error.
+pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authentication, CapabilityError> {
+    let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
+    let helo = subject.helo.trim_start_matches('[').trim_end_matches(']');
+    let spf = if subject.mail_from.is_empty() {
+        authenticator
+            .verify_spf(SpfParameters::verify_ehlo(subject.client_ip, helo, subject.hostname))
+            .await
+    } else {
+        authenticator
+            .verify_spf(SpfParameters::verify_mail_from(
+                subject.client_ip,
+                helo,
+                subject.hostname,
+                subject.mail_from,
+            ))
+            .await
+    };
+    let message = AuthenticatedMessage::parse(subject.message).unwrap_or_default();
+    let dkim = authenticator.verify_dkim(&message).await;
+    let mail_from_domain = subject.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
+    let dmarc = authenticator
+        .verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf))
+        .await;
+    let header_from = message.from.first().map(String::as_str).unwrap_or_default();
+    let results = AuthenticationResults::new(subject.hostname)
+        .with_spf_mailfrom_result(&spf, subject.client_ip, subject.mail_from, helo)
+        .with_dkim_results(&dkim, header_from)
+        .with_dmarc_result(&dmarc);
+    let dmarc_record = dmarc.dmarc_record().is_some();
+    Ok(Authentication {
+        spf: spf_outcome(spf.result()),
+        spf_domain: spf.domain().to_string(),
+        dkim: dkim
+            .iter()
+            .map(|d| signature_check(d.signature(), d.result()))
+            .collect(),
+        dmarc: dmarc_outcome(&dmarc.result()),
+        dmarc_domain: dmarc.domain().to_string(),
+        dmarc_policy: match dmarc.policy() {
+            Policy::Reject if dmarc_record => DmarcPolicy::Reject,
+            Policy::Quarantine if dmarc_record => DmarcPolicy::Quarantine,
+            _ => DmarcPolicy::None,
+        },
+        header: results.to_string(),
+    })
+}

@@ -1,0 +1,150 @@
+"""auth-results and dmarc end to end: messages signed with dkimpy (an
+independent DKIM implementation) by keys made here, SPF, DKIM and DMARC
+records served by a dnsmasq on loopback, sent with smtplib to a real waraka."""
+
+import base64
+import email
+import email.utils
+import smtplib
+import subprocess
+import tempfile
+import unittest
+
+import dkim
+
+from harness import Waraka, dnsmasq, free_port
+
+
+def rsa_key():
+    """A fresh 2048-bit RSA key: (private key PEM, public key as DKIM p= base64)."""
+    private = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                             check=True, capture_output=True).stdout
+    public = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=private,
+                            check=True, capture_output=True).stdout
+    return private, base64.b64encode(public).decode()
+
+
+def txt(name, text):
+    """A dnsmasq TXT record; long texts are split into 200-byte strings (the
+    text must not contain commas, which separate them)."""
+    parts = [text[i:i + 200] for i in range(0, len(text), 200)]
+    return f"--txt-record={name}," + ",".join(parts)
+
+
+def message(author, subject="hello", body="Hi.\r\n"):
+    return (f"From: Author <{author}>\r\nTo: rcpt@example.com\r\nSubject: {subject}\r\n"
+            f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{subject.replace(' ', '.')}@test>\r\n\r\n{body}").encode()
+
+
+def sign(raw, domain, key):
+    return dkim.sign(raw, b"sel", domain.encode(), key,
+                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + raw
+
+
+class AuthResultsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.key, public = rsa_key()
+        dead = free_port()
+        cls.dns = dnsmasq([
+            txt("sel._domainkey.signed.test", f"v=DKIM1; k=rsa; p={public}"),
+            txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
+            txt("signed.test", "v=spf1 ip4:192.0.2.1 -all"),
+            txt("spf.test", "v=spf1 ip4:127.0.0.0/8 -all"),
+            txt("_dmarc.spf.test", "v=DMARC1; p=reject"),
+            txt("quarantine.test", "v=spf1 -all"),
+            txt("_dmarc.quarantine.test", "v=DMARC1; p=quarantine"),
+            txt("lenient.test", "v=spf1 -all"),
+            txt("_dmarc.lenient.test", "v=DMARC1; p=none"),
+            txt("other.test", "v=spf1 -all"),
+            "--local=/test/",  # names not listed here are NXDOMAIN, not REFUSED
+            f"--server=/servfail.test/127.0.0.1#{dead}",
+        ])
+
+        def setup(server):
+            server.edit("waraka.toml", lambda t: t + f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "1s"\n')
+            server.edit("config/host_list", lambda t: t + "example.com\n")
+
+        cls.server = Waraka(["auth-results", "dmarc", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.dns.stop()
+
+    def send(self, sender, raw, server=None):
+        before = set((server or self.server).maildir())
+        with smtplib.SMTP("127.0.0.1", (server or self.server).port, local_hostname="client.example", timeout=30) as s:
+            s.ehlo()
+            s.mail(sender)
+            s.rcpt("rcpt@example.com")
+            code, text = s.data(raw)
+            if code != 250:
+                return code, text.decode(), None
+        stored = [p for p in (server or self.server).maildir() if p not in before]
+        self.assertEqual(len(stored), 1)
+        return 250, "", email.message_from_bytes(stored[0].read_bytes())
+
+    def test_a_signed_message_passes_dkim_and_dmarc_and_is_recorded(self):
+        code, _, stored = self.send("bounce@other.test", sign(message("a@signed.test", "signed"), "signed.test", self.key))
+        self.assertEqual(code, 250)
+        results = " ".join(stored["Authentication-Results"].split())
+        self.assertTrue(results.startswith(self.server_hostname() + ";"), results)
+        self.assertIn("dkim=pass", results)
+        self.assertIn("header.i=@signed.test header.s=sel", results)
+        self.assertIn("spf=fail", results, "other.test allows no one")
+        self.assertIn("dmarc=pass", results)
+        self.server.wait_for_log(r"spf=fail \(other\.test\) dkim=pass signed\.test dmarc=pass \(signed\.test, policy reject\)")
+
+    def test_a_message_changed_after_signing_is_rejected_by_p_reject(self):
+        signed = sign(message("a@signed.test", "tampered"), "signed.test", self.key)
+        code, text, _ = self.send("a@signed.test", signed.replace(b"Hi.", b"Hi!"))
+        self.assertEqual((code, text), (550, "5.7.1 Message rejected by the DMARC policy of signed.test"))
+
+    def test_an_aligned_spf_pass_satisfies_dmarc_without_a_signature(self):
+        code, _, stored = self.send("a@spf.test", message("b@spf.test", "spf pass"))
+        self.assertEqual(code, 250)
+        results = " ".join(stored["Authentication-Results"].split())
+        self.assertIn("spf=pass", results)
+        self.assertNotIn("dkim=", results, "no signature, no dkim result")
+        self.assertIn("dmarc=pass", results)
+
+    def test_p_quarantine_marks_the_message(self):
+        code, _, stored = self.send("a@quarantine.test", message("a@quarantine.test", "quarantined"))
+        self.assertEqual(code, 250)
+        self.assertEqual(stored["X-Quarantine"], "dmarc; domain=quarantine.test")
+        self.assertIn("dmarc=fail", " ".join(stored["Authentication-Results"].split()))
+
+    def test_p_none_only_records_the_failure(self):
+        code, _, stored = self.send("a@lenient.test", message("a@lenient.test", "lenient"))
+        self.assertEqual(code, 250)
+        self.assertIsNone(stored["X-Quarantine"])
+        self.assertIn("dmarc=fail", " ".join(stored["Authentication-Results"].split()))
+
+    def test_a_dns_failure_is_a_temporary_failure_not_an_accept(self):
+        code, text, _ = self.send("a@x.servfail.test", message("a@x.servfail.test", "servfail"))
+        self.assertEqual((code, text[:6]), (451, "4.4.3 "))
+
+    def test_without_the_grant_dmarc_tempfails_and_auth_results_lets_mail_through(self):
+        def ungranted(server):
+            server.edit("waraka.toml", lambda t: t.replace('grants = ["authentication"]', "grants = []"))
+            server.edit("config/host_list", lambda t: t + "example.com\n")
+
+        for chain, expected in ((["dmarc", "rcpt_to.in_host_list", "queue/maildir"], 451),
+                                (["auth-results", "rcpt_to.in_host_list", "queue/maildir"], 250)):
+            server = Waraka(chain, setup=ungranted)
+            try:
+                code, _, stored = self.send("a@signed.test", message("a@signed.test", "ungranted"), server=server)
+                self.assertEqual(code, expected, chain)
+                if stored:
+                    self.assertIsNone(stored["Authentication-Results"])
+            finally:
+                server.stop()
+
+    def server_hostname(self):
+        line = self.server.wait_for_log(r"hostname=")
+        return line.split("hostname=")[1].split()[0].strip('"')
+
+
+if __name__ == "__main__":
+    unittest.main()
