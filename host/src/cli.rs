@@ -81,9 +81,15 @@ enum PluginCommand {
         /// Where to create the skeleton.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Source language (only rust for now).
+        /// Source language: rust or python.
         #[arg(long, default_value = "rust")]
         lang: String,
+    },
+    /// Build a plugin skeleton's component with its language's toolchain.
+    Build {
+        /// The plugin directory (with Cargo.toml or app.py).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -114,11 +120,15 @@ pub fn main() -> Result<()> {
             Command::Plugin {
                 command: PluginCommand::New { name, dir, lang },
             } => {
-                if lang != "rust" {
-                    bail!("--lang {lang}: only rust skeletons exist so far");
-                }
-                let path = scaffold::new_rust_plugin(&dir, &name)?;
+                let path = scaffold::new_plugin(&dir, &name, lang.parse()?)?;
                 println!("created {}; see its README.md", path.display());
+                Ok(())
+            }
+            Command::Plugin {
+                command: PluginCommand::Build { dir },
+            } => {
+                let wasm = scaffold::build_plugin(&dir)?;
+                println!("built {}", wasm.display());
                 Ok(())
             }
         }

@@ -1,9 +1,31 @@
-//! `waraka plugin new`: a self-contained, buildable Rust plugin skeleton
-//! (source, README, doc, config stub, a copy of the SDK and the WIT), like
-//! `haraka -p`.
+//! `waraka plugin new`: a self-contained, buildable plugin skeleton (source,
+//! README, doc, config stub, a copy of the SDK and the WIT), like `haraka -p`,
+//! in Rust or Python; and `waraka plugin build`, which runs the language's
+//! build for such a directory.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A language a plugin skeleton can be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Rust,
+    Python,
+}
+
+impl std::str::FromStr for Lang {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Lang> {
+        match s {
+            "rust" => Ok(Lang::Rust),
+            "python" => Ok(Lang::Python),
+            other => bail!("--lang {other}: skeletons exist for rust and python"),
+        }
+    }
+}
+
+const PYTHON_SDK: &str = include_str!("../../sdk/python/waraka_plugin.py");
 
 const SDK_FILES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../../guest-plugins/sdk/src/lib.rs")),
@@ -42,19 +64,39 @@ fn package_name(name: &str) -> String {
         .collect()
 }
 
-/// Writes the skeleton of plugin `name` into `dir/<last part of name>` and returns that path.
-pub fn new_rust_plugin(dir: &Path, name: &str) -> Result<PathBuf> {
+/// Writes the skeleton of plugin `name` in `lang` into `dir/<last part of
+/// name>` and returns that path.
+pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     let valid = !name.is_empty()
         && name.split('/').all(|p| !p.is_empty() && !p.starts_with('.'))
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
     if !valid {
         bail!("plugin name {name:?}: use letters, digits, '.', '_', '-' and '/' (e.g. rcpt_to.my_check)");
     }
-    let package = package_name(name);
     let root = dir.join(name.rsplit('/').next().expect("non-empty"));
     if root.exists() {
         bail!("{} already exists", root.display());
     }
+    match lang {
+        Lang::Rust => rust_files(&root, name)?,
+        Lang::Python => python_files(&root, name)?,
+    }
+    write(
+        &root.join(format!("docs/{name}.md")),
+        &format!("# {name}\n\nWhat it does, which hooks it uses, and its configuration (`config/{name}.list`).\n"),
+    )?;
+    write(
+        &root.join(format!("config/{name}.list")),
+        "# Recipients this plugin refuses, one address per line.\n",
+    )?;
+    for (file, text) in WIT_FILES {
+        write(&root.join("wit").join(file), text)?;
+    }
+    Ok(root)
+}
+
+fn rust_files(root: &Path, name: &str) -> Result<()> {
+    let package = package_name(name);
     write(
         &root.join("Cargo.toml"),
         &format!(
@@ -134,14 +176,6 @@ WIT in `wit/`.
         ),
     )?;
     write(
-        &root.join(format!("docs/{name}.md")),
-        &format!("# {name}\n\nWhat it does, which hooks it uses, and its configuration (`config/{name}.list`).\n"),
-    )?;
-    write(
-        &root.join(format!("config/{name}.list")),
-        "# Recipients this plugin refuses, one address per line.\n",
-    )?;
-    write(
         &root.join("waraka-plugin/Cargo.toml"),
         "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\nregex-lite = \"0.1\"\n",
     )?;
@@ -151,10 +185,106 @@ WIT in `wit/`.
             &text.replace("\"../../wit\"", "\"../wit\""),
         )?;
     }
-    for (file, text) in WIT_FILES {
-        write(&root.join("wit").join(file), text)?;
+    Ok(())
+}
+
+fn python_files(root: &Path, name: &str) -> Result<()> {
+    write(
+        &root.join("app.py"),
+        &format!(
+            r#""""`{name}`: describe what this plugin decides."""
+
+from waraka_plugin import Err, Plugin, config, cont, deny, info
+
+
+class Hooks(Plugin):
+    NAME = "{name}"
+    VERSION = "0.1.0"
+
+    # Define the hooks you need; the host calls no others.
+    def rcpt(self, recipient):
+        # Lines of config/{name}.list, if the instance has one.
+        try:
+            blocked = config.lines("{name}.list")
+        except Err:
+            blocked = []
+        address = f"{{recipient.local_part}}@{{recipient.domain}}".lower()
+        if address in (b.lower() for b in blocked):
+            info(f"refusing {{address}}")
+            return deny("Recipient refused by policy", code=550, enhanced="5.7.1")
+        return cont
+"#
+        ),
+    )?;
+    write(&root.join("waraka_plugin.py"), PYTHON_SDK)?;
+    let file_name = format!("{}.wasm", name.rsplit('/').next().expect("non-empty"));
+    write(
+        &root.join("README.md"),
+        &format!(
+            r#"# {name}
+
+A Waraka plugin written in Python, built into a WebAssembly component with
+componentize-py.
+
+## Build
+
+    pip install componentize-py==0.25.1      # once
+    waraka plugin build .                     # or, by hand:
+    componentize-py -d wit -w plugin componentize app -o {file_name}
+
+Check it and install it:
+
+    waraka plugin check {file_name}
+    cp {file_name} INSTANCE/plugins/{name}.wasm
+
+Add `"{name}"` to the `plugins` list in `INSTANCE/waraka.toml` to place it in
+the chain, and put its configuration in `INSTANCE/config/{name}.*` (see
+`config/`). The hook API is `waraka_plugin.py`; the WIT is in `wit/`. The
+component is about 18 MB (it carries CPython); the server compiles it once
+and caches the result.
+"#
+        ),
+    )?;
+    Ok(())
+}
+
+/// Builds the plugin skeleton in `dir` with its language's toolchain and
+/// returns the component's path: `cargo` for a Rust plugin (`Cargo.toml`),
+/// componentize-py for a Python one (`app.py`, giving `DIR/<dir name>.wasm`).
+pub fn build_plugin(dir: &Path) -> Result<PathBuf> {
+    let dir = dir.canonicalize().with_context(|| format!("{}", dir.display()))?;
+    let (mut command, output) = if dir.join("Cargo.toml").exists() {
+        let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml"))?)?;
+        let package = manifest
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .context("Cargo.toml has no package name")?;
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.args(["build", "--release", "--target", "wasm32-wasip2"]);
+        let wasm = format!("{}.wasm", package.replace('-', "_"));
+        (cargo, target.join("wasm32-wasip2/release").join(wasm))
+    } else if dir.join("app.py").exists() {
+        let name = dir.file_name().and_then(|n| n.to_str()).context("directory name")?;
+        let output = dir.join(format!("{name}.wasm"));
+        let mut componentize = Command::new("componentize-py");
+        componentize
+            .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
+            .arg(&output);
+        (componentize, output)
+    } else {
+        bail!("{}: no Cargo.toml (Rust) or app.py (Python) to build", dir.display());
+    };
+    let program = command.get_program().to_string_lossy().into_owned();
+    let status = command
+        .current_dir(&dir)
+        .status()
+        .with_context(|| format!("running {program} (is it installed? see the README)"))?;
+    if !status.success() {
+        bail!("{program} failed ({status})");
     }
-    Ok(root)
+    Ok(output)
 }
 
 #[cfg(test)]

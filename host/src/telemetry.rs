@@ -17,6 +17,15 @@ pub const CONNECTIONS: &str = "waraka_connections_total";
 /// Client connections open now (gauge).
 pub const CONNECTIONS_OPEN: &str = "waraka_connections_open";
 
+/// Wall-clock time of one plugin hook call (`plugin`, `hook`), in seconds.
+pub const PLUGIN_HOOK_SECONDS: &str = "waraka_plugin_hook_seconds";
+/// Time to create a plugin instance for a connection (`plugin`), in seconds.
+pub const PLUGIN_INSTANTIATE_SECONDS: &str = "waraka_plugin_instantiate_seconds";
+/// Fuel (about one unit per wasm instruction) plugins used (`plugin`).
+pub const PLUGIN_FUEL: &str = "waraka_plugin_fuel_total";
+/// Plugin faults (`plugin`, `kind`: trap, fuel, timeout, memory, instantiate).
+pub const PLUGIN_FAULTS: &str = "waraka_plugin_faults_total";
+
 /// One unit of a gauge, held until dropped (an open connection).
 pub struct Held(metrics::Gauge);
 
@@ -39,12 +48,38 @@ const DELIVERY_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 259200.0,
 ];
 
+/// Bucket bounds of the plugin latency histograms, in seconds (1 µs … 10 s).
+const PLUGIN_BUCKETS: &[f64] = &[
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.000_1,
+    0.000_25,
+    0.000_5,
+    0.001,
+    0.002_5,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+];
+
 /// Installs the Prometheus exporter, listening on `listen` (`/metrics`).
 /// Call once, inside the Tokio runtime.
 pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(listen)
         .set_buckets_for_metric(Matcher::Full(OUTBOUND_DELIVERY_SECONDS.into()), DELIVERY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Prefix("waraka_plugin_".into()), PLUGIN_BUCKETS)?
         .install()
         .with_context(|| format!("metrics listener on {listen}"))?;
     metrics::describe_gauge!(
@@ -58,6 +93,21 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "Time from queueing to delivery, per delivered recipient"
     );
     metrics::describe_counter!(CONNECTIONS, "Client connections accepted");
+    metrics::describe_histogram!(
+        PLUGIN_HOOK_SECONDS,
+        metrics::Unit::Seconds,
+        "Wall-clock time of one plugin hook call"
+    );
+    metrics::describe_histogram!(
+        PLUGIN_INSTANTIATE_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to create a plugin instance for a connection"
+    );
+    metrics::describe_counter!(
+        PLUGIN_FUEL,
+        "Fuel used by plugin hook calls (about one unit per instruction)"
+    );
+    metrics::describe_counter!(PLUGIN_FAULTS, "Plugin faults by kind");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
     Ok(())
 }

@@ -114,6 +114,15 @@ def enable_tls(server, name):
     server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
 
+def prometheus(port):
+    """The /metrics text of a server's `[metrics] listen` port, as {'name{labels}': value}."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
 def free_port():
     """A port free for both TCP and UDP on 127.0.0.1 right now."""
     import socket

@@ -12,9 +12,8 @@ import smtplib
 import subprocess
 import time
 import unittest
-import urllib.request
 
-from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port
+from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus
 
 RECORDS = [
     "--local=/test/",  # authoritative: unknown names are NXDOMAIN
@@ -193,10 +192,7 @@ class OutboundTest(unittest.TestCase):
         self.assertEqual(self.bounces_for("double"), [])
 
     def metrics(self):
-        """The Prometheus text of the server, as {'name{labels}': value}."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines() if line and not line.startswith("#")}
+        return prometheus(self.metrics_port)
 
     def test_metrics_count_results_latency_and_depth(self):
         delivered = 'waraka_outbound_recipients_total{result="delivered"}'

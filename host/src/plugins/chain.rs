@@ -6,14 +6,15 @@ use super::bindings::{Plugin, types};
 use super::imports::{address_to_wit, verdict_from_wit, verdict_to_wit};
 use super::limits::OnError;
 use super::loader::{LoadedPlugin, PluginSet};
-use super::runtime::{Runtime, arm};
+use super::runtime::{Runtime, arm, fuel_budget};
 use super::store::StoreState;
 use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
 use crate::protocol::Reply;
 use crate::session::SharedConnection;
+use crate::telemetry;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::warn;
 use wasmtime::{Store, Trap};
 
@@ -25,6 +26,19 @@ pub enum Fault {
     Timeout,
     MemoryCap,
     Instantiate(String),
+}
+
+impl Fault {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Trap(_) => "trap",
+            Fault::OutOfFuel => "fuel",
+            Fault::Timeout => "timeout",
+            Fault::MemoryCap => "memory",
+            Fault::Instantiate(_) => "instantiate",
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -87,6 +101,17 @@ enum Call<'a> {
     Deny(&'a types::Denial),
 }
 
+impl Call<'_> {
+    /// The WIT name of the function called.
+    fn name(&self) -> &'static str {
+        match self {
+            Call::Hook(call) => call.hook().name(),
+            Call::Capabilities => "capabilities",
+            Call::Deny(_) => "deny",
+        }
+    }
+}
+
 enum Answer {
     Verdict(Verdict),
     Keywords(Vec<String>),
@@ -114,13 +139,19 @@ impl Chain {
     }
 
     async fn instantiate(runtime: Runtime, conn: SharedConnection, plugin: &LoadedPlugin) -> Result<Live, Fault> {
+        let started = Instant::now();
         let mut store = runtime
             .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, Some(conn))
             .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
         arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
         let outcome = tokio::time::timeout(plugin.limits.timeout, plugin.pre.instantiate_async(&mut store)).await;
-        let plugin = classify(outcome, store.data().limiter.hit)?;
-        Ok(Live { store, plugin })
+        let instance = classify(outcome, store.data().limiter.hit)?;
+        metrics::histogram!(telemetry::PLUGIN_INSTANTIATE_SECONDS, "plugin" => plugin.name.clone())
+            .record(started.elapsed());
+        Ok(Live {
+            store,
+            plugin: instance,
+        })
     }
 
     async fn invoke(&mut self, index: usize, call: Call<'_>) -> Result<Answer, Fault> {
@@ -130,6 +161,7 @@ impl Chain {
             None => Self::instantiate(self.runtime.clone(), self.conn.clone(), &loaded).await?,
         };
         arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
+        let hook_name = call.name();
         let hooks = live.plugin.waraka_plugin_hooks();
         let store = &mut live.store;
         let run = async {
@@ -170,8 +202,17 @@ impl Chain {
                 },
             }
         };
+        let started = Instant::now();
         let outcome = tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run).await;
+        let elapsed = started.elapsed();
         let answer = classify(outcome, live.store.data().limiter.hit)?;
+        let plugin = loaded.name.clone();
+        let fuel = live
+            .store
+            .get_fuel()
+            .map_or(0, |left| fuel_budget(&loaded.limits).saturating_sub(left));
+        metrics::counter!(telemetry::PLUGIN_FUEL, "plugin" => plugin.clone()).increment(fuel);
+        metrics::histogram!(telemetry::PLUGIN_HOOK_SECONDS, "plugin" => plugin, "hook" => hook_name).record(elapsed);
         self.live[index] = Some(live);
         Ok(answer)
     }
@@ -179,6 +220,8 @@ impl Chain {
     fn report(&self, index: usize, hook: Hook, fault: &Fault) {
         let plugin = &self.set.plugins[index];
         warn!(plugin = %plugin.name, hook = %hook, on_error = ?plugin.limits.on_error, "plugin fault: {fault}");
+        metrics::counter!(telemetry::PLUGIN_FAULTS, "plugin" => plugin.name.clone(), "kind" => fault.kind())
+            .increment(1);
     }
 
     /// Runs the `deny` hook; true when a plugin overrides the rejection.

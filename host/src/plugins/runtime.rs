@@ -230,9 +230,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The fuel one hook call starts with (`fuel = 0`: unlimited).
+pub(super) fn fuel_budget(limits: &PluginLimits) -> u64 {
+    if limits.fuel == 0 { u64::MAX } else { limits.fuel }
+}
+
 /// Arms a store for one hook call: fresh fuel and a fresh deadline.
 pub(super) fn arm(store: &mut Store<StoreState>, limits: &PluginLimits) -> Result<()> {
-    store.set_fuel(if limits.fuel == 0 { u64::MAX } else { limits.fuel })?;
+    store.set_fuel(fuel_budget(limits))?;
     store.data_mut().deadline = Instant::now() + limits.timeout;
     store.data_mut().limiter.hit = false;
     store.set_epoch_deadline(1);
