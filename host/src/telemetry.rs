@@ -5,6 +5,24 @@
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Set once an exporter is installed: per-call metrics (hook dispatch)
+/// are not even built without one.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a metrics exporter is installed.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Records one plugin hook call: its wall-clock time and the fuel it used.
+pub fn plugin_call(plugin: &Arc<str>, hook: &'static str, elapsed: Duration, fuel: u64) {
+    metrics::counter!(PLUGIN_FUEL, "plugin" => plugin.clone()).increment(fuel);
+    metrics::histogram!(PLUGIN_HOOK_SECONDS, "plugin" => plugin.clone(), "hook" => hook).record(elapsed);
+}
 
 /// Queue entries waiting or being delivered (gauge).
 pub const OUTBOUND_QUEUE_DEPTH: &str = "waraka_outbound_queue_depth";
@@ -82,6 +100,7 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         .set_buckets_for_metric(Matcher::Prefix("waraka_plugin_".into()), PLUGIN_BUCKETS)?
         .install()
         .with_context(|| format!("metrics listener on {listen}"))?;
+    EXPORTING.store(true, Ordering::Relaxed);
     metrics::describe_gauge!(
         OUTBOUND_QUEUE_DEPTH,
         "Outbound queue entries waiting or being delivered"

@@ -5,7 +5,7 @@
 //! crate); this plugin decides what to do with them. Settings:
 //! `config/auth-results.ini`.
 
-use waraka_plugin::authentication::{self, Outcome, Results};
+use waraka_plugin::authentication::{Outcome, Results};
 use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, session};
 
 const SETTINGS: &str = "auth-results.ini";
@@ -26,14 +26,6 @@ fn dkim_summary(results: &Results) -> String {
     }
 }
 
-fn policy_name(policy: authentication::Policy) -> &'static str {
-    match policy {
-        authentication::Policy::None => "none",
-        authentication::Policy::Quarantine => "quarantine",
-        authentication::Policy::Reject => "reject",
-    }
-}
-
 /// The transaction notes `auth-results.*` that later plugins read.
 fn note(results: &Results) {
     let entries = [
@@ -42,10 +34,7 @@ fn note(results: &Results) {
         ("auth-results.dkim", dkim_summary(results)),
         ("auth-results.dmarc", results.dmarc.as_str().to_string()),
         ("auth-results.dmarc-domain", results.dmarc_domain.clone()),
-        (
-            "auth-results.dmarc-policy",
-            policy_name(results.dmarc_policy).to_string(),
-        ),
+        ("auth-results.dmarc-policy", results.dmarc_policy.as_str().to_string()),
     ];
     for (key, value) in entries {
         if let Err(e) = notes::set(Scope::Transaction, key, &value) {
@@ -64,16 +53,12 @@ impl Plugin for AuthResults {
         if session::relaying() && settings.bool("skip_relaying", true) {
             return Verdict::Cont;
         }
-        let results = match authentication::verify() {
-            Ok(results) => results,
-            Err(e) => {
-                waraka_plugin::warn!("sender authentication failed: {e:?}");
-                return if settings.get("on_error").as_deref() == Some("tempfail") {
-                    Verdict::denysoft_code(451, "4.3.0", "Unable to verify the sender now, try later")
-                } else {
-                    Verdict::Cont
-                };
-            }
+        let Some(results) = waraka_plugin::verified_sender() else {
+            return if settings.get("on_error").as_deref() == Some("tempfail") {
+                Verdict::denysoft_code(451, "4.3.0", "Unable to verify the sender now, try later")
+            } else {
+                Verdict::Cont
+            };
         };
         waraka_plugin::info!(
             "spf={} ({}) dkim={} dmarc={} ({}, policy {})",
@@ -82,7 +67,7 @@ impl Plugin for AuthResults {
             dkim_summary(&results),
             results.dmarc.as_str(),
             results.dmarc_domain,
-            policy_name(results.dmarc_policy)
+            results.dmarc_policy.as_str()
         );
         note(&results);
         if settings.bool("add_header", true)

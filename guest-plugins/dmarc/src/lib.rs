@@ -6,7 +6,7 @@
 //! verification is the host's (the `authentication` capability, shared with
 //! `auth-results`). Settings: `config/dmarc.ini`.
 
-use waraka_plugin::authentication::{self, Outcome, Policy};
+use waraka_plugin::authentication::{Outcome, Policy};
 use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, session};
 
 const SETTINGS: &str = "dmarc.ini";
@@ -65,16 +65,12 @@ impl Plugin for Dmarc {
             return Verdict::Cont;
         }
         let tempfail = || Verdict::denysoft_code(451, "4.4.3", "Unable to verify the sender's DMARC policy, try later");
-        let results = match authentication::verify() {
-            Ok(results) => results,
-            Err(e) => {
-                waraka_plugin::warn!("sender authentication failed: {e:?}");
-                return if settings.get("on_error").as_deref() == Some("continue") {
-                    Verdict::Cont
-                } else {
-                    tempfail()
-                };
-            }
+        let Some(results) = waraka_plugin::verified_sender() else {
+            return if settings.get("on_error").as_deref() == Some("continue") {
+                Verdict::Cont
+            } else {
+                tempfail()
+            };
         };
         let domain = results.dmarc_domain.as_str();
         set_note("dmarc", results.dmarc.as_str());
@@ -82,8 +78,8 @@ impl Plugin for Dmarc {
             Outcome::Fail => {
                 let chosen = action(&settings, results.dmarc_policy);
                 waraka_plugin::info!(
-                    "DMARC fails for {domain} (policy {:?}): {chosen:?}",
-                    results.dmarc_policy
+                    "DMARC fails for {domain} (policy {}): {chosen:?}",
+                    results.dmarc_policy.as_str()
                 );
                 match chosen {
                     Action::Reject => Verdict::deny_code(

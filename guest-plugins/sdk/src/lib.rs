@@ -350,6 +350,26 @@ impl authentication::Outcome {
     }
 }
 
+impl authentication::Policy {
+    /// The policy's name in a DMARC record: `none`, `quarantine` or `reject`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            authentication::Policy::None => "none",
+            authentication::Policy::Quarantine => "quarantine",
+            authentication::Policy::Reject => "reject",
+        }
+    }
+}
+
+/// The SPF/DKIM/DMARC results of the current message (the `authentication`
+/// capability); `None`, logged with the reason, when verification could not
+/// run (no grant, timeout, no message yet).
+pub fn verified_sender() -> Option<authentication::Results> {
+    authentication::verify()
+        .inspect_err(|e| warn!("sender authentication failed: {e:?}"))
+        .ok()
+}
+
 /// Whether `ip` is an address no public list or DNS knows: private (RFC 1918,
 /// unique local), loopback, link-local or unspecified.
 pub fn is_private_ip(ip: std::net::IpAddr) -> bool {

@@ -146,8 +146,10 @@ impl Chain {
         arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
         let outcome = tokio::time::timeout(plugin.limits.timeout, plugin.pre.instantiate_async(&mut store)).await;
         let instance = classify(outcome, store.data().limiter.hit)?;
-        metrics::histogram!(telemetry::PLUGIN_INSTANTIATE_SECONDS, "plugin" => plugin.name.clone())
-            .record(started.elapsed());
+        if telemetry::exporting() {
+            metrics::histogram!(telemetry::PLUGIN_INSTANTIATE_SECONDS, "plugin" => plugin.name.clone())
+                .record(started.elapsed());
+        }
         Ok(Live {
             store,
             plugin: instance,
@@ -206,13 +208,13 @@ impl Chain {
         let outcome = tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run).await;
         let elapsed = started.elapsed();
         let answer = classify(outcome, live.store.data().limiter.hit)?;
-        let plugin = loaded.name.clone();
-        let fuel = live
-            .store
-            .get_fuel()
-            .map_or(0, |left| fuel_budget(&loaded.limits).saturating_sub(left));
-        metrics::counter!(telemetry::PLUGIN_FUEL, "plugin" => plugin.clone()).increment(fuel);
-        metrics::histogram!(telemetry::PLUGIN_HOOK_SECONDS, "plugin" => plugin, "hook" => hook_name).record(elapsed);
+        if telemetry::exporting() {
+            let fuel = live
+                .store
+                .get_fuel()
+                .map_or(0, |left| fuel_budget(&loaded.limits).saturating_sub(left));
+            telemetry::plugin_call(&loaded.name, hook_name, elapsed, fuel);
+        }
         self.live[index] = Some(live);
         Ok(answer)
     }
