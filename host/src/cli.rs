@@ -81,13 +81,13 @@ enum PluginCommand {
         /// Where to create the skeleton.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Source language: rust or python.
+        /// Source language: rust, js, python or c.
         #[arg(long, default_value = "rust")]
         lang: String,
     },
     /// Build a plugin skeleton's component with its language's toolchain.
     Build {
-        /// The plugin directory (with Cargo.toml or app.py).
+        /// The plugin directory (with Cargo.toml, app.js, app.py or app.c).
         #[arg(default_value = ".")]
         dir: PathBuf,
     },

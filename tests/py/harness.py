@@ -5,6 +5,7 @@ edit the instance, then `waraka run --listen ROLE=127.0.0.1:0` for each role;
 the ports come from the log. Every log line is kept for assertions.
 """
 
+import contextlib
 import os
 import pathlib
 import re
@@ -84,7 +85,18 @@ class Waraka:
                 if re.search(pattern, line):
                     return line
             time.sleep(0.05)
-        raise AssertionError(f"no log line matches {pattern!r}")
+        tail = "".join(self.log[-20:])
+        raise AssertionError(f"no log line matches {pattern!r}; the log ends with:\n{tail}")
+
+    @contextlib.contextmanager
+    def stopped_on_error(self):
+        """Stops the server when the block fails (as in a `setUpClass`, whose
+        failure skips `tearDownClass`), then lets the error through."""
+        try:
+            yield self
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         self.proc.terminate()
@@ -94,6 +106,50 @@ class Waraka:
 
     def maildir(self):
         return sorted(p for p in (self.dir / "maildir").rglob("*") if p.is_file())
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+"""The repository."""
+
+
+def waraka_plugin(*args, timeout=900):
+    """Runs `waraka plugin ARGS`; fails with its output when it fails."""
+    done = subprocess.run([BIN, "plugin", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise AssertionError(f"waraka plugin {' '.join(map(str, args))} failed:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def example_plugin(example, sdk_files, into):
+    """Lays out an example plugin as `waraka plugin new` lays out a skeleton:
+    the example's files, the language's SDK files and `wit/`, in INTO/<name>."""
+    root = pathlib.Path(into) / example.name
+    shutil.copytree(example, root, ignore=shutil.ignore_patterns("__pycache__"))
+    for sdk in sdk_files:
+        shutil.copy(sdk, root)
+    shutil.copytree(ROOT / "wit", root / "wit")
+    return root
+
+
+def timed_build(root):
+    """`waraka plugin build ROOT`: the component's path and the seconds it took."""
+    started = time.monotonic()
+    built = waraka_plugin("build", root)
+    last = built.stdout.strip().splitlines()[-1]
+    return pathlib.Path(last.removeprefix("built ")), time.monotonic() - started
+
+
+def install_plugin(server, wasm, name):
+    """Installs WASM as plugins/NAME.wasm as the docs say: copy to a temporary
+    name, then rename, so a running server never sees half a file."""
+    part = server.dir / "plugins" / f".{pathlib.Path(name).name}.part"
+    shutil.copy(wasm, part)
+    part.rename(server.dir / "plugins" / f"{name}.wasm")
+
+
+def compile_ms(loaded_line):
+    """The compile time in a `plugin loaded` log line, in milliseconds."""
+    return int(re.search(r"compile_ms=(\d+)", loaded_line).group(1))
 
 
 def make_cert(cert, key, name):

@@ -7,7 +7,6 @@ import email
 import email.utils
 import smtplib
 import subprocess
-import tempfile
 import unittest
 
 import dkim

@@ -1,32 +1,19 @@
 """A plugin written in Python: examples/python/data.rfc5322_header_checks,
-built here from source with componentize-py against wit/ and the Python SDK,
+built here from source with componentize-py by `waraka plugin build`,
 dropped into a live waraka's plugins/ and driven over SMTP with smtplib."""
 
 import email.utils
 import pathlib
 import shutil
 import smtplib
-import subprocess
 import sys
 import tempfile
 import unittest
 
-from harness import BIN, Waraka, free_port, prometheus
+from harness import ROOT, Waraka, compile_ms, example_plugin, free_port, prometheus, timed_build, waraka_plugin
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples/python/data.rfc5322_header_checks"
 NAME = "data.rfc5322_header_checks"
-
-
-def componentize_py(*args):
-    """Runs componentize-py from the installed package (whatever PATH holds)."""
-    runner = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"
-    subprocess.run([sys.executable, "-c", runner, *args], check=True, capture_output=True)
-
-
-def build(out):
-    componentize_py("-d", str(ROOT / "wit"), "-w", "plugin", "componentize", "-p", str(EXAMPLE),
-                    "-p", str(ROOT / "sdk/python"), "app", "-o", str(out))
 
 
 def message(with_date=True):
@@ -38,8 +25,8 @@ class PythonPluginTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.build_dir = tempfile.TemporaryDirectory()
-        cls.wasm = pathlib.Path(cls.build_dir.name) / f"{NAME}.wasm"
-        build(cls.wasm)
+        example = example_plugin(EXAMPLE, [ROOT / "sdk/python/waraka_plugin.py"], cls.build_dir.name)
+        cls.wasm, cls.build_seconds = timed_build(example)
 
         def install(server):
             shutil.copy(cls.wasm, server.dir / "plugins" / f"{NAME}.wasm")
@@ -47,6 +34,8 @@ class PythonPluginTest(unittest.TestCase):
             server.edit("config/host_list", lambda t: t + "example.com\n")
 
         cls.server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=install)
+        with cls.server.stopped_on_error():
+            cls.loaded = cls.server.wait_for_log(rf"plugin loaded plugin={NAME} ", timeout=300)
 
     @classmethod
     def tearDownClass(cls):
@@ -59,8 +48,9 @@ class PythonPluginTest(unittest.TestCase):
         return client.data(raw)
 
     def test_the_component_loads_with_its_hooks(self):
-        line = self.server.wait_for_log(rf"plugin loaded plugin={NAME} ")
-        self.assertIn('hooks=["data-post"]', line)
+        self.assertIn('hooks=["data-post"]', self.loaded)
+        print(f"\npython {NAME}: {self.wasm.stat().st_size / 1e6:.1f} MB, build {self.build_seconds:.1f} s, "
+              f"compile {compile_ms(self.loaded) / 1000:.1f} s", file=sys.stderr)
 
     def test_a_message_without_date_is_refused_and_a_whole_one_accepted(self):
         before = len(self.server.maildir())
@@ -127,17 +117,13 @@ class PythonPluginTest(unittest.TestCase):
 class PythonSkeletonTest(unittest.TestCase):
     def test_plugin_new_writes_a_python_skeleton_that_builds_and_loads(self):
         with tempfile.TemporaryDirectory() as tmp:
-            run = lambda *args: subprocess.run([BIN, "plugin", *args], capture_output=True, text=True, timeout=600)
-            made = run("new", "rcpt_to.py_check", "--lang", "python", "--dir", tmp)
-            self.assertEqual(made.returncode, 0, made.stderr)
+            waraka_plugin("new", "rcpt_to.py_check", "--lang", "python", "--dir", tmp)
             root = pathlib.Path(tmp) / "rcpt_to.py_check"
             for file in ("app.py", "waraka_plugin.py", "README.md", "docs/rcpt_to.py_check.md",
                          "config/rcpt_to.py_check.list", "wit/world.wit"):
                 self.assertTrue((root / file).exists(), file)
-            built = run("build", str(root))
-            self.assertEqual(built.returncode, 0, built.stdout + built.stderr)
-            checked = run("check", str(root / "rcpt_to.py_check.wasm"))
-            self.assertEqual(checked.returncode, 0, checked.stderr)
+            waraka_plugin("build", root)
+            checked = waraka_plugin("check", root / "rcpt_to.py_check.wasm")
             self.assertIn("ok: rcpt_to.py_check", checked.stdout)
             self.assertIn("hooks: rcpt", checked.stdout)
 

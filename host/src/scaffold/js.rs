@@ -1,0 +1,91 @@
+//! JavaScript plugins: `app.js`, an ES module exporting `hooks`, built into a
+//! component by componentize-js (which carries the StarlingMonkey engine).
+
+use super::{base_name, component_path, install_text, run, write};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const JS_SDK: &str = include_str!("../../../sdk/js/waraka.js");
+
+/// Writes the JavaScript skeleton: `app.js` and a copy of the SDK module.
+pub(super) fn files(root: &Path, name: &str) -> Result<()> {
+    write(
+        &root.join("app.js"),
+        &format!(
+            r#"// `{name}`: describe what this plugin decides.
+
+import {{ config, cont, deny, info, plugin }} from './waraka.js';
+
+// Define the hooks you need; the host calls no others.
+export const hooks = plugin({{
+  name: '{name}',
+  version: '0.1.0',
+
+  rcpt(recipient) {{
+    // Lines of config/{name}.list, if the instance has one.
+    let blocked = [];
+    try {{
+      blocked = config.lines('{name}.list');
+    }} catch (e) {{
+      info(`{name}.list unreadable: ${{e.payload?.tag ?? e}}`);
+    }}
+    const address = `${{recipient.localPart}}@${{recipient.domain}}`.toLowerCase();
+    if (blocked.some((b) => b.toLowerCase() === address)) {{
+      info(`refusing ${{address}}`);
+      return deny('Recipient refused by policy', 550, '5.7.1');
+    }}
+    return cont;
+  }},
+}});
+"#
+        ),
+    )?;
+    write(&root.join("waraka.js"), JS_SDK)?;
+    let file_name = format!("{}.wasm", base_name(name));
+    let install = install_text(name, &file_name);
+    write(
+        &root.join("README.md"),
+        &format!(
+            r#"# {name}
+
+A Waraka plugin written in JavaScript, built into a WebAssembly component
+with componentize-js.
+
+## Build
+
+    npm install -g @bytecodealliance/componentize-js@0.23.0   # once
+    waraka plugin build .                                      # or, by hand:
+    componentize-js app.js --wit wit --world-name plugin -d http fetch-event -o {file_name}
+
+{install}
+
+The hook API is `waraka.js`. The component is about 13 MB (it carries a
+JavaScript engine); the server compiles it once and caches the result.
+"#
+        ),
+    )?;
+    Ok(())
+}
+
+/// Runs componentize-js on `app.js`, giving `DIR/<dir name>.wasm`. HTTP and
+/// the fetch event are left out: the plugin world does not import them.
+pub(super) fn build(dir: &Path) -> Result<PathBuf> {
+    let output = component_path(dir)?;
+    let mut componentize = Command::new("componentize-js");
+    componentize
+        .args([
+            "app.js",
+            "--wit",
+            "wit",
+            "--world-name",
+            "plugin",
+            "-d",
+            "http",
+            "fetch-event",
+            "-o",
+        ])
+        .arg(&output);
+    run(&mut componentize, dir)?;
+    Ok(output)
+}

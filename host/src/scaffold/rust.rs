@@ -1,0 +1,139 @@
+//! Rust plugins: a cargo package built for `wasm32-wasip2` against a copy of
+//! the `waraka-plugin` SDK crate.
+
+use super::{install_text, run, write};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SDK_FILES: &[(&str, &str)] = &[
+    ("src/lib.rs", include_str!("../../../guest-plugins/sdk/src/lib.rs")),
+    ("src/hook.rs", include_str!("../../../guest-plugins/sdk/src/hook.rs")),
+    (
+        "src/verdict.rs",
+        include_str!("../../../guest-plugins/sdk/src/verdict.rs"),
+    ),
+    (
+        "src/host_list.rs",
+        include_str!("../../../guest-plugins/sdk/src/host_list.rs"),
+    ),
+];
+
+/// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
+fn package_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Writes the Rust skeleton: a cargo package with a copy of the SDK crate.
+pub(super) fn files(root: &Path, name: &str) -> Result<()> {
+    let package = package_name(name);
+    write(
+        &root.join("Cargo.toml"),
+        &format!(
+            r#"[package]
+name = "{package}"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+waraka-plugin = {{ path = "waraka-plugin" }}
+
+[profile.release]
+opt-level = "s"
+lto = true
+strip = "debuginfo"
+
+[workspace]
+"#
+        ),
+    )?;
+    write(
+        &root.join("src/lib.rs"),
+        &format!(
+            r#"//! `{name}`: describe what this plugin decides.
+
+use waraka_plugin::{{Address, Hook, Plugin, Verdict}};
+
+struct ThisPlugin;
+
+impl Plugin for ThisPlugin {{
+    const NAME: &'static str = "{name}";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    // List every hook you implement; the host calls no others.
+    const HOOKS: &'static [Hook] = &[Hook::Rcpt];
+
+    fn rcpt(recipient: Address) -> Verdict {{
+        // Lines of config/{name}.list, if the instance has one.
+        let blocked = waraka_plugin::config::lines("{name}.list").unwrap_or_default();
+        if blocked.iter().any(|b| b.eq_ignore_ascii_case(&recipient.to_addr_spec())) {{
+            waraka_plugin::info!("refusing {{recipient}}");
+            return Verdict::deny_code(550, "5.7.1", "Recipient refused by policy");
+        }}
+        Verdict::Cont
+    }}
+}}
+
+waraka_plugin::export!(ThisPlugin);
+"#
+        ),
+    )?;
+    let file_name = format!("{}.wasm", package.replace('-', "_"));
+    let install = install_text(name, &format!("target/wasm32-wasip2/release/{file_name}"));
+    write(
+        &root.join("README.md"),
+        &format!(
+            r#"# {name}
+
+A Waraka plugin written in Rust.
+
+## Build
+
+    rustup target add wasm32-wasip2      # once
+    cargo build --release --target wasm32-wasip2
+
+The component is `target/wasm32-wasip2/release/{file_name}` (`waraka plugin
+build .` runs the same cargo command). {install}
+The hook API is documented in `waraka-plugin/src/lib.rs`.
+"#
+        ),
+    )?;
+    write(
+        &root.join("waraka-plugin/Cargo.toml"),
+        "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\nregex-lite = \"0.1\"\n",
+    )?;
+    for (file, text) in SDK_FILES {
+        write(
+            &root.join("waraka-plugin").join(file),
+            &text.replace("\"../../wit\"", "\"../wit\""),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `cargo build --release --target wasm32-wasip2` in `dir`; the component
+/// is named after the package, under `CARGO_TARGET_DIR` or `DIR/target`.
+pub(super) fn build(dir: &Path) -> Result<PathBuf> {
+    let manifest: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml"))?)?;
+    let package = manifest
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .context("Cargo.toml has no package name")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args(["build", "--release", "--target", "wasm32-wasip2"]);
+    run(&mut cargo, dir)?;
+    let wasm = format!("{}.wasm", package.replace('-', "_"));
+    Ok(target.join("wasm32-wasip2/release").join(wasm))
+}
