@@ -271,11 +271,17 @@ pub struct SmtpConfig {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub max_errors: u32,
+    pub max_junk_commands: u32,
+    pub min_data_rate: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub max_data_line: usize,
     pub max_header_size: usize,
     pub max_received: usize,
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     pub bare_newlines: BareNewlines,
     pub early_talker: EarlyTalker,
     #[serde(with = "humantime_serde")]
@@ -298,10 +304,15 @@ impl Default for SmtpConfig {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
             max_errors: s.max_errors,
+            max_junk_commands: s.max_junk_commands,
+            min_data_rate: s.min_data_rate,
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
             max_data_line: s.max_data_line,
             max_header_size: s.max_header_size,
             max_received: s.max_received,
             idle_timeout: Duration::from_secs(300),
+            shutdown_grace: s.shutdown_grace,
             bare_newlines: s.bare_newlines,
             early_talker: s.early_talker,
             banner_delay: s.banner_delay,
@@ -324,6 +335,9 @@ pub struct PluginTable {
     pub fuel: Option<u64>,
     pub memory: Option<usize>,
     pub on_error: Option<OnError>,
+    pub breaker_faults: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub breaker_backoff: Option<Duration>,
     pub grants: Option<Vec<String>>,
 }
 
@@ -456,6 +470,10 @@ impl Instance {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
             max_errors: s.max_errors,
+            max_junk_commands: s.max_junk_commands,
+            min_data_rate: s.min_data_rate,
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
             max_data_line: s.max_data_line,
             max_header_size: s.max_header_size,
             max_received: s.max_received,
@@ -469,6 +487,7 @@ impl Instance {
             },
             notes: NoteLimits::default(),
             idle_timeout: s.idle_timeout,
+            shutdown_grace: s.shutdown_grace,
             auth_max_failures: s.auth_max_failures,
             auth_failure_delay: s.auth_failure_delay,
             auth_plaintext_loopback: s.auth_plaintext_loopback,
@@ -518,6 +537,14 @@ impl Instance {
             fuel: own.fuel.or(defaults.fuel).unwrap_or(base.fuel),
             memory: own.memory.or(defaults.memory).unwrap_or(base.memory),
             on_error: own.on_error.or(defaults.on_error).unwrap_or(base.on_error),
+            breaker_faults: own
+                .breaker_faults
+                .or(defaults.breaker_faults)
+                .unwrap_or(base.breaker_faults),
+            breaker_backoff: own
+                .breaker_backoff
+                .or(defaults.breaker_backoff)
+                .unwrap_or(base.breaker_backoff),
         };
         let grants = own.grants.or(defaults.grants.clone()).unwrap_or_default();
         let mut dirs = Vec::new();

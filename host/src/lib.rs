@@ -15,6 +15,7 @@
 //! - [`config`], [`server`], [`control`], [`cli`]: the instance, sockets and commands.
 //! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
 
+pub mod admission;
 pub mod capabilities;
 pub mod cli;
 pub mod config;

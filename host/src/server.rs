@@ -1,6 +1,7 @@
 //! The TCP side: listeners, one task per connection feeding the session,
 //! idle timeouts, and a graceful stop on SIGINT/SIGTERM.
 
+use crate::admission::{Admission, Refusal, Ticket};
 use crate::capabilities::ConfigFiles;
 use crate::config::Instance;
 use crate::control;
@@ -30,6 +31,8 @@ struct Shared {
     tls: Option<Tls>,
     /// The host's outbound queue (`None` when `[outbound] enabled = false`).
     outbound: Option<Arc<dyn OutboundQueue>>,
+    /// The connection caps, shared by every listener.
+    admission: Arc<Admission>,
 }
 
 /// How long a TLS handshake may take.
@@ -89,9 +92,6 @@ impl Stream {
     }
 }
 
-/// How long in-flight sessions may finish after a stop signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// Builds the runtime and loads every plugin of the instance, in chain order.
 /// A plugin that cannot be loaded is logged and left out (see `Registry`).
 pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
@@ -110,6 +110,7 @@ pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
 /// Serves the instance until SIGINT or SIGTERM. `listen` (address and role)
 /// replaces the configured listeners when not empty.
 pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
+    raise_open_file_limit();
     let tls = instance
         .tls_files()
         .map(|(cert, key)| Tls::load(&cert, &key))
@@ -128,6 +129,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     }
     let registry = load_plugins(&instance).await?;
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
+    clear_spool(&settings.load().spool.dir);
     let outbound = match instance.outbound_settings()? {
         Some(outbound_settings) => {
             let dir = instance.outbound_queue_dir();
@@ -153,6 +155,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         settings: settings.clone(),
         tls,
         outbound: outbound.map(|o| Arc::new(o) as Arc<dyn OutboundQueue>),
+        admission: Arc::new(Admission::default()),
     });
     reload::publish_status(&instance, &registry);
     let _watcher = if instance.embedded {
@@ -185,6 +188,39 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     Ok(())
 }
 
+/// Removes what a previous run left in the spool: messages of sessions cut
+/// off by a crash, never acknowledged, so nobody waits for them.
+fn clear_spool(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let removed = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count();
+    if removed > 0 {
+        warn!(removed, dir = %dir.display(), "removed unacknowledged spool files left by a previous run");
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: every connection holds a
+/// file descriptor, and the default soft limit (often 1024) would cap
+/// connections far below `max_connections`.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            warn!("could not raise the open-file limit from {:?}: {e}", limit.current);
+        }
+    }
+}
+
 async fn wait_for_stop_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
@@ -199,8 +235,14 @@ async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let local = stream.local_addr().unwrap_or(peer);
-                    sessions.spawn(handle(stream, peer, local, role, shared.clone(), stop.clone()));
+                    let limits = shared.settings.load();
+                    match shared.admission.admit(peer.ip(), limits.max_connections, limits.max_connections_per_ip) {
+                        Ok(ticket) => {
+                            let local = stream.local_addr().unwrap_or(peer);
+                            sessions.spawn(handle(stream, peer, local, role, shared.clone(), stop.clone(), ticket));
+                        }
+                        Err(refusal) => refuse(stream, peer, refusal, shared.admission.open()),
+                    }
                 }
                 Err(e) => {
                     warn!("accept failed: {e}");
@@ -212,7 +254,8 @@ async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut
         }
     }
     drop(listener);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} });
+    let grace = shared.settings.load().shutdown_grace;
+    let drained = tokio::time::timeout(grace, async { while sessions.join_next().await.is_some() {} });
     if drained.await.is_err() {
         warn!(
             left = sessions.len(),
@@ -220,6 +263,18 @@ async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut
         );
         sessions.abort_all();
     }
+}
+
+/// Turns a connection away before any session exists: one `421` line,
+/// written without waiting (a fresh socket's buffer has room), then close.
+fn refuse(stream: TcpStream, peer: SocketAddr, refusal: Refusal, open: usize) {
+    let cap = match refusal {
+        Refusal::ServerFull => "server",
+        Refusal::ClientFull => "client",
+    };
+    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "cap" => cap).increment(1);
+    info!(%peer, cap, open, "connection refused: too many connections");
+    let _ = stream.try_write(refusal.reply());
 }
 
 async fn write_out<P: crate::policy::Policy>(stream: &mut Stream, session: &mut Session<P>) -> bool {
@@ -252,6 +307,7 @@ async fn handle(
     role: Role,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    ticket: Ticket,
 ) {
     let _ = tcp.set_nodelay(true);
     let settings = shared.settings.load_full();
@@ -269,7 +325,6 @@ async fn handle(
             shared.registry.current(),
             conn.clone(),
         );
-        let idle_timeout = settings.idle_timeout;
         let banner_delay = settings.banner_delay;
         let mut session = Session::new(chain, conn, settings).with_outbound_queue(shared.outbound.clone());
         let mut early = Vec::new();
@@ -297,12 +352,12 @@ async fn handle(
         if write_out(&mut stream, &mut session).await && flow == Flow::Continue && !early.is_empty() {
             flow = session.ingest(&early).await;
         }
-        if let Some(mut stream) = converse(stream, &mut session, flow, idle_timeout, shared.tls.as_ref(), stop).await {
+        if let Some(mut stream) = converse(stream, &mut session, flow, shared.tls.as_ref(), stop).await {
             stream.shutdown().await;
         }
         session.end().await;
         info!("disconnected");
-        drop(open);
+        drop((open, ticket));
     }
     .instrument(span)
     .await;
@@ -314,12 +369,17 @@ async fn converse<P: crate::policy::Policy>(
     mut stream: Stream,
     session: &mut Session<P>,
     mut flow: Flow,
-    idle_timeout: Duration,
     tls: Option<&Tls>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Stream> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut stopping = false;
     loop {
+        // After a stop signal, a session is closed as soon as it has no
+        // transaction open: the one in progress is allowed to finish.
+        if stopping && flow == Flow::Continue && !session.in_transaction() {
+            flow = session.shutdown();
+        }
         if !write_out(&mut stream, session).await {
             return Some(stream);
         }
@@ -344,9 +404,10 @@ async fn converse<P: crate::policy::Policy>(
             }
             Flow::Continue => {}
         }
+        let deadline = session.read_deadline(std::time::Instant::now());
         flow = tokio::select! {
-            read = tokio::time::timeout(idle_timeout, stream.read(&mut buf)) => match read {
-                Err(_) => session.idle_timeout(),
+            read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => match read {
+                Err(_) => session.deadline_passed(),
                 Ok(Ok(0)) => return Some(stream),
                 Ok(Ok(n)) => session.ingest(&buf[..n]).await,
                 Ok(Err(e)) => {
@@ -354,7 +415,10 @@ async fn converse<P: crate::policy::Policy>(
                     return Some(stream);
                 }
             },
-            _ = stop.changed() => session.shutdown(),
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                Flow::Continue
+            }
         };
     }
 }

@@ -34,6 +34,29 @@ pub const OUTBOUND_DELIVERY_SECONDS: &str = "waraka_outbound_delivery_seconds";
 pub const CONNECTIONS: &str = "waraka_connections_total";
 /// Client connections open now (gauge).
 pub const CONNECTIONS_OPEN: &str = "waraka_connections_open";
+/// Client connections refused by a connection cap (`cap`: `server` or `client`).
+pub const CONNECTIONS_REFUSED: &str = "waraka_connections_refused_total";
+
+/// Transactions by how they ended (`outcome`: `accepted`, `refused` after
+/// DATA, or `abandoned` before the end of DATA).
+pub const TRANSACTIONS: &str = "waraka_transactions_total";
+/// Replies sent to clients (`class`: `2xx`, `3xx`, `4xx`, `5xx`).
+pub const REPLIES: &str = "waraka_replies_total";
+/// Times a plugin's circuit breaker opened (`plugin`).
+pub const PLUGIN_BREAKER_TRIPS: &str = "waraka_plugin_breaker_trips_total";
+/// Plugin versions loaded (`plugin`), at start-up and by hot reloads.
+pub const PLUGIN_LOADS: &str = "waraka_plugin_loads_total";
+
+/// Records one reply by its code's class.
+pub fn reply(code: u16) {
+    let class = match code / 100 {
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!(REPLIES, "class" => class).increment(1);
+}
 
 /// Wall-clock time of one plugin hook call (`plugin`, `hook`), in seconds.
 pub const PLUGIN_HOOK_SECONDS: &str = "waraka_plugin_hook_seconds";
@@ -112,6 +135,11 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "Time from queueing to delivery, per delivered recipient"
     );
     metrics::describe_counter!(CONNECTIONS, "Client connections accepted");
+    metrics::describe_counter!(CONNECTIONS_REFUSED, "Client connections refused by a connection cap");
+    metrics::describe_counter!(TRANSACTIONS, "Transactions by outcome");
+    metrics::describe_counter!(REPLIES, "Replies sent by code class");
+    metrics::describe_counter!(PLUGIN_BREAKER_TRIPS, "Times a plugin circuit breaker opened");
+    metrics::describe_counter!(PLUGIN_LOADS, "Plugin versions loaded, at start-up and by hot reloads");
     metrics::describe_histogram!(
         PLUGIN_HOOK_SECONDS,
         metrics::Unit::Seconds,

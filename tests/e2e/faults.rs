@@ -88,3 +88,30 @@ fn on_error_continue_skips_the_faulty_plugin() {
     assert!(c.cmd("RCPT TO:<trap@example.com>").starts("250"));
     server.wait_for_log("plugin fault: trap", Duration::from_secs(5));
 }
+
+#[test]
+fn a_plugin_that_keeps_failing_is_disabled_then_tried_again() {
+    let instance = faulty_instance("breaker_faults = 3\nbreaker_backoff = \"2s\"");
+    let server = Server::start(&instance);
+    let mut c = server.client();
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    for _ in 0..3 {
+        assert!(c.cmd("RCPT TO:<trap@example.com>").starts("451 4.3.0"));
+    }
+    let opened = server.wait_for_log("circuit breaker open", Duration::from_secs(5));
+    assert!(
+        opened.contains("plugin=\"test/faulty\"") || opened.contains("plugin=test/faulty"),
+        "{opened}"
+    );
+    // Open: the plugin is not called (no new fault), and on_error answers for it.
+    assert!(c.cmd("RCPT TO:<trap@example.com>").starts("451 4.3.0"));
+    assert!(c.cmd("RCPT TO:<fine@example.com>").starts("451 4.3.0"));
+    let faults = |server: &Server| server.log().iter().filter(|l| l.contains("plugin fault:")).count();
+    assert_eq!(faults(&server), 3);
+    // After the backoff a trial call goes through; its success closes the breaker.
+    thread::sleep(Duration::from_millis(2200));
+    assert!(c.cmd("RCPT TO:<fine@example.com>").starts("250"));
+    server.wait_for_log("circuit breaker closed: plugin re-enabled", Duration::from_secs(5));
+    assert_eq!(faults(&server), 3);
+}

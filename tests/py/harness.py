@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import shutil
+import smtplib
 import subprocess
 import tempfile
 import threading
@@ -19,7 +20,8 @@ TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / "
 GUESTS = TARGET / "wasm-guests/wasm32-wasip2/release"
 """Where the build puts plugin and fixture components (e.g. `fixture_recorder.wasm`)."""
 
-LISTENING = re.compile(r"listening address=127\.0\.0\.\d+:(\d+) role=(\w+)")
+# The listening line, as text (`listening address=… role=mx`) or as JSON.
+LISTENING = re.compile(r'listening[", ]+address"?[=:]"?127\.0\.0\.\d+:(\d+)[", ]+role"?[=:]"?(\w+)')
 BIN = os.environ.get("WARAKA_BIN") or str(TARGET / "debug/waraka")
 
 
@@ -150,6 +152,21 @@ def install_plugin(server, wasm, name):
 def compile_ms(loaded_line):
     """The compile time in a `plugin loaded` log line, in milliseconds."""
     return int(re.search(r"compile_ms=(\d+)", loaded_line).group(1))
+
+
+def hook_calls(metrics_port, plugin, hook):
+    """(calls, seconds) of PLUGIN's HOOK so far, from the server's /metrics."""
+    m = prometheus(metrics_port)
+    labels = f'{{plugin="{plugin}",hook="{hook}"}}'
+    return m.get(f"waraka_plugin_hook_seconds_count{labels}", 0), m.get(f"waraka_plugin_hook_seconds_sum{labels}", 0)
+
+
+def rcpt_replies(port, *recipients):
+    """The RCPT replies to RECIPIENTS in one transaction from a@sender.test."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+        s.ehlo("client.test")
+        s.mail("a@sender.test")
+        return [s.rcpt(r) for r in recipients]
 
 
 def make_cert(cert, key, name):

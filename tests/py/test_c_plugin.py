@@ -8,7 +8,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import (ROOT, Waraka, compile_ms, example_plugin, free_port, install_plugin, prometheus,
+from harness import (ROOT, Waraka, compile_ms, example_plugin, free_port, hook_calls, install_plugin, rcpt_replies,
                      timed_build, waraka_plugin)
 
 NAME = "rcpt_to.in_host_list"
@@ -19,10 +19,8 @@ CHAIN = ["rcpt_to.in_host_list", "relay", "queue/maildir"]
 
 def rcpt_per_call(metrics_port, plugin):
     """Mean seconds of PLUGIN's rcpt hook calls so far, and their count."""
-    m = prometheus(metrics_port)
-    labels = f'{{plugin="{plugin}",hook="rcpt"}}'
-    calls = m[f"waraka_plugin_hook_seconds_count{labels}"]
-    return m[f"waraka_plugin_hook_seconds_sum{labels}"] / calls, calls
+    calls, seconds = hook_calls(metrics_port, plugin, "rcpt")
+    return seconds / calls, calls
 
 
 def local_recipients(port, count):
@@ -101,11 +99,9 @@ class CPluginTest(unittest.TestCase):
             (self.server.dir / "config/relay.acl_allow").write_text("")
 
     def test_the_skeleton_refuses_the_recipients_of_its_list(self):
-        with smtplib.SMTP("127.0.0.1", self.server.port, timeout=60) as s:
-            s.ehlo("client.test")
-            s.mail("a@sender.test")
-            self.assertEqual(s.rcpt("BLOCKED@example.com"), (550, b"5.7.1 Recipient refused by policy"))
-            self.assertEqual(s.rcpt("fine@example.com")[0], 250)
+        refused, fine = rcpt_replies(self.server.port, "BLOCKED@example.com", "fine@example.com")
+        self.assertEqual(refused, (550, b"5.7.1 Recipient refused by policy"))
+        self.assertEqual(fine[0], 250)
         self.server.wait_for_log(r"refusing BLOCKED@example.com .*plugin=\"rcpt_to\.c_check\"")
 
     def test_rcpt_call_time_against_the_rust_plugin(self):

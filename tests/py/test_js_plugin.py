@@ -10,20 +10,13 @@ import tempfile
 import time
 import unittest
 
-from harness import (ROOT, Waraka, compile_ms, example_plugin, free_port, install_plugin, prometheus,
+from harness import (ROOT, Waraka, compile_ms, example_plugin, free_port, hook_calls, install_plugin, rcpt_replies,
                      timed_build, waraka_plugin)
 
 NAME = "rcpt_to.disposable"
 SKELETON = "rcpt_to.js_check"
 CHAIN = ["rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"]
 REPLACED = rf"plugin loaded plugin={NAME.replace('.', '[.]')} .*old_hash=\"[0-9a-f]"
-
-
-def rcpt_seconds(metrics_port, plugin):
-    """(calls, seconds) of PLUGIN's rcpt hook so far."""
-    m = prometheus(metrics_port)
-    labels = f'{{plugin="{plugin}",hook="rcpt"}}'
-    return m.get(f"waraka_plugin_hook_seconds_count{labels}", 0), m.get(f"waraka_plugin_hook_seconds_sum{labels}", 0)
 
 
 def rewrite_many(port, count):
@@ -107,17 +100,15 @@ class JsPluginTest(unittest.TestCase):
         self.server.wait_for_log(r"rewriting other-29991231@example.com .*rewrite 2 of this transaction")
 
     def test_the_skeleton_refuses_the_recipients_of_its_list(self):
-        with smtplib.SMTP("127.0.0.1", self.server.port, timeout=60) as s:
-            s.ehlo("client.test")
-            s.mail("a@sender.test")
-            self.assertEqual(s.rcpt("Blocked@example.com"), (550, b"5.7.1 Recipient refused by policy"))
-            self.assertEqual(s.rcpt("fine@example.com")[0], 250)
+        refused, fine = rcpt_replies(self.server.port, "Blocked@example.com", "fine@example.com")
+        self.assertEqual(refused, (550, b"5.7.1 Recipient refused by policy"))
+        self.assertEqual(fine[0], 250)
         self.server.wait_for_log(r"refusing blocked@example.com .*plugin=\"rcpt_to\.js_check\"")
 
     def test_rcpt_call_time_against_the_rust_plugin(self):
-        calls, seconds = rcpt_seconds(self.metrics_port, NAME)
+        calls, seconds = hook_calls(self.metrics_port, NAME, "rcpt")
         rewrite_many(self.server.port, 50)
-        calls_after, seconds_after = rcpt_seconds(self.metrics_port, NAME)
+        calls_after, seconds_after = hook_calls(self.metrics_port, NAME, "rcpt")
         self.assertEqual(calls_after - calls, 50)
         js = (seconds_after - seconds) / 50
 
@@ -130,7 +121,7 @@ class JsPluginTest(unittest.TestCase):
         server = Waraka(CHAIN, setup=rust)
         try:
             rewrite_many(server.port, 50)
-            rust_calls, rust_sum = rcpt_seconds(rust_port, NAME)
+            rust_calls, rust_sum = hook_calls(rust_port, NAME, "rcpt")
             self.assertEqual(rust_calls, 50)
         finally:
             server.stop()

@@ -151,6 +151,7 @@ mod tests {
             next_attempt_ms: 0,
             last_error: None,
             origin: "T".into(),
+            message_size: 0,
         };
         let failed = vec![(
             "bob@d.test".to_string(),

@@ -15,7 +15,7 @@ use crate::telemetry;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{debug, warn};
 use wasmtime::{Store, Trap};
 
 /// Why a plugin call failed.
@@ -26,6 +26,8 @@ pub enum Fault {
     Timeout,
     MemoryCap,
     Instantiate(String),
+    /// Not called: its circuit breaker is open after repeated faults.
+    Disabled,
 }
 
 impl Fault {
@@ -37,6 +39,7 @@ impl Fault {
             Fault::Timeout => "timeout",
             Fault::MemoryCap => "memory",
             Fault::Instantiate(_) => "instantiate",
+            Fault::Disabled => "disabled",
         }
     }
 }
@@ -49,6 +52,7 @@ impl fmt::Display for Fault {
             Fault::Timeout => f.write_str("timed out (wall-clock limit)"),
             Fault::MemoryCap => f.write_str("memory cap reached"),
             Fault::Instantiate(why) => write!(f, "instantiation failed: {why}"),
+            Fault::Disabled => f.write_str("disabled by its circuit breaker"),
         }
     }
 }
@@ -156,11 +160,26 @@ impl Chain {
         })
     }
 
+    /// Calls one plugin through its circuit breaker.
     async fn invoke(&mut self, index: usize, call: Call<'_>) -> Result<Answer, Fault> {
         let loaded = self.set.plugins[index].clone();
+        if loaded.breaker.is_open() {
+            return Err(Fault::Disabled);
+        }
+        let result = self.call_plugin(index, &loaded, call).await;
+        match &result {
+            Ok(_) => loaded.breaker.success(&loaded.name),
+            Err(_) => {
+                loaded.breaker.fault(&loaded.name, &loaded.limits);
+            }
+        }
+        result
+    }
+
+    async fn call_plugin(&mut self, index: usize, loaded: &LoadedPlugin, call: Call<'_>) -> Result<Answer, Fault> {
         let mut live = match self.live[index].take() {
             Some(live) => live,
-            None => Self::instantiate(self.runtime.clone(), self.conn.clone(), &loaded).await?,
+            None => Self::instantiate(self.runtime.clone(), self.conn.clone(), loaded).await?,
         };
         arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
         let hook_name = call.name();
@@ -221,6 +240,11 @@ impl Chain {
 
     fn report(&self, index: usize, hook: Hook, fault: &Fault) {
         let plugin = &self.set.plugins[index];
+        if *fault == Fault::Disabled {
+            // Logged once when the breaker opened, not at every held-back call.
+            debug!(plugin = %plugin.name, hook = %hook, "plugin skipped: {fault}");
+            return;
+        }
         warn!(plugin = %plugin.name, hook = %hook, on_error = ?plugin.limits.on_error, "plugin fault: {fault}");
         metrics::counter!(telemetry::PLUGIN_FAULTS, "plugin" => plugin.name.clone(), "kind" => fault.kind())
             .increment(1);

@@ -157,6 +157,9 @@ impl log::Host for StoreState {
         }
         let text = &message[..end];
         let plugin = &*self.host.plugin;
+        if !self.log_budget.take(plugin) {
+            return;
+        }
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{text}"),
             log::Level::Debug => tracing::debug!(plugin, "{text}"),

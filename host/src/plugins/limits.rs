@@ -24,6 +24,10 @@ pub struct PluginLimits {
     /// Linear memory cap in bytes.
     pub memory: usize,
     pub on_error: OnError,
+    /// Consecutive faults that open the circuit breaker (0: never).
+    pub breaker_faults: u32,
+    /// How long the breaker first stays open; doubled at each failed trial.
+    pub breaker_backoff: Duration,
 }
 
 impl Default for PluginLimits {
@@ -33,6 +37,8 @@ impl Default for PluginLimits {
             fuel: 2_000_000_000,
             memory: 64 * 1024 * 1024,
             on_error: OnError::Tempfail,
+            breaker_faults: 10,
+            breaker_backoff: Duration::from_secs(1),
         }
     }
 }

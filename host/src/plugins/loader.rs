@@ -3,6 +3,7 @@
 
 use super::bindings::outbound::OutboundExportsIndices;
 use super::bindings::{Plugin, PluginPre};
+use super::breaker::Breaker;
 use super::chain::{Fault, classify};
 use super::limits::PluginLimits;
 use super::runtime::{Runtime, arm};
@@ -60,6 +61,8 @@ pub struct LoadedPlugin {
     /// Whether it was compiled (false: loaded from the compile cache).
     pub compiled: bool,
     pub(super) pre: PluginPre<StoreState>,
+    /// Shared by every connection using this version of the plugin.
+    pub(super) breaker: Arc<Breaker>,
     /// Where the `outbound-hooks` export is, when the component has it.
     pub(super) outbound: Option<OutboundExportsIndices>,
 }
@@ -104,6 +107,7 @@ impl LoadedPlugin {
             compile_ms: 0,
             compiled: false,
             pre: self.pre.clone(),
+            breaker: self.breaker.clone(),
             outbound: self.outbound.clone(),
         }
     }
@@ -192,6 +196,7 @@ impl Runtime {
             compile_ms,
             compiled,
             pre,
+            breaker: Arc::default(),
             outbound,
         })
     }

@@ -4,6 +4,7 @@
 //! capabilities.
 
 mod bindings;
+mod breaker;
 mod capability_imports;
 mod chain;
 mod imports;

@@ -138,6 +138,7 @@ impl Registry {
         match self.runtime.load_bytes(spec.clone(), bytes, hash.clone(), source).await {
             Ok(plugin) => {
                 self.reloads.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::PLUGIN_LOADS, "plugin" => plugin.name.to_string()).increment(1);
                 summary.loaded += 1;
                 summary.compiled += usize::from(plugin.compiled);
                 let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();

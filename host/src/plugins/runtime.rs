@@ -3,7 +3,7 @@
 use super::bindings::Plugin;
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
-use super::store::{GuestOutput, HostContext, StoreState};
+use super::store::{GuestOutput, HostContext, LogBudget, StoreState};
 use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, KvStore, NoteStore};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
@@ -176,9 +176,11 @@ impl Runtime {
         grants: &Arc<[String]>,
         conn: Option<SharedConnection>,
     ) -> Result<Store<StoreState>> {
+        let log_budget = LogBudget::default();
         let output = GuestOutput {
             plugin: plugin.clone(),
             span: tracing::Span::current(),
+            budget: log_budget.clone(),
         };
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output);
@@ -197,6 +199,7 @@ impl Runtime {
                 hit: false,
             },
             deadline: Instant::now() + limits.timeout,
+            log_budget,
             host: HostContext {
                 plugin: plugin.clone(),
                 grants: grants.clone(),
@@ -240,6 +243,7 @@ pub(super) fn arm(store: &mut Store<StoreState>, limits: &PluginLimits) -> Resul
     store.set_fuel(fuel_budget(limits))?;
     store.data_mut().deadline = Instant::now() + limits.timeout;
     store.data_mut().limiter.hit = false;
+    store.data_mut().log_budget.refill();
     store.set_epoch_deadline(1);
     Ok(())
 }

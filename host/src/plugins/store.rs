@@ -7,6 +7,7 @@ use crate::session::SharedConnection;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::AsyncWrite;
@@ -31,7 +32,51 @@ pub struct StoreState {
     pub limiter: MemoryLimiter,
     /// When the running hook call must stop.
     pub deadline: Instant,
+    /// Log lines the running hook call may still write.
+    pub log_budget: LogBudget,
     pub host: HostContext,
+}
+
+/// Log lines a plugin may write in one hook call (`log` calls and
+/// stdout/stderr lines together); the rest are dropped, with one line saying
+/// so, so a plugin cannot flood the server's log.
+pub const MAX_LOG_LINES: u32 = 200;
+
+/// The log lines left to the running hook call of one store, shared with its
+/// stdout/stderr streams.
+#[derive(Clone, Debug)]
+pub struct LogBudget(Arc<AtomicU32>);
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget(Arc::new(AtomicU32::new(MAX_LOG_LINES)))
+    }
+}
+
+impl LogBudget {
+    /// A new hook call starts with the whole budget.
+    pub fn refill(&self) {
+        self.0.store(MAX_LOG_LINES, Ordering::Relaxed);
+    }
+
+    /// Whether one more line may be written; the last one allowed is
+    /// followed by a notice that the rest of the call's lines are dropped.
+    pub fn take(&self, plugin: &str) -> bool {
+        match self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        {
+            Ok(1) => {
+                tracing::warn!(
+                    plugin,
+                    "log limit of {MAX_LOG_LINES} lines per hook call reached: the call's further lines are dropped"
+                );
+                true
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
 }
 
 impl WasiView for StoreState {
@@ -49,6 +94,7 @@ impl WasiView for StoreState {
 pub struct GuestOutput {
     pub plugin: Arc<str>,
     pub span: tracing::Span,
+    pub budget: LogBudget,
 }
 
 impl IsTerminal for GuestOutput {
@@ -62,6 +108,7 @@ impl StdoutStream for GuestOutput {
         Box::new(GuestLineWriter {
             plugin: self.plugin.clone(),
             span: self.span.clone(),
+            budget: self.budget.clone(),
             pending: Vec::new(),
         })
     }
@@ -70,6 +117,7 @@ impl StdoutStream for GuestOutput {
 struct GuestLineWriter {
     plugin: Arc<str>,
     span: tracing::Span,
+    budget: LogBudget,
     pending: Vec<u8>,
 }
 
@@ -80,8 +128,11 @@ impl GuestLineWriter {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end();
         if !text.is_empty() {
-            self.span
-                .in_scope(|| tracing::warn!(plugin = %self.plugin, "guest output: {text}"));
+            self.span.in_scope(|| {
+                if self.budget.take(&self.plugin) {
+                    tracing::warn!(plugin = %self.plugin, "guest output: {text}");
+                }
+            });
         }
     }
 }

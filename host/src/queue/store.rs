@@ -42,6 +42,10 @@ pub struct Entry {
     /// The id of the inbound transaction the message came from.
     #[serde(default)]
     pub origin: String,
+    /// The length of `ID.eml` in bytes, checked at start-up so a truncated
+    /// message is never delivered (0 in entries written before it existed).
+    #[serde(default)]
+    pub message_size: u64,
 }
 
 /// What the start-up scan found and did.
@@ -158,8 +162,14 @@ impl QueueStore {
         if entry.id != id {
             return Err(io::Error::other(format!("the file names entry {:?}", entry.id)));
         }
-        if !self.message_path_of(id).is_file() {
-            return Err(io::Error::other("its message file is missing"));
+        let size = fs::metadata(self.message_path_of(id))
+            .map_err(|e| io::Error::other(format!("its message file is missing: {e}")))?
+            .len();
+        if entry.message_size != 0 && size != entry.message_size {
+            return Err(io::Error::other(format!(
+                "its message file has {size} bytes, not {}",
+                entry.message_size
+            )));
         }
         Ok(entry)
     }
@@ -221,6 +231,7 @@ impl QueueStore {
             }
         }
         let tmp = self.write_tmp(message)?;
+        let message_size = fs::metadata(&tmp)?.len();
         let mut made: Vec<Entry> = Vec::new();
         let result = (|| {
             for (domain, recipients) in by_domain {
@@ -234,6 +245,7 @@ impl QueueStore {
                     next_attempt_ms: arrival_ms,
                     last_error: None,
                     origin: origin.to_string(),
+                    message_size,
                 };
                 fs::hard_link(&tmp, self.message_path(&entry))?;
                 made.push(entry.clone());
@@ -397,6 +409,16 @@ mod tests {
         let torn = store
             .enqueue(&b"m\r\n"[..], "s@x.test", &recipients(&["a@e.test"]), "T.4")
             .unwrap();
+        let truncated = store
+            .enqueue(
+                &b"a whole message\r\n"[..],
+                "s@x.test",
+                &recipients(&["a@f.test"]),
+                "T.5",
+            )
+            .unwrap();
+        let eml = store.message_path(&truncated[0]);
+        fs::write(&eml, b"a whole").unwrap();
         let json = store.entry_path_of(&torn[0].id);
         let text = fs::read(&json).unwrap();
         fs::write(&json, &text[..text.len() / 2]).unwrap();
@@ -409,7 +431,9 @@ mod tests {
             recovery.discarded,
             vec![".tmp-123".to_string(), "0000000000001-orphan.eml".to_string()]
         );
-        assert_eq!(recovery.set_aside, vec![torn[0].id.clone()]);
+        let mut set_aside = vec![torn[0].id.clone(), truncated[0].id.clone()];
+        set_aside.sort();
+        assert_eq!(recovery.set_aside, set_aside, "a torn entry and a truncated message");
         assert!(
             dir.path()
                 .join(CORRUPT_DIR)

@@ -5,7 +5,7 @@
 //! the module is made a component here (wit-component, with the WASI
 //! preview 1 adapter that wasmtime ships).
 
-use super::{base_name, component_path, install_text, run, write};
+use super::{base_name, component_path, run, write, write_readme};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,33 +53,24 @@ WARAKA_PLUGIN("{name}", "0.1.0")
     write(&root.join("waraka.h"), SDK_HEADER)?;
     write(&root.join("waraka.c"), SDK_SOURCE)?;
     let file_name = format!("{}.wasm", base_name(name));
-    let install = install_text(name, &file_name);
-    write(
-        &root.join("README.md"),
-        &format!(
-            r#"# {name}
-
-A Waraka plugin written in C, built with clang for `wasm32-wasi`.
-
-## Build
-
-    apt-get install clang lld wasi-libc libclang-rt-dev-wasm32   # once (Debian)
+    let build = format!(
+        "    apt-get install clang lld wasi-libc libclang-rt-dev-wasm32   # once (Debian)
     waraka plugin build .
 
 `waraka plugin build` generates the WIT bindings into `build/`, compiles
 `app.c`, `waraka.c` and the bindings with clang (`WASI_CC` and
 `WASI_SYSROOT` override `clang` and `/usr`; `WASI_CFLAGS` adds flags, such
 as `-g` for file and line numbers in trap backtraces), and turns the module
-into the component `{file_name}`.
-
-{install}
-
-The hook API is `waraka.h`; the generated `build/plugin.h` has every WIT
-function and type.
-"#
-        ),
-    )?;
-    Ok(())
+into the component `{file_name}`."
+    );
+    write_readme(
+        root,
+        name,
+        "C, built with clang for `wasm32-wasi`.",
+        &build,
+        &file_name,
+        "The hook API is `waraka.h`; the\ngenerated `build/plugin.h` has every WIT function and type.",
+    )
 }
 
 /// Generates the bindings, compiles with clang and componentises, giving

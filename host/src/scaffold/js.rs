@@ -1,10 +1,9 @@
 //! JavaScript plugins: `app.js`, an ES module exporting `hooks`, built into a
 //! component by componentize-js (which carries the StarlingMonkey engine).
 
-use super::{base_name, component_path, install_text, run, write};
+use super::{base_name, componentize, write, write_readme};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const JS_SDK: &str = include_str!("../../../sdk/js/waraka.js");
 
@@ -43,49 +42,33 @@ export const hooks = plugin({{
     )?;
     write(&root.join("waraka.js"), JS_SDK)?;
     let file_name = format!("{}.wasm", base_name(name));
-    let install = install_text(name, &file_name);
-    write(
-        &root.join("README.md"),
-        &format!(
-            r#"# {name}
-
-A Waraka plugin written in JavaScript, built into a WebAssembly component
-with componentize-js.
-
-## Build
-
-    npm install -g @bytecodealliance/componentize-js@0.23.0   # once
+    let build = format!(
+        "    npm install -g @bytecodealliance/componentize-js@0.23.0   # once
     waraka plugin build .                                      # or, by hand:
-    componentize-js app.js --wit wit --world-name plugin -d http fetch-event -o {file_name}
-
-{install}
-
-The hook API is `waraka.js`. The component is about 13 MB (it carries a
-JavaScript engine); the server compiles it once and caches the result.
-"#
-        ),
-    )?;
-    Ok(())
+    componentize-js app.js --wit wit --world-name plugin -d http fetch-event -o {file_name}"
+    );
+    write_readme(
+        root,
+        name,
+        "JavaScript, built into a WebAssembly component\nwith componentize-js.",
+        &build,
+        &file_name,
+        "The hook API is `waraka.js`. The\ncomponent is about 14 MB (it carries a JavaScript engine); the server\ncompiles it once and caches the result.",
+    )
 }
 
 /// Runs componentize-js on `app.js`, giving `DIR/<dir name>.wasm`. HTTP and
 /// the fetch event are left out: the plugin world does not import them.
 pub(super) fn build(dir: &Path) -> Result<PathBuf> {
-    let output = component_path(dir)?;
-    let mut componentize = Command::new("componentize-js");
-    componentize
-        .args([
-            "app.js",
-            "--wit",
-            "wit",
-            "--world-name",
-            "plugin",
-            "-d",
-            "http",
-            "fetch-event",
-            "-o",
-        ])
-        .arg(&output);
-    run(&mut componentize, dir)?;
-    Ok(output)
+    let args = [
+        "app.js",
+        "--wit",
+        "wit",
+        "--world-name",
+        "plugin",
+        "-d",
+        "http",
+        "fetch-event",
+    ];
+    componentize(dir, "componentize-js", &args)
 }

@@ -94,19 +94,41 @@ fn component_path(dir: &Path) -> Result<PathBuf> {
     Ok(dir.join(format!("{name}.wasm")))
 }
 
-/// The README paragraph on checking and installing the component `file`.
-fn install_text(name: &str, file: &str) -> String {
-    format!(
-        r#"Check it and install it:
+/// Writes the skeleton's README: what the plugin is `made_with`, the `build`
+/// steps, how to check and install the `component` file, and where the hook
+/// `api` is.
+fn write_readme(root: &Path, name: &str, made_with: &str, build: &str, component: &str, api: &str) -> Result<()> {
+    write(
+        &root.join("README.md"),
+        &format!(
+            r#"# {name}
 
-    waraka plugin check {file}
-    cp {file} INSTANCE/plugins/{name}.wasm
+A Waraka plugin written in {made_with}
+
+## Build
+
+{build}
+
+Check it and install it:
+
+    waraka plugin check {component}
+    cp {component} INSTANCE/plugins/{name}.wasm
 
 Add `"{name}"` to the `plugins` list in `INSTANCE/waraka.toml` to place it in
 the chain, and put its configuration in `INSTANCE/config/{name}.*` (see
 `config/`). The WIT in `wit/` is the whole contract between the plugin and
-the server."#
+the server. {api}
+"#
+        ),
     )
+}
+
+/// Runs a componentizer (`program ARGS -o DIR/<dir name>.wasm`) in `dir` and
+/// returns the component's path.
+fn componentize(dir: &Path, program: &str, args: &[&str]) -> Result<PathBuf> {
+    let output = component_path(dir)?;
+    run(Command::new(program).args(args).arg("-o").arg(&output), dir)?;
+    Ok(output)
 }
 
 /// Writes the skeleton of plugin `name` in `lang` into `dir/<last part of

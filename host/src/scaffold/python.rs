@@ -1,10 +1,9 @@
 //! Python plugins: `app.py` with a `Hooks` class, built into a component
 //! by componentize-py (which carries CPython).
 
-use super::{base_name, component_path, install_text, run, write};
+use super::{base_name, componentize, write, write_readme};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const PYTHON_SDK: &str = include_str!("../../../sdk/python/waraka_plugin.py");
 
@@ -39,38 +38,26 @@ class Hooks(Plugin):
     )?;
     write(&root.join("waraka_plugin.py"), PYTHON_SDK)?;
     let file_name = format!("{}.wasm", base_name(name));
-    let install = install_text(name, &file_name);
-    write(
-        &root.join("README.md"),
-        &format!(
-            r#"# {name}
-
-A Waraka plugin written in Python, built into a WebAssembly component with
-componentize-py.
-
-## Build
-
-    pip install componentize-py==0.25.1      # once
+    let build = format!(
+        "    pip install componentize-py==0.25.1      # once
     waraka plugin build .                     # or, by hand:
-    componentize-py -d wit -w plugin componentize app -o {file_name}
-
-{install}
-
-The hook API is `waraka_plugin.py`. The component is about 18 MB (it
-carries CPython); the server compiles it once and caches the result.
-"#
-        ),
-    )?;
-    Ok(())
+    componentize-py -d wit -w plugin componentize app -o {file_name}"
+    );
+    write_readme(
+        root,
+        name,
+        "Python, built into a WebAssembly component with\ncomponentize-py.",
+        &build,
+        &file_name,
+        "The hook API is `waraka_plugin.py`. The\ncomponent is about 18 MB (it carries CPython); the server compiles it once\nand caches the result.",
+    )
 }
 
 /// Runs componentize-py on `app.py`, giving `DIR/<dir name>.wasm`.
 pub(super) fn build(dir: &Path) -> Result<PathBuf> {
-    let output = component_path(dir)?;
-    let mut componentize = Command::new("componentize-py");
-    componentize
-        .args(["-d", "wit", "-w", "plugin", "componentize", "app", "-o"])
-        .arg(&output);
-    run(&mut componentize, dir)?;
-    Ok(output)
+    componentize(
+        dir,
+        "componentize-py",
+        &["-d", "wit", "-w", "plugin", "componentize", "app"],
+    )
 }

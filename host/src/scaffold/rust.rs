@@ -1,7 +1,7 @@
 //! Rust plugins: a cargo package built for `wasm32-wasip2` against a copy of
 //! the `waraka-plugin` SDK crate.
 
-use super::{install_text, run, write};
+use super::{run, write, write_readme};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,25 +88,20 @@ waraka_plugin::export!(ThisPlugin);
 "#
         ),
     )?;
-    let file_name = format!("{}.wasm", package.replace('-', "_"));
-    let install = install_text(name, &format!("target/wasm32-wasip2/release/{file_name}"));
-    write(
-        &root.join("README.md"),
+    let component = format!("target/wasm32-wasip2/release/{}.wasm", package.replace('-', "_"));
+    write_readme(
+        root,
+        name,
+        "Rust.",
         &format!(
-            r#"# {name}
-
-A Waraka plugin written in Rust.
-
-## Build
-
-    rustup target add wasm32-wasip2      # once
+            "    rustup target add wasm32-wasip2      # once
     cargo build --release --target wasm32-wasip2
 
-The component is `target/wasm32-wasip2/release/{file_name}` (`waraka plugin
-build .` runs the same cargo command). {install}
-The hook API is documented in `waraka-plugin/src/lib.rs`.
-"#
+The component is `{component}` (`waraka plugin build .`
+runs the same cargo command)."
         ),
+        &component,
+        "The hook API is documented\nin `waraka-plugin/src/lib.rs`.",
     )?;
     write(
         &root.join("waraka-plugin/Cargo.toml"),

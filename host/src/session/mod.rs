@@ -17,6 +17,7 @@ use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, Reply, codes, parse_command,
 };
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 /// Where relayed mail goes when no `queue-outbound` plugin took it: the
@@ -65,7 +66,14 @@ struct DataInProgress {
     buf: Vec<u8>,
     oversize: bool,
     io_error: bool,
+    /// When DATA began (after the 354), for the minimum data rate.
+    started: Instant,
+    /// Bytes received since.
+    received: u64,
 }
+
+/// How long DATA may take before the minimum data rate applies.
+pub const DATA_RATE_GRACE: Duration = Duration::from_secs(10);
 
 /// Verbs of other protocols sent to an SMTP port (HTTP, proxies).
 const FOREIGN_VERBS: &[&str] = &[
@@ -80,8 +88,15 @@ pub struct Session<P: Policy> {
     state: State,
     out: Vec<u8>,
     line: Vec<u8>,
+    /// When the first bytes of the partial command line in `line` came.
+    line_started: Option<Instant>,
     discarding_line: bool,
     errors: u32,
+    /// NOOP, RSET, VRFY and HELP since the last accepted message.
+    junk_commands: u32,
+    /// How the open transaction ended, once its DATA did: `accepted` or
+    /// `refused` (a transaction reset before that was `abandoned`).
+    tx_outcome: Option<&'static str>,
     extra_keywords: Vec<String>,
     transactions: u32,
     auth_failures: u32,
@@ -101,8 +116,11 @@ impl<P: Policy> Session<P> {
             state: State::Command,
             out: Vec::new(),
             line: Vec::new(),
+            line_started: None,
             discarding_line: false,
             errors: 0,
+            junk_commands: 0,
+            tx_outcome: None,
             extra_keywords: Vec::new(),
             transactions: 0,
             tx_span: Span::none(),
@@ -134,6 +152,9 @@ impl<P: Policy> Session<P> {
     }
 
     fn reply(&mut self, reply: &Reply) {
+        if crate::telemetry::exporting() {
+            crate::telemetry::reply(reply.code);
+        }
         if reply.is_error() {
             debug!(code = reply.code, "reply {}", reply.to_wire().trim_end());
         }
@@ -179,11 +200,48 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// The client was idle too long.
-    pub fn idle_timeout(&mut self) -> Flow {
+    /// When DATA in progress falls below the minimum data rate: the first
+    /// [`DATA_RATE_GRACE`] is free, then every byte buys `1 / min_data_rate`
+    /// seconds. `None` outside DATA or without a minimum.
+    fn data_rate_deadline(&self) -> Option<Instant> {
+        let State::Data(data) = &self.state else {
+            return None;
+        };
+        let rate = self.settings.min_data_rate;
+        (rate > 0).then(|| data.started + DATA_RATE_GRACE + Duration::from_secs_f64(data.received as f64 / rate as f64))
+    }
+
+    /// When the client must have sent more: `idle_timeout` from `now`; sooner
+    /// when a command line has been arriving for `idle_timeout` already (a
+    /// client trickling bytes), or when DATA falls below the minimum rate.
+    pub fn read_deadline(&self, now: Instant) -> Instant {
+        let idle = now + self.settings.idle_timeout;
+        let sooner = match self.state {
+            State::Data(_) => self.data_rate_deadline(),
+            _ => self.line_started.map(|started| started + self.settings.idle_timeout),
+        };
+        sooner.map_or(idle, |s| s.min(idle))
+    }
+
+    /// The read deadline passed: closes with the reply that says why.
+    pub fn deadline_passed(&mut self) -> Flow {
+        let host = self.hostname();
+        if self.data_rate_deadline().is_some_and(|d| Instant::now() >= d) {
+            warn!(min_data_rate = self.settings.min_data_rate, "data rate too low");
+            return self.close_with(&Reply::new(
+                421,
+                "4.4.2",
+                format!("{host} Data rate too low, closing connection"),
+            ));
+        }
         info!("idle timeout");
-        let reply = codes::idle_timeout(&self.hostname());
-        self.close_with(&reply)
+        self.close_with(&codes::idle_timeout(&host))
+    }
+
+    /// Whether a transaction is open (from MAIL until it is queued or reset),
+    /// which a graceful stop lets finish.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.state, State::Data(_)) || self.conn.lock().transaction.is_some()
     }
 
     /// The server is shutting down.
@@ -216,6 +274,7 @@ impl<P: Policy> Session<P> {
                     let rest = &bytes[i..];
                     let Some(eol) = memchr::memchr(b'\n', rest) else {
                         self.buffer_line(rest);
+                        self.line_started.get_or_insert_with(Instant::now);
                         break;
                     };
                     self.buffer_line(&rest[..eol]);
@@ -251,6 +310,7 @@ impl<P: Policy> Session<P> {
     }
 
     async fn command_line(&mut self, more: bool) -> Flow {
+        self.line_started = None;
         let mut line = std::mem::take(&mut self.line);
         if std::mem::take(&mut self.discarding_line) {
             return self.error(codes::line_too_long());
@@ -302,6 +362,14 @@ impl<P: Policy> Session<P> {
             Command::Mail(sender) => self.mail(sender).await,
             Command::Rcpt(recipient) => self.rcpt(recipient).await,
             Command::Data => self.data().await,
+            Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Help if self.junk_limit_reached() => {
+                warn!(commands = self.junk_commands, "too many commands without mail");
+                self.close_with(&Reply::new(
+                    421,
+                    "4.7.0",
+                    "Too many commands without mail, closing connection",
+                ))
+            }
             Command::Rset => {
                 self.reset_transaction().await;
                 self.reply(&codes::ok());
@@ -335,6 +403,12 @@ impl<P: Policy> Session<P> {
             Command::Auth(args) => self.auth(&args).await,
             Command::Unknown { verb, args } => self.unrecognized(verb, args).await,
         }
+    }
+
+    /// Counts a junk command (NOOP, RSET, VRFY, HELP); true past the limit.
+    fn junk_limit_reached(&mut self) -> bool {
+        self.junk_commands += 1;
+        self.settings.max_junk_commands > 0 && self.junk_commands > self.settings.max_junk_commands
     }
 
     /// Runs a deciding hook's chain and looks its verdict up in the table.
@@ -731,6 +805,8 @@ impl<P: Policy> Session<P> {
             buf: Vec::with_capacity(16 * 1024),
             oversize: false,
             io_error: false,
+            started: Instant::now(),
+            received: 0,
         }));
         Flow::Continue
     }
@@ -746,6 +822,7 @@ impl<P: Policy> Session<P> {
             DataEvent::End { consumed } => (consumed, true),
             DataEvent::NeedMore => (bytes.len(), false),
         };
+        data.received += consumed as u64;
         if ended || data.buf.len() >= 64 * 1024 {
             if data.writer.len() + data.buf.len() as u64 > max {
                 data.oversize = true;
@@ -764,6 +841,7 @@ impl<P: Policy> Session<P> {
 
     /// The end of data arrived: checks the message, then data-post and queue.
     async fn finish_data(&mut self) -> Flow {
+        self.tx_outcome = Some("refused");
         let State::Data(data) = std::mem::replace(&mut self.state, State::Command) else {
             return Flow::Continue;
         };
@@ -841,6 +919,8 @@ impl<P: Policy> Session<P> {
             self.tx_span.in_scope(|| {
                 info!(queue_id = %tx_id, size, plugin = decision.plugin.as_deref().unwrap_or("-"), "message accepted")
             });
+            self.junk_commands = 0;
+            self.tx_outcome = Some("accepted");
             self.policy
                 .notify(HookCall::QueueOk(tx_id))
                 .instrument(self.tx_span.clone())
@@ -962,6 +1042,8 @@ impl<P: Policy> Session<P> {
     async fn reset_transaction(&mut self) {
         let had = self.conn.lock().transaction.is_some();
         if had {
+            let outcome = self.tx_outcome.take().unwrap_or("abandoned");
+            metrics::counter!(crate::telemetry::TRANSACTIONS, "outcome" => outcome).increment(1);
             self.policy
                 .notify(HookCall::ResetTransaction)
                 .instrument(self.tx_span.clone())

@@ -48,6 +48,17 @@ pub struct SessionSettings {
     pub max_recipients: usize,
     /// Client errors tolerated before `421` and close.
     pub max_errors: u32,
+    /// NOOP, RSET, VRFY and HELP tolerated between accepted messages before
+    /// `421 4.7.0` and close (0: no limit).
+    pub max_junk_commands: u32,
+    /// Least bytes per second during DATA, after a grace of
+    /// [`super::DATA_RATE_GRACE`], before `421 4.4.2` and close (0: no minimum).
+    pub min_data_rate: u64,
+    /// Connections the server holds at once before `421 4.7.0` (0: no limit).
+    pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64) holds at once before
+    /// `421 4.7.0` (0: no limit).
+    pub max_connections_per_ip: usize,
     /// Longest DATA line (CRLF excluded); 0 means no limit.
     pub max_data_line: usize,
     /// Largest header section in bytes.
@@ -62,6 +73,9 @@ pub struct SessionSettings {
     pub strict_pipelining: bool,
     pub spool: SpoolSettings,
     pub notes: NoteLimits,
+    /// How long open transactions may take to finish after a stop signal
+    /// before their connections are closed.
+    pub shutdown_grace: std::time::Duration,
     /// How long a client may stay silent before `421 4.4.2`.
     pub idle_timeout: std::time::Duration,
     /// Failed AUTH attempts before `421 4.7.0` and close.
@@ -79,6 +93,10 @@ impl Default for SessionSettings {
             max_message_size: 25 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
+            max_junk_commands: 100,
+            min_data_rate: 500,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
             max_data_line: 65_536,
             max_header_size: 256 * 1024,
             max_received: 100,
@@ -91,6 +109,7 @@ impl Default for SessionSettings {
                 memory_threshold: 128 * 1024,
             },
             notes: NoteLimits::default(),
+            shutdown_grace: std::time::Duration::from_secs(30),
             idle_timeout: std::time::Duration::from_secs(300),
             auth_max_failures: 3,
             auth_failure_delay: std::time::Duration::from_secs(1),

@@ -526,3 +526,51 @@ async fn starttls_stops_reading_and_resets_the_session() {
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
     assert_eq!(h.codes(b"STARTTLS\r\n").await, ["503"]);
 }
+
+#[tokio::test]
+async fn junk_command_floods_are_cut_off_and_mail_resets_the_count() {
+    let mut h = harness(&accepting(), |s| s.max_junk_commands = 3);
+    h.start().await;
+    h.send(b"EHLO client.test\r\n").await;
+    assert_eq!(h.codes(b"NOOP\r\n").await, ["250"]);
+    assert_eq!(h.codes(b"RSET\r\n").await, ["250"]);
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    h.send(b"RCPT TO:<x@y.test>\r\n").await;
+    h.send(b"DATA\r\n").await;
+    assert_eq!(h.codes(b"Subject: a\r\n\r\nx\r\n.\r\n").await, ["250"]);
+    // The accepted message reset the count: three more are fine, the fourth is not.
+    assert_eq!(h.codes(b"NOOP\r\n").await, ["250"]);
+    assert_eq!(h.codes(b"VRFY x\r\n").await, ["252"]);
+    assert_eq!(h.codes(b"HELP\r\n").await, ["214"]);
+    assert_eq!(
+        h.send(b"NOOP\r\n").await,
+        "421 4.7.0 Too many commands without mail, closing connection\r\n"
+    );
+    assert!(h.session.is_closed());
+}
+
+#[tokio::test]
+async fn trickled_command_lines_and_slow_data_meet_their_deadlines() {
+    let idle = std::time::Duration::from_secs(300);
+    let mut h = harness(&accepting(), |s| {
+        s.idle_timeout = idle;
+        s.min_data_rate = 100;
+    });
+    h.start().await;
+    let now = Instant::now();
+    assert!(h.session.read_deadline(now) >= now + idle);
+    // A partial line: its deadline counts from its first byte, not from the last read.
+    h.send(b"EH").await;
+    let later = now + std::time::Duration::from_secs(200);
+    assert!(h.session.read_deadline(later) <= now + idle + std::time::Duration::from_secs(1));
+    h.send(b"LO client.test\r\n").await;
+    assert!(h.session.read_deadline(later) >= later + idle);
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n").await;
+    // In DATA: the grace period, then one second per 100 bytes.
+    let start = Instant::now();
+    assert!(h.session.read_deadline(start) <= start + DATA_RATE_GRACE);
+    h.send(&[b'x'; 1000]).await;
+    let deadline = h.session.read_deadline(Instant::now());
+    assert!(deadline >= start + DATA_RATE_GRACE + std::time::Duration::from_millis(9_900));
+    assert!(deadline <= Instant::now() + DATA_RATE_GRACE + std::time::Duration::from_secs(10));
+}
