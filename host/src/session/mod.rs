@@ -92,7 +92,7 @@ pub struct Session<P: Policy> {
     line_started: Option<Instant>,
     discarding_line: bool,
     errors: u32,
-    /// NOOP, RSET, VRFY and HELP since the last accepted message.
+    /// NOOP, VRFY, HELP and RSET outside a transaction since the last accepted message.
     junk_commands: u32,
     /// How the open transaction ended, once its DATA did: `accepted` or
     /// `refused` (a transaction reset before that was `abandoned`).
@@ -362,7 +362,7 @@ impl<P: Policy> Session<P> {
             Command::Mail(sender) => self.mail(sender).await,
             Command::Rcpt(recipient) => self.rcpt(recipient).await,
             Command::Data => self.data().await,
-            Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Help if self.junk_limit_reached() => {
+            Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Help if self.junk_limit_reached(&command) => {
                 warn!(commands = self.junk_commands, "too many commands without mail");
                 self.close_with(&Reply::new(
                     421,
@@ -405,8 +405,13 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// Counts a junk command (NOOP, RSET, VRFY, HELP); true past the limit.
-    fn junk_limit_reached(&mut self) -> bool {
+    /// Counts a junk command (NOOP, VRFY, HELP, and RSET outside a
+    /// transaction: an RSET that abandons a transaction is not junk); true
+    /// past the limit.
+    fn junk_limit_reached(&mut self, command: &Command) -> bool {
+        if *command == Command::Rset && self.in_transaction() {
+            return false;
+        }
         self.junk_commands += 1;
         self.settings.max_junk_commands > 0 && self.junk_commands > self.settings.max_junk_commands
     }

@@ -48,8 +48,8 @@ pub struct SessionSettings {
     pub max_recipients: usize,
     /// Client errors tolerated before `421` and close.
     pub max_errors: u32,
-    /// NOOP, RSET, VRFY and HELP tolerated between accepted messages before
-    /// `421 4.7.0` and close (0: no limit).
+    /// NOOP, VRFY, HELP and RSET outside a transaction tolerated between
+    /// accepted messages before `421 4.7.0` and close (0: no limit).
     pub max_junk_commands: u32,
     /// Least bytes per second during DATA, after a grace of
     /// [`super::DATA_RATE_GRACE`], before `421 4.4.2` and close (0: no minimum).

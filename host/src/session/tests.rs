@@ -534,6 +534,11 @@ async fn junk_command_floods_are_cut_off_and_mail_resets_the_count() {
     h.send(b"EHLO client.test\r\n").await;
     assert_eq!(h.codes(b"NOOP\r\n").await, ["250"]);
     assert_eq!(h.codes(b"RSET\r\n").await, ["250"]);
+    // An RSET that abandons a transaction is not junk.
+    for _ in 0..5 {
+        h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+        assert_eq!(h.codes(b"RSET\r\n").await, ["250"]);
+    }
     h.send(b"MAIL FROM:<a@b.test>\r\n").await;
     h.send(b"RCPT TO:<x@y.test>\r\n").await;
     h.send(b"DATA\r\n").await;
