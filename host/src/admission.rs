@@ -2,17 +2,22 @@
 //! connection is accepted and before any session state exists for it. A
 //! refused client gets one `421 4.7.0` line and the socket is closed.
 
+use crate::protocol::{Reply, codes};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Open connections, in all and per client. IPv6 clients are counted per
 /// /64, the block one subscriber usually holds.
 #[derive(Default)]
 pub struct Admission {
-    open: AtomicUsize,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    all: usize,
+    per_client: HashMap<IpAddr, usize>,
 }
 
 /// Why a connection was refused.
@@ -25,11 +30,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The line sent before closing.
-    pub fn reply(self) -> &'static [u8] {
+    /// The reply sent before closing.
+    pub fn reply(self) -> Reply {
         match self {
-            Refusal::ServerFull => b"421 4.7.0 Too many connections, try again later\r\n",
-            Refusal::ClientFull => b"421 4.7.0 Too many connections from your address, try again later\r\n",
+            Refusal::ServerFull => codes::too_many_connections(),
+            Refusal::ClientFull => codes::too_many_connections_from_client(),
+        }
+    }
+
+    /// Which cap refused, for logs and metrics: `server` or `client`.
+    pub fn cap(self) -> &'static str {
+        match self {
+            Refusal::ServerFull => "server",
+            Refusal::ClientFull => "client",
         }
     }
 }
@@ -42,12 +55,12 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admission.open.fetch_sub(1, Ordering::Relaxed);
-        let mut per_client = self.admission.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_client.get_mut(&self.client) {
+        let mut counts = self.admission.lock();
+        counts.all -= 1;
+        if let Some(count) = counts.per_client.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {
-                per_client.remove(&self.client);
+                counts.per_client.remove(&self.client);
             }
         }
     }
@@ -65,6 +78,10 @@ fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 impl Admission {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Admits a connection from `peer` unless the server already holds
     /// `max_connections`, or the client `max_per_client` (0: no limit).
     pub fn admit(
@@ -74,20 +91,16 @@ impl Admission {
         max_per_client: usize,
     ) -> Result<Ticket, Refusal> {
         let client = client_key(peer);
-        if max_connections > 0 && self.open.load(Ordering::Relaxed) >= max_connections {
+        let mut counts = self.lock();
+        if max_connections > 0 && counts.all >= max_connections {
             return Err(Refusal::ServerFull);
         }
-        let mut per_client = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_client.entry(client).or_insert(0);
-        if max_per_client > 0 && *count >= max_per_client {
-            if *count == 0 {
-                per_client.remove(&client);
-            }
+        let count = counts.per_client.get(&client).copied().unwrap_or(0);
+        if max_per_client > 0 && count >= max_per_client {
             return Err(Refusal::ClientFull);
         }
-        *count += 1;
-        drop(per_client);
-        self.open.fetch_add(1, Ordering::Relaxed);
+        counts.per_client.insert(client, count + 1);
+        counts.all += 1;
         Ok(Ticket {
             admission: self.clone(),
             client,
@@ -96,7 +109,7 @@ impl Admission {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.lock().all
     }
 }
 
@@ -118,7 +131,7 @@ mod tests {
         assert!(admission.admit(a, 3, 2).is_ok());
         drop((second, third));
         assert_eq!(admission.open(), 0);
-        assert!(admission.per_client.lock().unwrap().is_empty());
+        assert!(admission.lock().per_client.is_empty());
     }
 
     #[test]

@@ -268,13 +268,10 @@ async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut
 /// Turns a connection away before any session exists: one `421` line,
 /// written without waiting (a fresh socket's buffer has room), then close.
 fn refuse(stream: TcpStream, peer: SocketAddr, refusal: Refusal, open: usize) {
-    let cap = match refusal {
-        Refusal::ServerFull => "server",
-        Refusal::ClientFull => "client",
-    };
+    let cap = refusal.cap();
     metrics::counter!(telemetry::CONNECTIONS_REFUSED, "cap" => cap).increment(1);
     info!(%peer, cap, open, "connection refused: too many connections");
-    let _ = stream.try_write(refusal.reply());
+    let _ = stream.try_write(refusal.reply().to_wire().as_bytes());
 }
 
 async fn write_out<P: crate::policy::Policy>(stream: &mut Stream, session: &mut Session<P>) -> bool {

@@ -11,6 +11,7 @@ import pathlib
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import tempfile
 import threading
@@ -169,6 +170,125 @@ def rcpt_replies(port, *recipients):
         return [s.rcpt(r) for r in recipients]
 
 
+# Raw SMTP and steady senders, for the protocol, limit and crash tests.
+
+EHLO = b"EHLO client.test\r\n"
+ENVELOPE = b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n"
+REPLY_END = re.compile(rb"(?m)^\d{3} .*\r\n")
+
+
+class Client:
+    """A raw SMTP connection: send bytes, read whole replies."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buf = b""
+
+    def replies(self, count, timeout=30):
+        """The next COUNT final reply lines (multi-line replies count once)."""
+        deadline = time.monotonic() + timeout
+        lines = []
+        while len(lines) < count:
+            match = REPLY_END.search(self.buf)
+            if match:
+                lines.append(match.group(0).decode(errors="replace").strip())
+                self.buf = self.buf[match.end():]
+                continue
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed after {lines}")
+            self.buf += chunk
+        return lines
+
+    @classmethod
+    def in_data(cls, port):
+        """A connection greeted, past EHLO and the envelope, at DATA's 354."""
+        client = cls(port)
+        client.replies(1)
+        client.send(EHLO)
+        client.send(ENVELOPE, 3)
+        return client
+
+    def send(self, data, replies=1):
+        self.sock.sendall(data)
+        return self.replies(replies)
+
+    def closed(self, timeout=10):
+        """Whether the server closes the connection (reading past any reply)."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def set_keys(text, settings, section=None):
+    """TEXT with each `key = value` of SETTINGS set: an existing (or
+    commented-out) line is replaced, a missing key is added under [SECTION]."""
+    for key, value in settings.items():
+        text, found = re.subn(rf"(?m)^#? ?{key} = .*$", f"{key} = {value}", text, count=1)
+        if not found and section:
+            text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
+    return text
+
+
+def smtp_config(**settings):
+    """A setup function that sets [smtp] keys of waraka.toml (TOML values)."""
+    return lambda server: server.edit("waraka.toml", lambda text: set_keys(text, settings, "smtp"))
+
+
+
+END = "end of message"
+"""The last line of every `message`."""
+
+
+def message(mid):
+    """A message of about 2 kB identified by MID, ending with END."""
+    body = "".join(f"line {i} of {mid}\r\n" for i in range(40))
+    return (f"From: a@sender.test\r\nSubject: crash\r\nMessage-ID: {mid}\r\n\r\n{body}{END}\r\n").encode()
+
+
+class Clients:
+    """COUNT threads sending to RECIPIENT as fast as the server answers,
+    reconnecting whenever the server is gone; `acked` holds the Message-IDs
+    that got their 250."""
+
+    def __init__(self, port, recipient, count=4):
+        self.acked = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=(port, recipient, n), daemon=True)
+                        for n in range(count)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, port, recipient, n):
+        seq = 0
+        while not self.stop.is_set():
+            try:
+                with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as s:
+                    while not self.stop.is_set():
+                        seq += 1
+                        mid = f"<c{n}-{seq}@crash.test>"
+                        s.sendmail("a@sender.test", [recipient], message(mid))
+                        self.acked.append(mid)
+            except (smtplib.SMTPException, OSError):
+                time.sleep(0.02)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        return list(self.acked)
+
+
 def make_cert(cert, key, name):
     """A self-signed certificate for 127.0.0.1 and localhost, written with openssl."""
     subprocess.run(
@@ -198,8 +318,6 @@ def prometheus(port):
 
 def free_port():
     """A port free for both TCP and UDP on 127.0.0.1 right now."""
-    import socket
-
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
@@ -214,8 +332,6 @@ def free_port():
 
 def wait_for_port(port, proc, what, timeout=15):
     """Waits until something accepts TCP connections on `port` (or `proc` dies)."""
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

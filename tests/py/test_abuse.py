@@ -12,76 +12,7 @@ import socket
 import time
 import unittest
 
-from harness import Waraka
-
-EHLO = b"EHLO client.test\r\n"
-ENVELOPE = b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n"
-REPLY_END = re.compile(rb"(?m)^\d{3} .*\r\n")
-
-
-class Client:
-    """A raw SMTP connection: send bytes, read whole replies."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.buf = b""
-
-    def replies(self, count, timeout=30):
-        """The next COUNT final reply lines (multi-line replies count once)."""
-        deadline = time.monotonic() + timeout
-        lines = []
-        while len(lines) < count:
-            match = REPLY_END.search(self.buf)
-            if match:
-                lines.append(match.group(0).decode(errors="replace").strip())
-                self.buf = self.buf[match.end():]
-                continue
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed after {lines}")
-            self.buf += chunk
-        return lines
-
-    @classmethod
-    def in_data(cls, port):
-        """A connection greeted, past EHLO and the envelope, at DATA's 354."""
-        client = cls(port)
-        client.replies(1)
-        client.send(EHLO)
-        client.send(ENVELOPE, 3)
-        return client
-
-    def send(self, data, replies=1):
-        self.sock.sendall(data)
-        return self.replies(replies)
-
-    def closed(self, timeout=10):
-        """Whether the server closes the connection (reading past any reply)."""
-        self.sock.settimeout(timeout)
-        try:
-            while self.sock.recv(65536):
-                pass
-            return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-
-def smtp_config(**settings):
-    """A setup function that sets [smtp] keys of waraka.toml (TOML values)."""
-    def edit(text):
-        for key, value in settings.items():
-            text, found = re.subn(rf"(?m)^#? ?{key} = .*$", f"{key} = {value}", text, count=1)
-            if not found:
-                text = text.replace("[smtp]\n", f"[smtp]\n{key} = {value}\n", 1)
-        return text
-    return lambda server: server.edit("waraka.toml", edit)
-
+from harness import EHLO, ENVELOPE, Client, Waraka, smtp_config
 
 def after_ehlo(data, replies):
     """Steps: EHLO alone (it must end a pipelined group), then DATA's bytes."""

@@ -9,56 +9,14 @@ sets it aside."""
 
 import random
 import re
-import smtplib
-import threading
 import time
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import END, Clients, SmtpReceiver, Waraka, dnsmasq, free_port, message
 from test_outbound import RECORDS, relay_setup, wait_until
 
 ROUNDS = 10
-CLIENTS = 4
-END = "end of message"
 MESSAGE_ID = re.compile(rb"(?mi)^Message-ID: (<[^>]+>)")
-
-
-def message(mid):
-    body = "".join(f"line {i} of {mid}\r\n" for i in range(40))
-    return (f"From: a@sender.test\r\nSubject: crash\r\nMessage-ID: {mid}\r\n\r\n{body}{END}\r\n").encode()
-
-
-class Clients:
-    """COUNT threads sending to RECIPIENT as fast as the server answers,
-    reconnecting whenever the server is gone; `acked` holds the Message-IDs
-    that got their 250."""
-
-    def __init__(self, port, recipient, count=CLIENTS):
-        self.acked = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(port, recipient, n), daemon=True)
-                        for n in range(count)]
-        for t in self.threads:
-            t.start()
-
-    def run(self, port, recipient, n):
-        seq = 0
-        while not self.stop.is_set():
-            try:
-                with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=10) as s:
-                    while not self.stop.is_set():
-                        seq += 1
-                        mid = f"<c{n}-{seq}@crash.test>"
-                        s.sendmail("a@sender.test", [recipient], message(mid))
-                        self.acked.append(mid)
-            except (smtplib.SMTPException, OSError):
-                time.sleep(0.02)
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-        return list(self.acked)
 
 
 def ids(messages):

@@ -1,21 +1,10 @@
 """Early talkers over real sockets: with `banner_delay`, a client that sends
 before the greeting is refused, one that waits is served."""
 
-import socket
 import time
 import unittest
 
-from harness import Waraka
-
-
-def read_reply(sock):
-    data = b""
-    while not data.endswith(b"\r\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode()
+from harness import Client, Waraka
 
 
 class EarlyTalkerTest(unittest.TestCase):
@@ -31,21 +20,26 @@ class EarlyTalkerTest(unittest.TestCase):
         cls.server.stop()
 
     def test_talking_first_is_refused_and_closed(self):
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as sock:
-            sock.sendall(b"EHLO hasty.test\r\n")
-            self.assertEqual(read_reply(sock), "554 5.5.0 Error: talking before the greeting\r\n")
-            self.assertEqual(sock.recv(100), b"", "the server closed the connection")
+        client = Client(self.server.port)
+        try:
+            client.sock.sendall(b"EHLO hasty.test\r\n")
+            self.assertEqual(client.replies(1), ["554 5.5.0 Error: talking before the greeting"])
+            self.assertTrue(client.closed(), "the server closed the connection")
+        finally:
+            client.close()
         self.server.wait_for_log("client talked before the greeting")
 
     def test_a_patient_client_gets_the_greeting_after_the_delay(self):
         started = time.monotonic()
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as sock:
-            greeting = read_reply(sock)
+        client = Client(self.server.port)
+        try:
+            greeting = client.replies(1)[0]
             waited = time.monotonic() - started
             self.assertTrue(greeting.startswith("220 "), greeting)
             self.assertGreaterEqual(waited, 0.9, "the greeting was held for banner_delay")
-            sock.sendall(b"QUIT\r\n")
-            self.assertTrue(read_reply(sock).startswith("221 "))
+            self.assertTrue(client.send(b"QUIT\r\n")[0].startswith("221 "))
+        finally:
+            client.close()
 
 
 if __name__ == "__main__":

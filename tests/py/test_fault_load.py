@@ -12,8 +12,7 @@ import threading
 import time
 import unittest
 
-from harness import GUESTS, Waraka
-from test_crash import Clients
+from harness import GUESTS, Clients, Waraka
 
 FAULTS = ["trap", "loop", "oom", "panic", "storm"]
 TOTAL_FAULTS = 1000

@@ -2,13 +2,12 @@
 real redis-server; each case uses its own client address, since counters
 are per address."""
 
-import re
 import smtplib
 import socket
 import time
 import unittest
 
-from harness import Waraka, redis
+from harness import Waraka, redis, set_keys
 
 
 def limit_setup(redis_port):
@@ -21,12 +20,7 @@ def limit_setup(redis_port):
     }
 
     def setup(server):
-        def change(text):
-            for key, value in settings.items():
-                text = re.sub(rf"(?m)^{key} =.*$", f"{key} = {value}", text)
-            return text
-
-        server.edit("config/limit.ini", change)
+        server.edit("config/limit.ini", lambda text: set_keys(text, settings))
         server.edit("waraka.toml", lambda t: t.replace('grants = ["kv:default"]           # the store',
                                                        'grants = ["kv:shared"]           # the store') + (
             f'\n[kv.shared]\nbackend = "redis"\nurl = "redis://127.0.0.1:{redis_port}/0"\n'))

@@ -6,8 +6,7 @@ import socket
 import time
 import unittest
 
-from harness import Waraka
-from test_abuse import EHLO, Client, smtp_config
+from harness import EHLO, Client, Waraka, smtp_config
 
 
 class GracefulStopTest(unittest.TestCase):

@@ -96,6 +96,18 @@ pub mod codes {
     pub fn idle_timeout(host: &str) -> Reply {
         Reply::new(421, "4.4.2", format!("{host} Timeout exceeded, closing connection"))
     }
+    pub fn data_rate_too_low(host: &str) -> Reply {
+        Reply::new(421, "4.4.2", format!("{host} Data rate too low, closing connection"))
+    }
+    pub fn too_many_junk_commands() -> Reply {
+        Reply::new(421, "4.7.0", "Too many commands without mail, closing connection")
+    }
+    pub fn too_many_connections() -> Reply {
+        Reply::new(421, "4.7.0", "Too many connections, try again later")
+    }
+    pub fn too_many_connections_from_client() -> Reply {
+        Reply::new(421, "4.7.0", "Too many connections from your address, try again later")
+    }
     pub fn sync_error() -> Reply {
         Reply::new(554, "5.5.0", "Error: SMTP protocol synchronization")
     }

@@ -185,17 +185,19 @@ impl QueueStore {
         sync_dir(&corrupt)
     }
 
-    /// Writes `bytes` to a temporary file and `fsync`s it.
-    fn write_tmp(&self, mut source: impl Read) -> io::Result<PathBuf> {
+    /// Writes `source` to a temporary file and `fsync`s it; returns its path
+    /// and length.
+    fn write_tmp(&self, mut source: impl Read) -> io::Result<(PathBuf, u64)> {
         let tmp = self.tmp_path();
         let result = (|| {
             let mut file = File::options().write(true).create_new(true).open(&tmp)?;
-            io::copy(&mut source, &mut file)?;
+            let written = io::copy(&mut source, &mut file)?;
             file.flush()?;
-            file.sync_all()
+            file.sync_all()?;
+            Ok(written)
         })();
         match result {
-            Ok(()) => Ok(tmp),
+            Ok(written) => Ok((tmp, written)),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Err(e)
@@ -205,7 +207,7 @@ impl QueueStore {
 
     fn write_entry_file(&self, entry: &Entry) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
-        let tmp = self.write_tmp(json.as_slice())?;
+        let (tmp, _) = self.write_tmp(json.as_slice())?;
         fs::rename(&tmp, self.entry_path_of(&entry.id)).inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
@@ -230,8 +232,7 @@ impl QueueStore {
                 None => by_domain.push((domain, vec![rcpt.clone()])),
             }
         }
-        let tmp = self.write_tmp(message)?;
-        let message_size = fs::metadata(&tmp)?.len();
+        let (tmp, message_size) = self.write_tmp(message)?;
         let mut made: Vec<Entry> = Vec::new();
         let result = (|| {
             for (domain, recipients) in by_domain {

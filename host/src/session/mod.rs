@@ -228,11 +228,7 @@ impl<P: Policy> Session<P> {
         let host = self.hostname();
         if self.data_rate_deadline().is_some_and(|d| Instant::now() >= d) {
             warn!(min_data_rate = self.settings.min_data_rate, "data rate too low");
-            return self.close_with(&Reply::new(
-                421,
-                "4.4.2",
-                format!("{host} Data rate too low, closing connection"),
-            ));
+            return self.close_with(&codes::data_rate_too_low(&host));
         }
         info!("idle timeout");
         self.close_with(&codes::idle_timeout(&host))
@@ -241,7 +237,7 @@ impl<P: Policy> Session<P> {
     /// Whether a transaction is open (from MAIL until it is queued or reset),
     /// which a graceful stop lets finish.
     pub fn in_transaction(&self) -> bool {
-        matches!(self.state, State::Data(_)) || self.conn.lock().transaction.is_some()
+        self.conn.lock().transaction.is_some()
     }
 
     /// The server is shutting down.
@@ -364,11 +360,7 @@ impl<P: Policy> Session<P> {
             Command::Data => self.data().await,
             Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Help if self.junk_limit_reached(&command) => {
                 warn!(commands = self.junk_commands, "too many commands without mail");
-                self.close_with(&Reply::new(
-                    421,
-                    "4.7.0",
-                    "Too many commands without mail, closing connection",
-                ))
+                self.close_with(&codes::too_many_junk_commands())
             }
             Command::Rset => {
                 self.reset_transaction().await;
