@@ -3,22 +3,21 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    BlobStore, Database, DirStore, Dns, DnsSettings, KvStore, MemoryKv, NoteLimits, PgDatabase, PgSettings, RedisKv,
-    S3Settings, S3Store, SqliteDatabase,
+    BlobStore, Database, DirStore, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase, PgSettings, RedisKv, S3Store,
+    SqliteDatabase,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, TlsMode};
 use crate::plugins::Backends;
-use crate::plugins::{DirGrant, OnError, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
-use crate::protocol::BareNewlines;
+use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::queue::RetrySchedule;
-use crate::session::{EarlyTalker, Role, SessionSettings, SpoolSettings};
+use crate::session::SessionSettings;
 use anyhow::{Context, Result, anyhow, bail};
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+
+pub use waraka_config::*;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/core_plugins.rs"));
@@ -27,336 +26,12 @@ mod embedded {
 
 pub use embedded::{CORE_PLUGINS, DEFAULT_CONFIG};
 
-/// The file name of the instance configuration.
-pub const CONFIG_FILE: &str = "waraka.toml";
-
-/// `waraka.toml`.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct InstanceConfig {
-    /// Chain order of plugins.
-    #[serde(default)]
-    pub plugins: Vec<String>,
-    #[serde(default)]
-    pub smtp: SmtpConfig,
-    #[serde(default)]
-    pub plugin_defaults: PluginTable,
-    #[serde(default)]
-    pub plugin: BTreeMap<String, PluginTable>,
-    /// Named host directories that `dir:NAME` grants give to plugins.
-    #[serde(default)]
-    pub dirs: BTreeMap<String, PathBuf>,
-    #[serde(default)]
-    pub runtime: RuntimeConfig,
-    /// More listeners, each with a role (`[[listener]]`).
-    #[serde(default)]
-    pub listener: Vec<ListenerConfig>,
-    /// Certificate and key for STARTTLS and implicit TLS.
-    pub tls: Option<TlsConfig>,
-    /// Named key/value stores that `kv:NAME` grants give to plugins.
-    #[serde(default)]
-    pub kv: BTreeMap<String, KvConfig>,
-    /// The resolver behind the `dns` grant.
-    #[serde(default)]
-    pub dns: DnsConfig,
-    /// Named blob stores that `blobstore:NAME` grants give to plugins.
-    #[serde(default)]
-    pub blobstore: BTreeMap<String, BlobstoreConfig>,
-    /// Named databases that `sql:NAME` grants give to plugins.
-    #[serde(default)]
-    pub sql: BTreeMap<String, SqlConfig>,
-    /// Delivery of relayed mail from the host's outbound queue.
-    #[serde(default)]
-    pub outbound: OutboundConfig,
-    /// The Prometheus endpoint.
-    #[serde(default)]
-    pub metrics: MetricsConfig,
-}
-
-/// `[metrics]`.
-#[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Where to serve `/metrics` (e.g. `127.0.0.1:9464`); off when absent.
-    pub listen: Option<SocketAddr>,
-}
-
-/// `[outbound]`: how the host delivers the mail relaying sessions queue.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutboundConfig {
-    /// Whether relayed mail goes to the host's queue when no `queue-outbound`
-    /// plugin takes it (off: such mail gets `451 4.3.0`).
-    pub enabled: bool,
-    /// Deliveries in progress at once.
-    pub concurrency: usize,
-    /// Deliveries in progress at once to one destination domain.
-    pub per_domain: usize,
-    /// The port of MX hosts (25; tests use others).
-    pub port: u16,
-    /// Whether MX records may point at loopback or link-local addresses.
-    pub allow_local: bool,
-    /// `never`, `opportunistic` (STARTTLS when offered, any certificate),
-    /// `verify` (when offered, verified) or `required` (verified, else no delivery).
-    pub tls: OutboundTls,
-    /// Haraka's `temp_fail_intervals` text; the default doubles from 64 s to about 36 h.
-    pub retry: Option<String>,
-    /// The name sent with EHLO (default: `[smtp] hostname`).
-    pub helo: Option<String>,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub command_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub data_timeout: Duration,
-    /// Every domain goes to this next hop instead of its MX hosts.
-    pub smarthost: Option<NextHopConfig>,
-    /// Per destination domain, a next hop instead of its MX hosts.
-    pub routes: BTreeMap<String, NextHopConfig>,
-}
-
-/// The certificate policy of outbound STARTTLS.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OutboundTls {
-    Never,
-    Opportunistic,
-    Verify,
-    Required,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        let client = ClientSettings::default();
-        OutboundConfig {
-            enabled: true,
-            concurrency: 100,
-            per_domain: 10,
-            port: 25,
-            allow_local: false,
-            tls: OutboundTls::Opportunistic,
-            retry: None,
-            helo: None,
-            connect_timeout: client.connect_timeout,
-            command_timeout: client.command_timeout,
-            data_timeout: client.data_timeout,
-            smarthost: None,
-            routes: BTreeMap::new(),
-        }
-    }
-}
-
-/// A configured next hop: a host (name or IP) and port, with optional AUTH.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NextHopConfig {
-    pub host: String,
-    #[serde(default = "default_smtp_port")]
-    pub port: u16,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// Overrides `[outbound] tls` for this hop.
-    pub tls: Option<OutboundTls>,
-}
-
-fn default_smtp_port() -> u16 {
-    25
-}
-
 fn tls_mode(tls: OutboundTls) -> TlsMode {
     match tls {
         OutboundTls::Never => TlsMode::Never,
         OutboundTls::Opportunistic => TlsMode::Opportunistic { verify: false },
         OutboundTls::Verify => TlsMode::Opportunistic { verify: true },
         OutboundTls::Required => TlsMode::Required,
-    }
-}
-
-/// `[blobstore.NAME]`: where a blob store keeps its objects.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
-pub enum BlobstoreConfig {
-    /// Files under a directory (relative to the instance directory).
-    Dir { path: PathBuf },
-    /// An S3 bucket (AWS or any S3-compatible server).
-    S3(S3Settings),
-}
-
-/// `[sql.NAME]`: a database that `sql:NAME` grants give to plugins.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SqlConfig {
-    /// A PostgreSQL server, through a connection pool.
-    Postgres {
-        /// `postgres://user:password@host:port/db` or `host=… user=… dbname=…`.
-        url: String,
-        #[serde(default = "default_pool_size")]
-        pool_size: usize,
-        #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-        idle_timeout: Duration,
-        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-        connect_timeout: Duration,
-    },
-    /// An SQLite file in this process (relative to the instance directory).
-    Sqlite { path: PathBuf },
-}
-
-fn default_pool_size() -> usize {
-    16
-}
-
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(300)
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-/// `[kv.NAME]`: where a key/value store lives.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
-#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
-pub enum KvConfig {
-    /// In this process; gone at restart.
-    Memory {
-        #[serde(default = "default_max_keys")]
-        max_keys: usize,
-    },
-    /// In Redis, shared by every server using it.
-    Redis {
-        url: String,
-        /// Prepended to every key (default `waraka:NAME:`).
-        prefix: Option<String>,
-    },
-}
-
-fn default_max_keys() -> usize {
-    100_000
-}
-
-/// `[dns]`.
-#[derive(Debug, Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct DnsConfig {
-    /// Name servers (`IP` or `IP:PORT`); empty: those of /etc/resolv.conf.
-    pub servers: Vec<String>,
-    /// Per query, before the next attempt.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-}
-
-/// `[[listener]]`: an address and what it is for.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    pub address: String,
-    #[serde(default)]
-    pub role: Role,
-}
-
-/// `[tls]`: PEM files, relative to the instance directory.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-/// `[smtp]`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmtpConfig {
-    pub listen: Vec<String>,
-    pub hostname: Option<String>,
-    pub max_message_size: u64,
-    pub max_recipients: usize,
-    pub max_errors: u32,
-    pub max_junk_commands: u32,
-    pub min_data_rate: u64,
-    pub max_connections: usize,
-    pub max_connections_per_ip: usize,
-    pub max_data_line: usize,
-    pub max_header_size: usize,
-    pub max_received: usize,
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    pub bare_newlines: BareNewlines,
-    pub early_talker: EarlyTalker,
-    #[serde(with = "humantime_serde")]
-    pub banner_delay: Duration,
-    pub strict_pipelining: bool,
-    pub spool_dir: Option<PathBuf>,
-    pub spool_memory_threshold: usize,
-    pub auth_max_failures: u32,
-    #[serde(with = "humantime_serde")]
-    pub auth_failure_delay: Duration,
-    pub auth_plaintext_loopback: bool,
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        let s = SessionSettings::default();
-        SmtpConfig {
-            listen: vec!["127.0.0.1:2525".into()],
-            hostname: None,
-            max_message_size: s.max_message_size,
-            max_recipients: s.max_recipients,
-            max_errors: s.max_errors,
-            max_junk_commands: s.max_junk_commands,
-            min_data_rate: s.min_data_rate,
-            max_connections: s.max_connections,
-            max_connections_per_ip: s.max_connections_per_ip,
-            max_data_line: s.max_data_line,
-            max_header_size: s.max_header_size,
-            max_received: s.max_received,
-            idle_timeout: Duration::from_secs(300),
-            shutdown_grace: s.shutdown_grace,
-            bare_newlines: s.bare_newlines,
-            early_talker: s.early_talker,
-            banner_delay: s.banner_delay,
-            strict_pipelining: s.strict_pipelining,
-            spool_dir: None,
-            spool_memory_threshold: s.spool.memory_threshold,
-            auth_max_failures: s.auth_max_failures,
-            auth_failure_delay: s.auth_failure_delay,
-            auth_plaintext_loopback: s.auth_plaintext_loopback,
-        }
-    }
-}
-
-/// `[plugin_defaults]` and `[plugin."NAME"]`.
-#[derive(Debug, Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct PluginTable {
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    pub fuel: Option<u64>,
-    pub memory: Option<usize>,
-    pub on_error: Option<OnError>,
-    pub breaker_faults: Option<u32>,
-    #[serde(default, with = "humantime_serde")]
-    pub breaker_backoff: Option<Duration>,
-    pub grants: Option<Vec<String>>,
-}
-
-/// `[runtime]`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
-    /// Plugin instances alive at once.
-    pub max_instances: u32,
-    /// The largest memory cap a plugin may get without a restart (bytes).
-    pub max_memory: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            max_instances: RuntimeSettings::default().max_instances,
-            max_memory: 256 * 1024 * 1024,
-        }
     }
 }
 
@@ -396,11 +71,6 @@ fn scan_plugins(dir: &Path, base: &Path, out: &mut Vec<(String, PluginSource)>) 
         }
     }
     Ok(())
-}
-
-/// Parses `waraka.toml` text.
-pub fn parse_config(text: &str) -> Result<InstanceConfig> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{CONFIG_FILE}: {e}"))
 }
 
 impl Instance {
@@ -465,33 +135,7 @@ impl Instance {
             None if self.embedded => std::env::temp_dir().join(format!("waraka-spool-{}", std::process::id())),
             None => self.root.join("queue").join("spool"),
         };
-        SessionSettings {
-            hostname: s.hostname.clone().unwrap_or_else(machine_hostname),
-            max_message_size: s.max_message_size,
-            max_recipients: s.max_recipients,
-            max_errors: s.max_errors,
-            max_junk_commands: s.max_junk_commands,
-            min_data_rate: s.min_data_rate,
-            max_connections: s.max_connections,
-            max_connections_per_ip: s.max_connections_per_ip,
-            max_data_line: s.max_data_line,
-            max_header_size: s.max_header_size,
-            max_received: s.max_received,
-            bare_newlines: s.bare_newlines,
-            early_talker: s.early_talker,
-            banner_delay: s.banner_delay,
-            strict_pipelining: s.strict_pipelining,
-            spool: SpoolSettings {
-                dir: spool_dir,
-                memory_threshold: s.spool_memory_threshold,
-            },
-            notes: NoteLimits::default(),
-            idle_timeout: s.idle_timeout,
-            shutdown_grace: s.shutdown_grace,
-            auth_max_failures: s.auth_max_failures,
-            auth_failure_delay: s.auth_failure_delay,
-            auth_plaintext_loopback: s.auth_plaintext_loopback,
-        }
+        SessionSettings::from_config(s, s.hostname.clone().unwrap_or_else(machine_hostname), spool_dir)
     }
 
     /// The plugins to load, in chain order: the `plugins` list, then the rest by name.
@@ -796,6 +440,7 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_default_config_parses_and_unknown_keys_are_errors() {

@@ -2,7 +2,9 @@
 //! component plugins.
 //!
 //! Layers, each depending only on those above it:
-//! - [`protocol`]: SMTP bytes ↔ commands and replies (no I/O).
+//! - [`protocol`]: SMTP bytes ↔ commands and replies (no I/O), the
+//!   `waraka-protocol` crate (`host/protocol`), which depends on nothing of
+//!   the server and is what the fuzz targets exercise.
 //! - [`capabilities`]: host services for plugins (no SMTP, no WASM).
 //! - [`policy`]: hooks, verdicts and the verdict → reply table.
 //! - [`session`]: the SMTP state machine, asking a `Policy` at each hook.
@@ -23,7 +25,7 @@ pub mod control;
 pub mod delivery;
 pub mod plugins;
 pub mod policy;
-pub mod protocol;
+pub use waraka_protocol as protocol;
 pub mod queue;
 pub mod reload;
 pub mod scaffold;

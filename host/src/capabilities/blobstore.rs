@@ -198,24 +198,7 @@ impl DirStore {
     }
 }
 
-/// Settings of an S3 store (`[blobstore.NAME]` with `backend = "s3"`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3Settings {
-    pub bucket: String,
-    pub region: Option<String>,
-    /// A non-AWS endpoint (e.g. `http://127.0.0.1:9000`).
-    pub endpoint: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
-    #[serde(default)]
-    pub path_style: bool,
-    /// Prepended to every key.
-    #[serde(default)]
-    pub prefix: String,
-    /// Static credentials; without them the standard AWS chain (environment, profile, web identity, IMDS).
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-}
+pub use waraka_config::S3Settings;
 
 /// Objects in an S3 bucket through `aws-sdk-s3`; the client is made on first use.
 pub struct S3Store {

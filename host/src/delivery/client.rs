@@ -102,11 +102,12 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     /// RFC 5321 §4.5.3.2-minded waits, opportunistic STARTTLS, no AUTH.
     fn default() -> Self {
+        let outbound = waraka_config::OutboundConfig::default();
         ClientSettings {
             helo: "localhost".into(),
-            connect_timeout: Duration::from_secs(30),
-            command_timeout: Duration::from_secs(300),
-            data_timeout: Duration::from_secs(600),
+            connect_timeout: outbound.connect_timeout,
+            command_timeout: outbound.command_timeout,
+            data_timeout: outbound.data_timeout,
             tls: TlsMode::Opportunistic { verify: false },
             auth: None,
         }

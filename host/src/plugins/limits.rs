@@ -1,18 +1,8 @@
 //! Per-plugin limits and the memory limiter that enforces the memory cap.
 
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// What a plugin fault turns into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    /// The hook answers `451 4.3.0` (a temporary failure).
-    #[default]
-    Tempfail,
-    /// The chain goes on as if the plugin said `cont`.
-    Continue,
-}
+pub use waraka_config::OnError;
 
 /// Limits applied to every hook call of one plugin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,7 +31,7 @@ pub struct RuntimeSettings {
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
-            max_instances: 1000,
+            max_instances: waraka_config::RuntimeConfig::default().max_instances,
             max_memory: 64 * 1024 * 1024,
             cache_dir: None,
         }

@@ -1,41 +1,10 @@
 use super::message::SpoolSettings;
 use crate::capabilities::NoteLimits;
 use crate::protocol::BareNewlines;
+use std::path::PathBuf;
+use waraka_config::SmtpConfig;
 
-/// What a listener is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Port 25: mail from the world; no AUTH required.
-    #[default]
-    Mx,
-    /// Port 587: AUTH required before MAIL.
-    Submission,
-    /// Port 465: implicit TLS, AUTH required before MAIL.
-    Submissions,
-}
-
-impl Role {
-    /// The role's name in configuration and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Mx => "mx",
-            Role::Submission => "submission",
-            Role::Submissions => "submissions",
-        }
-    }
-}
-
-/// What to do with a client that talks before the greeting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EarlyTalker {
-    /// `554 5.5.0` and close.
-    #[default]
-    Reject,
-    /// Only flag it (`session.early-talker()`), so a plugin decides (Haraka's way).
-    Flag,
-}
+pub use waraka_config::{EarlyTalker, Role};
 
 /// The limits and switches one session runs with.
 #[derive(Clone, Debug)]
@@ -86,34 +55,46 @@ pub struct SessionSettings {
     pub auth_plaintext_loopback: bool,
 }
 
-impl Default for SessionSettings {
-    fn default() -> Self {
+impl SessionSettings {
+    /// The settings `[smtp]` gives, with this server name and spool directory.
+    pub fn from_config(smtp: &SmtpConfig, hostname: String, spool_dir: PathBuf) -> SessionSettings {
         SessionSettings {
-            hostname: "localhost".into(),
-            max_message_size: 25 * 1024 * 1024,
-            max_recipients: 100,
-            max_errors: 10,
-            max_junk_commands: 100,
-            min_data_rate: 500,
-            max_connections: 10_000,
-            max_connections_per_ip: 100,
-            max_data_line: 65_536,
-            max_header_size: 256 * 1024,
-            max_received: 100,
-            bare_newlines: BareNewlines::Reject,
-            early_talker: EarlyTalker::Reject,
-            banner_delay: std::time::Duration::ZERO,
-            strict_pipelining: true,
+            hostname,
+            max_message_size: smtp.max_message_size,
+            max_recipients: smtp.max_recipients,
+            max_errors: smtp.max_errors,
+            max_junk_commands: smtp.max_junk_commands,
+            min_data_rate: smtp.min_data_rate,
+            max_connections: smtp.max_connections,
+            max_connections_per_ip: smtp.max_connections_per_ip,
+            max_data_line: smtp.max_data_line,
+            max_header_size: smtp.max_header_size,
+            max_received: smtp.max_received,
+            bare_newlines: smtp.bare_newlines,
+            early_talker: smtp.early_talker,
+            banner_delay: smtp.banner_delay,
+            strict_pipelining: smtp.strict_pipelining,
             spool: SpoolSettings {
-                dir: std::env::temp_dir().join("waraka-spool"),
-                memory_threshold: 128 * 1024,
+                dir: spool_dir,
+                memory_threshold: smtp.spool_memory_threshold,
             },
             notes: NoteLimits::default(),
-            shutdown_grace: std::time::Duration::from_secs(30),
-            idle_timeout: std::time::Duration::from_secs(300),
-            auth_max_failures: 3,
-            auth_failure_delay: std::time::Duration::from_secs(1),
-            auth_plaintext_loopback: true,
+            idle_timeout: smtp.idle_timeout,
+            shutdown_grace: smtp.shutdown_grace,
+            auth_max_failures: smtp.auth_max_failures,
+            auth_failure_delay: smtp.auth_failure_delay,
+            auth_plaintext_loopback: smtp.auth_plaintext_loopback,
         }
+    }
+}
+
+impl Default for SessionSettings {
+    /// `[smtp]`'s defaults, as `localhost`, spooling under the temporary directory.
+    fn default() -> Self {
+        SessionSettings::from_config(
+            &SmtpConfig::default(),
+            "localhost".into(),
+            std::env::temp_dir().join("waraka-spool"),
+        )
     }
 }

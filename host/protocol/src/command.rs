@@ -1,7 +1,7 @@
 //! Parsing one SMTP command line into a [`Command`].
 
-use super::address::{Address, AddressError};
-use super::reply::{Reply, codes};
+use crate::address::{Address, AddressError};
+use crate::reply::{Reply, codes};
 
 /// Longest command line accepted, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -120,7 +120,7 @@ fn address_error(e: AddressError, enhanced: &str, what: &str) -> CommandError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::*;
 
     fn code(line: &str) -> u16 {
         parse_command(line.as_bytes()).unwrap_err().0.code

@@ -1,0 +1,405 @@
+//! The schema of `waraka.toml`: what an administrator may write, with every
+//! default, and [`parse_config`]. Plain data: turning it into running
+//! listeners, sessions, plugins and stores is the server's job (`waraka::config`).
+//! Kept in its own crate, free of the server, so the config loader can be
+//! fuzzed on its own.
+
+use anyhow::{Result, anyhow};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use waraka_protocol::BareNewlines;
+
+/// What a listener is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Port 25: mail from the world; no AUTH required.
+    #[default]
+    Mx,
+    /// Port 587: AUTH required before MAIL.
+    Submission,
+    /// Port 465: implicit TLS, AUTH required before MAIL.
+    Submissions,
+}
+
+impl Role {
+    /// The role's name in configuration and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Mx => "mx",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        }
+    }
+}
+
+/// What to do with a client that talks before the greeting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EarlyTalker {
+    /// `554 5.5.0` and close.
+    #[default]
+    Reject,
+    /// Only flag it (`session.early-talker()`), so a plugin decides (Haraka's way).
+    Flag,
+}
+
+/// What a plugin fault turns into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The hook answers `451 4.3.0` (a temporary failure).
+    #[default]
+    Tempfail,
+    /// The chain goes on as if the plugin said `cont`.
+    Continue,
+}
+
+/// Settings of an S3 store (`[blobstore.NAME]` with `backend = "s3"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: Option<String>,
+    /// A non-AWS endpoint (e.g. `http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible servers need.
+    #[serde(default)]
+    pub path_style: bool,
+    /// Prepended to every key.
+    #[serde(default)]
+    pub prefix: String,
+    /// Static credentials; without them the standard AWS chain (environment, profile, web identity, IMDS).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+/// The file name of the instance configuration.
+pub const CONFIG_FILE: &str = "waraka.toml";
+
+/// `waraka.toml`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Chain order of plugins.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub plugin_defaults: PluginTable,
+    #[serde(default)]
+    pub plugin: BTreeMap<String, PluginTable>,
+    /// Named host directories that `dir:NAME` grants give to plugins.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// More listeners, each with a role (`[[listener]]`).
+    #[serde(default)]
+    pub listener: Vec<ListenerConfig>,
+    /// Certificate and key for STARTTLS and implicit TLS.
+    pub tls: Option<TlsConfig>,
+    /// Named key/value stores that `kv:NAME` grants give to plugins.
+    #[serde(default)]
+    pub kv: BTreeMap<String, KvConfig>,
+    /// The resolver behind the `dns` grant.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Named blob stores that `blobstore:NAME` grants give to plugins.
+    #[serde(default)]
+    pub blobstore: BTreeMap<String, BlobstoreConfig>,
+    /// Named databases that `sql:NAME` grants give to plugins.
+    #[serde(default)]
+    pub sql: BTreeMap<String, SqlConfig>,
+    /// Delivery of relayed mail from the host's outbound queue.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` (e.g. `127.0.0.1:9464`); off when absent.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[outbound]`: how the host delivers the mail relaying sessions queue.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Whether relayed mail goes to the host's queue when no `queue-outbound`
+    /// plugin takes it (off: such mail gets `451 4.3.0`).
+    pub enabled: bool,
+    /// Deliveries in progress at once.
+    pub concurrency: usize,
+    /// Deliveries in progress at once to one destination domain.
+    pub per_domain: usize,
+    /// The port of MX hosts (25; tests use others).
+    pub port: u16,
+    /// Whether MX records may point at loopback or link-local addresses.
+    pub allow_local: bool,
+    /// `never`, `opportunistic` (STARTTLS when offered, any certificate),
+    /// `verify` (when offered, verified) or `required` (verified, else no delivery).
+    pub tls: OutboundTls,
+    /// Haraka's `temp_fail_intervals` text; the default doubles from 64 s to about 36 h.
+    pub retry: Option<String>,
+    /// The name sent with EHLO (default: `[smtp] hostname`).
+    pub helo: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Every domain goes to this next hop instead of its MX hosts.
+    pub smarthost: Option<NextHopConfig>,
+    /// Per destination domain, a next hop instead of its MX hosts.
+    pub routes: BTreeMap<String, NextHopConfig>,
+}
+
+/// The certificate policy of outbound STARTTLS.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    Never,
+    Opportunistic,
+    Verify,
+    Required,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            enabled: true,
+            concurrency: 100,
+            per_domain: 10,
+            port: 25,
+            allow_local: false,
+            tls: OutboundTls::Opportunistic,
+            retry: None,
+            helo: None,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            smarthost: None,
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configured next hop: a host (name or IP) and port, with optional AUTH.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NextHopConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Overrides `[outbound] tls` for this hop.
+    pub tls: Option<OutboundTls>,
+}
+
+fn default_smtp_port() -> u16 {
+    25
+}
+
+/// `[blobstore.NAME]`: where a blob store keeps its objects.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BlobstoreConfig {
+    /// Files under a directory (relative to the instance directory).
+    Dir { path: PathBuf },
+    /// An S3 bucket (AWS or any S3-compatible server).
+    S3(S3Settings),
+}
+
+/// `[sql.NAME]`: a database that `sql:NAME` grants give to plugins.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SqlConfig {
+    /// A PostgreSQL server, through a connection pool.
+    Postgres {
+        /// `postgres://user:password@host:port/db` or `host=… user=… dbname=…`.
+        url: String,
+        #[serde(default = "default_pool_size")]
+        pool_size: usize,
+        #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+        idle_timeout: Duration,
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        connect_timeout: Duration,
+    },
+    /// An SQLite file in this process (relative to the instance directory).
+    Sqlite { path: PathBuf },
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[kv.NAME]`: where a key/value store lives.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum KvConfig {
+    /// In this process; gone at restart.
+    Memory {
+        #[serde(default = "default_max_keys")]
+        max_keys: usize,
+    },
+    /// In Redis, shared by every server using it.
+    Redis {
+        url: String,
+        /// Prepended to every key (default `waraka:NAME:`).
+        prefix: Option<String>,
+    },
+}
+
+fn default_max_keys() -> usize {
+    100_000
+}
+
+/// `[dns]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (`IP` or `IP:PORT`); empty: those of /etc/resolv.conf.
+    pub servers: Vec<String>,
+    /// Per query, before the next attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// `[[listener]]`: an address and what it is for.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// `[tls]`: PEM files, relative to the instance directory.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub listen: Vec<String>,
+    pub hostname: Option<String>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: u32,
+    pub max_junk_commands: u32,
+    pub min_data_rate: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_data_line: usize,
+    pub max_header_size: usize,
+    pub max_received: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub bare_newlines: BareNewlines,
+    pub early_talker: EarlyTalker,
+    #[serde(with = "humantime_serde")]
+    pub banner_delay: Duration,
+    pub strict_pipelining: bool,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_memory_threshold: usize,
+    pub auth_max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+    pub auth_plaintext_loopback: bool,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listen: vec!["127.0.0.1:2525".into()],
+            hostname: None,
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_errors: 10,
+            max_junk_commands: 100,
+            min_data_rate: 500,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            max_data_line: 65_536,
+            max_header_size: 256 * 1024,
+            max_received: 100,
+            idle_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
+            bare_newlines: BareNewlines::Reject,
+            early_talker: EarlyTalker::Reject,
+            banner_delay: Duration::ZERO,
+            strict_pipelining: true,
+            spool_dir: None,
+            spool_memory_threshold: 128 * 1024,
+            auth_max_failures: 3,
+            auth_failure_delay: Duration::from_secs(1),
+            auth_plaintext_loopback: true,
+        }
+    }
+}
+
+/// `[plugin_defaults]` and `[plugin."NAME"]`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PluginTable {
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub fuel: Option<u64>,
+    pub memory: Option<usize>,
+    pub on_error: Option<OnError>,
+    pub breaker_faults: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub breaker_backoff: Option<Duration>,
+    pub grants: Option<Vec<String>>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Plugin instances alive at once.
+    pub max_instances: u32,
+    /// The largest memory cap a plugin may get without a restart (bytes).
+    pub max_memory: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: 1000,
+            max_memory: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Parses `waraka.toml` text.
+pub fn parse_config(text: &str) -> Result<InstanceConfig> {
+    toml::from_str(text).map_err(|e| anyhow!("{CONFIG_FILE}: {e}"))
+}
