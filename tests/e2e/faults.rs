@@ -68,6 +68,31 @@ fn traps_panics_fuel_and_memory_faults_tempfail_within_their_limits() {
 }
 
 #[test]
+fn host_calls_cost_fuel_so_a_storm_of_them_runs_out() {
+    // Each round of the host loop is one cheap host call and a few guest
+    // instructions: at 1,000 fuel per host call, 3,000,000 fuel allows at
+    // most 3,000 rounds (uncharged, the same fuel lasts over ten times as long).
+    let instance = faulty_instance("timeout = \"20s\"\nfuel = 3000000");
+    let server = Server::start(&instance);
+    let mut c = server.client();
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    assert!(c.cmd("RCPT TO:<host-loop@example.com>").starts("451 4.3.0"));
+    server.wait_for_log("plugin fault: out of fuel", Duration::from_secs(5));
+    let reply = c.cmd("RCPT TO:<storm-rounds@example.com>");
+    let rounds: u64 = reply
+        .text
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reply:?}"));
+    assert!(
+        (64..=3000).contains(&rounds),
+        "{rounds} host-loop rounds on 3,000,000 fuel"
+    );
+}
+
+#[test]
 fn spinning_and_sleeping_plugins_are_stopped_at_the_deadline() {
     let instance = faulty_instance("timeout = \"2s\"\nfuel = 0");
     let server = Server::start(&instance);

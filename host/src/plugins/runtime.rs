@@ -14,8 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Fuel every call from a guest into the host costs (about what the call
+/// costs the host in time, counted in WebAssembly instructions), so a guest
+/// looping over cheap host calls runs out of fuel like any other loop.
+pub const HOST_CALL_FUEL: u64 = 1_000;
 
 /// Engine-wide settings.
 #[derive(Clone, Debug)]
@@ -209,6 +216,16 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.call_hook(|mut ctx, hook| {
+            if matches!(hook, CallHook::CallingHost) {
+                let fuel = ctx.get_fuel()?;
+                if fuel < HOST_CALL_FUEL {
+                    return Err(Trap::OutOfFuel.into());
+                }
+                ctx.set_fuel(fuel - HOST_CALL_FUEL)?;
+            }
+            Ok(())
+        });
         // Yield to other tasks every tick while the guest runs; stop it at the deadline.
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
