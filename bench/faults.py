@@ -1,14 +1,16 @@
 """Fault injector for bench/faults.sh: makes the fault fixture (test/faulty)
-trap, spin, exhaust its memory, panic and storm the host with calls, TOTAL
-times over CONNECTIONS connections, each waiting for its reply. Prints the
+trap, spin, exhaust its memory, panic and storm the host with calls (or the
+kinds in FAULT_KINDS, e.g. "loop storm"; "healthy" sends recipients that
+pass, the control), TOTAL times over CONNECTIONS connections, each waiting for its reply. Prints the
 faults made, the seconds taken and any reply that was not 451 4.3.0."""
 
+import os
 import smtplib
 import sys
 import threading
 import time
 
-FAULTS = ["trap", "loop", "oom", "panic", "storm"]
+FAULTS = os.environ.get("FAULT_KINDS", "trap loop oom panic storm").split()
 
 
 def main(port: int, total: int, connections: int) -> None:
@@ -20,8 +22,14 @@ def main(port: int, total: int, connections: int) -> None:
             s.ehlo()
             s.mail("faults@sender.test")
             for n in remaining:
-                code, text = s.rcpt(f"{FAULTS[n % len(FAULTS)]}@example.com")
-                if code != 451 or not text.startswith(b"4.3.0"):
+                kind = FAULTS[n % len(FAULTS)]
+                code, text = s.rcpt(f"{kind}@example.com")
+                if kind == "healthy":
+                    # The control: the same traffic without faults.
+                    if code == 452:
+                        s.rset()
+                        s.mail("faults@sender.test")
+                elif code != 451 or not text.startswith(b"4.3.0"):
                     with lock:
                         wrong.append((FAULTS[n % len(FAULTS)], code, text))
 

@@ -70,8 +70,8 @@ fn traps_panics_fuel_and_memory_faults_tempfail_within_their_limits() {
 #[test]
 fn host_calls_cost_fuel_so_a_storm_of_them_runs_out() {
     // Each round of the host loop is one cheap host call and a few guest
-    // instructions: at 1,000 fuel per host call, 3,000,000 fuel allows at
-    // most 3,000 rounds (uncharged, the same fuel lasts over ten times as long).
+    // instructions: at 10,000 fuel per host call, 3,000,000 fuel allows at
+    // most 300 rounds (uncharged, the same fuel lasts over 30,000 rounds).
     let instance = faulty_instance("timeout = \"20s\"\nfuel = 3000000");
     let server = Server::start(&instance);
     let mut c = server.client();

@@ -20,10 +20,12 @@ INJECTORS = 4
 
 
 def faulty_setup(server):
+    # 20,000,000 fuel: enough for a storm (three host calls of 10,000 fuel a
+    # round) to reach the 200-line log cap of one hook call.
     (server.dir / "plugins/test").mkdir()
     shutil.copy(GUESTS / "fixture_faulty.wasm", server.dir / "plugins/test/faulty.wasm")
     server.edit("waraka.toml", lambda t: t.replace('plugins = ["', 'plugins = ["test/faulty", "', 1)
-                + '\n[plugin."test/faulty"]\nfuel = 5000000\nmemory = 16777216\ntimeout = "2s"\n'
+                + '\n[plugin."test/faulty"]\nfuel = 20000000\nmemory = 16777216\ntimeout = "2s"\n'
                   'breaker_faults = 0\n')
 
 
