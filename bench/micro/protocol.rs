@@ -10,7 +10,10 @@ const COMMANDS: &[(&str, &[u8])] = &[
     ("ehlo", b"EHLO client.example.com"),
     ("mail", b"MAIL FROM:<sender@example.org> SIZE=5120 BODY=8BITMIME"),
     ("rcpt", b"RCPT TO:<recipient@example.com>"),
-    ("rcpt-dsn", b"RCPT TO:<\"first last\"@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@example.com"),
+    (
+        "rcpt-dsn",
+        b"RCPT TO:<\"first last\"@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@example.com",
+    ),
     ("data", b"DATA"),
 ];
 
