@@ -1,8 +1,9 @@
 """Fault injector for bench/faults.sh: makes the fault fixture (test/faulty)
 trap, spin, exhaust its memory, panic and storm the host with calls (or the
 kinds in FAULT_KINDS, e.g. "loop storm"; "healthy" sends recipients that
-pass, the control), TOTAL times over CONNECTIONS connections, each waiting for its reply. Prints the
-faults made, the seconds taken and any reply that was not 451 4.3.0."""
+pass, the control), TOTAL times over CONNECTIONS connections, each waiting
+for its reply, for at most SECONDS. Prints the requests made, the seconds
+taken and how many fault replies were not 451 4.3.0."""
 
 import os
 import smtplib
@@ -13,15 +14,20 @@ import time
 FAULTS = os.environ.get("FAULT_KINDS", "trap loop oom panic storm").split()
 
 
-def main(port: int, total: int, connections: int) -> None:
+def main(port: int, total: int, connections: int, seconds: float) -> None:
     remaining = iter(range(total))
-    wrong, lock = [], threading.Lock()
+    wrong, made, lock = [], [], threading.Lock()
+    stop_at = time.monotonic() + seconds
 
     def inject():
         with smtplib.SMTP("127.0.0.1", port, local_hostname="faults.test", timeout=60) as s:
             s.ehlo()
             s.mail("faults@sender.test")
             for n in remaining:
+                if time.monotonic() >= stop_at:
+                    break
+                with lock:
+                    made.append(n)
                 kind = FAULTS[n % len(FAULTS)]
                 code, text = s.rcpt(f"{kind}@example.com")
                 if kind == "healthy":
@@ -39,10 +45,10 @@ def main(port: int, total: int, connections: int) -> None:
         t.start()
     for t in threads:
         t.join()
-    print(f"{total} {time.monotonic() - started:.2f} {len(wrong)}")
+    print(f"{len(made)} {time.monotonic() - started:.2f} {len(wrong)}")
     for w in wrong[:10]:
         print("wrong reply:", w, file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 1e9)

@@ -8,6 +8,9 @@
 #
 #   bench/faults.sh                       # 1000 faults from 1 connection
 #   INJECTORS=4 FAULT_FUEL=50000000 bench/faults.sh
+#   FAULT_DELAY=1s INJECTORS=100 FAULT_SECONDS=20 bench/faults.sh
+#                                  # with the fault tarpit (default off here,
+#                                  # to measure what each fault costs)
 #   FAULT_KINDS="trap panic" bench/faults.sh      # only these faults
 #   PERF_DATA=/tmp/faults.perf bench/faults.sh    # perf-record the fault window
 set -euo pipefail
@@ -15,6 +18,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 FAULTS="${FAULTS:-1000}"
 INJECTORS="${INJECTORS:-1}"
 FAULT_FUEL="${FAULT_FUEL:-5000000}"
+FAULT_DELAY="${FAULT_DELAY:-0s}"
+FAULT_SECONDS="${FAULT_SECONDS:-1000000}"
 SESSIONS="${SESSIONS:-10}"
 . "$here/lib.sh"
 
@@ -32,6 +37,9 @@ cat >>"$instance/waraka.toml" <<TOML
 
 [metrics]
 listen = "127.0.0.1:$metrics_port"
+
+[runtime]
+fault_delay = "$FAULT_DELAY"
 
 # Every fault is a real one: no circuit breaker to short-cut them.
 [plugin."test/faulty"]
@@ -76,7 +84,7 @@ run_injector() {
     local count=$FAULTS
     # The control's requests are cheap: ten times as many make a window as long.
     [ "$1" = healthy ] && count=$(( FAULTS * 10 ))
-    FAULT_KINDS="$1" window python3 "$here/faults.py" "$wport" "$count" "$INJECTORS" >"$work/rate.out"
+    FAULT_KINDS="$1" window python3 "$here/faults.py" "$wport" "$count" "$INJECTORS" "$FAULT_SECONDS" >"$work/rate.out"
     if [ -n "${PERF_DATA:-}" ] && [ "$1" != healthy ]; then kill -INT "$perfpid"; wait "$perfpid" 2>/dev/null || true; fi
     local rate took made seconds wrong cpu
     read -r rate took <"$work/rate.out"
@@ -90,8 +98,8 @@ read -r faulted took_faulted made fault_seconds wrong fault_cpu < <(run_injector
 alive=yes; kill -0 "$wpid" 2>/dev/null || alive=no
 stop_pid "$wpid"
 
-printf '\n%s healthy sessions, %d-byte messages; injector: %d connection(s), fuel %s per fault call\n' \
-    "$SESSIONS" "$SIZE" "$INJECTORS" "$FAULT_FUEL"
+printf '\n%s healthy sessions, %d-byte messages; injector: %d connection(s), fuel %s per fault call, fault tarpit %s\n' \
+    "$SESSIONS" "$SIZE" "$INJECTORS" "$FAULT_FUEL" "$FAULT_DELAY"
 printf '%-34s %8s msg/s  (%s s window; %.0f µs server CPU per message)\n' "healthy alone:" "$alone" "$took_alone" \
     "$(python3 -c "print($cpu_per_msg*1e6)")"
 printf '%-34s %8s msg/s  (%s s; %s healthy RCPTs at %s/s, %s µs server CPU each)\n' "healthy + control injector:" \

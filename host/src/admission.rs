@@ -67,7 +67,7 @@ impl Drop for Ticket {
 }
 
 /// The key a client is counted under: its address, or its /64 for IPv6.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

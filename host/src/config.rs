@@ -384,6 +384,7 @@ impl Instance {
             max_instances: self.config.runtime.max_instances,
             max_memory: largest.max(self.config.runtime.max_memory),
             cache_dir: (!self.embedded).then(|| self.root.join("queue").join("cache")),
+            fault_delay: self.config.runtime.fault_delay,
         }
     }
 

@@ -8,9 +8,18 @@ use waraka_e2e::{Instance, Server};
 
 const CORE: &[&str] = &["rcpt_to.in_host_list", "queue/maildir"];
 
-/// An instance with `test/faulty` first in the chain under these limits.
+/// An instance with `test/faulty` first in the chain under these limits,
+/// without the fault tarpit (every test client here is the same address).
 fn faulty_instance(limits: &str) -> Instance {
-    let instance = Instance::new(CORE, &format!("[plugin.\"test/faulty\"]\n{limits}\n"));
+    faulty_instance_with("fault_delay = \"0s\"", limits)
+}
+
+/// The same with these `[runtime]` settings.
+fn faulty_instance_with(runtime: &str, limits: &str) -> Instance {
+    let instance = Instance::new(
+        CORE,
+        &format!("[runtime]\n{runtime}\n[plugin.\"test/faulty\"]\n{limits}\n"),
+    );
     instance.add_fixture("test/faulty");
     instance.set_order(&["test/faulty", "rcpt_to.in_host_list", "queue/maildir"]);
     instance
@@ -90,6 +99,36 @@ fn host_calls_cost_fuel_so_a_storm_of_them_runs_out() {
         (64..=3000).contains(&rounds),
         "{rounds} host-loop rounds on 3,000,000 fuel"
     );
+}
+
+#[test]
+fn a_client_that_keeps_making_plugins_fault_waits_longer_each_time() {
+    let instance = faulty_instance_with("fault_delay = \"400ms\"", "timeout = \"5s\"");
+    let server = Server::start(&instance);
+    let mut c = server.client();
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    let timed = |c: &mut waraka_e2e::Client, rcpt: &str| {
+        let started = Instant::now();
+        let reply = c.cmd(&format!("RCPT TO:<{rcpt}@example.com>"));
+        (reply, started.elapsed())
+    };
+    let (first, first_took) = timed(&mut c, "trap");
+    let (second, second_took) = timed(&mut c, "trap");
+    assert!(first.starts("451 4.3.0") && second.starts("451 4.3.0"));
+    assert!(first_took >= Duration::from_millis(400), "{first_took:?}");
+    assert!(second_took >= Duration::from_millis(800), "{second_took:?}");
+    // Commands that fault nothing are not held.
+    let (healthy, healthy_took) = timed(&mut c, "healthy");
+    assert!(healthy.starts("250"), "{healthy:?}");
+    assert!(healthy_took < Duration::from_millis(400), "{healthy_took:?}");
+    // The count belongs to the client, not the connection.
+    let mut other = server.client();
+    assert_eq!(other.cmd("EHLO client.test").code, 250);
+    assert_eq!(other.cmd("MAIL FROM:<a@sender.test>").code, 250);
+    let (third, third_took) = timed(&mut other, "panic");
+    assert!(third.starts("451 4.3.0"));
+    assert!(third_took >= Duration::from_millis(1600), "{third_took:?}");
 }
 
 #[test]

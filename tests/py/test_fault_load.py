@@ -24,7 +24,9 @@ def faulty_setup(server):
     # round) to reach the 200-line log cap of one hook call.
     (server.dir / "plugins/test").mkdir()
     shutil.copy(GUESTS / "fixture_faulty.wasm", server.dir / "plugins/test/faulty.wasm")
+    # No fault tarpit: the point is 1,000 real faults from one address.
     server.edit("waraka.toml", lambda t: t.replace('plugins = ["', 'plugins = ["test/faulty", "', 1)
+                + '\n[runtime]\nfault_delay = "0s"\n'
                 + '\n[plugin."test/faulty"]\nfuel = 20000000\nmemory = 16777216\ntimeout = "2s"\n'
                   'breaker_faults = 0\n')
 

@@ -388,6 +388,11 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// The largest memory cap a plugin may get without a restart (bytes).
     pub max_memory: usize,
+    /// How long the first reply after a plugin fault a client caused is
+    /// held; doubled for each further fault of that client (up to 30 s,
+    /// forgotten after a quiet minute); `0s` turns the tarpit off.
+    #[serde(with = "humantime_serde")]
+    pub fault_delay: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -395,6 +400,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_instances: 1000,
             max_memory: 256 * 1024 * 1024,
+            fault_delay: Duration::from_secs(1),
         }
     }
 }

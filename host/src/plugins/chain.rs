@@ -250,6 +250,21 @@ impl Chain {
             .increment(1);
     }
 
+    /// How long to hold the session after a fault its client caused, as the
+    /// fault tarpit says (nothing for a plugin its breaker holds back: that
+    /// costs the server nothing).
+    fn tarpit_delay(&self, fault: &Fault) -> Duration {
+        if *fault == Fault::Disabled {
+            return Duration::ZERO;
+        }
+        let client = self.conn.lock().peer.ip();
+        let delay = self.runtime.tarpit().fault(client);
+        if !delay.is_zero() {
+            debug!(%client, ?delay, "fault tarpit: holding the reply");
+        }
+        delay
+    }
+
     /// Runs the `deny` hook; true when a plugin overrides the rejection.
     async fn deny_overridden(&mut self, hook: Hook, plugin: &str, verdict: &Verdict) -> bool {
         let denial = types::Denial {
@@ -292,6 +307,10 @@ impl Policy for Chain {
                 Ok(_) => Verdict::Cont,
                 Err(fault) => {
                     self.report(index, hook, &fault);
+                    let hold = self.tarpit_delay(&fault);
+                    if !hold.is_zero() {
+                        tokio::time::sleep(hold).await;
+                    }
                     match self.set.plugins[index].limits.on_error {
                         OnError::Continue => continue,
                         // A fault never reaches the deny hook: nothing may turn it into a 250.

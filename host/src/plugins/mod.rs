@@ -14,6 +14,7 @@ mod outbound;
 mod registry;
 mod runtime;
 mod store;
+mod tarpit;
 
 pub use chain::Chain;
 pub use limits::{OnError, PluginLimits};
@@ -21,6 +22,7 @@ pub use loader::{DirGrant, LoadedPlugin, PluginSet, PluginSource, PluginSpec};
 pub use outbound::PluginOutbound;
 pub use registry::{Registry, Rejection, ReloadSummary};
 pub use runtime::{Backends, Runtime, RuntimeSettings, Services};
+pub use tarpit::FaultTarpit;
 
 /// Records bytes that crossed between host and guest memory (target
 /// `waraka::guest_bytes`, level trace), so a benchmark can add them up with

@@ -4,6 +4,7 @@ use super::bindings::Plugin;
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, LogBudget, StoreState};
+use super::tarpit::FaultTarpit;
 use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, KvStore, NoteStore};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
@@ -34,6 +35,9 @@ pub struct RuntimeSettings {
     pub max_memory: usize,
     /// Where compiled components are cached (none: always compile).
     pub cache_dir: Option<PathBuf>,
+    /// How long the first reply after a plugin fault a client caused is
+    /// held (doubled per further fault; zero: never). See [`FaultTarpit`].
+    pub fault_delay: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -42,6 +46,7 @@ impl Default for RuntimeSettings {
             max_instances: waraka_config::RuntimeConfig::default().max_instances,
             max_memory: 64 * 1024 * 1024,
             cache_dir: None,
+            fault_delay: waraka_config::RuntimeConfig::default().fault_delay,
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct Runtime {
     engine_key: String,
     /// The largest memory cap a plugin can have (the pool slot size).
     pub max_memory: usize,
+    tarpit: Arc<FaultTarpit>,
 }
 
 /// How often the epoch advances (the precision of plugin timeouts).
@@ -142,7 +148,13 @@ impl Runtime {
             cache_dir: settings.cache_dir,
             engine_key,
             max_memory: settings.max_memory,
+            tarpit: Arc::new(FaultTarpit::new(settings.fault_delay)),
         })
+    }
+
+    /// The fault tarpit shared by every connection.
+    pub fn tarpit(&self) -> &FaultTarpit {
+        &self.tarpit
     }
 
     /// The shared services.
