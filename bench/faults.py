@@ -19,8 +19,8 @@ def main(port: int, total: int, connections: int, seconds: float) -> None:
     wrong, made, lock = [], [], threading.Lock()
     stop_at = time.monotonic() + seconds
 
-    def inject():
-        with smtplib.SMTP("127.0.0.1", port, local_hostname="faults.test", timeout=60) as s:
+    def inject(source):
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="faults.test", timeout=60, source_address=source) as s:
             s.ehlo()
             s.mail("faults@sender.test")
             for n in remaining:
@@ -40,7 +40,13 @@ def main(port: int, total: int, connections: int, seconds: float) -> None:
                         wrong.append((FAULTS[n % len(FAULTS)], code, text))
 
     started = time.monotonic()
-    threads = [threading.Thread(target=inject) for _ in range(connections)]
+    # FAULT_SOURCES=N: connection i comes from 127.0.0.(2 + i mod N), so the
+    # faults come from N client addresses (the fault tarpit counts per address).
+    sources = int(os.environ.get("FAULT_SOURCES", "0"))
+    threads = [
+        threading.Thread(target=inject, args=((f"127.0.0.{2 + i % sources}", 0) if sources else None,))
+        for i in range(connections)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -11,6 +11,8 @@
 #   FAULT_DELAY=1s INJECTORS=100 FAULT_SECONDS=20 bench/faults.sh
 #                                  # with the fault tarpit (default off here,
 #                                  # to measure what each fault costs)
+#   FAULT_DELAY=1s INJECTORS=250 FAULT_SOURCES=250 bench/faults.sh
+#                                  # 1,000 faults from 250 client addresses
 #   FAULT_KINDS="trap panic" bench/faults.sh      # only these faults
 #   PERF_DATA=/tmp/faults.perf bench/faults.sh    # perf-record the fault window
 set -euo pipefail
