@@ -42,11 +42,12 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
+        let config = waraka_config::RuntimeConfig::default();
         RuntimeSettings {
-            max_instances: waraka_config::RuntimeConfig::default().max_instances,
+            max_instances: config.max_instances,
             max_memory: 64 * 1024 * 1024,
             cache_dir: None,
-            fault_delay: waraka_config::RuntimeConfig::default().fault_delay,
+            fault_delay: config.fault_delay,
         }
     }
 }
