@@ -6,14 +6,14 @@
 //! events trigger another rescan. Writing to a temporary name and renaming it
 //! into `plugins/` avoids even that.
 
+use crate::capabilities::config_files::is_read_only;
 use crate::config::{CONFIG_FILE, Instance};
 use crate::plugins::Registry;
 use crate::session::SessionSettings;
 use crate::status::Status;
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use notify::event::{AccessKind, AccessMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -68,16 +68,6 @@ pub fn publish_status(instance: &Instance, registry: &Registry) {
     }
 }
 
-/// Whether a watcher event can change what a rescan sees. Opening and
-/// reading files (which the rescan itself does) cannot; a close after
-/// writing can, since it ends a write in several steps.
-fn changes_content(kind: &EventKind) -> bool {
-    !matches!(
-        kind,
-        EventKind::Access(AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read))
-    )
-}
-
 /// Starts watching the instance; rescans run on the returned watcher's events
 /// and on SIGHUP until the process ends. Keep the watcher alive.
 pub fn watch(
@@ -92,7 +82,7 @@ pub fn watch(
     let (watched_plugins, watched_toml) = (plugins_dir.clone(), toml.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         Ok(event)
-            if changes_content(&event.kind)
+            if !is_read_only(&event.kind)
                 && event
                     .paths
                     .iter()

@@ -4,10 +4,18 @@
 //! Ownership rule: a file named after a plugin (`NAME` or `NAME.*`, where
 //! NAME may contain `/`) belongs to that plugin alone; every other file is
 //! shared by all plugins (e.g. `host_list`).
+//!
+//! Files of a directory are cached after their first read (plugins read them
+//! on every call, e.g. `host_list` on every RCPT) and the cache is emptied
+//! whenever a watcher sees anything under the directory change, so an edit
+//! shows on the next read after the file system reports it (milliseconds).
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 /// Where config files come from.
 #[derive(Debug, Clone)]
@@ -34,10 +42,92 @@ pub enum ConfigError {
 pub struct ConfigFiles {
     source: ConfigSource,
     plugin_names: Arc<RwLock<Vec<String>>>,
+    cache: Option<Arc<FileCache>>,
+}
+
+/// Texts read from a watched directory, by name (`None`: no such file).
+#[derive(Default)]
+struct FileCache {
+    state: Mutex<CacheState>,
+    watcher: Mutex<Option<RecommendedWatcher>>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    files: HashMap<String, Option<String>>,
+    /// Bumped on every change, so a read that raced a change is not cached.
+    generation: u64,
+}
+
+impl std::fmt::Debug for FileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCache").finish_non_exhaustive()
+    }
+}
+
+impl FileCache {
+    /// A cache of `dir` emptied on every change under it; `None` when the
+    /// directory cannot be watched (then every read goes to the disk).
+    fn watching(dir: &Path) -> Option<Arc<FileCache>> {
+        let cache = Arc::new(FileCache::default());
+        let weak = Arc::downgrade(&cache);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Some(cache) = weak.upgrade() else { return };
+            match event {
+                Ok(event) if is_read_only(&event.kind) => {}
+                Ok(_) => cache.clear(),
+                Err(e) => {
+                    tracing::warn!("config watcher: {e}");
+                    cache.clear();
+                }
+            }
+        })
+        .ok()?;
+        watcher.watch(dir, RecursiveMode::Recursive).ok()?;
+        *cache.watcher.lock().expect("config watcher lock") = Some(watcher);
+        Some(cache)
+    }
+
+    /// The cached text of `name`, or `read`'s result, cached unless a change
+    /// came in while reading.
+    fn get_or_read(
+        &self,
+        name: &str,
+        read: impl FnOnce() -> Result<Option<String>, ConfigError>,
+    ) -> Result<Option<String>, ConfigError> {
+        let generation = {
+            let state = self.state.lock().expect("config cache lock");
+            if let Some(text) = state.files.get(name) {
+                return Ok(text.clone());
+            }
+            state.generation
+        };
+        let text = read()?;
+        let mut state = self.state.lock().expect("config cache lock");
+        if state.generation == generation {
+            state.files.insert(name.to_string(), text.clone());
+        }
+        Ok(text)
+    }
+
+    fn clear(&self) {
+        let mut state = self.state.lock().expect("config cache lock");
+        state.files.clear();
+        state.generation += 1;
+    }
 }
 
 /// Largest config file a plugin may read.
 const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
+
+/// Whether a watcher event only reports an open or a read, which changes
+/// nothing (a close after writing does: it ends a write in several steps).
+pub fn is_read_only(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read))
+    )
+}
 
 fn owner_of<'a>(name: &str, plugins: &'a [String]) -> Option<&'a str> {
     plugins
@@ -47,12 +137,37 @@ fn owner_of<'a>(name: &str, plugins: &'a [String]) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The text of the file at `full` (`name` for errors); `None` when missing.
+fn read_file(full: &Path, name: &str) -> Result<Option<String>, ConfigError> {
+    let io = |e: std::io::Error| ConfigError::Io {
+        name: name.into(),
+        reason: e.to_string(),
+    };
+    match std::fs::metadata(full) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+        Ok(m) if m.len() > MAX_CONFIG_FILE => {
+            return Err(ConfigError::Io {
+                name: name.into(),
+                reason: "file too large".into(),
+            });
+        }
+        Ok(_) => {}
+    }
+    std::fs::read_to_string(full).map(Some).map_err(io)
+}
+
 impl ConfigFiles {
     /// Config files from `source`, owned by the plugins named in `plugin_names`.
     pub fn new(source: ConfigSource, plugin_names: Vec<String>) -> Self {
+        let cache = match &source {
+            ConfigSource::Dir(dir) => FileCache::watching(dir),
+            ConfigSource::Embedded(_) => None,
+        };
         ConfigFiles {
             source,
             plugin_names: Arc::new(RwLock::new(plugin_names)),
+            cache,
         }
     }
 
@@ -75,27 +190,12 @@ impl ConfigFiles {
                 return Err(ConfigError::NotOwned(name.into()));
             }
         }
-        let io = |e: std::io::Error| ConfigError::Io {
-            name: name.into(),
-            reason: e.to_string(),
-        };
         match &self.source {
             ConfigSource::Embedded(files) => Ok(files.get(name).cloned()),
-            ConfigSource::Dir(dir) => {
-                let full = dir.join(path);
-                match std::fs::metadata(&full) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(io(e)),
-                    Ok(m) if m.len() > MAX_CONFIG_FILE => {
-                        return Err(ConfigError::Io {
-                            name: name.into(),
-                            reason: "file too large".into(),
-                        });
-                    }
-                    Ok(_) => {}
-                }
-                std::fs::read_to_string(&full).map(Some).map_err(io)
-            }
+            ConfigSource::Dir(dir) => match &self.cache {
+                Some(cache) => cache.get_or_read(name, || read_file(&dir.join(path), name)),
+                None => read_file(&dir.join(path), name),
+            },
         }
     }
 
@@ -143,5 +243,25 @@ mod tests {
         assert!(matches!(files.read("x", "../etc/passwd"), Err(ConfigError::BadName(_))));
         assert!(matches!(files.read("x", "/etc/passwd"), Err(ConfigError::BadName(_))));
         assert_eq!(files.read("x", "missing").unwrap(), None);
+    }
+
+    #[test]
+    fn cached_files_are_read_again_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("host_list");
+        std::fs::write(&file, "one.example\n").unwrap();
+        let files = ConfigFiles::new(ConfigSource::Dir(dir.path().into()), vec![]);
+        assert_eq!(files.lines("p", "host_list").unwrap(), ["one.example"]);
+        let cache = files.cache.as_ref().expect("the directory is watched");
+        assert!(cache.state.lock().unwrap().files.contains_key("host_list"), "cached");
+        assert_eq!(files.read("p", "later").unwrap(), None);
+
+        std::fs::write(&file, "two.example\n").unwrap();
+        std::fs::write(dir.path().join("later"), "now\n").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while files.lines("p", "host_list").unwrap() != ["two.example"] || files.read("p", "later").unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the change was never seen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
