@@ -23,16 +23,26 @@ work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# The process and its descendants (Haraka's cluster workers), one per line.
+tree_pids() { echo "$1"; local child; for child in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree_pids "$child"; done; }
+# CPU ticks (user + system) used so far by PID and its descendants.
+cpu_ticks() { local pid total=0; for pid in $(tree_pids "$1"); do total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo "$total"; }
+# Peak resident set (KiB) of PID and its descendants, summed.
+peak_rss() { local pid total=0; for pid in $(tree_pids "$1"); do total=$((total + $(awk '/VmHWM/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0))); done; echo "$total"; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 hz=$(getconf CLK_TCK)
 
-# measure PID PORT SESSIONS [RECIPIENT] -> "msg/s cpu_us_per_msg" (CPU of PID only)
+# measure PID PORT SESSIONS [RECIPIENT [RCPTS [REUSE]]] -> "msg/s cpu_us_per_msg"
+# (CPU of PID and its descendants): MESSAGES of SIZE bytes with RCPTS recipients
+# each (default 1; smtp-source numbers them: 1rcpt@…, 2rcpt@…), over reused
+# connections unless REUSE is 0.
 measure() {
-    local pid=$1 port=$2 sessions=$3 rcpt=${4:-rcpt@example.com}
+    local pid=$1 port=$2 sessions=$3 rcpt=${4:-rcpt@example.com} rcpts=${5:-1} reuse=-d
     local t0 c0 t1 c1
+    [ "${6:-1}" = 1 ] || reuse=
     c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
-    "$source_bin" -d -s "$sessions" -m "$MESSAGES" -l "$SIZE" -f bench@sender.test -t "$rcpt" "127.0.0.1:$port"
+    "$source_bin" $reuse -M client.bench.test -s "$sessions" -m "$MESSAGES" -l "$SIZE" -r "$rcpts" \
+        -f bench@sender.test -t "$rcpt" "127.0.0.1:$port" || { echo "smtp-source failed against port $port" >&2; return 1; }
     t1=$(date +%s.%N); c1=$(cpu_ticks "$pid")
     python3 -c "m=$MESSAGES; el=$t1-$t0; cpu=($c1-$c0)/$hz; print(f'{m/el:.0f} {cpu/m*1e6:.0f}')"
 }
@@ -54,3 +64,22 @@ start_sink() {
 }
 
 stop_pid() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# start_haraka NODES -> sets hpid and hport: Haraka 3.3.4 (npm, cached in
+# bench/.cache/haraka) with rcpt_to.in_host_list + queue/discard, logging at
+# warn; NODES=0 is one process, NODES=2 a cluster of two workers.
+start_haraka() {
+    local haraka="$cache/haraka" inst="$work/haraka"
+    if [ ! -x "$haraka/node_modules/.bin/haraka" ]; then
+        mkdir -p "$haraka" && (cd "$haraka" && npm install --silent --no-audit --no-fund Haraka@3.3.4 >/dev/null)
+    fi
+    rm -rf "$inst" && "$haraka/node_modules/.bin/haraka" -i "$inst" >/dev/null
+    hport=$(free_port)
+    printf 'rcpt_to.in_host_list\nqueue/discard\n' >"$inst/config/plugins"
+    printf 'example.com\n' >"$inst/config/host_list"
+    printf '[main]\nlevel=warn\n' >"$inst/config/log.ini"
+    printf 'listen=127.0.0.1:%s\nnodes=%s\n' "$hport" "$1" >"$inst/config/smtp.ini"
+    YES_REALLY_DO_DISCARD=1 "$haraka/node_modules/.bin/haraka" -c "$inst" >"$inst.log" 2>&1 &
+    hpid=$!
+    wait_port "$hport"
+}

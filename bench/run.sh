@@ -1,41 +1,126 @@
 #!/usr/bin/env bash
-# Whole-server benchmark: waraka (rcpt_to.in_host_list + queue/discard) against
-# Postfix's smtp-sink (accept and discard, no policy: the practical ceiling),
-# both driven by Postfix's smtp-source with the same matrix, in one run.
+# Whole-server benchmark (issue 10): waraka in three profiles against Postfix's
+# smtp-sink (accept and discard, no policy: the practical ceiling) and,
+# optionally, Haraka, all driven by Postfix's smtp-source over one matrix in
+# one run, so the ratios compare like with like.
 #
-#   bench/run.sh                 # 10 and 100 sessions, 5 KiB messages, reused connections
-#   MESSAGES=20000 bench/run.sh  # more messages per run
+#   bench/run.sh                          # the whole matrix, waraka and smtp-sink
+#   HARAKA=1 bench/run.sh                 # also Haraka 3.3.4 (npm), one process and nodes=2
+#   SESSIONS="10 100" SIZES=5120 RECIPIENTS=1 REUSE=1 PROFILES=discard bench/run.sh
+#   PERF_DATA=/tmp/w.perf PROFILES=discard SESSIONS=10 bench/run.sh   # perf-record waraka
 #
-# Prints msg/s, server CPU-µs per message and peak RSS for each server, and the
-# ratio waraka / smtp-sink. Numbers are only comparable within one run.
+# Matrix: SESSIONS (default "1 10 100") x SIZES (bytes, "5120 102400") x
+# RECIPIENTS (per message, "1 10") x REUSE (connections reused or not, "1 0").
+# Servers: smtp-sink; waraka with PROFILES (default "discard maildir full"):
+#   discard  rcpt_to.in_host_list + queue/discard
+#   maildir  rcpt_to.in_host_list + queue/maildir (durable: fsync per message)
+#   full     the default `waraka init` chain (ten plugins, maildir), with a
+#            dnsmasq for its DNS (dns-list zone, sender domain) and limit.ini
+#            raised so one benchmarking client is not throttled
+# Haraka (HARAKA=1): rcpt_to.in_host_list + queue/discard, nodes=0 and nodes=2.
+#
+# Each cell restarts the server, warms it up and sends MESSAGES messages
+# (default 5000; a fifth of that for 100 KiB). Results go to OUT (default
+# bench/.cache/matrix.csv) and are printed by bench/report.py with the ratios;
+# `bench/report.py --chart FILE.png` draws msg/s against sessions.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-SESSIONS="${SESSIONS:-10 100}"
+MESSAGES="${MESSAGES:-5000}"
 . "$here/lib.sh"
+matrix_sessions="${SESSIONS:-1 10 100}"
+matrix_sizes="${SIZES:-5120 102400}"
+matrix_rcpts="${RECIPIENTS:-1 10}"
+matrix_reuse="${REUSE:-1 0}"
+profiles="${PROFILES:-discard maildir full}"
+out="${OUT:-$here/.cache/matrix.csv}"
+base_messages=$MESSAGES
 
-"$waraka" init "$work/instance" --plugins rcpt_to.in_host_list,queue/discard >/dev/null
-
-declare -A result
-for sessions in $SESSIONS; do
-    start_waraka "$work/instance"
-    measure "$wpid" "$wport" 10 >/dev/null   # warm-up
-    result[waraka,$sessions]=$(measure "$wpid" "$wport" "$sessions")
-    result[waraka_rss,$sessions]=$(awk '/VmHWM/{print $2}' "/proc/$wpid/status")
-    stop_pid "$wpid"
-
-    start_sink
-    measure "$spid" "$sport" 10 >/dev/null
-    result[sink,$sessions]=$(measure "$spid" "$sport" "$sessions")
-    result[sink_rss,$sessions]=$(awk '/VmHWM/{print $2}' "/proc/$spid/status")
-    stop_pid "$spid"
+# The instances, one per profile.
+for profile in $profiles; do
+    case "$profile" in
+    discard) "$waraka" init "$work/discard" --plugins rcpt_to.in_host_list,queue/discard >/dev/null ;;
+    maildir) "$waraka" init "$work/maildir" --plugins rcpt_to.in_host_list,queue/maildir >/dev/null ;;
+    full)
+        "$waraka" init "$work/full" >/dev/null
+        dnsport=$(free_port)
+        /usr/sbin/dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --no-poll \
+            --port="$dnsport" --listen-address=127.0.0.1 --bind-interfaces --pid-file="$work/dnsmasq.pid" \
+            --user=root --mx-host=sender.test,mx.sender.test,10 --host-record=mx.sender.test,192.0.2.25 \
+            --host-record=client.bench.test,127.0.0.1 --address=/bl.bench.test/ &
+        python3 - "$work/full" "$dnsport" <<'PY'
+import pathlib, re, sys
+root, port = pathlib.Path(sys.argv[1]), sys.argv[2]
+toml = root / "waraka.toml"
+toml.write_text(toml.read_text() + f'\n[dns]\nservers = ["127.0.0.1:{port}"]\n')
+ini = root / "config/dns-list.ini"
+ini.write_text(re.sub(r"(?m)^zones =.*$", "zones = bl.bench.test", ini.read_text()))
+limit = root / "config/limit.ini"
+text = limit.read_text()
+for key, value in {"concurrency": "1000", "connection_rate": "1000000/60s", "recipient_rate": "100000000/60s"}.items():
+    text = re.sub(rf"(?m)^{key} =.*$", f"{key} = {value}", text)
+limit.write_text(text)
+PY
+        ;;
+    *) echo "unknown profile $profile" >&2; exit 2 ;;
+    esac
 done
 
-printf '\n%d messages of %d bytes per run, connections reused (smtp-source -d)\n' "$MESSAGES" "$SIZE"
-printf '%-9s %-10s %10s %14s %10s\n' sessions server msg/s cpu-us/msg rss-KiB
-for sessions in $SESSIONS; do
-    read -r wr wc <<<"${result[waraka,$sessions]}"
-    read -r sr sc <<<"${result[sink,$sessions]}"
-    printf '%-9s %-10s %10s %14s %10s\n' "$sessions" waraka "$wr" "$wc" "${result[waraka_rss,$sessions]}"
-    printf '%-9s %-10s %10s %14s %10s\n' "$sessions" smtp-sink "$sr" "$sc" "${result[sink_rss,$sessions]}"
-    python3 -c "print(f'{\"\":9} ratio      {$wr/$sr:10.2f}x of smtp-sink throughput, {$wc/max($sc,1):.1f}x its CPU per message')"
+# MAILDIR_ROOT: store the maildirs on another file system (e.g. a fresh
+# journalled ext4 on a loop device), removed at the end.
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$work/stores" ] && xargs rm -rf <"$work/stores"; rm -rf "$work"' EXIT
+
+servers="smtp-sink"
+for profile in $profiles; do servers+=" waraka-$profile"; done
+[ "${HARAKA:-0}" = 1 ] && servers+=" haraka haraka-nodes2"
+
+# start SERVER -> sets pid and port
+start() {
+    case "$1" in
+    smtp-sink) start_sink; pid=$spid port=$sport ;;
+    waraka-*)
+        local instance="$work/${1#waraka-}"
+        # Each cell stores into an empty maildir; the old one is deleted at the
+        # end, since ext4 scans recently deleted inodes when it allocates new ones
+        # for minutes after a mass delete, which would slow the next cells down.
+        [ -e "$instance/maildir" ] && mv "$instance/maildir" "$work/maildir.$RANDOM$RANDOM"
+        if [ -n "${MAILDIR_ROOT:-}" ]; then
+            local store
+            store=$(mktemp -d -p "$MAILDIR_ROOT" waraka-bench.XXXXXX)
+            echo "$store" >>"$work/stores"
+            ln -s "$store" "$instance/maildir"
+        fi
+        start_waraka "$instance"; pid=$wpid port=$wport ;;
+    haraka) start_haraka 0; pid=$hpid port=$hport ;;
+    haraka-nodes2) start_haraka 2; pid=$hpid port=$hport ;;
+    esac
+}
+
+mkdir -p "$(dirname "$out")"
+echo "server,sessions,size,rcpts,reuse,messages,msg_per_s,cpu_us_per_msg,peak_rss_kib" >"$out"
+for size in $matrix_sizes; do
+    for rcpts in $matrix_rcpts; do
+        for reuse in $matrix_reuse; do
+            for sessions in $matrix_sessions; do
+                messages=$base_messages
+                [ "$size" -gt 10240 ] && messages=$((base_messages / 5))
+                [ "$rcpts" -gt 1 ] && messages=$((messages / 2))
+                for server in $servers; do
+                    start "$server"
+                    SIZE=$size MESSAGES=$((messages / 10 + sessions)) measure "$pid" "$port" "$sessions" "" "$rcpts" "$reuse" >/dev/null
+                    perf_pid=
+                    if [ -n "${PERF_DATA:-}" ] && [[ $server == waraka-* ]]; then
+                        perf record -q -F 999 -g -p "$pid" -o "$PERF_DATA" 2>/dev/null &
+                        perf_pid=$!
+                    fi
+                    figures=$(SIZE=$size MESSAGES=$messages measure "$pid" "$port" "$sessions" "" "$rcpts" "$reuse")
+                    read -r rate cpu <<<"$figures"
+                    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+                    rss=$(peak_rss "$pid")
+                    stop_pid "$pid"
+                    echo "$server,$sessions,$size,$rcpts,$reuse,$messages,$rate,$cpu,$rss" | tee -a "$out" >&2
+                done
+            done
+        done
+    done
 done
+python3 "$here/report.py" "$out" ${CHART:+--chart "$CHART"}
