@@ -65,6 +65,50 @@ fn an_accepted_message_is_in_the_maildir_byte_for_byte() {
 }
 
 #[test]
+fn concurrent_first_deliveries_to_a_new_mailbox_all_land() {
+    let instance = Instance::new(CORE, "");
+    let server = Server::start(&instance);
+    const SENDERS: usize = 40;
+    let start = std::sync::Barrier::new(SENDERS);
+    let replies: Vec<_> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|i| {
+                let (server, start) = (&server, &start);
+                scope.spawn(move || {
+                    let mut c = server.client();
+                    assert_eq!(c.cmd("EHLO client.test").code, 250);
+                    assert_eq!(c.cmd("MAIL FROM:<a@sender.test>").code, 250);
+                    assert_eq!(c.cmd("RCPT TO:<fresh@example.com>").code, 250);
+                    assert_eq!(c.cmd("DATA").code, 354);
+                    start.wait();
+                    c.send(&body(&format!("racer {i}")));
+                    c.cmd(".")
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for reply in &replies {
+        assert!(reply.starts("250 2.0.0"), "{reply:?}");
+    }
+    assert_eq!(instance.maildir_files().len(), SENDERS);
+}
+
+#[test]
+fn a_folder_with_tmp_but_no_new_still_takes_mail() {
+    let instance = Instance::new(CORE, "");
+    std::fs::create_dir_all(instance.path().join("maildir/example.com/half/tmp")).unwrap();
+    let server = Server::start(&instance);
+    let reply = server
+        .client()
+        .send_mail("a@sender.test", &["half@example.com"], &body("half a folder"));
+    assert!(reply.starts("250 2.0.0"), "{reply:?}");
+    let files = instance.maildir_files();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].0.parent().unwrap().ends_with("half/new"), "{files:?}");
+}
+
+#[test]
 fn a_large_message_is_spooled_and_stored_whole() {
     let instance = Instance::new(CORE, "");
     let server = Server::start(&instance);

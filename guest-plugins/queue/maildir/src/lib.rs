@@ -111,7 +111,9 @@ fn deliver(root: &Descriptor, rcpt: &Address, folder: &str, unique: &str, sender
     };
     let file = match create() {
         Err(ErrorCode::NoEntry) => {
-            for sub in ["tmp", "new", "cur"] {
+            // `tmp/` last: a copy that finds `tmp/` finds `new/` too, even
+            // while another session is still creating the folder.
+            for sub in ["new", "cur", "tmp"] {
                 ensure_dir(root, &format!("{folder}/{sub}"))?;
             }
             create()
@@ -136,8 +138,13 @@ fn deliver(root: &Descriptor, rcpt: &Address, folder: &str, unique: &str, sender
     drop(file);
     let new = format!("{folder}/new");
     let target = format!("{new}/{unique}");
-    root.rename_at(&tmp, root, &target)
-        .map_err(failed("renaming to", &target))?;
+    let rename = || root.rename_at(&tmp, root, &target);
+    match rename() {
+        Err(ErrorCode::NoEntry) => {
+            ensure_dir(root, &new).and_then(|()| rename().map_err(failed("renaming to", &target)))
+        }
+        other => other.map_err(failed("renaming to", &target)),
+    }?;
     sync_dir(root, &new)
 }
 
