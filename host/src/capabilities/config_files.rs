@@ -45,11 +45,11 @@ pub struct ConfigFiles {
     cache: Option<Arc<FileCache>>,
 }
 
-/// Texts read from a watched directory, by name (`None`: no such file).
-#[derive(Default)]
+/// Texts read from a watched directory, by name (`None`: no such file),
+/// emptied by the watcher it holds on every change under the directory.
 struct FileCache {
-    state: Mutex<CacheState>,
-    watcher: Mutex<Option<RecommendedWatcher>>,
+    state: Arc<Mutex<CacheState>>,
+    _watcher: RecommendedWatcher,
 }
 
 #[derive(Default)]
@@ -59,6 +59,13 @@ struct CacheState {
     generation: u64,
 }
 
+impl CacheState {
+    fn clear(&mut self) {
+        self.files.clear();
+        self.generation += 1;
+    }
+}
+
 impl std::fmt::Debug for FileCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileCache").finish_non_exhaustive()
@@ -66,26 +73,25 @@ impl std::fmt::Debug for FileCache {
 }
 
 impl FileCache {
-    /// A cache of `dir` emptied on every change under it; `None` when the
-    /// directory cannot be watched (then every read goes to the disk).
+    /// A cache of `dir`; `None` when the directory cannot be watched (then
+    /// every read goes to the disk).
     fn watching(dir: &Path) -> Option<Arc<FileCache>> {
-        let cache = Arc::new(FileCache::default());
-        let weak = Arc::downgrade(&cache);
+        let state = Arc::new(Mutex::new(CacheState::default()));
+        let changed = Arc::clone(&state);
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Some(cache) = weak.upgrade() else { return };
-            match event {
-                Ok(event) if is_read_only(&event.kind) => {}
-                Ok(_) => cache.clear(),
-                Err(e) => {
-                    tracing::warn!("config watcher: {e}");
-                    cache.clear();
-                }
+            if let Err(e) = &event {
+                tracing::warn!("config watcher: {e}");
+            }
+            if !event.is_ok_and(|event| is_read_only(&event.kind)) {
+                changed.lock().expect("config cache lock").clear();
             }
         })
         .ok()?;
         watcher.watch(dir, RecursiveMode::Recursive).ok()?;
-        *cache.watcher.lock().expect("config watcher lock") = Some(watcher);
-        Some(cache)
+        Some(Arc::new(FileCache {
+            state,
+            _watcher: watcher,
+        }))
     }
 
     /// The cached text of `name`, or `read`'s result, cached unless a change
@@ -108,12 +114,6 @@ impl FileCache {
             state.files.insert(name.to_string(), text.clone());
         }
         Ok(text)
-    }
-
-    fn clear(&self) {
-        let mut state = self.state.lock().expect("config cache lock");
-        state.files.clear();
-        state.generation += 1;
     }
 }
 
