@@ -83,3 +83,29 @@ start_haraka() {
     hpid=$!
     wait_port "$hport"
 }
+
+# init_full DIR: the instance `waraka init` lays out (the full chain), with a
+# dnsmasq (stopped with the script's jobs) answering its DNS: sender.test's MX,
+# client.bench.test, and NXDOMAIN for the DNS list zone bl.bench.test; and
+# limit.ini raised so that one benchmarking address is not throttled.
+init_full() {
+    "$waraka" init "$1" >/dev/null
+    dnsport=$(free_port)
+    /usr/sbin/dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --no-poll \
+        --port="$dnsport" --listen-address=127.0.0.1 --bind-interfaces --pid-file="$work/dnsmasq.pid" \
+        --user=root --mx-host=sender.test,mx.sender.test,10 --host-record=mx.sender.test,192.0.2.25 \
+        --host-record=client.bench.test,127.0.0.1 --address=/bl.bench.test/ &
+    python3 - "$1" "$dnsport" <<'PY'
+import pathlib, re, sys
+root, port = pathlib.Path(sys.argv[1]), sys.argv[2]
+toml = root / "waraka.toml"
+toml.write_text(toml.read_text() + f'\n[dns]\nservers = ["127.0.0.1:{port}"]\n')
+ini = root / "config/dns-list.ini"
+ini.write_text(re.sub(r"(?m)^zones =.*$", "zones = bl.bench.test", ini.read_text()))
+limit = root / "config/limit.ini"
+text = limit.read_text()
+for key, value in {"concurrency": "1000000", "connection_rate": "1000000/60s", "recipient_rate": "100000000/60s"}.items():
+    text = re.sub(rf"(?m)^{key} =.*$", f"{key} = {value}", text)
+limit.write_text(text)
+PY
+}

@@ -40,27 +40,7 @@ for profile in $profiles; do
     case "$profile" in
     discard) "$waraka" init "$work/discard" --plugins rcpt_to.in_host_list,queue/discard >/dev/null ;;
     maildir) "$waraka" init "$work/maildir" --plugins rcpt_to.in_host_list,queue/maildir >/dev/null ;;
-    full)
-        "$waraka" init "$work/full" >/dev/null
-        dnsport=$(free_port)
-        /usr/sbin/dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts --no-poll \
-            --port="$dnsport" --listen-address=127.0.0.1 --bind-interfaces --pid-file="$work/dnsmasq.pid" \
-            --user=root --mx-host=sender.test,mx.sender.test,10 --host-record=mx.sender.test,192.0.2.25 \
-            --host-record=client.bench.test,127.0.0.1 --address=/bl.bench.test/ &
-        python3 - "$work/full" "$dnsport" <<'PY'
-import pathlib, re, sys
-root, port = pathlib.Path(sys.argv[1]), sys.argv[2]
-toml = root / "waraka.toml"
-toml.write_text(toml.read_text() + f'\n[dns]\nservers = ["127.0.0.1:{port}"]\n')
-ini = root / "config/dns-list.ini"
-ini.write_text(re.sub(r"(?m)^zones =.*$", "zones = bl.bench.test", ini.read_text()))
-limit = root / "config/limit.ini"
-text = limit.read_text()
-for key, value in {"concurrency": "1000", "connection_rate": "1000000/60s", "recipient_rate": "100000000/60s"}.items():
-    text = re.sub(rf"(?m)^{key} =.*$", f"{key} = {value}", text)
-limit.write_text(text)
-PY
-        ;;
+    full) init_full "$work/full" ;;
     *) echo "unknown profile $profile" >&2; exit 2 ;;
     esac
 done

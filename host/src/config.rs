@@ -135,7 +135,10 @@ impl Instance {
             None if self.embedded => std::env::temp_dir().join(format!("waraka-spool-{}", std::process::id())),
             None => self.root.join("queue").join("spool"),
         };
-        SessionSettings::from_config(s, s.hostname.clone().unwrap_or_else(machine_hostname), spool_dir)
+        let mut settings =
+            SessionSettings::from_config(s, s.hostname.clone().unwrap_or_else(machine_hostname), spool_dir);
+        settings.park_after = self.config.runtime.idle_release;
+        settings
     }
 
     /// The plugins to load, in chain order: the `plugins` list, then the rest by name.

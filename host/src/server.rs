@@ -360,6 +360,11 @@ async fn handle(
     .await;
 }
 
+/// Bytes read at once from an active client.
+const READ_BUFFER: usize = 64 * 1024;
+/// Bytes read at once from a client that went quiet (it grows back after).
+const PARKED_READ_BUFFER: usize = 1024;
+
 /// Reads from the client and feeds the session until either side closes;
 /// returns the stream unless it was lost (a failed TLS handshake).
 async fn converse<P: crate::policy::Policy>(
@@ -369,8 +374,12 @@ async fn converse<P: crate::policy::Policy>(
     tls: Option<&Tls>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Stream> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut stopping = false;
+    // The read deadline of a wait that a park interrupted (a park is not activity).
+    let mut pending_deadline = None;
+    let mut parked = false;
+    let park_after = session.park_after();
     loop {
         // After a stop signal, a session is closed as soon as it has no
         // transaction open: the one in progress is allowed to finish.
@@ -401,17 +410,35 @@ async fn converse<P: crate::policy::Policy>(
             }
             Flow::Continue => {}
         }
-        let deadline = session.read_deadline(std::time::Instant::now());
+        let deadline = pending_deadline
+            .take()
+            .unwrap_or_else(|| session.read_deadline(std::time::Instant::now()));
+        let park = !parked && !park_after.is_zero();
         flow = tokio::select! {
             read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => match read {
                 Err(_) => session.deadline_passed(),
                 Ok(Ok(0)) => return Some(stream),
-                Ok(Ok(n)) => session.ingest(&buf[..n]).await,
+                Ok(Ok(n)) => {
+                    let flow = session.ingest(&buf[..n]).await;
+                    if parked {
+                        parked = false;
+                        buf = vec![0u8; READ_BUFFER];
+                    }
+                    flow
+                }
                 Ok(Err(e)) => {
                     info!("read failed: {e}");
                     return Some(stream);
                 }
             },
+            // A quiet client holds no plugin instances and only a small buffer.
+            _ = tokio::time::sleep(park_after), if park => {
+                session.park();
+                parked = true;
+                buf = vec![0u8; PARKED_READ_BUFFER];
+                pending_deadline = Some(deadline);
+                Flow::Continue
+            }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 Flow::Continue

@@ -94,6 +94,53 @@ fn concurrent_first_deliveries_to_a_new_mailbox_all_land() {
     assert_eq!(instance.maildir_files().len(), SENDERS);
 }
 
+/// Two plugins that run at connect (`access`, `relay`), room for four plugin
+/// instances, and a short plugin timeout (how long a hook waits for a slot).
+fn four_slot_instance(idle_release: &str) -> Instance {
+    let instance = Instance::new(
+        &["access", "relay", "rcpt_to.in_host_list", "queue/maildir"],
+        &format!("[runtime]\nmax_instances = 4\nidle_release = \"{idle_release}\"\n"),
+    );
+    instance.edit("timeout = \"30s\"", "timeout = \"2s\"");
+    instance
+}
+
+#[test]
+fn quiet_connections_give_their_plugin_instances_back() {
+    // Each greeted connection has run two plugins; twelve would need 24 slots.
+    let instance = four_slot_instance("100ms");
+    let server = Server::start(&instance);
+    let mut held: Vec<_> = (0..12).map(|_| server.client()).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        let reply = c.send_mail("a@sender.test", &["u@example.com"], &body(&format!("held {i}")));
+        assert!(reply.starts("250 2.0.0"), "connection {i}: {reply:?}");
+    }
+    assert_eq!(instance.maildir_files().len(), 12);
+}
+
+#[test]
+fn a_server_out_of_instance_slots_answers_busy_without_disabling_plugins() {
+    // Instances kept for the connection's life: two connections fill the four slots.
+    let instance = four_slot_instance("0s");
+    let server = Server::start(&instance);
+    let first = [server.client(), server.client()];
+    let mut third = waraka_e2e::Client::connect(server.port);
+    let reply = third.reply();
+    assert!(
+        reply.code >= 400 && reply.code < 500 && reply.text.contains("4.3.2"),
+        "{reply:?}"
+    );
+    drop(first);
+    // The plugins were not blamed: no breaker opened, and the next client is served.
+    for i in 0..3 {
+        let reply = server
+            .client()
+            .send_mail("a@sender.test", &["u@example.com"], &body(&format!("after {i}")));
+        assert!(reply.starts("250 2.0.0"), "{reply:?}");
+    }
+    assert!(!server.log().iter().any(|l| l.contains("circuit breaker open")));
+}
+
 #[test]
 fn a_folder_with_tmp_but_no_new_still_takes_mail() {
     let instance = Instance::new(CORE, "");

@@ -393,6 +393,11 @@ pub struct RuntimeConfig {
     /// forgotten after a quiet minute); `0s` turns the tarpit off.
     #[serde(with = "humantime_serde")]
     pub fault_delay: Duration,
+    /// How long a client may stay silent before its connection's plugin
+    /// instances go back to the pool (the next hook gets fresh ones); `0s`
+    /// keeps them for the connection's life.
+    #[serde(with = "humantime_serde")]
+    pub idle_release: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -401,6 +406,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_memory: 256 * 1024 * 1024,
             fault_delay: Duration::from_secs(1),
+            idle_release: Duration::from_secs(1),
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::telemetry;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 use wasmtime::{Store, Trap};
 
@@ -28,6 +29,10 @@ pub enum Fault {
     Instantiate(String),
     /// Not called: its circuit breaker is open after repeated faults.
     Disabled,
+    /// Not called: every instance slot (`[runtime] max_instances`) stayed
+    /// in use for the plugin's whole timeout. The server's fault, not the
+    /// plugin's: no breaker, no tarpit, and always a tempfail.
+    Busy,
 }
 
 impl Fault {
@@ -40,6 +45,7 @@ impl Fault {
             Fault::MemoryCap => "memory",
             Fault::Instantiate(_) => "instantiate",
             Fault::Disabled => "disabled",
+            Fault::Busy => "busy",
         }
     }
 }
@@ -53,6 +59,7 @@ impl fmt::Display for Fault {
             Fault::MemoryCap => f.write_str("memory cap reached"),
             Fault::Instantiate(why) => write!(f, "instantiation failed: {why}"),
             Fault::Disabled => f.write_str("disabled by its circuit breaker"),
+            Fault::Busy => f.write_str("no free instance slot ([runtime] max_instances) within its timeout"),
         }
     }
 }
@@ -93,9 +100,12 @@ pub(super) fn classify<T>(
     }
 }
 
+/// A plugin's instance for one connection. Fields drop in order: the store
+/// gives its pool slots back before the permit for them goes.
 struct Live {
     store: Store<StoreState>,
     plugin: Plugin,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// What a plugin is asked.
@@ -144,6 +154,7 @@ impl Chain {
 
     async fn instantiate(runtime: Runtime, conn: SharedConnection, plugin: &LoadedPlugin) -> Result<Live, Fault> {
         let started = Instant::now();
+        let slot = runtime.instance_slot(plugin.limits.timeout).await?;
         let mut store = runtime
             .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, Some(conn))
             .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
@@ -157,6 +168,7 @@ impl Chain {
         Ok(Live {
             store,
             plugin: instance,
+            _slot: slot,
         })
     }
 
@@ -169,6 +181,7 @@ impl Chain {
         let result = self.call_plugin(index, &loaded, call).await;
         match &result {
             Ok(_) => loaded.breaker.success(&loaded.name),
+            Err(Fault::Busy) => {}
             Err(_) => {
                 loaded.breaker.fault(&loaded.name, &loaded.limits);
             }
@@ -254,7 +267,7 @@ impl Chain {
     /// fault tarpit says (nothing for a plugin its breaker holds back: that
     /// costs the server nothing).
     fn tarpit_delay(&self, fault: &Fault) -> Duration {
-        if *fault == Fault::Disabled {
+        if matches!(fault, Fault::Disabled | Fault::Busy) {
             return Duration::ZERO;
         }
         let client = self.conn.lock().peer.ip();
@@ -287,8 +300,12 @@ impl Chain {
     }
 }
 
-fn fault_reply() -> Reply {
-    Reply::new(451, "4.3.0", "Temporary local problem, please try again later")
+/// The reply for a hook that ended in a fault.
+fn fault_reply(fault: &Fault) -> Reply {
+    match fault {
+        Fault::Busy => Reply::new(451, "4.3.2", "Server busy, please try again later"),
+        _ => Reply::new(451, "4.3.0", "Temporary local problem, please try again later"),
+    }
 }
 
 impl Policy for Chain {
@@ -311,16 +328,16 @@ impl Policy for Chain {
                     if !hold.is_zero() {
                         tokio::time::sleep(hold).await;
                     }
-                    match self.set.plugins[index].limits.on_error {
-                        OnError::Continue => continue,
-                        // A fault never reaches the deny hook: nothing may turn it into a 250.
-                        OnError::Tempfail => {
-                            return Decision {
-                                verdict: Verdict::Denysoft(Some(fault_reply())),
-                                plugin: Some(self.set.plugins[index].name.to_string()),
-                            };
-                        }
+                    // A plugin skipped because the server is busy would let
+                    // mail past its check: that is always a tempfail.
+                    if fault != Fault::Busy && self.set.plugins[index].limits.on_error == OnError::Continue {
+                        continue;
                     }
+                    // A fault never reaches the deny hook: nothing may turn it into a 250.
+                    return Decision {
+                        verdict: Verdict::Denysoft(Some(fault_reply(&fault))),
+                        plugin: Some(self.set.plugins[index].name.to_string()),
+                    };
                 }
             };
             if verdict == Verdict::Cont {
@@ -364,7 +381,13 @@ impl Policy for Chain {
             }
         }
         if hook == Hook::Disconnect {
-            self.live.iter_mut().for_each(|l| *l = None);
+            self.park();
         }
+    }
+
+    /// Drops the connection's instances: their pool slots and memory go
+    /// back, and the next hook instantiates afresh.
+    fn park(&mut self) {
+        self.live.iter_mut().for_each(|l| *l = None);
     }
 }

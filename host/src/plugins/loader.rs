@@ -159,6 +159,10 @@ impl Runtime {
             .context("the component does not export the waraka:plugin hooks")?;
 
         let name: Arc<str> = spec.name.as_str().into();
+        let _slot = self
+            .instance_slot(spec.limits.timeout)
+            .await
+            .map_err(|fault| anyhow!("describe failed: {fault}"))?;
         let mut store = self.new_store(&name, &spec.limits, &spec.dirs, &spec.grants.as_slice().into(), None)?;
         arm(&mut store, &spec.limits)?;
         let info = classify(

@@ -1,6 +1,7 @@
 //! The wasmtime engine, linker and store factory shared by every plugin.
 
 use super::bindings::Plugin;
+use super::chain::Fault;
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, LogBudget, StoreState};
@@ -14,6 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
@@ -98,6 +100,9 @@ pub struct Runtime {
     /// The largest memory cap a plugin can have (the pool slot size).
     pub max_memory: usize,
     tarpit: Arc<FaultTarpit>,
+    /// One permit per pool slot for a component instance: an instance waits
+    /// for a free slot instead of failing when every one is in use.
+    slots: Arc<Semaphore>,
 }
 
 /// How often the epoch advances (the precision of plugin timeouts).
@@ -150,7 +155,18 @@ impl Runtime {
             engine_key,
             max_memory: settings.max_memory,
             tarpit: Arc::new(FaultTarpit::new(settings.fault_delay)),
+            slots: Arc::new(Semaphore::new(n as usize)),
         })
+    }
+
+    /// Waits up to `wait` for a free instance slot ([`Fault::Busy`] if none
+    /// comes). Hold the permit until the store that uses it is dropped: a
+    /// store gives its pool slots back when it is dropped, not before.
+    pub(super) async fn instance_slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, Fault> {
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Fault::Busy),
+        }
     }
 
     /// The fault tarpit shared by every connection.

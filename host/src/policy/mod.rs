@@ -269,4 +269,7 @@ pub trait Policy: Send {
     fn capabilities(&mut self) -> impl Future<Output = Vec<String>> + Send;
     /// Tells every plugin that implements it (queue-ok, reset-transaction, disconnect).
     fn notify(&mut self, call: HookCall) -> impl Future<Output = ()> + Send;
+    /// The client has gone quiet between commands: give back what is held
+    /// from one hook to the next (the next hook starts afresh).
+    fn park(&mut self) {}
 }

@@ -146,6 +146,17 @@ impl<P: Policy> Session<P> {
         std::mem::take(&mut self.out)
     }
 
+    /// The client has been silent for [`SessionSettings::park_after`]: the
+    /// policy gives back what it holds between hooks (plugin instances).
+    pub fn park(&mut self) {
+        self.policy.park();
+    }
+
+    /// How long the client may stay silent before [`Session::park`].
+    pub fn park_after(&self) -> std::time::Duration {
+        self.settings.park_after
+    }
+
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)

@@ -53,6 +53,9 @@ pub struct SessionSettings {
     pub auth_failure_delay: std::time::Duration,
     /// Whether AUTH is offered without TLS to loopback clients.
     pub auth_plaintext_loopback: bool,
+    /// How long a client may stay silent before the session parks: its
+    /// policy gives back what it holds between hooks (zero: never).
+    pub park_after: std::time::Duration,
 }
 
 impl SessionSettings {
@@ -84,6 +87,8 @@ impl SessionSettings {
             auth_max_failures: smtp.auth_max_failures,
             auth_failure_delay: smtp.auth_failure_delay,
             auth_plaintext_loopback: smtp.auth_plaintext_loopback,
+            // A `[runtime]` setting: the instance puts the configured one in.
+            park_after: waraka_config::RuntimeConfig::default().idle_release,
         }
     }
 }
