@@ -9,7 +9,9 @@ import statistics
 import subprocess
 import time
 
-MESSAGE = b"From: bench@sender.test\r\nSubject: idle bench\r\n\r\n" + b"x" * 5000 + b"\r\n"
+MESSAGE = (b"From: bench@sender.test\r\nTo: rcpt@example.com\r\nSubject: idle bench\r\n"
+           b"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <idle@sender.test>\r\n\r\n"
+           + (b"x" * 76 + b"\r\n") * 64)
 
 
 def rss_kib(pid):

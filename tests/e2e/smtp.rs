@@ -107,10 +107,24 @@ fn four_slot_instance(idle_release: &str) -> Instance {
 
 #[test]
 fn quiet_connections_give_their_plugin_instances_back() {
-    // Each greeted connection has run two plugins; twelve would need 24 slots.
+    // Each greeted connection has run two plugins; twelve would need 24
+    // slots. They connect at once: none may hold a slot while it waits for
+    // another (or they would wait on each other until the plugins' timeout).
     let instance = four_slot_instance("100ms");
     let server = Server::start(&instance);
-    let mut held: Vec<_> = (0..12).map(|_| server.client()).collect();
+    let start = std::sync::Barrier::new(12);
+    let mut held: Vec<_> = std::thread::scope(|scope| {
+        let connecting: Vec<_> = (0..12)
+            .map(|_| {
+                let (server, start) = (&server, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    server.client()
+                })
+            })
+            .collect();
+        connecting.into_iter().map(|c| c.join().unwrap()).collect()
+    });
     for (i, c) in held.iter_mut().enumerate() {
         let reply = c.send_mail("a@sender.test", &["u@example.com"], &body(&format!("held {i}")));
         assert!(reply.starts("250 2.0.0"), "connection {i}: {reply:?}");

@@ -138,23 +138,76 @@ pub struct Chain {
     set: Arc<PluginSet>,
     conn: SharedConnection,
     live: Vec<Option<Live>>,
+    /// Instance slots taken for plugins the current hook has yet to instantiate.
+    reserved: Vec<Option<OwnedSemaphorePermit>>,
 }
 
 impl Chain {
     /// A chain over a snapshot of the plugin set, for one connection.
     pub fn new(runtime: Runtime, set: Arc<PluginSet>, conn: SharedConnection) -> Self {
         let live = set.plugins.iter().map(|_| None).collect();
+        let reserved = set.plugins.iter().map(|_| None).collect();
         Chain {
             runtime,
             set,
             conn,
             live,
+            reserved,
         }
     }
 
-    async fn instantiate(runtime: Runtime, conn: SharedConnection, plugin: &LoadedPlugin) -> Result<Live, Fault> {
+    /// Gives every plugin `hook` will call an instance slot: taken at once
+    /// when free; otherwise the connection gives back every instance it holds
+    /// and waits for all the hook's slots together, so that no connection
+    /// holds slots while it waits for more (connections waiting on each other
+    /// would otherwise deadlock once the slots run out).
+    async fn reserve(&mut self, hook: Hook) -> Result<(), Fault> {
+        let callable: Vec<usize> = (0..self.set.plugins.len())
+            .filter(|&i| self.set.plugins[i].hooks.contains(hook) && !self.set.plugins[i].breaker.is_open())
+            .collect();
+        let missing: Vec<usize> = callable
+            .iter()
+            .copied()
+            .filter(|&i| self.live[i].is_none() && self.reserved[i].is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (mut slots, indexes) = match self.runtime.try_instance_slots(missing.len() as u32) {
+            Some(slots) => (slots, missing),
+            None => {
+                self.park();
+                let wait = callable
+                    .iter()
+                    .map(|&i| self.set.plugins[i].limits.timeout)
+                    .max()
+                    .unwrap_or_default();
+                let slots = self.runtime.instance_slots(callable.len() as u32, wait).await;
+                if slots.is_err() {
+                    warn!(hook = %hook, "no free plugin instance slots ([runtime] max_instances): server busy");
+                    metrics::counter!(telemetry::PLUGIN_FAULTS, "plugin" => "-", "kind" => Fault::Busy.kind())
+                        .increment(1);
+                }
+                (slots?, callable)
+            }
+        };
+        for index in indexes {
+            self.reserved[index] = slots.split(1);
+        }
+        Ok(())
+    }
+
+    async fn instantiate(
+        runtime: Runtime,
+        conn: SharedConnection,
+        plugin: &LoadedPlugin,
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> Result<Live, Fault> {
         let started = Instant::now();
-        let slot = runtime.instance_slot(plugin.limits.timeout).await?;
+        let slot = match reserved {
+            Some(slot) => slot,
+            None => runtime.instance_slots(1, plugin.limits.timeout).await?,
+        };
         let mut store = runtime
             .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, Some(conn))
             .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
@@ -192,7 +245,10 @@ impl Chain {
     async fn call_plugin(&mut self, index: usize, loaded: &LoadedPlugin, call: Call<'_>) -> Result<Answer, Fault> {
         let mut live = match self.live[index].take() {
             Some(live) => live,
-            None => Self::instantiate(self.runtime.clone(), self.conn.clone(), loaded).await?,
+            None => {
+                let reserved = self.reserved[index].take();
+                Self::instantiate(self.runtime.clone(), self.conn.clone(), loaded, reserved).await?
+            }
         };
         arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
         let hook_name = call.name();
@@ -285,6 +341,9 @@ impl Chain {
             plugin: plugin.into(),
             verdict: verdict_to_wit(verdict),
         };
+        if self.reserve(Hook::Deny).await.is_err() {
+            return false;
+        }
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(Hook::Deny) {
                 continue;
@@ -315,6 +374,12 @@ impl Policy for Chain {
 
     async fn decide(&mut self, call: HookCall) -> Decision {
         let hook = call.hook();
+        if let Err(fault) = self.reserve(hook).await {
+            return Decision {
+                verdict: Verdict::Denysoft(Some(fault_reply(&fault))),
+                plugin: None,
+            };
+        }
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(hook) {
                 continue;
@@ -356,6 +421,9 @@ impl Policy for Chain {
     }
 
     async fn capabilities(&mut self) -> Vec<String> {
+        if self.reserve(Hook::Capabilities).await.is_err() {
+            return Vec::new();
+        }
         let mut keywords = Vec::new();
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(Hook::Capabilities) {
@@ -372,6 +440,9 @@ impl Policy for Chain {
 
     async fn notify(&mut self, call: HookCall) {
         let hook = call.hook();
+        if self.reserve(hook).await.is_err() {
+            return;
+        }
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(hook) {
                 continue;
@@ -389,5 +460,6 @@ impl Policy for Chain {
     /// back, and the next hook instantiates afresh.
     fn park(&mut self) {
         self.live.iter_mut().for_each(|l| *l = None);
+        self.reserved.iter_mut().for_each(|r| *r = None);
     }
 }

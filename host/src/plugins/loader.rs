@@ -160,7 +160,7 @@ impl Runtime {
 
         let name: Arc<str> = spec.name.as_str().into();
         let _slot = self
-            .instance_slot(spec.limits.timeout)
+            .instance_slots(1, spec.limits.timeout)
             .await
             .map_err(|fault| anyhow!("describe failed: {fault}"))?;
         let mut store = self.new_store(&name, &spec.limits, &spec.dirs, &spec.grants.as_slice().into(), None)?;

@@ -89,7 +89,7 @@ async fn invoke(runtime: &Runtime, plugin: &LoadedPlugin, call: Call<'_>) -> Res
         .outbound
         .as_ref()
         .ok_or_else(|| Fault::Instantiate("no outbound-hooks export".into()))?;
-    let _slot = runtime.instance_slot(plugin.limits.timeout).await?;
+    let _slot = runtime.instance_slots(1, plugin.limits.timeout).await?;
     let mut store: Store<StoreState> = runtime
         .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, None)
         .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;

@@ -159,11 +159,17 @@ impl Runtime {
         })
     }
 
-    /// Waits up to `wait` for a free instance slot ([`Fault::Busy`] if none
-    /// comes). Hold the permit until the store that uses it is dropped: a
-    /// store gives its pool slots back when it is dropped, not before.
-    pub(super) async fn instance_slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, Fault> {
-        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+    /// Takes `n` instance slots at once if they are free now.
+    pub(super) fn try_instance_slots(&self, n: u32) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// Waits up to `wait` for `n` instance slots taken together
+    /// ([`Fault::Busy`] if they do not come). Hold each slot until the store
+    /// that uses it is dropped: a store gives its pool slots back when it is
+    /// dropped, not before.
+    pub(super) async fn instance_slots(&self, n: u32, wait: Duration) -> Result<OwnedSemaphorePermit, Fault> {
+        match tokio::time::timeout(wait, self.slots.clone().acquire_many_owned(n)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Fault::Busy),
         }
