@@ -13,7 +13,7 @@ PLUGINS="${PLUGINS:-20}"
 . "$here/lib.sh"
 
 instance="$work/instance"
-core=$("$waraka" init "$work/probe" --plugins none 2>&1 | sed -n 's/.*(known: \(.*\))$/\1/p' | tr -d ' ')
+core=$({ "$waraka" init "$work/probe" --plugins none 2>&1 || true; } | sed -n 's/.*(known: \(.*\))$/\1/p' | tr -d ' ')
 "$waraka" init "$instance" --plugins "$core" >/dev/null
 count=$(tr ',' '\n' <<<"$core" | wc -l)
 mkdir -p "$instance/plugins/copy"
