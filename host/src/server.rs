@@ -378,7 +378,6 @@ async fn converse<P: crate::policy::Policy>(
     let mut stopping = false;
     // The read deadline of a wait that a park interrupted (a park is not activity).
     let mut pending_deadline = None;
-    let mut parked = false;
     let park_after = session.park_after();
     loop {
         // After a stop signal, a session is closed as soon as it has no
@@ -413,15 +412,25 @@ async fn converse<P: crate::policy::Policy>(
         let deadline = pending_deadline
             .take()
             .unwrap_or_else(|| session.read_deadline(std::time::Instant::now()));
-        let park = !parked && !park_after.is_zero();
+        // One timer per wait: the park, when it comes before the deadline.
+        let parked = buf.len() == PARKED_READ_BUFFER;
+        let park_at = (!parked && !park_after.is_zero())
+            .then(|| std::time::Instant::now() + park_after)
+            .filter(|&at| at < deadline);
         flow = tokio::select! {
-            read = tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)) => match read {
+            read = tokio::time::timeout_at(park_at.unwrap_or(deadline).into(), stream.read(&mut buf)) => match read {
+                // A quiet client holds no plugin instances and only a small buffer.
+                Err(_) if park_at.is_some() => {
+                    session.park();
+                    buf = vec![0u8; PARKED_READ_BUFFER];
+                    pending_deadline = Some(deadline);
+                    Flow::Continue
+                }
                 Err(_) => session.deadline_passed(),
                 Ok(Ok(0)) => return Some(stream),
                 Ok(Ok(n)) => {
                     let flow = session.ingest(&buf[..n]).await;
                     if parked {
-                        parked = false;
                         buf = vec![0u8; READ_BUFFER];
                     }
                     flow
@@ -431,14 +440,6 @@ async fn converse<P: crate::policy::Policy>(
                     return Some(stream);
                 }
             },
-            // A quiet client holds no plugin instances and only a small buffer.
-            _ = tokio::time::sleep(park_after), if park => {
-                session.park();
-                parked = true;
-                buf = vec![0u8; PARKED_READ_BUFFER];
-                pending_deadline = Some(deadline);
-                Flow::Continue
-            }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 Flow::Continue

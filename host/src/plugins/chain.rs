@@ -48,6 +48,21 @@ impl Fault {
             Fault::Busy => "busy",
         }
     }
+
+    /// Whether the plugin ran and failed: not when its breaker held it back
+    /// or the server had no instance slot for it. Only such faults count
+    /// toward the breaker and the fault tarpit.
+    fn reached_plugin(&self) -> bool {
+        !matches!(self, Fault::Disabled | Fault::Busy)
+    }
+
+    /// The reply for a hook that ended in this fault.
+    fn reply(&self) -> Reply {
+        match self {
+            Fault::Busy => Reply::new(451, "4.3.2", "Server busy, please try again later"),
+            _ => Reply::new(451, "4.3.0", "Temporary local problem, please try again later"),
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -162,21 +177,23 @@ impl Chain {
     /// holds slots while it waits for more (connections waiting on each other
     /// would otherwise deadlock once the slots run out).
     async fn reserve(&mut self, hook: Hook) -> Result<(), Fault> {
-        let callable: Vec<usize> = (0..self.set.plugins.len())
-            .filter(|&i| self.set.plugins[i].hooks.contains(hook) && !self.set.plugins[i].breaker.is_open())
-            .collect();
-        let missing: Vec<usize> = callable
-            .iter()
-            .copied()
-            .filter(|&i| self.live[i].is_none() && self.reserved[i].is_none())
-            .collect();
-        if missing.is_empty() {
+        let callable = |chain: &Chain, i: usize| {
+            let plugin = &chain.set.plugins[i];
+            plugin.hooks.contains(hook) && !plugin.breaker.is_open()
+        };
+        let needs_slot =
+            |chain: &Chain, i: usize| callable(chain, i) && chain.live[i].is_none() && chain.reserved[i].is_none();
+        let plugins = 0..self.set.plugins.len();
+        // The common case, every instance already live: no allocation.
+        if !plugins.clone().any(|i| needs_slot(self, i)) {
             return Ok(());
         }
+        let missing: Vec<usize> = plugins.clone().filter(|&i| needs_slot(self, i)).collect();
         let (mut slots, indexes) = match self.runtime.try_instance_slots(missing.len() as u32) {
             Some(slots) => (slots, missing),
             None => {
                 self.park();
+                let callable: Vec<usize> = plugins.filter(|&i| callable(self, i)).collect();
                 let wait = callable
                     .iter()
                     .map(|&i| self.set.plugins[i].limits.timeout)
@@ -234,10 +251,10 @@ impl Chain {
         let result = self.call_plugin(index, &loaded, call).await;
         match &result {
             Ok(_) => loaded.breaker.success(&loaded.name),
-            Err(Fault::Busy) => {}
-            Err(_) => {
+            Err(fault) if fault.reached_plugin() => {
                 loaded.breaker.fault(&loaded.name, &loaded.limits);
             }
+            Err(_) => {}
         }
         result
     }
@@ -320,10 +337,10 @@ impl Chain {
     }
 
     /// How long to hold the session after a fault its client caused, as the
-    /// fault tarpit says (nothing for a plugin its breaker holds back: that
-    /// costs the server nothing).
+    /// fault tarpit says (nothing when the plugin never ran: that costs the
+    /// server nothing, or is not the client's doing).
     fn tarpit_delay(&self, fault: &Fault) -> Duration {
-        if matches!(fault, Fault::Disabled | Fault::Busy) {
+        if !fault.reached_plugin() {
             return Duration::ZERO;
         }
         let client = self.conn.lock().peer.ip();
@@ -359,14 +376,6 @@ impl Chain {
     }
 }
 
-/// The reply for a hook that ended in a fault.
-fn fault_reply(fault: &Fault) -> Reply {
-    match fault {
-        Fault::Busy => Reply::new(451, "4.3.2", "Server busy, please try again later"),
-        _ => Reply::new(451, "4.3.0", "Temporary local problem, please try again later"),
-    }
-}
-
 impl Policy for Chain {
     fn implements(&self, hook: Hook) -> bool {
         self.set.plugins.iter().any(|p| p.hooks.contains(hook))
@@ -376,7 +385,7 @@ impl Policy for Chain {
         let hook = call.hook();
         if let Err(fault) = self.reserve(hook).await {
             return Decision {
-                verdict: Verdict::Denysoft(Some(fault_reply(&fault))),
+                verdict: Verdict::Denysoft(Some(fault.reply())),
                 plugin: None,
             };
         }
@@ -400,7 +409,7 @@ impl Policy for Chain {
                     }
                     // A fault never reaches the deny hook: nothing may turn it into a 250.
                     return Decision {
-                        verdict: Verdict::Denysoft(Some(fault_reply(&fault))),
+                        verdict: Verdict::Denysoft(Some(fault.reply())),
                         plugin: Some(self.set.plugins[index].name.to_string()),
                     };
                 }
