@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the plugin runtime: a hook dispatched
-//! through a chain of N live plugins, a fresh (pooled) instance, and the
-//! plugin cost of one whole SMTP connection through the default chain that
-//! `waraka init` lays out. `cargo bench -p waraka --bench plugins`.
+//! through a chain of N live plugins, a new (pooled) instance against an
+//! idle one another connection left, and the plugin cost of one whole SMTP
+//! connection through the default chain that `waraka init` lays out, with
+//! and without idle instances kept. `cargo bench -p waraka --bench plugins`.
 //!
 //! The connection benchmark drives a [`Session`] over byte buffers (no
 //! socket) and reports the process's CPU time per connection, not wall time:
@@ -13,14 +14,17 @@
 //! client and the maildir write on a tmpfs).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hickory_resolver::proto::rr::RecordType;
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-use waraka::capabilities::ConfigFiles;
 use waraka::capabilities::config_files::ConfigSource;
+use waraka::capabilities::{ConfigFiles, Dns, DnsSettings};
 use waraka::config::{CORE_PLUGINS, Instance};
 use waraka::plugins::{Chain, PluginLimits, PluginSource, PluginSpec, Registry, Runtime, Services};
 use waraka::policy::{Decision, Hook, HookCall, Policy, Verdict};
@@ -49,8 +53,9 @@ fn connection(hostname: &str) -> SharedConnection {
 }
 
 /// A registry of `n` copies of `rcpt_to.in_host_list` (a recipient that is
-/// not local passes on through every one of them).
-fn host_list_chain(rt: &tokio::runtime::Runtime, n: usize) -> Arc<Registry> {
+/// not local passes on through every one of them), keeping `warm` idle
+/// instances of each.
+fn host_list_chain(rt: &tokio::runtime::Runtime, n: usize, warm: u32) -> Arc<Registry> {
     let instance = Instance::embedded().unwrap();
     let bytes = CORE_PLUGINS
         .iter()
@@ -71,7 +76,9 @@ fn host_list_chain(rt: &tokio::runtime::Runtime, n: usize) -> Arc<Registry> {
         ConfigFiles::new(instance.config_source.clone(), names),
         Default::default(),
     );
-    let runtime = Runtime::new(instance.runtime_settings(&specs), services).unwrap();
+    let mut settings = instance.runtime_settings(&specs);
+    settings.warm_instances = warm;
+    let runtime = Runtime::new(settings, services).unwrap();
     let registry = Arc::new(Registry::new(runtime));
     let summary = rt.block_on(registry.apply(specs));
     assert_eq!(registry.current().plugins.len(), n, "{summary:?}");
@@ -95,7 +102,7 @@ fn dispatch(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("dispatch_rcpt");
     for n in [1, 5, 10] {
-        let registry = host_list_chain(&rt, n);
+        let registry = host_list_chain(&rt, n, 0);
         let mut chain = chain(&registry, connection("mx.test"));
         rt.block_on(chain.decide(remote_rcpt()));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -105,16 +112,22 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
-/// A fresh instance from the pool and its first hook call, dropped after.
+/// A connection's first hook call: on a new instance from the pool (`new`,
+/// no idle instances kept) or on the idle instance the previous connection
+/// gave back (`idle`).
 fn instantiate(c: &mut Criterion) {
     let rt = runtime();
-    let registry = host_list_chain(&rt, 1);
-    c.bench_function("instantiate_and_call", |b| {
-        b.iter(|| {
-            let mut chain = chain(&registry, connection("mx.test"));
-            rt.block_on(chain.decide(remote_rcpt()))
-        })
-    });
+    let mut group = c.benchmark_group("first_call");
+    for (name, warm) in [("new", 0), ("idle", 32)] {
+        let registry = host_list_chain(&rt, 1, warm);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut chain = chain(&registry, connection("mx.test"));
+                rt.block_on(chain.decide(remote_rcpt()))
+            })
+        });
+    }
+    group.finish();
 }
 
 /// dnsmasq answering what the default chain asks: the sender domain's MX,
@@ -233,14 +246,122 @@ impl Policy for AcceptAll {
     async fn notify(&mut self, _: HookCall) {}
 }
 
-/// One whole connection (greeting to QUIT) through the registry's chain, or
-/// through [`AcceptAll`] without one; the replies, for checking.
-async fn converse(instance: &Instance, registry: Option<&Registry>) -> String {
+/// The default chain's capability work done by native code: the DNS
+/// lookups its plugins make (through the same resolver and its cache) and the maildir
+/// copy `queue/maildir` writes (the same six file-system calls, each on the
+/// blocking pool as WASI runs them). What the chain costs above this is
+/// what running the policy as plugins costs.
+struct NativeWork {
+    dns: Arc<Dns>,
+    maildir: PathBuf,
+    conn: SharedConnection,
+}
+
+impl NativeWork {
+    async fn deliver(&self) {
+        let (bytes, unique) = {
+            let conn = self.conn.lock();
+            let tx = conn.transaction.as_ref().expect("a transaction");
+            let message = tx.message.as_ref().expect("a message");
+            (message.read(0, 64 * 1024).unwrap(), tx.id.clone())
+        };
+        let folder = self.maildir.join("example.com").join("rcpt");
+        let (tmp, new) = (folder.join("tmp").join(&unique), folder.join("new"));
+        let blocking = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
+        let file = {
+            let tmp = tmp.clone();
+            let (sender, receiver) = std::sync::mpsc::channel();
+            blocking(Box::new(move || {
+                let file = File::create_new(&tmp).or_else(|_| {
+                    std::fs::create_dir_all(tmp.parent().unwrap())?;
+                    File::create_new(&tmp)
+                });
+                sender.send(file.unwrap()).unwrap();
+            }))
+            .await
+            .unwrap();
+            Arc::new(receiver.recv().unwrap())
+        };
+        let f = file.clone();
+        blocking(Box::new(move || f.write_all_at(&bytes, 0).unwrap()))
+            .await
+            .unwrap();
+        blocking(Box::new(move || file.sync_all().unwrap())).await.unwrap();
+        let target = new.join(&unique);
+        let dir = new.clone();
+        blocking(Box::new(move || {
+            if std::fs::rename(&tmp, &target).is_err() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::rename(&tmp, &target).unwrap();
+            }
+        }))
+        .await
+        .unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        blocking(Box::new(move || sender.send(File::open(&new).unwrap()).unwrap()))
+            .await
+            .unwrap();
+        let dir = receiver.recv().unwrap();
+        blocking(Box::new(move || dir.sync_all().unwrap())).await.unwrap();
+    }
+}
+
+impl Policy for NativeWork {
+    fn implements(&self, _: Hook) -> bool {
+        false
+    }
+    async fn decide(&mut self, call: HookCall) -> Decision {
+        let verdict = match call {
+            HookCall::Connect => {
+                let listed = self.dns.addresses("1.0.0.127.bl.bench.test", RecordType::A).await;
+                assert!(listed.unwrap().is_empty());
+                Verdict::Cont
+            }
+            HookCall::Mail(sender) => {
+                let hosts = self.dns.mx(&sender.domain).await.unwrap();
+                let usable = self.dns.addresses(&hosts[0].exchange, RecordType::A).await;
+                assert!(!usable.unwrap().is_empty());
+                Verdict::Cont
+            }
+            HookCall::Rcpt(_) => Verdict::Ok(None),
+            HookCall::Queue => {
+                self.deliver().await;
+                Verdict::Ok(None)
+            }
+            _ => Verdict::Cont,
+        };
+        Decision { verdict, plugin: None }
+    }
+    async fn capabilities(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn notify(&mut self, _: HookCall) {}
+}
+
+/// Who decides a benchmarked conversation.
+#[derive(Clone, Copy)]
+enum Decider<'a> {
+    Chain(&'a Registry),
+    NativeWork(&'a Arc<Dns>),
+    AcceptAll,
+}
+
+/// One whole connection (greeting to QUIT) through `decider`; the replies,
+/// for checking.
+async fn converse(instance: &Instance, decider: Decider<'_>) -> String {
     let settings = Arc::new(instance.session_settings());
     let conn = connection(&settings.hostname);
-    match registry {
-        Some(registry) => run_session(Session::new(chain(registry, conn.clone()), conn, settings)).await,
-        None => run_session(Session::new(AcceptAll, conn, settings)).await,
+    match decider {
+        Decider::Chain(registry) => run_session(Session::new(chain(registry, conn.clone()), conn, settings)).await,
+        Decider::NativeWork(dns) => {
+            let work = NativeWork {
+                dns: dns.clone(),
+                maildir: instance.root.join("native-maildir"),
+                conn: conn.clone(),
+            };
+            run_session(Session::new(work, conn, settings)).await
+        }
+        Decider::AcceptAll => run_session(Session::new(AcceptAll, conn, settings)).await,
     }
 }
 
@@ -272,8 +393,20 @@ fn per_connection(c: &mut Criterion) {
     let mut group = c.benchmark_group("connection_cpu");
     let instance = default_instance(root.path(), dns.addr);
     let default_chain = rt.block_on(load_plugins(&instance)).unwrap();
-    for (name, registry) in [("default_chain", Some(&*default_chain)), ("no_plugins", None)] {
-        let replies = rt.block_on(converse(&instance, registry));
+    let mut without_idle = default_instance(root.path(), dns.addr);
+    without_idle.config.runtime.warm_instances = 0;
+    let new_instances = rt.block_on(load_plugins(&without_idle)).unwrap();
+    let resolver = Arc::new(Dns::new(DnsSettings {
+        servers: vec![dns.addr],
+        timeout: None,
+    }));
+    for (name, decider) in [
+        ("default_chain", Decider::Chain(&default_chain)),
+        ("default_chain_new_instances", Decider::Chain(&new_instances)),
+        ("native_work", Decider::NativeWork(&resolver)),
+        ("no_plugins", Decider::AcceptAll),
+    ] {
+        let replies = rt.block_on(converse(&instance, decider));
         let queued = replies.lines().any(|l| l.starts_with("250 ") && l.contains("queued"));
         assert!(
             queued && replies.contains("\n221 "),
@@ -283,7 +416,7 @@ fn per_connection(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let started = cpu_time();
                 for _ in 0..iters {
-                    rt.block_on(converse(&instance, registry));
+                    rt.block_on(converse(&instance, decider));
                 }
                 cpu_time() - started
             })

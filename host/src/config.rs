@@ -388,6 +388,7 @@ impl Instance {
             max_memory: largest.max(self.config.runtime.max_memory),
             cache_dir: (!self.embedded).then(|| self.root.join("queue").join("cache")),
             fault_delay: self.config.runtime.fault_delay,
+            warm_instances: self.config.runtime.warm_instances,
         }
     }
 

@@ -1,13 +1,9 @@
 //! SMTP behaviour of a real `waraka` process over TCP.
 
 use std::time::Duration;
-use waraka_e2e::{Instance, Server};
+use waraka_e2e::{Instance, Server, body};
 
 const CORE: &[&str] = &["rcpt_to.disposable", "rcpt_to.in_host_list", "queue/maildir"];
-
-fn body(subject: &str) -> Vec<u8> {
-    format!("From: a@sender.test\r\nTo: u@example.com\r\nSubject: {subject}\r\n\r\nhello\r\n").into_bytes()
-}
 
 #[test]
 fn local_recipients_are_accepted_and_others_refused() {
@@ -92,67 +88,6 @@ fn concurrent_first_deliveries_to_a_new_mailbox_all_land() {
         assert!(reply.starts("250 2.0.0"), "{reply:?}");
     }
     assert_eq!(instance.maildir_files().len(), SENDERS);
-}
-
-/// Two plugins that run at connect (`access`, `relay`), room for four plugin
-/// instances, and a short plugin timeout (how long a hook waits for a slot).
-fn four_slot_instance(idle_release: &str) -> Instance {
-    let instance = Instance::new(
-        &["access", "relay", "rcpt_to.in_host_list", "queue/maildir"],
-        &format!("[runtime]\nmax_instances = 4\nidle_release = \"{idle_release}\"\n"),
-    );
-    instance.edit("timeout = \"30s\"", "timeout = \"2s\"");
-    instance
-}
-
-#[test]
-fn quiet_connections_give_their_plugin_instances_back() {
-    // Each greeted connection has run two plugins; twelve would need 24
-    // slots. They connect at once: none may hold a slot while it waits for
-    // another (or they would wait on each other until the plugins' timeout).
-    let instance = four_slot_instance("100ms");
-    let server = Server::start(&instance);
-    let start = std::sync::Barrier::new(12);
-    let mut held: Vec<_> = std::thread::scope(|scope| {
-        let connecting: Vec<_> = (0..12)
-            .map(|_| {
-                let (server, start) = (&server, &start);
-                scope.spawn(move || {
-                    start.wait();
-                    server.client()
-                })
-            })
-            .collect();
-        connecting.into_iter().map(|c| c.join().unwrap()).collect()
-    });
-    for (i, c) in held.iter_mut().enumerate() {
-        let reply = c.send_mail("a@sender.test", &["u@example.com"], &body(&format!("held {i}")));
-        assert!(reply.starts("250 2.0.0"), "connection {i}: {reply:?}");
-    }
-    assert_eq!(instance.maildir_files().len(), 12);
-}
-
-#[test]
-fn a_server_out_of_instance_slots_answers_busy_without_disabling_plugins() {
-    // Instances kept for the connection's life: two connections fill the four slots.
-    let instance = four_slot_instance("0s");
-    let server = Server::start(&instance);
-    let first = [server.client(), server.client()];
-    let mut third = waraka_e2e::Client::connect(server.port);
-    let reply = third.reply();
-    assert!(
-        reply.code >= 400 && reply.code < 500 && reply.text.contains("4.3.2"),
-        "{reply:?}"
-    );
-    drop(first);
-    // The plugins were not blamed: no breaker opened, and the next client is served.
-    for i in 0..3 {
-        let reply = server
-            .client()
-            .send_mail("a@sender.test", &["u@example.com"], &body(&format!("after {i}")));
-        assert!(reply.starts("250 2.0.0"), "{reply:?}");
-    }
-    assert!(!server.log().iter().any(|l| l.contains("circuit breaker open")));
 }
 
 #[test]

@@ -42,6 +42,11 @@ pub fn waraka(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A short message from `a@sender.test` to `u@example.com` with this subject.
+pub fn body(subject: &str) -> Vec<u8> {
+    format!("From: a@sender.test\r\nTo: u@example.com\r\nSubject: {subject}\r\n\r\nhello\r\n").into_bytes()
+}
+
 /// A fixture plugin's component bytes.
 pub fn fixture(name: &str) -> &'static [u8] {
     FIXTURES

@@ -398,6 +398,10 @@ pub struct RuntimeConfig {
     /// keeps them for the connection's life.
     #[serde(with = "humantime_serde")]
     pub idle_release: Duration,
+    /// Idle instances kept per plugin for the next connection to reuse
+    /// instead of instantiating afresh; `0`: a fresh instance for every
+    /// connection.
+    pub warm_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -407,6 +411,7 @@ impl Default for RuntimeConfig {
             max_memory: 256 * 1024 * 1024,
             fault_delay: Duration::from_secs(1),
             idle_release: Duration::from_secs(1),
+            warm_instances: 32,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! A connection's plugin chain: the [`Policy`] the session consults. Each
-//! plugin gets its own store per connection, created on first use and
-//! dropped after any fault (a trapped instance cannot be entered again).
+//! plugin gets an instance at its first hook on the connection: an idle one
+//! another connection left (see [`super::warm`]) or a new one. An instance
+//! goes back when the connection ends or goes quiet, and is dropped after
+//! any fault (a trapped instance cannot be entered again).
 
-use super::bindings::{Plugin, types};
+use super::bindings::types;
 use super::imports::{address_to_wit, verdict_from_wit, verdict_to_wit};
 use super::limits::OnError;
 use super::loader::{LoadedPlugin, PluginSet};
 use super::runtime::{Runtime, arm, fuel_budget};
-use super::store::StoreState;
+use super::warm::Live;
 use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
 use crate::protocol::Reply;
 use crate::session::SharedConnection;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
-use wasmtime::{Store, Trap};
+use wasmtime::Trap;
 
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,14 +117,6 @@ pub(super) fn classify<T>(
     }
 }
 
-/// A plugin's instance for one connection. Fields drop in order: the store
-/// gives its pool slots back before the permit for them goes.
-struct Live {
-    store: Store<StoreState>,
-    plugin: Plugin,
-    _slot: OwnedSemaphorePermit,
-}
-
 /// What a plugin is asked.
 enum Call<'a> {
     Hook(&'a HookCall),
@@ -188,7 +182,18 @@ impl Chain {
         if !plugins.clone().any(|i| needs_slot(self, i)) {
             return Ok(());
         }
+        for i in plugins.clone() {
+            if needs_slot(self, i)
+                && let Some(mut live) = self.set.plugins[i].warm.take()
+            {
+                live.adopt(&self.conn);
+                self.live[i] = Some(live);
+            }
+        }
         let missing: Vec<usize> = plugins.clone().filter(|&i| needs_slot(self, i)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
         let (mut slots, indexes) = match self.runtime.try_instance_slots(missing.len() as u32) {
             Some(slots) => (slots, missing),
             None => {
@@ -465,10 +470,21 @@ impl Policy for Chain {
         }
     }
 
-    /// Drops the connection's instances: their pool slots and memory go
-    /// back, and the next hook instantiates afresh.
+    /// Gives the connection's instances back: to their plugins' idle
+    /// instances for the next connection, or to the pool. The next hook
+    /// takes an idle instance or a new one.
     fn park(&mut self) {
-        self.live.iter_mut().for_each(|l| *l = None);
+        for (plugin, live) in self.set.plugins.iter().zip(&mut self.live) {
+            if let Some(live) = live.take() {
+                plugin.warm.give_back(live);
+            }
+        }
         self.reserved.iter_mut().for_each(|r| *r = None);
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.park();
     }
 }

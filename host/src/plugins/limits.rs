@@ -39,6 +39,19 @@ impl Default for PluginLimits {
 pub struct MemoryLimiter {
     pub cap: usize,
     pub hit: bool,
+    /// The largest linear memory the instance has grown to (bytes).
+    pub largest: usize,
+}
+
+impl MemoryLimiter {
+    /// A limiter with this cap, for an instance that has no memory yet.
+    pub fn new(cap: usize) -> Self {
+        MemoryLimiter {
+            cap,
+            hit: false,
+            largest: 0,
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -47,6 +60,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             self.hit = true;
             return Ok(false);
         }
+        self.largest = self.largest.max(desired);
         Ok(true)
     }
 

@@ -8,6 +8,7 @@ use super::chain::{Fault, classify};
 use super::limits::PluginLimits;
 use super::runtime::{Runtime, arm};
 use super::store::StoreState;
+use super::warm::WarmInstances;
 use crate::policy::{Hook, HookSet};
 use anyhow::{Context as _, Result, anyhow};
 use sha2::{Digest, Sha256};
@@ -65,6 +66,8 @@ pub struct LoadedPlugin {
     pub(super) breaker: Arc<Breaker>,
     /// Where the `outbound-hooks` export is, when the component has it.
     pub(super) outbound: Option<OutboundExportsIndices>,
+    /// Idle instances of this version, with these settings, for reuse.
+    pub(super) warm: Arc<WarmInstances>,
 }
 
 /// The ordered chain of plugins a connection runs with (a snapshot).
@@ -109,6 +112,7 @@ impl LoadedPlugin {
             pre: self.pre.clone(),
             breaker: self.breaker.clone(),
             outbound: self.outbound.clone(),
+            warm: self.warm.fresh(),
         }
     }
 
@@ -202,6 +206,7 @@ impl Runtime {
             pre,
             breaker: Arc::default(),
             outbound,
+            warm: self.warm_pool(),
         })
     }
 }

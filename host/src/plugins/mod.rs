@@ -15,6 +15,7 @@ mod registry;
 mod runtime;
 mod store;
 mod tarpit;
+mod warm;
 
 pub use chain::Chain;
 pub use limits::{OnError, PluginLimits};

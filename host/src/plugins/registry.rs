@@ -101,7 +101,13 @@ impl Registry {
         }
         let names = next.plugins.iter().map(|p| p.name.to_string()).collect();
         self.runtime.services().config.set_plugin_names(names);
-        self.live.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.live.store(next.clone());
+        for old in previous.values() {
+            if !next.plugins.iter().any(|p| Arc::ptr_eq(p, old)) {
+                old.warm.retire();
+            }
+        }
         summary
     }
 

@@ -6,6 +6,7 @@ use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, LogBudget, StoreState};
 use super::tarpit::FaultTarpit;
+use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, KvStore, NoteStore};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
@@ -15,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
@@ -40,6 +41,8 @@ pub struct RuntimeSettings {
     /// How long the first reply after a plugin fault a client caused is
     /// held (doubled per further fault; zero: never). See [`FaultTarpit`].
     pub fault_delay: Duration,
+    /// Idle instances kept per plugin for reuse (see [`super::warm`]).
+    pub warm_instances: u32,
 }
 
 impl Default for RuntimeSettings {
@@ -50,6 +53,7 @@ impl Default for RuntimeSettings {
             max_memory: 64 * 1024 * 1024,
             cache_dir: None,
             fault_delay: config.fault_delay,
+            warm_instances: config.warm_instances,
         }
     }
 }
@@ -102,7 +106,9 @@ pub struct Runtime {
     tarpit: Arc<FaultTarpit>,
     /// One permit per pool slot for a component instance: an instance waits
     /// for a free slot instead of failing when every one is in use.
-    slots: Arc<Semaphore>,
+    slots: Arc<InstanceSlots>,
+    /// Idle instances each plugin keeps for the next connection.
+    warm_instances: usize,
 }
 
 /// How often the epoch advances (the precision of plugin timeouts).
@@ -155,13 +161,15 @@ impl Runtime {
             engine_key,
             max_memory: settings.max_memory,
             tarpit: Arc::new(FaultTarpit::new(settings.fault_delay)),
-            slots: Arc::new(Semaphore::new(n as usize)),
+            slots: InstanceSlots::new(n as usize),
+            warm_instances: settings.warm_instances as usize,
         })
     }
 
-    /// Takes `n` instance slots at once if they are free now.
+    /// Takes `n` instance slots at once if they are free now (idle
+    /// instances are dropped to free them if need be).
     pub(super) fn try_instance_slots(&self, n: u32) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_many_owned(n).ok()
+        self.slots.try_take(n)
     }
 
     /// Waits up to `wait` for `n` instance slots taken together
@@ -169,10 +177,12 @@ impl Runtime {
     /// that uses it is dropped: a store gives its pool slots back when it is
     /// dropped, not before.
     pub(super) async fn instance_slots(&self, n: u32, wait: Duration) -> Result<OwnedSemaphorePermit, Fault> {
-        match tokio::time::timeout(wait, self.slots.clone().acquire_many_owned(n)).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Fault::Busy),
-        }
+        self.slots.take(n, wait).await
+    }
+
+    /// An empty pool for a plugin's idle instances (`[runtime] warm_instances`).
+    pub(super) fn warm_pool(&self) -> Arc<WarmInstances> {
+        self.slots.warm_pool(self.warm_instances)
     }
 
     /// The fault tarpit shared by every connection.
@@ -222,9 +232,10 @@ impl Runtime {
         let log_budget = LogBudget::default();
         let output = GuestOutput {
             plugin: plugin.clone(),
-            span: tracing::Span::current(),
+            span: Arc::new(Mutex::new(tracing::Span::current())),
             budget: log_budget.clone(),
         };
+        let output_span = output.span.clone();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output);
         for dir in dirs {
@@ -237,10 +248,8 @@ impl Runtime {
         let state = StoreState {
             wasi: wasi.build(),
             table: Default::default(),
-            limiter: MemoryLimiter {
-                cap: limits.memory,
-                hit: false,
-            },
+            limiter: MemoryLimiter::new(limits.memory),
+            output_span,
             deadline: Instant::now() + limits.timeout,
             log_budget,
             host: HostContext {

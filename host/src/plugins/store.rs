@@ -6,8 +6,8 @@ use super::runtime::Services;
 use crate::session::SharedConnection;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::AsyncWrite;
@@ -30,6 +30,9 @@ pub struct StoreState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limiter: MemoryLimiter,
+    /// The span guest output is logged in (the connection's), shared with
+    /// the store's stdout/stderr.
+    pub output_span: Arc<Mutex<tracing::Span>>,
     /// When the running hook call must stop.
     pub deadline: Instant,
     /// Log lines the running hook call may still write.
@@ -89,11 +92,11 @@ impl WasiView for StoreState {
 }
 
 /// Guest stdout/stderr, turned into log lines tagged with the plugin and the
-/// span (connection) the store was made in; a Rust panic message arrives this way.
+/// span of the connection the instance serves; a Rust panic message arrives this way.
 #[derive(Clone)]
 pub struct GuestOutput {
     pub plugin: Arc<str>,
-    pub span: tracing::Span,
+    pub span: Arc<Mutex<tracing::Span>>,
     pub budget: LogBudget,
 }
 
@@ -116,7 +119,7 @@ impl StdoutStream for GuestOutput {
 
 struct GuestLineWriter {
     plugin: Arc<str>,
-    span: tracing::Span,
+    span: Arc<Mutex<tracing::Span>>,
     budget: LogBudget,
     pending: Vec<u8>,
 }
@@ -128,7 +131,8 @@ impl GuestLineWriter {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end();
         if !text.is_empty() {
-            self.span.in_scope(|| {
+            let span = self.span.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            span.in_scope(|| {
                 if self.budget.take(&self.plugin) {
                     tracing::warn!(plugin = %self.plugin, "guest output: {text}");
                 }
