@@ -16,8 +16,14 @@ export LD_LIBRARY_PATH="$postfix/usr/lib/postfix"
 source_bin="$postfix/usr/sbin/smtp-source"
 sink_bin="$postfix/usr/sbin/smtp-sink"
 
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p waraka
-waraka="$CARGO_TARGET_DIR/release/waraka"
+# WARAKA_BIN: benchmark this binary (e.g. a copy of an earlier build, for an
+# A/B comparison in one run) instead of building the release.
+if [ -n "${WARAKA_BIN:-}" ]; then
+    waraka="$WARAKA_BIN"
+else
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p waraka
+    waraka="$CARGO_TARGET_DIR/release/waraka"
+fi
 
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

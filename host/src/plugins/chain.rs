@@ -275,6 +275,7 @@ impl Chain {
         arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
         let hook_name = call.name();
         let hooks = live.plugin.waraka_plugin_hooks();
+        let blocking_files = live.store.data().blocking_files;
         let store = &mut live.store;
         let run = async {
             use HookCall as H;
@@ -315,7 +316,14 @@ impl Chain {
             }
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run).await;
+        let run = tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run);
+        let outcome = if blocking_files {
+            // File calls run on this thread: no trip to the blocking pool
+            // per call (see `Runtime::new_store`).
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(run))
+        } else {
+            run.await
+        };
         let elapsed = started.elapsed();
         let answer = classify(outcome, live.store.data().limiter.hit)?;
         if telemetry::exporting() {

@@ -238,6 +238,15 @@ impl Runtime {
         let output_span = output.span.clone();
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(output.clone()).stderr(output);
+        // A plugin with directories makes several file calls per hook
+        // (queue/maildir: create, write, fsync, rename, open, fsync), each a
+        // trip to the blocking pool and back. On a multi-threaded runtime its
+        // hook calls run in `block_in_place` instead, and file calls block
+        // that thread directly.
+        let blocking_files = !dirs.is_empty()
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        wasi.allow_blocking_current_thread(blocking_files);
         for dir in dirs {
             std::fs::create_dir_all(&dir.host)
                 .with_context(|| format!("creating granted directory {}", dir.host.display()))?;
@@ -250,6 +259,7 @@ impl Runtime {
             table: Default::default(),
             limiter: MemoryLimiter::new(limits.memory),
             output_span,
+            blocking_files,
             deadline: Instant::now() + limits.timeout,
             log_budget,
             host: HostContext {
