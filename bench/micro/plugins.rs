@@ -8,10 +8,11 @@
 //! socket) and reports the process's CPU time per connection, not wall time:
 //! its DNS lookups go to a dnsmasq the benchmark starts (skipped when
 //! `/usr/sbin/dnsmasq` is missing), and waiting for it costs the server
-//! nothing. The same conversation through a policy in plain Rust that
-//! accepts and drops the message is the baseline; the difference is the
-//! per-connection plugin cost (instances, hook calls, host calls, the DNS
-//! client and the maildir write on a tmpfs).
+//! nothing. The same conversation is also decided by native Rust doing the
+//! chain's capability work ([`NativeWork`]: its DNS lookups and its maildir
+//! copy, on a tmpfs) and by a policy that accepts and drops the message;
+//! the chain minus `NativeWork` is the per-connection plugin cost
+//! (instances, hook calls, host calls, the guests' own work).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use hickory_resolver::proto::rr::RecordType;
