@@ -8,7 +8,7 @@ use super::bindings::types;
 use super::imports::{address_to_wit, verdict_from_wit, verdict_to_wit};
 use super::limits::OnError;
 use super::loader::{LoadedPlugin, PluginSet};
-use super::runtime::{Runtime, arm, fuel_budget};
+use super::runtime::{Runtime, arm, fuel_budget, run_guest};
 use super::warm::Live;
 use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
 use crate::protocol::Reply;
@@ -316,14 +316,11 @@ impl Chain {
             }
         };
         let started = Instant::now();
-        let run = tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run);
-        let outcome = if blocking_files {
-            // File calls run on this thread: no trip to the blocking pool
-            // per call (see `Runtime::new_store`).
-            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(run))
-        } else {
-            run.await
-        };
+        let outcome = run_guest(
+            blocking_files,
+            tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run),
+        )
+        .await;
         let elapsed = started.elapsed();
         let answer = classify(outcome, live.store.data().limiter.hit)?;
         if telemetry::exporting() {

@@ -9,7 +9,7 @@ use super::bindings::outbound::{
 use super::chain::{Fault, HOST_GRACE, classify};
 use super::loader::LoadedPlugin;
 use super::registry::Registry;
-use super::runtime::{Runtime, arm};
+use super::runtime::{Runtime, arm, run_guest};
 use super::store::StoreState;
 use crate::policy::{DeliveryInfo, Hook, HookFault, NextHopSpec, OutboundPolicy, RecipientFailure, SendDecision};
 use futures_util::future::BoxFuture;
@@ -102,6 +102,7 @@ async fn invoke(runtime: &Runtime, plugin: &LoadedPlugin, call: Call<'_>) -> Res
     let exports: OutboundExports = classify(instantiated, store.data().limiter.hit)?;
     arm(&mut store, &plugin.limits).map_err(|e| Fault::Trap(e.to_string()))?;
     let hooks = exports.waraka_plugin_outbound_hooks();
+    let blocking_files = store.data().blocking_files;
     let run = async {
         let store = &mut store;
         match call {
@@ -118,7 +119,11 @@ async fn invoke(runtime: &Runtime, plugin: &LoadedPlugin, call: Call<'_>) -> Res
                 .map(|()| Answer::Done),
         }
     };
-    let outcome = tokio::time::timeout(plugin.limits.timeout + HOST_GRACE, run).await;
+    let outcome = run_guest(
+        blocking_files,
+        tokio::time::timeout(plugin.limits.timeout + HOST_GRACE, run),
+    )
+    .await;
     classify(outcome, store.data().limiter.hit)
 }
 

@@ -305,6 +305,17 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Runs a guest call on this task; in `block_in_place` when the store's
+/// WASI file calls block the calling thread (see `Runtime::new_store`), so
+/// that the runtime's other tasks move to another thread meanwhile.
+pub(super) async fn run_guest<F: std::future::Future>(blocking_files: bool, call: F) -> F::Output {
+    if blocking_files {
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(call))
+    } else {
+        call.await
+    }
+}
+
 /// The fuel one hook call starts with (`fuel = 0`: unlimited).
 pub(super) fn fuel_budget(limits: &PluginLimits) -> u64 {
     if limits.fuel == 0 { u64::MAX } else { limits.fuel }
