@@ -268,42 +268,36 @@ impl NativeWork {
         };
         let folder = self.maildir.join("example.com").join("rcpt");
         let (tmp, new) = (folder.join("tmp").join(&unique), folder.join("new"));
-        let blocking = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
-        let file = {
-            let tmp = tmp.clone();
-            let (sender, receiver) = std::sync::mpsc::channel();
-            blocking(Box::new(move || {
-                let file = File::create_new(&tmp).or_else(|_| {
-                    std::fs::create_dir_all(tmp.parent().unwrap())?;
-                    File::create_new(&tmp)
-                });
-                sender.send(file.unwrap()).unwrap();
-            }))
-            .await
-            .unwrap();
-            Arc::new(receiver.recv().unwrap())
-        };
-        let f = file.clone();
-        blocking(Box::new(move || f.write_all_at(&bytes, 0).unwrap()))
-            .await
-            .unwrap();
-        blocking(Box::new(move || file.sync_all().unwrap())).await.unwrap();
         let target = new.join(&unique);
+        // Each file call on the blocking pool, as WASI makes it.
+        async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+            tokio::task::spawn_blocking(call).await.unwrap()
+        }
+        let path = tmp.clone();
+        let file = Arc::new(
+            blocking(move || {
+                File::create_new(&path).or_else(|_| {
+                    std::fs::create_dir_all(path.parent().unwrap())?;
+                    File::create_new(&path)
+                })
+            })
+            .await
+            .unwrap(),
+        );
+        let f = file.clone();
+        blocking(move || f.write_all_at(&bytes, 0)).await.unwrap();
+        blocking(move || file.sync_all()).await.unwrap();
         let dir = new.clone();
-        blocking(Box::new(move || {
-            if std::fs::rename(&tmp, &target).is_err() {
-                std::fs::create_dir_all(&dir).unwrap();
-                std::fs::rename(&tmp, &target).unwrap();
-            }
-        }))
+        blocking(move || {
+            std::fs::rename(&tmp, &target).or_else(|_| {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::rename(&tmp, &target)
+            })
+        })
         .await
         .unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        blocking(Box::new(move || sender.send(File::open(&new).unwrap()).unwrap()))
-            .await
-            .unwrap();
-        let dir = receiver.recv().unwrap();
-        blocking(Box::new(move || dir.sync_all().unwrap())).await.unwrap();
+        let dir = blocking(move || File::open(&new)).await.unwrap();
+        blocking(move || dir.sync_all()).await.unwrap();
     }
 }
 

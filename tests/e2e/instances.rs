@@ -4,11 +4,14 @@
 use std::time::{Duration, Instant};
 use waraka_e2e::{Client, Instance, Server, body};
 
-/// `test/probe` before `rcpt_to.in_host_list`, keeping `warm` idle instances.
+/// `test/probe` (granted `kv:default`) before `rcpt_to.in_host_list`,
+/// keeping `warm` idle instances.
 fn probe_instance(warm: u32) -> Instance {
     let instance = Instance::new(
         &["rcpt_to.in_host_list"],
-        &format!("[runtime]\nwarm_instances = {warm}\nfault_delay = \"0s\"\n"),
+        &format!(
+            "[runtime]\nwarm_instances = {warm}\nfault_delay = \"0s\"\n[plugin.\"test/probe\"]\ngrants = [\"kv:default\"]\n"
+        ),
     );
     instance.add_fixture("test/probe");
     instance.set_order(&["test/probe", "rcpt_to.in_host_list"]);
@@ -84,6 +87,26 @@ fn an_instance_that_trapped_or_grew_past_half_its_memory_cap_is_not_reused() {
 
     let mut c = server.client();
     assert_eq!(which_instance(&mut c).0, 3, "the healthy instance was not reused");
+}
+
+#[test]
+fn a_grant_revoked_in_waraka_toml_is_not_kept_by_an_idle_instance() {
+    let instance = probe_instance(32);
+    let server = Server::start(&instance);
+    let mut c = server.client();
+    assert!(c.cmd("XKV SET default k v").starts("250"));
+    assert_eq!(which_instance(&mut c).0, 1);
+    quit(&server, c);
+    instance.edit("grants = [\"kv:default\"]", "grants = []");
+    server.wait_for_log("rescan done", Duration::from_secs(5));
+    let mut c = server.client();
+    let reply = c.cmd("XKV GET default k");
+    assert!(reply.starts("451") && reply.text.contains("NotGranted"), "{reply:?}");
+    assert_eq!(
+        which_instance(&mut c).0,
+        1,
+        "an instance made under the old grants was reused"
+    );
 }
 
 #[test]

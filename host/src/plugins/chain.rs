@@ -178,19 +178,21 @@ impl Chain {
         let needs_slot =
             |chain: &Chain, i: usize| callable(chain, i) && chain.live[i].is_none() && chain.reserved[i].is_none();
         let plugins = 0..self.set.plugins.len();
-        // The common case, every instance already live: no allocation.
-        if !plugins.clone().any(|i| needs_slot(self, i)) {
-            return Ok(());
-        }
+        // Idle instances first; `missing` allocates only when one is needed
+        // (the common case, every instance already live, allocates nothing).
+        let mut missing = Vec::new();
         for i in plugins.clone() {
-            if needs_slot(self, i)
-                && let Some(mut live) = self.set.plugins[i].warm.take()
-            {
-                live.adopt(&self.conn);
-                self.live[i] = Some(live);
+            if !needs_slot(self, i) {
+                continue;
+            }
+            match self.set.plugins[i].warm.take() {
+                Some(mut live) => {
+                    live.adopt(&self.conn);
+                    self.live[i] = Some(live);
+                }
+                None => missing.push(i),
             }
         }
-        let missing: Vec<usize> = plugins.clone().filter(|&i| needs_slot(self, i)).collect();
         if missing.is_empty() {
             return Ok(());
         }

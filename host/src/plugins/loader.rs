@@ -6,7 +6,7 @@ use super::bindings::{Plugin, PluginPre};
 use super::breaker::Breaker;
 use super::chain::{Fault, classify};
 use super::limits::PluginLimits;
-use super::runtime::{Runtime, arm};
+use super::runtime::{Runtime, arm, run_guest};
 use super::store::StoreState;
 use super::warm::WarmInstances;
 use crate::policy::{Hook, HookSet};
@@ -169,15 +169,13 @@ impl Runtime {
             .map_err(|fault| anyhow!("describe failed: {fault}"))?;
         let mut store = self.new_store(&name, &spec.limits, &spec.dirs, &spec.grants.as_slice().into(), None)?;
         arm(&mut store, &spec.limits)?;
-        let info = classify(
-            tokio::time::timeout(spec.limits.timeout, async {
-                let plugin: Plugin = pre.instantiate_async(&mut store).await?;
-                plugin.waraka_plugin_hooks().call_describe(&mut store).await
-            })
-            .await,
-            store.data().limiter.hit,
-        )
-        .map_err(|fault: Fault| anyhow!("describe failed: {fault}"))?;
+        let blocking_files = store.data().blocking_files;
+        let describe = tokio::time::timeout(spec.limits.timeout, async {
+            let plugin: Plugin = pre.instantiate_async(&mut store).await?;
+            plugin.waraka_plugin_hooks().call_describe(&mut store).await
+        });
+        let info = classify(run_guest(blocking_files, describe).await, store.data().limiter.hit)
+            .map_err(|fault: Fault| anyhow!("describe failed: {fault}"))?;
 
         let mut hooks = HookSet::default();
         let mut unknown_hooks = Vec::new();

@@ -107,8 +107,6 @@ pub struct Runtime {
     /// One permit per pool slot for a component instance: an instance waits
     /// for a free slot instead of failing when every one is in use.
     slots: Arc<InstanceSlots>,
-    /// Idle instances each plugin keeps for the next connection.
-    warm_instances: usize,
 }
 
 /// How often the epoch advances (the precision of plugin timeouts).
@@ -161,8 +159,7 @@ impl Runtime {
             engine_key,
             max_memory: settings.max_memory,
             tarpit: Arc::new(FaultTarpit::new(settings.fault_delay)),
-            slots: InstanceSlots::new(n as usize),
-            warm_instances: settings.warm_instances as usize,
+            slots: InstanceSlots::new(n as usize, settings.warm_instances as usize),
         })
     }
 
@@ -182,7 +179,7 @@ impl Runtime {
 
     /// An empty pool for a plugin's idle instances (`[runtime] warm_instances`).
     pub(super) fn warm_pool(&self) -> Arc<WarmInstances> {
-        self.slots.warm_pool(self.warm_instances)
+        self.slots.warm_pool()
     }
 
     /// The fault tarpit shared by every connection.

@@ -51,6 +51,8 @@ impl Live {
 /// nothing is kept idle while one waits.
 pub(super) struct InstanceSlots {
     permits: Arc<Semaphore>,
+    /// Idle instances each plugin keeps (`[runtime] warm_instances`).
+    warm_capacity: usize,
     /// Connections waiting for slots right now.
     waiting: AtomicUsize,
     pools: Mutex<Vec<Weak<WarmInstances>>>,
@@ -66,19 +68,20 @@ impl Drop for Waiting<'_> {
 }
 
 impl InstanceSlots {
-    /// `n` slots, none in use.
-    pub fn new(n: usize) -> Arc<Self> {
+    /// `n` slots, none in use; each plugin keeps up to `warm_capacity` idle
+    /// instances.
+    pub fn new(n: usize, warm_capacity: usize) -> Arc<Self> {
         Arc::new(InstanceSlots {
             permits: Arc::new(Semaphore::new(n)),
+            warm_capacity,
             waiting: AtomicUsize::new(0),
             pools: Mutex::default(),
         })
     }
 
-    /// A new, empty pool of idle instances keeping up to `capacity`.
-    pub fn warm_pool(self: &Arc<Self>, capacity: usize) -> Arc<WarmInstances> {
+    /// A new, empty pool for one plugin's idle instances.
+    pub fn warm_pool(self: &Arc<Self>) -> Arc<WarmInstances> {
         let pool = Arc::new(WarmInstances {
-            capacity,
             slots: self.clone(),
             idle: Mutex::default(),
         });
@@ -126,7 +129,6 @@ impl InstanceSlots {
 
 /// The idle instances of one plugin version, most recently used last.
 pub(super) struct WarmInstances {
-    capacity: usize,
     slots: Arc<InstanceSlots>,
     idle: Mutex<Idle>,
 }
@@ -141,12 +143,12 @@ struct Idle {
 impl WarmInstances {
     /// An empty pool like this one (for the same plugin under new settings).
     pub fn fresh(&self) -> Arc<WarmInstances> {
-        self.slots.warm_pool(self.capacity)
+        self.slots.warm_pool()
     }
 
     /// The most recently used idle instance, if any.
     pub fn take(&self) -> Option<Live> {
-        if self.capacity == 0 {
+        if self.slots.warm_capacity == 0 {
             return None;
         }
         let (live, expired) = {
@@ -162,13 +164,13 @@ impl WarmInstances {
     /// next connection, or drops it when the pool is full or retired, the
     /// instance has grown too much, or a connection is waiting for a slot.
     pub fn give_back(&self, mut live: Live) {
-        if self.capacity == 0 || !live.reusable() {
+        if self.slots.warm_capacity == 0 || !live.reusable() {
             return;
         }
         live.store.data_mut().host.conn = None;
         let refused = {
             let mut idle = self.lock();
-            let wanted = !idle.retired && idle.instances.len() < self.capacity;
+            let wanted = !idle.retired && idle.instances.len() < self.slots.warm_capacity;
             if !wanted || self.slots.waiting.load(Ordering::SeqCst) > 0 {
                 Some(live)
             } else {
@@ -188,12 +190,8 @@ impl WarmInstances {
     /// Drops every idle instance and keeps none from now on: this version
     /// of the plugin was replaced or removed.
     pub fn retire(&self) {
-        let instances = {
-            let mut idle = self.lock();
-            idle.retired = true;
-            std::mem::take(&mut idle.instances)
-        };
-        drop(instances);
+        self.lock().retired = true;
+        self.clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
