@@ -134,6 +134,14 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         metrics::Unit::Seconds,
         "Time from queueing to delivery, per delivered recipient"
     );
+    metrics::describe_counter!(
+        crate::capabilities::group_sync::SYNC_REQUESTS,
+        "Syncs of files and directories plugins asked for"
+    );
+    metrics::describe_counter!(
+        crate::capabilities::group_sync::SYNCS,
+        "fsync calls made for them (fewer when concurrent requests shared one)"
+    );
     metrics::describe_counter!(CONNECTIONS, "Client connections accepted");
     metrics::describe_counter!(CONNECTIONS_REFUSED, "Client connections refused by a connection cap");
     metrics::describe_counter!(TRANSACTIONS, "Transactions by outcome");

@@ -16,6 +16,7 @@ mod runtime;
 mod store;
 mod tarpit;
 mod warm;
+mod wasi_sync;
 
 pub use chain::Chain;
 pub use limits::{OnError, PluginLimits};

@@ -7,7 +7,7 @@ use super::loader::DirGrant;
 use super::store::{GuestOutput, HostContext, LogBudget, StoreState};
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
-use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, KvStore, NoteStore};
+use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, GroupSync, KvStore, NoteStore};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
@@ -78,6 +78,8 @@ pub struct Services {
     pub server_notes: Mutex<NoteStore>,
     pub config: ConfigFiles,
     pub backends: Backends,
+    /// Shares the fsyncs plugins make through WASI (see [`super::wasi_sync`]).
+    pub group_sync: GroupSync,
 }
 
 impl Services {
@@ -87,6 +89,7 @@ impl Services {
             server_notes: Mutex::new(NoteStore::new(Default::default())),
             config,
             backends,
+            group_sync: GroupSync::default(),
         }
     }
 }
@@ -138,6 +141,7 @@ impl Runtime {
 
         let mut linker = Linker::<StoreState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        super::wasi_sync::add_to_linker(&mut linker)?;
         Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
 
         let weak = engine.weak();

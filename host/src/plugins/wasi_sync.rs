@@ -1,0 +1,70 @@
+//! WASI's `descriptor.sync` and `sync-data`, served through the server's
+//! [`GroupSync`](crate::capabilities::GroupSync): a plugin's fsync of a file
+//! or directory shares one system call with the concurrent fsyncs of the
+//! same inode by other connections (group commit). The fsync runs on the
+//! calling thread when the store's file calls block it (hook calls in
+//! `block_in_place`), else on the blocking pool, as wasmtime-wasi's own.
+//!
+//! Both are a full `fsync` (the stronger of the two), so that `sync-data`
+//! requests can share rounds with `sync` ones.
+
+use super::store::StoreState;
+use anyhow::Result;
+use rustix::fs::{Mode, OFlags, openat};
+use std::fs::File;
+use std::sync::Arc;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::Descriptor;
+use wasmtime_wasi::p2::bindings::filesystem::types::ErrorCode;
+
+/// The WASI interface whose two methods are replaced, at the version
+/// wasmtime-wasi links (guests importing an older 0.2 release get it too).
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Replaces `wasmtime_wasi`'s sync methods, already in `linker`, with the
+/// shared ones.
+pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> Result<()> {
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(FILESYSTEM_TYPES)?;
+    for method in ["[method]descriptor.sync", "[method]descriptor.sync-data"] {
+        types.func_wrap_async(
+            method,
+            |store: StoreContextMut<'_, StoreState>, (descriptor,): (Resource<Descriptor>,)| {
+                Box::new(async move {
+                    let (file, blocking, services) = {
+                        let state = store.data();
+                        let file = match state.table.get(&descriptor)? {
+                            Descriptor::File(file) => Ok(file.file.clone()),
+                            Descriptor::Dir(dir) => reopen(&dir.dir).map(Arc::new),
+                        };
+                        (file, state.blocking_files, state.host.services.clone())
+                    };
+                    let file = match file {
+                        Ok(file) => file,
+                        Err(e) => return Ok((Err(ErrorCode::from(e)),)),
+                    };
+                    let fsync = || async {
+                        let file = file.clone();
+                        if blocking {
+                            file.sync_all()
+                        } else {
+                            tokio::task::spawn_blocking(move || file.sync_all()).await?
+                        }
+                    };
+                    let result = services.group_sync.sync(&file, fsync).await;
+                    Ok((result.map_err(ErrorCode::from),))
+                })
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The directory `dir` opened for reading: a directory descriptor may be
+/// an `O_PATH` one, which cannot be fsynced.
+fn reopen(dir: &File) -> std::io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(File::from(openat(dir, ".", flags, Mode::empty())?))
+}
