@@ -142,6 +142,18 @@ fn spinning_and_sleeping_plugins_are_stopped_at_the_deadline() {
 }
 
 #[test]
+fn a_plugin_with_a_directory_faults_the_same_way() {
+    // Hook calls of a plugin with a directory run on a blocking-pool thread.
+    let instance = faulty_instance("timeout = \"2s\"\nfuel = 0\ngrants = [\"dir:scratch\"]");
+    instance.edit("[dirs]\n", "[dirs]\nscratch = \"scratch\"\n");
+    let server = Server::start(&instance);
+    assert_fault(&server, "trap", Duration::from_secs(5), "trap:");
+    assert_fault(&server, "loop", Duration::from_millis(4500), "timed out");
+    assert_fault(&server, "sleep", Duration::from_millis(4500), "timed out");
+    assert_eq!(instance.maildir_files().len(), 3, "the three healthy messages");
+}
+
+#[test]
 fn on_error_continue_skips_the_faulty_plugin() {
     let instance = faulty_instance("on_error = \"continue\"\nfuel = 300000000");
     let server = Server::start(&instance);

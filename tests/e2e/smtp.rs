@@ -32,6 +32,27 @@ fn without_a_queue_plugin_data_gets_451() {
 }
 
 #[test]
+fn a_mailbox_that_cannot_be_written_tempfails_and_is_logged_in_its_transaction() {
+    let instance = Instance::new(CORE, "");
+    let server = Server::start(&instance);
+    // A file where the domain's folder should be: creating the mailbox fails.
+    let domain = instance.path().join("maildir/example.com");
+    std::fs::create_dir_all(domain.parent().unwrap()).unwrap();
+    std::fs::write(&domain, b"in the way").unwrap();
+    let mut c = server.client();
+    let reply = c.send_mail("a@sender.test", &["u@example.com"], &body("blocked"));
+    assert!(reply.starts("451 4.3.0"), "{reply:?}");
+    // The plugin's log line (a host call made on the thread that ran the
+    // hook) carries the connection's and the transaction's spans.
+    let line = server.wait_for_log("delivery to <u@example.com> failed", Duration::from_secs(5));
+    assert!(line.contains("conn{id=") && line.contains("tx{id="), "{line}");
+    std::fs::remove_file(&domain).unwrap();
+    let reply = c.send_mail("a@sender.test", &["u@example.com"], &body("retried"));
+    assert!(reply.starts("250 2.0.0"), "{reply:?}");
+    assert_eq!(instance.maildir_files().len(), 1);
+}
+
+#[test]
 fn an_accepted_message_is_in_the_maildir_byte_for_byte() {
     let instance = Instance::new(CORE, "");
     let server = Server::start(&instance);

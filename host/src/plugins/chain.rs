@@ -4,11 +4,13 @@
 //! goes back when the connection ends or goes quiet, and is dropped after
 //! any fault (a trapped instance cannot be entered again).
 
+use super::bindings::exports::waraka::plugin::hooks::Guest;
 use super::bindings::types;
 use super::imports::{address_to_wit, verdict_from_wit, verdict_to_wit};
 use super::limits::OnError;
 use super::loader::{LoadedPlugin, PluginSet};
-use super::runtime::{Runtime, arm, fuel_budget, run_guest};
+use super::runtime::{Runtime, arm, fuel_budget};
+use super::store::StoreState;
 use super::warm::Live;
 use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
 use crate::protocol::Reply;
@@ -18,8 +20,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, warn};
-use wasmtime::Trap;
+use tracing::{Instrument, debug, warn};
+use wasmtime::{Store, Trap};
 
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +134,71 @@ impl Call<'_> {
             Call::Capabilities => "capabilities",
             Call::Deny(_) => "deny",
         }
+    }
+}
+
+/// A [`Call`] that owns its arguments, for a call made on another thread.
+enum OwnedCall {
+    Hook(HookCall),
+    Capabilities,
+    Deny(types::Denial),
+}
+
+impl Call<'_> {
+    fn to_owned(&self) -> OwnedCall {
+        match self {
+            Call::Hook(call) => OwnedCall::Hook((*call).clone()),
+            Call::Capabilities => OwnedCall::Capabilities,
+            Call::Deny(denial) => OwnedCall::Deny((*denial).clone()),
+        }
+    }
+}
+
+impl OwnedCall {
+    fn as_call(&self) -> Call<'_> {
+        match self {
+            OwnedCall::Hook(call) => Call::Hook(call),
+            OwnedCall::Capabilities => Call::Capabilities,
+            OwnedCall::Deny(denial) => Call::Deny(denial),
+        }
+    }
+}
+
+/// Calls the guest function `call` names, with its arguments in WIT types.
+async fn dispatch(store: &mut Store<StoreState>, hooks: &Guest, call: Call<'_>) -> wasmtime::Result<Answer> {
+    use HookCall as H;
+    let v = |r: wasmtime::Result<types::Verdict>| r.map(|v| Answer::Verdict(verdict_from_wit(v)));
+    let done = |r: wasmtime::Result<()>| r.map(|_| Answer::Done);
+    match call {
+        Call::Capabilities => hooks.call_capabilities(&mut *store).await.map(Answer::Keywords),
+        Call::Deny(denial) => v(hooks.call_deny(&mut *store, denial).await),
+        Call::Hook(hook_call) => match hook_call {
+            H::Connect => v(hooks.call_connect(&mut *store).await),
+            H::Helo(host) => v(hooks.call_helo(&mut *store, host).await),
+            H::Ehlo(host) => v(hooks.call_ehlo(&mut *store, host).await),
+            H::Auth(a) => {
+                let attempt = types::AuthAttempt {
+                    mechanism: a.mechanism.clone(),
+                    user: a.user.clone(),
+                    secret: a.secret.clone(),
+                    authzid: a.authzid.clone(),
+                    challenge: a.challenge.clone(),
+                };
+                v(hooks.call_auth(&mut *store, &attempt).await)
+            }
+            H::UnrecognizedCommand { verb, args } => v(hooks.call_unrecognized_command(&mut *store, verb, args).await),
+            H::Mail(a) => v(hooks.call_mail(&mut *store, &address_to_wit(a)).await),
+            H::Rcpt(a) => v(hooks.call_rcpt(&mut *store, &address_to_wit(a)).await),
+            H::RcptOk(a) => v(hooks.call_rcpt_ok(&mut *store, &address_to_wit(a)).await),
+            H::Data => v(hooks.call_data(&mut *store).await),
+            H::DataPost => v(hooks.call_data_post(&mut *store).await),
+            H::MaxDataExceeded => v(hooks.call_max_data_exceeded(&mut *store).await),
+            H::Queue => v(hooks.call_queue(&mut *store).await),
+            H::QueueOutbound => v(hooks.call_queue_outbound(&mut *store).await),
+            H::QueueOk(id) => done(hooks.call_queue_ok(&mut *store, id).await),
+            H::ResetTransaction => done(hooks.call_reset_transaction(&mut *store).await),
+            H::Disconnect => done(hooks.call_disconnect(&mut *store).await),
+        },
     }
 }
 
@@ -276,53 +343,29 @@ impl Chain {
         };
         arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
         let hook_name = call.name();
-        let hooks = live.plugin.waraka_plugin_hooks();
-        let blocking_files = live.store.data().blocking_files;
-        let store = &mut live.store;
-        let run = async {
-            use HookCall as H;
-            let v = |r: wasmtime::Result<types::Verdict>| r.map(|v| Answer::Verdict(verdict_from_wit(v)));
-            let done = |r: wasmtime::Result<()>| r.map(|_| Answer::Done);
-            match call {
-                Call::Capabilities => hooks.call_capabilities(&mut *store).await.map(Answer::Keywords),
-                Call::Deny(denial) => v(hooks.call_deny(&mut *store, denial).await),
-                Call::Hook(hook_call) => match hook_call {
-                    H::Connect => v(hooks.call_connect(&mut *store).await),
-                    H::Helo(host) => v(hooks.call_helo(&mut *store, host).await),
-                    H::Ehlo(host) => v(hooks.call_ehlo(&mut *store, host).await),
-                    H::Auth(a) => {
-                        let attempt = types::AuthAttempt {
-                            mechanism: a.mechanism.clone(),
-                            user: a.user.clone(),
-                            secret: a.secret.clone(),
-                            authzid: a.authzid.clone(),
-                            challenge: a.challenge.clone(),
-                        };
-                        v(hooks.call_auth(&mut *store, &attempt).await)
-                    }
-                    H::UnrecognizedCommand { verb, args } => {
-                        v(hooks.call_unrecognized_command(&mut *store, verb, args).await)
-                    }
-                    H::Mail(a) => v(hooks.call_mail(&mut *store, &address_to_wit(a)).await),
-                    H::Rcpt(a) => v(hooks.call_rcpt(&mut *store, &address_to_wit(a)).await),
-                    H::RcptOk(a) => v(hooks.call_rcpt_ok(&mut *store, &address_to_wit(a)).await),
-                    H::Data => v(hooks.call_data(&mut *store).await),
-                    H::DataPost => v(hooks.call_data_post(&mut *store).await),
-                    H::MaxDataExceeded => v(hooks.call_max_data_exceeded(&mut *store).await),
-                    H::Queue => v(hooks.call_queue(&mut *store).await),
-                    H::QueueOutbound => v(hooks.call_queue_outbound(&mut *store).await),
-                    H::QueueOk(id) => done(hooks.call_queue_ok(&mut *store, id).await),
-                    H::ResetTransaction => done(hooks.call_reset_transaction(&mut *store).await),
-                    H::Disconnect => done(hooks.call_disconnect(&mut *store).await),
-                },
-            }
-        };
+        let timeout = loaded.limits.timeout + HOST_GRACE;
         let started = Instant::now();
-        let outcome = run_guest(
-            blocking_files,
-            tokio::time::timeout(loaded.limits.timeout + HOST_GRACE, run),
-        )
-        .await;
+        let (live, outcome) = if live.store.data().blocking_files {
+            // Its file calls block the thread they run on: the whole call
+            // runs on a blocking-pool thread, one hand-over for all of them.
+            let call = call.to_owned();
+            let handle = tokio::runtime::Handle::current();
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                let run = async move {
+                    let hooks = live.plugin.waraka_plugin_hooks();
+                    let outcome = tokio::time::timeout(timeout, dispatch(&mut live.store, hooks, call.as_call())).await;
+                    (live, outcome)
+                };
+                handle.block_on(run.instrument(span))
+            })
+            .await
+            .map_err(|e| Fault::Trap(format!("the thread of the hook call failed: {e}")))?
+        } else {
+            let hooks = live.plugin.waraka_plugin_hooks();
+            let outcome = tokio::time::timeout(timeout, dispatch(&mut live.store, hooks, call)).await;
+            (live, outcome)
+        };
         let elapsed = started.elapsed();
         let answer = classify(outcome, live.store.data().limiter.hit)?;
         if telemetry::exporting() {

@@ -242,8 +242,8 @@ impl Runtime {
         // A plugin with directories makes several file calls per hook
         // (queue/maildir: create, write, fsync, rename, open, fsync), each a
         // trip to the blocking pool and back. On a multi-threaded runtime its
-        // hook calls run in `block_in_place` instead, and file calls block
-        // that thread directly.
+        // hook calls run on a blocking-pool thread instead (one hand-over per
+        // call), and file calls block that thread directly.
         let blocking_files = !dirs.is_empty()
             && tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -308,7 +308,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Runs a guest call on this task; in `block_in_place` when the store's
 /// WASI file calls block the calling thread (see `Runtime::new_store`), so
-/// that the runtime's other tasks move to another thread meanwhile.
+/// that the runtime's other tasks move to another thread meanwhile. For the
+/// rare calls (a plugin's `describe` at load, outbound hooks); the chain's
+/// hook calls move their store to a blocking-pool thread instead, which
+/// costs less per call (see `Chain::call_plugin`).
 pub(super) async fn run_guest<F: std::future::Future>(blocking_files: bool, call: F) -> F::Output {
     if blocking_files {
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(call))

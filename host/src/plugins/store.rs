@@ -33,8 +33,9 @@ pub struct StoreState {
     /// The span guest output is logged in (the connection's), shared with
     /// the store's stdout/stderr.
     pub output_span: Arc<Mutex<tracing::Span>>,
-    /// Whether WASI file calls block the calling thread, so that hook calls
-    /// must run in `block_in_place`.
+    /// Whether WASI file calls block the calling thread, so that guest calls
+    /// must run off the runtime's workers (on a blocking-pool thread, or in
+    /// `block_in_place`).
     pub blocking_files: bool,
     /// When the running hook call must stop.
     pub deadline: Instant,

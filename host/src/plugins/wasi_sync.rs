@@ -2,8 +2,8 @@
 //! [`GroupSync`](crate::capabilities::GroupSync): a plugin's fsync of a file
 //! or directory shares one system call with the concurrent fsyncs of the
 //! same inode by other connections (group commit). The fsync runs on the
-//! calling thread when the store's file calls block it (hook calls in
-//! `block_in_place`), else on the blocking pool, as wasmtime-wasi's own.
+//! calling thread when the store's file calls block it (guest calls off the
+//! runtime's workers), else on the blocking pool, as wasmtime-wasi's own.
 //!
 //! Both are a full `fsync` (the stronger of the two), so that `sync-data`
 //! requests can share rounds with `sync` ones.
