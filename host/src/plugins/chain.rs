@@ -135,16 +135,8 @@ impl Call<'_> {
             Call::Deny(_) => "deny",
         }
     }
-}
 
-/// A [`Call`] that owns its arguments, for a call made on another thread.
-enum OwnedCall {
-    Hook(HookCall),
-    Capabilities,
-    Deny(types::Denial),
-}
-
-impl Call<'_> {
+    /// The same call owning its arguments.
     fn to_owned(&self) -> OwnedCall {
         match self {
             Call::Hook(call) => OwnedCall::Hook((*call).clone()),
@@ -154,7 +146,15 @@ impl Call<'_> {
     }
 }
 
+/// A [`Call`] that owns its arguments, for a call made on another thread.
+enum OwnedCall {
+    Hook(HookCall),
+    Capabilities,
+    Deny(types::Denial),
+}
+
 impl OwnedCall {
+    /// The call, borrowing the arguments.
     fn as_call(&self) -> Call<'_> {
         match self {
             OwnedCall::Hook(call) => Call::Hook(call),
