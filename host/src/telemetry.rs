@@ -66,6 +66,11 @@ pub const PLUGIN_INSTANTIATE_SECONDS: &str = "waraka_plugin_instantiate_seconds"
 pub const PLUGIN_FUEL: &str = "waraka_plugin_fuel_total";
 /// Plugin faults (`plugin`, `kind`: trap, fuel, timeout, memory, instantiate).
 pub const PLUGIN_FAULTS: &str = "waraka_plugin_faults_total";
+/// Syncs of files and directories plugins asked for (counter).
+pub const FSYNC_REQUESTS: &str = "waraka_fsync_requests_total";
+/// `fsync` calls made for them (counter): fewer than the requests when
+/// concurrent requests shared one (see `capabilities::GroupSync`).
+pub const FSYNCS: &str = "waraka_fsyncs_total";
 
 /// One unit of a gauge, held until dropped (an open connection).
 pub struct Held(metrics::Gauge);
@@ -134,12 +139,9 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         metrics::Unit::Seconds,
         "Time from queueing to delivery, per delivered recipient"
     );
+    metrics::describe_counter!(FSYNC_REQUESTS, "Syncs of files and directories plugins asked for");
     metrics::describe_counter!(
-        crate::capabilities::group_sync::SYNC_REQUESTS,
-        "Syncs of files and directories plugins asked for"
-    );
-    metrics::describe_counter!(
-        crate::capabilities::group_sync::SYNCS,
+        FSYNCS,
         "fsync calls made for them (fewer when concurrent requests shared one)"
     );
     metrics::describe_counter!(CONNECTIONS, "Client connections accepted");

@@ -9,6 +9,7 @@
 //! delivering into one maildir fsync its `new/` directory a few times
 //! instead of a hundred.
 
+use crate::telemetry::{FSYNC_REQUESTS, FSYNCS};
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
@@ -16,12 +17,6 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-
-/// Syncs requested through a [`GroupSync`] (counter).
-pub const SYNC_REQUESTS: &str = "waraka_fsync_requests_total";
-/// `fsync` calls made for them (counter): fewer than the requests when
-/// concurrent requests shared one.
-pub const SYNCS: &str = "waraka_fsyncs_total";
 
 /// Shares concurrent syncs of each inode; one per server.
 #[derive(Default)]
@@ -69,7 +64,7 @@ impl GroupSync {
         F: FnOnce() -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
-        metrics::counter!(SYNC_REQUESTS).increment(1);
+        metrics::counter!(FSYNC_REQUESTS).increment(1);
         let meta = file.metadata()?;
         let key = (meta.dev(), meta.ino());
         let inode = self.inodes.lock().unwrap().entry(key).or_default().clone();
@@ -103,7 +98,7 @@ impl Inode {
                     round: mine,
                     done: false,
                 };
-                metrics::counter!(SYNCS).increment(1);
+                metrics::counter!(FSYNCS).increment(1);
                 let result = fsync().await;
                 lead.finish(&result);
                 return result;
