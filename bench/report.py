@@ -11,6 +11,7 @@ import csv
 import subprocess
 import sys
 from collections import defaultdict
+from statistics import median
 
 CELL = ("size", "rcpts", "reuse")
 
@@ -19,30 +20,104 @@ def load(path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in ("sessions", "size", "rcpts", "reuse", "messages", "msg_per_s", "cpu_us_per_msg", "peak_rss_kib"):
+        row.setdefault("round", 1)  # files written before rounds existed
+        for key in ("sessions", "size", "rcpts", "reuse", "messages", "round", "msg_per_s", "cpu_us_per_msg",
+                    "peak_rss_kib"):
             row[key] = int(float(row[key]))
     return rows
 
 
-def table(rows):
+def ratios(group, server, base):
+    """This server's msg/s over the base's, round by round (the same round's
+    runs sat next to each other in time); `base` picks the base's rate of a
+    round from that round's rows, or None."""
+    by_round = defaultdict(list)
+    for row in group:
+        by_round[row["round"]].append(row)
+    found = []
+    for rows in by_round.values():
+        mine = next((r["msg_per_s"] for r in rows if r["server"] == server), None)
+        theirs = base(rows)
+        if mine is not None and theirs:
+            found.append(mine / theirs)
+    return found
+
+
+def sink_rate(rows):
+    return next((r["msg_per_s"] for r in rows if r["server"] == "smtp-sink"), None)
+
+
+def best_haraka_rate(rows):
+    return max((r["msg_per_s"] for r in rows if r["server"].startswith("haraka")), default=None)
+
+
+def summarise(rows):
+    """One row per server and cell: medians of the rounds (peak RSS: the
+    highest), and the median ratios to smtp-sink and to the better Haraka
+    with their range across rounds."""
     by_cell = defaultdict(list)
     for row in rows:
         by_cell[tuple(row[k] for k in CELL) + (row["sessions"],)].append(row)
+    summary = []
     for (size, rcpts, reuse, sessions), group in sorted(by_cell.items()):
+        for server in dict.fromkeys(r["server"] for r in group):
+            mine = [r for r in group if r["server"] == server]
+            summary.append({
+                "server": server, "sessions": sessions, "size": size, "rcpts": rcpts, "reuse": reuse,
+                "messages": mine[0]["messages"], "rounds": len(mine),
+                "msg_per_s": round(median(r["msg_per_s"] for r in mine)),
+                "cpu_us_per_msg": round(median(r["cpu_us_per_msg"] for r in mine)),
+                "peak_rss_kib": max(r["peak_rss_kib"] for r in mine),
+                "x_sink": ratios(group, server, sink_rate),
+                "x_haraka": ratios(group, server, best_haraka_rate),
+            })
+    return summary
+
+
+def ratio_text(found):
+    if not found:
+        return "-"
+    if len(found) == 1:
+        return f"{found[0]:.2f}"
+    return f"{median(found):.2f} ({min(found):.2f}-{max(found):.2f})"
+
+
+def table(summary):
+    by_cell = defaultdict(list)
+    for row in summary:
+        by_cell[(row["size"], row["rcpts"], row["reuse"], row["sessions"])].append(row)
+    for (size, rcpts, reuse, sessions), group in by_cell.items():
         print(f"\n{size // 1024} KiB, {rcpts} recipient(s), connections {'reused' if reuse else 'not reused'}, "
-              f"{sessions} session(s), {group[0]['messages']} messages")
-        sink = next((r for r in group if r["server"] == "smtp-sink"), None)
-        haraka = max((r for r in group if r["server"].startswith("haraka")), key=lambda r: r["msg_per_s"], default=None)
-        print(f"  {'server':<16}{'msg/s':>8}{'cpu-us/msg':>12}{'peak RSS KiB':>14}{'x sink':>8}{'x Haraka':>10}")
+              f"{sessions} session(s), {group[0]['messages']} messages, median of {group[0]['rounds']} round(s)")
+        print(f"  {'server':<16}{'msg/s':>8}{'cpu-us/msg':>12}{'peak RSS KiB':>14}{'x sink':>20}{'x Haraka':>20}")
         for row in group:
-            vs_sink = f"{row['msg_per_s'] / sink['msg_per_s']:.2f}" if sink else "-"
-            vs_haraka = f"{row['msg_per_s'] / haraka['msg_per_s']:.2f}" if haraka else "-"
-            print(f"  {row['server']:<16}{row['msg_per_s']:>8}{row['cpu_us_per_msg']:>12}{row['peak_rss_kib']:>14}"
-                  f"{vs_sink:>8}{vs_haraka:>10}")
+            rss = row["peak_rss_kib"] or "-"  # none measured (the native storage row)
+            print(f"  {row['server']:<16}{row['msg_per_s']:>8}{row['cpu_us_per_msg']:>12}{rss:>14}"
+                  f"{ratio_text(row['x_sink']):>20}{ratio_text(row['x_haraka']):>20}")
 
 
-def chart(rows, path):
-    """msg/s against sessions, 5 KiB, one recipient, reused connections."""
+def scaling(rows):
+    """Each server's msg/s at the most sessions over its msg/s at the fewest,
+    round by round (the maildir target: 100 sessions against one)."""
+    by_cell = defaultdict(list)
+    for row in rows:
+        by_cell[tuple(row[k] for k in CELL)].append(row)
+    for (size, rcpts, reuse), group in sorted(by_cell.items()):
+        counts = sorted({r["sessions"] for r in group})
+        if len(counts) < 2:
+            continue
+        few, many = counts[0], counts[-1]
+        print(f"\nScaling, {size // 1024} KiB, {rcpts} recipient(s), connections {'reused' if reuse else 'not reused'}: "
+              f"msg/s at {many} sessions over {few}")
+        for server in dict.fromkeys(r["server"] for r in group):
+            rate = {(r["round"], r["sessions"]): r["msg_per_s"] for r in group if r["server"] == server}
+            found = [rate[(n, many)] / rate[(n, few)] for n in {n for n, _ in rate}
+                     if rate.get((n, few)) and (n, many) in rate]
+            print(f"  {server:<16}{ratio_text(found):>20}")
+
+
+def chart(summary, path):
+    """Median msg/s against sessions, 5 KiB, one recipient, reused connections."""
     try:
         import matplotlib
     except ImportError:
@@ -51,7 +126,7 @@ def chart(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [r for r in rows if (r["size"], r["rcpts"], r["reuse"]) == (5120, 1, 1)]
+    chosen = [r for r in summary if (r["size"], r["rcpts"], r["reuse"]) == (5120, 1, 1)]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for server in dict.fromkeys(r["server"] for r in chosen):
         points = sorted((r["sessions"], r["msg_per_s"]) for r in chosen if r["server"] == server)
@@ -61,7 +136,7 @@ def chart(rows, path):
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("concurrent smtp-source sessions")
     ax.set_ylabel("messages per second")
-    ax.set_title("5 KiB messages, 1 recipient, reused connections (one run, 2 cores)")
+    ax.set_title("5 KiB messages, 1 recipient, reused connections (one run, 2 cores)", fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
@@ -75,9 +150,11 @@ def main():
     parser.add_argument("--chart", metavar="PNG")
     args = parser.parse_args()
     rows = load(args.csv)
-    table(rows)
+    summary = summarise(rows)
+    table(summary)
+    scaling(rows)
     if args.chart:
-        chart(rows, args.chart)
+        chart(summary, args.chart)
 
 
 if __name__ == "__main__":

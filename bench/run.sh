@@ -18,10 +18,16 @@
 #            dnsmasq for its DNS (dns-list zone, sender domain) and limit.ini
 #            raised so one benchmarking client is not throttled
 # Haraka (HARAKA=1): rcpt_to.in_host_list + queue/discard, nodes=0 and nodes=2.
+# storage (with MAILDIR_ROOT and the maildir profile): the maildir copies
+# done natively by as many threads as sessions (bench/maildir_native.py), the
+# storage's own ceiling for the maildir profile's scaling.
 #
 # Each cell restarts the server, warms it up and sends MESSAGES messages
-# (default 5000; a fifth of that for 100 KiB). Results go to OUT (default
-# bench/.cache/matrix.csv) and are printed by bench/report.py with the ratios;
+# (default 5000; a fifth of that for 100 KiB), REPEAT times (default 3) with
+# the servers interleaved round by round, so a drift of the machine touches
+# them all alike. Results go to OUT (default bench/.cache/matrix.csv, one row
+# per round) and are printed by bench/report.py: medians of the rounds, and
+# each ratio as the median of the ratios of the same round;
 # `bench/report.py --chart FILE.png` draws msg/s against sessions.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,6 +40,7 @@ matrix_reuse="${REUSE:-1 0}"
 profiles="${PROFILES:-discard maildir full}"
 out="${OUT:-$here/.cache/matrix.csv}"
 base_messages=$MESSAGES
+repeat="${REPEAT:-3}"
 
 # The instances, one per profile.
 for profile in $profiles; do
@@ -52,6 +59,15 @@ trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$work/stores" ] && xargs rm -rf
 servers="smtp-sink"
 for profile in $profiles; do servers+=" waraka-$profile"; done
 [ "${HARAKA:-0}" = 1 ] && servers+=" haraka haraka-nodes2"
+[ -n "${MAILDIR_ROOT:-}" ] && [[ " $profiles " == *" maildir "* ]] && servers+=" storage"
+
+# maildir_store -> a fresh directory under MAILDIR_ROOT, removed at the end
+maildir_store() {
+    local store
+    store=$(mktemp -d -p "$MAILDIR_ROOT" waraka-bench.XXXXXX)
+    echo "$store" >>"$work/stores"
+    echo "$store"
+}
 
 # start SERVER -> sets pid and port
 start() {
@@ -63,12 +79,7 @@ start() {
         # end, since ext4 scans recently deleted inodes when it allocates new ones
         # for minutes after a mass delete, which would slow the next cells down.
         [ -e "$instance/maildir" ] && mv "$instance/maildir" "$work/maildir.$RANDOM$RANDOM"
-        if [ -n "${MAILDIR_ROOT:-}" ]; then
-            local store
-            store=$(mktemp -d -p "$MAILDIR_ROOT" waraka-bench.XXXXXX)
-            echo "$store" >>"$work/stores"
-            ln -s "$store" "$instance/maildir"
-        fi
+        [ -n "${MAILDIR_ROOT:-}" ] && ln -s "$(maildir_store)" "$instance/maildir"
         start_waraka "$instance"; pid=$wpid port=$wport ;;
     haraka) start_haraka 0; pid=$hpid port=$hport ;;
     haraka-nodes2) start_haraka 2; pid=$hpid port=$hport ;;
@@ -76,7 +87,7 @@ start() {
 }
 
 mkdir -p "$(dirname "$out")"
-echo "server,sessions,size,rcpts,reuse,messages,msg_per_s,cpu_us_per_msg,peak_rss_kib" >"$out"
+echo "server,sessions,size,rcpts,reuse,messages,round,msg_per_s,cpu_us_per_msg,peak_rss_kib" >"$out"
 for size in $matrix_sizes; do
     for rcpts in $matrix_rcpts; do
         for reuse in $matrix_reuse; do
@@ -84,20 +95,28 @@ for size in $matrix_sizes; do
                 messages=$base_messages
                 [ "$size" -gt 10240 ] && messages=$((base_messages / 5))
                 [ "$rcpts" -gt 1 ] && messages=$((messages / 2))
-                for server in $servers; do
-                    start "$server"
-                    SIZE=$size MESSAGES=$((messages / 10 + sessions)) measure "$pid" "$port" "$sessions" "" "$rcpts" "$reuse" >/dev/null
-                    perf_pid=
-                    if [ -n "${PERF_DATA:-}" ] && [[ $server == waraka-* ]]; then
-                        perf record -q -F 999 -g -p "$pid" -o "$PERF_DATA" 2>/dev/null &
-                        perf_pid=$!
-                    fi
-                    figures=$(SIZE=$size MESSAGES=$messages measure "$pid" "$port" "$sessions" "" "$rcpts" "$reuse")
-                    read -r rate cpu <<<"$figures"
-                    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
-                    rss=$(peak_rss "$pid")
-                    stop_pid "$pid"
-                    echo "$server,$sessions,$size,$rcpts,$reuse,$messages,$rate,$cpu,$rss" | tee -a "$out" >&2
+                for round in $(seq "$repeat"); do
+                    for server in $servers; do
+                        if [ "$server" = storage ]; then
+                            [ "$size" = 5120 ] && [ "$rcpts" = 1 ] || continue
+                            read -r rate cpu < <(python3 "$here/maildir_native.py" --threads "$sessions" "$(maildir_store)" "$messages")
+                            echo "$server,$sessions,$size,$rcpts,$reuse,$messages,$round,$rate,$cpu,0" | tee -a "$out" >&2
+                            continue
+                        fi
+                        start "$server"
+                        SIZE=$size MESSAGES=$((messages / 10 + sessions)) measure "$pid" "$port" "$sessions" "" "$rcpts" "$reuse" >/dev/null
+                        perf_pid=
+                        if [ -n "${PERF_DATA:-}" ] && [ "$round" = 1 ] && [[ $server == waraka-* ]]; then
+                            perf record -q -F 999 -g -p "$pid" -o "$PERF_DATA" 2>/dev/null &
+                            perf_pid=$!
+                        fi
+                        figures=$(SIZE=$size MESSAGES=$messages measure "$pid" "$port" "$sessions" "" "$rcpts" "$reuse")
+                        read -r rate cpu <<<"$figures"
+                        if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+                        rss=$(peak_rss "$pid")
+                        stop_pid "$pid"
+                        echo "$server,$sessions,$size,$rcpts,$reuse,$messages,$round,$rate,$cpu,$rss" | tee -a "$out" >&2
+                    done
                 done
             done
         done
