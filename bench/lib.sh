@@ -48,15 +48,21 @@ measure() {
     [ "${6:-1}" = 1 ] || reuse=
     c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
     "$source_bin" $reuse -M client.bench.test -s "$sessions" -m "$MESSAGES" -l "$SIZE" -r "$rcpts" \
-        -f bench@sender.test -t "$rcpt" "127.0.0.1:$port" || { echo "smtp-source failed against port $port" >&2; return 1; }
+        -f bench@sender.test -t "$rcpt" "127.0.0.1:$port" || {
+        echo "smtp-source failed against port $port" >&2
+        # waraka's last words say why (a full disk, a plugin's error).
+        [ "$pid" = "${wpid:-}" ] && tail -n 20 "$wlog" >&2
+        return 1
+    }
     t1=$(date +%s.%N); c1=$(cpu_ticks "$pid")
     python3 -c "m=$MESSAGES; el=$t1-$t0; cpu=($c1-$c0)/$hz; print(f'{m/el:.0f} {cpu/m*1e6:.0f}')"
 }
 
-# start_waraka INSTANCE_DIR [RUST_LOG] -> sets wpid and wport
+# start_waraka INSTANCE_DIR [RUST_LOG] -> sets wpid, wport and wlog (its log)
 start_waraka() {
     wport=$(free_port)
-    RUST_LOG="${2:-warn}" NO_COLOR=1 "$waraka" run --config "$1" --listen "127.0.0.1:$wport" 2>"$1.log" &
+    wlog="$1.log"
+    RUST_LOG="${2:-warn}" NO_COLOR=1 "$waraka" run --config "$1" --listen "127.0.0.1:$wport" 2>"$wlog" &
     wpid=$!
     wait_port "$wport"
 }

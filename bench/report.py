@@ -127,7 +127,7 @@ def chart(summary, path):
     import matplotlib.pyplot as plt
 
     chosen = [r for r in summary if (r["size"], r["rcpts"], r["reuse"]) == (5120, 1, 1)]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     for server in dict.fromkeys(r["server"] for r in chosen):
         points = sorted((r["sessions"], r["msg_per_s"]) for r in chosen if r["server"] == server)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=server)
@@ -136,10 +136,12 @@ def chart(summary, path):
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("concurrent smtp-source sessions")
     ax.set_ylabel("messages per second")
-    ax.set_title("5 KiB messages, 1 recipient, reused connections (one run, 2 cores)", fontsize=10)
+    rounds = max((r["rounds"] for r in chosen), default=1)
+    ax.set_title(f"5 KiB messages, 1 recipient, reused connections (median of {rounds} rounds, 2 cores)",
+                 fontsize=10)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path)
 

@@ -61,6 +61,39 @@ for profile in $profiles; do servers+=" waraka-$profile"; done
 [ "${HARAKA:-0}" = 1 ] && servers+=" haraka haraka-nodes2"
 [ -n "${MAILDIR_ROOT:-}" ] && [[ " $profiles " == *" maildir "* ]] && servers+=" storage"
 
+# cell_messages SIZE RCPTS -> the messages a cell sends (after its warm-up)
+cell_messages() {
+    local messages=$base_messages
+    [ "$1" -gt 10240 ] && messages=$((messages / 5))
+    [ "$2" -gt 1 ] && messages=$((messages / 2))
+    echo "$messages"
+}
+
+# Every copy stored under MAILDIR_ROOT (maildir and full profiles, storage)
+# stays until the end of the run: stop now, not midway, if it cannot hold them.
+if [ -n "${MAILDIR_ROOT:-}" ]; then
+    inodes=0 kib=0
+    for size in $matrix_sizes; do for rcpts in $matrix_rcpts; do for reuse in $matrix_reuse; do
+        for sessions in $matrix_sessions; do
+            messages=$(cell_messages "$size" "$rcpts")
+            storing=0
+            for server in $servers; do
+                case "$server" in
+                waraka-maildir | waraka-full) storing=$((storing + messages / 10 + sessions + messages)) ;;
+                storage) [ "$size" = 5120 ] && [ "$rcpts" = 1 ] && storing=$((storing + messages)) ;;
+                esac
+            done
+            copies=$((repeat * storing * rcpts))
+            inodes=$((inodes + copies)) kib=$((kib + copies * ((size / 4096 + 1) * 4)))
+        done
+    done; done; done
+    read -r free_inodes free_kib < <(df --output=iavail,avail -k "$MAILDIR_ROOT" | tail -1)
+    if [ "$free_inodes" -lt "$inodes" ] || [ "$free_kib" -lt "$kib" ]; then
+        echo "MAILDIR_ROOT holds $free_inodes inodes and $free_kib KiB, the run stores about $inodes copies ($kib KiB): see bench/README.md" >&2
+        exit 2
+    fi
+fi
+
 # maildir_store -> a fresh directory under MAILDIR_ROOT, removed at the end
 maildir_store() {
     local store
@@ -92,9 +125,7 @@ for size in $matrix_sizes; do
     for rcpts in $matrix_rcpts; do
         for reuse in $matrix_reuse; do
             for sessions in $matrix_sessions; do
-                messages=$base_messages
-                [ "$size" -gt 10240 ] && messages=$((base_messages / 5))
-                [ "$rcpts" -gt 1 ] && messages=$((messages / 2))
+                messages=$(cell_messages "$size" "$rcpts")
                 for round in $(seq "$repeat"); do
                     for server in $servers; do
                         if [ "$server" = storage ]; then
