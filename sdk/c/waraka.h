@@ -19,7 +19,7 @@
  * Every string the SDK hands a hook is NUL-terminated and owned by the SDK
  * for the duration of the call; every `char *` an SDK function returns is
  * the caller's to free(). The other host imports (session, envelope,
- * message, kv, dns, blobstore, sql, forward, authentication) are called
+ * message, kv, dns, blobstore, files, sql, forward, authentication) are called
  * through the generated `waraka_plugin_*` functions of `build/plugin.h`;
  * waraka_str() and waraka_strdup_wit() convert strings for them.
  */

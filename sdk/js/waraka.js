@@ -18,7 +18,8 @@
 // `unrecognizedCommand`, ...), and so are record fields (`recipient.localPart`).
 // The host imports are re-exported as modules: `notes`, `config`, `session`,
 // `envelope`, `message`, and the capabilities a plugin must be granted in
-// `waraka.toml`: `kv`, `dns`, `blobstore`, `sql`, `forward`, `authentication`.
+// `waraka.toml`: `kv`, `dns`, `blobstore`, `files`, `sql`, `forward`,
+// `authentication`.
 // A host call that fails throws an Error whose `payload` is the WIT error
 // (`{ tag: 'not-granted' }`, `{ tag: 'backend', val: 'why' }`, ...). Enums
 // are strings (`notes.get('transaction', key)`); u64 values are BigInts.
@@ -32,11 +33,12 @@ import * as message from 'waraka:plugin/message@0.1.0';
 import * as kv from 'waraka:plugin/kv@0.1.0';
 import * as dns from 'waraka:plugin/dns@0.1.0';
 import * as blobstore from 'waraka:plugin/blobstore@0.1.0';
+import * as files from 'waraka:plugin/files@0.1.0';
 import * as sql from 'waraka:plugin/sql@0.1.0';
 import * as forward from 'waraka:plugin/forward@0.1.0';
 import * as authentication from 'waraka:plugin/authentication@0.1.0';
 
-export { notes, config, session, envelope, message, kv, dns, blobstore, sql, forward, authentication };
+export { notes, config, session, envelope, message, kv, dns, blobstore, files, sql, forward, authentication };
 
 /** Pass to the next plugin in the chain. */
 export const cont = { tag: 'cont' };

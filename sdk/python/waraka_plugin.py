@@ -19,7 +19,7 @@ Build it with ``componentize-py -d WIT -w plugin componentize app -o NAME.wasm``
 (``waraka plugin build`` runs exactly that). The host imports are re-exported
 here as modules: ``log``, ``notes``, ``config``, ``session``, ``envelope``,
 ``message``, and the capabilities a plugin must be granted in ``waraka.toml``:
-``kv``, ``dns``, ``blobstore``, ``sql``, ``forward``, ``authentication``.
+``kv``, ``dns``, ``blobstore``, ``files``, ``sql``, ``forward``, ``authentication``.
 A host call that fails raises ``componentize_py_types.Err`` with a
 ``types.Error_*`` value (``Error_NotGranted``, ``Error_Timeout``, ...).
 """
@@ -32,6 +32,7 @@ from wit_world.imports import (  # noqa: F401  (re-exported for plugins)
     config,
     dns,
     envelope,
+    files,
     forward,
     kv,
     message,
@@ -46,7 +47,7 @@ from wit_world.imports.types import Address, Scope  # noqa: F401
 __all__ = [
     "Plugin", "Settings", "Scope", "Address", "Err", "cont", "ok", "deny", "denysoft", "deny_disconnect",
     "denysoft_disconnect", "disconnect", "trace", "debug", "info", "warn", "error", "authentication",
-    "blobstore", "config", "dns", "envelope", "forward", "kv", "message", "notes", "session", "sql", "types",
+    "blobstore", "config", "dns", "envelope", "files", "forward", "kv", "message", "notes", "session", "sql", "types",
 ]
 
 cont = types.Verdict_Cont()

@@ -126,6 +126,34 @@ fn a_folder_with_tmp_but_no_new_still_takes_mail() {
 }
 
 #[test]
+fn a_mailbox_linked_out_of_the_maildir_gets_no_mail() {
+    let instance = Instance::new(CORE, "");
+    let outside = tempfile::tempdir().unwrap();
+    for (user, linked) in [("newlink", "new"), ("tmplink", "tmp")] {
+        let folder = instance.path().join("maildir/example.com").join(user);
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(folder.join(sub)).unwrap();
+        }
+        std::fs::remove_dir(folder.join(linked)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), folder.join(linked)).unwrap();
+    }
+    let server = Server::start(&instance);
+    let mut c = server.client();
+    for user in ["newlink", "tmplink"] {
+        let reply = c.send_mail("a@sender.test", &[&format!("{user}@example.com")], &body("escape"));
+        assert!(reply.starts("451 4.3.0"), "{user}: {reply:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    server.wait_for_log("delivery to <newlink@example.com> failed", Duration::from_secs(5));
+    let reply = c.send_mail("a@sender.test", &["ok@example.com"], &body("fine"));
+    assert!(reply.starts("250 2.0.0"), "{reply:?}");
+}
+
+#[test]
 fn a_large_message_is_spooled_and_stored_whole() {
     let instance = Instance::new(CORE, "");
     let server = Server::start(&instance);

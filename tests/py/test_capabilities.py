@@ -152,7 +152,7 @@ class UngrantedTest(unittest.TestCase):
                          "XDNS A example.com", "XDNS AAAA example.com", "XDNS MX example.com",
                          "XDNS TXT example.com", "XDNS PTR 127.0.0.1",
                          "XBLOB PUT mail k v", "XBLOB GET mail k", "XBLOB EXISTS mail k", "XBLOB DEL mail k",
-                         "XBLOB COPY mail k k2", "XBLOB PUTMSG mail k",
+                         "XBLOB COPY mail k k2", "XBLOB PUTMSG mail k", "XFILE SAVE maildir t p",
                          "XSQL QUERY users SELECT 1", "XSQL EXEC users CREATE TABLE t (x INT)"]:
                 with self.subTest(line=line):
                     self.assertEqual(probe(line), (451, "error: Error::NotGranted"))
@@ -169,9 +169,30 @@ class UngrantedTest(unittest.TestCase):
             self.assertEqual(probe("XBLOB PUT mail k v"), (250, "stored"))
             self.assertEqual(probe("XBLOB GET mail k"), (250, "v"))
             self.assertEqual((server.dir / "blobs/k").read_bytes(), b"v")
+            for key in ["../k", "a//k", "a/./k", "a/.tmp-k"]:
+                code, text = probe(f"XBLOB PUT mail {key} v")
+                self.assertEqual((code, text.split("(")[0]), (451, "error: Error::Invalid"), key)
             code, text = probe("XBLOB PUTMSG mail k")
             self.assertEqual(code, 451)
             self.assertIn("Invalid", text, "no message outside a transaction")
+        finally:
+            probe.close()
+            server.stop()
+
+    def test_files_need_a_dir_grant_plain_paths_and_a_message(self):
+        server = Waraka(["rcpt_to.in_host_list"], setup=with_probe(["dir:maildir"]))
+        probe = Client(server)
+        try:
+            self.assertEqual(probe("XFILE SAVE elsewhere t p"), (451, "error: Error::NotGranted"))
+            for temp, path in [("../t", "p"), ("t", "/etc/p"), ("a//t", "p"), ("t", "a/./p"), ("t", "p/")]:
+                with self.subTest(temp=temp, path=path):
+                    code, text = probe(f"XFILE SAVE maildir {temp} {path}")
+                    self.assertEqual(code, 451)
+                    self.assertIn("Invalid", text)
+            code, text = probe("XFILE SAVE maildir t p")
+            self.assertEqual(code, 451)
+            self.assertIn("no message yet", text, "outside a transaction")
+            self.assertEqual(probe.smtp.noop()[0], 250, "the session goes on")
         finally:
             probe.close()
             server.stop()

@@ -26,8 +26,8 @@
 //!
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
-//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`], [`sql`],
-//! [`forward`] and [`authentication`].
+//! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`],
+//! [`files`], [`sql`], [`forward`] and [`authentication`].
 
 #[doc(hidden)]
 pub mod bindings {
@@ -50,7 +50,7 @@ pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
 pub use bindings::waraka::plugin::{
-    authentication, blobstore, config, dns, envelope, forward, kv, log, message, notes, session, sql,
+    authentication, blobstore, config, dns, envelope, files, forward, kv, log, message, notes, session, sql,
 };
 pub use hook::Hook;
 

@@ -4,11 +4,12 @@
 //! chunks on the blocking pool, so a large message is never held whole.
 
 use super::CapabilityError;
+use super::files::split_relative;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -117,18 +118,13 @@ impl DirStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, CapabilityError> {
-        let relative = Path::new(key);
-        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)))
-            && !key.ends_with('/')
-            && !key
-                .split('/')
-                .any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with(".tmp-"));
-        if !plain {
+        split_relative(key)?;
+        if key.split('/').any(|part| part.starts_with(".tmp-")) {
             return Err(CapabilityError::Invalid(format!(
-                "{key:?}: directory store keys are relative paths without '.', '..' or empty parts"
+                "{key:?}: directory store keys have no part starting with '.tmp-'"
             )));
         }
-        Ok(self.root.join(relative))
+        Ok(self.root.join(key))
     }
 
     /// Writes `source` to `path` durably: temporary file, fsync, rename, fsync of the directory.

@@ -1,4 +1,4 @@
-//! The one error type of the backend capabilities (kv, dns, blobstore, sql),
+//! The one error type of the backend capabilities (kv, dns, blobstore, sql, files),
 //! matching the cases a plugin sees.
 
 /// Why a capability call failed.
@@ -7,6 +7,9 @@ pub enum CapabilityError {
     /// The arguments were not acceptable (a bad key, a wrong statement, …).
     #[error("{0}")]
     Invalid(String),
+    /// The thing asked for does not exist (a missing directory, …).
+    #[error("not found")]
+    NotFound,
     /// A size or count limit was reached.
     #[error("{0}")]
     Limit(String),

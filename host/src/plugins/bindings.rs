@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/kv": async,
         "waraka:plugin/dns": async,
         "waraka:plugin/blobstore": async,
+        "waraka:plugin/files": async,
         "waraka:plugin/sql": async,
         "waraka:plugin/forward": async,
         "waraka:plugin/authentication": async,

@@ -1,14 +1,15 @@
-//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`, `sql`,
-//! `forward`, `authentication`): every call checks
+//! The host side of the granted capabilities (`kv`, `dns`, `blobstore`,
+//! `files`, `sql`, `forward`, `authentication`): every call checks
 //! the plugin's grants first (`not-granted` otherwise, never a trap) and is
 //! cut off at the plugin's deadline (`timeout`), so a slow backend costs the
 //! calling plugin its own time budget and nothing more.
 
 use super::Backends;
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{authentication, blobstore, dns, forward, kv, sql};
+use super::bindings::waraka::plugin::{authentication, blobstore, dns, files, forward, kv, sql};
 use super::store::StoreState;
 use crate::capabilities::authentication::{DmarcPolicy, Outcome, Subject};
+use crate::capabilities::files::split_relative;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue, authenticate,
 };
@@ -28,6 +29,7 @@ impl From<CapabilityError> for Error {
             CapabilityError::Invalid(m) => Error::Invalid(m),
             CapabilityError::Limit(m) => Error::Limit(m),
             CapabilityError::Backend(m) => Error::Backend(m),
+            CapabilityError::NotFound => Error::NotFound,
             CapabilityError::Timeout => Error::Timeout,
         }
     }
@@ -93,6 +95,18 @@ impl StoreState {
 
     fn database(&self, name: &str) -> Result<Arc<Database>, Error> {
         self.backend("sql", name, |b| &b.sql)
+    }
+
+    /// A reader of the current message, for `call`; `invalid` before there is one.
+    fn message_reader(&self, call: &str) -> Result<MessageReader, Error> {
+        let no_message = || Error::Invalid(format!("there is no message yet ({call} works from data-post on)"));
+        let conn = self.host.conn.as_ref().ok_or_else(no_message)?;
+        conn.lock()
+            .transaction
+            .as_ref()
+            .and_then(|tx| tx.message.as_ref())
+            .map(|m| m.reader())
+            .ok_or_else(no_message)
     }
 
     fn dns_granted(&self) -> Result<(), Error> {
@@ -191,6 +205,36 @@ impl dns::Host for StoreState {
     }
 }
 
+impl files::Host for StoreState {
+    async fn save_message(&mut self, dir: String, temp: String, path: String, prefix: Vec<u8>) -> Result<u64, Error> {
+        let target = self.dirs.open(&dir)?;
+        split_relative(&temp)?;
+        split_relative(&path)?;
+        let mut reader = self.message_reader("save-message")?;
+        super::trace_guest_bytes("files.save-message", prefix.len());
+        let (blocking, services) = (self.blocking_files, self.host.services.clone());
+        let save = async move {
+            let sync_services = services.clone();
+            let mut deliver = move || {
+                let fsync = |file: &std::fs::File| sync_services.group_sync.sync_alone(file);
+                target.deliver(&temp, &path, &prefix, &mut reader, fsync)
+            };
+            let delivered = if blocking {
+                deliver()
+            } else {
+                tokio::task::spawn_blocking(deliver)
+                    .await
+                    .map_err(|e| CapabilityError::Backend(format!("blocking task: {e}")))?
+            }?;
+            super::wasi_sync::shared_sync(&services, Arc::new(delivered.dir), blocking)
+                .await
+                .map_err(|e| CapabilityError::Backend(format!("syncing the directory of the delivered file: {e}")))?;
+            Ok::<_, CapabilityError>(delivered.bytes)
+        };
+        bounded(self.deadline, save).await
+    }
+}
+
 /// Largest object `blobstore.get` hands to a plugin.
 const MAX_BLOB_GET: usize = 16 * 1024 * 1024;
 
@@ -205,15 +249,7 @@ impl blobstore::Host for StoreState {
 
     async fn put_message(&mut self, store: String, key: String, gzip: bool) -> Result<u64, Error> {
         let blobs = self.blob_store(&store)?;
-        let no_message = || Error::Invalid("there is no message yet (put-message works from data-post on)".into());
-        let conn = self.host.conn.as_ref().ok_or_else(no_message)?;
-        let reader = conn
-            .lock()
-            .transaction
-            .as_ref()
-            .and_then(|tx| tx.message.as_ref())
-            .map(|m| m.reader())
-            .ok_or_else(no_message)?;
+        let reader = self.message_reader("put-message")?;
         let source: BlobSource = if gzip {
             Box::new(GzEncoder::new(reader, Compression::default()))
         } else {

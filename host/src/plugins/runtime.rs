@@ -4,7 +4,7 @@ use super::bindings::Plugin;
 use super::chain::Fault;
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
-use super::store::{GuestOutput, HostContext, LogBudget, StoreState};
+use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState};
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, GroupSync, KvStore, NoteStore};
@@ -261,6 +261,7 @@ impl Runtime {
             limiter: MemoryLimiter::new(limits.memory),
             output_span,
             blocking_files,
+            dirs: GrantedDirs::new(dirs),
             deadline: Instant::now() + limits.timeout,
             log_budget,
             host: HostContext {

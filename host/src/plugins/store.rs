@@ -1,10 +1,14 @@
 //! The data each plugin store carries: WASI (nothing granted but the plugin's
 //! directories), the memory limiter, the call deadline and the host context.
 
+use super::bindings::types::Error;
 use super::limits::MemoryLimiter;
+use super::loader::DirGrant;
 use super::runtime::Services;
+use crate::capabilities::DeliveryDir;
 use crate::session::SharedConnection;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,11 +41,48 @@ pub struct StoreState {
     /// must run off the runtime's workers (on a blocking-pool thread, or in
     /// `block_in_place`).
     pub blocking_files: bool,
+    /// The plugin's `dir:NAME` directories, for the `files` capability.
+    pub dirs: GrantedDirs,
     /// When the running hook call must stop.
     pub deadline: Instant,
     /// Log lines the running hook call may still write.
     pub log_budget: LogBudget,
     pub host: HostContext,
+}
+
+/// The directories granted to a plugin (`dir:NAME`), each opened for the
+/// `files` capability the first time a call names it.
+pub struct GrantedDirs(Vec<GrantedDir>);
+
+struct GrantedDir {
+    name: String,
+    host: PathBuf,
+    opened: Option<Arc<DeliveryDir>>,
+}
+
+impl GrantedDirs {
+    /// The directories of `grants` (none opened yet).
+    pub fn new(grants: &[DirGrant]) -> GrantedDirs {
+        let dir = |grant: &DirGrant| GrantedDir {
+            name: grant.guest.trim_start_matches('/').to_owned(),
+            host: grant.host.clone(),
+            opened: None,
+        };
+        GrantedDirs(grants.iter().map(dir).collect())
+    }
+
+    /// The directory granted as `dir:NAME`; `not-granted` for any other name.
+    pub fn open(&mut self, name: &str) -> Result<Arc<DeliveryDir>, Error> {
+        let dir = self.0.iter_mut().find(|d| d.name == name).ok_or(Error::NotGranted)?;
+        if let Some(opened) = &dir.opened {
+            return Ok(opened.clone());
+        }
+        let opened = DeliveryDir::open(&dir.host)
+            .map(Arc::new)
+            .map_err(|e| Error::Backend(format!("opening [dirs].{name} ({}): {e}", dir.host.display())))?;
+        dir.opened = Some(opened.clone());
+        Ok(opened)
+    }
 }
 
 /// Log lines a plugin may write in one hook call (`log` calls and

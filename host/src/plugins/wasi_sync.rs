@@ -8,6 +8,7 @@
 //! Both are a full `fsync` (the stronger of the two), so that `sync-data`
 //! requests can share rounds with `sync` ones.
 
+use super::runtime::Services;
 use super::store::StoreState;
 use anyhow::Result;
 use rustix::fs::{Mode, OFlags, openat};
@@ -40,19 +41,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> Result<()> {
                         };
                         (file, state.blocking_files, state.host.services.clone())
                     };
-                    let file = match file {
-                        Ok(file) => file,
-                        Err(e) => return Ok((Err(ErrorCode::from(e)),)),
+                    let result = match file {
+                        Ok(file) => shared_sync(&services, file, blocking).await,
+                        Err(e) => Err(e),
                     };
-                    let fsync = || async {
-                        let file = file.clone();
-                        if blocking {
-                            file.sync_all()
-                        } else {
-                            tokio::task::spawn_blocking(move || file.sync_all()).await?
-                        }
-                    };
-                    let result = services.group_sync.sync(&file, fsync).await;
                     Ok((result.map_err(ErrorCode::from),))
                 })
             },
@@ -60,6 +52,20 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> Result<()> {
     }
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// `fsync(file)` through the server's group commit: on this thread when
+/// the store's file calls block it (`blocking`), else on the blocking pool.
+pub(super) async fn shared_sync(services: &Services, file: Arc<File>, blocking: bool) -> std::io::Result<()> {
+    let fsync = || async {
+        let file = file.clone();
+        if blocking {
+            file.sync_all()
+        } else {
+            tokio::task::spawn_blocking(move || file.sync_all()).await?
+        }
+    };
+    services.group_sync.sync(&file, fsync).await
 }
 
 /// The directory `dir` opened for reading: a directory descriptor may be

@@ -6,24 +6,26 @@
 //! before the next recipient; only when every copy is safe does the plugin
 //! answer `ok`, so a `250` after DATA means the message is on disk.
 //!
-//! It uses the WASI file-system interface directly (the `wasip2` crate)
-//! rather than `std::fs`: every file-system call is a trip to one of the
-//! host's blocking threads, and `std` would make about twenty per copy
-//! (existence checks, a write per formatted piece, 4 KiB writes); this way
-//! a small message costs six (create, write, fsync, rename, open and fsync
-//! `new/`).
+//! Each copy is one host call, `files::save-message`: the host streams the
+//! message from its spool into `tmp/`, fsyncs it, renames it into `new/`
+//! and fsyncs `new/` (shared with concurrent deliveries into the same
+//! folder), so the plugin never copies the message and a copy costs one
+//! trip to the file system instead of six WASI calls. Only a folder's first
+//! delivery uses the WASI file-system interface, to create `new/`, `cur/`
+//! and `tmp/`.
 //!
 //! The root is the directory granted as `dir:maildir` (seen as `/maildir`).
 //! `config/queue/maildir.ini` may set `folder = {domain}/{local}` (the layout
 //! below the root; `{local}`, `{domain}` and `{address}` are replaced).
 
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope, message, path_segment, session};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, envelope, files, path_segment, session};
 use wasip2::filesystem::preopens::get_directories;
 use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
+/// The grant's name, and where WASI mounts it.
+const GRANT: &str = "maildir";
 const ROOT: &str = "/maildir";
-const CHUNK: u32 = 64 * 1024;
 
 struct Maildir;
 
@@ -86,66 +88,40 @@ fn ensure_dir(root: &Descriptor, dir: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes all of `bytes` at `*offset`, advancing it.
-fn write_all(file: &Descriptor, mut bytes: &[u8], offset: &mut u64, path: &str) -> Result<(), String> {
-    while !bytes.is_empty() {
-        let n = file.write(bytes, *offset).map_err(failed("writing", path))?;
-        *offset += n;
-        bytes = &bytes[n as usize..];
-    }
-    Ok(())
+/// The granted root, through WASI.
+fn root() -> Result<Descriptor, String> {
+    get_directories()
+        .into_iter()
+        .find(|(_, name)| name == ROOT)
+        .map(|(dir, _)| dir)
+        .ok_or_else(|| format!("no directory granted as {ROOT} (grant dir:{GRANT})"))
 }
 
-/// One copy into `folder` (relative to `root`): written under `tmp/` in as
-/// few host calls as the message allows (each is a trip to a blocking
-/// thread), fsynced, renamed into `new/`, and `new/` fsynced.
-fn deliver(root: &Descriptor, rcpt: &Address, folder: &str, unique: &str, sender: &str) -> Result<(), String> {
+/// One copy into `folder` (relative to the root), stored by the host under
+/// `tmp/` and renamed into `new/`, both made durable. A folder that does not
+/// exist yet is created first.
+fn deliver(rcpt: &Address, folder: &str, unique: &str, sender: &str) -> Result<(), String> {
     let tmp = format!("{folder}/tmp/{unique}");
-    let create = || {
-        root.open_at(
-            PathFlags::empty(),
-            &tmp,
-            OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-            DescriptorFlags::WRITE,
-        )
-    };
-    let file = match create() {
-        Err(ErrorCode::NoEntry) => {
+    let target = format!("{folder}/new/{unique}");
+    let prefix = format!("Return-Path: <{sender}>\r\nDelivered-To: {}\r\n", rcpt.to_addr_spec());
+    let save = || files::save_message(GRANT, &tmp, &target, prefix.as_bytes());
+    match save() {
+        Err(Error::NotFound) => {
+            let root = root()?;
             // `tmp/` last: a copy that finds `tmp/` finds `new/` too, even
             // while another session is still creating the folder.
             for sub in ["new", "cur", "tmp"] {
-                ensure_dir(root, &format!("{folder}/{sub}"))?;
+                ensure_dir(&root, &format!("{folder}/{sub}"))?;
             }
-            create()
+            save()
         }
         other => other,
     }
-    .map_err(failed("creating", &tmp))?;
-    let mut pending = format!("Return-Path: <{sender}>\r\nDelivered-To: {}\r\n", rcpt.to_addr_spec()).into_bytes();
-    let (mut read, mut written) = (0u64, 0u64);
-    loop {
-        let chunk = message::read(read, CHUNK).map_err(|e| format!("reading the message: {e}"))?;
-        if chunk.is_empty() {
-            break;
-        }
-        read += chunk.len() as u64;
-        pending.extend_from_slice(&chunk);
-        write_all(&file, &pending, &mut written, &tmp)?;
-        pending.clear();
-    }
-    write_all(&file, &pending, &mut written, &tmp)?;
-    file.sync().map_err(failed("syncing", &tmp))?;
-    drop(file);
-    let new = format!("{folder}/new");
-    let target = format!("{new}/{unique}");
-    let rename = || root.rename_at(&tmp, root, &target);
-    match rename() {
-        Err(ErrorCode::NoEntry) => {
-            ensure_dir(root, &new).and_then(|()| rename().map_err(failed("renaming to", &target)))
-        }
-        other => other.map_err(failed("renaming to", &target)),
-    }?;
-    sync_dir(root, &new)
+    .map(drop)
+    .map_err(|e| match e {
+        Error::NotGranted => format!("no directory granted as {ROOT} (grant dir:{GRANT})"),
+        e => format!("storing {target}: {e:?}"),
+    })
 }
 
 impl Plugin for Maildir {
@@ -159,17 +135,9 @@ impl Plugin for Maildir {
         let txid = session::transaction_id().unwrap_or_else(session::connection_id);
         let host = path_segment(&session::hostname());
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let Some(root) = get_directories()
-            .into_iter()
-            .find(|(_, name)| name == ROOT)
-            .map(|(dir, _)| dir)
-        else {
-            waraka_plugin::error!("no directory granted as {ROOT} (grant dir:maildir)");
-            return Verdict::denysoft_code(451, "4.3.0", "Mailbox temporarily unavailable");
-        };
         for (i, rcpt) in envelope::recipients().iter().enumerate() {
             let unique = format!("{secs}.{}_{i}.{host}", path_segment(&txid));
-            if let Err(e) = deliver(&root, rcpt, &mailbox(&template, rcpt), &unique, &sender) {
+            if let Err(e) = deliver(rcpt, &mailbox(&template, rcpt), &unique, &sender) {
                 waraka_plugin::error!("delivery to {rcpt} failed: {e}");
                 return Verdict::denysoft_code(451, "4.3.0", "Mailbox temporarily unavailable");
             }
