@@ -4,7 +4,7 @@
 //! chunks on the blocking pool, so a large message is never held whole.
 
 use super::CapabilityError;
-use super::files::split_relative;
+use super::files::check_relative;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -118,7 +118,7 @@ impl DirStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, CapabilityError> {
-        split_relative(key)?;
+        check_relative(key)?;
         if key.split('/').any(|part| part.starts_with(".tmp-")) {
             return Err(CapabilityError::Invalid(format!(
                 "{key:?}: directory store keys have no part starting with '.tmp-'"

@@ -32,10 +32,25 @@ pub struct Delivered {
     pub dir: File,
 }
 
-/// `path` split into its parent directory (`""` for the root) and its file
-/// name, when it is a plain relative path: no `.`, `..`, empty parts,
-/// leading or trailing `/`, or control characters.
-pub fn split_relative(path: &str) -> Result<(&str, &str), CapabilityError> {
+/// A plain relative path below a delivery directory: no `.`, `..`, empty
+/// parts, leading or trailing `/`, or control characters.
+pub struct RelativePath(String);
+
+impl RelativePath {
+    /// `path`, when it is plain.
+    pub fn new(path: String) -> Result<RelativePath, CapabilityError> {
+        check_relative(&path)?;
+        Ok(RelativePath(path))
+    }
+
+    /// The parent directory (`""` for the root) and the file name.
+    fn split(&self) -> (&str, &str) {
+        self.0.rsplit_once('/').unwrap_or(("", &self.0))
+    }
+}
+
+/// Whether `path` is a plain relative path (see [`RelativePath`]).
+pub(super) fn check_relative(path: &str) -> Result<(), CapabilityError> {
     let plain = !path.is_empty()
         && !path.chars().any(char::is_control)
         && path
@@ -46,7 +61,7 @@ pub fn split_relative(path: &str) -> Result<(&str, &str), CapabilityError> {
             "{path:?}: paths are relative, without '.', '..' or empty parts"
         )));
     }
-    Ok(path.rsplit_once('/').unwrap_or(("", path)))
+    Ok(())
 }
 
 impl DeliveryDir {
@@ -84,14 +99,15 @@ impl DeliveryDir {
     /// file is removed.
     pub fn deliver(
         &self,
-        temp: &str,
-        path: &str,
+        temp: &RelativePath,
+        path: &RelativePath,
         prefix: &[u8],
         source: &mut dyn Read,
         fsync: impl FnOnce(&File) -> io::Result<()>,
     ) -> Result<Delivered, CapabilityError> {
-        let (temp_parent, temp_name) = split_relative(temp)?;
-        let (path_parent, path_name) = split_relative(path)?;
+        let (temp_parent, temp_name) = temp.split();
+        let (path_parent, path_name) = path.split();
+        let (temp, path) = (temp.0.as_str(), path.0.as_str());
         let temp_dir = self.subdir(temp_parent).map_err(failed("opening", temp_parent))?;
         let temp_dir = temp_dir.as_ref().unwrap_or(&self.root);
         let path_dir = self.readable_dir(path_parent).map_err(failed("opening", path_parent))?;
@@ -169,7 +185,8 @@ mod tests {
     }
 
     fn deliver(d: &DeliveryDir, temp: &str, path: &str, body: &[u8]) -> Result<Delivered, CapabilityError> {
-        d.deliver(temp, path, b"Prefix: 1\r\n", &mut &body[..], sync)
+        let (temp, path) = (RelativePath::new(temp.into())?, RelativePath::new(path.into())?);
+        d.deliver(&temp, &path, b"Prefix: 1\r\n", &mut &body[..], sync)
     }
 
     #[test]
@@ -265,7 +282,11 @@ mod tests {
     fn a_failed_fsync_is_an_error_and_no_file_is_delivered() {
         let (dir, d) = root();
         let failing = |_: &File| Err(io::Error::from_raw_os_error(5));
-        let result = d.deliver("box/tmp/1", "box/new/1", b"", &mut &b"x"[..], failing);
+        let (temp, path) = (
+            RelativePath::new("box/tmp/1".into()).unwrap(),
+            RelativePath::new("box/new/1".into()).unwrap(),
+        );
+        let result = d.deliver(&temp, &path, b"", &mut &b"x"[..], failing);
         assert!(matches!(result, Err(CapabilityError::Backend(m)) if m.contains("syncing")));
         assert!(!dir.path().join("box/new/1").exists());
         assert!(!dir.path().join("box/tmp/1").exists());

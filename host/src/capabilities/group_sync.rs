@@ -80,7 +80,7 @@ impl GroupSync {
     /// Makes `file` durable at once, for a file no one else can be syncing
     /// (one this caller just created): there is no round to share, and it
     /// is counted like the others.
-    pub fn sync_alone(&self, file: &File) -> io::Result<()> {
+    pub fn sync_alone(file: &File) -> io::Result<()> {
         metrics::counter!(FSYNC_REQUESTS).increment(1);
         metrics::counter!(FSYNCS).increment(1);
         file.sync_all()

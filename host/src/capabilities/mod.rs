@@ -18,7 +18,7 @@ pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
 pub use dns::{Dns, DnsSettings, MxHost};
 pub use error::CapabilityError;
-pub use files::{Delivered, DeliveryDir};
+pub use files::{Delivered, DeliveryDir, RelativePath};
 pub use group_sync::GroupSync;
 pub use kv::{KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};

@@ -8,10 +8,11 @@ use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{authentication, blobstore, dns, files, forward, kv, sql};
 use super::store::StoreState;
+use super::wasi_sync::{file_work, shared_sync};
 use crate::capabilities::authentication::{DmarcPolicy, Outcome, Subject};
-use crate::capabilities::files::split_relative;
 use crate::capabilities::{
-    Authentication, BlobSource, BlobStore, CapabilityError, Database, KvStore, SqlRows, SqlValue, authenticate,
+    Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
+    SqlValue, authenticate,
 };
 use crate::delivery::{ClientError, TlsMode, send, target};
 use crate::session::MessageReader;
@@ -208,25 +209,16 @@ impl dns::Host for StoreState {
 impl files::Host for StoreState {
     async fn save_message(&mut self, dir: String, temp: String, path: String, prefix: Vec<u8>) -> Result<u64, Error> {
         let target = self.dirs.open(&dir)?;
-        split_relative(&temp)?;
-        split_relative(&path)?;
+        let (temp, path) = (RelativePath::new(temp)?, RelativePath::new(path)?);
         let mut reader = self.message_reader("save-message")?;
         super::trace_guest_bytes("files.save-message", prefix.len());
         let (blocking, services) = (self.blocking_files, self.host.services.clone());
         let save = async move {
-            let sync_services = services.clone();
-            let mut deliver = move || {
-                let fsync = |file: &std::fs::File| sync_services.group_sync.sync_alone(file);
-                target.deliver(&temp, &path, &prefix, &mut reader, fsync)
-            };
-            let delivered = if blocking {
-                deliver()
-            } else {
-                tokio::task::spawn_blocking(deliver)
-                    .await
-                    .map_err(|e| CapabilityError::Backend(format!("blocking task: {e}")))?
-            }?;
-            super::wasi_sync::shared_sync(&services, Arc::new(delivered.dir), blocking)
+            let deliver = move || target.deliver(&temp, &path, &prefix, &mut reader, GroupSync::sync_alone);
+            let delivered = file_work(blocking, deliver)
+                .await
+                .map_err(|e| CapabilityError::Backend(format!("blocking task: {e}")))??;
+            shared_sync(&services, Arc::new(delivered.dir), blocking)
                 .await
                 .map_err(|e| CapabilityError::Backend(format!("syncing the directory of the delivered file: {e}")))?;
             Ok::<_, CapabilityError>(delivered.bytes)

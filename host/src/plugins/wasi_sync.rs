@@ -57,15 +57,25 @@ pub(super) fn add_to_linker(linker: &mut Linker<StoreState>) -> Result<()> {
 /// `fsync(file)` through the server's group commit: on this thread when
 /// the store's file calls block it (`blocking`), else on the blocking pool.
 pub(super) async fn shared_sync(services: &Services, file: Arc<File>, blocking: bool) -> std::io::Result<()> {
-    let fsync = || async {
+    let fsync = || {
         let file = file.clone();
-        if blocking {
-            file.sync_all()
-        } else {
-            tokio::task::spawn_blocking(move || file.sync_all()).await?
-        }
+        async move { file_work(blocking, move || file.sync_all()).await? }
     };
     services.group_sync.sync(&file, fsync).await
+}
+
+/// Runs blocking file work `f`: on this thread when the store's file calls
+/// may block it (`blocking`: guest calls already run off the runtime's
+/// workers), else on the blocking pool.
+pub(super) async fn file_work<T: Send + 'static>(
+    blocking: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if blocking {
+        Ok(f())
+    } else {
+        tokio::task::spawn_blocking(f).await
+    }
 }
 
 /// The directory `dir` opened for reading: a directory descriptor may be
