@@ -19,8 +19,8 @@
 #            raised so one benchmarking client is not throttled
 # Haraka (HARAKA=1): rcpt_to.in_host_list + queue/discard, nodes=0 and nodes=2.
 # storage (with MAILDIR_ROOT and the maildir profile): the maildir copies
-# done natively by as many threads as sessions (bench/maildir_native.py), the
-# storage's own ceiling for the maildir profile's scaling.
+# done natively by as many threads as sessions (bench/maildir-native, Rust),
+# the storage's own ceiling for the maildir profile's scaling.
 #
 # Each cell restarts the server, warms it up and sends MESSAGES messages
 # (default 5000; a fifth of that for 100 KiB), REPEAT times (default 3) with
@@ -59,7 +59,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$work/stores" ] && xargs rm -rf
 servers="smtp-sink"
 for profile in $profiles; do servers+=" waraka-$profile"; done
 [ "${HARAKA:-0}" = 1 ] && servers+=" haraka haraka-nodes2"
-[ -n "${MAILDIR_ROOT:-}" ] && [[ " $profiles " == *" maildir "* ]] && servers+=" storage"
+if [ -n "${MAILDIR_ROOT:-}" ] && [[ " $profiles " == *" maildir "* ]]; then
+    servers+=" storage"
+    cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p maildir-native
+    storage_bin="$CARGO_TARGET_DIR/release/maildir-native"
+fi
 
 # cell_messages SIZE RCPTS -> the messages a cell sends (after its warm-up)
 cell_messages() {
@@ -130,7 +134,7 @@ for size in $matrix_sizes; do
                     for server in $servers; do
                         if [ "$server" = storage ]; then
                             [ "$size" = 5120 ] && [ "$rcpts" = 1 ] || continue
-                            read -r rate cpu < <(python3 "$here/maildir_native.py" --threads "$sessions" "$(maildir_store)" "$messages")
+                            read -r rate cpu < <("$storage_bin" --threads "$sessions" "$(maildir_store)" "$messages")
                             echo "$server,$sessions,$size,$rcpts,$reuse,$messages,$round,$rate,$cpu,0" | tee -a "$out" >&2
                             continue
                         fi
