@@ -301,3 +301,31 @@ fn process_cpu() -> Duration {
     assert_eq!(status, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mode_leaves_each_copy_whole_in_new_and_nothing_in_tmp() {
+        let base = std::env::temp_dir().join(format!("maildir-native-test-{}", std::process::id()));
+        for mode in [Mode::Copy, Mode::Group, Mode::Syncfs] {
+            let root = base.join(mode.name());
+            let figures = run(&root, 4, 40, mode).unwrap();
+            assert!(figures.copies_per_second > 0.0 && figures.cpu_us_per_copy > 0.0);
+            let mut numbers: Vec<usize> = fs::read_dir(root.join("new"))
+                .unwrap()
+                .map(|entry| {
+                    let path = entry.unwrap().path();
+                    assert_eq!(fs::read(&path).unwrap(), MESSAGE, "{}", path.display());
+                    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+                    name.rsplit_once('.').unwrap().1.parse().unwrap()
+                })
+                .collect();
+            numbers.sort();
+            assert_eq!(numbers, (0..40).collect::<Vec<_>>(), "{}", mode.name());
+            assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0, "{}", mode.name());
+        }
+        fs::remove_dir_all(&base).unwrap();
+    }
+}
