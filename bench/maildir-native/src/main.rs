@@ -42,22 +42,20 @@ enum Mode {
     Syncfs,
 }
 
+/// The modes by name, for parsing and printing.
+const MODES: [(&str, Mode); 3] = [("copy", Mode::Copy), ("group", Mode::Group), ("syncfs", Mode::Syncfs)];
+
 impl Mode {
     fn parse(name: &str) -> Option<Mode> {
-        match name {
-            "copy" => Some(Mode::Copy),
-            "group" => Some(Mode::Group),
-            "syncfs" => Some(Mode::Syncfs),
-            _ => None,
-        }
+        MODES.iter().find(|(n, _)| *n == name).map(|&(_, mode)| mode)
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Mode::Copy => "copy",
-            Mode::Group => "group",
-            Mode::Syncfs => "syncfs",
-        }
+        MODES
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map(|&(n, _)| n)
+            .expect("every mode is in MODES")
     }
 }
 
@@ -121,30 +119,33 @@ fn table(dir: &str, rest: &[String]) -> io::Result<()> {
     };
     let work = PathBuf::from(dir).join(format!("storage-{}", std::process::id()));
     fs::create_dir(&work)?;
-    let outcome = (|| {
-        println!(
-            "{:>6} {:>7} {:>9} {:>11} {:>10}",
-            "mode", "threads", "copies/s", "cpu-us/copy", "x 1 thread"
-        );
-        for mode in modes {
-            let mut single = None;
-            for threads in [1, 10, 100] {
-                let root = work.join(format!("{}.{threads}", mode.name()));
-                let figures = run(&root, threads, copies, mode)?;
-                let single = *single.get_or_insert(figures.copies_per_second);
-                println!(
-                    "{:>6} {threads:>7} {:>9.0} {:>11.0} {:>10.2}",
-                    mode.name(),
-                    figures.copies_per_second,
-                    figures.cpu_us_per_copy,
-                    figures.copies_per_second / single
-                );
-            }
-        }
-        Ok(())
-    })();
+    let outcome = print_table(&work, copies, &modes);
     let _ = fs::remove_dir_all(&work);
     outcome
+}
+
+/// Runs every mode with 1, 10 and 100 threads under `work`, a line each.
+fn print_table(work: &Path, copies: usize, modes: &[Mode]) -> io::Result<()> {
+    println!(
+        "{:>6} {:>7} {:>9} {:>11} {:>10}",
+        "mode", "threads", "copies/s", "cpu-us/copy", "x 1 thread"
+    );
+    for &mode in modes {
+        let mut single = None;
+        for threads in [1, 10, 100] {
+            let root = work.join(format!("{}.{threads}", mode.name()));
+            let figures = run(&root, threads, copies, mode)?;
+            let single = *single.get_or_insert(figures.copies_per_second);
+            println!(
+                "{:>6} {threads:>7} {:>9.0} {:>11.0} {:>10.2}",
+                mode.name(),
+                figures.copies_per_second,
+                figures.cpu_us_per_copy,
+                figures.copies_per_second / single
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Writes `copies` maildir copies under `root` with `threads` writers.
@@ -204,10 +205,13 @@ struct Pending {
     new: PathBuf,
 }
 
+/// A pending copy and where to say that it is durable.
+type Waiting = (Pending, mpsc::SyncSender<io::Result<()>>);
+
 /// The queue the writers share with the committer thread.
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Pending, mpsc::SyncSender<io::Result<()>>)>,
+    pending: Vec<Waiting>,
     stopping: bool,
 }
 
@@ -255,7 +259,7 @@ fn commit_batches(root: &Path, mode: Mode, queue: &(Mutex<Queue>, Condvar)) -> i
             }
             std::mem::take(&mut queue.pending)
         };
-        let outcome = commit_batch(root, mode, batch.iter().map(|(copy, _)| copy));
+        let outcome = commit_batch(root, mode, &batch);
         for (_, done) in batch {
             let _ = done.send(
                 outcome
@@ -267,15 +271,16 @@ fn commit_batches(root: &Path, mode: Mode, queue: &(Mutex<Queue>, Condvar)) -> i
     }
 }
 
-fn commit_batch<'a>(root: &Path, mode: Mode, batch: impl Iterator<Item = &'a Pending> + Clone) -> io::Result<()> {
+/// Makes every copy of `batch` durable under `new/`.
+fn commit_batch(root: &Path, mode: Mode, batch: &[Waiting]) -> io::Result<()> {
     if mode == Mode::Syncfs {
         syncfs(root)?;
     } else {
-        batch.clone().try_for_each(|copy| copy.file.sync_all())?;
+        batch.iter().try_for_each(|(copy, _)| copy.file.sync_all())?;
     }
     batch
-        .into_iter()
-        .try_for_each(|copy| fs::rename(&copy.tmp, &copy.new))?;
+        .iter()
+        .try_for_each(|(copy, _)| fs::rename(&copy.tmp, &copy.new))?;
     if mode == Mode::Syncfs {
         syncfs(root)
     } else {
