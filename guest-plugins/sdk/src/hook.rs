@@ -1,6 +1,10 @@
+//! The hooks and their WIT names: the one list both sides of the plugin
+//! interface compile. The host includes this file as its own `Hook`
+//! (`host/src/policy/mod.rs`), so it stays plain Rust without dependencies.
+
 /// The hooks a plugin can implement (names as in the WIT and `docs/hooks.md`):
 /// the inbound ones a session calls, then the outbound ones of the delivery worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
     Connect,
     Helo,
@@ -86,5 +90,20 @@ impl Hook {
             Hook::Bounce => "bounce",
             Hook::Delivered => "delivered",
         }
+    }
+
+    /// Looks a hook up by its WIT name.
+    pub fn from_name(name: &str) -> Option<Hook> {
+        Hook::every().find(|h| h.name() == name)
+    }
+
+    /// Every hook: the inbound ones in session order, then the outbound ones.
+    pub fn every() -> impl Iterator<Item = Hook> {
+        Hook::ALL.iter().chain(Hook::OUTBOUND).copied()
+    }
+
+    /// Whether the delivery worker calls this hook (not a session).
+    pub fn is_outbound(self) -> bool {
+        Hook::OUTBOUND.contains(&self)
     }
 }

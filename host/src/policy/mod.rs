@@ -11,104 +11,11 @@ use std::future::Future;
 pub use outbound::{DeliveryInfo, HookFault, NextHopSpec, OutboundPolicy, RecipientFailure, SendDecision};
 pub use table::{Effect, HOST_QUEUE_FAILED, Rule, rule};
 
-/// The inbound hooks, in session order (names as in the WIT).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Hook {
-    Connect,
-    Helo,
-    Ehlo,
-    Capabilities,
-    Auth,
-    UnrecognizedCommand,
-    Mail,
-    Rcpt,
-    RcptOk,
-    Data,
-    DataPost,
-    MaxDataExceeded,
-    Queue,
-    QueueOutbound,
-    QueueOk,
-    ResetTransaction,
-    Disconnect,
-    Deny,
-    SendEmail,
-    GetMx,
-    Deferred,
-    Bounce,
-    Delivered,
-}
+#[path = "../../../guest-plugins/sdk/src/hook.rs"]
+mod hook;
+pub use hook::Hook;
 
 impl Hook {
-    /// Every hook: inbound in session order, then the outbound ones.
-    pub const ALL: [Hook; 23] = [
-        Hook::Connect,
-        Hook::Helo,
-        Hook::Ehlo,
-        Hook::Capabilities,
-        Hook::Auth,
-        Hook::UnrecognizedCommand,
-        Hook::Mail,
-        Hook::Rcpt,
-        Hook::RcptOk,
-        Hook::Data,
-        Hook::DataPost,
-        Hook::MaxDataExceeded,
-        Hook::Queue,
-        Hook::QueueOutbound,
-        Hook::QueueOk,
-        Hook::ResetTransaction,
-        Hook::Disconnect,
-        Hook::Deny,
-        Hook::SendEmail,
-        Hook::GetMx,
-        Hook::Deferred,
-        Hook::Bounce,
-        Hook::Delivered,
-    ];
-
-    /// The hook's WIT name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Hook::Connect => "connect",
-            Hook::Helo => "helo",
-            Hook::Ehlo => "ehlo",
-            Hook::Capabilities => "capabilities",
-            Hook::Auth => "auth",
-            Hook::UnrecognizedCommand => "unrecognized-command",
-            Hook::Mail => "mail",
-            Hook::Rcpt => "rcpt",
-            Hook::RcptOk => "rcpt-ok",
-            Hook::Data => "data",
-            Hook::DataPost => "data-post",
-            Hook::MaxDataExceeded => "max-data-exceeded",
-            Hook::Queue => "queue",
-            Hook::QueueOutbound => "queue-outbound",
-            Hook::QueueOk => "queue-ok",
-            Hook::ResetTransaction => "reset-transaction",
-            Hook::Disconnect => "disconnect",
-            Hook::Deny => "deny",
-            Hook::SendEmail => "send-email",
-            Hook::GetMx => "get-mx",
-            Hook::Deferred => "deferred",
-            Hook::Bounce => "bounce",
-            Hook::Delivered => "delivered",
-        }
-    }
-
-    /// Looks a hook up by its WIT name.
-    pub fn from_name(name: &str) -> Option<Hook> {
-        Hook::ALL.into_iter().find(|h| h.name() == name)
-    }
-
-    /// Whether the delivery worker calls this hook (not a session).
-    pub fn is_outbound(self) -> bool {
-        matches!(
-            self,
-            Hook::SendEmail | Hook::GetMx | Hook::Deferred | Hook::Bounce | Hook::Delivered
-        )
-    }
-
     /// A bit for [`HookSet`].
     fn bit(self) -> u32 {
         1 << (self as u32)
@@ -136,7 +43,7 @@ impl HookSet {
     }
     /// The hooks in session order.
     pub fn iter(self) -> impl Iterator<Item = Hook> {
-        Hook::ALL.into_iter().filter(move |h| self.contains(*h))
+        Hook::every().filter(move |h| self.contains(*h))
     }
 }
 
@@ -272,4 +179,49 @@ pub trait Policy: Send {
     /// The client has gone quiet between commands: give back what is held
     /// from one hook to the next (the next hook starts afresh).
     fn park(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Hook, HookSet};
+
+    /// The function names of the WIT's hook interfaces, in order (`describe` aside).
+    fn wit_hook_names() -> Vec<String> {
+        [
+            include_str!("../../../wit/hooks.wit"),
+            include_str!("../../../wit/outbound.wit"),
+        ]
+        .iter()
+        .flat_map(|wit| wit.lines())
+        .filter_map(|line| line.trim().split_once(": func("))
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name != "describe")
+        .collect()
+    }
+
+    #[test]
+    fn hooks_are_the_wit_functions_in_order() {
+        let ours: Vec<String> = Hook::every().map(|h| h.name().to_string()).collect();
+        assert_eq!(ours, wit_hook_names());
+        assert_eq!(Hook::ALL.len() + Hook::OUTBOUND.len(), ours.len());
+        assert!(Hook::OUTBOUND.iter().all(|h| h.is_outbound()));
+        assert!(!Hook::ALL.iter().any(|h| h.is_outbound()));
+    }
+
+    #[test]
+    fn names_round_trip_and_sets_keep_session_order() {
+        let mut set = HookSet::default();
+        for hook in Hook::every() {
+            assert_eq!(Hook::from_name(hook.name()), Some(hook));
+        }
+        assert_eq!(Hook::from_name("rcpt_ok"), None);
+        set.insert(Hook::Delivered);
+        set.insert(Hook::Rcpt);
+        set.insert(Hook::Connect);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [Hook::Connect, Hook::Rcpt, Hook::Delivered]
+        );
+        assert!(!set.contains(Hook::Mail));
+    }
 }
