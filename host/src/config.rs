@@ -39,10 +39,13 @@ fn tls_mode(tls: OutboundTls) -> TlsMode {
 pub struct Instance {
     /// The directory relative paths start from (the current directory for the embedded default).
     pub root: PathBuf,
+    /// `waraka.toml`, parsed.
     pub config: InstanceConfig,
+    /// Where `config.get` finds each plugin's config files.
     pub config_source: ConfigSource,
     /// (name, source) of every plugin found, unordered.
     plugin_sources: Vec<(String, PluginSource)>,
+    /// Whether this is the default instance built into the binary.
     pub embedded: bool,
 }
 

@@ -16,6 +16,7 @@
 //!   capability uses the delivery client).
 //! - [`config`], [`server`], [`control`], [`cli`]: the instance, sockets and commands.
 //! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
+#![warn(missing_docs)]
 
 pub mod admission;
 pub mod capabilities;

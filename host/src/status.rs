@@ -11,14 +11,23 @@ use std::path::Path;
 /// One live plugin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginRow {
+    /// The plugin's name in the chain.
     pub name: String,
+    /// The version it declares.
     pub version: String,
+    /// SHA-256 of its component.
     pub hash: String,
+    /// The hooks it implements.
     pub hooks: Vec<String>,
+    /// Wall-clock limit per hook call, in ms.
     pub timeout_ms: u64,
+    /// Fuel per hook call.
     pub fuel: u64,
+    /// Linear memory cap in bytes.
     pub memory: usize,
+    /// What a fault answers (`tempfail` or `continue`).
     pub on_error: String,
+    /// Its capability grants.
     pub grants: Vec<String>,
 }
 
@@ -27,8 +36,11 @@ pub struct PluginRow {
 pub struct Status {
     /// The server process, when published by one.
     pub pid: Option<u32>,
+    /// Plugin versions loaded since the server started.
     pub reloads: u64,
+    /// The chain, in order.
     pub plugins: Vec<PluginRow>,
+    /// Plugin files refused, by plugin name.
     pub rejected: BTreeMap<String, Rejection>,
 }
 

@@ -6,28 +6,51 @@
 /// the inbound ones a session calls, then the outbound ones of the delivery worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hook {
+    /// A client connected; decides the greeting.
     Connect,
+    /// `HELO host`.
     Helo,
+    /// `EHLO host`.
     Ehlo,
+    /// EHLO keywords to add to the capability list.
     Capabilities,
+    /// Credentials from `AUTH`.
     Auth,
+    /// A verb the core does not know.
     UnrecognizedCommand,
+    /// `MAIL FROM`.
     Mail,
+    /// `RCPT TO`.
     Rcpt,
+    /// A recipient was accepted by `rcpt`.
     RcptOk,
+    /// `DATA`, before the `354`.
     Data,
+    /// The whole message has arrived.
     DataPost,
+    /// The message went over the size limit.
     MaxDataExceeded,
+    /// Store the message of a non-relaying session durably.
     Queue,
+    /// Store the message of a relaying session for delivery.
     QueueOutbound,
+    /// The message was accepted with a queue id (notification).
     QueueOk,
+    /// The transaction ends (notification).
     ResetTransaction,
+    /// The client is gone (notification).
     Disconnect,
+    /// A chain is about to reject; `ok` overrides it.
     Deny,
+    /// Outbound: before each delivery attempt.
     SendEmail,
+    /// Outbound: where to deliver.
     GetMx,
+    /// Outbound: recipients failed temporarily.
     Deferred,
+    /// Outbound: recipients failed for good; may suppress the bounce.
     Bounce,
+    /// Outbound: recipients were delivered.
     Delivered,
 }
 

@@ -28,6 +28,7 @@
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
 //! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`],
 //! [`files`], [`sql`], [`forward`] and [`authentication`].
+#![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod bindings {

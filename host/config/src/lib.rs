@@ -3,6 +3,7 @@
 //! listeners, sessions, plugins and stores is the server's job (`waraka::config`).
 //! Kept in its own crate, free of the server, so the config loader can be
 //! fuzzed on its own.
+#![warn(missing_docs)]
 
 use anyhow::{Result, anyhow};
 use serde::Deserialize;
@@ -62,7 +63,9 @@ pub enum OnError {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
+    /// The bucket every object goes to.
     pub bucket: String,
+    /// The AWS region (default: the SDK's lookup in the environment and profile).
     pub region: Option<String>,
     /// A non-AWS endpoint (e.g. `http://127.0.0.1:9000`).
     pub endpoint: Option<String>,
@@ -74,6 +77,7 @@ pub struct S3Settings {
     pub prefix: String,
     /// Static credentials; without them the standard AWS chain (environment, profile, web identity, IMDS).
     pub access_key_id: Option<String>,
+    /// The secret that goes with `access_key_id`.
     pub secret_access_key: Option<String>,
 }
 
@@ -88,15 +92,19 @@ pub struct InstanceConfig {
     #[serde(default)]
     pub plugins: Vec<String>,
     #[serde(default)]
+    /// `[smtp]`: listeners, limits and timeouts of every session.
     pub smtp: SmtpConfig,
     #[serde(default)]
+    /// `[plugin_defaults]`: limits every plugin gets unless its own table says otherwise.
     pub plugin_defaults: PluginTable,
     #[serde(default)]
+    /// `[plugin."NAME"]`: one plugin's limits and grants, by plugin name.
     pub plugin: BTreeMap<String, PluginTable>,
     /// Named host directories that `dir:NAME` grants give to plugins.
     #[serde(default)]
     pub dirs: BTreeMap<String, PathBuf>,
     #[serde(default)]
+    /// `[runtime]`: the WebAssembly engine's settings.
     pub runtime: RuntimeConfig,
     /// More listeners, each with a role (`[[listener]]`).
     #[serde(default)]
@@ -154,10 +162,13 @@ pub struct OutboundConfig {
     /// The name sent with EHLO (default: `[smtp] hostname`).
     pub helo: Option<String>,
     #[serde(with = "humantime_serde")]
+    /// How long to wait for a next hop's TCP connection.
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    /// How long to wait for each reply to a command.
     pub command_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    /// How long to wait for the reply after the message data.
     pub data_timeout: Duration,
     /// Every domain goes to this next hop instead of its MX hosts.
     pub smarthost: Option<NextHopConfig>,
@@ -169,9 +180,13 @@ pub struct OutboundConfig {
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboundTls {
+    /// Plain text always.
     Never,
+    /// STARTTLS when offered, accepting any certificate.
     Opportunistic,
+    /// STARTTLS when offered, and only with a verified certificate.
     Verify,
+    /// STARTTLS with a verified certificate, or no delivery.
     Required,
 }
 
@@ -199,10 +214,14 @@ impl Default for OutboundConfig {
 #[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NextHopConfig {
+    /// The host name or IP address.
     pub host: String,
     #[serde(default = "default_smtp_port")]
+    /// The port (default 25).
     pub port: u16,
+    /// The AUTH user, if the hop wants one.
     pub user: Option<String>,
+    /// The AUTH password for `user`.
     pub password: Option<String>,
     /// Overrides `[outbound] tls` for this hop.
     pub tls: Option<OutboundTls>,
@@ -216,8 +235,11 @@ fn default_smtp_port() -> u16 {
 #[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BlobstoreConfig {
-    /// Files under a directory (relative to the instance directory).
-    Dir { path: PathBuf },
+    /// Files under a directory.
+    Dir {
+        /// The directory, relative to the instance directory.
+        path: PathBuf,
+    },
     /// An S3 bucket (AWS or any S3-compatible server).
     S3(S3Settings),
 }
@@ -231,14 +253,20 @@ pub enum SqlConfig {
         /// `postgres://user:password@host:port/db` or `host=… user=… dbname=…`.
         url: String,
         #[serde(default = "default_pool_size")]
+        /// Most connections the pool keeps open.
         pool_size: usize,
         #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+        /// How long an unused connection stays open.
         idle_timeout: Duration,
         #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        /// How long to wait for a new connection.
         connect_timeout: Duration,
     },
-    /// An SQLite file in this process (relative to the instance directory).
-    Sqlite { path: PathBuf },
+    /// An SQLite file in this process.
+    Sqlite {
+        /// The file, relative to the instance directory.
+        path: PathBuf,
+    },
 }
 
 fn default_pool_size() -> usize {
@@ -260,10 +288,12 @@ pub enum KvConfig {
     /// In this process; gone at restart.
     Memory {
         #[serde(default = "default_max_keys")]
+        /// Most keys held; a new key beyond that is refused (expired keys make room).
         max_keys: usize,
     },
     /// In Redis, shared by every server using it.
     Redis {
+        /// `redis://host:port/db`.
         url: String,
         /// Prepended to every key (default `waraka:NAME:`).
         prefix: Option<String>,
@@ -289,8 +319,10 @@ pub struct DnsConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
+    /// `IP:PORT` to listen on.
     pub address: String,
     #[serde(default)]
+    /// What its sessions are for (default `mx`).
     pub role: Role,
 }
 
@@ -298,7 +330,9 @@ pub struct ListenerConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The certificate chain (PEM).
     pub cert: PathBuf,
+    /// The private key (PEM).
     pub key: PathBuf,
 }
 
@@ -306,32 +340,55 @@ pub struct TlsConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
+    /// Listeners with the role `mx` (`IP:PORT`).
     pub listen: Vec<String>,
+    /// This server's name in the greeting and replies (default: the machine's name).
     pub hostname: Option<String>,
+    /// Largest message in bytes, advertised as SIZE; `552 5.3.4` beyond.
     pub max_message_size: u64,
+    /// Recipients per transaction; `452 4.5.3` beyond.
     pub max_recipients: usize,
+    /// Client errors before `421 4.7.0` and close.
     pub max_errors: u32,
+    /// NOOP, VRFY, HELP and RSET outside a transaction before `421 4.7.0` (0: no limit).
     pub max_junk_commands: u32,
+    /// Least bytes per second during DATA after a grace, else `421 4.4.2` (0: no minimum).
     pub min_data_rate: u64,
+    /// Connections held at once; beyond, `421 4.7.0` (0: no limit).
     pub max_connections: usize,
+    /// Connections per client address (IPv6: per /64); beyond, `421 4.7.0` (0: no limit).
     pub max_connections_per_ip: usize,
+    /// Longest DATA line; `552 5.3.4` beyond (0: no limit).
     pub max_data_line: usize,
+    /// Largest header section in bytes; `552 5.3.4` beyond.
     pub max_header_size: usize,
+    /// Most `Received:` fields; beyond, `554 5.4.6` (a mail loop).
     pub max_received: usize,
     #[serde(with = "humantime_serde")]
+    /// How long the server waits for a command line before `421 4.4.2`.
     pub idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
+    /// At SIGTERM, how long open transactions may go on.
     pub shutdown_grace: Duration,
+    /// What to do with a bare CR or LF in DATA.
     pub bare_newlines: BareNewlines,
+    /// What to do with a client that talks before the greeting.
     pub early_talker: EarlyTalker,
     #[serde(with = "humantime_serde")]
+    /// How long the greeting is held back.
     pub banner_delay: Duration,
+    /// Whether commands sent ahead without PIPELINING get `554 5.5.0`.
     pub strict_pipelining: bool,
+    /// Where large messages are written while they arrive.
     pub spool_dir: Option<PathBuf>,
+    /// Messages up to this many bytes stay in memory.
     pub spool_memory_threshold: usize,
+    /// Failed AUTH attempts before `421 4.7.0` and close.
     pub auth_max_failures: u32,
     #[serde(with = "humantime_serde")]
+    /// The wait before answering a failed AUTH; doubles with each failure.
     pub auth_failure_delay: Duration,
+    /// Whether AUTH is offered without TLS to loopback clients (never to others).
     pub auth_plaintext_loopback: bool,
 }
 
@@ -370,13 +427,20 @@ impl Default for SmtpConfig {
 #[serde(deny_unknown_fields)]
 pub struct PluginTable {
     #[serde(default, with = "humantime_serde")]
+    /// Wall-clock limit per hook call.
     pub timeout: Option<Duration>,
+    /// CPU limit per hook call, in fuel units (0: unlimited).
     pub fuel: Option<u64>,
+    /// Linear memory cap in bytes.
     pub memory: Option<usize>,
+    /// What a plugin fault answers: `451 4.3.0`, or skip the plugin.
     pub on_error: Option<OnError>,
+    /// Faults in a row (all connections) that disable the plugin (0: never).
     pub breaker_faults: Option<u32>,
     #[serde(default, with = "humantime_serde")]
+    /// How long a disabled plugin waits before a trial call; doubles on each failed trial.
     pub breaker_backoff: Option<Duration>,
+    /// The capabilities the plugin may use (`dir:NAME`, `kv:NAME`, `dns`…).
     pub grants: Option<Vec<String>>,
 }
 

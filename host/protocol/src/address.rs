@@ -6,7 +6,9 @@ use std::fmt;
 /// One ESMTP parameter (`SIZE=1000`); keys are upper-cased.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Param {
+    /// The keyword, upper-cased.
     pub key: String,
+    /// The value after `=`, if there is one (`BODY=8BITMIME`, not `SMTPUTF8`).
     pub value: Option<String>,
 }
 
@@ -15,8 +17,11 @@ pub struct Param {
 /// an empty domain. A quoted local part is kept unquoted.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Address {
+    /// The part before `@`, unquoted; empty for `<>`.
     pub local_part: String,
+    /// The part after `@`; empty for `<>` and `<postmaster>`.
     pub domain: String,
+    /// The ESMTP parameters after the path, in the order given.
     pub params: Vec<Param>,
 }
 
@@ -24,12 +29,16 @@ pub struct Address {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
     #[error("syntax error in address")]
+    /// The path is not `<local@domain>`, `<postmaster>` or `<>`.
     Syntax,
     #[error("address too long")]
+    /// The local part, domain or whole path is longer than RFC 5321 allows.
     TooLong,
     #[error("null address not allowed here")]
+    /// `<>` where a mailbox is required (RCPT TO).
     NullNotAllowed,
     #[error("syntax error in parameter {0:?}")]
+    /// A parameter is malformed; holds the parameter as sent.
     Param(String),
 }
 

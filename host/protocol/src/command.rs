@@ -9,21 +9,35 @@ pub const MAX_COMMAND_LINE: usize = 512;
 /// A parsed SMTP command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
+    /// `HELO domain`.
     Helo(String),
+    /// `EHLO domain`.
     Ehlo(String),
+    /// `MAIL FROM:<path> [params]`.
     Mail(Address),
+    /// `RCPT TO:<path> [params]`.
     Rcpt(Address),
+    /// `DATA`.
     Data,
+    /// `RSET`.
     Rset,
+    /// `NOOP` (any argument ignored).
     Noop,
+    /// `QUIT`.
     Quit,
+    /// `VRFY` with its argument.
     Vrfy(String),
+    /// `HELP` (any argument ignored).
     Help,
+    /// `STARTTLS`.
     StartTls,
+    /// `AUTH` with everything after the verb (mechanism and initial response).
     Auth(String),
     /// A verb the core does not handle; passed to `unrecognized-command`.
     Unknown {
+        /// The verb as sent.
         verb: String,
+        /// Everything after the verb, leading space removed.
         args: String,
     },
 }

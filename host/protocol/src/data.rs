@@ -23,9 +23,12 @@ pub enum BareNewlines {
 pub enum DataEvent {
     /// The message goes on; feed more bytes.
     NeedMore,
-    /// The message ended; `consumed` bytes of the last input (terminator
-    /// included) belonged to it, the rest is the next command.
-    End { consumed: usize },
+    /// The message ended.
+    End {
+        /// How many bytes of the last input (terminator included) belonged
+        /// to the message; the rest is the next command.
+        consumed: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! SMTP wire protocol, free of I/O and of plugins: command parsing, replies
 //! and the DATA receiver. Everything here is fed byte slices and returns
 //! values, so it is tested without sockets.
+#![warn(missing_docs)]
 
 mod address;
 mod command;

@@ -4,8 +4,11 @@ use std::fmt::Write as _;
 /// or more text lines.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The three-digit reply code.
     pub code: u16,
+    /// The enhanced status code (`5.1.1`), sent at the start of every line.
     pub enhanced: Option<String>,
+    /// The text lines; a reply of several lines is sent as a multi-line reply.
     pub lines: Vec<String>,
 }
 
@@ -75,48 +78,63 @@ impl Reply {
 pub mod codes {
     use super::Reply;
 
+    /// `250 2.0.0`: the command succeeded.
     pub fn ok() -> Reply {
         Reply::new(250, "2.0.0", "OK")
     }
+    /// `503 5.5.1`: a command out of order (`what` says which).
     pub fn bad_sequence(what: &str) -> Reply {
         Reply::new(503, "5.5.1", format!("Bad sequence of commands: {what}"))
     }
+    /// `501 5.5.4`: a malformed argument (`what` says which).
     pub fn syntax(what: &str) -> Reply {
         Reply::new(501, "5.5.4", format!("Syntax error: {what}"))
     }
+    /// `500 5.5.2`: a verb nobody handled.
     pub fn unrecognized() -> Reply {
         Reply::new(500, "5.5.2", "Unrecognized command")
     }
+    /// `500 5.5.2`: a command line over [`MAX_COMMAND_LINE`](crate::MAX_COMMAND_LINE).
     pub fn line_too_long() -> Reply {
         Reply::new(500, "5.5.2", "Line too long")
     }
+    /// `421 4.7.0`: the error limit was reached; the server closes.
     pub fn too_many_errors() -> Reply {
         Reply::new(421, "4.7.0", "Too many errors, closing connection")
     }
+    /// `421 4.4.2`: the client was idle too long; the server closes.
     pub fn idle_timeout(host: &str) -> Reply {
         Reply::new(421, "4.4.2", format!("{host} Timeout exceeded, closing connection"))
     }
+    /// `421 4.4.2`: DATA arrived slower than the minimum rate; the server closes.
     pub fn data_rate_too_low(host: &str) -> Reply {
         Reply::new(421, "4.4.2", format!("{host} Data rate too low, closing connection"))
     }
+    /// `421 4.7.0`: too many commands without a message; the server closes.
     pub fn too_many_junk_commands() -> Reply {
         Reply::new(421, "4.7.0", "Too many commands without mail, closing connection")
     }
+    /// `421 4.7.0`: the server holds its most connections.
     pub fn too_many_connections() -> Reply {
         Reply::new(421, "4.7.0", "Too many connections, try again later")
     }
+    /// `421 4.7.0`: this client address holds its most connections.
     pub fn too_many_connections_from_client() -> Reply {
         Reply::new(421, "4.7.0", "Too many connections from your address, try again later")
     }
+    /// `554 5.5.0`: the client talked before it was its turn.
     pub fn sync_error() -> Reply {
         Reply::new(554, "5.5.0", "Error: SMTP protocol synchronization")
     }
+    /// `552 5.3.4`: the message is over the size limit.
     pub fn too_big() -> Reply {
         Reply::new(552, "5.3.4", "Message size exceeds fixed maximum message size")
     }
+    /// `452 4.5.3`: the transaction has its most recipients.
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3", "Too many recipients")
     }
+    /// `421 4.3.2`: the server is stopping; the session closes.
     pub fn shutting_down(host: &str) -> Reply {
         Reply::new(
             421,
@@ -124,6 +142,7 @@ pub mod codes {
             format!("{host} Service shutting down, closing connection"),
         )
     }
+    /// `451 4.3.0`: something failed on our side; the client should retry.
     pub fn local_error() -> Reply {
         Reply::new(451, "4.3.0", "Local error in processing, try again later")
     }

@@ -17,12 +17,19 @@ use std::net::IpAddr;
 /// The result of one check, with RFC 8601's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The check passed.
     Pass,
+    /// The check failed.
     Fail,
+    /// SPF: the domain says the client is probably not allowed.
     SoftFail,
+    /// The domain makes no statement.
     Neutral,
+    /// A transient error (DNS) stopped the check; trying later may work.
     TempError,
+    /// The domain's record is broken; trying later will not help.
     PermError,
+    /// There was nothing to check (no record, no signature).
     None,
 }
 
@@ -31,7 +38,9 @@ pub enum Outcome {
 pub enum DmarcPolicy {
     /// No record, or `p=none`.
     None,
+    /// `p=quarantine`: treat failing mail as suspicious.
     Quarantine,
+    /// `p=reject`: refuse failing mail.
     Reject,
 }
 
@@ -42,6 +51,7 @@ pub struct SignatureCheck {
     pub domain: String,
     /// The selector (`s=`).
     pub selector: String,
+    /// How the signature verified.
     pub outcome: Outcome,
     /// Why it did not pass; empty when it did.
     pub reason: String,
@@ -50,10 +60,13 @@ pub struct SignatureCheck {
 /// Everything verified for one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authentication {
+    /// The SPF result for the client address.
     pub spf: Outcome,
     /// The domain SPF checked: the envelope sender's, or the HELO name for `<>`.
     pub spf_domain: String,
+    /// Every DKIM signature of the message, in header order.
     pub dkim: Vec<SignatureCheck>,
+    /// The DMARC result for the author domain.
     pub dmarc: Outcome,
     /// The author (`From:`) domain DMARC evaluated; empty when there was none.
     pub dmarc_domain: String,
@@ -68,6 +81,7 @@ pub struct Authentication {
 pub struct Subject<'a> {
     /// The whole message, header and body, as received.
     pub message: &'a [u8],
+    /// The address of the SMTP client.
     pub client_ip: IpAddr,
     /// The HELO/EHLO name (empty if the client sent none).
     pub helo: &'a str,

@@ -52,7 +52,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 
 
 /// One named store.
 pub enum BlobStore {
+    /// Files under a directory.
     Dir(DirStore),
+    /// An S3 bucket.
     S3(S3Store),
 }
 

@@ -30,11 +30,19 @@ pub enum ConfigSource {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("config name {0:?} is not a plain relative path")]
+    /// The name is absolute, or climbs out with `..`.
     BadName(String),
     #[error("config file {0:?} belongs to another plugin")]
+    /// The file is another plugin's (named after it).
     NotOwned(String),
+    /// The file exists but could not be read.
     #[error("reading config file {name:?}: {reason}")]
-    Io { name: String, reason: String },
+    Io {
+        /// The name the plugin asked for.
+        name: String,
+        /// The operating system's error.
+        reason: String,
+    },
 }
 
 /// Read access to config files, with the ownership rule applied.

@@ -24,6 +24,7 @@ pub struct DnsSettings {
 /// A mail exchanger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MxHost {
+    /// Lower is tried first.
     pub preference: u16,
     /// Without the final dot; empty for a null MX.
     pub exchange: String,

@@ -26,6 +26,7 @@ pub struct DeliveryDir {
 
 /// What a delivery wrote: its size and the directory its final name is in.
 pub struct Delivered {
+    /// Bytes written.
     pub bytes: u64,
     /// The directory of the delivered file's final name, still to be
     /// fsynced for the new entry to survive a crash.

@@ -16,7 +16,9 @@ pub const MAX_VALUE: usize = 1024 * 1024;
 
 /// One named store.
 pub enum KvStore {
+    /// In this process.
     Memory(MemoryKv),
+    /// In a Redis server.
     Redis(RedisKv),
 }
 

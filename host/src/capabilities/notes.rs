@@ -6,8 +6,11 @@ use std::collections::HashMap;
 /// Size limits of one note store.
 #[derive(Clone, Copy, Debug)]
 pub struct NoteLimits {
+    /// Longest key in bytes.
     pub max_key: usize,
+    /// Largest value in bytes.
     pub max_value: usize,
+    /// Most bytes of keys and values together in one scope.
     pub max_total: usize,
 }
 
@@ -25,10 +28,13 @@ impl Default for NoteLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoteError {
     #[error("note key longer than {0} bytes")]
+    /// The key is over the limit (given).
     KeyTooLong(usize),
     #[error("note value longer than {0} bytes")]
+    /// The value is over the limit (given).
     ValueTooLong(usize),
     #[error("notes would exceed {0} bytes in this scope")]
+    /// The scope would go over its total (given).
     Full(usize),
 }
 

@@ -21,11 +21,17 @@ pub const MAX_RESULT_BYTES: usize = 16 * 1024 * 1024;
 /// A parameter or a column value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SqlValue {
+    /// SQL `NULL`.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// An integer of any width.
     Int(i64),
+    /// A floating-point number.
     Float(f64),
+    /// Text.
     Text(String),
+    /// Binary data.
     Bytes(Vec<u8>),
     /// Microseconds since the Unix epoch, UTC.
     Timestamp(i64),
@@ -57,7 +63,9 @@ impl SqlValue {
 /// The rows a query returned.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SqlRows {
+    /// The column names, in order.
     pub columns: Vec<String>,
+    /// Each row's values, in column order.
     pub rows: Vec<Vec<SqlValue>>,
 }
 
@@ -83,7 +91,9 @@ impl RowCollector {
 
 /// One named database.
 pub enum Database {
+    /// A PostgreSQL server, through a pool.
     Postgres(PgDatabase),
+    /// An SQLite file in this process.
     Sqlite(SqliteDatabase),
 }
 

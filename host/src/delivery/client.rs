@@ -25,6 +25,7 @@ const CHUNK: usize = 64 * 1024;
 /// A reply read from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteReply {
+    /// The three-digit code.
     pub code: u16,
     /// The enhanced status code (`4.2.1`), when the server sent one.
     pub enhanced: Option<String>,
@@ -79,7 +80,10 @@ pub enum TlsMode {
     Never,
     /// STARTTLS when offered; `verify` checks the certificate against the
     /// system's roots and the server name (otherwise any certificate does).
-    Opportunistic { verify: bool },
+    Opportunistic {
+        /// Whether the certificate must verify.
+        verify: bool,
+    },
     /// STARTTLS or no delivery, with the certificate verified.
     Required,
 }
@@ -89,11 +93,13 @@ pub enum TlsMode {
 pub struct ClientSettings {
     /// The name sent with EHLO/HELO.
     pub helo: String,
+    /// For the TCP connection.
     pub connect_timeout: Duration,
     /// For every reply but the one after the message.
     pub command_timeout: Duration,
     /// For writing the message and the reply after it.
     pub data_timeout: Duration,
+    /// When to use STARTTLS and how to check the certificate.
     pub tls: TlsMode,
     /// User and password for AUTH (PLAIN, else LOGIN).
     pub auth: Option<(String, String)>,
@@ -148,13 +154,23 @@ pub enum ClientError {
     Timeout(&'static str),
     /// The server spoke something that is not SMTP.
     #[error("protocol error after {stage}: {detail}")]
-    Protocol { stage: &'static str, detail: String },
+    Protocol {
+        /// The command whose reply was wrong.
+        stage: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
     /// TLS could not be set up as required.
     #[error("TLS: {0}")]
     Tls(String),
     /// The server refused at this stage for the whole message.
     #[error("{stage} refused: {reply}")]
-    Refused { stage: &'static str, reply: RemoteReply },
+    Refused {
+        /// The command that was refused.
+        stage: &'static str,
+        /// The server's reply.
+        reply: RemoteReply,
+    },
 }
 
 impl ClientError {

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 pub struct NextHop {
     /// A host name (resolved with the `[dns]` resolver) or an IP address.
     pub host: String,
+    /// The SMTP port.
     pub port: u16,
     /// User and password for AUTH.
     pub auth: Option<(String, String)>,
@@ -42,7 +43,9 @@ pub struct OutboundSettings {
     pub hostname: String,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
+    /// How DNS answers are turned into servers to try.
     pub route: RouteSettings,
+    /// The waits between attempts, and when a message bounces.
     pub schedule: RetrySchedule,
     /// Deliveries at once.
     pub concurrency: usize,

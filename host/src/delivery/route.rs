@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Target {
     /// The host name (for TLS and logs).
     pub host: String,
+    /// Its addresses, in the order to try them.
     pub addrs: Vec<SocketAddr>,
 }
 

@@ -13,6 +13,7 @@ pub struct PluginLimits {
     pub fuel: u64,
     /// Linear memory cap in bytes.
     pub memory: usize,
+    /// What a fault answers.
     pub on_error: OnError,
     /// Consecutive faults that open the circuit breaker (0: never).
     pub breaker_faults: u32,

@@ -19,14 +19,18 @@ use std::time::Instant;
 /// A host directory a plugin may use, seen by the guest at `guest` (e.g. `/maildir`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirGrant {
+    /// The directory on this machine.
     pub host: PathBuf,
+    /// Where the plugin sees it (`/NAME`).
     pub guest: String,
 }
 
 /// Where a plugin's component comes from.
 #[derive(Clone, Debug)]
 pub enum PluginSource {
+    /// A `.wasm` file in the instance's `plugins/`.
     File(PathBuf),
+    /// A component built into the binary (the embedded default).
     Embedded(&'static [u8]),
 }
 
@@ -35,8 +39,11 @@ pub enum PluginSource {
 pub struct PluginSpec {
     /// The plugin's identity: its file name without `.wasm`, relative to `plugins/`.
     pub name: String,
+    /// Where its component comes from.
     pub source: PluginSource,
+    /// Its CPU, memory and time limits.
     pub limits: PluginLimits,
+    /// The directories its `dir:NAME` grants give it.
     pub dirs: Vec<DirGrant>,
     /// Capability grants as written in `waraka.toml`.
     pub grants: Vec<String>,
@@ -44,18 +51,25 @@ pub struct PluginSpec {
 
 /// A plugin ready to be instantiated for connections.
 pub struct LoadedPlugin {
+    /// Its name in the chain (the file name without `.wasm`).
     pub name: Arc<str>,
     /// The name and version the plugin declares.
     pub declared_name: String,
+    /// The version the plugin declares.
     pub version: String,
+    /// The hooks it implements and this host knows.
     pub hooks: HookSet,
     /// Hook names the plugin declared that this host does not know.
     pub unknown_hooks: Vec<String>,
+    /// Its CPU, memory and time limits.
     pub limits: PluginLimits,
+    /// The directories its `dir:NAME` grants give it.
     pub dirs: Vec<DirGrant>,
+    /// Capability grants as written in `waraka.toml`.
     pub grants: Arc<[String]>,
     /// SHA-256 of the component bytes.
     pub hash: String,
+    /// Where it was loaded from, for logs.
     pub source: String,
     /// Milliseconds spent compiling (or loading from the cache).
     pub compile_ms: u128,
@@ -73,6 +87,7 @@ pub struct LoadedPlugin {
 /// The ordered chain of plugins a connection runs with (a snapshot).
 #[derive(Default)]
 pub struct PluginSet {
+    /// The plugins, in chain order.
     pub plugins: Vec<Arc<LoadedPlugin>>,
 }
 

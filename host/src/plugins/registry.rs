@@ -16,7 +16,9 @@ use tracing::{error, info};
 /// A plugin file that was refused, and why.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Rejection {
+    /// SHA-256 of the refused file.
     pub hash: String,
+    /// Why it was refused.
     pub error: String,
     /// Seconds since the Unix epoch.
     pub at: u64,
@@ -25,9 +27,13 @@ pub struct Rejection {
 /// What one reload changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadSummary {
+    /// Plugins loaded from new or changed files.
     pub loaded: usize,
+    /// Of those, how many were compiled (not found in the compile cache).
     pub compiled: usize,
+    /// Files refused; the old version of each, if any, stays.
     pub rejected: usize,
+    /// Plugins no longer in the chain.
     pub removed: usize,
 }
 

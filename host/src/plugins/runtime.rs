@@ -75,8 +75,11 @@ pub struct Backends {
 
 /// Services shared by every plugin and connection.
 pub struct Services {
+    /// Notes with the `server` scope, shared by every connection.
     pub server_notes: Mutex<NoteStore>,
+    /// Every plugin's config files.
     pub config: ConfigFiles,
+    /// The stores and databases grants refer to.
     pub backends: Backends,
     /// Shares the fsyncs plugins make through WASI (see [`super::wasi_sync`]).
     pub group_sync: GroupSync,

@@ -50,12 +50,19 @@ impl HookSet {
 /// A hook's decision. Rejecting verdicts may carry the plugin's own reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// No opinion: the next plugin decides.
     Cont,
+    /// Accept; the chain stops here.
     Ok(Option<Reply>),
+    /// Refuse permanently (5xx).
     Deny(Option<Reply>),
+    /// Refuse for now (4xx); the client may retry.
     Denysoft(Option<Reply>),
+    /// Refuse permanently and close the connection.
     DenyDisconnect(Option<Reply>),
+    /// Refuse for now and close the connection.
     DenysoftDisconnect(Option<Reply>),
+    /// Close the connection (`421`).
     Disconnect(Option<Reply>),
 }
 
@@ -95,21 +102,42 @@ impl Verdict {
 /// One hook invocation with its arguments.
 #[derive(Clone, Debug)]
 pub enum HookCall {
+    /// A client connected.
     Connect,
+    /// `HELO` with its name.
     Helo(String),
+    /// `EHLO` with its name.
     Ehlo(String),
+    /// Credentials from `AUTH`.
     Auth(AuthAttempt),
-    UnrecognizedCommand { verb: String, args: String },
+    /// A verb the core does not know.
+    UnrecognizedCommand {
+        /// The verb as sent.
+        verb: String,
+        /// Everything after the verb.
+        args: String,
+    },
+    /// `MAIL FROM`.
     Mail(Address),
+    /// `RCPT TO`.
     Rcpt(Address),
+    /// A recipient was accepted.
     RcptOk(Address),
+    /// `DATA`, before the `354`.
     Data,
+    /// The whole message has arrived.
     DataPost,
+    /// The message went over the size limit.
     MaxDataExceeded,
+    /// Store the message of a non-relaying session.
     Queue,
+    /// Store the message of a relaying session for delivery.
     QueueOutbound,
+    /// The message was accepted with this queue id.
     QueueOk(String),
+    /// The transaction ends.
     ResetTransaction,
+    /// The client is gone.
     Disconnect,
 }
 
@@ -140,16 +168,22 @@ impl HookCall {
 /// Credentials collected by a SASL exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthAttempt {
+    /// `PLAIN`, `LOGIN` or `CRAM-MD5`.
     pub mechanism: String,
+    /// The authentication identity.
     pub user: String,
+    /// The password (PLAIN, LOGIN) or the hex digest (CRAM-MD5).
     pub secret: String,
+    /// The authorisation identity, when the client sent one.
     pub authzid: Option<String>,
+    /// The challenge the host sent (CRAM-MD5).
     pub challenge: Option<String>,
 }
 
 /// The result of running a hook's chain.
 #[derive(Clone, Debug)]
 pub struct Decision {
+    /// The verdict that ended the chain, or `cont`.
     pub verdict: Verdict,
     /// The plugin that ended the chain (none when every plugin said `cont`).
     pub plugin: Option<String>,

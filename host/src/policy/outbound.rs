@@ -8,10 +8,13 @@ use std::time::Duration;
 /// The queue entry a hook is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryInfo {
+    /// The queue entry id (as `waraka queue list` shows it).
     pub id: String,
+    /// The destination domain, lower-case.
     pub domain: String,
     /// `local@domain`; empty for a bounce.
     pub sender: String,
+    /// The recipients still to deliver.
     pub recipients: Vec<String>,
     /// Failed attempts so far.
     pub attempts: u32,
@@ -22,7 +25,9 @@ pub struct DeliveryInfo {
 /// A next hop a plugin chose.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NextHopSpec {
+    /// A host name or IP address.
     pub host: String,
+    /// The SMTP port.
     pub port: u16,
 }
 
@@ -40,8 +45,11 @@ pub enum SendDecision {
 /// A recipient that failed, as hooks see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecipientFailure {
+    /// The recipient as `local@domain`.
     pub recipient: String,
+    /// The enhanced status code, e.g. `5.1.1`.
     pub status: String,
+    /// The remote reply or the local reason.
     pub diagnostic: String,
 }
 
@@ -49,8 +57,11 @@ pub struct RecipientFailure {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("plugin {plugin} failed in {hook}: {fault}")]
 pub struct HookFault {
+    /// The plugin's name.
     pub plugin: String,
+    /// The hook's WIT name.
     pub hook: &'static str,
+    /// What went wrong (trap, timeout, fuel…).
     pub fault: String,
 }
 

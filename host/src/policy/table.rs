@@ -24,9 +24,11 @@ pub enum Effect {
 /// What a verdict does on a hook and the reply it sends by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
+    /// What the session does.
     pub effect: Effect,
     /// The default code; 0 means the core builds the reply itself.
     pub code: u16,
+    /// The default enhanced status code.
     pub enhanced: &'static str,
     /// Default text; `{}` is replaced by the subject (address, host, queue id).
     pub text: &'static str,

@@ -16,9 +16,13 @@ use std::process::Command;
 /// A language a plugin skeleton can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lang {
+    /// Rust, with a copy of the `waraka-plugin` crate.
     Rust,
+    /// JavaScript, through componentize-js.
     Js,
+    /// Python, through `componentize-py`.
     Python,
+    /// C, with clang and bindings the server generates.
     C,
 }
 

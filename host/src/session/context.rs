@@ -11,17 +11,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// TLS facts visible to plugins.
 #[derive(Clone, Debug, Default)]
 pub struct TlsInfo {
+    /// The protocol version (`TLSv1.3`).
     pub version: String,
+    /// The cipher suite.
     pub cipher: String,
+    /// The server name the client asked for.
     pub sni: Option<String>,
 }
 
 /// One open transaction (MAIL until reset).
 pub struct Transaction {
+    /// The transaction id, which is also the queue id of its message.
     pub id: String,
+    /// The reverse-path from `MAIL FROM`.
     pub sender: Address,
+    /// The accepted recipients, in order.
     pub recipients: Vec<Address>,
+    /// The message, once DATA has ended.
     pub message: Option<Message>,
+    /// Notes with the `transaction` scope.
     pub notes: NoteStore,
     /// SPF/DKIM/DMARC results, once a plugin asked for them.
     pub authentication: Option<Arc<Authentication>>,
@@ -29,22 +37,35 @@ pub struct Transaction {
 
 /// One client connection.
 pub struct Connection {
+    /// The connection id, in every log line of it.
     pub id: String,
     /// The role of the listener the client reached.
     pub role: super::Role,
     /// Whether STARTTLS can be offered (the listener has a certificate and is not TLS already).
     pub starttls_available: bool,
+    /// The client's address.
     pub peer: SocketAddr,
+    /// The address the client reached.
     pub local: SocketAddr,
+    /// This server's name.
     pub hostname: String,
+    /// The HELO/EHLO name, once given.
     pub helo: Option<String>,
+    /// Whether the client greeted with EHLO.
     pub esmtp: bool,
+    /// Set once TLS is up.
     pub tls: Option<TlsInfo>,
+    /// The authenticated user, after a successful AUTH.
     pub auth_user: Option<String>,
+    /// Whether this session may relay (a plugin said so, or it authenticated).
     pub relaying: bool,
+    /// Whether the client talked before the greeting.
     pub early_talker: bool,
+    /// Notes with the `connection` scope.
     pub notes: NoteStore,
+    /// The open transaction, between MAIL and its end.
     pub transaction: Option<Transaction>,
+    /// The limits every note store of this connection has.
     pub note_limits: NoteLimits,
 }
 

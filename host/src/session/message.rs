@@ -14,6 +14,7 @@ use std::sync::Arc;
 /// Where and when message data goes to disk.
 #[derive(Clone, Debug)]
 pub struct SpoolSettings {
+    /// Where spooled messages are written.
     pub dir: PathBuf,
     /// Messages up to this many bytes stay in memory.
     pub memory_threshold: usize,
@@ -220,10 +221,13 @@ impl io::Read for MessageReader {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     #[error("header name must be printable ASCII without ':'")]
+    /// The name is empty, not printable ASCII, or has a `:`.
     BadName,
     #[error("header value must not contain CR, LF or NUL")]
+    /// The value has CR, LF or NUL.
     BadValue,
     #[error("header field too long")]
+    /// The whole field is over the limit.
     TooLong,
 }
 

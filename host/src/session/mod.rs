@@ -37,7 +37,9 @@ pub trait OutboundQueue: Send + Sync {
 /// Whether the connection stays open after feeding bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
+    /// Keep reading.
     Continue,
+    /// Close the connection (the last reply is sent).
     Close,
     /// Reply sent (220): the driver must start TLS now, discarding any byte
     /// the client sent after STARTTLS, then call [`Session::tls_established`].

@@ -34,13 +34,17 @@ pub struct SessionSettings {
     pub max_header_size: usize,
     /// Most `Received:` fields before the message counts as a loop.
     pub max_received: usize,
+    /// What to do with a bare CR or LF in DATA.
     pub bare_newlines: BareNewlines,
+    /// What to do with a client that talks before the greeting.
     pub early_talker: EarlyTalker,
     /// How long the greeting waits for a client that talks first (0: not at all).
     pub banner_delay: std::time::Duration,
     /// Refuse commands sent ahead of their reply where RFC 2920 forbids it.
     pub strict_pipelining: bool,
+    /// Where message data goes to disk.
     pub spool: SpoolSettings,
+    /// The size limits of note stores.
     pub notes: NoteLimits,
     /// How long open transactions may take to finish after a stop signal
     /// before their connections are closed.
