@@ -316,18 +316,29 @@ def prometheus(port):
             for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+def free_port(*hosts):
+    """A port free for both TCP and UDP on 127.0.0.1 right now, and for a TCP
+    listener on each of `hosts` too (a client socket of an earlier test may
+    still hold that port on another loopback address, e.g. in TIME_WAIT)."""
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
             port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+            if _bindable(socket.SOCK_DGRAM, "127.0.0.1", port) and all(
+                    _bindable(socket.SOCK_STREAM, host, port) for host in hosts):
+                return port
+
+
+def _bindable(kind, host, port):
+    """Whether a socket of `kind` can bind `host:port` as a server would
+    (with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port, proc, what, timeout=15):

@@ -93,7 +93,7 @@ class CrashTest(unittest.TestCase):
 
     def test_the_outbound_queue_delivers_every_acknowledged_message_through_kill_9(self):
         dns = dnsmasq(RECORDS)
-        port = free_port()
+        port = free_port("127.0.0.6")
         receiver = SmtpReceiver("127.0.0.6", port, name="mx.bulk.test")
         server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port))
         clients = None

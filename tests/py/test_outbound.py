@@ -85,7 +85,7 @@ class OutboundTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dns = dnsmasq(RECORDS)
-        cls.port = free_port()
+        cls.port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.5")
         cls.mx1 = SmtpReceiver("127.0.0.2", cls.port, scripted, name="mx1.dest.test")
         cls.mx2 = SmtpReceiver("127.0.0.3", cls.port, scripted, name="mx2.dest.test")
         cls.mailbox = SmtpReceiver("127.0.0.5", cls.port, name="mailbox.sender.test")
@@ -220,7 +220,7 @@ class OutboundTest(unittest.TestCase):
 class TlsDeliveryTest(unittest.TestCase):
     def test_delivered_to_a_second_waraka_over_starttls(self):
         dns = dnsmasq(RECORDS)
-        port = free_port()
+        port = free_port("127.0.0.7")
 
         def receiver_setup(server):
             enable_tls(server, "mx.real.test")
@@ -261,7 +261,7 @@ class OutboundHooksTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dns = dnsmasq(RECORDS)
-        port = free_port()
+        port = free_port("127.0.0.9", "127.0.0.5")
         cls.hop = SmtpReceiver("127.0.0.9", port, scripted, name="hop.test")
         cls.mailbox = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
 
@@ -335,7 +335,7 @@ class NextHopTest(unittest.TestCase):
         """`routed.test` goes to its route; everything else to a smarthost
         (a second waraka's submission port, AUTH required) over STARTTLS."""
         dns = dnsmasq(RECORDS)
-        port = free_port()
+        port = free_port("127.0.0.10")
         routed = SmtpReceiver("127.0.0.10", port, name="routed.test")
 
         def smarthost_setup(server):
@@ -375,7 +375,7 @@ class NextHopTest(unittest.TestCase):
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
         dns = dnsmasq(RECORDS)
-        port = free_port()
+        port = free_port("127.0.0.8")
         server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                         setup=relay_setup(dns.port, port, retry="1h"))
         receiver = None
@@ -419,7 +419,7 @@ class CrashTest(unittest.TestCase):
     def test_kill_9_with_500_queued_loses_nothing(self):
         count = 500
         dns = dnsmasq(RECORDS)
-        port = free_port()
+        port = free_port("127.0.0.6")
         receiver = SmtpReceiver("127.0.0.6", port, delay=0.02, name="mx.bulk.test")
         server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                         setup=relay_setup(dns.port, port, extra="per_domain = 2\n"))

@@ -23,7 +23,7 @@ def forward_setup(port, extra_ini="", extra_toml=""):
 class SmtpForwardTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        port = free_port()
+        port = free_port("127.0.0.11", "127.0.0.12")
         cls.default = SmtpReceiver("127.0.0.11", port, scripted, name="hop.test")
         cls.addClassCleanup(cls.default.stop)
         cls.routed = SmtpReceiver("127.0.0.12", port, scripted, name="routed.hop.test")
@@ -71,7 +71,7 @@ class ForwardByNameTest(unittest.TestCase):
     def test_a_next_hop_by_name_over_starttls_and_without_the_grant(self):
         dns = dnsmasq(["--local=/test/", "--host-record=mailstore.test,127.0.0.14"])
         self.addCleanup(dns.stop)
-        port = free_port()
+        port = free_port("127.0.0.14")
 
         def store_setup(server):
             enable_tls(server, "mailstore.test")
