@@ -41,7 +41,7 @@ pub struct Instance {
     pub root: PathBuf,
     /// `waraka.toml`, parsed.
     pub config: InstanceConfig,
-    /// Where `config.get` finds each plugin's config files.
+    /// Where plugins' config files are read from (`config/`, or the embedded set).
     pub config_source: ConfigSource,
     /// (name, source) of every plugin found, unordered.
     plugin_sources: Vec<(String, PluginSource)>,

@@ -25,7 +25,7 @@ pub enum SqlValue {
     Null,
     /// A boolean.
     Bool(bool),
-    /// An integer of any width.
+    /// An integer (any SQL integer type, as 64 bits).
     Int(i64),
     /// A floating-point number.
     Float(f64),

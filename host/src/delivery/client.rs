@@ -155,7 +155,7 @@ pub enum ClientError {
     /// The server spoke something that is not SMTP.
     #[error("protocol error after {stage}: {detail}")]
     Protocol {
-        /// The command whose reply was wrong.
+        /// The step it happened after (`greeting`, `EHLO`, `MAIL`…).
         stage: &'static str,
         /// What was wrong with it.
         detail: String,
@@ -166,7 +166,7 @@ pub enum ClientError {
     /// The server refused at this stage for the whole message.
     #[error("{stage} refused: {reply}")]
     Refused {
-        /// The command that was refused.
+        /// The step that was refused (`greeting`, `MAIL`, `DATA`, `message`…).
         stage: &'static str,
         /// The server's reply.
         reply: RemoteReply,
