@@ -219,26 +219,23 @@ pub trait Policy: Send {
 mod tests {
     use super::{Hook, HookSet};
 
-    /// The function names of the WIT's hook interfaces, in order (`describe` aside).
-    fn wit_hook_names() -> Vec<String> {
-        [
-            include_str!("../../../wit/hooks.wit"),
-            include_str!("../../../wit/outbound.wit"),
-        ]
-        .iter()
-        .flat_map(|wit| wit.lines())
-        .filter_map(|line| line.trim().split_once(": func("))
-        .map(|(name, _)| name.to_string())
-        .filter(|name| name != "describe")
-        .collect()
+    /// The function names of one WIT hook interface, in order (`describe` aside).
+    fn wit_functions(wit: &str) -> Vec<&str> {
+        wit.lines()
+            .filter_map(|line| line.trim().split_once(": func("))
+            .map(|(name, _)| name)
+            .filter(|name| *name != "describe")
+            .collect()
     }
 
     #[test]
     fn hooks_are_the_wit_functions_in_order() {
-        let ours: Vec<String> = Hook::every().map(|h| h.name().to_string()).collect();
-        assert_eq!(ours, wit_hook_names());
-        assert_eq!(Hook::ALL.len() + Hook::OUTBOUND.len(), ours.len());
-        assert!(Hook::OUTBOUND.iter().all(|h| h.is_outbound()));
+        let names = |hooks: &[Hook]| hooks.iter().map(|h| h.name()).collect::<Vec<_>>();
+        assert_eq!(names(Hook::ALL), wit_functions(include_str!("../../../wit/hooks.wit")));
+        assert_eq!(
+            names(Hook::OUTBOUND),
+            wit_functions(include_str!("../../../wit/outbound.wit"))
+        );
         assert!(!Hook::ALL.iter().any(|h| h.is_outbound()));
     }
 
