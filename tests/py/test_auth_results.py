@@ -5,6 +5,7 @@ records served by a dnsmasq on loopback, sent with smtplib to a real waraka."""
 import base64
 import email
 import email.utils
+import re
 import smtplib
 import subprocess
 import unittest
@@ -94,6 +95,20 @@ class AuthResultsTest(unittest.TestCase):
         self.assertIn("spf=fail", results, "other.test allows no one")
         self.assertIn("dmarc=pass", results)
         self.server.wait_for_log(r"spf=fail \(other\.test\) dkim=pass signed\.test dmarc=pass \(signed\.test, policy reject\)")
+
+    def test_fields_claiming_this_servers_name_are_removed_and_others_kept(self):
+        host = self.server_hostname()
+        forged = [f"{host}; dkim=pass header.d=bank.test; dmarc=pass header.from=bank.test",
+                  f'(looks older) "{host.upper()}" 1; spf=pass smtp.mailfrom=bank.test']
+        kept = ["other.example; spf=pass smtp.mailfrom=spf.test", f"{host}.evil.test; dkim=pass header.d=bank.test"]
+        fields = "".join(f"Authentication-Results: {value}\r\n" for value in (forged[0], kept[0], forged[1], kept[1]))
+        code, _, stored = self.send("a@spf.test", fields.encode() + message("b@spf.test", "forged results"))
+        self.assertEqual(code, 250)
+        values = [" ".join(v.split()) for v in stored.get_all("Authentication-Results")]
+        self.assertEqual(len(values), 3, values)
+        self.assertTrue(values[0].startswith(f"{host}; spf=pass"), values[0])
+        self.assertEqual(values[1:], kept, "other servers' fields stay, in order")
+        self.server.wait_for_log(rf"removed 2 Authentication-Results field\(s\) claiming to be from {re.escape(host)}")
 
     def test_a_message_changed_after_signing_is_rejected_by_p_reject(self):
         signed = sign(message("a@signed.test", "tampered"), "signed.test", self.key)

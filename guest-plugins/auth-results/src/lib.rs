@@ -10,6 +10,9 @@ use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, sess
 
 const SETTINGS: &str = "auth-results.ini";
 
+/// The header field this plugin writes and guards.
+const FIELD: &str = "Authentication-Results";
+
 struct AuthResults;
 
 /// `pass example.com, fail other.test`: each DKIM signature's result and domain.
@@ -24,6 +27,64 @@ fn dkim_summary(results: &Results) -> String {
     } else {
         each.join(", ")
     }
+}
+
+/// Skips comments (nested, with quoted pairs) and white space (CFWS, RFC 5322 §3.2.2).
+fn skip_cfws(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        let Some(mut rest) = s.strip_prefix('(') else { return s };
+        let mut depth = 1;
+        while depth > 0 {
+            let mut chars = rest.chars();
+            match chars.next() {
+                None => return "",
+                Some('\\') => {
+                    chars.next();
+                }
+                Some('(') => depth += 1,
+                Some(')') => depth -= 1,
+                Some(_) => {}
+            }
+            rest = chars.as_str();
+        }
+        s = rest;
+    }
+}
+
+/// The authentication service identifier a field value starts with (RFC 8601
+/// §2.2: a token or a quoted string, after optional comments), unquoted.
+fn authserv_id(value: &str) -> Option<String> {
+    let s = skip_cfws(value);
+    if let Some(quoted) = s.strip_prefix('"') {
+        let mut id = String::new();
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(id),
+                '\\' => id.push(chars.next()?),
+                c => id.push(c),
+            }
+        }
+        return None;
+    }
+    let end = s
+        .find(|c: char| c.is_whitespace() || c == ';' || c == '(')
+        .unwrap_or(s.len());
+    (end > 0).then(|| s[..end].to_string())
+}
+
+/// Removes the fields that claim to come from `ours` (compared without case)
+/// and were therefore forged or left from a loop (RFC 8601 §5); returns how many.
+fn remove_forged(ours: &str) -> u32 {
+    let mut removed = 0;
+    for (index, value) in message::header(FIELD).iter().enumerate().rev() {
+        let claimed = authserv_id(value).is_some_and(|id| id.eq_ignore_ascii_case(ours));
+        if claimed && message::remove_header_at(FIELD, index as u32) {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The transaction notes `auth-results.*` that later plugins read.
@@ -70,8 +131,16 @@ impl Plugin for AuthResults {
             results.dmarc_policy.as_str()
         );
         note(&results);
+        if settings.bool("remove_forged", true)
+            && let Some(ours) = authserv_id(&results.header)
+        {
+            let removed = remove_forged(&ours);
+            if removed > 0 {
+                waraka_plugin::info!("removed {removed} {FIELD} field(s) claiming to be from {ours}");
+            }
+        }
         if settings.bool("add_header", true)
-            && let Err(e) = message::add_header("Authentication-Results", &results.header)
+            && let Err(e) = message::add_header(FIELD, &results.header)
         {
             waraka_plugin::warn!("could not add Authentication-Results: {e:?}");
         }
@@ -84,3 +153,31 @@ impl Plugin for AuthResults {
 }
 
 waraka_plugin::export!(AuthResults);
+
+#[cfg(test)]
+mod tests {
+    use super::authserv_id;
+
+    #[test]
+    fn the_authserv_id_is_the_first_token_or_quoted_string_after_comments() {
+        let cases = [
+            ("mx.example.com; spf=pass smtp.mailfrom=a.test", Some("mx.example.com")),
+            ("mx.example.com 1; none", Some("mx.example.com")),
+            ("  MX.Example.COM;dkim=pass", Some("MX.Example.COM")),
+            (
+                "(forged (nested \\) comment)) mx.example.com; none",
+                Some("mx.example.com"),
+            ),
+            ("\"mx.example.com\"; none", Some("mx.example.com")),
+            ("\"mx\\\"x\"; none", Some("mx\"x")),
+            ("mx.example.com(comment); none", Some("mx.example.com")),
+            ("; spf=pass", None),
+            ("(unterminated comment mx.example.com; none", None),
+            ("\"unterminated; none", None),
+            ("", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(authserv_id(value).as_deref(), expected, "{value:?}");
+        }
+    }
+}

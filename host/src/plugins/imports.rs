@@ -322,4 +322,8 @@ impl message::Host for StoreState {
     fn remove_header(&mut self, name: String) -> u32 {
         self.with_message(0, |m| m.remove_header(&name))
     }
+
+    fn remove_header_at(&mut self, name: String, index: u32) -> bool {
+        self.with_message(false, |m| m.remove_header_at(&name, index))
+    }
 }

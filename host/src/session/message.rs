@@ -334,16 +334,34 @@ impl Message {
         Ok(())
     }
 
+    /// The live fields with this name, in order, for editing.
+    fn named_mut<'a>(&'a mut self, name: &'a str) -> impl Iterator<Item = &'a mut Field> + 'a {
+        self.added
+            .iter_mut()
+            .chain(self.fields.iter_mut())
+            .filter(move |f| !f.removed && f.name.eq_ignore_ascii_case(name))
+    }
+
     /// Removes every field with this name; returns how many.
     pub fn remove_header(&mut self, name: &str) -> u32 {
         let mut n = 0;
-        for f in self.added.iter_mut().chain(self.fields.iter_mut()) {
-            if !f.removed && f.name.eq_ignore_ascii_case(name) {
-                f.removed = true;
-                n += 1;
-            }
+        for f in self.named_mut(name) {
+            f.removed = true;
+            n += 1;
         }
         n
+    }
+
+    /// Removes the field with this name at `index`, counted as
+    /// [`Message::header`] lists them; false if there is no such field.
+    pub fn remove_header_at(&mut self, name: &str, index: u32) -> bool {
+        match self.named_mut(name).nth(index as usize) {
+            Some(f) => {
+                f.removed = true;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -405,6 +423,21 @@ mod tests {
         }
         assert_eq!(m.add_header("X", "a\r\nBcc: evil"), Err(HeaderError::BadValue));
         assert_eq!(m.add_header("X:Y", "a"), Err(HeaderError::BadName));
+    }
+
+    #[test]
+    fn one_field_of_a_name_can_be_removed_by_its_index() {
+        let data = b"X-A: 1\r\nTo: a@b\r\nx-a: 2\r\nX-A: 3\r\n\r\nbody\r\n";
+        let (_dir, mut m) = message(data, 1 << 20);
+        m.add_header("X-A", "0").unwrap();
+        assert_eq!(m.header("x-a"), ["0", "1", "2", "3"]);
+        assert!(m.remove_header_at("X-A", 2), "the second received field");
+        assert_eq!(m.header("x-a"), ["0", "1", "3"]);
+        assert!(m.remove_header_at("x-a", 0), "the added field");
+        assert_eq!(m.header("x-a"), ["1", "3"], "indices count only the live fields");
+        assert!(!m.remove_header_at("X-A", 2));
+        assert!(!m.remove_header_at("Subject", 0));
+        assert_eq!(read_all(&m), b"X-A: 1\r\nTo: a@b\r\nX-A: 3\r\n\r\nbody\r\n");
     }
 
     #[test]
