@@ -1,6 +1,7 @@
-"""auth-results and dmarc end to end: messages signed with dkimpy (an
-independent DKIM implementation) by keys made here, SPF, DKIM and DMARC
-records served by a dnsmasq on loopback, sent with smtplib to a real waraka."""
+"""auth-results and dmarc end to end: messages signed and ARC-sealed with
+dkimpy (an independent DKIM and ARC implementation) by keys made here, SPF,
+DKIM and DMARC records served by a dnsmasq on loopback, sent with smtplib to
+a real waraka."""
 
 import base64
 import email
@@ -41,6 +42,26 @@ def sign(raw, domain, key):
                      include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + raw
 
 
+def arc_seal(raw, sealer, key, saw):
+    """`raw` as forwarder `sealer` passes it on: its own Authentication-Results
+    field recording what it `saw`, then its ARC set (RFC 8617) on top."""
+    received = f"Authentication-Results: {sealer}; {saw}\r\n".encode() + raw
+    arc_set = dkim.arc_sign(received, b"sel", sealer.encode(), key, sealer.encode(),
+                            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    assert arc_set, "dkimpy made no ARC set"
+    return b"".join(arc_set) + received
+
+
+def list_post(key, subject):
+    """A post by a@signed.test (p=reject), DKIM-signed by its domain, whose
+    subject a mailing list then tags: the author's signature breaks."""
+    signed = sign(message("a@signed.test", subject), "signed.test", key)
+    return signed.replace(f"Subject: {subject}".encode(), f"Subject: [list] {subject}".encode())
+
+
+SAW_PASS = "dkim=pass header.d=signed.test; dmarc=pass header.from=signed.test"
+
+
 class AuthResultsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -48,6 +69,8 @@ class AuthResultsTest(unittest.TestCase):
         dead = free_port()
         cls.dns = dnsmasq([
             txt("sel._domainkey.signed.test", f"v=DKIM1; k=rsa; p={public}"),
+            txt("sel._domainkey.list.test", f"v=DKIM1; k=rsa; p={public}"),
+            txt("sel._domainkey.other-list.test", f"v=DKIM1; k=rsa; p={public}"),
             txt("_dmarc.signed.test", "v=DMARC1; p=reject"),
             txt("signed.test", "v=spf1 ip4:192.0.2.1 -all"),
             txt("spf.test", "v=spf1 ip4:127.0.0.0/8 -all"),
@@ -64,6 +87,7 @@ class AuthResultsTest(unittest.TestCase):
         def setup(server):
             server.edit("waraka.toml", lambda t: t + f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "1s"\n')
             server.edit("config/host_list", lambda t: t + "example.com\n")
+            server.edit("config/dmarc.ini", lambda t: t.replace("trusted_arc_sealers =", "trusted_arc_sealers = list.test"))
 
         cls.server = Waraka(["auth-results", "dmarc", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
 
@@ -94,7 +118,7 @@ class AuthResultsTest(unittest.TestCase):
         self.assertIn("header.i=@signed.test header.s=sel", results)
         self.assertIn("spf=fail", results, "other.test allows no one")
         self.assertIn("dmarc=pass", results)
-        self.server.wait_for_log(r"spf=fail \(other\.test\) dkim=pass signed\.test dmarc=pass \(signed\.test, policy reject\)")
+        self.server.wait_for_log(r"spf=fail \(other\.test\) dkim=pass signed\.test arc=none dmarc=pass \(signed\.test, policy reject\)")
 
     def test_fields_claiming_this_servers_name_are_removed_and_others_kept(self):
         host = self.server_hostname()
@@ -134,6 +158,32 @@ class AuthResultsTest(unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertIsNone(stored["X-Quarantine"])
         self.assertIn("dmarc=fail", " ".join(stored["Authentication-Results"].split()))
+
+    def test_a_trusted_forwarders_arc_seal_forgives_the_dmarc_failure_its_change_caused(self):
+        code, _, stored = self.send("bounce@list.test", arc_seal(list_post(self.key, "trusted list"), "list.test",
+                                                                 self.key, SAW_PASS))
+        self.assertEqual(code, 250)
+        results = " ".join(stored["Authentication-Results"].split())
+        self.assertIn("dkim=fail", results, "the tag broke the author's signature")
+        self.assertIn("arc=pass smtp.remote-ip=127.0.0.1", results)
+        self.assertIn("dmarc=fail", results)
+        self.server.wait_for_log(r"arc=pass \(list\.test\) dmarc=fail \(signed\.test, policy reject\)")
+        self.server.wait_for_log(r"DMARC fails for signed\.test, accepted: trusted ARC sealer list\.test saw it pass")
+
+    def test_arc_does_not_forgive_an_untrusted_sealer_a_broken_chain_or_a_failure_the_sealer_saw(self):
+        cases = {
+            "untrusted": arc_seal(list_post(self.key, "untrusted list"), "other-list.test", self.key, SAW_PASS),
+            "changed after the seal": arc_seal(list_post(self.key, "changed list"), "list.test", self.key,
+                                               SAW_PASS).replace(b"Hi.", b"Hi!"),
+            "saw a failure": arc_seal(list_post(self.key, "failed list"), "list.test", self.key,
+                                      "dkim=fail header.d=signed.test; dmarc=fail header.from=signed.test"),
+        }
+        for case, raw in cases.items():
+            with self.subTest(case):
+                code, text, _ = self.send("bounce@list.test", raw)
+                self.assertEqual((code, text), (550, "5.7.1 Message rejected by the DMARC policy of signed.test"))
+        self.server.wait_for_log(r"arc=pass \(other-list\.test\) dmarc=fail")
+        self.server.wait_for_log(r"arc=(fail|neutral) \(list\.test\) dmarc=fail")
 
     def test_a_dns_failure_is_a_temporary_failure_not_an_accept(self):
         code, text, _ = self.send("a@x.servfail.test", message("a@x.servfail.test", "servfail"))

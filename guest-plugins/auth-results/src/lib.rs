@@ -5,7 +5,8 @@
 //! crate); this plugin decides what to do with them. Settings:
 //! `config/auth-results.ini`.
 
-use waraka_plugin::authentication::{Outcome, Results};
+use waraka_plugin::auth_results::authserv_id;
+use waraka_plugin::authentication::{self, ArcChain, Outcome, Results};
 use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, session};
 
 const SETTINGS: &str = "auth-results.ini";
@@ -29,51 +30,6 @@ fn dkim_summary(results: &Results) -> String {
     }
 }
 
-/// Skips comments (nested, with quoted pairs) and white space (CFWS, RFC 5322 §3.2.2).
-fn skip_cfws(mut s: &str) -> &str {
-    loop {
-        s = s.trim_start();
-        let Some(mut rest) = s.strip_prefix('(') else { return s };
-        let mut depth = 1;
-        while depth > 0 {
-            let mut chars = rest.chars();
-            match chars.next() {
-                None => return "",
-                Some('\\') => {
-                    chars.next();
-                }
-                Some('(') => depth += 1,
-                Some(')') => depth -= 1,
-                Some(_) => {}
-            }
-            rest = chars.as_str();
-        }
-        s = rest;
-    }
-}
-
-/// The authentication service identifier a field value starts with (RFC 8601
-/// §2.2: a token or a quoted string, after optional comments), unquoted.
-fn authserv_id(value: &str) -> Option<String> {
-    let s = skip_cfws(value);
-    if let Some(quoted) = s.strip_prefix('"') {
-        let mut id = String::new();
-        let mut chars = quoted.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => return Some(id),
-                '\\' => id.push(chars.next()?),
-                c => id.push(c),
-            }
-        }
-        return None;
-    }
-    let end = s
-        .find(|c: char| c.is_whitespace() || c == ';' || c == '(')
-        .unwrap_or(s.len());
-    (end > 0).then(|| s[..end].to_string())
-}
-
 /// Removes the fields that claim to come from `ours` (compared without case)
 /// and were therefore forged or left from a loop (RFC 8601 §5); returns how many.
 fn remove_forged(ours: &str) -> u32 {
@@ -87,9 +43,19 @@ fn remove_forged(ours: &str) -> u32 {
     removed
 }
 
+/// `pass (forwarder.test, list.test)`: the chain's result and its sealers, oldest first.
+fn arc_summary(arc: &ArcChain) -> String {
+    if arc.hops.is_empty() {
+        return arc.outcome.as_str().to_string();
+    }
+    let sealers: Vec<&str> = arc.hops.iter().map(|hop| hop.sealer.as_str()).collect();
+    format!("{} ({})", arc.outcome.as_str(), sealers.join(", "))
+}
+
 /// The transaction notes `auth-results.*` that later plugins read.
-fn note(results: &Results) {
+fn note(results: &Results, arc: &ArcChain) {
     let entries = [
+        ("auth-results.arc", arc.outcome.as_str().to_string()),
         ("auth-results.spf", results.spf.as_str().to_string()),
         ("auth-results.spf-domain", results.spf_domain.clone()),
         ("auth-results.dkim", dkim_summary(results)),
@@ -121,16 +87,21 @@ impl Plugin for AuthResults {
                 Verdict::Cont
             };
         };
+        let arc = authentication::verify_arc().unwrap_or(ArcChain {
+            outcome: Outcome::None,
+            hops: Vec::new(),
+        });
         waraka_plugin::info!(
-            "spf={} ({}) dkim={} dmarc={} ({}, policy {})",
+            "spf={} ({}) dkim={} arc={} dmarc={} ({}, policy {})",
             results.spf.as_str(),
             results.spf_domain,
             dkim_summary(&results),
+            arc_summary(&arc),
             results.dmarc.as_str(),
             results.dmarc_domain,
             results.dmarc_policy.as_str()
         );
-        note(&results);
+        note(&results, &arc);
         if settings.bool("remove_forged", true)
             && let Some(ours) = authserv_id(&results.header)
         {
@@ -153,31 +124,3 @@ impl Plugin for AuthResults {
 }
 
 waraka_plugin::export!(AuthResults);
-
-#[cfg(test)]
-mod tests {
-    use super::authserv_id;
-
-    #[test]
-    fn the_authserv_id_is_the_first_token_or_quoted_string_after_comments() {
-        let cases = [
-            ("mx.example.com; spf=pass smtp.mailfrom=a.test", Some("mx.example.com")),
-            ("mx.example.com 1; none", Some("mx.example.com")),
-            ("  MX.Example.COM;dkim=pass", Some("MX.Example.COM")),
-            (
-                "(forged (nested \\) comment)) mx.example.com; none",
-                Some("mx.example.com"),
-            ),
-            ("\"mx.example.com\"; none", Some("mx.example.com")),
-            ("\"mx\\\"x\"; none", Some("mx\"x")),
-            ("mx.example.com(comment); none", Some("mx.example.com")),
-            ("; spf=pass", None),
-            ("(unterminated comment mx.example.com; none", None),
-            ("\"unterminated; none", None),
-            ("", None),
-        ];
-        for (value, expected) in cases {
-            assert_eq!(authserv_id(value).as_deref(), expected, "{value:?}");
-        }
-    }
-}

@@ -51,10 +51,9 @@ fn listing(answer: &str) -> bool {
 
 fn zones(settings: &Settings, key: &str) -> Vec<String> {
     settings
-        .get(key)
-        .unwrap_or_default()
-        .split(',')
-        .map(|z| z.trim().trim_end_matches('.').to_string())
+        .list(key)
+        .iter()
+        .map(|z| z.trim_end_matches('.').to_string())
         .filter(|z| !z.is_empty())
         .collect()
 }

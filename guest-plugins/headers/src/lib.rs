@@ -13,7 +13,7 @@
 
 use chrono::DateTime;
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Hook, Plugin, Scope, Verdict, message, notes};
+use waraka_plugin::{Hook, Plugin, Scope, Verdict, message, notes, split_list};
 
 const SETTINGS: &str = "headers.ini";
 const REQUIRED: &str = "Date, From";
@@ -29,21 +29,13 @@ struct Rules {
     past_days: i64,
 }
 
-fn list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 impl Rules {
     fn load() -> Rules {
         let get = |key: &str, default: &str| waraka_plugin::setting(SETTINGS, key).unwrap_or_else(|| default.into());
         let days = |key: &str, default: i64| get(key, "").parse().unwrap_or(default);
         Rules {
-            required: list(&get("required", REQUIRED)),
-            singular: list(&get("singular", SINGULAR)),
+            required: split_list(&get("required", REQUIRED)),
+            singular: split_list(&get("singular", SINGULAR)),
             future_days: days("date_future_days", 2),
             past_days: days("date_past_days", 15),
         }
@@ -117,8 +109,8 @@ mod tests {
 
     fn rules() -> Rules {
         Rules {
-            required: list(REQUIRED),
-            singular: list(SINGULAR),
+            required: split_list(REQUIRED),
+            singular: split_list(SINGULAR),
             future_days: 2,
             past_days: 15,
         }

@@ -42,6 +42,7 @@ pub mod bindings {
     });
 }
 
+pub mod auth_results;
 mod hook;
 pub mod host_list;
 mod verdict;
@@ -292,6 +293,11 @@ impl Settings {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 
+    /// A comma-separated setting as its trimmed, non-empty items; empty when missing.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        split_list(&self.get(key).unwrap_or_default())
+    }
+
     /// A yes/no setting (`true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`,
     /// case-insensitive); `default` when missing or not one of those.
     pub fn bool(&self, key: &str, default: bool) -> bool {
@@ -301,6 +307,15 @@ impl Settings {
             _ => default,
         }
     }
+}
+
+/// The trimmed, non-empty items of a comma-separated list (`a, b,,c`).
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The value of `key = value` in the config file `name`; `None` when

@@ -1,7 +1,8 @@
 //! Sender authentication of a received message with the `mail-auth` crate:
 //! SPF (RFC 7208) for the client's address and envelope sender, every DKIM
-//! signature (RFC 6376), DMARC (RFC 7489/9989) for the author's domain, and
-//! the `Authentication-Results` field (RFC 8601) that records them. DNS goes
+//! signature (RFC 6376), the ARC chain (RFC 8617), DMARC (RFC 7489/9989) for
+//! the author's domain, and the `Authentication-Results` field (RFC 8601)
+//! that records them. DNS goes
 //! through the server's resolver, so `[dns]` applies here too.
 
 use super::{CapabilityError, Dns};
@@ -10,7 +11,7 @@ use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfResult,
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfResult,
 };
 use std::net::IpAddr;
 
@@ -57,6 +58,49 @@ pub struct SignatureCheck {
     pub reason: String,
 }
 
+/// One ARC set: who sealed the message at that hop and what it recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArcHop {
+    /// The sealing domain (`d=` of the `ARC-Seal`).
+    pub sealer: String,
+    /// The `ARC-Authentication-Results` value after its `i=N;`, unfolded:
+    /// the hop's authserv-id and the results it saw.
+    pub results: String,
+}
+
+/// The message's ARC chain and how it validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArcChain {
+    /// `Pass`, `Fail` (broken chain or seal), `Neutral` (expired or body
+    /// changed since the last seal), `None` without ARC sets; DNS failures
+    /// are `TempError`.
+    pub outcome: Outcome,
+    /// The sets, oldest (`i=1`) first.
+    pub hops: Vec<ArcHop>,
+}
+
+impl ArcChain {
+    fn from_output(arc: &ArcOutput<'_>) -> ArcChain {
+        let hops = arc
+            .sets()
+            .iter()
+            .map(|set| {
+                let value = String::from_utf8_lossy(set.results.value);
+                let unfolded = value.replace("\r\n", "").replace('\n', "");
+                let results = unfolded.split_once(';').map_or("", |(_, rest)| rest);
+                ArcHop {
+                    sealer: set.seal.header.d.clone(),
+                    results: results.trim().to_string(),
+                }
+            })
+            .collect();
+        ArcChain {
+            outcome: dkim_outcome(arc.result()).0,
+            hops,
+        }
+    }
+}
+
 /// Everything verified for one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authentication {
@@ -72,6 +116,8 @@ pub struct Authentication {
     pub dmarc_domain: String,
     /// The policy that applies to this message if it fails DMARC.
     pub dmarc_policy: DmarcPolicy,
+    /// The ARC chain the message arrived with.
+    pub arc: ArcChain,
     /// The value of an `Authentication-Results` field recording all of it
     /// (folded, authserv-id first).
     pub header: String,
@@ -134,7 +180,7 @@ fn signature_check(signature: Option<&Signature>, result: &DkimResult) -> Signat
     }
 }
 
-/// Verifies SPF, DKIM and DMARC for `subject`. DNS failures become
+/// Verifies SPF, DKIM, ARC and DMARC for `subject`. DNS failures become
 /// `TempError` outcomes; only a resolver that cannot be built is an error.
 pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authentication, CapabilityError> {
     let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
@@ -159,11 +205,15 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
     let dmarc = authenticator
         .verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf))
         .await;
+    let arc = authenticator.verify_arc(&message).await;
     let header_from = message.from.first().map(String::as_str).unwrap_or_default();
-    let results = AuthenticationResults::new(subject.hostname)
+    let mut results = AuthenticationResults::new(subject.hostname)
         .with_spf_mailfrom_result(&spf, subject.client_ip, subject.mail_from, helo)
-        .with_dkim_results(&dkim, header_from)
-        .with_dmarc_result(&dmarc);
+        .with_dkim_results(&dkim, header_from);
+    if !arc.sets().is_empty() || *arc.result() != DkimResult::None {
+        results = results.with_arc_result(&arc, subject.client_ip);
+    }
+    let results = results.with_dmarc_result(&dmarc);
     let dmarc_record = dmarc.dmarc_record().is_some();
     Ok(Authentication {
         spf: spf_outcome(spf.result()),
@@ -179,6 +229,7 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
             Policy::Quarantine if dmarc_record => DmarcPolicy::Quarantine,
             _ => DmarcPolicy::None,
         },
+        arc: ArcChain::from_output(&arc),
         header: results.to_string(),
     })
 }

@@ -9,7 +9,7 @@ use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{authentication, blobstore, dns, files, forward, kv, sql};
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
-use crate::capabilities::authentication::{DmarcPolicy, Outcome, Subject};
+use crate::capabilities::authentication::{ArcChain, DmarcPolicy, Outcome, Subject};
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
     SqlValue, authenticate,
@@ -435,8 +435,26 @@ struct AuthenticationInput {
     hostname: String,
 }
 
-impl authentication::Host for StoreState {
-    async fn verify(&mut self) -> Result<authentication::Results, Error> {
+impl From<&ArcChain> for authentication::ArcChain {
+    fn from(chain: &ArcChain) -> authentication::ArcChain {
+        authentication::ArcChain {
+            outcome: chain.outcome.into(),
+            hops: chain
+                .hops
+                .iter()
+                .map(|hop| authentication::ArcHop {
+                    sealer: hop.sealer.clone(),
+                    results: hop.results.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl StoreState {
+    /// The transaction's authentication, verified on the first call and
+    /// kept for every later one (by any plugin).
+    async fn authentication(&mut self) -> Result<Arc<Authentication>, Error> {
         if !self.granted("authentication") {
             return Err(Error::NotGranted);
         }
@@ -446,7 +464,7 @@ impl authentication::Host for StoreState {
             let conn = conn.lock();
             let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
             if let Some(done) = &tx.authentication {
-                return Ok(done.as_ref().into());
+                return Ok(done.clone());
             }
             AuthenticationInput {
                 transaction: tx.id.clone(),
@@ -472,10 +490,19 @@ impl authentication::Host for StoreState {
         })
         .await?;
         let verified = Arc::new(verified);
-        let results = verified.as_ref().into();
         if let Some(tx) = conn.lock().transaction.as_mut().filter(|tx| tx.id == transaction) {
-            tx.authentication = Some(verified);
+            tx.authentication = Some(verified.clone());
         }
-        Ok(results)
+        Ok(verified)
+    }
+}
+
+impl authentication::Host for StoreState {
+    async fn verify(&mut self) -> Result<authentication::Results, Error> {
+        Ok(self.authentication().await?.as_ref().into())
+    }
+
+    async fn verify_arc(&mut self) -> Result<authentication::ArcChain, Error> {
+        Ok((&self.authentication().await?.arc).into())
     }
 }

@@ -17,6 +17,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/host_list.rs",
         include_str!("../../../guest-plugins/sdk/src/host_list.rs"),
     ),
+    (
+        "src/auth_results.rs",
+        include_str!("../../../guest-plugins/sdk/src/auth_results.rs"),
+    ),
 ];
 
 /// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
