@@ -3,8 +3,8 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    BlobStore, Database, DirStore, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase, PgSettings, RedisKv, S3Store,
-    SqliteDatabase,
+    BlobStore, Database, DirStore, DkimKeys, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase, PgSettings, RedisKv,
+    S3Store, SqliteDatabase,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, TlsMode};
 use crate::plugins::Backends;
@@ -214,9 +214,9 @@ impl Instance {
                         bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
                 }
-                None if ["dns", "forward", "authentication"].contains(&grant.as_str()) => {}
+                None if ["dns", "forward", "authentication", "dkim"].contains(&grant.as_str()) => {}
                 _ => bail!(
-                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication)"
+                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication, dkim)"
                 ),
             }
         }
@@ -293,6 +293,7 @@ impl Instance {
             blobstore,
             sql,
             smtp_client: self.client_settings(),
+            dkim: Arc::new(DkimKeys::new((!self.embedded).then(|| self.root.join("dkim")))),
         })
     }
 

@@ -27,7 +27,7 @@
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
 //! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`],
-//! [`files`], [`sql`], [`forward`] and [`authentication`].
+//! [`files`], [`sql`], [`forward`], [`authentication`] and [`dkim`].
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -52,7 +52,7 @@ pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
 pub use bindings::waraka::plugin::{
-    authentication, blobstore, config, dns, envelope, files, forward, kv, log, message, notes, session, sql,
+    authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, notes, session, sql,
 };
 pub use hook::Hook;
 

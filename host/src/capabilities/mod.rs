@@ -5,6 +5,7 @@
 pub mod authentication;
 pub mod blobstore;
 pub mod config_files;
+pub mod dkim_signing;
 pub mod dns;
 mod error;
 pub mod files;
@@ -16,6 +17,7 @@ pub mod sql;
 pub use authentication::{Authentication, authenticate};
 pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
+pub use dkim_signing::{DkimKeys, DkimSignature};
 pub use dns::{Dns, DnsSettings, MxHost};
 pub use error::CapabilityError;
 pub use files::{Delivered, DeliveryDir, RelativePath};

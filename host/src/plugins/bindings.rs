@@ -13,6 +13,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/sql": async,
         "waraka:plugin/forward": async,
         "waraka:plugin/authentication": async,
+        "waraka:plugin/dkim": async,
     },
     exports: { default: async },
 });

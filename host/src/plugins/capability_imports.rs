@@ -6,7 +6,7 @@
 
 use super::Backends;
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{authentication, blobstore, dns, files, forward, kv, sql};
+use super::bindings::waraka::plugin::{authentication, blobstore, dkim, dns, files, forward, kv, sql};
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
 use crate::capabilities::authentication::{ArcChain, DmarcPolicy, Outcome, Subject};
@@ -504,5 +504,41 @@ impl authentication::Host for StoreState {
 
     async fn verify_arc(&mut self) -> Result<authentication::ArcChain, Error> {
         Ok((&self.authentication().await?.arc).into())
+    }
+}
+
+impl dkim::Host for StoreState {
+    async fn sign(&mut self, domain: String) -> Result<String, Error> {
+        if !self.granted("dkim") {
+            return Err(Error::NotGranted);
+        }
+        let no_message = || Error::Invalid("there is no message yet (signing works from data-post on)".into());
+        let conn = self.host.conn.clone().ok_or_else(no_message)?;
+        let (transaction, reader) = {
+            let conn = conn.lock();
+            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
+            (tx.id.clone(), tx.message.as_ref().ok_or_else(no_message)?.reader())
+        };
+        let keys = self.host.services.backends.dkim.clone();
+        let signature = bounded(self.deadline, async move {
+            let message = read_whole(reader).await?;
+            // Reading the key and an RSA signature are blocking work.
+            tokio::task::spawn_blocking(move || keys.sign(&domain, &message))
+                .await
+                .map_err(|e| Error::Backend(e.to_string()))?
+                .map_err(Error::from)
+        })
+        .await?;
+        let mut conn = conn.lock();
+        let message = conn
+            .transaction
+            .as_mut()
+            .filter(|tx| tx.id == transaction)
+            .and_then(|tx| tx.message.as_mut())
+            .ok_or_else(no_message)?;
+        message
+            .add_header("DKIM-Signature", &signature.value)
+            .map_err(|e| Error::Backend(format!("the signature does not fit the header: {e}")))?;
+        Ok(signature.selector)
     }
 }

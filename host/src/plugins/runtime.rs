@@ -7,7 +7,7 @@ use super::loader::DirGrant;
 use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState};
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
-use crate::capabilities::{BlobStore, ConfigFiles, Database, Dns, GroupSync, KvStore, NoteStore};
+use crate::capabilities::{BlobStore, ConfigFiles, Database, DkimKeys, Dns, GroupSync, KvStore, NoteStore};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
@@ -71,6 +71,8 @@ pub struct Backends {
     pub sql: HashMap<String, Arc<Database>>,
     /// How the `forward` capability's SMTP client presents itself and waits.
     pub smtp_client: ClientSettings,
+    /// The DKIM signing keys (`dkim` grant).
+    pub dkim: Arc<DkimKeys>,
 }
 
 /// Services shared by every plugin and connection.

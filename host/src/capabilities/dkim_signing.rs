@@ -1,0 +1,198 @@
+//! DKIM signing (RFC 6376) with keys the host keeps, using the `mail-auth`
+//! crate: `DIR/DOMAIN/private` (PEM: RSA in PKCS#1 or PKCS#8, or Ed25519 in
+//! PKCS#8) and `DIR/DOMAIN/selector`, the layout of Haraka's `dkim_sign`.
+//! The directory sits beside `config/`, not in it, so no plugin can read a
+//! key: plugins name the domain, the host signs.
+
+use super::CapabilityError;
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::DkimSigner;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use std::path::PathBuf;
+
+/// The header fields signed when present (every instance of each). `From`
+/// is also signed once more than it occurs, so that a second one cannot be
+/// added unnoticed (RFC 6376 §8.15); absent fields are not, so a forwarder
+/// that adds, say, `List-Id` does not break the signature.
+const SIGNED_FIELDS: &[&str] = &[
+    "From",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "To",
+    "Cc",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// The signing keys of one server, read from a directory on each use (a
+/// replaced key applies to the next message). The default has none.
+#[derive(Clone, Debug, Default)]
+pub struct DkimKeys {
+    dir: Option<PathBuf>,
+}
+
+/// A signature made for a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DkimSignature {
+    /// The selector of the key used (`s=`).
+    pub selector: String,
+    /// The `DKIM-Signature` field's value, folded with `\r\n\t`.
+    pub value: String,
+}
+
+/// Whether `domain` can name a key directory: a lower-case host name.
+fn is_domain_name(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// The names of the header fields of `message`, lower-cased.
+fn field_names(message: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && !matches!(line[0], b' ' | b'\t')
+        {
+            names.push(String::from_utf8_lossy(&line[..colon]).trim().to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+/// The `h=` list for `message`: the [`SIGNED_FIELDS`] it has, and `From`
+/// once more (mail-auth signs every instance of a listed name and lists a
+/// name it did not find as an absent field).
+fn fields_to_sign(message: &[u8]) -> Vec<&'static str> {
+    let present = field_names(message);
+    let mut fields: Vec<&str> = SIGNED_FIELDS
+        .iter()
+        .copied()
+        .filter(|field| present.iter().any(|name| name.eq_ignore_ascii_case(field)))
+        .collect();
+    fields.push("From");
+    fields
+}
+
+fn sign_with<K: SigningKey<Hasher = Sha256>>(
+    key: K,
+    domain: &str,
+    selector: &str,
+    message: &[u8],
+) -> Result<String, CapabilityError> {
+    let signature = DkimSigner::from_key(key)
+        .domain(domain)
+        .selector(selector)
+        .headers(fields_to_sign(message))
+        .sign(message)
+        .map_err(|e| CapabilityError::Backend(format!("signing failed: {e}")))?;
+    Ok(signature.to_header())
+}
+
+impl DkimKeys {
+    /// Keys under `dir`; `None` (the embedded default instance) has none.
+    pub fn new(dir: Option<PathBuf>) -> DkimKeys {
+        DkimKeys { dir }
+    }
+
+    /// Signs `message` (header and body, as it will be queued) for `domain`.
+    /// `NotFound` when there is no key for the domain; `Invalid` for a name
+    /// that cannot be a domain.
+    pub fn sign(&self, domain: &str, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if !is_domain_name(&domain) {
+            return Err(CapabilityError::Invalid(format!("{domain:?} is not a domain name")));
+        }
+        let dir = self.dir.as_ref().ok_or(CapabilityError::NotFound)?.join(&domain);
+        let read = |name: &str| match std::fs::read(dir.join(name)) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CapabilityError::NotFound),
+            Err(e) => Err(CapabilityError::Backend(format!("{}: {e}", dir.join(name).display()))),
+        };
+        let pem = read("private")?;
+        let selector = String::from_utf8_lossy(&read("selector")?).trim().to_string();
+        if selector.is_empty() || !selector.split('.').all(is_domain_name) {
+            return Err(CapabilityError::Backend(format!(
+                "{}: bad selector {selector:?}",
+                dir.display()
+            )));
+        }
+        let bad_key = |e: String| CapabilityError::Backend(format!("{}: {e}", dir.join("private").display()));
+        let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_key(e.to_string()))?;
+        let header = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
+            Ok(rsa) => sign_with(rsa, &domain, &selector, message)?,
+            Err(rsa_error) => {
+                let ed25519 = match &der {
+                    PrivateKeyDer::Pkcs8(pkcs8) => Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der()).ok(),
+                    _ => None,
+                };
+                let key = ed25519.ok_or_else(|| bad_key(format!("neither RSA nor Ed25519 ({rsa_error})")))?;
+                sign_with(key, &domain, &selector, message)?
+            }
+        };
+        let value = header
+            .strip_prefix("DKIM-Signature:")
+            .unwrap_or(&header)
+            .trim_start()
+            .trim_end_matches("\r\n")
+            .to_string();
+        Ok(DkimSignature { selector, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lower_case_host_names_name_a_key_directory() {
+        for good in ["example.com", "a-b.example", "x1"] {
+            assert!(is_domain_name(good), "{good}");
+        }
+        for bad in ["", "../etc", "a/b", "a..b", "-a.com", ".", "a.", "Example.com", "a b"] {
+            assert!(!is_domain_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn present_fields_are_signed_and_from_once_more() {
+        let message = b"Subject: hi\r\nFROM: a@example.com\r\nX-Other: 1\r\n\tfolded: not a field\r\nTo: b@example.org\r\n\r\nCc: in the body\r\n";
+        assert_eq!(fields_to_sign(message), ["From", "Subject", "To", "From"]);
+    }
+
+    #[test]
+    fn a_missing_key_or_directory_is_not_found_and_a_bad_name_is_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DkimKeys::new(Some(dir.path().into()));
+        assert!(matches!(
+            keys.sign("example.com", b"From: a@example.com\r\n\r\nx\r\n"),
+            Err(CapabilityError::NotFound)
+        ));
+        assert!(matches!(
+            DkimKeys::new(None).sign("example.com", b""),
+            Err(CapabilityError::NotFound)
+        ));
+        assert!(matches!(keys.sign("../x", b""), Err(CapabilityError::Invalid(_))));
+    }
+}

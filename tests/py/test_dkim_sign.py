@@ -1,0 +1,125 @@
+"""dkim_sign end to end: a relaying client hands mail to a real waraka, whose
+outbound queue delivers it through an MX served by a real dnsmasq to a
+receiver on loopback; the delivered copies are verified with dkimpy (an
+independent DKIM implementation) against keys made here by openssl."""
+
+import base64
+import re
+import smtplib
+import subprocess
+import unittest
+
+import dkim
+
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from test_outbound import relay_setup, wait_until
+
+RECORDS = ["--local=/test/", "--mx-host=dest.test,mx.dest.test,10", "--host-record=mx.dest.test,127.0.0.2"]
+
+
+def openssl_key(algorithm):
+    """A fresh private key (PEM, PKCS#8) and its DKIM `p=` value."""
+    options = ["-pkeyopt", "rsa_keygen_bits:2048"] if algorithm == "RSA" else []
+    private = subprocess.run(["openssl", "genpkey", "-algorithm", algorithm, *options],
+                             check=True, capture_output=True).stdout
+    public = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=private,
+                            check=True, capture_output=True).stdout
+    # RSA: the whole SubjectPublicKeyInfo; Ed25519: the bare 32-byte key after its 12-byte prefix.
+    return private, base64.b64encode(public if algorithm == "RSA" else public[-32:]).decode()
+
+
+def message(author, subject):
+    return (f"From: Author <{author}>\r\nTo: someone@dest.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@test>\r\nDate: Fri, 04 Dec 2026 08:00:00 +0000\r\n"
+            "\r\nHello.\r\n").encode()
+
+
+class DkimSignTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        cls.port = free_port("127.0.0.2")
+        cls.mx = SmtpReceiver("127.0.0.2", cls.port, name="mx.dest.test")
+        rsa_private, rsa_public = openssl_key("RSA")
+        ed_private, ed_public = openssl_key("ED25519")
+        cls.records = {
+            "rsa2026._domainkey.sender.test": f"v=DKIM1; k=rsa; p={rsa_public}",
+            "ed._domainkey.ed.test": f"v=DKIM1; k=ed25519; p={ed_public}",
+        }
+        keys = {"sender.test": ("rsa2026", rsa_private), "ed.test": ("ed", ed_private),
+                "broken.test": ("sel", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")}
+        relay = relay_setup(cls.dns.port, cls.port)
+
+        def setup(server):
+            relay(server)
+            for domain, (selector, private) in keys.items():
+                directory = server.dir / "dkim" / domain
+                directory.mkdir(parents=True)
+                (directory / "private").write_bytes(private)
+                (directory / "selector").write_text(selector + "\n")
+
+        cls.server = Waraka(["relay", "dkim_sign", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.mx.stop()
+        cls.dns.stop()
+
+    def dns_txt(self, name, timeout=5):
+        """dkimpy's DNS lookup, answered from the keys made here."""
+        record = self.records.get(name.decode().rstrip("."))
+        return record.encode() if record else None
+
+    def relay(self, author, subject):
+        """Sends through waraka; the delivered bytes, or the refusal."""
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            s.mail(author)
+            s.rcpt("someone@dest.test")
+            code, text = s.data(message(author, subject))
+        if code != 250:
+            return code, text.decode()
+        got = wait_until(lambda: [m for m in self.mx.received() if f"Subject: {subject}\r\n".encode() in m[2]],
+                         what="delivery")
+        return code, got[0][2]
+
+    def signature(self, data):
+        fields = re.findall(rb"^DKIM-Signature:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", data, re.M)
+        self.assertEqual(len(fields), 1, data)
+        return re.sub(rb"\s+", b"", fields[0]).decode()
+
+    def test_the_author_domain_is_signed_with_a_parent_domains_rsa_key(self):
+        code, data = self.relay("ann@mail.sender.test", "rsa signed")
+        self.assertEqual(code, 250)
+        tags = dict(t.split("=", 1) for t in self.signature(data).split(";") if t)
+        self.assertEqual((tags["d"], tags["s"], tags["a"]), ("sender.test", "rsa2026", "rsa-sha256"))
+        self.assertEqual(tags["h"].lower().split(":").count("from"), 2, "From is signed once more than it occurs")
+        self.assertTrue(dkim.verify(data, dnsfunc=self.dns_txt), "dkimpy verifies the signature")
+        self.assertFalse(dkim.verify(data.replace(b"Hello.", b"Hello!"), dnsfunc=self.dns_txt),
+                         "and would notice a change")
+        self.server.wait_for_log(r"signed for sender\.test with selector rsa2026")
+
+    def test_an_ed25519_key_signs_too(self):
+        code, data = self.relay("bob@ed.test", "ed25519 signed")
+        self.assertEqual(code, 250)
+        self.assertIn("a=ed25519-sha256", self.signature(data))
+        self.assertTrue(dkim.verify(data, dnsfunc=self.dns_txt))
+
+    def test_a_domain_without_a_key_is_sent_unsigned(self):
+        code, data = self.relay("carol@nokey.test", "not signed")
+        self.assertEqual(code, 250)
+        self.assertNotIn(b"DKIM-Signature", data)
+        self.server.wait_for_log(r"not signed: no key for nokey\.test")
+
+    def test_an_unusable_key_is_a_temporary_failure_not_unsigned_mail(self):
+        before = len(self.mx.received())
+        code, text = self.relay("dave@broken.test", "broken key")
+        self.assertEqual((code, text[:6]), (451, "4.3.0 "))
+        self.server.wait_for_log(r"signing for broken\.test failed")
+        self.assertFalse(list((self.server.dir / "queue/outbound").glob("*.json")), "nothing was queued")
+        self.assertEqual(len(self.mx.received()), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
