@@ -7,7 +7,7 @@
 
 use waraka_plugin::auth_results::authserv_id;
 use waraka_plugin::authentication::{self, ArcChain, Outcome, Results};
-use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, session};
 
 const SETTINGS: &str = "auth-results.ini";
 
@@ -64,9 +64,7 @@ fn note(results: &Results, arc: &ArcChain) {
         ("auth-results.dmarc-policy", results.dmarc_policy.as_str().to_string()),
     ];
     for (key, value) in entries {
-        if let Err(e) = notes::set(Scope::Transaction, key, &value) {
-            waraka_plugin::warn!("could not set note {key}: {e:?}");
-        }
+        waraka_plugin::note_transaction(key, &value);
     }
 }
 

@@ -4,7 +4,7 @@
 //! the instance's `dkim/DOMAIN/` (the `dkim` capability); this plugin picks
 //! the domain. Settings: `config/dkim_sign.ini`.
 
-use waraka_plugin::{Error, Hook, Plugin, Scope, Settings, Verdict, dkim, envelope, message, notes};
+use waraka_plugin::{Error, Hook, Plugin, Settings, Verdict, dkim, envelope, message};
 
 const SETTINGS: &str = "dkim_sign.ini";
 
@@ -57,9 +57,7 @@ impl Plugin for DkimSign {
             match dkim::sign(domain) {
                 Ok(selector) => {
                     waraka_plugin::info!("signed for {domain} with selector {selector}");
-                    if let Err(e) = notes::set(Scope::Transaction, "dkim_sign.domain", domain) {
-                        waraka_plugin::warn!("could not set note dkim_sign.domain: {e:?}");
-                    }
+                    waraka_plugin::note_transaction("dkim_sign.domain", domain);
                     return Verdict::Cont;
                 }
                 Err(Error::NotFound) | Err(Error::Invalid(_)) => continue,

@@ -10,7 +10,7 @@
 
 use waraka_plugin::auth_results::method_result;
 use waraka_plugin::authentication::{self, ArcChain, Outcome, Policy};
-use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, message, notes, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, session};
 
 const SETTINGS: &str = "dmarc.ini";
 
@@ -51,12 +51,6 @@ fn vouching_sealer(chain: &ArcChain, trusted: &[String]) -> Option<String> {
     (is_trusted && method_result(&newest.results, "dmarc").as_deref() == Some("pass")).then(|| newest.sealer.clone())
 }
 
-fn set_note(key: &str, value: &str) {
-    if let Err(e) = notes::set(Scope::Transaction, key, value) {
-        waraka_plugin::warn!("could not set note {key}: {e:?}");
-    }
-}
-
 fn quarantine(settings: &Settings, domain: &str) -> Verdict {
     let header = settings
         .get("quarantine_header")
@@ -66,7 +60,7 @@ fn quarantine(settings: &Settings, domain: &str) -> Verdict {
     if let Err(e) = message::add_header(&header, &value) {
         waraka_plugin::warn!("could not add {header}: {e:?}");
     }
-    set_note("quarantine", "dmarc");
+    waraka_plugin::note_transaction("quarantine", "dmarc");
     Verdict::Cont
 }
 
@@ -89,7 +83,7 @@ impl Plugin for Dmarc {
             };
         };
         let domain = results.dmarc_domain.as_str();
-        set_note("dmarc", results.dmarc.as_str());
+        waraka_plugin::note_transaction("dmarc", results.dmarc.as_str());
         match results.dmarc {
             Outcome::Fail => {
                 let trusted = settings.list("trusted_arc_sealers");
@@ -102,7 +96,7 @@ impl Plugin for Dmarc {
                 };
                 if let Some(sealer) = vouched {
                     waraka_plugin::info!("DMARC fails for {domain}, accepted: trusted ARC sealer {sealer} saw it pass");
-                    set_note("dmarc-override", &format!("arc {sealer}"));
+                    waraka_plugin::note_transaction("dmarc-override", &format!("arc {sealer}"));
                     return Verdict::Cont;
                 }
                 let chosen = action(&settings, results.dmarc_policy);

@@ -13,7 +13,7 @@
 
 use chrono::DateTime;
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Hook, Plugin, Scope, Verdict, message, notes, split_list};
+use waraka_plugin::{Hook, Plugin, Verdict, message, split_list};
 
 const SETTINGS: &str = "headers.ini";
 const REQUIRED: &str = "Date, From";
@@ -91,9 +91,7 @@ impl Plugin for Headers {
         if waraka_plugin::setting_bool(SETTINGS, "reject", true) {
             Verdict::deny_code(550, "5.6.0", first)
         } else {
-            if let Err(e) = notes::set(Scope::Transaction, "headers.fail", &found.join("\n")) {
-                waraka_plugin::warn!("could not note the failures: {e:?}");
-            }
+            waraka_plugin::note_transaction("headers.fail", &found.join("\n"));
             Verdict::Cont
         }
     }

@@ -377,6 +377,15 @@ impl authentication::Policy {
     }
 }
 
+/// Sets the transaction note `key` for later plugins; a failure (the
+/// transaction's notes are full) is logged, since a note is never worth
+/// refusing mail over.
+pub fn note_transaction(key: &str, value: &str) {
+    if let Err(e) = notes::set(Scope::Transaction, key, value) {
+        warn!("could not set note {key}: {e:?}");
+    }
+}
+
 /// The SPF/DKIM/DMARC results of the current message (the `authentication`
 /// capability); `None`, logged with the reason, when verification could not
 /// run (no grant, timeout, no message yet).

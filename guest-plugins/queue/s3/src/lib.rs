@@ -13,9 +13,7 @@
 //! `address<TAB>key` line per recipient, for a later plugin (`queue/sql`).
 //! Settings are in `config/queue/s3.ini`; see `docs/plugins/queue/s3.md`.
 
-use waraka_plugin::{
-    Address, Error, Hook, Plugin, Scope, Verdict, blobstore, envelope, host_list, notes, path_segment, session,
-};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, blobstore, envelope, host_list, path_segment, session};
 
 const SETTINGS: &str = "queue/s3.ini";
 
@@ -138,9 +136,7 @@ impl Plugin for S3Queue {
             .zip(&keys)
             .map(|(r, key)| format!("{}\t{key}\n", r.to_addr_spec()))
             .collect();
-        if let Err(e) = notes::set(Scope::Transaction, KEYS_NOTE, &listing) {
-            waraka_plugin::warn!("could not record the keys in a note: {e:?}");
-        }
+        waraka_plugin::note_transaction(KEYS_NOTE, &listing);
         waraka_plugin::info!(
             "stored {size} bytes as {} object(s) in {}: {}",
             keys.len(),
