@@ -293,8 +293,13 @@ impl Instance {
             blobstore,
             sql,
             smtp_client: self.client_settings(),
-            dkim: Arc::new(DkimKeys::new((!self.embedded).then(|| self.root.join("dkim")))),
+            dkim: self.dkim_keys(),
         })
+    }
+
+    /// The DKIM signing keys: the instance's `dkim/` (none when embedded).
+    pub fn dkim_keys(&self) -> Arc<DkimKeys> {
+        Arc::new(DkimKeys::new((!self.embedded).then(|| self.root.join("dkim"))))
     }
 
     /// The resolver of `[dns]`.
@@ -368,6 +373,7 @@ impl Instance {
         Ok(Some(OutboundSettings {
             client,
             hostname,
+            dkim: self.dkim_keys(),
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

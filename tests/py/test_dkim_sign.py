@@ -1,7 +1,8 @@
-"""dkim_sign end to end: a relaying client hands mail to a real waraka, whose
-outbound queue delivers it through an MX served by a real dnsmasq to a
-receiver on loopback; the delivered copies are verified with dkimpy (an
-independent DKIM implementation) against keys made here by openssl."""
+"""dkim_sign and signed bounces end to end: a relaying client hands mail to a
+real waraka, whose outbound queue delivers it through MX records served by a
+real dnsmasq to receivers on loopback; the delivered copies, and the bounce
+of a refused one, are verified with dkimpy (an independent DKIM
+implementation) against keys made here by openssl."""
 
 import base64
 import re
@@ -14,7 +15,12 @@ import dkim
 from harness import SmtpReceiver, Waraka, dnsmasq, free_port
 from test_outbound import relay_setup, wait_until
 
-RECORDS = ["--local=/test/", "--mx-host=dest.test,mx.dest.test,10", "--host-record=mx.dest.test,127.0.0.2"]
+RECORDS = ["--local=/test/", "--mx-host=dest.test,mx.dest.test,10", "--host-record=mx.dest.test,127.0.0.2",
+           "--mx-host=sender.test,mx.sender.test,10", "--host-record=mx.sender.test,127.0.0.3"]
+
+
+def refuse_bad(address, attempt):
+    return "550 5.1.1 No such user here" if address.startswith("bad-") else "250 2.1.5 OK"
 
 
 def openssl_key(algorithm):
@@ -38,8 +44,9 @@ class DkimSignTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dns = dnsmasq(RECORDS)
-        cls.port = free_port("127.0.0.2")
-        cls.mx = SmtpReceiver("127.0.0.2", cls.port, name="mx.dest.test")
+        cls.port = free_port("127.0.0.2", "127.0.0.3")
+        cls.mx = SmtpReceiver("127.0.0.2", cls.port, refuse_bad, name="mx.dest.test")
+        cls.mailbox = SmtpReceiver("127.0.0.3", cls.port, name="mx.sender.test")
         rsa_private, rsa_public = openssl_key("RSA")
         ed_private, ed_public = openssl_key("ED25519")
         cls.records = {
@@ -52,6 +59,7 @@ class DkimSignTest(unittest.TestCase):
 
         def setup(server):
             relay(server)
+            server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"', 'hostname = "mx.sender.test"'))
             for domain, (selector, private) in keys.items():
                 directory = server.dir / "dkim" / domain
                 directory.mkdir(parents=True)
@@ -64,6 +72,7 @@ class DkimSignTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.server.stop()
         cls.mx.stop()
+        cls.mailbox.stop()
         cls.dns.stop()
 
     def dns_txt(self, name, timeout=5):
@@ -71,21 +80,23 @@ class DkimSignTest(unittest.TestCase):
         record = self.records.get(name.decode().rstrip("."))
         return record.encode() if record else None
 
-    def relay(self, author, subject):
-        """Sends through waraka; the delivered bytes, or the refusal."""
+    def relay(self, author, subject, recipient="someone@dest.test", receiver=None):
+        """Sends through waraka; the bytes `receiver` (the MX of dest.test)
+        got that mention `subject`, or the refusal."""
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
             s.ehlo()
             s.mail(author)
-            s.rcpt("someone@dest.test")
+            s.rcpt(recipient)
             code, text = s.data(message(author, subject))
         if code != 250:
             return code, text.decode()
-        got = wait_until(lambda: [m for m in self.mx.received() if f"Subject: {subject}\r\n".encode() in m[2]],
+        got = wait_until(lambda: [m for m in (receiver or self.mx).received() if f"Subject: {subject}\r\n".encode() in m[2]],
                          what="delivery")
         return code, got[0][2]
 
     def signature(self, data):
-        fields = re.findall(rb"^DKIM-Signature:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", data, re.M)
+        header = data.split(b"\r\n\r\n", 1)[0]
+        fields = re.findall(rb"^DKIM-Signature:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", header, re.M)
         self.assertEqual(len(fields), 1, data)
         return re.sub(rb"\s+", b"", fields[0]).decode()
 
@@ -111,6 +122,14 @@ class DkimSignTest(unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertNotIn(b"DKIM-Signature", data)
         self.server.wait_for_log(r"not signed: no key for nokey\.test")
+
+    def test_the_servers_own_bounces_are_signed_for_its_domain(self):
+        code, data = self.relay("erin@sender.test", "bounced", recipient="bad-x@dest.test", receiver=self.mailbox)
+        self.assertEqual(code, 250)
+        self.assertIn(b"From: Mail Delivery System <MAILER-DAEMON@mx.sender.test>", data)
+        tags = dict(t.split("=", 1) for t in self.signature(data).split(";") if t)
+        self.assertEqual((tags["d"], tags["s"]), ("sender.test", "rsa2026"), "the parent of the server's name")
+        self.assertTrue(dkim.verify(data, dnsfunc=self.dns_txt), "dkimpy verifies the bounce")
 
     def test_an_unusable_key_is_a_temporary_failure_not_unsigned_mail(self):
         before = len(self.mx.received())

@@ -21,24 +21,15 @@ fn author_domain(from: &str) -> Option<String> {
     (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
 }
 
-/// `domain` and its parents down to two labels (`a.b.example.com`,
-/// `b.example.com`, `example.com`): a key of a parent domain still aligns
-/// with the author under DMARC's relaxed rule.
-fn candidates(domain: &str) -> Vec<String> {
-    let labels: Vec<&str> = domain.split('.').collect();
-    (0..labels.len().saturating_sub(1).max(1))
-        .map(|skip| labels[skip..].join("."))
-        .collect()
-}
-
-/// The domains to try, in order: the configured identity's (`From:` or the
-/// envelope sender's) and its parents, then `fallback_domain`.
+/// The domains to sign for, in order: the configured identity's (`From:` or
+/// the envelope sender's; the host also tries its parents), then
+/// `fallback_domain`.
 fn signing_domains(settings: &Settings) -> Vec<String> {
     let identity = match settings.get("identity").as_deref() {
         Some("envelope") => envelope::sender().map(|a| a.domain.to_ascii_lowercase()),
         _ => message::header("From").first().and_then(|from| author_domain(from)),
     };
-    let mut domains = identity.map(|d| candidates(&d)).unwrap_or_default();
+    let mut domains: Vec<String> = identity.into_iter().collect();
     if let Some(fallback) = settings.get("fallback_domain").filter(|d| !d.is_empty()) {
         domains.push(fallback.to_ascii_lowercase());
     }
@@ -55,9 +46,9 @@ impl Plugin for DkimSign {
         let domains = signing_domains(&settings);
         for domain in &domains {
             match dkim::sign(domain) {
-                Ok(selector) => {
-                    waraka_plugin::info!("signed for {domain} with selector {selector}");
-                    waraka_plugin::note_transaction("dkim_sign.domain", domain);
+                Ok(signer) => {
+                    waraka_plugin::info!("signed for {} with selector {}", signer.domain, signer.selector);
+                    waraka_plugin::note_transaction("dkim_sign.domain", &signer.domain);
                     return Verdict::Cont;
                 }
                 Err(Error::NotFound) | Err(Error::Invalid(_)) => continue,
@@ -80,7 +71,7 @@ waraka_plugin::export!(DkimSign);
 
 #[cfg(test)]
 mod tests {
-    use super::{author_domain, candidates};
+    use super::author_domain;
 
     #[test]
     fn the_author_domain_is_read_from_the_first_address() {
@@ -98,15 +89,5 @@ mod tests {
         for (from, expected) in cases {
             assert_eq!(author_domain(from).as_deref(), expected, "{from:?}");
         }
-    }
-
-    #[test]
-    fn parents_are_tried_down_to_two_labels() {
-        assert_eq!(
-            candidates("a.b.example.com"),
-            ["a.b.example.com", "b.example.com", "example.com"]
-        );
-        assert_eq!(candidates("example.com"), ["example.com"]);
-        assert_eq!(candidates("localhost"), ["localhost"]);
     }
 }

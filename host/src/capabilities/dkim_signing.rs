@@ -44,6 +44,8 @@ pub struct DkimKeys {
 /// A signature made for a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DkimSignature {
+    /// The signing domain (`d=`): the one asked for or a parent of it.
+    pub domain: String,
     /// The selector of the key used (`s=`).
     pub selector: String,
     /// The `DKIM-Signature` field's value, folded with `\r\n\t`.
@@ -116,15 +118,29 @@ impl DkimKeys {
         DkimKeys { dir }
     }
 
-    /// Signs `message` (header and body, as it will be queued) for `domain`.
-    /// `NotFound` when there is no key for the domain; `Invalid` for a name
-    /// that cannot be a domain.
+    /// Signs `message` (header and body, as it will be queued) with the key
+    /// of `domain` or, when it has none, of its nearest parent down to two
+    /// labels (`mail.example.com`, then `example.com`: still aligned with
+    /// the author under DMARC's relaxed rule). `NotFound` when none has a
+    /// key; `Invalid` for a name that cannot be a domain.
     pub fn sign(&self, domain: &str, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if !is_domain_name(&domain) {
             return Err(CapabilityError::Invalid(format!("{domain:?} is not a domain name")));
         }
-        let dir = self.dir.as_ref().ok_or(CapabilityError::NotFound)?.join(&domain);
+        let labels: Vec<&str> = domain.split('.').collect();
+        for skip in 0..labels.len().saturating_sub(1).max(1) {
+            match self.sign_as(&labels[skip..].join("."), message) {
+                Err(CapabilityError::NotFound) => continue,
+                done => return done,
+            }
+        }
+        Err(CapabilityError::NotFound)
+    }
+
+    /// Signs with the key of exactly `domain`, a checked domain name.
+    fn sign_as(&self, domain: &str, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
+        let dir = self.dir.as_ref().ok_or(CapabilityError::NotFound)?.join(domain);
         let read = |name: &str| match std::fs::read(dir.join(name)) {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CapabilityError::NotFound),
@@ -141,14 +157,14 @@ impl DkimKeys {
         let bad_key = |e: String| CapabilityError::Backend(format!("{}: {e}", dir.join("private").display()));
         let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_key(e.to_string()))?;
         let header = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
-            Ok(rsa) => sign_with(rsa, &domain, &selector, message)?,
+            Ok(rsa) => sign_with(rsa, domain, &selector, message)?,
             Err(rsa_error) => {
                 let ed25519 = match &der {
                     PrivateKeyDer::Pkcs8(pkcs8) => Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der()).ok(),
                     _ => None,
                 };
                 let key = ed25519.ok_or_else(|| bad_key(format!("neither RSA nor Ed25519 ({rsa_error})")))?;
-                sign_with(key, &domain, &selector, message)?
+                sign_with(key, domain, &selector, message)?
             }
         };
         let value = header
@@ -157,7 +173,11 @@ impl DkimKeys {
             .trim_start()
             .trim_end_matches("\r\n")
             .to_string();
-        Ok(DkimSignature { selector, value })
+        Ok(DkimSignature {
+            domain: domain.to_string(),
+            selector,
+            value,
+        })
     }
 }
 
@@ -179,6 +199,52 @@ mod tests {
     fn present_fields_are_signed_and_from_once_more() {
         let message = b"Subject: hi\r\nFROM: a@example.com\r\nX-Other: 1\r\n\tfolded: not a field\r\nTo: b@example.org\r\n\r\nCc: in the body\r\n";
         assert_eq!(fields_to_sign(message), ["From", "Subject", "To", "From"]);
+    }
+
+    /// An Ed25519 key made for this test only.
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINOymh15uvs5gSYyrKYaLodxuwjspQRJ6Yuy27eiowns\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn the_nearest_domain_with_a_key_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_dir = dir.path().join("example.com");
+        std::fs::create_dir(&key_dir).unwrap();
+        std::fs::write(key_dir.join("private"), TEST_KEY).unwrap();
+        std::fs::write(key_dir.join("selector"), "sel2026\n").unwrap();
+        let keys = DkimKeys::new(Some(dir.path().into()));
+        let message = b"From: a@mail.example.com\r\nSubject: s\r\n\r\nbody\r\n";
+        let signature = keys.sign("Mail.Example.com.", message).unwrap();
+        assert_eq!(
+            (signature.domain.as_str(), signature.selector.as_str()),
+            ("example.com", "sel2026")
+        );
+        let compact: String = signature.value.split_whitespace().collect();
+        for tag in [
+            "v=1;",
+            "a=ed25519-sha256;",
+            "d=example.com;",
+            "s=sel2026;",
+            "h=Subject:From:From;",
+        ] {
+            assert!(compact.contains(tag), "{tag} in {compact}");
+        }
+        assert!(
+            !signature.value.contains('\n') || signature.value.contains("\r\n\t"),
+            "folded for add-header"
+        );
+        assert!(matches!(
+            keys.sign("example.org", message),
+            Err(CapabilityError::NotFound)
+        ));
+        assert!(
+            matches!(keys.sign("com", message), Err(CapabilityError::NotFound)),
+            "no walk past the name"
+        );
+        std::fs::write(key_dir.join("private"), "not a key").unwrap();
+        assert!(matches!(
+            keys.sign("example.com", message),
+            Err(CapabilityError::Backend(_))
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Delivery status notifications (RFC 3464): the `multipart/report` sent
 //! back to the sender for recipients that could not be delivered.
 
+use crate::capabilities::{CapabilityError, DkimKeys};
 use crate::queue::Entry;
 use std::fs::File;
 use std::io::{self, Read};
@@ -62,6 +63,26 @@ fn rfc2822(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64)
         .unwrap_or_default()
         .to_rfc2822()
+}
+
+/// `message` with a DKIM signature on top, made with the key of
+/// `hostname`'s domain or a parent (the DSN's `From` is
+/// `MAILER-DAEMON@hostname`, so it aligns). Unsigned when there is no key,
+/// and when signing fails (logged): a bounce is never held back for want of
+/// a signature.
+pub fn signed(message: Vec<u8>, hostname: &str, keys: &DkimKeys) -> Vec<u8> {
+    match keys.sign(hostname, &message) {
+        Ok(signature) => {
+            let mut out = format!("DKIM-Signature: {}\r\n", signature.value).into_bytes();
+            out.extend_from_slice(&message);
+            out
+        }
+        Err(CapabilityError::NotFound | CapabilityError::Invalid(_)) => message,
+        Err(e) => {
+            tracing::warn!(hostname, error = %e, "bounce sent unsigned: DKIM signing failed");
+            message
+        }
+    }
 }
 
 /// The DSN for `failed` recipients of `entry`, as a message ready to queue

@@ -8,7 +8,7 @@
 use super::bounce::{self, Failure};
 use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
 use super::route::{Route, RouteSettings, Target, resolve, target};
-use crate::capabilities::Dns;
+use crate::capabilities::{DkimKeys, Dns};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
 use crate::session::{MessageReader, OutboundQueue};
@@ -41,6 +41,8 @@ pub struct NextHop {
 pub struct OutboundSettings {
     /// Our name: in bounces (`Reporting-MTA`, `From`).
     pub hostname: String,
+    /// The keys that sign bounces, for our name's domain (or a parent).
+    pub dkim: Arc<DkimKeys>,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -650,7 +652,12 @@ impl Outbound {
         }
         let store = &self.inner.store;
         let header = bounce::original_header(&store.message_path(entry))?;
-        let message = bounce::dsn(&self.inner.settings.hostname, entry, failed, &header);
+        let settings = &self.inner.settings;
+        let message = bounce::signed(
+            bounce::dsn(&settings.hostname, entry, failed, &header),
+            &settings.hostname,
+            &settings.dkim,
+        );
         let queued = store.enqueue(message.as_slice(), "", std::slice::from_ref(&entry.sender), &entry.id)?;
         info!(id = %entry.id, to = %entry.sender, bounce = %queued[0].id, "bounce queued");
         Ok(queued)

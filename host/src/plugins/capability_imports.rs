@@ -508,7 +508,7 @@ impl authentication::Host for StoreState {
 }
 
 impl dkim::Host for StoreState {
-    async fn sign(&mut self, domain: String) -> Result<String, Error> {
+    async fn sign(&mut self, domain: String) -> Result<dkim::Signer, Error> {
         if !self.granted("dkim") {
             return Err(Error::NotGranted);
         }
@@ -539,6 +539,9 @@ impl dkim::Host for StoreState {
         message
             .add_header("DKIM-Signature", &signature.value)
             .map_err(|e| Error::Backend(format!("the signature does not fit the header: {e}")))?;
-        Ok(signature.selector)
+        Ok(dkim::Signer {
+            domain: signature.domain,
+            selector: signature.selector,
+        })
     }
 }
