@@ -1,5 +1,6 @@
 //! The `waraka` command line.
 
+use crate::capabilities::dkim_signing::KeyAlgorithm;
 use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
 use crate::queue::QueueStore;
@@ -50,6 +51,20 @@ enum Command {
     },
     /// Print an Argon2id hash of a password (read from standard input) for auth/flat_file.
     PasswordHash,
+    /// Make a DKIM signing key for DOMAIN in the instance's dkim/ and print
+    /// the DNS record to publish.
+    DkimKey {
+        domain: String,
+        /// The key's selector (default: `w` and this year and month, e.g. w202612).
+        #[arg(long)]
+        selector: Option<String>,
+        /// An Ed25519 key (RFC 8463) instead of RSA-2048.
+        #[arg(long)]
+        ed25519: bool,
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+    },
     /// Inspect and create plugins.
     Plugin {
         #[command(subcommand)]
@@ -124,6 +139,12 @@ pub fn main() -> Result<()> {
         match cli.command {
             Command::Init { dir, plugins } => init(&dir, plugins),
             Command::PasswordHash => password_hash(),
+            Command::DkimKey {
+                domain,
+                selector,
+                ed25519,
+                config,
+            } => dkim_key(&Instance::load(&config)?, &domain, selector, ed25519),
             Command::Run { config, listen } => server::serve(instance(config.as_deref())?, listen).await,
             Command::Plugin {
                 command: PluginCommand::List { config },
@@ -148,6 +169,29 @@ pub fn main() -> Result<()> {
             }
         }
     })
+}
+
+fn dkim_key(instance: &Instance, domain: &str, selector: Option<String>, ed25519: bool) -> Result<()> {
+    let selector = selector.unwrap_or_else(|| chrono::Utc::now().format("w%Y%m").to_string());
+    let algorithm = if ed25519 {
+        KeyAlgorithm::Ed25519
+    } else {
+        KeyAlgorithm::Rsa2048
+    };
+    let record = instance.dkim_keys().create(domain, &selector, algorithm)?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    eprintln!(
+        "wrote {}; publish this record, then add dkim_sign to the chain:",
+        instance.root.join("dkim").join(&domain).display()
+    );
+    // A TXT string holds at most 255 bytes; zone files join adjacent strings.
+    let strings: Vec<String> = record
+        .as_bytes()
+        .chunks(255)
+        .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
+        .collect();
+    println!("{selector}._domainkey.{domain}. IN TXT ( {} )", strings.join(" "));
+    Ok(())
 }
 
 fn password_hash() -> Result<()> {

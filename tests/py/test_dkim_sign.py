@@ -8,11 +8,12 @@ import base64
 import re
 import smtplib
 import subprocess
+import time
 import unittest
 
 import dkim
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port
 from test_outbound import relay_setup, wait_until
 
 RECORDS = ["--local=/test/", "--mx-host=dest.test,mx.dest.test,10", "--host-record=mx.dest.test,127.0.0.2",
@@ -23,15 +24,21 @@ def refuse_bad(address, attempt):
     return "550 5.1.1 No such user here" if address.startswith("bad-") else "250 2.1.5 OK"
 
 
-def openssl_key(algorithm):
-    """A fresh private key (PEM, PKCS#8) and its DKIM `p=` value."""
-    options = ["-pkeyopt", "rsa_keygen_bits:2048"] if algorithm == "RSA" else []
-    private = subprocess.run(["openssl", "genpkey", "-algorithm", algorithm, *options],
-                             check=True, capture_output=True).stdout
+def openssl_rsa_key():
+    """A fresh RSA key as older tools (and Haraka's key script) write it,
+    PKCS#1 PEM, and its DKIM `p=` value (the SubjectPublicKeyInfo)."""
+    private = subprocess.run(["openssl", "genrsa", "-traditional", "2048"], check=True, capture_output=True).stdout
     public = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=private,
                             check=True, capture_output=True).stdout
-    # RSA: the whole SubjectPublicKeyInfo; Ed25519: the bare 32-byte key after its 12-byte prefix.
-    return private, base64.b64encode(public if algorithm == "RSA" else public[-32:]).decode()
+    return private, base64.b64encode(public).decode()
+
+
+def waraka_key(instance, domain, *options):
+    """`waraka dkim-key` for `domain`: the (name, TXT value) it says to publish."""
+    line = subprocess.run([BIN, "dkim-key", domain, "--config", str(instance), *options],
+                          check=True, capture_output=True, text=True).stdout
+    name = line.split()[0].rstrip(".")
+    return name, "".join(re.findall(r'"([^"]*)"', line))
 
 
 def message(author, subject):
@@ -47,19 +54,17 @@ class DkimSignTest(unittest.TestCase):
         cls.port = free_port("127.0.0.2", "127.0.0.3")
         cls.mx = SmtpReceiver("127.0.0.2", cls.port, refuse_bad, name="mx.dest.test")
         cls.mailbox = SmtpReceiver("127.0.0.3", cls.port, name="mx.sender.test")
-        rsa_private, rsa_public = openssl_key("RSA")
-        ed_private, ed_public = openssl_key("ED25519")
-        cls.records = {
-            "rsa2026._domainkey.sender.test": f"v=DKIM1; k=rsa; p={rsa_public}",
-            "ed._domainkey.ed.test": f"v=DKIM1; k=ed25519; p={ed_public}",
-        }
-        keys = {"sender.test": ("rsa2026", rsa_private), "ed.test": ("ed", ed_private),
+        rsa_private, rsa_public = openssl_rsa_key()
+        cls.records = {"rsa2026._domainkey.sender.test": f"v=DKIM1; k=rsa; p={rsa_public}"}
+        keys = {"sender.test": ("rsa2026", rsa_private),
                 "broken.test": ("sel", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")}
         relay = relay_setup(cls.dns.port, cls.port)
 
         def setup(server):
             relay(server)
             server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"', 'hostname = "mx.sender.test"'))
+            cls.records.update([waraka_key(server.dir, "cli.test"),
+                                waraka_key(server.dir, "ed.test", "--ed25519", "--selector", "ed")])
             for domain, (selector, private) in keys.items():
                 directory = server.dir / "dkim" / domain
                 directory.mkdir(parents=True)
@@ -111,11 +116,20 @@ class DkimSignTest(unittest.TestCase):
                          "and would notice a change")
         self.server.wait_for_log(r"signed for sender\.test with selector rsa2026")
 
-    def test_an_ed25519_key_signs_too(self):
-        code, data = self.relay("bob@ed.test", "ed25519 signed")
-        self.assertEqual(code, 250)
-        self.assertIn("a=ed25519-sha256", self.signature(data))
-        self.assertTrue(dkim.verify(data, dnsfunc=self.dns_txt))
+    def test_keys_made_by_waraka_dkim_key_sign_and_verify(self):
+        self.assertIn(f"w{time.strftime('%Y%m', time.gmtime())}._domainkey.cli.test", self.records, "the default selector")
+        private = self.server.dir / "dkim/cli.test/private"
+        self.assertEqual(private.stat().st_mode & 0o777, 0o600, "only the owner reads a key")
+        for author, algorithm in (("bob@cli.test", "a=rsa-sha256"), ("bob@ed.test", "a=ed25519-sha256")):
+            with self.subTest(algorithm):
+                code, data = self.relay(author, f"made key {algorithm}")
+                self.assertEqual(code, 250)
+                self.assertIn(algorithm, self.signature(data))
+                self.assertTrue(dkim.verify(data, dnsfunc=self.dns_txt))
+        again = subprocess.run([BIN, "dkim-key", "cli.test", "--config", str(self.server.dir)],
+                               capture_output=True, text=True)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("exists", again.stderr, "an existing key is never replaced")
 
     def test_a_domain_without_a_key_is_sent_unsigned(self):
         code, data = self.relay("carol@nokey.test", "not signed")

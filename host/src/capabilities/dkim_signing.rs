@@ -12,6 +12,27 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use std::path::PathBuf;
 
+/// The kind of key `waraka dkim-key` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    /// RSA, 2048 bits: what every verifier understands.
+    Rsa2048,
+    /// Ed25519 (RFC 8463): short, but not yet checked by every receiver.
+    Ed25519,
+}
+
+/// PEM text of `der` under `label`, in lines of 64 characters.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII"))
+        .collect();
+    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+}
+
 /// The header fields signed when present (every instance of each). `From`
 /// is also signed once more than it occurs, so that a second one cannot be
 /// added unnoticed (RFC 6376 §8.15); absent fields are not, so a forwarder
@@ -138,6 +159,65 @@ impl DkimKeys {
         Err(CapabilityError::NotFound)
     }
 
+    /// Makes a new key for `domain` under `selector`: writes `DOMAIN/private`
+    /// (PKCS#8 PEM, readable by the owner only) and `DOMAIN/selector`, and
+    /// returns the TXT record value to publish at
+    /// `SELECTOR._domainkey.DOMAIN`. Refuses to replace an existing key.
+    pub fn create(&self, domain: &str, selector: &str, algorithm: KeyAlgorithm) -> anyhow::Result<String> {
+        use anyhow::{Context, bail};
+        use base64::Engine;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if !is_domain_name(&domain) {
+            bail!("{domain:?} is not a domain name");
+        }
+        if selector.is_empty() || !selector.split('.').all(is_domain_name) {
+            bail!("{selector:?} is not a selector (lower-case letters, digits, '-', dots)");
+        }
+        let Some(root) = &self.dir else {
+            bail!("this instance has no dkim/ directory");
+        };
+        let dir = root.join(&domain);
+        if dir.join("private").exists() {
+            bail!(
+                "{} exists: move it away to make a new key",
+                dir.join("private").display()
+            );
+        }
+        let (private_der, public, k) = match algorithm {
+            KeyAlgorithm::Rsa2048 => {
+                use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).context("making the RSA key")?;
+                let private = key.to_pkcs8_der().context("encoding the RSA key")?.as_bytes().to_vec();
+                // SubjectPublicKeyInfo, the form every verifier reads.
+                let public = key
+                    .to_public_key()
+                    .to_public_key_der()
+                    .context("encoding the public key")?;
+                (private, public.as_bytes().to_vec(), "rsa")
+            }
+            KeyAlgorithm::Ed25519 => {
+                let private = Ed25519Key::generate_pkcs8().map_err(|e| anyhow::anyhow!("making the key: {e}"))?;
+                let key = Ed25519Key::from_pkcs8_der(&private).map_err(|e| anyhow::anyhow!("reading the key: {e}"))?;
+                (private, key.public_key(), "ed25519")
+            }
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("private");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(pem("PRIVATE KEY", &private_der).as_bytes())?;
+        file.sync_all()?;
+        std::fs::write(dir.join("selector"), format!("{selector}\n"))?;
+        let p = base64::engine::general_purpose::STANDARD.encode(public);
+        Ok(format!("v=DKIM1; k={k}; p={p}"))
+    }
+
     /// Signs with the key of exactly `domain`, a checked domain name.
     fn sign_as(&self, domain: &str, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
         let dir = self.dir.as_ref().ok_or(CapabilityError::NotFound)?.join(domain);
@@ -245,6 +325,25 @@ mod tests {
             keys.sign("example.com", message),
             Err(CapabilityError::Backend(_))
         ));
+    }
+
+    #[test]
+    fn a_created_key_signs_and_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DkimKeys::new(Some(dir.path().join("dkim")));
+        let record = keys.create("Example.com", "s1", KeyAlgorithm::Ed25519).unwrap();
+        assert!(record.starts_with("v=DKIM1; k=ed25519; p="), "{record}");
+        let private = dir.path().join("dkim/example.com/private");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+        let signature = keys.sign("example.com", b"From: a@example.com\r\n\r\nx\r\n").unwrap();
+        assert_eq!(signature.selector, "s1");
+        let again = keys.create("example.com", "s2", KeyAlgorithm::Ed25519).unwrap_err();
+        assert!(again.to_string().contains("exists"), "{again}");
+        assert!(
+            keys.create("example.org", "Bad Selector", KeyAlgorithm::Ed25519)
+                .is_err()
+        );
     }
 
     #[test]
