@@ -3,8 +3,8 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    BlobStore, Database, DirStore, DkimKeys, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase, PgSettings, RedisKv,
-    S3Store, SqliteDatabase,
+    Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase,
+    PgSettings, RedisKv, S3Store, SqliteDatabase,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, TlsMode};
 use crate::plugins::Backends;
@@ -214,9 +214,14 @@ impl Instance {
                         bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
                 }
-                None if ["dns", "forward", "authentication", "dkim"].contains(&grant.as_str()) => {}
+                None if grant == "antivirus" && self.config.antivirus.clamd.is_none() => {
+                    bail!(
+                        "plugin {name}: grant \"antivirus\" needs [antivirus] clamd = \"HOST:PORT\" or a socket path"
+                    );
+                }
+                None if ["dns", "forward", "authentication", "dkim", "antivirus"].contains(&grant.as_str()) => {}
                 _ => bail!(
-                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication, dkim)"
+                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication, dkim, antivirus)"
                 ),
             }
         }
@@ -294,6 +299,12 @@ impl Instance {
             sql,
             smtp_client: self.client_settings(),
             dkim: self.dkim_keys(),
+            antivirus: self
+                .config
+                .antivirus
+                .clamd
+                .as_deref()
+                .map(|address| Arc::new(Antivirus::new(Clamd::parse(address)))),
         })
     }
 

@@ -382,6 +382,22 @@ def dnsmasq(records):
     ])
 
 
+def clamd(signatures):
+    """A ClamAV daemon on TCP loopback whose only database is `signatures`
+    (lines of an `.ndb` file: `NAME:0:*:HEX`), so it needs no downloads."""
+
+    def args(port, tmp):
+        db = pathlib.Path(tmp) / "db"
+        db.mkdir()
+        (db / "test.ndb").write_text("".join(line + "\n" for line in signatures))
+        conf = pathlib.Path(tmp) / "clamd.conf"
+        conf.write_text(f"Foreground yes\nDatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
+                        f"LogFile {tmp}/clamd.log\nPidFile {tmp}/clamd.pid\n")
+        return [shutil.which("clamd") or "/usr/sbin/clamd", "-c", str(conf)]
+
+    return Service("clamd", args)
+
+
 def redis():
     """A throw-away redis-server with no persistence."""
     return Service("redis-server", lambda port, tmp: [

@@ -10,7 +10,7 @@
 
 use waraka_plugin::auth_results::method_result;
 use waraka_plugin::authentication::{self, ArcChain, Outcome, Policy};
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, session};
 
 const SETTINGS: &str = "dmarc.ini";
 
@@ -55,11 +55,7 @@ fn quarantine(settings: &Settings, domain: &str) -> Verdict {
     let header = settings
         .get("quarantine_header")
         .unwrap_or_else(|| "X-Quarantine".into());
-    message::remove_header(&header);
-    let value = format!("dmarc; domain={domain}");
-    if let Err(e) = message::add_header(&header, &value) {
-        waraka_plugin::warn!("could not add {header}: {e:?}");
-    }
+    waraka_plugin::replace_header(&header, &format!("dmarc; domain={domain}"));
     waraka_plugin::note_transaction("quarantine", "dmarc");
     Verdict::Cont
 }

@@ -27,7 +27,8 @@
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
 //! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`],
-//! [`files`], [`sql`], [`forward`], [`authentication`] and [`dkim`].
+//! [`files`], [`sql`], [`forward`], [`authentication`], [`dkim`] and
+//! [`antivirus`].
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -52,7 +53,8 @@ pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
 pub use bindings::waraka::plugin::{
-    authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, notes, session, sql,
+    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, notes,
+    session, sql,
 };
 pub use hook::Hook;
 
@@ -374,6 +376,15 @@ impl authentication::Policy {
             authentication::Policy::Quarantine => "quarantine",
             authentication::Policy::Reject => "reject",
         }
+    }
+}
+
+/// Replaces every header field `name` (such as a copy the client sent) with
+/// one field of `value` on top; a refused edit is logged.
+pub fn replace_header(name: &str, value: &str) {
+    message::remove_header(name);
+    if let Err(e) = message::add_header(name, value) {
+        warn!("could not add {name}: {e:?}");
     }
 }
 

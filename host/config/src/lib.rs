@@ -117,6 +117,9 @@ pub struct InstanceConfig {
     /// The resolver behind the `dns` grant.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// The virus scanner behind the `antivirus` grant.
+    #[serde(default)]
+    pub antivirus: AntivirusConfig,
     /// Named blob stores that `blobstore:NAME` grants give to plugins.
     #[serde(default)]
     pub blobstore: BTreeMap<String, BlobstoreConfig>,
@@ -302,6 +305,15 @@ pub enum KvConfig {
 
 fn default_max_keys() -> usize {
     100_000
+}
+
+/// `[antivirus]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntivirusConfig {
+    /// The ClamAV daemon: `HOST:PORT` (its `TCPSocket`) or the path of its
+    /// `LocalSocket`; no scanner when absent.
+    pub clamd: Option<String>,
 }
 
 /// `[dns]`.

@@ -2,6 +2,7 @@
 //! of SMTP or WebAssembly: the plugin runtime binds them to the WIT and
 //! checks grants.
 
+pub mod antivirus;
 pub mod authentication;
 pub mod blobstore;
 pub mod config_files;
@@ -14,6 +15,7 @@ pub mod kv;
 pub mod notes;
 pub mod sql;
 
+pub use antivirus::{Antivirus, Clamd, Scan};
 pub use authentication::{Authentication, authenticate};
 pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};

@@ -14,6 +14,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/forward": async,
         "waraka:plugin/authentication": async,
         "waraka:plugin/dkim": async,
+        "waraka:plugin/antivirus": async,
     },
     exports: { default: async },
 });

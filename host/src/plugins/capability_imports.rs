@@ -6,9 +6,10 @@
 
 use super::Backends;
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{authentication, blobstore, dkim, dns, files, forward, kv, sql};
+use super::bindings::waraka::plugin::{antivirus, authentication, blobstore, dkim, dns, files, forward, kv, sql};
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
+use crate::capabilities::Scan;
 use crate::capabilities::authentication::{ArcChain, DmarcPolicy, Outcome, Subject};
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
@@ -542,6 +543,31 @@ impl dkim::Host for StoreState {
         Ok(dkim::Signer {
             domain: signature.domain,
             selector: signature.selector,
+        })
+    }
+}
+
+impl antivirus::Host for StoreState {
+    async fn scan(&mut self) -> Result<antivirus::ScanResult, Error> {
+        if !self.granted("antivirus") {
+            return Err(Error::NotGranted);
+        }
+        let scanner = self.host.services.backends.antivirus.clone().ok_or(Error::NotGranted)?;
+        let no_message = || Error::Invalid("there is no message yet (scanning works from data-post on)".into());
+        let conn = self.host.conn.clone().ok_or_else(no_message)?;
+        let reader = {
+            let conn = conn.lock();
+            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
+            tx.message.as_ref().ok_or_else(no_message)?.reader()
+        };
+        let scan = bounded(self.deadline, async move {
+            let message = read_whole(reader).await?;
+            scanner.scan(&message).await.map_err(Error::from)
+        })
+        .await?;
+        Ok(match scan {
+            Scan::Clean => antivirus::ScanResult::Clean,
+            Scan::Infected(names) => antivirus::ScanResult::Infected(names),
         })
     }
 }

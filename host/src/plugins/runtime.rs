@@ -7,7 +7,7 @@ use super::loader::DirGrant;
 use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState};
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
-use crate::capabilities::{BlobStore, ConfigFiles, Database, DkimKeys, Dns, GroupSync, KvStore, NoteStore};
+use crate::capabilities::{Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, GroupSync, KvStore, NoteStore};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
@@ -73,6 +73,8 @@ pub struct Backends {
     pub smtp_client: ClientSettings,
     /// The DKIM signing keys (`dkim` grant).
     pub dkim: Arc<DkimKeys>,
+    /// The virus scanner (`antivirus` grant), when `[antivirus]` names one.
+    pub antivirus: Option<Arc<Antivirus>>,
 }
 
 /// Services shared by every plugin and connection.
