@@ -33,22 +33,9 @@ struct Rate {
 
 fn parse_rate(text: &str) -> Option<Rate> {
     let (max, period) = text.split_once('/')?;
-    let period = period.trim();
-    let split = period.find(|c: char| !c.is_ascii_digit()).unwrap_or(period.len());
-    let (number, unit) = period.split_at(split);
-    let number: u64 = if number.is_empty() { 1 } else { number.parse().ok()? };
-    let seconds = match unit.trim() {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
+    let period = waraka_plugin::parse_duration(period)?;
     let max: i64 = max.trim().parse().ok()?;
-    (max > 0 && number > 0).then(|| Rate {
-        max,
-        period: Duration::from_secs(number * seconds),
-    })
+    (max > 0 && !period.is_zero()).then_some(Rate { max, period })
 }
 
 /// `config/limit.ini`, read once per hook.

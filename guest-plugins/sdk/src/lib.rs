@@ -295,6 +295,12 @@ impl Settings {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 
+    /// A duration setting (see [`parse_duration`]); `default` when missing or
+    /// not a duration.
+    pub fn duration(&self, key: &str, default: std::time::Duration) -> std::time::Duration {
+        self.get(key).as_deref().and_then(parse_duration).unwrap_or(default)
+    }
+
     /// A comma-separated setting as its trimmed, non-empty items; empty when missing.
     pub fn list(&self, key: &str) -> Vec<String> {
         split_list(&self.get(key).unwrap_or_default())
@@ -309,6 +315,24 @@ impl Settings {
             _ => default,
         }
     }
+}
+
+/// A duration as Haraka's settings write it: a number and a unit `s`, `m`,
+/// `h` or `d` (`90s`, `5m`, `36d`); a bare number is seconds, a bare unit
+/// is one of it (`h` = one hour). `None` for anything else.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = if number.is_empty() { 1 } else { number.parse().ok()? };
+    let seconds = match unit.trim() {
+        "s" | "" if !text.is_empty() => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(number.checked_mul(seconds)?))
 }
 
 /// The trimmed, non-empty items of a comma-separated list (`a, b,,c`).
@@ -482,7 +506,26 @@ macro_rules! export {
 
 #[cfg(test)]
 mod tests {
-    use super::ip_in_range;
+    use super::{ip_in_range, parse_duration};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_like_haraka() {
+        let cases = [
+            ("90", Some(90)),
+            ("90s", Some(90)),
+            (" 5m ", Some(300)),
+            ("h", Some(3600)),
+            ("36d", Some(36 * 86_400)),
+            ("", None),
+            ("5w", None),
+            ("m5", None),
+            ("99999999999999999999d", None),
+        ];
+        for (text, seconds) in cases {
+            assert_eq!(parse_duration(text), seconds.map(Duration::from_secs), "{text:?}");
+        }
+    }
 
     #[test]
     fn ranges_match_v4_and_v6() {

@@ -1,0 +1,139 @@
+//! `greylist`: temporary refusal of a first delivery attempt, as Haraka's
+//! `greylist` plugin and Postgrey. A recipient is refused with `450 4.7.1`
+//! the first time a (client network, sender, recipient) triplet is seen;
+//! a retry after `black_timeout` and within `grey_timeout` passes and
+//! whitelists the triplet for `white_timeout`. Real mail servers retry;
+//! much spamware does not. The triplets live in the key/value store `store`
+//! (grant `kv:NAME`), so servers sharing a Redis store share them.
+//! Settings: `config/greylist.ini`.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use waraka_plugin::{Address, Hook, Plugin, Settings, Verdict, envelope, ip_in_range, is_private_ip, kv, session};
+
+const SETTINGS: &str = "greylist.ini";
+/// The value of a triplet that has passed.
+const WHITE: &[u8] = b"white";
+
+struct Greylist;
+
+/// The client's network as greylisting sees it: `/24` for IPv4 and `/64` for
+/// IPv6 by default, since large senders retry from another address nearby.
+fn network(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(v4_prefix.min(32))).unwrap_or(0);
+            format!("{}/{}", std::net::Ipv4Addr::from(bits), v4_prefix.min(32))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(v6_prefix.min(128))).unwrap_or(0);
+            format!("{}/{}", std::net::Ipv6Addr::from(bits), v6_prefix.min(128))
+        }
+    }
+}
+
+/// What a triplet's stored value means now.
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Never seen (or expired): record it and refuse.
+    New,
+    /// Seen first at this time (seconds since the epoch).
+    Waiting(u64),
+    /// Passed before.
+    White,
+}
+
+fn state(value: Option<&[u8]>) -> State {
+    match value {
+        None => State::New,
+        Some(WHITE) => State::White,
+        Some(first) => std::str::from_utf8(first)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .map_or(State::New, State::Waiting),
+    }
+}
+
+fn millis(d: Duration) -> Option<u64> {
+    Some(d.as_millis() as u64)
+}
+
+impl Plugin for Greylist {
+    const NAME: &'static str = "greylist";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::RcptOk];
+
+    fn rcpt_ok(recipient: Address) -> Verdict {
+        let settings = Settings::load(SETTINGS);
+        if session::relaying() {
+            return Verdict::Cont;
+        }
+        let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
+            return Verdict::Cont;
+        };
+        if (is_private_ip(ip) && !settings.bool("check_private", false))
+            || settings.list("ip_whitelist").iter().any(|range| ip_in_range(ip, range))
+        {
+            return Verdict::Cont;
+        }
+        let prefix = |key: &str, default: u8| settings.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let sender = envelope::sender().map_or(String::new(), |s| s.to_addr_spec().to_ascii_lowercase());
+        let key = format!(
+            "greylist:{}:<{sender}>:<{}>",
+            network(ip, prefix("ipv4_prefix", 24), prefix("ipv6_prefix", 64)),
+            recipient.to_addr_spec().to_ascii_lowercase()
+        );
+        let store = settings.get("store").unwrap_or_else(|| "default".into());
+        let black = settings.duration("black_timeout", Duration::from_secs(5 * 60));
+        let grey = settings.duration("grey_timeout", Duration::from_secs(24 * 3600));
+        let white = settings.duration("white_timeout", Duration::from_secs(36 * 86_400));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let greylisted = || Verdict::denysoft_code(450, "4.7.1", "Greylisted, please try again later");
+        let result = kv::get(&store, &key).and_then(|value| match state(value.as_deref()) {
+            State::White => kv::set(&store, &key, WHITE, millis(white)).map(|_| Verdict::Cont),
+            State::Waiting(first) if now >= first + black.as_secs() => {
+                waraka_plugin::info!("{key} retried after {} s: passes", now - first);
+                kv::set(&store, &key, WHITE, millis(white)).map(|_| Verdict::Cont)
+            }
+            State::Waiting(first) => {
+                waraka_plugin::info!("{key} retried too soon ({} s)", now.saturating_sub(first));
+                Ok(greylisted())
+            }
+            State::New => {
+                waraka_plugin::info!("{key} seen first: greylisted");
+                kv::set(&store, &key, now.to_string().as_bytes(), millis(grey)).map(|_| greylisted())
+            }
+        });
+        result.unwrap_or_else(|e| {
+            waraka_plugin::warn!("store {store} failed: {e:?}; not greylisting");
+            Verdict::Cont
+        })
+    }
+}
+
+waraka_plugin::export!(Greylist);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_grouped_by_network() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert_eq!(network(ip("192.0.2.77"), 24, 64), "192.0.2.0/24");
+        assert_eq!(network(ip("192.0.2.77"), 32, 64), "192.0.2.77/32");
+        assert_eq!(network(ip("192.0.2.77"), 0, 64), "0.0.0.0/0");
+        assert_eq!(network(ip("2001:db8:1:2:3:4:5:6"), 24, 64), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn stored_values_read_as_states() {
+        assert_eq!(state(None), State::New);
+        assert_eq!(state(Some(b"white")), State::White);
+        assert_eq!(state(Some(b"1796371200")), State::Waiting(1_796_371_200));
+        assert_eq!(state(Some(b"junk")), State::New);
+    }
+}
