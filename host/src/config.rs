@@ -4,7 +4,7 @@
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase,
-    PgSettings, RedisKv, S3Store, SqliteDatabase,
+    PgSettings, RedisKv, Rspamd, S3Store, SqliteDatabase,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, TlsMode};
 use crate::plugins::Backends;
@@ -48,6 +48,10 @@ pub struct Instance {
     /// Whether this is the default instance built into the binary.
     pub embedded: bool,
 }
+
+/// Every grant a plugin may be given, for error messages.
+const KNOWN_GRANTS: &str =
+    "dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication, dkim, antivirus, spamfilter";
 
 fn machine_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -214,15 +218,12 @@ impl Instance {
                         bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
                 }
-                None if grant == "antivirus" && self.config.antivirus.clamd.is_none() => {
-                    bail!(
-                        "plugin {name}: grant \"antivirus\" needs [antivirus] clamd = \"HOST:PORT\" or a socket path"
-                    );
-                }
-                None if ["dns", "forward", "authentication", "dkim", "antivirus"].contains(&grant.as_str()) => {}
-                _ => bail!(
-                    "plugin {name}: unknown grant {grant:?} (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication, dkim, antivirus)"
-                ),
+                None => match self.unnamed_grant(grant) {
+                    Some(Ok(())) => {}
+                    Some(Err(needs)) => bail!("plugin {name}: grant {grant:?} needs {needs}"),
+                    None => bail!("plugin {name}: unknown grant {grant:?} (known: {KNOWN_GRANTS})"),
+                },
+                _ => bail!("plugin {name}: unknown grant {grant:?} (known: {KNOWN_GRANTS})"),
             }
         }
         Ok(PluginSpec {
@@ -232,6 +233,24 @@ impl Instance {
             dirs,
             grants,
         })
+    }
+
+    /// A grant without a backend name: `Ok` when it can be used, `Err` with
+    /// the section it needs when that is missing, `None` when unknown.
+    fn unnamed_grant(&self, grant: &str) -> Option<Result<(), &'static str>> {
+        let needs = |configured: bool, section: &'static str| if configured { Ok(()) } else { Err(section) };
+        match grant {
+            "dns" | "forward" | "authentication" | "dkim" => Some(Ok(())),
+            "antivirus" => Some(needs(
+                self.config.antivirus.clamd.is_some(),
+                "[antivirus] clamd = \"HOST:PORT\" or a socket path",
+            )),
+            "spamfilter" => Some(needs(
+                self.config.spamfilter.rspamd.is_some(),
+                "[spamfilter] rspamd = \"HOST:PORT\"",
+            )),
+            _ => None,
+        }
     }
 
     /// Whether `[KIND.NAME]` is configured (for `KIND:NAME` grants).
@@ -305,6 +324,12 @@ impl Instance {
                 .clamd
                 .as_deref()
                 .map(|address| Arc::new(Antivirus::new(Clamd::parse(address)))),
+            spamfilter: self
+                .config
+                .spamfilter
+                .rspamd
+                .clone()
+                .map(|address| Arc::new(Rspamd::new(address))),
         })
     }
 

@@ -6,8 +6,10 @@ the ports come from the log. Every log line is kept for assertions.
 """
 
 import contextlib
+import grp
 import os
 import pathlib
+import pwd
 import re
 import shutil
 import smtplib
@@ -109,6 +111,17 @@ class Waraka:
 
     def maildir(self):
         return sorted(p for p in (self.dir / "maildir").rglob("*") if p.is_file())
+
+    def deliver(self, raw, sender="a@sender.test", recipient="rcpt@example.com"):
+        """Sends `raw` in one transaction: the DATA reply's code and text, and
+        the bytes of the maildir files it added."""
+        before = set(self.maildir())
+        with smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.example", timeout=30) as s:
+            s.ehlo()
+            s.mail(sender)
+            s.rcpt(recipient)
+            code, text = s.data(raw)
+        return code, text.decode(), [p.read_bytes() for p in self.maildir() if p not in before]
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -358,12 +371,12 @@ def wait_for_port(port, proc, what, timeout=15):
 class Service:
     """A helper server (DNS, Redis, ...) run in the foreground on a free port."""
 
-    def __init__(self, what, args_for_port):
+    def __init__(self, what, args_for_port, timeout=15):
         self.tmp = tempfile.TemporaryDirectory()
         self.port = free_port()
         self.proc = subprocess.Popen(args_for_port(self.port, self.tmp.name), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc, what)
+        wait_for_port(self.port, self.proc, what, timeout)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -396,6 +409,28 @@ def clamd(signatures):
         return [shutil.which("clamd") or "/usr/sbin/clamd", "-c", str(conf)]
 
     return Service("clamd", args)
+
+
+def rspamd():
+    """rspamd with the Debian package's rules, its normal worker alone on a
+    free port, its state in a temporary directory, DNS pointed at a closed
+    port (lookups fail at once) and the GTUBE test patterns on: `XJS*…` is
+    rejected, `YJS*…` gets "add header", `ZJS*…` "rewrite subject", `AJS*…`
+    "no action". Its first start compiles its regular expressions (~10 s)."""
+
+    def args(port, tmp):
+        conf = pathlib.Path(tmp) / "rspamd.conf"
+        conf.write_text(
+            '.include "$CONFDIR/common.conf"\n'
+            'options { pidfile = "$RUNDIR/rspamd.pid"; .include "$CONFDIR/options.inc"\n'
+            f'  enable_test_patterns = true; dns {{ nameserver = ["127.0.0.1:{free_port()}"]; timeout = 0.2s; retransmits = 1; }} }}\n'
+            'logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }\n'
+            f'worker "normal" {{ bind_socket = "127.0.0.1:{port}"; .include "$CONFDIR/worker-normal.inc" count = 1; }}\n')
+        user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+        return ["rspamd", "-f", "-i", "-u", user, "-g", group, "-c", str(conf),
+                *(f"--var={var}={tmp}" for var in ("LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"))]
+
+    return Service("rspamd", args, timeout=90)
 
 
 def redis():

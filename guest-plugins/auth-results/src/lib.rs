@@ -7,7 +7,7 @@
 
 use waraka_plugin::auth_results::authserv_id;
 use waraka_plugin::authentication::{self, ArcChain, Outcome, Results};
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, message};
 
 const SETTINGS: &str = "auth-results.ini";
 
@@ -75,7 +75,7 @@ impl Plugin for AuthResults {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        if session::relaying() && settings.bool("skip_relaying", true) {
+        if settings.skips_relaying(true) {
             return Verdict::Cont;
         }
         let Some(results) = waraka_plugin::verified_sender() else {

@@ -4,7 +4,7 @@
 //! what a finding or a failure means. Settings: `config/clamd.ini`.
 
 use waraka_plugin::antivirus::{self, ScanResult};
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict};
 
 const SETTINGS: &str = "clamd.ini";
 
@@ -17,16 +17,10 @@ impl Plugin for Clamd {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        if session::relaying() && settings.bool("skip_relaying", false) {
+        if settings.skips_relaying(false) {
             return Verdict::Cont;
         }
-        let size = message::size();
-        let max_size = settings
-            .get("max_size")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(26_214_400);
-        if size > max_size {
-            waraka_plugin::info!("not scanned: {size} bytes is over max_size {max_size}");
+        if settings.too_large_to_scan(26_214_400) {
             waraka_plugin::note_transaction("clamd.result", "skipped");
             return Verdict::Cont;
         }

@@ -10,7 +10,7 @@
 
 use waraka_plugin::auth_results::method_result;
 use waraka_plugin::authentication::{self, ArcChain, Outcome, Policy};
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict};
 
 const SETTINGS: &str = "dmarc.ini";
 
@@ -67,7 +67,7 @@ impl Plugin for Dmarc {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        if session::relaying() && settings.bool("skip_relaying", true) {
+        if settings.skips_relaying(true) {
             return Verdict::Cont;
         }
         let tempfail = || Verdict::denysoft_code(451, "4.4.3", "Unable to verify the sender's DMARC policy, try later");

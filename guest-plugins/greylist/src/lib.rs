@@ -76,11 +76,14 @@ impl Plugin for Greylist {
         {
             return Verdict::Cont;
         }
-        let prefix = |key: &str, default: u8| settings.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
         let sender = envelope::sender().map_or(String::new(), |s| s.to_addr_spec().to_ascii_lowercase());
         let key = format!(
             "greylist:{}:<{sender}>:<{}>",
-            network(ip, prefix("ipv4_prefix", 24), prefix("ipv6_prefix", 64)),
+            network(
+                ip,
+                settings.number("ipv4_prefix", 24),
+                settings.number("ipv6_prefix", 64)
+            ),
             recipient.to_addr_spec().to_ascii_lowercase()
         );
         let store = settings.get("store").unwrap_or_else(|| "default".into());

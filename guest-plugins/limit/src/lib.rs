@@ -51,11 +51,6 @@ impl Config {
         Config { settings, store }
     }
 
-    /// A count setting; 0 (no limit) when missing.
-    fn number(&self, key: &str) -> i64 {
-        self.settings.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
-    }
-
     fn rate(&self, key: &str) -> Option<Rate> {
         self.settings.get(key).and_then(|r| parse_rate(&r))
     }
@@ -94,7 +89,7 @@ fn connect_limits(config: &Config) -> Verdict {
             Err(e) => return config.store_failed("connection rate", e),
         }
     }
-    let max = config.number("concurrency");
+    let max = config.settings.number("concurrency", 0i64);
     if max > 0 {
         let key = format!("conc:{ip}");
         match kv::incr(&config.store, &key, 1, Some(CONCURRENCY_TTL.as_millis() as u64)) {
@@ -122,7 +117,7 @@ impl Plugin for Limit {
     }
 
     fn unrecognized_command(verb: String, _args: String) -> Verdict {
-        let max = Config::load().number("max_unrecognized");
+        let max = Config::load().settings.number("max_unrecognized", 0i64);
         if max <= 0 {
             return Verdict::Cont;
         }

@@ -27,8 +27,8 @@
 //! Host imports are re-exported as modules: [`log`], [`notes`], [`config`],
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
 //! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`],
-//! [`files`], [`sql`], [`forward`], [`authentication`], [`dkim`] and
-//! [`antivirus`].
+//! [`files`], [`sql`], [`forward`], [`authentication`], [`dkim`],
+//! [`antivirus`] and [`spamfilter`].
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -54,7 +54,7 @@ pub use bindings::waraka::plugin::types::{
 };
 pub use bindings::waraka::plugin::{
     antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, notes,
-    session, sql,
+    session, spamfilter, sql,
 };
 pub use hook::Hook;
 
@@ -293,6 +293,27 @@ impl Settings {
     /// The value of `key` (the first one), `None` when missing.
     pub fn get(&self, key: &str) -> Option<String> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    /// A number setting; `default` when missing or not a number.
+    pub fn number<T: core::str::FromStr>(&self, key: &str, default: T) -> T {
+        self.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    /// Whether the session is relaying (AUTH or relay ACL) and the
+    /// `skip_relaying` setting (`default` when missing) leaves such mail alone.
+    pub fn skips_relaying(&self, default: bool) -> bool {
+        session::relaying() && self.bool("skip_relaying", default)
+    }
+
+    /// Whether the message is larger than the `max_size` setting (`default`
+    /// bytes when missing), logged as left unscanned.
+    pub fn too_large_to_scan(&self, default: u64) -> bool {
+        let (size, max_size) = (message::size(), self.number("max_size", default));
+        if size > max_size {
+            info!("not scanned: {size} bytes is over max_size {max_size}");
+        }
+        size > max_size
     }
 
     /// A duration setting (see [`parse_duration`]); `default` when missing or

@@ -120,6 +120,9 @@ pub struct InstanceConfig {
     /// The virus scanner behind the `antivirus` grant.
     #[serde(default)]
     pub antivirus: AntivirusConfig,
+    /// The spam scanner behind the `spamfilter` grant.
+    #[serde(default)]
+    pub spamfilter: SpamfilterConfig,
     /// Named blob stores that `blobstore:NAME` grants give to plugins.
     #[serde(default)]
     pub blobstore: BTreeMap<String, BlobstoreConfig>,
@@ -314,6 +317,15 @@ pub struct AntivirusConfig {
     /// The ClamAV daemon: `HOST:PORT` (its `TCPSocket`) or the path of its
     /// `LocalSocket`; no scanner when absent.
     pub clamd: Option<String>,
+}
+
+/// `[spamfilter]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpamfilterConfig {
+    /// rspamd's normal worker, `HOST:PORT` (its `bind_socket`, usually
+    /// `127.0.0.1:11333`); no scanner when absent.
+    pub rspamd: Option<String>,
 }
 
 /// `[dns]`.

@@ -13,6 +13,7 @@ pub mod files;
 pub mod group_sync;
 pub mod kv;
 pub mod notes;
+pub mod spamfilter;
 pub mod sql;
 
 pub use antivirus::{Antivirus, Clamd, Scan};
@@ -26,4 +27,5 @@ pub use files::{Delivered, DeliveryDir, RelativePath};
 pub use group_sync::GroupSync;
 pub use kv::{KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};
+pub use spamfilter::{Rspamd, SpamReport};
 pub use sql::{Database, PgDatabase, PgSettings, SqlRows, SqlValue, SqliteDatabase};

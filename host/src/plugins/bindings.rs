@@ -15,6 +15,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/authentication": async,
         "waraka:plugin/dkim": async,
         "waraka:plugin/antivirus": async,
+        "waraka:plugin/spamfilter": async,
     },
     exports: { default: async },
 });

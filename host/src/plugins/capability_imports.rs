@@ -6,11 +6,14 @@
 
 use super::Backends;
 use super::bindings::types::Error;
-use super::bindings::waraka::plugin::{antivirus, authentication, blobstore, dkim, dns, files, forward, kv, sql};
+use super::bindings::waraka::plugin::{
+    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, spamfilter, sql,
+};
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
 use crate::capabilities::Scan;
 use crate::capabilities::authentication::{ArcChain, DmarcPolicy, Outcome, Subject};
+use crate::capabilities::spamfilter::Envelope;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
     SqlValue, authenticate,
@@ -568,6 +571,50 @@ impl antivirus::Host for StoreState {
         Ok(match scan {
             Scan::Clean => antivirus::ScanResult::Clean,
             Scan::Infected(names) => antivirus::ScanResult::Infected(names),
+        })
+    }
+}
+
+impl spamfilter::Host for StoreState {
+    async fn check(&mut self) -> Result<spamfilter::SpamReport, Error> {
+        if !self.granted("spamfilter") {
+            return Err(Error::NotGranted);
+        }
+        let scanner = self
+            .host
+            .services
+            .backends
+            .spamfilter
+            .clone()
+            .ok_or(Error::NotGranted)?;
+        let no_message = || Error::Invalid("there is no message yet (scanning works from data-post on)".into());
+        let conn = self.host.conn.clone().ok_or_else(no_message)?;
+        let (reader, envelope) = {
+            let conn = conn.lock();
+            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
+            let envelope = Envelope {
+                client_ip: conn.peer.ip().to_string(),
+                helo: conn.helo.clone().unwrap_or_default(),
+                sender: tx.sender.addr_spec(),
+                recipients: tx.recipients.iter().map(|r| r.addr_spec()).collect(),
+                user: conn.auth_user.clone(),
+                queue_id: tx.id.clone(),
+                hostname: conn.hostname.clone(),
+            };
+            (tx.message.as_ref().ok_or_else(no_message)?.reader(), envelope)
+        };
+        let report = bounded(self.deadline, async move {
+            let message = read_whole(reader).await?;
+            scanner.check(message, &envelope).await.map_err(Error::from)
+        })
+        .await?;
+        Ok(spamfilter::SpamReport {
+            action: report.action,
+            score: report.score,
+            required_score: report.required_score,
+            symbols: report.symbols,
+            smtp_message: report.smtp_message,
+            subject: report.subject,
         })
     }
 }

@@ -7,7 +7,9 @@ use super::loader::DirGrant;
 use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState};
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
-use crate::capabilities::{Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, GroupSync, KvStore, NoteStore};
+use crate::capabilities::{
+    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, GroupSync, KvStore, NoteStore, Rspamd,
+};
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
@@ -75,6 +77,8 @@ pub struct Backends {
     pub dkim: Arc<DkimKeys>,
     /// The virus scanner (`antivirus` grant), when `[antivirus]` names one.
     pub antivirus: Option<Arc<Antivirus>>,
+    /// The spam scanner (`spamfilter` grant), when `[spamfilter]` names one.
+    pub spamfilter: Option<Arc<Rspamd>>,
 }
 
 /// Services shared by every plugin and connection.
