@@ -19,6 +19,14 @@ pub enum Command {
     Rcpt(Address),
     /// `DATA`.
     Data,
+    /// `BDAT size [LAST]` (RFC 3030 CHUNKING): `size` octets of message
+    /// follow the command line, as they are.
+    Bdat {
+        /// How many octets the chunk has.
+        size: u64,
+        /// Whether this chunk ends the message.
+        last: bool,
+    },
     /// `RSET`.
     Rset,
     /// `NOOP` (any argument ignored).
@@ -46,7 +54,10 @@ impl Command {
     /// Whether RFC 2920 lets this command be followed by others in one group
     /// without waiting for its reply.
     pub fn may_be_pipelined(&self) -> bool {
-        matches!(self, Command::Mail(_) | Command::Rcpt(_) | Command::Rset)
+        matches!(
+            self,
+            Command::Mail(_) | Command::Rcpt(_) | Command::Rset | Command::Bdat { .. }
+        )
     }
 }
 
@@ -103,6 +114,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
                 .map_err(|e| address_error(e, "5.1.3", "recipient"))
         }
         "DATA" => no_args(Command::Data, "DATA"),
+        "BDAT" => parse_bdat(args),
         "RSET" => no_args(Command::Rset, "RSET"),
         "QUIT" => no_args(Command::Quit, "QUIT"),
         "STARTTLS" => no_args(Command::StartTls, "STARTTLS"),
@@ -115,6 +127,24 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
             verb: upper,
             args: args.into(),
         }),
+    }
+}
+
+/// `size [LAST]`: the size is 1 to 19 digits, so it always fits a `u64`.
+fn parse_bdat(args: &str) -> Result<Command, CommandError> {
+    let mut words = args.split_ascii_whitespace();
+    let size = words
+        .next()
+        .filter(|s| (1..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok());
+    let last = match words.next() {
+        None => Some(false),
+        Some(word) if word.eq_ignore_ascii_case("LAST") => Some(true),
+        Some(_) => None,
+    };
+    match (size, last, words.next()) {
+        (Some(size), Some(last), None) => Ok(Command::Bdat { size, last }),
+        _ => Err(error(codes::syntax("BDAT size [LAST]"))),
     }
 }
 
@@ -158,6 +188,17 @@ mod tests {
             Command::Rcpt(_)
         ));
         assert_eq!(parse_command(b"DATA").unwrap(), Command::Data);
+        assert_eq!(
+            parse_command(b"BDAT 1024").unwrap(),
+            Command::Bdat {
+                size: 1024,
+                last: false
+            }
+        );
+        assert_eq!(
+            parse_command(b"bdat 0 last").unwrap(),
+            Command::Bdat { size: 0, last: true }
+        );
         assert_eq!(parse_command(b"NOOP anything").unwrap(), Command::Noop);
         assert_eq!(
             parse_command(b"XCLIENT NAME=x").unwrap(),
@@ -178,5 +219,15 @@ mod tests {
         assert_eq!(code("MAIL FROM:<a@b.c> SIZE="), 555);
         assert_eq!(code("NOOP\0"), 500);
         assert_eq!(code("VRFY"), 501);
+        for bad in [
+            "BDAT",
+            "BDAT x",
+            "BDAT -1",
+            "BDAT 10 FIRST",
+            "BDAT 10 LAST more",
+            "BDAT 99999999999999999999",
+        ] {
+            assert_eq!(code(bad), 501, "{bad}");
+        }
     }
 }

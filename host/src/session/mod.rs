@@ -57,9 +57,35 @@ enum State {
     Command,
     Auth(Sasl),
     Data(Box<DataInProgress>),
+    /// A BDAT chunk's octets are arriving.
+    Chunk(ChunkInProgress),
     /// The greeting was a 554: every command but QUIT gets this reply.
     Refused(Reply),
     Closed,
+}
+
+/// The BDAT chunk being read.
+struct ChunkInProgress {
+    /// Octets still to come.
+    remaining: u64,
+    /// Octets the chunk announced.
+    size: u64,
+    /// Whether it ends the message.
+    last: bool,
+    /// Whether its octets go into the message; false when the BDAT command
+    /// was already answered with a refusal and the chunk is only skipped.
+    keep: bool,
+}
+
+/// A message arriving in BDAT chunks, between and during them.
+struct ChunkedMessage {
+    writer: SpoolWriter,
+    oversize: bool,
+    io_error: bool,
+    /// When the first chunk began, for the minimum data rate.
+    started: Instant,
+    /// Octets received in chunks since.
+    received: u64,
 }
 
 struct DataInProgress {
@@ -106,6 +132,8 @@ pub struct Session<P: Policy> {
     /// line carries the transaction id.
     tx_span: Span,
     outbound: Option<Arc<dyn OutboundQueue>>,
+    /// The message of the open transaction while it arrives in BDAT chunks.
+    chunked: Option<Box<ChunkedMessage>>,
 }
 
 impl<P: Policy> Session<P> {
@@ -128,6 +156,7 @@ impl<P: Policy> Session<P> {
             tx_span: Span::none(),
             auth_failures: 0,
             outbound: None,
+            chunked: None,
         }
     }
 
@@ -213,15 +242,18 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// When DATA in progress falls below the minimum data rate: the first
-    /// [`DATA_RATE_GRACE`] is free, then every byte buys `1 / min_data_rate`
-    /// seconds. `None` outside DATA or without a minimum.
+    /// When DATA (or a BDAT chunk) in progress falls below the minimum data
+    /// rate: the first [`DATA_RATE_GRACE`] is free, then every byte buys
+    /// `1 / min_data_rate` seconds. `None` outside DATA and chunks or without
+    /// a minimum.
     fn data_rate_deadline(&self) -> Option<Instant> {
-        let State::Data(data) = &self.state else {
-            return None;
+        let (started, received) = match (&self.state, &self.chunked) {
+            (State::Data(data), _) => (data.started, data.received),
+            (State::Chunk(_), Some(message)) => (message.started, message.received),
+            _ => return None,
         };
         let rate = self.settings.min_data_rate;
-        (rate > 0).then(|| data.started + DATA_RATE_GRACE + Duration::from_secs_f64(data.received as f64 / rate as f64))
+        (rate > 0).then(|| started + DATA_RATE_GRACE + Duration::from_secs_f64(received as f64 / rate as f64))
     }
 
     /// When the client must have sent more: `idle_timeout` from `now`; sooner
@@ -230,7 +262,7 @@ impl<P: Policy> Session<P> {
     pub fn read_deadline(&self, now: Instant) -> Instant {
         let idle = now + self.settings.idle_timeout;
         let sooner = match self.state {
-            State::Data(_) => self.data_rate_deadline(),
+            State::Data(_) | State::Chunk(_) => self.data_rate_deadline(),
             _ => self.line_started.map(|started| started + self.settings.idle_timeout),
         };
         sooner.map_or(idle, |s| s.min(idle))
@@ -276,6 +308,14 @@ impl<P: Policy> Session<P> {
                     let (consumed, ended) = self.feed_data(&bytes[i..]);
                     i += consumed;
                     if ended && self.finish_data().await == Flow::Close {
+                        return Flow::Close;
+                    }
+                }
+                State::Chunk(_) => {
+                    i += self.feed_chunk(&bytes[i..]);
+                    if matches!(self.state, State::Chunk(ChunkInProgress { remaining: 0, .. }))
+                        && self.finish_chunk().await == Flow::Close
+                    {
                         return Flow::Close;
                     }
                 }
@@ -334,6 +374,11 @@ impl<P: Policy> Session<P> {
         }
         let command = match parse_command(&line) {
             Ok(c) => c,
+            // The chunk's octets follow, of a size unknown: never read them as commands.
+            Err(e) if line.get(..4).is_some_and(|verb| verb.eq_ignore_ascii_case(b"BDAT")) => {
+                warn!("unreadable BDAT command");
+                return self.close_with(&e.0);
+            }
             Err(e) => return self.error(e.0),
         };
         if let State::Refused(reply) = &self.state {
@@ -371,6 +416,7 @@ impl<P: Policy> Session<P> {
             Command::Mail(sender) => self.mail(sender).await,
             Command::Rcpt(recipient) => self.rcpt(recipient).await,
             Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
             Command::Rset | Command::Noop | Command::Vrfy(_) | Command::Help if self.junk_limit_reached(&command) => {
                 warn!(commands = self.junk_commands, "too many commands without mail");
                 self.close_with(&codes::too_many_junk_commands())
@@ -400,7 +446,7 @@ impl<P: Policy> Session<P> {
                 self.reply(&Reply::new(
                     214,
                     "2.0.0",
-                    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
+                    "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
                 ));
                 Flow::Continue
             }
@@ -638,6 +684,7 @@ impl<P: Policy> Session<P> {
         }
         lines.push("PIPELINING".into());
         lines.push("8BITMIME".into());
+        lines.push("CHUNKING".into());
         lines.push(format!("SIZE {}", self.settings.max_message_size));
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("SMTPUTF8".into());
@@ -803,6 +850,9 @@ impl<P: Policy> Session<P> {
         if recipients == 0 {
             return self.error(codes::bad_sequence("send RCPT first"));
         }
+        if self.chunked.is_some() {
+            return self.error(codes::bad_sequence("DATA cannot follow BDAT"));
+        }
         let (decision, rule) = self.decide(HookCall::Data).await;
         if rule.effect != Effect::Proceed {
             self.reset_transaction().await;
@@ -819,6 +869,113 @@ impl<P: Policy> Session<P> {
             received: 0,
         }));
         Flow::Continue
+    }
+
+    /// `BDAT size [LAST]`: its first chunk runs the `data` hook. A refused
+    /// BDAT is answered at once and its octets are skipped, so they are never
+    /// read as commands.
+    async fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        let state = self.with_transaction(|tx| (tx.id.clone(), tx.recipients.len()));
+        let refusal = match state {
+            None => Some(codes::bad_sequence("send MAIL first")),
+            Some((_, 0)) => Some(codes::bad_sequence("send RCPT first")),
+            Some((tx_id, _)) if self.chunked.is_none() => {
+                let (decision, rule) = self.decide(HookCall::Data).await;
+                if rule.effect != Effect::Proceed {
+                    let flow = self.refuse(rule, &decision, "");
+                    self.reset_transaction().await;
+                    if flow == Flow::Close {
+                        return flow;
+                    }
+                    return self.start_chunk(size, last, false).await;
+                }
+                self.chunked = Some(Box::new(ChunkedMessage {
+                    writer: SpoolWriter::new(&self.settings.spool, &tx_id),
+                    oversize: false,
+                    io_error: false,
+                    started: Instant::now(),
+                    received: 0,
+                }));
+                None
+            }
+            Some(_) => None,
+        };
+        let keep = refusal.is_none();
+        if let Some(reply) = refusal
+            && self.error(reply) == Flow::Close
+        {
+            return Flow::Close;
+        }
+        self.start_chunk(size, last, keep).await
+    }
+
+    /// Reads the next `size` octets as a chunk (an empty one is done at once).
+    async fn start_chunk(&mut self, size: u64, last: bool, keep: bool) -> Flow {
+        self.state = State::Chunk(ChunkInProgress {
+            remaining: size,
+            size,
+            last,
+            keep,
+        });
+        if size == 0 {
+            self.finish_chunk().await
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// Feeds chunk octets (spooled as they are); returns how many were used.
+    fn feed_chunk(&mut self, bytes: &[u8]) -> usize {
+        let State::Chunk(chunk) = &mut self.state else {
+            return 0;
+        };
+        let n = bytes.len().min(usize::try_from(chunk.remaining).unwrap_or(usize::MAX));
+        chunk.remaining -= n as u64;
+        if chunk.keep
+            && let Some(message) = self.chunked.as_mut()
+        {
+            message.received += n as u64;
+            if message.writer.len() + n as u64 > self.settings.max_message_size {
+                message.oversize = true;
+            }
+            if !message.oversize
+                && !message.io_error
+                && let Err(e) = message.writer.write(&bytes[..n])
+            {
+                warn!("spooling the message failed: {e}");
+                message.io_error = true;
+            }
+        }
+        n
+    }
+
+    /// A chunk has arrived whole: `250` for a middle one, the message's
+    /// outcome for the last; an oversize message ends at the chunk that
+    /// overflowed it.
+    async fn finish_chunk(&mut self) -> Flow {
+        let State::Chunk(chunk) = std::mem::replace(&mut self.state, State::Command) else {
+            return Flow::Continue;
+        };
+        if !chunk.keep {
+            return Flow::Continue;
+        }
+        let Some(message) = self.chunked.take() else {
+            return Flow::Continue;
+        };
+        if message.oversize {
+            self.tx_outcome = Some("refused");
+            let (decision, rule) = self.decide(HookCall::MaxDataExceeded).await;
+            let flow = self.refuse(rule, &decision, "");
+            self.reset_transaction().await;
+            return flow;
+        }
+        if !chunk.last {
+            self.chunked = Some(message);
+            self.reply(&Reply::new(250, "2.0.0", format!("{} octets received", chunk.size)));
+            return Flow::Continue;
+        }
+        let problem = message.io_error.then(codes::local_error);
+        self.complete_message(message.writer, problem).await
     }
 
     /// Feeds DATA bytes; returns how many were used and whether the message ended.
@@ -883,6 +1040,13 @@ impl<P: Policy> Session<P> {
             self.reset_transaction().await;
             return flow;
         }
+        self.complete_message(writer, problem).await
+    }
+
+    /// The whole message has arrived (by DATA or BDAT): unless `problem`
+    /// refuses it, checks it, then runs data-post and queue.
+    async fn complete_message(&mut self, writer: SpoolWriter, problem: Option<Reply>) -> Flow {
+        self.tx_outcome = Some("refused");
         if let Some(reply) = problem {
             warn!("message rejected: {}", reply.to_wire().trim_end());
             self.reply(&reply);
@@ -1061,5 +1225,6 @@ impl<P: Policy> Session<P> {
             self.conn.lock().transaction = None;
             self.tx_span = Span::none();
         }
+        self.chunked = None;
     }
 }

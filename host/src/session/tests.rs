@@ -109,6 +109,7 @@ async fn greeting_and_ehlo_advertise_the_extensions() {
     for kw in [
         "PIPELINING",
         "8BITMIME",
+        "CHUNKING",
         "SIZE 26214400",
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
@@ -574,6 +575,98 @@ async fn trickled_command_lines_and_slow_data_meet_their_deadlines() {
     // In DATA: the grace period, then one second per 100 bytes.
     let start = Instant::now();
     assert!(h.session.read_deadline(start) <= start + DATA_RATE_GRACE);
+    h.send(&[b'x'; 1000]).await;
+    let deadline = h.session.read_deadline(Instant::now());
+    assert!(deadline >= start + DATA_RATE_GRACE + std::time::Duration::from_millis(9_900));
+    assert!(deadline <= Instant::now() + DATA_RATE_GRACE + std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn bdat_chunks_arrive_as_they_are_even_split_across_reads() {
+    let mut h = Harness::greeted(&accepting()).await;
+    let codes = h
+        .codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 21\r\nSubject: t\r\n\r\n..dot\r\n")
+        .await;
+    assert_eq!(codes, ["250", "250", "250"]);
+    let mut rest = b"BDAT 15 LAST\r\n.\r\nline\r\nQUIT\r\nQUIT\r\n".to_vec();
+    let tail = rest.split_off(20);
+    assert_eq!(h.codes(&rest).await, Vec::<String>::new(), "the chunk is not whole yet");
+    assert_eq!(h.codes(&tail).await, ["250", "221"], "the last chunk, then QUIT");
+    let queued = h.policy.queued.lock().unwrap()[0].clone();
+    assert!(
+        queued.ends_with(b"Subject: t\r\n\r\n..dot\r\n.\r\nline\r\nQUIT\r\n"),
+        "no dot-unstuffing, no end-of-data sequence: {}",
+        String::from_utf8_lossy(&queued)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_bdat_skips_its_chunk_instead_of_running_it_as_commands() {
+    let mut h = Harness::greeted(&accepting()).await;
+    let codes = h.codes(b"BDAT 31\r\nMAIL FROM:<evil@b.test>\r\nQUIT\r\nNOOP\r\n").await;
+    assert_eq!(
+        codes,
+        ["503", "250"],
+        "503 for BDAT without MAIL, the chunk skipped, then NOOP"
+    );
+    assert!(!h.session.is_closed());
+    let mut h = Harness::greeted(&[(Hook::Data, Verdict::Deny(None)), (Hook::Rcpt, Verdict::Ok(None))]).await;
+    let codes = h
+        .codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 6\r\nQUIT\r\nBDAT 0 LAST\r\n")
+        .await;
+    assert_eq!(
+        codes,
+        ["250", "250", "554", "503"],
+        "the data hook refused; the transaction is over"
+    );
+    assert!(h.policy.queued.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bdat_limits_sequence_and_syntax() {
+    let mut h = harness(&accepting(), |s| s.max_message_size = 15);
+    h.start().await;
+    h.send(b"EHLO client.test\r\n").await;
+    let codes = h
+        .codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 10\r\n0123456789BDAT 10 LAST\r\n0123456789")
+        .await;
+    assert_eq!(
+        codes,
+        ["250", "250", "250", "552"],
+        "the chunk that overflows the size ends the message"
+    );
+    assert!(h.policy.queued.lock().unwrap().is_empty());
+    let mut h = Harness::greeted(&accepting()).await;
+    let codes = h
+        .codes(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 3\r\nabc")
+        .await;
+    assert_eq!(codes, ["250", "250", "250"]);
+    assert_eq!(h.codes(b"DATA\r\n").await, ["503"], "DATA cannot follow BDAT");
+    assert_eq!(h.codes(b"BDAT 0 LAST\r\n").await, ["250"], "the message still ends");
+    assert_eq!(h.policy.queued.lock().unwrap().len(), 1);
+    assert_eq!(h.codes(b"BDAT ten\r\nSubject: x\r\n").await, ["501"]);
+    assert!(
+        h.session.is_closed(),
+        "an unreadable size leaves no way to find the next command"
+    );
+}
+
+#[tokio::test]
+async fn bdat_chunks_meet_the_minimum_data_rate_too() {
+    let idle = std::time::Duration::from_secs(300);
+    let mut h = harness(&accepting(), |s| {
+        s.idle_timeout = idle;
+        s.min_data_rate = 100;
+    });
+    h.start().await;
+    h.send(b"EHLO client.test\r\n").await;
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n").await;
+    let start = Instant::now();
+    h.send(b"BDAT 100000\r\n").await;
+    assert!(
+        h.session.read_deadline(start) <= Instant::now() + DATA_RATE_GRACE,
+        "the grace period, not the idle timeout"
+    );
     h.send(&[b'x'; 1000]).await;
     let deadline = h.session.read_deadline(Instant::now());
     assert!(deadline >= start + DATA_RATE_GRACE + std::time::Duration::from_millis(9_900));
