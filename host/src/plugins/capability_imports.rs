@@ -19,7 +19,7 @@ use crate::capabilities::{
     SqlValue, authenticate,
 };
 use crate::delivery::{ClientError, TlsMode, send, target};
-use crate::session::MessageReader;
+use crate::session::{Connection, MessageReader, Transaction};
 use flate2::Compression;
 use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
@@ -104,14 +104,22 @@ impl StoreState {
 
     /// A reader of the current message, for `call`; `invalid` before there is one.
     fn message_reader(&self, call: &str) -> Result<MessageReader, Error> {
+        self.message_and(call, |_, _| ()).map(|(reader, ())| reader)
+    }
+
+    /// A reader of the current message and what `facts` takes from its
+    /// connection and transaction under the same lock, for `call`; `invalid`
+    /// before there is a message.
+    fn message_and<T>(
+        &self,
+        call: &str,
+        facts: impl FnOnce(&Connection, &Transaction) -> T,
+    ) -> Result<(MessageReader, T), Error> {
         let no_message = || Error::Invalid(format!("there is no message yet ({call} works from data-post on)"));
-        let conn = self.host.conn.as_ref().ok_or_else(no_message)?;
-        conn.lock()
-            .transaction
-            .as_ref()
-            .and_then(|tx| tx.message.as_ref())
-            .map(|m| m.reader())
-            .ok_or_else(no_message)
+        let conn = self.host.conn.as_ref().ok_or_else(no_message)?.lock();
+        let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
+        let reader = tx.message.as_ref().ok_or_else(no_message)?.reader();
+        Ok((reader, facts(&conn, tx)))
     }
 
     fn dns_granted(&self) -> Result<(), Error> {
@@ -332,14 +340,7 @@ impl forward::Host for StoreState {
         let mut settings = self.host.services.backends.smtp_client.clone();
         settings.tls = forward_tls(&hop.tls)?;
         settings.auth = hop.auth.clone();
-        let no_message = || Error::Invalid("there is no message yet (forward works from data-post on)".into());
-        let conn = self.host.conn.as_ref().ok_or_else(no_message)?;
-        let (reader, sender) = {
-            let conn = conn.lock();
-            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
-            let reader = tx.message.as_ref().ok_or_else(no_message)?.reader();
-            (reader, tx.sender.addr_spec())
-        };
+        let (reader, sender) = self.message_and("forward", |_, tx| tx.sender.addr_spec())?;
         let dns = self.host.services.backends.dns.clone();
         bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
@@ -432,7 +433,6 @@ impl From<&Authentication> for authentication::Results {
 /// What authentication needs from the session, taken under its lock.
 struct AuthenticationInput {
     transaction: String,
-    reader: MessageReader,
     client_ip: std::net::IpAddr,
     helo: String,
     mail_from: String,
@@ -462,27 +462,23 @@ impl StoreState {
         if !self.granted("authentication") {
             return Err(Error::NotGranted);
         }
-        let no_message = || Error::Invalid("there is no message yet (authentication works from data-post on)".into());
-        let conn = self.host.conn.clone().ok_or_else(no_message)?;
-        let input = {
-            let conn = conn.lock();
-            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
-            if let Some(done) = &tx.authentication {
-                return Ok(done.clone());
-            }
-            AuthenticationInput {
+        let (reader, (input, done)) = self.message_and("authentication", |conn, tx| {
+            let input = AuthenticationInput {
                 transaction: tx.id.clone(),
-                reader: tx.message.as_ref().ok_or_else(no_message)?.reader(),
                 client_ip: conn.peer.ip(),
                 helo: conn.helo.clone().unwrap_or_default(),
                 mail_from: tx.sender.addr_spec(),
                 hostname: conn.hostname.clone(),
-            }
-        };
+            };
+            (input, tx.authentication.clone())
+        })?;
+        if let Some(done) = done {
+            return Ok(done);
+        }
         let dns = self.host.services.backends.dns.clone();
         let transaction = input.transaction.clone();
         let verified = bounded(self.deadline, async move {
-            let message = read_whole(input.reader).await?;
+            let message = read_whole(reader).await?;
             let subject = Subject {
                 message: &message,
                 client_ip: input.client_ip,
@@ -494,7 +490,9 @@ impl StoreState {
         })
         .await?;
         let verified = Arc::new(verified);
-        if let Some(tx) = conn.lock().transaction.as_mut().filter(|tx| tx.id == transaction) {
+        if let Some(conn) = &self.host.conn
+            && let Some(tx) = conn.lock().transaction.as_mut().filter(|tx| tx.id == transaction)
+        {
             tx.authentication = Some(verified.clone());
         }
         Ok(verified)
@@ -516,13 +514,7 @@ impl dkim::Host for StoreState {
         if !self.granted("dkim") {
             return Err(Error::NotGranted);
         }
-        let no_message = || Error::Invalid("there is no message yet (signing works from data-post on)".into());
-        let conn = self.host.conn.clone().ok_or_else(no_message)?;
-        let (transaction, reader) = {
-            let conn = conn.lock();
-            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
-            (tx.id.clone(), tx.message.as_ref().ok_or_else(no_message)?.reader())
-        };
+        let (reader, transaction) = self.message_and("sign", |_, tx| tx.id.clone())?;
         let keys = self.host.services.backends.dkim.clone();
         let signature = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
@@ -533,13 +525,14 @@ impl dkim::Host for StoreState {
                 .map_err(Error::from)
         })
         .await?;
-        let mut conn = conn.lock();
+        let gone = || Error::Invalid("the transaction ended while signing".into());
+        let mut conn = self.host.conn.as_ref().ok_or_else(gone)?.lock();
         let message = conn
             .transaction
             .as_mut()
             .filter(|tx| tx.id == transaction)
             .and_then(|tx| tx.message.as_mut())
-            .ok_or_else(no_message)?;
+            .ok_or_else(gone)?;
         message
             .add_header("DKIM-Signature", &signature.value)
             .map_err(|e| Error::Backend(format!("the signature does not fit the header: {e}")))?;
@@ -556,13 +549,7 @@ impl antivirus::Host for StoreState {
             return Err(Error::NotGranted);
         }
         let scanner = self.host.services.backends.antivirus.clone().ok_or(Error::NotGranted)?;
-        let no_message = || Error::Invalid("there is no message yet (scanning works from data-post on)".into());
-        let conn = self.host.conn.clone().ok_or_else(no_message)?;
-        let reader = {
-            let conn = conn.lock();
-            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
-            tx.message.as_ref().ok_or_else(no_message)?.reader()
-        };
+        let reader = self.message_reader("scan")?;
         let scan = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
             scanner.scan(&message).await.map_err(Error::from)
@@ -587,22 +574,15 @@ impl spamfilter::Host for StoreState {
             .spamfilter
             .clone()
             .ok_or(Error::NotGranted)?;
-        let no_message = || Error::Invalid("there is no message yet (scanning works from data-post on)".into());
-        let conn = self.host.conn.clone().ok_or_else(no_message)?;
-        let (reader, envelope) = {
-            let conn = conn.lock();
-            let tx = conn.transaction.as_ref().ok_or_else(no_message)?;
-            let envelope = Envelope {
-                client_ip: conn.peer.ip().to_string(),
-                helo: conn.helo.clone().unwrap_or_default(),
-                sender: tx.sender.addr_spec(),
-                recipients: tx.recipients.iter().map(|r| r.addr_spec()).collect(),
-                user: conn.auth_user.clone(),
-                queue_id: tx.id.clone(),
-                hostname: conn.hostname.clone(),
-            };
-            (tx.message.as_ref().ok_or_else(no_message)?.reader(), envelope)
-        };
+        let (reader, envelope) = self.message_and("check", |conn, tx| Envelope {
+            client_ip: conn.peer.ip().to_string(),
+            helo: conn.helo.clone().unwrap_or_default(),
+            sender: tx.sender.addr_spec(),
+            recipients: tx.recipients.iter().map(|r| r.addr_spec()).collect(),
+            user: conn.auth_user.clone(),
+            queue_id: tx.id.clone(),
+            hostname: conn.hostname.clone(),
+        })?;
         let report = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
             scanner.check(message, &envelope).await.map_err(Error::from)
