@@ -66,6 +66,12 @@ pub const PLUGIN_INSTANTIATE_SECONDS: &str = "waraka_plugin_instantiate_seconds"
 pub const PLUGIN_FUEL: &str = "waraka_plugin_fuel_total";
 /// Plugin faults (`plugin`, `kind`: trap, fuel, timeout, memory, instantiate).
 pub const PLUGIN_FAULTS: &str = "waraka_plugin_faults_total";
+/// Virus scans by `result`: `clean`, `infected`, `error`.
+pub const ANTIVIRUS_SCANS: &str = "waraka_antivirus_scans_total";
+/// Spam checks by rspamd's `action` (`no action`, `reject`, …) or `error`.
+pub const SPAM_CHECKS: &str = "waraka_spam_checks_total";
+/// DKIM signing requests by `result`: `signed`, `no_key`, `error`.
+pub const DKIM_SIGNATURES: &str = "waraka_dkim_signatures_total";
 /// Syncs of files and directories plugins asked for (counter).
 pub const FSYNC_REQUESTS: &str = "waraka_fsync_requests_total";
 /// `fsync` calls made for them (counter): fewer than the requests when
@@ -165,6 +171,9 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "Fuel used by plugin hook calls (about one unit per instruction)"
     );
     metrics::describe_counter!(PLUGIN_FAULTS, "Plugin faults by kind");
+    metrics::describe_counter!(ANTIVIRUS_SCANS, "Virus scans by result");
+    metrics::describe_counter!(SPAM_CHECKS, "Spam checks by rspamd's action, or error");
+    metrics::describe_counter!(DKIM_SIGNATURES, "DKIM signing requests by result");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
     Ok(())
 }

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, Waraka, clamd, free_port
+from harness import BIN, Waraka, clamd, free_port, prometheus
 
 MARKER = b"WARAKA-TEST-VIRUS-7f3a9c"
 SIGNATURE = "Waraka.Test.Virus"
@@ -28,12 +28,14 @@ def with_attachment(subject, payload):
         + encoded + b"\r\n--B--\r\n"
 
 
-def instance(clamd_address, **settings):
+def instance(clamd_address, metrics_port=None, **settings):
     """A waraka whose clamd plugin asks `clamd_address`, with `settings`
     replacing those of the shipped config/clamd.ini."""
 
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f'\n[antivirus]\nclamd = "{clamd_address}"\n')
+        if metrics_port:
+            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
         server.edit("config/host_list", lambda t: t + "example.com\n")
         for key, value in settings.items():
             server.edit("config/clamd.ini", lambda t: re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", t))
@@ -46,7 +48,8 @@ class ClamdTest(unittest.TestCase):
     def setUpClass(cls):
         cls.clamd = clamd([f"{SIGNATURE}:0:*:{MARKER.hex()}"])
         address = f"127.0.0.1:{cls.clamd.port}"
-        cls.server = instance(address)
+        cls.metrics_port = free_port()
+        cls.server = instance(address, cls.metrics_port)
         cls.marking = instance(address, reject_virus="false", max_size=4000)
         cls.down = instance(f"127.0.0.1:{free_port()}")
 
@@ -74,6 +77,7 @@ class ClamdTest(unittest.TestCase):
                 self.assertEqual(stored, [], "nothing was delivered")
         self.assertNotIn(MARKER, base64.b64encode(b"\x00\x01" + MARKER + b"\x02"), "only a decoder finds it")
         self.server.wait_for_log(rf"virus found: {FOUND}")
+        self.assertGreaterEqual(prometheus(self.metrics_port).get('waraka_antivirus_scans_total{result="infected"}'), 2)
 
     def test_with_reject_virus_off_the_message_is_marked_and_big_ones_skip_the_scan(self):
         code, _, stored = self.send(message("marked", MARKER), server=self.marking)

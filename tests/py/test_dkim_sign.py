@@ -13,7 +13,7 @@ import unittest
 
 import dkim
 
-from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port, prometheus
 from test_outbound import relay_setup, wait_until
 
 RECORDS = ["--local=/test/", "--mx-host=dest.test,mx.dest.test,10", "--host-record=mx.dest.test,127.0.0.2",
@@ -58,7 +58,8 @@ class DkimSignTest(unittest.TestCase):
         cls.records = {"rsa2026._domainkey.sender.test": f"v=DKIM1; k=rsa; p={rsa_public}"}
         keys = {"sender.test": ("rsa2026", rsa_private),
                 "broken.test": ("sel", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")}
-        relay = relay_setup(cls.dns.port, cls.port)
+        cls.metrics_port = free_port()
+        relay = relay_setup(cls.dns.port, cls.port, extra=f'\n[metrics]\nlisten = "127.0.0.1:{cls.metrics_port}"\n')
 
         def setup(server):
             relay(server)
@@ -136,6 +137,7 @@ class DkimSignTest(unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertNotIn(b"DKIM-Signature", data)
         self.server.wait_for_log(r"not signed: no key for nokey\.test")
+        self.assertGreaterEqual(prometheus(self.metrics_port).get('waraka_dkim_signatures_total{result="no_key"}'), 1)
 
     def test_the_servers_own_bounces_are_signed_for_its_domain(self):
         code, data = self.relay("erin@sender.test", "bounced", recipient="bad-x@dest.test", receiver=self.mailbox)

@@ -5,7 +5,7 @@ host sends the message and envelope, the plugin acts on rspamd's action."""
 import email
 import unittest
 
-from harness import Waraka, free_port, rspamd
+from harness import Waraka, free_port, prometheus, rspamd
 
 GTUBE = "JS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -19,9 +19,11 @@ def message(subject, pattern=None, extra=""):
             f"{extra}\r\n{body}\r\n").encode()
 
 
-def instance(address):
+def instance(address, metrics_port=None):
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\nrspamd = "{address}"\n')
+        if metrics_port:
+            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
         server.edit("config/host_list", lambda t: t + "example.com\n")
 
     return Waraka(["rcpt_to.in_host_list", "rspamd", "queue/maildir"], setup=setup)
@@ -31,7 +33,8 @@ class RspamdTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.rspamd = rspamd()
-        cls.server = instance(f"127.0.0.1:{cls.rspamd.port}")
+        cls.metrics_port = free_port()
+        cls.server = instance(f"127.0.0.1:{cls.rspamd.port}", cls.metrics_port)
         cls.down = instance(f"127.0.0.1:{free_port()}")
 
     @classmethod
@@ -49,6 +52,7 @@ class RspamdTest(unittest.TestCase):
         self.assertEqual((code, text), (550, "5.7.1 Gtube pattern"))
         self.assertEqual(stored, [])
         self.server.wait_for_log(r'action="reject" score=15\.00/15\.00 symbols=GTUBE')
+        self.assertGreaterEqual(prometheus(self.metrics_port).get('waraka_spam_checks_total{action="reject"}'), 1)
 
     def test_add_header_marks_the_message_and_replaces_a_forged_status(self):
         code, _, stored = self.send(message("mark me", "Y", extra="X-Spam-Status: No, forged\r\n"))

@@ -20,6 +20,7 @@ use crate::capabilities::{
 };
 use crate::delivery::{ClientError, TlsMode, send, target};
 use crate::session::{Connection, MessageReader, Transaction};
+use crate::telemetry;
 use flate2::Compression;
 use flate2::read::GzEncoder;
 use hickory_resolver::proto::rr::RecordType;
@@ -524,7 +525,14 @@ impl dkim::Host for StoreState {
                 .map_err(|e| Error::Backend(e.to_string()))?
                 .map_err(Error::from)
         })
-        .await?;
+        .await;
+        let result = match &signature {
+            Ok(_) => "signed",
+            Err(Error::NotFound) => "no_key",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::DKIM_SIGNATURES, "result" => result).increment(1);
+        let signature = signature?;
         let gone = || Error::Invalid("the transaction ended while signing".into());
         let mut conn = self.host.conn.as_ref().ok_or_else(gone)?.lock();
         let message = conn
@@ -554,12 +562,33 @@ impl antivirus::Host for StoreState {
             let message = read_whole(reader).await?;
             scanner.scan(&message).await.map_err(Error::from)
         })
-        .await?;
+        .await;
+        let result = match &scan {
+            Ok(Scan::Clean) => "clean",
+            Ok(Scan::Infected(_)) => "infected",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::ANTIVIRUS_SCANS, "result" => result).increment(1);
+        let scan = scan?;
         Ok(match scan {
             Scan::Clean => antivirus::ScanResult::Clean,
             Scan::Infected(names) => antivirus::ScanResult::Infected(names),
         })
     }
+}
+
+/// rspamd's action as a metric label: one of its six, else `other`, so a
+/// scanner cannot grow the label set.
+fn spam_action_label(action: &str) -> &'static str {
+    const ACTIONS: [&str; 6] = [
+        "no action",
+        "greylist",
+        "add header",
+        "rewrite subject",
+        "soft reject",
+        "reject",
+    ];
+    ACTIONS.into_iter().find(|a| *a == action).unwrap_or("other")
 }
 
 impl spamfilter::Host for StoreState {
@@ -587,7 +616,10 @@ impl spamfilter::Host for StoreState {
             let message = read_whole(reader).await?;
             scanner.check(message, &envelope).await.map_err(Error::from)
         })
-        .await?;
+        .await;
+        let action = report.as_ref().map_or("error", |r| spam_action_label(&r.action));
+        metrics::counter!(telemetry::SPAM_CHECKS, "action" => action).increment(1);
+        let report = report?;
         Ok(spamfilter::SpamReport {
             action: report.action,
             score: report.score,
