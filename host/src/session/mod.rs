@@ -75,6 +75,9 @@ struct ChunkInProgress {
     /// Whether its octets go into the message; false when the BDAT command
     /// was already answered with a refusal and the chunk is only skipped.
     keep: bool,
+    /// When the chunk began: a skipped chunk meets the minimum data rate on
+    /// its own (a kept one as part of its message).
+    started: Instant,
 }
 
 /// A message arriving in BDAT chunks, between and during them.
@@ -249,7 +252,8 @@ impl<P: Policy> Session<P> {
     fn data_rate_deadline(&self) -> Option<Instant> {
         let (started, received) = match (&self.state, &self.chunked) {
             (State::Data(data), _) => (data.started, data.received),
-            (State::Chunk(_), Some(message)) => (message.started, message.received),
+            (State::Chunk(chunk), Some(message)) if chunk.keep => (message.started, message.received),
+            (State::Chunk(chunk), _) => (chunk.started, chunk.size - chunk.remaining),
             _ => return None,
         };
         let rate = self.settings.min_data_rate;
@@ -916,6 +920,7 @@ impl<P: Policy> Session<P> {
             size,
             last,
             keep,
+            started: Instant::now(),
         });
         if size == 0 {
             self.finish_chunk().await

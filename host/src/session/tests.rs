@@ -672,3 +672,15 @@ async fn bdat_chunks_meet_the_minimum_data_rate_too() {
     assert!(deadline >= start + DATA_RATE_GRACE + std::time::Duration::from_millis(9_900));
     assert!(deadline <= Instant::now() + DATA_RATE_GRACE + std::time::Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_skipped_bdat_chunk_meets_the_minimum_data_rate_on_its_own() {
+    let mut h = harness(&accepting(), |s| s.min_data_rate = 100);
+    h.start().await;
+    let start = Instant::now();
+    assert_eq!(h.codes(b"BDAT 1000000\r\n").await, ["503"]);
+    assert!(
+        h.session.read_deadline(Instant::now()) <= start + DATA_RATE_GRACE + std::time::Duration::from_secs(1),
+        "a refused chunk cannot hold the connection at the idle timeout's pace"
+    );
+}
