@@ -310,6 +310,7 @@ async fn handle(
     let settings = shared.settings.load_full();
     let mut conn = Connection::new(peer, local, &settings.hostname, settings.notes);
     conn.role = role;
+    conn.max_recipients = settings.max_recipients;
     conn.starttls_available = shared.tls.is_some() && role != Role::Submissions;
     let span = info_span!("conn", id = %conn.id);
     metrics::counter!(telemetry::CONNECTIONS).increment(1);

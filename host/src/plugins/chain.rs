@@ -436,7 +436,7 @@ impl Policy for Chain {
         self.set.plugins.iter().any(|p| p.hooks.contains(hook))
     }
 
-    async fn decide(&mut self, call: HookCall) -> Decision {
+    async fn decide(&mut self, mut call: HookCall) -> Decision {
         let hook = call.hook();
         if let Err(fault) = self.reserve(hook).await {
             return Decision {
@@ -447,6 +447,18 @@ impl Policy for Chain {
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(hook) {
                 continue;
+            }
+            if let HookCall::Rcpt(candidate) = &mut call {
+                // An earlier plugin may have rewritten it (set-recipient): each sees it as it is now.
+                let current = self
+                    .conn
+                    .lock()
+                    .transaction
+                    .as_ref()
+                    .and_then(|tx| tx.recipients.last().cloned());
+                if let Some(current) = current {
+                    *candidate = current;
+                }
             }
             let verdict = match self.invoke(index, Call::Hook(&call)).await {
                 Ok(Answer::Verdict(v)) => v,

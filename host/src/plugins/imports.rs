@@ -288,6 +288,20 @@ impl envelope::Host for StoreState {
             Ok(())
         })
     }
+
+    fn add_recipient(&mut self, recipient: types::Address) -> Result<(), Error> {
+        let recipient = address_from_wit(recipient)?;
+        let none = Err(Error::Invalid("no transaction".into()));
+        self.with_conn(none, |c| {
+            let max = c.max_recipients;
+            let tx = c.transaction.as_mut().ok_or(Error::Invalid("no transaction".into()))?;
+            if tx.recipients.len() >= max {
+                return Err(Error::Limit(format!("max_recipients ({max}) reached")));
+            }
+            tx.recipients.push(recipient);
+            Ok(())
+        })
+    }
 }
 
 impl message::Host for StoreState {

@@ -67,6 +67,8 @@ pub struct Connection {
     pub transaction: Option<Transaction>,
     /// The limits every note store of this connection has.
     pub note_limits: NoteLimits,
+    /// The most recipients a transaction may have (`max_recipients`).
+    pub max_recipients: usize,
 }
 
 impl Connection {
@@ -88,6 +90,7 @@ impl Connection {
             notes: NoteStore::new(note_limits),
             transaction: None,
             note_limits,
+            max_recipients: 100,
         }
     }
 }

@@ -1,0 +1,62 @@
+"""aliases end to end: smtplib sends to aliases of a real waraka, whose
+queue/maildir files one copy per expanded recipient."""
+
+import smtplib
+import unittest
+
+from harness import Waraka
+
+ALIASES = """
+sales@example.com: alice@example.com, bob@example.com
+postmaster: admin@example.com
+spamtrap@example.com: :reject
+@old.example: @example.com
+away@example.com: someone@elsewhere.test
+"""
+
+
+class AliasesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        def setup(server):
+            server.edit("config/host_list", lambda t: t + "example.com\n")
+            server.edit("config/aliases", lambda t: t + ALIASES)
+
+        # aliases before the recipient check, which then checks the targets.
+        cls.server = Waraka(["aliases", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def mailboxes(self, recipients, subject):
+        """RCPT codes, and the mailbox folders (domain/local) a message reached."""
+        before = set(self.server.maildir())
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.example", timeout=30) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            codes = [s.rcpt(r)[0] for r in recipients]
+            if 250 in codes:
+                self.assertEqual(s.data(f"Subject: {subject}\r\n\r\nhi\r\n".encode())[0], 250)
+        root = self.server.dir / "maildir"
+        new = [p for p in self.server.maildir() if p not in before]
+        return codes, sorted("/".join(p.relative_to(root).parts[:2]) for p in new)
+
+    def test_a_list_expands_to_every_member_and_a_local_part_alias_works_for_any_domain(self):
+        codes, boxes = self.mailboxes(["sales@example.com", "postmaster@example.com"], "list")
+        self.assertEqual(codes, [250, 250])
+        self.assertEqual(boxes, ["example.com/admin", "example.com/alice", "example.com/bob"])
+        self.server.wait_for_log(r"<sales@example\.com> is an alias of alice@example\.com, bob@example\.com")
+
+    def test_a_domain_alias_keeps_the_local_part(self):
+        codes, boxes = self.mailboxes(["carol@old.example"], "domain")
+        self.assertEqual((codes, boxes), ([250], ["example.com/carol"]))
+
+    def test_reject_and_targets_the_recipient_check_refuses(self):
+        codes, boxes = self.mailboxes(["spamtrap@example.com", "away@example.com", "dave@example.com"], "refused")
+        self.assertEqual(codes, [550, 550, 250], "the rewritten target is checked like any recipient")
+        self.assertEqual(boxes, ["example.com/dave"], "nothing of the refused aliases was kept")
+
+
+if __name__ == "__main__":
+    unittest.main()
