@@ -48,6 +48,10 @@ class AliasesTest(unittest.TestCase):
         self.assertEqual(boxes, ["example.com/admin", "example.com/alice", "example.com/bob"])
         self.server.wait_for_log(r"<sales@example\.com> is an alias of alice@example\.com, bob@example\.com")
 
+    def test_a_member_also_named_directly_gets_one_copy(self):
+        codes, boxes = self.mailboxes(["bob@example.com", "sales@example.com"], "once")
+        self.assertEqual((codes, boxes), ([250, 250], ["example.com/alice", "example.com/bob"]))
+
     def test_a_domain_alias_keeps_the_local_part(self):
         codes, boxes = self.mailboxes(["carol@old.example"], "domain")
         self.assertEqual((codes, boxes), ([250], ["example.com/carol"]))

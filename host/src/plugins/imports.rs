@@ -295,6 +295,10 @@ impl envelope::Host for StoreState {
         self.with_conn(none, |c| {
             let max = c.max_recipients;
             let tx = c.transaction.as_mut().ok_or(Error::Invalid("no transaction".into()))?;
+            let spec = recipient.addr_spec();
+            if tx.recipients.iter().any(|r| r.addr_spec().eq_ignore_ascii_case(&spec)) {
+                return Ok(());
+            }
             if tx.recipients.len() >= max {
                 return Err(Error::Limit(format!("max_recipients ({max}) reached")));
             }
