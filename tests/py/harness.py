@@ -82,6 +82,22 @@ class Waraka:
         path = self.dir / relative
         path.write_text(change(path.read_text()))
 
+    def set_settings(self, name, **values):
+        """Rewrites `key = value` lines of the config file `config/NAME`; each
+        key must be there once."""
+
+        def change(text):
+            for key, value in values.items():
+                text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+                assert count == 1, key
+            return text
+
+        self.edit(f"config/{name}", change)
+
+    def enable_metrics(self, port):
+        """Serves `/metrics` on 127.0.0.1:`port` (see `prometheus`)."""
+        self.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+
     def wait_for_log(self, pattern, timeout=10):
         """The first log line matching `pattern`, waiting up to `timeout` seconds."""
         deadline = time.monotonic() + timeout

@@ -111,7 +111,7 @@ class CPluginTest(unittest.TestCase):
         rust_port = free_port()
 
         def rust(server):
-            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{rust_port}"\n')
+            server.enable_metrics(rust_port)
 
         server = Waraka(CHAIN, setup=rust)
         try:

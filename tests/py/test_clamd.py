@@ -3,7 +3,6 @@ our own (no downloads), scans what smtplib sends to a real waraka; the scan
 is streamed by the host, and the plugin decides."""
 
 import base64
-import re
 import subprocess
 import tempfile
 import unittest
@@ -35,10 +34,9 @@ def instance(clamd_address, metrics_port=None, **settings):
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f'\n[antivirus]\nclamd = "{clamd_address}"\n')
         if metrics_port:
-            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
+            server.enable_metrics(metrics_port)
         server.edit("config/host_list", lambda t: t + "example.com\n")
-        for key, value in settings.items():
-            server.edit("config/clamd.ini", lambda t: re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", t))
+        server.set_settings("clamd.ini", **settings)
 
     return Waraka(["rcpt_to.in_host_list", "clamd", "queue/maildir"], setup=setup)
 

@@ -1,7 +1,6 @@
 """greylist end to end: smtplib retries against a real waraka whose greylist
 plugin keeps triplets in its key/value store, with short timeouts."""
 
-import re
 import smtplib
 import time
 import unittest
@@ -15,8 +14,7 @@ def instance(**settings):
 
     def setup(server):
         server.edit("config/host_list", lambda t: t + "example.com\n")
-        for key, value in settings.items():
-            server.edit("config/greylist.ini", lambda t: re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", t))
+        server.set_settings("greylist.ini", **settings)
 
     return Waraka(["rcpt_to.in_host_list", "greylist", "queue/maildir"], setup=setup)
 

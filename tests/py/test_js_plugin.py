@@ -116,7 +116,7 @@ class JsPluginTest(unittest.TestCase):
 
         def rust(server):
             server.edit("config/host_list", lambda t: t + "example.com\n")
-            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{rust_port}"\n')
+            server.enable_metrics(rust_port)
 
         server = Waraka(CHAIN, setup=rust)
         try:

@@ -18,7 +18,7 @@ class ObservabilityTest(unittest.TestCase):
         cls.metrics_port = free_port()
 
         def metrics(server):
-            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{cls.metrics_port}"\n')
+            server.enable_metrics(cls.metrics_port)
 
         os.environ["WARAKA_LOG_FORMAT"] = "json"
         try:

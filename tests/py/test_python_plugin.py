@@ -91,7 +91,7 @@ class PythonPluginTest(unittest.TestCase):
             shutil.copy(self.wasm, server.dir / "plugins" / f"{NAME}.wasm")
             shutil.copy(EXAMPLE / f"{NAME}.ini", server.dir / "config" / f"{NAME}.ini")
             server.edit("config/host_list", lambda t: t + "example.com\n")
-            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
+            server.enable_metrics(metrics_port)
             shutil.copytree(self.server.dir / "queue/cache", server.dir / "queue/cache", dirs_exist_ok=True)
 
         server = Waraka(["headers", "rcpt_to.in_host_list", "queue/maildir"], setup=both)

@@ -23,7 +23,7 @@ def instance(address, metrics_port=None):
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\nrspamd = "{address}"\n')
         if metrics_port:
-            server.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
+            server.enable_metrics(metrics_port)
         server.edit("config/host_list", lambda t: t + "example.com\n")
 
     return Waraka(["rcpt_to.in_host_list", "rspamd", "queue/maildir"], setup=setup)

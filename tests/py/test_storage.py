@@ -43,18 +43,6 @@ def smtp(server):
     return smtplib.SMTP("127.0.0.1", server.port, local_hostname="py.test", timeout=60)
 
 
-def settings(server, name, **values):
-    """Rewrites `key = value` lines of the plugin config file `name`."""
-
-    def change(text):
-        for key, value in values.items():
-            text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-            assert count == 1, key
-        return text
-
-    server.edit(f"config/{name}", change)
-
-
 class S3QueueTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -68,7 +56,7 @@ class S3QueueTest(unittest.TestCase):
         cls.s3.close()
 
     def setUp(self):
-        settings(self.server, "queue/s3.ini", gzip="false", extension=".eml", copy_all_addresses="true")
+        self.server.set_settings("queue/s3.ini", gzip="false", extension=".eml", copy_all_addresses="true")
         if self.s3.proc.poll() is not None:
             self.s3.start()
 
@@ -100,7 +88,7 @@ class S3QueueTest(unittest.TestCase):
         self.server.wait_for_log(r"stored \d+ bytes as 3 object\(s\) in mail")
 
     def test_gzip_on_the_way(self):
-        settings(self.server, "queue/s3.ini", gzip="true", extension=".eml.gz")
+        self.server.set_settings("queue/s3.ini", gzip="true", extension=".eml.gz")
         before = self.s3.objects()
         self.send(["alice@example.com"], message("compressed", body="compress me\r\n" * 2000))
         [(key, stored)] = self.new_objects(before).items()
@@ -111,7 +99,7 @@ class S3QueueTest(unittest.TestCase):
         self.assertLess(len(stored), len(plain) // 10)
 
     def test_only_the_first_recipient_without_copy_all_addresses(self):
-        settings(self.server, "queue/s3.ini", copy_all_addresses="false")
+        self.server.set_settings("queue/s3.ini", copy_all_addresses="false")
         before = self.s3.objects()
         self.send(["alice@example.com", "bob@example.com"], message("first only"))
         self.assertEqual([k.split("/")[0] for k in self.new_objects(before)], ["alice@example.com"])
@@ -213,7 +201,7 @@ class PostgresValidityTest(unittest.TestCase):
         self.assertEqual(self.rcpt("nobody@example.com")[0], 550)
 
     def test_a_slow_query_is_cut_at_the_plugin_deadline_and_cancelled(self):
-        settings(self.server, "rcpt_to.validity.ini",
+        self.server.set_settings("rcpt_to.validity.ini",
                  query="SELECT pg_sleep(30) IS NOT NULL AND EXISTS(SELECT 1 FROM valid_addresses WHERE address = $1)")
         try:
             started = time.monotonic()
@@ -225,7 +213,7 @@ class PostgresValidityTest(unittest.TestCase):
                 self.assertLess(time.monotonic(), deadline, "the query was not cancelled")
                 time.sleep(0.1)
         finally:
-            settings(self.server, "rcpt_to.validity.ini",
+            self.server.set_settings("rcpt_to.validity.ini",
                      query="SELECT EXISTS(SELECT 1 FROM valid_addresses WHERE address = $1)")
         self.assertEqual(self.rcpt("alice@example.com")[0], 250)
 
@@ -265,7 +253,7 @@ class MailServicePipelineTest(unittest.TestCase):
             replace_in_toml(server, DEFAULT_BLOBSTORE, cls.s3.toml())
             for name, table in DEFAULT_SQL.items():
                 replace_in_toml(server, table, f'[sql.{name}]\nbackend = "postgres"\nurl = "{cls.pg.url}"\n')
-            settings(server, "queue/s3.ini", **{"continue": "true"})
+            server.set_settings("queue/s3.ini", **{"continue": "true"})
 
         cls.server = Waraka(["rcpt_to.validity", "rcpt_to.in_host_list", "queue/s3", "queue/sql"], setup=setup)
 

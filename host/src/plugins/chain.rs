@@ -444,11 +444,16 @@ impl Policy for Chain {
                 plugin: None,
             };
         }
+        // Whether a plugin has run this hook: the candidate of `rcpt` is read
+        // back only then, so a chain with one recipient plugin pays nothing.
+        let mut ran = false;
         for index in 0..self.set.plugins.len() {
             if !self.set.plugins[index].hooks.contains(hook) {
                 continue;
             }
-            if let HookCall::Rcpt(candidate) = &mut call {
+            if let HookCall::Rcpt(candidate) = &mut call
+                && std::mem::replace(&mut ran, true)
+            {
                 // An earlier plugin may have rewritten it (set-recipient): each sees it as it is now.
                 let current = self
                     .conn

@@ -968,11 +968,7 @@ impl<P: Policy> Session<P> {
             return Flow::Continue;
         };
         if message.oversize {
-            self.tx_outcome = Some("refused");
-            let (decision, rule) = self.decide(HookCall::MaxDataExceeded).await;
-            let flow = self.refuse(rule, &decision, "");
-            self.reset_transaction().await;
-            return flow;
+            return self.refuse_oversize().await;
         }
         if !chunk.last {
             self.chunked = Some(message);
@@ -1013,7 +1009,6 @@ impl<P: Policy> Session<P> {
 
     /// The end of data arrived: checks the message, then data-post and queue.
     async fn finish_data(&mut self) -> Flow {
-        self.tx_outcome = Some("refused");
         let State::Data(data) = std::mem::replace(&mut self.state, State::Command) else {
             return Flow::Continue;
         };
@@ -1040,12 +1035,19 @@ impl<P: Policy> Session<P> {
             None
         };
         if oversize {
-            let (decision, rule) = self.decide(HookCall::MaxDataExceeded).await;
-            let flow = self.refuse(rule, &decision, "");
-            self.reset_transaction().await;
-            return flow;
+            return self.refuse_oversize().await;
         }
         self.complete_message(writer, problem).await
+    }
+
+    /// The message outgrew `max_message_size` (by DATA or BDAT): the
+    /// `max-data-exceeded` hook's refusal, and the transaction ends.
+    async fn refuse_oversize(&mut self) -> Flow {
+        self.tx_outcome = Some("refused");
+        let (decision, rule) = self.decide(HookCall::MaxDataExceeded).await;
+        let flow = self.refuse(rule, &decision, "");
+        self.reset_transaction().await;
+        flow
     }
 
     /// The whole message has arrived (by DATA or BDAT): unless `problem`
