@@ -410,6 +410,7 @@ impl Instance {
             client,
             hostname,
             dkim: self.dkim_keys(),
+            delay_warning: o.delay_warning,
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

@@ -577,15 +577,19 @@ class SmtpReceiver:
 
     `rcpt_reply(address, attempt)` gives the reply line to each RCPT
     (`attempt` counts RCPTs for that address so far, from 1); every message
-    accepted is kept in `messages` as (sender, recipients, bytes).
-    `delay` seconds pass before each reply to the message. `most_open` is
-    the largest number of sessions open at once.
+    accepted is kept in `messages` as (sender, recipients, bytes), and every
+    MAIL and RCPT line as sent in `commands`. `delay` seconds pass before
+    each reply to the message. `extensions` are offered in the EHLO reply
+    besides PIPELINING and 8BITMIME. `most_open` is the largest number of
+    sessions open at once.
     """
 
-    def __init__(self, host, port, rcpt_reply=None, delay=0.0, name="mx.test"):
+    def __init__(self, host, port, rcpt_reply=None, delay=0.0, name="mx.test", extensions=()):
         import socketserver
 
         self.messages = []
+        self.commands = []
+        self.extensions = list(extensions)
         self.attempts = {}
         self.open = 0
         self.most_open = 0
@@ -627,9 +631,13 @@ class SmtpReceiver:
                 return
             command = line.decode("utf-8", "replace").strip()
             verb = command[:4].upper()
+            if verb in ("MAIL", "RCPT"):
+                with self.lock:
+                    self.commands.append(command)
             if verb == "EHLO":
                 say(f"250-{name}")
-                say("250-PIPELINING")
+                for keyword in ["PIPELINING", *self.extensions]:
+                    say(f"250-{keyword}")
                 say("250 8BITMIME")
             elif verb == "HELO":
                 say(f"250 {name}")

@@ -165,6 +165,10 @@ pub struct OutboundConfig {
     pub tls: OutboundTls,
     /// Haraka's `temp_fail_intervals` text; the default doubles from 64 s to about 36 h.
     pub retry: Option<String>,
+    #[serde(with = "humantime_serde")]
+    /// How long a message may wait in the queue before its sender is told,
+    /// once, that it is late (a DSN with `Action: delayed`); `0s`: never.
+    pub delay_warning: Duration,
     /// The name sent with EHLO (default: `[smtp] hostname`).
     pub helo: Option<String>,
     #[serde(with = "humantime_serde")]
@@ -206,6 +210,7 @@ impl Default for OutboundConfig {
             allow_local: false,
             tls: OutboundTls::Opportunistic,
             retry: None,
+            delay_warning: Duration::from_secs(4 * 3600),
             helo: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),

@@ -1,9 +1,11 @@
 //! The command parser: any line either parses or is refused with a 5xx
 //! reply, and every reply the parser makes renders as well-formed SMTP.
+//! DSN requests of MAIL and RCPT are refused with 501, or re-encoded
+//! (as they are passed on) to parameters that parse back to the same.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use waraka_protocol::{Command, Reply, parse_command};
+use waraka_protocol::{Address, Command, MessageRequest, RecipientRequest, Reply, parse_command};
 
 fn assert_wire_form(reply: &Reply) {
     let mut wire = Vec::new();
@@ -27,10 +29,52 @@ fn assert_wire_form(reply: &Reply) {
     }
 }
 
+/// Parses `<a@b.test>` with `params` as a command would.
+fn reparsed(params: &str, allow_null: bool) -> Address {
+    Address::parse_with_params(&format!("<a@b.test>{params}"), allow_null).expect("re-encoded DSN parameters parse")
+}
+
+fn check_dsn<T: PartialEq + std::fmt::Debug>(
+    parsed: Result<T, Reply>,
+    encode: impl Fn(&T) -> String,
+    again: impl Fn(&Address) -> Result<T, Reply>,
+    allow_null: bool,
+) {
+    match parsed {
+        Ok(request) => {
+            let params = encode(&request);
+            assert_eq!(
+                again(&reparsed(&params, allow_null)).expect("re-encoded DSN parameters are valid"),
+                request,
+                "{params}"
+            );
+        }
+        Err(reply) => {
+            assert_eq!(reply.code, 501, "{reply:?}");
+            assert_wire_form(&reply);
+        }
+    }
+}
+
 fuzz_target!(|line: &[u8]| {
     match parse_command(line) {
-        Ok(Command::Mail(address) | Command::Rcpt(address)) => {
+        Ok(Command::Mail(address)) => {
             let _ = address.to_string();
+            check_dsn(
+                MessageRequest::from_mail(&address),
+                MessageRequest::mail_params,
+                MessageRequest::from_mail,
+                true,
+            );
+        }
+        Ok(Command::Rcpt(address)) => {
+            let _ = address.to_string();
+            check_dsn(
+                RecipientRequest::from_rcpt(&address),
+                RecipientRequest::rcpt_params,
+                RecipientRequest::from_rcpt,
+                false,
+            );
         }
         Ok(_) => {}
         Err(error) => {

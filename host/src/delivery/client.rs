@@ -9,6 +9,7 @@
 //! delivery needs per-recipient results from one pipelined envelope and a
 //! message streamed from disk, which neither offers.
 
+use crate::queue::DsnRequests;
 use base64::Engine;
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
@@ -129,6 +130,20 @@ pub struct Delivery {
     pub data: Option<RemoteReply>,
     /// Whether the message went over TLS.
     pub tls: bool,
+    /// Whether the server offered DSN, so the requests went on with the
+    /// message and notices are now its job.
+    pub dsn_passed: bool,
+}
+
+/// Who a message is from and for, and what the sender asked to be told.
+#[derive(Clone, Copy, Debug)]
+pub struct Envelope<'a> {
+    /// The reverse-path as `local@domain`; empty for `<>`.
+    pub sender: &'a str,
+    /// The recipients as `local@domain`.
+    pub recipients: &'a [String],
+    /// DSN requests, passed on to a server that offers DSN.
+    pub dsn: &'a DsnRequests,
 }
 
 impl Delivery {
@@ -192,19 +207,23 @@ impl ClientError {
     }
 }
 
-/// Delivers `message` (of `size` bytes, CRLF lines, not dot-stuffed) from
-/// `sender` (empty for `<>`) to `recipients` at the server `addr`, whose
-/// name `host` is used for TLS. Per-recipient results come back in
-/// [`Delivery`]; a failure for the whole attempt is a [`ClientError`].
+/// Delivers `message` (of `size` bytes, CRLF lines, not dot-stuffed) for
+/// `envelope` to the server `addr`, whose name `host` is used for TLS.
+/// Per-recipient results come back in [`Delivery`]; a failure for the whole
+/// attempt is a [`ClientError`].
 pub async fn send(
     addr: SocketAddr,
     host: &str,
     settings: &ClientSettings,
-    sender: &str,
-    recipients: &[String],
+    envelope: Envelope<'_>,
     message: impl AsyncRead + Unpin,
     size: u64,
 ) -> Result<Delivery, ClientError> {
+    let Envelope {
+        sender,
+        recipients,
+        dsn,
+    } = envelope;
     let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ClientError::Timeout("connect"))?
@@ -258,11 +277,23 @@ pub async fn send(
     if utf8 {
         mail.push_str(" SMTPUTF8");
     }
+    let dsn_passed = offers(&ext, "DSN");
+    if dsn_passed {
+        mail.push_str(&dsn.message.mail_params());
+    }
+    let rcpt_line = |rcpt: &str| {
+        let params = if dsn_passed {
+            dsn.recipient(rcpt).rcpt_params()
+        } else {
+            String::new()
+        };
+        format!("RCPT TO:<{rcpt}>{params}\r\n")
+    };
     let mut results = Vec::with_capacity(recipients.len());
     if offers(&ext, "PIPELINING") {
         let mut batch = format!("{mail}\r\n");
         for rcpt in recipients {
-            batch.push_str(&format!("RCPT TO:<{rcpt}>\r\n"));
+            batch.push_str(&rcpt_line(rcpt));
         }
         batch.push_str("DATA\r\n");
         conn.write(batch.as_bytes(), "MAIL").await?;
@@ -290,6 +321,7 @@ pub async fn send(
                     recipients: results,
                     data: None,
                     tls,
+                    dsn_passed,
                 });
             }
             (_, false) => {
@@ -298,6 +330,7 @@ pub async fn send(
                     recipients: results,
                     data: None,
                     tls,
+                    dsn_passed,
                 });
             }
             (_, true) => {
@@ -311,7 +344,7 @@ pub async fn send(
     } else {
         conn.command(&mail, "MAIL", 250).await?;
         for rcpt in recipients {
-            conn.write(format!("RCPT TO:<{rcpt}>\r\n").as_bytes(), "RCPT").await?;
+            conn.write(rcpt_line(rcpt).as_bytes(), "RCPT").await?;
             results.push((rcpt.clone(), conn.reply("RCPT").await?));
         }
         if !results.iter().any(|(_, r)| r.is_positive()) {
@@ -320,6 +353,7 @@ pub async fn send(
                 recipients: results,
                 data: None,
                 tls,
+                dsn_passed,
             });
         }
         conn.command("DATA", "DATA", 354).await?;
@@ -331,6 +365,7 @@ pub async fn send(
         recipients: results,
         data: Some(data),
         tls,
+        dsn_passed,
     })
 }
 
@@ -669,8 +704,11 @@ mod tests {
             addr,
             "mx.test",
             settings,
-            "s@x.test",
-            &rcpts(&["a@d.test"]),
+            Envelope {
+                sender: "s@x.test",
+                recipients: &rcpts(&["a@d.test"]),
+                dsn: &DsnRequests::default(),
+            },
             message,
             message.len() as u64,
         )
@@ -700,8 +738,11 @@ mod tests {
             addr,
             "mx.test",
             &settings(),
-            "s@x.test",
-            &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
+            Envelope {
+                sender: "s@x.test",
+                recipients: &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
+                dsn: &DsnRequests::default(),
+            },
             message,
             22,
         )
@@ -724,6 +765,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dsn_requests_go_on_only_to_a_server_that_offers_dsn() {
+        let address = |text: &str| crate::protocol::Address::parse_with_params(text, false).unwrap();
+        let dsn = DsnRequests {
+            message: crate::protocol::MessageRequest::from_mail(&address("<s@x.test> RET=HDRS ENVID=E+2B1")).unwrap(),
+            recipients: [(
+                "a@d.test".to_string(),
+                crate::protocol::RecipientRequest::from_rcpt(&address(
+                    "<a@d.test> NOTIFY=SUCCESS ORCPT=rfc822;o@d.test",
+                ))
+                .unwrap(),
+            )]
+            .into(),
+        };
+        let envelope = |recipients| Envelope {
+            sender: "s@x.test",
+            recipients,
+            dsn: &dsn,
+        };
+        let both = rcpts(&["a@d.test", "b@d.test"]);
+        for offered in [true, false] {
+            let ehlo = if offered {
+                "250-mx.test\r\n250-PIPELINING\r\n250 DSN\r\n"
+            } else {
+                "250-mx.test\r\n250 PIPELINING\r\n"
+            };
+            let answers = vec![
+                ("MAIL", "250 ok\r\n"),
+                ("RCPT", "250 ok\r\n"),
+                ("RCPT", "250 ok\r\n"),
+                ("DATA", "354 go\r\n"),
+                ("", "250 done\r\n"),
+            ];
+            let (addr, server) = scripted(ehlo, answers).await;
+            let delivery = send(addr, "mx.test", &settings(), envelope(&both), &b"x\r\n"[..], 3)
+                .await
+                .unwrap();
+            let seen = server.await.unwrap();
+            assert_eq!(delivery.dsn_passed, offered);
+            let expected = if offered {
+                "MAIL FROM:<s@x.test> RET=HDRS ENVID=E+2B1\r\nRCPT TO:<a@d.test> NOTIFY=SUCCESS ORCPT=rfc822;o@d.test\r\nRCPT TO:<b@d.test>\r\n"
+            } else {
+                "MAIL FROM:<s@x.test>\r\nRCPT TO:<a@d.test>\r\nRCPT TO:<b@d.test>\r\n"
+            };
+            assert!(seen.contains(expected), "{seen}");
+        }
+    }
+
+    #[tokio::test]
     async fn without_pipelining_and_with_helo_fallback_one_command_at_a_time() {
         let (addr, server) = scripted(
             "502 5.5.2 no EHLO here\r\n",
@@ -740,8 +829,11 @@ mod tests {
             addr,
             "mx.test",
             &settings(),
-            "",
-            &rcpts(&["a@d.test"]),
+            Envelope {
+                sender: "",
+                recipients: &rcpts(&["a@d.test"]),
+                dsn: &DsnRequests::default(),
+            },
             &b"x\r\n"[..],
             3,
         )

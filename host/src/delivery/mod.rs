@@ -2,12 +2,12 @@
 //! queue, routing a domain to its servers, the SMTP client that hands the
 //! mail to them, and the bounces (DSNs) for what cannot be delivered.
 
-mod bounce;
 mod client;
+mod notice;
 mod outbound;
 mod route;
 
-pub use bounce::Failure;
-pub use client::{ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, send};
+pub use client::{ClientError, ClientSettings, Delivery, Envelope, RemoteReply, TlsMode, send};
+pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};
 pub use route::{Route, RouteSettings, Target, order_mx, resolve, target};

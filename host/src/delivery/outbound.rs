@@ -5,13 +5,13 @@
 //! attempt of the retry schedule, permanent ones (and those whose schedule
 //! ran out) are bounced to the sender with a DSN.
 
-use super::bounce::{self, Failure};
-use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
+use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
+use super::notice::{self, About, Action, Report, Returned};
 use super::route::{Route, RouteSettings, Target, resolve, target};
 use crate::capabilities::{DkimKeys, Dns};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
-use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
-use crate::session::{MessageReader, OutboundQueue};
+use crate::queue::{DsnRequests, Entry, QueueStore, RetrySchedule, now_ms};
+use crate::session::{MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +43,9 @@ pub struct OutboundSettings {
     pub hostname: String,
     /// The keys that sign bounces, for our name's domain (or a parent).
     pub dkim: Arc<DkimKeys>,
+    /// How old a deferred entry gets before the sender is told it is late
+    /// (once); zero: never.
+    pub delay_warning: Duration,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -62,17 +65,26 @@ pub struct OutboundSettings {
 /// What became of one recipient in one attempt.
 #[derive(Clone, Debug)]
 enum Outcome {
-    Delivered { host: String, reply: RemoteReply },
-    Deferred(Failure),
-    Failed(Failure),
+    Delivered(Handover),
+    Deferred(Report),
+    Failed(Report),
+}
+
+/// How a recipient was handed to its server.
+#[derive(Clone, Debug)]
+struct Handover {
+    host: String,
+    reply: RemoteReply,
+    /// Whether the server took the DSN requests on (it offers DSN).
+    dsn_passed: bool,
 }
 
 /// The outcomes of one attempt, sorted, and what the hooks made of them.
 #[derive(Default)]
 struct Settlement {
-    delivered: Vec<(String, String, RemoteReply)>,
-    failed: Vec<(String, Failure)>,
-    deferred: Vec<(String, Failure)>,
+    delivered: Vec<(String, Handover)>,
+    failed: Vec<(String, Report)>,
+    deferred: Vec<(String, Report)>,
     /// Failed attempts once this one counts.
     attempts: u32,
     /// Until the next attempt; `None` when the schedule is used up.
@@ -80,7 +92,7 @@ struct Settlement {
     suppress_bounce: bool,
 }
 
-fn hook_failures(list: &[(String, Failure)]) -> Vec<RecipientFailure> {
+fn hook_failures(list: &[(String, Report)]) -> Vec<RecipientFailure> {
     list.iter()
         .map(|(recipient, f)| RecipientFailure {
             recipient: recipient.clone(),
@@ -97,9 +109,11 @@ impl Settlement {
     async fn consult(&mut self, policy: &dyn OutboundPolicy, info: &DeliveryInfo) {
         // One attempt hands the message to one server, so every delivered
         // recipient shares it (and the reply to the message).
-        if let Some((_, host, reply)) = self.delivered.first() {
-            let recipients: Vec<String> = self.delivered.iter().map(|(rcpt, _, _)| rcpt.clone()).collect();
-            policy.delivered(info, &recipients, host, &reply.to_string()).await;
+        if let Some((_, handover)) = self.delivered.first() {
+            let recipients: Vec<String> = self.delivered.iter().map(|(rcpt, _)| rcpt.clone()).collect();
+            policy
+                .delivered(info, &recipients, &handover.host, &handover.reply.to_string())
+                .await;
         }
         if let (false, Some(wait)) = (self.deferred.is_empty(), self.wait)
             && let Ok(Some(changed)) = policy.deferred(info, &hook_failures(&self.deferred), wait).await
@@ -178,7 +192,7 @@ fn status_of(reply: &RemoteReply) -> String {
         .unwrap_or_else(|| format!("{}.0.0", reply.code / 100))
 }
 
-fn failure_of(error: &ClientError, host: &str) -> Failure {
+fn failure_of(error: &ClientError, host: &str) -> Report {
     let (status, from_remote) = match error {
         ClientError::Refused { reply, .. } => (status_of(reply), true),
         ClientError::Network(_) => ("4.4.1".to_string(), false),
@@ -186,7 +200,7 @@ fn failure_of(error: &ClientError, host: &str) -> Failure {
         ClientError::Protocol { .. } => ("4.5.0".to_string(), false),
         ClientError::Tls(_) => ("4.7.5".to_string(), false),
     };
-    Failure {
+    Report {
         status,
         diagnostic: error.to_string(),
         remote: Some(host.to_string()),
@@ -398,7 +412,7 @@ impl Outbound {
                 }
                 return (None, Vec::new());
             }
-            Err(fault) => all_recipients(&entry, Outcome::Deferred(Failure::local("4.3.0", fault.to_string()))),
+            Err(fault) => all_recipients(&entry, Outcome::Deferred(Report::local("4.3.0", fault.to_string()))),
         };
         let mut settlement = self.sort(&entry, outcomes);
         if let Some(policy) = &self.inner.policy {
@@ -408,7 +422,7 @@ impl Outbound {
     }
 
     /// The servers for `domain` and the client settings to use with them.
-    async fn route(&self, info: &DeliveryInfo) -> Result<(Route, ClientSettings), Failure> {
+    async fn route(&self, info: &DeliveryInfo) -> Result<(Route, ClientSettings), Report> {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
@@ -416,7 +430,7 @@ impl Outbound {
             Some(policy) => policy
                 .get_mx(info)
                 .await
-                .map_err(|fault| Failure::local("4.3.0", fault.to_string()))?,
+                .map_err(|fault| Report::local("4.3.0", fault.to_string()))?,
             None => None,
         };
         if let Some(hops) = from_plugin {
@@ -452,16 +466,16 @@ impl Outbound {
         }
         let route = resolve(&self.inner.dns, domain, &settings.route)
             .await
-            .map_err(|e| Failure::local("4.4.3", format!("DNS lookup for {domain} failed: {e}")))?;
+            .map_err(|e| Report::local("4.4.3", format!("DNS lookup for {domain} failed: {e}")))?;
         Ok((route, client))
     }
 
     /// A configured or plugin-given next hop (local addresses allowed: the
     /// administrator or a plugin chose them).
-    async fn next_hop_target(&self, host: &str, port: u16) -> Result<Target, Failure> {
+    async fn next_hop_target(&self, host: &str, port: u16) -> Result<Target, Report> {
         target(&self.inner.dns, host, port, true)
             .await
-            .map_err(|e| Failure::local("4.4.3", format!("DNS lookup for {host} failed: {e}")))
+            .map_err(|e| Report::local("4.4.3", format!("DNS lookup for {host} failed: {e}")))
     }
 
     /// Tries the entry's servers in order until one gives per-recipient answers.
@@ -470,13 +484,13 @@ impl Outbound {
         let (targets, client) = match self.route(info).await {
             Ok((Route::Targets(targets), client)) => (targets, client),
             Ok((Route::NullMx, _)) => {
-                return all(Outcome::Failed(Failure::local(
+                return all(Outcome::Failed(Report::local(
                     "5.1.10",
                     format!("{} accepts no mail (null MX)", entry.domain),
                 )));
             }
             Ok((Route::NoMailServer, _)) => {
-                return all(Outcome::Failed(Failure::local(
+                return all(Outcome::Failed(Report::local(
                     "5.1.2",
                     format!("no mail server found for {}", entry.domain),
                 )));
@@ -484,13 +498,13 @@ impl Outbound {
             Err(failure) => return all(Outcome::Deferred(failure)),
         };
         let path = self.inner.store.message_path(entry);
-        let mut last = Failure::local("4.4.1", "no server could be reached");
+        let mut last = Report::local("4.4.1", "no server could be reached");
         for target in &targets {
             for addr in &target.addrs {
                 let file = match tokio::fs::File::open(&path).await {
                     Ok(file) => file,
                     Err(e) => {
-                        return all(Outcome::Deferred(Failure::local(
+                        return all(Outcome::Deferred(Report::local(
                             "4.3.0",
                             format!("queued message: {e}"),
                         )));
@@ -501,8 +515,11 @@ impl Outbound {
                     *addr,
                     &target.host,
                     &client,
-                    &entry.sender,
-                    &entry.recipients,
+                    Envelope {
+                        sender: &entry.sender,
+                        recipients: &entry.recipients,
+                        dsn: &entry.dsn,
+                    },
                     tokio::io::BufReader::new(file),
                     size,
                 )
@@ -516,12 +533,13 @@ impl Outbound {
                             .map(|(i, rcpt)| {
                                 let reply = delivery.outcome(i).clone();
                                 let outcome = if reply.is_positive() {
-                                    Outcome::Delivered {
+                                    Outcome::Delivered(Handover {
                                         host: target.host.clone(),
                                         reply,
-                                    }
+                                        dsn_passed: delivery.dsn_passed,
+                                    })
                                 } else {
-                                    let failure = Failure {
+                                    let failure = Report {
                                         status: status_of(&reply),
                                         diagnostic: reply.to_string(),
                                         remote: Some(target.host.clone()),
@@ -567,7 +585,7 @@ impl Outbound {
         };
         for (rcpt, outcome) in outcomes {
             match outcome {
-                Outcome::Delivered { host, reply } => settlement.delivered.push((rcpt, host, reply)),
+                Outcome::Delivered(handover) => settlement.delivered.push((rcpt, handover)),
                 Outcome::Failed(failure) => settlement.failed.push((rcpt, failure)),
                 Outcome::Deferred(failure) => settlement.deferred.push((rcpt, failure)),
             }
@@ -583,8 +601,9 @@ impl Outbound {
     }
 
     /// Records a settlement on disk: delivered recipients leave, failed ones
-    /// are bounced (unless suppressed), deferred ones wait. Returns the entry
-    /// if recipients are left, and the bounces queued.
+    /// are bounced (unless suppressed), deferred ones wait; the notices the
+    /// sender asked for are queued (see [`Outbound::notices`]). Returns the
+    /// entry if recipients are left, and the notices queued.
     fn record(&self, mut entry: Entry, settlement: Settlement) -> (Option<Entry>, Vec<Entry>) {
         let store = &self.inner.store;
         let Settlement {
@@ -596,40 +615,29 @@ impl Outbound {
             suppress_bounce,
         } = settlement;
         let latency = Duration::from_millis(now_ms().saturating_sub(entry.arrival_ms));
-        for (rcpt, host, reply) in &delivered {
-            info!(id = %entry.id, recipient = %rcpt, %host, reply = %reply, attempts, "delivered");
+        for (rcpt, handover) in &delivered {
+            info!(id = %entry.id, recipient = %rcpt, host = %handover.host, reply = %handover.reply, attempts, "delivered");
             metrics::histogram!(telemetry::OUTBOUND_DELIVERY_SECONDS).record(latency.as_secs_f64());
         }
         count_recipients("delivered", delivered.len());
-        let mut bounces = Vec::new();
-        if !failed.is_empty() {
-            for (rcpt, failure) in &failed {
-                warn!(id = %entry.id, recipient = %rcpt, status = %failure.status, diagnostic = %failure.diagnostic, "delivery failed permanently");
-            }
-            if suppress_bounce {
-                info!(id = %entry.id, "bounce suppressed by a plugin");
-                count_recipients("bounced", failed.len());
-            } else {
-                match self.bounce(&entry, &failed) {
-                    Ok(queued) => {
-                        bounces = queued;
-                        count_recipients("bounced", failed.len());
-                    }
-                    Err(e) => {
-                        error!(id = %entry.id, error = %e, "could not queue the bounce; keeping the recipients for a retry");
-                        deferred.extend(failed);
-                    }
-                }
-            }
+        for (rcpt, failure) in &failed {
+            warn!(id = %entry.id, recipient = %rcpt, status = %failure.status, diagnostic = %failure.diagnostic, "delivery failed permanently");
         }
+        count_recipients("bounced", failed.len());
+        if suppress_bounce && !failed.is_empty() {
+            info!(id = %entry.id, "bounce suppressed by a plugin");
+        }
+        let wait = wait.unwrap_or(Duration::from_secs(60));
+        let failed = if suppress_bounce { Vec::new() } else { failed };
+        let (notices, unsent) = self.notices(&mut entry, &delivered, failed, &deferred, attempts, wait);
+        deferred.extend(unsent);
         if deferred.is_empty() {
             if let Err(e) = store.remove(&entry) {
                 error!(id = %entry.id, error = %e, "could not remove a finished queue entry");
             }
-            return (None, bounces);
+            return (None, notices);
         }
         count_recipients("deferred", deferred.len());
-        let wait = wait.unwrap_or(Duration::from_secs(60));
         let first = &deferred[0].1;
         entry.recipients = deferred.iter().map(|(rcpt, _)| rcpt.clone()).collect();
         entry.attempts = attempts;
@@ -639,28 +647,165 @@ impl Outbound {
         if let Err(e) = store.update(&entry) {
             error!(id = %entry.id, error = %e, "could not save the retry state");
         }
-        (Some(entry), bounces)
+        (Some(entry), notices)
     }
 
-    /// Queues a DSN for `failed` to the sender of `entry`. A failed bounce
-    /// (sender `<>`) is logged and dropped: bounces are never bounced.
-    fn bounce(&self, entry: &Entry, failed: &[(String, Failure)]) -> io::Result<Vec<Entry>> {
+    /// Queues the notices of one attempt to the sender of `entry`, each only
+    /// for the recipients whose `NOTIFY` wants it (RFC 3461): a failure
+    /// notice for `failed`; a relay notice for `delivered` ones whose server
+    /// did not take the request on; once per entry, when it is older than
+    /// `delay_warning`, a delay notice for `deferred` ones. A mail from `<>`
+    /// gets none. Returns the notices queued and the failed recipients whose
+    /// notice could not be queued (to retry them rather than lose the notice).
+    fn notices(
+        &self,
+        entry: &mut Entry,
+        delivered: &[(String, Handover)],
+        failed: Vec<(String, Report)>,
+        deferred: &[(String, Report)],
+        attempts: u32,
+        wait: Duration,
+    ) -> (Vec<Entry>, Vec<(String, Report)>) {
+        let mut queued = Vec::new();
         if entry.sender.is_empty() {
-            let recipients: Vec<&str> = failed.iter().map(|(r, _)| r.as_str()).collect();
-            warn!(id = %entry.id, recipients = %recipients.join(","), "double bounce dropped: the failed message was itself a bounce");
-            return Ok(Vec::new());
+            if !failed.is_empty() {
+                let recipients: Vec<&str> = failed.iter().map(|(r, _)| r.as_str()).collect();
+                warn!(id = %entry.id, recipients = %recipients.join(","), "double bounce dropped: the failed message was itself a bounce");
+            }
+            return (queued, Vec::new());
         }
+        let (failed, unwanted): (Vec<_>, Vec<_>) = failed
+            .into_iter()
+            .partition(|(rcpt, _)| entry.dsn.recipient(rcpt).wants_failure());
+        if !unwanted.is_empty() {
+            let recipients: Vec<&str> = unwanted.iter().map(|(r, _)| r.as_str()).collect();
+            info!(id = %entry.id, recipients = %recipients.join(","), "no failure notice: NOTIFY did not ask for one");
+        }
+        let mut unsent = Vec::new();
+        if !failed.is_empty() {
+            match self.notify(entry, Action::Failed, &failed, None) {
+                Ok(notice) => queued.extend(notice),
+                Err(e) => {
+                    error!(id = %entry.id, error = %e, "could not queue the bounce; keeping the recipients for a retry");
+                    unsent = failed;
+                }
+            }
+        }
+        let relayed: Vec<(String, Report)> = delivered
+            .iter()
+            .filter(|(rcpt, handover)| !handover.dsn_passed && entry.dsn.recipient(rcpt).wants_success())
+            .map(|(rcpt, handover)| {
+                (
+                    rcpt.clone(),
+                    Report::handed_on(&handover.host, &handover.reply.to_string()),
+                )
+            })
+            .collect();
+        if !relayed.is_empty() {
+            self.notify_or_log(entry, Action::Relayed, &relayed, None, &mut queued);
+        }
+        let warning = self.inner.settings.delay_warning;
+        let late = now_ms().saturating_sub(entry.arrival_ms) >= warning.as_millis() as u64;
+        if !deferred.is_empty() && !entry.delay_notified && !warning.is_zero() && late {
+            entry.delay_notified = true;
+            let delayed: Vec<(String, Report)> = deferred
+                .iter()
+                .filter(|(rcpt, _)| entry.dsn.recipient(rcpt).wants_delay())
+                .cloned()
+                .collect();
+            if !delayed.is_empty() {
+                let schedule = &self.inner.settings.schedule;
+                let until = now_ms() + (wait + schedule.remaining_after(attempts)).as_millis() as u64;
+                self.notify_or_log(entry, Action::Delayed, &delayed, Some(until), &mut queued);
+            }
+        }
+        (queued, unsent)
+    }
+
+    /// [`Outbound::notify`], adding the notice to `queued`; an error is
+    /// logged (only a failure notice is worth keeping recipients for).
+    fn notify_or_log(
+        &self,
+        entry: &Entry,
+        action: Action,
+        reports: &[(String, Report)],
+        retry_until_ms: Option<u64>,
+        queued: &mut Vec<Entry>,
+    ) {
+        match self.notify(entry, action, reports, retry_until_ms) {
+            Ok(notice) => queued.extend(notice),
+            Err(e) => error!(id = %entry.id, ?action, error = %e, "could not queue a delivery notice"),
+        }
+    }
+
+    /// Queues a DSN of `action` for `reports` to the sender of `entry`.
+    fn notify(
+        &self,
+        entry: &Entry,
+        action: Action,
+        reports: &[(String, Report)],
+        retry_until_ms: Option<u64>,
+    ) -> io::Result<Vec<Entry>> {
         let store = &self.inner.store;
-        let header = bounce::original_header(&store.message_path(entry))?;
+        let returned = Returned::choose(&store.message_path(entry), action, entry.dsn.message.ret)?;
+        let about = About {
+            retry_until_ms,
+            ..About::entry(entry)
+        };
+        let queued = self.queue_notice(about, action, reports, &returned)?;
+        info!(id = %entry.id, to = %entry.sender, notice = %queued[0].id, ?action, "delivery notice queued");
+        Ok(queued)
+    }
+
+    /// Queues the notices of a message accepted by the session and not
+    /// queued here: `delivered` and `relayed` (see [`SuccessNotice`]).
+    fn queue_success(&self, message: MessageReader, notice: &SuccessNotice) -> io::Result<Vec<Entry>> {
+        let returned = Returned::Header(notice::header_of(message)?);
+        let about = About {
+            id: &notice.id,
+            sender: &notice.sender,
+            arrival_ms: now_ms(),
+            dsn: &notice.dsn,
+            retry_until_ms: None,
+        };
+        let delivered: Vec<(String, Report)> = notice
+            .delivered
+            .iter()
+            .map(|rcpt| (rcpt.clone(), Report::delivered()))
+            .collect();
+        let relayed: Vec<(String, Report)> = notice
+            .relayed
+            .iter()
+            .map(|h| (h.recipient.clone(), Report::handed_on(&h.host, &h.reply)))
+            .collect();
+        let mut queued = Vec::new();
+        for (action, reports) in [(Action::Delivered, delivered), (Action::Relayed, relayed)] {
+            if !reports.is_empty() {
+                queued.extend(self.queue_notice(about, action, &reports, &returned)?);
+                info!(id = %notice.id, to = %notice.sender, ?action, "delivery notice queued");
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Signs and queues the DSN of `action` about a message to its sender.
+    fn queue_notice(
+        &self,
+        about: About<'_>,
+        action: Action,
+        reports: &[(String, Report)],
+        returned: &Returned,
+    ) -> io::Result<Vec<Entry>> {
         let settings = &self.inner.settings;
-        let message = bounce::signed(
-            bounce::dsn(&settings.hostname, entry, failed, &header),
+        let message = notice::signed(
+            notice::dsn(&settings.hostname, about, action, reports, returned),
             &settings.hostname,
             &settings.dkim,
         );
-        let queued = store.enqueue(message.as_slice(), "", std::slice::from_ref(&entry.sender), &entry.id)?;
-        info!(id = %entry.id, to = %entry.sender, bounce = %queued[0].id, "bounce queued");
-        Ok(queued)
+        let to = [about.sender.to_string()];
+        self.inner
+            .store
+            .enqueue(message.as_slice(), "", &to, &DsnRequests::default(), about.id)
     }
 }
 
@@ -670,17 +815,31 @@ impl OutboundQueue for Outbound {
         message: MessageReader,
         sender: String,
         recipients: Vec<String>,
+        dsn: DsnRequests,
         origin: String,
     ) -> BoxFuture<'static, io::Result<Vec<String>>> {
         let this = self.clone();
         Box::pin(async move {
             let store = this.inner.store.clone();
-            let entries = tokio::task::spawn_blocking(move || store.enqueue(message, &sender, &recipients, &origin))
-                .await
-                .map_err(io::Error::other)??;
+            let entries =
+                tokio::task::spawn_blocking(move || store.enqueue(message, &sender, &recipients, &dsn, &origin))
+                    .await
+                    .map_err(io::Error::other)??;
             let ids = entries.iter().map(|e| e.id.clone()).collect();
             this.schedule(entries);
             Ok(ids)
+        })
+    }
+
+    fn notify_success(&self, message: MessageReader, notice: SuccessNotice) -> BoxFuture<'static, io::Result<()>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let worker = this.clone();
+            let queued = tokio::task::spawn_blocking(move || worker.queue_success(message, &notice))
+                .await
+                .map_err(io::Error::other)??;
+            this.schedule(queued);
+            Ok(())
         })
     }
 }

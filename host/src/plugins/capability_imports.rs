@@ -19,7 +19,7 @@ use crate::capabilities::{
     SqlValue, authenticate,
 };
 use crate::delivery::{ClientError, TlsMode, send, target};
-use crate::session::{Connection, MessageReader, Transaction};
+use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
 use flate2::read::GzEncoder;
@@ -341,9 +341,11 @@ impl forward::Host for StoreState {
         let mut settings = self.host.services.backends.smtp_client.clone();
         settings.tls = forward_tls(&hop.tls)?;
         settings.auth = hop.auth.clone();
-        let (reader, sender) = self.message_and("forward", |_, tx| tx.sender.addr_spec())?;
+        let (reader, (sender, dsn)) =
+            self.message_and("forward", |_, tx| (tx.sender.addr_spec(), tx.dsn_requests()))?;
         let dns = self.host.services.backends.dns.clone();
-        bounded(self.deadline, async move {
+        let host = hop.host.clone();
+        let (replies, dsn_passed) = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
             let server = target(&dns, &hop.host, hop.port, true).await?;
             let mut last = format!("{} has no address", hop.host);
@@ -352,19 +354,29 @@ impl forward::Host for StoreState {
                     addr,
                     &hop.host,
                     &settings,
-                    &sender,
-                    &recipients,
+                    crate::delivery::Envelope {
+                        sender: &sender,
+                        recipients: &recipients,
+                        dsn: &dsn,
+                    },
                     message.as_slice(),
                     message.len() as u64,
                 )
                 .await;
-                let replies: Vec<(String, String, u16)> = match sent {
-                    Ok(delivery) => (0..recipients.len())
-                        .map(|i| {
-                            let reply = delivery.outcome(i);
-                            (recipients[i].clone(), reply.to_string(), reply.code)
-                        })
-                        .collect(),
+                let replies: Vec<forward::RecipientReply> = match sent {
+                    Ok(delivery) => {
+                        let replies = (0..recipients.len())
+                            .map(|i| {
+                                let reply = delivery.outcome(i);
+                                forward::RecipientReply {
+                                    recipient: recipients[i].clone(),
+                                    code: reply.code,
+                                    text: reply.to_string(),
+                                }
+                            })
+                            .collect();
+                        return Ok((replies, delivery.dsn_passed));
+                    }
                     Err(e) if e.try_next_host() => {
                         last = format!("{addr}: {e}");
                         continue;
@@ -372,21 +384,35 @@ impl forward::Host for StoreState {
                     // The server answered for the whole message (MAIL, DATA, end of data).
                     Err(ClientError::Refused { reply, .. }) => recipients
                         .iter()
-                        .map(|r| (r.clone(), reply.to_string(), reply.code))
+                        .map(|r| forward::RecipientReply {
+                            recipient: r.clone(),
+                            code: reply.code,
+                            text: reply.to_string(),
+                        })
                         .collect(),
                     Err(e) => {
                         last = format!("{addr}: {e}");
                         continue;
                     }
                 };
-                return Ok(replies
-                    .into_iter()
-                    .map(|(recipient, text, code)| forward::RecipientReply { recipient, code, text })
-                    .collect());
+                return Ok((replies, false));
             }
             Err(Error::Backend(last))
         })
-        .await
+        .await?;
+        if let Some(conn) = &self.host.conn
+            && let Some(tx) = conn.lock().transaction.as_mut()
+        {
+            for reply in replies.iter().filter(|r| (200..300).contains(&r.code)) {
+                tx.handed_on.push(HandedOn {
+                    recipient: reply.recipient.clone(),
+                    host: host.clone(),
+                    reply: reply.text.clone(),
+                    dsn_passed,
+                });
+            }
+        }
+        Ok(replies)
     }
 }
 

@@ -37,6 +37,13 @@ impl RetrySchedule {
         self.intervals.get(index).copied()
     }
 
+    /// The waits still to come after the one that follows failure number
+    /// `failures`: with it, how long until the last attempt.
+    pub fn remaining_after(&self, failures: u32) -> Duration {
+        let from = usize::try_from(failures).unwrap_or(usize::MAX);
+        self.intervals.iter().skip(from).sum()
+    }
+
     /// The total time from the first failure to the bounce.
     pub fn total(&self) -> Duration {
         self.intervals.iter().sum()

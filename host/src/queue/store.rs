@@ -11,10 +11,12 @@
 //! file through hard links.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+use waraka_protocol::{MessageRequest, RecipientRequest};
 
 const TMP_PREFIX: &str = ".tmp-";
 const CORRUPT_DIR: &str = "corrupt";
@@ -46,6 +48,46 @@ pub struct Entry {
     /// message is never delivered (0 in entries written before it existed).
     #[serde(default)]
     pub message_size: u64,
+    /// What the sender asked to be told (RFC 3461), when it asked anything.
+    #[serde(default, skip_serializing_if = "DsnRequests::is_empty")]
+    pub dsn: DsnRequests,
+    /// Whether the sender was told that delivery is late.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delay_notified: bool,
+}
+
+/// The DSN requests (RFC 3461) of a message and of its recipients.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DsnRequests {
+    /// `RET` and `ENVID` of the MAIL command.
+    #[serde(flatten)]
+    pub message: MessageRequest,
+    /// `NOTIFY` and `ORCPT` by recipient, for those that gave any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recipients: BTreeMap<String, RecipientRequest>,
+}
+
+impl DsnRequests {
+    /// Whether nothing was asked.
+    pub fn is_empty(&self) -> bool {
+        self.message.is_empty() && self.recipients.is_empty()
+    }
+
+    /// What `recipient` asked (nothing, when it gave no parameter).
+    pub fn recipient(&self, recipient: &str) -> RecipientRequest {
+        self.recipients.get(recipient).cloned().unwrap_or_default()
+    }
+
+    /// The requests of the message and of those of `recipients` that gave any.
+    pub fn for_recipients(&self, recipients: &[String]) -> DsnRequests {
+        DsnRequests {
+            message: self.message.clone(),
+            recipients: recipients
+                .iter()
+                .filter_map(|r| Some((r.clone(), self.recipients.get(r)?.clone())))
+                .collect(),
+        }
+    }
 }
 
 /// What the start-up scan found and did.
@@ -221,6 +263,7 @@ impl QueueStore {
         message: impl Read,
         sender: &str,
         recipients: &[String],
+        dsn: &DsnRequests,
         origin: &str,
     ) -> io::Result<Vec<Entry>> {
         let arrival_ms = now_ms();
@@ -240,6 +283,8 @@ impl QueueStore {
                     id: new_id(arrival_ms),
                     domain,
                     sender: sender.to_string(),
+                    dsn: dsn.for_recipients(&recipients),
+                    delay_notified: false,
                     recipients,
                     arrival_ms,
                     attempts: 0,
@@ -277,6 +322,7 @@ impl QueueStore {
     pub fn split(&self, entry: &Entry, recipients: Vec<String>) -> io::Result<Entry> {
         let split = Entry {
             id: new_id(entry.arrival_ms),
+            dsn: entry.dsn.for_recipients(&recipients),
             recipients,
             ..entry.clone()
         };
@@ -354,13 +400,40 @@ mod tests {
         let (store, recovery) = QueueStore::open(dir.path()).unwrap();
         assert_eq!(recovery, Recovery::default());
         let rcpts = recipients(&["a@One.test", "b@two.test", "c@one.test"]);
+        let address = |text: &str| waraka_protocol::Address::parse_with_params(text, false).unwrap();
+        let dsn = DsnRequests {
+            message: MessageRequest::from_mail(&address("<s@here.test> RET=HDRS ENVID=e1")).unwrap(),
+            recipients: [
+                ("b@two.test", "<b@two.test> NOTIFY=NEVER"),
+                ("c@one.test", "<c@one.test> NOTIFY=SUCCESS ORCPT=rfc822;c+2B1@one.test"),
+            ]
+            .into_iter()
+            .map(|(r, text)| (r.to_string(), RecipientRequest::from_rcpt(&address(text)).unwrap()))
+            .collect(),
+        };
         let entries = store
-            .enqueue(&b"Subject: x\r\n\r\nbody\r\n"[..], "s@here.test", &rcpts, "T.1")
+            .enqueue(&b"Subject: x\r\n\r\nbody\r\n"[..], "s@here.test", &rcpts, &dsn, "T.1")
             .unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].domain, "one.test");
         assert_eq!(entries[0].recipients, recipients(&["a@One.test", "c@one.test"]));
         assert_eq!(entries[1].recipients, recipients(&["b@two.test"]));
+        assert_eq!(
+            entries[0].dsn.message.envid.as_deref(),
+            Some("e1"),
+            "each entry keeps the message's requests"
+        );
+        assert_eq!(entries[1].dsn.message.envid.as_deref(), Some("e1"));
+        let only = |e: &Entry| e.dsn.recipients.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            (only(&entries[0]), only(&entries[1])),
+            (recipients(&["c@one.test"]), recipients(&["b@two.test"]))
+        );
+        assert!(entries[0].dsn.recipient("c@one.test").wants_success());
+        assert!(
+            entries[0].dsn.recipient("a@One.test").wants_failure(),
+            "no NOTIFY: failures are reported"
+        );
         assert_eq!(
             fs::read(store.message_path(&entries[1])).unwrap(),
             b"Subject: x\r\n\r\nbody\r\n"
@@ -382,7 +455,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = QueueStore::open(dir.path()).unwrap();
         let rcpts = recipients(&["a@d.test", "b@d.test"]);
-        let mut entry = store.enqueue(&b"m\r\n"[..], "", &rcpts, "T.2").unwrap().remove(0);
+        let mut entry = store
+            .enqueue(&b"m\r\n"[..], "", &rcpts, &DsnRequests::default(), "T.2")
+            .unwrap()
+            .remove(0);
         let mut later = store.split(&entry, recipients(&["b@d.test"])).unwrap();
         later.attempts = 1;
         later.last_error = Some("451 try later".into());
@@ -405,16 +481,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = QueueStore::open(dir.path()).unwrap();
         let good = store
-            .enqueue(&b"m\r\n"[..], "s@x.test", &recipients(&["a@d.test"]), "T.3")
+            .enqueue(
+                &b"m\r\n"[..],
+                "s@x.test",
+                &recipients(&["a@d.test"]),
+                &DsnRequests::default(),
+                "T.3",
+            )
             .unwrap();
         let torn = store
-            .enqueue(&b"m\r\n"[..], "s@x.test", &recipients(&["a@e.test"]), "T.4")
+            .enqueue(
+                &b"m\r\n"[..],
+                "s@x.test",
+                &recipients(&["a@e.test"]),
+                &DsnRequests::default(),
+                "T.4",
+            )
             .unwrap();
         let truncated = store
             .enqueue(
                 &b"a whole message\r\n"[..],
                 "s@x.test",
                 &recipients(&["a@f.test"]),
+                &DsnRequests::default(),
                 "T.5",
             )
             .unwrap();

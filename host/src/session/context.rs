@@ -4,7 +4,8 @@
 
 use super::message::Message;
 use crate::capabilities::{Authentication, NoteLimits, NoteStore};
-use crate::protocol::Address;
+use crate::protocol::{Address, MessageRequest, RecipientRequest};
+use crate::queue::DsnRequests;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,6 +34,40 @@ pub struct Transaction {
     pub notes: NoteStore,
     /// SPF/DKIM/DMARC results, once a plugin asked for them.
     pub authentication: Option<Arc<Authentication>>,
+    /// Recipients a plugin forwarded to another server (the `forward`
+    /// capability), for the success notices they asked for.
+    pub handed_on: Vec<HandedOn>,
+}
+
+/// A recipient a plugin forwarded to another server, which accepted it.
+#[derive(Clone, Debug)]
+pub struct HandedOn {
+    /// The recipient as `local@domain`.
+    pub recipient: String,
+    /// The server it went to.
+    pub host: String,
+    /// The server's reply to the message.
+    pub reply: String,
+    /// Whether the server took the DSN requests on (it offers DSN).
+    pub dsn_passed: bool,
+}
+
+impl Transaction {
+    /// The DSN requests of the sender and the recipients (their parameters
+    /// were checked when the commands were accepted).
+    pub fn dsn_requests(&self) -> DsnRequests {
+        DsnRequests {
+            message: MessageRequest::from_mail(&self.sender).unwrap_or_default(),
+            recipients: self
+                .recipients
+                .iter()
+                .filter_map(|r| {
+                    let request = RecipientRequest::from_rcpt(r).ok().filter(|q| !q.is_empty())?;
+                    Some((r.addr_spec(), request))
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One client connection.

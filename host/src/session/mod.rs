@@ -8,14 +8,16 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
-pub use context::{Connection, SharedConnection, TlsInfo, Transaction};
+pub use context::{Connection, HandedOn, SharedConnection, TlsInfo, Transaction};
 pub use message::{HeaderError, Message, MessageReader, SpoolSettings, SpoolWriter};
 pub use settings::{EarlyTalker, Role, SessionSettings};
 
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
-    Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, Reply, codes, parse_command,
+    Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, MessageRequest, RecipientRequest, Reply,
+    codes, parse_command,
 };
+use crate::queue::DsnRequests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
@@ -24,14 +26,39 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 /// host's durable outbound queue (implemented outside the session).
 pub trait OutboundQueue: Send + Sync {
     /// Stores the message for delivery from `sender` (empty for `<>`) to
-    /// `recipients`; resolves to the queue ids only once it is durable.
+    /// `recipients`, with what the sender asked to be told of it (`dsn`);
+    /// resolves to the queue ids only once it is durable.
     fn enqueue(
         &self,
         message: MessageReader,
         sender: String,
         recipients: Vec<String>,
+        dsn: DsnRequests,
         origin: String,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
+
+    /// Queues the success `notice` about `message`; resolves once it is durable.
+    fn notify_success(
+        &self,
+        message: MessageReader,
+        notice: SuccessNotice,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<()>>;
+}
+
+/// The success notices (RFC 3461 `NOTIFY=SUCCESS`) for a message accepted
+/// here that did not go to the outbound queue, whose delivery reports its own.
+#[derive(Clone, Debug)]
+pub struct SuccessNotice {
+    /// The transaction id.
+    pub id: String,
+    /// Who the notices go to.
+    pub sender: String,
+    /// What the sender asked (`ENVID`, `ORCPT`).
+    pub dsn: DsnRequests,
+    /// Recipients whose mail the queue plugin took: delivered here.
+    pub delivered: Vec<String>,
+    /// Recipients a plugin forwarded to a server that sends no notices.
+    pub relayed: Vec<HandedOn>,
 }
 
 /// Whether the connection stays open after feeding bytes.
@@ -404,6 +431,7 @@ impl<P: Policy> Session<P> {
 
     /// Counts a client error and sends its reply, or closes after too many.
     fn error(&mut self, reply: Reply) -> Flow {
+        info!("command refused: {}", reply.to_wire().trim_end());
         self.errors += 1;
         if self.errors > self.settings.max_errors {
             warn!(errors = self.errors, "too many errors");
@@ -692,6 +720,7 @@ impl<P: Policy> Session<P> {
         lines.push(format!("SIZE {}", self.settings.max_message_size));
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("SMTPUTF8".into());
+        lines.push("DSN".into());
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
@@ -747,7 +776,10 @@ impl<P: Policy> Session<P> {
         if needs_auth {
             return self.error(Reply::new(530, "5.7.0", "Authentication required"));
         }
-        if let Err(reply) = self.check_params(&sender, &["SIZE", "BODY", "SMTPUTF8", "AUTH"]) {
+        if let Err(reply) = self.check_params(&sender, &["SIZE", "BODY", "SMTPUTF8", "AUTH", "RET", "ENVID"]) {
+            return self.error(reply);
+        }
+        if let Err(reply) = MessageRequest::from_mail(&sender) {
             return self.error(reply);
         }
         if let Some(size) = sender.param("SIZE") {
@@ -783,6 +815,7 @@ impl<P: Policy> Session<P> {
                 message: None,
                 notes,
                 authentication: None,
+                handed_on: Vec::new(),
             });
             id
         };
@@ -808,7 +841,10 @@ impl<P: Policy> Session<P> {
         let Some(count) = count else {
             return self.error(codes::bad_sequence("send MAIL first"));
         };
-        if let Err(reply) = self.check_params(&recipient, &[]) {
+        if let Err(reply) = self.check_params(&recipient, &["NOTIFY", "ORCPT"]) {
+            return self.error(reply);
+        }
+        if let Err(reply) = RecipientRequest::from_rcpt(&recipient) {
             return self.error(reply);
         }
         if recipient.needs_utf8() && !utf8 {
@@ -1089,7 +1125,8 @@ impl<P: Policy> Session<P> {
             HookCall::Queue
         };
         let (decision, mut rule) = self.decide(call).await;
-        if rule.effect == Effect::HostQueue {
+        let host_queued = rule.effect == Effect::HostQueue;
+        if host_queued {
             rule = self.host_enqueue(rule).await;
         }
         let flow = self.refuse(rule, &decision, &tx_id);
@@ -1100,6 +1137,9 @@ impl<P: Policy> Session<P> {
             self.tx_span.in_scope(|| {
                 info!(queue_id = %tx_id, size, plugin = decision.plugin.as_deref().unwrap_or("-"), "message accepted")
             });
+            if !host_queued {
+                self.notify_success().await;
+            }
             self.junk_commands = 0;
             self.tx_outcome = Some("accepted");
             self.policy
@@ -1111,6 +1151,55 @@ impl<P: Policy> Session<P> {
         flow
     }
 
+    /// Queues the success notices the recipients of an accepted message
+    /// asked for (none for `<>`): `delivered` for what the queue plugin
+    /// took, `relayed` for what a plugin forwarded to a server without DSN.
+    /// A failure is logged; the message stays accepted.
+    async fn notify_success(&mut self) {
+        let found = self
+            .with_transaction(|tx| {
+                if tx.sender.is_null() {
+                    return None;
+                }
+                let dsn = tx.dsn_requests();
+                let mut notice = SuccessNotice {
+                    id: tx.id.clone(),
+                    sender: tx.sender.addr_spec(),
+                    delivered: Vec::new(),
+                    relayed: Vec::new(),
+                    dsn: DsnRequests::default(),
+                };
+                for recipient in tx.recipients.iter().map(Address::addr_spec) {
+                    if !dsn.recipient(&recipient).wants_success() {
+                        continue;
+                    }
+                    match tx.handed_on.iter().find(|h| h.recipient == recipient) {
+                        Some(handed) if handed.dsn_passed => {}
+                        Some(handed) => notice.relayed.push(handed.clone()),
+                        None => notice.delivered.push(recipient),
+                    }
+                }
+                if notice.delivered.is_empty() && notice.relayed.is_empty() {
+                    return None;
+                }
+                notice.dsn = dsn;
+                Some((tx.message.as_ref()?.reader(), notice))
+            })
+            .flatten();
+        let Some((reader, notice)) = found else {
+            return;
+        };
+        let Some(queue) = self.outbound.clone() else {
+            self.tx_span
+                .in_scope(|| warn!("no success notice sent: outbound delivery is disabled"));
+            return;
+        };
+        if let Err(e) = queue.notify_success(reader, notice).await {
+            self.tx_span
+                .in_scope(|| error!(error = %e, "the success notice could not be queued"));
+        }
+    }
+
     /// Stores the message in the host's outbound queue: `rule` proceeding
     /// once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
     async fn host_enqueue(&mut self, rule: crate::policy::Rule) -> crate::policy::Rule {
@@ -1119,17 +1208,23 @@ impl<P: Policy> Session<P> {
                 .in_scope(|| warn!("relayed message refused: outbound delivery is disabled"));
             return HOST_QUEUE_FAILED;
         };
-        let Some((reader, sender, recipients, origin)) = self
+        let Some((reader, sender, recipients, dsn, origin)) = self
             .with_transaction(|tx| {
                 let reader = tx.message.as_ref()?.reader();
                 let recipients = tx.recipients.iter().map(Address::addr_spec).collect();
-                Some((reader, tx.sender.addr_spec(), recipients, tx.id.clone()))
+                Some((
+                    reader,
+                    tx.sender.addr_spec(),
+                    recipients,
+                    tx.dsn_requests(),
+                    tx.id.clone(),
+                ))
             })
             .flatten()
         else {
             return HOST_QUEUE_FAILED;
         };
-        match queue.enqueue(reader, sender, recipients, origin).await {
+        match queue.enqueue(reader, sender, recipients, dsn, origin).await {
             Ok(ids) => {
                 self.tx_span
                     .in_scope(|| info!(outbound = %ids.join(","), "queued for delivery"));

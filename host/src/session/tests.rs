@@ -113,6 +113,7 @@ async fn greeting_and_ehlo_advertise_the_extensions() {
         "SIZE 26214400",
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
+        "DSN",
         "XTEST",
     ] {
         assert!(ehlo.contains(kw), "{kw} missing in {ehlo}");
@@ -180,6 +181,7 @@ impl OutboundQueue for MemoryOutbound {
         mut message: MessageReader,
         sender: String,
         recipients: Vec<String>,
+        _dsn: crate::queue::DsnRequests,
         _origin: String,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
         let result = if self.fail {
@@ -191,6 +193,18 @@ impl OutboundQueue for MemoryOutbound {
             Ok(vec!["Q1".to_string()])
         };
         Box::pin(async move { result })
+    }
+
+    fn notify_success(
+        &self,
+        _message: MessageReader,
+        notice: crate::session::SuccessNotice,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<()>> {
+        self.stored
+            .lock()
+            .unwrap()
+            .push((String::new(), notice.delivered, b"success notice".to_vec()));
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -239,6 +253,44 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
         untouched.stored.lock().unwrap().is_empty(),
         "a plugin's ok queues instead of the host"
     );
+}
+
+#[tokio::test]
+async fn dsn_parameters_are_checked_and_success_notices_asked_for_are_queued() {
+    let queue = Arc::new(MemoryOutbound {
+        fail: false,
+        stored: StdMutex::new(Vec::new()),
+    });
+    let mut h = Harness::greeted(&accepting()).await;
+    h.session.outbound = Some(queue.clone());
+    let refused = h
+        .send(b"MAIL FROM:<a@b.test> RET=ALL\r\nMAIL FROM:<a@b.test> ENVID=x+zz\r\n")
+        .await;
+    assert_eq!(
+        refused,
+        "501 5.5.4 Invalid RET parameter\r\n501 5.5.4 Invalid ENVID parameter\r\n"
+    );
+    let codes = h
+        .codes(
+            b"MAIL FROM:<a@b.test> RET=HDRS ENVID=e1\r\n\
+              RCPT TO:<x@y.test> NOTIFY=NEVER,SUCCESS\r\n\
+              RCPT TO:<x@y.test> NOTIFY=SUCCESS ORCPT=rfc822;o@y.test\r\n\
+              RCPT TO:<z@y.test> NOTIFY=FAILURE\r\n\
+              DATA\r\n",
+        )
+        .await;
+    assert_eq!(codes, ["250", "501", "250", "250", "354"]);
+    assert_eq!(h.codes(b"Subject: t\r\n\r\nhi\r\n.\r\n").await, ["250"]);
+    let stored = queue.stored.lock().unwrap().clone();
+    assert_eq!(stored.len(), 1, "one notice, for the one recipient that asked");
+    assert_eq!(stored[0].1, ["x@y.test"]);
+
+    let codes = h
+        .codes(b"MAIL FROM:<>\r\nRCPT TO:<x@y.test> NOTIFY=SUCCESS\r\nDATA\r\n")
+        .await;
+    assert_eq!(codes, ["250", "250", "354"]);
+    assert_eq!(h.codes(b"Subject: t\r\n\r\n.\r\n").await, ["250"]);
+    assert_eq!(queue.stored.lock().unwrap().len(), 1, "no notice to <>");
 }
 
 #[tokio::test]
