@@ -12,6 +12,7 @@ use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSe
 use crate::queue::RetrySchedule;
 use crate::session::SessionSettings;
 use anyhow::{Context, Result, anyhow, bail};
+use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,29 @@ fn tls_mode(tls: OutboundTls) -> TlsMode {
         OutboundTls::Opportunistic => TlsMode::Opportunistic { verify: false },
         OutboundTls::Verify => TlsMode::Opportunistic { verify: true },
         OutboundTls::Required => TlsMode::Required,
+    }
+}
+
+/// One address to listen on, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// `IP:PORT`.
+    pub address: String,
+    /// What its sessions are for.
+    pub role: Role,
+    /// The load balancers trusted to send a PROXY protocol header; empty:
+    /// clients connect directly.
+    pub proxy_from: Vec<IpNet>,
+}
+
+impl Listener {
+    /// A listener that clients connect to directly.
+    pub fn plain(address: &str, role: Role) -> Listener {
+        Listener {
+            address: address.to_string(),
+            role,
+            proxy_from: Vec::new(),
+        }
     }
 }
 
@@ -474,10 +498,31 @@ impl Instance {
     }
 
     /// The listeners: `[smtp] listen` (role mx) and every `[[listener]]`.
-    pub fn listeners(&self) -> Vec<(String, Role)> {
-        let mut all: Vec<(String, Role)> = self.config.smtp.listen.iter().map(|a| (a.clone(), Role::Mx)).collect();
-        all.extend(self.config.listener.iter().map(|l| (l.address.clone(), l.role)));
-        all
+    pub fn listeners(&self) -> Result<Vec<Listener>> {
+        let mut all: Vec<Listener> = self
+            .config
+            .smtp
+            .listen
+            .iter()
+            .map(|address| Listener::plain(address, Role::Mx))
+            .collect();
+        for l in &self.config.listener {
+            let proxy_from = l
+                .proxy_from
+                .iter()
+                .map(|net| {
+                    net.parse::<IpNet>()
+                        .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
+                        .with_context(|| format!("[[listener]] {}: proxy_from {net:?} is not a network", l.address))
+                })
+                .collect::<Result<_>>()?;
+            all.push(Listener {
+                address: l.address.clone(),
+                role: l.role,
+                proxy_from,
+            });
+        }
+        Ok(all)
     }
 
     /// The TLS certificate and key files, when `[tls]` is configured.

@@ -14,7 +14,8 @@
 //! - [`plugins`]: the WASM runtime: a `Policy` made of plugin chains, the
 //!   plugins' `OutboundPolicy`, and the capability imports (the `forward`
 //!   capability uses the delivery client).
-//! - [`config`], [`server`], [`control`], [`cli`]: the instance, sockets and commands.
+//! - [`config`], [`server`], [`proxy`], [`control`], [`cli`]: the instance,
+//!   sockets (behind a load balancer too) and commands.
 //! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod control;
 pub mod delivery;
 pub mod plugins;
 pub mod policy;
+pub mod proxy;
 pub use waraka_protocol as protocol;
 pub mod queue;
 pub mod reload;

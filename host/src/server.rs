@@ -3,11 +3,12 @@
 
 use crate::admission::{Admission, Refusal, Ticket};
 use crate::capabilities::ConfigFiles;
-use crate::config::Instance;
+use crate::config::{Instance, Listener};
 use crate::control;
 use crate::delivery::Outbound;
 use crate::plugins::{Chain, PluginOutbound, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
+use crate::proxy;
 use crate::reload;
 use crate::session::{Connection, Flow, OutboundQueue, Role, Session, SessionSettings, SharedConnection, TlsInfo};
 use crate::telemetry;
@@ -116,11 +117,14 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         .map(|(cert, key)| Tls::load(&cert, &key))
         .transpose()?;
     let addresses = if listen.is_empty() {
-        instance.listeners()
+        instance.listeners()?
     } else {
         listen
+            .iter()
+            .map(|(address, role)| Listener::plain(address, *role))
+            .collect()
     };
-    if tls.is_none() && addresses.iter().any(|(_, role)| *role == Role::Submissions) {
+    if tls.is_none() && addresses.iter().any(|l| l.role == Role::Submissions) {
         anyhow::bail!("a submissions (implicit TLS) listener needs [tls] cert and key");
     }
     if let Some(listen) = instance.config.metrics.listen {
@@ -165,12 +169,13 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();
-    for (address, role) in &addresses {
-        let listener = TcpListener::bind(address)
+    for spec in addresses {
+        let listener = TcpListener::bind(&spec.address)
             .await
-            .with_context(|| format!("listening on {address}"))?;
-        info!(address = %listener.local_addr()?, role = %role.name(), hostname = %shared.settings.load().hostname, "listening");
-        listeners.spawn(accept_loop(listener, *role, shared.clone(), stop_rx.clone()));
+            .with_context(|| format!("listening on {}", spec.address))?;
+        let proxy = !spec.proxy_from.is_empty();
+        info!(address = %listener.local_addr()?, role = %spec.role.name(), proxy, hostname = %shared.settings.load().hostname, "listening");
+        listeners.spawn(accept_loop(listener, spec, shared.clone(), stop_rx.clone()));
     }
     wait_for_stop_signal().await;
     info!("stopping: no new connections, letting sessions finish");
@@ -229,19 +234,20 @@ async fn wait_for_stop_signal() {
     }
 }
 
-async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, spec: Listener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut sessions = JoinSet::new();
+    let role = spec.role;
+    let proxy_from = Arc::new(spec.proxy_from);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if !proxy_from.is_empty() => {
+                    sessions.spawn(proxied(stream, peer, role, proxy_from.clone(), shared.clone(), stop.clone()));
+                }
                 Ok((stream, peer)) => {
-                    let limits = shared.settings.load();
-                    match shared.admission.admit(peer.ip(), limits.max_connections, limits.max_connections_per_ip) {
-                        Ok(ticket) => {
-                            let local = stream.local_addr().unwrap_or(peer);
-                            sessions.spawn(handle(stream, peer, local, role, shared.clone(), stop.clone(), ticket));
-                        }
-                        Err(refusal) => refuse(stream, peer, refusal, shared.admission.open()),
+                    if let Some(ticket) = admit(&shared, &stream, peer) {
+                        let local = stream.local_addr().unwrap_or(peer);
+                        sessions.spawn(handle(stream, peer, local, role, shared.clone(), stop.clone(), ticket));
                     }
                 }
                 Err(e) => {
@@ -265,9 +271,53 @@ async fn accept_loop(listener: TcpListener, role: Role, shared: Arc<Shared>, mut
     }
 }
 
+/// Lets a connection from `peer` in within the connection limits: its
+/// ticket, or `None` once it has been turned away.
+fn admit(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Option<Ticket> {
+    let limits = shared.settings.load();
+    match shared
+        .admission
+        .admit(peer.ip(), limits.max_connections, limits.max_connections_per_ip)
+    {
+        Ok(ticket) => Some(ticket),
+        Err(refusal) => {
+            refuse(stream, peer, refusal, shared.admission.open());
+            None
+        }
+    }
+}
+
+/// A connection from a load balancer: its PROXY header names the client,
+/// who is then admitted and served as if it had connected itself. A
+/// balancer not in `proxy_from`, or a missing or broken header, closes the
+/// connection without a word (what follows is no SMTP client).
+async fn proxied(
+    mut stream: TcpStream,
+    balancer: SocketAddr,
+    role: Role,
+    proxy_from: Arc<Vec<ipnet::IpNet>>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let own_local = stream.local_addr().unwrap_or(balancer);
+    let (peer, local) = match proxy::read_header(&mut stream, balancer, &proxy_from).await {
+        Ok(Some(addresses)) => addresses,
+        Ok(None) => (balancer, own_local),
+        Err(e) => {
+            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "cap" => "proxy").increment(1);
+            warn!(%balancer, "connection closed: {e}");
+            return;
+        }
+    };
+    info!(client = %peer, %balancer, "PROXY protocol header read");
+    if let Some(ticket) = admit(&shared, &stream, peer) {
+        handle(stream, peer, local, role, shared, stop, ticket).await;
+    }
+}
+
 /// Turns a connection away before any session exists: one `421` line,
 /// written without waiting (a fresh socket's buffer has room), then close.
-fn refuse(stream: TcpStream, peer: SocketAddr, refusal: Refusal, open: usize) {
+fn refuse(stream: &TcpStream, peer: SocketAddr, refusal: Refusal, open: usize) {
     let cap = refusal.cap();
     metrics::counter!(telemetry::CONNECTIONS_REFUSED, "cap" => cap).increment(1);
     info!(%peer, cap, open, "connection refused: too many connections");

@@ -34,7 +34,8 @@ pub const OUTBOUND_DELIVERY_SECONDS: &str = "waraka_outbound_delivery_seconds";
 pub const CONNECTIONS: &str = "waraka_connections_total";
 /// Client connections open now (gauge).
 pub const CONNECTIONS_OPEN: &str = "waraka_connections_open";
-/// Client connections refused by a connection cap (`cap`: `server` or `client`).
+/// Client connections refused by a connection cap (`cap`: `server` or
+/// `client`), or closed for a missing or untrusted PROXY header (`proxy`).
 pub const CONNECTIONS_REFUSED: &str = "waraka_connections_refused_total";
 
 /// Transactions by how they ended (`outcome`: `accepted`, `refused` after
@@ -151,7 +152,10 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "fsync calls made for them (fewer when concurrent requests shared one)"
     );
     metrics::describe_counter!(CONNECTIONS, "Client connections accepted");
-    metrics::describe_counter!(CONNECTIONS_REFUSED, "Client connections refused by a connection cap");
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Client connections refused by a connection cap, or for their PROXY header"
+    );
     metrics::describe_counter!(TRANSACTIONS, "Transactions by outcome");
     metrics::describe_counter!(REPLIES, "Replies sent by code class");
     metrics::describe_counter!(PLUGIN_BREAKER_TRIPS, "Times a plugin circuit breaker opened");

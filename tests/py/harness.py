@@ -32,13 +32,15 @@ class Waraka:
     """One instance: `dir` is the instance directory, `ports[role]` its listeners.
 
     `plugins` is the chain for `waraka init --plugins`; None keeps the default chain.
+    With `configured_listeners`, the listeners are those `setup` writes in
+    waraka.toml (one per role in `roles`) instead of `--listen` ones.
     """
 
-    def __init__(self, plugins, roles=("mx",), setup=None, host="127.0.0.1", port=0):
+    def __init__(self, plugins, roles=("mx",), setup=None, host="127.0.0.1", port=0, configured_listeners=False):
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = pathlib.Path(self.tmp.name) / "i"
         self.roles = roles
-        self.listen = [f"{role}={host}:{port}" for role in roles]
+        self.listen = [] if configured_listeners else [f"{role}={host}:{port}" for role in roles]
         chosen = [] if plugins is None else ["--plugins", ",".join(plugins)]
         subprocess.run([BIN, "init", str(self.dir), *chosen], check=True, capture_output=True)
         if setup:

@@ -68,8 +68,13 @@ class DsnTest(unittest.TestCase):
         receiver = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
         cls.addClassCleanup(receiver.stop)
         cls.mailbox = Mailbox(receiver)
-        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
-                            setup=relay_setup(cls.dns.port, port, extra='delay_warning = "1s"\n'))
+        relay = relay_setup(cls.dns.port, port, extra='delay_warning = "1s"\n')
+
+        def setup(server):
+            relay(server)
+            server.edit("config/aliases", lambda t: t + "team@example.com: asked@example.com, member@example.com\n")
+
+        cls.server = Waraka(["relay", "aliases", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
         cls.addClassCleanup(cls.server.stop)
 
     def send(self, recipients, subject, mail_options=(), rcpt_options=(), source="127.0.0.1"):
@@ -192,6 +197,14 @@ class DsnTest(unittest.TestCase):
         self.server.wait_for_log(r"message accepted.*")
         self.assertTrue(any(b"Subject: stored quietly" in p.read_bytes() for p in self.server.maildir()))
         self.assertEqual(self.mailbox.notices("stored quietly"), [], "nothing asked, nothing sent")
+
+    def test_an_alias_passes_its_requests_to_its_targets_and_is_named_as_the_original(self):
+        self.send(["team@example.com"], "to the team", rcpt_options=["NOTIFY=SUCCESS"], source="127.0.0.9")
+        _, data = self.mailbox.wait("to the team", "delivered")[0]
+        _, _, status, _ = parts(data)
+        self.assertEqual([(g["Final-Recipient"], g["Original-Recipient"]) for g in status[1:]],
+                         [("rfc822; asked@example.com", "rfc822; team@example.com"),
+                          ("rfc822; member@example.com", "rfc822; team@example.com")])
 
     def test_malformed_requests_are_refused_with_501(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:

@@ -53,10 +53,11 @@ pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
 pub use bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, notes,
+    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, mime, notes,
     session, spamfilter, sql,
 };
 pub use hook::Hook;
+pub use regex_lite::Regex;
 
 /// A Waraka plugin. Every hook defaults to `cont` (or to nothing, for
 /// notifications); implement the ones listed in [`Plugin::HOOKS`].
@@ -362,6 +363,29 @@ pub fn split_list(text: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .map(str::to_string)
+        .collect()
+}
+
+/// The case-insensitive regular expressions of the config file `name`, one
+/// per line, each compiled with `wrap` around it (`"{}"` as it is, `"^(?:{})$"`
+/// to match whole); a line that is not a regular expression is logged and
+/// skipped. Empty when the file is missing.
+pub fn patterns(name: &str, wrap: &str) -> Vec<Regex> {
+    config::lines(name)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|line| {
+            match regex_lite::RegexBuilder::new(&wrap.replace("{}", line))
+                .case_insensitive(true)
+                .build()
+            {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    warn!("{name}: skipping {line:?}: {e}");
+                    None
+                }
+            }
+        })
         .collect()
 }
 

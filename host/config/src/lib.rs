@@ -353,6 +353,11 @@ pub struct ListenerConfig {
     #[serde(default)]
     /// What its sessions are for (default `mx`).
     pub role: Role,
+    /// Networks of the load balancers in front of this listener (`CIDR`s):
+    /// when set, every connection must come from one of them and begin with
+    /// a PROXY protocol header (v1 or v2) naming the real client.
+    #[serde(default)]
+    pub proxy_from: Vec<String>,
 }
 
 /// `[tls]`: PEM files, relative to the instance directory.

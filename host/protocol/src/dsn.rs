@@ -4,6 +4,7 @@
 
 use crate::{Address, Reply};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The longest `ENVID` value, in characters (RFC 3461 §4.4).
 pub const MAX_ENVID: usize = 100;
@@ -125,6 +126,40 @@ impl RecipientRequest {
     }
 }
 
+/// The DSN requests (RFC 3461) of a message and of its recipients.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DsnRequests {
+    /// `RET` and `ENVID` of the MAIL command.
+    #[serde(flatten)]
+    pub message: MessageRequest,
+    /// `NOTIFY` and `ORCPT` by recipient, for those that gave any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recipients: BTreeMap<String, RecipientRequest>,
+}
+
+impl DsnRequests {
+    /// Whether nothing was asked.
+    pub fn is_empty(&self) -> bool {
+        self.message.is_empty() && self.recipients.is_empty()
+    }
+
+    /// What `recipient` asked (nothing, when it gave no parameter).
+    pub fn recipient(&self, recipient: &str) -> RecipientRequest {
+        self.recipients.get(recipient).cloned().unwrap_or_default()
+    }
+
+    /// The requests of the message and of those of `recipients` that gave any.
+    pub fn for_recipients(&self, recipients: &[String]) -> DsnRequests {
+        DsnRequests {
+            message: self.message.clone(),
+            recipients: recipients
+                .iter()
+                .filter_map(|r| Some((r.clone(), self.recipients.get(r)?.clone())))
+                .collect(),
+        }
+    }
+}
+
 fn invalid(what: &str) -> Reply {
     Reply::new(501, "5.5.4", format!("Invalid {what} parameter"))
 }
@@ -217,6 +252,38 @@ impl RecipientRequest {
     }
 }
 
+/// Gives `derived` — an address a plugin put in place of `original` (an
+/// alias's target, or another member of its list) — the DSN requests the
+/// client made for `original`: its `NOTIFY`, and an `ORCPT` naming
+/// `original` (its own `ORCPT` when it had one), so notices say which address
+/// the sender used (RFC 3461 §4.2, §5.2.7). Requests `derived` already has
+/// are kept; an address that is `original` itself is left alone.
+pub fn inherit_requests(original: &Address, derived: &mut Address) {
+    if derived.local_part.eq_ignore_ascii_case(&original.local_part)
+        && derived.domain.eq_ignore_ascii_case(&original.domain)
+    {
+        return;
+    }
+    let orcpt = match original.param("ORCPT") {
+        Some(Some(given)) => Some(given.to_string()),
+        _ if original.needs_utf8() => None,
+        _ => Some(format!("rfc822;{}", xtext_encode(&original.addr_spec()))),
+    };
+    for (key, value) in [
+        ("NOTIFY", original.param("NOTIFY").flatten().map(str::to_string)),
+        ("ORCPT", orcpt),
+    ] {
+        if let Some(value) = value
+            && derived.param(key).is_none()
+        {
+            derived.params.push(crate::Param {
+                key: key.to_string(),
+                value: Some(value),
+            });
+        }
+    }
+}
+
 /// Decodes xtext (RFC 3461 §4): printable ASCII but `+` and `=`, with `+XX`
 /// (upper-case hex) for any other octet. `None` if it is not xtext or not UTF-8.
 pub fn xtext_decode(text: &str) -> Option<String> {
@@ -263,6 +330,31 @@ mod tests {
 
     fn rcpt(params: &str) -> Result<RecipientRequest, Reply> {
         RecipientRequest::from_rcpt(&Address::parse_with_params(&format!("<a@b.test> {params}"), false).unwrap())
+    }
+
+    #[test]
+    fn a_derived_recipient_inherits_notify_and_names_the_original() {
+        let original = Address::parse_with_params("<Team@a.test> NOTIFY=SUCCESS", false).unwrap();
+        let mut target = Address::parse_with_params("<bob@a.test>", false).unwrap();
+        inherit_requests(&original, &mut target);
+        let request = RecipientRequest::from_rcpt(&target).unwrap();
+        assert!(request.wants_success() && !request.wants_failure());
+        assert_eq!(request.orcpt, Some(("rfc822".into(), "Team@a.test".into())));
+
+        let given = Address::parse_with_params("<x@a.test> ORCPT=rfc822;first+2B@a.test", false).unwrap();
+        let mut own = Address::parse_with_params("<y@a.test> NOTIFY=NEVER", false).unwrap();
+        inherit_requests(&given, &mut own);
+        let request = RecipientRequest::from_rcpt(&own).unwrap();
+        assert_eq!(
+            request.orcpt.as_ref().unwrap().1,
+            "first+@a.test",
+            "the client's own ORCPT travels on"
+        );
+        assert!(!request.wants_failure(), "what the target already has is kept");
+
+        let mut same = Address::parse_with_params("<team@A.test>", false).unwrap();
+        inherit_requests(&original, &mut same);
+        assert!(same.params.is_empty(), "not derived: left alone");
     }
 
     #[test]

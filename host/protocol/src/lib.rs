@@ -12,5 +12,8 @@ mod reply;
 pub use address::{Address, AddressError, Param};
 pub use command::{Command, CommandError, MAX_COMMAND_LINE, parse_command};
 pub use data::{BareNewlines, DataEvent, DataReceiver};
-pub use dsn::{MAX_ENVID, MAX_ORCPT, MessageRequest, Notify, RecipientRequest, Return, xtext_decode, xtext_encode};
+pub use dsn::{
+    DsnRequests, MAX_ENVID, MAX_ORCPT, MessageRequest, Notify, RecipientRequest, Return, inherit_requests,
+    xtext_decode, xtext_encode,
+};
 pub use reply::{Reply, codes};

@@ -12,6 +12,7 @@ mod error;
 pub mod files;
 pub mod group_sync;
 pub mod kv;
+pub mod mime;
 pub mod notes;
 pub mod spamfilter;
 pub mod sql;

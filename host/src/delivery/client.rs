@@ -9,7 +9,7 @@
 //! delivery needs per-recipient results from one pipelined envelope and a
 //! message streamed from disk, which neither offers.
 
-use crate::queue::DsnRequests;
+use crate::protocol::DsnRequests;
 use base64::Engine;
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;

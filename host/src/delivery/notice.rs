@@ -3,8 +3,8 @@
 //! or were delivered or relayed when the sender asked (RFC 3461 `NOTIFY`).
 
 use crate::capabilities::{CapabilityError, DkimKeys};
-use crate::protocol::Return;
-use crate::queue::{DsnRequests, Entry};
+use crate::protocol::{DsnRequests, Return};
+use crate::queue::Entry;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;

@@ -16,6 +16,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/dkim": async,
         "waraka:plugin/antivirus": async,
         "waraka:plugin/spamfilter": async,
+        "waraka:plugin/mime": async,
     },
     exports: { default: async },
 });

@@ -7,7 +7,7 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, spamfilter, sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
@@ -600,6 +600,33 @@ impl antivirus::Host for StoreState {
             Scan::Clean => antivirus::ScanResult::Clean,
             Scan::Infected(names) => antivirus::ScanResult::Infected(names),
         })
+    }
+}
+
+impl mime::Host for StoreState {
+    async fn parts(&mut self, archive_depth: u32) -> Result<Vec<mime::Part>, Error> {
+        let reader = self.message_reader("parts")?;
+        let found = bounded(self.deadline, async move {
+            let message = read_whole(reader).await?;
+            tokio::task::spawn_blocking(move || crate::capabilities::mime::parts(&message, archive_depth))
+                .await
+                .map_err(|e| Error::Backend(e.to_string()))
+        })
+        .await?;
+        Ok(found
+            .into_iter()
+            .map(|part| mime::Part {
+                content_type: part.content_type,
+                filename: part.filename,
+                attachment: part.attachment,
+                size: part.size,
+                archive: part.archive.map(|a| mime::Archive {
+                    names: a.names,
+                    encrypted: a.encrypted,
+                    incomplete: a.incomplete,
+                }),
+            })
+            .collect())
     }
 }
 

@@ -11,12 +11,11 @@
 //! file through hard links.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_protocol::{MessageRequest, RecipientRequest};
+use waraka_protocol::DsnRequests;
 
 const TMP_PREFIX: &str = ".tmp-";
 const CORRUPT_DIR: &str = "corrupt";
@@ -54,40 +53,6 @@ pub struct Entry {
     /// Whether the sender was told that delivery is late.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delay_notified: bool,
-}
-
-/// The DSN requests (RFC 3461) of a message and of its recipients.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DsnRequests {
-    /// `RET` and `ENVID` of the MAIL command.
-    #[serde(flatten)]
-    pub message: MessageRequest,
-    /// `NOTIFY` and `ORCPT` by recipient, for those that gave any.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub recipients: BTreeMap<String, RecipientRequest>,
-}
-
-impl DsnRequests {
-    /// Whether nothing was asked.
-    pub fn is_empty(&self) -> bool {
-        self.message.is_empty() && self.recipients.is_empty()
-    }
-
-    /// What `recipient` asked (nothing, when it gave no parameter).
-    pub fn recipient(&self, recipient: &str) -> RecipientRequest {
-        self.recipients.get(recipient).cloned().unwrap_or_default()
-    }
-
-    /// The requests of the message and of those of `recipients` that gave any.
-    pub fn for_recipients(&self, recipients: &[String]) -> DsnRequests {
-        DsnRequests {
-            message: self.message.clone(),
-            recipients: recipients
-                .iter()
-                .filter_map(|r| Some((r.clone(), self.recipients.get(r)?.clone())))
-                .collect(),
-        }
-    }
 }
 
 /// What the start-up scan found and did.
@@ -389,6 +354,7 @@ impl QueueStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use waraka_protocol::{MessageRequest, RecipientRequest};
 
     fn recipients(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

@@ -4,8 +4,7 @@
 
 use super::message::Message;
 use crate::capabilities::{Authentication, NoteLimits, NoteStore};
-use crate::protocol::{Address, MessageRequest, RecipientRequest};
-use crate::queue::DsnRequests;
+use crate::protocol::{Address, DsnRequests, MessageRequest, RecipientRequest};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 

@@ -14,10 +14,9 @@ pub use settings::{EarlyTalker, Role, SessionSettings};
 
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
-    Address, BareNewlines, Command, DataEvent, DataReceiver, MAX_COMMAND_LINE, MessageRequest, RecipientRequest, Reply,
-    codes, parse_command,
+    Address, BareNewlines, Command, DataEvent, DataReceiver, DsnRequests, MAX_COMMAND_LINE, MessageRequest,
+    RecipientRequest, Reply, codes, inherit_requests, parse_command,
 };
-use crate::queue::DsnRequests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
@@ -864,12 +863,18 @@ impl<P: Policy> Session<P> {
         let accepted = self
             .with_transaction(|tx| tx.recipients.get(count).cloned())
             .flatten()
-            .unwrap_or(recipient);
+            .unwrap_or_else(|| recipient.clone());
         let (ok_decision, ok_rule) = self.decide(HookCall::RcptOk(accepted)).await;
         if ok_rule.effect != Effect::Proceed {
             self.with_transaction(|tx| tx.recipients.truncate(count));
             return self.refuse(ok_rule, &ok_decision, &subject);
         }
+        // What plugins put in place of the address (an alias's targets) keeps the client's DSN requests.
+        self.with_transaction(|tx| {
+            for derived in tx.recipients.iter_mut().skip(count) {
+                inherit_requests(&recipient, derived);
+            }
+        });
         let reply = match ok_decision.verdict.reply() {
             Some(r) => ok_rule.reply(Some(r), &subject),
             None => rule.reply(decision.verdict.reply(), &subject),

@@ -181,7 +181,7 @@ impl OutboundQueue for MemoryOutbound {
         mut message: MessageReader,
         sender: String,
         recipients: Vec<String>,
-        _dsn: crate::queue::DsnRequests,
+        _dsn: crate::protocol::DsnRequests,
         _origin: String,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
         let result = if self.fail {

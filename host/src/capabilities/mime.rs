@@ -1,0 +1,305 @@
+//! The MIME structure of a message for policy: its content parts with
+//! their type, file name and size, and what the zip archives among them
+//! hold, looking into zips inside zips within limits that keep a zip bomb
+//! from costing more than a bounded amount of memory and time.
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+use std::io::{Cursor, Read};
+
+/// The most names an archive listing holds.
+pub const MAX_ARCHIVE_NAMES: usize = 1000;
+/// The most bytes the archives inside archives of one message may inflate to.
+pub const MAX_INFLATED: u64 = 32 * 1024 * 1024;
+/// How deep attached messages are followed.
+const MAX_MESSAGE_DEPTH: u32 = 10;
+
+/// What a zip archive holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Archive {
+    /// Entry names in order; entries of inner archives as `inner.zip/name`.
+    pub names: Vec<String>,
+    /// Whether an entry is encrypted.
+    pub encrypted: bool,
+    /// Whether the listing is partial (corrupt, too deep, too many names, or
+    /// inner archives past [`MAX_INFLATED`]).
+    pub incomplete: bool,
+}
+
+/// One part of a message that holds content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// `type/subtype`, lower-case.
+    pub content_type: String,
+    /// The decoded file name, from Content-Disposition or Content-Type.
+    pub filename: Option<String>,
+    /// Whether Content-Disposition says `attachment`.
+    pub attachment: bool,
+    /// The size of the decoded content.
+    pub size: u64,
+    /// What it holds, when it is a zip archive.
+    pub archive: Option<Archive>,
+}
+
+/// The content parts of `message`, in order (an attached message's parts
+/// follow it), looking `archive_depth` levels into zip archives.
+pub fn parts(message: &[u8], archive_depth: u32) -> Vec<Part> {
+    let mut out = Vec::new();
+    let mut budget = MAX_INFLATED;
+    if let Some(parsed) = MessageParser::default().parse(message) {
+        collect(&parsed, archive_depth, MAX_MESSAGE_DEPTH, &mut budget, &mut out);
+    }
+    out
+}
+
+fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, budget: &mut u64, out: &mut Vec<Part>) {
+    for part in &message.parts {
+        if matches!(part.body, PartType::Multipart(_)) {
+            continue;
+        }
+        let content_type = part.content_type().map_or_else(
+            || "text/plain".to_string(),
+            |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
+        );
+        let contents = part.contents();
+        let archive = (archive_depth > 0 && is_zip(contents)).then(|| {
+            let mut archive = Archive::default();
+            list_zip(contents, "", archive_depth, budget, &mut archive);
+            archive
+        });
+        out.push(Part {
+            content_type,
+            filename: part.attachment_name().map(str::to_string),
+            attachment: part.content_disposition().is_some_and(|cd| cd.is_attachment()),
+            size: part.len() as u64,
+            archive,
+        });
+        if let PartType::Message(inner) = &part.body
+            && depth > 0
+        {
+            collect(inner, archive_depth, depth - 1, budget, out);
+        }
+    }
+}
+
+/// Whether `bytes` start as a zip archive (a local file header, or the end
+/// record of an empty one), whatever the part is called.
+fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
+}
+
+/// Adds the names in the zip `bytes` to `archive` under `prefix`, and those of
+/// zips inside it while `depth` and `budget` (bytes left to inflate) allow.
+fn list_zip(bytes: &[u8], prefix: &str, depth: u32, budget: &mut u64, archive: &mut Archive) {
+    let Ok(mut zip) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+        archive.incomplete = true;
+        return;
+    };
+    for index in 0..zip.len() {
+        if archive.names.len() >= MAX_ARCHIVE_NAMES {
+            archive.incomplete = true;
+            return;
+        }
+        let (name, encrypted, size) = match zip.by_index_raw(index) {
+            Ok(entry) => match entry.name() {
+                Ok(name) => (name.into_owned(), entry.encrypted(), entry.size()),
+                Err(_) => {
+                    archive.incomplete = true;
+                    continue;
+                }
+            },
+            Err(_) => {
+                archive.incomplete = true;
+                continue;
+            }
+        };
+        archive.names.push(format!("{prefix}{name}"));
+        if encrypted {
+            archive.encrypted = true;
+            continue;
+        }
+        if name.ends_with('/') {
+            continue;
+        }
+        let Some(inner) = inflate_if_zip(&mut zip, index, size, budget, archive) else {
+            continue;
+        };
+        if depth <= 1 {
+            archive.incomplete = true;
+            continue;
+        }
+        list_zip(&inner, &format!("{prefix}{name}/"), depth - 1, budget, archive);
+    }
+}
+
+/// The content of entry `index` when it is itself a zip, inflated within
+/// `budget`; `None` (and `incomplete` when that is why) otherwise.
+fn inflate_if_zip(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    index: usize,
+    size: u64,
+    budget: &mut u64,
+    archive: &mut Archive,
+) -> Option<Vec<u8>> {
+    let mut entry = zip.by_index(index).ok()?;
+    let mut head = [0u8; 4];
+    if entry.read_exact(&mut head).is_err() || !is_zip(&head) {
+        return None;
+    }
+    if size > *budget {
+        archive.incomplete = true;
+        return None;
+    }
+    let mut inner = head.to_vec();
+    let read = entry.take(budget.saturating_sub(4)).read_to_end(&mut inner);
+    *budget = budget.saturating_sub(inner.len() as u64);
+    if read.is_err() {
+        archive.incomplete = true;
+        return None;
+    }
+    Some(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use zip::unstable::write::FileOptionsExt;
+    use zip::write::SimpleFileOptions;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, content) in entries {
+            writer.start_file(*name, SimpleFileOptions::default()).unwrap();
+            writer.write_all(content).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    fn with_attachment(name: &str, content_type: &str, content: &[u8]) -> Vec<u8> {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        format!(
+            "From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+             --b1\r\nContent-Type: text/plain\r\n\r\nHello.\r\n\
+             --b1\r\nContent-Type: {content_type}; name=\"{name}\"\r\n\
+             Content-Disposition: attachment; filename*=UTF-8''{name}\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--b1--\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn parts_have_their_type_name_and_decoded_size() {
+        let message = with_attachment("report%20final.PDF", "Application/PDF", b"%PDF-1.4 twelve");
+        let found = parts(&message, 5);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].content_type, "text/plain");
+        assert_eq!((found[0].filename.as_deref(), found[0].attachment), (None, false));
+        assert_eq!(found[1].content_type, "application/pdf");
+        assert_eq!(found[1].filename.as_deref(), Some("report final.PDF"));
+        assert!(found[1].attachment);
+        assert_eq!(found[1].size, 15);
+        assert_eq!(found[1].archive, None);
+    }
+
+    #[test]
+    fn zips_are_listed_by_content_with_their_inner_zips_to_the_depth_asked() {
+        let innermost = zip_of(&[("deep.exe", b"MZ")]);
+        let inner = zip_of(&[("evil.scr", b"MZ"), ("more.zip", &innermost)]);
+        let outer = zip_of(&[("readme.txt", b"hi"), ("docs/", b""), ("inner.bin", &inner)]);
+        let message = with_attachment("harmless.dat", "application/octet-stream", &outer);
+        let archive = |depth| parts(&message, depth)[1].archive.clone();
+        assert_eq!(archive(0), None, "depth 0 does not look inside");
+        let one = archive(1).unwrap();
+        assert_eq!(one.names, ["readme.txt", "docs/", "inner.bin"]);
+        assert!(one.incomplete, "an inner zip left unread makes the listing partial");
+        let all = archive(3).unwrap();
+        assert_eq!(
+            all.names,
+            [
+                "readme.txt",
+                "docs/",
+                "inner.bin",
+                "inner.bin/evil.scr",
+                "inner.bin/more.zip",
+                "inner.bin/more.zip/deep.exe"
+            ]
+        );
+        assert!(!all.incomplete && !all.encrypted);
+    }
+
+    #[test]
+    fn corrupt_encrypted_and_overlong_archives_say_so() {
+        let corrupt = with_attachment("a.zip", "application/zip", b"PK\x03\x04 not really a zip");
+        let listed = parts(&corrupt, 5)[1].archive.clone().unwrap();
+        assert!(listed.incomplete && listed.names.is_empty());
+
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let secret = SimpleFileOptions::default().with_deprecated_encryption(b"pw").unwrap();
+        writer.start_file("hidden.exe", secret).unwrap();
+        writer.write_all(b"MZ").unwrap();
+        let encrypted = writer.finish().unwrap().into_inner();
+        let listed = parts(&with_attachment("e.zip", "application/zip", &encrypted), 5)[1]
+            .archive
+            .clone()
+            .unwrap();
+        assert_eq!(listed.names, ["hidden.exe"]);
+        assert!(listed.encrypted);
+
+        let many: Vec<(String, &[u8])> = (0..MAX_ARCHIVE_NAMES + 5)
+            .map(|i| (format!("f{i}"), &b""[..]))
+            .collect();
+        let many: Vec<(&str, &[u8])> = many.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        let listed = parts(&with_attachment("m.zip", "application/zip", &zip_of(&many)), 5)[1]
+            .archive
+            .clone()
+            .unwrap();
+        assert_eq!(listed.names.len(), MAX_ARCHIVE_NAMES);
+        assert!(listed.incomplete);
+    }
+
+    #[test]
+    fn an_inner_archive_past_the_inflation_budget_is_not_inflated() {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        writer.start_file("zeros", stored).unwrap();
+        writer.write_all(&vec![0u8; MAX_INFLATED as usize + 1024]).unwrap();
+        let big = writer.finish().unwrap().into_inner();
+        let outer = zip_of(&[("small.zip", &zip_of(&[("a.txt", b"a")])), ("big.zip", &big)]);
+        assert!(
+            outer.len() < 1024 * 1024,
+            "the bomb is small on the wire: {}",
+            outer.len()
+        );
+        let listed = parts(&with_attachment("x.zip", "application/zip", &outer), 5)[1]
+            .archive
+            .clone()
+            .unwrap();
+        assert_eq!(listed.names, ["small.zip", "small.zip/a.txt", "big.zip"]);
+        assert!(listed.incomplete);
+    }
+
+    #[test]
+    fn attached_messages_are_looked_into() {
+        let inner = with_attachment("inner.exe", "application/octet-stream", b"MZ");
+        let outer = format!(
+            "From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n\
+             --o\r\nContent-Type: message/rfc822\r\n\r\n{}\r\n--o--\r\n",
+            String::from_utf8(inner).unwrap()
+        );
+        let found = parts(outer.as_bytes(), 1);
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| (p.content_type.as_str(), p.filename.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("message/rfc822", None),
+                ("text/plain", None),
+                ("application/octet-stream", Some("inner.exe"))
+            ]
+        );
+    }
+}

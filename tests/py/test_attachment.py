@@ -1,0 +1,135 @@
+"""attachment end to end: smtplib sends MIME messages built by Python's
+email package, with zip archives built by its zipfile module, to a real
+waraka; the host parses them (the mime import) and the plugin decides."""
+
+import io
+import unittest
+import zipfile
+from email.message import EmailMessage
+
+from harness import Waraka
+
+
+def zip_of(entries):
+    """A zip archive of {name: bytes}."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return out.getvalue()
+
+
+def flagged_encrypted(archive):
+    """`archive` with every entry flagged as encrypted, as a password-protected
+    archive says of its entries (zipfile cannot write one): bit 0 of the
+    flags of each local and central directory header."""
+    data = bytearray(archive)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at != -1:
+            data[at + offset] |= 0x01
+            at = data.find(signature, at + 4)
+    return bytes(data)
+
+
+def with_attachments(subject, *attachments):
+    """A message with a text body and (filename, maintype/subtype, bytes) attachments."""
+    msg = EmailMessage()
+    msg["From"] = "a@sender.test"
+    msg["To"] = "rcpt@example.com"
+    msg["Subject"] = subject
+    msg.set_content("See attached.\n")
+    for filename, content_type, content in attachments:
+        maintype, subtype = content_type.split("/")
+        msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+class AttachmentTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(["attachment", "rcpt_to.in_host_list", "queue/maildir"])
+        cls.addClassCleanup(cls.server.stop)
+
+    def send(self, raw):
+        return self.server.deliver(raw)[:2]
+
+    def assertRefused(self, raw, text):
+        self.assertEqual(self.send(raw), (550, f"5.7.1 {text}"))
+
+    def test_harmless_attachments_pass(self):
+        code, _, files = self.server.deliver(with_attachments(
+            "fine", ("report.pdf", "application/pdf", b"%PDF-1.4 ..."),
+            ("photos.zip", "application/zip", zip_of({"a.jpg": b"\xff\xd8", "docs/b.txt": b"b"}))))
+        self.assertEqual(code, 250)
+        self.assertEqual(len(files), 1)
+
+    def test_a_refused_extension_is_refused_however_the_name_is_written(self):
+        self.assertRefused(with_attachments("exe", ("Setup.EXE", "application/octet-stream", b"MZ")),
+                           "Message contains unacceptable attachment (Setup.EXE)")
+        # Python writes a non-ASCII name as RFC 2231 (filename*=utf-8''…); the host decodes it.
+        self.assertRefused(with_attachments("2231", ("Rechnung-März.pdf.scr", "application/pdf", b"MZ")),
+                           "Message contains unacceptable attachment (Rechnung-März.pdf.scr)")
+        code, text = self.send(with_attachments("dots", ("invoice.exe. ", "application/pdf", b"MZ")))
+        self.assertEqual(code, 550)
+        self.assertTrue(text.startswith("5.7.1 Message contains unacceptable attachment (invoice.exe."), text)
+        self.server.wait_for_log(r'Message contains unacceptable attachment \(Setup\.EXE\) plugin="attachment"')
+
+    def test_zips_are_opened_by_content_and_nested_ones_too(self):
+        inner = zip_of({"notes.txt": b"n", "run.vbs": b"WScript.Echo 1"})
+        outer = zip_of({"readme.txt": b"r", "more.zip": inner})
+        self.assertRefused(with_attachments("nested", ("data.bin", "application/octet-stream", outer)),
+                           "Message contains unacceptable attachment (data.bin: more.zip/run.vbs)")
+
+    def test_encrypted_and_uninspectable_archives_are_refused_unless_accepted(self):
+        secret = with_attachments("secret", ("secret.zip", "application/zip",
+                                             flagged_encrypted(zip_of({"doc.txt": b"x"}))))
+        self.assertRefused(secret, "Message contains an encrypted archive (secret.zip)")
+        broken = with_attachments("broken", ("broken.zip", "application/zip", b"PK\x03\x04" + b"\x00" * 40))
+        self.assertRefused(broken, "Message contains an archive that cannot be inspected (broken.zip)")
+        deep = zip_of({"readme.txt": b"r"})
+        for level in range(6):
+            deep = zip_of({f"level{level}.zip": deep})
+        self.assertRefused(with_attachments("deep", ("deep.zip", "application/zip", deep)),
+                           "Message contains an archive that cannot be inspected (deep.zip)")
+        self.server.set_settings("attachment.ini", encrypted_archives="accept", uninspectable_archives="accept")
+        try:
+            self.assertEqual(self.send(secret)[0], 250)
+            self.assertEqual(self.send(broken)[0], 250)
+        finally:
+            self.server.set_settings("attachment.ini", encrypted_archives="reject", uninspectable_archives="reject")
+
+    def test_patterns_for_names_types_and_archive_names_apply_without_a_restart(self):
+        html = with_attachments("html", ("Invoice_2026.html", "text/html", b"<script></script>"))
+        typed = with_attachments("typed", ("tool.bin", "application/x-msdownload", b"MZ"))
+        script = with_attachments("script", ("pack.zip", "application/zip", zip_of({"lib/app.JS": b"1"})))
+        for raw in (html, typed, script):
+            self.assertEqual(self.send(raw)[0], 250)
+        edits = {
+            "config/attachment.filename.regex": "^invoice.*\\.html?$\n",
+            "config/attachment.ctype.regex": "^application/x-msdownload$\n",
+            "config/attachment.archive.filename.regex": "\\.js$\n[unclosed\n",
+        }
+        for path, line in edits.items():
+            self.server.edit(path, lambda t, line=line: t + line)
+        try:
+            self.assertRefused(html, "Message contains unacceptable attachment (Invoice_2026.html)")
+            self.assertRefused(typed, "Message contains unacceptable content type (application/x-msdownload)")
+            self.assertRefused(script, "Message contains unacceptable attachment (pack.zip: lib/app.JS)")
+            self.server.wait_for_log(r"attachment\.archive\.filename\.regex: skipping \"\[unclosed\"")
+        finally:
+            for path, line in edits.items():
+                self.server.edit(path, lambda t, line=line: t.replace(line, ""))
+
+    def test_reject_false_accepts_and_logs(self):
+        self.server.set_settings("attachment.ini", reject="false")
+        try:
+            code, _, files = self.server.deliver(with_attachments("kept", ("x.exe", "application/octet-stream", b"MZ")))
+        finally:
+            self.server.set_settings("attachment.ini", reject="true")
+        self.assertEqual(code, 250)
+        self.assertIn(b"x.exe", files[0])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,135 @@
+"""Listeners behind a load balancer, end to end: a real waraka whose mx
+listener takes HAProxy's PROXY protocol (v1 text, v2 binary) from a trusted
+balancer; smtplib stands behind the balancer, sending the header first. The
+client the header names is the one limits, policy, logs and Received: see.
+"""
+
+import socket
+import smtplib
+import struct
+import time
+import unittest
+
+from harness import Waraka
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v1(client, port=40000):
+    return f"PROXY TCP4 {client} 192.0.2.1 {port} 25\r\n".encode()
+
+
+def v2(client, port=40000, local=False):
+    if local:
+        return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+    addresses = socket.inet_aton(client) + socket.inet_aton("192.0.2.1") + struct.pack("!HH", port, 25)
+    # A TLV (type 0x04, NOOP) after the addresses, as balancers may add.
+    tlv = bytes([0x04]) + struct.pack("!H", 2) + b"xx"
+    return V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses) + len(tlv)) + addresses + tlv
+
+
+class Proxied(smtplib.SMTP):
+    """smtplib behind a balancer: the PROXY header goes first on the socket."""
+
+    def __init__(self, header, port, split=False):
+        self.header = header
+        self.split = split
+        super().__init__("127.0.0.1", port, local_hostname="client.test", timeout=30)
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.create_connection((host, port), timeout)
+        if self.split:
+            sock.sendall(self.header[:9])
+            time.sleep(0.2)
+            sock.sendall(self.header[9:])
+        else:
+            sock.sendall(self.header)
+        return sock
+
+
+def setup(server):
+    server.edit("waraka.toml", lambda t: t.replace('listen = ["127.0.0.1:2525"]', "listen = []")
+                .replace("max_connections_per_ip = 100", "max_connections_per_ip = 2") + (
+        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\nproxy_from = ["127.0.0.0/8"]\n'
+        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "submission"\nproxy_from = ["10.0.0.0/8"]\n'))
+    server.edit("config/relay.acl_allow", lambda t: t + "203.0.113.7\n")
+
+
+class ProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], roles=("mx", "submission"),
+                            setup=setup, configured_listeners=True)
+        cls.addClassCleanup(cls.server.stop)
+
+    def deliver(self, header, subject, split=False):
+        before = set(self.server.maildir())
+        with Proxied(header, self.server.port, split) as s:
+            refused = s.sendmail("a@sender.test", ["rcpt@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n")
+        self.assertEqual(refused, {})
+        added = [p.read_bytes() for p in self.server.maildir() if p not in before]
+        self.assertEqual(len(added), 1)
+        return added[0]
+
+    def test_the_header_names_the_client_in_received_and_the_log(self):
+        stored = self.deliver(v1("198.51.100.9"), "v1")
+        self.assertIn(b"([198.51.100.9])", stored.split(b"\r\n\r\n")[0])
+        self.server.wait_for_log(r"connected peer=198\.51\.100\.9:40000")
+        self.server.wait_for_log(r'PROXY protocol header read client=198\.51\.100\.9:40000 balancer=127\.0\.0\.1:')
+        stored = self.deliver(v2("198.51.100.10", port=40001), "v2")
+        self.assertIn(b"([198.51.100.10])", stored)
+        stored = self.deliver(v1("198.51.100.11"), "split", split=True)
+        self.assertIn(b"([198.51.100.11])", stored)
+
+    def test_a_health_check_header_keeps_the_balancers_address(self):
+        stored = self.deliver(v2(None, local=True), "local")
+        self.assertIn(b"([127.0.0.1])", stored)
+        stored = self.deliver(b"PROXY UNKNOWN\r\n", "unknown")
+        self.assertIn(b"([127.0.0.1])", stored)
+
+    def test_relaying_is_decided_for_the_client_the_header_names(self):
+        with Proxied(v1("203.0.113.7"), self.server.port) as s:
+            s.ehlo()
+            self.assertEqual(s.mail("a@example.com")[0], 250)
+            self.assertEqual(s.rcpt("someone@elsewhere.test")[0], 250, "203.0.113.7 may relay")
+        with Proxied(v1("198.51.100.20"), self.server.port) as s:
+            s.ehlo()
+            s.mail("a@example.com")
+            self.assertEqual(s.rcpt("someone@elsewhere.test"), (554, b"5.7.1 Relay access denied"),
+                             "the balancer's 127.0.0.1 is not what is asked")
+
+    def test_per_client_limits_count_the_named_client(self):
+        held = [Proxied(v1("192.0.2.50", port=41000 + i), self.server.port) for i in range(2)]
+        try:
+            with self.assertRaises(smtplib.SMTPConnectError) as refused:
+                Proxied(v1("192.0.2.50", port=41009), self.server.port)
+            self.assertEqual(refused.exception.smtp_code, 421)
+            with Proxied(v1("192.0.2.51"), self.server.port) as other:
+                self.assertEqual(other.noop()[0], 250, "another client behind the same balancer gets in")
+        finally:
+            for s in held:
+                s.close()
+
+    def raw(self, port, data):
+        """What the server sends back to `data` until it closes (or resets,
+        as it does when it closes with the client's bytes unread)."""
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(data)
+            received = b""
+            try:
+                while chunk := sock.recv(4096):
+                    received += chunk
+            except ConnectionResetError:
+                pass
+            return received
+
+    def test_a_missing_or_broken_header_or_an_untrusted_balancer_is_closed_unanswered(self):
+        self.assertEqual(self.raw(self.server.port, b"EHLO client.test\r\n"), b"")
+        self.server.wait_for_log(r"connection closed: no valid PROXY protocol header")
+        self.assertEqual(self.raw(self.server.port, b"PROXY TCP4 999.1.1.1 192.0.2.1 1 25\r\n"), b"")
+        self.assertEqual(self.raw(self.server.ports["submission"], v1("198.51.100.9")), b"")
+        self.server.wait_for_log(r"connection closed: 127\.0\.0\.1 is not a trusted proxy \(proxy_from\)")
+
+
+if __name__ == "__main__":
+    unittest.main()
