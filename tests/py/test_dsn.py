@@ -52,22 +52,31 @@ class Mailbox:
         return wait_until(lambda: self.notices(subject, action), timeout=timeout, what=f"a {action} notice")
 
 
+def serve(test_class, host, port, name, extensions=()):
+    """A scripted SMTP server on `host`:`port`, stopped after `test_class`."""
+    receiver = SmtpReceiver(host, port, scripted, name=name, extensions=extensions)
+    test_class.addClassCleanup(receiver.stop)
+    return receiver
+
+
+def start_dns(test_class):
+    """The test zone's dnsmasq, stopped after `test_class`."""
+    dns = dnsmasq(RECORDS)
+    test_class.addClassCleanup(dns.stop)
+    return dns
+
+
 class DsnTest(unittest.TestCase):
     """Relayed mail through the outbound queue, and mail delivered here."""
 
     @classmethod
     def setUpClass(cls):
-        cls.dns = dnsmasq(RECORDS)
-        cls.addClassCleanup(cls.dns.stop)
+        cls.dns = start_dns(cls)
         port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.5")
         # dest.test's MX offers DSN; implicit.test's server does not.
-        cls.dsn_mx = SmtpReceiver("127.0.0.2", port, scripted, name="mx1.dest.test", extensions=["DSN"])
-        cls.addClassCleanup(cls.dsn_mx.stop)
-        cls.plain_mx = SmtpReceiver("127.0.0.3", port, scripted, name="mx2.dest.test")
-        cls.addClassCleanup(cls.plain_mx.stop)
-        receiver = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
-        cls.addClassCleanup(receiver.stop)
-        cls.mailbox = Mailbox(receiver)
+        cls.dsn_mx = serve(cls, "127.0.0.2", port, "mx1.dest.test", extensions=["DSN"])
+        cls.plain_mx = serve(cls, "127.0.0.3", port, "mx2.dest.test")
+        cls.mailbox = Mailbox(serve(cls, "127.0.0.5", port, "mailbox.sender.test"))
         relay = relay_setup(cls.dns.port, port, extra='delay_warning = "1s"\n')
 
         def setup(server):
@@ -225,16 +234,11 @@ class ForwardDsnTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.dns = dnsmasq(RECORDS)
-        cls.addClassCleanup(cls.dns.stop)
+        cls.dns = start_dns(cls)
         port = free_port("127.0.0.5", "127.0.0.11", "127.0.0.12")
-        cls.plain_hop = SmtpReceiver("127.0.0.11", port, scripted, name="hop.test")
-        cls.addClassCleanup(cls.plain_hop.stop)
-        cls.dsn_hop = SmtpReceiver("127.0.0.12", port, scripted, name="routed.hop.test", extensions=["DSN"])
-        cls.addClassCleanup(cls.dsn_hop.stop)
-        receiver = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
-        cls.addClassCleanup(receiver.stop)
-        cls.mailbox = Mailbox(receiver)
+        cls.plain_hop = serve(cls, "127.0.0.11", port, "hop.test")
+        cls.dsn_hop = serve(cls, "127.0.0.12", port, "routed.hop.test", extensions=["DSN"])
+        cls.mailbox = Mailbox(serve(cls, "127.0.0.5", port, "mailbox.sender.test"))
         outbound = (f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "2s"\n'
                     f'\n[outbound]\nport = {port}\nallow_local = true\n')
         cls.server = Waraka(["rcpt_to.in_host_list", "queue/smtp_forward"],
