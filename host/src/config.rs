@@ -74,8 +74,21 @@ pub struct Instance {
 }
 
 /// Every grant a plugin may be given, for error messages.
-const KNOWN_GRANTS: &str =
-    "dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, dns, forward, authentication, dkim, antivirus, spamfilter";
+/// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
+/// those that name none.
+const BACKEND_GRANTS: [&str; 3] = ["kv", "blobstore", "sql"];
+const UNNAMED_GRANTS: [&str; 6] = ["dns", "forward", "authentication", "dkim", "antivirus", "spamfilter"];
+
+/// Every grant, for the error that names an unknown one.
+fn known_grants() -> String {
+    let named = std::iter::once(&"dir")
+        .chain(&BACKEND_GRANTS)
+        .map(|kind| format!("{kind}:NAME"));
+    named
+        .chain(UNNAMED_GRANTS.iter().map(|g| g.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn machine_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -237,7 +250,7 @@ impl Instance {
                         guest: format!("/{dir}"),
                     });
                 }
-                Some((kind @ ("kv" | "blobstore" | "sql"), backend)) => {
+                Some((kind, backend)) if BACKEND_GRANTS.contains(&kind) => {
                     if !self.has_backend(kind, backend) {
                         bail!("plugin {name}: grant {grant:?} names no [{kind}.{backend}]");
                     }
@@ -245,9 +258,9 @@ impl Instance {
                 None => match self.unnamed_grant(grant) {
                     Some(Ok(())) => {}
                     Some(Err(needs)) => bail!("plugin {name}: grant {grant:?} needs {needs}"),
-                    None => bail!("plugin {name}: unknown grant {grant:?} (known: {KNOWN_GRANTS})"),
+                    None => bail!("plugin {name}: unknown grant {grant:?} (known: {})", known_grants()),
                 },
-                _ => bail!("plugin {name}: unknown grant {grant:?} (known: {KNOWN_GRANTS})"),
+                _ => bail!("plugin {name}: unknown grant {grant:?} (known: {})", known_grants()),
             }
         }
         Ok(PluginSpec {
@@ -262,19 +275,21 @@ impl Instance {
     /// A grant without a backend name: `Ok` when it can be used, `Err` with
     /// the section it needs when that is missing, `None` when unknown.
     fn unnamed_grant(&self, grant: &str) -> Option<Result<(), &'static str>> {
+        if !UNNAMED_GRANTS.contains(&grant) {
+            return None;
+        }
         let needs = |configured: bool, section: &'static str| if configured { Ok(()) } else { Err(section) };
-        match grant {
-            "dns" | "forward" | "authentication" | "dkim" => Some(Ok(())),
-            "antivirus" => Some(needs(
+        Some(match grant {
+            "antivirus" => needs(
                 self.config.antivirus.clamd.is_some(),
                 "[antivirus] clamd = \"HOST:PORT\" or a socket path",
-            )),
-            "spamfilter" => Some(needs(
+            ),
+            "spamfilter" => needs(
                 self.config.spamfilter.rspamd.is_some(),
                 "[spamfilter] rspamd = \"HOST:PORT\"",
-            )),
-            _ => None,
-        }
+            ),
+            _ => Ok(()),
+        })
     }
 
     /// Whether `[KIND.NAME]` is configured (for `KIND:NAME` grants).
@@ -621,5 +636,35 @@ mod tests {
         assert_eq!(specs[9].dirs[0].guest, "/maildir");
         assert_eq!(specs[1].grants, ["dns"]);
         assert_eq!(specs[0].limits.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn grants_are_checked_against_what_is_configured() {
+        let with_grants = |grants: &[&str]| {
+            let mut instance = Instance::embedded().unwrap();
+            let table = instance.config.plugin.entry("headers".into()).or_default();
+            table.grants = Some(grants.iter().map(|g| g.to_string()).collect());
+            instance.plugin_specs().map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(with_grants(&["dns", "forward", "kv:default", "dir:maildir"]), Ok(()));
+        assert_eq!(
+            with_grants(&["magic"]),
+            Err(
+                "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
+                 dns, forward, authentication, dkim, antivirus, spamfilter)"
+                    .into()
+            )
+        );
+        assert!(
+            with_grants(&["kv:nowhere"])
+                .unwrap_err()
+                .contains("names no [kv.nowhere]")
+        );
+        assert!(
+            with_grants(&["antivirus"])
+                .unwrap_err()
+                .contains("needs [antivirus] clamd")
+        );
+        assert!(with_grants(&["web:x"]).unwrap_err().contains("unknown grant"));
     }
 }

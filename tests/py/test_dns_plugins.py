@@ -7,6 +7,7 @@ import smtplib
 import unittest
 
 from harness import Waraka, dnsmasq, free_port
+from test_proxy import behind_balancer, proxied_greeting
 
 RECORDS = [
     "--local=/test/",  # authoritative: unknown names are NXDOMAIN
@@ -22,6 +23,18 @@ RECORDS = [
     "--host-record=4.0.0.127.bl.test,127.0.0.2",
     "--host-record=4.0.0.127.wl.test,127.0.0.2",
     "--host-record=5.0.0.127.bl.test,127.255.255.254",
+    # fcrdns: 192.0.2.21 is confirmed, .22 names a host elsewhere, .23 has no
+    # PTR, .24's name carries its address, .25 has a name that does not resolve.
+    # (Loopback clients cannot be used: the resolver answers their PTR itself.)
+    "--local=/2.0.192.in-addr.arpa/",
+    "--local=/10.in-addr.arpa/",
+    "--ptr-record=21.2.0.192.in-addr.arpa,mail.fcrdns.test",
+    "--host-record=mail.fcrdns.test,192.0.2.21",
+    "--ptr-record=22.2.0.192.in-addr.arpa,bank.fcrdns.test",
+    "--host-record=bank.fcrdns.test,198.51.100.99",
+    "--ptr-record=24.2.0.192.in-addr.arpa,192-0-2-24.dyn.fcrdns.test",
+    "--host-record=192-0-2-24.dyn.fcrdns.test,192.0.2.24",
+    "--ptr-record=25.2.0.192.in-addr.arpa,gone.fcrdns.test",
 ]
 
 
@@ -38,6 +51,22 @@ def dns_setup(dns_port, extra=""):
         check_private(server)
 
     return setup
+
+
+def greeting(server, client_ip):
+    """The greeting code and text seen from `client_ip` (then a MAIL, which
+    must be accepted, when it was 220)."""
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30,
+                          source_address=(client_ip, 0)) as s:
+            s.ehlo()
+            code = s.mail("a@example.com")[0]
+            assert code == 250, code
+            return 220, ""
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, e.smtp_error.decode()
+    except smtplib.SMTPServerDisconnected:
+        return 421, "closed"
 
 
 class IsResolvableTest(unittest.TestCase):
@@ -115,27 +144,14 @@ class DnsListTest(unittest.TestCase):
 
         return Waraka(["dns-list", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
 
-    def greeting(self, server, client_ip):
-        """The greeting code and text seen from `client_ip`, then a MAIL when it was 220."""
-        try:
-            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30,
-                              source_address=(client_ip, 0)) as s:
-                s.ehlo()
-                self.assertEqual(s.mail("a@example.com")[0], 250)
-                return 220, ""
-        except smtplib.SMTPConnectError as e:
-            return e.smtp_code, e.smtp_error.decode()
-        except smtplib.SMTPServerDisconnected:
-            return 421, "closed"
-
     def test_blocked_allowed_and_clean_clients(self):
         server = self.server(zones="bl.test", allow_zones="wl.test")
         try:
-            self.assertEqual(self.greeting(server, "127.0.0.2"),
+            self.assertEqual(greeting(server, "127.0.0.2"),
                              (554, "5.7.1 127.0.0.2 is listed in bl.test: Listed for testing"))
-            self.assertEqual(self.greeting(server, "127.0.0.3")[0], 220, "not listed")
-            self.assertEqual(self.greeting(server, "127.0.0.4")[0], 220, "allow-listed beats block-listed")
-            self.assertEqual(self.greeting(server, "127.0.0.5")[0], 220, "127.255.255.x is an error code")
+            self.assertEqual(greeting(server, "127.0.0.3")[0], 220, "not listed")
+            self.assertEqual(greeting(server, "127.0.0.4")[0], 220, "allow-listed beats block-listed")
+            self.assertEqual(greeting(server, "127.0.0.5")[0], 220, "127.255.255.x is an error code")
             server.wait_for_log(r"127\.0\.0\.4 is allow-listed in wl\.test")
         finally:
             server.stop()
@@ -143,7 +159,7 @@ class DnsListTest(unittest.TestCase):
     def test_reject_false_only_notes_the_listing(self):
         server = self.server(zones="bl.test", reject="false")
         try:
-            self.assertEqual(self.greeting(server, "127.0.0.2")[0], 220)
+            self.assertEqual(greeting(server, "127.0.0.2")[0], 220)
             server.wait_for_log(r"127\.0\.0\.2 is listed in bl\.test")
         finally:
             server.stop()
@@ -152,7 +168,7 @@ class DnsListTest(unittest.TestCase):
         for on_error, expected in (("tempfail", 421), ("continue", 220)):
             server = self.server(zones="dead.test", on_error=on_error)
             try:
-                code, text = self.greeting(server, "127.0.0.3")
+                code, text = greeting(server, "127.0.0.3")
                 self.assertEqual(code, expected, on_error)
             finally:
                 server.stop()
@@ -160,10 +176,62 @@ class DnsListTest(unittest.TestCase):
     def test_private_clients_are_not_looked_up_by_default(self):
         server = self.server(zones="bl.test", check_private="false")
         try:
-            self.assertEqual(self.greeting(server, "127.0.0.2")[0], 220)
+            self.assertEqual(greeting(server, "127.0.0.2")[0], 220)
         finally:
             server.stop()
 
+
+class FcrdnsTest(unittest.TestCase):
+    """Clients stand behind a balancer (PROXY protocol), so they can have
+    addresses with reverse DNS of the test's own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
+
+        def setup(server):
+            dns_setup(cls.dns.port)(server)
+            behind_balancer(server)
+
+        cls.server = Waraka(["fcrdns", "rcpt_to.in_host_list", "queue/maildir"], setup=setup,
+                            configured_listeners=True)
+        cls.addClassCleanup(cls.server.stop)
+
+    def test_each_client_is_judged_and_noted_and_nobody_is_refused_by_default(self):
+        expected = {
+            "192.0.2.21": r"pass \(names: mail\.fcrdns\.test; confirmed: mail\.fcrdns\.test\)",
+            "192.0.2.22": r"fail \(names: bank\.fcrdns\.test; confirmed: none\)",
+            "192.0.2.23": r"none \(names: none; confirmed: none\)",
+            "192.0.2.24": r"pass \(names: 192-0-2-24\.dyn\.fcrdns\.test; confirmed: 192-0-2-24\.dyn\.fcrdns\.test; generic\)",
+            "192.0.2.25": r"fail \(names: gone\.fcrdns\.test; confirmed: none\)",
+        }
+        for ip, result in expected.items():
+            self.assertEqual(proxied_greeting(self.server, ip)[0], 220, ip)
+            self.server.wait_for_log(re.escape(ip) + ": " + result)
+
+    def test_the_reject_settings_refuse_with_5_7_25(self):
+        cases = [
+            ("reject_no_rdns", "192.0.2.23", "Client 192.0.2.23 has no reverse DNS"),
+            ("reject_no_fcrdns", "192.0.2.22", "Client 192.0.2.22 has no forward-confirmed reverse DNS"),
+            ("reject_generic_rdns", "192.0.2.24", "Client 192.0.2.24 has a reverse DNS name of a dynamic range"),
+        ]
+        for setting, ip, text in cases:
+            self.server.set_settings("fcrdns.ini", **{setting: "true"})
+            try:
+                self.assertEqual(proxied_greeting(self.server, ip), (554, f"5.7.25 {text}"))
+                self.assertEqual(proxied_greeting(self.server, "192.0.2.21")[0], 220, "a confirmed name passes")
+            finally:
+                self.server.set_settings("fcrdns.ini", **{setting: "false"})
+
+    def test_private_clients_are_skipped_unless_asked(self):
+        self.server.set_settings("fcrdns.ini", reject_no_rdns="true")
+        try:
+            self.assertEqual(proxied_greeting(self.server, "10.0.0.23")[0], 220)
+            self.server.set_settings("fcrdns.ini", check_private="true")
+            self.assertEqual(proxied_greeting(self.server, "10.0.0.23")[0], 554)
+        finally:
+            self.server.set_settings("fcrdns.ini", reject_no_rdns="false", check_private="false")
 
 if __name__ == "__main__":
     unittest.main()

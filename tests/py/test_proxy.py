@@ -47,10 +47,29 @@ class Proxied(smtplib.SMTP):
         return sock
 
 
+def behind_balancer(server):
+    """The instance's only mx listener takes PROXY headers from loopback
+    balancers (start it with `configured_listeners=True`)."""
+    server.edit("waraka.toml", lambda t: t.replace('listen = ["127.0.0.1:2525"]', "listen = []") + (
+        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\nproxy_from = ["127.0.0.0/8"]\n'))
+
+
+def proxied_greeting(server, client):
+    """The greeting code and text the client `client` gets through the
+    balancer (then a MAIL, which must be accepted, when it was 220)."""
+    try:
+        with Proxied(v1(client), server.port) as s:
+            s.ehlo()
+            code = s.mail("a@example.com")[0]
+            assert code == 250, code
+            return 220, ""
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, e.smtp_error.decode()
+
+
 def setup(server):
-    server.edit("waraka.toml", lambda t: t.replace('listen = ["127.0.0.1:2525"]', "listen = []")
-                .replace("max_connections_per_ip = 100", "max_connections_per_ip = 2") + (
-        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\nproxy_from = ["127.0.0.0/8"]\n'
+    behind_balancer(server)
+    server.edit("waraka.toml", lambda t: t.replace("max_connections_per_ip = 100", "max_connections_per_ip = 2") + (
         '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "submission"\nproxy_from = ["10.0.0.0/8"]\n'))
     server.edit("config/relay.acl_allow", lambda t: t + "203.0.113.7\n")
 

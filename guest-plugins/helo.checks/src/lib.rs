@@ -87,27 +87,10 @@ fn match_re(helo: &str, client: &Client) -> Option<String> {
     )
 }
 
-/// A name that carries the client's address (`1-2-3-4.dsl.example`,
-/// `4.3.2.1.pool.example`, `c0a80001.example`): typical of dynamic ranges.
+/// A name that carries the client's address: typical of dynamic ranges.
 fn dynamic(helo: &str, client: &Client) -> Option<String> {
-    let Some(IpAddr::V4(v4)) = client.ip else {
-        return None;
-    };
-    if helo.starts_with('[') || helo.parse::<IpAddr>().is_ok() {
-        return None;
-    }
-    let [a, b, c, d] = v4.octets();
-    let name = helo.to_ascii_lowercase();
-    let hex = format!("{a:02x}{b:02x}{c:02x}{d:02x}");
-    let forward = [a, b, c, d];
-    let reverse = [d, c, b, a];
-    let found = [forward, reverse].iter().any(|octets| {
-        let pattern = octets.iter().map(u8::to_string).collect::<Vec<_>>().join("[._x-]");
-        RegexBuilder::new(&format!(r"(^|[^0-9]){pattern}([^0-9]|$)"))
-            .build()
-            .is_ok_and(|re| re.is_match(&name))
-    }) || name.contains(&hex);
-    found.then(|| format!("{helo} looks like a dynamic address's name"))
+    let ip = client.ip?;
+    waraka_plugin::names_address(helo, ip).then(|| format!("{helo} looks like a dynamic address's name"))
 }
 
 /// Every enabled check that fails for `helo`, in order.

@@ -461,7 +461,17 @@ pub fn replace_header(name: &str, value: &str) {
 /// transaction's notes are full) is logged, since a note is never worth
 /// refusing mail over.
 pub fn note_transaction(key: &str, value: &str) {
-    if let Err(e) = notes::set(Scope::Transaction, key, value) {
+    note(Scope::Transaction, key, value);
+}
+
+/// Sets the connection note `key` for later plugins; a failure is logged,
+/// as for [`note_transaction`].
+pub fn note_connection(key: &str, value: &str) {
+    note(Scope::Connection, key, value);
+}
+
+fn note(scope: Scope, key: &str, value: &str) {
+    if let Err(e) = notes::set(scope, key, value) {
         warn!("could not set note {key}: {e:?}");
     }
 }
@@ -473,6 +483,25 @@ pub fn verified_sender() -> Option<authentication::Results> {
     authentication::verify()
         .inspect_err(|e| warn!("sender authentication failed: {e:?}"))
         .ok()
+}
+
+/// Whether the host `name` carries the IPv4 address `ip` the way names of
+/// dynamic ranges do (`1-2-3-4.dsl.example`, `4.3.2.1.pool.example`,
+/// `c0a80001.example`): a name given to an address, not to a mail server.
+pub fn names_address(name: &str, ip: std::net::IpAddr) -> bool {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return false;
+    };
+    if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    let [a, b, c, d] = v4.octets();
+    let name = name.to_ascii_lowercase();
+    let hex = format!("{a:02x}{b:02x}{c:02x}{d:02x}");
+    [[a, b, c, d], [d, c, b, a]].iter().any(|octets| {
+        let pattern = octets.iter().map(u8::to_string).collect::<Vec<_>>().join("[._x-]");
+        regex_lite::Regex::new(&format!(r"(^|[^0-9]){pattern}([^0-9]|$)")).is_ok_and(|re| re.is_match(&name))
+    }) || name.contains(&hex)
 }
 
 /// Whether `ip` is an address no public list or DNS knows: private (RFC 1918,
