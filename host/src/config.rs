@@ -450,6 +450,7 @@ impl Instance {
             hostname,
             dkim: self.dkim_keys(),
             delay_warning: o.delay_warning,
+            mta_sts: o.mta_sts.then_some(o.mta_sts_port),
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

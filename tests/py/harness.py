@@ -33,10 +33,13 @@ class Waraka:
 
     `plugins` is the chain for `waraka init --plugins`; None keeps the default chain.
     With `configured_listeners`, the listeners are those `setup` writes in
-    waraka.toml (one per role in `roles`) instead of `--listen` ones.
+    waraka.toml (one per role in `roles`) instead of `--listen` ones. `env`
+    adds variables to the process's environment (`SSL_CERT_FILE`).
     """
 
-    def __init__(self, plugins, roles=("mx",), setup=None, host="127.0.0.1", port=0, configured_listeners=False):
+    def __init__(self, plugins, roles=("mx",), setup=None, host="127.0.0.1", port=0, configured_listeners=False,
+                 env=None):
+        self.env = {**os.environ, "NO_COLOR": "1", **(env or {})}
         self.tmp = tempfile.TemporaryDirectory()
         self.dir = pathlib.Path(self.tmp.name) / "i"
         self.roles = roles
@@ -52,7 +55,7 @@ class Waraka:
         args = [BIN, "run", "--config", str(self.dir)]
         for listen in self.listen:
             args += ["--listen", listen]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=self.env)
         self.ports = {}
         for line in self.proc.stderr:
             self.log.append(line)
@@ -328,6 +331,26 @@ def make_cert(cert, key, name):
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
+
+
+def make_ca(dir, names):
+    """A certificate authority in `dir` (`ca.pem`) and a certificate it
+    signed for the DNS `names` (`cert.pem`, `key.pem`): what a client that
+    trusts `ca.pem` (`SSL_CERT_FILE`) verifies."""
+    dir = pathlib.Path(dir)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=Waraka test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign", "-keyout", str(dir / "ca-key.pem"), "-out", str(dir / "ca.pem"))
+    run("req", *ec, "-subj", f"/CN={names[0]}", "-keyout", str(dir / "key.pem"), "-out", str(dir / "leaf.csr"))
+    (dir / "leaf.ext").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
+                                  "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", str(dir / "leaf.csr"), "-CA", str(dir / "ca.pem"), "-CAkey", str(dir / "ca-key.pem"),
+        "-CAcreateserial", "-days", "2", "-extfile", str(dir / "leaf.ext"), "-out", str(dir / "cert.pem"))
+    return dir / "ca.pem", dir / "cert.pem", dir / "key.pem"
 
 
 def enable_tls(server, name):

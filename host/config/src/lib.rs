@@ -165,6 +165,11 @@ pub struct OutboundConfig {
     pub tls: OutboundTls,
     /// Haraka's `temp_fail_intervals` text; the default doubles from 64 s to about 36 h.
     pub retry: Option<String>,
+    /// Whether the MTA-STS policies (RFC 8461) of destination domains are
+    /// looked up and, in `enforce` mode, obeyed.
+    pub mta_sts: bool,
+    /// The HTTPS port of MTA-STS policy hosts (443; tests use others).
+    pub mta_sts_port: u16,
     #[serde(with = "humantime_serde")]
     /// How long a message may wait in the queue before its sender is told,
     /// once, that it is late (a DSN with `Action: delayed`); `0s`: never.
@@ -211,6 +216,8 @@ impl Default for OutboundConfig {
             tls: OutboundTls::Opportunistic,
             retry: None,
             delay_warning: Duration::from_secs(4 * 3600),
+            mta_sts: true,
+            mta_sts_port: 443,
             helo: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),

@@ -573,7 +573,9 @@ fn offers(extensions: &[String], keyword: &str) -> bool {
         .any(|e| e == keyword || e.strip_prefix(keyword).is_some_and(|rest| rest.starts_with(' ')))
 }
 
-fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+/// The client's TLS settings: certificates verified against the system's
+/// roots (`SSL_CERT_FILE` when set), or any certificate accepted.
+pub(super) fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

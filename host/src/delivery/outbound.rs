@@ -6,6 +6,7 @@
 //! ran out) are bounced to the sender with a DSN.
 
 use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
+use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned};
 use super::route::{Route, RouteSettings, Target, resolve, target};
 use crate::capabilities::{DkimKeys, Dns};
@@ -47,6 +48,9 @@ pub struct OutboundSettings {
     /// How old a deferred entry gets before the sender is told it is late
     /// (once); zero: never.
     pub delay_warning: Duration,
+    /// Whether MTA-STS policies (RFC 8461) of destination domains are
+    /// looked up and enforced, and the HTTPS port of their policy hosts.
+    pub mta_sts: Option<u16>,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -175,6 +179,8 @@ struct Inner {
     dns: Dns,
     /// The plugins' outbound hooks.
     policy: Option<Arc<dyn OutboundPolicy>>,
+    /// Destination domains' MTA-STS policies, when on.
+    mta_sts: Option<MtaSts>,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -209,6 +215,42 @@ fn failure_of(error: &ClientError, host: &str) -> Report {
     }
 }
 
+/// Applies `domain`'s MTA-STS policy (RFC 8461) to the route to its MX
+/// hosts: under `enforce` only the hosts the policy names are tried, each
+/// over TLS with a certificate valid for its name, and a route left with
+/// none waits (`4.7.5`); under `testing` hosts it does not name are logged
+/// and delivery goes on as usual.
+fn apply_policy(
+    policy: Option<&Policy>,
+    route: Route,
+    client: &mut ClientSettings,
+    domain: &str,
+) -> Result<Route, Report> {
+    let (Some(policy), Route::Targets(targets)) = (policy, &route) else {
+        return Ok(route);
+    };
+    match policy.mode {
+        Mode::None => Ok(route),
+        Mode::Testing => {
+            for stray in targets.iter().filter(|t| !policy.allows(&t.host)) {
+                warn!(%domain, host = %stray.host, "MX host not in the domain's MTA-STS policy (testing mode: delivering anyway)");
+            }
+            Ok(route)
+        }
+        Mode::Enforce => {
+            let named: Vec<Target> = targets.iter().filter(|t| policy.allows(&t.host)).cloned().collect();
+            if named.is_empty() {
+                return Err(Report::local(
+                    "4.7.5",
+                    format!("no MX host of {domain} is named by its MTA-STS policy"),
+                ));
+            }
+            client.tls = TlsMode::Required;
+            Ok(Route::Targets(named))
+        }
+    }
+}
+
 /// `[192.0.2.1]` → the address.
 fn address_literal(domain: &str) -> Option<IpAddr> {
     let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
@@ -228,12 +270,16 @@ impl Outbound {
         if !recovery.entries.is_empty() {
             info!(entries = recovery.entries.len(), "outbound queue recovered");
         }
+        let mta_sts = settings
+            .mta_sts
+            .map(|port| MtaSts::new(port, settings.route.allow_local));
         let outbound = Outbound {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 dns,
                 policy,
+                mta_sts,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
             }),
@@ -468,6 +514,11 @@ impl Outbound {
         let route = resolve(&self.inner.dns, domain, &settings.route)
             .await
             .map_err(|e| Report::local("4.4.3", format!("DNS lookup for {domain} failed: {e}")))?;
+        let policy = match &self.inner.mta_sts {
+            Some(mta_sts) => mta_sts.policy(&self.inner.dns, domain).await,
+            None => None,
+        };
+        let route = apply_policy(policy.as_deref(), route, &mut client, domain)?;
         Ok((route, client))
     }
 

@@ -1,0 +1,286 @@
+//! SMTP MTA Strict Transport Security (RFC 8461): a domain that publishes a
+//! `_mta-sts` TXT record and a policy at
+//! `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` says which MX hosts are
+//! its own and that they must be reached over TLS with a valid certificate.
+//! Policies are cached until their `max_age` and fetched again when the TXT
+//! record's `id` changes; a cached policy outlives a failed fetch, so an
+//! attacker who blocks the fetch does not lift it.
+
+use super::client::tls_config;
+use super::route::target;
+use crate::capabilities::Dns;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// The longest policy read (RFC 8461 §3.3 suggests 64 KiB).
+const MAX_POLICY: usize = 64 * 1024;
+/// How long fetching a policy may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a policy is kept (RFC 8461 §3.2: at most a year).
+const MAX_AGE_CAP: Duration = Duration::from_secs(31_557_600);
+
+/// What a policy asks of senders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Deliver only to matching MX hosts, over verified TLS.
+    Enforce,
+    /// Report what would fail, deliver as usual.
+    Testing,
+    /// The domain has withdrawn its policy.
+    None,
+}
+
+/// A domain's policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// What it asks.
+    pub mode: Mode,
+    /// The MX host patterns (`mx.example.com`, `*.example.net`), lower-case.
+    pub mx: Vec<String>,
+    /// How long it may be cached.
+    pub max_age: Duration,
+}
+
+impl Policy {
+    /// Parses a policy file (RFC 8461 §3.2): `key: value` lines.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key.trim() {
+                "version" => version = Some(value.to_string()),
+                "mode" => {
+                    mode = Some(match value {
+                        "enforce" => Mode::Enforce,
+                        "testing" => Mode::Testing,
+                        "none" => Mode::None,
+                        other => return Err(format!("unknown mode {other:?}")),
+                    })
+                }
+                "max_age" => {
+                    let seconds: u64 = value.parse().map_err(|_| format!("max_age {value:?}"))?;
+                    max_age = Some(Duration::from_secs(seconds).min(MAX_AGE_CAP));
+                }
+                "mx" => mx.push(value.trim_end_matches('.').to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        if version.as_deref() != Some("STSv1") {
+            return Err("no version: STSv1".into());
+        }
+        let mode = mode.ok_or("no mode")?;
+        let max_age = max_age.ok_or("no max_age")?;
+        if mode != Mode::None && mx.is_empty() {
+            return Err("no mx".into());
+        }
+        Ok(Policy { mode, mx, max_age })
+    }
+
+    /// Whether the MX host `host` is one the policy names (a `*.` pattern
+    /// stands for exactly one label).
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.mx.iter().any(|pattern| match pattern.strip_prefix("*.") {
+            Some(suffix) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => *pattern == host,
+        })
+    }
+}
+
+/// The `id` of a domain's `_mta-sts` TXT record, when it has a valid one.
+fn record_id(records: &[String]) -> Option<String> {
+    let valid: Vec<&String> = records.iter().filter(|r| r.starts_with("v=STSv1")).collect();
+    // RFC 8461 §3.1: more than one record means no policy.
+    let [record] = valid.as_slice() else {
+        return None;
+    };
+    record.split(';').find_map(|field| {
+        let (key, value) = field.trim().split_once('=')?;
+        (key.trim() == "id" && !value.trim().is_empty()).then(|| value.trim().to_string())
+    })
+}
+
+struct Cached {
+    id: String,
+    policy: Arc<Policy>,
+    until: Instant,
+}
+
+/// The MTA-STS policies of destination domains, fetched and cached.
+pub struct MtaSts {
+    /// The HTTPS port of policy hosts (443; tests use others).
+    port: u16,
+    /// Whether policy hosts may resolve to loopback addresses (tests).
+    allow_local: bool,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl MtaSts {
+    /// Policies fetched from `port` of their hosts.
+    pub fn new(port: u16, allow_local: bool) -> MtaSts {
+        MtaSts {
+            port,
+            allow_local,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, domain: &str) -> Option<(String, Arc<Policy>, bool)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(domain)
+            .map(|c| (c.id.clone(), c.policy.clone(), c.until > Instant::now()))
+    }
+
+    /// The policy for `domain`, if it has one (cached, or fetched now),
+    /// looked up through `dns`.
+    pub async fn policy(&self, dns: &Dns, domain: &str) -> Option<Arc<Policy>> {
+        let domain = domain.to_ascii_lowercase();
+        let cached = self.cached(&domain);
+        let id = match dns.txt(&format!("_mta-sts.{domain}")).await {
+            Ok(records) => record_id(&records),
+            // A DNS failure keeps whatever was cached.
+            Err(_) => return cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p),
+        };
+        let Some(id) = id else {
+            // No record: a cached policy still holds until it expires (§5.1).
+            return cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p);
+        };
+        if let Some((cached_id, policy, true)) = &cached
+            && *cached_id == id
+        {
+            return Some(policy.clone());
+        }
+        match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(dns, &domain)).await {
+            Ok(Ok(policy)) => {
+                info!(%domain, %id, mode = ?policy.mode, mx = %policy.mx.join(","), "MTA-STS policy fetched");
+                let policy = Arc::new(policy);
+                let entry = Cached {
+                    id,
+                    policy: policy.clone(),
+                    until: Instant::now() + policy.max_age,
+                };
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(domain, entry);
+                Some(policy)
+            }
+            Ok(Err(e)) => {
+                warn!(%domain, error = %e, "MTA-STS policy could not be fetched; keeping any cached one");
+                cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p)
+            }
+            Err(_) => {
+                warn!(%domain, "MTA-STS policy fetch timed out; keeping any cached one");
+                cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p)
+            }
+        }
+    }
+
+    /// Fetches and parses `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`
+    /// over verified TLS, without following redirects (§3.3).
+    async fn fetch(&self, dns: &Dns, domain: &str) -> Result<Policy, String> {
+        let host = format!("mta-sts.{domain}");
+        let server = target(dns, &host, self.port, self.allow_local)
+            .await
+            .map_err(|e| format!("resolving {host}: {e}"))?;
+        let addr = *server.addrs.first().ok_or(format!("{host} has no address"))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {host} ({addr}): {e}"))?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let config = tls_config(true).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP with {host}: {e}"))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/.well-known/mta-sts.txt")
+            .header(hyper::header::HOST, host.as_str())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP with {host}: {e}"))?;
+        if response.status() != hyper::StatusCode::OK {
+            return Err(format!("{host} answered {}", response.status()));
+        }
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.to_ascii_lowercase().starts_with("text/plain") {
+            return Err(format!("{host} sent {content_type:?}, not text/plain"));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_POLICY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the policy from {host}: {e}"))?
+            .to_bytes();
+        Policy::parse(&String::from_utf8_lossy(&body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_match_mx_hosts() {
+        let policy = Policy::parse(
+            "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.Example.NET.\r\nmax_age: 86400\r\n",
+        )
+        .unwrap();
+        assert_eq!(policy.mode, Mode::Enforce);
+        assert_eq!(policy.max_age, Duration::from_secs(86400));
+        assert!(policy.allows("MAIL.example.com."));
+        assert!(policy.allows("mx1.example.net"));
+        assert!(!policy.allows("example.net"), "a wildcard needs one label");
+        assert!(!policy.allows("a.b.example.net"), "and only one");
+        assert!(!policy.allows("mail.example.com.evil.test"));
+        let long = Policy::parse("version: STSv1\nmode: testing\nmx: a.test\nmax_age: 99999999999\n").unwrap();
+        assert_eq!(long.max_age, MAX_AGE_CAP);
+        assert_eq!(
+            Policy::parse("version: STSv1\nmode: none\nmax_age: 1\n").unwrap().mode,
+            Mode::None
+        );
+        for bad in [
+            "mode: enforce\nmx: a.test\nmax_age: 1\n",
+            "version: STSv1\nmode: strict\nmx: a.test\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: a.test\n",
+            "<html>not found</html>",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_txt_record_gives_the_id_when_there_is_exactly_one() {
+        let record = |texts: &[&str]| record_id(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            record(&["v=STSv1; id=20260101T000000;"]).as_deref(),
+            Some("20260101T000000")
+        );
+        assert_eq!(record(&["v=spf1 -all", "v=STSv1;id=7"]).as_deref(), Some("7"));
+        assert_eq!(record(&["v=STSv1; id=1", "v=STSv1; id=2"]), None);
+        assert_eq!(record(&["v=STSv1;"]), None);
+        assert_eq!(record(&[]), None);
+    }
+}

@@ -1,0 +1,160 @@
+"""MTA-STS (RFC 8461) end to end: a real waraka delivers to domains whose
+`_mta-sts` TXT records a real dnsmasq serves and whose policies an HTTPS
+server (Python's, with a certificate of a test CA the waraka trusts through
+SSL_CERT_FILE) publishes; the MX hosts are a scripted server without
+STARTTLS and a second waraka with a certificate of that CA."""
+
+import http.server
+import ssl
+import smtplib
+import tempfile
+import threading
+import unittest
+
+from harness import SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca
+from test_outbound import message, queue_entries, relay_setup, wait_until
+
+POLICIES = {
+    "enforce.test": "mode: enforce\nmx: mx.enforce.test",
+    "wrongmx.test": "mode: enforce\nmx: mail.elsewhere.test",
+    "testing.test": "mode: testing\nmx: mail.elsewhere.test",
+    "secure.test": "mode: enforce\nmx: *.secure.test",
+    "badcert.test": "mode: enforce\nmx: mx.badcert.test",
+}
+
+RECORDS = ["--local=/test/"]
+for domain in POLICIES:
+    RECORDS += [f"--txt-record=_mta-sts.{domain},v=STSv1; id=20261204",
+                f"--host-record=mta-sts.{domain},127.0.0.20"]
+RECORDS += [
+    "--mx-host=enforce.test,mx.enforce.test,10", "--host-record=mx.enforce.test,127.0.0.2",
+    "--mx-host=wrongmx.test,mx.wrongmx.test,10", "--host-record=mx.wrongmx.test,127.0.0.2",
+    "--mx-host=testing.test,mx.testing.test,10", "--host-record=mx.testing.test,127.0.0.2",
+    "--mx-host=plain.test,mx.plain.test,10", "--host-record=mx.plain.test,127.0.0.2",
+    "--mx-host=secure.test,mx.secure.test,10", "--host-record=mx.secure.test,127.0.0.3",
+    "--mx-host=badcert.test,mx.badcert.test,10", "--host-record=mx.badcert.test,127.0.0.4",
+]
+
+
+class PolicyServer:
+    """HTTPS on 127.0.0.20:`port` serving each domain's policy to `mta-sts.DOMAIN`."""
+
+    def __init__(self, port, cert, key):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                domain = self.headers.get("Host", "").removeprefix("mta-sts.")
+                policy = POLICIES.get(domain)
+                if self.path != "/.well-known/mta-sts.txt" or policy is None:
+                    self.send_error(404)
+                    return
+                body = f"version: STSv1\r\n{policy.replace(chr(10), chr(13) + chr(10))}\r\nmax_age: 86400\r\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.20", port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class MtaStsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        ca, cert, key = make_ca(cls.tmp.name, [f"mta-sts.{d}" for d in POLICIES] + ["mx.secure.test"])
+        cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
+        port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4")
+        https_port = free_port("127.0.0.20")
+        cls.policies = PolicyServer(https_port, str(cert), str(key))
+        cls.addClassCleanup(cls.policies.stop)
+        cls.plain_mx = SmtpReceiver("127.0.0.2", port, name="mx.plain.test")
+        cls.addClassCleanup(cls.plain_mx.stop)
+
+        def secure_setup(server):
+            tls = server.dir / "config/tls"
+            tls.mkdir(parents=True)
+            (tls / "cert.pem").write_bytes(cert.read_bytes())
+            (tls / "key.pem").write_bytes(key.read_bytes())
+            server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+            server.edit("config/host_list", lambda t: t + "secure.test\n")
+
+        cls.secure_mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=secure_setup,
+                               host="127.0.0.3", port=port)
+        cls.addClassCleanup(cls.secure_mx.stop)
+
+        def self_signed_setup(server):
+            enable_tls(server, "mx.badcert.test")
+            server.edit("config/host_list", lambda t: t + "badcert.test\n")
+
+        cls.self_signed_mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=self_signed_setup,
+                                    host="127.0.0.4", port=port)
+        cls.addClassCleanup(cls.self_signed_mx.stop)
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                            setup=relay_setup(cls.dns.port, port, extra=f"mta_sts_port = {https_port}\n",
+                                              retry="1h"),
+                            env={"SSL_CERT_FILE": str(ca)})
+        cls.addClassCleanup(cls.server.stop)
+
+    def send(self, recipient, subject):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("sender@sender.test", [recipient], message(subject)), {})
+
+    def delivered(self, subject):
+        return [m for m in self.plain_mx.received() if f"Subject: {subject}\r\n".encode() in m[2]]
+
+    def deferred(self, recipient):
+        return wait_until(lambda: [e for e in queue_entries(self.server)
+                                   if e["recipients"] == [recipient] and e["attempts"] == 1],
+                          what=f"{recipient} deferred")[0]
+
+    def test_enforce_refuses_an_mx_without_tls(self):
+        self.send("a@enforce.test", "needs tls")
+        entry = self.deferred("a@enforce.test")
+        self.assertIn("STARTTLS", entry["last_error"])
+        self.assertEqual(self.delivered("needs tls"), [], "never sent in the clear")
+        self.server.wait_for_log(r"MTA-STS policy fetched domain=enforce\.test id=20261204 mode=Enforce mx=mx\.enforce\.test")
+
+    def test_enforce_refuses_an_mx_the_policy_does_not_name(self):
+        self.send("b@wrongmx.test", "wrong mx")
+        entry = self.deferred("b@wrongmx.test")
+        self.assertIn("no MX host of wrongmx.test is named by its MTA-STS policy", entry["last_error"])
+        self.assertEqual(self.delivered("wrong mx"), [])
+
+    def test_testing_mode_delivers_and_logs(self):
+        self.send("c@testing.test", "testing mode")
+        wait_until(lambda: self.delivered("testing mode"), what="the delivery")
+        self.server.wait_for_log(r"MX host not in the domain's MTA-STS policy .*domain=testing\.test host=mx\.testing\.test")
+
+    def test_a_domain_without_a_policy_is_delivered_as_before(self):
+        self.send("d@plain.test", "no policy")
+        wait_until(lambda: self.delivered("no policy"), what="the delivery")
+
+    def test_enforce_delivers_over_verified_tls_to_a_named_mx(self):
+        self.send("e@secure.test", "secured")
+        stored = wait_until(lambda: [p.read_bytes() for p in self.secure_mx.maildir()
+                                     if b"Subject: secured\r\n" in p.read_bytes()], what="the delivery")
+        self.assertIn(b"(using TLSv1.3 with cipher", stored[0])
+        self.server.wait_for_log(r"delivered id=\S+ recipient=e@secure\.test host=mx\.secure\.test")
+
+    def test_enforce_refuses_a_certificate_that_does_not_verify(self):
+        self.send("f@badcert.test", "self-signed")
+        entry = self.deferred("f@badcert.test")
+        self.assertIn("TLS: invalid peer certificate", entry["last_error"])
+        self.assertEqual(self.self_signed_mx.maildir(), [], "nothing sent to an unverified server")
+
+
+if __name__ == "__main__":
+    unittest.main()
