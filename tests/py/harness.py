@@ -323,6 +323,21 @@ class Clients:
         return list(self.acked)
 
 
+def greeting_of(connect):
+    """The greeting code and text a client gets from `connect()` (an
+    smtplib.SMTP), then a MAIL, which must be accepted, when it was 220."""
+    try:
+        with connect() as s:
+            s.ehlo()
+            code = s.mail("a@example.com")[0]
+            assert code == 250, code
+            return 220, ""
+    except smtplib.SMTPConnectError as e:
+        return e.smtp_code, e.smtp_error.decode()
+    except smtplib.SMTPServerDisconnected:
+        return 421, "closed"
+
+
 def make_cert(cert, key, name):
     """A self-signed certificate for 127.0.0.1 and localhost, written with openssl."""
     subprocess.run(

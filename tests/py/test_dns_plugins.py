@@ -6,7 +6,7 @@ import re
 import smtplib
 import unittest
 
-from harness import Waraka, dnsmasq, free_port
+from harness import Waraka, dnsmasq, free_port, greeting_of
 from test_proxy import behind_balancer, proxied_greeting
 
 RECORDS = [
@@ -54,19 +54,9 @@ def dns_setup(dns_port, extra=""):
 
 
 def greeting(server, client_ip):
-    """The greeting code and text seen from `client_ip` (then a MAIL, which
-    must be accepted, when it was 220)."""
-    try:
-        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30,
-                          source_address=(client_ip, 0)) as s:
-            s.ehlo()
-            code = s.mail("a@example.com")[0]
-            assert code == 250, code
-            return 220, ""
-    except smtplib.SMTPConnectError as e:
-        return e.smtp_code, e.smtp_error.decode()
-    except smtplib.SMTPServerDisconnected:
-        return 421, "closed"
+    """The greeting code and text seen from `client_ip` (see `greeting_of`)."""
+    return greeting_of(lambda: smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30,
+                                            source_address=(client_ip, 0)))
 
 
 class IsResolvableTest(unittest.TestCase):
