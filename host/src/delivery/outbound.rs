@@ -675,13 +675,15 @@ impl Outbound {
         for (rcpt, failure) in &failed {
             warn!(id = %entry.id, recipient = %rcpt, status = %failure.status, diagnostic = %failure.diagnostic, "delivery failed permanently");
         }
-        count_recipients("bounced", failed.len());
         if suppress_bounce && !failed.is_empty() {
             info!(id = %entry.id, "bounce suppressed by a plugin");
         }
         let wait = wait.unwrap_or(Duration::from_secs(60));
+        let failed_count = failed.len();
         let failed = if suppress_bounce { Vec::new() } else { failed };
         let (notices, unsent) = self.notices(&mut entry, &delivered, failed, &deferred, attempts, wait);
+        // Recipients whose bounce could not be queued are retried, not counted as bounced.
+        count_recipients("bounced", failed_count - unsent.len());
         deferred.extend(unsent);
         if deferred.is_empty() {
             if let Err(e) = store.remove(&entry) {
