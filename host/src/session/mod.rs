@@ -1163,7 +1163,8 @@ impl<P: Policy> Session<P> {
     async fn notify_success(&mut self) {
         let found = self
             .with_transaction(|tx| {
-                if tx.sender.is_null() {
+                // Most mail asks nothing: no work beyond this scan.
+                if tx.sender.is_null() || !tx.recipients.iter().any(|r| r.param("NOTIFY").is_some()) {
                     return None;
                 }
                 let dsn = tx.dsn_requests();
