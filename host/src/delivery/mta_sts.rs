@@ -12,6 +12,7 @@ use crate::capabilities::Dns;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use mail_auth::common::parse::TxtRecordParser;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,17 +99,18 @@ impl Policy {
     }
 }
 
-/// The `id` of a domain's `_mta-sts` TXT record, when it has a valid one.
+/// The `id` of a domain's `_mta-sts` TXT record (parsed by mail-auth),
+/// when it has exactly one valid record (RFC 8461 §3.1: more than one
+/// means no policy).
 fn record_id(records: &[String]) -> Option<String> {
     let valid: Vec<&String> = records.iter().filter(|r| r.starts_with("v=STSv1")).collect();
-    // RFC 8461 §3.1: more than one record means no policy.
     let [record] = valid.as_slice() else {
         return None;
     };
-    record.split(';').find_map(|field| {
-        let (key, value) = field.trim().split_once('=')?;
-        (key.trim() == "id" && !value.trim().is_empty()).then(|| value.trim().to_string())
-    })
+    mail_auth::mta_sts::MtaSts::parse(record.as_bytes())
+        .ok()
+        .map(|r| r.id)
+        .filter(|id| !id.is_empty())
 }
 
 struct Cached {
