@@ -129,6 +129,7 @@ class AttachmentTest(unittest.TestCase):
             self.server.set_settings("attachment.ini", reject="true")
         self.assertEqual(code, 250)
         self.assertIn(b"x.exe", files[0])
+        self.server.wait_for_log(r'Message contains unacceptable attachment \(x\.exe\) plugin="attachment"')
 
 
 if __name__ == "__main__":

@@ -150,14 +150,21 @@ impl MtaSts {
     pub async fn policy(&self, dns: &Dns, domain: &str) -> Option<Arc<Policy>> {
         let domain = domain.to_ascii_lowercase();
         let cached = self.cached(&domain);
+        // What stands when nothing newer can be had: the cached policy, until it expires.
+        let still_cached = || {
+            cached
+                .as_ref()
+                .filter(|(_, _, fresh)| *fresh)
+                .map(|(_, p, _)| p.clone())
+        };
         let id = match dns.txt(&format!("_mta-sts.{domain}")).await {
             Ok(records) => record_id(&records),
             // A DNS failure keeps whatever was cached.
-            Err(_) => return cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p),
+            Err(_) => return still_cached(),
         };
         let Some(id) = id else {
             // No record: a cached policy still holds until it expires (§5.1).
-            return cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p);
+            return still_cached();
         };
         if let Some((cached_id, policy, true)) = &cached
             && *cached_id == id
@@ -181,11 +188,11 @@ impl MtaSts {
             }
             Ok(Err(e)) => {
                 warn!(%domain, error = %e, "MTA-STS policy could not be fetched; keeping any cached one");
-                cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p)
+                still_cached()
             }
             Err(_) => {
                 warn!(%domain, "MTA-STS policy fetch timed out; keeping any cached one");
-                cached.filter(|(_, _, fresh)| *fresh).map(|(_, p, _)| p)
+                still_cached()
             }
         }
     }

@@ -2,6 +2,7 @@
 //! back to the sender for recipients that could not be delivered, are late,
 //! or were delivered or relayed when the sender asked (RFC 3461 `NOTIFY`).
 
+use super::RemoteReply;
 use crate::capabilities::{CapabilityError, DkimKeys};
 use crate::protocol::{DsnRequests, Return};
 use crate::queue::Entry;
@@ -30,6 +31,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// What the server `host` said for a recipient: its `reply`, with the
+    /// reply's enhanced status (or its class's generic one).
+    pub fn from_reply(host: &str, reply: &RemoteReply) -> Report {
+        Report {
+            status: status_of(reply),
+            diagnostic: reply.to_string(),
+            remote: Some(host.to_string()),
+            from_remote: true,
+        }
+    }
+
     /// A recipient whose mail was delivered here.
     pub fn delivered() -> Report {
         Report::local("2.0.0", "delivered")
@@ -59,6 +71,14 @@ impl Report {
             from_remote: false,
         }
     }
+}
+
+/// The enhanced status of a reply, or the class's generic one.
+pub fn status_of(reply: &RemoteReply) -> String {
+    reply
+        .enhanced
+        .clone()
+        .unwrap_or_else(|| format!("{}.0.0", reply.code / 100))
 }
 
 /// One line of printable ASCII: DSN fields allow nothing else.

@@ -7,7 +7,7 @@
 
 use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
 use super::mta_sts::{Mode, MtaSts, Policy};
-use super::notice::{self, About, Action, Report, Returned};
+use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Route, RouteSettings, Target, resolve, target};
 use crate::capabilities::{DkimKeys, Dns};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
@@ -189,14 +189,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Outbound {
     inner: Arc<Inner>,
-}
-
-/// The enhanced status of a reply, or the class's generic one.
-fn status_of(reply: &RemoteReply) -> String {
-    reply
-        .enhanced
-        .clone()
-        .unwrap_or_else(|| format!("{}.0.0", reply.code / 100))
 }
 
 fn failure_of(error: &ClientError, host: &str) -> Report {
@@ -591,12 +583,7 @@ impl Outbound {
                                         dsn_passed: delivery.dsn_passed,
                                     })
                                 } else {
-                                    let failure = Report {
-                                        status: status_of(&reply),
-                                        diagnostic: reply.to_string(),
-                                        remote: Some(target.host.clone()),
-                                        from_remote: true,
-                                    };
+                                    let failure = Report::from_reply(&target.host, &reply);
                                     if reply.is_permanent() {
                                         Outcome::Failed(failure)
                                     } else {
@@ -748,12 +735,7 @@ impl Outbound {
         let relayed: Vec<(String, Report)> = delivered
             .iter()
             .filter(|(rcpt, handover)| !handover.dsn_passed && entry.dsn.recipient(rcpt).wants_success())
-            .map(|(rcpt, handover)| {
-                (
-                    rcpt.clone(),
-                    Report::handed_on(&handover.host, &handover.reply.to_string()),
-                )
-            })
+            .map(|(rcpt, handover)| (rcpt.clone(), Report::from_reply(&handover.host, &handover.reply)))
             .collect();
         if !relayed.is_empty() {
             self.notify_or_log(entry, Action::Relayed, &relayed, None, &mut queued);

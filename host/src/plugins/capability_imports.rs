@@ -606,11 +606,16 @@ impl antivirus::Host for StoreState {
 impl mime::Host for StoreState {
     async fn parts(&mut self, archive_depth: u32) -> Result<Vec<mime::Part>, Error> {
         let reader = self.message_reader("parts")?;
+        // Reading and parsing in one trip to the blocking pool.
         let found = bounded(self.deadline, async move {
-            let message = read_whole(reader).await?;
-            tokio::task::spawn_blocking(move || crate::capabilities::mime::parts(&message, archive_depth))
-                .await
-                .map_err(|e| Error::Backend(e.to_string()))
+            tokio::task::spawn_blocking(move || {
+                let mut message = Vec::new();
+                std::io::Read::read_to_end(&mut { reader }, &mut message)
+                    .map(|_| crate::capabilities::mime::parts(&message, archive_depth))
+                    .map_err(|e| Error::Backend(format!("reading the message: {e}")))
+            })
+            .await
+            .map_err(|e| Error::Backend(e.to_string()))?
         })
         .await?;
         Ok(found
