@@ -11,7 +11,8 @@ use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfResult,
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput,
+    SpfResult,
 };
 use std::net::IpAddr;
 
@@ -127,14 +128,82 @@ pub struct Authentication {
 pub struct Subject<'a> {
     /// The whole message, header and body, as received.
     pub message: &'a [u8],
+    /// Who sent it.
+    pub client: Client<'a>,
+}
+
+/// Which of the client's names an SPF check is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpfIdentity {
+    /// The HELO/EHLO name.
+    Helo,
+    /// The envelope sender's domain (the HELO name for `<>`).
+    MailFrom,
+}
+
+/// One SPF check of the client's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpfCheck {
+    /// The result; `None` when the identity is not a domain name.
+    pub outcome: Outcome,
+    /// The domain whose record was evaluated; empty when none was.
+    pub domain: String,
+    /// The domain's explanation (`exp=`) of a fail, if it has one.
+    pub explanation: Option<String>,
+}
+
+/// The SMTP client's address and names, and this server's name.
+pub struct Client<'a> {
     /// The address of the SMTP client.
     pub client_ip: IpAddr,
     /// The HELO/EHLO name (empty if the client sent none).
     pub helo: &'a str,
     /// The envelope sender's address, empty for `<>`.
     pub mail_from: &'a str,
-    /// This server's name: the authserv-id of the result field.
+    /// This server's name (the `%{r}` macro).
     pub hostname: &'a str,
+}
+
+impl Client<'_> {
+    /// The HELO name without the brackets of an address literal.
+    fn helo_name(&self) -> &str {
+        self.helo.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// The SPF check of `identity` (RFC 7208 §2.4: for `<>` the MAIL FROM
+    /// identity is the HELO name's).
+    async fn check(&self, authenticator: &MessageAuthenticator, identity: SpfIdentity) -> SpfOutput {
+        let helo = self.helo_name();
+        if identity == SpfIdentity::MailFrom && !self.mail_from.is_empty() {
+            let params = SpfParameters::verify_mail_from(self.client_ip, helo, self.hostname, self.mail_from);
+            authenticator.verify_spf(params).await
+        } else {
+            let params = SpfParameters::verify_ehlo(self.client_ip, helo, self.hostname);
+            authenticator.verify_spf(params).await
+        }
+    }
+}
+
+/// Checks SPF (RFC 7208) for the client's address and `identity` before the
+/// message, through the server's resolver. A HELO name that is not a domain
+/// name (an address literal, a name without a dot) is not checked: `None`.
+pub async fn check_spf(dns: &Dns, client: Client<'_>, identity: SpfIdentity) -> Result<SpfCheck, CapabilityError> {
+    let helo = client.helo_name();
+    let uses_helo = identity == SpfIdentity::Helo || client.mail_from.is_empty();
+    if uses_helo && (helo.parse::<IpAddr>().is_ok() || !helo.trim_end_matches('.').contains('.')) {
+        return Ok(SpfCheck {
+            outcome: Outcome::None,
+            domain: String::new(),
+            explanation: None,
+        });
+    }
+    let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
+    let output = client.check(&authenticator, identity).await;
+    Ok(SpfCheck {
+        outcome: spf_outcome(output.result()),
+        domain: output.domain().to_string(),
+        explanation: output.explanation().map(str::to_string),
+    })
 }
 
 fn spf_outcome(result: SpfResult) -> Outcome {
@@ -184,34 +253,22 @@ fn signature_check(signature: Option<&Signature>, result: &DkimResult) -> Signat
 /// `TempError` outcomes; only a resolver that cannot be built is an error.
 pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authentication, CapabilityError> {
     let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
-    let helo = subject.helo.trim_start_matches('[').trim_end_matches(']');
-    let spf = if subject.mail_from.is_empty() {
-        authenticator
-            .verify_spf(SpfParameters::verify_ehlo(subject.client_ip, helo, subject.hostname))
-            .await
-    } else {
-        authenticator
-            .verify_spf(SpfParameters::verify_mail_from(
-                subject.client_ip,
-                helo,
-                subject.hostname,
-                subject.mail_from,
-            ))
-            .await
-    };
+    let client = &subject.client;
+    let helo = client.helo_name();
+    let spf = client.check(&authenticator, SpfIdentity::MailFrom).await;
     let message = AuthenticatedMessage::parse(subject.message).unwrap_or_default();
     let dkim = authenticator.verify_dkim(&message).await;
-    let mail_from_domain = subject.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
+    let mail_from_domain = client.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
     let dmarc = authenticator
         .verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf))
         .await;
     let arc = authenticator.verify_arc(&message).await;
     let header_from = message.from.first().map(String::as_str).unwrap_or_default();
-    let mut results = AuthenticationResults::new(subject.hostname)
-        .with_spf_mailfrom_result(&spf, subject.client_ip, subject.mail_from, helo)
+    let mut results = AuthenticationResults::new(client.hostname)
+        .with_spf_mailfrom_result(&spf, client.client_ip, client.mail_from, helo)
         .with_dkim_results(&dkim, header_from);
     if !arc.sets().is_empty() || *arc.result() != DkimResult::None {
-        results = results.with_arc_result(&arc, subject.client_ip);
+        results = results.with_arc_result(&arc, client.client_ip);
     }
     let results = results.with_dmarc_result(&dmarc);
     let dmarc_record = dmarc.dmarc_record().is_some();

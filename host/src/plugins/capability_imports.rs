@@ -12,7 +12,7 @@ use super::bindings::waraka::plugin::{
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
 use crate::capabilities::Scan;
-use crate::capabilities::authentication::{ArcChain, DmarcPolicy, Outcome, Subject};
+use crate::capabilities::authentication::{ArcChain, Client, DmarcPolicy, Outcome, SpfIdentity, Subject, check_spf};
 use crate::capabilities::spamfilter::Envelope;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
@@ -457,13 +457,33 @@ impl From<&Authentication> for authentication::Results {
     }
 }
 
-/// What authentication needs from the session, taken under its lock.
-struct AuthenticationInput {
-    transaction: String,
+/// Who the client is, as authentication needs it, taken under the session's lock.
+struct ClientFacts {
     client_ip: std::net::IpAddr,
     helo: String,
     mail_from: String,
     hostname: String,
+}
+
+impl ClientFacts {
+    /// The facts of `conn`, with the sender of `tx` when there is one.
+    fn of(conn: &Connection, tx: Option<&Transaction>) -> ClientFacts {
+        ClientFacts {
+            client_ip: conn.peer.ip(),
+            helo: conn.helo.clone().unwrap_or_default(),
+            mail_from: tx.map(|tx| tx.sender.addr_spec()).unwrap_or_default(),
+            hostname: conn.hostname.clone(),
+        }
+    }
+
+    fn client(&self) -> Client<'_> {
+        Client {
+            client_ip: self.client_ip,
+            helo: &self.helo,
+            mail_from: &self.mail_from,
+            hostname: &self.hostname,
+        }
+    }
 }
 
 impl From<&ArcChain> for authentication::ArcChain {
@@ -489,29 +509,22 @@ impl StoreState {
         if !self.granted("authentication") {
             return Err(Error::NotGranted);
         }
-        let (reader, (input, done)) = self.message_and("authentication", |conn, tx| {
-            let input = AuthenticationInput {
-                transaction: tx.id.clone(),
-                client_ip: conn.peer.ip(),
-                helo: conn.helo.clone().unwrap_or_default(),
-                mail_from: tx.sender.addr_spec(),
-                hostname: conn.hostname.clone(),
-            };
-            (input, tx.authentication.clone())
+        let (reader, (transaction, facts, done)) = self.message_and("authentication", |conn, tx| {
+            (
+                tx.id.clone(),
+                ClientFacts::of(conn, Some(tx)),
+                tx.authentication.clone(),
+            )
         })?;
         if let Some(done) = done {
             return Ok(done);
         }
         let dns = self.host.services.backends.dns.clone();
-        let transaction = input.transaction.clone();
         let verified = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
             let subject = Subject {
                 message: &message,
-                client_ip: input.client_ip,
-                helo: &input.helo,
-                mail_from: &input.mail_from,
-                hostname: &input.hostname,
+                client: facts.client(),
             };
             authenticate(&dns, subject).await.map_err(Error::from)
         })
@@ -533,6 +546,41 @@ impl authentication::Host for StoreState {
 
     async fn verify_arc(&mut self) -> Result<authentication::ArcChain, Error> {
         Ok((&self.authentication().await?.arc).into())
+    }
+
+    async fn check_spf(&mut self, identity: authentication::SpfIdentity) -> Result<authentication::SpfCheck, Error> {
+        if !self.granted("authentication") {
+            return Err(Error::NotGranted);
+        }
+        let identity = match identity {
+            authentication::SpfIdentity::Helo => SpfIdentity::Helo,
+            authentication::SpfIdentity::MailFrom => SpfIdentity::MailFrom,
+        };
+        let facts = {
+            let conn = self
+                .host
+                .conn
+                .as_ref()
+                .ok_or_else(|| Error::Invalid("there is no client".into()))?;
+            let conn = conn.lock();
+            let tx = conn.transaction.as_ref();
+            if identity == SpfIdentity::MailFrom && tx.is_none() {
+                return Err(Error::Invalid(
+                    "there is no transaction (check-spf mail-from works from mail on)".into(),
+                ));
+            }
+            ClientFacts::of(&conn, tx)
+        };
+        let dns = self.host.services.backends.dns.clone();
+        let check = bounded(self.deadline, async move {
+            check_spf(&dns, facts.client(), identity).await.map_err(Error::from)
+        })
+        .await?;
+        Ok(authentication::SpfCheck {
+            outcome: check.outcome.into(),
+            domain: check.domain,
+            explanation: check.explanation,
+        })
     }
 }
 
