@@ -20,6 +20,7 @@ POLICIES = {
     "testing.test": "mode: testing\nmx: mail.elsewhere.test",
     "secure.test": "mode: enforce\nmx: *.secure.test",
     "badcert.test": "mode: enforce\nmx: mx.badcert.test",
+    "kept.test": "mode: enforce\nmx: mx.kept.test",
 }
 
 RECORDS = ["--local=/test/"]
@@ -33,6 +34,7 @@ RECORDS += [
     "--mx-host=plain.test,mx.plain.test,10", "--host-record=mx.plain.test,127.0.0.2",
     "--mx-host=secure.test,mx.secure.test,10", "--host-record=mx.secure.test,127.0.0.3",
     "--mx-host=badcert.test,mx.badcert.test,10", "--host-record=mx.badcert.test,127.0.0.4",
+    "--mx-host=kept.test,mx.kept.test,10", "--host-record=mx.kept.test,127.0.0.2",
 ]
 
 
@@ -154,6 +156,19 @@ class MtaStsTest(unittest.TestCase):
         entry = self.deferred("f@badcert.test")
         self.assertIn("TLS: invalid peer certificate", entry["last_error"])
         self.assertEqual(self.self_signed_mx.maildir(), [], "nothing sent to an unverified server")
+
+    def test_a_policy_outlives_a_restart_and_a_blocked_fetch(self):
+        self.send("g@kept.test", "before restart")
+        self.assertIn("STARTTLS", self.deferred("g@kept.test")["last_error"])
+        self.server.wait_for_log(r"MTA-STS policy fetched domain=kept\.test")
+        # An attacker now blocks the policy host, and the server restarts:
+        # the policy it fetched still holds, so nothing goes out in the clear.
+        del POLICIES["kept.test"]
+        self.server.kill_and_restart()
+        self.server.wait_for_log(r"MTA-STS policy cache loaded path=\S+mta-sts\.json policies=[1-9]")
+        self.send("h@kept.test", "after restart")
+        self.assertIn("STARTTLS", self.deferred("h@kept.test")["last_error"])
+        self.assertEqual(self.delivered("after restart"), [], "never sent in the clear")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 //! its own and that they must be reached over TLS with a valid certificate.
 //! Policies are cached until their `max_age` and fetched again when the TXT
 //! record's `id` changes; a cached policy outlives a failed fetch, so an
-//! attacker who blocks the fetch does not lift it.
+//! attacker who blocks the fetch does not lift it. The cache is kept in a
+//! file too, so that it also outlives a restart (§5.1).
 
 use super::client::tls_config;
 use super::route::target;
@@ -14,9 +15,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use mail_auth::common::parse::TxtRecordParser;
 use rustls::pki_types::ServerName;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 /// The longest policy read (RFC 8461 §3.3 suggests 64 KiB).
@@ -27,7 +30,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_AGE_CAP: Duration = Duration::from_secs(31_557_600);
 
 /// What a policy asks of senders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Deliver only to matching MX hosts, over verified TLS.
     Enforce,
@@ -38,13 +42,14 @@ pub enum Mode {
 }
 
 /// A domain's policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// What it asks.
     pub mode: Mode,
     /// The MX host patterns (`mx.example.com`, `*.example.net`), lower-case.
     pub mx: Vec<String>,
     /// How long it may be cached.
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
 }
 
@@ -119,6 +124,60 @@ struct Cached {
     until: Instant,
 }
 
+/// A cached policy as the cache file keeps it.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    id: String,
+    policy: Policy,
+    /// When it expires, in seconds since the Unix epoch.
+    expires: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The unexpired policies of the cache file at `path`; none when it is
+/// missing or unreadable (logged: the policies are fetched again).
+fn load(path: &Path) -> HashMap<String, Cached> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "MTA-STS policy cache not read");
+            return HashMap::new();
+        }
+    };
+    let saved: HashMap<String, Saved> = match serde_json::from_str(&text) {
+        Ok(saved) => saved,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "MTA-STS policy cache not read");
+            return HashMap::new();
+        }
+    };
+    let (now, unix) = (Instant::now(), unix_now());
+    let cache: HashMap<String, Cached> = saved
+        .into_iter()
+        .filter(|(_, s)| s.expires > unix)
+        .map(|(domain, s)| {
+            let until = now + Duration::from_secs(s.expires - unix).min(MAX_AGE_CAP);
+            let policy = Arc::new(s.policy);
+            (
+                domain,
+                Cached {
+                    id: s.id,
+                    policy,
+                    until,
+                },
+            )
+        })
+        .collect();
+    info!(path = %path.display(), policies = cache.len(), "MTA-STS policy cache loaded");
+    cache
+}
+
 /// The MTA-STS policies of destination domains, fetched and cached.
 pub struct MtaSts {
     /// The HTTPS port of policy hosts (443; tests use others).
@@ -126,15 +185,60 @@ pub struct MtaSts {
     /// Whether policy hosts may resolve to loopback addresses (tests).
     allow_local: bool,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Where the cache is kept across restarts.
+    file: Option<PathBuf>,
+    /// Taken while the file is written, so that writes land in order.
+    saving: tokio::sync::Mutex<()>,
 }
 
 impl MtaSts {
-    /// Policies fetched from `port` of their hosts.
-    pub fn new(port: u16, allow_local: bool) -> MtaSts {
+    /// Policies fetched from `port` of their hosts, cached in memory and,
+    /// with a `file`, on disk (loaded now).
+    pub fn new(port: u16, allow_local: bool, file: Option<PathBuf>) -> MtaSts {
+        let cache = file.as_deref().map(load).unwrap_or_default();
         MtaSts {
             port,
             allow_local,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(cache),
+            file,
+            saving: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Writes the cache to its file (a new file renamed over the old one);
+    /// a failure is logged and costs only a fetch after a restart.
+    async fn save(&self) {
+        let Some(path) = &self.file else {
+            return;
+        };
+        let _writing = self.saving.lock().await;
+        let text = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let (now, unix) = (Instant::now(), unix_now());
+            let saved: HashMap<&String, Saved> = cache
+                .iter()
+                .filter(|(_, c)| c.until > now)
+                .map(|(domain, c)| {
+                    let saved = Saved {
+                        id: c.id.clone(),
+                        policy: (*c.policy).clone(),
+                        expires: unix + (c.until - now).as_secs(),
+                    };
+                    (domain, saved)
+                })
+                .collect();
+            serde_json::to_string_pretty(&saved)
+        };
+        let temp = path.with_extension("json.tmp");
+        let written = match text {
+            Ok(text) => match tokio::fs::write(&temp, text).await {
+                Ok(()) => tokio::fs::rename(&temp, path).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "MTA-STS policy cache not written");
         }
     }
 
@@ -184,6 +288,7 @@ impl MtaSts {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(domain, entry);
+                self.save().await;
                 Some(policy)
             }
             Ok(Err(e)) => {
@@ -278,6 +383,36 @@ mod tests {
         ] {
             assert!(Policy::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_cache_file_keeps_unexpired_policies_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mta-sts.json");
+        let policy = Policy::parse("version: STSv1\nmode: enforce\nmx: mx.a.test\nmax_age: 86400\n").unwrap();
+        let first = MtaSts::new(443, false, Some(file.clone()));
+        let entries = [
+            ("a.test", "7", Duration::from_secs(3600)),
+            ("old.test", "1", Duration::ZERO),
+        ];
+        for (domain, id, left) in entries {
+            let entry = Cached {
+                id: id.into(),
+                policy: Arc::new(policy.clone()),
+                until: Instant::now() + left,
+            };
+            first.cache.lock().unwrap().insert(domain.into(), entry);
+        }
+        first.save().await;
+        let second = MtaSts::new(443, false, Some(file.clone()));
+        let (id, kept, fresh) = second.cached("a.test").expect("kept");
+        assert_eq!((id.as_str(), &*kept, fresh), ("7", &policy, true));
+        assert!(second.cached("old.test").is_none(), "expired policies are not kept");
+        std::fs::write(&file, "{ torn").unwrap();
+        assert!(
+            MtaSts::new(443, false, Some(file)).cached("a.test").is_none(),
+            "a torn file is fetched again"
+        );
     }
 
     #[test]

@@ -262,9 +262,13 @@ impl Outbound {
         if !recovery.entries.is_empty() {
             info!(entries = recovery.entries.len(), "outbound queue recovered");
         }
-        let mta_sts = settings
-            .mta_sts
-            .map(|port| MtaSts::new(port, settings.route.allow_local));
+        let mta_sts = settings.mta_sts.map(|port| {
+            MtaSts::new(
+                port,
+                settings.route.allow_local,
+                Some(dir.with_file_name("mta-sts.json")),
+            )
+        });
         let outbound = Outbound {
             inner: Arc::new(Inner {
                 store,
