@@ -406,6 +406,7 @@ impl Instance {
             data_timeout: o.data_timeout,
             tls: tls_mode(o.tls),
             auth: None,
+            lmtp: false,
         }
     }
 
@@ -433,6 +434,7 @@ impl Instance {
                 port: hop.port,
                 auth: hop.user.clone().zip(hop.password.clone()),
                 tls: hop.tls.map(tls_mode),
+                lmtp: hop.lmtp,
             })
         };
         let routes = o

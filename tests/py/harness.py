@@ -451,6 +451,61 @@ def dnsmasq(records):
     ])
 
 
+def dovecot(users):
+    """Dovecot's LMTP service on TCP loopback, delivering to maildirs under
+    its temporary directory (`.mailbox(user)`). `users` maps each address it
+    knows to its quota in bytes (0: none); any other address is unknown."""
+
+    def args(port, tmp):
+        root = pathlib.Path(tmp)
+        os.chmod(root, 0o755)
+        mail = root / "mail"
+        mail.mkdir()
+        owner = "dovecot" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        shutil.chown(mail, owner, owner)
+        lines = [f"{user}:::::::" + (f"userdb_quota_rule=*:storage={quota}B" if quota else "")
+                 for user, quota in users.items()]
+        (root / "users").write_text("\n".join(lines) + "\n")
+        unprivileged = "" if os.geteuid() == 0 else (
+            f"default_internal_user = {owner}\ndefault_login_user = {owner}\n")
+        (root / "dovecot.conf").write_text(f"""protocols = lmtp
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+ssl = no
+listen = 127.0.0.1
+{unprivileged}mail_location = maildir:{mail}/%d/%n
+mail_uid = {owner}
+mail_gid = {owner}
+first_valid_uid = 1
+mail_plugins = quota
+plugin {{
+  quota = maildir:User quota
+}}
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+  default_fields = uid={owner} gid={owner} home={mail}/%d/%n
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+""")
+        return [shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c", str(root / "dovecot.conf")]
+
+    service = Service("dovecot", args)
+    service.mailbox = lambda user: sorted(
+        (pathlib.Path(service.tmp.name) / "mail" / user.split("@")[1] / user.split("@")[0] / "new").glob("*"))
+    return service
+
+
 def clamd(signatures):
     """A ClamAV daemon on TCP loopback whose only database is `signatures`
     (lines of an `.ndb` file: `NAME:0:*:HEX`), so it needs no downloads."""

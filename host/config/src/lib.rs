@@ -243,6 +243,11 @@ pub struct NextHopConfig {
     pub password: Option<String>,
     /// Overrides `[outbound] tls` for this hop.
     pub tls: Option<OutboundTls>,
+    /// Speak LMTP (RFC 2033) to this hop — a mailbox server such as
+    /// Dovecot's `lmtp` service, which answers for each recipient after the
+    /// message — instead of SMTP.
+    #[serde(default)]
+    pub lmtp: bool,
 }
 
 fn default_smtp_port() -> u16 {

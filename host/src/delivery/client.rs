@@ -104,6 +104,9 @@ pub struct ClientSettings {
     pub tls: TlsMode,
     /// User and password for AUTH (PLAIN, else LOGIN).
     pub auth: Option<(String, String)>,
+    /// Speak LMTP (RFC 2033) instead of SMTP: `LHLO`, and one reply per
+    /// accepted recipient after the message.
+    pub lmtp: bool,
 }
 
 impl Default for ClientSettings {
@@ -117,6 +120,7 @@ impl Default for ClientSettings {
             data_timeout: outbound.data_timeout,
             tls: TlsMode::Opportunistic { verify: false },
             auth: None,
+            lmtp: false,
         }
     }
 }
@@ -126,8 +130,9 @@ impl Default for ClientSettings {
 pub struct Delivery {
     /// Each recipient with its RCPT reply, in order.
     pub recipients: Vec<(String, RemoteReply)>,
-    /// The reply after the message; `None` when no recipient was accepted.
-    pub data: Option<RemoteReply>,
+    /// The replies after the message: one for all (SMTP) or one per
+    /// accepted recipient, in order (LMTP); none when no recipient was accepted.
+    pub data: Vec<RemoteReply>,
     /// Whether the message went over TLS.
     pub tls: bool,
     /// Whether the server offered DSN, so the requests went on with the
@@ -147,13 +152,20 @@ pub struct Envelope<'a> {
 }
 
 impl Delivery {
-    /// The final word for `index`: the data reply when the recipient was
-    /// accepted, else its RCPT reply.
+    /// The final word for `index`: the reply to the message when the
+    /// recipient was accepted (its own, from an LMTP server), else its RCPT reply.
     pub fn outcome(&self, index: usize) -> &RemoteReply {
         let rcpt = &self.recipients[index].1;
-        match &self.data {
-            Some(data) if rcpt.is_positive() => data,
-            _ => rcpt,
+        if !rcpt.is_positive() {
+            return rcpt;
+        }
+        match self.data.as_slice() {
+            [] => rcpt,
+            [one] => one,
+            per_recipient => {
+                let accepted_before = self.recipients[..index].iter().filter(|(_, r)| r.is_positive()).count();
+                per_recipient.get(accepted_before).unwrap_or(rcpt)
+            }
         }
     }
 }
@@ -319,7 +331,7 @@ pub async fn send(
                 conn.quit().await;
                 return Ok(Delivery {
                     recipients: results,
-                    data: None,
+                    data: Vec::new(),
                     tls,
                     dsn_passed,
                 });
@@ -328,7 +340,7 @@ pub async fn send(
                 conn.quit().await;
                 return Ok(Delivery {
                     recipients: results,
-                    data: None,
+                    data: Vec::new(),
                     tls,
                     dsn_passed,
                 });
@@ -351,7 +363,7 @@ pub async fn send(
             conn.quit().await;
             return Ok(Delivery {
                 recipients: results,
-                data: None,
+                data: Vec::new(),
                 tls,
                 dsn_passed,
             });
@@ -359,11 +371,20 @@ pub async fn send(
         conn.command("DATA", "DATA", 354).await?;
     }
     conn.send_message(message).await?;
-    let data = conn.reply_within("message", settings.data_timeout).await?;
+    // LMTP answers for each accepted recipient, SMTP once for all.
+    let replies = if settings.lmtp {
+        results.iter().filter(|(_, r)| r.is_positive()).count()
+    } else {
+        1
+    };
+    let mut data = Vec::with_capacity(replies);
+    for _ in 0..replies {
+        data.push(conn.reply_within("message", settings.data_timeout).await?);
+    }
     conn.quit().await;
     Ok(Delivery {
         recipients: results,
-        data: Some(data),
+        data,
         tls,
         dsn_passed,
     })
@@ -451,6 +472,14 @@ impl Connection {
     /// EHLO, falling back to HELO; returns the upper-cased extension lines.
     async fn greet(&mut self) -> Result<Vec<String>, ClientError> {
         let helo = self.settings.helo.clone();
+        if self.settings.lmtp {
+            self.write(format!("LHLO {helo}\r\n").as_bytes(), "LHLO").await?;
+            let reply = self.reply("LHLO").await?;
+            if !reply.is_positive() {
+                return Err(ClientError::Refused { stage: "LHLO", reply });
+            }
+            return Ok(extensions(&reply));
+        }
         self.write(format!("EHLO {helo}\r\n").as_bytes(), "EHLO").await?;
         let reply = self.reply("EHLO").await?;
         if reply.is_positive() {
@@ -648,6 +677,7 @@ mod tests {
             data_timeout: Duration::from_secs(5),
             tls: TlsMode::Opportunistic { verify: false },
             auth: None,
+            lmtp: false,
         }
     }
 
@@ -845,7 +875,7 @@ mod tests {
             server.await.unwrap().contains("MAIL FROM:<>\r\n"),
             "no SIZE without the extension"
         );
-        assert_eq!(delivery.data.unwrap().code, 250);
+        assert_eq!(delivery.data[0].code, 250);
     }
 
     #[tokio::test]
@@ -872,6 +902,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lmtp_greets_with_lhlo_and_takes_a_reply_per_accepted_recipient() {
+        let (addr, server) = scripted(
+            "",
+            vec![
+                ("LHLO CLIENT.TEST", "250-mx.test\r\n250 PIPELINING\r\n"),
+                ("MAIL", "250 2.1.0 ok\r\n"),
+                ("RCPT TO:<A@D.TEST>", "250 2.1.5 ok\r\n"),
+                ("RCPT TO:<B@D.TEST>", "550 5.1.1 no such user\r\n"),
+                ("RCPT TO:<C@D.TEST>", "250 2.1.5 ok\r\n"),
+                ("DATA", "354 go\r\n"),
+                ("", "250 2.0.0 <a@d.test> saved\r\n452 4.2.2 <c@d.test> over quota\r\n"),
+            ],
+        )
+        .await;
+        let lmtp = ClientSettings {
+            lmtp: true,
+            ..settings()
+        };
+        let envelope = Envelope {
+            sender: "s@x.test",
+            recipients: &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
+            dsn: &DsnRequests::default(),
+        };
+        let delivery = send(addr, "mx.test", &lmtp, envelope, &b"hi\r\n"[..], 4).await.unwrap();
+        assert_eq!(delivery.outcome(0).to_string(), "250 2.0.0 <a@d.test> saved");
+        assert_eq!(delivery.outcome(1).code, 550);
+        assert_eq!(delivery.outcome(2).to_string(), "452 4.2.2 <c@d.test> over quota");
+        assert!(!server.await.unwrap().contains("EHLO"));
+    }
+
+    #[tokio::test]
     async fn all_recipients_refused_sends_no_message() {
         let (addr, server) = scripted(
             "250-mx.test\r\n250 PIPELINING\r\n",
@@ -883,7 +944,7 @@ mod tests {
         )
         .await;
         let delivery = to_alice(addr, &settings(), &b"secret\r\n"[..]).await.unwrap();
-        assert_eq!(delivery.data, None);
+        assert!(delivery.data.is_empty());
         assert_eq!(delivery.outcome(0).code, 550);
         assert!(!server.await.unwrap().contains("secret"));
     }

@@ -36,6 +36,8 @@ pub struct NextHop {
     pub auth: Option<(String, String)>,
     /// Overrides the default TLS policy for this hop.
     pub tls: Option<TlsMode>,
+    /// Whether the hop speaks LMTP (a mailbox server: final delivery).
+    pub lmtp: bool,
 }
 
 /// How the worker delivers.
@@ -82,6 +84,9 @@ struct Handover {
     reply: RemoteReply,
     /// Whether the server took the DSN requests on (it offers DSN).
     dsn_passed: bool,
+    /// Whether the server put the message in the recipient's mailbox (an
+    /// LMTP server), so a success notice says `delivered`, not `relayed`.
+    in_mailbox: bool,
 }
 
 /// The outcomes of one attempt, sorted, and what the hooks made of them.
@@ -492,6 +497,7 @@ impl Outbound {
         if let Some(hop) = settings.routes.get(domain).or(settings.smarthost.as_ref()) {
             client.auth = hop.auth.clone();
             client.tls = hop.tls.unwrap_or(client.tls);
+            client.lmtp = hop.lmtp;
             let target = self.next_hop_target(&hop.host, hop.port).await?;
             let route = if target.addrs.is_empty() {
                 Route::NoMailServer
@@ -585,6 +591,7 @@ impl Outbound {
                                         host: target.host.clone(),
                                         reply,
                                         dsn_passed: delivery.dsn_passed,
+                                        in_mailbox: client.lmtp,
                                     })
                                 } else {
                                     let failure = Report::from_reply(&target.host, &reply);
@@ -736,13 +743,19 @@ impl Outbound {
                 }
             }
         }
-        let relayed: Vec<(String, Report)> = delivered
+        let notify_success: Vec<&(String, Handover)> = delivered
             .iter()
             .filter(|(rcpt, handover)| !handover.dsn_passed && entry.dsn.recipient(rcpt).wants_success())
-            .map(|(rcpt, handover)| (rcpt.clone(), Report::from_reply(&handover.host, &handover.reply)))
             .collect();
-        if !relayed.is_empty() {
-            self.notify_or_log(entry, Action::Relayed, &relayed, None, &mut queued);
+        for (action, in_mailbox) in [(Action::Delivered, true), (Action::Relayed, false)] {
+            let reports: Vec<(String, Report)> = notify_success
+                .iter()
+                .filter(|(_, handover)| handover.in_mailbox == in_mailbox)
+                .map(|(rcpt, handover)| (rcpt.clone(), Report::from_reply(&handover.host, &handover.reply)))
+                .collect();
+            if !reports.is_empty() {
+                self.notify_or_log(entry, action, &reports, None, &mut queued);
+            }
         }
         let warning = self.inner.settings.delay_warning;
         let late = now_ms().saturating_sub(entry.arrival_ms) >= warning.as_millis() as u64;

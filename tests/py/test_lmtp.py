@@ -1,0 +1,73 @@
+"""LMTP delivery end to end: a real waraka relays mail for a domain whose
+`[outbound.routes]` hop is a real Dovecot LMTP service (with a quota-full
+mailbox and an unknown user), and the sender's notices go to a scripted MX
+found through a real dnsmasq."""
+
+import email
+import email.policy
+import smtplib
+import unittest
+
+from harness import SmtpReceiver, Waraka, dnsmasq, dovecot, free_port
+from test_outbound import RECORDS, message, queue_entries, relay_setup, wait_until
+
+
+class LmtpTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
+        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "full@mail.test": 100})
+        cls.addClassCleanup(cls.dovecot.stop)
+        port = free_port("127.0.0.5")
+        cls.sender_mx = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
+        cls.addClassCleanup(cls.sender_mx.stop)
+        route = (f'\n[outbound.routes."mail.test"]\nhost = "127.0.0.1"\nport = {cls.dovecot.port}\n'
+                 'lmtp = true\ntls = "never"\n')
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                            setup=relay_setup(cls.dns.port, port, extra=route, retry="1h"))
+        cls.addClassCleanup(cls.server.stop)
+
+    def notices(self, subject):
+        """The notices the sender got about `subject`, parsed, by action."""
+        found = {}
+        for sender, _, data in self.sender_mx.received():
+            if sender != "" or f"Subject: {subject}\r\n".encode() not in data:
+                continue
+            report = email.message_from_bytes(data, policy=email.policy.compat32)
+            for part in report.get_payload()[1].get_payload()[1:]:
+                found.setdefault(part["Action"], []).append(part)
+        return found
+
+    def test_each_recipient_gets_the_answer_of_its_own_mailbox(self):
+        recipients = ["alice@mail.test", "bob@mail.test", "full@mail.test", "nobody@mail.test"]
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            refused = s.sendmail("sender@sender.test", recipients, message("to the mailboxes") + b"x" * 200 + b"\r\n",
+                                 rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+        self.assertEqual(refused, {})
+        for user in ("alice@mail.test", "bob@mail.test"):
+            stored = wait_until(lambda user=user: self.dovecot.mailbox(user), what=f"{user}'s copy")
+            self.assertEqual(len(stored), 1)
+            copy = stored[0].read_bytes()  # maildir lines end in LF
+            self.assertIn(b"Subject: to the mailboxes\n", copy)
+            self.assertIn(b"with LMTP", copy)
+        self.assertEqual(self.dovecot.mailbox("full@mail.test"), [])
+
+        notices = wait_until(lambda: (lambda n: n if len(n.get("failed", [])) == 2 and len(n.get("delivered", [])) == 2
+                                      else None)(self.notices("to the mailboxes")), what="the notices")
+        failed = {part["Final-Recipient"]: part for part in notices["failed"]}
+        full = failed["rfc822; full@mail.test"]
+        self.assertEqual(full["Status"], "5.2.2")
+        self.assertIn("Quota exceeded", full["Diagnostic-Code"])
+        self.assertEqual(full["Remote-MTA"], "dns; 127.0.0.1")
+        self.assertEqual(failed["rfc822; nobody@mail.test"]["Status"], "5.1.1")
+        delivered = sorted(part["Final-Recipient"] for part in notices["delivered"])
+        self.assertEqual(delivered, ["rfc822; alice@mail.test", "rfc822; bob@mail.test"],
+                         "a mailbox server is the final delivery: delivered, not relayed")
+        self.assertNotIn("relayed", notices)
+        self.server.wait_for_log(r"delivered id=\S+ recipient=alice@mail\.test host=127\.0\.0\.1")
+        wait_until(lambda: not queue_entries(self.server), what="an empty queue")
+
+
+if __name__ == "__main__":
+    unittest.main()
