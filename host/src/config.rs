@@ -6,7 +6,7 @@ use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase,
     PgSettings, RedisKv, Rspamd, S3Store, SqliteDatabase,
 };
-use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, TlsMode};
+use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings};
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::queue::RetrySchedule;
@@ -26,15 +26,6 @@ mod embedded {
 }
 
 pub use embedded::{CORE_PLUGINS, DEFAULT_CONFIG};
-
-fn tls_mode(tls: OutboundTls) -> TlsMode {
-    match tls {
-        OutboundTls::Never => TlsMode::Never,
-        OutboundTls::Opportunistic => TlsMode::Opportunistic { verify: false },
-        OutboundTls::Verify => TlsMode::Opportunistic { verify: true },
-        OutboundTls::Required => TlsMode::Required,
-    }
-}
 
 /// One address to listen on, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +68,15 @@ pub struct Instance {
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 3] = ["kv", "blobstore", "sql"];
-const UNNAMED_GRANTS: [&str; 6] = ["dns", "forward", "authentication", "dkim", "antivirus", "spamfilter"];
+const UNNAMED_GRANTS: [&str; 7] = [
+    "dns",
+    "forward",
+    "outbound-queue",
+    "authentication",
+    "dkim",
+    "antivirus",
+    "spamfilter",
+];
 
 /// Every grant, for the error that names an unknown one.
 fn known_grants() -> String {
@@ -404,7 +403,7 @@ impl Instance {
             connect_timeout: o.connect_timeout,
             command_timeout: o.command_timeout,
             data_timeout: o.data_timeout,
-            tls: tls_mode(o.tls),
+            tls: o.tls.into(),
             auth: None,
             lmtp: false,
         }
@@ -429,13 +428,7 @@ impl Instance {
             if hop.user.is_some() != hop.password.is_some() {
                 bail!("{what}: user and password go together");
             }
-            Ok(NextHop {
-                host: hop.host.clone(),
-                port: hop.port,
-                auth: hop.user.clone().zip(hop.password.clone()),
-                tls: hop.tls.map(tls_mode),
-                lmtp: hop.lmtp,
-            })
+            Ok(NextHop::from(hop))
         };
         let routes = o
             .routes

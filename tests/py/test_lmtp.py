@@ -1,7 +1,7 @@
-"""LMTP delivery end to end: a real waraka relays mail for a domain whose
-`[outbound.routes]` hop is a real Dovecot LMTP service (with a quota-full
-mailbox and an unknown user), and the sender's notices go to a scripted MX
-found through a real dnsmasq."""
+"""LMTP delivery end to end against a real Dovecot LMTP service (with a
+quota-full mailbox and an unknown user): relayed mail for a domain whose
+`[outbound.routes]` hop speaks LMTP, and inbound mail queued by `queue/lmtp`.
+The sender's notices go to a scripted MX found through a real dnsmasq."""
 
 import email
 import email.policy
@@ -65,8 +65,49 @@ class LmtpTest(unittest.TestCase):
         self.assertEqual(delivered, ["rfc822; alice@mail.test", "rfc822; bob@mail.test"],
                          "a mailbox server is the final delivery: delivered, not relayed")
         self.assertNotIn("relayed", notices)
+        self.assertEqual({part["Remote-MTA"] for part in notices["delivered"]}, {"dns; 127.0.0.1"},
+                         "told by the delivery to the mailbox server")
         self.server.wait_for_log(r"delivered id=\S+ recipient=alice@mail\.test host=127\.0\.0\.1")
-        wait_until(lambda: not queue_entries(self.server), what="an empty queue")
+        wait_until(lambda: not [e for e in queue_entries(self.server) if e["domain"] == "mail.test"],
+                   what="no entry left for mail.test")
+        self.assertEqual(len(self.notices("to the mailboxes")["delivered"]), 2, "each told once")
+
+
+class QueueLmtpTest(LmtpTest):
+    """The same mailboxes, for inbound mail: `queue/lmtp` hands it to the
+    host's queue for the Dovecot its config names."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
+        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "full@mail.test": 100})
+        cls.addClassCleanup(cls.dovecot.stop)
+        port = free_port("127.0.0.5")
+        cls.sender_mx = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
+        cls.addClassCleanup(cls.sender_mx.stop)
+        cls.closed = free_port()
+
+        def setup(server):
+            server.edit("config/host_list", lambda t: t + "mail.test\nlater.test\n")
+            server.set_settings("queue/lmtp.ini", port=cls.dovecot.port)
+            server.edit("config/queue/lmtp.ini", lambda t: t + f"\n[later.test]\nport = {cls.closed}\n")
+            server.edit("waraka.toml", lambda t: t + (
+                f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "2s"\n'
+                f'\n[outbound]\nport = {port}\nallow_local = true\nretry = "1h"\n'))
+
+        cls.server = Waraka(["rcpt_to.in_host_list", "queue/lmtp"], setup=setup)
+        cls.addClassCleanup(cls.server.stop)
+
+    def test_a_mailbox_server_that_is_down_keeps_the_mail_queued(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("sender@sender.test", ["carol@later.test"], message("later")), {})
+        entry = wait_until(lambda: [e for e in queue_entries(self.server)
+                                    if e["recipients"] == ["carol@later.test"] and e["attempts"] == 1],
+                           what="a deferred entry")[0]
+        self.assertEqual(entry["hop"], {"host": "127.0.0.1", "port": self.closed, "tls": "never", "lmtp": True})
+        self.assertIn("connecting to 127.0.0.1", entry["last_error"])
+        self.server.wait_for_log(r"carol@later\.test queued for 127\.0\.0\.1:\d+ as \S+")
 
 
 if __name__ == "__main__":

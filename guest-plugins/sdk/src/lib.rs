@@ -46,6 +46,7 @@ pub mod bindings {
 pub mod auth_results;
 mod hook;
 pub mod host_list;
+pub mod next_hop;
 mod verdict;
 
 pub use bindings::exports::waraka::plugin::outbound_hooks::{Delivery, NextHop, RecipientFailure, SendDecision};
@@ -54,7 +55,7 @@ pub use bindings::waraka::plugin::types::{
 };
 pub use bindings::waraka::plugin::{
     antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, mime, notes,
-    session, spamfilter, sql,
+    outbound_queue, session, spamfilter, sql,
 };
 pub use hook::Hook;
 pub use regex_lite::Regex;

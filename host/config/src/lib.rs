@@ -192,7 +192,7 @@ pub struct OutboundConfig {
 }
 
 /// The certificate policy of outbound STARTTLS.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, serde::Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboundTls {
     /// Plain text always.
@@ -228,8 +228,10 @@ impl Default for OutboundConfig {
     }
 }
 
-/// A configured next hop: a host (name or IP) and port, with optional AUTH.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+/// A next hop: a host (name or IP) and port, with optional AUTH. Configured
+/// in `[outbound]`, or chosen by a queue plugin and then kept with the
+/// queue entry (without AUTH).
+#[derive(Debug, Deserialize, serde::Serialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NextHopConfig {
     /// The host name or IP address.
@@ -238,15 +240,18 @@ pub struct NextHopConfig {
     /// The port (default 25).
     pub port: u16,
     /// The AUTH user, if the hop wants one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// The AUTH password for `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Overrides `[outbound] tls` for this hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<OutboundTls>,
     /// Speak LMTP (RFC 2033) to this hop — a mailbox server such as
     /// Dovecot's `lmtp` service, which answers for each recipient after the
     /// message — instead of SMTP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lmtp: bool,
 }
 

@@ -89,6 +89,18 @@ pub enum TlsMode {
     Required,
 }
 
+impl From<waraka_config::OutboundTls> for TlsMode {
+    fn from(tls: waraka_config::OutboundTls) -> TlsMode {
+        use waraka_config::OutboundTls;
+        match tls {
+            OutboundTls::Never => TlsMode::Never,
+            OutboundTls::Opportunistic => TlsMode::Opportunistic { verify: false },
+            OutboundTls::Verify => TlsMode::Opportunistic { verify: true },
+            OutboundTls::Required => TlsMode::Required,
+        }
+    }
+}
+
 /// How the client presents itself and how long it waits.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {

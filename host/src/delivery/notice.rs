@@ -346,6 +346,7 @@ mod tests {
             message_size: 0,
             dsn: DsnRequests::default(),
             delay_notified: false,
+            hop: None,
         };
         let failed = vec![(
             "bob@d.test".to_string(),

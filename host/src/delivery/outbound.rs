@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
+use waraka_config::NextHopConfig;
 
 /// A configured next hop that replaces MX lookup (a smarthost or a route).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +39,18 @@ pub struct NextHop {
     pub tls: Option<TlsMode>,
     /// Whether the hop speaks LMTP (a mailbox server: final delivery).
     pub lmtp: bool,
+}
+
+impl From<&NextHopConfig> for NextHop {
+    fn from(hop: &NextHopConfig) -> NextHop {
+        NextHop {
+            host: hop.host.clone(),
+            port: hop.port,
+            auth: hop.user.clone().zip(hop.password.clone()),
+            tls: hop.tls.map(TlsMode::from),
+            lmtp: hop.lmtp,
+        }
+    }
 }
 
 /// How the worker delivers.
@@ -469,11 +482,20 @@ impl Outbound {
         self.blocking(move |o| o.record(entry, settlement)).await
     }
 
-    /// The servers for `domain` and the client settings to use with them.
-    async fn route(&self, info: &DeliveryInfo) -> Result<(Route, ClientSettings), Report> {
+    /// The servers for `domain` and the client settings to use with them:
+    /// the `chosen` hop of a queue plugin, else the outbound hooks', the
+    /// configured route or smarthost, or the MX hosts.
+    async fn route(
+        &self,
+        info: &DeliveryInfo,
+        chosen: Option<&NextHopConfig>,
+    ) -> Result<(Route, ClientSettings), Report> {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
+        if let Some(hop) = chosen {
+            return self.fixed_route(&NextHop::from(hop), client).await;
+        }
         let from_plugin = match &self.inner.policy {
             Some(policy) => policy
                 .get_mx(info)
@@ -495,16 +517,7 @@ impl Outbound {
             return Ok((route, client));
         }
         if let Some(hop) = settings.routes.get(domain).or(settings.smarthost.as_ref()) {
-            client.auth = hop.auth.clone();
-            client.tls = hop.tls.unwrap_or(client.tls);
-            client.lmtp = hop.lmtp;
-            let target = self.next_hop_target(&hop.host, hop.port).await?;
-            let route = if target.addrs.is_empty() {
-                Route::NoMailServer
-            } else {
-                Route::Targets(vec![target])
-            };
-            return Ok((route, client));
+            return self.fixed_route(hop, client).await;
         }
         if let Some(ip) = address_literal(domain) {
             let target = Target {
@@ -524,6 +537,21 @@ impl Outbound {
         Ok((route, client))
     }
 
+    /// The route to one configured or plugin-chosen next hop, and the
+    /// client settings it asks for.
+    async fn fixed_route(&self, hop: &NextHop, mut client: ClientSettings) -> Result<(Route, ClientSettings), Report> {
+        client.auth = hop.auth.clone();
+        client.tls = hop.tls.unwrap_or(client.tls);
+        client.lmtp = hop.lmtp;
+        let target = self.next_hop_target(&hop.host, hop.port).await?;
+        let route = if target.addrs.is_empty() {
+            Route::NoMailServer
+        } else {
+            Route::Targets(vec![target])
+        };
+        Ok((route, client))
+    }
+
     /// A configured or plugin-given next hop (local addresses allowed: the
     /// administrator or a plugin chose them).
     async fn next_hop_target(&self, host: &str, port: u16) -> Result<Target, Report> {
@@ -535,7 +563,7 @@ impl Outbound {
     /// Tries the entry's servers in order until one gives per-recipient answers.
     async fn attempt(&self, entry: &Entry, info: &DeliveryInfo) -> Vec<(String, Outcome)> {
         let all = |outcome: Outcome| all_recipients(entry, outcome);
-        let (targets, client) = match self.route(info).await {
+        let (targets, client) = match self.route(info, entry.hop.as_ref()).await {
             Ok((Route::Targets(targets), client)) => (targets, client),
             Ok((Route::NullMx, _)) => {
                 return all(Outcome::Failed(Report::local(
@@ -858,7 +886,7 @@ impl Outbound {
         let to = [about.sender.to_string()];
         self.inner
             .store
-            .enqueue(message.as_slice(), "", &to, &DsnRequests::default(), about.id)
+            .enqueue(message.as_slice(), "", &to, &DsnRequests::default(), about.id, None)
     }
 }
 
@@ -870,14 +898,16 @@ impl OutboundQueue for Outbound {
         recipients: Vec<String>,
         dsn: DsnRequests,
         origin: String,
+        hop: Option<NextHopConfig>,
     ) -> BoxFuture<'static, io::Result<Vec<String>>> {
         let this = self.clone();
         Box::pin(async move {
             let store = this.inner.store.clone();
-            let entries =
-                tokio::task::spawn_blocking(move || store.enqueue(message, &sender, &recipients, &dsn, &origin))
-                    .await
-                    .map_err(io::Error::other)??;
+            let entries = tokio::task::spawn_blocking(move || {
+                store.enqueue(message, &sender, &recipients, &dsn, &origin, hop.as_ref())
+            })
+            .await
+            .map_err(io::Error::other)??;
             let ids = entries.iter().map(|e| e.id.clone()).collect();
             this.schedule(entries);
             Ok(ids)

@@ -12,6 +12,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/files": async,
         "waraka:plugin/sql": async,
         "waraka:plugin/forward": async,
+        "waraka:plugin/outbound-queue": async,
         "waraka:plugin/authentication": async,
         "waraka:plugin/dkim": async,
         "waraka:plugin/antivirus": async,

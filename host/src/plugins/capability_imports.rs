@@ -1,5 +1,5 @@
 //! The host side of the granted capabilities (`kv`, `dns`, `blobstore`,
-//! `files`, `sql`, `forward`, `authentication`): every call checks
+//! `files`, `sql`, `forward`, `outbound-queue`, `authentication`, …): every call checks
 //! the plugin's grants first (`not-granted` otherwise, never a trap) and is
 //! cut off at the plugin's deadline (`timeout`), so a slow backend costs the
 //! calling plugin its own time budget and nothing more.
@@ -7,7 +7,7 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, spamfilter, sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, outbound_queue, spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
@@ -18,7 +18,7 @@ use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
     SqlValue, authenticate,
 };
-use crate::delivery::{ClientError, TlsMode, send, target};
+use crate::delivery::{ClientError, send, target};
 use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use waraka_config::{NextHopConfig, OutboundTls};
 
 impl From<CapabilityError> for Error {
     fn from(e: CapabilityError) -> Error {
@@ -317,15 +318,86 @@ impl sql::Host for StoreState {
 }
 
 /// The TLS policy named by a `forward` next hop.
-fn forward_tls(policy: &str) -> Result<TlsMode, Error> {
+/// A plugin's STARTTLS policy name (empty: `opportunistic`).
+fn tls_policy(policy: &str) -> Result<OutboundTls, Error> {
     match policy {
-        "never" => Ok(TlsMode::Never),
-        "opportunistic" | "" => Ok(TlsMode::Opportunistic { verify: false }),
-        "verify" => Ok(TlsMode::Opportunistic { verify: true }),
-        "required" => Ok(TlsMode::Required),
+        "never" => Ok(OutboundTls::Never),
+        "opportunistic" | "" => Ok(OutboundTls::Opportunistic),
+        "verify" => Ok(OutboundTls::Verify),
+        "required" => Ok(OutboundTls::Required),
         other => Err(Error::Invalid(format!(
             "tls {other:?}: use never, opportunistic, verify or required"
         ))),
+    }
+}
+
+impl StoreState {
+    /// Records that `recipients` went to `host` (its `reply`), so the
+    /// session's success notices leave them to `host` when it took the
+    /// DSN requests on (`dsn_passed`) and say `relayed` otherwise.
+    fn hand_on<'a>(&self, recipients: impl Iterator<Item = (&'a str, &'a str)>, host: &str, dsn_passed: bool) {
+        if let Some(conn) = &self.host.conn
+            && let Some(tx) = conn.lock().transaction.as_mut()
+        {
+            for (recipient, reply) in recipients {
+                tx.handed_on.push(HandedOn {
+                    recipient: recipient.to_string(),
+                    host: host.to_string(),
+                    reply: reply.to_string(),
+                    dsn_passed,
+                });
+            }
+        }
+    }
+}
+
+impl outbound_queue::Host for StoreState {
+    async fn enqueue(&mut self, hop: outbound_queue::Hop, recipients: Vec<String>) -> Result<Vec<String>, Error> {
+        if !self.granted("outbound-queue") {
+            return Err(Error::NotGranted);
+        }
+        let tls = tls_policy(&hop.tls)?;
+        let (reader, (queue, sender, dsn, origin, unknown)) = self.message_and("enqueue", |conn, tx| {
+            let known: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
+            let unknown = recipients.iter().find(|r| !known.contains(r)).cloned();
+            (
+                conn.outbound.clone(),
+                tx.sender.addr_spec(),
+                tx.dsn_requests(),
+                tx.id.clone(),
+                unknown,
+            )
+        })?;
+        if let Some(unknown) = unknown {
+            return Err(Error::Invalid(format!(
+                "{unknown} is not a recipient of the transaction"
+            )));
+        }
+        let queue =
+            queue.ok_or_else(|| Error::Backend("outbound delivery is off ([outbound] enabled = false)".into()))?;
+        let target = NextHopConfig {
+            host: hop.host.clone(),
+            port: hop.port,
+            user: None,
+            password: None,
+            tls: Some(tls),
+            lmtp: hop.lmtp,
+        };
+        let ids = bounded(self.deadline, async {
+            queue
+                .enqueue(reader, sender, recipients.clone(), dsn, origin, Some(target))
+                .await
+                .map_err(|e| Error::Backend(format!("the outbound queue could not store the message: {e}")))
+        })
+        .await?;
+        // Delivery reports to the sender from now on, as it asked.
+        let queued = format!("queued as {}", ids.join(","));
+        self.hand_on(
+            recipients.iter().map(|r| (r.as_str(), queued.as_str())),
+            &hop.host,
+            true,
+        );
+        Ok(ids)
     }
 }
 
@@ -339,7 +411,7 @@ impl forward::Host for StoreState {
             return Err(Error::NotGranted);
         }
         let mut settings = self.host.services.backends.smtp_client.clone();
-        settings.tls = forward_tls(&hop.tls)?;
+        settings.tls = tls_policy(&hop.tls)?.into();
         settings.auth = hop.auth.clone();
         let (reader, (sender, dsn)) =
             self.message_and("forward", |_, tx| (tx.sender.addr_spec(), tx.dsn_requests()))?;
@@ -400,18 +472,12 @@ impl forward::Host for StoreState {
             Err(Error::Backend(last))
         })
         .await?;
-        if let Some(conn) = &self.host.conn
-            && let Some(tx) = conn.lock().transaction.as_mut()
-        {
-            for reply in replies.iter().filter(|r| (200..300).contains(&r.code)) {
-                tx.handed_on.push(HandedOn {
-                    recipient: reply.recipient.clone(),
-                    host: host.clone(),
-                    reply: reply.text.clone(),
-                    dsn_passed,
-                });
-            }
-        }
+        let accepted = replies.iter().filter(|r| (200..300).contains(&r.code));
+        self.hand_on(
+            accepted.map(|r| (r.recipient.as_str(), r.text.as_str())),
+            &host,
+            dsn_passed,
+        );
         Ok(replies)
     }
 }

@@ -15,6 +15,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+use waraka_config::NextHopConfig;
 use waraka_protocol::DsnRequests;
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -53,6 +54,9 @@ pub struct Entry {
     /// Whether the sender was told that delivery is late.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delay_notified: bool,
+    /// The server a queue plugin chose for it, instead of routing by domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<NextHopConfig>,
 }
 
 /// What the start-up scan found and did.
@@ -230,6 +234,7 @@ impl QueueStore {
         recipients: &[String],
         dsn: &DsnRequests,
         origin: &str,
+        hop: Option<&NextHopConfig>,
     ) -> io::Result<Vec<Entry>> {
         let arrival_ms = now_ms();
         let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
@@ -257,6 +262,7 @@ impl QueueStore {
                     last_error: None,
                     origin: origin.to_string(),
                     message_size,
+                    hop: hop.cloned(),
                 };
                 fs::hard_link(&tmp, self.message_path(&entry))?;
                 made.push(entry.clone());
@@ -378,7 +384,14 @@ mod tests {
             .collect(),
         };
         let entries = store
-            .enqueue(&b"Subject: x\r\n\r\nbody\r\n"[..], "s@here.test", &rcpts, &dsn, "T.1")
+            .enqueue(
+                &b"Subject: x\r\n\r\nbody\r\n"[..],
+                "s@here.test",
+                &rcpts,
+                &dsn,
+                "T.1",
+                None,
+            )
             .unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].domain, "one.test");
@@ -422,7 +435,7 @@ mod tests {
         let (store, _) = QueueStore::open(dir.path()).unwrap();
         let rcpts = recipients(&["a@d.test", "b@d.test"]);
         let mut entry = store
-            .enqueue(&b"m\r\n"[..], "", &rcpts, &DsnRequests::default(), "T.2")
+            .enqueue(&b"m\r\n"[..], "", &rcpts, &DsnRequests::default(), "T.2", None)
             .unwrap()
             .remove(0);
         let mut later = store.split(&entry, recipients(&["b@d.test"])).unwrap();
@@ -453,6 +466,7 @@ mod tests {
                 &recipients(&["a@d.test"]),
                 &DsnRequests::default(),
                 "T.3",
+                None,
             )
             .unwrap();
         let torn = store
@@ -462,6 +476,7 @@ mod tests {
                 &recipients(&["a@e.test"]),
                 &DsnRequests::default(),
                 "T.4",
+                None,
             )
             .unwrap();
         let truncated = store
@@ -471,6 +486,7 @@ mod tests {
                 &recipients(&["a@f.test"]),
                 &DsnRequests::default(),
                 "T.5",
+                None,
             )
             .unwrap();
         let eml = store.message_path(&truncated[0]);

@@ -103,6 +103,9 @@ pub struct Connection {
     pub note_limits: NoteLimits,
     /// The most recipients a transaction may have (`max_recipients`).
     pub max_recipients: usize,
+    /// The host's outbound queue, for relayed mail no plugin queued and for
+    /// queue plugins that hand mail to it; `None` when delivery is off.
+    pub outbound: Option<Arc<dyn super::OutboundQueue>>,
 }
 
 impl Connection {
@@ -125,6 +128,7 @@ impl Connection {
             transaction: None,
             note_limits,
             max_recipients: 100,
+            outbound: None,
         }
     }
 }

@@ -25,8 +25,9 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 /// host's durable outbound queue (implemented outside the session).
 pub trait OutboundQueue: Send + Sync {
     /// Stores the message for delivery from `sender` (empty for `<>`) to
-    /// `recipients`, with what the sender asked to be told of it (`dsn`);
-    /// resolves to the queue ids only once it is durable.
+    /// `recipients`, with what the sender asked to be told of it (`dsn`), to
+    /// `hop` when given (else routed by domain); resolves to the queue ids
+    /// only once it is durable.
     fn enqueue(
         &self,
         message: MessageReader,
@@ -34,6 +35,7 @@ pub trait OutboundQueue: Send + Sync {
         recipients: Vec<String>,
         dsn: DsnRequests,
         origin: String,
+        hop: Option<waraka_config::NextHopConfig>,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
 
     /// Queues the success `notice` about `message`; resolves once it is durable.
@@ -160,7 +162,6 @@ pub struct Session<P: Policy> {
     /// The span of the open transaction: hooks run inside it, so every log
     /// line carries the transaction id.
     tx_span: Span,
-    outbound: Option<Arc<dyn OutboundQueue>>,
     /// The message of the open transaction while it arrives in BDAT chunks.
     chunked: Option<Box<ChunkedMessage>>,
 }
@@ -184,16 +185,19 @@ impl<P: Policy> Session<P> {
             transactions: 0,
             tx_span: Span::none(),
             auth_failures: 0,
-            outbound: None,
             chunked: None,
         }
     }
 
     /// Gives the session the host's outbound queue (otherwise relayed mail
     /// that no plugin queues gets `451`).
-    pub fn with_outbound_queue(mut self, queue: Option<Arc<dyn OutboundQueue>>) -> Self {
-        self.outbound = queue;
+    pub fn with_outbound_queue(self, queue: Option<Arc<dyn OutboundQueue>>) -> Self {
+        self.conn.lock().outbound = queue;
         self
+    }
+
+    fn outbound(&self) -> Option<Arc<dyn OutboundQueue>> {
+        self.conn.lock().outbound.clone()
     }
 
     /// The shared connection state.
@@ -1195,7 +1199,7 @@ impl<P: Policy> Session<P> {
         let Some((reader, notice)) = found else {
             return;
         };
-        let Some(queue) = self.outbound.clone() else {
+        let Some(queue) = self.outbound() else {
             self.tx_span
                 .in_scope(|| warn!("no success notice sent: outbound delivery is disabled"));
             return;
@@ -1209,7 +1213,7 @@ impl<P: Policy> Session<P> {
     /// Stores the message in the host's outbound queue: `rule` proceeding
     /// once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
     async fn host_enqueue(&mut self, rule: crate::policy::Rule) -> crate::policy::Rule {
-        let Some(queue) = self.outbound.clone() else {
+        let Some(queue) = self.outbound() else {
             self.tx_span
                 .in_scope(|| warn!("relayed message refused: outbound delivery is disabled"));
             return HOST_QUEUE_FAILED;
@@ -1230,7 +1234,7 @@ impl<P: Policy> Session<P> {
         else {
             return HOST_QUEUE_FAILED;
         };
-        match queue.enqueue(reader, sender, recipients, dsn, origin).await {
+        match queue.enqueue(reader, sender, recipients, dsn, origin, None).await {
             Ok(ids) => {
                 self.tx_span
                     .in_scope(|| info!(outbound = %ids.join(","), "queued for delivery"));

@@ -183,6 +183,7 @@ impl OutboundQueue for MemoryOutbound {
         recipients: Vec<String>,
         _dsn: crate::protocol::DsnRequests,
         _origin: String,
+        _hop: Option<waraka_config::NextHopConfig>,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
         let result = if self.fail {
             Err(std::io::Error::other("disk full"))
@@ -212,7 +213,7 @@ impl OutboundQueue for MemoryOutbound {
 async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
     async fn relay(outbound: Option<Arc<MemoryOutbound>>, verdicts: &[(Hook, Verdict)]) -> String {
         let mut h = Harness::greeted(verdicts).await;
-        h.session.outbound = outbound.map(|o| o as Arc<dyn OutboundQueue>);
+        h.session.connection().lock().outbound = outbound.map(|o| o as Arc<dyn OutboundQueue>);
         h.session.connection().lock().relaying = true;
         h.send(b"MAIL FROM:<>\r\nRCPT TO:<x@far.test>\r\nRCPT TO:<y@far.test>\r\nDATA\r\n")
             .await;
@@ -262,7 +263,7 @@ async fn dsn_parameters_are_checked_and_success_notices_asked_for_are_queued() {
         stored: StdMutex::new(Vec::new()),
     });
     let mut h = Harness::greeted(&accepting()).await;
-    h.session.outbound = Some(queue.clone());
+    h.session.connection().lock().outbound = Some(queue.clone());
     let refused = h
         .send(b"MAIL FROM:<a@b.test> RET=ALL\r\nMAIL FROM:<a@b.test> ENVID=x+zz\r\n")
         .await;

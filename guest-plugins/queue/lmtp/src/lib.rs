@@ -1,0 +1,64 @@
+//! `queue/lmtp`: delivers accepted mail to a mailbox server over LMTP
+//! (RFC 2033) — Haraka's `queue/lmtp`, the way to put Waraka in front of
+//! Dovecot.
+//!
+//! The server of a recipient is the `[DOMAIN]` section of
+//! `config/queue/lmtp.ini` matching its domain, else the top of the file.
+//! The message goes into the host's durable outbound queue for that server
+//! (the `outbound-queue` capability), and the client gets its `250` once it
+//! is stored there. The host's delivery worker then speaks LMTP to the
+//! server: each recipient gets its own answer, a busy mailbox waits for the
+//! next attempt alone, a full or unknown one bounces alone.
+
+use waraka_plugin::next_hop::{Defaults, Routes};
+use waraka_plugin::{Hook, Plugin, Verdict, config, envelope, outbound_queue};
+
+const SETTINGS: &str = "queue/lmtp.ini";
+const DEFAULTS: Defaults = Defaults { port: 24, tls: "never" };
+
+struct Lmtp;
+
+fn tempfail(why: &str) -> Verdict {
+    waraka_plugin::warn!("{why}");
+    Verdict::denysoft_code(451, "4.3.0", "Mailbox server queue unavailable, try again later")
+}
+
+impl Plugin for Lmtp {
+    const NAME: &'static str = "queue/lmtp";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::Queue];
+
+    fn queue() -> Verdict {
+        let routes = match config::lines(SETTINGS) {
+            Ok(lines) => Routes::parse(&lines),
+            Err(e) => return tempfail(&format!("{SETTINGS} unreadable: {e:?}")),
+        };
+        // Every group is worked out before any is queued, so a config
+        // mistake queues nothing (the client's retry then duplicates nothing).
+        let groups = match routes.groups(&envelope::recipients(), DEFAULTS) {
+            Ok(groups) => groups,
+            Err(why) => return tempfail(&why),
+        };
+        for (hop, recipients) in groups {
+            let server = outbound_queue::Hop {
+                host: hop.host.clone(),
+                port: hop.port,
+                lmtp: true,
+                tls: hop.tls.clone(),
+            };
+            match outbound_queue::enqueue(&server, &recipients) {
+                Ok(ids) => waraka_plugin::info!(
+                    "{} queued for {}:{} as {}",
+                    recipients.join(","),
+                    hop.host,
+                    hop.port,
+                    ids.join(",")
+                ),
+                Err(e) => return tempfail(&format!("{}:{}: {e:?}", hop.host, hop.port)),
+            }
+        }
+        Verdict::ok()
+    }
+}
+
+waraka_plugin::export!(Lmtp);
