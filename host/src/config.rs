@@ -647,7 +647,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 dns, forward, authentication, dkim, antivirus, spamfilter)"
+                 dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter)"
                     .into()
             )
         );
