@@ -14,7 +14,8 @@ from test_outbound import RECORDS, message, queue_entries, relay_setup, wait_unt
 
 class LmtpTest(unittest.TestCase):
     @classmethod
-    def setUpClass(cls):
+    def start_services(cls):
+        """DNS, the mailbox server and the sender's MX; the port of the MX."""
         cls.dns = dnsmasq(RECORDS)
         cls.addClassCleanup(cls.dns.stop)
         cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "full@mail.test": 100})
@@ -22,6 +23,11 @@ class LmtpTest(unittest.TestCase):
         port = free_port("127.0.0.5")
         cls.sender_mx = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
         cls.addClassCleanup(cls.sender_mx.stop)
+        return port
+
+    @classmethod
+    def setUpClass(cls):
+        port = cls.start_services()
         route = (f'\n[outbound.routes."mail.test"]\nhost = "127.0.0.1"\nport = {cls.dovecot.port}\n'
                  'lmtp = true\ntls = "never"\n')
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
@@ -79,13 +85,7 @@ class QueueLmtpTest(LmtpTest):
 
     @classmethod
     def setUpClass(cls):
-        cls.dns = dnsmasq(RECORDS)
-        cls.addClassCleanup(cls.dns.stop)
-        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "full@mail.test": 100})
-        cls.addClassCleanup(cls.dovecot.stop)
-        port = free_port("127.0.0.5")
-        cls.sender_mx = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
-        cls.addClassCleanup(cls.sender_mx.stop)
+        port = cls.start_services()
         cls.closed = free_port()
 
         def setup(server):

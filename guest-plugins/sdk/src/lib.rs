@@ -436,6 +436,21 @@ impl authentication::Outcome {
             Outcome::None => "none",
         }
     }
+
+    /// The result [`as_str`](Self::as_str) names; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        use authentication::Outcome;
+        Some(match name {
+            "pass" => Outcome::Pass,
+            "fail" => Outcome::Fail,
+            "softfail" => Outcome::SoftFail,
+            "neutral" => Outcome::Neutral,
+            "temperror" => Outcome::TempError,
+            "permerror" => Outcome::PermError,
+            "none" => Outcome::None,
+            _ => return None,
+        })
+    }
 }
 
 impl authentication::Policy {

@@ -3,7 +3,7 @@
 //! the default hop, a `[domain]` section sends that domain elsewhere and
 //! takes the keys it leaves out from the top.
 
-use crate::Address;
+use crate::{Address, config, envelope};
 
 /// One next hop from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,6 +90,14 @@ impl Routes {
         }
         Ok(out)
     }
+}
+
+/// The transaction's recipients grouped by the next hops of the config
+/// file `name`; `Err` says why there are none (unreadable file, a
+/// recipient without a hop).
+pub fn recipient_groups(name: &str, defaults: Defaults) -> Result<Vec<(Hop, Vec<String>)>, String> {
+    let lines = config::lines(name).map_err(|e| format!("{name} unreadable: {e:?}"))?;
+    Routes::parse(&lines).groups(&envelope::recipients(), defaults)
 }
 
 #[cfg(test)]

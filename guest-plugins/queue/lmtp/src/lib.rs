@@ -10,8 +10,8 @@
 //! server: each recipient gets its own answer, a busy mailbox waits for the
 //! next attempt alone, a full or unknown one bounces alone.
 
-use waraka_plugin::next_hop::{Defaults, Routes};
-use waraka_plugin::{Hook, Plugin, Verdict, config, envelope, outbound_queue};
+use waraka_plugin::next_hop::{Defaults, recipient_groups};
+use waraka_plugin::{Hook, Plugin, Verdict, outbound_queue};
 
 const SETTINGS: &str = "queue/lmtp.ini";
 const DEFAULTS: Defaults = Defaults { port: 24, tls: "never" };
@@ -29,13 +29,9 @@ impl Plugin for Lmtp {
     const HOOKS: &'static [Hook] = &[Hook::Queue];
 
     fn queue() -> Verdict {
-        let routes = match config::lines(SETTINGS) {
-            Ok(lines) => Routes::parse(&lines),
-            Err(e) => return tempfail(&format!("{SETTINGS} unreadable: {e:?}")),
-        };
         // Every group is worked out before any is queued, so a config
         // mistake queues nothing (the client's retry then duplicates nothing).
-        let groups = match routes.groups(&envelope::recipients(), DEFAULTS) {
+        let groups = match recipient_groups(SETTINGS, DEFAULTS) {
             Ok(groups) => groups,
             Err(why) => return tempfail(&why),
         };

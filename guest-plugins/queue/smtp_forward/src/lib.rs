@@ -9,8 +9,8 @@
 //! `451 4.4.1` (the client retries); 5xx for recipients gives `550` with the
 //! next hop's reply, so the sender hears of it (never a silent loss).
 
-use waraka_plugin::next_hop::{Defaults, Routes};
-use waraka_plugin::{Error, Hook, Plugin, Verdict, config, envelope, forward};
+use waraka_plugin::next_hop::{Defaults, recipient_groups};
+use waraka_plugin::{Error, Hook, Plugin, Verdict, forward};
 
 const SETTINGS: &str = "queue/smtp_forward.ini";
 const DEFAULTS: Defaults = Defaults {
@@ -31,11 +31,7 @@ impl Plugin for SmtpForward {
     const HOOKS: &'static [Hook] = &[Hook::Queue];
 
     fn queue() -> Verdict {
-        let routes = match config::lines(SETTINGS) {
-            Ok(lines) => Routes::parse(&lines),
-            Err(e) => return tempfail(&format!("{SETTINGS} unreadable: {e:?}")),
-        };
-        let groups = match routes.groups(&envelope::recipients(), DEFAULTS) {
+        let groups = match recipient_groups(SETTINGS, DEFAULTS) {
             Ok(groups) => groups,
             Err(why) => return tempfail(&why),
         };
