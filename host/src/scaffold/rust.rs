@@ -21,6 +21,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/auth_results.rs",
         include_str!("../../../guest-plugins/sdk/src/auth_results.rs"),
     ),
+    (
+        "src/next_hop.rs",
+        include_str!("../../../guest-plugins/sdk/src/next_hop.rs"),
+    ),
 ];
 
 /// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
