@@ -18,7 +18,7 @@ class LmtpTest(unittest.TestCase):
         """DNS, the mailbox server and the sender's MX; the port of the MX."""
         cls.dns = dnsmasq(RECORDS)
         cls.addClassCleanup(cls.dns.stop)
-        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "full@mail.test": 100})
+        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "dave@mail.test": 0, "full@mail.test": 100})
         cls.addClassCleanup(cls.dovecot.stop)
         port = free_port("127.0.0.5")
         cls.sender_mx = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
@@ -90,13 +90,13 @@ class QueueLmtpTest(LmtpTest):
 
         def setup(server):
             server.edit("config/host_list", lambda t: t + "mail.test\nlater.test\n")
-            server.set_settings("queue/lmtp.ini", port=cls.dovecot.port)
+            server.set_settings("queue/lmtp.ini", port=cls.dovecot.port, verify_recipients="false")
             server.edit("config/queue/lmtp.ini", lambda t: t + f"\n[later.test]\nport = {cls.closed}\n")
             server.edit("waraka.toml", lambda t: t + (
                 f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "2s"\n'
                 f'\n[outbound]\nport = {port}\nallow_local = true\nretry = "1h"\n'))
 
-        cls.server = Waraka(["rcpt_to.in_host_list", "queue/lmtp"], setup=setup)
+        cls.server = Waraka(["queue/lmtp", "rcpt_to.in_host_list"], setup=setup)
         cls.addClassCleanup(cls.server.stop)
 
     def test_a_mailbox_server_that_is_down_keeps_the_mail_queued(self):
@@ -108,6 +108,25 @@ class QueueLmtpTest(LmtpTest):
         self.assertEqual(entry["hop"], {"host": "127.0.0.1", "port": self.closed, "tls": "never", "lmtp": True})
         self.assertIn("connecting to 127.0.0.1", entry["last_error"])
         self.server.wait_for_log(r"carol@later\.test queued for 127\.0\.0\.1:\d+ as \S+")
+
+    def test_unknown_mailboxes_are_refused_at_rcpt_when_verified(self):
+        self.server.set_settings("queue/lmtp.ini", verify_recipients="true")
+        try:
+            with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+                s.ehlo()
+                self.assertEqual(s.mail("sender@sender.test")[0], 250)
+                self.assertEqual(s.rcpt("nobody@mail.test"),
+                                 (550, b"5.1.1 Mailbox <nobody@mail.test> does not exist here"))
+                self.assertEqual(s.rcpt("dave@mail.test")[0], 250)
+                self.assertEqual(s.rcpt("carol@later.test"),
+                                 (451, b"4.4.3 Cannot verify mailbox <carol@later.test> now, try again later"))
+                self.assertEqual(s.rcpt("someone@elsewhere.test")[0], 550, "not local: the next plugin decides")
+                self.assertEqual(s.data(message("verified"))[0], 250)
+        finally:
+            self.server.set_settings("queue/lmtp.ini", verify_recipients="false")
+        self.server.wait_for_log(r"<nobody@mail\.test> refused by the mailbox server: 550 5\.1\.1")
+        copies = wait_until(lambda: self.dovecot.mailbox("dave@mail.test"), what="dave's copy")
+        self.assertEqual(len(copies), 1)
 
 
 if __name__ == "__main__":

@@ -248,41 +248,7 @@ pub async fn send(
         recipients,
         dsn,
     } = envelope;
-    let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| ClientError::Timeout("connect"))?
-        .map_err(|e| ClientError::Network(format!("connecting to {addr}: {e}")))?;
-    let _ = tcp.set_nodelay(true);
-    let mut conn = Connection {
-        io: Box::new(tcp),
-        unread: Vec::new(),
-        receiver: ResponseReceiver::default(),
-        settings: settings.clone(),
-    };
-    let greeting = conn.reply("greeting").await?;
-    if !greeting.is_positive() {
-        conn.quit().await;
-        return Err(ClientError::Refused {
-            stage: "greeting",
-            reply: greeting,
-        });
-    }
-    let mut ext = conn.greet().await?;
-    let mut tls = false;
-    let verify = match settings.tls {
-        TlsMode::Never => None,
-        TlsMode::Opportunistic { verify } => offers(&ext, "STARTTLS").then_some(verify),
-        TlsMode::Required if offers(&ext, "STARTTLS") => Some(true),
-        TlsMode::Required => return Err(ClientError::Tls("the server does not offer STARTTLS".into())),
-    };
-    if let Some(verify) = verify {
-        conn = conn.start_tls(host, verify).await?;
-        ext = conn.greet().await?;
-        tls = true;
-    }
-    if let Some((user, password)) = &settings.auth {
-        conn.authenticate(&ext, user, password).await?;
-    }
+    let (mut conn, ext, tls) = Connection::open(addr, host, settings).await?;
     let utf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
     if utf8 && !offers(&ext, "SMTPUTF8") {
         return Err(ClientError::Refused {
@@ -402,6 +368,26 @@ pub async fn send(
     })
 }
 
+/// Asks the server `addr` whether it would take mail from `sender` (empty
+/// for `<>`) for `recipient`: the opening of a delivery (greeting, EHLO or
+/// LHLO, STARTTLS and AUTH as `settings` say), MAIL and RCPT, then QUIT
+/// without a message. The RCPT reply; a refused MAIL is a [`ClientError`].
+pub async fn probe(
+    addr: SocketAddr,
+    host: &str,
+    settings: &ClientSettings,
+    sender: &str,
+    recipient: &str,
+) -> Result<RemoteReply, ClientError> {
+    let (mut conn, _, _) = Connection::open(addr, host, settings).await?;
+    conn.command(&format!("MAIL FROM:<{sender}>"), "MAIL", 250).await?;
+    conn.write(format!("RCPT TO:<{recipient}>\r\n").as_bytes(), "RCPT")
+        .await?;
+    let reply = conn.reply("RCPT").await?;
+    conn.quit().await;
+    Ok(reply)
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -414,6 +400,52 @@ struct Connection {
 }
 
 impl Connection {
+    /// Connects to `addr` and opens the session as `settings` say: the
+    /// greeting, EHLO (or LHLO), STARTTLS with `host` as the server name,
+    /// AUTH. The connection, the extensions offered, and whether TLS is up.
+    async fn open(
+        addr: SocketAddr,
+        host: &str,
+        settings: &ClientSettings,
+    ) -> Result<(Connection, Vec<String>, bool), ClientError> {
+        let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout("connect"))?
+            .map_err(|e| ClientError::Network(format!("connecting to {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = Connection {
+            io: Box::new(tcp),
+            unread: Vec::new(),
+            receiver: ResponseReceiver::default(),
+            settings: settings.clone(),
+        };
+        let greeting = conn.reply("greeting").await?;
+        if !greeting.is_positive() {
+            conn.quit().await;
+            return Err(ClientError::Refused {
+                stage: "greeting",
+                reply: greeting,
+            });
+        }
+        let mut ext = conn.greet().await?;
+        let mut tls = false;
+        let verify = match settings.tls {
+            TlsMode::Never => None,
+            TlsMode::Opportunistic { verify } => offers(&ext, "STARTTLS").then_some(verify),
+            TlsMode::Required if offers(&ext, "STARTTLS") => Some(true),
+            TlsMode::Required => return Err(ClientError::Tls("the server does not offer STARTTLS".into())),
+        };
+        if let Some(verify) = verify {
+            conn = conn.start_tls(host, verify).await?;
+            ext = conn.greet().await?;
+            tls = true;
+        }
+        if let Some((user, password)) = &settings.auth {
+            conn.authenticate(&ext, user, password).await?;
+        }
+        Ok((conn, ext, tls))
+    }
+
     async fn write(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), ClientError> {
         let timeout = self.settings.command_timeout;
         match tokio::time::timeout(timeout, async {
@@ -942,6 +974,30 @@ mod tests {
         assert_eq!(delivery.outcome(1).code, 550);
         assert_eq!(delivery.outcome(2).to_string(), "452 4.2.2 <c@d.test> over quota");
         assert!(!server.await.unwrap().contains("EHLO"));
+    }
+
+    #[tokio::test]
+    async fn a_probe_asks_for_one_recipient_and_sends_no_message() {
+        let (addr, server) = scripted(
+            "",
+            vec![
+                ("LHLO CLIENT.TEST", "250 mx.test\r\n"),
+                ("MAIL FROM:<>", "250 2.1.0 ok\r\n"),
+                (
+                    "RCPT TO:<NOBODY@D.TEST>",
+                    "550 5.1.1 <nobody@d.test> User doesn't exist\r\n",
+                ),
+            ],
+        )
+        .await;
+        let lmtp = ClientSettings {
+            lmtp: true,
+            ..settings()
+        };
+        let reply = probe(addr, "mx.test", &lmtp, "", "nobody@d.test").await.unwrap();
+        assert_eq!(reply.to_string(), "550 5.1.1 <nobody@d.test> User doesn't exist");
+        let seen = server.await.unwrap();
+        assert!(seen.ends_with("QUIT\r\n") && !seen.contains("DATA"), "{seen}");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ mod notice;
 mod outbound;
 mod route;
 
-pub use client::{ClientError, ClientSettings, Delivery, Envelope, RemoteReply, TlsMode, send};
+pub use client::{ClientError, ClientSettings, Delivery, Envelope, RemoteReply, TlsMode, probe, send};
 pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};
 pub use route::{Route, RouteSettings, Target, order_mx, resolve, target};

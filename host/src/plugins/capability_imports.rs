@@ -18,7 +18,7 @@ use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
     SqlValue, authenticate,
 };
-use crate::delivery::{ClientError, send, target};
+use crate::delivery::{ClientError, ClientSettings, probe, send, target};
 use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
@@ -401,18 +401,58 @@ impl outbound_queue::Host for StoreState {
     }
 }
 
-impl forward::Host for StoreState {
-    async fn send(
-        &mut self,
-        hop: forward::NextHop,
-        recipients: Vec<String>,
-    ) -> Result<Vec<forward::RecipientReply>, Error> {
+impl StoreState {
+    /// The client settings for a plugin's `hop`, when `forward` is granted.
+    fn forward_settings(&self, hop: &forward::NextHop) -> Result<ClientSettings, Error> {
         if !self.granted("forward") {
             return Err(Error::NotGranted);
         }
         let mut settings = self.host.services.backends.smtp_client.clone();
         settings.tls = tls_policy(&hop.tls)?.into();
         settings.auth = hop.auth.clone();
+        Ok(settings)
+    }
+}
+
+impl forward::Host for StoreState {
+    async fn verify_recipient(
+        &mut self,
+        hop: forward::NextHop,
+        lmtp: bool,
+        recipient: String,
+    ) -> Result<forward::RecipientReply, Error> {
+        let settings = ClientSettings {
+            lmtp,
+            ..self.forward_settings(&hop)?
+        };
+        let dns = self.host.services.backends.dns.clone();
+        bounded(self.deadline, async move {
+            let server = target(&dns, &hop.host, hop.port, true).await?;
+            let mut last = format!("{} has no address", hop.host);
+            for addr in server.addrs {
+                match probe(addr, &hop.host, &settings, "", &recipient).await {
+                    Ok(reply) => {
+                        return Ok(forward::RecipientReply {
+                            recipient,
+                            code: reply.code,
+                            text: reply.to_string(),
+                        });
+                    }
+                    Err(e) if e.try_next_host() => last = format!("{addr}: {e}"),
+                    Err(e) => return Err(Error::Backend(format!("{addr}: {e}"))),
+                }
+            }
+            Err(Error::Backend(last))
+        })
+        .await
+    }
+
+    async fn send(
+        &mut self,
+        hop: forward::NextHop,
+        recipients: Vec<String>,
+    ) -> Result<Vec<forward::RecipientReply>, Error> {
+        let settings = self.forward_settings(&hop)?;
         let (reader, (sender, dsn)) =
             self.message_and("forward", |_, tx| (tx.sender.addr_spec(), tx.dsn_requests()))?;
         let dns = self.host.services.backends.dns.clone();
