@@ -3,8 +3,8 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, KvStore, MemoryKv, PgDatabase,
-    PgSettings, RedisKv, Rspamd, S3Store, SqliteDatabase,
+    Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
+    PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SqliteDatabase,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings};
 use crate::plugins::Backends;
@@ -68,7 +68,7 @@ pub struct Instance {
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 3] = ["kv", "blobstore", "sql"];
-const UNNAMED_GRANTS: [&str; 7] = [
+const UNNAMED_GRANTS: [&str; 8] = [
     "dns",
     "forward",
     "outbound-queue",
@@ -76,6 +76,7 @@ const UNNAMED_GRANTS: [&str; 7] = [
     "dkim",
     "antivirus",
     "spamfilter",
+    "sasl",
 ];
 
 /// Every grant, for the error that names an unknown one.
@@ -287,6 +288,10 @@ impl Instance {
                 self.config.spamfilter.rspamd.is_some(),
                 "[spamfilter] rspamd = \"HOST:PORT\"",
             ),
+            "sasl" => needs(
+                self.config.sasl.dovecot.is_some(),
+                "[sasl] dovecot = \"HOST:PORT\" or a socket path",
+            ),
             _ => Ok(()),
         })
     }
@@ -368,6 +373,12 @@ impl Instance {
                 .rspamd
                 .clone()
                 .map(|address| Arc::new(Rspamd::new(address))),
+            sasl: self
+                .config
+                .sasl
+                .dovecot
+                .clone()
+                .map(|address| Arc::new(DovecotAuth::new(address))),
         })
     }
 
@@ -647,7 +658,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter)"
+                 dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
                     .into()
             )
         );

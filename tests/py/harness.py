@@ -451,10 +451,13 @@ def dnsmasq(records):
     ])
 
 
-def dovecot(users):
+def dovecot(users, passwords=None):
     """Dovecot's LMTP service on TCP loopback, delivering to maildirs under
-    its temporary directory (`.mailbox(user)`). `users` maps each address it
-    knows to its quota in bytes (0: none); any other address is unknown."""
+    its temporary directory (`.mailbox(user)`), and its authentication
+    service on `.auth_port`. `users` maps each address it knows to its quota
+    in bytes (0: none); any other address is unknown. `passwords` maps users
+    to their passwords (the others have none that works)."""
+    auth_port = free_port()
 
     def args(port, tmp):
         root = pathlib.Path(tmp)
@@ -463,7 +466,9 @@ def dovecot(users):
         mail.mkdir()
         owner = "dovecot" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         shutil.chown(mail, owner, owner)
-        lines = [f"{user}:::::::" + (f"userdb_quota_rule=*:storage={quota}B" if quota else "")
+        secrets = passwords or {}
+        lines = [f"{user}:" + (f"{{PLAIN}}{secrets[user]}" if user in secrets else "") + "::::::"
+                 + (f"userdb_quota_rule=*:storage={quota}B" if quota else "")
                  for user, quota in users.items()]
         (root / "users").write_text("\n".join(lines) + "\n")
         unprivileged = "" if os.geteuid() == 0 else (
@@ -482,9 +487,10 @@ mail_plugins = quota
 plugin {{
   quota = maildir:User quota
 }}
+auth_mechanisms = plain login
 passdb {{
-  driver = static
-  args = nopassword=y
+  driver = passwd-file
+  args = username_format=%u {root}/users
 }}
 userdb {{
   driver = passwd-file
@@ -497,10 +503,17 @@ service lmtp {{
     port = {port}
   }}
 }}
+service auth {{
+  inet_listener auth {{
+    address = 127.0.0.1
+    port = {auth_port}
+  }}
+}}
 """)
         return [shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c", str(root / "dovecot.conf")]
 
     service = Service("dovecot", args)
+    service.auth_port = auth_port
     service.mailbox = lambda user: sorted(
         (pathlib.Path(service.tmp.name) / "mail" / user.split("@")[1] / user.split("@")[0] / "new").glob("*"))
     return service

@@ -55,7 +55,7 @@ pub use bindings::waraka::plugin::types::{
 };
 pub use bindings::waraka::plugin::{
     antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, mime, notes,
-    outbound_queue, session, spamfilter, sql,
+    outbound_queue, sasl, session, spamfilter, sql,
 };
 pub use hook::Hook;
 pub use regex_lite::Regex;

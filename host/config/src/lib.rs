@@ -123,6 +123,9 @@ pub struct InstanceConfig {
     /// The spam scanner behind the `spamfilter` grant.
     #[serde(default)]
     pub spamfilter: SpamfilterConfig,
+    /// The password authority behind the `sasl` grant.
+    #[serde(default)]
+    pub sasl: SaslConfig,
     /// Named blob stores that `blobstore:NAME` grants give to plugins.
     #[serde(default)]
     pub blobstore: BTreeMap<String, BlobstoreConfig>,
@@ -339,6 +342,16 @@ pub struct AntivirusConfig {
     /// The ClamAV daemon: `HOST:PORT` (its `TCPSocket`) or the path of its
     /// `LocalSocket`; no scanner when absent.
     pub clamd: Option<String>,
+}
+
+/// `[sasl]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// Dovecot's authentication service: `HOST:PORT` (an `inet_listener`
+    /// of `service auth`) or a socket path such as `/run/dovecot/auth-client`;
+    /// none when absent.
+    pub dovecot: Option<String>,
 }
 
 /// `[spamfilter]`.

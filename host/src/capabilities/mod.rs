@@ -14,6 +14,7 @@ pub mod group_sync;
 pub mod kv;
 pub mod mime;
 pub mod notes;
+pub mod sasl;
 pub mod spamfilter;
 pub mod sql;
 
@@ -28,5 +29,6 @@ pub use files::{Delivered, DeliveryDir, RelativePath};
 pub use group_sync::GroupSync;
 pub use kv::{KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};
+pub use sasl::{ClientInfo, DovecotAuth};
 pub use spamfilter::{Rspamd, SpamReport};
 pub use sql::{Database, PgDatabase, PgSettings, SqlRows, SqlValue, SqliteDatabase};

@@ -17,6 +17,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/dkim": async,
         "waraka:plugin/antivirus": async,
         "waraka:plugin/spamfilter": async,
+        "waraka:plugin/sasl": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

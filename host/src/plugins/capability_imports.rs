@@ -7,17 +7,17 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, outbound_queue, spamfilter, sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, outbound_queue, sasl, spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
-use crate::capabilities::Scan;
 use crate::capabilities::authentication::{ArcChain, Client, DmarcPolicy, Outcome, SpfIdentity, Subject, check_spf};
 use crate::capabilities::spamfilter::Envelope;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
     SqlValue, authenticate,
 };
+use crate::capabilities::{ClientInfo, Scan};
 use crate::delivery::{ClientError, ClientSettings, probe, send, target};
 use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
@@ -840,5 +840,28 @@ impl spamfilter::Host for StoreState {
             smtp_message: report.smtp_message,
             subject: report.subject,
         })
+    }
+}
+
+impl sasl::Host for StoreState {
+    async fn check_password(&mut self, user: String, password: String) -> Result<Option<String>, Error> {
+        if !self.granted("sasl") {
+            return Err(Error::NotGranted);
+        }
+        let authority = self.host.services.backends.sasl.clone().ok_or(Error::NotGranted)?;
+        let conn = self
+            .host
+            .conn
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("there is no client".into()))?;
+        let client = {
+            let conn = conn.lock();
+            ClientInfo {
+                remote: conn.peer.ip(),
+                local: conn.local.ip(),
+                secured: conn.tls.is_some(),
+            }
+        };
+        bounded(self.deadline, authority.check(&user, &password, client)).await
     }
 }

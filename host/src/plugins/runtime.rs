@@ -8,7 +8,7 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, GroupSync, KvStore, NoteStore, Rspamd,
+    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore, Rspamd,
 };
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
@@ -79,6 +79,8 @@ pub struct Backends {
     pub antivirus: Option<Arc<Antivirus>>,
     /// The spam scanner (`spamfilter` grant), when `[spamfilter]` names one.
     pub spamfilter: Option<Arc<Rspamd>>,
+    /// The password authority (`sasl` grant), when `[sasl]` names one.
+    pub sasl: Option<Arc<DovecotAuth>>,
 }
 
 /// Services shared by every plugin and connection.
