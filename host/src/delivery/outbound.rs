@@ -131,7 +131,8 @@ impl Settlement {
     /// the schedule holds and the DSN is sent.
     async fn consult(&mut self, policy: &dyn OutboundPolicy, info: &DeliveryInfo) {
         // One attempt hands the message to one server, so every delivered
-        // recipient shares it (and the reply to the message).
+        // recipient shares it; the hook gets the first one's reply to the
+        // message (an LMTP server gives each its own).
         if let Some((_, handover)) = self.delivered.first() {
             let recipients: Vec<String> = self.delivered.iter().map(|(rcpt, _)| rcpt.clone()).collect();
             policy

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
-/// Where relayed mail goes when no `queue-outbound` plugin took it: the
-/// host's durable outbound queue (implemented outside the session).
+/// The host's durable outbound queue (implemented outside the session):
+/// where relayed mail goes when no `queue-outbound` plugin took it, and
+/// where queue plugins with the `outbound-queue` grant hand mail.
 pub trait OutboundQueue: Send + Sync {
     /// Stores the message for delivery from `sender` (empty for `<>`) to
     /// `recipients`, with what the sender asked to be told of it (`dsn`), to
