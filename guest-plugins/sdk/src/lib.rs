@@ -282,7 +282,11 @@ pub struct Settings(Vec<(String, String)>);
 impl Settings {
     /// The settings of the config file `name`; empty when it is missing or unreadable.
     pub fn load(name: &str) -> Settings {
-        let lines = config::lines(name).unwrap_or_default();
+        Settings::from_lines(&config::lines(name).unwrap_or_default())
+    }
+
+    /// The settings of a config file's `lines`, already read.
+    pub fn from_lines(lines: &[String]) -> Settings {
         Settings(
             lines
                 .iter()

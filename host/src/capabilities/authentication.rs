@@ -129,7 +129,7 @@ pub struct Subject<'a> {
     /// The whole message, header and body, as received.
     pub message: &'a [u8],
     /// Who sent it.
-    pub client: Client<'a>,
+    pub client: Client,
 }
 
 /// Which of the client's names an SPF check is about.
@@ -153,18 +153,19 @@ pub struct SpfCheck {
 }
 
 /// The SMTP client's address and names, and this server's name.
-pub struct Client<'a> {
+#[derive(Clone, Debug)]
+pub struct Client {
     /// The address of the SMTP client.
     pub client_ip: IpAddr,
     /// The HELO/EHLO name (empty if the client sent none).
-    pub helo: &'a str,
+    pub helo: String,
     /// The envelope sender's address, empty for `<>`.
-    pub mail_from: &'a str,
+    pub mail_from: String,
     /// This server's name (the `%{r}` macro).
-    pub hostname: &'a str,
+    pub hostname: String,
 }
 
-impl Client<'_> {
+impl Client {
     /// The HELO name without the brackets of an address literal.
     fn helo_name(&self) -> &str {
         self.helo.trim_start_matches('[').trim_end_matches(']')
@@ -175,10 +176,10 @@ impl Client<'_> {
     async fn check(&self, authenticator: &MessageAuthenticator, identity: SpfIdentity) -> SpfOutput {
         let helo = self.helo_name();
         if identity == SpfIdentity::MailFrom && !self.mail_from.is_empty() {
-            let params = SpfParameters::verify_mail_from(self.client_ip, helo, self.hostname, self.mail_from);
+            let params = SpfParameters::verify_mail_from(self.client_ip, helo, &self.hostname, &self.mail_from);
             authenticator.verify_spf(params).await
         } else {
-            let params = SpfParameters::verify_ehlo(self.client_ip, helo, self.hostname);
+            let params = SpfParameters::verify_ehlo(self.client_ip, helo, &self.hostname);
             authenticator.verify_spf(params).await
         }
     }
@@ -187,7 +188,7 @@ impl Client<'_> {
 /// Checks SPF (RFC 7208) for the client's address and `identity` before the
 /// message, through the server's resolver. A HELO name that is not a domain
 /// name (an address literal, a name without a dot) is not checked: `None`.
-pub async fn check_spf(dns: &Dns, client: Client<'_>, identity: SpfIdentity) -> Result<SpfCheck, CapabilityError> {
+pub async fn check_spf(dns: &Dns, client: &Client, identity: SpfIdentity) -> Result<SpfCheck, CapabilityError> {
     let helo = client.helo_name();
     let uses_helo = identity == SpfIdentity::Helo || client.mail_from.is_empty();
     if uses_helo && (helo.parse::<IpAddr>().is_ok() || !helo.trim_end_matches('.').contains('.')) {
@@ -264,8 +265,8 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
         .await;
     let arc = authenticator.verify_arc(&message).await;
     let header_from = message.from.first().map(String::as_str).unwrap_or_default();
-    let mut results = AuthenticationResults::new(client.hostname)
-        .with_spf_mailfrom_result(&spf, client.client_ip, client.mail_from, helo)
+    let mut results = AuthenticationResults::new(&client.hostname)
+        .with_spf_mailfrom_result(&spf, client.client_ip, &client.mail_from, helo)
         .with_dkim_results(&dkim, header_from);
     if !arc.sets().is_empty() || *arc.result() != DkimResult::None {
         results = results.with_arc_result(&arc, client.client_ip);

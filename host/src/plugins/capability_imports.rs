@@ -317,7 +317,6 @@ impl sql::Host for StoreState {
     }
 }
 
-/// The TLS policy named by a `forward` next hop.
 /// A plugin's STARTTLS policy name (empty: `opportunistic`).
 fn tls_policy(policy: &str) -> Result<OutboundTls, Error> {
     match policy {
@@ -401,6 +400,26 @@ impl outbound_queue::Host for StoreState {
     }
 }
 
+/// Runs `attempt` on each address of `hop` in turn until one answers: a
+/// failure another address may not have (see [`ClientError::try_next_host`])
+/// moves on, and the last one becomes the `backend` error.
+async fn each_address<T, F: Future<Output = Result<T, ClientError>>>(
+    dns: &crate::capabilities::Dns,
+    hop: &forward::NextHop,
+    mut attempt: impl FnMut(std::net::SocketAddr) -> F,
+) -> Result<T, Error> {
+    let server = target(dns, &hop.host, hop.port, true).await?;
+    let mut last = format!("{} has no address", hop.host);
+    for addr in server.addrs {
+        match attempt(addr).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if e.try_next_host() => last = format!("{addr}: {e}"),
+            Err(e) => return Err(Error::Backend(format!("{addr}: {e}"))),
+        }
+    }
+    Err(Error::Backend(last))
+}
+
 impl StoreState {
     /// The client settings for a plugin's `hop`, when `forward` is granted.
     fn forward_settings(&self, hop: &forward::NextHop) -> Result<ClientSettings, Error> {
@@ -427,22 +446,12 @@ impl forward::Host for StoreState {
         };
         let dns = self.host.services.backends.dns.clone();
         bounded(self.deadline, async move {
-            let server = target(&dns, &hop.host, hop.port, true).await?;
-            let mut last = format!("{} has no address", hop.host);
-            for addr in server.addrs {
-                match probe(addr, &hop.host, &settings, "", &recipient).await {
-                    Ok(reply) => {
-                        return Ok(forward::RecipientReply {
-                            recipient,
-                            code: reply.code,
-                            text: reply.to_string(),
-                        });
-                    }
-                    Err(e) if e.try_next_host() => last = format!("{addr}: {e}"),
-                    Err(e) => return Err(Error::Backend(format!("{addr}: {e}"))),
-                }
-            }
-            Err(Error::Backend(last))
+            let reply = each_address(&dns, &hop, |addr| probe(addr, &hop.host, &settings, "", &recipient)).await?;
+            Ok::<_, Error>(forward::RecipientReply {
+                recipient,
+                code: reply.code,
+                text: reply.to_string(),
+            })
         })
         .await
     }
@@ -459,57 +468,43 @@ impl forward::Host for StoreState {
         let host = hop.host.clone();
         let (replies, dsn_passed) = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
-            let server = target(&dns, &hop.host, hop.port, true).await?;
-            let mut last = format!("{} has no address", hop.host);
-            for addr in server.addrs {
-                let sent = send(
+            let reply_for = |i: usize, reply: &crate::delivery::RemoteReply| forward::RecipientReply {
+                recipient: recipients[i].clone(),
+                code: reply.code,
+                text: reply.to_string(),
+            };
+            // Borrowed by each attempt.
+            let (hop, settings, message) = (&hop, &settings, &message);
+            let (sender, recipients, dsn, reply_for) = (&sender, &recipients, &dsn, &reply_for);
+            each_address(&dns, hop, |addr| async move {
+                let envelope = crate::delivery::Envelope {
+                    sender,
+                    recipients,
+                    dsn,
+                };
+                match send(
                     addr,
                     &hop.host,
-                    &settings,
-                    crate::delivery::Envelope {
-                        sender: &sender,
-                        recipients: &recipients,
-                        dsn: &dsn,
-                    },
+                    settings,
+                    envelope,
                     message.as_slice(),
                     message.len() as u64,
                 )
-                .await;
-                let replies: Vec<forward::RecipientReply> = match sent {
+                .await
+                {
                     Ok(delivery) => {
-                        let replies = (0..recipients.len())
-                            .map(|i| {
-                                let reply = delivery.outcome(i);
-                                forward::RecipientReply {
-                                    recipient: recipients[i].clone(),
-                                    code: reply.code,
-                                    text: reply.to_string(),
-                                }
-                            })
-                            .collect();
-                        return Ok((replies, delivery.dsn_passed));
+                        let replies = (0..recipients.len()).map(|i| reply_for(i, delivery.outcome(i)));
+                        Ok((replies.collect::<Vec<_>>(), delivery.dsn_passed))
                     }
-                    Err(e) if e.try_next_host() => {
-                        last = format!("{addr}: {e}");
-                        continue;
-                    }
+                    Err(e) if e.try_next_host() => Err(e),
                     // The server answered for the whole message (MAIL, DATA, end of data).
-                    Err(ClientError::Refused { reply, .. }) => recipients
-                        .iter()
-                        .map(|r| forward::RecipientReply {
-                            recipient: r.clone(),
-                            code: reply.code,
-                            text: reply.to_string(),
-                        })
-                        .collect(),
-                    Err(e) => {
-                        last = format!("{addr}: {e}");
-                        continue;
+                    Err(ClientError::Refused { reply, .. }) => {
+                        Ok(((0..recipients.len()).map(|i| reply_for(i, &reply)).collect(), false))
                     }
-                };
-                return Ok((replies, false));
-            }
-            Err(Error::Backend(last))
+                    Err(e) => Err(e),
+                }
+            })
+            .await
         })
         .await?;
         let accepted = replies.iter().filter(|r| (200..300).contains(&r.code));
@@ -563,32 +558,14 @@ impl From<&Authentication> for authentication::Results {
     }
 }
 
-/// Who the client is, as authentication needs it, taken under the session's lock.
-struct ClientFacts {
-    client_ip: std::net::IpAddr,
-    helo: String,
-    mail_from: String,
-    hostname: String,
-}
-
-impl ClientFacts {
-    /// The facts of `conn`, with the sender of `tx` when there is one.
-    fn of(conn: &Connection, tx: Option<&Transaction>) -> ClientFacts {
-        ClientFacts {
-            client_ip: conn.peer.ip(),
-            helo: conn.helo.clone().unwrap_or_default(),
-            mail_from: tx.map(|tx| tx.sender.addr_spec()).unwrap_or_default(),
-            hostname: conn.hostname.clone(),
-        }
-    }
-
-    fn client(&self) -> Client<'_> {
-        Client {
-            client_ip: self.client_ip,
-            helo: &self.helo,
-            mail_from: &self.mail_from,
-            hostname: &self.hostname,
-        }
+/// Who the client of `conn` is, with the sender of `tx` when there is one
+/// (taken under the session's lock).
+fn client_of(conn: &Connection, tx: Option<&Transaction>) -> Client {
+    Client {
+        client_ip: conn.peer.ip(),
+        helo: conn.helo.clone().unwrap_or_default(),
+        mail_from: tx.map(|tx| tx.sender.addr_spec()).unwrap_or_default(),
+        hostname: conn.hostname.clone(),
     }
 }
 
@@ -615,12 +592,8 @@ impl StoreState {
         if !self.granted("authentication") {
             return Err(Error::NotGranted);
         }
-        let (reader, (transaction, facts, done)) = self.message_and("authentication", |conn, tx| {
-            (
-                tx.id.clone(),
-                ClientFacts::of(conn, Some(tx)),
-                tx.authentication.clone(),
-            )
+        let (reader, (transaction, client, done)) = self.message_and("authentication", |conn, tx| {
+            (tx.id.clone(), client_of(conn, Some(tx)), tx.authentication.clone())
         })?;
         if let Some(done) = done {
             return Ok(done);
@@ -630,7 +603,7 @@ impl StoreState {
             let message = read_whole(reader).await?;
             let subject = Subject {
                 message: &message,
-                client: facts.client(),
+                client,
             };
             authenticate(&dns, subject).await.map_err(Error::from)
         })
@@ -662,7 +635,7 @@ impl authentication::Host for StoreState {
             authentication::SpfIdentity::Helo => SpfIdentity::Helo,
             authentication::SpfIdentity::MailFrom => SpfIdentity::MailFrom,
         };
-        let facts = {
+        let client = {
             let conn = self
                 .host
                 .conn
@@ -675,11 +648,11 @@ impl authentication::Host for StoreState {
                     "there is no transaction (check-spf mail-from works from mail on)".into(),
                 ));
             }
-            ClientFacts::of(&conn, tx)
+            client_of(&conn, tx)
         };
         let dns = self.host.services.backends.dns.clone();
         let check = bounded(self.deadline, async move {
-            check_spf(&dns, facts.client(), identity).await.map_err(Error::from)
+            check_spf(&dns, &client, identity).await.map_err(Error::from)
         })
         .await?;
         Ok(authentication::SpfCheck {

@@ -35,7 +35,10 @@ impl Plugin for Lmtp {
     const HOOKS: &'static [Hook] = &[Hook::Rcpt, Hook::Queue];
 
     fn rcpt(recipient: Address) -> Verdict {
-        if !Settings::load(SETTINGS).bool("verify_recipients", true) {
+        // One read of the file for the switch and the server.
+        let lines = config::lines(SETTINGS);
+        let settings = Settings::from_lines(lines.as_deref().unwrap_or_default());
+        if !settings.bool("verify_recipients", true) {
             return Verdict::Cont;
         }
         let address = recipient.to_addr_spec();
@@ -52,8 +55,8 @@ impl Plugin for Lmtp {
             Ok(false) => return Verdict::Cont,
             Err(e) => return unverified(format!("host_list: {e:?}")),
         }
-        let hop = match config::lines(SETTINGS) {
-            Ok(lines) => Routes::parse(&lines).route(&recipient.domain, DEFAULTS),
+        let hop = match &lines {
+            Ok(lines) => Routes::parse(lines).route(&recipient.domain, DEFAULTS),
             Err(e) => return unverified(format!("{SETTINGS} unreadable: {e:?}")),
         };
         let Some(hop) = hop else {
