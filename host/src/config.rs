@@ -6,7 +6,7 @@ use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
     PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SqliteDatabase,
 };
-use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings};
+use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, is_socket_path};
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::queue::RetrySchedule;
@@ -64,7 +64,6 @@ pub struct Instance {
     pub embedded: bool,
 }
 
-/// Every grant a plugin may be given, for error messages.
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 3] = ["kv", "blobstore", "sql"];
@@ -85,6 +84,7 @@ fn known_grants() -> String {
         .chain(&BACKEND_GRANTS)
         .map(|kind| format!("{kind}:NAME"));
     named
+        .chain(std::iter::once("socket:PATH".to_string()))
         .chain(UNNAMED_GRANTS.iter().map(|g| g.to_string()))
         .collect::<Vec<_>>()
         .join(", ")
@@ -249,6 +249,11 @@ impl Instance {
                         host: self.resolve(host),
                         guest: format!("/{dir}"),
                     });
+                }
+                Some(("socket", path)) => {
+                    if !is_socket_path(path) {
+                        bail!("plugin {name}: grant {grant:?} names no absolute socket path");
+                    }
                 }
                 Some((kind, backend)) if BACKEND_GRANTS.contains(&kind) => {
                     if !self.has_backend(kind, backend) {
@@ -438,6 +443,12 @@ impl Instance {
         let next_hop = |hop: &NextHopConfig, what: &str| -> Result<NextHop> {
             if hop.user.is_some() != hop.password.is_some() {
                 bail!("{what}: user and password go together");
+            }
+            if is_socket_path(&hop.host) && !hop.lmtp {
+                bail!(
+                    "{what}: host {:?} is a Unix socket, which is for LMTP hops (lmtp = true)",
+                    hop.host
+                );
             }
             Ok(NextHop::from(hop))
         };
@@ -653,14 +664,28 @@ mod tests {
             table.grants = Some(grants.iter().map(|g| g.to_string()).collect());
             instance.plugin_specs().map(|_| ()).map_err(|e| e.to_string())
         };
-        assert_eq!(with_grants(&["dns", "forward", "kv:default", "dir:maildir"]), Ok(()));
+        assert_eq!(
+            with_grants(&[
+                "dns",
+                "forward",
+                "kv:default",
+                "dir:maildir",
+                "socket:/run/dovecot/lmtp"
+            ]),
+            Ok(())
+        );
         assert_eq!(
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
+                 socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
                     .into()
             )
+        );
+        assert!(
+            with_grants(&["socket:run/lmtp"])
+                .unwrap_err()
+                .contains("names no absolute socket path")
         );
         assert!(
             with_grants(&["kv:nowhere"])
@@ -673,5 +698,21 @@ mod tests {
                 .contains("needs [antivirus] clamd")
         );
         assert!(with_grants(&["web:x"]).unwrap_err().contains("unknown grant"));
+    }
+
+    #[test]
+    fn only_lmtp_hops_may_be_unix_sockets() {
+        let with_route = |route: &str| {
+            let mut instance = Instance::embedded().unwrap();
+            let text = format!("[outbound.routes.\"mail.test\"]\nhost = \"/run/dovecot/lmtp\"\n{route}");
+            instance.config.outbound = parse_config(&text).unwrap().outbound;
+            instance.outbound_settings().map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(with_route("lmtp = true\n"), Ok(()));
+        assert!(
+            with_route("")
+                .unwrap_err()
+                .contains("is a Unix socket, which is for LMTP hops (lmtp = true)")
+        );
     }
 }

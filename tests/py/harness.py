@@ -452,9 +452,9 @@ def dnsmasq(records):
 
 
 def dovecot(users, passwords=None):
-    """Dovecot's LMTP service on TCP loopback, delivering to maildirs under
-    its temporary directory (`.mailbox(user)`), and its authentication
-    service on `.auth_port`. `users` maps each address it knows to its quota
+    """Dovecot's LMTP service on TCP loopback and on the Unix socket
+    `.lmtp_socket()`, delivering to maildirs under its temporary directory
+    (`.mailbox(user)`), and its authentication service on `.auth_port`. `users` maps each address it knows to its quota
     in bytes (0: none); any other address is unknown. `passwords` maps users
     to their passwords (the others have none that works)."""
     auth_port = free_port()
@@ -502,6 +502,9 @@ service lmtp {{
     address = 127.0.0.1
     port = {port}
   }}
+  unix_listener lmtp {{
+    mode = 0666
+  }}
 }}
 service auth {{
   inet_listener auth {{
@@ -514,6 +517,7 @@ service auth {{
 
     service = Service("dovecot", args)
     service.auth_port = auth_port
+    service.lmtp_socket = lambda: str(pathlib.Path(service.tmp.name) / "run" / "lmtp")
     service.mailbox = lambda user: sorted(
         (pathlib.Path(service.tmp.name) / "mail" / user.split("@")[1] / user.split("@")[0] / "new").glob("*"))
     return service

@@ -5,6 +5,7 @@ The sender's notices go to a scripted MX found through a real dnsmasq."""
 
 import email
 import email.policy
+import re
 import smtplib
 import unittest
 
@@ -18,7 +19,8 @@ class LmtpTest(unittest.TestCase):
         """DNS, the mailbox server and the sender's MX; the port of the MX."""
         cls.dns = dnsmasq(RECORDS)
         cls.addClassCleanup(cls.dns.stop)
-        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "dave@mail.test": 0, "full@mail.test": 100})
+        cls.dovecot = dovecot({"alice@mail.test": 0, "bob@mail.test": 0, "dave@mail.test": 0, "full@mail.test": 100,
+                               "carol@sock.test": 0})
         cls.addClassCleanup(cls.dovecot.stop)
         port = free_port("127.0.0.5")
         cls.sender_mx = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
@@ -29,7 +31,8 @@ class LmtpTest(unittest.TestCase):
     def setUpClass(cls):
         port = cls.start_services()
         route = (f'\n[outbound.routes."mail.test"]\nhost = "127.0.0.1"\nport = {cls.dovecot.port}\n'
-                 'lmtp = true\ntls = "never"\n')
+                 'lmtp = true\ntls = "never"\n'
+                 f'\n[outbound.routes."sock.test"]\nhost = "{cls.dovecot.lmtp_socket()}"\nlmtp = true\n')
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=relay_setup(cls.dns.port, port, extra=route, retry="1h"))
         cls.addClassCleanup(cls.server.stop)
@@ -79,6 +82,14 @@ class LmtpTest(unittest.TestCase):
         self.assertEqual(len(self.notices("to the mailboxes")["delivered"]), 2, "each told once")
 
 
+    def test_a_mailbox_server_on_a_unix_socket(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("sender@sender.test", ["carol@sock.test"], message("by the socket")), {})
+        self.assertTrue(wait_until(lambda: [c for c in self.dovecot.mailbox("carol@sock.test")
+                                            if b"Subject: by the socket\n" in c.read_bytes()], what="carol's copy"))
+        self.server.wait_for_log(r"delivered id=\S+ recipient=carol@sock\.test host=" + re.escape(self.dovecot.lmtp_socket()))
+
+
 class QueueLmtpTest(LmtpTest):
     """The same mailboxes, for inbound mail: `queue/lmtp` hands it to the
     host's queue for the Dovecot its config names."""
@@ -88,11 +99,20 @@ class QueueLmtpTest(LmtpTest):
         port = cls.start_services()
         cls.closed = free_port()
 
+        socket = cls.dovecot.lmtp_socket()
+
         def setup(server):
-            server.edit("config/host_list", lambda t: t + "mail.test\nlater.test\n")
+            # The same socket through a link: only the granted path may be named.
+            cls.link = server.dir / "lmtp-link"
+            cls.link.symlink_to(socket)
+            server.edit("config/host_list", lambda t: t + "mail.test\nlater.test\nsock.test\nungranted.test\n")
             server.set_settings("queue/lmtp.ini", port=cls.dovecot.port, verify_recipients="false")
-            server.edit("config/queue/lmtp.ini", lambda t: t + f"\n[later.test]\nport = {cls.closed}\n")
-            server.edit("waraka.toml", lambda t: t + (
+            server.edit("config/queue/lmtp.ini", lambda t: t + (
+                f"\n[later.test]\nport = {cls.closed}\n[sock.test]\npath = {socket}\n"
+                f"[ungranted.test]\npath = {cls.link}\n"))
+            server.edit("waraka.toml", lambda t: t.replace(
+                'grants = ["outbound-queue", "forward"]',
+                f'grants = ["outbound-queue", "forward", "socket:{socket}"]') + (
                 f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "2s"\n'
                 f'\n[outbound]\nport = {port}\nallow_local = true\nretry = "1h"\n'))
 
@@ -109,6 +129,15 @@ class QueueLmtpTest(LmtpTest):
         self.assertIn("connecting to 127.0.0.1", entry["last_error"])
         self.server.wait_for_log(r"carol@later\.test queued for 127\.0\.0\.1:\d+ as \S+")
 
+    def test_a_socket_without_its_grant_is_never_used(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            with self.assertRaises(smtplib.SMTPDataError) as refused:
+                s.sendmail("sender@sender.test", ["erin@ungranted.test"], message("not granted"))
+        self.assertEqual((refused.exception.smtp_code, refused.exception.smtp_error),
+                         (451, b"4.3.0 Mailbox server queue unavailable, try again later"))
+        self.server.wait_for_log(re.escape(str(self.link)) + r": Error::NotGranted")
+        self.assertEqual([e for e in queue_entries(self.server) if e["recipients"] == ["erin@ungranted.test"]], [])
+
     def test_unknown_mailboxes_are_refused_at_rcpt_when_verified(self):
         self.server.set_settings("queue/lmtp.ini", verify_recipients="true")
         try:
@@ -118,6 +147,11 @@ class QueueLmtpTest(LmtpTest):
                 self.assertEqual(s.rcpt("nobody@mail.test"),
                                  (550, b"5.1.1 Mailbox <nobody@mail.test> does not exist here"))
                 self.assertEqual(s.rcpt("dave@mail.test")[0], 250)
+                self.assertEqual(s.rcpt("nobody@sock.test"),
+                                 (550, b"5.1.1 Mailbox <nobody@sock.test> does not exist here"), "asked over the socket")
+                self.assertEqual(s.rcpt("carol@sock.test")[0], 250)
+                self.assertEqual(s.rcpt("erin@ungranted.test"),
+                                 (451, b"4.4.3 Cannot verify mailbox <erin@ungranted.test> now, try again later"))
                 self.assertEqual(s.rcpt("carol@later.test"),
                                  (451, b"4.4.3 Cannot verify mailbox <carol@later.test> now, try again later"))
                 self.assertEqual(s.rcpt("someone@elsewhere.test")[0], 550, "not local: the next plugin decides")
@@ -127,6 +161,8 @@ class QueueLmtpTest(LmtpTest):
         self.server.wait_for_log(r"<nobody@mail\.test> refused by the mailbox server: 550 5\.1\.1")
         copies = wait_until(lambda: self.dovecot.mailbox("dave@mail.test"), what="dave's copy")
         self.assertEqual(len(copies), 1)
+        self.assertTrue(wait_until(lambda: [c for c in self.dovecot.mailbox("carol@sock.test")
+                                            if b"Subject: verified\n" in c.read_bytes()], what="carol's copy"))
 
 
 if __name__ == "__main__":

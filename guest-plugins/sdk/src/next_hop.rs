@@ -8,7 +8,7 @@ use crate::{Address, config, envelope};
 /// One next hop from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hop {
-    /// `host`: a name or an IP address.
+    /// `host`: a name or an IP address; or `path`, a Unix socket (LMTP).
     pub host: String,
     /// `port`.
     pub port: u16,
@@ -16,6 +16,17 @@ pub struct Hop {
     pub tls: String,
     /// `auth_user` and `auth_pass`, when both are set.
     pub auth: Option<(String, String)>,
+}
+
+impl std::fmt::Display for Hop {
+    /// `host:port`, or the socket's path.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.starts_with('/') {
+            f.write_str(&self.host)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// What a hop is when its keys and the top's leave something out.
@@ -50,7 +61,8 @@ impl Routes {
     }
 
     /// The next hop for `domain`: its section, else the top of the file;
-    /// `None` when neither names a `host`.
+    /// `None` when neither names a `host` (or a socket `path`, which a
+    /// section's own `host` overrides, as Haraka's `lmtp.ini` has it).
     pub fn route(&self, domain: &str, defaults: Defaults) -> Option<Hop> {
         let top = &self.0[0].1;
         let domain = domain.to_ascii_lowercase();
@@ -59,15 +71,11 @@ impl Routes {
                 Some((_, section)) => (section, top),
                 None => (top, &[]),
             };
-        let get = |key: &str| {
-            settings
-                .iter()
-                .chain(inherited)
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-        };
+        let find = |part: &[(String, String)], key: &str| part.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let get = |key: &str| find(settings, key).or_else(|| find(inherited, key));
+        let server = |part: &[(String, String)]| find(part, "path").or_else(|| find(part, "host"));
         Some(Hop {
-            host: get("host")?,
+            host: server(settings).or_else(|| server(inherited))?,
             port: get("port").and_then(|p| p.parse().ok()).unwrap_or(defaults.port),
             tls: get("tls").unwrap_or_else(|| defaults.tls.into()),
             auth: get("auth_user").zip(get("auth_pass")),
@@ -133,5 +141,18 @@ mod tests {
         let lmtp = Defaults { port: 24, tls: "never" };
         let hop = routes("host = mail.local\n").route("x.test", lmtp).unwrap();
         assert_eq!((hop.port, hop.tls.as_str()), (24, "never"));
+        assert_eq!(hop.to_string(), "mail.local:24");
+    }
+
+    #[test]
+    fn a_socket_path_stands_for_the_host_unless_a_section_names_its_own() {
+        let lmtp = Defaults { port: 24, tls: "never" };
+        let config =
+            routes("host = 10.0.0.1\npath = /run/dovecot/lmtp\n[a.test]\nhost = 10.0.0.2\n[b.test]\nport = 2424\n");
+        let top = config.route("x.test", lmtp).unwrap();
+        assert_eq!(top.host, "/run/dovecot/lmtp", "path wins over host");
+        assert_eq!(top.to_string(), "/run/dovecot/lmtp");
+        assert_eq!(config.route("a.test", lmtp).unwrap().host, "10.0.0.2");
+        assert_eq!(config.route("b.test", lmtp).unwrap().host, "/run/dovecot/lmtp");
     }
 }

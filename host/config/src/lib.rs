@@ -237,7 +237,8 @@ impl Default for OutboundConfig {
 #[derive(Debug, Deserialize, serde::Serialize, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NextHopConfig {
-    /// The host name or IP address.
+    /// The host name or IP address, or (for an LMTP hop) the path of a
+    /// Unix socket, such as Dovecot's `/run/dovecot/lmtp`.
     pub host: String,
     #[serde(default = "default_smtp_port")]
     /// The port (default 25).

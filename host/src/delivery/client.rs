@@ -2,23 +2,24 @@
 //! when EHLO is refused), opportunistic or required STARTTLS, AUTH PLAIN or
 //! LOGIN to a smarthost, then the envelope — pipelined (RFC 2920) when the
 //! server offers PIPELINING — and the message streamed from its file with
-//! dot-stuffing. Every recipient gets its own reply.
+//! dot-stuffing. Every recipient gets its own reply. LMTP (LHLO, a reply per
+//! recipient after the message) for mailbox servers, also over a Unix socket.
 //!
 //! Replies are read with `smtp-proto`'s response parser. The client is
 //! written here rather than taken from `mail-send` or `lettre` because
 //! delivery needs per-recipient results from one pipelined envelope and a
 //! message streamed from disk, which neither offers.
 
+use super::route::Address;
 use crate::protocol::DsnRequests;
 use base64::Engine;
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Largest chunk read from the message file at once.
 const CHUNK: usize = 64 * 1024;
@@ -236,7 +237,7 @@ impl ClientError {
 /// Per-recipient results come back in [`Delivery`]; a failure for the whole
 /// attempt is a [`ClientError`].
 pub async fn send(
-    addr: SocketAddr,
+    addr: &Address,
     host: &str,
     settings: &ClientSettings,
     envelope: Envelope<'_>,
@@ -373,7 +374,7 @@ pub async fn send(
 /// LHLO, STARTTLS and AUTH as `settings` say), MAIL and RCPT, then QUIT
 /// without a message. The RCPT reply; a refused MAIL is a [`ClientError`].
 pub async fn probe(
-    addr: SocketAddr,
+    addr: &Address,
     host: &str,
     settings: &ClientSettings,
     sender: &str,
@@ -404,17 +405,26 @@ impl Connection {
     /// greeting, EHLO (or LHLO), STARTTLS with `host` as the server name,
     /// AUTH. The connection, the extensions offered, and whether TLS is up.
     async fn open(
-        addr: SocketAddr,
+        addr: &Address,
         host: &str,
         settings: &ClientSettings,
     ) -> Result<(Connection, Vec<String>, bool), ClientError> {
-        let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
+        let connect = async {
+            Ok::<Box<dyn Io>, std::io::Error>(match addr {
+                Address::Inet(inet) => {
+                    let tcp = TcpStream::connect(inet).await?;
+                    let _ = tcp.set_nodelay(true);
+                    Box::new(tcp)
+                }
+                Address::Unix(path) => Box::new(UnixStream::connect(path).await?),
+            })
+        };
+        let io = tokio::time::timeout(settings.connect_timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout("connect"))?
             .map_err(|e| ClientError::Network(format!("connecting to {addr}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
         let mut conn = Connection {
-            io: Box::new(tcp),
+            io,
             unread: Vec::new(),
             receiver: ResponseReceiver::default(),
             settings: settings.clone(),
@@ -430,6 +440,8 @@ impl Connection {
         let mut ext = conn.greet().await?;
         let mut tls = false;
         let verify = match settings.tls {
+            // A socket on this machine is not on the wire.
+            _ if matches!(addr, Address::Unix(_)) => None,
             TlsMode::Never => None,
             TlsMode::Opportunistic { verify } => offers(&ext, "STARTTLS").then_some(verify),
             TlsMode::Required if offers(&ext, "STARTTLS") => Some(true),
@@ -731,7 +743,7 @@ mod tests {
     async fn scripted(
         ehlo: &'static str,
         answers: Vec<(&'static str, &'static str)>,
-    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+    ) -> (Address, tokio::task::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -771,11 +783,11 @@ mod tests {
             }
             seen
         });
-        (addr, task)
+        (Address::Inet(addr), task)
     }
 
     /// Sends `message` from s@x.test to a@d.test.
-    async fn to_alice(addr: SocketAddr, settings: &ClientSettings, message: &[u8]) -> Result<Delivery, ClientError> {
+    async fn to_alice(addr: &Address, settings: &ClientSettings, message: &[u8]) -> Result<Delivery, ClientError> {
         send(
             addr,
             "mx.test",
@@ -811,7 +823,7 @@ mod tests {
         .await;
         let message: &[u8] = b"Subject: x\r\n\r\n.dot\r\nend";
         let delivery = send(
-            addr,
+            &addr,
             "mx.test",
             &settings(),
             Envelope {
@@ -874,7 +886,7 @@ mod tests {
                 ("", "250 done\r\n"),
             ];
             let (addr, server) = scripted(ehlo, answers).await;
-            let delivery = send(addr, "mx.test", &settings(), envelope(&both), &b"x\r\n"[..], 3)
+            let delivery = send(&addr, "mx.test", &settings(), envelope(&both), &b"x\r\n"[..], 3)
                 .await
                 .unwrap();
             let seen = server.await.unwrap();
@@ -902,7 +914,7 @@ mod tests {
         )
         .await;
         let delivery = send(
-            addr,
+            &addr,
             "mx.test",
             &settings(),
             Envelope {
@@ -925,15 +937,15 @@ mod tests {
     #[tokio::test]
     async fn envelope_refusals_and_dead_servers_are_errors_that_say_what_to_do() {
         let (addr, _server) = scripted("250 mx.test\r\n", vec![("MAIL", "452 4.3.1 insufficient storage\r\n")]).await;
-        let err = to_alice(addr, &settings(), &b"x\r\n"[..]).await.unwrap_err();
+        let err = to_alice(&addr, &settings(), &b"x\r\n"[..]).await.unwrap_err();
         assert!(
             matches!(&err, ClientError::Refused { stage: "MAIL", reply } if reply.code == 452),
             "{err}"
         );
         assert!(!err.try_next_host() && !err.is_permanent());
 
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let err = to_alice(closed, &settings(), &b"x\r\n"[..]).await.unwrap_err();
+        let closed = Address::Inet(TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap());
+        let err = to_alice(&closed, &settings(), &b"x\r\n"[..]).await.unwrap_err();
         assert!(matches!(err, ClientError::Network(_)) && err.try_next_host(), "{err}");
 
         let (addr, _server) = scripted("250 mx.test\r\n", vec![]).await;
@@ -941,7 +953,7 @@ mod tests {
             tls: TlsMode::Required,
             ..settings()
         };
-        let err = to_alice(addr, &strict, &b"x\r\n"[..]).await.unwrap_err();
+        let err = to_alice(&addr, &strict, &b"x\r\n"[..]).await.unwrap_err();
         assert!(matches!(err, ClientError::Tls(_)), "{err}");
     }
 
@@ -969,7 +981,9 @@ mod tests {
             recipients: &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
             dsn: &DsnRequests::default(),
         };
-        let delivery = send(addr, "mx.test", &lmtp, envelope, &b"hi\r\n"[..], 4).await.unwrap();
+        let delivery = send(&addr, "mx.test", &lmtp, envelope, &b"hi\r\n"[..], 4)
+            .await
+            .unwrap();
         assert_eq!(delivery.outcome(0).to_string(), "250 2.0.0 <a@d.test> saved");
         assert_eq!(delivery.outcome(1).code, 550);
         assert_eq!(delivery.outcome(2).to_string(), "452 4.2.2 <c@d.test> over quota");
@@ -994,7 +1008,7 @@ mod tests {
             lmtp: true,
             ..settings()
         };
-        let reply = probe(addr, "mx.test", &lmtp, "", "nobody@d.test").await.unwrap();
+        let reply = probe(&addr, "mx.test", &lmtp, "", "nobody@d.test").await.unwrap();
         assert_eq!(reply.to_string(), "550 5.1.1 <nobody@d.test> User doesn't exist");
         let seen = server.await.unwrap();
         assert!(seen.ends_with("QUIT\r\n") && !seen.contains("DATA"), "{seen}");
@@ -1011,7 +1025,7 @@ mod tests {
             ],
         )
         .await;
-        let delivery = to_alice(addr, &settings(), &b"secret\r\n"[..]).await.unwrap();
+        let delivery = to_alice(&addr, &settings(), &b"secret\r\n"[..]).await.unwrap();
         assert!(delivery.data.is_empty());
         assert_eq!(delivery.outcome(0).code, 550);
         assert!(!server.await.unwrap().contains("secret"));

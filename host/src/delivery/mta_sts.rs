@@ -8,7 +8,7 @@
 //! file too, so that it also outlives a restart (§5.1).
 
 use super::client::tls_config;
-use super::route::target;
+use super::route::{Address, target};
 use crate::capabilities::Dns;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -309,7 +309,9 @@ impl MtaSts {
         let server = target(dns, &host, self.port, self.allow_local)
             .await
             .map_err(|e| format!("resolving {host}: {e}"))?;
-        let addr = *server.addrs.first().ok_or(format!("{host} has no address"))?;
+        let Some(Address::Inet(addr)) = server.addrs.first().cloned() else {
+            return Err(format!("{host} has no address"));
+        };
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connecting to {host} ({addr}): {e}"))?;

@@ -8,8 +8,8 @@
 use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
-use super::route::{Route, RouteSettings, Target, resolve, target};
-use crate::capabilities::{DkimKeys, Dns};
+use super::route::{Address, Route, RouteSettings, Target, hop_target, resolve, target};
+use crate::capabilities::{CapabilityError, DkimKeys, Dns};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
@@ -148,6 +148,11 @@ impl Settlement {
             self.suppress_bounce = matches!(policy.bounce(info, &hook_failures(&self.failed)).await, Ok(true));
         }
     }
+}
+
+/// A next hop's failed address lookup, as the attempt's failure (retried).
+fn lookup_failed(host: &str) -> impl FnOnce(CapabilityError) -> Report + '_ {
+    move |e| Report::local("4.4.3", format!("DNS lookup for {host} failed: {e}"))
 }
 
 fn delivery_info(entry: &Entry) -> DeliveryInfo {
@@ -523,7 +528,7 @@ impl Outbound {
         if let Some(ip) = address_literal(domain) {
             let target = Target {
                 host: ip.to_string(),
-                addrs: vec![SocketAddr::new(ip, settings.route.port)],
+                addrs: vec![Address::Inet(SocketAddr::new(ip, settings.route.port))],
             };
             return Ok((Route::Targets(vec![target]), client));
         }
@@ -544,7 +549,9 @@ impl Outbound {
         client.auth = hop.auth.clone();
         client.tls = hop.tls.unwrap_or(client.tls);
         client.lmtp = hop.lmtp;
-        let target = self.next_hop_target(&hop.host, hop.port).await?;
+        let target = hop_target(&self.inner.dns, &hop.host, hop.port)
+            .await
+            .map_err(lookup_failed(&hop.host))?;
         let route = if target.addrs.is_empty() {
             Route::NoMailServer
         } else {
@@ -553,12 +560,12 @@ impl Outbound {
         Ok((route, client))
     }
 
-    /// A configured or plugin-given next hop (local addresses allowed: the
-    /// administrator or a plugin chose them).
+    /// A next hop of the outbound hooks (`get-mx`): a server on the network
+    /// (local addresses allowed: a plugin chose them), never a socket.
     async fn next_hop_target(&self, host: &str, port: u16) -> Result<Target, Report> {
         target(&self.inner.dns, host, port, true)
             .await
-            .map_err(|e| Report::local("4.4.3", format!("DNS lookup for {host} failed: {e}")))
+            .map_err(lookup_failed(host))
     }
 
     /// Tries the entry's servers in order until one gives per-recipient answers.
@@ -595,7 +602,7 @@ impl Outbound {
                 };
                 let size = file.metadata().await.map_or(0, |m| m.len());
                 let sent = send(
-                    *addr,
+                    addr,
                     &target.host,
                     &client,
                     Envelope {

@@ -5,15 +5,42 @@
 
 use crate::capabilities::{CapabilityError, Dns, MxHost};
 use hickory_resolver::proto::rr::RecordType;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 /// One server to try, with its addresses in the order to try them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// The host name (for TLS and logs).
+    /// The host name (for TLS and logs), or the socket's path.
     pub host: String,
     /// Its addresses, in the order to try them.
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<Address>,
+}
+
+/// Where a server listens: an IP address and port, or a local Unix socket
+/// (a mailbox server's LMTP socket, such as Dovecot's `/run/dovecot/lmtp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A TCP server.
+    Inet(SocketAddr),
+    /// A Unix stream socket on this machine.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(addr) => addr.fmt(f),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Whether a next hop's `host` names a Unix socket (an absolute path)
+/// instead of a server on the network.
+pub fn is_socket_path(host: &str) -> bool {
+    host.starts_with('/')
 }
 
 /// The outcome of routing a domain.
@@ -78,7 +105,7 @@ pub async fn target(dns: &Dns, host: &str, port: u16, allow_local: bool) -> Resu
     let mut addrs = Vec::new();
     for ip in ips {
         if usable(&ip, allow_local) {
-            addrs.push(SocketAddr::new(ip, port));
+            addrs.push(Address::Inet(SocketAddr::new(ip, port)));
         } else {
             tracing::warn!(host, %ip, "skipping a local address from DNS");
         }
@@ -87,6 +114,19 @@ pub async fn target(dns: &Dns, host: &str, port: u16, allow_local: bool) -> Resu
         host: host.to_string(),
         addrs,
     })
+}
+
+/// A configured or plugin-chosen next hop: its Unix socket when `host` is
+/// a path, else `host` on `port` with local addresses allowed (the
+/// administrator or a plugin chose them).
+pub async fn hop_target(dns: &Dns, host: &str, port: u16) -> Result<Target, CapabilityError> {
+    if is_socket_path(host) {
+        return Ok(Target {
+            host: host.to_string(),
+            addrs: vec![Address::Unix(PathBuf::from(host))],
+        });
+    }
+    target(dns, host, port, true).await
 }
 
 /// Routes `domain` through DNS. A DNS failure is an error (retry later);
@@ -141,6 +181,16 @@ mod tests {
         assert_eq!(names(&order_mx(records, 1).unwrap()), ["b", "a", "c", "d"]);
         assert_eq!(order_mx(vec![mx(0, "")], 0), None, "null MX");
         assert_eq!(order_mx(Vec::new(), 0), Some(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn a_hop_that_is_a_path_is_a_unix_socket() {
+        let dns = Dns::default();
+        let socket = hop_target(&dns, "/run/dovecot/lmtp", 24).await.unwrap();
+        assert_eq!(socket.addrs, [Address::Unix("/run/dovecot/lmtp".into())]);
+        assert_eq!(socket.addrs[0].to_string(), "unix:/run/dovecot/lmtp");
+        let ip = hop_target(&dns, "127.0.0.1", 24).await.unwrap();
+        assert_eq!(ip.addrs, [Address::Inet("127.0.0.1:24".parse().unwrap())]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::capabilities::{
     SqlValue, authenticate,
 };
 use crate::capabilities::{ClientInfo, Scan};
-use crate::delivery::{ClientError, ClientSettings, probe, send, target};
+use crate::delivery::{Address, ClientError, ClientSettings, hop_target, is_socket_path, probe, send};
 use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
@@ -350,12 +350,33 @@ impl StoreState {
     }
 }
 
+impl StoreState {
+    /// Whether the plugin may name `host` as a next hop: a Unix socket
+    /// (an absolute path) needs the `socket:PATH` grant and LMTP (mailbox
+    /// servers listen on local sockets; the client would otherwise write
+    /// SMTP into any socket the server can reach).
+    fn check_socket(&self, host: &str, lmtp: bool) -> Result<(), Error> {
+        if !is_socket_path(host) {
+            return Ok(());
+        }
+        if !lmtp {
+            return Err(Error::Invalid(format!("{host}: a Unix socket is for LMTP hops only")));
+        }
+        if self.granted(&format!("socket:{host}")) {
+            Ok(())
+        } else {
+            Err(Error::NotGranted)
+        }
+    }
+}
+
 impl outbound_queue::Host for StoreState {
     async fn enqueue(&mut self, hop: outbound_queue::Hop, recipients: Vec<String>) -> Result<Vec<String>, Error> {
         if !self.granted("outbound-queue") {
             return Err(Error::NotGranted);
         }
         let tls = tls_policy(&hop.tls)?;
+        self.check_socket(&hop.host, hop.lmtp)?;
         let (reader, (queue, sender, dsn, origin, unknown)) = self.message_and("enqueue", |conn, tx| {
             let known: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
             let unknown = recipients.iter().find(|r| !known.contains(r)).cloned();
@@ -406,12 +427,12 @@ impl outbound_queue::Host for StoreState {
 async fn each_address<T, F: Future<Output = Result<T, ClientError>>>(
     dns: &crate::capabilities::Dns,
     hop: &forward::NextHop,
-    mut attempt: impl FnMut(std::net::SocketAddr) -> F,
+    mut attempt: impl FnMut(Address) -> F,
 ) -> Result<T, Error> {
-    let server = target(dns, &hop.host, hop.port, true).await?;
+    let server = hop_target(dns, &hop.host, hop.port).await?;
     let mut last = format!("{} has no address", hop.host);
     for addr in server.addrs {
-        match attempt(addr).await {
+        match attempt(addr.clone()).await {
             Ok(answer) => return Ok(answer),
             Err(e) if e.try_next_host() => last = format!("{addr}: {e}"),
             Err(e) => return Err(Error::Backend(format!("{addr}: {e}"))),
@@ -422,10 +443,11 @@ async fn each_address<T, F: Future<Output = Result<T, ClientError>>>(
 
 impl StoreState {
     /// The client settings for a plugin's `hop`, when `forward` is granted.
-    fn forward_settings(&self, hop: &forward::NextHop) -> Result<ClientSettings, Error> {
+    fn forward_settings(&self, hop: &forward::NextHop, lmtp: bool) -> Result<ClientSettings, Error> {
         if !self.granted("forward") {
             return Err(Error::NotGranted);
         }
+        self.check_socket(&hop.host, lmtp)?;
         let mut settings = self.host.services.backends.smtp_client.clone();
         settings.tls = tls_policy(&hop.tls)?.into();
         settings.auth = hop.auth.clone();
@@ -442,11 +464,15 @@ impl forward::Host for StoreState {
     ) -> Result<forward::RecipientReply, Error> {
         let settings = ClientSettings {
             lmtp,
-            ..self.forward_settings(&hop)?
+            ..self.forward_settings(&hop, lmtp)?
         };
         let dns = self.host.services.backends.dns.clone();
         bounded(self.deadline, async move {
-            let reply = each_address(&dns, &hop, |addr| probe(addr, &hop.host, &settings, "", &recipient)).await?;
+            let (host, settings, asked) = (&hop.host, &settings, &recipient);
+            let reply = each_address(&dns, &hop, |addr| async move {
+                probe(&addr, host, settings, "", asked).await
+            })
+            .await?;
             Ok::<_, Error>(forward::RecipientReply {
                 recipient,
                 code: reply.code,
@@ -461,7 +487,7 @@ impl forward::Host for StoreState {
         hop: forward::NextHop,
         recipients: Vec<String>,
     ) -> Result<Vec<forward::RecipientReply>, Error> {
-        let settings = self.forward_settings(&hop)?;
+        let settings = self.forward_settings(&hop, false)?;
         let (reader, (sender, dsn)) =
             self.message_and("forward", |_, tx| (tx.sender.addr_spec(), tx.dsn_requests()))?;
         let dns = self.host.services.backends.dns.clone();
@@ -483,7 +509,7 @@ impl forward::Host for StoreState {
                     dsn,
                 };
                 match send(
-                    addr,
+                    &addr,
                     &hop.host,
                     settings,
                     envelope,

@@ -3,7 +3,8 @@
 //! Dovecot.
 //!
 //! The server of a recipient is the `[DOMAIN]` section of
-//! `config/queue/lmtp.ini` matching its domain, else the top of the file.
+//! `config/queue/lmtp.ini` matching its domain, else the top of the file:
+//! `host` and `port`, or `path`, its Unix socket (granted as `socket:PATH`).
 //! The message goes into the host's durable outbound queue for that server
 //! (the `outbound-queue` capability), and the client gets its `250` once it
 //! is stored there. The host's delivery worker then speaks LMTP to the
@@ -63,14 +64,14 @@ impl Plugin for Lmtp {
             return unverified(format!("no mailbox server (host) for {}", recipient.domain));
         };
         let server = forward::NextHop {
-            host: hop.host,
+            host: hop.host.clone(),
             port: hop.port,
-            tls: hop.tls,
+            tls: hop.tls.clone(),
             auth: None,
         };
         let reply = match forward::verify_recipient(&server, true, &address) {
             Ok(reply) => reply,
-            Err(e) => return unverified(format!("{}:{}: {e:?}", server.host, server.port)),
+            Err(e) => return unverified(format!("{hop}: {e:?}")),
         };
         match reply.code {
             200..=299 => Verdict::Cont,
@@ -104,14 +105,8 @@ impl Plugin for Lmtp {
                 tls: hop.tls.clone(),
             };
             match outbound_queue::enqueue(&server, &recipients) {
-                Ok(ids) => waraka_plugin::info!(
-                    "{} queued for {}:{} as {}",
-                    recipients.join(","),
-                    hop.host,
-                    hop.port,
-                    ids.join(",")
-                ),
-                Err(e) => return tempfail(&format!("{}:{}: {e:?}", hop.host, hop.port)),
+                Ok(ids) => waraka_plugin::info!("{} queued for {hop} as {}", recipients.join(","), ids.join(",")),
+                Err(e) => return tempfail(&format!("{hop}: {e:?}")),
             }
         }
         Verdict::ok()

@@ -45,18 +45,12 @@ impl Plugin for SmtpForward {
             };
             let replies = match forward::send(&target, &recipients) {
                 Ok(replies) => replies,
-                Err(Error::Backend(why)) => return tempfail(&format!("{}:{}: {why}", hop.host, hop.port)),
-                Err(e) => return tempfail(&format!("{}:{}: {e:?}", hop.host, hop.port)),
+                Err(Error::Backend(why)) => return tempfail(&format!("{hop}: {why}")),
+                Err(e) => return tempfail(&format!("{hop}: {e:?}")),
             };
             for reply in replies {
                 match reply.code {
-                    200..=299 => waraka_plugin::info!(
-                        "{} accepted by {}:{}: {}",
-                        reply.recipient,
-                        hop.host,
-                        hop.port,
-                        reply.text
-                    ),
+                    200..=299 => waraka_plugin::info!("{} accepted by {hop}: {}", reply.recipient, reply.text),
                     400..=499 => {
                         return tempfail(&format!("{} deferred by {}: {}", reply.recipient, hop.host, reply.text));
                     }
