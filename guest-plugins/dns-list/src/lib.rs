@@ -11,7 +11,7 @@
 //! clients are not looked up unless `check_private = true`.
 
 use std::net::IpAddr;
-use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, dns, notes, session};
+use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, dns_list, notes, session};
 
 const SETTINGS: &str = "dns-list.ini";
 
@@ -37,50 +37,9 @@ fn query_name(ip: IpAddr, zone: &str) -> String {
     }
 }
 
-/// Whether an answer address means "listed" (127.0.0.0/8, but not the
-/// 127.255.255.0/24 error codes).
-fn listing(answer: &str) -> bool {
-    match answer.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => {
-            let [a, b, c, _] = v4.octets();
-            a == 127 && !(b == 255 && c == 255)
-        }
-        _ => false,
-    }
-}
-
-fn zones(settings: &Settings, key: &str) -> Vec<String> {
-    settings
-        .list(key)
-        .iter()
-        .map(|z| z.trim_end_matches('.').to_string())
-        .filter(|z| !z.is_empty())
-        .collect()
-}
-
 /// Whether `ip` is in `zone`; `Err` when the lookup failed.
 fn listed(ip: IpAddr, zone: &str) -> Result<bool, String> {
-    dns::lookup_a(&query_name(ip, zone))
-        .map(|answers| answers.iter().any(|a| listing(a)))
-        .map_err(|e| format!("{e:?}"))
-}
-
-fn reason(ip: IpAddr, zone: &str) -> String {
-    let txt = dns::lookup_txt(&query_name(ip, zone)).unwrap_or_default();
-    let text: String = txt
-        .first()
-        .map(|t| {
-            t.chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .take(200)
-                .collect()
-        })
-        .unwrap_or_default();
-    if text.is_empty() {
-        format!("{ip} is listed in {zone}")
-    } else {
-        format!("{ip} is listed in {zone}: {text}")
-    }
+    dns_list::listings(&query_name(ip, zone)).map(|found| !found.is_empty())
 }
 
 impl Plugin for DnsList {
@@ -97,7 +56,7 @@ impl Plugin for DnsList {
             return Verdict::Cont;
         }
         let tempfail = settings.get("on_error").as_deref() != Some("continue");
-        for zone in zones(&settings, "allow_zones") {
+        for zone in dns_list::zones(&settings, "allow_zones") {
             match listed(ip, &zone) {
                 Ok(true) => {
                     waraka_plugin::info!("{ip} is allow-listed in {zone}");
@@ -108,11 +67,11 @@ impl Plugin for DnsList {
                 Err(e) => waraka_plugin::warn!("allow list {zone} lookup for {ip} failed: {e}"),
             }
         }
-        for zone in zones(&settings, "zones") {
+        for zone in dns_list::zones(&settings, "zones") {
             match listed(ip, &zone) {
                 Ok(false) => {}
                 Ok(true) => {
-                    let why = reason(ip, &zone);
+                    let why = dns_list::reason(&query_name(ip, &zone), &ip.to_string(), &zone);
                     waraka_plugin::info!("{why}");
                     let _ = notes::set(Scope::Connection, "dns-list.listed", &zone);
                     if settings.bool("reject", true) {
@@ -148,12 +107,5 @@ mod tests {
             v6,
             "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test"
         );
-    }
-
-    #[test]
-    fn only_127_answers_outside_the_error_range_list() {
-        assert!(listing("127.0.0.2") && listing("127.0.0.10"));
-        assert!(!listing("127.255.255.254"), "a query-refused code is not a listing");
-        assert!(!listing("192.0.2.1") && !listing("::1"));
     }
 }

@@ -44,6 +44,7 @@ pub mod bindings {
 }
 
 pub mod auth_results;
+pub mod dns_list;
 mod hook;
 pub mod host_list;
 pub mod next_hop;

@@ -40,6 +40,54 @@ pub struct Part {
     pub archive: Option<Archive>,
 }
 
+/// The decoded text of one text part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text {
+    /// `text/plain` or `text/html`.
+    pub content_type: &'static str,
+    /// The content in UTF-8.
+    pub text: String,
+}
+
+/// The text parts of `message` that are not attachments (an attached
+/// message's too), in order, with at most `max_bytes` of text in all.
+pub fn texts(message: &[u8], max_bytes: usize) -> Vec<Text> {
+    let mut out = Vec::new();
+    let mut left = max_bytes;
+    if let Some(parsed) = MessageParser::default().parse(message) {
+        collect_texts(&parsed, MAX_MESSAGE_DEPTH, &mut left, &mut out);
+    }
+    out
+}
+
+fn collect_texts(message: &mail_parser::Message<'_>, depth: u32, left: &mut usize, out: &mut Vec<Text>) {
+    for part in &message.parts {
+        if *left == 0 {
+            return;
+        }
+        let attachment = part.content_disposition().is_some_and(|cd| cd.is_attachment());
+        let (content_type, text) = match &part.body {
+            PartType::Text(text) if !attachment => ("text/plain", text),
+            PartType::Html(html) if !attachment => ("text/html", html),
+            PartType::Message(inner) if depth > 0 => {
+                collect_texts(inner, depth - 1, left, out);
+                continue;
+            }
+            _ => continue,
+        };
+        let mut end = text.len().min(*left);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        // A part that was cut ends the text: nothing after it is whole.
+        *left = if end < text.len() { 0 } else { *left - end };
+        out.push(Text {
+            content_type,
+            text: text[..end].to_string(),
+        });
+    }
+}
+
 /// The content parts of `message`, in order (an attached message's parts
 /// follow it), looking `archive_depth` levels into zip archives.
 pub fn parts(message: &[u8], archive_depth: u32) -> Vec<Part> {
@@ -187,6 +235,37 @@ mod tests {
              Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--b1--\r\n"
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn texts_are_decoded_and_bounded_and_attachments_left_out() {
+        let message = concat!(
+            "Subject: t\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+            "--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
+            "caf=E9 http://one.test/=\r\nx\r\n",
+            "--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            "PGEgaHJlZj0iaHR0cDovL3R3by50ZXN0LyI+eDwvYT4=\r\n",
+            "--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\n",
+            "http://attached.test/\r\n",
+            "--b--\r\n"
+        );
+        let all = texts(message.as_bytes(), 1 << 20);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(all[0].content_type, "text/plain");
+        assert!(all[0].text.starts_with("café http://one.test/x"), "{:?}", all[0].text);
+        assert_eq!(
+            (all[1].content_type, all[1].text.as_str()),
+            ("text/html", "<a href=\"http://two.test/\">x</a>")
+        );
+        let cut = texts(message.as_bytes(), 4);
+        assert_eq!(
+            cut,
+            [Text {
+                content_type: "text/plain",
+                text: "caf".into()
+            }],
+            "cut on a character boundary"
+        );
     }
 
     #[test]

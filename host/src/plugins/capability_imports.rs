@@ -756,19 +756,47 @@ impl antivirus::Host for StoreState {
     }
 }
 
+/// What `parse` makes of the whole message, read and parsed in one trip
+/// to the blocking pool, by `deadline`.
+async fn parse_message<T: Send + 'static>(
+    reader: MessageReader,
+    deadline: Instant,
+    parse: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, Error> {
+    bounded(deadline, async move {
+        tokio::task::spawn_blocking(move || {
+            let mut message = Vec::new();
+            std::io::Read::read_to_end(&mut { reader }, &mut message)
+                .map(|_| parse(&message))
+                .map_err(|e| Error::Backend(format!("reading the message: {e}")))
+        })
+        .await
+        .map_err(|e| Error::Backend(e.to_string()))?
+    })
+    .await
+}
+
 impl mime::Host for StoreState {
+    async fn texts(&mut self, max_bytes: u32) -> Result<Vec<mime::Text>, Error> {
+        let reader = self.message_reader("texts")?;
+        let found = parse_message(reader, self.deadline, move |m| {
+            crate::capabilities::mime::texts(m, max_bytes as usize)
+        })
+        .await?;
+        super::trace_guest_bytes("mime.texts", found.iter().map(|t| t.text.len()).sum());
+        Ok(found
+            .into_iter()
+            .map(|t| mime::Text {
+                content_type: t.content_type.to_string(),
+                text: t.text,
+            })
+            .collect())
+    }
+
     async fn parts(&mut self, archive_depth: u32) -> Result<Vec<mime::Part>, Error> {
         let reader = self.message_reader("parts")?;
-        // Reading and parsing in one trip to the blocking pool.
-        let found = bounded(self.deadline, async move {
-            tokio::task::spawn_blocking(move || {
-                let mut message = Vec::new();
-                std::io::Read::read_to_end(&mut { reader }, &mut message)
-                    .map(|_| crate::capabilities::mime::parts(&message, archive_depth))
-                    .map_err(|e| Error::Backend(format!("reading the message: {e}")))
-            })
-            .await
-            .map_err(|e| Error::Backend(e.to_string()))?
+        let found = parse_message(reader, self.deadline, move |m| {
+            crate::capabilities::mime::parts(m, archive_depth)
         })
         .await?;
         Ok(found

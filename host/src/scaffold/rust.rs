@@ -25,6 +25,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/next_hop.rs",
         include_str!("../../../guest-plugins/sdk/src/next_hop.rs"),
     ),
+    (
+        "src/dns_list.rs",
+        include_str!("../../../guest-plugins/sdk/src/dns_list.rs"),
+    ),
 ];
 
 /// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
@@ -139,4 +143,22 @@ pub(super) fn build(dir: &Path) -> Result<PathBuf> {
     run(&mut cargo, dir)?;
     let wasm = format!("{}.wasm", package.replace('-', "_"));
     Ok(target.join("wasm32-wasip2/release").join(wasm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_plugin_gets_every_file_of_the_sdk() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-plugins/sdk/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(sdk)
+            .unwrap()
+            .map(|e| format!("src/{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        let mut copied: Vec<String> = SDK_FILES.iter().map(|(name, _)| name.to_string()).collect();
+        on_disk.sort();
+        copied.sort();
+        assert_eq!(copied, on_disk);
+    }
 }

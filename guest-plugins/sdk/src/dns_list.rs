@@ -1,0 +1,70 @@
+//! DNS lists (RFC 5782) as the list plugins read them: `dns-list` looks up
+//! addresses, `uribl` domains, each as `ENTRY.ZONE` in every zone of a
+//! config key. An A answer in 127.0.0.0/8 means listed, except
+//! 127.255.255.0/24, which list operators use for errors ("query refused").
+
+use crate::{Settings, dns};
+
+/// The zones of the comma-separated config `key`, without trailing dots.
+pub fn zones(settings: &Settings, key: &str) -> Vec<String> {
+    settings
+        .list(key)
+        .iter()
+        .map(|z| z.trim_end_matches('.').to_string())
+        .filter(|z| !z.is_empty())
+        .collect()
+}
+
+/// Whether an answer address means "listed" (127.0.0.0/8, but not the
+/// 127.255.255.0/24 error codes).
+pub fn listing(answer: &str) -> bool {
+    match answer.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, c, _] = v4.octets();
+            a == 127 && !(b == 255 && c == 255)
+        }
+        _ => false,
+    }
+}
+
+/// The answers to the query `name` (`ENTRY.ZONE`) that are listings;
+/// `Err` when the lookup failed (not found is no listing).
+pub fn listings(name: &str) -> Result<Vec<String>, String> {
+    dns::lookup_a(name)
+        .map(|answers| answers.into_iter().filter(|a| listing(a)).collect())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// "`what` is listed in `zone`", with the list's TXT reason for the query
+/// `name` when it has one (printable ASCII, at most 200 characters).
+pub fn reason(name: &str, what: &str, zone: &str) -> String {
+    let txt = dns::lookup_txt(name).unwrap_or_default();
+    let text: String = txt
+        .first()
+        .map(|t| {
+            t.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .take(200)
+                .collect()
+        })
+        .unwrap_or_default();
+    if text.is_empty() {
+        format!("{what} is listed in {zone}")
+    } else {
+        format!("{what} is listed in {zone}: {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_answers_outside_the_error_range_are_listings() {
+        assert!(listing("127.0.0.2"));
+        assert!(listing("127.0.1.4"));
+        assert!(!listing("127.255.255.254"), "an error code");
+        assert!(!listing("192.0.2.1"));
+        assert!(!listing("::1"));
+    }
+}
