@@ -4,7 +4,7 @@
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
-    PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SqliteDatabase,
+    PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, is_socket_path};
 use crate::plugins::Backends;
@@ -290,14 +290,25 @@ impl Instance {
                 "[antivirus] clamd = \"HOST:PORT\" or a socket path",
             ),
             "spamfilter" => needs(
-                self.config.spamfilter.rspamd.is_some(),
-                "[spamfilter] rspamd = \"HOST:PORT\"",
+                self.config.spamfilter.rspamd.is_some() || self.config.spamfilter.spamd.is_some(),
+                "[spamfilter] rspamd = \"HOST:PORT\" or spamd = \"HOST:PORT\" (or a socket path)",
             ),
             "sasl" => needs(
                 self.config.sasl.dovecot.is_some(),
                 "[sasl] dovecot = \"HOST:PORT\" or a socket path",
             ),
             _ => Ok(()),
+        })
+    }
+
+    /// The scanner `[spamfilter]` names: rspamd or spamd, not both.
+    fn spam_scanner(&self) -> Result<Option<SpamScanner>> {
+        let config = &self.config.spamfilter;
+        Ok(match (&config.rspamd, &config.spamd) {
+            (Some(_), Some(_)) => bail!("[spamfilter] names rspamd and spamd: choose one"),
+            (Some(rspamd), None) => Some(SpamScanner::Rspamd(Rspamd::new(rspamd.clone()))),
+            (None, Some(spamd)) => Some(SpamScanner::Spamd(Spamd::new(spamd.clone()))),
+            (None, None) => None,
         })
     }
 
@@ -372,12 +383,7 @@ impl Instance {
                 .clamd
                 .as_deref()
                 .map(|address| Arc::new(Antivirus::new(Clamd::parse(address)))),
-            spamfilter: self
-                .config
-                .spamfilter
-                .rspamd
-                .clone()
-                .map(|address| Arc::new(Rspamd::new(address))),
+            spamfilter: self.spam_scanner()?.map(Arc::new),
             sasl: self
                 .config
                 .sasl
@@ -629,6 +635,15 @@ mod tests {
         );
         instance.config.dns.servers = vec!["dns.example".into()];
         assert!(instance.capability_backends().is_err());
+    }
+
+    #[test]
+    fn one_spam_scanner_at_most() {
+        let mut instance = Instance::embedded().unwrap();
+        instance.config.spamfilter.spamd = Some("/run/spamd.sock".into());
+        assert!(matches!(instance.spam_scanner(), Ok(Some(SpamScanner::Spamd(_)))));
+        instance.config.spamfilter.rspamd = Some("127.0.0.1:11333".into());
+        assert!(instance.spam_scanner().unwrap_err().to_string().contains("choose one"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! rspamd's action into a reply or header edits. Settings:
 //! `config/rspamd.ini`.
 
-use waraka_plugin::spamfilter::{self, SpamReport};
+use waraka_plugin::spamfilter::SpamReport;
 use waraka_plugin::{Hook, Plugin, Settings, Verdict};
 
 const SETTINGS: &str = "rspamd.ini";
@@ -80,35 +80,21 @@ impl Plugin for Rspamd {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        if settings.skips_relaying(true) {
-            return Verdict::Cont;
-        }
-        if settings.too_large_to_scan(20_971_520) {
-            return Verdict::Cont;
-        }
-        match spamfilter::check() {
-            Ok(report) => {
-                let symbols: Vec<&str> = report.symbols.iter().map(|(name, _)| name.as_str()).collect();
-                waraka_plugin::info!(
-                    "action=\"{}\" score={:.2}/{:.2} symbols={}",
-                    report.action,
-                    report.score,
-                    report.required_score,
-                    symbols.join(",")
-                );
-                waraka_plugin::note_transaction("rspamd.action", &report.action);
-                waraka_plugin::note_transaction("rspamd.score", &format!("{:.2}", report.score));
-                act(&settings, &report)
-            }
-            Err(e) => {
-                waraka_plugin::error!("scan failed: {e:?}");
-                if settings.get("on_error").as_deref() == Some("tempfail") {
-                    Verdict::denysoft_code(451, "4.3.0", "Unable to scan the message for spam now, try later")
-                } else {
-                    Verdict::Cont
-                }
-            }
-        }
+        let report = match waraka_plugin::scan_for_spam(&settings, 20_971_520) {
+            Ok(report) => report,
+            Err(verdict) => return verdict,
+        };
+        let symbols: Vec<&str> = report.symbols.iter().map(|(name, _)| name.as_str()).collect();
+        waraka_plugin::info!(
+            "action=\"{}\" score={:.2}/{:.2} symbols={}",
+            report.action,
+            report.score,
+            report.required_score,
+            symbols.join(",")
+        );
+        waraka_plugin::note_transaction("rspamd.action", &report.action);
+        waraka_plugin::note_transaction("rspamd.score", &format!("{:.2}", report.score));
+        act(&settings, &report)
     }
 }
 

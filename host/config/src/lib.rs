@@ -360,8 +360,12 @@ pub struct SaslConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SpamfilterConfig {
     /// rspamd's normal worker, `HOST:PORT` (its `bind_socket`, usually
-    /// `127.0.0.1:11333`); no scanner when absent.
+    /// `127.0.0.1:11333`).
     pub rspamd: Option<String>,
+    /// SpamAssassin's `spamd`, `HOST:PORT` (usually `127.0.0.1:783`) or
+    /// the path of its Unix socket; instead of `rspamd`. No scanner when
+    /// neither is set.
+    pub spamd: Option<String>,
 }
 
 /// `[dns]`.

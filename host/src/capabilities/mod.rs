@@ -30,5 +30,5 @@ pub use group_sync::GroupSync;
 pub use kv::{KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};
 pub use sasl::{ClientInfo, DovecotAuth};
-pub use spamfilter::{Rspamd, SpamReport};
+pub use spamfilter::{Rspamd, SpamReport, SpamScanner, Spamd};
 pub use sql::{Database, PgDatabase, PgSettings, SqlRows, SqlValue, SqliteDatabase};

@@ -1,8 +1,11 @@
-//! Spam scanning of a message by rspamd: its `/checkv2` HTTP endpoint gets
-//! the message and, as headers, the envelope and connection facts it scores
-//! (client address, HELO, sender, recipients, authenticated user). The JSON
-//! reply becomes a [`SpamReport`]; a scanner that cannot answer is an
-//! error, never a clean result. HTTP/1.1 through `hyper`.
+//! Spam scanning of a message by rspamd or SpamAssassin. rspamd's
+//! `/checkv2` HTTP endpoint gets the message and, as headers, the envelope
+//! and connection facts it scores (client address, HELO, sender,
+//! recipients, authenticated user); its JSON reply becomes a [`SpamReport`]
+//! (HTTP/1.1 through `hyper`). SpamAssassin's `spamd` gets the message over
+//! its SPAMC/1.5 protocol (`REPORT`), and its verdict and the rules that
+//! hit become the same report. A scanner that cannot answer is an error,
+//! never a clean result.
 
 use super::CapabilityError;
 use bytes::Bytes;
@@ -10,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The most of a reply read (rspamd's replies are a few KiB).
 const MAX_REPLY: usize = 1 << 20;
@@ -87,6 +91,25 @@ fn parse_reply(body: &[u8]) -> Result<SpamReport, CapabilityError> {
     })
 }
 
+/// The spam scanner of one server (`[spamfilter]`).
+#[derive(Clone, Debug)]
+pub enum SpamScanner {
+    /// rspamd's normal worker.
+    Rspamd(Rspamd),
+    /// SpamAssassin's `spamd`.
+    Spamd(Spamd),
+}
+
+impl SpamScanner {
+    /// Asks the scanner about `message`.
+    pub async fn check(&self, message: Vec<u8>, envelope: &Envelope) -> Result<SpamReport, CapabilityError> {
+        match self {
+            SpamScanner::Rspamd(rspamd) => rspamd.check(message, envelope).await,
+            SpamScanner::Spamd(spamd) => spamd.check(&message).await,
+        }
+    }
+}
+
 /// The rspamd of one server.
 #[derive(Clone, Debug)]
 pub struct Rspamd {
@@ -146,9 +169,136 @@ impl Rspamd {
     }
 }
 
+/// SpamAssassin's `spamd` at `HOST:PORT` or a Unix socket path (when it
+/// starts with `/`). The protocol (`spamd/PROTOCOL` in SpamAssassin's
+/// sources) is one request and one answer per connection, written here: no
+/// maintained crate speaks it.
+#[derive(Clone, Debug)]
+pub struct Spamd {
+    address: String,
+}
+
+impl Spamd {
+    /// The daemon at `address`.
+    pub fn new(address: impl Into<String>) -> Spamd {
+        Spamd {
+            address: address.into(),
+        }
+    }
+
+    /// Asks spamd about `message`: the action is `add header` when it calls
+    /// the message spam (its score reached the required one), else
+    /// `no action`; the symbols are the rules that hit, with their points.
+    pub async fn check(&self, message: &[u8]) -> Result<SpamReport, CapabilityError> {
+        let failed = |e: std::io::Error| CapabilityError::Backend(format!("spamd ({}): {e}", self.address));
+        let reply = if self.address.starts_with('/') {
+            let stream = tokio::net::UnixStream::connect(&self.address).await.map_err(failed)?;
+            ask_spamd(stream, message).await
+        } else {
+            let stream = tokio::net::TcpStream::connect(&self.address).await.map_err(failed)?;
+            ask_spamd(stream, message).await
+        }
+        .map_err(failed)?;
+        parse_spamd_reply(&reply).map_err(|why| CapabilityError::Backend(format!("spamd ({}): {why}", self.address)))
+    }
+}
+
+/// Sends one `REPORT` request for `message` and reads the whole answer.
+async fn ask_spamd(mut stream: impl AsyncRead + AsyncWrite + Unpin, message: &[u8]) -> std::io::Result<Vec<u8>> {
+    let head = format!("REPORT SPAMC/1.5\r\nContent-length: {}\r\n\r\n", message.len());
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(message).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    stream.take(MAX_REPLY as u64).read_to_end(&mut reply).await?;
+    Ok(reply)
+}
+
+/// The report in a spamd answer: `SPAMD/1.1 0 EX_OK`, headers with
+/// `Spam: True ; 1003.7 / 5.0`, and the report table after a blank line.
+fn parse_spamd_reply(reply: &[u8]) -> Result<SpamReport, String> {
+    let text = String::from_utf8_lossy(reply);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("unreadable answer {:?}", text.chars().take(80).collect::<String>()))?;
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("0") {
+        return Err(format!("refused: {status}"));
+    }
+    let verdict = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("Spam"))
+        .map(|(_, value)| value.trim())
+        .ok_or("no Spam header in the answer")?;
+    // `True ; 1003.7 / 5.0`
+    let (flag, scores) = verdict.split_once(';').ok_or("unreadable Spam header")?;
+    let (score, required) = scores.split_once('/').ok_or("unreadable Spam header")?;
+    let number = |n: &str| n.trim().parse::<f64>().map_err(|_| format!("unreadable score {n:?}"));
+    let spam = matches!(flag.trim().to_ascii_lowercase().as_str(), "true" | "yes");
+    Ok(SpamReport {
+        action: if spam { "add header" } else { "no action" }.into(),
+        score: number(score)?,
+        required_score: number(required)?,
+        symbols: report_rules(body),
+        smtp_message: None,
+        subject: None,
+    })
+}
+
+/// The rules of a SpamAssassin report table (`pts rule name description`,
+/// after its `----` line), with their points.
+fn report_rules(report: &str) -> Vec<(String, f64)> {
+    report
+        .lines()
+        .skip_while(|line| !line.starts_with("----"))
+        .skip(1)
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let points = words.next()?.parse::<f64>().ok()?;
+            let rule = words.next()?;
+            let is_rule = rule
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            is_rule.then(|| (rule.to_string(), points))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spamd_report_becomes_a_report() {
+        let reply = concat!(
+            "SPAMD/1.1 0 EX_OK\r\nContent-length: 300\r\nSpam: True ; 1003.7 / 5.0\r\n\r\n",
+            "Spam detection software, running on the system \"vm\",\n",
+            "has identified this incoming email as possible spam.\n\n",
+            "Content analysis details:   (1003.7 points, 5.0 required)\n\n",
+            " pts rule name              description\n",
+            "---- ---------------------- --------------------------------------------------\n",
+            "1000 GTUBE                  BODY: Generic Test for Unsolicited Bulk Email\n",
+            "-0.0 NO_RELAYS              Informational: message was not relayed via SMTP\n",
+            " 1.2 MISSING_DATE           Missing Date: header\n",
+            "                            continued 2.0 description\n",
+        );
+        let report = parse_spamd_reply(reply.as_bytes()).unwrap();
+        assert_eq!(report.action, "add header");
+        assert_eq!((report.score, report.required_score), (1003.7, 5.0));
+        assert_eq!(
+            report.symbols,
+            vec![
+                ("GTUBE".to_string(), 1000.0),
+                ("NO_RELAYS".to_string(), -0.0),
+                ("MISSING_DATE".to_string(), 1.2)
+            ]
+        );
+        let clean = parse_spamd_reply(b"SPAMD/1.1 0 EX_OK\r\nSpam: False ; 2.7 / 5.0\r\n\r\n").unwrap();
+        assert_eq!((clean.action.as_str(), clean.score), ("no action", 2.7));
+        assert!(parse_spamd_reply(b"SPAMD/1.0 76 Bad header line: x\r\n\r\n").is_err());
+        assert!(parse_spamd_reply(b"garbage").is_err());
+    }
 
     #[test]
     fn a_checkv2_reply_becomes_a_report() {

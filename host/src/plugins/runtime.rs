@@ -8,7 +8,7 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore, Rspamd,
+    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore, SpamScanner,
 };
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
@@ -78,7 +78,7 @@ pub struct Backends {
     /// The virus scanner (`antivirus` grant), when `[antivirus]` names one.
     pub antivirus: Option<Arc<Antivirus>>,
     /// The spam scanner (`spamfilter` grant), when `[spamfilter]` names one.
-    pub spamfilter: Option<Arc<Rspamd>>,
+    pub spamfilter: Option<Arc<SpamScanner>>,
     /// The password authority (`sasl` grant), when `[sasl]` names one.
     pub sasl: Option<Arc<DovecotAuth>>,
 }

@@ -1,0 +1,91 @@
+"""spamassassin end to end: a real SpamAssassin spamd, started here with its
+packaged rules, judges what smtplib sends to a real waraka; the host speaks
+spamd's protocol, the plugin marks, tags or refuses by score."""
+
+import email
+import unittest
+
+from harness import Waraka, free_port, prometheus, spamd
+from test_rspamd import message
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def instance(address, metrics_port=None):
+    def setup(server):
+        server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\nspamd = "{address}"\n')
+        if metrics_port:
+            server.enable_metrics(metrics_port)
+        server.edit("config/host_list", lambda t: t + "example.com\n")
+
+    return Waraka(["rcpt_to.in_host_list", "spamassassin", "queue/maildir"], setup=setup)
+
+
+def gtube(subject):
+    return message(subject).replace(b"Lunch tomorrow?", GTUBE.encode())
+
+
+class SpamAssassinTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.spamd = spamd()
+        cls.metrics_port = free_port()
+        cls.server = instance(f"127.0.0.1:{cls.spamd.port}", cls.metrics_port)
+        cls.down = instance(f"127.0.0.1:{free_port()}")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.down.stop()
+        cls.spamd.stop()
+
+    def send(self, raw, server=None):
+        code, text, stored = (server or self.server).deliver(raw)
+        return code, text, [email.message_from_bytes(data) for data in stored]
+
+    def test_spam_is_marked_with_spamassassins_fields_by_default(self):
+        code, _, stored = self.send(gtube("mark me").replace(b"\r\n\r\n", b"\r\nX-Spam-Flag: NO\r\n\r\n", 1))
+        self.assertEqual(code, 250)
+        self.assertEqual(stored[0].get_all("X-Spam-Flag"), ["YES"], "the client's copy is replaced")
+        self.assertRegex(stored[0]["X-Spam-Status"], r"^Yes, score=10\d\d\.\d required=5\.0 tests=.*\bGTUBE\b")
+        self.assertEqual(stored[0]["X-Spam-Level"], "*" * 50)
+        self.assertEqual(stored[0]["Subject"], "mark me", "no subject threshold set")
+        self.server.wait_for_log(r"Yes, score=10\d\d\.\d required=5\.0 tests=.*GTUBE")
+        self.assertGreaterEqual(prometheus(self.metrics_port).get('waraka_spam_checks_total{action="add header"}'), 1)
+
+    def test_clean_mail_is_marked_no(self):
+        code, _, stored = self.send(message("lunch"))
+        self.assertEqual(code, 250)
+        self.assertEqual(stored[0]["X-Spam-Flag"], "NO")
+        self.assertRegex(stored[0]["X-Spam-Status"], r"^No, score=-?\d+\.\d required=5\.0 tests=")
+
+    def test_thresholds_refuse_and_tag_by_score(self):
+        self.server.edit("config/spamassassin.ini",
+                         lambda t: t + "# by the test\nreject_threshold = 2000\nmunge_subject_threshold = 5\n")
+        try:
+            code, _, stored = self.send(gtube("tag me"))
+            self.assertEqual(code, 250)
+            self.assertEqual(stored[0]["Subject"], "*** SPAM *** tag me")
+            self.server.edit("config/spamassassin.ini", lambda t: t.replace("reject_threshold = 2000", "reject_threshold = 10"))
+            code, text, stored = self.send(gtube("refuse me"))
+            self.assertEqual(code, 550)
+            self.assertRegex(text, r"^5\.7\.1 Message rejected as spam \(score 10\d\d\.\d, limit 10\.0\)$")
+            self.assertEqual(stored, [])
+        finally:
+            self.server.edit("config/spamassassin.ini", lambda t: t.split("# by the test\n")[0])
+
+    def test_an_unreachable_spamd_lets_mail_through_unscanned_or_tempfails(self):
+        code, _, stored = self.send(gtube("unscanned"), server=self.down)
+        self.assertEqual(code, 250)
+        self.assertIsNone(stored[0]["X-Spam-Flag"])
+        self.down.wait_for_log(r"scan failed: .*spamd \(127\.0\.0\.1:\d+\)")
+        self.down.set_settings("spamassassin.ini", on_error="tempfail")
+        try:
+            code, text, stored = self.send(gtube("later"), server=self.down)
+        finally:
+            self.down.set_settings("spamassassin.ini", on_error="continue")
+        self.assertEqual((code, text, stored), (451, "4.3.0 Unable to scan the message for spam now, try later", []))
+
+
+if __name__ == "__main__":
+    unittest.main()
