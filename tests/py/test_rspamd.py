@@ -19,14 +19,18 @@ def message(subject, pattern=None, extra=""):
             f"{extra}\r\n{body}\r\n").encode()
 
 
-def instance(address, metrics_port=None):
+def instance(address, metrics_port=None, scanner="rspamd"):
+    """A server whose `[spamfilter]` names `scanner` (rspamd or spamd) at
+    `address`, with the plugin for it in its chain."""
+    plugin = {"rspamd": "rspamd", "spamd": "spamassassin"}[scanner]
+
     def setup(server):
-        server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\nrspamd = "{address}"\n')
+        server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\n{scanner} = "{address}"\n')
         if metrics_port:
             server.enable_metrics(metrics_port)
         server.edit("config/host_list", lambda t: t + "example.com\n")
 
-    return Waraka(["rcpt_to.in_host_list", "rspamd", "queue/maildir"], setup=setup)
+    return Waraka(["rcpt_to.in_host_list", plugin, "queue/maildir"], setup=setup)
 
 
 class RspamdTest(unittest.TestCase):

@@ -5,20 +5,10 @@ spamd's protocol, the plugin marks, tags or refuses by score."""
 import email
 import unittest
 
-from harness import Waraka, free_port, prometheus, spamd
-from test_rspamd import message
+from harness import free_port, prometheus, spamd
+from test_rspamd import instance, message
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
-
-
-def instance(address, metrics_port=None):
-    def setup(server):
-        server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\nspamd = "{address}"\n')
-        if metrics_port:
-            server.enable_metrics(metrics_port)
-        server.edit("config/host_list", lambda t: t + "example.com\n")
-
-    return Waraka(["rcpt_to.in_host_list", "spamassassin", "queue/maildir"], setup=setup)
 
 
 def gtube(subject):
@@ -30,8 +20,8 @@ class SpamAssassinTest(unittest.TestCase):
     def setUpClass(cls):
         cls.spamd = spamd()
         cls.metrics_port = free_port()
-        cls.server = instance(f"127.0.0.1:{cls.spamd.port}", cls.metrics_port)
-        cls.down = instance(f"127.0.0.1:{free_port()}")
+        cls.server = instance(f"127.0.0.1:{cls.spamd.port}", cls.metrics_port, scanner="spamd")
+        cls.down = instance(f"127.0.0.1:{free_port()}", scanner="spamd")
 
     @classmethod
     def tearDownClass(cls):
