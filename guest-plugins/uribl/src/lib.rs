@@ -74,11 +74,13 @@ fn link_domains(text: &str, into: &mut BTreeSet<String>) {
     }
 }
 
-/// The registered domains after `@` in a header field's value.
-fn address_domains(value: &str, into: &mut BTreeSet<String>) {
+/// The registered domains after `@` in the values of header fields.
+fn address_domains<'a>(values: impl IntoIterator<Item = &'a str>, into: &mut BTreeSet<String>) {
     let at = Regex::new(r"@\[?([A-Za-z0-9.-]+)").expect("a valid pattern");
-    for found in at.captures_iter(value) {
-        into.extend(registered_domain(&found[1]));
+    for value in values {
+        for found in at.captures_iter(value) {
+            into.extend(registered_domain(&found[1]));
+        }
     }
 }
 
@@ -184,17 +186,15 @@ impl Plugin for Uribl {
     }
 
     fn data_post() -> Verdict {
-        let Some(settings) = Some(Settings::load(SETTINGS)).filter(|s| !s.skips_relaying(true)) else {
+        let settings = Settings::load(SETTINGS);
+        if settings.skips_relaying(true) {
             return Verdict::Cont;
-        };
+        }
         // Header domains first: they count against max_lookups before links.
         let mut headers = BTreeSet::new();
         if settings.bool("check_headers", true) {
-            for field in HEADERS {
-                for value in message::header(field) {
-                    address_domains(&value, &mut headers);
-                }
-            }
+            let values: Vec<String> = HEADERS.iter().flat_map(|field| message::header(field)).collect();
+            address_domains(values.iter().map(String::as_str), &mut headers);
         }
         let mut links = BTreeSet::new();
         if settings.bool("check_body", true) {
@@ -249,8 +249,10 @@ mod tests {
     #[test]
     fn header_values_give_the_domains_of_their_addresses() {
         let mut found = BTreeSet::new();
-        address_domains("\"a@b\" <x@Mail.Sender.test>, y@[192.0.2.1]", &mut found);
-        address_domains("<1234.5@host.id.test>", &mut found);
+        address_domains(
+            ["\"a@b\" <x@Mail.Sender.test>, y@[192.0.2.1]", "<1234.5@host.id.test>"],
+            &mut found,
+        );
         assert_eq!(found.into_iter().collect::<Vec<_>>(), ["id.test", "sender.test"]);
     }
 }

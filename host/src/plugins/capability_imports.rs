@@ -144,9 +144,18 @@ async fn bounded<T, E: Into<Error>>(deadline: Instant, call: impl Future<Output 
 /// The whole message, read from the spool off the async threads; the bytes
 /// stay in host memory.
 async fn read_whole(reader: MessageReader) -> Result<Vec<u8>, Error> {
+    read_then(reader, |bytes| bytes).await
+}
+
+/// What `then` makes of the whole message, read from the spool and handed
+/// to it in one trip to the blocking pool.
+async fn read_then<T: Send + 'static>(
+    reader: MessageReader,
+    then: impl FnOnce(Vec<u8>) -> T + Send + 'static,
+) -> Result<T, Error> {
     tokio::task::spawn_blocking(move || {
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| bytes)
+        std::io::Read::read_to_end(&mut { reader }, &mut bytes).map(|_| then(bytes))
     })
     .await
     .map_err(|e| Error::Backend(e.to_string()))?
@@ -331,26 +340,6 @@ fn tls_policy(policy: &str) -> Result<OutboundTls, Error> {
 }
 
 impl StoreState {
-    /// Records that `recipients` went to `host` (its `reply`), so the
-    /// session's success notices leave them to `host` when it took the
-    /// DSN requests on (`dsn_passed`) and say `relayed` otherwise.
-    fn hand_on<'a>(&self, recipients: impl Iterator<Item = (&'a str, &'a str)>, host: &str, dsn_passed: bool) {
-        if let Some(conn) = &self.host.conn
-            && let Some(tx) = conn.lock().transaction.as_mut()
-        {
-            for (recipient, reply) in recipients {
-                tx.handed_on.push(HandedOn {
-                    recipient: recipient.to_string(),
-                    host: host.to_string(),
-                    reply: reply.to_string(),
-                    dsn_passed,
-                });
-            }
-        }
-    }
-}
-
-impl StoreState {
     /// Whether the plugin may name `host` as a next hop: a Unix socket
     /// (an absolute path) needs the `socket:PATH` grant and LMTP (mailbox
     /// servers listen on local sockets; the client would otherwise write
@@ -366,6 +355,24 @@ impl StoreState {
             Ok(())
         } else {
             Err(Error::NotGranted)
+        }
+    }
+
+    /// Records that `recipients` went to `host` (its `reply`), so the
+    /// session's success notices leave them to `host` when it took the
+    /// DSN requests on (`dsn_passed`) and say `relayed` otherwise.
+    fn hand_on<'a>(&self, recipients: impl Iterator<Item = (&'a str, &'a str)>, host: &str, dsn_passed: bool) {
+        if let Some(conn) = &self.host.conn
+            && let Some(tx) = conn.lock().transaction.as_mut()
+        {
+            for (recipient, reply) in recipients {
+                tx.handed_on.push(HandedOn {
+                    recipient: recipient.to_string(),
+                    host: host.to_string(),
+                    reply: reply.to_string(),
+                    dsn_passed,
+                });
+            }
         }
     }
 }
@@ -756,33 +763,13 @@ impl antivirus::Host for StoreState {
     }
 }
 
-/// What `parse` makes of the whole message, read and parsed in one trip
-/// to the blocking pool, by `deadline`.
-async fn parse_message<T: Send + 'static>(
-    reader: MessageReader,
-    deadline: Instant,
-    parse: impl FnOnce(&[u8]) -> T + Send + 'static,
-) -> Result<T, Error> {
-    bounded(deadline, async move {
-        tokio::task::spawn_blocking(move || {
-            let mut message = Vec::new();
-            std::io::Read::read_to_end(&mut { reader }, &mut message)
-                .map(|_| parse(&message))
-                .map_err(|e| Error::Backend(format!("reading the message: {e}")))
-        })
-        .await
-        .map_err(|e| Error::Backend(e.to_string()))?
-    })
-    .await
-}
-
 impl mime::Host for StoreState {
     async fn texts(&mut self, max_bytes: u32) -> Result<Vec<mime::Text>, Error> {
         let reader = self.message_reader("texts")?;
-        let found = parse_message(reader, self.deadline, move |m| {
-            crate::capabilities::mime::texts(m, max_bytes as usize)
-        })
-        .await?;
+        let texts = read_then(reader, move |m| {
+            crate::capabilities::mime::texts(&m, max_bytes as usize)
+        });
+        let found = bounded(self.deadline, texts).await?;
         super::trace_guest_bytes("mime.texts", found.iter().map(|t| t.text.len()).sum());
         Ok(found
             .into_iter()
@@ -795,10 +782,8 @@ impl mime::Host for StoreState {
 
     async fn parts(&mut self, archive_depth: u32) -> Result<Vec<mime::Part>, Error> {
         let reader = self.message_reader("parts")?;
-        let found = parse_message(reader, self.deadline, move |m| {
-            crate::capabilities::mime::parts(m, archive_depth)
-        })
-        .await?;
+        let parts = read_then(reader, move |m| crate::capabilities::mime::parts(&m, archive_depth));
+        let found = bounded(self.deadline, parts).await?;
         Ok(found
             .into_iter()
             .map(|part| mime::Part {
