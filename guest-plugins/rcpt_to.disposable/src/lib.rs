@@ -7,7 +7,6 @@
 //! `separator` between user and date.
 
 use regex_lite::Regex;
-use std::time::{SystemTime, UNIX_EPOCH};
 use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope};
 
 struct Disposable;
@@ -28,21 +27,6 @@ fn parse(local_part: &str, separator: &str) -> Option<(String, u32)> {
     Some((caps[1].to_string(), y * 10000 + m * 100 + d))
 }
 
-/// Today's UTC date as a `YYYYMMDD` number (Howard Hinnant's civil-from-days).
-fn today() -> u32 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year * 10000 + month * 100 + day) as u32
-}
-
 impl Plugin for Disposable {
     const NAME: &'static str = "rcpt_to.disposable";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -53,7 +37,7 @@ impl Plugin for Disposable {
         let Some((user, expiry)) = parse(&recipient.local_part, &separator) else {
             return Verdict::Cont;
         };
-        if expiry < today() {
+        if expiry < waraka_plugin::today_utc() {
             waraka_plugin::info!("{recipient} expired on {expiry}");
             return Verdict::deny_code(550, "5.1.1", "Expired email address");
         }

@@ -469,6 +469,29 @@ impl authentication::Policy {
     }
 }
 
+/// Today's date in UTC as a `YYYYMMDD` number (20261204).
+pub fn today_utc() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    date_of_day(secs / 86_400)
+}
+
+/// The `YYYYMMDD` number of the day `days` after 1970-01-01 (Howard
+/// Hinnant's civil-from-days).
+fn date_of_day(days: u64) -> u32 {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year * 10000 + month * 100 + day) as u32
+}
+
 /// Scans the current message with the server's spam scanner (the
 /// `spamfilter` capability) as a scanning plugin's `settings` say: a
 /// relaying client (`skip_relaying`) or a message over `max_size` (default
@@ -621,8 +644,15 @@ macro_rules! export {
 
 #[cfg(test)]
 mod tests {
-    use super::{ip_in_range, parse_duration};
+    use super::{date_of_day, ip_in_range, parse_duration};
     use std::time::Duration;
+
+    #[test]
+    fn days_become_calendar_dates() {
+        assert_eq!(date_of_day(0), 19700101);
+        assert_eq!(date_of_day(11_016), 20000229, "a leap day");
+        assert_eq!(date_of_day(20_791), 20261204);
+    }
 
     #[test]
     fn durations_read_like_haraka() {

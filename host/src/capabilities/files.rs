@@ -8,7 +8,7 @@
 //! directory ([`GroupSync`](super::GroupSync)).
 
 use super::CapabilityError;
-use cap_primitives::fs::{OpenOptions, open, open_ambient_dir, open_dir, remove_file, rename};
+use cap_primitives::fs::{DirOptions, OpenOptions, create_dir, open, open_ambient_dir, open_dir, remove_file, rename};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -93,6 +93,30 @@ impl DeliveryDir {
         )
     }
 
+    /// Creates the directory `path` and its missing parents below the root
+    /// (`mkdir -p`), fsyncing (with `fsync`) the parent of each one created
+    /// so that it survives a crash; an existing directory is left as it is.
+    pub fn make_dirs(
+        &self,
+        path: &RelativePath,
+        fsync: impl Fn(&File) -> io::Result<()>,
+    ) -> Result<(), CapabilityError> {
+        let full = path.0.as_str();
+        let ends = full.match_indices('/').map(|(i, _)| i).chain([full.len()]);
+        for end in ends {
+            let (dir, parent) = (&full[..end], full[..end].rsplit_once('/').map_or("", |(p, _)| p));
+            match create_dir(&self.root, Path::new(dir), &DirOptions::new()) {
+                Ok(()) => {
+                    let parent = self.readable_dir(parent).map_err(failed("opening", parent))?;
+                    fsync(&parent).map_err(failed("syncing", parent_name(dir)))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(failed("creating", dir)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `prefix` and then all of `source` to the new file `temp`,
     /// fsyncs it and renames it to `path` (both relative to the root; an
     /// existing file at `path` is replaced). A missing directory on either
@@ -131,6 +155,11 @@ impl DeliveryDir {
         })?;
         Ok(Delivered { bytes, dir: path_dir })
     }
+}
+
+/// The parent directory's name of `dir` for messages (`.` for the root).
+fn parent_name(dir: &str) -> &str {
+    dir.rsplit_once('/').map_or(".", |(parent, _)| parent)
 }
 
 /// Writes `prefix` and everything `source` yields, in writes of up to
@@ -276,6 +305,47 @@ mod tests {
             std::fs::read_dir(outside.path()).unwrap().count(),
             0,
             "nothing written through the link"
+        );
+    }
+
+    #[test]
+    fn make_dirs_creates_what_is_missing_and_syncs_each_new_entrys_parent() {
+        let (dir, d) = root();
+        let synced = std::cell::RefCell::new(Vec::new());
+        let record = |f: &File| {
+            use std::os::unix::fs::MetadataExt;
+            synced.borrow_mut().push(f.metadata()?.ino());
+            Ok(())
+        };
+        d.make_dirs(&RelativePath::new("box/q/2026/12".into()).unwrap(), record)
+            .unwrap();
+        assert!(dir.path().join("box/q/2026/12").is_dir());
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().ino();
+        assert_eq!(
+            *synced.borrow(),
+            [ino("box"), ino("box/q"), ino("box/q/2026")],
+            "box existed"
+        );
+        synced.borrow_mut().clear();
+        d.make_dirs(&RelativePath::new("box/q/2026/12".into()).unwrap(), record)
+            .unwrap();
+        assert!(synced.borrow().is_empty(), "nothing new, nothing synced");
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        assert!(matches!(
+            d.make_dirs(&RelativePath::new("file/x".into()).unwrap(), record),
+            Err(CapabilityError::Backend(_))
+        ));
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("away")).unwrap();
+        assert!(
+            d.make_dirs(&RelativePath::new("away/x".into()).unwrap(), record)
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing made through the link"
         );
     }
 

@@ -248,6 +248,19 @@ impl files::Host for StoreState {
         };
         bounded(self.deadline, save).await
     }
+
+    async fn make_dirs(&mut self, dir: String, path: String) -> Result<(), Error> {
+        let target = self.dirs.open(&dir)?;
+        let path = RelativePath::new(path)?;
+        let make = file_work(self.blocking_files, move || {
+            target.make_dirs(&path, GroupSync::sync_alone)
+        });
+        let made = async {
+            make.await
+                .map_err(|e| CapabilityError::Backend(format!("blocking task: {e}")))?
+        };
+        bounded(self.deadline, made).await
+    }
 }
 
 /// Largest object `blobstore.get` hands to a plugin.

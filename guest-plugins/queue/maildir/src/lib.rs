@@ -10,22 +10,19 @@
 //! message from its spool into `tmp/`, fsyncs it, renames it into `new/`
 //! and fsyncs `new/` (shared with concurrent deliveries into the same
 //! folder), so the plugin never copies the message and a copy costs one
-//! trip to the file system instead of six WASI calls. Only a folder's first
-//! delivery uses the WASI file-system interface, to create `new/`, `cur/`
-//! and `tmp/`.
+//! trip to the file system instead of six WASI calls. A folder's first
+//! delivery creates `new/`, `cur/` and `tmp/` (`files::make-dirs`, each
+//! new directory made durable).
 //!
-//! The root is the directory granted as `dir:maildir` (seen as `/maildir`).
+//! The root is the directory granted as `dir:maildir`.
 //! `config/queue/maildir.ini` may set `folder = {domain}/{local}` (the layout
 //! below the root; `{local}`, `{domain}` and `{address}` are replaced).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, envelope, files, path_segment, session};
-use wasip2::filesystem::preopens::get_directories;
-use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
-/// The grant's name, and where WASI mounts it.
+/// The grant's name (`dir:maildir`).
 const GRANT: &str = "maildir";
-const ROOT: &str = "/maildir";
 
 struct Maildir;
 
@@ -52,51 +49,6 @@ fn mailbox(template: &str, rcpt: &Address) -> String {
     parts.join("/")
 }
 
-/// A file-system error with what was being done, for the log.
-fn failed(what: &str, path: &str) -> impl FnOnce(ErrorCode) -> String {
-    move |e| format!("{what} {path}: {e}")
-}
-
-fn open_dir(root: &Descriptor, path: &str) -> Result<Descriptor, String> {
-    root.open_at(PathFlags::empty(), path, OpenFlags::DIRECTORY, DescriptorFlags::READ)
-        .map_err(failed("opening", path))
-}
-
-/// The directory `path` (below `root`) fsynced, so its new entries survive a crash.
-fn sync_dir(root: &Descriptor, path: &str) -> Result<(), String> {
-    let dir = if path.is_empty() {
-        None
-    } else {
-        Some(open_dir(root, path)?)
-    };
-    dir.as_ref().unwrap_or(root).sync().map_err(failed("syncing", path))
-}
-
-/// Creates `dir` and its missing parents below `root`, fsyncing each parent
-/// that got a new entry.
-fn ensure_dir(root: &Descriptor, dir: &str) -> Result<(), String> {
-    let mut end = 0;
-    while end < dir.len() {
-        end = dir[end + 1..].find('/').map_or(dir.len(), |i| end + 1 + i);
-        let path = &dir[..end];
-        match root.create_directory_at(path) {
-            Ok(()) => sync_dir(root, path.rsplit_once('/').map_or("", |(parent, _)| parent))?,
-            Err(ErrorCode::Exist) => {}
-            Err(e) => return Err(failed("creating", path)(e)),
-        }
-    }
-    Ok(())
-}
-
-/// The granted root, through WASI.
-fn root() -> Result<Descriptor, String> {
-    get_directories()
-        .into_iter()
-        .find(|(_, name)| name == ROOT)
-        .map(|(dir, _)| dir)
-        .ok_or_else(|| format!("no directory granted as {ROOT} (grant dir:{GRANT})"))
-}
-
 /// One copy into `folder` (relative to the root), stored by the host under
 /// `tmp/` and renamed into `new/`, both made durable. A folder that does not
 /// exist yet is created first.
@@ -105,22 +57,23 @@ fn deliver(rcpt: &Address, folder: &str, unique: &str, sender: &str) -> Result<(
     let target = format!("{folder}/new/{unique}");
     let prefix = format!("Return-Path: <{sender}>\r\nDelivered-To: {}\r\n", rcpt.to_addr_spec());
     let save = || files::save_message(GRANT, &tmp, &target, prefix.as_bytes());
-    match save() {
-        Err(Error::NotFound) => {
-            let root = root()?;
-            // `tmp/` last: a copy that finds `tmp/` finds `new/` too, even
-            // while another session is still creating the folder.
-            for sub in ["new", "cur", "tmp"] {
-                ensure_dir(&root, &format!("{folder}/{sub}"))?;
-            }
-            save()
+    let created = || {
+        // `tmp/` last: a copy that finds `tmp/` finds `new/` too, even
+        // while another session is still creating the folder.
+        for sub in ["new", "cur", "tmp"] {
+            let dir = format!("{folder}/{sub}");
+            files::make_dirs(GRANT, &dir).map_err(|e| (format!("creating {dir}"), e))?;
         }
-        other => other,
+        Ok(())
+    };
+    match save() {
+        Err(Error::NotFound) => created().and_then(|()| save().map_err(|e| (format!("storing {target}"), e))),
+        other => other.map_err(|e| (format!("storing {target}"), e)),
     }
     .map(drop)
-    .map_err(|e| match e {
-        Error::NotGranted => format!("no directory granted as {ROOT} (grant dir:{GRANT})"),
-        e => format!("storing {target}: {e:?}"),
+    .map_err(|(what, e)| match e {
+        Error::NotGranted => format!("no directory granted as dir:{GRANT}"),
+        e => format!("{what}: {e:?}"),
     })
 }
 
