@@ -8,6 +8,7 @@ import smtplib
 import unittest
 
 from harness import Waraka, dnsmasq, free_port
+from test_dns_plugins import dns_setup
 
 RECORDS = [
     "--local=/test/",  # names not listed here are NXDOMAIN
@@ -43,8 +44,7 @@ class UriblTest(unittest.TestCase):
         cls.dns = dnsmasq(RECORDS + [f"--server=/broken.test.dbl.test/127.0.0.1#{dead}"])
 
         def setup(server):
-            server.edit("waraka.toml", lambda t: t + f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "1s"\n')
-            server.edit("config/host_list", lambda t: t + "example.com\n")
+            dns_setup(cls.dns.port)(server)
             server.edit("config/uribl.ini", lambda t: t.replace("\nzones =\n", "\nzones = dbl.test, multi.test\n"))
 
         cls.server = Waraka(["uribl", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
