@@ -5,6 +5,9 @@ of encoded text parts."""
 
 import base64
 import smtplib
+import socket
+import struct
+import threading
 import unittest
 
 from harness import Waraka, dnsmasq, free_port
@@ -104,6 +107,77 @@ class UriblTest(unittest.TestCase):
                          (451, "4.4.3 Cannot check the domains of this message now, try again later", []))
         self.assertEqual(self.server.deliver(mime_message("http://broken.test/ http://spam.test/"))[:2],
                          (550, REFUSAL), "a listing counts over a failure")
+
+
+class BarrierDns:
+    """A DNS server on UDP that holds the A queries for names starting with
+    one of `held` until all of them have arrived, then answers them (a
+    listing for names starting with `spam.`, NXDOMAIN for the others).
+    Lookups made one after another never get their answer; only lookups
+    made at the same time do. Every other query gets NXDOMAIN at once."""
+
+    def __init__(self, held):
+        self.held = held
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.waiting = {}
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def question(query):
+        """The query's name, type and the end of its question section."""
+        labels, at = [], 12
+        while query[at]:
+            labels.append(query[at + 1:at + 1 + query[at]].decode())
+            at += 1 + query[at]
+        qtype = struct.unpack("!H", query[at + 1:at + 3])[0]
+        return ".".join(labels).lower(), qtype, at + 5
+
+    @staticmethod
+    def answer(query, end, address=None):
+        flags = 0x8180 | (0 if address else 3)  # a response, recursion available; NXDOMAIN without an address
+        header = query[:2] + struct.pack("!HHHHH", flags, 1, 1 if address else 0, 0, 0)
+        record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(address) if address else b""
+        return header + query[12:end] + record
+
+    def serve(self):
+        while True:
+            try:
+                query, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            name, qtype, end = self.question(query)
+            if qtype != 1 or not any(name.startswith(prefix) for prefix in self.held):
+                self.sock.sendto(self.answer(query, end), peer)
+                continue
+            self.waiting[name] = (query, end, peer)
+            if all(any(n.startswith(prefix) for n in self.waiting) for prefix in self.held):
+                for name, (query, end, peer) in self.waiting.items():
+                    address = "127.0.1.2" if name.startswith("spam.") else None
+                    self.sock.sendto(self.answer(query, end, address), peer)
+
+    def stop(self):
+        self.sock.close()
+
+
+class ConcurrentLookupsTest(unittest.TestCase):
+    """The lookups of one check go out at the same time: a DNS server that
+    answers only once it has all of them still gets the message refused."""
+
+    def test_all_the_lookups_of_a_message_are_in_flight_together(self):
+        dns = BarrierDns(["one.test.", "two.test.", "spam.test."])
+        self.addCleanup(dns.stop)
+
+        def setup(server):
+            dns_setup(dns.port)(server)
+            server.edit("config/uribl.ini", lambda t: t.replace("\nzones =\n", "\nzones = dbl.test\n"))
+
+        server = Waraka(["uribl", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        self.addCleanup(server.stop)
+        html = "http://www.one.test/ http://two.test/x http://spam.test/y"
+        self.assertEqual(server.deliver(mime_message(html))[:2], (550, "5.7.1 spam.test is listed in dbl.test"))
 
 
 if __name__ == "__main__":

@@ -37,9 +37,16 @@ fn query_name(ip: IpAddr, zone: &str) -> String {
     }
 }
 
-/// Whether `ip` is in `zone`; `Err` when the lookup failed.
-fn listed(ip: IpAddr, zone: &str) -> Result<bool, String> {
-    dns_list::listings(&query_name(ip, zone)).map(|found| !found.is_empty())
+/// Each zone of the config `key` with whether `ip` is in it (`Err` when
+/// the lookup failed), in order, every zone asked at once.
+fn listed_in(settings: &Settings, key: &str, ip: IpAddr) -> Vec<(String, Result<bool, String>)> {
+    let zones = dns_list::zones(settings, key);
+    let names: Vec<String> = zones.iter().map(|zone| query_name(ip, zone)).collect();
+    let answers = dns_list::listings_each(&names).into_iter();
+    zones
+        .into_iter()
+        .zip(answers.map(|a| a.map(|found| !found.is_empty())))
+        .collect()
 }
 
 impl Plugin for DnsList {
@@ -56,8 +63,8 @@ impl Plugin for DnsList {
             return Verdict::Cont;
         }
         let tempfail = settings.get("on_error").as_deref() != Some("continue");
-        for zone in dns_list::zones(&settings, "allow_zones") {
-            match listed(ip, &zone) {
+        for (zone, listed) in listed_in(&settings, "allow_zones", ip) {
+            match listed {
                 Ok(true) => {
                     waraka_plugin::info!("{ip} is allow-listed in {zone}");
                     let _ = notes::set(Scope::Connection, "dns-list.allowed", &zone);
@@ -67,8 +74,8 @@ impl Plugin for DnsList {
                 Err(e) => waraka_plugin::warn!("allow list {zone} lookup for {ip} failed: {e}"),
             }
         }
-        for zone in dns_list::zones(&settings, "zones") {
-            match listed(ip, &zone) {
+        for (zone, listed) in listed_in(&settings, "zones", ip) {
+            match listed {
                 Ok(false) => {}
                 Ok(true) => {
                     let why = dns_list::reason(&query_name(ip, &zone), &ip.to_string(), &zone);

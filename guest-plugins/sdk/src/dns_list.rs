@@ -1,6 +1,6 @@
 //! DNS lists (RFC 5782) as the list plugins read them: `dns-list` looks up
 //! addresses, `uribl` domains, each as `ENTRY.ZONE` in every zone of a
-//! config key. An A answer in 127.0.0.0/8 means listed, except
+//! config key, all of a plugin's queries at once. An A answer in 127.0.0.0/8 means listed, except
 //! 127.255.255.0/24, which list operators use for errors ("query refused").
 
 use crate::{Settings, dns};
@@ -27,13 +27,28 @@ pub fn listing(answer: &str) -> bool {
     }
 }
 
-/// The answers to the query `name` (`ENTRY.ZONE`) that are listings;
-/// `Err` when the lookup failed (not found is no listing).
-pub fn listings(name: &str) -> Result<Vec<String>, String> {
-    dns::lookup_a(name)
-        .map(|answers| answers.into_iter().filter(|a| listing(a)).collect())
-        .map_err(|e| format!("{e:?}"))
+/// The listings among the answers to each query of `names`, asked all at
+/// once (`dns::lookup-a-each`), in order; `Err` for a failed lookup, and
+/// for every name when the call itself failed (no `dns` grant).
+pub fn listings_each(names: &[String]) -> Vec<Result<Vec<String>, String>> {
+    names
+        .chunks(MAX_NAMES_AT_ONCE)
+        .flat_map(|chunk| match dns::lookup_a_each(chunk) {
+            Ok(answers) => answers
+                .into_iter()
+                .map(|answer| {
+                    answer
+                        .map(|found| found.into_iter().filter(|a| listing(a)).collect())
+                        .map_err(|e| format!("{e:?}"))
+                })
+                .collect(),
+            Err(e) => chunk.iter().map(|_| Err(format!("{e:?}"))).collect::<Vec<_>>(),
+        })
+        .collect()
 }
+
+/// The most names `dns::lookup-a-each` takes in one call.
+const MAX_NAMES_AT_ONCE: usize = 256;
 
 /// "`what` is listed in `zone`", with the list's TXT reason for the query
 /// `name` when it has one (printable ASCII, at most 200 characters).

@@ -84,27 +84,34 @@ fn address_domains<'a>(values: impl IntoIterator<Item = &'a str>, into: &mut BTr
     }
 }
 
-/// Looks `domains` up in each zone, at most `max` of them, until one is
-/// listed; a failed look-up is reported only when nothing is listed.
+/// Looks `domains` (at most `max_lookups` of them) up in every zone, all
+/// at once; the first listing in order, else a failed look-up if there
+/// was one.
 fn look_up<'a>(domains: impl IntoIterator<Item = &'a String>, settings: &Settings) -> Found {
     let zones = dns_list::zones(settings, "zones");
     let max = settings.number("max_lookups", 20usize);
+    let queries: Vec<(&String, &String)> = domains
+        .into_iter()
+        .take(max)
+        .flat_map(|domain| zones.iter().map(move |zone| (domain, zone)))
+        .collect();
+    let names: Vec<String> = queries
+        .iter()
+        .map(|(domain, zone)| format!("{domain}.{zone}"))
+        .collect();
     let mut failed = None;
-    for domain in domains.into_iter().take(max) {
-        for zone in &zones {
-            let name = format!("{domain}.{zone}");
-            match dns_list::listings(&name) {
-                // 127.0.0.1 is URIBL's "query refused", never a listing.
-                Ok(found) if found.iter().any(|a| a != "127.0.0.1") => {
-                    return Found::Listed {
-                        why: dns_list::reason(&name, domain, zone),
-                        domain: domain.clone(),
-                        zone: zone.clone(),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => failed = Some(format!("{name}: {e}")),
+    for (((domain, zone), name), answer) in queries.iter().zip(&names).zip(dns_list::listings_each(&names)) {
+        match answer {
+            // 127.0.0.1 is URIBL's "query refused", never a listing.
+            Ok(found) if found.iter().any(|a| a != "127.0.0.1") => {
+                return Found::Listed {
+                    why: dns_list::reason(name, domain, zone),
+                    domain: domain.to_string(),
+                    zone: zone.to_string(),
+                };
             }
+            Ok(_) => {}
+            Err(e) => failed = failed.or(Some(format!("{name}: {e}"))),
         }
     }
     failed.map_or(Found::Clean, Found::Failed)

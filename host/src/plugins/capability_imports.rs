@@ -23,6 +23,7 @@ use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
 use flate2::read::GzEncoder;
+use futures_util::StreamExt;
 use hickory_resolver::proto::rr::RecordType;
 use std::collections::HashMap;
 use std::future::Future;
@@ -188,12 +189,36 @@ impl kv::Host for StoreState {
     }
 }
 
+/// The most names one `lookup-a-each` takes, and how many of them are asked
+/// at once.
+const MAX_LOOKUPS: usize = 256;
+const LOOKUPS_AT_ONCE: usize = 32;
+
 impl dns::Host for StoreState {
     async fn lookup_a(&mut self, name: String) -> Result<Vec<String>, Error> {
         self.dns_granted()?;
         let dns = self.host.services.backends.dns.clone();
         let ips = bounded(self.deadline, dns.addresses(&name, RecordType::A)).await?;
         Ok(ips.iter().map(ToString::to_string).collect())
+    }
+
+    async fn lookup_a_each(&mut self, names: Vec<String>) -> Result<Vec<Result<Vec<String>, Error>>, Error> {
+        self.dns_granted()?;
+        if names.len() > MAX_LOOKUPS {
+            return Err(Error::Invalid(format!("{} names: at most {MAX_LOOKUPS}", names.len())));
+        }
+        let (dns, deadline) = (self.host.services.backends.dns.clone(), self.deadline);
+        let lookups = names.into_iter().map(|name| {
+            let dns = dns.clone();
+            async move {
+                let ips = bounded(deadline, dns.addresses(&name, RecordType::A)).await?;
+                Ok(ips.iter().map(ToString::to_string).collect())
+            }
+        });
+        Ok(futures_util::stream::iter(lookups)
+            .buffered(LOOKUPS_AT_ONCE)
+            .collect()
+            .await)
     }
 
     async fn lookup_aaaa(&mut self, name: String) -> Result<Vec<String>, Error> {
