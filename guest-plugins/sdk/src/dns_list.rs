@@ -1,7 +1,8 @@
 //! DNS lists (RFC 5782) as the list plugins read them: `dns-list` looks up
 //! addresses, `uribl` domains, each as `ENTRY.ZONE` in every zone of a
-//! config key, all of a plugin's queries at once. An A answer in 127.0.0.0/8 means listed, except
-//! 127.255.255.0/24, which list operators use for errors ("query refused").
+//! config key, all of a plugin's queries at once. An A answer in
+//! 127.0.0.0/8 means listed, except 127.255.255.0/24, which list operators
+//! use for errors ("query refused").
 
 use crate::{Settings, dns};
 
