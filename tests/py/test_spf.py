@@ -8,6 +8,7 @@ import unittest
 
 from harness import Waraka, dnsmasq, free_port
 from test_auth_results import txt
+from test_dns_plugins import dns_setup
 
 RECORDS = [
     "--local=/test/",  # names not listed here are NXDOMAIN
@@ -30,8 +31,7 @@ class SpfTest(unittest.TestCase):
         cls.dns = dnsmasq(RECORDS + [f"--server=/servfail.test/127.0.0.1#{dead}"])
 
         def setup(server):
-            server.edit("waraka.toml", lambda t: t + f'\n[dns]\nservers = ["127.0.0.1:{cls.dns.port}"]\ntimeout = "1s"\n')
-            server.edit("config/host_list", lambda t: t + "example.com\n")
+            dns_setup(cls.dns.port)(server)
             server.set_settings("spf.ini", check_private="true")
 
         cls.server = Waraka(["spf", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
