@@ -1,8 +1,10 @@
 """attachment end to end: smtplib sends MIME messages built by Python's
-email package, with zip archives built by its zipfile module, to a real
+email package, with zip and tar archives built by its zipfile and tarfile
+modules, to a real
 waraka; the host parses them (the mime import) and the plugin decides."""
 
 import io
+import tarfile
 import unittest
 import zipfile
 from email.message import EmailMessage
@@ -80,6 +82,26 @@ class AttachmentTest(unittest.TestCase):
         outer = zip_of({"readme.txt": b"r", "more.zip": inner})
         self.assertRefused(with_attachments("nested", ("data.bin", "application/octet-stream", outer)),
                            "Message contains unacceptable attachment (data.bin: more.zip/run.vbs)")
+
+    def test_tars_plain_and_gzipped_are_opened_and_the_zips_in_them(self):
+        def tar_of(entries, mode):
+            out = io.BytesIO()
+            with tarfile.open(fileobj=out, mode=mode) as archive:
+                for name, content in entries.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(content)
+                    archive.addfile(info, io.BytesIO(content))
+            return out.getvalue()
+
+        plain = tar_of({"readme.txt": b"r", "bin/setup.exe": b"MZ"}, "w")
+        self.assertRefused(with_attachments("tar", ("backup.dat", "application/octet-stream", plain)),
+                           "Message contains unacceptable attachment (backup.dat: bin/setup.exe)")
+        nested = tar_of({"readme.txt": b"r", "more.zip": zip_of({"run.vbs": b"WScript.Echo 1"})}, "w:gz")
+        self.assertRefused(with_attachments("tgz", ("logs.tgz", "application/gzip", nested)),
+                           "Message contains unacceptable attachment (logs.tgz: more.zip/run.vbs)")
+        harmless = tar_of({"readme.txt": b"r", "photo.jpg": b"\xff\xd8"}, "w:gz")
+        code, _, stored = self.server.deliver(with_attachments("fine", ("photos.tar.gz", "application/gzip", harmless)))
+        self.assertEqual((code, len(stored)), (250, 1))
 
     def test_encrypted_and_uninspectable_archives_are_refused_unless_accepted(self):
         secret = with_attachments("secret", ("secret.zip", "application/zip",

@@ -1,6 +1,6 @@
 //! The MIME structure of a message for policy: its content parts with
-//! their type, file name and size, and what the zip archives among them
-//! hold, looking into zips inside zips within limits that keep a zip bomb
+//! their type, file name and size, and what the zip and tar archives among
+//! them hold, looking into zips inside zips within limits that keep a zip bomb
 //! from costing more than a bounded amount of memory and time.
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
@@ -109,11 +109,11 @@ fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, b
             |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
         );
         let contents = part.contents();
-        let archive = (archive_depth > 0 && is_zip(contents)).then(|| {
-            let mut archive = Archive::default();
-            list_zip(contents, "", archive_depth, budget, &mut archive);
-            archive
-        });
+        let archive = if archive_depth > 0 {
+            archive_of(contents, archive_depth, budget)
+        } else {
+            None
+        };
         out.push(Part {
             content_type,
             filename: part.attachment_name().map(str::to_string),
@@ -126,6 +126,89 @@ fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, b
         {
             collect(inner, archive_depth, depth - 1, budget, out);
         }
+    }
+}
+
+/// What the archive `contents` holds — a zip, a tar, or a tar compressed
+/// with gzip (`.tar.gz`, `.tgz`), recognised by content — looking `depth`
+/// levels into the zips inside it; `None` when it is none of those.
+fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> {
+    let mut archive = Archive::default();
+    if is_zip(contents) {
+        list_zip(contents, "", depth, budget, &mut archive);
+    } else if is_tar(contents) {
+        list_tar(contents, depth, budget, &mut archive);
+    } else if contents.starts_with(&[0x1f, 0x8b]) {
+        let tar = gunzip_tar(contents, budget, &mut archive)?;
+        list_tar(&tar, depth, budget, &mut archive);
+    } else {
+        return None;
+    }
+    Some(archive)
+}
+
+/// Whether `bytes` start as a tar archive (the `ustar` magic of its first
+/// header: POSIX and GNU tar both write it).
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.get(257..262) == Some(b"ustar".as_slice())
+}
+
+/// The gzip-compressed `bytes` inflated within `budget`, when they hold a
+/// tar; `None` for anything else. A tar cut short by the budget is listed
+/// as far as it goes and marked `incomplete`.
+fn gunzip_tar(bytes: &[u8], budget: &mut u64, archive: &mut Archive) -> Option<Vec<u8>> {
+    let mut inflated = Vec::new();
+    let mut gz = flate2::read::GzDecoder::new(bytes).take(*budget);
+    if (&mut gz).take(512).read_to_end(&mut inflated).is_err() || !is_tar(&inflated) {
+        return None;
+    }
+    if gz.read_to_end(&mut inflated).is_err() {
+        archive.incomplete = true;
+    }
+    *budget = budget.saturating_sub(inflated.len() as u64);
+    if *budget == 0 {
+        archive.incomplete = true;
+    }
+    Some(inflated)
+}
+
+/// Adds the names in the tar `bytes` to `archive`, and those of the zips
+/// in it while `depth` and `budget` allow.
+fn list_tar(bytes: &[u8], depth: u32, budget: &mut u64, archive: &mut Archive) {
+    let mut tar = tar::Archive::new(bytes);
+    let Ok(entries) = tar.entries() else {
+        archive.incomplete = true;
+        return;
+    };
+    for entry in entries {
+        if archive.names.len() >= MAX_ARCHIVE_NAMES {
+            archive.incomplete = true;
+            return;
+        }
+        let Ok(mut entry) = entry else {
+            archive.incomplete = true;
+            return;
+        };
+        let Ok(name) = entry.path().map(|p| p.to_string_lossy().into_owned()) else {
+            archive.incomplete = true;
+            continue;
+        };
+        archive.names.push(name.clone());
+        let mut head = [0u8; 4];
+        if !entry.header().entry_type().is_file() || entry.read_exact(&mut head).is_err() || !is_zip(&head) {
+            continue;
+        }
+        if depth <= 1 || entry.size() > *budget {
+            archive.incomplete = true;
+            continue;
+        }
+        let mut inner = head.to_vec();
+        if entry.read_to_end(&mut inner).is_err() {
+            archive.incomplete = true;
+            continue;
+        }
+        *budget = budget.saturating_sub(inner.len() as u64);
+        list_zip(&inner, &format!("{name}/"), depth - 1, budget, archive);
     }
 }
 
@@ -306,6 +389,65 @@ mod tests {
             ]
         );
         assert!(!all.incomplete && !all.encrypted);
+    }
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, content) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, name, *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn tars_plain_and_gzipped_are_listed_with_the_zips_in_them() {
+        let inner = zip_of(&[("evil.scr", b"MZ")]);
+        let tar = tar_of(&[("readme.txt", b"hi"), ("docs/inner.bin", &inner)]);
+        for (bytes, what) in [(tar.clone(), "tar"), (gzip(&tar), "tar.gz")] {
+            let message = with_attachment("backup.dat", "application/octet-stream", &bytes);
+            let archive = parts(&message, 2)[1].archive.clone().expect(what);
+            assert_eq!(
+                archive.names,
+                ["readme.txt", "docs/inner.bin", "docs/inner.bin/evil.scr"],
+                "{what}"
+            );
+            assert!(!archive.incomplete, "{what}");
+            let shallow = parts(&message, 1)[1].archive.clone().unwrap();
+            assert!(shallow.incomplete, "{what}: the zip inside is left unread");
+        }
+        let not_a_tar = with_attachment("notes.gz", "application/gzip", &gzip(b"just text"));
+        assert_eq!(
+            parts(&not_a_tar, 2)[1].archive,
+            None,
+            "a gzipped file is not an archive"
+        );
+        let mut cut = tar.clone();
+        cut.truncate(700);
+        let message = with_attachment("cut.tar", "application/x-tar", &cut);
+        assert!(
+            parts(&message, 2)[1].archive.clone().unwrap().incomplete,
+            "a tar cut short"
+        );
+    }
+
+    #[test]
+    fn a_gzipped_tar_inflates_only_within_the_budget() {
+        let big = vec![0u8; 4 << 20];
+        let bomb = gzip(&tar_of(&[("a.bin", &big), ("later.exe", b"MZ")]));
+        let mut budget = 1 << 20;
+        let archive = archive_of(&bomb, 2, &mut budget).unwrap();
+        assert!(archive.incomplete);
+        assert_eq!(archive.names, ["a.bin"], "what lies past the budget is not listed");
+        assert_eq!(budget, 0);
     }
 
     #[test]
