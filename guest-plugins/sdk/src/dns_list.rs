@@ -55,15 +55,7 @@ const MAX_NAMES_AT_ONCE: usize = 256;
 /// `name` when it has one (printable ASCII, at most 200 characters).
 pub fn reason(name: &str, what: &str, zone: &str) -> String {
     let txt = dns::lookup_txt(name).unwrap_or_default();
-    let text: String = txt
-        .first()
-        .map(|t| {
-            t.chars()
-                .filter(|c| c.is_ascii_graphic() || *c == ' ')
-                .take(200)
-                .collect()
-        })
-        .unwrap_or_default();
+    let text = txt.first().map(|t| crate::reply_safe(t)).unwrap_or_default();
     if text.is_empty() {
         format!("{what} is listed in {zone}")
     } else {

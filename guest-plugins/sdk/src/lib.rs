@@ -469,6 +469,31 @@ impl authentication::Policy {
     }
 }
 
+/// `text` fit for a reply line: printable ASCII and spaces only, at most
+/// 200 characters (a DNS list's TXT reason, an SPF `exp=` explanation).
+pub fn reply_safe(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(200)
+        .collect()
+}
+
+/// `files::save-message`, and when a directory on its paths is missing
+/// (`not-found`), `files::make-dirs` of each of `folders` in order and one
+/// more try: a queue plugin's first delivery into a new folder.
+pub fn save_message_making(dir: &str, temp: &str, path: &str, prefix: &[u8], folders: &[String]) -> Result<u64, Error> {
+    let save = || files::save_message(dir, temp, path, prefix);
+    match save() {
+        Err(Error::NotFound) => {
+            for folder in folders {
+                files::make_dirs(dir, folder)?;
+            }
+            save()
+        }
+        other => other,
+    }
+}
+
 /// Today's date in UTC as a `YYYYMMDD` number (20261204).
 pub fn today_utc() -> u32 {
     let secs = std::time::SystemTime::now()
@@ -644,8 +669,14 @@ macro_rules! export {
 
 #[cfg(test)]
 mod tests {
-    use super::{date_of_day, ip_in_range, parse_duration};
+    use super::{date_of_day, ip_in_range, parse_duration, reply_safe};
     use std::time::Duration;
+
+    #[test]
+    fn explanations_lose_control_characters_and_length() {
+        assert_eq!(reply_safe("see\r\n550 http://x"), "see550 http://x");
+        assert_eq!(reply_safe(&"a".repeat(500)).len(), 200);
+    }
 
     #[test]
     fn days_become_calendar_dates() {

@@ -18,7 +18,7 @@ pub enum Clamd {
 impl Clamd {
     /// `HOST:PORT`, or a path (starting with `/`) for a Unix socket.
     pub fn parse(address: &str) -> Clamd {
-        if address.starts_with('/') {
+        if super::is_socket_path(address) {
             Clamd::Socket(address.into())
         } else {
             Clamd::Tcp(address.to_string())

@@ -104,11 +104,12 @@ impl DeliveryDir {
         let full = path.0.as_str();
         let ends = full.match_indices('/').map(|(i, _)| i).chain([full.len()]);
         for end in ends {
-            let (dir, parent) = (&full[..end], full[..end].rsplit_once('/').map_or("", |(p, _)| p));
+            let dir = &full[..end];
             match create_dir(&self.root, Path::new(dir), &DirOptions::new()) {
                 Ok(()) => {
-                    let parent = self.readable_dir(parent).map_err(failed("opening", parent))?;
-                    fsync(&parent).map_err(failed("syncing", parent_name(dir)))?;
+                    let parent = dir.rsplit_once('/').map_or(".", |(parent, _)| parent);
+                    let handle = self.readable_dir(parent).map_err(failed("opening", parent))?;
+                    fsync(&handle).map_err(failed("syncing", parent))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(failed("creating", dir)(e)),
@@ -155,11 +156,6 @@ impl DeliveryDir {
         })?;
         Ok(Delivered { bytes, dir: path_dir })
     }
-}
-
-/// The parent directory's name of `dir` for messages (`.` for the root).
-fn parent_name(dir: &str) -> &str {
-    dir.rsplit_once('/').map_or(".", |(parent, _)| parent)
 }
 
 /// Writes `prefix` and everything `source` yields, in writes of up to

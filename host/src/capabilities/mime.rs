@@ -194,20 +194,17 @@ fn list_tar(bytes: &[u8], depth: u32, budget: &mut u64, archive: &mut Archive) {
             continue;
         };
         archive.names.push(name.clone());
-        let mut head = [0u8; 4];
-        if !entry.header().entry_type().is_file() || entry.read_exact(&mut head).is_err() || !is_zip(&head) {
+        if !entry.header().entry_type().is_file() {
             continue;
         }
-        if depth <= 1 || entry.size() > *budget {
+        let size = entry.size();
+        let Some(inner) = read_if_zip(&mut entry, size, budget, archive) else {
+            continue;
+        };
+        if depth <= 1 {
             archive.incomplete = true;
             continue;
         }
-        let mut inner = head.to_vec();
-        if entry.read_to_end(&mut inner).is_err() {
-            archive.incomplete = true;
-            continue;
-        }
-        *budget = budget.saturating_sub(inner.len() as u64);
         list_zip(&inner, &format!("{name}/"), depth - 1, budget, archive);
     }
 }
@@ -271,7 +268,13 @@ fn inflate_if_zip(
     budget: &mut u64,
     archive: &mut Archive,
 ) -> Option<Vec<u8>> {
-    let mut entry = zip.by_index(index).ok()?;
+    read_if_zip(&mut zip.by_index(index).ok()?, size, budget, archive)
+}
+
+/// The whole of an archive's `entry` (of `size` bytes) when it is itself a
+/// zip, read within `budget`; `None` (and `incomplete` when that is why)
+/// otherwise.
+fn read_if_zip(entry: &mut impl Read, size: u64, budget: &mut u64, archive: &mut Archive) -> Option<Vec<u8>> {
     let mut head = [0u8; 4];
     if entry.read_exact(&mut head).is_err() || !is_zip(&head) {
         return None;

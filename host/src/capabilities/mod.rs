@@ -15,6 +15,7 @@ pub mod kv;
 pub mod mime;
 pub mod notes;
 pub mod sasl;
+mod service;
 pub mod spamfilter;
 pub mod sql;
 
@@ -30,5 +31,6 @@ pub use group_sync::GroupSync;
 pub use kv::{KvStore, MemoryKv, RedisKv};
 pub use notes::{NoteError, NoteLimits, NoteStore};
 pub use sasl::{ClientInfo, DovecotAuth};
+pub use service::{ServiceStream, connect, is_socket_path};
 pub use spamfilter::{Rspamd, SpamReport, SpamScanner, Spamd};
 pub use sql::{Database, PgDatabase, PgSettings, SqlRows, SqlValue, SqliteDatabase};

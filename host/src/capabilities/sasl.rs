@@ -48,14 +48,8 @@ impl DovecotAuth {
         client: ClientInfo,
     ) -> Result<Option<String>, CapabilityError> {
         let failed = |e: std::io::Error| CapabilityError::Backend(format!("dovecot auth ({}): {e}", self.address));
-        if self.address.starts_with('/') {
-            let stream = tokio::net::UnixStream::connect(&self.address).await.map_err(failed)?;
-            converse(stream, user, password, client).await
-        } else {
-            let stream = tokio::net::TcpStream::connect(&self.address).await.map_err(failed)?;
-            converse(stream, user, password, client).await
-        }
-        .map_err(|e| match e {
+        let stream = super::connect(&self.address).await.map_err(failed)?;
+        converse(stream, user, password, client).await.map_err(|e| match e {
             CapabilityError::Backend(why) => {
                 CapabilityError::Backend(format!("dovecot auth ({}): {why}", self.address))
             }

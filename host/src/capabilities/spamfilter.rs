@@ -191,14 +191,8 @@ impl Spamd {
     /// `no action`; the symbols are the rules that hit, with their points.
     pub async fn check(&self, message: &[u8]) -> Result<SpamReport, CapabilityError> {
         let failed = |e: std::io::Error| CapabilityError::Backend(format!("spamd ({}): {e}", self.address));
-        let reply = if self.address.starts_with('/') {
-            let stream = tokio::net::UnixStream::connect(&self.address).await.map_err(failed)?;
-            ask_spamd(stream, message).await
-        } else {
-            let stream = tokio::net::TcpStream::connect(&self.address).await.map_err(failed)?;
-            ask_spamd(stream, message).await
-        }
-        .map_err(failed)?;
+        let stream = super::connect(&self.address).await.map_err(failed)?;
+        let reply = ask_spamd(stream, message).await.map_err(failed)?;
         parse_spamd_reply(&reply).map_err(|why| CapabilityError::Backend(format!("spamd ({}): {why}", self.address)))
     }
 }

@@ -11,6 +11,7 @@
 //! message streamed from disk, which neither offers.
 
 use super::route::Address;
+use crate::capabilities::ServiceStream;
 use crate::protocol::DsnRequests;
 use base64::Engine;
 use rustls::pki_types::ServerName;
@@ -18,7 +19,7 @@ use smtp_proto::response::parser::ResponseReceiver;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// Largest chunk read from the message file at once.
@@ -389,12 +390,9 @@ pub async fn probe(
     Ok(reply)
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// One SMTP connection.
 struct Connection {
-    io: Box<dyn Io>,
+    io: Box<dyn ServiceStream>,
     unread: Vec<u8>,
     receiver: ResponseReceiver,
     settings: ClientSettings,
@@ -410,7 +408,7 @@ impl Connection {
         settings: &ClientSettings,
     ) -> Result<(Connection, Vec<String>, bool), ClientError> {
         let connect = async {
-            Ok::<Box<dyn Io>, std::io::Error>(match addr {
+            Ok::<Box<dyn ServiceStream>, std::io::Error>(match addr {
                 Address::Inet(inet) => {
                     let tcp = TcpStream::connect(inet).await?;
                     let _ = tcp.set_nodelay(true);

@@ -11,4 +11,4 @@ mod route;
 pub use client::{ClientError, ClientSettings, Delivery, Envelope, RemoteReply, TlsMode, probe, send};
 pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};
-pub use route::{Address, Route, RouteSettings, Target, hop_target, is_socket_path, order_mx, resolve, target};
+pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};

@@ -3,7 +3,7 @@
 //! it has no MX (the implicit MX), nowhere for a null MX (RFC 7505) — or a
 //! configured next hop instead of DNS.
 
-use crate::capabilities::{CapabilityError, Dns, MxHost};
+use crate::capabilities::{CapabilityError, Dns, MxHost, is_socket_path};
 use hickory_resolver::proto::rr::RecordType;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -35,12 +35,6 @@ impl fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
-}
-
-/// Whether a next hop's `host` names a Unix socket (an absolute path)
-/// instead of a server on the network.
-pub fn is_socket_path(host: &str) -> bool {
-    host.starts_with('/')
 }
 
 /// The outcome of routing a domain.

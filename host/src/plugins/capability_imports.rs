@@ -15,10 +15,10 @@ use crate::capabilities::authentication::{ArcChain, Client, DmarcPolicy, Outcome
 use crate::capabilities::spamfilter::Envelope;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
-    SqlValue, authenticate,
+    SqlValue, authenticate, is_socket_path,
 };
 use crate::capabilities::{ClientInfo, Scan};
-use crate::delivery::{Address, ClientError, ClientSettings, hop_target, is_socket_path, probe, send};
+use crate::delivery::{Address, ClientError, ClientSettings, hop_target, probe, send};
 use crate::session::{Connection, HandedOn, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;

@@ -19,7 +19,7 @@
 //! below the root; `{local}`, `{domain}` and `{address}` are replaced).
 
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, envelope, files, path_segment, session};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, envelope, path_segment, session};
 
 /// The grant's name (`dir:maildir`).
 const GRANT: &str = "maildir";
@@ -56,25 +56,15 @@ fn deliver(rcpt: &Address, folder: &str, unique: &str, sender: &str) -> Result<(
     let tmp = format!("{folder}/tmp/{unique}");
     let target = format!("{folder}/new/{unique}");
     let prefix = format!("Return-Path: <{sender}>\r\nDelivered-To: {}\r\n", rcpt.to_addr_spec());
-    let save = || files::save_message(GRANT, &tmp, &target, prefix.as_bytes());
-    let created = || {
-        // `tmp/` last: a copy that finds `tmp/` finds `new/` too, even
-        // while another session is still creating the folder.
-        for sub in ["new", "cur", "tmp"] {
-            let dir = format!("{folder}/{sub}");
-            files::make_dirs(GRANT, &dir).map_err(|e| (format!("creating {dir}"), e))?;
-        }
-        Ok(())
-    };
-    match save() {
-        Err(Error::NotFound) => created().and_then(|()| save().map_err(|e| (format!("storing {target}"), e))),
-        other => other.map_err(|e| (format!("storing {target}"), e)),
-    }
-    .map(drop)
-    .map_err(|(what, e)| match e {
-        Error::NotGranted => format!("no directory granted as dir:{GRANT}"),
-        e => format!("{what}: {e:?}"),
-    })
+    // `tmp/` last: a copy that finds `tmp/` finds `new/` too, even while
+    // another session is still creating the folder.
+    let folders = ["new", "cur", "tmp"].map(|sub| format!("{folder}/{sub}"));
+    waraka_plugin::save_message_making(GRANT, &tmp, &target, prefix.as_bytes(), &folders)
+        .map(drop)
+        .map_err(|e| match e {
+            Error::NotGranted => format!("no directory granted as dir:{GRANT}"),
+            e => format!("storing {target}: {e:?}"),
+        })
 }
 
 impl Plugin for Maildir {

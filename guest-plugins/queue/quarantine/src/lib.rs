@@ -8,7 +8,7 @@
 //! nowhere else (`action = accept`), or goes on to the next queue plugin
 //! (`action = continue`: a copy is kept besides).
 
-use waraka_plugin::{Error, Hook, Plugin, Scope, Settings, Verdict, envelope, files, notes, path_segment, session};
+use waraka_plugin::{Error, Hook, Plugin, Scope, Settings, Verdict, envelope, notes, path_segment, session};
 
 const SETTINGS: &str = "queue/quarantine.ini";
 /// The grant's name (`dir:quarantine`).
@@ -48,12 +48,7 @@ fn prefix(reason: &str) -> String {
 /// the path stored.
 fn store(day: &str, id: &str, prefix: &str) -> Result<String, Error> {
     let (temp, path) = (format!("{day}/.{id}.tmp"), format!("{day}/{id}.eml"));
-    let save = || files::save_message(GRANT, &temp, &path, prefix.as_bytes());
-    match save() {
-        Err(Error::NotFound) => files::make_dirs(GRANT, day).and_then(|()| save()),
-        other => other,
-    }
-    .map(|_| path)
+    waraka_plugin::save_message_making(GRANT, &temp, &path, prefix.as_bytes(), &[day.to_string()]).map(|_| path)
 }
 
 impl Plugin for Quarantine {
