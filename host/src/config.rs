@@ -4,7 +4,7 @@
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
-    PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, is_socket_path,
+    PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
 };
 use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings};
 use crate::plugins::Backends;
@@ -377,6 +377,7 @@ impl Instance {
             sql,
             smtp_client: self.client_settings(),
             dkim: self.dkim_keys(),
+            srs: self.srs(),
             antivirus: self
                 .config
                 .antivirus
@@ -396,6 +397,16 @@ impl Instance {
     /// The DKIM signing keys: the instance's `dkim/` (none when embedded).
     pub fn dkim_keys(&self) -> Arc<DkimKeys> {
         Arc::new(DkimKeys::new((!self.embedded).then(|| self.root.join("dkim"))))
+    }
+
+    /// The sender rewriting of `[srs]`; none without a secret.
+    pub fn srs(&self) -> Option<Arc<Srs>> {
+        let config = &self.config.srs;
+        let domain = config
+            .domain
+            .clone()
+            .unwrap_or_else(|| self.session_settings().hostname);
+        Srs::new(&domain, &config.secrets, config.max_age).map(Arc::new)
     }
 
     /// The resolver of `[dns]`.
@@ -472,6 +483,7 @@ impl Instance {
             client,
             hostname,
             dkim: self.dkim_keys(),
+            srs: self.srs(),
             delay_warning: o.delay_warning,
             mta_sts: o.mta_sts.then_some(o.mta_sts_port),
             route: RouteSettings {

@@ -11,7 +11,7 @@ sales@example.com: alice@example.com, bob@example.com
 postmaster: admin@example.com
 spamtrap@example.com: :reject
 @old.example: @example.com
-away@example.com: someone@elsewhere.test
+away: someone@elsewhere.test
 """
 
 
@@ -57,7 +57,9 @@ class AliasesTest(unittest.TestCase):
         self.assertEqual((codes, boxes), ([250], ["example.com/carol"]))
 
     def test_reject_and_targets_the_recipient_check_refuses(self):
-        codes, boxes = self.mailboxes(["spamtrap@example.com", "away@example.com", "dave@example.com"], "refused")
+        # away@foreign.test is not a local address, so its alias may not
+        # forward it (test_forwarding has those that may).
+        codes, boxes = self.mailboxes(["spamtrap@example.com", "away@foreign.test", "dave@example.com"], "refused")
         self.assertEqual(codes, [550, 550, 250], "the rewritten target is checked like any recipient")
         self.assertEqual(boxes, ["example.com/dave"], "nothing of the refused aliases was kept")
 

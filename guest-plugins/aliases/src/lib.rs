@@ -4,9 +4,12 @@
 //! part) or `:reject`. The candidate recipient is rewritten to the first
 //! target, which the later `rcpt` plugins then check as usual; the other
 //! targets are added to the transaction once the first was accepted
-//! (`rcpt-ok`). One level: targets are not looked up again.
+//! (`rcpt-ok`). One level: targets are not looked up again. A target whose
+//! domain is not local (`config/host_list`) is forwarded: the host's
+//! outbound queue delivers to it, from the sender rewritten by `[srs]`.
 
-use waraka_plugin::{Address, Hook, Plugin, Scope, Verdict, config, envelope, notes};
+use waraka_plugin::host_list::is_local_recipient;
+use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Verdict, config, envelope, notes, outbound_queue};
 
 const ALIASES: &str = "aliases";
 /// The transaction note holding, between `rcpt` and `rcpt-ok`, the first
@@ -60,6 +63,37 @@ fn address(text: &str) -> Option<Address> {
     })
 }
 
+/// Whether the alias of `recipient` may forward to other domains: only
+/// when the recipient's own domain is local, so that an alias of a local
+/// part (`postmaster`), which matches every domain, cannot turn mail for
+/// other domains into mail this server sends on.
+fn may_forward(recipient: &Address) -> bool {
+    !recipient.domain.is_empty() && is_local_recipient(recipient).unwrap_or(false)
+}
+
+/// Has the host forward mail for `target` when its domain is not local:
+/// `Ok(true)` when it will, `Ok(false)` for a local target (or a remote one
+/// that may not be forwarded to, which the recipient plugins then refuse),
+/// the refusal to answer when forwarding cannot work (no grant, delivery
+/// off: the alias is not usable).
+fn forward_if_remote(target: &Address, allowed: bool) -> Result<bool, Verdict> {
+    let unusable = |why: String| {
+        waraka_plugin::error!("cannot forward to {target}: {why}");
+        Verdict::denysoft_code(451, "4.3.0", "Recipient alias cannot be forwarded, try later")
+    };
+    match is_local_recipient(target) {
+        Ok(true) => return Ok(false),
+        Ok(false) if !allowed => return Ok(false),
+        Ok(false) => {}
+        Err(e) => return Err(unusable(format!("host_list unreadable: {e:?}"))),
+    }
+    match outbound_queue::forward_recipient(&target.to_addr_spec()) {
+        Ok(()) => Ok(true),
+        Err(Error::NotGranted) => Err(unusable("forwarding needs the outbound-queue grant".into())),
+        Err(e) => Err(unusable(format!("{e:?}"))),
+    }
+}
+
 impl Plugin for Aliases {
     const NAME: &'static str = "aliases";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -94,12 +128,19 @@ impl Plugin for Aliases {
         if let Err(e) = envelope::set_recipient(index, &first) {
             return Verdict::denysoft_code(451, "4.3.0", &format!("Cannot rewrite the alias: {e:?}"));
         }
+        let allowed = may_forward(&recipient);
+        let forwarded = match forward_if_remote(&first, allowed) {
+            Ok(forwarded) => forwarded,
+            Err(refusal) => return refusal,
+        };
         if !rest.is_empty() {
             let others: Vec<String> = rest.iter().map(Address::to_addr_spec).collect();
-            let pending = format!("{}\n{}", first.to_addr_spec(), others.join(","));
+            let pending = format!("{}\n{}\n{allowed}", first.to_addr_spec(), others.join(","));
             waraka_plugin::note_transaction(PENDING, &pending);
         }
-        Verdict::Cont
+        // A local target is checked by the recipient plugins that follow; a
+        // forwarded one has no mailbox here for them to find.
+        if forwarded { Verdict::ok() } else { Verdict::Cont }
     }
 
     /// The first target was accepted: adds the others of its alias.
@@ -108,24 +149,32 @@ impl Plugin for Aliases {
             return Verdict::Cont;
         };
         notes::remove(Scope::Transaction, PENDING);
-        let Some((first, others)) = pending.split_once('\n') else {
+        let mut lines = pending.lines();
+        let (Some(first), Some(others)) = (lines.next(), lines.next()) else {
             return Verdict::Cont;
         };
+        let allowed = lines.next() == Some("true");
         // A note left by a candidate that was then refused belongs to no one.
         if !first.eq_ignore_ascii_case(&recipient.to_addr_spec()) {
             return Verdict::Cont;
         }
-        let added = waraka_plugin::split_list(others)
-            .iter()
-            .filter_map(|t| address(t))
-            .try_for_each(|extra| envelope::add_recipient(&extra));
-        match added {
-            Ok(()) => Verdict::Cont,
-            Err(waraka_plugin::Error::Limit(limit)) => {
-                Verdict::denysoft_code(452, "4.5.3", &format!("Too many recipients: {limit}"))
+        for extra in waraka_plugin::split_list(others).iter().filter_map(|t| address(t)) {
+            if !allowed && !is_local_recipient(&extra).unwrap_or(true) {
+                waraka_plugin::warn!("not forwarding to {extra}: the alias is not of a local domain");
+                continue;
             }
-            Err(e) => Verdict::denysoft_code(451, "4.3.0", &format!("Cannot expand the alias: {e:?}")),
+            match envelope::add_recipient(&extra) {
+                Ok(()) => {}
+                Err(Error::Limit(limit)) => {
+                    return Verdict::denysoft_code(452, "4.5.3", &format!("Too many recipients: {limit}"));
+                }
+                Err(e) => return Verdict::denysoft_code(451, "4.3.0", &format!("Cannot expand the alias: {e:?}")),
+            }
+            if let Err(refusal) = forward_if_remote(&extra, allowed) {
+                return refusal;
+            }
         }
+        Verdict::Cont
     }
 }
 

@@ -135,6 +135,9 @@ pub struct InstanceConfig {
     /// Delivery of relayed mail from the host's outbound queue.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// The Sender Rewriting Scheme for mail forwarded to other domains.
+    #[serde(default)]
+    pub srs: SrsConfig,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -334,6 +337,33 @@ pub enum KvConfig {
 
 fn default_max_keys() -> usize {
     100_000
+}
+
+/// `[srs]`: how the sender of mail forwarded to another domain (an alias
+/// whose target is elsewhere) is rewritten, so that it passes the receiver's
+/// SPF check and its bounces come back here.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrsConfig {
+    /// The secrets: the first makes new addresses, each one checks returning
+    /// ones (to rotate, put the new secret first and keep the old one for
+    /// `max_age` days). None: forwarded mail keeps its sender.
+    pub secrets: Vec<String>,
+    /// The domain of the rewritten senders: this server must be its MX and
+    /// allowed by its SPF record (default: `[smtp] hostname`).
+    pub domain: Option<String>,
+    /// Days a rewritten sender is accepted back (PostSRSd's default, 21).
+    pub max_age: u32,
+}
+
+impl Default for SrsConfig {
+    fn default() -> Self {
+        SrsConfig {
+            secrets: Vec::new(),
+            domain: None,
+            max_age: 21,
+        }
+    }
 }
 
 /// `[antivirus]`.

@@ -18,6 +18,7 @@ pub mod sasl;
 mod service;
 pub mod spamfilter;
 pub mod sql;
+pub mod srs;
 
 pub use antivirus::{Antivirus, Clamd, Scan};
 pub use authentication::{Authentication, authenticate};
@@ -34,3 +35,4 @@ pub use sasl::{ClientInfo, DovecotAuth};
 pub use service::{ServiceStream, connect, is_socket_path};
 pub use spamfilter::{Rspamd, SpamReport, SpamScanner, Spamd};
 pub use sql::{Database, PgDatabase, PgSettings, SqlRows, SqlValue, SqliteDatabase};
+pub use srs::{Srs, SrsError};

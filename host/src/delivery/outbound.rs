@@ -9,7 +9,7 @@ use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode,
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Address, Route, RouteSettings, Target, hop_target, resolve, target};
-use crate::capabilities::{CapabilityError, DkimKeys, Dns};
+use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
@@ -60,6 +60,8 @@ pub struct OutboundSettings {
     pub hostname: String,
     /// The keys that sign bounces, for our name's domain (or a parent).
     pub dkim: Arc<DkimKeys>,
+    /// How the sender of forwarded mail is rewritten (none: kept).
+    pub srs: Option<Arc<Srs>>,
     /// How old a deferred entry gets before the sender is told it is late
     /// (once); zero: never.
     pub delay_warning: Duration,
@@ -920,6 +922,21 @@ impl OutboundQueue for Outbound {
             this.schedule(entries);
             Ok(ids)
         })
+    }
+
+    fn forward(
+        &self,
+        message: MessageReader,
+        sender: String,
+        recipients: Vec<String>,
+        dsn: DsnRequests,
+        origin: String,
+    ) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        let sender = match &self.inner.settings.srs {
+            Some(srs) => srs.forward(&sender),
+            None => sender,
+        };
+        self.enqueue(message, sender, recipients, dsn, origin, None)
     }
 
     fn notify_success(&self, message: MessageReader, notice: SuccessNotice) -> BoxFuture<'static, io::Result<()>> {

@@ -464,6 +464,48 @@ impl outbound_queue::Host for StoreState {
         );
         Ok(ids)
     }
+
+    async fn forward_recipient(&mut self, recipient: String) -> Result<(), Error> {
+        if !self.granted("outbound-queue") {
+            return Err(Error::NotGranted);
+        }
+        self.mark_forwarded(&recipient)
+    }
+
+    async fn reverse_srs(&mut self, address: String) -> Result<Option<String>, Error> {
+        if !self.granted("outbound-queue") {
+            return Err(Error::NotGranted);
+        }
+        match &self.host.services.backends.srs {
+            Some(srs) => srs.reverse(&address).map_err(|e| Error::Invalid(e.to_string())),
+            None => Ok(None),
+        }
+    }
+}
+
+impl StoreState {
+    /// Marks the recipient `recipient` of the open transaction as forwarded.
+    fn mark_forwarded(&self, recipient: &str) -> Result<(), Error> {
+        let none = || Error::Invalid("no transaction".into());
+        let conn = self.host.conn.as_ref().ok_or_else(none)?;
+        let mut conn = conn.lock();
+        if conn.outbound.is_none() {
+            return Err(Error::Backend(
+                "outbound delivery is off ([outbound] enabled = false)".into(),
+            ));
+        }
+        let tx = conn.transaction.as_mut().ok_or_else(none)?;
+        let spec = tx
+            .recipients
+            .iter()
+            .map(|r| r.addr_spec())
+            .find(|spec| spec.eq_ignore_ascii_case(recipient))
+            .ok_or_else(|| Error::Invalid(format!("{recipient} is not a recipient of the transaction")))?;
+        if !tx.forwarded.contains(&spec) {
+            tx.forwarded.push(spec);
+        }
+        Ok(())
+    }
 }
 
 /// Runs `attempt` on each address of `hop` in turn until one answers: a

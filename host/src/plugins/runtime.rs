@@ -8,7 +8,8 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore, SpamScanner,
+    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore,
+    SpamScanner, Srs,
 };
 use crate::delivery::ClientSettings;
 use crate::session::SharedConnection;
@@ -75,6 +76,9 @@ pub struct Backends {
     pub smtp_client: ClientSettings,
     /// The DKIM signing keys (`dkim` grant).
     pub dkim: Arc<DkimKeys>,
+    /// The sender rewriting of `[srs]`, when it has a secret
+    /// (`outbound-queue` grant: reversing the senders of forwarded mail).
+    pub srs: Option<Arc<Srs>>,
     /// The virus scanner (`antivirus` grant), when `[antivirus]` names one.
     pub antivirus: Option<Arc<Antivirus>>,
     /// The spam scanner (`spamfilter` grant), when `[spamfilter]` names one.

@@ -36,6 +36,10 @@ pub struct Transaction {
     /// Recipients a plugin forwarded to another server (the `forward`
     /// capability), for the success notices they asked for.
     pub handed_on: Vec<HandedOn>,
+    /// Recipients (`local@domain`) a plugin marked as forwarded elsewhere
+    /// (an alias whose target is in another domain): at queue time they go
+    /// to the outbound queue, and the queue hook sees only the others.
+    pub forwarded: Vec<String>,
 }
 
 /// A recipient a plugin forwarded to another server, which accepted it.
@@ -52,6 +56,14 @@ pub struct HandedOn {
 }
 
 impl Transaction {
+    /// Drops the recipients from `count` on (a refused candidate and what
+    /// plugins added for it), with their forwarding marks.
+    pub fn truncate_recipients(&mut self, count: usize) {
+        self.recipients.truncate(count);
+        let kept: Vec<String> = self.recipients.iter().map(Address::addr_spec).collect();
+        self.forwarded.retain(|f| kept.contains(f));
+    }
+
     /// The DSN requests of the sender and the recipients (their parameters
     /// were checked when the commands were accepted).
     pub fn dsn_requests(&self) -> DsnRequests {

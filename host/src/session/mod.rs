@@ -39,6 +39,19 @@ pub trait OutboundQueue: Send + Sync {
         hop: Option<waraka_config::NextHopConfig>,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
 
+    /// Stores the message for delivery to `recipients` it is forwarded to
+    /// (an alias whose target is in another domain, the bounce of mail
+    /// forwarded before), routed by domain, from `sender` rewritten as
+    /// `[srs]` says; resolves to the queue ids once it is durable.
+    fn forward(
+        &self,
+        message: MessageReader,
+        sender: String,
+        recipients: Vec<String>,
+        dsn: DsnRequests,
+        origin: String,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
+
     /// Queues the success `notice` about `message`; resolves once it is durable.
     fn notify_success(
         &self,
@@ -61,6 +74,28 @@ pub struct SuccessNotice {
     pub delivered: Vec<String>,
     /// Recipients a plugin forwarded to a server that sends no notices.
     pub relayed: Vec<HandedOn>,
+}
+
+/// What the outbound queue needs to store the message of a transaction.
+struct Handoff {
+    message: MessageReader,
+    sender: String,
+    recipients: Vec<String>,
+    dsn: DsnRequests,
+    origin: String,
+}
+
+impl Handoff {
+    /// `message` of `tx`, for `recipients`.
+    fn of(tx: &Transaction, message: &Message, recipients: &[Address]) -> Handoff {
+        Handoff {
+            message: message.reader(),
+            sender: tx.sender.addr_spec(),
+            recipients: recipients.iter().map(Address::addr_spec).collect(),
+            dsn: tx.dsn_requests(),
+            origin: tx.id.clone(),
+        }
+    }
 }
 
 /// Whether the connection stays open after feeding bytes.
@@ -820,6 +855,7 @@ impl<P: Policy> Session<P> {
                 notes,
                 authentication: None,
                 handed_on: Vec::new(),
+                forwarded: Vec::new(),
             });
             id
         };
@@ -862,7 +898,7 @@ impl<P: Policy> Session<P> {
         self.with_transaction(|tx| tx.recipients.push(recipient.clone()));
         let (decision, rule) = self.decide(HookCall::Rcpt(recipient.clone())).await;
         if rule.effect != Effect::Proceed {
-            self.with_transaction(|tx| tx.recipients.truncate(count));
+            self.with_transaction(|tx| tx.truncate_recipients(count));
             return self.refuse(rule, &decision, &subject);
         }
         let accepted = self
@@ -871,7 +907,7 @@ impl<P: Policy> Session<P> {
             .unwrap_or_else(|| recipient.clone());
         let (ok_decision, ok_rule) = self.decide(HookCall::RcptOk(accepted)).await;
         if ok_rule.effect != Effect::Proceed {
-            self.with_transaction(|tx| tx.recipients.truncate(count));
+            self.with_transaction(|tx| tx.truncate_recipients(count));
             return self.refuse(ok_rule, &ok_decision, &subject);
         }
         // What plugins put in place of the address (an alias's targets) keeps the client's DSN requests.
@@ -1129,15 +1165,30 @@ impl<P: Policy> Session<P> {
             return flow;
         }
         let relaying = self.conn.lock().relaying;
-        let call = if relaying {
-            HookCall::QueueOutbound
+        // Relayed mail leaves by domain anyway; otherwise the queue hook
+        // sees only the recipients that are not forwarded elsewhere.
+        let forwarding = if relaying { None } else { self.take_forwarded() };
+        let local_left = self.with_transaction(|tx| !tx.recipients.is_empty()).unwrap_or(false);
+        let (decision, mut rule) = if relaying {
+            self.decide(HookCall::QueueOutbound).await
+        } else if local_left {
+            self.decide(HookCall::Queue).await
         } else {
-            HookCall::Queue
+            // Every recipient is forwarded: nothing for the queue plugins.
+            (
+                Decision::cont(),
+                crate::policy::rule(Hook::QueueOutbound, &Verdict::Ok(None), false),
+            )
         };
-        let (decision, mut rule) = self.decide(call).await;
         let host_queued = rule.effect == Effect::HostQueue;
         if host_queued {
-            rule = self.host_enqueue(rule).await;
+            let handoff = self.with_transaction(|tx| tx.message.as_ref().map(|m| Handoff::of(tx, m, &tx.recipients)));
+            rule = self.host_enqueue(rule, handoff.flatten(), false).await;
+        }
+        if let Some(forwarding) = forwarding
+            && rule.effect == Effect::Proceed
+        {
+            rule = self.host_enqueue(rule, Some(forwarding), true).await;
         }
         let flow = self.refuse(rule, &decision, &tx_id);
         if rule.effect == Effect::Proceed {
@@ -1211,38 +1262,78 @@ impl<P: Policy> Session<P> {
         }
     }
 
-    /// Stores the message in the host's outbound queue: `rule` proceeding
-    /// once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
-    async fn host_enqueue(&mut self, rule: crate::policy::Rule) -> crate::policy::Rule {
+    /// Takes the recipients that plugins marked as forwarded out of the
+    /// transaction, so that the queue hook and the success notices see only
+    /// those delivered here: what the outbound queue needs to forward the
+    /// message to them, when there are any.
+    fn take_forwarded(&mut self) -> Option<Handoff> {
+        self.with_transaction(|tx| {
+            let message = tx.message.as_ref()?;
+            let (forwarded, local): (Vec<Address>, Vec<Address>) = tx
+                .recipients
+                .iter()
+                .cloned()
+                .partition(|r| tx.forwarded.contains(&r.addr_spec()));
+            if forwarded.is_empty() {
+                return None;
+            }
+            let handoff = Handoff::of(tx, message, &forwarded);
+            tx.recipients = local;
+            Some(handoff)
+        })
+        .flatten()
+    }
+
+    /// Stores the message in the host's outbound queue (`forwarded`: for
+    /// recipients it is forwarded to, with the sender `[srs]` gives):
+    /// `rule` proceeding once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
+    async fn host_enqueue(
+        &mut self,
+        rule: crate::policy::Rule,
+        handoff: Option<Handoff>,
+        forwarded: bool,
+    ) -> crate::policy::Rule {
         let Some(queue) = self.outbound() else {
             self.tx_span
-                .in_scope(|| warn!("relayed message refused: outbound delivery is disabled"));
+                .in_scope(|| warn!("relayed or forwarded message refused: outbound delivery is disabled"));
             return HOST_QUEUE_FAILED;
         };
-        let Some((reader, sender, recipients, dsn, origin)) = self
-            .with_transaction(|tx| {
-                let reader = tx.message.as_ref()?.reader();
-                let recipients = tx.recipients.iter().map(Address::addr_spec).collect();
-                Some((
-                    reader,
-                    tx.sender.addr_spec(),
-                    recipients,
-                    tx.dsn_requests(),
-                    tx.id.clone(),
-                ))
-            })
-            .flatten()
+        let Some(Handoff {
+            message,
+            sender,
+            recipients,
+            dsn,
+            origin,
+        }) = handoff
         else {
             return HOST_QUEUE_FAILED;
         };
-        match queue.enqueue(reader, sender, recipients, dsn, origin, None).await {
+        let stored = if forwarded {
+            queue.forward(message, sender, recipients.clone(), dsn, origin).await
+        } else {
+            queue
+                .enqueue(message, sender, recipients.clone(), dsn, origin, None)
+                .await
+        };
+        match stored {
             Ok(ids) => {
-                self.tx_span
-                    .in_scope(|| info!(outbound = %ids.join(","), "queued for delivery"));
+                self.tx_span.in_scope(|| {
+                    if forwarded {
+                        info!(outbound = %ids.join(","), to = %recipients.join(","), "queued for forwarding")
+                    } else {
+                        info!(outbound = %ids.join(","), "queued for delivery")
+                    }
+                });
                 crate::policy::Rule {
                     effect: Effect::Proceed,
                     ..rule
                 }
+            }
+            Err(e) if forwarded && self.with_transaction(|tx| !tx.recipients.is_empty()).unwrap_or(false) => {
+                self.tx_span.in_scope(|| {
+                    error!(error = %e, "the outbound queue could not store the forwarded copy; the local recipients have theirs, and a retry by the client gives them another")
+                });
+                HOST_QUEUE_FAILED
             }
             Err(e) => {
                 self.tx_span

@@ -11,6 +11,8 @@ struct Scripted {
     verdicts: HashMap<Hook, Verdict>,
     seen: Arc<StdMutex<Vec<Hook>>>,
     queued: Arc<StdMutex<Vec<Vec<u8>>>>,
+    /// The recipients the `queue` hook saw, per call.
+    queued_for: Arc<StdMutex<Vec<Vec<String>>>>,
     conn: Option<SharedConnection>,
 }
 
@@ -24,9 +26,12 @@ impl Policy for Scripted {
         self.seen.lock().unwrap().push(hook);
         if hook == Hook::Queue {
             let conn = self.conn.as_ref().unwrap().lock();
-            let m = conn.transaction.as_ref().unwrap().message.as_ref().unwrap();
+            let tx = conn.transaction.as_ref().unwrap();
+            let m = tx.message.as_ref().unwrap();
             let bytes = m.read(0, m.size() as usize).unwrap();
             self.queued.lock().unwrap().push(bytes);
+            let recipients = tx.recipients.iter().map(Address::addr_spec).collect();
+            self.queued_for.lock().unwrap().push(recipients);
         }
         match self.verdicts.get(&hook) {
             Some(v) => Decision {
@@ -196,6 +201,24 @@ impl OutboundQueue for MemoryOutbound {
         Box::pin(async move { result })
     }
 
+    fn forward(
+        &self,
+        message: MessageReader,
+        sender: String,
+        recipients: Vec<String>,
+        dsn: crate::protocol::DsnRequests,
+        origin: String,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
+        self.enqueue(
+            message,
+            format!("forwarded from {sender}"),
+            recipients,
+            dsn,
+            origin,
+            None,
+        )
+    }
+
     fn notify_success(
         &self,
         _message: MessageReader,
@@ -254,6 +277,77 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
         untouched.stored.lock().unwrap().is_empty(),
         "a plugin's ok queues instead of the host"
     );
+}
+
+#[tokio::test]
+async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_the_others() {
+    let queue = Arc::new(MemoryOutbound {
+        fail: false,
+        stored: StdMutex::new(Vec::new()),
+    });
+    let mut h = Harness::greeted(&accepting()).await;
+    h.session.connection().lock().outbound = Some(queue.clone());
+    let mark = |h: &Harness, recipient: &str| {
+        let conn = h.session.connection();
+        let mut conn = conn.lock();
+        conn.transaction.as_mut().unwrap().forwarded.push(recipient.into());
+    };
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
+        .await;
+    mark(&h, "far@y.test");
+    assert!(
+        h.send(b"Subject: f\r\n\r\nhi\r\n.\r\n")
+            .await
+            .starts_with("250 2.0.0 Message queued as ")
+    );
+    let stored = queue.stored.lock().unwrap().clone();
+    assert_eq!(
+        stored.iter().map(|m| (m.0.as_str(), m.1.clone())).collect::<Vec<_>>(),
+        [("forwarded from a@b.test", vec!["far@y.test".to_string()])]
+    );
+    assert_eq!(*h.policy.queued_for.lock().unwrap(), [vec!["here@x.test".to_string()]]);
+
+    // Every recipient forwarded: no queue plugin is asked.
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nDATA\r\n")
+        .await;
+    mark(&h, "far@y.test");
+    assert!(
+        h.send(b"Subject: g\r\n\r\nhi\r\n.\r\n")
+            .await
+            .starts_with("250 2.0.0 Message queued as ")
+    );
+    assert_eq!(queue.stored.lock().unwrap().len(), 2);
+    assert_eq!(h.policy.queued_for.lock().unwrap().len(), 1);
+
+    // A forwarded copy that cannot be stored is never a 250.
+    h.session.connection().lock().outbound = Some(Arc::new(MemoryOutbound {
+        fail: true,
+        stored: StdMutex::new(Vec::new()),
+    }));
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
+        .await;
+    mark(&h, "far@y.test");
+    assert_eq!(
+        h.send(b"Subject: h\r\n\r\nhi\r\n.\r\n").await,
+        "451 4.3.0 Outbound queuing failed or disabled, try later\r\n"
+    );
+}
+
+#[test]
+fn a_refused_candidate_takes_its_forwarding_mark_along() {
+    let address = |text: &str| Address::parse_with_params(text, false).unwrap();
+    let mut tx = Transaction {
+        id: "T".into(),
+        sender: address("<a@b.test>"),
+        recipients: vec![address("<kept@y.test>"), address("<gone@y.test>")],
+        message: None,
+        notes: crate::capabilities::NoteStore::new(Default::default()),
+        authentication: None,
+        handed_on: Vec::new(),
+        forwarded: vec!["kept@y.test".into(), "gone@y.test".into()],
+    };
+    tx.truncate_recipients(1);
+    assert_eq!(tx.forwarded, ["kept@y.test"]);
 }
 
 #[tokio::test]
