@@ -30,6 +30,7 @@ ALIASES = """
 fwd@example.com: friend@elsewhere.test
 team@example.com: alice@example.com, friend@elsewhere.test, pal@elsewhere.test
 postmaster: friend@elsewhere.test
+gone@example.com: bad-user@elsewhere.test
 """
 
 BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -69,7 +70,8 @@ class ForwardingTest(unittest.TestCase):
     def setUpClass(cls):
         cls.dns = dnsmasq(RECORDS)
         cls.port = free_port("127.0.0.2", "127.0.0.3")
-        cls.elsewhere = SmtpReceiver("127.0.0.2", cls.port, name="mx.elsewhere.test")
+        refusing = lambda address, attempt: "550 5.1.1 No such user" if address.startswith("bad-") else "250 2.1.5 OK"
+        cls.elsewhere = SmtpReceiver("127.0.0.2", cls.port, refusing, name="mx.elsewhere.test")
         cls.origin = SmtpReceiver("127.0.0.3", cls.port, name="mx.origin.test")
         cls.server = Waraka(["srs", "aliases", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=forwarding_setup(cls.dns.port, cls.port))
@@ -132,6 +134,15 @@ class ForwardingTest(unittest.TestCase):
         older = srs0("dave", "origin.test", secret="an-older-secret")
         self.assertEqual([code for code, _ in self.send("", [older], "older secret")], [250])
         self.assertEqual(self.arrived(self.origin, "older secret"), [("", ["dave@origin.test"])])
+
+    def test_a_forwarded_message_that_bounces_is_reported_to_the_original_sender(self):
+        self.assertEqual([code for code, _ in self.send("judy@origin.test", ["gone@example.com"], "gone")], [250])
+        (sender, recipients), = self.arrived(self.origin, "gone")
+        self.assertEqual((sender, recipients), ("", ["judy@origin.test"]), "straight back, not to the SRS address")
+        dsn = [m[2] for m in self.origin.received() if b"Subject: gone\r\n" in m[2]][0]
+        self.assertIn(b"Final-Recipient: rfc822; bad-user@elsewhere.test", dsn)
+        self.assertIn(b"Status: 5.1.1", dsn)
+        self.assertIn(b"To: <judy@origin.test>", dsn)
 
     def test_forged_altered_and_expired_srs_addresses_are_refused(self):
         good = srs0("erin", "origin.test")

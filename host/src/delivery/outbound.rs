@@ -879,6 +879,19 @@ impl Outbound {
         Ok(queued)
     }
 
+    /// Where a notice to `sender` goes: for one of our SRS senders (mail
+    /// forwarded here), straight to whom it stands for, without a trip
+    /// through this domain's MX and the `srs` plugin; else `sender`.
+    fn notice_recipient(&self, sender: &str) -> String {
+        let original = self
+            .inner
+            .settings
+            .srs
+            .as_ref()
+            .and_then(|srs| srs.reverse(sender).ok().flatten());
+        original.unwrap_or_else(|| sender.to_string())
+    }
+
     /// Signs and queues the DSN of `action` about a message to its sender.
     fn queue_notice(
         &self,
@@ -888,12 +901,16 @@ impl Outbound {
         returned: &Returned,
     ) -> io::Result<Vec<Entry>> {
         let settings = &self.inner.settings;
+        let to = [self.notice_recipient(about.sender)];
+        let about = About {
+            sender: &to[0],
+            ..about
+        };
         let message = notice::signed(
             notice::dsn(&settings.hostname, about, action, reports, returned),
             &settings.hostname,
             &settings.dkim,
         );
-        let to = [about.sender.to_string()];
         self.inner
             .store
             .enqueue(message.as_slice(), "", &to, &DsnRequests::default(), about.id, None)
