@@ -13,7 +13,7 @@ use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
-use crate::session::{MessageReader, OutboundQueue, SuccessNotice};
+use crate::session::{Handoff, MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
@@ -918,19 +918,18 @@ impl Outbound {
 }
 
 impl OutboundQueue for Outbound {
-    fn enqueue(
-        &self,
-        message: MessageReader,
-        sender: String,
-        recipients: Vec<String>,
-        dsn: DsnRequests,
-        origin: String,
-        hop: Option<NextHopConfig>,
-    ) -> BoxFuture<'static, io::Result<Vec<String>>> {
+    fn enqueue(&self, handoff: Handoff, hop: Option<NextHopConfig>) -> BoxFuture<'static, io::Result<Vec<String>>> {
         let this = self.clone();
         Box::pin(async move {
             let store = this.inner.store.clone();
             let entries = tokio::task::spawn_blocking(move || {
+                let Handoff {
+                    message,
+                    sender,
+                    recipients,
+                    dsn,
+                    origin,
+                } = handoff;
                 store.enqueue(message, &sender, &recipients, &dsn, &origin, hop.as_ref())
             })
             .await
@@ -941,19 +940,11 @@ impl OutboundQueue for Outbound {
         })
     }
 
-    fn forward(
-        &self,
-        message: MessageReader,
-        sender: String,
-        recipients: Vec<String>,
-        dsn: DsnRequests,
-        origin: String,
-    ) -> BoxFuture<'static, io::Result<Vec<String>>> {
-        let sender = match &self.inner.settings.srs {
-            Some(srs) => srs.forward(&sender),
-            None => sender,
-        };
-        self.enqueue(message, sender, recipients, dsn, origin, None)
+    fn forward(&self, mut handoff: Handoff) -> BoxFuture<'static, io::Result<Vec<String>>> {
+        if let Some(srs) = &self.inner.settings.srs {
+            handoff.sender = srs.forward(&handoff.sender);
+        }
+        self.enqueue(handoff, None)
     }
 
     fn notify_success(&self, message: MessageReader, notice: SuccessNotice) -> BoxFuture<'static, io::Result<()>> {

@@ -19,7 +19,7 @@ use crate::capabilities::{
 };
 use crate::capabilities::{ClientInfo, Scan};
 use crate::delivery::{Address, ClientError, ClientSettings, hop_target, probe, send};
-use crate::session::{Connection, HandedOn, MessageReader, Transaction};
+use crate::session::{Connection, HandedOn, Handoff, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
 use flate2::read::GzEncoder;
@@ -422,7 +422,7 @@ impl outbound_queue::Host for StoreState {
         }
         let tls = tls_policy(&hop.tls)?;
         self.check_socket(&hop.host, hop.lmtp)?;
-        let (reader, (queue, sender, dsn, origin, unknown)) = self.message_and("enqueue", |conn, tx| {
+        let (message, (queue, sender, dsn, origin, unknown)) = self.message_and("enqueue", |conn, tx| {
             let known: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
             let unknown = recipients.iter().find(|r| !known.contains(r)).cloned();
             (
@@ -433,6 +433,13 @@ impl outbound_queue::Host for StoreState {
                 unknown,
             )
         })?;
+        let handoff = Handoff {
+            message,
+            sender,
+            recipients: recipients.clone(),
+            dsn,
+            origin,
+        };
         if let Some(unknown) = unknown {
             return Err(Error::Invalid(format!(
                 "{unknown} is not a recipient of the transaction"
@@ -450,7 +457,7 @@ impl outbound_queue::Host for StoreState {
         };
         let ids = bounded(self.deadline, async {
             queue
-                .enqueue(reader, sender, recipients.clone(), dsn, origin, Some(target))
+                .enqueue(handoff, Some(target))
                 .await
                 .map_err(|e| Error::Backend(format!("the outbound queue could not store the message: {e}")))
         })

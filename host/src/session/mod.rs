@@ -25,32 +25,19 @@ use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 /// where relayed mail goes when no `queue-outbound` plugin took it, and
 /// where queue plugins with the `outbound-queue` grant hand mail.
 pub trait OutboundQueue: Send + Sync {
-    /// Stores the message for delivery from `sender` (empty for `<>`) to
-    /// `recipients`, with what the sender asked to be told of it (`dsn`), to
-    /// `hop` when given (else routed by domain); resolves to the queue ids
-    /// only once it is durable.
+    /// Stores `handoff` for delivery to `hop` when given (else routed by
+    /// domain); resolves to the queue ids only once it is durable.
     fn enqueue(
         &self,
-        message: MessageReader,
-        sender: String,
-        recipients: Vec<String>,
-        dsn: DsnRequests,
-        origin: String,
+        handoff: Handoff,
         hop: Option<waraka_config::NextHopConfig>,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
 
-    /// Stores the message for delivery to `recipients` it is forwarded to
-    /// (an alias whose target is in another domain, the bounce of mail
-    /// forwarded before), routed by domain, from `sender` rewritten as
-    /// `[srs]` says; resolves to the queue ids once it is durable.
-    fn forward(
-        &self,
-        message: MessageReader,
-        sender: String,
-        recipients: Vec<String>,
-        dsn: DsnRequests,
-        origin: String,
-    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
+    /// Stores `handoff` for the recipients it is forwarded to (an alias
+    /// whose target is in another domain, the bounce of mail forwarded
+    /// before), routed by domain, from its sender rewritten as `[srs]`
+    /// says; resolves to the queue ids once it is durable.
+    fn forward(&self, handoff: Handoff) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
 
     /// Queues the success `notice` about `message`; resolves once it is durable.
     fn notify_success(
@@ -76,18 +63,23 @@ pub struct SuccessNotice {
     pub relayed: Vec<HandedOn>,
 }
 
-/// What the outbound queue needs to store the message of a transaction.
-struct Handoff {
-    message: MessageReader,
-    sender: String,
-    recipients: Vec<String>,
-    dsn: DsnRequests,
-    origin: String,
+/// A message of a transaction handed to the outbound queue, with its envelope.
+pub struct Handoff {
+    /// The message as it was accepted.
+    pub message: MessageReader,
+    /// The sender, empty for `<>`.
+    pub sender: String,
+    /// The recipients it goes to (`local@domain`).
+    pub recipients: Vec<String>,
+    /// What the sender asked to be told of it.
+    pub dsn: DsnRequests,
+    /// The transaction's id, for the log.
+    pub origin: String,
 }
 
 impl Handoff {
     /// `message` of `tx`, for `recipients`.
-    fn of(tx: &Transaction, message: &Message, recipients: &[Address]) -> Handoff {
+    pub fn of(tx: &Transaction, message: &Message, recipients: &[Address]) -> Handoff {
         Handoff {
             message: message.reader(),
             sender: tx.sender.addr_spec(),
@@ -1298,22 +1290,14 @@ impl<P: Policy> Session<P> {
                 .in_scope(|| warn!("relayed or forwarded message refused: outbound delivery is disabled"));
             return HOST_QUEUE_FAILED;
         };
-        let Some(Handoff {
-            message,
-            sender,
-            recipients,
-            dsn,
-            origin,
-        }) = handoff
-        else {
+        let Some(handoff) = handoff else {
             return HOST_QUEUE_FAILED;
         };
+        let recipients = handoff.recipients.clone();
         let stored = if forwarded {
-            queue.forward(message, sender, recipients.clone(), dsn, origin).await
+            queue.forward(handoff).await
         } else {
-            queue
-                .enqueue(message, sender, recipients.clone(), dsn, origin, None)
-                .await
+            queue.enqueue(handoff, None).await
         };
         match stored {
             Ok(ids) => {

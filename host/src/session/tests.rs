@@ -183,40 +183,24 @@ struct MemoryOutbound {
 impl OutboundQueue for MemoryOutbound {
     fn enqueue(
         &self,
-        mut message: MessageReader,
-        sender: String,
-        recipients: Vec<String>,
-        _dsn: crate::protocol::DsnRequests,
-        _origin: String,
+        mut handoff: Handoff,
         _hop: Option<waraka_config::NextHopConfig>,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
         let result = if self.fail {
             Err(std::io::Error::other("disk full"))
         } else {
             let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut message, &mut bytes).unwrap();
-            self.stored.lock().unwrap().push((sender, recipients, bytes));
+            std::io::Read::read_to_end(&mut handoff.message, &mut bytes).unwrap();
+            let stored = (handoff.sender, handoff.recipients, bytes);
+            self.stored.lock().unwrap().push(stored);
             Ok(vec!["Q1".to_string()])
         };
         Box::pin(async move { result })
     }
 
-    fn forward(
-        &self,
-        message: MessageReader,
-        sender: String,
-        recipients: Vec<String>,
-        dsn: crate::protocol::DsnRequests,
-        origin: String,
-    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
-        self.enqueue(
-            message,
-            format!("forwarded from {sender}"),
-            recipients,
-            dsn,
-            origin,
-            None,
-        )
+    fn forward(&self, mut handoff: Handoff) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
+        handoff.sender = format!("forwarded from {}", handoff.sender);
+        self.enqueue(handoff, None)
     }
 
     fn notify_success(
