@@ -73,6 +73,8 @@ pub const ANTIVIRUS_SCANS: &str = "waraka_antivirus_scans_total";
 pub const SPAM_CHECKS: &str = "waraka_spam_checks_total";
 /// DKIM signing requests by `result`: `signed`, `no_key`, `error`.
 pub const DKIM_SIGNATURES: &str = "waraka_dkim_signatures_total";
+/// Counter of ARC sealing requests (`result`: sealed, no_key, error).
+pub const ARC_SEALS: &str = "waraka_arc_seals_total";
 /// Syncs of files and directories plugins asked for (counter).
 pub const FSYNC_REQUESTS: &str = "waraka_fsync_requests_total";
 /// `fsync` calls made for them (counter): fewer than the requests when
@@ -178,6 +180,7 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
     metrics::describe_counter!(ANTIVIRUS_SCANS, "Virus scans by result");
     metrics::describe_counter!(SPAM_CHECKS, "Spam checks by rspamd's action, or error");
     metrics::describe_counter!(DKIM_SIGNATURES, "DKIM signing requests by result");
+    metrics::describe_counter!(ARC_SEALS, "ARC sealing requests by result");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
     Ok(())
 }

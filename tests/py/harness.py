@@ -93,7 +93,7 @@ class Waraka:
 
         def change(text):
             for key, value in values.items():
-                text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+                text, count = re.subn(rf"(?m)^{key} =.*$", f"{key} = {value}", text)
                 assert count == 1, key
             return text
 

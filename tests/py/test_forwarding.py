@@ -2,17 +2,23 @@
 smtplib to a real waraka, leave through its outbound queue (MX records from a
 real dnsmasq, scripted SMTP receivers on loopback addresses) from a sender
 rewritten by SRS; the srs plugin forwards bounces to those senders back to
-the original sender. The SRS addresses are checked against an independent
-implementation of PostSRSd's scheme written here."""
+the original sender, and arc_seal seals what is forwarded. The SRS
+addresses are checked against an independent implementation of PostSRSd's
+scheme written here, the ARC seals with dkimpy."""
 
 import base64
 import hashlib
 import hmac
+import re
 import smtplib
 import time
 import unittest
 
+import dkim
+
 from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from test_auth_results import arc_seal, rsa_key, txt
+from test_dkim_sign import waraka_key
 
 SECRET = "forwarding-test-secret"
 SRS_DOMAIN = "fwd.example.com"
@@ -68,13 +74,23 @@ def message(subject):
 class ForwardingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dns = dnsmasq(RECORDS)
+        # A mailing list that ARC-seals what it passes on.
+        cls.list_key, list_public = rsa_key()
+        list_record = ("sel._domainkey.list.test", f"v=DKIM1; k=rsa; p={list_public}")
+        cls.dns = dnsmasq(RECORDS + [txt(*list_record)])
         cls.port = free_port("127.0.0.2", "127.0.0.3")
         refusing = lambda address, attempt: "550 5.1.1 No such user" if address.startswith("bad-") else "250 2.1.5 OK"
         cls.elsewhere = SmtpReceiver("127.0.0.2", cls.port, refusing, name="mx.elsewhere.test")
         cls.origin = SmtpReceiver("127.0.0.3", cls.port, name="mx.origin.test")
-        cls.server = Waraka(["srs", "aliases", "rcpt_to.in_host_list", "queue/maildir"],
-                            setup=forwarding_setup(cls.dns.port, cls.port))
+        cls.records = dict([list_record])
+        forwarding = forwarding_setup(cls.dns.port, cls.port)
+
+        def setup(server):
+            forwarding(server)
+            cls.records.update([waraka_key(server.dir, SRS_DOMAIN)])
+            server.set_settings("arc_seal.ini", domain=SRS_DOMAIN)
+
+        cls.server = Waraka(["srs", "aliases", "rcpt_to.in_host_list", "arc_seal", "queue/maildir"], setup=setup)
 
     @classmethod
     def tearDownClass(cls):
@@ -83,14 +99,14 @@ class ForwardingTest(unittest.TestCase):
         cls.origin.stop()
         cls.dns.stop()
 
-    def send(self, sender, recipients, subject):
-        """RCPT codes; the message is sent when one was accepted."""
+    def send(self, sender, recipients, subject, raw=None):
+        """RCPT codes; the message (`raw`, or a plain one) is sent when one was accepted."""
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
             s.ehlo()
             s.mail(sender)
             replies = [s.rcpt(r) for r in recipients]
             if any(code == 250 for code, _ in replies):
-                code, text = s.data(message(subject))
+                code, text = s.data(raw or message(subject))
                 self.assertEqual(code, 250, text)
         return replies
 
@@ -104,6 +120,16 @@ class ForwardingTest(unittest.TestCase):
             time.sleep(0.05)
         raise AssertionError(f"{subject!r} did not arrive")
 
+    def forwarded_copy(self, subject):
+        """The bytes of the forwarded copy of `subject`."""
+        self.arrived(self.elsewhere, subject)
+        return [m[2] for m in self.elsewhere.received() if f"Subject: {subject}\r\n".encode() in m[2]][0]
+
+    def dns_txt(self, name, timeout=5):
+        """dkimpy's DNS lookup, answered from the key made here."""
+        record = self.records.get(name.decode().rstrip("."))
+        return record.encode() if record else None
+
     def maildir_copies(self, subject):
         return [p for p in self.server.maildir() if f"Subject: {subject}\r\n".encode() in p.read_bytes()]
 
@@ -114,6 +140,28 @@ class ForwardingTest(unittest.TestCase):
                          [(srs0("alice", "origin.test"), ["friend@elsewhere.test"])])
         self.assertEqual(self.maildir_copies("forwarded"), [], "nothing stays here")
         self.server.wait_for_log(r"queued for forwarding.*to=friend@elsewhere\.test")
+
+    def test_forwarded_mail_is_arc_sealed_and_mail_kept_here_is_not(self):
+        self.assertEqual([code for code, _ in self.send("kim@origin.test", ["fwd@example.com"], "sealed")], [250])
+        data = self.forwarded_copy("sealed")
+        self.assertRegex(data, rb"^ARC-Seal: i=1; a=rsa-sha256; s=\w+; d=fwd\.example\.com; cv=none;")
+        cv, results, comment = dkim.arc_verify(data, dnsfunc=self.dns_txt)
+        self.assertEqual(cv, dkim.CV_Pass, comment)
+        aar = re.search(rb"^ARC-Authentication-Results: i=1; ([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", data, re.M)
+        self.assertRegex(aar.group(1), rb"spf=\w+ ")
+        self.assertFalse(dkim.arc_verify(data.replace(b"Hello.", b"Hello!"), dnsfunc=self.dns_txt)[0] == dkim.CV_Pass)
+        self.server.wait_for_log(r"ARC-sealed for fwd\.example\.com")
+        self.assertEqual([code for code, _ in self.send("kim@origin.test", ["alice@example.com"], "kept")], [250])
+        (copy,) = self.maildir_copies("kept")
+        self.assertNotIn(b"ARC-Seal:", copy.read_bytes())
+
+    def test_a_chain_that_arrives_sealed_is_continued(self):
+        raw = arc_seal(message("chain"), "list.test", self.list_key, "spf=pass smtp.mailfrom=origin.test")
+        self.assertEqual([code for code, _ in self.send("lou@origin.test", ["fwd@example.com"], "chain", raw)], [250])
+        data = self.forwarded_copy("chain")
+        self.assertRegex(data, rb"^ARC-Seal: i=2; a=rsa-sha256; s=\w+; d=fwd\.example\.com; cv=pass;")
+        cv, _, comment = dkim.arc_verify(data, dnsfunc=self.dns_txt)
+        self.assertEqual(cv, dkim.CV_Pass, comment)
 
     def test_a_list_keeps_local_members_here_and_forwards_the_others_in_one_delivery(self):
         self.assertEqual([code for code, _ in self.send("bob@origin.test", ["team@example.com"], "list")], [250])

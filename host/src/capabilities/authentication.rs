@@ -5,14 +5,14 @@
 //! that records them. DNS goes
 //! through the server's resolver, so `[dns]` applies here too.
 
-use super::{CapabilityError, Dns};
+use super::{CapabilityError, Dns, DomainKey};
 use mail_auth::dkim::Signature;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput,
-    SpfResult,
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
+    MessageAuthenticator, SpfOutput, SpfResult,
 };
 use std::net::IpAddr;
 
@@ -250,28 +250,52 @@ fn signature_check(signature: Option<&Signature>, result: &DkimResult) -> Signat
     }
 }
 
+/// The checks of one message, borrowing it.
+struct Verified<'x> {
+    spf: SpfOutput,
+    dkim: Vec<DkimOutput<'x>>,
+    dmarc: DmarcOutput,
+    arc: ArcOutput<'x>,
+}
+
+impl<'x> Verified<'x> {
+    /// Checks SPF, every DKIM signature, DMARC and the ARC chain of `message` from `client`.
+    async fn of(authenticator: &MessageAuthenticator, client: &Client, message: &'x AuthenticatedMessage<'x>) -> Self {
+        let spf = client.check(authenticator, SpfIdentity::MailFrom).await;
+        let dkim = authenticator.verify_dkim(message).await;
+        let mail_from_domain = client
+            .mail_from
+            .rsplit_once('@')
+            .map_or(client.helo_name(), |(_, domain)| domain);
+        let dmarc = authenticator
+            .verify_dmarc(DmarcParameters::new(message, &dkim, mail_from_domain, &spf))
+            .await;
+        let arc = authenticator.verify_arc(message).await;
+        Verified { spf, dkim, dmarc, arc }
+    }
+
+    /// The `Authentication-Results` that record the checks, as `hostname` made them.
+    fn results<'a>(&'a self, client: &'a Client, message: &'a AuthenticatedMessage<'_>) -> AuthenticationResults<'a> {
+        let header_from = message.from.first().map(String::as_str).unwrap_or_default();
+        let mut results = AuthenticationResults::new(&client.hostname)
+            .with_spf_mailfrom_result(&self.spf, client.client_ip, &client.mail_from, client.helo_name())
+            .with_dkim_results(&self.dkim, header_from);
+        if !self.arc.sets().is_empty() || *self.arc.result() != DkimResult::None {
+            results = results.with_arc_result(&self.arc, client.client_ip);
+        }
+        results.with_dmarc_result(&self.dmarc)
+    }
+}
+
 /// Verifies SPF, DKIM, ARC and DMARC for `subject`. DNS failures become
 /// `TempError` outcomes; only a resolver that cannot be built is an error.
 pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authentication, CapabilityError> {
     let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
     let client = &subject.client;
-    let helo = client.helo_name();
-    let spf = client.check(&authenticator, SpfIdentity::MailFrom).await;
     let message = AuthenticatedMessage::parse(subject.message).unwrap_or_default();
-    let dkim = authenticator.verify_dkim(&message).await;
-    let mail_from_domain = client.mail_from.rsplit_once('@').map_or(helo, |(_, domain)| domain);
-    let dmarc = authenticator
-        .verify_dmarc(DmarcParameters::new(&message, &dkim, mail_from_domain, &spf))
-        .await;
-    let arc = authenticator.verify_arc(&message).await;
-    let header_from = message.from.first().map(String::as_str).unwrap_or_default();
-    let mut results = AuthenticationResults::new(&client.hostname)
-        .with_spf_mailfrom_result(&spf, client.client_ip, &client.mail_from, helo)
-        .with_dkim_results(&dkim, header_from);
-    if !arc.sets().is_empty() || *arc.result() != DkimResult::None {
-        results = results.with_arc_result(&arc, client.client_ip);
-    }
-    let results = results.with_dmarc_result(&dmarc);
+    let verified = Verified::of(&authenticator, client, &message).await;
+    let header = verified.results(client, &message).to_string();
+    let Verified { spf, dkim, dmarc, arc } = &verified;
     let dmarc_record = dmarc.dmarc_record().is_some();
     Ok(Authentication {
         spf: spf_outcome(spf.result()),
@@ -287,7 +311,31 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
             Policy::Quarantine if dmarc_record => DmarcPolicy::Quarantine,
             _ => DmarcPolicy::None,
         },
-        arc: ArcChain::from_output(&arc),
-        header: results.to_string(),
+        arc: ArcChain::from_output(arc),
+        header,
     })
+}
+
+/// Verifies `subject` as [`authenticate`] does and seals it with `key`: an
+/// ARC set (RFC 8617) that records the results and continues the chain the
+/// message carries. Its three header fields, `ARC-Seal` first. `Invalid`
+/// when that chain failed at an earlier hop (`cv=fail` ends a chain). The
+/// two signatures are made on the calling thread (an RSA key takes about a
+/// millisecond each).
+pub async fn seal_arc(
+    dns: &Dns,
+    subject: Subject<'_>,
+    key: DomainKey,
+) -> Result<Vec<(String, String)>, CapabilityError> {
+    let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
+    let message = AuthenticatedMessage::parse(subject.message)
+        .ok_or_else(|| CapabilityError::Invalid("the message has no header to seal".into()))?;
+    let verified = Verified::of(&authenticator, &subject.client, &message).await;
+    if !verified.arc.can_be_sealed() {
+        return Err(CapabilityError::Invalid(
+            "its ARC chain failed at an earlier hop (cv=fail): not sealed again".into(),
+        ));
+    }
+    let results = verified.results(&subject.client, &message);
+    key.seal_arc(&message, &results, &verified.arc)
 }

@@ -5,9 +5,11 @@
 //! key: plugins name the domain, the host signs.
 
 use super::CapabilityError;
+use mail_auth::arc::ArcSealer;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
+use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use std::path::PathBuf;
@@ -118,6 +120,22 @@ fn fields_to_sign(message: &[u8]) -> Vec<&'static str> {
     fields
 }
 
+/// A private key of either kind mail-auth signs with.
+enum PrivateKey {
+    Rsa(RsaKey<Sha256>),
+    Ed25519(Ed25519Key),
+}
+
+/// A key of the directory with its selector, read for one use.
+pub struct DomainKey {
+    /// The domain it signs for (`d=`).
+    pub domain: String,
+    /// Its selector (`s=`).
+    pub selector: String,
+    key: PrivateKey,
+}
+
+/// The `DKIM-Signature` header field `key` makes for `message`.
 fn sign_with<K: SigningKey<Hasher = Sha256>>(
     key: K,
     domain: &str,
@@ -133,6 +151,82 @@ fn sign_with<K: SigningKey<Hasher = Sha256>>(
     Ok(signature.to_header())
 }
 
+/// The ARC set `key` seals `message` with: its three header fields as text.
+fn seal_with<K: SigningKey<Hasher = Sha256>>(
+    key: K,
+    domain: &str,
+    selector: &str,
+    message: &AuthenticatedMessage<'_>,
+    results: &AuthenticationResults<'_>,
+    arc: &ArcOutput<'_>,
+) -> Result<String, CapabilityError> {
+    let set = ArcSealer::from_key(key)
+        .domain(domain)
+        .selector(selector)
+        .headers(fields_to_sign(message.raw_message))
+        .seal(message, results, arc)
+        .map_err(|e| CapabilityError::Backend(format!("sealing failed: {e}")))?;
+    Ok(set.to_header())
+}
+
+/// The fields of a header block (`Name: value` lines, values folded with
+/// CRLF and white space), as (name, value without the line break after it).
+fn header_fields(block: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in block.split_inclusive("\r\n") {
+        match fields.last_mut() {
+            Some((_, value)) if line.starts_with([' ', '\t']) => value.push_str(line),
+            _ => {
+                if let Some((name, value)) = line.split_once(':') {
+                    fields.push((name.trim().to_string(), value.trim_start().to_string()));
+                }
+            }
+        }
+    }
+    for (_, value) in &mut fields {
+        value.truncate(value.trim_end_matches("\r\n").len());
+    }
+    fields
+}
+
+impl DomainKey {
+    /// Signs `message` (header and body, as it will be queued).
+    fn sign(self, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
+        let header = match self.key {
+            PrivateKey::Rsa(key) => sign_with(key, &self.domain, &self.selector, message)?,
+            PrivateKey::Ed25519(key) => sign_with(key, &self.domain, &self.selector, message)?,
+        };
+        let value = header
+            .strip_prefix("DKIM-Signature:")
+            .unwrap_or(&header)
+            .trim_start()
+            .trim_end_matches("\r\n")
+            .to_string();
+        Ok(DkimSignature {
+            domain: self.domain,
+            selector: self.selector,
+            value,
+        })
+    }
+
+    /// Seals `message` with an ARC set (RFC 8617) recording `results` and
+    /// continuing the chain `arc` verified: its `ARC-Seal`,
+    /// `ARC-Message-Signature` and `ARC-Authentication-Results` fields, in
+    /// that order, as (name, folded value).
+    pub fn seal_arc(
+        self,
+        message: &AuthenticatedMessage<'_>,
+        results: &AuthenticationResults<'_>,
+        arc: &ArcOutput<'_>,
+    ) -> Result<Vec<(String, String)>, CapabilityError> {
+        let block = match self.key {
+            PrivateKey::Rsa(key) => seal_with(key, &self.domain, &self.selector, message, results, arc)?,
+            PrivateKey::Ed25519(key) => seal_with(key, &self.domain, &self.selector, message, results, arc)?,
+        };
+        Ok(header_fields(&block))
+    }
+}
+
 impl DkimKeys {
     /// Keys under `dir`; `None` (the embedded default instance) has none.
     pub fn new(dir: Option<PathBuf>) -> DkimKeys {
@@ -145,13 +239,20 @@ impl DkimKeys {
     /// the author under DMARC's relaxed rule). `NotFound` when none has a
     /// key; `Invalid` for a name that cannot be a domain.
     pub fn sign(&self, domain: &str, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
+        self.key_for(domain)?.sign(message)
+    }
+
+    /// The key of `domain` or, when it has none, of its nearest parent down
+    /// to two labels, as [`DkimKeys::sign`] looks for it. `NotFound` when
+    /// none has a key; `Invalid` for a name that cannot be a domain.
+    pub fn key_for(&self, domain: &str) -> Result<DomainKey, CapabilityError> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         if !is_domain_name(&domain) {
             return Err(CapabilityError::Invalid(format!("{domain:?} is not a domain name")));
         }
         let labels: Vec<&str> = domain.split('.').collect();
         for skip in 0..labels.len().saturating_sub(1).max(1) {
-            match self.sign_as(&labels[skip..].join("."), message) {
+            match self.key_of(&labels[skip..].join(".")) {
                 Err(CapabilityError::NotFound) => continue,
                 done => return done,
             }
@@ -218,8 +319,8 @@ impl DkimKeys {
         Ok(format!("v=DKIM1; k={k}; p={p}"))
     }
 
-    /// Signs with the key of exactly `domain`, a checked domain name.
-    fn sign_as(&self, domain: &str, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
+    /// The key of exactly `domain`, a checked domain name.
+    fn key_of(&self, domain: &str) -> Result<DomainKey, CapabilityError> {
         let dir = self.dir.as_ref().ok_or(CapabilityError::NotFound)?.join(domain);
         let read = |name: &str| match std::fs::read(dir.join(name)) {
             Ok(bytes) => Ok(bytes),
@@ -236,27 +337,20 @@ impl DkimKeys {
         }
         let bad_key = |e: String| CapabilityError::Backend(format!("{}: {e}", dir.join("private").display()));
         let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_key(e.to_string()))?;
-        let header = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
-            Ok(rsa) => sign_with(rsa, domain, &selector, message)?,
+        let key = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
+            Ok(rsa) => PrivateKey::Rsa(rsa),
             Err(rsa_error) => {
                 let ed25519 = match &der {
                     PrivateKeyDer::Pkcs8(pkcs8) => Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der()).ok(),
                     _ => None,
                 };
-                let key = ed25519.ok_or_else(|| bad_key(format!("neither RSA nor Ed25519 ({rsa_error})")))?;
-                sign_with(key, domain, &selector, message)?
+                PrivateKey::Ed25519(ed25519.ok_or_else(|| bad_key(format!("neither RSA nor Ed25519 ({rsa_error})")))?)
             }
         };
-        let value = header
-            .strip_prefix("DKIM-Signature:")
-            .unwrap_or(&header)
-            .trim_start()
-            .trim_end_matches("\r\n")
-            .to_string();
-        Ok(DkimSignature {
+        Ok(DomainKey {
             domain: domain.to_string(),
             selector,
-            value,
+            key,
         })
     }
 }
@@ -273,6 +367,18 @@ mod tests {
         for bad in ["", "../etc", "a/b", "a..b", "-a.com", ".", "a.", "Example.com", "a b"] {
             assert!(!is_domain_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_header_block_splits_into_its_folded_fields() {
+        let block = "ARC-Seal: i=1; a=rsa-sha256;\r\n\tb=abc\r\nARC-Message-Signature: i=1;\r\n h=from\r\n";
+        assert_eq!(
+            header_fields(block),
+            [
+                ("ARC-Seal".to_string(), "i=1; a=rsa-sha256;\r\n\tb=abc".to_string()),
+                ("ARC-Message-Signature".to_string(), "i=1;\r\n h=from".to_string()),
+            ]
+        );
     }
 
     #[test]

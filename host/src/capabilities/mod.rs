@@ -24,7 +24,7 @@ pub use antivirus::{Antivirus, Clamd, Scan};
 pub use authentication::{Authentication, authenticate};
 pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
-pub use dkim_signing::{DkimKeys, DkimSignature};
+pub use dkim_signing::{DkimKeys, DkimSignature, DomainKey};
 pub use dns::{Dns, DnsSettings, MxHost};
 pub use error::CapabilityError;
 pub use files::{Delivered, DeliveryDir, RelativePath};

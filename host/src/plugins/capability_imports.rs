@@ -11,7 +11,9 @@ use super::bindings::waraka::plugin::{
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
-use crate::capabilities::authentication::{ArcChain, Client, DmarcPolicy, Outcome, SpfIdentity, Subject, check_spf};
+use crate::capabilities::authentication::{
+    ArcChain, Client, DmarcPolicy, Outcome, SpfIdentity, Subject, check_spf, seal_arc,
+};
 use crate::capabilities::spamfilter::Envelope;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
@@ -806,6 +808,59 @@ impl dkim::Host for StoreState {
         };
         metrics::counter!(telemetry::DKIM_SIGNATURES, "result" => result).increment(1);
         let signature = signature?;
+        self.add_headers_to(&transaction, &[("DKIM-Signature".into(), signature.value)])?;
+        Ok(dkim::Signer {
+            domain: signature.domain,
+            selector: signature.selector,
+        })
+    }
+
+    async fn seal_arc(&mut self, domain: String) -> Result<dkim::Signer, Error> {
+        if !self.granted("dkim") {
+            return Err(Error::NotGranted);
+        }
+        let (reader, (transaction, client)) =
+            self.message_and("seal-arc", |conn, tx| (tx.id.clone(), client_of(conn, Some(tx))))?;
+        let keys = self.host.services.backends.dkim.clone();
+        let dns = self.host.services.backends.dns.clone();
+        let sealed = bounded(self.deadline, async move {
+            let message = read_whole(reader).await?;
+            // Reading the key is blocking work.
+            let key = tokio::task::spawn_blocking(move || keys.key_for(&domain))
+                .await
+                .map_err(|e| Error::Backend(e.to_string()))??;
+            let signer = dkim::Signer {
+                domain: key.domain.clone(),
+                selector: key.selector.clone(),
+            };
+            let fields = seal_arc(
+                &dns,
+                Subject {
+                    message: &message,
+                    client,
+                },
+                key,
+            )
+            .await?;
+            Ok::<_, Error>((signer, fields))
+        })
+        .await;
+        let result = match &sealed {
+            Ok(_) => "sealed",
+            Err(Error::NotFound) => "no_key",
+            Err(_) => "error",
+        };
+        metrics::counter!(telemetry::ARC_SEALS, "result" => result).increment(1);
+        let (signer, fields) = sealed?;
+        self.add_headers_to(&transaction, &fields)?;
+        Ok(signer)
+    }
+}
+
+impl StoreState {
+    /// Puts `fields` (name, folded value) on top of the message of the
+    /// transaction `transaction`, in their order.
+    fn add_headers_to(&self, transaction: &str, fields: &[(String, String)]) -> Result<(), Error> {
         let gone = || Error::Invalid("the transaction ended while signing".into());
         let mut conn = self.host.conn.as_ref().ok_or_else(gone)?.lock();
         let message = conn
@@ -814,13 +869,13 @@ impl dkim::Host for StoreState {
             .filter(|tx| tx.id == transaction)
             .and_then(|tx| tx.message.as_mut())
             .ok_or_else(gone)?;
-        message
-            .add_header("DKIM-Signature", &signature.value)
-            .map_err(|e| Error::Backend(format!("the signature does not fit the header: {e}")))?;
-        Ok(dkim::Signer {
-            domain: signature.domain,
-            selector: signature.selector,
-        })
+        // Each field goes on top, so the last one goes first.
+        for (name, value) in fields.iter().rev() {
+            message
+                .add_header(name, value)
+                .map_err(|e| Error::Backend(format!("{name} does not fit the header: {e}")))?;
+        }
+        Ok(())
     }
 }
 

@@ -306,6 +306,17 @@ impl envelope::Host for StoreState {
             Ok(())
         })
     }
+
+    fn forwarded(&mut self) -> Vec<String> {
+        self.with_conn(Vec::new(), |c| {
+            let Some(tx) = c.transaction.as_ref() else {
+                return Vec::new();
+            };
+            // Marks of recipients refused later are dropped with them.
+            let current: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
+            tx.forwarded.iter().filter(|f| current.contains(f)).cloned().collect()
+        })
+    }
 }
 
 impl message::Host for StoreState {
