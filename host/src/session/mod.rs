@@ -1260,6 +1260,10 @@ impl<P: Policy> Session<P> {
     /// message to them, when there are any.
     fn take_forwarded(&mut self) -> Option<Handoff> {
         self.with_transaction(|tx| {
+            // Most mail forwards nothing: no work beyond this check.
+            if tx.forwarded.is_empty() {
+                return None;
+            }
             let message = tx.message.as_ref()?;
             let (forwarded, local): (Vec<Address>, Vec<Address>) = tx
                 .recipients
