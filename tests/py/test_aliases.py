@@ -2,6 +2,7 @@
 queue/maildir files one copy per expanded recipient."""
 
 import smtplib
+import time
 import unittest
 
 from harness import Waraka
@@ -51,6 +52,30 @@ class AliasesTest(unittest.TestCase):
     def test_a_member_also_named_directly_gets_one_copy(self):
         codes, boxes = self.mailboxes(["bob@example.com", "sales@example.com"], "once")
         self.assertEqual((codes, boxes), ([250, 250], ["example.com/alice", "example.com/bob"]))
+
+    def test_a_subaddress_reaches_its_users_mailbox_and_alias(self):
+        codes, boxes = self.mailboxes(["dave+news@example.com", "sales+promo@example.com"], "subaddress")
+        self.assertEqual((codes, boxes), ([250, 250], ["example.com/alice", "example.com/bob", "example.com/dave"]))
+        copy = [p for p in self.server.maildir() if b"Subject: subaddress\r\n" in p.read_bytes()
+                and "dave" in p.parts]
+        self.assertIn(b"Delivered-To: dave+news@example.com\r\n", copy[0].read_bytes(), "the whole address is kept")
+
+    def test_without_a_delimiter_a_subaddress_is_its_own_mailbox(self):
+        self.server.edit("config/recipient_delimiter", lambda t: t.replace("\n+\n", "\n"))
+        try:
+            codes, boxes = self.wait_for_boxes(["erin+news@example.com"], "own", ["example.com/erin+news"])
+            self.assertEqual(codes, [250])
+        finally:
+            self.server.edit("config/recipient_delimiter", lambda t: t + "+\n")
+
+    def wait_for_boxes(self, recipients, subject, expected):
+        """mailboxes(), until the config edit shows (the file watcher takes milliseconds)."""
+        for attempt in range(50):
+            codes, boxes = self.mailboxes(recipients, f"{subject} {attempt}")
+            if boxes == expected:
+                return codes, boxes
+            time.sleep(0.1)
+        self.fail(f"{recipients} reached {boxes}, not {expected}")
 
     def test_a_domain_alias_keeps_the_local_part(self):
         codes, boxes = self.mailboxes(["carol@old.example"], "domain")

@@ -233,6 +233,9 @@ class SqliteValidityTest(unittest.TestCase):
                 s.mail("sender@py.test")
                 self.assertEqual(s.rcpt("alice@example.com")[0], 250)
                 self.assertEqual(s.rcpt("bob@example.com"), (550, b"5.1.1 Invalid email address"))
+                # A subaddress (config/recipient_delimiter) exists when its user does.
+                self.assertEqual(s.rcpt("alice+news@example.com")[0], 250)
+                self.assertEqual(s.rcpt("bob+news@example.com")[0], 550)
         finally:
             server.stop()
 

@@ -9,7 +9,9 @@
 //! outbound queue delivers to it, from the sender rewritten by `[srs]`.
 
 use waraka_plugin::host_list::is_local_recipient;
-use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Verdict, config, envelope, notes, outbound_queue};
+use waraka_plugin::{
+    Address, Error, Hook, Plugin, Scope, Verdict, config, envelope, notes, outbound_queue, subaddress,
+};
 
 const ALIASES: &str = "aliases";
 /// The transaction note holding, between `rcpt` and `rcpt-ok`, the first
@@ -28,14 +30,22 @@ enum Target {
 }
 
 /// The entry for `local@domain` among `lines` (`key: targets`): the whole
-/// address first, then the local part, then `@domain`; keys compare without case.
-fn lookup(lines: &[String], local: &str, domain: &str) -> Option<Target> {
+/// address first, then without a subaddress's detail (`user`, when it has
+/// one), then the local part (and the user), then `@domain`; keys compare
+/// without case.
+fn lookup(lines: &[String], local: &str, user: &str, domain: &str) -> Option<Target> {
     let entries: Vec<(&str, &str)> = lines
         .iter()
         .filter_map(|line| line.split_once(':'))
         .map(|(key, targets)| (key.trim(), targets.trim()))
         .collect();
-    let keys = [format!("{local}@{domain}"), local.to_string(), format!("@{domain}")];
+    let keys = [
+        format!("{local}@{domain}"),
+        format!("{user}@{domain}"),
+        local.to_string(),
+        user.to_string(),
+        format!("@{domain}"),
+    ];
     let targets = keys
         .iter()
         .find_map(|key| entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))?
@@ -101,7 +111,8 @@ impl Plugin for Aliases {
 
     fn rcpt(recipient: Address) -> Verdict {
         let lines = config::lines(ALIASES).unwrap_or_default();
-        let Some(target) = lookup(&lines, &recipient.local_part, &recipient.domain) else {
+        let (user, _) = subaddress::split(&recipient.local_part, &subaddress::delimiters());
+        let Some(target) = lookup(&lines, &recipient.local_part, user, &recipient.domain) else {
             return Verdict::Cont;
         };
         let targets = match target {
@@ -200,13 +211,31 @@ mod tests {
     fn addresses_then_local_parts_then_domains_match() {
         let to = |list: &[&str]| Some(Target::To(list.iter().map(|s| s.to_string()).collect()));
         assert_eq!(
-            lookup(&lines(), "Sales", "EXAMPLE.com"),
+            lookup(&lines(), "Sales", "Sales", "EXAMPLE.com"),
             to(&["alice@example.com", "Bob@Example.com"])
         );
-        assert_eq!(lookup(&lines(), "postmaster", "other.test"), to(&["admin@example.com"]));
-        assert_eq!(lookup(&lines(), "carol", "old.example"), to(&["carol@new.example"]));
-        assert_eq!(lookup(&lines(), "spamtrap", "example.com"), Some(Target::Reject));
-        assert_eq!(lookup(&lines(), "dave", "example.com"), None);
+        assert_eq!(
+            lookup(&lines(), "postmaster", "postmaster", "other.test"),
+            to(&["admin@example.com"])
+        );
+        assert_eq!(
+            lookup(&lines(), "carol", "carol", "old.example"),
+            to(&["carol@new.example"])
+        );
+        assert_eq!(
+            lookup(&lines(), "spamtrap", "spamtrap", "example.com"),
+            Some(Target::Reject)
+        );
+        assert_eq!(lookup(&lines(), "dave", "dave", "example.com"), None);
+        // A subaddress falls back to its user's entry, after its own.
+        assert_eq!(
+            lookup(&lines(), "sales+promo", "sales", "example.com"),
+            to(&["alice@example.com", "Bob@Example.com"])
+        );
+        assert_eq!(
+            lookup(&lines(), "postmaster+x", "postmaster", "other.test"),
+            to(&["admin@example.com"])
+        );
         assert_eq!(
             address("Bob@Example.com").map(|a| (a.local_part, a.domain)),
             Some(("Bob".into(), "example.com".into()))

@@ -9,11 +9,13 @@
 //! (`ok`); no row or a false one rejects with `550 5.1.1 Invalid email
 //! address`. A database that is down, slow or refusing the query answers
 //! `451 4.3.0`: never accept, never reject for good on a temporary fault.
-//! Recipients in other domains pass on (`cont`) to the relaying rule.
+//! Recipients in other domains pass on (`cont`) to the relaying rule. A
+//! subaddress (`alice+news@`, see `config/recipient_delimiter`) that the
+//! database does not know is looked up again as its user (`alice@`).
 //! Settings are in `config/rcpt_to.validity.ini`.
 
 use waraka_plugin::sql::{self, Value};
-use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, host_list};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, host_list, subaddress};
 
 const SETTINGS: &str = "rcpt_to.validity.ini";
 const DEFAULT_QUERY: &str = "SELECT EXISTS(SELECT 1 FROM valid_addresses WHERE address = $1)";
@@ -96,7 +98,12 @@ impl Plugin for Validity {
             Ok(false) => return Verdict::Cont,
             Err(e) => return temporary_failure(&format!("host list unavailable: {e:?}")),
         }
-        match check(&recipient) {
+        // A subaddress (alice+news@) exists when its user does.
+        let known = check(&recipient).and_then(|found| match subaddress::base(&recipient, &subaddress::delimiters()) {
+            Some(base) if !found => check(&base),
+            _ => Ok(found),
+        });
+        match known {
             Ok(true) => Verdict::ok(),
             Ok(false) => {
                 waraka_plugin::info!("unknown recipient {recipient}");

@@ -48,6 +48,7 @@ pub mod dns_list;
 mod hook;
 pub mod host_list;
 pub mod next_hop;
+pub mod subaddress;
 mod verdict;
 
 pub use bindings::exports::waraka::plugin::outbound_hooks::{Delivery, NextHop, RecipientFailure, SendDecision};

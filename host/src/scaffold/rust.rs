@@ -29,6 +29,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/dns_list.rs",
         include_str!("../../../guest-plugins/sdk/src/dns_list.rs"),
     ),
+    (
+        "src/subaddress.rs",
+        include_str!("../../../guest-plugins/sdk/src/subaddress.rs"),
+    ),
 ];
 
 /// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).

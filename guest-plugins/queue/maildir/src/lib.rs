@@ -15,11 +15,13 @@
 //! new directory made durable).
 //!
 //! The root is the directory granted as `dir:maildir`.
-//! `config/queue/maildir.ini` may set `folder = {domain}/{local}` (the layout
-//! below the root; `{local}`, `{domain}` and `{address}` are replaced).
+//! `config/queue/maildir.ini` may set `folder = {domain}/{user}` (the layout
+//! below the root; `{user}` (the local part without a subaddress's detail,
+//! see `config/recipient_delimiter`), `{local}` (all of it), `{detail}`,
+//! `{domain}` and `{address}` are replaced).
 
 use std::time::{SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, envelope, path_segment, session};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, envelope, path_segment, session, subaddress};
 
 /// The grant's name (`dir:maildir`).
 const GRANT: &str = "maildir";
@@ -27,23 +29,28 @@ const GRANT: &str = "maildir";
 struct Maildir;
 
 fn folder_template() -> String {
-    waraka_plugin::setting("queue/maildir.ini", "folder").unwrap_or_else(|| "{domain}/{local}".into())
+    waraka_plugin::setting("queue/maildir.ini", "folder").unwrap_or_else(|| "{domain}/{user}".into())
 }
 
-/// The recipient's folder, relative to the root.
-fn mailbox(template: &str, rcpt: &Address) -> String {
-    let domain = path_segment(&rcpt.domain.to_ascii_lowercase());
-    let local = path_segment(&rcpt.local_part);
-    let address = path_segment(&rcpt.to_addr_spec());
+/// The recipient's folder, relative to the root; `delimiters` split the
+/// local part into user and detail.
+fn mailbox(template: &str, rcpt: &Address, delimiters: &str) -> String {
+    let (user, detail) = subaddress::split(&rcpt.local_part, delimiters);
+    let fields = [
+        ("{domain}", rcpt.domain.to_ascii_lowercase()),
+        ("{local}", rcpt.local_part.clone()),
+        ("{user}", user.to_string()),
+        ("{detail}", detail.unwrap_or_default().to_string()),
+        ("{address}", rcpt.to_addr_spec()),
+    ]
+    .map(|(name, value)| (name, path_segment(&value)));
     let parts: Vec<String> = template
         .split('/')
         .map(|part| {
-            path_segment(
-                &part
-                    .replace("{domain}", &domain)
-                    .replace("{local}", &local)
-                    .replace("{address}", &address),
-            )
+            let filled = fields
+                .iter()
+                .fold(part.to_string(), |text, (name, value)| text.replace(name, value));
+            path_segment(&filled)
         })
         .collect();
     parts.join("/")
@@ -74,13 +81,14 @@ impl Plugin for Maildir {
 
     fn queue() -> Verdict {
         let template = folder_template();
+        let delimiters = subaddress::delimiters();
         let sender = envelope::sender().map(|s| s.to_addr_spec()).unwrap_or_default();
         let txid = session::transaction_id().unwrap_or_else(session::connection_id);
         let host = path_segment(&session::hostname());
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         for (i, rcpt) in envelope::recipients().iter().enumerate() {
             let unique = format!("{secs}.{}_{i}.{host}", path_segment(&txid));
-            if let Err(e) = deliver(rcpt, &mailbox(&template, rcpt), &unique, &sender) {
+            if let Err(e) = deliver(rcpt, &mailbox(&template, rcpt, &delimiters), &unique, &sender) {
                 waraka_plugin::error!("delivery to {rcpt} failed: {e}");
                 return Verdict::denysoft_code(451, "4.3.0", "Mailbox temporarily unavailable");
             }
@@ -90,3 +98,31 @@ impl Plugin for Maildir {
 }
 
 waraka_plugin::export!(Maildir);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subaddress_shares_its_users_folder() {
+        let rcpt = |local: &str| Address {
+            local_part: local.into(),
+            domain: "Example.COM".into(),
+            params: Vec::new(),
+        };
+        assert_eq!(
+            mailbox("{domain}/{user}", &rcpt("alice+news"), "+"),
+            "example.com/alice"
+        );
+        assert_eq!(
+            mailbox("{domain}/{user}", &rcpt("alice+news"), ""),
+            "example.com/alice+news"
+        );
+        assert_eq!(
+            mailbox("{domain}/{local}", &rcpt("alice+news"), "+"),
+            "example.com/alice+news"
+        );
+        assert_eq!(mailbox("{user}/{detail}", &rcpt("alice+news"), "+"), "alice/news");
+        assert_eq!(mailbox("{domain}/{user}", &rcpt("../x"), "+"), "example.com/_x");
+    }
+}
