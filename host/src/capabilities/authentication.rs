@@ -274,7 +274,7 @@ impl<'x> Verified<'x> {
         Verified { spf, dkim, dmarc, arc }
     }
 
-    /// The `Authentication-Results` that record the checks, as `hostname` made them.
+    /// The `Authentication-Results` that record the checks, under this server's name.
     fn results<'a>(&'a self, client: &'a Client, message: &'a AuthenticatedMessage<'_>) -> AuthenticationResults<'a> {
         let header_from = message.from.first().map(String::as_str).unwrap_or_default();
         let mut results = AuthenticationResults::new(&client.hostname)

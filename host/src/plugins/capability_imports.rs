@@ -447,8 +447,7 @@ impl outbound_queue::Host for StoreState {
                 "{unknown} is not a recipient of the transaction"
             )));
         }
-        let queue =
-            queue.ok_or_else(|| Error::Backend("outbound delivery is off ([outbound] enabled = false)".into()))?;
+        let queue = queue.ok_or_else(delivery_off)?;
         let target = NextHopConfig {
             host: hop.host.clone(),
             port: hop.port,
@@ -492,6 +491,11 @@ impl outbound_queue::Host for StoreState {
     }
 }
 
+/// The error of a call that needs the host's outbound queue when it is off.
+fn delivery_off() -> Error {
+    Error::Backend("outbound delivery is off ([outbound] enabled = false)".into())
+}
+
 impl StoreState {
     /// Marks the recipient `recipient` of the open transaction as forwarded.
     fn mark_forwarded(&self, recipient: &str) -> Result<(), Error> {
@@ -499,9 +503,7 @@ impl StoreState {
         let conn = self.host.conn.as_ref().ok_or_else(none)?;
         let mut conn = conn.lock();
         if conn.outbound.is_none() {
-            return Err(Error::Backend(
-                "outbound delivery is off ([outbound] enabled = false)".into(),
-            ));
+            return Err(delivery_off());
         }
         let tx = conn.transaction.as_mut().ok_or_else(none)?;
         let spec = tx

@@ -1297,7 +1297,7 @@ impl<P: Policy> Session<P> {
         let Some(handoff) = handoff else {
             return HOST_QUEUE_FAILED;
         };
-        let recipients = handoff.recipients.clone();
+        let forwarded_to = forwarded.then(|| handoff.recipients.join(","));
         let stored = if forwarded {
             queue.forward(handoff).await
         } else {
@@ -1305,12 +1305,9 @@ impl<P: Policy> Session<P> {
         };
         match stored {
             Ok(ids) => {
-                self.tx_span.in_scope(|| {
-                    if forwarded {
-                        info!(outbound = %ids.join(","), to = %recipients.join(","), "queued for forwarding")
-                    } else {
-                        info!(outbound = %ids.join(","), "queued for delivery")
-                    }
+                self.tx_span.in_scope(|| match &forwarded_to {
+                    Some(to) => info!(outbound = %ids.join(","), %to, "queued for forwarding"),
+                    None => info!(outbound = %ids.join(","), "queued for delivery"),
                 });
                 crate::policy::Rule {
                     effect: Effect::Proceed,
