@@ -15,7 +15,8 @@ use waraka_plugin::{
 
 const ALIASES: &str = "aliases";
 /// The transaction note holding, between `rcpt` and `rcpt-ok`, the first
-/// target and the others to add once it is accepted (`first\nsecond,third`).
+/// target, the others to add once it is accepted, and whether they may be
+/// forwarded (`first\nsecond,third\ntrue`).
 const PENDING: &str = "aliases.pending";
 
 struct Aliases;
