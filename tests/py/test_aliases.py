@@ -59,6 +59,10 @@ class AliasesTest(unittest.TestCase):
         copy = [p for p in self.server.maildir() if b"Subject: subaddress\r\n" in p.read_bytes()
                 and "dave" in p.parts]
         self.assertIn(b"Delivered-To: dave+news@example.com\r\n", copy[0].read_bytes(), "the whole address is kept")
+        alice = [p for p in self.server.maildir() if b"Subject: subaddress\r\n" in p.read_bytes()
+                 and "alice" in p.parts]
+        self.assertIn(b"Delivered-To: alice+promo@example.com\r\n", alice[0].read_bytes(),
+                      "the list's members get the detail the list did not use")
 
     def test_without_a_delimiter_a_subaddress_is_its_own_mailbox(self):
         self.server.edit("config/recipient_delimiter", lambda t: t.replace("\n+\n", "\n"))

@@ -31,34 +31,40 @@ enum Target {
 }
 
 /// The entry for `local@domain` among `lines` (`key: targets`): the whole
-/// address first, then without a subaddress's detail (`user`, when it has
-/// one), then the local part (and the user), then `@domain`; keys compare
-/// without case.
-fn lookup(lines: &[String], local: &str, user: &str, domain: &str) -> Option<Target> {
+/// address first, then the address without its subaddress `extension`
+/// (`+news` of `alice+news`, empty for none), then the local part and the
+/// user, then `@domain`; keys compare without case. An entry found for the
+/// user passes the extension on to its targets (`alice: bob@example.com`
+/// sends `alice+news` to `bob+news@example.com`), as Postfix does.
+fn lookup(lines: &[String], local: &str, extension: &str, domain: &str) -> Option<Target> {
     let entries: Vec<(&str, &str)> = lines
         .iter()
         .filter_map(|line| line.split_once(':'))
         .map(|(key, targets)| (key.trim(), targets.trim()))
         .collect();
+    let user = &local[..local.len() - extension.len()];
+    // (key, whether it leaves the extension unmatched)
     let keys = [
-        format!("{local}@{domain}"),
-        format!("{user}@{domain}"),
-        local.to_string(),
-        user.to_string(),
-        format!("@{domain}"),
+        (format!("{local}@{domain}"), false),
+        (format!("{user}@{domain}"), true),
+        (local.to_string(), false),
+        (user.to_string(), true),
+        (format!("@{domain}"), false),
     ];
-    let targets = keys
-        .iter()
-        .find_map(|key| entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))?
-        .1;
+    let (targets, unmatched) = keys.iter().find_map(|(key, unmatched)| {
+        let (_, targets) = entries.iter().find(|(k, _)| k.eq_ignore_ascii_case(key))?;
+        Some((*targets, *unmatched))
+    })?;
     if targets.eq_ignore_ascii_case(":reject") {
         return Some(Target::Reject);
     }
+    let extension = if unmatched { extension } else { "" };
     let list = waraka_plugin::split_list(targets)
         .into_iter()
-        .map(|t| match t.strip_prefix('@') {
-            Some(new_domain) => format!("{local}@{new_domain}"),
-            None => t,
+        .map(|t| match (t.strip_prefix('@'), t.rsplit_once('@')) {
+            (Some(new_domain), _) => format!("{local}@{new_domain}"),
+            (None, Some((target_local, target_domain))) => format!("{target_local}{extension}@{target_domain}"),
+            (None, None) => t,
         })
         .collect();
     Some(Target::To(list))
@@ -112,8 +118,9 @@ impl Plugin for Aliases {
 
     fn rcpt(recipient: Address) -> Verdict {
         let lines = config::lines(ALIASES).unwrap_or_default();
-        let (user, _) = subaddress::split(&recipient.local_part, &subaddress::delimiters());
-        let Some(target) = lookup(&lines, &recipient.local_part, user, &recipient.domain) else {
+        let local = &recipient.local_part;
+        let (user, _) = subaddress::split(local, &subaddress::delimiters());
+        let Some(target) = lookup(&lines, local, &local[user.len()..], &recipient.domain) else {
             return Verdict::Cont;
         };
         let targets = match target {
@@ -212,30 +219,28 @@ mod tests {
     fn addresses_then_local_parts_then_domains_match() {
         let to = |list: &[&str]| Some(Target::To(list.iter().map(|s| s.to_string()).collect()));
         assert_eq!(
-            lookup(&lines(), "Sales", "Sales", "EXAMPLE.com"),
+            lookup(&lines(), "Sales", "", "EXAMPLE.com"),
             to(&["alice@example.com", "Bob@Example.com"])
         );
         assert_eq!(
-            lookup(&lines(), "postmaster", "postmaster", "other.test"),
+            lookup(&lines(), "postmaster", "", "other.test"),
             to(&["admin@example.com"])
         );
-        assert_eq!(
-            lookup(&lines(), "carol", "carol", "old.example"),
-            to(&["carol@new.example"])
-        );
-        assert_eq!(
-            lookup(&lines(), "spamtrap", "spamtrap", "example.com"),
-            Some(Target::Reject)
-        );
-        assert_eq!(lookup(&lines(), "dave", "dave", "example.com"), None);
+        assert_eq!(lookup(&lines(), "carol", "", "old.example"), to(&["carol@new.example"]));
+        assert_eq!(lookup(&lines(), "spamtrap", "", "example.com"), Some(Target::Reject));
+        assert_eq!(lookup(&lines(), "dave", "", "example.com"), None);
         // A subaddress falls back to its user's entry, after its own.
         assert_eq!(
-            lookup(&lines(), "sales+promo", "sales", "example.com"),
-            to(&["alice@example.com", "Bob@Example.com"])
+            lookup(&lines(), "sales+promo", "+promo", "example.com"),
+            to(&["alice+promo@example.com", "Bob+promo@Example.com"])
         );
         assert_eq!(
-            lookup(&lines(), "postmaster+x", "postmaster", "other.test"),
-            to(&["admin@example.com"])
+            lookup(&lines(), "postmaster+x", "+x", "other.test"),
+            to(&["admin+x@example.com"])
+        );
+        assert_eq!(
+            lookup(&lines(), "carol+x", "+x", "old.example"),
+            to(&["carol+x@new.example"])
         );
         assert_eq!(
             address("Bob@Example.com").map(|a| (a.local_part, a.domain)),
