@@ -30,6 +30,12 @@ pub const OUTBOUND_QUEUE_DEPTH: &str = "waraka_outbound_queue_depth";
 pub const OUTBOUND_RECIPIENTS: &str = "waraka_outbound_recipients_total";
 /// From queueing to acceptance by the remote server, per delivered recipient.
 pub const OUTBOUND_DELIVERY_SECONDS: &str = "waraka_outbound_delivery_seconds";
+/// Recipients forwarded to their own domains through the outbound queue
+/// (an alias elsewhere, the bounce of forwarded mail).
+pub const FORWARDED_RECIPIENTS: &str = "waraka_forwarded_recipients_total";
+/// SRS addresses of this server checked on their way back (`result`:
+/// `valid`, `invalid` for forged, altered or expired ones).
+pub const SRS_REVERSALS: &str = "waraka_srs_reversals_total";
 /// Client connections accepted.
 pub const CONNECTIONS: &str = "waraka_connections_total";
 /// Client connections open now (gauge).
@@ -181,6 +187,11 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
     metrics::describe_counter!(SPAM_CHECKS, "Spam checks by rspamd's action, or error");
     metrics::describe_counter!(DKIM_SIGNATURES, "DKIM signing requests by result");
     metrics::describe_counter!(ARC_SEALS, "ARC sealing requests by result");
+    metrics::describe_counter!(
+        FORWARDED_RECIPIENTS,
+        "Recipients forwarded to their own domains through the outbound queue"
+    );
+    metrics::describe_counter!(SRS_REVERSALS, "SRS addresses checked on their way back, by result");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
     Ok(())
 }

@@ -16,7 +16,7 @@ import unittest
 
 import dkim
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port, prometheus
 from test_auth_results import arc_seal, rsa_key, txt
 from test_dkim_sign import waraka_key
 
@@ -85,8 +85,11 @@ class ForwardingTest(unittest.TestCase):
         cls.records = dict([list_record])
         forwarding = forwarding_setup(cls.dns.port, cls.port)
 
+        cls.metrics_port = free_port()
+
         def setup(server):
             forwarding(server)
+            server.enable_metrics(cls.metrics_port)
             cls.records.update([waraka_key(server.dir, SRS_DOMAIN)])
             server.set_settings("arc_seal.ini", domain=SRS_DOMAIN)
 
@@ -164,7 +167,9 @@ class ForwardingTest(unittest.TestCase):
         self.assertEqual(cv, dkim.CV_Pass, comment)
 
     def test_a_list_keeps_local_members_here_and_forwards_the_others_in_one_delivery(self):
+        before = prometheus(self.metrics_port).get("waraka_forwarded_recipients_total", 0)
         self.assertEqual([code for code, _ in self.send("bob@origin.test", ["team@example.com"], "list")], [250])
+        self.assertEqual(prometheus(self.metrics_port)["waraka_forwarded_recipients_total"], before + 2)
         (sender, recipients), = self.arrived(self.elsewhere, "list")
         self.assertEqual((sender, sorted(recipients)),
                          (srs0("bob", "origin.test"), ["friend@elsewhere.test", "pal@elsewhere.test"]))
@@ -193,6 +198,7 @@ class ForwardingTest(unittest.TestCase):
         self.assertIn(b"To: <judy@origin.test>", dsn)
 
     def test_forged_altered_and_expired_srs_addresses_are_refused(self):
+        before = prometheus(self.metrics_port).get('waraka_srs_reversals_total{result="invalid"}', 0)
         good = srs0("erin", "origin.test")
         forged = srs0("erin", "origin.test", secret="guessed")
         altered = good.replace("=erin@", "=mallory@")
@@ -202,6 +208,7 @@ class ForwardingTest(unittest.TestCase):
         self.assertIn(b"5.1.1 Invalid bounce address: the SRS hash does not match", replies[0][1])
         self.assertIn(b"has expired", replies[2][1])
         self.server.wait_for_log(r"refused: the SRS address has expired")
+        self.assertEqual(prometheus(self.metrics_port)['waraka_srs_reversals_total{result="invalid"}'], before + 3)
 
     def test_a_forwarded_bounce_and_a_forwarded_forward_keep_their_chains(self):
         # A bounce to a forwarded alias keeps the null sender.

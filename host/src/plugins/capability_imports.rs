@@ -484,10 +484,17 @@ impl outbound_queue::Host for StoreState {
         if !self.granted("outbound-queue") {
             return Err(Error::NotGranted);
         }
-        match &self.host.services.backends.srs {
-            Some(srs) => srs.reverse(&address).map_err(|e| Error::Invalid(e.to_string())),
-            None => Ok(None),
-        }
+        let Some(srs) = &self.host.services.backends.srs else {
+            return Ok(None);
+        };
+        let reversed = srs.reverse(&address);
+        let result = match &reversed {
+            Ok(None) => return Ok(None),
+            Ok(Some(_)) => "valid",
+            Err(_) => "invalid",
+        };
+        metrics::counter!(telemetry::SRS_REVERSALS, "result" => result).increment(1);
+        reversed.map_err(|e| Error::Invalid(e.to_string()))
     }
 }
 

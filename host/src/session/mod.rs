@@ -1297,7 +1297,7 @@ impl<P: Policy> Session<P> {
         let Some(handoff) = handoff else {
             return HOST_QUEUE_FAILED;
         };
-        let forwarded_to = forwarded.then(|| handoff.recipients.join(","));
+        let forwarded_to = forwarded.then(|| (handoff.recipients.join(","), handoff.recipients.len()));
         let stored = if forwarded {
             queue.forward(handoff).await
         } else {
@@ -1306,7 +1306,10 @@ impl<P: Policy> Session<P> {
         match stored {
             Ok(ids) => {
                 self.tx_span.in_scope(|| match &forwarded_to {
-                    Some(to) => info!(outbound = %ids.join(","), %to, "queued for forwarding"),
+                    Some((to, count)) => {
+                        metrics::counter!(crate::telemetry::FORWARDED_RECIPIENTS).increment(*count as u64);
+                        info!(outbound = %ids.join(","), %to, "queued for forwarding")
+                    }
                     None => info!(outbound = %ids.join(","), "queued for delivery"),
                 });
                 crate::policy::Rule {
