@@ -99,9 +99,14 @@ impl Plugin for Validity {
             Err(e) => return temporary_failure(&format!("host list unavailable: {e:?}")),
         }
         // A subaddress (alice+news@) exists when its user does.
-        let known = check(&recipient).and_then(|found| match subaddress::base(&recipient, &subaddress::delimiters()) {
-            Some(base) if !found => check(&base),
-            _ => Ok(found),
+        let known = check(&recipient).and_then(|found| {
+            if found {
+                return Ok(true);
+            }
+            match subaddress::base(&recipient, &subaddress::delimiters()) {
+                Some(base) => check(&base),
+                None => Ok(false),
+            }
         });
         match known {
             Ok(true) => Verdict::ok(),

@@ -794,6 +794,17 @@ impl authentication::Host for StoreState {
     }
 }
 
+/// Counts a call of the `dkim` capability in `metric` by result: `done`,
+/// `no_key` or `error`.
+fn count_signing<T>(metric: &'static str, done: &'static str, outcome: &Result<T, Error>) {
+    let result = match outcome {
+        Ok(_) => done,
+        Err(Error::NotFound) => "no_key",
+        Err(_) => "error",
+    };
+    metrics::counter!(metric, "result" => result).increment(1);
+}
+
 impl dkim::Host for StoreState {
     async fn sign(&mut self, domain: String) -> Result<dkim::Signer, Error> {
         if !self.granted("dkim") {
@@ -810,12 +821,7 @@ impl dkim::Host for StoreState {
                 .map_err(Error::from)
         })
         .await;
-        let result = match &signature {
-            Ok(_) => "signed",
-            Err(Error::NotFound) => "no_key",
-            Err(_) => "error",
-        };
-        metrics::counter!(telemetry::DKIM_SIGNATURES, "result" => result).increment(1);
+        count_signing(telemetry::DKIM_SIGNATURES, "signed", &signature);
         let signature = signature?;
         self.add_headers_to(&transaction, &[("DKIM-Signature".into(), signature.value)])?;
         Ok(dkim::Signer {
@@ -854,12 +860,7 @@ impl dkim::Host for StoreState {
             Ok::<_, Error>((signer, fields))
         })
         .await;
-        let result = match &sealed {
-            Ok(_) => "sealed",
-            Err(Error::NotFound) => "no_key",
-            Err(_) => "error",
-        };
-        metrics::counter!(telemetry::ARC_SEALS, "result" => result).increment(1);
+        count_signing(telemetry::ARC_SEALS, "sealed", &sealed);
         let (signer, fields) = sealed?;
         self.add_headers_to(&transaction, &fields)?;
         Ok(signer)

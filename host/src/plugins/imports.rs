@@ -312,9 +312,12 @@ impl envelope::Host for StoreState {
             let Some(tx) = c.transaction.as_ref() else {
                 return Vec::new();
             };
-            // Marks of recipients refused later are dropped with them.
-            let current: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
-            tx.forwarded.iter().filter(|f| current.contains(f)).cloned().collect()
+            // A mark follows its address: one rewritten since is not forwarded.
+            tx.recipients
+                .iter()
+                .filter(|r| tx.is_forwarded(r))
+                .map(|r| r.addr_spec())
+                .collect()
         })
     }
 }

@@ -56,6 +56,12 @@ pub struct HandedOn {
 }
 
 impl Transaction {
+    /// Whether `recipient` was marked as forwarded (by its `local@domain`).
+    pub fn is_forwarded(&self, recipient: &Address) -> bool {
+        let spec = recipient.addr_spec();
+        self.forwarded.contains(&spec)
+    }
+
     /// Drops the recipients from `count` on (a refused candidate and what
     /// plugins added for it), with their forwarding marks.
     pub fn truncate_recipients(&mut self, count: usize) {

@@ -1159,8 +1159,7 @@ impl<P: Policy> Session<P> {
         let relaying = self.conn.lock().relaying;
         // Relayed mail leaves by domain anyway; otherwise the queue hook
         // sees only the recipients that are not forwarded elsewhere.
-        let forwarding = if relaying { None } else { self.take_forwarded() };
-        let local_left = self.with_transaction(|tx| !tx.recipients.is_empty()).unwrap_or(false);
+        let (forwarding, local_left) = if relaying { (None, true) } else { self.take_forwarded() };
         let (decision, mut rule) = if relaying {
             self.decide(HookCall::QueueOutbound).await
         } else if local_left {
@@ -1257,27 +1256,27 @@ impl<P: Policy> Session<P> {
     /// Takes the recipients that plugins marked as forwarded out of the
     /// transaction, so that the queue hook and the success notices see only
     /// those delivered here: what the outbound queue needs to forward the
-    /// message to them, when there are any.
-    fn take_forwarded(&mut self) -> Option<Handoff> {
+    /// message to them, when there are any, and whether any recipient is
+    /// left to deliver here.
+    fn take_forwarded(&mut self) -> (Option<Handoff>, bool) {
         self.with_transaction(|tx| {
             // Most mail forwards nothing: no work beyond this check.
             if tx.forwarded.is_empty() {
-                return None;
+                return (None, true);
             }
-            let message = tx.message.as_ref()?;
-            let (forwarded, local): (Vec<Address>, Vec<Address>) = tx
-                .recipients
-                .iter()
-                .cloned()
-                .partition(|r| tx.forwarded.contains(&r.addr_spec()));
+            let Some(message) = tx.message.as_ref() else {
+                return (None, true);
+            };
+            let (forwarded, local): (Vec<Address>, Vec<Address>) =
+                tx.recipients.iter().cloned().partition(|r| tx.is_forwarded(r));
             if forwarded.is_empty() {
-                return None;
+                return (None, true);
             }
             let handoff = Handoff::of(tx, message, &forwarded);
             tx.recipients = local;
-            Some(handoff)
+            (Some(handoff), !tx.recipients.is_empty())
         })
-        .flatten()
+        .unwrap_or((None, true))
     }
 
     /// Stores the message in the host's outbound queue (`forwarded`: for

@@ -180,6 +180,16 @@ struct MemoryOutbound {
     stored: StdMutex<Vec<StoredMessage>>,
 }
 
+impl MemoryOutbound {
+    /// An empty queue; `fail`: every store fails.
+    fn new(fail: bool) -> Arc<MemoryOutbound> {
+        Arc::new(MemoryOutbound {
+            fail,
+            stored: StdMutex::new(Vec::new()),
+        })
+    }
+}
+
 impl OutboundQueue for MemoryOutbound {
     fn enqueue(
         &self,
@@ -226,13 +236,7 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
             .await;
         h.send(b"Subject: out\r\n\r\nhi\r\n.\r\n").await
     }
-    let memory = || {
-        Arc::new(MemoryOutbound {
-            fail: false,
-            stored: StdMutex::new(Vec::new()),
-        })
-    };
-    let queue = memory();
+    let queue = MemoryOutbound::new(false);
     assert!(
         relay(Some(queue.clone()), &[])
             .await
@@ -246,15 +250,12 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
     );
     assert!(stored[0].2.ends_with(b"Subject: out\r\n\r\nhi\r\n"));
 
-    let failing = Arc::new(MemoryOutbound {
-        fail: true,
-        stored: StdMutex::new(Vec::new()),
-    });
+    let failing = MemoryOutbound::new(true);
     let refused = "451 4.3.0 Outbound queuing failed or disabled, try later\r\n";
     assert_eq!(relay(Some(failing), &[]).await, refused);
     assert_eq!(relay(None, &[]).await, refused, "no host queue: never a 250");
 
-    let untouched = memory();
+    let untouched = MemoryOutbound::new(false);
     let reply = relay(Some(untouched.clone()), &[(Hook::QueueOutbound, Verdict::Ok(None))]).await;
     assert!(reply.starts_with("250 "));
     assert!(
@@ -265,10 +266,7 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
 
 #[tokio::test]
 async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_the_others() {
-    let queue = Arc::new(MemoryOutbound {
-        fail: false,
-        stored: StdMutex::new(Vec::new()),
-    });
+    let queue = MemoryOutbound::new(false);
     let mut h = Harness::greeted(&accepting()).await;
     h.session.connection().lock().outbound = Some(queue.clone());
     let mark = |h: &Harness, recipient: &str| {
@@ -304,10 +302,7 @@ async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_t
     assert_eq!(h.policy.queued_for.lock().unwrap().len(), 1);
 
     // A forwarded copy that cannot be stored is never a 250.
-    h.session.connection().lock().outbound = Some(Arc::new(MemoryOutbound {
-        fail: true,
-        stored: StdMutex::new(Vec::new()),
-    }));
+    h.session.connection().lock().outbound = Some(MemoryOutbound::new(true));
     h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
         .await;
     mark(&h, "far@y.test");
@@ -336,10 +331,7 @@ fn a_refused_candidate_takes_its_forwarding_mark_along() {
 
 #[tokio::test]
 async fn dsn_parameters_are_checked_and_success_notices_asked_for_are_queued() {
-    let queue = Arc::new(MemoryOutbound {
-        fail: false,
-        stored: StdMutex::new(Vec::new()),
-    });
+    let queue = MemoryOutbound::new(false);
     let mut h = Harness::greeted(&accepting()).await;
     h.session.connection().lock().outbound = Some(queue.clone());
     let refused = h
