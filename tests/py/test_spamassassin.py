@@ -8,6 +8,9 @@ import unittest
 from harness import free_port, prometheus, spamd
 from test_rspamd import instance, message
 
+# GTUBE scores 1000; the packaged rules move it a few points either way
+# (ALL_TRUSTED, the Date header's age against today), so any score near it.
+GTUBE_SCORE = r"(?:9[5-9]\d|10[0-4]\d)\.\d"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
@@ -37,10 +40,10 @@ class SpamAssassinTest(unittest.TestCase):
         code, _, stored = self.send(gtube("mark me").replace(b"\r\n\r\n", b"\r\nX-Spam-Flag: NO\r\n\r\n", 1))
         self.assertEqual(code, 250)
         self.assertEqual(stored[0].get_all("X-Spam-Flag"), ["YES"], "the client's copy is replaced")
-        self.assertRegex(stored[0]["X-Spam-Status"], r"^Yes, score=10\d\d\.\d required=5\.0 tests=.*\bGTUBE\b")
+        self.assertRegex(stored[0]["X-Spam-Status"], rf"^Yes, score={GTUBE_SCORE} required=5\.0 tests=.*\bGTUBE\b")
         self.assertEqual(stored[0]["X-Spam-Level"], "*" * 50)
         self.assertEqual(stored[0]["Subject"], "mark me", "no subject threshold set")
-        self.server.wait_for_log(r"Yes, score=10\d\d\.\d required=5\.0 tests=.*GTUBE")
+        self.server.wait_for_log(rf"Yes, score={GTUBE_SCORE} required=5\.0 tests=.*GTUBE")
         self.assertGreaterEqual(prometheus(self.metrics_port).get('waraka_spam_checks_total{action="add header"}'), 1)
 
     def test_clean_mail_is_marked_no(self):
@@ -59,7 +62,7 @@ class SpamAssassinTest(unittest.TestCase):
             self.server.edit("config/spamassassin.ini", lambda t: t.replace("reject_threshold = 2000", "reject_threshold = 10"))
             code, text, stored = self.send(gtube("refuse me"))
             self.assertEqual(code, 550)
-            self.assertRegex(text, r"^5\.7\.1 Message rejected as spam \(score 10\d\d\.\d, limit 10\.0\)$")
+            self.assertRegex(text, rf"^5\.7\.1 Message rejected as spam \(score {GTUBE_SCORE}, limit 10\.0\)$")
             self.assertEqual(stored, [])
         finally:
             self.server.edit("config/spamassassin.ini", lambda t: t.split("# by the test\n")[0])
