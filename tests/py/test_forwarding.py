@@ -9,6 +9,7 @@ scheme written here, the ARC seals with dkimpy."""
 import base64
 import hashlib
 import hmac
+import json
 import re
 import smtplib
 import time
@@ -37,6 +38,7 @@ fwd@example.com: friend@elsewhere.test
 team@example.com: alice@example.com, friend@elsewhere.test, pal@elsewhere.test
 postmaster: friend@elsewhere.test
 gone@example.com: bad-user@elsewhere.test
+crew@example.com: carl@example.com, mate@elsewhere.test
 """
 
 BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -177,6 +179,30 @@ class ForwardingTest(unittest.TestCase):
         self.assertEqual([p.relative_to(self.server.dir / "maildir").parts[:2] for p in copies],
                          [("example.com", "alice")])
         self.assertNotIn(b"SRS0", copies[0].read_bytes(), "the local copy keeps its sender")
+
+    def test_a_message_the_local_queue_refuses_is_not_forwarded_either(self):
+        folder = self.server.dir / "maildir" / "example.com" / "carl"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.write_text("a file where carl's maildir should be\n")
+        try:
+            with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+                s.ehlo()
+                s.mail("erin@origin.test")
+                self.assertEqual(s.rcpt("crew@example.com")[0], 250)
+                code, text = s.data(message("crew"))
+            self.assertEqual(code, 451, text)
+            self.server.wait_for_log(r'refused hook=queue plugin="queue/maildir" verdict="denysoft" code=451')
+            queued = [json.loads(p.read_text()) for p in (self.server.dir / "queue/outbound").glob("*.json")]
+            self.assertEqual([e for e in queued if "mate@elsewhere.test" in e["recipients"]], [],
+                             "the copy stored for forwarding was removed")
+        finally:
+            folder.unlink()
+        # The client's retry: one copy for each, here and there.
+        self.assertEqual([code for code, _ in self.send("erin@origin.test", ["crew@example.com"], "crew")], [250])
+        self.assertEqual(self.arrived(self.elsewhere, "crew"), [(srs0("erin", "origin.test"), ["mate@elsewhere.test"])])
+        self.assertEqual(len(self.maildir_copies("crew")), 1)
+        time.sleep(1)
+        self.assertEqual(len(self.arrived(self.elsewhere, "crew")), 1, "never a second forwarded copy")
 
     def test_a_bounce_to_the_rewritten_sender_goes_back_to_the_original(self):
         rewritten = srs0("carol", "origin.test")

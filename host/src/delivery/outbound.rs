@@ -13,7 +13,7 @@ use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
 use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
-use crate::session::{Handoff, MessageReader, OutboundQueue, SuccessNotice};
+use crate::session::{Handoff, HeldCopy, MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
@@ -917,43 +917,73 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// Stores `handoff` in the queue, durably, without scheduling it.
+    async fn store(&self, handoff: Handoff, hop: Option<NextHopConfig>) -> io::Result<Vec<Entry>> {
+        self.blocking(move |o| {
+            let Handoff {
+                message,
+                sender,
+                recipients,
+                dsn,
+                origin,
+            } = handoff;
+            o.inner
+                .store
+                .enqueue(message, &sender, &recipients, &dsn, &origin, hop.as_ref())
+        })
+        .await
+    }
+}
+
 impl OutboundQueue for Outbound {
     fn enqueue(&self, handoff: Handoff, hop: Option<NextHopConfig>) -> BoxFuture<'static, io::Result<Vec<String>>> {
         let this = self.clone();
         Box::pin(async move {
-            let store = this.inner.store.clone();
-            let entries = tokio::task::spawn_blocking(move || {
-                let Handoff {
-                    message,
-                    sender,
-                    recipients,
-                    dsn,
-                    origin,
-                } = handoff;
-                store.enqueue(message, &sender, &recipients, &dsn, &origin, hop.as_ref())
-            })
-            .await
-            .map_err(io::Error::other)??;
+            let entries = this.store(handoff, hop).await?;
             let ids = entries.iter().map(|e| e.id.clone()).collect();
             this.schedule(entries);
             Ok(ids)
         })
     }
 
-    fn forward(&self, mut handoff: Handoff) -> BoxFuture<'static, io::Result<Vec<String>>> {
+    fn forward(&self, mut handoff: Handoff) -> BoxFuture<'static, io::Result<HeldCopy>> {
         if let Some(srs) = &self.inner.settings.srs {
             handoff.sender = srs.forward(&handoff.sender);
         }
-        self.enqueue(handoff, None)
+        let this = self.clone();
+        Box::pin(async move {
+            let recipients = handoff.recipients.clone();
+            let entries = this.store(handoff, None).await?;
+            Ok(HeldCopy {
+                ids: entries.iter().map(|e| e.id.clone()).collect(),
+                recipients,
+                token: Box::new(entries),
+            })
+        })
+    }
+
+    fn release(&self, held: HeldCopy) {
+        if let Ok(entries) = held.token.downcast::<Vec<Entry>>() {
+            self.schedule(*entries);
+        }
+    }
+
+    fn discard(&self, held: HeldCopy) -> BoxFuture<'static, io::Result<()>> {
+        let Ok(entries) = held.token.downcast::<Vec<Entry>>() else {
+            return Box::pin(async { Ok(()) });
+        };
+        let this = self.clone();
+        Box::pin(async move {
+            this.blocking(move |o| entries.iter().try_for_each(|entry| o.inner.store.remove(entry)))
+                .await
+        })
     }
 
     fn notify_success(&self, message: MessageReader, notice: SuccessNotice) -> BoxFuture<'static, io::Result<()>> {
         let this = self.clone();
         Box::pin(async move {
-            let worker = this.clone();
-            let queued = tokio::task::spawn_blocking(move || worker.queue_success(message, &notice))
-                .await
-                .map_err(io::Error::other)??;
+            let queued = this.blocking(move |o| o.queue_success(message, &notice)).await?;
             this.schedule(queued);
             Ok(())
         })

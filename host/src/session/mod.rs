@@ -36,8 +36,17 @@ pub trait OutboundQueue: Send + Sync {
     /// Stores `handoff` for the recipients it is forwarded to (an alias
     /// whose target is in another domain, the bounce of mail forwarded
     /// before), routed by domain, from its sender rewritten as `[srs]`
-    /// says; resolves to the queue ids once it is durable.
-    fn forward(&self, handoff: Handoff) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>>;
+    /// says; resolves once it is durable, to a copy held back from delivery
+    /// until [`OutboundQueue::release`] (or removed by
+    /// [`OutboundQueue::discard`]), so that it leaves only with the
+    /// transaction's `250`.
+    fn forward(&self, handoff: Handoff) -> futures_util::future::BoxFuture<'static, std::io::Result<HeldCopy>>;
+
+    /// Lets a copy [`OutboundQueue::forward`] stored go to delivery.
+    fn release(&self, held: HeldCopy);
+
+    /// Removes a copy [`OutboundQueue::forward`] stored, undelivered.
+    fn discard(&self, held: HeldCopy) -> futures_util::future::BoxFuture<'static, std::io::Result<()>>;
 
     /// Queues the success `notice` about `message`; resolves once it is durable.
     fn notify_success(
@@ -61,6 +70,16 @@ pub struct SuccessNotice {
     pub delivered: Vec<String>,
     /// Recipients a plugin forwarded to a server that sends no notices.
     pub relayed: Vec<HandedOn>,
+}
+
+/// A forwarded copy the outbound queue stored but holds back from delivery.
+pub struct HeldCopy {
+    /// Its queue ids.
+    pub ids: Vec<String>,
+    /// The recipients it goes to (`local@domain`).
+    pub recipients: Vec<String>,
+    /// What the queue needs to release or discard it.
+    pub token: Box<dyn std::any::Any + Send>,
 }
 
 /// A message of a transaction handed to the outbound queue, with its envelope.
@@ -1160,6 +1179,20 @@ impl<P: Policy> Session<P> {
         // Relayed mail leaves by domain anyway; otherwise the queue hook
         // sees only the recipients that are not forwarded elsewhere.
         let (forwarding, local_left) = if relaying { (None, true) } else { self.take_forwarded() };
+        // The forwarded copy is stored first and released only once the
+        // queue hook took the rest: a client retrying after a refusal or a
+        // failed store gets no recipient a second copy.
+        let held = match forwarding {
+            Some(handoff) => match self.hold_forwarded(handoff).await {
+                Ok(held) => Some(held),
+                Err(rule) => {
+                    let flow = self.refuse(rule, &Decision::cont(), &tx_id);
+                    self.reset_transaction().await;
+                    return flow;
+                }
+            },
+            None => None,
+        };
         let (decision, mut rule) = if relaying {
             self.decide(HookCall::QueueOutbound).await
         } else if local_left {
@@ -1174,12 +1207,10 @@ impl<P: Policy> Session<P> {
         let host_queued = rule.effect == Effect::HostQueue;
         if host_queued {
             let handoff = self.with_transaction(|tx| tx.message.as_ref().map(|m| Handoff::of(tx, m, &tx.recipients)));
-            rule = self.host_enqueue(rule, handoff.flatten(), false).await;
+            rule = self.host_enqueue(rule, handoff.flatten()).await;
         }
-        if let Some(forwarding) = forwarding
-            && rule.effect == Effect::Proceed
-        {
-            rule = self.host_enqueue(rule, Some(forwarding), true).await;
+        if let Some(held) = held {
+            self.settle_forwarded(held, rule.effect == Effect::Proceed).await;
         }
         let flow = self.refuse(rule, &decision, &tx_id);
         if rule.effect == Effect::Proceed {
@@ -1279,48 +1310,21 @@ impl<P: Policy> Session<P> {
         .unwrap_or((None, true))
     }
 
-    /// Stores the message in the host's outbound queue (`forwarded`: for
-    /// recipients it is forwarded to, with the sender `[srs]` gives):
-    /// `rule` proceeding once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
-    async fn host_enqueue(
-        &mut self,
-        rule: crate::policy::Rule,
-        handoff: Option<Handoff>,
-        forwarded: bool,
-    ) -> crate::policy::Rule {
-        let Some(queue) = self.outbound() else {
-            self.tx_span
-                .in_scope(|| warn!("relayed or forwarded message refused: outbound delivery is disabled"));
-            return HOST_QUEUE_FAILED;
-        };
-        let Some(handoff) = handoff else {
-            return HOST_QUEUE_FAILED;
-        };
-        let forwarded_to = forwarded.then(|| (handoff.recipients.join(","), handoff.recipients.len()));
-        let stored = if forwarded {
-            queue.forward(handoff).await
-        } else {
-            queue.enqueue(handoff, None).await
+    /// Stores the message in the host's outbound queue: `rule` proceeding
+    /// once it is durable, [`HOST_QUEUE_FAILED`] otherwise.
+    async fn host_enqueue(&mut self, rule: crate::policy::Rule, handoff: Option<Handoff>) -> crate::policy::Rule {
+        let stored = match (self.outbound_or_log(), handoff) {
+            (Some(queue), Some(handoff)) => queue.enqueue(handoff, None).await,
+            _ => return HOST_QUEUE_FAILED,
         };
         match stored {
             Ok(ids) => {
-                self.tx_span.in_scope(|| match &forwarded_to {
-                    Some((to, count)) => {
-                        metrics::counter!(crate::telemetry::FORWARDED_RECIPIENTS).increment(*count as u64);
-                        info!(outbound = %ids.join(","), %to, "queued for forwarding")
-                    }
-                    None => info!(outbound = %ids.join(","), "queued for delivery"),
-                });
+                self.tx_span
+                    .in_scope(|| info!(outbound = %ids.join(","), "queued for delivery"));
                 crate::policy::Rule {
                     effect: Effect::Proceed,
                     ..rule
                 }
-            }
-            Err(e) if forwarded && self.with_transaction(|tx| !tx.recipients.is_empty()).unwrap_or(false) => {
-                self.tx_span.in_scope(|| {
-                    error!(error = %e, "the outbound queue could not store the forwarded copy; the local recipients have theirs, and a retry by the client gives them another")
-                });
-                HOST_QUEUE_FAILED
             }
             Err(e) => {
                 self.tx_span
@@ -1328,6 +1332,46 @@ impl<P: Policy> Session<P> {
                 HOST_QUEUE_FAILED
             }
         }
+    }
+
+    /// Stores the copy for the forwarded recipients in the outbound queue,
+    /// held back from delivery: [`HOST_QUEUE_FAILED`] when it cannot be.
+    async fn hold_forwarded(&mut self, handoff: Handoff) -> Result<HeldCopy, crate::policy::Rule> {
+        let queue = self.outbound_or_log().ok_or(HOST_QUEUE_FAILED)?;
+        queue.forward(handoff).await.map_err(|e| {
+            self.tx_span
+                .in_scope(|| error!(error = %e, "the outbound queue could not store the forwarded copy"));
+            HOST_QUEUE_FAILED
+        })
+    }
+
+    /// Releases the held forwarded copy when the message is `accepted`,
+    /// else removes it.
+    async fn settle_forwarded(&mut self, held: HeldCopy, accepted: bool) {
+        let Some(queue) = self.outbound() else {
+            return;
+        };
+        let (ids, to, count) = (held.ids.join(","), held.recipients.join(","), held.recipients.len());
+        if accepted {
+            queue.release(held);
+            metrics::counter!(crate::telemetry::FORWARDED_RECIPIENTS).increment(count as u64);
+            self.tx_span
+                .in_scope(|| info!(outbound = %ids, %to, "queued for forwarding"));
+        } else if let Err(e) = queue.discard(held).await {
+            self.tx_span.in_scope(|| {
+                error!(outbound = %ids, error = %e, "the forwarded copy of a refused message could not be removed; it stays queued until a restart delivers it")
+            });
+        }
+    }
+
+    /// The outbound queue, or `None` with a log line that delivery is off.
+    fn outbound_or_log(&self) -> Option<Arc<dyn OutboundQueue>> {
+        let queue = self.outbound();
+        if queue.is_none() {
+            self.tx_span
+                .in_scope(|| warn!("relayed or forwarded message refused: outbound delivery is disabled"));
+        }
+        queue
     }
 
     fn check_message(&self, message: &Message) -> Option<Reply> {

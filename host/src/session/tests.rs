@@ -178,6 +178,8 @@ type StoredMessage = (String, Vec<String>, Vec<u8>);
 struct MemoryOutbound {
     fail: bool,
     stored: StdMutex<Vec<StoredMessage>>,
+    /// Forwarded copies removed unreleased.
+    discarded: StdMutex<Vec<StoredMessage>>,
 }
 
 impl MemoryOutbound {
@@ -186,31 +188,53 @@ impl MemoryOutbound {
         Arc::new(MemoryOutbound {
             fail,
             stored: StdMutex::new(Vec::new()),
+            discarded: StdMutex::new(Vec::new()),
         })
+    }
+
+    /// What storing `handoff` keeps, unless every store fails.
+    fn store(&self, mut handoff: Handoff) -> std::io::Result<StoredMessage> {
+        if self.fail {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut handoff.message, &mut bytes).unwrap();
+        Ok((handoff.sender, handoff.recipients, bytes))
     }
 }
 
 impl OutboundQueue for MemoryOutbound {
     fn enqueue(
         &self,
-        mut handoff: Handoff,
+        handoff: Handoff,
         _hop: Option<waraka_config::NextHopConfig>,
     ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
-        let result = if self.fail {
-            Err(std::io::Error::other("disk full"))
-        } else {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut handoff.message, &mut bytes).unwrap();
-            let stored = (handoff.sender, handoff.recipients, bytes);
+        let result = self.store(handoff).map(|stored| {
             self.stored.lock().unwrap().push(stored);
-            Ok(vec!["Q1".to_string()])
-        };
+            vec!["Q1".to_string()]
+        });
         Box::pin(async move { result })
     }
 
-    fn forward(&self, mut handoff: Handoff) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<String>>> {
+    fn forward(&self, mut handoff: Handoff) -> futures_util::future::BoxFuture<'static, std::io::Result<HeldCopy>> {
         handoff.sender = format!("forwarded from {}", handoff.sender);
-        self.enqueue(handoff, None)
+        let result = self.store(handoff).map(|stored| HeldCopy {
+            ids: vec!["F1".to_string()],
+            recipients: stored.1.clone(),
+            token: Box::new(stored),
+        });
+        Box::pin(async move { result })
+    }
+
+    fn release(&self, held: HeldCopy) {
+        let stored = held.token.downcast::<StoredMessage>().unwrap();
+        self.stored.lock().unwrap().push(*stored);
+    }
+
+    fn discard(&self, held: HeldCopy) -> futures_util::future::BoxFuture<'static, std::io::Result<()>> {
+        let stored = held.token.downcast::<StoredMessage>().unwrap();
+        self.discarded.lock().unwrap().push(*stored);
+        Box::pin(async { Ok(()) })
     }
 
     fn notify_success(
@@ -301,7 +325,8 @@ async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_t
     assert_eq!(queue.stored.lock().unwrap().len(), 2);
     assert_eq!(h.policy.queued_for.lock().unwrap().len(), 1);
 
-    // A forwarded copy that cannot be stored is never a 250.
+    // A forwarded copy that cannot be stored is never a 250, and the queue
+    // plugins are not asked: the client's retry gives no one a second copy.
     h.session.connection().lock().outbound = Some(MemoryOutbound::new(true));
     h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
         .await;
@@ -309,6 +334,37 @@ async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_t
     assert_eq!(
         h.send(b"Subject: h\r\n\r\nhi\r\n.\r\n").await,
         "451 4.3.0 Outbound queuing failed or disabled, try later\r\n"
+    );
+    assert_eq!(h.policy.queued_for.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_forwarded_copy_of_a_message_the_queue_hook_refuses_is_removed() {
+    let queue = MemoryOutbound::new(false);
+    let mut h = Harness::greeted(&[(Hook::Rcpt, Verdict::Ok(None)), (Hook::Queue, Verdict::Denysoft(None))]).await;
+    h.session.connection().lock().outbound = Some(queue.clone());
+    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
+        .await;
+    h.session
+        .connection()
+        .lock()
+        .transaction
+        .as_mut()
+        .unwrap()
+        .forwarded
+        .push("far@y.test".into());
+    assert!(h.send(b"Subject: r\r\n\r\nhi\r\n.\r\n").await.starts_with("451 "));
+    assert!(
+        queue.stored.lock().unwrap().is_empty(),
+        "nothing leaves for a refused message"
+    );
+    let discarded = queue.discarded.lock().unwrap().clone();
+    assert_eq!(
+        discarded
+            .iter()
+            .map(|m| (m.0.as_str(), m.1.clone()))
+            .collect::<Vec<_>>(),
+        [("forwarded from a@b.test", vec!["far@y.test".to_string()])]
     );
 }
 
