@@ -135,6 +135,8 @@ fn a_client_that_keeps_making_plugins_fault_waits_longer_each_time() {
 fn spinning_and_sleeping_plugins_are_stopped_at_the_deadline() {
     let instance = faulty_instance("timeout = \"2s\"\nfuel = 0");
     let server = Server::start(&instance);
+    // Idle past the epoch ticker's linger, so that it sleeps: the call must wake it.
+    thread::sleep(Duration::from_millis(500));
     // A guest spinning without fuel limit is interrupted by the epoch deadline;
     // a guest asleep in a host call is stopped by the outer timeout (+1 s grace).
     assert_fault(&server, "loop", Duration::from_millis(4500), "timed out");

@@ -302,7 +302,7 @@ impl Chain {
         let mut store = runtime
             .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, Some(conn))
             .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
-        arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
+        let _ticking = arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
         let outcome = tokio::time::timeout(plugin.limits.timeout, plugin.pre.instantiate_async(&mut store)).await;
         let instance = classify(outcome, store.data().limiter.hit)?;
         if telemetry::exporting() {
@@ -341,7 +341,7 @@ impl Chain {
                 Self::instantiate(self.runtime.clone(), self.conn.clone(), loaded, reserved).await?
             }
         };
-        arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
+        let _ticking = arm(&mut live.store, &loaded.limits).map_err(|e| Fault::Trap(e.to_string()))?;
         let hook_name = call.name();
         let timeout = loaded.limits.timeout + HOST_GRACE;
         let started = Instant::now();

@@ -183,7 +183,7 @@ impl Runtime {
             .await
             .map_err(|fault| anyhow!("describe failed: {fault}"))?;
         let mut store = self.new_store(&name, &spec.limits, &spec.dirs, &spec.grants.as_slice().into(), None)?;
-        arm(&mut store, &spec.limits)?;
+        let _ticking = arm(&mut store, &spec.limits)?;
         let blocking_files = store.data().blocking_files;
         let describe = tokio::time::timeout(spec.limits.timeout, async {
             let plugin: Plugin = pre.instantiate_async(&mut store).await?;

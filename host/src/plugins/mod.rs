@@ -7,6 +7,7 @@ mod bindings;
 mod breaker;
 mod capability_imports;
 mod chain;
+mod epoch;
 mod imports;
 mod limits;
 mod loader;

@@ -93,14 +93,14 @@ async fn invoke(runtime: &Runtime, plugin: &LoadedPlugin, call: Call<'_>) -> Res
     let mut store: Store<StoreState> = runtime
         .new_store(&plugin.name, &plugin.limits, &plugin.dirs, &plugin.grants, None)
         .map_err(|e| Fault::Instantiate(format!("{e:#}")))?;
-    arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
+    let _instantiating = arm(&mut store, &plugin.limits).map_err(|e| Fault::Instantiate(e.to_string()))?;
     let instantiated = tokio::time::timeout(plugin.limits.timeout, async {
         let instance = plugin.pre.instance_pre().instantiate_async(&mut store).await?;
         indices.load(&mut store, &instance)
     })
     .await;
     let exports: OutboundExports = classify(instantiated, store.data().limiter.hit)?;
-    arm(&mut store, &plugin.limits).map_err(|e| Fault::Trap(e.to_string()))?;
+    let _ticking = arm(&mut store, &plugin.limits).map_err(|e| Fault::Trap(e.to_string()))?;
     let hooks = exports.waraka_plugin_outbound_hooks();
     let blocking_files = store.data().blocking_files;
     let run = async {

@@ -2,6 +2,7 @@
 
 use super::bindings::Plugin;
 use super::chain::Fault;
+use super::epoch::{EpochTicker, Ticking};
 use super::limits::{MemoryLimiter, PluginLimits};
 use super::loader::DirGrant;
 use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState};
@@ -112,7 +113,7 @@ impl Services {
 }
 
 /// The engine with its pooling allocator, the linker with every host import,
-/// and the 1 ms epoch ticker that enforces wall-clock deadlines.
+/// and the epoch ticker that enforces wall-clock deadlines.
 #[derive(Clone)]
 pub struct Runtime {
     pub(super) engine: Engine,
@@ -127,10 +128,8 @@ pub struct Runtime {
     /// One permit per pool slot for a component instance: an instance waits
     /// for a free slot instead of failing when every one is in use.
     slots: Arc<InstanceSlots>,
+    ticker: Arc<EpochTicker>,
 }
-
-/// How often the epoch advances (the precision of plugin timeouts).
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 impl Runtime {
     /// Builds the engine and linker and starts the epoch ticker.
@@ -161,14 +160,7 @@ impl Runtime {
         super::wasi_sync::add_to_linker(&mut linker)?;
         Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
 
-        let weak = engine.weak();
-        std::thread::Builder::new().name("waraka-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        let ticker = EpochTicker::start(engine.weak())?;
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{:016x}", hasher.finish());
@@ -181,6 +173,7 @@ impl Runtime {
             max_memory: settings.max_memory,
             tarpit: Arc::new(FaultTarpit::new(settings.fault_delay)),
             slots: InstanceSlots::new(n as usize, settings.warm_instances as usize),
+            ticker,
         })
     }
 
@@ -280,6 +273,7 @@ impl Runtime {
             blocking_files,
             dirs: GrantedDirs::new(dirs),
             deadline: Instant::now() + limits.timeout,
+            ticker: self.ticker.clone(),
             log_budget,
             host: HostContext {
                 plugin: plugin.clone(),
@@ -343,12 +337,14 @@ pub(super) fn fuel_budget(limits: &PluginLimits) -> u64 {
     if limits.fuel == 0 { u64::MAX } else { limits.fuel }
 }
 
-/// Arms a store for one hook call: fresh fuel and a fresh deadline.
-pub(super) fn arm(store: &mut Store<StoreState>, limits: &PluginLimits) -> Result<()> {
+/// Arms a store for one hook call: fresh fuel and a fresh deadline, and the
+/// epoch ticking (to enforce it) until the returned guard is dropped after
+/// the call.
+pub(super) fn arm(store: &mut Store<StoreState>, limits: &PluginLimits) -> Result<Ticking> {
     store.set_fuel(fuel_budget(limits))?;
     store.data_mut().deadline = Instant::now() + limits.timeout;
     store.data_mut().limiter.hit = false;
     store.data_mut().log_budget.refill();
     store.set_epoch_deadline(1);
-    Ok(())
+    Ok(store.data().ticker.ticking())
 }

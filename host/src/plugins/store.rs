@@ -45,6 +45,8 @@ pub struct StoreState {
     pub dirs: GrantedDirs,
     /// When the running hook call must stop.
     pub deadline: Instant,
+    /// The engine's epoch ticker, kept awake by armed calls.
+    pub(super) ticker: Arc<super::epoch::EpochTicker>,
     /// Log lines the running hook call may still write.
     pub log_budget: LogBudget,
     pub host: HostContext,
