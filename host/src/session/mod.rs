@@ -1335,22 +1335,26 @@ impl<P: Policy> Session<P> {
     }
 
     /// Stores the copy for the forwarded recipients in the outbound queue,
-    /// held back from delivery: [`HOST_QUEUE_FAILED`] when it cannot be.
-    async fn hold_forwarded(&mut self, handoff: Handoff) -> Result<HeldCopy, crate::policy::Rule> {
+    /// held back from delivery (the queue, with the copy):
+    /// [`HOST_QUEUE_FAILED`] when it cannot be.
+    async fn hold_forwarded(
+        &mut self,
+        handoff: Handoff,
+    ) -> Result<(Arc<dyn OutboundQueue>, HeldCopy), crate::policy::Rule> {
         let queue = self.outbound_or_log().ok_or(HOST_QUEUE_FAILED)?;
-        queue.forward(handoff).await.map_err(|e| {
-            self.tx_span
-                .in_scope(|| error!(error = %e, "the outbound queue could not store the forwarded copy"));
-            HOST_QUEUE_FAILED
-        })
+        match queue.forward(handoff).await {
+            Ok(held) => Ok((queue, held)),
+            Err(e) => {
+                self.tx_span
+                    .in_scope(|| error!(error = %e, "the outbound queue could not store the forwarded copy"));
+                Err(HOST_QUEUE_FAILED)
+            }
+        }
     }
 
-    /// Releases the held forwarded copy when the message is `accepted`,
-    /// else removes it.
-    async fn settle_forwarded(&mut self, held: HeldCopy, accepted: bool) {
-        let Some(queue) = self.outbound() else {
-            return;
-        };
+    /// Releases the copy `queue` holds when the message is `accepted`, else
+    /// removes it.
+    async fn settle_forwarded(&mut self, (queue, held): (Arc<dyn OutboundQueue>, HeldCopy), accepted: bool) {
         let (ids, to, count) = (held.ids.join(","), held.recipients.join(","), held.recipients.len());
         if accepted {
             queue.release(held);
