@@ -1,12 +1,15 @@
 """attachment end to end: smtplib sends MIME messages built by Python's
 email package, with zip and tar archives built by its zipfile and tarfile
-modules, to a real
+modules and disc images made by genisoimage, to a real
 waraka; the host parses them (the mime import) and the plugin decides."""
 
 import io
+import subprocess
 import tarfile
+import tempfile
 import unittest
 import zipfile
+from pathlib import Path
 from email.message import EmailMessage
 
 from harness import Waraka
@@ -19,6 +22,20 @@ def zip_of(entries):
         for name, content in entries.items():
             archive.writestr(name, content)
     return out.getvalue()
+
+
+def iso_of(entries, joliet=True):
+    """An ISO 9660 image of {path: bytes} made by genisoimage, with Joliet
+    names (as Windows tools write them) or only the primary volume's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        for name, content in entries.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(content)
+        image = Path(tmp) / "out.iso"
+        subprocess.run(["genisoimage", "-quiet", *(["-J"] if joliet else []), "-o", str(image), str(root)],
+                       check=True, capture_output=True)
+        return image.read_bytes()
 
 
 def flagged_encrypted(archive):
@@ -102,6 +119,25 @@ class AttachmentTest(unittest.TestCase):
         harmless = tar_of({"readme.txt": b"r", "photo.jpg": b"\xff\xd8"}, "w:gz")
         code, _, stored = self.server.deliver(with_attachments("fine", ("photos.tar.gz", "application/gzip", harmless)))
         self.assertEqual((code, len(stored)), (250, 1))
+
+    def test_disc_images_are_opened_with_their_joliet_names_and_the_zips_in_them(self):
+        lure = iso_of({"Invoice 2026.lnk": b"L", "readme.txt": b"r"})
+        self.assertRefused(with_attachments("iso", ("invoice.iso", "application/x-iso9660-image", lure)),
+                           "Message contains unacceptable attachment (invoice.iso: Invoice 2026.lnk)")
+        # A .img that is an ISO 9660 image without Joliet: the primary volume's names.
+        plain = iso_of({"readme.txt": b"r", "bin/setup.exe": b"MZ"}, joliet=False)
+        self.assertRefused(with_attachments("img", ("disk.img", "application/octet-stream", plain)),
+                           "Message contains unacceptable attachment (disk.img: BIN/SETUP.EXE)")
+        nested = iso_of({"docs/more.zip": zip_of({"run.vbs": b"WScript.Echo 1"})})
+        self.assertRefused(with_attachments("iso zip", ("docs.iso", "application/x-iso9660-image", nested)),
+                           "Message contains unacceptable attachment (docs.iso: docs/more.zip/run.vbs)")
+        harmless = iso_of({"photos/a.jpg": b"\xff\xd8", "photos/b.jpg": b"\xff\xd8"})
+        code, _, stored = self.server.deliver(with_attachments("photos", ("photos.iso", "application/x-iso9660-image",
+                                                                          harmless)))
+        self.assertEqual((code, len(stored)), (250, 1))
+        # An image cut short cannot be listed whole.
+        self.assertRefused(with_attachments("cut", ("cut.iso", "application/x-iso9660-image", lure[:40000])),
+                           "Message contains an archive that cannot be inspected (cut.iso)")
 
     def test_encrypted_and_uninspectable_archives_are_refused_unless_accepted(self):
         secret = with_attachments("secret", ("secret.zip", "application/zip",

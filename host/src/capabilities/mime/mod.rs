@@ -1,7 +1,10 @@
 //! The MIME structure of a message for policy: its content parts with
-//! their type, file name and size, and what the zip and tar archives among
-//! them hold, looking into zips inside zips within limits that keep a zip bomb
-//! from costing more than a bounded amount of memory and time.
+//! their type, file name and size, and what the zip and tar archives and
+//! ISO 9660 disc images among them hold, looking into zips inside them
+//! within limits that keep a zip bomb from costing more than a bounded
+//! amount of memory and time.
+
+mod iso9660;
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use std::io::{Cursor, Read};
@@ -13,7 +16,7 @@ pub const MAX_INFLATED: u64 = 32 * 1024 * 1024;
 /// How deep attached messages are followed.
 const MAX_MESSAGE_DEPTH: u32 = 10;
 
-/// What a zip archive holds.
+/// What an archive holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Archive {
     /// Entry names in order; entries of inner archives as `inner.zip/name`.
@@ -36,7 +39,7 @@ pub struct Part {
     pub attachment: bool,
     /// The size of the decoded content.
     pub size: u64,
-    /// What it holds, when it is a zip archive.
+    /// What it holds, when it is an archive or a disc image.
     pub archive: Option<Archive>,
 }
 
@@ -129,9 +132,10 @@ fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, b
     }
 }
 
-/// What the archive `contents` holds — a zip, a tar, or a tar compressed
-/// with gzip (`.tar.gz`, `.tgz`), recognised by content — looking `depth`
-/// levels into the zips inside it; `None` when it is none of those.
+/// What the archive `contents` holds — a zip, a tar, a tar compressed
+/// with gzip (`.tar.gz`, `.tgz`) or an ISO 9660 disc image, recognised by
+/// content — looking `depth` levels into the zips inside it; `None` when it
+/// is none of those.
 fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> {
     let mut archive = Archive::default();
     if is_zip(contents) {
@@ -141,10 +145,33 @@ fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> 
     } else if contents.starts_with(&[0x1f, 0x8b]) {
         let tar = gunzip_tar(contents, budget, &mut archive)?;
         list_tar(&tar, depth, budget, &mut archive);
+    } else if iso9660::is_image(contents) {
+        list_image(contents, depth, budget, &mut archive);
     } else {
         return None;
     }
     Some(archive)
+}
+
+/// Adds the paths in the disc image `bytes` to `archive`, and those of the
+/// zips in it while `depth` and `budget` allow (an image stores its files
+/// as they are: listing it inflates nothing).
+fn list_image(bytes: &[u8], depth: u32, budget: &mut u64, archive: &mut Archive) {
+    let (entries, complete) = iso9660::entries(bytes, MAX_ARCHIVE_NAMES.saturating_sub(archive.names.len()));
+    archive.incomplete |= !complete;
+    for entry in entries {
+        let inner = entry.content.filter(|content| is_zip(content));
+        archive.names.push(entry.name);
+        let Some(inner) = inner else {
+            continue;
+        };
+        if depth <= 1 {
+            archive.incomplete = true;
+            continue;
+        }
+        let prefix = format!("{}/", archive.names[archive.names.len() - 1]);
+        list_zip(inner, &prefix, depth - 1, budget, archive);
+    }
 }
 
 /// Whether `bytes` start as a tar archive (the `ustar` magic of its first
