@@ -393,7 +393,7 @@ fn per_connection(c: &mut Criterion) {
     let new_instances = rt.block_on(load_plugins(&without_idle)).unwrap();
     let resolver = Arc::new(Dns::new(DnsSettings {
         servers: vec![dns.addr],
-        timeout: None,
+        ..DnsSettings::default()
     }));
     for (name, decider) in [
         ("default_chain", Decider::Chain(&default_chain)),

@@ -425,6 +425,7 @@ impl Instance {
         Ok(Dns::new(DnsSettings {
             servers,
             timeout: self.config.dns.timeout,
+            trust_anchor: self.config.dns.trust_anchor.as_deref().map(|p| self.resolve(p)),
         }))
     }
 
@@ -437,6 +438,7 @@ impl Instance {
             command_timeout: o.command_timeout,
             data_timeout: o.data_timeout,
             tls: o.tls.into(),
+            dane: None,
             auth: None,
             lmtp: false,
         }
@@ -486,6 +488,7 @@ impl Instance {
             srs: self.srs(),
             delay_warning: o.delay_warning,
             mta_sts: o.mta_sts.then_some(o.mta_sts_port),
+            dane: o.dane,
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

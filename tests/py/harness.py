@@ -451,6 +451,84 @@ def dnsmasq(records):
     ])
 
 
+class Knot:
+    """Knot DNS serving a DNSSEC-signed root zone that delegates each of
+    `zones` ({name: zone file lines}) to itself: signed, with its DS in the
+    root, when the name is in `signed`, unsigned otherwise (and bogus, with
+    a DS in the root that no key matches, when it is in `bogus`). `.anchor` is a
+    file of the root's key, for `[dns] trust_anchor`: resolvers that trust
+    it validate these zones as they would the real root's."""
+
+    SOA = "@ SOA ns. admin. {serial} 3600 600 86400 300\n"
+
+    def __init__(self, zones, signed, bogus=()):
+        self.tmp = tempfile.TemporaryDirectory()
+        root = pathlib.Path(self.tmp.name)
+        (root / "db").mkdir()
+        self.port = free_port()
+        self.conf = root / "knot.conf"
+        lines = [
+            "server:", f"    listen: 127.0.0.1@{self.port}", f"    rundir: {root}",
+            "database:", f"    storage: {root / 'db'}",
+            "control:", f"    listen: {root / 'knot.sock'}",
+            "policy:", "  - id: fast", "    algorithm: ecdsap256sha256", "    ksk-lifetime: 0", "    zsk-lifetime: 0",
+            "template:", "  - id: default", f"    storage: {root}", "    zonefile-sync: -1",
+            "zone:", "  - domain: .", "    file: root.zone", "    dnssec-signing: on", "    dnssec-policy: fast",
+        ]
+        for name in zones:
+            lines += [f"  - domain: {name}", f"    file: {name}.zone"]
+            if name in signed:
+                lines += ["    dnssec-signing: on", "    dnssec-policy: fast"]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.root_zone = root / "root.zone"
+        delegations = "".join(f"{name}. NS ns.\n" for name in zones)
+        self.root_zone.write_text("$TTL 300\n" + self.SOA.format(serial=1) + "@ NS ns.\nns. A 127.0.0.1\n" + delegations)
+        for name, records in zones.items():
+            (root / f"{name}.zone").write_text("$TTL 300\n" + self.SOA.format(serial=1) + "@ NS ns.\n" + records)
+        self.log = open(root / "knotd.log", "w")
+        self.proc = subprocess.Popen([self.tool("knotd"), "-c", str(self.conf)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.proc, "knotd")
+        # Each signed child's DS goes into the root, once Knot made its keys.
+        ds = [self.wait_for([self.tool("keymgr"), "-c", str(self.conf), name, "ds"], " 13 2 ") for name in signed]
+        ds += [f"{name}. DS 4242 13 2 {'ab' * 32}" for name in bogus]
+        text = self.root_zone.read_text().replace(self.SOA.format(serial=1), self.SOA.format(serial=2))
+        self.root_zone.write_text(text + "".join(d.replace(" DS ", " 300 DS ", 1) + "\n" for d in ds))
+        subprocess.run([self.tool("knotc"), "-c", str(self.conf), "zone-reload", "."], check=True, capture_output=True)
+        for name in [*signed, *bogus]:
+            self.wait_for(self.dig(name, "DS"), " 13 2 ")
+        key = self.wait_for(self.dig(".", "DNSKEY"), "257 3 ")
+        self.anchor = root / "anchor"
+        self.anchor.write_text(f". 300 IN DNSKEY {key}\n")
+
+    @staticmethod
+    def tool(name):
+        """Knot's programs are in /usr/sbin, which a user's PATH may lack."""
+        return shutil.which(name) or f"/usr/sbin/{name}"
+
+    def dig(self, name, rtype):
+        return ["kdig", "@127.0.0.1", "-p", str(self.port), name, rtype, "+short"]
+
+    @staticmethod
+    def wait_for(command, marker, timeout=15):
+        """The first line of `command`'s output containing `marker`, once there is one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(command, capture_output=True, text=True).stdout
+            found = [line.strip() for line in out.splitlines() if marker in line]
+            if found:
+                return found[0]
+            time.sleep(0.1)
+        raise RuntimeError(f"{' '.join(command)} never printed {marker!r}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        self.log.close()
+        self.tmp.cleanup()
+
+
 def dovecot(users, passwords=None):
     """Dovecot's LMTP service on TCP loopback and on the Unix socket
     `.lmtp_socket()`, delivering to maildirs under its temporary directory

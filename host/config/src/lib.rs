@@ -176,6 +176,11 @@ pub struct OutboundConfig {
     pub mta_sts: bool,
     /// The HTTPS port of MTA-STS policy hosts (443; tests use others).
     pub mta_sts_port: u16,
+    /// Whether DANE (RFC 7672) is obeyed: a destination whose MX records
+    /// and TLSA records DNSSEC proves gets TLS with a certificate those
+    /// records match, or no delivery. Off by default: it needs DNS servers
+    /// that pass DNSSEC records (the host validates them itself).
+    pub dane: bool,
     #[serde(with = "humantime_serde")]
     /// How long a message may wait in the queue before its sender is told,
     /// once, that it is late (a DSN with `Action: delayed`); `0s`: never.
@@ -224,6 +229,7 @@ impl Default for OutboundConfig {
             delay_warning: Duration::from_secs(4 * 3600),
             mta_sts: true,
             mta_sts_port: 443,
+            dane: false,
             helo: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
@@ -407,6 +413,9 @@ pub struct DnsConfig {
     /// Per query, before the next attempt.
     #[serde(with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// A file of DNSKEY records to trust for DNSSEC instead of the root's
+    /// keys (relative to the instance; for tests and private roots).
+    pub trust_anchor: Option<PathBuf>,
 }
 
 /// `[[listener]]`: an address and what it is for.

@@ -1,14 +1,20 @@
 //! DNS lookups through hickory-resolver: the system's resolvers
-//! (`/etc/resolv.conf`) or the servers configured in `[dns]`.
+//! (`/etc/resolv.conf`) or the servers configured in `[dns]`. The lookups
+//! DANE needs are validated by the resolver itself (DNSSEC, from the root's
+//! trust anchors or those of `[dns] trust_anchor`), whatever the servers
+//! asked say.
 
 use super::CapabilityError;
 use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -19,6 +25,21 @@ pub struct DnsSettings {
     pub servers: Vec<SocketAddr>,
     /// How long one query may take before the next attempt.
     pub timeout: Option<Duration>,
+    /// DNSSEC trust anchors (a file of DNSKEY records) instead of the root's.
+    pub trust_anchor: Option<PathBuf>,
+}
+
+/// A TLSA record (RFC 6698): how a server's certificate is to be matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tlsa {
+    /// 2: a trust anchor of the server's chain; 3: the server's own certificate.
+    pub usage: u8,
+    /// 0: the whole certificate; 1: its SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// 0: the bytes themselves; 1: their SHA-256; 2: their SHA-512.
+    pub matching: u8,
+    /// What the selected bytes must match.
+    pub data: Vec<u8>,
 }
 
 /// A mail exchanger.
@@ -35,6 +56,8 @@ pub struct MxHost {
 pub struct Dns {
     settings: DnsSettings,
     resolver: OnceCell<Result<TokioResolver, String>>,
+    /// The resolver that validates DNSSEC itself, for DANE.
+    validating: OnceCell<Result<TokioResolver, String>>,
 }
 
 fn name_text(name: &Name) -> String {
@@ -54,10 +77,11 @@ impl Dns {
         Dns {
             settings,
             resolver: OnceCell::new(),
+            validating: OnceCell::new(),
         }
     }
 
-    fn build(&self) -> Result<TokioResolver, String> {
+    fn build(&self, validate: bool) -> Result<TokioResolver, String> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if self.settings.servers.is_empty() {
             Resolver::builder(provider).map_err(|e| format!("system resolver configuration: {e}"))?
@@ -79,9 +103,15 @@ impl Dns {
                 .collect();
             Resolver::builder_with_config(ResolverConfig::from_parts(None, Vec::new(), servers), provider)
         };
+        if validate && let Some(path) = &self.settings.trust_anchor {
+            let anchors = TrustAnchors::from_file(path)
+                .map_err(|e| format!("reading the trust anchors in {}: {e}", path.display()))?;
+            builder = builder.with_trust_anchor(Arc::new(anchors));
+        }
         let options = builder.options_mut();
         options.use_hosts_file = ResolveHosts::Never;
         options.attempts = 2;
+        options.validate = validate;
         if let Some(timeout) = self.settings.timeout {
             options.timeout = timeout;
         }
@@ -91,7 +121,7 @@ impl Dns {
     /// The hickory resolver, built on first use.
     pub(super) async fn resolver(&self) -> Result<&TokioResolver, CapabilityError> {
         self.resolver
-            .get_or_init(|| async { self.build() })
+            .get_or_init(|| async { self.build(false) })
             .await
             .as_ref()
             .map_err(|e| CapabilityError::Backend(e.clone()))
@@ -151,6 +181,59 @@ impl Dns {
             .collect();
         hosts.sort_by_key(|h| h.preference);
         Ok(hosts)
+    }
+
+    /// The records of `rtype` for `name` when DNSSEC proves them (`None`:
+    /// the zone is unsigned, or the name or record does not exist); an
+    /// error when validation fails (bogus) or the lookup does.
+    async fn secure_records(&self, name: Name, rtype: RecordType) -> Result<Option<Vec<RData>>, CapabilityError> {
+        let resolver = self
+            .validating
+            .get_or_init(|| async { self.build(true) })
+            .await
+            .as_ref()
+            .map_err(|e| CapabilityError::Backend(e.clone()))?;
+        match resolver.lookup(name, rtype).await {
+            Ok(lookup) => {
+                let answers: Vec<_> = lookup.answers().iter().filter(|r| r.record_type() == rtype).collect();
+                if answers.is_empty() || answers.iter().any(|r| r.proof != Proof::Secure) {
+                    return Ok(None);
+                }
+                Ok(Some(answers.into_iter().map(|r| r.data.clone()).collect()))
+            }
+            Err(e) if e.is_no_records_found() => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Whether DNSSEC proves the mail exchangers of `name` (the condition for
+    /// DANE, RFC 7672 2.2.1); an error when their validation fails.
+    pub async fn mx_is_secure(&self, name: &str) -> Result<bool, CapabilityError> {
+        Ok(self.secure_records(Self::fqdn(name)?, RecordType::MX).await?.is_some())
+    }
+
+    /// The TLSA records of the SMTP server `host` on `port`
+    /// (`_PORT._tcp.HOST`) when DNSSEC proves them; `None` when it has none
+    /// or they are unsigned; an error when their validation fails.
+    pub async fn tlsa(&self, host: &str, port: u16) -> Result<Option<Vec<Tlsa>>, CapabilityError> {
+        let name = Self::fqdn(&format!("_{port}._tcp.{host}"))?;
+        let Some(records) = self.secure_records(name, RecordType::TLSA).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            records
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::TLSA(tlsa) => Some(Tlsa {
+                        usage: tlsa.cert_usage.into(),
+                        selector: tlsa.selector.into(),
+                        matching: tlsa.matching.into(),
+                        data: tlsa.cert_data,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        ))
     }
 
     /// The TXT records of `name`, each record's strings joined.

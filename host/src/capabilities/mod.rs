@@ -25,7 +25,7 @@ pub use authentication::{Authentication, authenticate};
 pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
 pub use dkim_signing::{DkimKeys, DkimSignature, DomainKey};
-pub use dns::{Dns, DnsSettings, MxHost};
+pub use dns::{Dns, DnsSettings, MxHost, Tlsa};
 pub use error::CapabilityError;
 pub use files::{Delivered, DeliveryDir, RelativePath};
 pub use group_sync::GroupSync;

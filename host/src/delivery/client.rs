@@ -116,6 +116,9 @@ pub struct ClientSettings {
     pub data_timeout: Duration,
     /// When to use STARTTLS and how to check the certificate.
     pub tls: TlsMode,
+    /// The DNSSEC-proven TLSA records of the server (DANE): STARTTLS is
+    /// then required and the certificate must match them, whatever `tls` says.
+    pub dane: Option<Arc<[crate::capabilities::Tlsa]>>,
     /// User and password for AUTH (PLAIN, else LOGIN).
     pub auth: Option<(String, String)>,
     /// Speak LMTP (RFC 2033) instead of SMTP: `LHLO`, and one reply per
@@ -133,6 +136,7 @@ impl Default for ClientSettings {
             command_timeout: outbound.command_timeout,
             data_timeout: outbound.data_timeout,
             tls: TlsMode::Opportunistic { verify: false },
+            dane: None,
             auth: None,
             lmtp: false,
         }
@@ -437,16 +441,22 @@ impl Connection {
         }
         let mut ext = conn.greet().await?;
         let mut tls = false;
-        let verify = match settings.tls {
+        let check = match (&settings.dane, settings.tls) {
             // A socket on this machine is not on the wire.
             _ if matches!(addr, Address::Unix(_)) => None,
-            TlsMode::Never => None,
-            TlsMode::Opportunistic { verify } => offers(&ext, "STARTTLS").then_some(verify),
-            TlsMode::Required if offers(&ext, "STARTTLS") => Some(true),
-            TlsMode::Required => return Err(ClientError::Tls("the server does not offer STARTTLS".into())),
+            (Some(records), _) if offers(&ext, "STARTTLS") => Some(CertCheck::Dane(records.clone())),
+            (Some(_), _) => {
+                return Err(ClientError::Tls(
+                    "DANE: the MX host has TLSA records but does not offer STARTTLS".into(),
+                ));
+            }
+            (None, TlsMode::Never) => None,
+            (None, TlsMode::Opportunistic { verify }) => offers(&ext, "STARTTLS").then_some(CertCheck::roots(verify)),
+            (None, TlsMode::Required) if offers(&ext, "STARTTLS") => Some(CertCheck::Roots),
+            (None, TlsMode::Required) => return Err(ClientError::Tls("the server does not offer STARTTLS".into())),
         };
-        if let Some(verify) = verify {
-            conn = conn.start_tls(host, verify).await?;
+        if let Some(check) = check {
+            conn = conn.start_tls(host, check).await?;
             ext = conn.greet().await?;
             tls = true;
         }
@@ -543,7 +553,7 @@ impl Connection {
         Ok(Vec::new())
     }
 
-    async fn start_tls(mut self, host: &str, verify: bool) -> Result<Connection, ClientError> {
+    async fn start_tls(mut self, host: &str, check: CertCheck) -> Result<Connection, ClientError> {
         self.command("STARTTLS", "STARTTLS", 220).await?;
         if !self.unread.is_empty() {
             return Err(ClientError::Protocol {
@@ -551,7 +561,13 @@ impl Connection {
                 detail: "data after the 220 (possible injection)".into(),
             });
         }
-        let config = tls_config(verify)?;
+        let config = match check {
+            CertCheck::Any => tls_config(false)?,
+            CertCheck::Roots => tls_config(true)?,
+            CertCheck::Dane(records) => {
+                super::dane::tls_config(records).map_err(|e| ClientError::Tls(e.to_string()))?
+            }
+        };
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| ClientError::Tls(format!("{host:?} is not a server name: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(config);
@@ -656,6 +672,23 @@ fn offers(extensions: &[String], keyword: &str) -> bool {
         .any(|e| e == keyword || e.strip_prefix(keyword).is_some_and(|rest| rest.starts_with(' ')))
 }
 
+/// How a server's certificate is checked after STARTTLS.
+enum CertCheck {
+    /// Any certificate does.
+    Any,
+    /// Against the system's roots and the server's name.
+    Roots,
+    /// Against the server's TLSA records.
+    Dane(Arc<[crate::capabilities::Tlsa]>),
+}
+
+impl CertCheck {
+    /// `Roots` when the certificate must `verify`, else `Any`.
+    fn roots(verify: bool) -> CertCheck {
+        if verify { CertCheck::Roots } else { CertCheck::Any }
+    }
+}
+
 /// The client's TLS settings: certificates verified against the system's
 /// roots (`SSL_CERT_FILE` when set), or any certificate accepted.
 pub(super) fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, ClientError> {
@@ -730,6 +763,7 @@ mod tests {
             command_timeout: Duration::from_secs(5),
             data_timeout: Duration::from_secs(5),
             tls: TlsMode::Opportunistic { verify: false },
+            dane: None,
             auth: None,
             lmtp: false,
         }

@@ -3,6 +3,7 @@
 //! mail to them, and the bounces (DSNs) for what cannot be delivered.
 
 mod client;
+mod dane;
 mod mta_sts;
 mod notice;
 mod outbound;

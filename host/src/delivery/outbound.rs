@@ -8,7 +8,7 @@
 use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
-use super::route::{Address, Route, RouteSettings, Target, hop_target, resolve, target};
+use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, resolve, target};
 use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
@@ -68,6 +68,8 @@ pub struct OutboundSettings {
     /// Whether MTA-STS policies (RFC 8461) of destination domains are
     /// looked up and enforced, and the HTTPS port of their policy hosts.
     pub mta_sts: Option<u16>,
+    /// Whether DANE (RFC 7672) is obeyed for MX hosts.
+    pub dane: bool,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -531,6 +533,7 @@ impl Outbound {
             let target = Target {
                 host: ip.to_string(),
                 addrs: vec![Address::Inet(SocketAddr::new(ip, settings.route.port))],
+                dane: Dane::None,
             };
             return Ok((Route::Targets(vec![target]), client));
         }
@@ -541,8 +544,42 @@ impl Outbound {
             Some(mta_sts) => mta_sts.policy(&self.inner.dns, domain).await,
             None => None,
         };
-        let route = apply_policy(policy.as_deref(), route, &mut client, domain)?;
+        let mut route = apply_policy(policy.as_deref(), route, &mut client, domain)?;
+        if settings.dane {
+            route = self.with_dane(domain, route).await?;
+        }
         Ok((route, client))
+    }
+
+    /// `route` with what DANE says of each MX host (RFC 7672), when DNSSEC
+    /// proves `domain`'s MX records: the TLSA records it proves, or why they
+    /// could not be validated. MX records that fail validation defer the
+    /// delivery (`4.7.5`): a forged answer must not lead around DANE.
+    async fn with_dane(&self, domain: &str, route: Route) -> Result<Route, Report> {
+        let Route::Targets(mut targets) = route else {
+            return Ok(route);
+        };
+        let dns = &self.inner.dns;
+        let secure = dns.mx_is_secure(domain).await.map_err(|e| {
+            Report::local(
+                "4.7.5",
+                format!("DNSSEC validation of {domain}'s MX records failed: {e}"),
+            )
+        })?;
+        if !secure {
+            return Ok(Route::Targets(targets));
+        }
+        for target in &mut targets {
+            target.dane = match dns.tlsa(&target.host, self.inner.settings.route.port).await {
+                Ok(Some(records)) if !records.is_empty() => Dane::Records(records.into()),
+                Ok(_) => Dane::None,
+                Err(e) => Dane::Failed(format!(
+                    "DNSSEC validation of {}'s TLSA records failed: {e}",
+                    target.host
+                )),
+            };
+        }
+        Ok(Route::Targets(targets))
     }
 
     /// The route to one configured or plugin-chosen next hop, and the
@@ -592,6 +629,23 @@ impl Outbound {
         let path = self.inner.store.message_path(entry);
         let mut last = Report::local("4.4.1", "no server could be reached");
         for target in &targets {
+            let dane_client;
+            let client = match &target.dane {
+                Dane::None => &client,
+                Dane::Records(records) => {
+                    info!(id = %entry.id, host = %target.host, records = records.len(), "DANE: the certificate must match the host's TLSA records");
+                    dane_client = ClientSettings {
+                        dane: Some(records.clone()),
+                        ..client.clone()
+                    };
+                    &dane_client
+                }
+                Dane::Failed(reason) => {
+                    warn!(id = %entry.id, host = %target.host, "{reason}; trying the next host");
+                    last = Report::local("4.7.5", reason.clone());
+                    continue;
+                }
+            };
             for addr in &target.addrs {
                 let file = match tokio::fs::File::open(&path).await {
                     Ok(file) => file,
@@ -606,7 +660,7 @@ impl Outbound {
                 let sent = send(
                     addr,
                     &target.host,
-                    &client,
+                    client,
                     Envelope {
                         sender: &entry.sender,
                         recipients: &entry.recipients,

@@ -3,11 +3,12 @@
 //! it has no MX (the implicit MX), nowhere for a null MX (RFC 7505) — or a
 //! configured next hop instead of DNS.
 
-use crate::capabilities::{CapabilityError, Dns, MxHost, is_socket_path};
+use crate::capabilities::{CapabilityError, Dns, MxHost, Tlsa, is_socket_path};
 use hickory_resolver::proto::rr::RecordType;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One server to try, with its addresses in the order to try them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +17,21 @@ pub struct Target {
     pub host: String,
     /// Its addresses, in the order to try them.
     pub addrs: Vec<Address>,
+    /// What DANE says of it.
+    pub dane: Dane,
+}
+
+/// What DANE (RFC 7672) says of an MX host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Dane {
+    /// Nothing: DANE is off, the domain's MX records are not DNSSEC-signed,
+    /// or the host has no signed TLSA records.
+    #[default]
+    None,
+    /// Its DNSSEC-proven TLSA records, which its certificate must match.
+    Records(Arc<[Tlsa]>),
+    /// Its TLSA records could not be validated: the host is not tried.
+    Failed(String),
 }
 
 /// Where a server listens: an IP address and port, or a local Unix socket
@@ -107,6 +123,7 @@ pub async fn target(dns: &Dns, host: &str, port: u16, allow_local: bool) -> Resu
     Ok(Target {
         host: host.to_string(),
         addrs,
+        dane: Dane::None,
     })
 }
 
@@ -118,6 +135,7 @@ pub async fn hop_target(dns: &Dns, host: &str, port: u16) -> Result<Target, Capa
         return Ok(Target {
             host: host.to_string(),
             addrs: vec![Address::Unix(PathBuf::from(host))],
+            dane: Dane::None,
         });
     }
     target(dns, host, port, true).await

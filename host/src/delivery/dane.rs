@@ -1,0 +1,171 @@
+//! DANE for SMTP (RFC 7672): the certificate of a server whose TLSA
+//! records DNSSEC proves must match one of them. `DANE-EE(3)` records match
+//! the server's own certificate or public key, whatever its name, issuer or
+//! dates; `DANE-TA(2)` records match a certificate of the chain the server
+//! sends, which then anchors that chain, checked as usual for the MX host's
+//! name and dates. A record set with neither (only the PKIX usages, which
+//! SMTP does not use) still requires TLS, without authentication.
+
+use crate::capabilities::Tlsa;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, Error, SignatureScheme};
+use std::sync::Arc;
+
+/// `DANE-TA`: a trust anchor of the server's chain.
+const DANE_TA: u8 = 2;
+/// `DANE-EE`: the server's own certificate.
+const DANE_EE: u8 = 3;
+
+/// Whether `record` is one SMTP clients use (RFC 7672 3.1): a DANE-TA or
+/// DANE-EE usage with a selector and matching type this client knows.
+fn usable(record: &Tlsa) -> bool {
+    matches!(record.usage, DANE_TA | DANE_EE) && record.selector <= 1 && record.matching <= 2
+}
+
+/// Whether `cert` matches `record` (its selector and matching type).
+fn matches(record: &Tlsa, cert: &CertificateDer<'_>) -> bool {
+    let selected = match record.selector {
+        0 => cert.as_ref().to_vec(),
+        _ => match webpki::EndEntityCert::try_from(cert) {
+            Ok(parsed) => parsed.subject_public_key_info().as_ref().to_vec(),
+            Err(_) => return false,
+        },
+    };
+    match record.matching {
+        0 => selected == record.data,
+        1 => ring::digest::digest(&ring::digest::SHA256, &selected).as_ref() == record.data.as_slice(),
+        2 => ring::digest::digest(&ring::digest::SHA512, &selected).as_ref() == record.data.as_slice(),
+        _ => false,
+    }
+}
+
+/// Checks a server's certificate against the TLSA records of its MX host.
+#[derive(Debug)]
+struct DaneVerifier {
+    records: Arc<[Tlsa]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl DaneVerifier {
+    /// Whether the chain (`end_entity`, then `intermediates`) verifies for
+    /// `server_name` up to a certificate of it that a DANE-TA record matches.
+    fn anchored(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> bool {
+        let anchors = self
+            .records
+            .iter()
+            .filter(|r| r.usage == DANE_TA && usable(r))
+            .flat_map(|r| intermediates.iter().filter(move |cert| matches(r, cert)));
+        anchors.into_iter().any(|anchor| {
+            let mut roots = rustls::RootCertStore::empty();
+            if roots.add(anchor.clone().into_owned()).is_err() {
+                return false;
+            }
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .is_ok_and(|verifier| {
+                    verifier
+                        .verify_server_cert(end_entity, intermediates, server_name, &[], now)
+                        .is_ok()
+                })
+        })
+    }
+}
+
+impl ServerCertVerifier for DaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if !self.records.iter().any(usable) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let own = self
+            .records
+            .iter()
+            .any(|r| r.usage == DANE_EE && usable(r) && matches(r, end_entity));
+        if own || self.anchored(end_entity, intermediates, server_name, now) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        Err(Error::General(
+            "DANE: no TLSA record of the MX host matches its certificate".into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client's TLS settings for a server with these TLSA `records`.
+pub fn tls_config(records: Arc<[Tlsa]>) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DaneVerifier { records, provider }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> Tlsa {
+        Tlsa {
+            usage,
+            selector,
+            matching,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_record_matches_the_certificate_or_its_digest() {
+        let cert = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x05]);
+        let sha256 = ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
+            .as_ref()
+            .to_vec();
+        let sha512 = ring::digest::digest(&ring::digest::SHA512, cert.as_ref())
+            .as_ref()
+            .to_vec();
+        assert!(matches(&record(3, 0, 0, cert.as_ref().to_vec()), &cert));
+        assert!(matches(&record(3, 0, 1, sha256.clone()), &cert));
+        assert!(matches(&record(3, 0, 2, sha512), &cert));
+        assert!(!matches(&record(3, 0, 1, vec![0; 32]), &cert));
+        // Not a certificate: its public key cannot be selected.
+        assert!(!matches(&record(3, 1, 1, sha256), &cert));
+        assert!(usable(&record(3, 1, 1, vec![])) && usable(&record(2, 0, 2, vec![])));
+        assert!(!usable(&record(1, 1, 1, vec![])) && !usable(&record(3, 2, 1, vec![])));
+    }
+}

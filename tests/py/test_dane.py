@@ -1,0 +1,163 @@
+"""DANE end to end (RFC 7672): a real waraka relays through its outbound
+queue to MX hosts that Knot DNS serves from a DNSSEC-signed root (its key
+is the waraka's trust anchor), with TLSA records made from the receivers'
+certificates by openssl. The receivers are waraka instances with TLS, and a
+scripted receiver without it."""
+
+import hashlib
+import smtplib
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+from harness import Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert
+from test_outbound import message, queue_entries, relay_setup
+
+
+def openssl(*args, data=None):
+    return subprocess.run(["openssl", *args], input=data, check=True, capture_output=True).stdout
+
+
+def spki_sha256(cert):
+    """The SHA-256 of a certificate's SubjectPublicKeyInfo: `3 1 1` data."""
+    public = openssl("x509", "-in", str(cert), "-pubkey", "-noout")
+    return hashlib.sha256(openssl("pkey", "-pubin", "-outform", "DER", data=public)).hexdigest()
+
+
+def cert_sha256(cert):
+    """The SHA-256 of a whole certificate: `2 0 1` data for a trust anchor."""
+    return hashlib.sha256(openssl("x509", "-in", str(cert), "-outform", "DER")).hexdigest()
+
+
+class DaneTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        tmp = Path(cls.tmp.name)
+        make_cert(tmp / "a.pem", tmp / "a-key.pem", "mx1.dane.test")
+        make_cert(tmp / "b.pem", tmp / "b-key.pem", "mx2.dane.test")
+        (tmp / "ca").mkdir()
+        ca, leaf, leaf_key = make_ca(tmp / "ca", ["mx3.dane.test"])
+        (tmp / "chain.pem").write_bytes(leaf.read_bytes() + ca.read_bytes())
+        port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
+        a = spki_sha256(tmp / "a.pem")
+        cls.dns = Knot({
+            "dane.test": (
+                "good MX 10 mx1\nwrong MX 10 mx2\nta MX 10 mx3\nnotls MX 10 mx4\nnotlsa MX 10 mx5\n"
+                f"mx1 A 127.0.0.2\n_{port}._tcp.mx1 TLSA 3 1 1 {a}\n"
+                f"mx2 A 127.0.0.3\n_{port}._tcp.mx2 TLSA 3 1 1 {a}\n"
+                f"mx3 A 127.0.0.4\n_{port}._tcp.mx3 TLSA 2 0 1 {cert_sha256(ca)}\n"
+                f"mx4 A 127.0.0.5\n_{port}._tcp.mx4 TLSA 3 1 1 {a}\n"
+                "mx5 A 127.0.0.6\n"
+            ),
+            # Unsigned: its TLSA record proves nothing and is not obeyed.
+            "plain.test": f"@ MX 10 mx\nmx A 127.0.0.6\n_{port}._tcp.mx TLSA 3 1 1 {'00' * 32}\n",
+            # Unsigned under a DS: what an attacker forging answers gives.
+            "forged.test": "@ MX 10 mx\nmx A 127.0.0.6\n",
+        }, signed={"dane.test"}, bogus={"forged.test"})
+        cls.addClassCleanup(cls.dns.stop)
+
+        def receiver(host, domain, cert, key):
+            def setup(server):
+                tls = server.dir / "config/tls"
+                tls.mkdir(parents=True)
+                (tls / "cert.pem").write_bytes(cert.read_bytes())
+                (tls / "key.pem").write_bytes(key.read_bytes())
+                server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+                server.edit("config/host_list", lambda t: t + f"{domain}\n")
+
+            mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, host=host, port=port)
+            cls.addClassCleanup(mx.stop)
+            return mx
+
+        cls.mx1 = receiver("127.0.0.2", "good.dane.test", tmp / "a.pem", tmp / "a-key.pem")
+        cls.mx2 = receiver("127.0.0.3", "wrong.dane.test", tmp / "b.pem", tmp / "b-key.pem")
+        cls.mx3 = receiver("127.0.0.4", "ta.dane.test", tmp / "chain.pem", leaf_key)
+        cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.dane.test")
+        cls.addClassCleanup(cls.mx4.stop)
+        cls.plain = SmtpReceiver("127.0.0.6", port, name="mx.plain.test")
+        cls.addClassCleanup(cls.plain.stop)
+
+        relay = relay_setup(cls.dns.port, port, extra="dane = true\nmta_sts = false\n", retry="1h")
+
+        def setup(server):
+            relay(server)
+            server.edit("waraka.toml", lambda t: t.replace(
+                "\n[dns]\n", f'\n[dns]\ntrust_anchor = "{cls.dns.anchor}"\n', 1))
+
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        cls.addClassCleanup(cls.server.stop)
+
+    def relay(self, recipient, subject):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.sendmail("sender@sender.test", [recipient], message(subject))
+
+    def delivered(self, mx, subject):
+        """Whether `subject` reached the waraka `mx` within 30 s."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(f"Subject: {subject}\r\n".encode() in p.read_bytes() for p in mx.maildir()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def received(self, receiver, subject):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if any(f"Subject: {subject}\r\n".encode() in m[2] for m in receiver.received()):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def deferred(self, recipient):
+        """The last error of the queue entry for `recipient`, once it has one."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            errors = [e.get("last_error") for e in queue_entries(self.server) if recipient in e["recipients"]]
+            if errors and errors[0]:
+                return errors[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no deferred entry for {recipient}")
+
+    def test_a_certificate_a_dane_ee_record_matches_gets_the_mail(self):
+        self.relay("rcpt@good.dane.test", "dane ee")
+        self.assertTrue(self.delivered(self.mx1, "dane ee"))
+        self.server.wait_for_log(r"DANE: the certificate must match the host's TLSA records .*host=mx1\.dane\.test")
+        self.mx1.wait_for_log(r"TLS established")
+
+    def test_a_chain_a_dane_ta_record_anchors_gets_the_mail(self):
+        self.relay("rcpt@ta.dane.test", "dane ta")
+        self.assertTrue(self.delivered(self.mx3, "dane ta"))
+        self.server.wait_for_log(r"DANE: the certificate must match the host's TLSA records .*host=mx3\.dane\.test")
+
+    def test_a_certificate_no_record_matches_gets_nothing(self):
+        self.relay("rcpt@wrong.dane.test", "mismatch")
+        error = self.deferred("rcpt@wrong.dane.test")
+        self.assertIn("DANE: no TLSA record of the MX host matches its certificate", error)
+        self.assertEqual(self.mx2.maildir(), [], "nothing reached the host")
+
+    def test_an_mx_host_with_tlsa_records_but_no_starttls_gets_nothing(self):
+        self.relay("rcpt@notls.dane.test", "no starttls")
+        self.assertIn("DANE: the MX host has TLSA records but does not offer STARTTLS",
+                      self.deferred("rcpt@notls.dane.test"))
+        self.assertFalse(any(b"Subject: no starttls\r\n" in m[2] for m in self.mx4.received()))
+
+    def test_mx_records_that_fail_validation_defer_the_mail(self):
+        self.relay("rcpt@forged.test", "forged")
+        self.assertIn("DNSSEC validation of forged.test's MX records failed", self.deferred("rcpt@forged.test"))
+        self.assertFalse(any(b"Subject: forged\r\n" in m[2] for m in self.plain.received()))
+
+    def test_unsigned_zones_and_hosts_without_tlsa_records_get_opportunistic_tls(self):
+        self.relay("rcpt@plain.test", "unsigned")
+        self.assertTrue(self.received(self.plain, "unsigned"), "an unsigned TLSA record is not obeyed")
+        self.relay("rcpt@notlsa.dane.test", "no tlsa")
+        self.assertTrue(self.received(self.plain, "no tlsa"))
+        self.assertFalse([line for line in self.server.log if "DANE:" in line and "mx5.dane.test" in line])
+        self.assertFalse([line for line in self.server.log if "DANE:" in line and "mx.plain.test" in line])
+
+
+if __name__ == "__main__":
+    unittest.main()
