@@ -368,11 +368,16 @@ def make_ca(dir, names):
     return dir / "ca.pem", dir / "cert.pem", dir / "key.pem"
 
 
-def enable_tls(server, name):
-    """Gives the instance a fresh self-signed certificate (CN `name`) and a [tls] table."""
+def enable_tls(server, name, cert=None, key=None):
+    """Gives the instance a [tls] table with the certificate (chain) file
+    `cert` and its `key`, or a fresh self-signed certificate (CN `name`)."""
     tls = server.dir / "config/tls"
     tls.mkdir(parents=True)
-    make_cert(tls / "cert.pem", tls / "key.pem", name)
+    if cert:
+        (tls / "cert.pem").write_bytes(pathlib.Path(cert).read_bytes())
+        (tls / "key.pem").write_bytes(pathlib.Path(key).read_bytes())
+    else:
+        make_cert(tls / "cert.pem", tls / "key.pem", name)
     server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
 

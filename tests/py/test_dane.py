@@ -12,7 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert
+from harness import Knot, SmtpReceiver, Waraka, enable_tls, free_port, make_ca, make_cert
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -62,11 +62,7 @@ class DaneTest(unittest.TestCase):
 
         def receiver(host, domain, cert, key):
             def setup(server):
-                tls = server.dir / "config/tls"
-                tls.mkdir(parents=True)
-                (tls / "cert.pem").write_bytes(cert.read_bytes())
-                (tls / "key.pem").write_bytes(key.read_bytes())
-                server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+                enable_tls(server, host, cert, key)
                 server.edit("config/host_list", lambda t: t + f"{domain}\n")
 
             mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, host=host, port=port)

@@ -86,11 +86,7 @@ class MtaStsTest(unittest.TestCase):
         cls.addClassCleanup(cls.plain_mx.stop)
 
         def secure_setup(server):
-            tls = server.dir / "config/tls"
-            tls.mkdir(parents=True)
-            (tls / "cert.pem").write_bytes(cert.read_bytes())
-            (tls / "key.pem").write_bytes(key.read_bytes())
-            server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+            enable_tls(server, "mx.secure.test", cert, key)
             server.edit("config/host_list", lambda t: t + "secure.test\n")
 
         cls.secure_mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=secure_setup,
