@@ -206,10 +206,20 @@ impl Dns {
         }
     }
 
-    /// Whether DNSSEC proves the mail exchangers of `name` (the condition for
-    /// DANE, RFC 7672 2.2.1); an error when their validation fails.
-    pub async fn mx_is_secure(&self, name: &str) -> Result<bool, CapabilityError> {
-        Ok(self.secure_records(Self::fqdn(name)?, RecordType::MX).await?.is_some())
+    /// The mail exchangers of `name` when DNSSEC proves them (the condition
+    /// for DANE, RFC 7672 2.2.1), without the final dot; `None` when it does
+    /// not (unsigned, or no MX records); an error when validation fails.
+    pub async fn secure_mx(&self, name: &str) -> Result<Option<Vec<String>>, CapabilityError> {
+        let records = self.secure_records(Self::fqdn(name)?, RecordType::MX).await?;
+        Ok(records.map(|records| {
+            records
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::MX(mx) => Some(name_text(&mx.exchange)),
+                    _ => None,
+                })
+                .collect()
+        }))
     }
 
     /// The TLSA records of the SMTP server `host` on `port`

@@ -235,6 +235,14 @@ fn failure_of(error: &ClientError, host: &str) -> Report {
     }
 }
 
+/// The `targets` that the DNSSEC-validated MX records (`exchanges`) name:
+/// the route was resolved without validation, and a forged MX host must not
+/// take the mail without DANE's checks.
+fn validated_only(mut targets: Vec<Target>, exchanges: &[String]) -> Vec<Target> {
+    targets.retain(|t| exchanges.iter().any(|e| e.eq_ignore_ascii_case(&t.host)));
+    targets
+}
+
 /// Applies `domain`'s MTA-STS policy (RFC 8461) to the route to its MX
 /// hosts: under `enforce` only the hosts the policy names are tried, each
 /// over TLS with a certificate valid for its name, and a route left with
@@ -552,22 +560,31 @@ impl Outbound {
     }
 
     /// `route` with what DANE says of each MX host (RFC 7672), when DNSSEC
-    /// proves `domain`'s MX records: the TLSA records it proves, or why they
-    /// could not be validated. MX records that fail validation defer the
-    /// delivery (`4.7.5`): a forged answer must not lead around DANE.
+    /// proves `domain`'s MX records: only the hosts those records name, each
+    /// with the TLSA records DNSSEC proves or why they could not be
+    /// validated. MX records that fail validation, or name none of the
+    /// hosts, defer the delivery (`4.7.5`): a forged answer must not lead
+    /// around DANE.
     async fn with_dane(&self, domain: &str, route: Route) -> Result<Route, Report> {
-        let Route::Targets(mut targets) = route else {
+        let Route::Targets(targets) = route else {
             return Ok(route);
         };
         let dns = &self.inner.dns;
-        let secure = dns.mx_is_secure(domain).await.map_err(|e| {
+        let exchanges = dns.secure_mx(domain).await.map_err(|e| {
             Report::local(
                 "4.7.5",
                 format!("DNSSEC validation of {domain}'s MX records failed: {e}"),
             )
         })?;
-        if !secure {
+        let Some(exchanges) = exchanges else {
             return Ok(Route::Targets(targets));
+        };
+        let mut targets = validated_only(targets, &exchanges);
+        if targets.is_empty() {
+            return Err(Report::local(
+                "4.7.5",
+                format!("none of {domain}'s MX hosts is among its DNSSEC-validated MX records"),
+            ));
         }
         for target in &mut targets {
             target.dane = match dns.tlsa(&target.host, self.inner.settings.route.port).await {
@@ -1047,6 +1064,28 @@ impl OutboundQueue for Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn under_dane_only_the_validated_mx_hosts_are_tried() {
+        let target = |host: &str| Target {
+            host: host.into(),
+            addrs: Vec::new(),
+            dane: Dane::None,
+        };
+        let kept = validated_only(
+            vec![
+                target("mx.forged.test"),
+                target("MX1.example.com"),
+                target("mx2.example.com"),
+            ],
+            &["mx1.example.com".to_string(), "mx2.example.com".to_string()],
+        );
+        assert_eq!(
+            kept.iter().map(|t| t.host.as_str()).collect::<Vec<_>>(),
+            ["MX1.example.com", "mx2.example.com"]
+        );
+        assert!(validated_only(vec![target("mx.forged.test")], &["mx1.example.com".to_string()]).is_empty());
+    }
 
     #[test]
     fn address_literals_route_to_their_address() {
