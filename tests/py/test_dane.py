@@ -47,6 +47,8 @@ class DaneTest(unittest.TestCase):
         cls.dns = Knot({
             "dane.test": (
                 "good MX 10 mx1\nwrong MX 10 mx2\nta MX 10 mx3\nnotls MX 10 mx4\nnotlsa MX 10 mx5\n"
+                # No MX: mail goes to the domain's own address, its TLSA records apply.
+                f"direct A 127.0.0.2\n_{port}._tcp.direct TLSA 3 1 1 {a}\n"
                 f"mx1 A 127.0.0.2\n_{port}._tcp.mx1 TLSA 3 1 1 {a}\n"
                 f"mx2 A 127.0.0.3\n_{port}._tcp.mx2 TLSA 3 1 1 {a}\n"
                 f"mx3 A 127.0.0.4\n_{port}._tcp.mx3 TLSA 2 0 1 {cert_sha256(ca)}\n"
@@ -69,7 +71,7 @@ class DaneTest(unittest.TestCase):
             cls.addClassCleanup(mx.stop)
             return mx
 
-        cls.mx1 = receiver("127.0.0.2", "good.dane.test", tmp / "a.pem", tmp / "a-key.pem")
+        cls.mx1 = receiver("127.0.0.2", "good.dane.test\ndirect.dane.test", tmp / "a.pem", tmp / "a-key.pem")
         cls.mx2 = receiver("127.0.0.3", "wrong.dane.test", tmp / "b.pem", tmp / "b-key.pem")
         cls.mx3 = receiver("127.0.0.4", "ta.dane.test", tmp / "chain.pem", leaf_key)
         cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.dane.test")
@@ -123,6 +125,11 @@ class DaneTest(unittest.TestCase):
         self.assertTrue(self.delivered(self.mx1, "dane ee"))
         self.server.wait_for_log(r"DANE: the certificate must match the host's TLSA records .*host=mx1\.dane\.test")
         self.mx1.wait_for_log(r"TLS established")
+
+    def test_a_domain_without_mx_records_is_checked_at_its_own_address(self):
+        self.relay("rcpt@direct.dane.test", "implicit mx")
+        self.assertTrue(self.delivered(self.mx1, "implicit mx"))
+        self.server.wait_for_log(r"DANE: the certificate must match the host's TLSA records .*host=direct\.dane\.test")
 
     def test_a_chain_a_dane_ta_record_anchors_gets_the_mail(self):
         self.relay("rcpt@ta.dane.test", "dane ta")

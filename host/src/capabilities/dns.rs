@@ -222,6 +222,17 @@ impl Dns {
         }))
     }
 
+    /// Whether DNSSEC proves an address (A or AAAA) of `name`; an error when
+    /// validation fails.
+    pub async fn address_is_secure(&self, name: &str) -> Result<bool, CapabilityError> {
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            if self.secure_records(Self::fqdn(name)?, rtype).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The TLSA records of the SMTP server `host` on `port`
     /// (`_PORT._tcp.HOST`) when DNSSEC proves them; `None` when it has none
     /// or they are unsigned; an error when their validation fails.

@@ -560,11 +560,11 @@ impl Outbound {
     }
 
     /// `route` with what DANE says of each MX host (RFC 7672), when DNSSEC
-    /// proves `domain`'s MX records: only the hosts those records name, each
-    /// with the TLSA records DNSSEC proves or why they could not be
-    /// validated. MX records that fail validation, or name none of the
-    /// hosts, defer the delivery (`4.7.5`): a forged answer must not lead
-    /// around DANE.
+    /// proves `domain`'s MX records (or, without MX records, its address):
+    /// only the hosts those records name, each with the TLSA records DNSSEC
+    /// proves or why they could not be validated. MX records that fail
+    /// validation, or name none of the hosts, defer the delivery (`4.7.5`):
+    /// a forged answer must not lead around DANE.
     async fn with_dane(&self, domain: &str, route: Route) -> Result<Route, Report> {
         let Route::Targets(targets) = route else {
             return Ok(route);
@@ -576,16 +576,31 @@ impl Outbound {
                 format!("DNSSEC validation of {domain}'s MX records failed: {e}"),
             )
         })?;
-        let Some(exchanges) = exchanges else {
-            return Ok(Route::Targets(targets));
+        let mut targets = match exchanges {
+            Some(exchanges) => {
+                let targets = validated_only(targets, &exchanges);
+                if targets.is_empty() {
+                    return Err(Report::local(
+                        "4.7.5",
+                        format!("none of {domain}'s MX hosts is among its DNSSEC-validated MX records"),
+                    ));
+                }
+                targets
+            }
+            None => {
+                // No proven MX records: DANE still applies to the implicit MX,
+                // the domain itself, when DNSSEC proves its address (RFC 7672 2.2.1).
+                let implicit = matches!(targets.as_slice(), [only] if only.host.eq_ignore_ascii_case(domain));
+                let proven = implicit
+                    && dns.address_is_secure(domain).await.map_err(|e| {
+                        Report::local("4.7.5", format!("DNSSEC validation of {domain}'s address failed: {e}"))
+                    })?;
+                if !proven {
+                    return Ok(Route::Targets(targets));
+                }
+                targets
+            }
         };
-        let mut targets = validated_only(targets, &exchanges);
-        if targets.is_empty() {
-            return Err(Report::local(
-                "4.7.5",
-                format!("none of {domain}'s MX hosts is among its DNSSEC-validated MX records"),
-            ));
-        }
         for target in &mut targets {
             target.dane = match dns.tlsa(&target.host, self.inner.settings.route.port).await {
                 Ok(Some(records)) if !records.is_empty() => Dane::Records(records.into()),
