@@ -12,7 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import Knot, SmtpReceiver, Waraka, enable_tls, free_port, make_ca, make_cert
+from harness import Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -152,6 +152,16 @@ class DaneTest(unittest.TestCase):
         self.relay("rcpt@forged.test", "forged")
         self.assertIn("DNSSEC validation of forged.test's MX records failed", self.deferred("rcpt@forged.test"))
         self.assertFalse(any(b"Subject: forged\r\n" in m[2] for m in self.plain.received()))
+
+    def test_the_log_says_at_start_whether_dnssec_validation_works(self):
+        self.server.wait_for_log(r"DANE: DNSSEC validation works through the configured DNS servers")
+        plain_dns = dnsmasq(["--local=/test/"])
+        self.addCleanup(plain_dns.stop)
+        stripped = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                          setup=relay_setup(plain_dns.port, free_port(), extra="dane = true\n"))
+        self.addCleanup(stripped.stop)
+        stripped.wait_for_log(r"ERROR.*DANE: (the DNS servers give the root zone without DNSSEC proof"
+                              r"|DNSSEC validation fails through the configured DNS servers)")
 
     def test_unsigned_zones_and_hosts_without_tlsa_records_get_opportunistic_tls(self):
         self.relay("rcpt@plain.test", "unsigned")

@@ -222,6 +222,12 @@ impl Dns {
         }))
     }
 
+    /// Whether DNSSEC validation works through the configured servers: the
+    /// root's SOA record is proven from the trust anchors.
+    pub async fn dnssec_works(&self) -> Result<bool, CapabilityError> {
+        Ok(self.secure_records(Name::root(), RecordType::SOA).await?.is_some())
+    }
+
     /// Whether DNSSEC proves an address (A or AAAA) of `name`; an error when
     /// validation fails.
     pub async fn address_is_secure(&self, name: &str) -> Result<bool, CapabilityError> {

@@ -361,6 +361,10 @@ impl Outbound {
     /// Delivers forever: starts due entries within the concurrency limits and
     /// sleeps until the next is due or something changes.
     pub async fn run(self) {
+        if self.inner.settings.dane {
+            let this = self.clone();
+            tokio::spawn(async move { this.check_dnssec().await });
+        }
         loop {
             let next_due = self.start_due();
             match next_due {
@@ -557,6 +561,22 @@ impl Outbound {
             route = self.with_dane(domain, route).await?;
         }
         Ok((route, client))
+    }
+
+    /// Says in the log whether DNSSEC validation works, as DANE needs: where
+    /// it does not (DNS servers that strip DNSSEC records), every signed
+    /// destination domain is deferred.
+    async fn check_dnssec(&self) {
+        match self.inner.dns.dnssec_works().await {
+            Ok(true) => info!("DANE: DNSSEC validation works through the configured DNS servers"),
+            Ok(false) => error!(
+                "DANE: the DNS servers give the root zone without DNSSEC proof; mail to signed domains will be deferred (set [outbound] dane = false, or use servers that pass DNSSEC records)"
+            ),
+            Err(e) => error!(
+                error = %e,
+                "DANE: DNSSEC validation fails through the configured DNS servers; mail to signed domains will be deferred (set [outbound] dane = false, or use servers that pass DNSSEC records)"
+            ),
+        }
     }
 
     /// `route` with what DANE says of each MX host (RFC 7672), when DNSSEC
