@@ -84,10 +84,13 @@ class LmtpTest(unittest.TestCase):
 
     def test_a_mailbox_server_on_a_unix_socket(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
-            self.assertEqual(s.sendmail("sender@sender.test", ["carol@sock.test"], message("by the socket")), {})
+            self.assertEqual(s.sendmail("sender@sender.test", ["carol@sock.test"], message("by the socket"),
+                                        rcpt_options=["NOTIFY=SUCCESS"]), {})
         self.assertTrue(wait_until(lambda: [c for c in self.dovecot.mailbox("carol@sock.test")
                                             if b"Subject: by the socket\n" in c.read_bytes()], what="carol's copy"))
         self.server.wait_for_log(r"delivered id=\S+ recipient=carol@sock\.test host=" + re.escape(self.dovecot.lmtp_socket()))
+        delivered = wait_until(lambda: self.notices("by the socket").get("delivered"), what="the success notice")
+        self.assertEqual(delivered[0]["Remote-MTA"], f"x-unix; {self.dovecot.lmtp_socket()}", "a path, not a DNS name")
 
 
 class QueueLmtpTest(LmtpTest):

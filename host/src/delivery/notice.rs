@@ -301,7 +301,13 @@ pub fn dsn(
         line(&format!("Action: {}", action.keyword()));
         line(&format!("Status: {}", field_text(&report.status)));
         if let Some(remote) = &report.remote {
-            line(&format!("Remote-MTA: dns; {}", field_text(remote)));
+            // A mailbox server on a Unix socket has a path, not a DNS name.
+            let kind = if crate::capabilities::is_socket_path(remote) {
+                "x-unix"
+            } else {
+                "dns"
+            };
+            line(&format!("Remote-MTA: {kind}; {}", field_text(remote)));
         }
         let kind = if report.from_remote { "smtp" } else { "x-local" };
         line(&format!("Diagnostic-Code: {kind}; {}", field_text(&report.diagnostic)));
@@ -363,6 +369,25 @@ mod tests {
         assert!(text.contains("Final-Recipient: rfc822; bob@d.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 No such user??here\r\n"));
         assert!(text.contains("Remote-MTA: dns; mx.d.test\r\n"));
+        let over_socket = vec![(
+            "bob@d.test".to_string(),
+            Report {
+                remote: Some("/run/dovecot/lmtp".into()),
+                ..failed[0].1.clone()
+            },
+        )];
+        let socket_text = String::from_utf8(dsn(
+            "me.test",
+            About::entry(&entry),
+            Action::Failed,
+            &over_socket,
+            &header,
+        ));
+        assert!(
+            socket_text
+                .unwrap()
+                .contains("Remote-MTA: x-unix; /run/dovecot/lmtp\r\n")
+        );
         assert!(text.contains("text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@s.test\r\n\r\n--"));
         assert!(text.ends_with("--\r\n"));
         assert!(text.lines().all(|l| !l.contains('\n')));
