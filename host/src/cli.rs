@@ -90,6 +90,9 @@ enum QueueCommand {
     Delete { id: String },
     /// Make queued entries (of DOMAIN, or all) due now, on the running server.
     Flush { domain: Option<String> },
+    /// How mail for DOMAIN would leave: its MX hosts in order with their
+    /// addresses, and what DNSSEC proves of them (DANE's TLSA records).
+    Route { domain: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -384,6 +387,7 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
             };
             println!("{}", crate::control::request(&instance.root, &request).await?);
         }
+        QueueCommand::Route { domain } => print_route(instance, &domain).await?,
         QueueCommand::Delete { id } => {
             let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;
             store.remove(&entry)?;
@@ -392,6 +396,54 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
                 entry.recipients.len(),
                 entry.domain
             );
+        }
+    }
+    Ok(())
+}
+
+/// Prints the route of `domain` as the outbound queue would take it, with
+/// what DNSSEC proves of it (whether or not `[outbound] dane` is on).
+async fn print_route(instance: &Instance, domain: &str) -> Result<()> {
+    use crate::delivery::{Route, RouteSettings, resolve};
+    let outbound = &instance.config.outbound;
+    let dns = instance.dns()?;
+    let settings = RouteSettings {
+        port: outbound.port,
+        allow_local: outbound.allow_local,
+    };
+    let targets = match resolve(&dns, domain, &settings)
+        .await
+        .with_context(|| format!("looking up {domain}"))?
+    {
+        Route::Targets(targets) => targets,
+        Route::NullMx => {
+            println!("{domain} accepts no mail (null MX)");
+            return Ok(());
+        }
+        Route::NoMailServer => {
+            println!("no mail server found for {domain}");
+            return Ok(());
+        }
+    };
+    let proof = match dns.secure_mx(domain).await {
+        Ok(Some(_)) => "DNSSEC-proven".to_string(),
+        Ok(None) => "not DNSSEC-proven".to_string(),
+        Err(e) => format!("failed DNSSEC validation ({e})"),
+    };
+    let dane = if outbound.dane { "on" } else { "off" };
+    println!("{domain}: MX records {proof}; DANE is {dane} ([outbound] dane)");
+    for target in &targets {
+        let addrs: Vec<String> = target.addrs.iter().map(ToString::to_string).collect();
+        println!("{}  {}", target.host, addrs.join(" "));
+        match dns.tlsa(&target.host, outbound.port).await {
+            Ok(Some(records)) => {
+                for r in records {
+                    let data: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
+                    println!("  TLSA {} {} {} {data}", r.usage, r.selector, r.matching);
+                }
+            }
+            Ok(None) => println!("  no DNSSEC-proven TLSA records"),
+            Err(e) => println!("  TLSA records failed DNSSEC validation ({e})"),
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert
+from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -43,7 +43,8 @@ class DaneTest(unittest.TestCase):
         ca, leaf, leaf_key = make_ca(tmp / "ca", ["mx3.dane.test"])
         (tmp / "chain.pem").write_bytes(leaf.read_bytes() + ca.read_bytes())
         port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
-        a = spki_sha256(tmp / "a.pem")
+        a = cls.spki_a = spki_sha256(tmp / "a.pem")
+        cls.port = port
         cls.dns = Knot({
             "dane.test": (
                 "good MX 10 mx1\nwrong MX 10 mx2\nta MX 10 mx3\nnotls MX 10 mx4\nnotlsa MX 10 mx5\n"
@@ -162,6 +163,21 @@ class DaneTest(unittest.TestCase):
         self.addCleanup(stripped.stop)
         stripped.wait_for_log(r"ERROR.*DANE: (the DNS servers give the root zone without DNSSEC proof"
                               r"|DNSSEC validation fails through the configured DNS servers)")
+
+    def test_queue_route_shows_the_mx_hosts_and_what_dnssec_proves(self):
+        def route(domain):
+            done = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "route", domain],
+                                  capture_output=True, text=True, timeout=60)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            return done.stdout
+
+        good = route("good.dane.test")
+        self.assertIn("good.dane.test: MX records DNSSEC-proven; DANE is on ([outbound] dane)", good)
+        self.assertIn(f"mx1.dane.test  127.0.0.2:{self.port}\n  TLSA 3 1 1 {self.spki_a}\n", good)
+        plain = route("plain.test")
+        self.assertIn("plain.test: MX records not DNSSEC-proven", plain)
+        self.assertIn("  no DNSSEC-proven TLSA records", plain, "its unsigned TLSA record proves nothing")
+        self.assertIn("failed DNSSEC validation", route("forged.test"))
 
     def test_unsigned_zones_and_hosts_without_tlsa_records_get_opportunistic_tls(self):
         self.relay("rcpt@plain.test", "unsigned")
