@@ -28,6 +28,9 @@ pub fn plugin_call(plugin: &Arc<str>, hook: &'static str, elapsed: Duration, fue
 pub const OUTBOUND_QUEUE_DEPTH: &str = "waraka_outbound_queue_depth";
 /// Recipients by delivery result (`delivered`, `deferred`, `bounced`, `dropped`).
 pub const OUTBOUND_RECIPIENTS: &str = "waraka_outbound_recipients_total";
+/// Outbound SMTP sessions by TLS (`check`: `dane`, `verified`,
+/// `unverified`, `none` for plain text; `result`: `ok`, `failed`).
+pub const OUTBOUND_TLS: &str = "waraka_outbound_tls_total";
 /// From queueing to acceptance by the remote server, per delivered recipient.
 pub const OUTBOUND_DELIVERY_SECONDS: &str = "waraka_outbound_delivery_seconds";
 /// Recipients forwarded to their own domains through the outbound queue
@@ -149,6 +152,10 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "Outbound queue entries waiting or being delivered"
     );
     metrics::describe_counter!(OUTBOUND_RECIPIENTS, "Outbound recipients by delivery result");
+    metrics::describe_counter!(
+        OUTBOUND_TLS,
+        "Outbound SMTP sessions by certificate check and TLS result"
+    );
     metrics::describe_histogram!(
         OUTBOUND_DELIVERY_SECONDS,
         metrics::Unit::Seconds,

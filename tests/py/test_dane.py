@@ -12,7 +12,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert
+from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, prometheus
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -81,9 +81,11 @@ class DaneTest(unittest.TestCase):
         cls.addClassCleanup(cls.plain.stop)
 
         relay = relay_setup(cls.dns.port, port, extra="dane = true\nmta_sts = false\n", retry="1h")
+        cls.metrics_port = free_port()
 
         def setup(server):
             relay(server)
+            server.enable_metrics(cls.metrics_port)
             server.edit("waraka.toml", lambda t: t.replace(
                 "\n[dns]\n", f'\n[dns]\ntrust_anchor = "{cls.dns.anchor}"\n', 1))
 
@@ -179,11 +181,21 @@ class DaneTest(unittest.TestCase):
         self.assertIn("  no DNSSEC-proven TLSA records", plain, "its unsigned TLSA record proves nothing")
         self.assertIn("failed DNSSEC validation", route("forged.test"))
 
+    def test_the_metrics_count_sessions_by_certificate_check(self):
+        self.relay("rcpt@good.dane.test", "counted")
+        self.assertTrue(self.delivered(self.mx1, "counted"))
+        self.relay("rcpt@notls.dane.test", "counted too")
+        self.deferred("rcpt@notls.dane.test")
+        metrics = prometheus(self.metrics_port)
+        self.assertGreaterEqual(metrics.get('waraka_outbound_tls_total{check="dane",result="ok"}', 0), 1)
+        self.assertGreaterEqual(metrics.get('waraka_outbound_tls_total{check="dane",result="failed"}', 0), 1)
+
     def test_unsigned_zones_and_hosts_without_tlsa_records_get_opportunistic_tls(self):
         self.relay("rcpt@plain.test", "unsigned")
         self.assertTrue(self.received(self.plain, "unsigned"), "an unsigned TLSA record is not obeyed")
         self.relay("rcpt@notlsa.dane.test", "no tlsa")
         self.assertTrue(self.received(self.plain, "no tlsa"))
+        self.assertGreaterEqual(prometheus(self.metrics_port).get('waraka_outbound_tls_total{check="none",result="ok"}', 0), 2)
         self.assertFalse([line for line in self.server.log if "DANE:" in line and "mx5.dane.test" in line])
         self.assertFalse([line for line in self.server.log if "DANE:" in line and "mx.plain.test" in line])
 

@@ -446,6 +446,7 @@ impl Connection {
             _ if matches!(addr, Address::Unix(_)) => None,
             (Some(records), _) if offers(&ext, "STARTTLS") => Some(CertCheck::Dane(records.clone())),
             (Some(_), _) => {
+                count_tls("dane", "failed");
                 return Err(ClientError::Tls(
                     "DANE: the MX host has TLSA records but does not offer STARTTLS".into(),
                 ));
@@ -453,12 +454,25 @@ impl Connection {
             (None, TlsMode::Never) => None,
             (None, TlsMode::Opportunistic { verify }) => offers(&ext, "STARTTLS").then_some(CertCheck::roots(verify)),
             (None, TlsMode::Required) if offers(&ext, "STARTTLS") => Some(CertCheck::Roots),
-            (None, TlsMode::Required) => return Err(ClientError::Tls("the server does not offer STARTTLS".into())),
+            (None, TlsMode::Required) => {
+                count_tls("verified", "failed");
+                return Err(ClientError::Tls("the server does not offer STARTTLS".into()));
+            }
         };
         if let Some(check) = check {
-            conn = conn.start_tls(host, check).await?;
+            let kind = check.label();
+            conn = match conn.start_tls(host, check).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    count_tls(kind, "failed");
+                    return Err(e);
+                }
+            };
+            count_tls(kind, "ok");
             ext = conn.greet().await?;
             tls = true;
+        } else if !matches!(addr, Address::Unix(_)) {
+            count_tls("none", "ok");
         }
         if let Some((user, password)) = &settings.auth {
             conn.authenticate(&ext, user, password).await?;
@@ -687,6 +701,21 @@ impl CertCheck {
     fn roots(verify: bool) -> CertCheck {
         if verify { CertCheck::Roots } else { CertCheck::Any }
     }
+
+    /// Its `check` label in the outbound TLS metric.
+    fn label(&self) -> &'static str {
+        match self {
+            CertCheck::Any => "unverified",
+            CertCheck::Roots => "verified",
+            CertCheck::Dane(_) => "dane",
+        }
+    }
+}
+
+/// Counts an outbound session's TLS: how the certificate was checked
+/// (`none` for plain text) and whether TLS was had.
+fn count_tls(check: &'static str, result: &'static str) {
+    metrics::counter!(crate::telemetry::OUTBOUND_TLS, "check" => check, "result" => result).increment(1);
 }
 
 /// The client's TLS settings: certificates verified against the system's
