@@ -645,10 +645,12 @@ def rspamd():
     return Service("rspamd", args, timeout=90)
 
 
-def spamd():
+def spamd(user_prefs=None):
     """SpamAssassin's spamd with the Debian package's rules on a free port,
     one child, network tests off (no DNS lists, no Bayes): GTUBE scores
-    1000, a short clean message a few points for its missing headers."""
+    1000, a short clean message a few points for its missing headers.
+    `user_prefs` maps user names to the `user_prefs` text spamd applies
+    when asked as that user (its virtual users)."""
 
     def args(port, tmp):
         root = pathlib.Path(tmp)
@@ -656,10 +658,15 @@ def spamd():
         for pre in pathlib.Path("/etc/spamassassin").glob("*.pre"):
             shutil.copy(pre, root)
         (root / "local.cf").write_text("use_bayes 0\nskip_rbl_checks 1\ndns_available no\nuse_auto_whitelist 0\n")
+        for user, prefs in (user_prefs or {}).items():
+            (root / "users" / user).mkdir(parents=True)
+            (root / "users" / user / "user_prefs").write_text(prefs)
+            os.chmod(root / "users", 0o755)
+            os.chmod(root / "users" / user, 0o755)
         as_root = ["-u", "nobody"] if os.geteuid() == 0 else []
         return [shutil.which("spamd") or "/usr/sbin/spamd", f"--listen=127.0.0.1:{port}", "--max-children=1",
                 "--min-children=1", *as_root, f"--siteconfigpath={root}", f"--helper-home-dir={root}",
-                f"--pidfile={root}/pid", "--syslog=stderr", "--nouser-config"]
+                f"--pidfile={root}/pid", "--syslog=stderr", "--nouser-config", f"--virtual-config-dir={root}/users/%u"]
 
     return Service("spamd", args, timeout=60)
 

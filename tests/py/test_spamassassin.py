@@ -21,7 +21,7 @@ def gtube(subject):
 class SpamAssassinTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.spamd = spamd()
+        cls.spamd = spamd(user_prefs={"rcpt@example.com": "required_score 42\n"})
         cls.metrics_port = free_port()
         cls.server = instance(f"127.0.0.1:{cls.spamd.port}", cls.metrics_port, scanner="spamd")
         cls.down = instance(f"127.0.0.1:{free_port()}", scanner="spamd")
@@ -51,6 +51,18 @@ class SpamAssassinTest(unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertEqual(stored[0]["X-Spam-Flag"], "NO")
         self.assertRegex(stored[0]["X-Spam-Status"], r"^No, score=-?\d+\.\d required=5\.0 tests=")
+
+    def test_spamd_user_names_whose_preferences_apply(self):
+        _, _, stored = self.send(message("spamd's own"))
+        self.assertRegex(stored[0]["X-Spam-Status"], r" required=5\.0 ")
+        for user in ("first-recipient", "rcpt@example.com"):
+            self.server.edit("config/spamassassin.ini", lambda t, user=user: t + f"# by the test\nspamd_user = {user}\n")
+            try:
+                code, _, stored = self.send(message(f"as {user}"))
+            finally:
+                self.server.edit("config/spamassassin.ini", lambda t: t.split("# by the test\n")[0])
+            self.assertEqual(code, 250)
+            self.assertRegex(stored[0]["X-Spam-Status"], r" required=42\.0 ", f"{user}: the recipient's required_score")
 
     def test_thresholds_refuse_and_tag_by_score(self):
         self.server.edit("config/spamassassin.ini",

@@ -522,13 +522,22 @@ fn date_of_day(days: u64) -> u32 {
 /// `spamfilter` capability) as a scanning plugin's `settings` say: a
 /// relaying client (`skip_relaying`) or a message over `max_size` (default
 /// `default_max_size` bytes) is not scanned, and a failed scan is logged and
-/// then ignored or, with `on_error = tempfail`, `451 4.3.0`. `Err` holds
-/// the verdict to return when there is no report.
-pub fn scan_for_spam(settings: &Settings, default_max_size: u64) -> Result<spamfilter::SpamReport, Verdict> {
+/// then ignored or, with `on_error = tempfail`, `451 4.3.0`. With a `user`,
+/// the scanner applies that user's preferences. `Err` holds the verdict to
+/// return when there is no report.
+pub fn scan_for_spam(
+    settings: &Settings,
+    default_max_size: u64,
+    user: Option<&str>,
+) -> Result<spamfilter::SpamReport, Verdict> {
     if settings.skips_relaying(true) || settings.too_large_to_scan(default_max_size) {
         return Err(Verdict::Cont);
     }
-    spamfilter::check().map_err(|e| {
+    let report = match user {
+        Some(user) => spamfilter::check_for(user),
+        None => spamfilter::check(),
+    };
+    report.map_err(|e| {
         error!("scan failed: {e:?}");
         if settings.get("on_error").as_deref() == Some("tempfail") {
             Verdict::denysoft_code(451, "4.3.0", "Unable to scan the message for spam now, try later")

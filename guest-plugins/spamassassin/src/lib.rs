@@ -5,7 +5,7 @@
 //! by score, as `config/spamassassin.ini` says.
 
 use waraka_plugin::spamfilter::SpamReport;
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, message};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, envelope, message};
 
 const SETTINGS: &str = "spamassassin.ini";
 /// The most stars `X-Spam-Level` gets.
@@ -36,6 +36,16 @@ fn status(report: &SpamReport) -> String {
     )
 }
 
+/// Whose spamd preferences apply, as `spamd_user` says: `first-recipient`
+/// (the first recipient's address), another value (that user), or none.
+fn spamd_user(settings: &Settings) -> Option<String> {
+    match settings.get("spamd_user")?.as_str() {
+        "" => None,
+        "first-recipient" => envelope::recipients().first().map(|r| r.to_addr_spec()),
+        name => Some(name.to_string()),
+    }
+}
+
 /// One `*` per whole point of the score, at most [`MAX_LEVEL`].
 fn level(score: f64) -> String {
     "*".repeat((score.max(0.0) as usize).min(MAX_LEVEL))
@@ -48,7 +58,7 @@ impl Plugin for SpamAssassin {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        let report = match waraka_plugin::scan_for_spam(&settings, 500_000) {
+        let report = match waraka_plugin::scan_for_spam(&settings, 500_000, spamd_user(&settings).as_deref()) {
             Ok(report) => report,
             Err(verdict) => return verdict,
         };

@@ -31,6 +31,9 @@ pub struct Envelope {
     pub recipients: Vec<String>,
     /// The authenticated user, if any.
     pub user: Option<String>,
+    /// Whose preferences the scan applies (spamd's `User:`, rspamd's
+    /// `Deliver-To:`), if a plugin named one.
+    pub scanned_for: Option<String>,
     /// The transaction id, for rspamd's log.
     pub queue_id: String,
     /// This server's name.
@@ -105,7 +108,7 @@ impl SpamScanner {
     pub async fn check(&self, message: Vec<u8>, envelope: &Envelope) -> Result<SpamReport, CapabilityError> {
         match self {
             SpamScanner::Rspamd(rspamd) => rspamd.check(message, envelope).await,
-            SpamScanner::Spamd(spamd) => spamd.check(&message).await,
+            SpamScanner::Spamd(spamd) => spamd.check(&message, envelope.scanned_for.as_deref()).await,
         }
     }
 }
@@ -149,6 +152,9 @@ impl Rspamd {
         if let Some(user) = &envelope.user {
             request = request.header("User", user);
         }
+        if let Some(recipient) = &envelope.scanned_for {
+            request = request.header("Deliver-To", recipient);
+        }
         let request = request
             .body(Full::new(Bytes::from(message)))
             .map_err(|e| failed("request", &e))?;
@@ -189,17 +195,28 @@ impl Spamd {
     /// Asks spamd about `message`: the action is `add header` when it calls
     /// the message spam (its score reached the required one), else
     /// `no action`; the symbols are the rules that hit, with their points.
-    pub async fn check(&self, message: &[u8]) -> Result<SpamReport, CapabilityError> {
+    /// With a `user`, spamd applies that user's preferences.
+    pub async fn check(&self, message: &[u8], user: Option<&str>) -> Result<SpamReport, CapabilityError> {
         let failed = |e: std::io::Error| CapabilityError::Backend(format!("spamd ({}): {e}", self.address));
         let stream = super::connect(&self.address).await.map_err(failed)?;
-        let reply = ask_spamd(stream, message).await.map_err(failed)?;
+        let reply = ask_spamd(stream, message, user).await.map_err(failed)?;
         parse_spamd_reply(&reply).map_err(|why| CapabilityError::Backend(format!("spamd ({}): {why}", self.address)))
     }
 }
 
-/// Sends one `REPORT` request for `message` and reads the whole answer.
-async fn ask_spamd(mut stream: impl AsyncRead + AsyncWrite + Unpin, message: &[u8]) -> std::io::Result<Vec<u8>> {
-    let head = format!("REPORT SPAMC/1.5\r\nContent-length: {}\r\n\r\n", message.len());
+/// Sends one `REPORT` request for `message` (as `user`, when given) and
+/// reads the whole answer.
+async fn ask_spamd(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    message: &[u8],
+    user: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
+    // A user name is one header line: no line breaks get into the request.
+    let user = user
+        .filter(|u| !u.is_empty() && !u.contains(['\r', '\n']))
+        .map(|u| format!("User: {u}\r\n"))
+        .unwrap_or_default();
+    let head = format!("REPORT SPAMC/1.5\r\nContent-length: {}\r\n{user}\r\n", message.len());
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(message).await?;
     stream.flush().await?;

@@ -967,8 +967,10 @@ fn spam_action_label(action: &str) -> &'static str {
     ACTIONS.into_iter().find(|a| *a == action).unwrap_or("other")
 }
 
-impl spamfilter::Host for StoreState {
-    async fn check(&mut self) -> Result<spamfilter::SpamReport, Error> {
+impl StoreState {
+    /// Asks the `[spamfilter]` scanner about the current message, with the
+    /// preferences of `scanned_for` when given.
+    async fn scan_for_spam(&mut self, scanned_for: Option<String>) -> Result<spamfilter::SpamReport, Error> {
         if !self.granted("spamfilter") {
             return Err(Error::NotGranted);
         }
@@ -985,6 +987,7 @@ impl spamfilter::Host for StoreState {
             sender: tx.sender.addr_spec(),
             recipients: tx.recipients.iter().map(|r| r.addr_spec()).collect(),
             user: conn.auth_user.clone(),
+            scanned_for,
             queue_id: tx.id.clone(),
             hostname: conn.hostname.clone(),
         })?;
@@ -1004,6 +1007,16 @@ impl spamfilter::Host for StoreState {
             smtp_message: report.smtp_message,
             subject: report.subject,
         })
+    }
+}
+
+impl spamfilter::Host for StoreState {
+    async fn check(&mut self) -> Result<spamfilter::SpamReport, Error> {
+        self.scan_for_spam(None).await
+    }
+
+    async fn check_for(&mut self, user: String) -> Result<spamfilter::SpamReport, Error> {
+        self.scan_for_spam(Some(user)).await
     }
 }
 
