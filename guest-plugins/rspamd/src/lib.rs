@@ -80,7 +80,7 @@ impl Plugin for Rspamd {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        let report = match waraka_plugin::scan_for_spam(&settings, 20_971_520, None) {
+        let report = match waraka_plugin::scan_for_spam(&settings, 20_971_520) {
             Ok(report) => report,
             Err(verdict) => return verdict,
         };

@@ -522,10 +522,15 @@ fn date_of_day(days: u64) -> u32 {
 /// `spamfilter` capability) as a scanning plugin's `settings` say: a
 /// relaying client (`skip_relaying`) or a message over `max_size` (default
 /// `default_max_size` bytes) is not scanned, and a failed scan is logged and
-/// then ignored or, with `on_error = tempfail`, `451 4.3.0`. With a `user`,
-/// the scanner applies that user's preferences. `Err` holds the verdict to
-/// return when there is no report.
-pub fn scan_for_spam(
+/// then ignored or, with `on_error = tempfail`, `451 4.3.0`. `Err` holds
+/// the verdict to return when there is no report.
+pub fn scan_for_spam(settings: &Settings, default_max_size: u64) -> Result<spamfilter::SpamReport, Verdict> {
+    scan_for_spam_as(settings, default_max_size, None)
+}
+
+/// [`scan_for_spam`], with the preferences of `user` when given (spamd's
+/// per-user settings).
+pub fn scan_for_spam_as(
     settings: &Settings,
     default_max_size: u64,
     user: Option<&str>,

@@ -58,7 +58,7 @@ impl Plugin for SpamAssassin {
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        let report = match waraka_plugin::scan_for_spam(&settings, 500_000, spamd_user(&settings).as_deref()) {
+        let report = match waraka_plugin::scan_for_spam_as(&settings, 500_000, spamd_user(&settings).as_deref()) {
             Ok(report) => report,
             Err(verdict) => return verdict,
         };
