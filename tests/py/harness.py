@@ -437,7 +437,11 @@ class Service:
         self.port = free_port()
         self.proc = subprocess.Popen(args_for_port(self.port, self.tmp.name), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc, what, timeout)
+        try:
+            wait_for_port(self.port, self.proc, what, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self):
         if self.proc.poll() is None:
@@ -493,7 +497,16 @@ class Knot:
         self.log = open(root / "knotd.log", "w")
         self.proc = subprocess.Popen([self.tool("knotd"), "-c", str(self.conf)], stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        wait_for_port(self.port, self.proc, "knotd")
+        try:
+            wait_for_port(self.port, self.proc, "knotd")
+            self.delegate(signed, bogus)
+        except BaseException:
+            self.stop()
+            raise
+
+    def delegate(self, signed, bogus):
+        """Puts the DS records of the `signed` zones (and made-up ones for
+        the `bogus` ones) into the root, and writes `.anchor`."""
         # Each signed child's DS goes into the root, once Knot made its keys.
         ds = [self.wait_for([self.tool("keymgr"), "-c", str(self.conf), name, "ds"], " 13 2 ") for name in signed]
         ds += [f"{name}. DS 4242 13 2 {'ab' * 32}" for name in bogus]
@@ -503,7 +516,7 @@ class Knot:
         for name in [*signed, *bogus]:
             self.wait_for(self.dig(name, "DS"), " 13 2 ")
         key = self.wait_for(self.dig(".", "DNSKEY"), "257 3 ")
-        self.anchor = root / "anchor"
+        self.anchor = self.conf.parent / "anchor"
         self.anchor.write_text(f". 300 IN DNSKEY {key}\n")
 
     @staticmethod
