@@ -415,6 +415,17 @@ def _bindable(kind, host, port):
         return True
 
 
+def wait_until(condition, timeout=30, what="condition"):
+    """`condition()`'s first true value, polling for up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_for_port(port, proc, what, timeout=15):
     """Waits until something accepts TCP connections on `port` (or `proc` dies)."""
     deadline = time.monotonic() + timeout
@@ -530,14 +541,11 @@ class Knot:
     @staticmethod
     def wait_for(command, marker, timeout=15):
         """The first line of `command`'s output containing `marker`, once there is one."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def found():
             out = subprocess.run(command, capture_output=True, text=True).stdout
-            found = [line.strip() for line in out.splitlines() if marker in line]
-            if found:
-                return found[0]
-            time.sleep(0.1)
-        raise RuntimeError(f"{' '.join(command)} never printed {marker!r}")
+            return next((line.strip() for line in out.splitlines() if marker in line), None)
+
+        return wait_until(found, timeout, f"{' '.join(command)} to print {marker!r}")
 
     def stop(self):
         if self.proc.poll() is None:

@@ -8,11 +8,10 @@ import hashlib
 import smtplib
 import subprocess
 import tempfile
-import time
 import unittest
 from pathlib import Path
 
-from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, prometheus
+from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, prometheus, wait_until
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -96,32 +95,25 @@ class DaneTest(unittest.TestCase):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
             s.sendmail("sender@sender.test", [recipient], message(subject))
 
-    def delivered(self, mx, subject):
-        """Whether `subject` reached the waraka `mx` within 30 s."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(f"Subject: {subject}\r\n".encode() in p.read_bytes() for p in mx.maildir()):
-                return True
-            time.sleep(0.05)
-        return False
+    @staticmethod
+    def delivered(mx, subject):
+        """Whether `subject` reached the waraka `mx` (waiting up to 30 s)."""
+        return wait_until(lambda: any(f"Subject: {subject}\r\n".encode() in p.read_bytes() for p in mx.maildir()),
+                          what=f"{subject!r} in a maildir")
 
-    def received(self, receiver, subject):
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(f"Subject: {subject}\r\n".encode() in m[2] for m in receiver.received()):
-                return True
-            time.sleep(0.05)
-        return False
+    @staticmethod
+    def received(receiver, subject):
+        """Whether `subject` reached the scripted `receiver` (waiting up to 30 s)."""
+        return wait_until(lambda: any(f"Subject: {subject}\r\n".encode() in m[2] for m in receiver.received()),
+                          what=f"{subject!r} at {receiver}")
 
     def deferred(self, recipient):
         """The last error of the queue entry for `recipient`, once it has one."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        def error():
             errors = [e.get("last_error") for e in queue_entries(self.server) if recipient in e["recipients"]]
-            if errors and errors[0]:
-                return errors[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no deferred entry for {recipient}")
+            return errors[0] if errors else None
+
+        return wait_until(error, what=f"a deferred entry for {recipient}")
 
     def test_a_certificate_a_dane_ee_record_matches_gets_the_mail(self):
         self.relay("rcpt@good.dane.test", "dane ee")

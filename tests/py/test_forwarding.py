@@ -17,7 +17,7 @@ import unittest
 
 import dkim
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port, prometheus
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port, prometheus, wait_until
 from test_auth_results import arc_seal, rsa_key, txt
 from test_dkim_sign import waraka_key
 
@@ -115,15 +115,11 @@ class ForwardingTest(unittest.TestCase):
                 self.assertEqual(code, 250, text)
         return replies
 
-    def arrived(self, receiver, subject):
+    @staticmethod
+    def arrived(receiver, subject):
         """The (sender, recipients) of the copies of `subject` at `receiver`, once one came."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            got = [(m[0], m[1]) for m in receiver.received() if f"Subject: {subject}\r\n".encode() in m[2]]
-            if got:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"{subject!r} did not arrive")
+        return wait_until(lambda: [(m[0], m[1]) for m in receiver.received()
+                                   if f"Subject: {subject}\r\n".encode() in m[2]], what=f"{subject!r} to arrive")
 
     def forwarded_copy(self, subject):
         """The bytes of the forwarded copy of `subject`."""

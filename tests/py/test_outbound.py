@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus
+from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus, wait_until
 
 RECORDS = [
     "--local=/test/",  # authoritative: unknown names are NXDOMAIN
@@ -69,16 +69,6 @@ def message(subject, message_id=None):
 
 def queue_entries(server):
     return [json.loads(p.read_text()) for p in sorted((server.dir / "queue/outbound").glob("*.json"))]
-
-
-def wait_until(condition, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class OutboundTest(unittest.TestCase):

@@ -575,13 +575,7 @@ impl Connection {
                 detail: "data after the 220 (possible injection)".into(),
             });
         }
-        let config = match check {
-            CertCheck::Any => tls_config(false)?,
-            CertCheck::Roots => tls_config(true)?,
-            CertCheck::Dane(records) => {
-                super::dane::tls_config(records).map_err(|e| ClientError::Tls(e.to_string()))?
-            }
-        };
+        let config = tls_config(check)?;
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| ClientError::Tls(format!("{host:?} is not a server name: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(config);
@@ -687,7 +681,7 @@ fn offers(extensions: &[String], keyword: &str) -> bool {
 }
 
 /// How a server's certificate is checked after STARTTLS.
-enum CertCheck {
+pub(super) enum CertCheck {
     /// Any certificate does.
     Any,
     /// Against the system's roots and the server's name.
@@ -718,41 +712,55 @@ fn count_tls(check: &'static str, result: &'static str) {
     metrics::counter!(crate::telemetry::OUTBOUND_TLS, "check" => check, "result" => result).increment(1);
 }
 
-/// The client's TLS settings: certificates verified against the system's
-/// roots (`SSL_CERT_FILE` when set), or any certificate accepted.
-pub(super) fn tls_config(verify: bool) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+/// The client's TLS settings for a certificate `check`: against the
+/// system's roots (`SSL_CERT_FILE` when set), any certificate, or the
+/// server's TLSA records.
+pub(super) fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-    let config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        let found = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(found.certs);
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth()
+    let tlsa = match check {
+        CertCheck::Roots => {
+            let mut roots = rustls::RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            return Ok(Arc::new(builder.with_root_certificates(roots).with_no_client_auth()));
+        }
+        CertCheck::Any => None,
+        CertCheck::Dane(records) => Some(records),
     };
+    let verifier = OwnCheck { tlsa, provider };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
-/// Accepts any certificate (opportunistic TLS without verification, as most
-/// MTAs do for MX delivery) while still checking the handshake signatures.
+/// The certificate checks that are not the system roots': any certificate
+/// (opportunistic TLS without verification, as most MTAs do for MX
+/// delivery), or the server's TLSA records (DANE). The handshake's
+/// signatures are verified either way.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+struct OwnCheck {
+    /// DANE's records; none: any certificate.
+    tlsa: Option<Arc<[crate::capabilities::Tlsa]>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+impl rustls::client::danger::ServerCertVerifier for OwnCheck {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
+        now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Some(records) = &self.tlsa {
+            super::dane::verify(records, &self.provider, end_entity, intermediates, server_name, now)?;
+        }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
@@ -762,7 +770,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -771,11 +779,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -7,10 +7,10 @@
 //! SMTP does not use) still requires TLS, without authentication.
 
 use crate::capabilities::Tlsa;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::Error;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, Error, SignatureScheme};
 use std::sync::Arc;
 
 /// `DANE-TA`: a trust anchor of the server's chain.
@@ -41,100 +41,57 @@ fn matches(record: &Tlsa, cert: &CertificateDer<'_>) -> bool {
     }
 }
 
-/// Checks a server's certificate against the TLSA records of its MX host.
-#[derive(Debug)]
-struct DaneVerifier {
-    records: Arc<[Tlsa]>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl DaneVerifier {
-    /// Whether the chain (`end_entity`, then `intermediates`) verifies for
-    /// `server_name` up to a certificate of it that a DANE-TA record matches.
-    fn anchored(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        now: UnixTime,
-    ) -> bool {
-        let anchors = self
-            .records
-            .iter()
-            .filter(|r| r.usage == DANE_TA && usable(r))
-            .flat_map(|r| intermediates.iter().filter(move |cert| matches(r, cert)));
-        anchors.into_iter().any(|anchor| {
-            let mut roots = rustls::RootCertStore::empty();
-            if roots.add(anchor.clone().into_owned()).is_err() {
-                return false;
-            }
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .is_ok_and(|verifier| {
-                    verifier
-                        .verify_server_cert(end_entity, intermediates, server_name, &[], now)
-                        .is_ok()
-                })
-        })
-    }
-}
-
-impl ServerCertVerifier for DaneVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        if !self.records.iter().any(usable) {
-            return Ok(ServerCertVerified::assertion());
+/// Whether the chain (`end_entity`, then `intermediates`) verifies for
+/// `server_name` up to a certificate of it that a DANE-TA record matches.
+fn anchored(
+    records: &[Tlsa],
+    provider: &Arc<CryptoProvider>,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> bool {
+    let anchors = records
+        .iter()
+        .filter(|r| r.usage == DANE_TA && usable(r))
+        .flat_map(|r| intermediates.iter().filter(move |cert| matches(r, cert)));
+    anchors.into_iter().any(|anchor| {
+        let mut roots = rustls::RootCertStore::empty();
+        if roots.add(anchor.clone().into_owned()).is_err() {
+            return false;
         }
-        let own = self
-            .records
-            .iter()
-            .any(|r| r.usage == DANE_EE && usable(r) && matches(r, end_entity));
-        if own || self.anchored(end_entity, intermediates, server_name, now) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        Err(Error::General(
-            "DANE: no TLSA record of the MX host matches its certificate".into(),
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .is_ok_and(|verifier| {
+                verifier
+                    .verify_server_cert(end_entity, intermediates, server_name, &[], now)
+                    .is_ok()
+            })
+    })
 }
 
-/// The client's TLS settings for a server with these TLSA `records`.
-pub fn tls_config(records: Arc<[Tlsa]>) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(DaneVerifier { records, provider }))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+/// Checks a server's certificate chain against the TLSA `records` of its
+/// MX host `server_name` (the handshake's signatures are checked apart).
+pub fn verify(
+    records: &[Tlsa],
+    provider: &Arc<CryptoProvider>,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), Error> {
+    if !records.iter().any(usable) {
+        return Ok(());
+    }
+    let own = records
+        .iter()
+        .any(|r| r.usage == DANE_EE && usable(r) && matches(r, end_entity));
+    if own || anchored(records, provider, end_entity, intermediates, server_name, now) {
+        return Ok(());
+    }
+    Err(Error::General(
+        "DANE: no TLSA record of the MX host matches its certificate".into(),
+    ))
 }
 
 #[cfg(test)]

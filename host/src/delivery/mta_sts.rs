@@ -7,7 +7,7 @@
 //! attacker who blocks the fetch does not lift it. The cache is kept in a
 //! file too, so that it also outlives a restart (§5.1).
 
-use super::client::tls_config;
+use super::client::{CertCheck, tls_config};
 use super::route::{Address, target};
 use crate::capabilities::Dns;
 use bytes::Bytes;
@@ -316,7 +316,7 @@ impl MtaSts {
             .await
             .map_err(|e| format!("connecting to {host} ({addr}): {e}"))?;
         let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        let config = tls_config(true).map_err(|e| e.to_string())?;
+        let config = tls_config(CertCheck::Roots).map_err(|e| e.to_string())?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await

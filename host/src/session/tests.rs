@@ -288,21 +288,33 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
     );
 }
 
+impl Harness {
+    /// Sends a transaction from a@b.test to `recipients`, the first of
+    /// them marked as forwarded (as `aliases` marks one), with a message of
+    /// `subject`; the reply to the message.
+    async fn send_forwarding(&mut self, recipients: &[&str], subject: &str) -> String {
+        let rcpts: String = recipients.iter().map(|r| format!("RCPT TO:<{r}>\r\n")).collect();
+        self.send(format!("MAIL FROM:<a@b.test>\r\n{rcpts}DATA\r\n").as_bytes())
+            .await;
+        let conn = self.session.connection();
+        conn.lock()
+            .transaction
+            .as_mut()
+            .unwrap()
+            .forwarded
+            .push(recipients[0].into());
+        self.send(format!("Subject: {subject}\r\n\r\nhi\r\n.\r\n").as_bytes())
+            .await
+    }
+}
+
 #[tokio::test]
 async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_the_others() {
     let queue = MemoryOutbound::new(false);
     let mut h = Harness::greeted(&accepting()).await;
     h.session.connection().lock().outbound = Some(queue.clone());
-    let mark = |h: &Harness, recipient: &str| {
-        let conn = h.session.connection();
-        let mut conn = conn.lock();
-        conn.transaction.as_mut().unwrap().forwarded.push(recipient.into());
-    };
-    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
-        .await;
-    mark(&h, "far@y.test");
     assert!(
-        h.send(b"Subject: f\r\n\r\nhi\r\n.\r\n")
+        h.send_forwarding(&["far@y.test", "here@x.test"], "f")
             .await
             .starts_with("250 2.0.0 Message queued as ")
     );
@@ -314,11 +326,8 @@ async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_t
     assert_eq!(*h.policy.queued_for.lock().unwrap(), [vec!["here@x.test".to_string()]]);
 
     // Every recipient forwarded: no queue plugin is asked.
-    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nDATA\r\n")
-        .await;
-    mark(&h, "far@y.test");
     assert!(
-        h.send(b"Subject: g\r\n\r\nhi\r\n.\r\n")
+        h.send_forwarding(&["far@y.test"], "g")
             .await
             .starts_with("250 2.0.0 Message queued as ")
     );
@@ -328,11 +337,8 @@ async fn forwarded_recipients_go_to_the_outbound_queue_and_the_queue_hook_gets_t
     // A forwarded copy that cannot be stored is never a 250, and the queue
     // plugins are not asked: the client's retry gives no one a second copy.
     h.session.connection().lock().outbound = Some(MemoryOutbound::new(true));
-    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
-        .await;
-    mark(&h, "far@y.test");
     assert_eq!(
-        h.send(b"Subject: h\r\n\r\nhi\r\n.\r\n").await,
+        h.send_forwarding(&["far@y.test", "here@x.test"], "h").await,
         "451 4.3.0 Outbound queuing failed or disabled, try later\r\n"
     );
     assert_eq!(h.policy.queued_for.lock().unwrap().len(), 1);
@@ -343,17 +349,11 @@ async fn the_forwarded_copy_of_a_message_the_queue_hook_refuses_is_removed() {
     let queue = MemoryOutbound::new(false);
     let mut h = Harness::greeted(&[(Hook::Rcpt, Verdict::Ok(None)), (Hook::Queue, Verdict::Denysoft(None))]).await;
     h.session.connection().lock().outbound = Some(queue.clone());
-    h.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<far@y.test>\r\nRCPT TO:<here@x.test>\r\nDATA\r\n")
-        .await;
-    h.session
-        .connection()
-        .lock()
-        .transaction
-        .as_mut()
-        .unwrap()
-        .forwarded
-        .push("far@y.test".into());
-    assert!(h.send(b"Subject: r\r\n\r\nhi\r\n.\r\n").await.starts_with("451 "));
+    assert!(
+        h.send_forwarding(&["far@y.test", "here@x.test"], "r")
+            .await
+            .starts_with("451 ")
+    );
     assert!(
         queue.stored.lock().unwrap().is_empty(),
         "nothing leaves for a refused message"
