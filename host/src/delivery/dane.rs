@@ -41,37 +41,11 @@ fn matches(record: &Tlsa, cert: &CertificateDer<'_>) -> bool {
     }
 }
 
-/// Whether the chain (`end_entity`, then `intermediates`) verifies for
-/// `server_name` up to a certificate of it that a DANE-TA record matches.
-fn anchored(
-    records: &[Tlsa],
-    provider: &Arc<CryptoProvider>,
-    end_entity: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    server_name: &ServerName<'_>,
-    now: UnixTime,
-) -> bool {
-    let anchors = records
-        .iter()
-        .filter(|r| r.usage == DANE_TA && usable(r))
-        .flat_map(|r| intermediates.iter().filter(move |cert| matches(r, cert)));
-    anchors.into_iter().any(|anchor| {
-        let mut roots = rustls::RootCertStore::empty();
-        if roots.add(anchor.clone().into_owned()).is_err() {
-            return false;
-        }
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .is_ok_and(|verifier| {
-                verifier
-                    .verify_server_cert(end_entity, intermediates, server_name, &[], now)
-                    .is_ok()
-            })
-    })
-}
-
 /// Checks a server's certificate chain against the TLSA `records` of its
-/// MX host `server_name` (the handshake's signatures are checked apart).
+/// MX host `server_name` (the handshake's signatures are checked apart):
+/// a DANE-EE record must match the server's own certificate, or a DANE-TA
+/// record a certificate of the chain that then anchors it, verified for
+/// `server_name` and `now`.
 pub fn verify(
     records: &[Tlsa],
     provider: &Arc<CryptoProvider>,
@@ -86,7 +60,24 @@ pub fn verify(
     let own = records
         .iter()
         .any(|r| r.usage == DANE_EE && usable(r) && matches(r, end_entity));
-    if own || anchored(records, provider, end_entity, intermediates, server_name, now) {
+    let anchored = || {
+        let mut anchors = records
+            .iter()
+            .filter(|r| r.usage == DANE_TA && usable(r))
+            .flat_map(|r| intermediates.iter().filter(move |cert| matches(r, cert)));
+        anchors.any(|anchor| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(anchor.clone().into_owned()).is_ok()
+                && rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .is_ok_and(|verifier| {
+                        verifier
+                            .verify_server_cert(end_entity, intermediates, server_name, &[], now)
+                            .is_ok()
+                    })
+        })
+    };
+    if own || anchored() {
         return Ok(());
     }
     Err(Error::General(
