@@ -19,13 +19,15 @@ def message(subject, pattern=None, extra=""):
             f"{extra}\r\n{body}\r\n").encode()
 
 
-def instance(address, metrics_port=None, scanner="rspamd"):
+def instance(address, metrics_port=None, scanner="rspamd", settings=""):
     """A server whose `[spamfilter]` names `scanner` (rspamd or spamd) at
-    `address`, with the plugin for it in its chain."""
+    `address`, with the plugin for it in its chain and `settings` lines
+    added to the plugin's config file before it starts."""
     plugin = {"rspamd": "rspamd", "spamd": "spamassassin"}[scanner]
 
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f'\n[spamfilter]\n{scanner} = "{address}"\n')
+        server.edit(f"config/{plugin}.ini", lambda t: t + settings)
         if metrics_port:
             server.enable_metrics(metrics_port)
         server.edit("config/host_list", lambda t: t + "example.com\n")

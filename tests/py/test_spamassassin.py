@@ -56,11 +56,12 @@ class SpamAssassinTest(unittest.TestCase):
         _, _, stored = self.send(message("spamd's own"))
         self.assertRegex(stored[0]["X-Spam-Status"], r" required=5\.0 ")
         for user in ("first-recipient", "rcpt@example.com"):
-            self.server.edit("config/spamassassin.ini", lambda t, user=user: t + f"# by the test\nspamd_user = {user}\n")
+            # Set before the server starts: no cached copy of the file to outrun.
+            server = instance(f"127.0.0.1:{self.spamd.port}", scanner="spamd", settings=f"spamd_user = {user}\n")
             try:
-                code, _, stored = self.send(message(f"as {user}"))
+                code, _, stored = self.send(message(f"as {user}"), server=server)
             finally:
-                self.server.edit("config/spamassassin.ini", lambda t: t.split("# by the test\n")[0])
+                server.stop()
             self.assertEqual(code, 250)
             self.assertRegex(stored[0]["X-Spam-Status"], r" required=42\.0 ", f"{user}: the recipient's required_score")
 
