@@ -70,6 +70,14 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Make the running server rescan its plugins and waraka.toml and drop
+    /// its cached config files now; prints what changed, and fails when
+    /// waraka.toml or a plugin file was refused.
+    Reload {
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+    },
     /// Inspect the outbound queue.
     Queue {
         /// The instance directory (default: the current directory).
@@ -153,6 +161,10 @@ pub fn main() -> Result<()> {
                 command: PluginCommand::List { config },
             } => list(instance(config.as_deref())?).await,
             Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command).await,
+            Command::Reload { config } => {
+                println!("{}", crate::control::request(&config, "reload").await?);
+                Ok(())
+            }
             Command::Plugin {
                 command: PluginCommand::Check { file },
             } => check(&file).await,

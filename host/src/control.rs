@@ -1,8 +1,10 @@
 //! The control socket: a Unix socket in the instance (`queue/control.sock`)
-//! through which `waraka queue flush` reaches the running server. One
-//! request line, one reply line; only the instance's owner can connect.
+//! through which `waraka queue flush` and `waraka reload` reach the running
+//! server. One request line, one reply line; only the instance's owner can
+//! connect.
 
 use crate::delivery::Outbound;
+use crate::reload::Reloader;
 use anyhow::{Context, Result, bail};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,11 +20,25 @@ pub fn socket_path(root: &Path) -> PathBuf {
     root.join("queue").join("control.sock")
 }
 
+/// What the control socket's requests act on.
+#[derive(Clone)]
+pub struct Controls {
+    /// The outbound queue, when delivery is enabled.
+    pub outbound: Option<Outbound>,
+    /// The instance's rescans.
+    pub reloader: Reloader,
+}
+
 /// Answers one request line.
-fn answer(outbound: Option<&Outbound>, request: &str) -> String {
+async fn answer(controls: &Controls, request: &str) -> String {
     let mut words = request.split_whitespace();
     match (words.next(), words.next(), words.next()) {
-        (Some("flush"), domain, None) => match outbound {
+        (Some("reload"), None, None) => match controls.reloader.reload().await {
+            Some(report) if report.is_clean() => format!("ok {}", report.describe()),
+            Some(report) => format!("error {}", report.describe()),
+            None => "error the file watcher has stopped".to_string(),
+        },
+        (Some("flush"), domain, None) => match &controls.outbound {
             Some(outbound) => {
                 let count = outbound.flush(domain);
                 info!(domain = domain.unwrap_or("*"), entries = count, "queue flushed");
@@ -36,7 +52,7 @@ fn answer(outbound: Option<&Outbound>, request: &str) -> String {
 
 /// Listens on `path` (replacing a socket left by a dead server) until the
 /// task is dropped.
-pub async fn serve(path: PathBuf, outbound: Option<Outbound>) -> Result<()> {
+pub async fn serve(path: PathBuf, controls: Controls) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -55,13 +71,13 @@ pub async fn serve(path: PathBuf, outbound: Option<Outbound>) -> Result<()> {
                 continue;
             }
         };
-        let outbound = outbound.clone();
+        let controls = controls.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
             if reader.read_line(&mut line).await.is_ok() {
-                let reply = answer(outbound.as_ref(), line.trim());
+                let reply = answer(&controls, line.trim()).await;
                 let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
             }
         });

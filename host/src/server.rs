@@ -145,27 +145,28 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         None => None,
     };
     let delivery = outbound.clone().map(|o| tokio::spawn(o.run()));
-    let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
-    let control = control_path.clone().map(|path| {
-        let outbound = outbound.clone();
-        tokio::spawn(async move {
-            if let Err(e) = control::serve(path, outbound).await {
-                error!("control socket: {e:#}");
-            }
-        })
-    });
     let shared = Arc::new(Shared {
         registry: registry.clone(),
         settings: settings.clone(),
         tls,
-        outbound: outbound.map(|o| Arc::new(o) as Arc<dyn OutboundQueue>),
+        outbound: outbound.clone().map(|o| Arc::new(o) as Arc<dyn OutboundQueue>),
         admission: Arc::new(Admission::default()),
     });
     reload::publish_status(&instance, &registry);
-    let _watcher = if instance.embedded {
-        None
-    } else {
-        Some(reload::watch(instance, registry, settings)?)
+    let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
+    let (_watcher, control) = match &control_path {
+        Some(path) => {
+            let (watcher, reloader) = reload::watch(instance, registry, settings)?;
+            let controls = control::Controls { outbound, reloader };
+            let path = path.clone();
+            let control = tokio::spawn(async move {
+                if let Err(e) = control::serve(path, controls).await {
+                    error!("control socket: {e:#}");
+                }
+            });
+            (Some(watcher), Some(control))
+        }
+        None => (None, None),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();

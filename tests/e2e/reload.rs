@@ -271,6 +271,23 @@ fn waraka_toml_edits_apply_and_a_broken_one_is_ignored() {
 }
 
 #[test]
+fn waraka_reload_puts_a_replaced_plugin_in_force_before_it_returns() {
+    let instance = versioned_instance();
+    let server = Server::start(&instance);
+    let dir = instance.path();
+    let dir = dir.to_str().unwrap();
+    assert_eq!(one_message(server.port, "first"), Ok(0));
+    for version in 1..=3 {
+        install(&instance, &versioned(version));
+        let (ok, out) = waraka(&["reload", "--config", dir]);
+        assert!(ok && out.contains("rejected=0 removed=0"), "{out}");
+        // No waiting: the watcher's 200 ms of settling is cut short.
+        assert_eq!(one_message(server.port, "reloaded"), Ok(version));
+    }
+    assert!(server.log().iter().any(|l| l.contains("reload asked")));
+}
+
+#[test]
 fn a_restart_with_a_warm_cache_compiles_nothing() {
     let instance = versioned_instance();
     let first = Server::start(&instance);

@@ -82,10 +82,31 @@ class Waraka:
             self.log.append(line)
         proc.stderr.close()
 
-    def edit(self, relative, change):
-        """Rewrites the instance file `relative` with `change(text)`."""
+    def edit(self, relative, change, reload=True):
+        """Rewrites the instance file `relative` with `change(text)`. A file of
+        `config/` edited under a running server is then put in force with
+        `waraka reload` (unless `reload` is false): the server's own watcher
+        sees the edit within milliseconds, but a test that sends at once can
+        be quicker."""
         path = self.dir / relative
         path.write_text(change(path.read_text()))
+        if reload and relative.startswith("config/") and self.running():
+            self.reload()
+
+    def running(self):
+        proc = getattr(self, "proc", None)
+        return proc is not None and proc.poll() is None
+
+    def reload(self, check=True):
+        """`waraka reload`: (exit code, output); with `check`, an error unless
+        it reached the server (a refused plugin or waraka.toml is no error
+        then: the reload still ran)."""
+        done = subprocess.run([BIN, "reload", "--config", str(self.dir)], capture_output=True, text=True,
+                              timeout=120, env=self.env)
+        output = done.stdout + done.stderr
+        if check and done.returncode != 0 and "the server says" not in output:
+            raise AssertionError(f"waraka reload failed: {output}")
+        return done.returncode, output
 
     def set_settings(self, name, **values):
         """Rewrites `key = value` lines of the config file `config/NAME`; each

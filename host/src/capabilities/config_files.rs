@@ -179,6 +179,14 @@ impl ConfigFiles {
         }
     }
 
+    /// Drops every cached text, so the next read of each file goes to the
+    /// disk (a reload asked for, where no watcher may have reported yet).
+    pub fn forget(&self) {
+        if let Some(cache) = &self.cache {
+            cache.state.lock().expect("config cache lock").clear();
+        }
+    }
+
     /// Replaces the plugin names used for the ownership rule.
     pub fn set_plugin_names(&self, names: Vec<String>) {
         *self.plugin_names.write().expect("plugin names lock") = names;

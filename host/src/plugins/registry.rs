@@ -7,7 +7,7 @@ use super::loader::{LoadedPlugin, PluginSet, PluginSpec};
 use super::runtime::Runtime;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -91,6 +91,7 @@ impl Registry {
             .iter()
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
+        let in_chain: BTreeSet<String> = specs.iter().map(|s| s.name.clone()).collect();
         let mut summary = ReloadSummary::default();
         let mut next = PluginSet::default();
         for spec in specs {
@@ -105,7 +106,12 @@ impl Registry {
                 summary.removed += 1;
             }
         }
-        let names = next.plugins.iter().map(|p| p.name.to_string()).collect();
+        let names: Vec<String> = next.plugins.iter().map(|p| p.name.to_string()).collect();
+        // A refused file of a plugin that left the chain is no longer news.
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| in_chain.contains(name));
         self.runtime.services().config.set_plugin_names(names);
         let next = Arc::new(next);
         self.live.store(next.clone());
