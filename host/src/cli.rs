@@ -3,7 +3,7 @@
 use crate::capabilities::dkim_signing::KeyAlgorithm;
 use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
-use crate::queue::QueueStore;
+use crate::queue::{QueueStore, Selection, now_ms};
 use crate::session::Role;
 use crate::status::Status;
 use crate::{scaffold, server};
@@ -98,9 +98,44 @@ enum QueueCommand {
     Delete { id: String },
     /// Make queued entries (of DOMAIN, or all) due now, on the running server.
     Flush { domain: Option<String> },
+    /// Keep entries from delivery (not attempted, bounced or expired) until
+    /// released; on the running server, else in the queue on disk.
+    Hold {
+        #[command(flatten)]
+        chosen: Chosen,
+    },
+    /// Let held entries go: they are due now.
+    Release {
+        #[command(flatten)]
+        chosen: Chosen,
+    },
     /// How mail for DOMAIN would leave: its MX hosts in order with their
     /// addresses, and what DNSSEC proves of them (DANE's TLSA records).
     Route { domain: String },
+}
+
+/// The entries a hold or release names: one id, a domain's, or all.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Chosen {
+    /// A queue entry's id (see `waraka queue list`).
+    id: Option<String>,
+    /// Every entry for this destination domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Every entry.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Chosen {
+    fn selection(self) -> Selection {
+        match (self.id, self.domain) {
+            (Some(id), _) => Selection::Id(id),
+            (None, Some(domain)) => Selection::Domain(domain),
+            (None, None) => Selection::All,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -322,6 +357,38 @@ async fn list(instance: Instance) -> Result<()> {
     Ok(())
 }
 
+/// Holds (or releases) the selected entries: through the running server,
+/// else in the queue on disk, which the next start schedules as it finds.
+async fn hold_or_release(instance: &Instance, store: &QueueStore, selection: Selection, hold: bool) -> Result<()> {
+    let verb = if hold { "hold" } else { "release" };
+    let request = format!("{verb} {}", selection.words());
+    if let Some(reply) = crate::control::request_if_running(&instance.root, &request).await? {
+        println!("{reply}");
+        return Ok(());
+    }
+    if let Selection::Id(id) = &selection
+        && !store.contains(id)
+    {
+        bail!("no queued entry {id}");
+    }
+    let mut count = 0;
+    for mut entry in store.list()? {
+        if selection.matches(&entry) && entry.held != hold {
+            entry.held = hold;
+            if !hold {
+                entry.next_attempt_ms = now_ms();
+            }
+            store.update(&entry)?;
+            count += 1;
+        }
+    }
+    match hold {
+        true => println!("{count} entries held (no server is running)"),
+        false => println!("{count} entries released (no server is running: due when one starts)"),
+    }
+    Ok(())
+}
+
 async fn check(file: &Path) -> Result<()> {
     let instance = Instance::embedded()?;
     let name = file
@@ -374,7 +441,11 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
                     sender,
                     e.domain,
                     e.attempts,
-                    time_text(e.next_attempt_ms),
+                    if e.held {
+                        "held".to_string()
+                    } else {
+                        time_text(e.next_attempt_ms)
+                    },
                     e.recipients.join(","),
                     e.last_error.as_deref().unwrap_or("-")
                 );
@@ -400,6 +471,8 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
             println!("{}", crate::control::request(&instance.root, &request).await?);
         }
         QueueCommand::Route { domain } => print_route(instance, &domain).await?,
+        QueueCommand::Hold { chosen } => hold_or_release(instance, &store, chosen.selection(), true).await?,
+        QueueCommand::Release { chosen } => hold_or_release(instance, &store, chosen.selection(), false).await?,
         QueueCommand::Delete { id } => {
             let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;
             store.remove(&entry)?;

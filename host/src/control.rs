@@ -4,6 +4,7 @@
 //! connect.
 
 use crate::delivery::Outbound;
+use crate::queue::Selection;
 use crate::reload::Reloader;
 use anyhow::{Context, Result, bail};
 use std::os::unix::fs::PermissionsExt;
@@ -29,24 +30,50 @@ pub struct Controls {
     pub reloader: Reloader,
 }
 
-/// Answers one request line.
+/// Answers one request line: `ok …` or `error …`.
 async fn answer(controls: &Controls, request: &str) -> String {
-    let mut words = request.split_whitespace();
-    match (words.next(), words.next(), words.next()) {
-        (Some("reload"), None, None) => match controls.reloader.reload().await {
-            Some(report) if report.is_clean() => format!("ok {}", report.describe()),
-            Some(report) => format!("error {}", report.describe()),
-            None => "error the file watcher has stopped".to_string(),
+    let words: Vec<&str> = request.split_whitespace().collect();
+    let reply = match words.as_slice() {
+        ["reload"] => match controls.reloader.reload().await {
+            Some(report) if report.is_clean() => Ok(report.describe()),
+            Some(report) => Err(report.describe()),
+            None => Err("the file watcher has stopped".to_string()),
         },
-        (Some("flush"), domain, None) => match &controls.outbound {
-            Some(outbound) => {
-                let count = outbound.flush(domain);
-                info!(domain = domain.unwrap_or("*"), entries = count, "queue flushed");
-                format!("ok {count} entries due now")
-            }
-            None => "error outbound delivery is disabled".to_string(),
+        [verb @ ("flush" | "hold" | "release"), rest @ ..] => match &controls.outbound {
+            Some(outbound) => answer_queue(outbound, verb, rest).await,
+            None => Err("outbound delivery is disabled".to_string()),
         },
-        _ => format!("error unknown request {request:?}"),
+        _ => Err(format!("unknown request {request:?}")),
+    };
+    match reply {
+        Ok(text) => format!("ok {text}"),
+        Err(why) => format!("error {why}"),
+    }
+}
+
+/// Answers a request about the outbound queue.
+async fn answer_queue(outbound: &Outbound, verb: &str, rest: &[&str]) -> Result<String, String> {
+    match (verb, rest) {
+        ("flush", [] | [_]) => {
+            let domain = rest.first().copied();
+            let count = outbound.flush(domain);
+            info!(domain = domain.unwrap_or("*"), entries = count, "queue flushed");
+            Ok(format!("{count} entries due now"))
+        }
+        ("hold", selection) => {
+            let selection = Selection::parse(selection).ok_or("hold what? id ID, domain DOMAIN or all")?;
+            let (now, after) = outbound.hold(selection).await.map_err(|e| e.to_string())?;
+            Ok(match after {
+                0 => format!("{now} entries held"),
+                _ => format!("{now} entries held, {after} more after their attempt in progress"),
+            })
+        }
+        ("release", selection) => {
+            let selection = Selection::parse(selection).ok_or("release what? id ID, domain DOMAIN or all")?;
+            let count = outbound.release(selection).await.map_err(|e| e.to_string())?;
+            Ok(format!("{count} entries released, due now"))
+        }
+        _ => Err(format!("unknown request {verb:?} {rest:?}")),
     }
 }
 
@@ -87,10 +114,26 @@ pub async fn serve(path: PathBuf, controls: Controls) -> Result<()> {
 /// Sends `request` to the server running the instance rooted at `root`
 /// and returns its reply; an error when no server is running there.
 pub async fn request(root: &Path, request: &str) -> Result<String> {
+    request_if_running(root, request)
+        .await?
+        .with_context(|| format!("no running server for this instance ({})", socket_path(root).display()))
+}
+
+/// As [`request`], but `None` when no server is running the instance.
+pub async fn request_if_running(root: &Path, request: &str) -> Result<Option<String>> {
     let path = socket_path(root);
-    let stream = UnixStream::connect(&path)
-        .await
-        .with_context(|| format!("no running server for this instance ({})", path.display()))?;
+    let stream = match UnixStream::connect(&path).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("control socket {}", path.display())),
+    };
     let (read, mut write) = stream.into_split();
     write.write_all(format!("{request}\n").as_bytes()).await?;
     let mut reply = String::new();
@@ -98,6 +141,6 @@ pub async fn request(root: &Path, request: &str) -> Result<String> {
     let reply = reply.trim().to_string();
     match reply.strip_prefix("error ") {
         Some(why) => bail!("the server says: {why}"),
-        None => Ok(reply.strip_prefix("ok ").unwrap_or(&reply).to_string()),
+        None => Ok(Some(reply.strip_prefix("ok ").unwrap_or(&reply).to_string())),
     }
 }

@@ -405,6 +405,96 @@ class FlushTest(unittest.TestCase):
             dns.stop()
 
 
+class HoldTest(unittest.TestCase):
+    def test_held_entries_wait_across_a_restart_until_released(self):
+        dns = dnsmasq(RECORDS)
+        port = free_port("127.0.0.8")
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, port, retry="1h"))
+        receiver = None
+
+        def queue(*args):
+            done = subprocess.run([BIN, "queue", "--config", str(server.dir), *args], capture_output=True, text=True)
+            return done.returncode, (done.stdout + done.stderr).strip()
+
+        def held():
+            return {e["domain"]: e.get("held", False) for e in queue_entries(server)}
+
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                s.sendmail("a@sender.test", ["r@late.test"], message("held late"))
+                s.sendmail("a@sender.test", ["r@gone.test"], message("held gone"))
+            entries = wait_until(lambda: (lambda e: e if len(e) == 2 else None)(
+                [e for e in queue_entries(server) if e["attempts"] == 1]), what="two deferred entries")
+            late = next(e for e in entries if e["domain"] == "late.test")
+            self.assertEqual(queue("hold", late["id"]), (0, "1 entries held"))
+            self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held"))
+            self.assertEqual(queue("hold", "--all"), (0, "0 entries held"), "held already")
+            code, text = queue("hold", "0000000000000-nosuchentry")
+            self.assertEqual(code, 1)
+            self.assertIn("no queued entry 0000000000000-nosuchentry", text)
+            self.assertEqual(held(), {"late.test": True, "gone.test": True})
+            listed = queue("list")[1].splitlines()
+            self.assertEqual(len([line for line in listed if " held " in line]), 2, listed)
+
+            receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
+            self.assertEqual(queue("flush"), (0, "0 entries due now"), "a flush passes held entries by")
+            server.kill_and_restart()
+            self.assertEqual(queue("flush"), (0, "0 entries due now"), "still held after kill -9")
+            self.assertEqual(queue("release", late["id"]), (0, "1 entries released, due now"))
+            got = receiver.wait_for(1, timeout=10)
+            self.assertEqual(got[0][1], ["r@late.test"])
+
+            # Without a server, hold and release change the queue on disk.
+            server.proc.terminate()
+            server.proc.wait(timeout=15)
+            self.assertEqual(queue("release", "--all"),
+                             (0, "1 entries released (no server is running: due when one starts)"))
+            self.assertEqual(held(), {"gone.test": False})
+            self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held (no server is running)"))
+            self.assertEqual(held(), {"gone.test": True})
+            self.assertEqual(queue("release", "--domain", "gone.test")[0], 0)
+            server.kill_and_restart()
+            got = receiver.wait_for(2, timeout=10)
+            self.assertEqual(sorted(m[1][0] for m in got), ["r@gone.test", "r@late.test"])
+            wait_until(lambda: not queue_entries(server), what="an empty queue")
+        finally:
+            server.stop()
+            if receiver:
+                receiver.stop()
+            dns.stop()
+
+    def test_an_entry_held_during_its_attempt_is_held_after_it(self):
+        dns = dnsmasq(RECORDS)
+        port = free_port("127.0.0.8")
+        attempts = []
+
+        def slow_refusal(address, attempt):
+            attempts.append(address)
+            time.sleep(3)
+            return "451 4.2.1 Busy, try later"
+
+        receiver = SmtpReceiver("127.0.0.8", port, slow_refusal, name="mx.late.test")
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, port, retry="5s"))
+        try:
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                s.sendmail("a@sender.test", ["r@late.test"], message("held in flight"))
+            wait_until(lambda: attempts, what="the attempt")
+            done = subprocess.run([BIN, "queue", "--config", str(server.dir), "hold", "--domain", "late.test"],
+                                  capture_output=True, text=True)
+            self.assertEqual(done.stdout.strip(), "0 entries held, 1 more after their attempt in progress")
+            server.wait_for_log(r"queue entry held after its attempt")
+            entry, = queue_entries(server)
+            self.assertEqual((entry["held"], entry["attempts"]), (True, 1))
+            time.sleep(6)  # past the 5 s retry: a held entry is not attempted
+            self.assertEqual(len(attempts), 1)
+        finally:
+            server.stop()
+            receiver.stop()
+            dns.stop()
+
+
 class CrashTest(unittest.TestCase):
     def test_kill_9_with_500_queued_loses_nothing(self):
         count = 500

@@ -353,6 +353,7 @@ mod tests {
             dsn: DsnRequests::default(),
             delay_notified: false,
             hop: None,
+            held: false,
         };
         let failed = vec![(
             "bob@d.test".to_string(),

@@ -12,11 +12,11 @@ use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, reso
 use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
-use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
+use crate::queue::{Entry, QueueStore, RetrySchedule, Selection, now_ms};
 use crate::session::{Handoff, HeldCopy, MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -181,6 +181,13 @@ struct State {
     waiting: BTreeMap<(u64, String), Entry>,
     /// Deliveries in progress, by domain.
     active_by_domain: HashMap<String, usize>,
+    /// The domain of each entry being delivered, by id.
+    in_progress: HashMap<String, String>,
+    /// Entries held by the administrator, by id.
+    held: BTreeMap<String, Entry>,
+    /// Entries asked to be held while they were being delivered: held
+    /// after their attempt if recipients are left.
+    hold_after_attempt: HashSet<String>,
 }
 
 impl State {
@@ -190,7 +197,8 @@ impl State {
     }
 
     fn publish_depth(&self) {
-        metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set((self.waiting.len() + self.active()) as f64);
+        let depth = self.waiting.len() + self.active() + self.held.len();
+        metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set(depth as f64);
     }
 }
 
@@ -328,11 +336,111 @@ impl Outbound {
         {
             let mut state = self.state();
             for entry in entries {
-                state.waiting.insert((entry.next_attempt_ms, entry.id.clone()), entry);
+                if entry.held {
+                    state.held.insert(entry.id.clone(), entry);
+                } else {
+                    state.waiting.insert((entry.next_attempt_ms, entry.id.clone()), entry);
+                }
             }
             state.publish_depth();
         }
         self.inner.wake.notify_one();
+    }
+
+    /// Holds the selected entries: they are not attempted, bounced or
+    /// expired until released, also across restarts. An entry being
+    /// delivered is held after its attempt, if recipients are left. Returns
+    /// how many were held now and how many will be after their attempt; an
+    /// error when an id names no entry, or a hold could not be saved.
+    pub async fn hold(&self, selection: Selection) -> io::Result<(usize, usize)> {
+        let (taken, after) = {
+            let mut state = self.state();
+            let keys: Vec<(u64, String)> = state
+                .waiting
+                .iter()
+                .filter(|(_, e)| selection.matches(e))
+                .map(|(key, _)| key.clone())
+                .collect();
+            let taken: Vec<Entry> = keys.iter().filter_map(|key| state.waiting.remove(key)).collect();
+            let after: Vec<String> = state
+                .in_progress
+                .iter()
+                .filter(|(id, domain)| selection.names(id, domain))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let already = state.held.values().any(|e| selection.matches(e));
+            if let Selection::Id(id) = &selection
+                && taken.is_empty()
+                && after.is_empty()
+                && !already
+            {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("no queued entry {id}")));
+            }
+            state.hold_after_attempt.extend(after.iter().cloned());
+            (taken, after.len())
+        };
+        let count = taken.len();
+        self.mark_held(taken, true).await?;
+        info!(selection = %selection.words(), held = count, after_attempt = after, "queue entries held");
+        Ok((count, after))
+    }
+
+    /// Releases the selected held entries: they are due now. Returns how
+    /// many; an error when a release could not be saved.
+    pub async fn release(&self, selection: Selection) -> io::Result<usize> {
+        let taken = {
+            let mut state = self.state();
+            let State {
+                held,
+                in_progress,
+                hold_after_attempt,
+                ..
+            } = &mut *state;
+            hold_after_attempt.retain(|id| !in_progress.get(id).is_some_and(|d| selection.names(id, d)));
+            let ids: Vec<String> = held
+                .values()
+                .filter(|e| selection.matches(e))
+                .map(|e| e.id.clone())
+                .collect();
+            ids.iter().filter_map(|id| held.remove(id)).collect::<Vec<Entry>>()
+        };
+        let count = taken.len();
+        self.mark_held(taken, false).await?;
+        info!(selection = %selection.words(), released = count, "queue entries released");
+        Ok(count)
+    }
+
+    /// Saves `entries` as held or not (released ones due now), then
+    /// schedules them; an entry whose change could not be saved is
+    /// scheduled as it was.
+    async fn mark_held(&self, entries: Vec<Entry>, held: bool) -> io::Result<()> {
+        let (entries, failure) = self
+            .blocking(move |o| {
+                let mut failure = None;
+                let now = now_ms();
+                let entries = entries
+                    .into_iter()
+                    .map(|mut entry| {
+                        let before = entry.clone();
+                        entry.held = held;
+                        if !held {
+                            entry.next_attempt_ms = now;
+                        }
+                        match o.inner.store.update(&entry) {
+                            Ok(()) => entry,
+                            Err(e) => {
+                                error!(id = %entry.id, error = %e, "could not save a hold or release");
+                                failure = Some(e);
+                                before
+                            }
+                        }
+                    })
+                    .collect::<Vec<Entry>>();
+                (entries, failure)
+            })
+            .await;
+        self.schedule(entries);
+        failure.map_or(Ok(()), Err)
     }
 
     /// Makes every waiting entry (of `domain`, if given) due now; returns how many.
@@ -414,6 +522,7 @@ impl Outbound {
             for key in chosen {
                 let entry = state.waiting.remove(&key).expect("chosen from the map");
                 *state.active_by_domain.entry(entry.domain.clone()).or_default() += 1;
+                state.in_progress.insert(entry.id.clone(), entry.domain.clone());
                 started.push(entry);
             }
             next_due
@@ -428,10 +537,11 @@ impl Outbound {
     /// One attempt for `entry`, its results settled on disk, the scheduler told.
     async fn deliver(self, entry: Entry) {
         let domain = entry.domain.clone();
+        let id = entry.id.clone();
         let fallback = entry.clone();
         let this = self.clone();
         let settled = tokio::spawn(async move { this.attempt_and_settle(entry).await }).await;
-        let (kept, bounces) = match settled {
+        let (mut kept, bounces) = match settled {
             Ok(result) => result,
             Err(e) => {
                 error!(id = %fallback.id, error = %e, "a delivery task failed; retrying later");
@@ -440,8 +550,15 @@ impl Outbound {
                 (Some(entry), Vec::new())
             }
         };
+        let hold = self.state().hold_after_attempt.remove(&id);
+        if let Some(entry) = kept.take_if(|_| hold) {
+            info!(id = %id, "queue entry held after its attempt");
+            // Scheduled by mark_held, held or (when that fails) as it was.
+            let _ = self.mark_held(vec![entry], true).await;
+        }
         {
             let mut state = self.state();
+            state.in_progress.remove(&id);
             if let Some(count) = state.active_by_domain.get_mut(&domain) {
                 *count -= 1;
                 if *count == 0 {

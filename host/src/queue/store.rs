@@ -57,6 +57,57 @@ pub struct Entry {
     /// The server a queue plugin chose for it, instead of routing by domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hop: Option<NextHopConfig>,
+    /// Held by the administrator (`waraka queue hold`): not attempted, not
+    /// bounced and not expired until released.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+}
+
+/// Which entries an administrator's `hold` or `release` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// The entry with this id.
+    Id(String),
+    /// Every entry for this destination domain.
+    Domain(String),
+    /// Every entry.
+    All,
+}
+
+impl Selection {
+    /// Whether `entry` is one of those named.
+    pub fn matches(&self, entry: &Entry) -> bool {
+        self.names(&entry.id, &entry.domain)
+    }
+
+    /// Whether the entry with this id and domain is one of those named.
+    pub fn names(&self, id: &str, domain: &str) -> bool {
+        match self {
+            Selection::Id(wanted) => id == wanted,
+            Selection::Domain(wanted) => domain.eq_ignore_ascii_case(wanted),
+            Selection::All => true,
+        }
+    }
+
+    /// The selection as the words of a control request (`id ID`,
+    /// `domain DOMAIN`, `all`); [`Selection::parse`] reads them back.
+    pub fn words(&self) -> String {
+        match self {
+            Selection::Id(id) => format!("id {id}"),
+            Selection::Domain(domain) => format!("domain {domain}"),
+            Selection::All => "all".to_string(),
+        }
+    }
+
+    /// The selection that `words` name, if they name one.
+    pub fn parse(words: &[&str]) -> Option<Selection> {
+        match words {
+            ["id", id] => Some(Selection::Id(id.to_string())),
+            ["domain", domain] => Some(Selection::Domain(domain.to_string())),
+            ["all"] => Some(Selection::All),
+            _ => None,
+        }
+    }
 }
 
 /// What the start-up scan found and did.
@@ -263,6 +314,7 @@ impl QueueStore {
                     origin: origin.to_string(),
                     message_size,
                     hop: hop.cloned(),
+                    held: false,
                 };
                 fs::hard_link(&tmp, self.message_path(&entry))?;
                 made.push(entry.clone());
