@@ -489,6 +489,13 @@ class HoldTest(unittest.TestCase):
             self.assertEqual((entry["held"], entry["attempts"]), (True, 1))
             time.sleep(6)  # past the 5 s retry: a held entry is not attempted
             self.assertEqual(len(attempts), 1)
+            # Deleted while held: a release does not bring it back.
+            queue = [BIN, "queue", "--config", str(server.dir)]
+            subprocess.run([*queue, "delete", entry["id"]], check=True, capture_output=True)
+            done = subprocess.run([*queue, "release", "--all"], capture_output=True, text=True)
+            self.assertEqual(done.stdout.strip(), "0 entries released, due now")
+            server.wait_for_log(r"queue entry deleted while waiting; dropped")
+            self.assertEqual(queue_entries(server), [])
         finally:
             server.stop()
             receiver.stop()

@@ -379,8 +379,7 @@ impl Outbound {
             state.hold_after_attempt.extend(after.iter().cloned());
             (taken, after.len())
         };
-        let count = taken.len();
-        self.mark_held(taken, true).await?;
+        let count = self.mark_held(taken, true).await?;
         info!(selection = %selection.words(), held = count, after_attempt = after, "queue entries held");
         Ok((count, after))
     }
@@ -404,22 +403,29 @@ impl Outbound {
                 .collect();
             ids.iter().filter_map(|id| held.remove(id)).collect::<Vec<Entry>>()
         };
-        let count = taken.len();
-        self.mark_held(taken, false).await?;
+        let count = self.mark_held(taken, false).await?;
         info!(selection = %selection.words(), released = count, "queue entries released");
         Ok(count)
     }
 
     /// Saves `entries` as held or not (released ones due now), then
     /// schedules them; an entry whose change could not be saved is
-    /// scheduled as it was.
-    async fn mark_held(&self, entries: Vec<Entry>, held: bool) -> io::Result<()> {
+    /// scheduled as it was, and one deleted meanwhile (`waraka queue
+    /// delete`) is dropped. Returns how many were changed.
+    async fn mark_held(&self, entries: Vec<Entry>, held: bool) -> io::Result<usize> {
         let (entries, failure) = self
             .blocking(move |o| {
                 let mut failure = None;
                 let now = now_ms();
                 let entries = entries
                     .into_iter()
+                    .filter(|entry| {
+                        let queued = o.inner.store.contains(&entry.id);
+                        if !queued {
+                            info!(id = %entry.id, "queue entry deleted while waiting; dropped");
+                        }
+                        queued
+                    })
                     .map(|mut entry| {
                         let before = entry.clone();
                         entry.held = held;
@@ -439,8 +445,9 @@ impl Outbound {
                 (entries, failure)
             })
             .await;
+        let changed = entries.iter().filter(|e| e.held == held).count();
         self.schedule(entries);
-        failure.map_or(Ok(()), Err)
+        failure.map_or(Ok(changed), Err)
     }
 
     /// Makes every waiting entry (of `domain`, if given) due now; returns how many.
