@@ -109,6 +109,9 @@ enum QueueCommand {
         #[command(flatten)]
         chosen: Chosen,
     },
+    /// Send the TLS reports (RFC 8460) of what the running server has
+    /// counted so far, now rather than after the day ([outbound] tls_reports).
+    TlsReport,
     /// How mail for DOMAIN would leave: its MX hosts in order with their
     /// addresses, and what DNSSEC proves of them (DANE's TLSA records).
     Route { domain: String },
@@ -471,6 +474,7 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
             println!("{}", crate::control::request(&instance.root, &request).await?);
         }
         QueueCommand::Route { domain } => print_route(instance, &domain).await?,
+        QueueCommand::TlsReport => println!("{}", crate::control::request(&instance.root, "tls-report").await?),
         QueueCommand::Hold { chosen } => hold_or_release(instance, &store, chosen.selection(), true).await?,
         QueueCommand::Release { chosen } => hold_or_release(instance, &store, chosen.selection(), false).await?,
         QueueCommand::Delete { id } => {
@@ -523,8 +527,7 @@ async fn print_route(instance: &Instance, domain: &str) -> Result<()> {
         match dns.tlsa(&target.host, outbound.port).await {
             Ok(Some(records)) => {
                 for r in records {
-                    let data: String = r.data.iter().map(|b| format!("{b:02x}")).collect();
-                    println!("  TLSA {} {} {} {data}", r.usage, r.selector, r.matching);
+                    println!("  TLSA {}", r.presentation());
                 }
             }
             Ok(None) => println!("  no DNSSEC-proven TLSA records"),

@@ -6,7 +6,7 @@ use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
     PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
 };
-use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings};
+use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, Submitter};
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::queue::RetrySchedule;
@@ -441,6 +441,7 @@ impl Instance {
             dane: None,
             auth: None,
             lmtp: false,
+            tls_seen: None,
         }
     }
 
@@ -483,12 +484,19 @@ impl Instance {
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Some(OutboundSettings {
             client,
-            hostname,
+            hostname: hostname.clone(),
             dkim: self.dkim_keys(),
             srs: self.srs(),
             delay_warning: o.delay_warning,
             mta_sts: o.mta_sts.then_some(o.mta_sts_port),
             dane: o.dane,
+            tls_reports: o.tls_reports.then(|| Submitter {
+                from: o
+                    .tls_report_from
+                    .clone()
+                    .unwrap_or_else(|| format!("tls-reports@{hostname}")),
+                name: hostname.clone(),
+            }),
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

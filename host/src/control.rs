@@ -39,7 +39,7 @@ async fn answer(controls: &Controls, request: &str) -> String {
             Some(report) => Err(report.describe()),
             None => Err("the file watcher has stopped".to_string()),
         },
-        [verb @ ("flush" | "hold" | "release"), rest @ ..] => match &controls.outbound {
+        [verb @ ("flush" | "hold" | "release" | "tls-report"), rest @ ..] => match &controls.outbound {
             Some(outbound) => answer_queue(outbound, verb, rest).await,
             None => Err("outbound delivery is disabled".to_string()),
         },
@@ -67,6 +67,11 @@ async fn answer_queue(outbound: &Outbound, verb: &str, rest: &[&str]) -> Result<
                 0 => format!("{now} entries held"),
                 _ => format!("{now} entries held, {after} more after their attempt in progress"),
             })
+        }
+        ("tls-report", []) => {
+            let queued = outbound.send_tls_reports(true).await;
+            let queued = queued.ok_or("TLS reports are off ([outbound] tls_reports)")?;
+            Ok(format!("{queued} TLS reports queued"))
         }
         ("release", selection) => {
             let selection = Selection::parse(selection).ok_or("release what? id ID, domain DOMAIN or all")?;

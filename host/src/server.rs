@@ -144,7 +144,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         }
         None => None,
     };
-    let delivery = outbound.clone().map(|o| tokio::spawn(o.run()));
+    let delivery = outbound.clone().map(|o| (tokio::spawn(o.clone().run()), o));
     let shared = Arc::new(Shared {
         registry: registry.clone(),
         settings: settings.clone(),
@@ -182,9 +182,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     info!("stopping: no new connections, letting sessions finish");
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
-    if let Some(delivery) = delivery {
+    if let Some((delivery, outbound)) = delivery {
         // Deliveries in flight stay queued on disk and are retried at start-up.
         delivery.abort();
+        outbound.save_tls_counts();
     }
     if let (Some(control), Some(path)) = (control, control_path) {
         control.abort();

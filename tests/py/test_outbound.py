@@ -445,6 +445,9 @@ class HoldTest(unittest.TestCase):
             got = receiver.wait_for(1, timeout=10)
             self.assertEqual(got[0][1], ["r@late.test"])
 
+            code, text = queue("tls-report")
+            self.assertEqual(code, 1)
+            self.assertIn("TLS reports are off ([outbound] tls_reports)", text)
             # Without a server, hold and release change the queue on disk.
             server.proc.terminate()
             server.proc.wait(timeout=15)

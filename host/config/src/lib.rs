@@ -181,6 +181,11 @@ pub struct OutboundConfig {
     /// records match, or no delivery. Off by default: it needs DNS servers
     /// that pass DNSSEC records (the host validates them itself).
     pub dane: bool,
+    /// Whether TLS reports (RFC 8460) are sent: each day, every destination
+    /// domain that publishes `_smtp._tls` is mailed how TLS went with it.
+    pub tls_reports: bool,
+    /// The reports' sender (default: `tls-reports@` and `[smtp] hostname`).
+    pub tls_report_from: Option<String>,
     #[serde(with = "humantime_serde")]
     /// How long a message may wait in the queue before its sender is told,
     /// once, that it is late (a DSN with `Action: delayed`); `0s`: never.
@@ -230,6 +235,8 @@ impl Default for OutboundConfig {
             mta_sts: true,
             mta_sts_port: 443,
             dane: false,
+            tls_reports: false,
+            tls_report_from: None,
             helo: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),

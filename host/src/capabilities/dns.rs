@@ -42,6 +42,14 @@ pub struct Tlsa {
     pub data: Vec<u8>,
 }
 
+impl Tlsa {
+    /// The record's data in presentation form: `3 1 1 8f2a…`.
+    pub fn presentation(&self) -> String {
+        let data: String = self.data.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {} {data}", self.usage, self.selector, self.matching)
+    }
+}
+
 /// A mail exchanger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MxHost {

@@ -11,6 +11,7 @@
 //! message streamed from disk, which neither offers.
 
 use super::route::Address;
+use super::tls_report::TlsFailure;
 use crate::capabilities::ServiceStream;
 use crate::protocol::DsnRequests;
 use base64::Engine;
@@ -124,6 +125,19 @@ pub struct ClientSettings {
     /// Speak LMTP (RFC 2033) instead of SMTP: `LHLO`, and one reply per
     /// accepted recipient after the message.
     pub lmtp: bool,
+    /// Told how the session's TLS went (for TLS reports).
+    pub tls_seen: Option<TlsSeen>,
+}
+
+/// Told how a session's TLS went: `None` when it had the TLS asked for,
+/// else why not. Plain text by choice (`never`, a local socket) is not told.
+#[derive(Clone)]
+pub struct TlsSeen(pub Arc<dyn Fn(Option<TlsFailure>) + Send + Sync>);
+
+impl fmt::Debug for TlsSeen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsSeen")
+    }
 }
 
 impl Default for ClientSettings {
@@ -139,6 +153,7 @@ impl Default for ClientSettings {
             dane: None,
             auth: None,
             lmtp: false,
+            tls_seen: None,
         }
     }
 }
@@ -446,7 +461,7 @@ impl Connection {
             _ if matches!(addr, Address::Unix(_)) => None,
             (Some(records), _) if offers(&ext, "STARTTLS") => Some(CertCheck::Dane(records.clone())),
             (Some(_), _) => {
-                count_tls("dane", "failed");
+                tls_result(settings, "dane", Some(TlsFailure::StarttlsNotSupported));
                 return Err(ClientError::Tls(
                     "DANE: the MX host has TLSA records but does not offer STARTTLS".into(),
                 ));
@@ -455,7 +470,7 @@ impl Connection {
             (None, TlsMode::Opportunistic { verify }) => offers(&ext, "STARTTLS").then_some(CertCheck::roots(verify)),
             (None, TlsMode::Required) if offers(&ext, "STARTTLS") => Some(CertCheck::Roots),
             (None, TlsMode::Required) => {
-                count_tls("verified", "failed");
+                tls_result(settings, "verified", Some(TlsFailure::StarttlsNotSupported));
                 return Err(ClientError::Tls("the server does not offer STARTTLS".into()));
             }
         };
@@ -463,16 +478,21 @@ impl Connection {
             let kind = check.label();
             conn = match conn.start_tls(host, check).await {
                 Ok(conn) => conn,
-                Err(e) => {
-                    count_tls(kind, "failed");
+                Err((e, failure)) => {
+                    tls_result(settings, kind, Some(failure));
                     return Err(e);
                 }
             };
-            count_tls(kind, "ok");
+            tls_result(settings, kind, None);
             ext = conn.greet().await?;
             tls = true;
         } else if !matches!(addr, Address::Unix(_)) {
             count_tls("none", "ok");
+            if settings.tls != TlsMode::Never
+                && let Some(seen) = &settings.tls_seen
+            {
+                (seen.0)(Some(TlsFailure::StarttlsNotSupported));
+            }
         }
         if let Some((user, password)) = &settings.auth {
             conn.authenticate(&ext, user, password).await?;
@@ -567,22 +587,30 @@ impl Connection {
         Ok(Vec::new())
     }
 
-    async fn start_tls(mut self, host: &str, check: CertCheck) -> Result<Connection, ClientError> {
-        self.command("STARTTLS", "STARTTLS", 220).await?;
+    /// STARTTLS and the handshake, with `check` on the certificate; a
+    /// failure comes with its kind for TLS reports.
+    async fn start_tls(mut self, host: &str, check: CertCheck) -> Result<Connection, (ClientError, TlsFailure)> {
+        let other = |e: ClientError| (e, TlsFailure::ValidationFailure);
+        match self.command("STARTTLS", "STARTTLS", 220).await {
+            Err(refused @ ClientError::Refused { .. }) => return Err((refused, TlsFailure::StarttlsNotSupported)),
+            Err(e) => return Err(other(e)),
+            Ok(_) => {}
+        }
         if !self.unread.is_empty() {
-            return Err(ClientError::Protocol {
+            return Err(other(ClientError::Protocol {
                 stage: "STARTTLS",
                 detail: "data after the 220 (possible injection)".into(),
-            });
+            }));
         }
-        let config = tls_config(check)?;
+        let dane = matches!(check, CertCheck::Dane(_));
+        let config = tls_config(check).map_err(other)?;
         let name = ServerName::try_from(host.to_string())
-            .map_err(|e| ClientError::Tls(format!("{host:?} is not a server name: {e}")))?;
+            .map_err(|e| other(ClientError::Tls(format!("{host:?} is not a server name: {e}"))))?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let stream = tokio::time::timeout(self.settings.command_timeout, connector.connect(name, self.io))
             .await
-            .map_err(|_| ClientError::Timeout("TLS handshake"))?
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+            .map_err(|_| other(ClientError::Timeout("TLS handshake")))?
+            .map_err(|e| (ClientError::Tls(e.to_string()), handshake_failure(&e, dane)))?;
         Ok(Connection {
             io: Box::new(stream),
             unread: Vec::new(),
@@ -712,6 +740,33 @@ fn count_tls(check: &'static str, result: &'static str) {
     metrics::counter!(crate::telemetry::OUTBOUND_TLS, "check" => check, "result" => result).increment(1);
 }
 
+/// Counts a session that asked for TLS with `check`, and tells
+/// `settings.tls_seen` how it went.
+fn tls_result(settings: &ClientSettings, check: &'static str, failure: Option<TlsFailure>) {
+    count_tls(check, if failure.is_none() { "ok" } else { "failed" });
+    if let Some(seen) = &settings.tls_seen {
+        (seen.0)(failure);
+    }
+}
+
+/// What a failed handshake says about the server (RFC 8460's result
+/// types): under DANE, a refused certificate matched no TLSA record.
+fn handshake_failure(error: &std::io::Error, dane: bool) -> TlsFailure {
+    use rustls::CertificateError as Cert;
+    let rustls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rustls_error {
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)) if dane => TlsFailure::TlsaInvalid,
+        Some(rustls::Error::InvalidCertificate(
+            Cert::Expired | Cert::ExpiredContext { .. } | Cert::NotValidYet | Cert::NotValidYetContext { .. },
+        )) => TlsFailure::CertificateExpired,
+        Some(rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. })) => {
+            TlsFailure::CertificateHostMismatch
+        }
+        Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::CertificateNotTrusted,
+        _ => TlsFailure::ValidationFailure,
+    }
+}
+
 /// The client's TLS settings for a certificate `check`: against the
 /// system's roots (`SSL_CERT_FILE` when set), any certificate, or the
 /// server's TLSA records.
@@ -803,6 +858,7 @@ mod tests {
             dane: None,
             auth: None,
             lmtp: false,
+            tls_seen: None,
         }
     }
 

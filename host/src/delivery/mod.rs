@@ -8,8 +8,10 @@ mod mta_sts;
 mod notice;
 mod outbound;
 mod route;
+mod tls_report;
 
 pub use client::{ClientError, ClientSettings, Delivery, Envelope, RemoteReply, TlsMode, probe, send};
 pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};
+pub use tls_report::Submitter;

@@ -54,6 +54,19 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy as its file's lines (TLS reports quote them).
+    pub fn lines(&self) -> Vec<String> {
+        let mode = match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        };
+        let mut lines = vec!["version: STSv1".to_string(), format!("mode: {mode}")];
+        lines.extend(self.mx.iter().map(|mx| format!("mx: {mx}")));
+        lines.push(format!("max_age: {}", self.max_age.as_secs()));
+        lines
+    }
+
     /// Parses a policy file (RFC 8461 §3.2): `key: value` lines.
     pub fn parse(text: &str) -> Result<Policy, String> {
         let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
@@ -369,6 +382,16 @@ mod tests {
         assert!(policy.allows("mx1.example.net"));
         assert!(!policy.allows("example.net"), "a wildcard needs one label");
         assert!(!policy.allows("a.b.example.net"), "and only one");
+        assert_eq!(
+            policy.lines(),
+            [
+                "version: STSv1",
+                "mode: enforce",
+                "mx: mail.example.com",
+                "mx: *.example.net",
+                "max_age: 86400"
+            ]
+        );
         assert!(!policy.allows("mail.example.com.evil.test"));
         let long = Policy::parse("version: STSv1\nmode: testing\nmx: a.test\nmax_age: 99999999999\n").unwrap();
         assert_eq!(long.max_age, MAX_AGE_CAP);

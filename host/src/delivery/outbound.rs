@@ -5,11 +5,12 @@
 //! attempt of the retry schedule, permanent ones (and those whose schedule
 //! ran out) are bounced to the sender with a DSN.
 
-use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
+use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, TlsSeen, send};
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, resolve, target};
-use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs};
+use super::tls_report::{self, ReportMail, Submitter, TlsFailure, TlsPolicy, TlsReports, TlsSession};
+use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs, Tlsa};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
 use crate::queue::{Entry, QueueStore, RetrySchedule, Selection, now_ms};
@@ -70,6 +71,8 @@ pub struct OutboundSettings {
     pub mta_sts: Option<u16>,
     /// Whether DANE (RFC 7672) is obeyed for MX hosts.
     pub dane: bool,
+    /// Who sends TLS reports (RFC 8460), when they are sent.
+    pub tls_reports: Option<Submitter>,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -217,6 +220,8 @@ struct Inner {
     policy: Option<Arc<dyn OutboundPolicy>>,
     /// Destination domains' MTA-STS policies, when on.
     mta_sts: Option<MtaSts>,
+    /// The TLS counts for reports, when they are sent.
+    tls_reports: Option<Arc<TlsReports>>,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -313,6 +318,13 @@ impl Outbound {
                 Some(dir.with_file_name("mta-sts.json")),
             )
         });
+        let tls_reports = settings.tls_reports.clone().map(|submitter| {
+            Arc::new(TlsReports::open(
+                &dir.with_file_name("tls-reports.json"),
+                submitter,
+                now_ms(),
+            ))
+        });
         let outbound = Outbound {
             inner: Arc::new(Inner {
                 store,
@@ -320,6 +332,7 @@ impl Outbound {
                 dns,
                 policy,
                 mta_sts,
+                tls_reports,
                 state: Mutex::new(State::default()),
                 wake: Notify::new(),
             }),
@@ -450,6 +463,98 @@ impl Outbound {
         failure.map_or(Ok(changed), Err)
     }
 
+    /// Counts sessions with `host` (at `ip`) of `domain` under `policy`
+    /// for TLS reports; `None` when reports are off.
+    fn tls_seen(&self, domain: &str, policy: TlsPolicy, host: &str, ip: Option<IpAddr>) -> Option<TlsSeen> {
+        let reports = self.inner.tls_reports.clone()?;
+        let (domain, host) = (domain.to_string(), host.to_string());
+        Some(TlsSeen(Arc::new(move |failure| {
+            let session = TlsSession {
+                domain: domain.clone(),
+                policy: policy.clone(),
+                mx_host: host.clone(),
+                receiving_ip: ip,
+                failure,
+            };
+            reports.record(&session, now_ms());
+        })))
+    }
+
+    /// Saves the TLS counts every minute and, once a UTC day is over,
+    /// sends its reports.
+    async fn report_tls_daily(self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            self.send_tls_reports(false).await;
+        }
+    }
+
+    /// Sends the TLS reports that are due (with `now`, also those of the
+    /// day so far) and saves the counts; returns how many were queued
+    /// (`None` when reports are off).
+    pub async fn send_tls_reports(&self, now: bool) -> Option<usize> {
+        let reports = self.inner.tls_reports.clone()?;
+        let mut queued = 0;
+        for period in reports.take_due(now_ms(), now) {
+            for domain in period.domains() {
+                let name = format!("_smtp._tls.{domain}");
+                let record = match self.inner.dns.txt(&name).await {
+                    Ok(texts) => tls_report::tlsrpt_record(&texts),
+                    Err(CapabilityError::NotFound) => None,
+                    Err(e) => {
+                        warn!(%domain, error = %e, "TLS report not sent: its TLSRPT record could not be looked up");
+                        None
+                    }
+                };
+                let Some(mail) = record.and_then(|record| reports.mail(&period, &domain, &record)) else {
+                    continue;
+                };
+                let recipients = mail.recipients.join(",");
+                match self.blocking(move |o| o.queue_tls_report(mail)).await {
+                    Ok(entries) => {
+                        info!(%domain, to = %recipients, "TLS report queued");
+                        self.schedule(entries);
+                        queued += 1;
+                    }
+                    Err(e) => error!(%domain, error = %e, "TLS report not queued"),
+                }
+            }
+        }
+        if let Err(e) = self.blocking(move |_| reports.save()).await {
+            warn!(error = %e, "could not save the TLS report counts");
+        }
+        Some(queued)
+    }
+
+    /// Saves the TLS counts (at shutdown).
+    pub fn save_tls_counts(&self) {
+        if let Some(reports) = &self.inner.tls_reports
+            && let Err(e) = reports.save()
+        {
+            warn!(error = %e, "could not save the TLS report counts");
+        }
+    }
+
+    /// Signs (with the sender domain's DKIM key, when there is one) and
+    /// queues a TLS report.
+    fn queue_tls_report(&self, mail: ReportMail) -> io::Result<Vec<Entry>> {
+        let submitter = self.inner.settings.tls_reports.as_ref().expect("reports are on");
+        let from_domain = submitter
+            .from
+            .rsplit_once('@')
+            .map_or(submitter.name.as_str(), |(_, d)| d);
+        let message = notice::signed(mail.message, from_domain, &self.inner.settings.dkim);
+        let id = format!("tls-report-{}", mail.domain);
+        self.inner.store.enqueue(
+            message.as_slice(),
+            &submitter.from,
+            &mail.recipients,
+            &DsnRequests::default(),
+            &id,
+            None,
+        )
+    }
+
     /// Makes every waiting entry (of `domain`, if given) due now; returns how many.
     pub fn flush(&self, domain: Option<&str>) -> usize {
         let now = now_ms();
@@ -479,6 +584,10 @@ impl Outbound {
         if self.inner.settings.dane {
             let this = self.clone();
             tokio::spawn(async move { this.check_dnssec().await });
+        }
+        if self.inner.tls_reports.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.report_tls_daily().await });
         }
         loop {
             let next_due = self.start_due();
@@ -635,12 +744,13 @@ impl Outbound {
         &self,
         info: &DeliveryInfo,
         chosen: Option<&NextHopConfig>,
-    ) -> Result<(Route, ClientSettings), Report> {
+    ) -> Result<(Route, ClientSettings, Option<TlsPolicy>), Report> {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
+        let unreported = |(route, client)| (route, client, None);
         if let Some(hop) = chosen {
-            return self.fixed_route(&NextHop::from(hop), client).await;
+            return self.fixed_route(&NextHop::from(hop), client).await.map(unreported);
         }
         let from_plugin = match &self.inner.policy {
             Some(policy) => policy
@@ -660,10 +770,10 @@ impl Outbound {
             } else {
                 Route::Targets(targets)
             };
-            return Ok((route, client));
+            return Ok((route, client, None));
         }
         if let Some(hop) = settings.routes.get(domain).or(settings.smarthost.as_ref()) {
-            return self.fixed_route(hop, client).await;
+            return self.fixed_route(hop, client).await.map(unreported);
         }
         if let Some(ip) = address_literal(domain) {
             let target = Target {
@@ -671,7 +781,7 @@ impl Outbound {
                 addrs: vec![Address::Inet(SocketAddr::new(ip, settings.route.port))],
                 dane: Dane::None,
             };
-            return Ok((Route::Targets(vec![target]), client));
+            return Ok((Route::Targets(vec![target]), client, None));
         }
         let route = resolve(&self.inner.dns, domain, &settings.route)
             .await
@@ -684,7 +794,17 @@ impl Outbound {
         if settings.dane {
             route = self.with_dane(domain, route).await?;
         }
-        Ok((route, client))
+        // In testing mode the certificate is not checked, so those
+        // sessions are not reported against the policy.
+        let reported = match policy.as_deref() {
+            Some(policy) if policy.mode == Mode::Enforce => TlsPolicy::Sts {
+                lines: policy.lines(),
+                mx: policy.mx.clone(),
+            },
+            Some(policy) if policy.mode == Mode::Testing => return Ok((route, client, None)),
+            _ => TlsPolicy::NoPolicy,
+        };
+        Ok((route, client, Some(reported)))
     }
 
     /// Says in the log whether DNSSEC validation works, as DANE needs: where
@@ -786,15 +906,15 @@ impl Outbound {
     /// Tries the entry's servers in order until one gives per-recipient answers.
     async fn attempt(&self, entry: &Entry, info: &DeliveryInfo) -> Vec<(String, Outcome)> {
         let all = |outcome: Outcome| all_recipients(entry, outcome);
-        let (targets, client) = match self.route(info, entry.hop.as_ref()).await {
-            Ok((Route::Targets(targets), client)) => (targets, client),
-            Ok((Route::NullMx, _)) => {
+        let (targets, client, reported) = match self.route(info, entry.hop.as_ref()).await {
+            Ok((Route::Targets(targets), client, reported)) => (targets, client, reported),
+            Ok((Route::NullMx, _, _)) => {
                 return all(Outcome::Failed(Report::local(
                     "5.1.10",
                     format!("{} accepts no mail (null MX)", entry.domain),
                 )));
             }
-            Ok((Route::NoMailServer, _)) => {
+            Ok((Route::NoMailServer, _, _)) => {
                 return all(Outcome::Failed(Report::local(
                     "5.1.2",
                     format!("no mail server found for {}", entry.domain),
@@ -818,11 +938,40 @@ impl Outbound {
                 }
                 Dane::Failed(reason) => {
                     warn!(id = %entry.id, host = %target.host, "{reason}; trying the next host");
+                    let policy = TlsPolicy::Tlsa {
+                        mx_host: target.host.clone(),
+                        records: Vec::new(),
+                    };
+                    if reported.is_some()
+                        && let Some(seen) = self.tls_seen(&entry.domain, policy, &target.host, None)
+                    {
+                        (seen.0)(Some(TlsFailure::DnssecInvalid));
+                    }
                     last = Report::local("4.7.5", reason.clone());
                     continue;
                 }
             };
             for addr in &target.addrs {
+                let watched;
+                let client = match reported.as_ref().and_then(|base| {
+                    let policy = match &target.dane {
+                        Dane::Records(records) => TlsPolicy::Tlsa {
+                            mx_host: target.host.clone(),
+                            records: records.iter().map(Tlsa::presentation).collect(),
+                        },
+                        _ => base.clone(),
+                    };
+                    self.tls_seen(&entry.domain, policy, &target.host, addr.ip())
+                }) {
+                    Some(seen) => {
+                        watched = ClientSettings {
+                            tls_seen: Some(seen),
+                            ..client.clone()
+                        };
+                        &watched
+                    }
+                    None => client,
+                };
                 let file = match tokio::fs::File::open(&path).await {
                     Ok(file) => file,
                     Err(e) => {

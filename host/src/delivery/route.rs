@@ -44,6 +44,16 @@ pub enum Address {
     Unix(PathBuf),
 }
 
+impl Address {
+    /// The IP address of a TCP server.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Address::Inet(addr) => Some(addr.ip()),
+            Address::Unix(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

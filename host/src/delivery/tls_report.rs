@@ -1,0 +1,520 @@
+//! SMTP TLS Reporting (RFC 8460). Every outbound session with a domain's
+//! MX host is counted by the policy it was held to (DANE's TLSA records,
+//! MTA-STS, or none) and by how its TLS went; once a UTC day is over, each
+//! domain that publishes `_smtp._tls.DOMAIN` (`v=TLSRPTv1; rua=mailto:…`)
+//! is mailed that day's counts. mail-auth writes the report (JSON, gzip,
+//! `multipart/report; report-type="tlsrpt"`).
+//!
+//! The counts live in memory and in `queue/tls-reports.json`, saved at most
+//! a minute late: a crash loses at most that minute's counts, never mail.
+
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::mta_sts::{ReportUri, TlsRpt};
+use mail_auth::report::tlsrpt::{
+    DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
+};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// The policy a session was held to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum TlsPolicy {
+    /// DANE (RFC 7672): the MX host's TLSA records, as `3 1 1 HEX` (none
+    /// when they could not be proven).
+    Tlsa {
+        /// The MX host the records are for.
+        mx_host: String,
+        /// The records in presentation form.
+        records: Vec<String>,
+    },
+    /// MTA-STS (RFC 8461): the policy's lines and MX patterns.
+    Sts {
+        /// The policy file's lines (`version: STSv1`, `mode: enforce`…).
+        lines: Vec<String>,
+        /// Its `mx` patterns.
+        mx: Vec<String>,
+    },
+    /// Neither: opportunistic TLS.
+    NoPolicy,
+}
+
+/// Why a session did not have the TLS its policy asks (RFC 8460 §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsFailure {
+    /// The MX host does not offer STARTTLS.
+    StarttlsNotSupported,
+    /// Its certificate is not for its name.
+    CertificateHostMismatch,
+    /// Its certificate has expired (or is not valid yet).
+    CertificateExpired,
+    /// Its certificate does not chain to a trusted root.
+    CertificateNotTrusted,
+    /// The handshake failed otherwise.
+    ValidationFailure,
+    /// Its certificate matches none of its TLSA records.
+    TlsaInvalid,
+    /// Its TLSA records (or the domain's MX records) failed DNSSEC validation.
+    DnssecInvalid,
+}
+
+impl TlsFailure {
+    fn result_type(self) -> ResultType {
+        match self {
+            TlsFailure::StarttlsNotSupported => ResultType::StartTlsNotSupported,
+            TlsFailure::CertificateHostMismatch => ResultType::CertificateHostMismatch,
+            TlsFailure::CertificateExpired => ResultType::CertificateExpired,
+            TlsFailure::CertificateNotTrusted => ResultType::CertificateNotTrusted,
+            TlsFailure::ValidationFailure => ResultType::ValidationFailure,
+            TlsFailure::TlsaInvalid => ResultType::TlsaInvalid,
+            TlsFailure::DnssecInvalid => ResultType::DnssecInvalid,
+        }
+    }
+}
+
+/// One session's TLS, as counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSession {
+    /// The recipient domain (the policy domain).
+    pub domain: String,
+    /// The policy the session was held to.
+    pub policy: TlsPolicy,
+    /// The MX host.
+    pub mx_host: String,
+    /// The address it was reached at, when one was.
+    pub receiving_ip: Option<IpAddr>,
+    /// `None`: TLS as the policy asks; else why not.
+    pub failure: Option<TlsFailure>,
+}
+
+/// A failure row of a report: what failed where, and how often.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct FailureRow {
+    result: TlsFailure,
+    mx_host: String,
+    receiving_ip: Option<IpAddr>,
+    count: u32,
+}
+
+/// The counts of one domain under one policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Row {
+    domain: String,
+    policy: TlsPolicy,
+    success: u32,
+    failures: Vec<FailureRow>,
+}
+
+/// The counts of a stretch of time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Period {
+    /// Its start and end, in ms since the epoch (end: 0 while it runs).
+    start_ms: u64,
+    end_ms: u64,
+    rows: Vec<Row>,
+}
+
+impl Period {
+    fn starting(start_ms: u64) -> Period {
+        Period {
+            start_ms,
+            ..Period::default()
+        }
+    }
+
+    fn add(&mut self, session: &TlsSession) {
+        let at = self
+            .rows
+            .iter()
+            .position(|r| r.domain == session.domain && r.policy == session.policy);
+        let row = match at {
+            Some(at) => &mut self.rows[at],
+            None => {
+                self.rows.push(Row {
+                    domain: session.domain.clone(),
+                    policy: session.policy.clone(),
+                    success: 0,
+                    failures: Vec::new(),
+                });
+                self.rows.last_mut().expect("just pushed")
+            }
+        };
+        let Some(result) = session.failure else {
+            row.success += 1;
+            return;
+        };
+        let same = |f: &&mut FailureRow| {
+            f.result == result && f.mx_host == session.mx_host && f.receiving_ip == session.receiving_ip
+        };
+        match row.failures.iter_mut().find(same) {
+            Some(failure) => failure.count += 1,
+            None => row.failures.push(FailureRow {
+                result,
+                mx_host: session.mx_host.clone(),
+                receiving_ip: session.receiving_ip,
+                count: 1,
+            }),
+        }
+    }
+
+    /// The domains it has counts for.
+    fn domains(&self) -> Vec<String> {
+        let mut domains: Vec<String> = self.rows.iter().map(|r| r.domain.clone()).collect();
+        domains.sort();
+        domains.dedup();
+        domains
+    }
+}
+
+/// What is kept on disk.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counts {
+    /// The period being counted.
+    current: Period,
+    /// Ended periods whose reports are not sent yet.
+    ended: Vec<Period>,
+}
+
+/// A report ready to send: to whom, and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportMail {
+    /// The domain it is about.
+    pub domain: String,
+    /// The `mailto:` addresses of its `rua`.
+    pub recipients: Vec<String>,
+    /// The message (RFC 5322), not yet signed.
+    pub message: Vec<u8>,
+}
+
+/// Who reports: the names a report carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitter {
+    /// `TLS-Report-Submitter` and `organization-name` (the host name).
+    pub name: String,
+    /// The `From:` address and `contact-info`.
+    pub from: String,
+}
+
+/// The TLS counts of one server, and the reports made of them.
+#[derive(Debug)]
+pub struct TlsReports {
+    path: PathBuf,
+    counts: Mutex<(Counts, bool)>,
+    submitter: Submitter,
+}
+
+impl TlsReports {
+    /// Counts kept in `path` (read back from a previous run when it holds any).
+    pub fn open(path: &Path, submitter: Submitter, now_ms: u64) -> TlsReports {
+        let counts = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable TLS report counts; starting afresh");
+                Counts::default()
+            }),
+            Err(_) => Counts::default(),
+        };
+        let counts = if counts.current.start_ms == 0 {
+            Counts {
+                current: Period::starting(now_ms),
+                ..counts
+            }
+        } else {
+            counts
+        };
+        TlsReports {
+            path: path.to_path_buf(),
+            counts: Mutex::new((counts, false)),
+            submitter,
+        }
+    }
+
+    /// Counts one session.
+    pub fn record(&self, session: &TlsSession, now_ms: u64) {
+        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (counts, dirty) = &mut *guard;
+        roll_over(counts, now_ms);
+        counts.current.add(session);
+        *dirty = true;
+    }
+
+    /// Saves the counts when they changed since the last save.
+    pub fn save(&self) -> std::io::Result<()> {
+        let text = {
+            let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let (counts, dirty) = &mut *guard;
+            if !*dirty {
+                return Ok(());
+            }
+            *dirty = false;
+            serde_json::to_vec(counts).map_err(std::io::Error::other)?
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, &self.path)
+    }
+
+    /// Takes the periods whose reports are due: those of days that are
+    /// over, and with `now` also the one being counted (ended now).
+    pub fn take_due(&self, now_ms: u64, now: bool) -> Vec<ReportPeriod> {
+        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (counts, dirty) = &mut *guard;
+        roll_over(counts, now_ms);
+        if now && now_ms > counts.current.start_ms {
+            let mut ended = std::mem::replace(&mut counts.current, Period::starting(now_ms));
+            ended.end_ms = now_ms;
+            counts.ended.push(ended);
+        }
+        let due = std::mem::take(&mut counts.ended);
+        *dirty |= !due.is_empty();
+        due.into_iter()
+            .filter(|p| !p.rows.is_empty())
+            .map(|period| ReportPeriod { period })
+            .collect()
+    }
+
+    /// The report of `domain` in `period`, mailed to the `mailto:` addresses
+    /// of `record` (the domain's `_smtp._tls` TXT record); `None` when it
+    /// names none.
+    pub fn mail(&self, period: &ReportPeriod, domain: &str, record: &TlsRpt) -> Option<ReportMail> {
+        let recipients: Vec<String> = record
+            .rua
+            .iter()
+            .filter_map(|uri| match uri {
+                ReportUri::Mail(address) => Some(address.clone()),
+                ReportUri::Http(_) => None,
+            })
+            .collect();
+        if recipients.is_empty() {
+            return None;
+        }
+        let report = period.report(domain, &self.submitter);
+        let mut message = Vec::new();
+        report
+            .write_rfc5322(
+                domain,
+                &self.submitter.name,
+                self.submitter.from.as_str(),
+                recipients.iter().map(String::as_str),
+                &mut message,
+            )
+            .ok()?;
+        Some(ReportMail {
+            domain: domain.to_string(),
+            recipients,
+            message,
+        })
+    }
+}
+
+/// Ends the period being counted when its UTC day is over.
+fn roll_over(counts: &mut Counts, now_ms: u64) {
+    let day_end = (counts.current.start_ms / DAY_MS + 1) * DAY_MS;
+    if now_ms >= day_end {
+        let next = Period::starting(now_ms / DAY_MS * DAY_MS);
+        let mut ended = std::mem::replace(&mut counts.current, next);
+        ended.end_ms = day_end - 1000;
+        counts.ended.push(ended);
+    }
+}
+
+/// An ended period whose reports are to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportPeriod {
+    period: Period,
+}
+
+impl ReportPeriod {
+    /// The domains it has counts for.
+    pub fn domains(&self) -> Vec<String> {
+        self.period.domains()
+    }
+
+    /// The report (RFC 8460 §4.4) of `domain` in this period.
+    fn report(&self, domain: &str, submitter: &Submitter) -> TlsReport {
+        let seconds = |ms: u64| (ms / 1000) as i64;
+        let policies = self
+            .period
+            .rows
+            .iter()
+            .filter(|r| r.domain == domain)
+            .map(policy_of)
+            .collect();
+        TlsReport {
+            organization_name: Some(submitter.name.clone()),
+            date_range: DateRange {
+                start_datetime: mail_parser::DateTime::from_timestamp(seconds(self.period.start_ms)),
+                end_datetime: mail_parser::DateTime::from_timestamp(seconds(self.period.end_ms)),
+            },
+            contact_info: Some(submitter.from.clone()),
+            report_id: format!(
+                "{}.{}.{}@{}",
+                seconds(self.period.start_ms),
+                seconds(self.period.end_ms),
+                domain,
+                submitter.name
+            ),
+            policies,
+        }
+    }
+}
+
+/// A report's entry for one row.
+fn policy_of(row: &Row) -> Policy {
+    let (policy_type, policy_string, mx_host) = match &row.policy {
+        TlsPolicy::Tlsa { mx_host, records } => (PolicyType::Tlsa, records.clone(), vec![mx_host.clone()]),
+        TlsPolicy::Sts { lines, mx } => (PolicyType::Sts, lines.clone(), mx.clone()),
+        TlsPolicy::NoPolicy => (PolicyType::NoPolicyFound, Vec::new(), Vec::new()),
+    };
+    Policy {
+        policy: PolicyDetails {
+            policy_type,
+            policy_string,
+            policy_domain: row.domain.clone(),
+            mx_host,
+        },
+        summary: Summary {
+            total_success: row.success,
+            total_failure: row.failures.iter().map(|f| f.count).sum(),
+        },
+        failure_details: row
+            .failures
+            .iter()
+            .map(|f| FailureDetails {
+                result_type: f.result.result_type(),
+                receiving_mx_hostname: Some(f.mx_host.clone()),
+                receiving_ip: f.receiving_ip,
+                failed_session_count: f.count,
+                ..FailureDetails::default()
+            })
+            .collect(),
+    }
+}
+
+/// The one TLSRPT record among a domain's `_smtp._tls` TXT records (RFC
+/// 8460 §3: records not starting `v=TLSRPTv1` are ignored, and anything
+/// but exactly one left means none).
+pub fn tlsrpt_record(texts: &[String]) -> Option<TlsRpt> {
+    let records: Vec<&String> = texts.iter().filter(|t| t.starts_with("v=TLSRPTv1")).collect();
+    match records.as_slice() {
+        [one] => TlsRpt::parse(one.as_bytes()).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY1: u64 = 20_000 * DAY_MS;
+
+    fn session(domain: &str, policy: TlsPolicy, failure: Option<TlsFailure>) -> TlsSession {
+        TlsSession {
+            domain: domain.into(),
+            policy,
+            mx_host: format!("mx.{domain}"),
+            receiving_ip: Some("192.0.2.1".parse().unwrap()),
+            failure,
+        }
+    }
+
+    fn reports(dir: &Path) -> TlsReports {
+        let submitter = Submitter {
+            name: "mx.sender.test".into(),
+            from: "tls-reports@mx.sender.test".into(),
+        };
+        TlsReports::open(&dir.join("tls-reports.json"), submitter, DAY1 + 1000)
+    }
+
+    #[test]
+    fn a_day_is_reported_once_it_is_over_with_its_successes_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = reports(dir.path());
+        let tlsa = TlsPolicy::Tlsa {
+            mx_host: "mx.a.test".into(),
+            records: vec!["3 1 1 ABCD".into()],
+        };
+        reports.record(&session("a.test", tlsa.clone(), None), DAY1 + 2000);
+        reports.record(&session("a.test", tlsa.clone(), None), DAY1 + 3000);
+        reports.record(
+            &session("a.test", tlsa.clone(), Some(TlsFailure::TlsaInvalid)),
+            DAY1 + 4000,
+        );
+        reports.record(
+            &session("b.test", TlsPolicy::NoPolicy, Some(TlsFailure::StarttlsNotSupported)),
+            DAY1 + 5000,
+        );
+        assert_eq!(reports.take_due(DAY1 + 6000, false), vec![], "the day is not over");
+        // The first session of the next day ends the first.
+        reports.record(&session("a.test", tlsa.clone(), None), DAY1 + DAY_MS + 10);
+        let due = reports.take_due(DAY1 + DAY_MS + 20, false);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].domains(), ["a.test", "b.test"]);
+        let report = due[0].report("a.test", &reports.submitter);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["date-range"]["start-datetime"], "2024-10-04T00:00:01Z");
+        assert_eq!(json["date-range"]["end-datetime"], "2024-10-04T23:59:59Z");
+        assert_eq!(json["policies"].as_array().unwrap().len(), 1);
+        let policy = &json["policies"][0];
+        assert_eq!(policy["policy"]["policy-type"], "tlsa");
+        assert_eq!(policy["policy"]["policy-string"][0], "3 1 1 ABCD");
+        assert_eq!(policy["policy"]["mx-host"][0], "mx.a.test");
+        assert_eq!(policy["summary"]["total-successful-session-count"], 2);
+        assert_eq!(policy["summary"]["total-failure-session-count"], 1);
+        assert_eq!(policy["failure-details"][0]["result-type"], "tlsa-invalid");
+        assert_eq!(policy["failure-details"][0]["receiving-ip"], "192.0.2.1");
+        // Reported once: the next day's session waits for its own day.
+        assert_eq!(reports.take_due(DAY1 + DAY_MS + 30, false), vec![]);
+        let now = reports.take_due(DAY1 + DAY_MS + 40, true);
+        assert_eq!(now.len(), 1, "asked for now, the day so far is reported");
+        assert_eq!(now[0].period.rows[0].success, 1);
+    }
+
+    #[test]
+    fn counts_outlast_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = reports(dir.path());
+        first.record(&session("a.test", TlsPolicy::NoPolicy, None), DAY1 + 2000);
+        first.save().unwrap();
+        let second = reports(dir.path());
+        let due = second.take_due(DAY1 + 3000, true);
+        assert_eq!(due[0].period.rows[0].success, 1);
+    }
+
+    #[test]
+    fn only_one_tlsrpt_record_counts() {
+        let record = |texts: &[&str]| tlsrpt_record(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        let one = record(&["v=spf1 -all", "v=TLSRPTv1; rua=mailto:tls@a.test,https://r.a.test/x"]).unwrap();
+        assert_eq!(
+            one.rua,
+            [
+                ReportUri::Mail("tls@a.test".into()),
+                ReportUri::Http("https://r.a.test/x".into())
+            ]
+        );
+        assert!(record(&["v=TLSRPTv1; rua=mailto:a@a.test", "v=TLSRPTv1; rua=mailto:b@a.test"]).is_none());
+        assert!(record(&["v=TLSRPTv1;"]).is_none(), "no rua");
+    }
+
+    #[test]
+    fn the_mail_goes_to_the_mailto_addresses_with_the_gzip_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = reports(dir.path());
+        reports.record(&session("a.test", TlsPolicy::NoPolicy, None), DAY1 + 2000);
+        let due = reports.take_due(DAY1 + 3000, true);
+        let record = tlsrpt_record(&["v=TLSRPTv1; rua=mailto:tls@a.test".to_string()]).unwrap();
+        let mail = reports.mail(&due[0], "a.test", &record).unwrap();
+        assert_eq!(mail.recipients, ["tls@a.test"]);
+        let text = String::from_utf8_lossy(&mail.message);
+        assert!(text.contains("TLS-Report-Domain: a.test"), "{text}");
+        assert!(text.contains("TLS-Report-Submitter: mx.sender.test"), "{text}");
+        assert!(text.contains("report-type=\"tlsrpt\""), "{text}");
+        assert!(text.contains("application/tlsrpt+gzip"), "{text}");
+        let https_only = tlsrpt_record(&["v=TLSRPTv1; rua=https://r.a.test/x".to_string()]).unwrap();
+        assert_eq!(reports.mail(&due[0], "a.test", &https_only), None);
+    }
+}

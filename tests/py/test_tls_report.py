@@ -1,0 +1,140 @@
+"""SMTP TLS Reporting end to end (RFC 8460): a real waraka with DANE on
+delivers to MX hosts that Knot DNS serves from a DNSSEC-signed root, counts
+how TLS went with each, and mails the counts to the `rua` address each
+domain publishes in `_smtp._tls`; the report's gzip JSON is read back from
+the receiving server."""
+
+import email
+import email.policy
+import gzip
+import json
+import smtplib
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from harness import BIN, Knot, SmtpReceiver, Waraka, enable_tls, free_port, make_cert, wait_until
+from test_dane import spki_sha256
+from test_outbound import message, queue_entries, relay_setup
+
+RUA = 'TXT "v=TLSRPTv1; rua=mailto:tls@reports.rpt.test"'
+
+
+class TlsReportTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        tmp = Path(cls.tmp.name)
+        make_cert(tmp / "a.pem", tmp / "a-key.pem", "mx1.rpt.test")
+        make_cert(tmp / "b.pem", tmp / "b-key.pem", "mx2.rpt.test")
+        port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6")
+        a = spki_sha256(tmp / "a.pem")
+        cls.dns = Knot({
+            "rpt.test": (
+                "good MX 10 mx1\nwrong MX 10 mx2\nnotls MX 10 mx4\nsilent MX 10 mx4\nreports MX 10 mx6\n"
+                f"_smtp._tls.good {RUA}\n_smtp._tls.wrong {RUA}\n_smtp._tls.notls {RUA}\n"
+                f"mx1 A 127.0.0.2\n_{port}._tcp.mx1 TLSA 3 1 1 {a}\n"
+                f"mx2 A 127.0.0.3\n_{port}._tcp.mx2 TLSA 3 1 1 {a}\n"
+                "mx4 A 127.0.0.5\nmx6 A 127.0.0.6\n"
+            ),
+        }, signed={"rpt.test"})
+        cls.addClassCleanup(cls.dns.stop)
+
+        def receiver(host, domain, cert, key):
+            def setup(server):
+                enable_tls(server, host, cert, key)
+                server.edit("config/host_list", lambda t: t + f"{domain}\n")
+
+            mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, host=host, port=port)
+            cls.addClassCleanup(mx.stop)
+            return mx
+
+        cls.mx1 = receiver("127.0.0.2", "good.rpt.test", tmp / "a.pem", tmp / "a-key.pem")
+        cls.mx2 = receiver("127.0.0.3", "wrong.rpt.test", tmp / "b.pem", tmp / "b-key.pem")
+        cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.rpt.test")
+        cls.addClassCleanup(cls.mx4.stop)
+        cls.reports = SmtpReceiver("127.0.0.6", port, name="mx6.rpt.test")
+        cls.addClassCleanup(cls.reports.stop)
+
+        relay = relay_setup(cls.dns.port, port, retry="1h",
+                            extra='dane = true\nmta_sts = false\ntls_reports = true\n'
+                                  'tls_report_from = "tls-reports@sender.test"\n')
+
+        def setup(server):
+            relay(server)
+            server.edit("waraka.toml", lambda t: t.replace(
+                "\n[dns]\n", f'\n[dns]\ntrust_anchor = "{cls.dns.anchor}"\n', 1)
+                .replace('# hostname = "mx.example.com"', 'hostname = "mx.sender.test"'))
+
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        cls.addClassCleanup(cls.server.stop)
+
+    def relay(self, recipient, subject):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.sendmail("sender@sender.test", [recipient], message(subject))
+
+    def queue(self, *args):
+        done = subprocess.run([BIN, "queue", "--config", str(self.server.dir), *args], capture_output=True, text=True)
+        return done.returncode, (done.stdout + done.stderr).strip()
+
+    def test_each_domain_with_a_tlsrpt_record_gets_its_counts(self):
+        self.relay("a@good.rpt.test", "good")
+        self.relay("b@good.rpt.test", "good again")
+        self.relay("a@wrong.rpt.test", "wrong")
+        self.relay("a@notls.rpt.test", "plain")
+        self.relay("a@silent.rpt.test", "silent")
+        wait_until(lambda: len([p for p in self.mx1.maildir()]) == 2, what="two deliveries to mx1")
+        wait_until(lambda: len(self.mx4.received()) == 2, what="two deliveries to mx4")
+        wait_until(lambda: [e for e in queue_entries(self.server) if e["domain"] == "wrong.rpt.test"
+                            and e["attempts"] == 1], what="the deferred entry for wrong.rpt.test")
+
+        self.assertEqual(self.queue("tls-report"), (0, "3 TLS reports queued"))
+        got = wait_until(lambda: (lambda m: m if len(m) == 3 else None)(self.reports.received()),
+                         what="three reports")
+        reports = {}
+        for sender, recipients, raw in got:
+            self.assertEqual((sender, recipients), ("tls-reports@sender.test", ["tls@reports.rpt.test"]))
+            mail = email.message_from_bytes(raw, policy=email.policy.default)
+            domain = mail["TLS-Report-Domain"]
+            self.assertEqual(mail["TLS-Report-Submitter"], "mx.sender.test")
+            self.assertEqual(mail.get_content_type(), "multipart/report")
+            self.assertEqual(mail.get_param("report-type"), "tlsrpt")
+            self.assertIn(f"Report Domain: {domain} Submitter: mx.sender.test", mail["Subject"])
+            part = next(p for p in mail.iter_attachments() if p.get_content_type() == "application/tlsrpt+gzip")
+            self.assertTrue(part.get_filename().startswith(f"mx.sender.test!{domain}!"), part.get_filename())
+            reports[domain] = json.loads(gzip.decompress(part.get_content()))
+        self.assertEqual(sorted(reports), ["good.rpt.test", "notls.rpt.test", "wrong.rpt.test"],
+                         "silent.rpt.test publishes no TLSRPT record")
+        for report in reports.values():
+            self.assertEqual(report["organization-name"], "mx.sender.test")
+            self.assertEqual(report["contact-info"], "tls-reports@sender.test")
+            self.assertEqual(len(report["policies"]), 1)
+
+        good = reports["good.rpt.test"]["policies"][0]
+        self.assertEqual(good["policy"]["policy-type"], "tlsa")
+        self.assertEqual(good["policy"]["mx-host"], ["mx1.rpt.test"])
+        self.assertTrue(good["policy"]["policy-string"][0].startswith("3 1 1 "))
+        self.assertEqual(good["summary"], {"total-successful-session-count": 2, "total-failure-session-count": 0})
+
+        wrong = reports["wrong.rpt.test"]["policies"][0]
+        self.assertEqual(wrong["policy"]["policy-type"], "tlsa")
+        self.assertEqual(wrong["summary"], {"total-successful-session-count": 0, "total-failure-session-count": 1})
+        failure, = wrong["failure-details"]
+        self.assertEqual((failure["result-type"], failure["receiving-mx-hostname"], failure["receiving-ip"],
+                          failure["failed-session-count"]), ("tlsa-invalid", "mx2.rpt.test", "127.0.0.3", 1))
+
+        plain = reports["notls.rpt.test"]["policies"][0]
+        self.assertEqual(plain["policy"]["policy-type"], "no-policy-found")
+        failure, = plain["failure-details"]
+        self.assertEqual((failure["result-type"], failure["receiving-mx-hostname"]),
+                         ("starttls-not-supported", "mx4.rpt.test"))
+
+        # Sent once: the counts start again.
+        self.assertEqual(self.queue("tls-report"), (0, "0 TLS reports queued"))
+        self.server.wait_for_log(r"TLS report queued domain=good\.rpt\.test to=tls@reports\.rpt\.test")
+
+
+if __name__ == "__main__":
+    unittest.main()
