@@ -69,9 +69,9 @@ async fn answer_queue(outbound: &Outbound, verb: &str, rest: &[&str]) -> Result<
             })
         }
         ("tls-report", []) => {
-            let queued = outbound.send_tls_reports(true).await;
-            let queued = queued.ok_or("TLS reports are off ([outbound] tls_reports)")?;
-            Ok(format!("{queued} TLS reports queued"))
+            let sent = outbound.send_tls_reports(true).await;
+            let (queued, posted) = sent.ok_or("TLS reports are off ([outbound] tls_reports)")?;
+            Ok(format!("{queued} TLS reports queued, {posted} posted"))
         }
         ("release", selection) => {
             let selection = Selection::parse(selection).ok_or("release what? id ID, domain DOMAIN or all")?;

@@ -7,18 +7,50 @@ the receiving server."""
 import email
 import email.policy
 import gzip
+import http.server
 import json
 import smtplib
+import ssl
 import subprocess
 import tempfile
+import threading
 import unittest
 from pathlib import Path
 
-from harness import BIN, Knot, SmtpReceiver, Waraka, enable_tls, free_port, make_cert, wait_until
+from harness import BIN, Knot, SmtpReceiver, Waraka, enable_tls, free_port, make_ca, make_cert, wait_until
 from test_dane import spki_sha256
 from test_outbound import message, queue_entries, relay_setup
 
 RUA = 'TXT "v=TLSRPTv1; rua=mailto:tls@reports.rpt.test"'
+
+
+class ReportCollector:
+    """HTTPS on 127.0.0.20:`port` keeping what is posted to it: (path, content type, body)."""
+
+    def __init__(self, port, cert, key):
+        self.posted = []
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                collector.posted.append((self.path, self.headers.get("Content-Type"), body))
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.20", port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class TlsReportTest(unittest.TestCase):
@@ -30,11 +62,18 @@ class TlsReportTest(unittest.TestCase):
         make_cert(tmp / "a.pem", tmp / "a-key.pem", "mx1.rpt.test")
         make_cert(tmp / "b.pem", tmp / "b-key.pem", "mx2.rpt.test")
         port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.5", "127.0.0.6")
+        https_port = free_port("127.0.0.20")
+        (tmp / "ca").mkdir()
+        ca, cert, key = make_ca(tmp / "ca", ["reports.rpt.test"])
+        cls.collector = ReportCollector(https_port, str(cert), str(key))
+        cls.addClassCleanup(cls.collector.stop)
         a = spki_sha256(tmp / "a.pem")
         cls.dns = Knot({
             "rpt.test": (
                 "good MX 10 mx1\nwrong MX 10 mx2\nnotls MX 10 mx4\nsilent MX 10 mx4\nreports MX 10 mx6\n"
                 f"_smtp._tls.good {RUA}\n_smtp._tls.wrong {RUA}\n_smtp._tls.notls {RUA}\n"
+                "posted MX 10 mx1\nreports A 127.0.0.20\n"
+                f'_smtp._tls.posted TXT "v=TLSRPTv1; rua=https://reports.rpt.test:{https_port}/tlsrpt"\n'
                 f"mx1 A 127.0.0.2\n_{port}._tcp.mx1 TLSA 3 1 1 {a}\n"
                 f"mx2 A 127.0.0.3\n_{port}._tcp.mx2 TLSA 3 1 1 {a}\n"
                 "mx4 A 127.0.0.5\nmx6 A 127.0.0.6\n"
@@ -51,7 +90,7 @@ class TlsReportTest(unittest.TestCase):
             cls.addClassCleanup(mx.stop)
             return mx
 
-        cls.mx1 = receiver("127.0.0.2", "good.rpt.test", tmp / "a.pem", tmp / "a-key.pem")
+        cls.mx1 = receiver("127.0.0.2", "good.rpt.test\nposted.rpt.test", tmp / "a.pem", tmp / "a-key.pem")
         cls.mx2 = receiver("127.0.0.3", "wrong.rpt.test", tmp / "b.pem", tmp / "b-key.pem")
         cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.rpt.test")
         cls.addClassCleanup(cls.mx4.stop)
@@ -68,7 +107,8 @@ class TlsReportTest(unittest.TestCase):
                 "\n[dns]\n", f'\n[dns]\ntrust_anchor = "{cls.dns.anchor}"\n', 1)
                 .replace('# hostname = "mx.example.com"', 'hostname = "mx.sender.test"'))
 
-        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup,
+                            env={"SSL_CERT_FILE": str(ca)})
         cls.addClassCleanup(cls.server.stop)
 
     def relay(self, recipient, subject):
@@ -85,12 +125,13 @@ class TlsReportTest(unittest.TestCase):
         self.relay("a@wrong.rpt.test", "wrong")
         self.relay("a@notls.rpt.test", "plain")
         self.relay("a@silent.rpt.test", "silent")
-        wait_until(lambda: len([p for p in self.mx1.maildir()]) == 2, what="two deliveries to mx1")
+        self.relay("a@posted.rpt.test", "posted")
+        wait_until(lambda: len([p for p in self.mx1.maildir()]) == 3, what="three deliveries to mx1")
         wait_until(lambda: len(self.mx4.received()) == 2, what="two deliveries to mx4")
         wait_until(lambda: [e for e in queue_entries(self.server) if e["domain"] == "wrong.rpt.test"
                             and e["attempts"] == 1], what="the deferred entry for wrong.rpt.test")
 
-        self.assertEqual(self.queue("tls-report"), (0, "3 TLS reports queued"))
+        self.assertEqual(self.queue("tls-report"), (0, "3 TLS reports queued, 1 posted"))
         got = wait_until(lambda: (lambda m: m if len(m) == 3 else None)(self.reports.received()),
                          what="three reports")
         reports = {}
@@ -131,8 +172,15 @@ class TlsReportTest(unittest.TestCase):
         self.assertEqual((failure["result-type"], failure["receiving-mx-hostname"]),
                          ("starttls-not-supported", "mx4.rpt.test"))
 
+        # An https: address gets the gzip JSON posted (RFC 8460 §5.2).
+        (path, content_type, body), = self.collector.posted
+        self.assertEqual((path, content_type), ("/tlsrpt", "application/tlsrpt+gzip"))
+        posted = json.loads(gzip.decompress(body))["policies"][0]
+        self.assertEqual(posted["policy"]["policy-domain"], "posted.rpt.test")
+        self.assertEqual(posted["summary"]["total-successful-session-count"], 1)
+
         # Sent once: the counts start again.
-        self.assertEqual(self.queue("tls-report"), (0, "0 TLS reports queued"))
+        self.assertEqual(self.queue("tls-report"), (0, "0 TLS reports queued, 0 posted"))
         self.server.wait_for_log(r"TLS report queued domain=good\.rpt\.test to=tls@reports\.rpt\.test")
 
 

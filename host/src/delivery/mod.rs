@@ -4,6 +4,7 @@
 
 mod client;
 mod dane;
+mod https;
 mod mta_sts;
 mod notice;
 mod outbound;

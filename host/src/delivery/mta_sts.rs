@@ -7,14 +7,11 @@
 //! attacker who blocks the fetch does not lift it. The cache is kept in a
 //! file too, so that it also outlives a restart (§5.1).
 
-use super::client::{CertCheck, tls_config};
-use super::route::{Address, target};
+use super::https;
 use crate::capabilities::Dns;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Full};
 use mail_auth::common::parse::TxtRecordParser;
-use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -319,33 +316,11 @@ impl MtaSts {
     /// over verified TLS, without following redirects (§3.3).
     async fn fetch(&self, dns: &Dns, domain: &str) -> Result<Policy, String> {
         let host = format!("mta-sts.{domain}");
-        let server = target(dns, &host, self.port, self.allow_local)
-            .await
-            .map_err(|e| format!("resolving {host}: {e}"))?;
-        let Some(Address::Inet(addr)) = server.addrs.first().cloned() else {
-            return Err(format!("{host} has no address"));
-        };
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connecting to {host} ({addr}): {e}"))?;
-        let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        let config = tls_config(CertCheck::Roots).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS with {host}: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP with {host}: {e}"))?;
-        tokio::spawn(connection);
         let request = hyper::Request::get("/.well-known/mta-sts.txt")
             .header(hyper::header::HOST, host.as_str())
-            .body(Empty::<Bytes>::new())
+            .body(Full::<Bytes>::default())
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("HTTP with {host}: {e}"))?;
+        let response = https::exchange(dns, self.allow_local, &host, self.port, request).await?;
         if response.status() != hyper::StatusCode::OK {
             return Err(format!("{host} answered {}", response.status()));
         }

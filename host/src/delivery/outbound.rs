@@ -6,6 +6,7 @@
 //! ran out) are bounced to the sender with a DSN.
 
 use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, TlsSeen, send};
+use super::https;
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, resolve, target};
@@ -204,6 +205,9 @@ impl State {
         metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set(depth as f64);
     }
 }
+
+/// How long posting a TLS report may take.
+const REPORT_POST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counts `n` recipients with a delivery result.
 fn count_recipients(result: &'static str, n: usize) {
@@ -490,11 +494,11 @@ impl Outbound {
     }
 
     /// Sends the TLS reports that are due (with `now`, also those of the
-    /// day so far) and saves the counts; returns how many were queued
-    /// (`None` when reports are off).
-    pub async fn send_tls_reports(&self, now: bool) -> Option<usize> {
+    /// day so far) and saves the counts; returns how many were queued as
+    /// mail and how many posted (`None` when reports are off).
+    pub async fn send_tls_reports(&self, now: bool) -> Option<(usize, usize)> {
         let reports = self.inner.tls_reports.clone()?;
-        let mut queued = 0;
+        let (mut queued, mut posted) = (0, 0);
         for period in reports.take_due(now_ms(), now) {
             for domain in period.domains() {
                 let name = format!("_smtp._tls.{domain}");
@@ -506,7 +510,20 @@ impl Outbound {
                         None
                     }
                 };
-                let Some(mail) = record.and_then(|record| reports.mail(&period, &domain, &record)) else {
+                let Some(record) = record else {
+                    continue;
+                };
+                for (url, body) in reports.uploads(&period, &domain, &record) {
+                    match tokio::time::timeout(REPORT_POST_TIMEOUT, self.post_tls_report(&url, body)).await {
+                        Ok(Ok(())) => {
+                            info!(%domain, %url, "TLS report posted");
+                            posted += 1;
+                        }
+                        Ok(Err(e)) => warn!(%domain, %url, error = %e, "TLS report not posted"),
+                        Err(_) => warn!(%domain, %url, "TLS report not posted: timed out"),
+                    }
+                }
+                let Some(mail) = reports.mail(&period, &domain, &record) else {
                     continue;
                 };
                 let recipients = mail.recipients.join(",");
@@ -523,7 +540,27 @@ impl Outbound {
         if let Err(e) = self.blocking(move |_| reports.save()).await {
             warn!(error = %e, "could not save the TLS report counts");
         }
-        Some(queued)
+        Some((queued, posted))
+    }
+
+    /// Posts a TLS report (gzip JSON) to an `https:` address of a domain's
+    /// `rua` (RFC 8460 §5.2): any 2xx is success.
+    async fn post_tls_report(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+        let host = uri.host().ok_or_else(|| format!("{url:?} names no host"))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
+            .header(hyper::header::CONTENT_TYPE, "application/tlsrpt+gzip")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let port = uri.port_u16().unwrap_or(443);
+        let allow_local = self.inner.settings.route.allow_local;
+        let response = https::exchange(&self.inner.dns, allow_local, host, port, request).await?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(format!("{host} answered {status}")),
+        }
     }
 
     /// Saves the TLS counts (at shutdown).

@@ -9,11 +9,14 @@
 //! a minute late: a crash loses at most that minute's counts, never mail.
 
 use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::flate2::Compression;
+use mail_auth::flate2::write::GzEncoder;
 use mail_auth::mta_sts::{ReportUri, TlsRpt};
 use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
 };
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -311,6 +314,31 @@ impl TlsReports {
     }
 }
 
+impl TlsReports {
+    /// The report of `domain` in `period` as gzip JSON, once for each
+    /// `https:` address of `record` (to be posted there).
+    pub fn uploads(&self, period: &ReportPeriod, domain: &str, record: &TlsRpt) -> Vec<(String, Vec<u8>)> {
+        let urls: Vec<String> = record
+            .rua
+            .iter()
+            .filter_map(|uri| match uri {
+                ReportUri::Http(url) => Some(url.clone()),
+                ReportUri::Mail(_) => None,
+            })
+            .collect();
+        if urls.is_empty() {
+            return Vec::new();
+        }
+        let json = period.report(domain, &self.submitter).to_json();
+        let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+        let body = gzip.write_all(json.as_bytes()).and_then(|()| gzip.finish());
+        match body {
+            Ok(body) => urls.into_iter().map(|url| (url, body.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 /// Ends the period being counted when its UTC day is over.
 fn roll_over(counts: &mut Counts, now_ms: u64) {
     let day_end = (counts.current.start_ms / DAY_MS + 1) * DAY_MS;
@@ -516,5 +544,16 @@ mod tests {
         assert!(text.contains("application/tlsrpt+gzip"), "{text}");
         let https_only = tlsrpt_record(&["v=TLSRPTv1; rua=https://r.a.test/x".to_string()]).unwrap();
         assert_eq!(reports.mail(&due[0], "a.test", &https_only), None);
+        assert_eq!(reports.uploads(&due[0], "a.test", &record), vec![]);
+        let upload = reports.uploads(&due[0], "a.test", &https_only);
+        assert_eq!(upload.len(), 1);
+        assert_eq!(upload[0].0, "https://r.a.test/x");
+        let mut json = String::new();
+        std::io::Read::read_to_string(
+            &mut mail_auth::flate2::read::GzDecoder::new(&upload[0].1[..]),
+            &mut json,
+        )
+        .unwrap();
+        assert!(json.contains("\"policy-domain\":\"a.test\""), "{json}");
     }
 }

@@ -1,0 +1,48 @@
+//! Outbound delivery's HTTPS client: one request to a host over TLS
+//! verified against the system's roots (`SSL_CERT_FILE` when set), HTTP/1.1,
+//! no redirects. MTA-STS fetches policies with it, and TLS reports are
+//! posted with it.
+
+use super::client::{CertCheck, tls_config};
+use super::route::{Address, target};
+use crate::capabilities::Dns;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+
+/// Sends `request` to `host` on `port` (resolved with `dns`; loopback and
+/// link-local addresses only with `allow_local`) and returns the response
+/// as it starts; errors are one line for the log.
+pub async fn exchange(
+    dns: &Dns,
+    allow_local: bool,
+    host: &str,
+    port: u16,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<Incoming>, String> {
+    let server = target(dns, host, port, allow_local)
+        .await
+        .map_err(|e| format!("resolving {host}: {e}"))?;
+    let Some(Address::Inet(addr)) = server.addrs.first().cloned() else {
+        return Err(format!("{host} has no address"));
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {host} ({addr}): {e}"))?;
+    let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let config = tls_config(CertCheck::Roots).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("HTTP with {host}: {e}"))?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP with {host}: {e}"))
+}
