@@ -442,6 +442,7 @@ impl Instance {
             auth: None,
             lmtp: false,
             tls_seen: None,
+            audit: false,
         }
     }
 

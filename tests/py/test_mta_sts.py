@@ -4,14 +4,19 @@ server (Python's, with a certificate of a test CA the waraka trusts through
 SSL_CERT_FILE) publishes; the MX hosts are a scripted server without
 STARTTLS and a second waraka with a certificate of that CA."""
 
+import email
+import email.policy
+import gzip
 import http.server
+import json
 import ssl
 import smtplib
+import subprocess
 import tempfile
 import threading
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca
+from harness import BIN, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca
 from test_outbound import message, queue_entries, relay_setup, wait_until
 
 POLICIES = {
@@ -21,6 +26,7 @@ POLICIES = {
     "secure.test": "mode: enforce\nmx: *.secure.test",
     "badcert.test": "mode: enforce\nmx: mx.badcert.test",
     "kept.test": "mode: enforce\nmx: mx.kept.test",
+    "audited.test": "mode: testing\nmx: mx.audited.test",
 }
 
 RECORDS = ["--local=/test/"]
@@ -35,6 +41,11 @@ RECORDS += [
     "--mx-host=secure.test,mx.secure.test,10", "--host-record=mx.secure.test,127.0.0.3",
     "--mx-host=badcert.test,mx.badcert.test,10", "--host-record=mx.badcert.test,127.0.0.4",
     "--mx-host=kept.test,mx.kept.test,10", "--host-record=mx.kept.test,127.0.0.2",
+    # Testing mode with TLS reports: its MX's certificate is self-signed.
+    "--mx-host=audited.test,mx.audited.test,10", "--host-record=mx.audited.test,127.0.0.4",
+    "--txt-record=_smtp._tls.audited.test,v=TLSRPTv1; rua=mailto:tls@reports.test",
+    "--txt-record=_smtp._tls.secure.test,v=TLSRPTv1; rua=mailto:tls@reports.test",
+    "--mx-host=reports.test,mx.reports.test,10", "--host-record=mx.reports.test,127.0.0.2",
 ]
 
 
@@ -95,14 +106,14 @@ class MtaStsTest(unittest.TestCase):
 
         def self_signed_setup(server):
             enable_tls(server, "mx.badcert.test")
-            server.edit("config/host_list", lambda t: t + "badcert.test\n")
+            server.edit("config/host_list", lambda t: t + "badcert.test\naudited.test\n")
 
         cls.self_signed_mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=self_signed_setup,
                                     host="127.0.0.4", port=port)
         cls.addClassCleanup(cls.self_signed_mx.stop)
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
-                            setup=relay_setup(cls.dns.port, port, extra=f"mta_sts_port = {https_port}\n",
-                                              retry="1h"),
+                            setup=relay_setup(cls.dns.port, port, retry="1h",
+                                              extra=f"mta_sts_port = {https_port}\ntls_reports = true\n"),
                             env={"SSL_CERT_FILE": str(ca)})
         cls.addClassCleanup(cls.server.stop)
 
@@ -152,6 +163,39 @@ class MtaStsTest(unittest.TestCase):
         entry = self.deferred("f@badcert.test")
         self.assertIn("TLS: invalid peer certificate", entry["last_error"])
         self.assertEqual(self.self_signed_mx.maildir(), [], "nothing sent to an unverified server")
+
+    def test_testing_mode_reports_what_enforce_would_refuse(self):
+        """With TLS reports on, a testing-mode domain's MX certificate is
+        checked without being enforced: the mail goes, the report says why
+        enforce would not have sent it."""
+        self.send("i@audited.test", "audited")
+        self.send("j@secure.test", "reported")
+        wait_until(lambda: [p for p in self.self_signed_mx.maildir() if b"Subject: audited\r\n" in p.read_bytes()],
+                   what="the delivery despite the certificate")
+        wait_until(lambda: [p for p in self.secure_mx.maildir() if b"Subject: reported\r\n" in p.read_bytes()],
+                   what="the verified delivery")
+        done = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "tls-report"],
+                              capture_output=True, text=True)
+        self.assertEqual(done.stdout.strip(), "2 TLS reports queued, 0 posted", done.stderr)
+        reports = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(
+            [m for m in self.plain_mx.received() if m[1] == ["tls@reports.test"]]), what="two reports")
+        policies = {}
+        for _, _, raw in reports:
+            mail = email.message_from_bytes(raw, policy=email.policy.default)
+            part = next(p for p in mail.iter_attachments() if p.get_content_type() == "application/tlsrpt+gzip")
+            policy, = json.loads(gzip.decompress(part.get_content()))["policies"]
+            policies[mail["TLS-Report-Domain"]] = policy
+        audited = policies["audited.test"]
+        self.assertEqual(audited["policy"]["policy-type"], "sts")
+        self.assertIn("mode: testing", audited["policy"]["policy-string"])
+        self.assertEqual(audited["policy"]["mx-host"], ["mx.audited.test"])
+        self.assertEqual(audited["summary"], {"total-successful-session-count": 0, "total-failure-session-count": 1})
+        self.assertEqual(audited["failure-details"][0]["result-type"], "certificate-not-trusted")
+        secure = policies["secure.test"]
+        self.assertIn("mode: enforce", secure["policy"]["policy-string"])
+        # Other tests deliver to secure.test through this server too.
+        self.assertGreaterEqual(secure["summary"]["total-successful-session-count"], 1)
+        self.assertEqual(secure["summary"]["total-failure-session-count"], 0)
 
     def test_a_policy_outlives_a_restart_and_a_blocked_fetch(self):
         self.send("g@kept.test", "before restart")

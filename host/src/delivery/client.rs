@@ -18,7 +18,7 @@ use base64::Engine;
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -127,6 +127,10 @@ pub struct ClientSettings {
     pub lmtp: bool,
     /// Told how the session's TLS went (for TLS reports).
     pub tls_seen: Option<TlsSeen>,
+    /// With opportunistic TLS that takes any certificate, still check it
+    /// against the system's roots and tell `tls_seen` (MTA-STS `testing`
+    /// mode, reported but not enforced).
+    pub audit: bool,
 }
 
 /// Told how a session's TLS went: `None` when it had the TLS asked for,
@@ -154,6 +158,7 @@ impl Default for ClientSettings {
             auth: None,
             lmtp: false,
             tls_seen: None,
+            audit: false,
         }
     }
 }
@@ -467,6 +472,9 @@ impl Connection {
                 ));
             }
             (None, TlsMode::Never) => None,
+            (None, TlsMode::Opportunistic { verify: false }) if settings.audit => {
+                offers(&ext, "STARTTLS").then(|| CertCheck::Audit(Arc::default()))
+            }
             (None, TlsMode::Opportunistic { verify }) => offers(&ext, "STARTTLS").then_some(CertCheck::roots(verify)),
             (None, TlsMode::Required) if offers(&ext, "STARTTLS") => Some(CertCheck::Roots),
             (None, TlsMode::Required) => {
@@ -476,6 +484,10 @@ impl Connection {
         };
         if let Some(check) = check {
             let kind = check.label();
+            let audit = match &check {
+                CertCheck::Audit(noted) => Some(noted.clone()),
+                _ => None,
+            };
             conn = match conn.start_tls(host, check).await {
                 Ok(conn) => conn,
                 Err((e, failure)) => {
@@ -483,7 +495,8 @@ impl Connection {
                     return Err(e);
                 }
             };
-            tls_result(settings, kind, None);
+            let noted = audit.and_then(|noted| *noted.lock().unwrap_or_else(|e| e.into_inner()));
+            tls_result(settings, kind, noted);
             ext = conn.greet().await?;
             tls = true;
         } else if !matches!(addr, Address::Unix(_)) {
@@ -716,6 +729,9 @@ pub(super) enum CertCheck {
     Roots,
     /// Against the server's TLSA records.
     Dane(Arc<[crate::capabilities::Tlsa]>),
+    /// Any certificate does, but whether the system's roots would verify
+    /// it (for the server's name) is noted here.
+    Audit(Arc<Mutex<Option<TlsFailure>>>),
 }
 
 impl CertCheck {
@@ -727,7 +743,7 @@ impl CertCheck {
     /// Its `check` label in the outbound TLS metric.
     fn label(&self) -> &'static str {
         match self {
-            CertCheck::Any => "unverified",
+            CertCheck::Any | CertCheck::Audit(_) => "unverified",
             CertCheck::Roots => "verified",
             CertCheck::Dane(_) => "dane",
         }
@@ -752,19 +768,34 @@ fn tls_result(settings: &ClientSettings, check: &'static str, failure: Option<Tl
 /// What a failed handshake says about the server (RFC 8460's result
 /// types): under DANE, a refused certificate matched no TLSA record.
 fn handshake_failure(error: &std::io::Error, dane: bool) -> TlsFailure {
-    use rustls::CertificateError as Cert;
     let rustls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match rustls_error {
         Some(rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)) if dane => TlsFailure::TlsaInvalid,
-        Some(rustls::Error::InvalidCertificate(
+        Some(error) => certificate_failure(error),
+        None => TlsFailure::ValidationFailure,
+    }
+}
+
+/// The RFC 8460 result type of a certificate the system's roots refuse.
+fn certificate_failure(error: &rustls::Error) -> TlsFailure {
+    use rustls::CertificateError as Cert;
+    match error {
+        rustls::Error::InvalidCertificate(
             Cert::Expired | Cert::ExpiredContext { .. } | Cert::NotValidYet | Cert::NotValidYetContext { .. },
-        )) => TlsFailure::CertificateExpired,
-        Some(rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. })) => {
+        ) => TlsFailure::CertificateExpired,
+        rustls::Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
             TlsFailure::CertificateHostMismatch
         }
-        Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::CertificateNotTrusted,
+        rustls::Error::InvalidCertificate(_) => TlsFailure::CertificateNotTrusted,
         _ => TlsFailure::ValidationFailure,
     }
+}
+
+/// The system's roots (`SSL_CERT_FILE` when set).
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
 }
 
 /// The client's TLS settings for a certificate `check`: against the
@@ -775,17 +806,23 @@ pub(super) fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>, 
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-    let tlsa = match check {
+    let rule = match check {
         CertCheck::Roots => {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            return Ok(Arc::new(builder.with_root_certificates(roots).with_no_client_auth()));
+            return Ok(Arc::new(
+                builder.with_root_certificates(system_roots()).with_no_client_auth(),
+            ));
         }
-        CertCheck::Any => None,
-        CertCheck::Dane(records) => Some(records),
+        CertCheck::Any => OwnRule::Any,
+        CertCheck::Dane(records) => OwnRule::Dane(records),
+        CertCheck::Audit(noted) => {
+            let roots =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(system_roots()), provider.clone())
+                    .build()
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+            OwnRule::Audit { roots, noted }
+        }
     };
-    let verifier = OwnCheck { tlsa, provider };
+    let verifier = OwnCheck { rule, provider };
     let config = builder
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
@@ -799,9 +836,22 @@ pub(super) fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>, 
 /// signatures are verified either way.
 #[derive(Debug)]
 struct OwnCheck {
-    /// DANE's records; none: any certificate.
-    tlsa: Option<Arc<[crate::capabilities::Tlsa]>>,
+    rule: OwnRule,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// What [`OwnCheck`] asks of a certificate.
+#[derive(Debug)]
+enum OwnRule {
+    /// Nothing.
+    Any,
+    /// A match with one of the server's TLSA records (DANE).
+    Dane(Arc<[crate::capabilities::Tlsa]>),
+    /// Nothing, but what the system's roots say of it is noted.
+    Audit {
+        roots: Arc<rustls::client::WebPkiServerVerifier>,
+        noted: Arc<Mutex<Option<TlsFailure>>>,
+    },
 }
 
 impl rustls::client::danger::ServerCertVerifier for OwnCheck {
@@ -810,11 +860,18 @@ impl rustls::client::danger::ServerCertVerifier for OwnCheck {
         end_entity: &rustls::pki_types::CertificateDer<'_>,
         intermediates: &[rustls::pki_types::CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if let Some(records) = &self.tlsa {
-            super::dane::verify(records, &self.provider, end_entity, intermediates, server_name, now)?;
+        match &self.rule {
+            OwnRule::Any => {}
+            OwnRule::Dane(records) => {
+                super::dane::verify(records, &self.provider, end_entity, intermediates, server_name, now)?;
+            }
+            OwnRule::Audit { roots, noted } => {
+                let verdict = roots.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+                *noted.lock().unwrap_or_else(|e| e.into_inner()) = verdict.err().map(|e| certificate_failure(&e));
+            }
         }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
@@ -859,6 +916,7 @@ mod tests {
             auth: None,
             lmtp: false,
             tls_seen: None,
+            audit: false,
         }
     }
 

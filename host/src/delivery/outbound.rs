@@ -831,14 +831,16 @@ impl Outbound {
         if settings.dane {
             route = self.with_dane(domain, route).await?;
         }
-        // In testing mode the certificate is not checked, so those
-        // sessions are not reported against the policy.
         let reported = match policy.as_deref() {
-            Some(policy) if policy.mode == Mode::Enforce => TlsPolicy::Sts {
-                lines: policy.lines(),
-                mx: policy.mx.clone(),
-            },
-            Some(policy) if policy.mode == Mode::Testing => return Ok((route, client, None)),
+            Some(policy) if policy.mode != Mode::None => {
+                // Testing mode: the certificate is checked for the report
+                // but not enforced.
+                client.audit = policy.mode == Mode::Testing && self.inner.tls_reports.is_some();
+                TlsPolicy::Sts {
+                    lines: policy.lines(),
+                    mx: policy.mx.clone(),
+                }
+            }
             _ => TlsPolicy::NoPolicy,
         };
         Ok((route, client, Some(reported)))
