@@ -27,10 +27,14 @@ POLICIES = {
     "badcert.test": "mode: enforce\nmx: mx.badcert.test",
     "kept.test": "mode: enforce\nmx: mx.kept.test",
     "audited.test": "mode: testing\nmx: mx.audited.test",
+    "badpolicy.test": "mode: sometimes\nmx: mx.badpolicy.test",
 }
+# Policy hosts that fail: the first answers 404, the second's certificate
+# does not name it.
+UNFETCHABLE, UNTRUSTED = "unfetchable.test", "untrusted.test"
 
 RECORDS = ["--local=/test/"]
-for domain in POLICIES:
+for domain in [*POLICIES, UNFETCHABLE, UNTRUSTED]:
     RECORDS += [f"--txt-record=_mta-sts.{domain},v=STSv1; id=20261204",
                 f"--host-record=mta-sts.{domain},127.0.0.20"]
 RECORDS += [
@@ -43,8 +47,11 @@ RECORDS += [
     "--mx-host=kept.test,mx.kept.test,10", "--host-record=mx.kept.test,127.0.0.2",
     # Testing mode with TLS reports: its MX's certificate is self-signed.
     "--mx-host=audited.test,mx.audited.test,10", "--host-record=mx.audited.test,127.0.0.4",
-    "--txt-record=_smtp._tls.audited.test,v=TLSRPTv1; rua=mailto:tls@reports.test",
-    "--txt-record=_smtp._tls.secure.test,v=TLSRPTv1; rua=mailto:tls@reports.test",
+    "--mx-host=badpolicy.test,mx.badpolicy.test,10", "--host-record=mx.badpolicy.test,127.0.0.2",
+    "--mx-host=unfetchable.test,mx.unfetchable.test,10", "--host-record=mx.unfetchable.test,127.0.0.2",
+    "--mx-host=untrusted.test,mx.untrusted.test,10", "--host-record=mx.untrusted.test,127.0.0.2",
+    *[f"--txt-record=_smtp._tls.{domain},v=TLSRPTv1; rua=mailto:tls@reports.test"
+      for domain in ["audited.test", "secure.test", "badpolicy.test", UNFETCHABLE, UNTRUSTED]],
     "--mx-host=reports.test,mx.reports.test,10", "--host-record=mx.reports.test,127.0.0.2",
 ]
 
@@ -86,7 +93,7 @@ class MtaStsTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.addClassCleanup(cls.tmp.cleanup)
-        ca, cert, key = make_ca(cls.tmp.name, [f"mta-sts.{d}" for d in POLICIES] + ["mx.secure.test"])
+        ca, cert, key = make_ca(cls.tmp.name, [f"mta-sts.{d}" for d in [*POLICIES, UNFETCHABLE]] + ["mx.secure.test"])
         cls.dns = dnsmasq(RECORDS)
         cls.addClassCleanup(cls.dns.stop)
         port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -164,27 +171,36 @@ class MtaStsTest(unittest.TestCase):
         self.assertIn("TLS: invalid peer certificate", entry["last_error"])
         self.assertEqual(self.self_signed_mx.maildir(), [], "nothing sent to an unverified server")
 
-    def test_testing_mode_reports_what_enforce_would_refuse(self):
+    def test_tls_reports_say_what_enforce_would_refuse_and_which_policy_failed(self):
         """With TLS reports on, a testing-mode domain's MX certificate is
         checked without being enforced: the mail goes, the report says why
-        enforce would not have sent it."""
+        enforce would not have sent it. A policy that cannot be had is
+        reported by why: not fetched, not valid, or its host not trusted."""
         self.send("i@audited.test", "audited")
         self.send("j@secure.test", "reported")
+        for domain in ["badpolicy.test", UNFETCHABLE, UNTRUSTED]:
+            self.send(f"k@{domain}", f"policy of {domain}")
+            wait_until(lambda domain=domain: self.delivered(f"policy of {domain}"), what=f"the delivery to {domain}")
         wait_until(lambda: [p for p in self.self_signed_mx.maildir() if b"Subject: audited\r\n" in p.read_bytes()],
                    what="the delivery despite the certificate")
         wait_until(lambda: [p for p in self.secure_mx.maildir() if b"Subject: reported\r\n" in p.read_bytes()],
                    what="the verified delivery")
         done = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "tls-report"],
                               capture_output=True, text=True)
-        self.assertEqual(done.stdout.strip(), "2 TLS reports queued, 0 posted", done.stderr)
-        reports = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(
-            [m for m in self.plain_mx.received() if m[1] == ["tls@reports.test"]]), what="two reports")
+        self.assertEqual(done.stdout.strip(), "5 TLS reports queued, 0 posted", done.stderr)
+        reports = wait_until(lambda: (lambda r: r if len(r) == 5 else None)(
+            [m for m in self.plain_mx.received() if m[1] == ["tls@reports.test"]]), what="five reports")
         policies = {}
         for _, _, raw in reports:
             mail = email.message_from_bytes(raw, policy=email.policy.default)
             part = next(p for p in mail.iter_attachments() if p.get_content_type() == "application/tlsrpt+gzip")
-            policy, = json.loads(gzip.decompress(part.get_content()))["policies"]
-            policies[mail["TLS-Report-Domain"]] = policy
+            found = json.loads(gzip.decompress(part.get_content()))["policies"]
+            policies[mail["TLS-Report-Domain"]] = next(p for p in found if p["policy"]["policy-type"] == "sts")
+        for domain, result in [("badpolicy.test", "sts-policy-invalid"), (UNFETCHABLE, "sts-policy-fetch-error"),
+                               (UNTRUSTED, "sts-webpki-invalid")]:
+            failure, = policies[domain]["failure-details"]
+            self.assertEqual((domain, failure["result-type"], failure["failed-session-count"]), (domain, result, 1))
+            self.assertEqual(policies[domain]["policy"]["policy-string"], [])
         audited = policies["audited.test"]
         self.assertEqual(audited["policy"]["policy-type"], "sts")
         self.assertIn("mode: testing", audited["policy"]["policy-string"])

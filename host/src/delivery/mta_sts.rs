@@ -8,6 +8,7 @@
 //! file too, so that it also outlives a restart (§5.1).
 
 use super::https;
+use super::tls_report::TlsFailure;
 use crate::capabilities::Dns;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -260,8 +261,9 @@ impl MtaSts {
     }
 
     /// The policy for `domain`, if it has one (cached, or fetched now),
-    /// looked up through `dns`.
-    pub async fn policy(&self, dns: &Dns, domain: &str) -> Option<Arc<Policy>> {
+    /// looked up through `dns`, and why a fetch it needed failed, if one did
+    /// (for TLS reports).
+    pub async fn policy(&self, dns: &Dns, domain: &str) -> (Option<Arc<Policy>>, Option<TlsFailure>) {
         let domain = domain.to_ascii_lowercase();
         let cached = self.cached(&domain);
         // What stands when nothing newer can be had: the cached policy, until it expires.
@@ -274,16 +276,16 @@ impl MtaSts {
         let id = match dns.txt(&format!("_mta-sts.{domain}")).await {
             Ok(records) => record_id(&records),
             // A DNS failure keeps whatever was cached.
-            Err(_) => return still_cached(),
+            Err(_) => return (still_cached(), None),
         };
         let Some(id) = id else {
             // No record: a cached policy still holds until it expires (§5.1).
-            return still_cached();
+            return (still_cached(), None);
         };
         if let Some((cached_id, policy, true)) = &cached
             && *cached_id == id
         {
-            return Some(policy.clone());
+            return (Some(policy.clone()), None);
         }
         match tokio::time::timeout(FETCH_TIMEOUT, self.fetch(dns, &domain)).await {
             Ok(Ok(policy)) => {
@@ -299,30 +301,38 @@ impl MtaSts {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(domain, entry);
                 self.save().await;
-                Some(policy)
+                (Some(policy), None)
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, failure))) => {
                 warn!(%domain, error = %e, "MTA-STS policy could not be fetched; keeping any cached one");
-                still_cached()
+                (still_cached(), Some(failure))
             }
             Err(_) => {
                 warn!(%domain, "MTA-STS policy fetch timed out; keeping any cached one");
-                still_cached()
+                (still_cached(), Some(TlsFailure::StsPolicyFetchError))
             }
         }
     }
 
     /// Fetches and parses `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`
-    /// over verified TLS, without following redirects (§3.3).
-    async fn fetch(&self, dns: &Dns, domain: &str) -> Result<Policy, String> {
+    /// over verified TLS, without following redirects (§3.3). A failure
+    /// comes with its kind for TLS reports.
+    async fn fetch(&self, dns: &Dns, domain: &str) -> Result<Policy, (String, TlsFailure)> {
+        let unfetched = |e: String| (e, TlsFailure::StsPolicyFetchError);
+        let invalid = |e: String| (e, TlsFailure::StsPolicyInvalid);
         let host = format!("mta-sts.{domain}");
         let request = hyper::Request::get("/.well-known/mta-sts.txt")
             .header(hyper::header::HOST, host.as_str())
             .body(Full::<Bytes>::default())
-            .map_err(|e| e.to_string())?;
-        let response = https::exchange(dns, self.allow_local, &host, self.port, request).await?;
+            .map_err(|e| unfetched(e.to_string()))?;
+        let response = https::exchange(dns, self.allow_local, &host, self.port, request)
+            .await
+            .map_err(|e| match e.tls {
+                true => (e.message, TlsFailure::StsWebpkiInvalid),
+                false => unfetched(e.message),
+            })?;
         if response.status() != hyper::StatusCode::OK {
-            return Err(format!("{host} answered {}", response.status()));
+            return Err(unfetched(format!("{host} answered {}", response.status())));
         }
         let content_type = response
             .headers()
@@ -330,14 +340,14 @@ impl MtaSts {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !content_type.to_ascii_lowercase().starts_with("text/plain") {
-            return Err(format!("{host} sent {content_type:?}, not text/plain"));
+            return Err(invalid(format!("{host} sent {content_type:?}, not text/plain")));
         }
         let body = http_body_util::Limited::new(response.into_body(), MAX_POLICY)
             .collect()
             .await
-            .map_err(|e| format!("reading the policy from {host}: {e}"))?
+            .map_err(|e| unfetched(format!("reading the policy from {host}: {e}")))?
             .to_bytes();
-        Policy::parse(&String::from_utf8_lossy(&body))
+        Policy::parse(&String::from_utf8_lossy(&body)).map_err(invalid)
     }
 }
 

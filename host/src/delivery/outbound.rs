@@ -206,6 +206,14 @@ impl State {
     }
 }
 
+/// An MTA-STS policy as TLS reports name it.
+fn sts_policy(policy: &Policy) -> TlsPolicy {
+    TlsPolicy::Sts {
+        lines: policy.lines(),
+        mx: policy.mx.clone(),
+    }
+}
+
 /// How long posting a TLS report may take.
 const REPORT_POST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -556,7 +564,9 @@ impl Outbound {
             .map_err(|e| e.to_string())?;
         let port = uri.port_u16().unwrap_or(443);
         let allow_local = self.inner.settings.route.allow_local;
-        let response = https::exchange(&self.inner.dns, allow_local, host, port, request).await?;
+        let response = https::exchange(&self.inner.dns, allow_local, host, port, request)
+            .await
+            .map_err(|e| e.message)?;
         match response.status() {
             status if status.is_success() => Ok(()),
             status => Err(format!("{host} answered {status}")),
@@ -823,10 +833,22 @@ impl Outbound {
         let route = resolve(&self.inner.dns, domain, &settings.route)
             .await
             .map_err(|e| Report::local("4.4.3", format!("DNS lookup for {domain} failed: {e}")))?;
-        let policy = match &self.inner.mta_sts {
+        let (policy, fetch_failure) = match &self.inner.mta_sts {
             Some(mta_sts) => mta_sts.policy(&self.inner.dns, domain).await,
-            None => None,
+            None => (None, None),
         };
+        if let Some(failure) = fetch_failure {
+            let policy = policy.as_deref().map_or(
+                TlsPolicy::Sts {
+                    lines: Vec::new(),
+                    mx: Vec::new(),
+                },
+                sts_policy,
+            );
+            if let Some(seen) = self.tls_seen(domain, policy, "", None) {
+                (seen.0)(Some(failure));
+            }
+        }
         let mut route = apply_policy(policy.as_deref(), route, &mut client, domain)?;
         if settings.dane {
             route = self.with_dane(domain, route).await?;
@@ -836,10 +858,7 @@ impl Outbound {
                 // Testing mode: the certificate is checked for the report
                 // but not enforced.
                 client.audit = policy.mode == Mode::Testing && self.inner.tls_reports.is_some();
-                TlsPolicy::Sts {
-                    lines: policy.lines(),
-                    mx: policy.mx.clone(),
-                }
+                sts_policy(policy)
             }
             _ => TlsPolicy::NoPolicy,
         };

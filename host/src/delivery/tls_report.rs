@@ -64,6 +64,12 @@ pub enum TlsFailure {
     TlsaInvalid,
     /// Its TLSA records (or the domain's MX records) failed DNSSEC validation.
     DnssecInvalid,
+    /// The domain's MTA-STS policy could not be fetched.
+    StsPolicyFetchError,
+    /// Its MTA-STS policy was not a valid one.
+    StsPolicyInvalid,
+    /// The certificate of its MTA-STS policy host did not verify.
+    StsWebpkiInvalid,
 }
 
 impl TlsFailure {
@@ -76,6 +82,9 @@ impl TlsFailure {
             TlsFailure::ValidationFailure => ResultType::ValidationFailure,
             TlsFailure::TlsaInvalid => ResultType::TlsaInvalid,
             TlsFailure::DnssecInvalid => ResultType::DnssecInvalid,
+            TlsFailure::StsPolicyFetchError => ResultType::StsPolicyFetchError,
+            TlsFailure::StsPolicyInvalid => ResultType::StsPolicyInvalid,
+            TlsFailure::StsWebpkiInvalid => ResultType::StsWebpkiInvalid,
         }
     }
 }
@@ -87,7 +96,8 @@ pub struct TlsSession {
     pub domain: String,
     /// The policy the session was held to.
     pub policy: TlsPolicy,
-    /// The MX host.
+    /// The MX host (empty for a failure before any, such as fetching the
+    /// MTA-STS policy).
     pub mx_host: String,
     /// The address it was reached at, when one was.
     pub receiving_ip: Option<IpAddr>,
@@ -414,7 +424,7 @@ fn policy_of(row: &Row) -> Policy {
             .iter()
             .map(|f| FailureDetails {
                 result_type: f.result.result_type(),
-                receiving_mx_hostname: Some(f.mx_host.clone()),
+                receiving_mx_hostname: (!f.mx_host.is_empty()).then(|| f.mx_host.clone()),
                 receiving_ip: f.receiving_ip,
                 failed_session_count: f.count,
                 ..FailureDetails::default()
