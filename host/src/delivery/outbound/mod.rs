@@ -5,16 +5,15 @@
 //! attempt of the retry schedule, permanent ones (and those whose schedule
 //! ran out) are bounced to the sender with a DSN.
 
-use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, TlsSeen, send};
-use super::https;
+use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, resolve, target};
-use super::tls_report::{self, ReportMail, Submitter, TlsFailure, TlsPolicy, TlsReports, TlsSession};
+use super::tls_report::{Submitter, TlsFailure, TlsPolicy, TlsReports};
 use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs, Tlsa};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::DsnRequests;
-use crate::queue::{Entry, QueueStore, RetrySchedule, Selection, now_ms};
+use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
 use crate::session::{Handoff, HeldCopy, MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
@@ -27,6 +26,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 use waraka_config::NextHopConfig;
+
+mod hold;
+mod tls_reports;
+
+use tls_reports::sts_policy;
 
 /// A configured next hop that replaces MX lookup (a smarthost or a route).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,17 +210,6 @@ impl State {
     }
 }
 
-/// An MTA-STS policy as TLS reports name it.
-fn sts_policy(policy: &Policy) -> TlsPolicy {
-    TlsPolicy::Sts {
-        lines: policy.lines(),
-        mx: policy.mx.clone(),
-    }
-}
-
-/// How long posting a TLS report may take.
-const REPORT_POST_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Counts `n` recipients with a delivery result.
 fn count_recipients(result: &'static str, n: usize) {
     if n > 0 {
@@ -370,236 +363,6 @@ impl Outbound {
             state.publish_depth();
         }
         self.inner.wake.notify_one();
-    }
-
-    /// Holds the selected entries: they are not attempted, bounced or
-    /// expired until released, also across restarts. An entry being
-    /// delivered is held after its attempt, if recipients are left. Returns
-    /// how many were held now and how many will be after their attempt; an
-    /// error when an id names no entry, or a hold could not be saved.
-    pub async fn hold(&self, selection: Selection) -> io::Result<(usize, usize)> {
-        let (taken, after) = {
-            let mut state = self.state();
-            let keys: Vec<(u64, String)> = state
-                .waiting
-                .iter()
-                .filter(|(_, e)| selection.matches(e))
-                .map(|(key, _)| key.clone())
-                .collect();
-            let taken: Vec<Entry> = keys.iter().filter_map(|key| state.waiting.remove(key)).collect();
-            let after: Vec<String> = state
-                .in_progress
-                .iter()
-                .filter(|(id, domain)| selection.names(id, domain))
-                .map(|(id, _)| id.clone())
-                .collect();
-            let already = state.held.values().any(|e| selection.matches(e));
-            if let Selection::Id(id) = &selection
-                && taken.is_empty()
-                && after.is_empty()
-                && !already
-            {
-                return Err(io::Error::new(io::ErrorKind::NotFound, format!("no queued entry {id}")));
-            }
-            state.hold_after_attempt.extend(after.iter().cloned());
-            (taken, after.len())
-        };
-        let count = self.mark_held(taken, true).await?;
-        info!(selection = %selection.words(), held = count, after_attempt = after, "queue entries held");
-        Ok((count, after))
-    }
-
-    /// Releases the selected held entries: they are due now. Returns how
-    /// many; an error when a release could not be saved.
-    pub async fn release(&self, selection: Selection) -> io::Result<usize> {
-        let taken = {
-            let mut state = self.state();
-            let State {
-                held,
-                in_progress,
-                hold_after_attempt,
-                ..
-            } = &mut *state;
-            hold_after_attempt.retain(|id| !in_progress.get(id).is_some_and(|d| selection.names(id, d)));
-            let ids: Vec<String> = held
-                .values()
-                .filter(|e| selection.matches(e))
-                .map(|e| e.id.clone())
-                .collect();
-            ids.iter().filter_map(|id| held.remove(id)).collect::<Vec<Entry>>()
-        };
-        let count = self.mark_held(taken, false).await?;
-        info!(selection = %selection.words(), released = count, "queue entries released");
-        Ok(count)
-    }
-
-    /// Saves `entries` as held or not (released ones due now), then
-    /// schedules them; an entry whose change could not be saved is
-    /// scheduled as it was, and one deleted meanwhile (`waraka queue
-    /// delete`) is dropped. Returns how many were changed.
-    async fn mark_held(&self, entries: Vec<Entry>, held: bool) -> io::Result<usize> {
-        let (entries, failure) = self
-            .blocking(move |o| {
-                let mut failure = None;
-                let now = now_ms();
-                let entries = entries
-                    .into_iter()
-                    .filter(|entry| {
-                        let queued = o.inner.store.contains(&entry.id);
-                        if !queued {
-                            info!(id = %entry.id, "queue entry deleted while waiting; dropped");
-                        }
-                        queued
-                    })
-                    .map(|mut entry| {
-                        let before = entry.clone();
-                        entry.held = held;
-                        if !held {
-                            entry.next_attempt_ms = now;
-                        }
-                        match o.inner.store.update(&entry) {
-                            Ok(()) => entry,
-                            Err(e) => {
-                                error!(id = %entry.id, error = %e, "could not save a hold or release");
-                                failure = Some(e);
-                                before
-                            }
-                        }
-                    })
-                    .collect::<Vec<Entry>>();
-                (entries, failure)
-            })
-            .await;
-        let changed = entries.iter().filter(|e| e.held == held).count();
-        self.schedule(entries);
-        failure.map_or(Ok(changed), Err)
-    }
-
-    /// Counts sessions with `host` (at `ip`) of `domain` under `policy`
-    /// for TLS reports; `None` when reports are off.
-    fn tls_seen(&self, domain: &str, policy: TlsPolicy, host: &str, ip: Option<IpAddr>) -> Option<TlsSeen> {
-        let reports = self.inner.tls_reports.clone()?;
-        let (domain, host) = (domain.to_string(), host.to_string());
-        Some(TlsSeen(Arc::new(move |failure| {
-            let session = TlsSession {
-                domain: domain.clone(),
-                policy: policy.clone(),
-                mx_host: host.clone(),
-                receiving_ip: ip,
-                failure,
-            };
-            reports.record(&session, now_ms());
-        })))
-    }
-
-    /// Saves the TLS counts every minute and, once a UTC day is over,
-    /// sends its reports.
-    async fn report_tls_daily(self) {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            self.send_tls_reports(false).await;
-        }
-    }
-
-    /// Sends the TLS reports that are due (with `now`, also those of the
-    /// day so far) and saves the counts; returns how many were queued as
-    /// mail and how many posted (`None` when reports are off).
-    pub async fn send_tls_reports(&self, now: bool) -> Option<(usize, usize)> {
-        let reports = self.inner.tls_reports.clone()?;
-        let (mut queued, mut posted) = (0, 0);
-        for period in reports.take_due(now_ms(), now) {
-            for domain in period.domains() {
-                let name = format!("_smtp._tls.{domain}");
-                let record = match self.inner.dns.txt(&name).await {
-                    Ok(texts) => tls_report::tlsrpt_record(&texts),
-                    Err(CapabilityError::NotFound) => None,
-                    Err(e) => {
-                        warn!(%domain, error = %e, "TLS report not sent: its TLSRPT record could not be looked up");
-                        None
-                    }
-                };
-                let Some(record) = record else {
-                    continue;
-                };
-                for (url, body) in reports.uploads(&period, &domain, &record) {
-                    match tokio::time::timeout(REPORT_POST_TIMEOUT, self.post_tls_report(&url, body)).await {
-                        Ok(Ok(())) => {
-                            info!(%domain, %url, "TLS report posted");
-                            posted += 1;
-                        }
-                        Ok(Err(e)) => warn!(%domain, %url, error = %e, "TLS report not posted"),
-                        Err(_) => warn!(%domain, %url, "TLS report not posted: timed out"),
-                    }
-                }
-                let Some(mail) = reports.mail(&period, &domain, &record) else {
-                    continue;
-                };
-                let recipients = mail.recipients.join(",");
-                match self.blocking(move |o| o.queue_tls_report(mail)).await {
-                    Ok(entries) => {
-                        info!(%domain, to = %recipients, "TLS report queued");
-                        self.schedule(entries);
-                        queued += 1;
-                    }
-                    Err(e) => error!(%domain, error = %e, "TLS report not queued"),
-                }
-            }
-        }
-        if let Err(e) = self.blocking(move |_| reports.save()).await {
-            warn!(error = %e, "could not save the TLS report counts");
-        }
-        Some((queued, posted))
-    }
-
-    /// Posts a TLS report (gzip JSON) to an `https:` address of a domain's
-    /// `rua` (RFC 8460 §5.2): any 2xx is success.
-    async fn post_tls_report(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
-        let host = uri.host().ok_or_else(|| format!("{url:?} names no host"))?;
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let request = hyper::Request::post(path)
-            .header(hyper::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
-            .header(hyper::header::CONTENT_TYPE, "application/tlsrpt+gzip")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let port = uri.port_u16().unwrap_or(443);
-        let allow_local = self.inner.settings.route.allow_local;
-        let response = https::exchange(&self.inner.dns, allow_local, host, port, request)
-            .await
-            .map_err(|e| e.message)?;
-        match response.status() {
-            status if status.is_success() => Ok(()),
-            status => Err(format!("{host} answered {status}")),
-        }
-    }
-
-    /// Saves the TLS counts (at shutdown).
-    pub fn save_tls_counts(&self) {
-        if let Some(reports) = &self.inner.tls_reports
-            && let Err(e) = reports.save()
-        {
-            warn!(error = %e, "could not save the TLS report counts");
-        }
-    }
-
-    /// Signs (with the sender domain's DKIM key, when there is one) and
-    /// queues a TLS report.
-    fn queue_tls_report(&self, mail: ReportMail) -> io::Result<Vec<Entry>> {
-        let submitter = self.inner.settings.tls_reports.as_ref().expect("reports are on");
-        let from_domain = submitter
-            .from
-            .rsplit_once('@')
-            .map_or(submitter.name.as_str(), |(_, d)| d);
-        let message = notice::signed(mail.message, from_domain, &self.inner.settings.dkim);
-        let id = format!("tls-report-{}", mail.domain);
-        self.inner.store.enqueue(
-            message.as_slice(),
-            &submitter.from,
-            &mail.recipients,
-            &DsnRequests::default(),
-            &id,
-            None,
-        )
     }
 
     /// Makes every waiting entry (of `domain`, if given) due now; returns how many.

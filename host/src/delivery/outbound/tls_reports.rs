@@ -1,0 +1,159 @@
+//! Sending TLS reports (RFC 8460): each session's TLS is counted through
+//! a [`TlsSeen`] handed to the client, and the reports of the counts are
+//! queued as mail or posted. What is counted and how a report reads is
+//! `delivery::tls_report`'s.
+
+use super::super::client::TlsSeen;
+use super::super::https;
+use super::super::mta_sts::Policy;
+use super::super::notice;
+use super::super::tls_report::{self, ReportMail, TlsPolicy, TlsSession};
+use super::Outbound;
+use crate::capabilities::CapabilityError;
+use crate::protocol::DsnRequests;
+use crate::queue::{Entry, now_ms};
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// How long posting a TLS report may take.
+const REPORT_POST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An MTA-STS policy as TLS reports name it.
+pub(super) fn sts_policy(policy: &Policy) -> TlsPolicy {
+    TlsPolicy::Sts {
+        lines: policy.lines(),
+        mx: policy.mx.clone(),
+    }
+}
+
+impl Outbound {
+    /// Counts sessions with `host` (at `ip`) of `domain` under `policy`
+    /// for TLS reports; `None` when reports are off.
+    pub(super) fn tls_seen(&self, domain: &str, policy: TlsPolicy, host: &str, ip: Option<IpAddr>) -> Option<TlsSeen> {
+        let reports = self.inner.tls_reports.clone()?;
+        let (domain, host) = (domain.to_string(), host.to_string());
+        Some(TlsSeen(Arc::new(move |failure| {
+            let session = TlsSession {
+                domain: domain.clone(),
+                policy: policy.clone(),
+                mx_host: host.clone(),
+                receiving_ip: ip,
+                failure,
+            };
+            reports.record(&session, now_ms());
+        })))
+    }
+
+    /// Saves the TLS counts every minute and, once a UTC day is over,
+    /// sends its reports.
+    pub(super) async fn report_tls_daily(self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            self.send_tls_reports(false).await;
+        }
+    }
+
+    /// Sends the TLS reports that are due (with `now`, also those of the
+    /// day so far) and saves the counts; returns how many were queued as
+    /// mail and how many posted (`None` when reports are off).
+    pub async fn send_tls_reports(&self, now: bool) -> Option<(usize, usize)> {
+        let reports = self.inner.tls_reports.clone()?;
+        let (mut queued, mut posted) = (0, 0);
+        for period in reports.take_due(now_ms(), now) {
+            for domain in period.domains() {
+                let name = format!("_smtp._tls.{domain}");
+                let record = match self.inner.dns.txt(&name).await {
+                    Ok(texts) => tls_report::tlsrpt_record(&texts),
+                    Err(CapabilityError::NotFound) => None,
+                    Err(e) => {
+                        warn!(%domain, error = %e, "TLS report not sent: its TLSRPT record could not be looked up");
+                        None
+                    }
+                };
+                let Some(record) = record else {
+                    continue;
+                };
+                for (url, body) in reports.uploads(&period, &domain, &record) {
+                    match tokio::time::timeout(REPORT_POST_TIMEOUT, self.post_tls_report(&url, body)).await {
+                        Ok(Ok(())) => {
+                            info!(%domain, %url, "TLS report posted");
+                            posted += 1;
+                        }
+                        Ok(Err(e)) => warn!(%domain, %url, error = %e, "TLS report not posted"),
+                        Err(_) => warn!(%domain, %url, "TLS report not posted: timed out"),
+                    }
+                }
+                let Some(mail) = reports.mail(&period, &domain, &record) else {
+                    continue;
+                };
+                let recipients = mail.recipients.join(",");
+                match self.blocking(move |o| o.queue_tls_report(mail)).await {
+                    Ok(entries) => {
+                        info!(%domain, to = %recipients, "TLS report queued");
+                        self.schedule(entries);
+                        queued += 1;
+                    }
+                    Err(e) => error!(%domain, error = %e, "TLS report not queued"),
+                }
+            }
+        }
+        if let Err(e) = self.blocking(move |_| reports.save()).await {
+            warn!(error = %e, "could not save the TLS report counts");
+        }
+        Some((queued, posted))
+    }
+
+    /// Posts a TLS report (gzip JSON) to an `https:` address of a domain's
+    /// `rua` (RFC 8460 §5.2): any 2xx is success.
+    async fn post_tls_report(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+        let host = uri.host().ok_or_else(|| format!("{url:?} names no host"))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = hyper::Request::post(path)
+            .header(hyper::header::HOST, uri.authority().map_or(host, |a| a.as_str()))
+            .header(hyper::header::CONTENT_TYPE, "application/tlsrpt+gzip")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let port = uri.port_u16().unwrap_or(443);
+        let allow_local = self.inner.settings.route.allow_local;
+        let response = https::exchange(&self.inner.dns, allow_local, host, port, request)
+            .await
+            .map_err(|e| e.message)?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(format!("{host} answered {status}")),
+        }
+    }
+
+    /// Saves the TLS counts (at shutdown).
+    pub fn save_tls_counts(&self) {
+        if let Some(reports) = &self.inner.tls_reports
+            && let Err(e) = reports.save()
+        {
+            warn!(error = %e, "could not save the TLS report counts");
+        }
+    }
+
+    /// Signs (with the sender domain's DKIM key, when there is one) and
+    /// queues a TLS report.
+    fn queue_tls_report(&self, mail: ReportMail) -> io::Result<Vec<Entry>> {
+        let submitter = self.inner.settings.tls_reports.as_ref().expect("reports are on");
+        let from_domain = submitter
+            .from
+            .rsplit_once('@')
+            .map_or(submitter.name.as_str(), |(_, d)| d);
+        let message = notice::signed(mail.message, from_domain, &self.inner.settings.dkim);
+        let id = format!("tls-report-{}", mail.domain);
+        self.inner.store.enqueue(
+            message.as_slice(),
+            &submitter.from,
+            &mail.recipients,
+            &DsnRequests::default(),
+            &id,
+            None,
+        )
+    }
+}
