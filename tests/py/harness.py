@@ -389,6 +389,25 @@ def make_ca(dir, names):
     return dir / "ca.pem", dir / "cert.pem", dir / "key.pem"
 
 
+class HttpsServer:
+    """Python's HTTP server on `host`:`port` over TLS with `cert` and `key`,
+    answering with `handler` (a `BaseHTTPRequestHandler` class), in a thread."""
+
+    def __init__(self, host, port, cert, key, handler):
+        import http.server
+        import ssl
+
+        self.server = http.server.ThreadingHTTPServer((host, port), handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert), str(key))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def enable_tls(server, name, cert=None, key=None):
     """Gives the instance a [tls] table with the certificate (chain) file
     `cert` and its `key`, or a fresh self-signed certificate (CN `name`)."""
@@ -400,6 +419,25 @@ def enable_tls(server, name, cert=None, key=None):
     else:
         make_cert(tls / "cert.pem", tls / "key.pem", name)
     server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
+
+
+def waraka_queue(server, *args):
+    """`waraka queue --config DIR ARGS…` for `server`'s instance: (exit
+    code, its output and errors as one stripped text)."""
+    done = subprocess.run([BIN, "queue", "--config", str(server.dir), *args], capture_output=True, text=True)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def tls_mx(host, port, domains, cert=None, key=None, name=None):
+    """A waraka on `host`:`port` with STARTTLS (`cert` and `key`, else a
+    self-signed certificate for `name`) storing the mail for `domains` in
+    its maildir: an MX host for outbound tests. The caller stops it."""
+
+    def setup(server):
+        enable_tls(server, name or host, cert, key)
+        server.edit("config/host_list", lambda t: t + "".join(f"{domain}\n" for domain in domains))
+
+    return Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, host=host, port=port)
 
 
 def prometheus(port):

@@ -11,7 +11,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, prometheus, wait_until
+from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, make_cert, prometheus, tls_mx, wait_until
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -62,18 +62,14 @@ class DaneTest(unittest.TestCase):
         }, signed={"dane.test"}, bogus={"forged.test"})
         cls.addClassCleanup(cls.dns.stop)
 
-        def receiver(host, domain, cert, key):
-            def setup(server):
-                enable_tls(server, host, cert, key)
-                server.edit("config/host_list", lambda t: t + f"{domain}\n")
-
-            mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, host=host, port=port)
+        def receiver(host, domains, cert, key):
+            mx = tls_mx(host, port, domains, cert, key)
             cls.addClassCleanup(mx.stop)
             return mx
 
-        cls.mx1 = receiver("127.0.0.2", "good.dane.test\ndirect.dane.test", tmp / "a.pem", tmp / "a-key.pem")
-        cls.mx2 = receiver("127.0.0.3", "wrong.dane.test", tmp / "b.pem", tmp / "b-key.pem")
-        cls.mx3 = receiver("127.0.0.4", "ta.dane.test", tmp / "chain.pem", leaf_key)
+        cls.mx1 = receiver("127.0.0.2", ["good.dane.test", "direct.dane.test"], tmp / "a.pem", tmp / "a-key.pem")
+        cls.mx2 = receiver("127.0.0.3", ["wrong.dane.test"], tmp / "b.pem", tmp / "b-key.pem")
+        cls.mx3 = receiver("127.0.0.4", ["ta.dane.test"], tmp / "chain.pem", leaf_key)
         cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.dane.test")
         cls.addClassCleanup(cls.mx4.stop)
         cls.plain = SmtpReceiver("127.0.0.6", port, name="mx.plain.test")

@@ -9,14 +9,11 @@ import email.policy
 import gzip
 import http.server
 import json
-import ssl
 import smtplib
-import subprocess
 import tempfile
-import threading
 import unittest
 
-from harness import BIN, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca
+from harness import HttpsServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, tls_mx, waraka_queue
 from test_outbound import message, queue_entries, relay_setup, wait_until
 
 POLICIES = {
@@ -56,7 +53,7 @@ RECORDS += [
 ]
 
 
-class PolicyServer:
+class PolicyServer(HttpsServer):
     """HTTPS on 127.0.0.20:`port` serving each domain's policy to `mta-sts.DOMAIN`."""
 
     def __init__(self, port, cert, key):
@@ -77,15 +74,7 @@ class PolicyServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.20", port), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__("127.0.0.20", port, cert, key, Handler)
 
 
 class MtaStsTest(unittest.TestCase):
@@ -103,20 +92,9 @@ class MtaStsTest(unittest.TestCase):
         cls.plain_mx = SmtpReceiver("127.0.0.2", port, name="mx.plain.test")
         cls.addClassCleanup(cls.plain_mx.stop)
 
-        def secure_setup(server):
-            enable_tls(server, "mx.secure.test", cert, key)
-            server.edit("config/host_list", lambda t: t + "secure.test\n")
-
-        cls.secure_mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=secure_setup,
-                               host="127.0.0.3", port=port)
+        cls.secure_mx = tls_mx("127.0.0.3", port, ["secure.test"], cert, key)
         cls.addClassCleanup(cls.secure_mx.stop)
-
-        def self_signed_setup(server):
-            enable_tls(server, "mx.badcert.test")
-            server.edit("config/host_list", lambda t: t + "badcert.test\naudited.test\n")
-
-        cls.self_signed_mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=self_signed_setup,
-                                    host="127.0.0.4", port=port)
+        cls.self_signed_mx = tls_mx("127.0.0.4", port, ["badcert.test", "audited.test"], name="mx.badcert.test")
         cls.addClassCleanup(cls.self_signed_mx.stop)
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=relay_setup(cls.dns.port, port, retry="1h",
@@ -185,9 +163,7 @@ class MtaStsTest(unittest.TestCase):
                    what="the delivery despite the certificate")
         wait_until(lambda: [p for p in self.secure_mx.maildir() if b"Subject: reported\r\n" in p.read_bytes()],
                    what="the verified delivery")
-        done = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "tls-report"],
-                              capture_output=True, text=True)
-        self.assertEqual(done.stdout.strip(), "5 TLS reports queued, 0 posted", done.stderr)
+        self.assertEqual(waraka_queue(self.server, "tls-report"), (0, "5 TLS reports queued, 0 posted"))
         reports = wait_until(lambda: (lambda r: r if len(r) == 5 else None)(
             [m for m in self.plain_mx.received() if m[1] == ["tls@reports.test"]]), what="five reports")
         policies = {}

@@ -13,7 +13,7 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus, wait_until
+from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus, wait_until, waraka_queue
 
 RECORDS = [
     "--local=/test/",  # authoritative: unknown names are NXDOMAIN
@@ -69,6 +69,20 @@ def message(subject, message_id=None):
 
 def queue_entries(server):
     return [json.loads(p.read_text()) for p in sorted((server.dir / "queue/outbound").glob("*.json"))]
+
+
+def late_relay(retry="1h"):
+    """The test's DNS, a free port on 127.0.0.8 (mx.late.test, which
+    late.test and gone.test name), and a relaying waraka delivering there."""
+    dns = dnsmasq(RECORDS)
+    port = free_port("127.0.0.8")
+    try:
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, port, retry=retry))
+    except BaseException:
+        dns.stop()
+        raise
+    return dns, port, server
 
 
 class OutboundTest(unittest.TestCase):
@@ -128,8 +142,8 @@ class OutboundTest(unittest.TestCase):
                            what="a deferred entry")[0]
         self.assertIn("451 4.2.1 Mailbox busy", entry["last_error"])
         self.assertGreater(entry["next_attempt_ms"], time.time() * 1000 + 2000, "waits the 5 s of the schedule")
-        listing = subprocess.run([BIN, "queue", "--config", str(self.server.dir), "list"],
-                                               capture_output=True, text=True, check=True).stdout
+        code, listing = waraka_queue(self.server, "list")
+        self.assertEqual(code, 0)
         self.assertIn("temp-a@dest.test", listing)
         got = wait_until(lambda: self.delivered(self.mx1, "retried"), timeout=20, what="the retry")
         self.assertEqual([m[1] for m in got], [["temp-a@dest.test"]])
@@ -364,14 +378,11 @@ class NextHopTest(unittest.TestCase):
 
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
-        dns = dnsmasq(RECORDS)
-        port = free_port("127.0.0.8")
-        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
-                        setup=relay_setup(dns.port, port, retry="1h"))
+        dns, port, server = late_relay()
         receiver = None
 
         def queue(*args):
-            return subprocess.run([BIN, "queue", "--config", str(server.dir), *args], capture_output=True, text=True)
+            return waraka_queue(server, *args)
 
         try:
             with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
@@ -383,21 +394,20 @@ class FlushTest(unittest.TestCase):
 
             entries = wait_until(deferred, what="two deferred entries")
             gone = next(e for e in entries if e["domain"] == "gone.test")
-            self.assertEqual(queue("delete", gone["id"]).returncode, 0)
+            self.assertEqual(queue("delete", gone["id"])[0], 0)
             receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
-            flushed = queue("flush", "late.test")
-            self.assertEqual((flushed.returncode, flushed.stdout.strip()), (0, "1 entries due now"), flushed.stderr)
+            self.assertEqual(queue("flush", "late.test"), (0, "1 entries due now"))
             got = receiver.wait_for(1, timeout=10)
             self.assertEqual(got[0][1], ["r@late.test"])
-            self.assertEqual(queue("flush").stdout.strip(), "1 entries due now", "the deleted entry is still in memory")
+            self.assertEqual(queue("flush"), (0, "1 entries due now"), "the deleted entry is still in memory")
             server.wait_for_log(r"deleted before its attempt; dropped id=" + gone["id"])
             self.assertEqual(queue_entries(server), [], "the deleted entry did not come back")
             self.assertEqual(len(receiver.received()), 1)
             server.proc.terminate()
             server.proc.wait(timeout=15)
-            stopped = queue("flush")
-            self.assertEqual(stopped.returncode, 1)
-            self.assertIn("no running server", stopped.stderr)
+            code, text = queue("flush")
+            self.assertEqual(code, 1)
+            self.assertIn("no running server", text)
         finally:
             server.stop()
             if receiver:
@@ -407,15 +417,11 @@ class FlushTest(unittest.TestCase):
 
 class HoldTest(unittest.TestCase):
     def test_held_entries_wait_across_a_restart_until_released(self):
-        dns = dnsmasq(RECORDS)
-        port = free_port("127.0.0.8")
-        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
-                        setup=relay_setup(dns.port, port, retry="1h"))
+        dns, port, server = late_relay()
         receiver = None
 
         def queue(*args):
-            done = subprocess.run([BIN, "queue", "--config", str(server.dir), *args], capture_output=True, text=True)
-            return done.returncode, (done.stdout + done.stderr).strip()
+            return waraka_queue(server, *args)
 
         def held():
             return {e["domain"]: e.get("held", False) for e in queue_entries(server)}
@@ -468,8 +474,7 @@ class HoldTest(unittest.TestCase):
             dns.stop()
 
     def test_an_entry_held_during_its_attempt_is_held_after_it(self):
-        dns = dnsmasq(RECORDS)
-        port = free_port("127.0.0.8")
+        dns, port, server = late_relay(retry="5s")
         attempts = []
 
         def slow_refusal(address, attempt):
@@ -478,25 +483,20 @@ class HoldTest(unittest.TestCase):
             return "451 4.2.1 Busy, try later"
 
         receiver = SmtpReceiver("127.0.0.8", port, slow_refusal, name="mx.late.test")
-        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
-                        setup=relay_setup(dns.port, port, retry="5s"))
         try:
             with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
                 s.sendmail("a@sender.test", ["r@late.test"], message("held in flight"))
             wait_until(lambda: attempts, what="the attempt")
-            done = subprocess.run([BIN, "queue", "--config", str(server.dir), "hold", "--domain", "late.test"],
-                                  capture_output=True, text=True)
-            self.assertEqual(done.stdout.strip(), "0 entries held, 1 more after their attempt in progress")
+            self.assertEqual(waraka_queue(server, "hold", "--domain", "late.test"),
+                             (0, "0 entries held, 1 more after their attempt in progress"))
             server.wait_for_log(r"queue entry held after its attempt")
             entry, = queue_entries(server)
             self.assertEqual((entry["held"], entry["attempts"]), (True, 1))
             time.sleep(6)  # past the 5 s retry: a held entry is not attempted
             self.assertEqual(len(attempts), 1)
             # Deleted while held: a release does not bring it back.
-            queue = [BIN, "queue", "--config", str(server.dir)]
-            subprocess.run([*queue, "delete", entry["id"]], check=True, capture_output=True)
-            done = subprocess.run([*queue, "release", "--all"], capture_output=True, text=True)
-            self.assertEqual(done.stdout.strip(), "0 entries released, due now")
+            self.assertEqual(waraka_queue(server, "delete", entry["id"])[0], 0)
+            self.assertEqual(waraka_queue(server, "release", "--all"), (0, "0 entries released, due now"))
             server.wait_for_log(r"queue entry deleted while waiting; dropped")
             self.assertEqual(queue_entries(server), [])
         finally:

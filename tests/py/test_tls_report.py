@@ -10,21 +10,18 @@ import gzip
 import http.server
 import json
 import smtplib
-import ssl
-import subprocess
 import tempfile
-import threading
 import unittest
 from pathlib import Path
 
-from harness import BIN, Knot, SmtpReceiver, Waraka, enable_tls, free_port, make_ca, make_cert, wait_until
+from harness import HttpsServer, Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert, tls_mx, wait_until, waraka_queue
 from test_dane import spki_sha256
 from test_outbound import message, queue_entries, relay_setup
 
 RUA = 'TXT "v=TLSRPTv1; rua=mailto:tls@reports.rpt.test"'
 
 
-class ReportCollector:
+class ReportCollector(HttpsServer):
     """HTTPS on 127.0.0.20:`port` keeping what is posted to it: (path, content type, body)."""
 
     def __init__(self, port, cert, key):
@@ -42,15 +39,7 @@ class ReportCollector:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.20", port), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__("127.0.0.20", port, cert, key, Handler)
 
 
 class TlsReportTest(unittest.TestCase):
@@ -81,17 +70,13 @@ class TlsReportTest(unittest.TestCase):
         }, signed={"rpt.test"})
         cls.addClassCleanup(cls.dns.stop)
 
-        def receiver(host, domain, cert, key):
-            def setup(server):
-                enable_tls(server, host, cert, key)
-                server.edit("config/host_list", lambda t: t + f"{domain}\n")
-
-            mx = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, host=host, port=port)
+        def receiver(host, domains, cert, key):
+            mx = tls_mx(host, port, domains, cert, key)
             cls.addClassCleanup(mx.stop)
             return mx
 
-        cls.mx1 = receiver("127.0.0.2", "good.rpt.test\nposted.rpt.test", tmp / "a.pem", tmp / "a-key.pem")
-        cls.mx2 = receiver("127.0.0.3", "wrong.rpt.test", tmp / "b.pem", tmp / "b-key.pem")
+        cls.mx1 = receiver("127.0.0.2", ["good.rpt.test", "posted.rpt.test"], tmp / "a.pem", tmp / "a-key.pem")
+        cls.mx2 = receiver("127.0.0.3", ["wrong.rpt.test"], tmp / "b.pem", tmp / "b-key.pem")
         cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.rpt.test")
         cls.addClassCleanup(cls.mx4.stop)
         cls.reports = SmtpReceiver("127.0.0.6", port, name="mx6.rpt.test")
@@ -115,10 +100,6 @@ class TlsReportTest(unittest.TestCase):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
             s.sendmail("sender@sender.test", [recipient], message(subject))
 
-    def queue(self, *args):
-        done = subprocess.run([BIN, "queue", "--config", str(self.server.dir), *args], capture_output=True, text=True)
-        return done.returncode, (done.stdout + done.stderr).strip()
-
     def test_each_domain_with_a_tlsrpt_record_gets_its_counts(self):
         self.relay("a@good.rpt.test", "good")
         self.relay("b@good.rpt.test", "good again")
@@ -131,7 +112,7 @@ class TlsReportTest(unittest.TestCase):
         wait_until(lambda: [e for e in queue_entries(self.server) if e["domain"] == "wrong.rpt.test"
                             and e["attempts"] == 1], what="the deferred entry for wrong.rpt.test")
 
-        self.assertEqual(self.queue("tls-report"), (0, "3 TLS reports queued, 1 posted"))
+        self.assertEqual(waraka_queue(self.server, "tls-report"), (0, "3 TLS reports queued, 1 posted"))
         got = wait_until(lambda: (lambda m: m if len(m) == 3 else None)(self.reports.received()),
                          what="three reports")
         reports = {}
@@ -180,7 +161,7 @@ class TlsReportTest(unittest.TestCase):
         self.assertEqual(posted["summary"]["total-successful-session-count"], 1)
 
         # Sent once: the counts start again.
-        self.assertEqual(self.queue("tls-report"), (0, "0 TLS reports queued, 0 posted"))
+        self.assertEqual(waraka_queue(self.server, "tls-report"), (0, "0 TLS reports queued, 0 posted"))
         self.server.wait_for_log(r"TLS report queued domain=good\.rpt\.test to=tls@reports\.rpt\.test")
 
 

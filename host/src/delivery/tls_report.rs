@@ -294,14 +294,7 @@ impl TlsReports {
     /// of `record` (the domain's `_smtp._tls` TXT record); `None` when it
     /// names none.
     pub fn mail(&self, period: &ReportPeriod, domain: &str, record: &TlsRpt) -> Option<ReportMail> {
-        let recipients: Vec<String> = record
-            .rua
-            .iter()
-            .filter_map(|uri| match uri {
-                ReportUri::Mail(address) => Some(address.clone()),
-                ReportUri::Http(_) => None,
-            })
-            .collect();
+        let recipients = addresses(record, false);
         if recipients.is_empty() {
             return None;
         }
@@ -322,20 +315,11 @@ impl TlsReports {
             message,
         })
     }
-}
 
-impl TlsReports {
     /// The report of `domain` in `period` as gzip JSON, once for each
     /// `https:` address of `record` (to be posted there).
     pub fn uploads(&self, period: &ReportPeriod, domain: &str, record: &TlsRpt) -> Vec<(String, Vec<u8>)> {
-        let urls: Vec<String> = record
-            .rua
-            .iter()
-            .filter_map(|uri| match uri {
-                ReportUri::Http(url) => Some(url.clone()),
-                ReportUri::Mail(_) => None,
-            })
-            .collect();
+        let urls = addresses(record, true);
         if urls.is_empty() {
             return Vec::new();
         }
@@ -347,6 +331,19 @@ impl TlsReports {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// The `https:` addresses of a TLSRPT record's `rua`, or its `mailto:` ones.
+fn addresses(record: &TlsRpt, https: bool) -> Vec<String> {
+    record
+        .rua
+        .iter()
+        .filter_map(|uri| match uri {
+            ReportUri::Http(url) if https => Some(url.clone()),
+            ReportUri::Mail(address) if !https => Some(address.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Ends the period being counted when its UTC day is over.
