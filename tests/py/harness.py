@@ -421,6 +421,12 @@ def enable_tls(server, name, cert=None, key=None):
     server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
 
+def stopped_after_class(test_class, server):
+    """`server` (anything with `stop`), stopped when `test_class`'s tests are done."""
+    test_class.addClassCleanup(server.stop)
+    return server
+
+
 def waraka_queue(server, *args):
     """`waraka queue --config DIR ARGS…` for `server`'s instance: (exit
     code, its output and errors as one stripped text)."""

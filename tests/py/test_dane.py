@@ -11,7 +11,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from harness import BIN, Knot, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, make_cert, prometheus, tls_mx, wait_until
+from harness import (
+    BIN, Knot, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, make_cert, prometheus, stopped_after_class,
+    tls_mx, wait_until,
+)
 from test_outbound import message, queue_entries, relay_setup
 
 
@@ -62,18 +65,13 @@ class DaneTest(unittest.TestCase):
         }, signed={"dane.test"}, bogus={"forged.test"})
         cls.addClassCleanup(cls.dns.stop)
 
-        def receiver(host, domains, cert, key):
-            mx = tls_mx(host, port, domains, cert, key)
-            cls.addClassCleanup(mx.stop)
-            return mx
-
-        cls.mx1 = receiver("127.0.0.2", ["good.dane.test", "direct.dane.test"], tmp / "a.pem", tmp / "a-key.pem")
-        cls.mx2 = receiver("127.0.0.3", ["wrong.dane.test"], tmp / "b.pem", tmp / "b-key.pem")
-        cls.mx3 = receiver("127.0.0.4", ["ta.dane.test"], tmp / "chain.pem", leaf_key)
-        cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.dane.test")
-        cls.addClassCleanup(cls.mx4.stop)
-        cls.plain = SmtpReceiver("127.0.0.6", port, name="mx.plain.test")
-        cls.addClassCleanup(cls.plain.stop)
+        cls.mx1 = stopped_after_class(
+            cls, tls_mx("127.0.0.2", port, ["good.dane.test", "direct.dane.test"], tmp / "a.pem", tmp / "a-key.pem"))
+        cls.mx2 = stopped_after_class(
+            cls, tls_mx("127.0.0.3", port, ["wrong.dane.test"], tmp / "b.pem", tmp / "b-key.pem"))
+        cls.mx3 = stopped_after_class(cls, tls_mx("127.0.0.4", port, ["ta.dane.test"], tmp / "chain.pem", leaf_key))
+        cls.mx4 = stopped_after_class(cls, SmtpReceiver("127.0.0.5", port, name="mx4.dane.test"))
+        cls.plain = stopped_after_class(cls, SmtpReceiver("127.0.0.6", port, name="mx.plain.test"))
 
         relay = relay_setup(cls.dns.port, port, extra="dane = true\nmta_sts = false\n", retry="1h")
         cls.metrics_port = free_port()

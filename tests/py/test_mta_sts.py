@@ -13,7 +13,9 @@ import smtplib
 import tempfile
 import unittest
 
-from harness import HttpsServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, tls_mx, waraka_queue
+from harness import (
+    HttpsServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, stopped_after_class, tls_mx, waraka_queue,
+)
 from test_outbound import message, queue_entries, relay_setup, wait_until
 
 POLICIES = {
@@ -89,13 +91,11 @@ class MtaStsTest(unittest.TestCase):
         https_port = free_port("127.0.0.20")
         cls.policies = PolicyServer(https_port, str(cert), str(key))
         cls.addClassCleanup(cls.policies.stop)
-        cls.plain_mx = SmtpReceiver("127.0.0.2", port, name="mx.plain.test")
-        cls.addClassCleanup(cls.plain_mx.stop)
+        cls.plain_mx = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx.plain.test"))
 
-        cls.secure_mx = tls_mx("127.0.0.3", port, ["secure.test"], cert, key)
-        cls.addClassCleanup(cls.secure_mx.stop)
-        cls.self_signed_mx = tls_mx("127.0.0.4", port, ["badcert.test", "audited.test"], name="mx.badcert.test")
-        cls.addClassCleanup(cls.self_signed_mx.stop)
+        cls.secure_mx = stopped_after_class(cls, tls_mx("127.0.0.3", port, ["secure.test"], cert, key))
+        cls.self_signed_mx = stopped_after_class(
+            cls, tls_mx("127.0.0.4", port, ["badcert.test", "audited.test"], name="mx.badcert.test"))
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=relay_setup(cls.dns.port, port, retry="1h",
                                               extra=f"mta_sts_port = {https_port}\ntls_reports = true\n"),

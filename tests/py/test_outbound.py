@@ -13,7 +13,9 @@ import subprocess
 import time
 import unittest
 
-from harness import BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus, wait_until, waraka_queue
+from harness import (
+    BIN, GUESTS, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, prometheus, wait_until, waraka_queue,
+)
 
 RECORDS = [
     "--local=/test/",  # authoritative: unknown names are NXDOMAIN

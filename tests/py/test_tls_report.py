@@ -14,7 +14,10 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from harness import HttpsServer, Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert, tls_mx, wait_until, waraka_queue
+from harness import (
+    HttpsServer, Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert, stopped_after_class, tls_mx, wait_until,
+    waraka_queue,
+)
 from test_dane import spki_sha256
 from test_outbound import message, queue_entries, relay_setup
 
@@ -70,17 +73,12 @@ class TlsReportTest(unittest.TestCase):
         }, signed={"rpt.test"})
         cls.addClassCleanup(cls.dns.stop)
 
-        def receiver(host, domains, cert, key):
-            mx = tls_mx(host, port, domains, cert, key)
-            cls.addClassCleanup(mx.stop)
-            return mx
-
-        cls.mx1 = receiver("127.0.0.2", ["good.rpt.test", "posted.rpt.test"], tmp / "a.pem", tmp / "a-key.pem")
-        cls.mx2 = receiver("127.0.0.3", ["wrong.rpt.test"], tmp / "b.pem", tmp / "b-key.pem")
-        cls.mx4 = SmtpReceiver("127.0.0.5", port, name="mx4.rpt.test")
-        cls.addClassCleanup(cls.mx4.stop)
-        cls.reports = SmtpReceiver("127.0.0.6", port, name="mx6.rpt.test")
-        cls.addClassCleanup(cls.reports.stop)
+        cls.mx1 = stopped_after_class(
+            cls, tls_mx("127.0.0.2", port, ["good.rpt.test", "posted.rpt.test"], tmp / "a.pem", tmp / "a-key.pem"))
+        cls.mx2 = stopped_after_class(
+            cls, tls_mx("127.0.0.3", port, ["wrong.rpt.test"], tmp / "b.pem", tmp / "b-key.pem"))
+        cls.mx4 = stopped_after_class(cls, SmtpReceiver("127.0.0.5", port, name="mx4.rpt.test"))
+        cls.reports = stopped_after_class(cls, SmtpReceiver("127.0.0.6", port, name="mx6.rpt.test"))
 
         relay = relay_setup(cls.dns.port, port, retry="1h",
                             extra='dane = true\nmta_sts = false\ntls_reports = true\n'
