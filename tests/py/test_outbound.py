@@ -438,9 +438,10 @@ class HoldTest(unittest.TestCase):
             self.assertEqual(queue("hold", late["id"]), (0, "1 entries held"))
             self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held"))
             self.assertEqual(queue("hold", "--all"), (0, "0 entries held"), "held already")
-            code, text = queue("hold", "0000000000000-nosuchentry")
-            self.assertEqual(code, 1)
-            self.assertIn("no queued entry 0000000000000-nosuchentry", text)
+            for verb in ["hold", "release"]:
+                code, text = queue(verb, "0000000000000-nosuchentry")
+                self.assertEqual(code, 1, verb)
+                self.assertIn("no queued entry 0000000000000-nosuchentry", text)
             self.assertEqual(held(), {"late.test": True, "gone.test": True})
             listed = queue("list")[1].splitlines()
             self.assertEqual(len([line for line in listed if " held " in line]), 2, listed)

@@ -45,11 +45,13 @@ impl Outbound {
     }
 
     /// Releases the selected held entries: they are due now. Returns how
-    /// many; an error when a release could not be saved.
+    /// many; an error when an id names no entry, or a release could not be
+    /// saved.
     pub async fn release(&self, selection: Selection) -> io::Result<usize> {
         let taken = {
             let mut state = self.state();
             let State {
+                waiting,
                 held,
                 in_progress,
                 hold_after_attempt,
@@ -61,6 +63,13 @@ impl Outbound {
                 .filter(|e| selection.matches(e))
                 .map(|e| e.id.clone())
                 .collect();
+            if let Selection::Id(id) = &selection
+                && ids.is_empty()
+                && !in_progress.contains_key(id)
+                && !waiting.values().any(|e| e.id == *id)
+            {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("no queued entry {id}")));
+            }
             ids.iter().filter_map(|id| held.remove(id)).collect::<Vec<Entry>>()
         };
         let count = self.mark_held(taken, false).await?;
