@@ -377,10 +377,7 @@ async fn hold_or_release(instance: &Instance, store: &QueueStore, selection: Sel
     let mut count = 0;
     for mut entry in store.list()? {
         if selection.matches(&entry) && entry.held != hold {
-            entry.held = hold;
-            if !hold {
-                entry.next_attempt_ms = now_ms();
-            }
+            entry.set_held(hold, now_ms());
             store.update(&entry)?;
             count += 1;
         }

@@ -501,10 +501,8 @@ impl Connection {
             tls = true;
         } else if !matches!(addr, Address::Unix(_)) {
             count_tls("none", "ok");
-            if settings.tls != TlsMode::Never
-                && let Some(seen) = &settings.tls_seen
-            {
-                (seen.0)(Some(TlsFailure::StarttlsNotSupported));
+            if settings.tls != TlsMode::Never {
+                tell_tls(settings, Some(TlsFailure::StarttlsNotSupported));
             }
         }
         if let Some((user, password)) = &settings.auth {
@@ -760,6 +758,11 @@ fn count_tls(check: &'static str, result: &'static str) {
 /// `settings.tls_seen` how it went.
 fn tls_result(settings: &ClientSettings, check: &'static str, failure: Option<TlsFailure>) {
     count_tls(check, if failure.is_none() { "ok" } else { "failed" });
+    tell_tls(settings, failure);
+}
+
+/// Tells `settings.tls_seen`, if any, how the session's TLS went.
+fn tell_tls(settings: &ClientSettings, failure: Option<TlsFailure>) {
     if let Some(seen) = &settings.tls_seen {
         (seen.0)(failure);
     }

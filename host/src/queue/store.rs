@@ -63,6 +63,16 @@ pub struct Entry {
     pub held: bool,
 }
 
+impl Entry {
+    /// Holds the entry, or releases it to be due at `now_ms`.
+    pub fn set_held(&mut self, held: bool, now_ms: u64) {
+        self.held = held;
+        if !held {
+            self.next_attempt_ms = now_ms;
+        }
+    }
+}
+
 /// Which entries an administrator's `hold` or `release` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {

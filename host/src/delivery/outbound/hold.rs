@@ -97,10 +97,7 @@ impl Outbound {
                     })
                     .map(|mut entry| {
                         let before = entry.clone();
-                        entry.held = held;
-                        if !held {
-                            entry.next_attempt_ms = now;
-                        }
+                        entry.set_held(held, now);
                         match o.inner.store.update(&entry) {
                             Ok(()) => entry,
                             Err(e) => {

@@ -204,6 +204,15 @@ impl State {
         self.active_by_domain.values().sum()
     }
 
+    /// Puts `entry` with the held ones or the waiting ones.
+    fn place(&mut self, entry: Entry) {
+        if entry.held {
+            self.held.insert(entry.id.clone(), entry);
+        } else {
+            self.waiting.insert((entry.next_attempt_ms, entry.id.clone()), entry);
+        }
+    }
+
     fn publish_depth(&self) {
         let depth = self.waiting.len() + self.active() + self.held.len();
         metrics::gauge!(telemetry::OUTBOUND_QUEUE_DEPTH).set(depth as f64);
@@ -354,11 +363,7 @@ impl Outbound {
         {
             let mut state = self.state();
             for entry in entries {
-                if entry.held {
-                    state.held.insert(entry.id.clone(), entry);
-                } else {
-                    state.waiting.insert((entry.next_attempt_ms, entry.id.clone()), entry);
-                }
+                state.place(entry);
             }
             state.publish_depth();
         }
@@ -476,24 +481,35 @@ impl Outbound {
                 (Some(entry), Vec::new())
             }
         };
-        let hold = self.state().hold_after_attempt.remove(&id);
-        if let Some(entry) = kept.take_if(|_| hold) {
+        // A hold may come in until the entry is back in the scheduler, so
+        // it is looked for under the lock that puts the entry back.
+        let mut bounces = bounces;
+        loop {
+            let held_now = {
+                let mut state = self.state();
+                if state.hold_after_attempt.remove(&id) && kept.is_some() {
+                    kept.take()
+                } else {
+                    state.in_progress.remove(&id);
+                    if let Some(count) = state.active_by_domain.get_mut(&domain) {
+                        *count -= 1;
+                        if *count == 0 {
+                            state.active_by_domain.remove(&domain);
+                        }
+                    }
+                    for entry in kept.take().into_iter().chain(bounces.drain(..)) {
+                        state.place(entry);
+                    }
+                    state.publish_depth();
+                    None
+                }
+            };
+            let Some(entry) = held_now else { break };
             info!(id = %id, "queue entry held after its attempt");
             // Scheduled by mark_held, held or (when that fails) as it was.
             let _ = self.mark_held(vec![entry], true).await;
         }
-        {
-            let mut state = self.state();
-            state.in_progress.remove(&id);
-            if let Some(count) = state.active_by_domain.get_mut(&domain) {
-                *count -= 1;
-                if *count == 0 {
-                    state.active_by_domain.remove(&domain);
-                }
-            }
-            state.publish_depth();
-        }
-        self.schedule(kept.into_iter().chain(bounces));
+        self.inner.wake.notify_one();
     }
 
     /// Runs a blocking queue operation off the async threads.
@@ -600,7 +616,9 @@ impl Outbound {
             Some(mta_sts) => mta_sts.policy(&self.inner.dns, domain).await,
             None => (None, None),
         };
-        if let Some(failure) = fetch_failure {
+        if let Some(failure) = fetch_failure
+            && self.inner.tls_reports.is_some()
+        {
             let policy = policy.as_deref().map_or(
                 TlsPolicy::Sts {
                     lines: Vec::new(),
@@ -608,19 +626,20 @@ impl Outbound {
                 },
                 sts_policy,
             );
-            if let Some(seen) = self.tls_seen(domain, policy, "", None) {
-                (seen.0)(Some(failure));
-            }
+            self.tls_failed(domain, policy, "", failure);
         }
         let mut route = apply_policy(policy.as_deref(), route, &mut client, domain)?;
         if settings.dane {
             route = self.with_dane(domain, route).await?;
         }
+        if self.inner.tls_reports.is_none() {
+            return Ok((route, client, None));
+        }
         let reported = match policy.as_deref() {
             Some(policy) if policy.mode != Mode::None => {
                 // Testing mode: the certificate is checked for the report
                 // but not enforced.
-                client.audit = policy.mode == Mode::Testing && self.inner.tls_reports.is_some();
+                client.audit = policy.mode == Mode::Testing;
                 sts_policy(policy)
             }
             _ => TlsPolicy::NoPolicy,
@@ -759,14 +778,12 @@ impl Outbound {
                 }
                 Dane::Failed(reason) => {
                     warn!(id = %entry.id, host = %target.host, "{reason}; trying the next host");
-                    let policy = TlsPolicy::Tlsa {
-                        mx_host: target.host.clone(),
-                        records: Vec::new(),
-                    };
-                    if reported.is_some()
-                        && let Some(seen) = self.tls_seen(&entry.domain, policy, &target.host, None)
-                    {
-                        (seen.0)(Some(TlsFailure::DnssecInvalid));
+                    if reported.is_some() {
+                        let policy = TlsPolicy::Tlsa {
+                            mx_host: target.host.clone(),
+                            records: Vec::new(),
+                        };
+                        self.tls_failed(&entry.domain, policy, &target.host, TlsFailure::DnssecInvalid);
                     }
                     last = Report::local("4.7.5", reason.clone());
                     continue;

@@ -7,7 +7,7 @@ use super::super::client::TlsSeen;
 use super::super::https;
 use super::super::mta_sts::Policy;
 use super::super::notice;
-use super::super::tls_report::{self, ReportMail, TlsPolicy, TlsSession};
+use super::super::tls_report::{self, ReportMail, TlsFailure, TlsPolicy, TlsSession};
 use super::Outbound;
 use crate::capabilities::CapabilityError;
 use crate::protocol::DsnRequests;
@@ -34,17 +34,37 @@ impl Outbound {
     /// for TLS reports; `None` when reports are off.
     pub(super) fn tls_seen(&self, domain: &str, policy: TlsPolicy, host: &str, ip: Option<IpAddr>) -> Option<TlsSeen> {
         let reports = self.inner.tls_reports.clone()?;
-        let (domain, host) = (domain.to_string(), host.to_string());
+        let session = TlsSession {
+            domain: domain.to_string(),
+            policy,
+            mx_host: host.to_string(),
+            receiving_ip: ip,
+            failure: None,
+        };
         Some(TlsSeen(Arc::new(move |failure| {
+            reports.record(
+                &TlsSession {
+                    failure,
+                    ..session.clone()
+                },
+                now_ms(),
+            );
+        })))
+    }
+
+    /// Counts a failure with `host` of `domain` under `policy` that came
+    /// before any session (a policy that could not be had).
+    pub(super) fn tls_failed(&self, domain: &str, policy: TlsPolicy, host: &str, failure: TlsFailure) {
+        if let Some(reports) = &self.inner.tls_reports {
             let session = TlsSession {
-                domain: domain.clone(),
-                policy: policy.clone(),
-                mx_host: host.clone(),
-                receiving_ip: ip,
-                failure,
+                domain: domain.to_string(),
+                policy,
+                mx_host: host.to_string(),
+                receiving_ip: None,
+                failure: Some(failure),
             };
             reports.record(&session, now_ms());
-        })))
+        }
     }
 
     /// Saves the TLS counts every minute and, once a UTC day is over,
