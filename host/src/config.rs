@@ -438,11 +438,7 @@ impl Instance {
             command_timeout: o.command_timeout,
             data_timeout: o.data_timeout,
             tls: o.tls.into(),
-            dane: None,
-            auth: None,
-            lmtp: false,
-            tls_seen: None,
-            audit: false,
+            ..ClientSettings::default()
         }
     }
 

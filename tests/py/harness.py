@@ -408,6 +408,35 @@ class HttpsServer:
         self.server.server_close()
 
 
+class PolicyServer(HttpsServer):
+    """HTTPS on 127.0.0.20:`port` serving `policies[DOMAIN]` (its lines
+    after `version`, `\n`-separated) as the MTA-STS policy of DOMAIN to
+    `mta-sts.DOMAIN`, and 404 for other domains. `policies` is read at each
+    request, so a test may change it."""
+
+    def __init__(self, port, cert, key, policies):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                domain = self.headers.get("Host", "").removeprefix("mta-sts.")
+                policy = policies.get(domain)
+                if self.path != "/.well-known/mta-sts.txt" or policy is None:
+                    self.send_error(404)
+                    return
+                body = f"version: STSv1\r\n{policy.replace(chr(10), chr(13) + chr(10))}\r\nmax_age: 86400\r\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__("127.0.0.20", port, cert, key, Handler)
+
+
 def enable_tls(server, name, cert=None, key=None):
     """Gives the instance a [tls] table with the certificate (chain) file
     `cert` and its `key`, or a fresh self-signed certificate (CN `name`)."""
@@ -888,16 +917,24 @@ class SmtpReceiver:
     accepted is kept in `messages` as (sender, recipients, bytes), and every
     MAIL and RCPT line as sent in `commands`. `delay` seconds pass before
     each reply to the message. `extensions` are offered in the EHLO reply
-    besides PIPELINING and 8BITMIME. `most_open` is the largest number of
-    sessions open at once.
+    besides PIPELINING and 8BITMIME. With `tls` (certificate and key files)
+    it offers STARTTLS, and `tls_extensions` once TLS is up. `most_open` is
+    the largest number of sessions open at once.
     """
 
-    def __init__(self, host, port, rcpt_reply=None, delay=0.0, name="mx.test", extensions=()):
+    def __init__(self, host, port, rcpt_reply=None, delay=0.0, name="mx.test", extensions=(),
+                 tls=None, tls_extensions=()):
         import socketserver
+        import ssl
 
         self.messages = []
         self.commands = []
         self.extensions = list(extensions)
+        self.tls_extensions = list(tls_extensions)
+        self.tls = None
+        if tls:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(str(tls[0]), str(tls[1]))
         self.attempts = {}
         self.open = 0
         self.most_open = 0
@@ -912,7 +949,7 @@ class SmtpReceiver:
                     receiver.open += 1
                     receiver.most_open = max(receiver.most_open, receiver.open)
                 try:
-                    receiver._converse(self.rfile, self.wfile, name)
+                    receiver._converse(self.request, name)
                 except (ConnectionError, OSError):
                     pass
                 finally:
@@ -926,66 +963,83 @@ class SmtpReceiver:
         self.server = Server((host, port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def _converse(self, rfile, wfile, name):
+    def _converse(self, sock, name):
+        rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
+        encrypted = False
+
         def say(line):
             wfile.write(line.encode() + b"\r\n")
             wfile.flush()
 
         say(f"220 {name} ESMTP test receiver")
         sender, recipients = None, []
-        while True:
-            line = rfile.readline()
-            if not line:
-                return
-            command = line.decode("utf-8", "replace").strip()
-            verb = command[:4].upper()
-            if verb in ("MAIL", "RCPT"):
-                with self.lock:
-                    self.commands.append(command)
-            if verb == "EHLO":
-                say(f"250-{name}")
-                for keyword in ["PIPELINING", *self.extensions]:
-                    say(f"250-{keyword}")
-                say("250 8BITMIME")
-            elif verb == "HELO":
-                say(f"250 {name}")
-            elif verb == "MAIL":
-                sender, recipients = re.search(r"<([^>]*)>", command).group(1), []
-                say("250 2.1.0 OK")
-            elif verb == "RCPT":
-                address = re.search(r"<([^>]*)>", command).group(1)
-                with self.lock:
-                    attempt = self.attempts.get(address, 0) + 1
-                    self.attempts[address] = attempt
-                reply = self.rcpt_reply(address, attempt)
-                if reply.startswith("2"):
-                    recipients.append(address)
-                say(reply)
-            elif verb == "DATA":
-                if not recipients:
-                    say("554 5.5.1 No valid recipients")
-                    continue
-                say("354 go ahead")
-                data = b""
-                while True:
-                    chunk = rfile.readline()
-                    if not chunk:
-                        return
-                    if chunk == b".\r\n":
-                        break
-                    data += chunk[1:] if chunk.startswith(b".") else chunk
-                time.sleep(self.delay)
-                with self.lock:
-                    self.messages.append((sender, list(recipients), data))
-                say("250 2.0.0 Stored")
-            elif verb == "RSET":
-                sender, recipients = None, []
-                say("250 2.0.0 OK")
-            elif verb == "QUIT":
-                say("221 2.0.0 Bye")
-                return
-            else:
-                say("502 5.5.2 Not implemented")
+        try:
+            while True:
+                line = rfile.readline()
+                if not line:
+                    return
+                command = line.decode("utf-8", "replace").strip()
+                verb = command[:4].upper()
+                if verb in ("MAIL", "RCPT"):
+                    with self.lock:
+                        self.commands.append(command)
+                if verb == "EHLO":
+                    say(f"250-{name}")
+                    offered = ["PIPELINING", *self.extensions]
+                    if self.tls and not encrypted:
+                        offered.append("STARTTLS")
+                    if encrypted:
+                        offered += self.tls_extensions
+                    for keyword in offered:
+                        say(f"250-{keyword}")
+                    say("250 8BITMIME")
+                elif verb == "STAR" and self.tls and not encrypted:
+                    say("220 2.0.0 Ready to start TLS")
+                    sock = self.tls.wrap_socket(sock, server_side=True)
+                    rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
+                    encrypted, sender, recipients = True, None, []
+                elif verb == "HELO":
+                    say(f"250 {name}")
+                elif verb == "MAIL":
+                    sender, recipients = re.search(r"<([^>]*)>", command).group(1), []
+                    say("250 2.1.0 OK")
+                elif verb == "RCPT":
+                    address = re.search(r"<([^>]*)>", command).group(1)
+                    with self.lock:
+                        attempt = self.attempts.get(address, 0) + 1
+                        self.attempts[address] = attempt
+                    reply = self.rcpt_reply(address, attempt)
+                    if reply.startswith("2"):
+                        recipients.append(address)
+                    say(reply)
+                elif verb == "DATA":
+                    if not recipients:
+                        say("554 5.5.1 No valid recipients")
+                        continue
+                    say("354 go ahead")
+                    data = b""
+                    while True:
+                        chunk = rfile.readline()
+                        if not chunk:
+                            return
+                        if chunk == b".\r\n":
+                            break
+                        data += chunk[1:] if chunk.startswith(b".") else chunk
+                    time.sleep(self.delay)
+                    with self.lock:
+                        self.messages.append((sender, list(recipients), data))
+                    say("250 2.0.0 Stored")
+                elif verb == "RSET":
+                    sender, recipients = None, []
+                    say("250 2.0.0 OK")
+                elif verb == "QUIT":
+                    say("221 2.0.0 Bye")
+                    return
+                else:
+                    say("502 5.5.2 Not implemented")
+        finally:
+            if encrypted:
+                sock.close()
 
     def received(self):
         with self.lock:

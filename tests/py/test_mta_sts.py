@@ -7,14 +7,13 @@ STARTTLS and a second waraka with a certificate of that CA."""
 import email
 import email.policy
 import gzip
-import http.server
 import json
 import smtplib
 import tempfile
 import unittest
 
 from harness import (
-    HttpsServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, stopped_after_class, tls_mx, waraka_queue,
+    PolicyServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, stopped_after_class, tls_mx, waraka_queue,
 )
 from test_outbound import message, queue_entries, relay_setup, wait_until
 
@@ -55,30 +54,6 @@ RECORDS += [
 ]
 
 
-class PolicyServer(HttpsServer):
-    """HTTPS on 127.0.0.20:`port` serving each domain's policy to `mta-sts.DOMAIN`."""
-
-    def __init__(self, port, cert, key):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                domain = self.headers.get("Host", "").removeprefix("mta-sts.")
-                policy = POLICIES.get(domain)
-                if self.path != "/.well-known/mta-sts.txt" or policy is None:
-                    self.send_error(404)
-                    return
-                body = f"version: STSv1\r\n{policy.replace(chr(10), chr(13) + chr(10))}\r\nmax_age: 86400\r\n".encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__("127.0.0.20", port, cert, key, Handler)
-
-
 class MtaStsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -89,7 +64,7 @@ class MtaStsTest(unittest.TestCase):
         cls.addClassCleanup(cls.dns.stop)
         port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.4")
         https_port = free_port("127.0.0.20")
-        cls.policies = PolicyServer(https_port, str(cert), str(key))
+        cls.policies = PolicyServer(https_port, str(cert), str(key), POLICIES)
         cls.addClassCleanup(cls.policies.stop)
         cls.plain_mx = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx.plain.test"))
 

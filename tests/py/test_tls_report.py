@@ -69,6 +69,9 @@ class TlsReportTest(unittest.TestCase):
                 f"mx1 A 127.0.0.2\n_{port}._tcp.mx1 TLSA 3 1 1 {a}\n"
                 f"mx2 A 127.0.0.3\n_{port}._tcp.mx2 TLSA 3 1 1 {a}\n"
                 "mx4 A 127.0.0.5\nmx6 A 127.0.0.6\n"
+                # The reports' own MX fails DANE (no STARTTLS): they are
+                # sent with `TLS-Required: No` and get through all the same.
+                f"_{port}._tcp.mx6 TLSA 3 1 1 {a}\n"
             ),
         }, signed={"rpt.test"})
         cls.addClassCleanup(cls.dns.stop)
@@ -118,6 +121,7 @@ class TlsReportTest(unittest.TestCase):
             self.assertEqual((sender, recipients), ("tls-reports@sender.test", ["tls@reports.rpt.test"]))
             mail = email.message_from_bytes(raw, policy=email.policy.default)
             domain = mail["TLS-Report-Domain"]
+            self.assertEqual(mail["TLS-Required"], "No")
             self.assertEqual(mail["TLS-Report-Submitter"], "mx.sender.test")
             self.assertEqual(mail.get_content_type(), "multipart/report")
             self.assertEqual(mail.get_param("report-type"), "tlsrpt")

@@ -8,6 +8,7 @@ mod command;
 mod data;
 mod dsn;
 mod reply;
+mod require_tls;
 
 pub use address::{Address, AddressError, Param};
 pub use command::{Command, CommandError, MAX_COMMAND_LINE, parse_command};
@@ -17,3 +18,4 @@ pub use dsn::{
     xtext_decode, xtext_encode,
 };
 pub use reply::{Reply, codes};
+pub use require_tls::{TLS_REQUIRED_HEADER, TlsRequest};

@@ -13,7 +13,8 @@
 use super::route::Address;
 use super::tls_report::TlsFailure;
 use crate::capabilities::ServiceStream;
-use crate::protocol::DsnRequests;
+use crate::protocol::TlsRequest;
+use crate::queue::Envelope;
 use base64::Engine;
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
@@ -178,17 +179,6 @@ pub struct Delivery {
     pub dsn_passed: bool,
 }
 
-/// Who a message is from and for, and what the sender asked to be told.
-#[derive(Clone, Copy, Debug)]
-pub struct Envelope<'a> {
-    /// The reverse-path as `local@domain`; empty for `<>`.
-    pub sender: &'a str,
-    /// The recipients as `local@domain`.
-    pub recipients: &'a [String],
-    /// DSN requests, passed on to a server that offers DSN.
-    pub dsn: &'a DsnRequests,
-}
-
 impl Delivery {
     /// The final word for `index`: the reply to the message when the
     /// recipient was accepted (its own, from an LMTP server), else its RCPT reply.
@@ -228,6 +218,9 @@ pub enum ClientError {
     /// TLS could not be set up as required.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The message asked for REQUIRETLS and the server does not offer it.
+    #[error("{0} does not offer REQUIRETLS, which the sender asked for")]
+    NoRequireTls(String),
     /// The server refused at this stage for the whole message.
     #[error("{stage} refused: {reply}")]
     Refused {
@@ -259,8 +252,11 @@ impl ClientError {
 
 /// Delivers `message` (of `size` bytes, CRLF lines, not dot-stuffed) for
 /// `envelope` to the server `addr`, whose name `host` is used for TLS.
-/// Per-recipient results come back in [`Delivery`]; a failure for the whole
-/// attempt is a [`ClientError`].
+/// DSN requests go on to a server that offers DSN. A message that asked for
+/// REQUIRETLS (RFC 8689) goes only over verified TLS (DANE's, when
+/// `settings` has TLSA records) to a server that offers REQUIRETLS, except
+/// to a Unix socket. Per-recipient results come back in [`Delivery`]; a
+/// failure for the whole attempt is a [`ClientError`].
 pub async fn send(
     addr: &Address,
     host: &str,
@@ -273,7 +269,19 @@ pub async fn send(
         sender,
         recipients,
         dsn,
+        tls_request,
     } = envelope;
+    let require_tls = tls_request == TlsRequest::Required;
+    let verified;
+    let settings = if require_tls && settings.tls != TlsMode::Required {
+        verified = ClientSettings {
+            tls: TlsMode::Required,
+            ..settings.clone()
+        };
+        &verified
+    } else {
+        settings
+    };
     let (mut conn, ext, tls) = Connection::open(addr, host, settings).await?;
     let utf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
     if utf8 && !offers(&ext, "SMTPUTF8") {
@@ -292,6 +300,17 @@ pub async fn send(
     }
     if utf8 {
         mail.push_str(" SMTPUTF8");
+    }
+    if require_tls {
+        // A socket on this machine is not on the wire (see `open`).
+        let on_the_wire = !matches!(addr, Address::Unix(_));
+        if on_the_wire && !(tls && offers(&ext, "REQUIRETLS")) {
+            conn.quit().await;
+            return Err(ClientError::NoRequireTls(host.to_string()));
+        }
+        if offers(&ext, "REQUIRETLS") {
+            mail.push_str(" REQUIRETLS");
+        }
     }
     let dsn_passed = offers(&ext, "DSN");
     if dsn_passed {
@@ -919,6 +938,7 @@ impl rustls::client::danger::ServerCertVerifier for OwnCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::DsnRequests;
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::net::TcpListener;
 
@@ -1002,6 +1022,7 @@ mod tests {
                 sender: "s@x.test",
                 recipients: &rcpts(&["a@d.test"]),
                 dsn: &DsnRequests::default(),
+                tls_request: TlsRequest::Unstated,
             },
             message,
             message.len() as u64,
@@ -1036,6 +1057,7 @@ mod tests {
                 sender: "s@x.test",
                 recipients: &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
                 dsn: &DsnRequests::default(),
+                tls_request: TlsRequest::Unstated,
             },
             message,
             22,
@@ -1076,6 +1098,7 @@ mod tests {
             sender: "s@x.test",
             recipients,
             dsn: &dsn,
+            tls_request: TlsRequest::Unstated,
         };
         let both = rcpts(&["a@d.test", "b@d.test"]);
         for offered in [true, false] {
@@ -1127,6 +1150,7 @@ mod tests {
                 sender: "",
                 recipients: &rcpts(&["a@d.test"]),
                 dsn: &DsnRequests::default(),
+                tls_request: TlsRequest::Unstated,
             },
             &b"x\r\n"[..],
             3,
@@ -1164,6 +1188,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_requiretls_message_is_not_sent_in_the_clear_whatever_the_server_offers() {
+        let (addr, server) = scripted("250-mx.test\r\n250 REQUIRETLS\r\n", vec![]).await;
+        let envelope = Envelope {
+            sender: "s@x.test",
+            recipients: &rcpts(&["a@d.test"]),
+            dsn: &DsnRequests::default(),
+            tls_request: TlsRequest::Required,
+        };
+        let err = send(&addr, "mx.test", &settings(), envelope, &b"secret\r\n"[..], 8)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Tls(_)), "{err}");
+        assert!(!server.await.unwrap().contains("MAIL"), "the envelope was not sent");
+    }
+
+    #[tokio::test]
     async fn lmtp_greets_with_lhlo_and_takes_a_reply_per_accepted_recipient() {
         let (addr, server) = scripted(
             "",
@@ -1186,6 +1226,7 @@ mod tests {
             sender: "s@x.test",
             recipients: &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
             dsn: &DsnRequests::default(),
+            tls_request: TlsRequest::Unstated,
         };
         let delivery = send(&addr, "mx.test", &lmtp, envelope, &b"hi\r\n"[..], 4)
             .await

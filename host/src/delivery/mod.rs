@@ -11,7 +11,7 @@ mod outbound;
 mod route;
 mod tls_report;
 
-pub use client::{ClientError, ClientSettings, Delivery, Envelope, RemoteReply, TlsMode, probe, send};
+pub use client::{ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, probe, send};
 pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};

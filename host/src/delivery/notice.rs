@@ -62,6 +62,11 @@ impl Report {
         }
     }
 
+    /// Whether retrying will not help (a `5.x.x` status).
+    pub fn is_permanent(&self) -> bool {
+        self.status.starts_with('5')
+    }
+
     /// A failure found locally (DNS, connection, policy), not said by a server.
     pub fn local(status: &str, diagnostic: impl Into<String>) -> Report {
         Report {
@@ -354,6 +359,7 @@ mod tests {
             delay_notified: false,
             hop: None,
             held: false,
+            tls_request: Default::default(),
         };
         let failed = vec![(
             "bob@d.test".to_string(),

@@ -8,6 +8,7 @@
 //! The counts live in memory and in `queue/tls-reports.json`, saved at most
 //! a minute late: a crash loses at most that minute's counts, never mail.
 
+use crate::protocol::TLS_REQUIRED_HEADER;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::flate2::Compression;
 use mail_auth::flate2::write::GzEncoder;
@@ -299,7 +300,9 @@ impl TlsReports {
             return None;
         }
         let report = period.report(domain, &self.submitter);
-        let mut message = Vec::new();
+        // The report must get through even to a domain whose TLS is what
+        // fails (RFC 8460 §5.3): its policies are waived (RFC 8689 §5).
+        let mut message = format!("{TLS_REQUIRED_HEADER}: No\r\n").into_bytes();
         report
             .write_rfc5322(
                 domain,
@@ -546,6 +549,7 @@ mod tests {
         assert_eq!(mail.recipients, ["tls@a.test"]);
         let text = String::from_utf8_lossy(&mail.message);
         assert!(text.contains("TLS-Report-Domain: a.test"), "{text}");
+        assert!(text.starts_with("TLS-Required: No\r\n"), "policies waived: {text}");
         assert!(text.contains("TLS-Report-Submitter: mx.sender.test"), "{text}");
         assert!(text.contains("report-type=\"tlsrpt\""), "{text}");
         assert!(text.contains("application/tlsrpt+gzip"), "{text}");

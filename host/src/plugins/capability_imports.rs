@@ -424,23 +424,26 @@ impl outbound_queue::Host for StoreState {
         }
         let tls = tls_policy(&hop.tls)?;
         self.check_socket(&hop.host, hop.lmtp)?;
-        let (message, (queue, sender, dsn, origin, unknown)) = self.message_and("enqueue", |conn, tx| {
-            let known: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
-            let unknown = recipients.iter().find(|r| !known.contains(r)).cloned();
-            (
-                conn.outbound.clone(),
-                tx.sender.addr_spec(),
-                tx.dsn_requests(),
-                tx.id.clone(),
-                unknown,
-            )
-        })?;
+        let (message, (queue, sender, dsn, origin, tls_request, unknown)) =
+            self.message_and("enqueue", |conn, tx| {
+                let known: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
+                let unknown = recipients.iter().find(|r| !known.contains(r)).cloned();
+                (
+                    conn.outbound.clone(),
+                    tx.sender.addr_spec(),
+                    tx.dsn_requests(),
+                    tx.id.clone(),
+                    tx.tls_request(),
+                    unknown,
+                )
+            })?;
         let handoff = Handoff {
             message,
             sender,
             recipients: recipients.clone(),
             dsn,
             origin,
+            tls: tls_request,
         };
         if let Some(unknown) = unknown {
             return Err(Error::Invalid(format!(
@@ -593,8 +596,9 @@ impl forward::Host for StoreState {
         recipients: Vec<String>,
     ) -> Result<Vec<forward::RecipientReply>, Error> {
         let settings = self.forward_settings(&hop, false)?;
-        let (reader, (sender, dsn)) =
-            self.message_and("forward", |_, tx| (tx.sender.addr_spec(), tx.dsn_requests()))?;
+        let (reader, (sender, dsn, tls_request)) = self.message_and("forward", |_, tx| {
+            (tx.sender.addr_spec(), tx.dsn_requests(), tx.tls_request())
+        })?;
         let dns = self.host.services.backends.dns.clone();
         let host = hop.host.clone();
         let (replies, dsn_passed) = bounded(self.deadline, async move {
@@ -608,10 +612,11 @@ impl forward::Host for StoreState {
             let (hop, settings, message) = (&hop, &settings, &message);
             let (sender, recipients, dsn, reply_for) = (&sender, &recipients, &dsn, &reply_for);
             each_address(&dns, hop, |addr| async move {
-                let envelope = crate::delivery::Envelope {
+                let envelope = crate::queue::Envelope {
                     sender,
                     recipients,
                     dsn,
+                    tls_request,
                 };
                 match send(
                     &addr,

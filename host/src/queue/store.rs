@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 use waraka_config::NextHopConfig;
-use waraka_protocol::DsnRequests;
+use waraka_protocol::{DsnRequests, TlsRequest};
 
 const TMP_PREFIX: &str = ".tmp-";
 const CORRUPT_DIR: &str = "corrupt";
@@ -61,9 +61,22 @@ pub struct Entry {
     /// bounced and not expired until released.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// What the sender asked of TLS on the way on (RFC 8689).
+    #[serde(default, skip_serializing_if = "TlsRequest::is_unstated")]
+    pub tls_request: TlsRequest,
 }
 
 impl Entry {
+    /// Who the message is from and for, and what its sender asked.
+    pub fn envelope(&self) -> Envelope<'_> {
+        Envelope {
+            sender: &self.sender,
+            recipients: &self.recipients,
+            dsn: &self.dsn,
+            tls_request: self.tls_request,
+        }
+    }
+
     /// Holds the entry, or releases it to be due at `now_ms`.
     pub fn set_held(&mut self, held: bool, now_ms: u64) {
         self.held = held;
@@ -71,6 +84,19 @@ impl Entry {
             self.next_attempt_ms = now_ms;
         }
     }
+}
+
+/// Who a message is from and for, and what its sender asked.
+#[derive(Clone, Copy, Debug)]
+pub struct Envelope<'a> {
+    /// The reverse-path as `local@domain`; empty for `<>`.
+    pub sender: &'a str,
+    /// The recipients, as `local@domain`.
+    pub recipients: &'a [String],
+    /// What the sender asked to be told (RFC 3461).
+    pub dsn: &'a DsnRequests,
+    /// What the sender asked of TLS on the way on (RFC 8689).
+    pub tls_request: TlsRequest,
 }
 
 /// Which entries an administrator's `hold` or `release` names.
@@ -285,18 +311,22 @@ impl QueueStore {
         })
     }
 
-    /// Queues `message` from `sender` once per destination domain of
-    /// `recipients` (grouped in order of first appearance). Every file is
+    /// Queues `message` once per destination domain of the envelope's
+    /// recipients (grouped in order of first appearance). Every file is
     /// durable when this returns; on error nothing of this message remains.
     pub fn enqueue(
         &self,
         message: impl Read,
-        sender: &str,
-        recipients: &[String],
-        dsn: &DsnRequests,
+        envelope: Envelope<'_>,
         origin: &str,
         hop: Option<&NextHopConfig>,
     ) -> io::Result<Vec<Entry>> {
+        let Envelope {
+            sender,
+            recipients,
+            dsn,
+            tls_request,
+        } = envelope;
         let arrival_ms = now_ms();
         let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
         for rcpt in recipients {
@@ -325,6 +355,7 @@ impl QueueStore {
                     message_size,
                     hop: hop.cloned(),
                     held: false,
+                    tls_request,
                 };
                 fs::hard_link(&tmp, self.message_path(&entry))?;
                 made.push(entry.clone());
@@ -428,6 +459,15 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn envelope<'a>(sender: &'a str, recipients: &'a [String], dsn: &'a DsnRequests) -> Envelope<'a> {
+        Envelope {
+            sender,
+            recipients,
+            dsn,
+            tls_request: TlsRequest::Unstated,
+        }
+    }
+
     #[test]
     fn one_entry_per_domain_sharing_one_message() {
         let dir = tempfile::tempdir().unwrap();
@@ -448,9 +488,10 @@ mod tests {
         let entries = store
             .enqueue(
                 &b"Subject: x\r\n\r\nbody\r\n"[..],
-                "s@here.test",
-                &rcpts,
-                &dsn,
+                Envelope {
+                    tls_request: TlsRequest::Required,
+                    ..envelope("s@here.test", &rcpts, &dsn)
+                },
                 "T.1",
                 None,
             )
@@ -465,6 +506,7 @@ mod tests {
             "each entry keeps the message's requests"
         );
         assert_eq!(entries[1].dsn.message.envid.as_deref(), Some("e1"));
+        assert_eq!(entries[1].tls_request, TlsRequest::Required, "and its TLS request");
         let only = |e: &Entry| e.dsn.recipients.keys().cloned().collect::<Vec<_>>();
         assert_eq!(
             (only(&entries[0]), only(&entries[1])),
@@ -497,7 +539,12 @@ mod tests {
         let (store, _) = QueueStore::open(dir.path()).unwrap();
         let rcpts = recipients(&["a@d.test", "b@d.test"]);
         let mut entry = store
-            .enqueue(&b"m\r\n"[..], "", &rcpts, &DsnRequests::default(), "T.2", None)
+            .enqueue(
+                &b"m\r\n"[..],
+                envelope("", &rcpts, &DsnRequests::default()),
+                "T.2",
+                None,
+            )
             .unwrap()
             .remove(0);
         let mut later = store.split(&entry, recipients(&["b@d.test"])).unwrap();
@@ -524,9 +571,7 @@ mod tests {
         let good = store
             .enqueue(
                 &b"m\r\n"[..],
-                "s@x.test",
-                &recipients(&["a@d.test"]),
-                &DsnRequests::default(),
+                envelope("s@x.test", &recipients(&["a@d.test"]), &DsnRequests::default()),
                 "T.3",
                 None,
             )
@@ -534,9 +579,7 @@ mod tests {
         let torn = store
             .enqueue(
                 &b"m\r\n"[..],
-                "s@x.test",
-                &recipients(&["a@e.test"]),
-                &DsnRequests::default(),
+                envelope("s@x.test", &recipients(&["a@e.test"]), &DsnRequests::default()),
                 "T.4",
                 None,
             )
@@ -544,9 +587,7 @@ mod tests {
         let truncated = store
             .enqueue(
                 &b"a whole message\r\n"[..],
-                "s@x.test",
-                &recipients(&["a@f.test"]),
-                &DsnRequests::default(),
+                envelope("s@x.test", &recipients(&["a@f.test"]), &DsnRequests::default()),
                 "T.5",
                 None,
             )

@@ -4,7 +4,7 @@
 
 use super::message::Message;
 use crate::capabilities::{Authentication, NoteLimits, NoteStore};
-use crate::protocol::{Address, DsnRequests, MessageRequest, RecipientRequest};
+use crate::protocol::{Address, DsnRequests, MessageRequest, RecipientRequest, TLS_REQUIRED_HEADER, TlsRequest};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -84,6 +84,17 @@ impl Transaction {
                 })
                 .collect(),
         }
+    }
+
+    /// What the sender asked of TLS on the way on: `REQUIRETLS` on MAIL, or
+    /// a `TLS-Required: No` header field in the message (RFC 8689).
+    pub fn tls_request(&self) -> TlsRequest {
+        let header = self
+            .message
+            .as_ref()
+            .map(|m| m.header(TLS_REQUIRED_HEADER))
+            .unwrap_or_default();
+        TlsRequest::of(&self.sender, header.iter().map(String::as_str))
     }
 }
 

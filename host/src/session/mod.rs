@@ -15,7 +15,7 @@ pub use settings::{EarlyTalker, Role, SessionSettings};
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, DsnRequests, MAX_COMMAND_LINE, MessageRequest,
-    RecipientRequest, Reply, codes, inherit_requests, parse_command,
+    RecipientRequest, Reply, TlsRequest, codes, inherit_requests, parse_command,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,6 +94,8 @@ pub struct Handoff {
     pub dsn: DsnRequests,
     /// The transaction's id, for the log.
     pub origin: String,
+    /// What the sender asked of TLS on the way on (RFC 8689).
+    pub tls: TlsRequest,
 }
 
 impl Handoff {
@@ -105,6 +107,7 @@ impl Handoff {
             recipients: recipients.iter().map(Address::addr_spec).collect(),
             dsn: tx.dsn_requests(),
             origin: tx.id.clone(),
+            tls: tx.tls_request(),
         }
     }
 }
@@ -771,6 +774,9 @@ impl<P: Policy> Session<P> {
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("SMTPUTF8".into());
         lines.push("DSN".into());
+        if self.conn.lock().tls.is_some() {
+            lines.push("REQUIRETLS".into());
+        }
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
@@ -826,10 +832,17 @@ impl<P: Policy> Session<P> {
         if needs_auth {
             return self.error(Reply::new(530, "5.7.0", "Authentication required"));
         }
-        if let Err(reply) = self.check_params(&sender, &["SIZE", "BODY", "SMTPUTF8", "AUTH", "RET", "ENVID"]) {
+        if let Err(reply) = self.check_params(
+            &sender,
+            &["SIZE", "BODY", "SMTPUTF8", "AUTH", "RET", "ENVID", "REQUIRETLS"],
+        ) {
             return self.error(reply);
         }
         if let Err(reply) = MessageRequest::from_mail(&sender) {
+            return self.error(reply);
+        }
+        let tls = self.conn.lock().tls.is_some();
+        if let Err(reply) = TlsRequest::check_mail(&sender, tls) {
             return self.error(reply);
         }
         if let Some(size) = sender.param("SIZE") {

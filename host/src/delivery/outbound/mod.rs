@@ -5,15 +5,15 @@
 //! attempt of the retry schedule, permanent ones (and those whose schedule
 //! ran out) are bounced to the sender with a DSN.
 
-use super::client::{ClientError, ClientSettings, Envelope, RemoteReply, TlsMode, send};
+use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, resolve, target};
 use super::tls_report::{Submitter, TlsFailure, TlsPolicy, TlsReports};
 use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs, Tlsa};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
-use crate::protocol::DsnRequests;
-use crate::queue::{Entry, QueueStore, RetrySchedule, now_ms};
+use crate::protocol::{DsnRequests, Return, TlsRequest};
+use crate::queue::{Entry, Envelope, QueueStore, RetrySchedule, now_ms};
 use crate::session::{Handoff, HeldCopy, MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
@@ -253,6 +253,7 @@ fn failure_of(error: &ClientError, host: &str) -> Report {
         ClientError::Timeout(_) => ("4.4.2".to_string(), false),
         ClientError::Protocol { .. } => ("4.5.0".to_string(), false),
         ClientError::Tls(_) => ("4.7.5".to_string(), false),
+        ClientError::NoRequireTls(_) => ("5.7.30".to_string(), false),
     };
     Report {
         status,
@@ -304,6 +305,36 @@ fn apply_policy(
             Ok(Route::Targets(named))
         }
     }
+}
+
+/// For a message that asked for REQUIRETLS (RFC 8689 §4.2.1): only the MX
+/// hosts whose names are proven, by DNSSEC-validated MX records (`proven`)
+/// or by the domain's MTA-STS policy naming them. None proven is final
+/// (`5.7.30`), unless the policy could not be fetched (`policy_failed`).
+fn proven_only(
+    route: Route,
+    policy: Option<&Policy>,
+    proven: bool,
+    domain: &str,
+    policy_failed: bool,
+) -> Result<Route, Report> {
+    let Route::Targets(targets) = route else {
+        return Ok(route);
+    };
+    if proven {
+        return Ok(Route::Targets(targets));
+    }
+    let named: Vec<Target> = match policy {
+        Some(policy) if policy.mode != Mode::None => targets.into_iter().filter(|t| policy.allows(&t.host)).collect(),
+        _ => Vec::new(),
+    };
+    if named.is_empty() {
+        return Err(Report::local(
+            if policy_failed { "4.7.5" } else { "5.7.30" },
+            format!("REQUIRETLS: no MX host of {domain} is proven by DNSSEC or named by an MTA-STS policy"),
+        ));
+    }
+    Ok(Route::Targets(named))
 }
 
 /// `[192.0.2.1]` → the address.
@@ -565,15 +596,19 @@ impl Outbound {
 
     /// The servers for `domain` and the client settings to use with them:
     /// the `chosen` hop of a queue plugin, else the outbound hooks', the
-    /// configured route or smarthost, or the MX hosts.
+    /// configured route or smarthost, or the MX hosts; as the sender's
+    /// `tls_request` asks (RFC 8689).
     async fn route(
         &self,
         info: &DeliveryInfo,
         chosen: Option<&NextHopConfig>,
+        tls_request: TlsRequest,
     ) -> Result<(Route, ClientSettings, Option<TlsPolicy>), Report> {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
+        let required = tls_request == TlsRequest::Required;
+        let waived = tls_request == TlsRequest::PolicyWaived;
         let unreported = |(route, client)| (route, client, None);
         if let Some(hop) = chosen {
             return self.fixed_route(&NextHop::from(hop), client).await.map(unreported);
@@ -602,6 +637,12 @@ impl Outbound {
             return self.fixed_route(hop, client).await.map(unreported);
         }
         if let Some(ip) = address_literal(domain) {
+            if required {
+                return Err(Report::local(
+                    "5.7.30",
+                    format!("REQUIRETLS: the server of the address literal {domain} cannot be authenticated"),
+                ));
+            }
             let target = Target {
                 host: ip.to_string(),
                 addrs: vec![Address::Inet(SocketAddr::new(ip, settings.route.port))],
@@ -612,9 +653,10 @@ impl Outbound {
         let route = resolve(&self.inner.dns, domain, &settings.route)
             .await
             .map_err(|e| Report::local("4.4.3", format!("DNS lookup for {domain} failed: {e}")))?;
+        // `TLS-Required: No`: the domain's policies are not looked up.
         let (policy, fetch_failure) = match &self.inner.mta_sts {
-            Some(mta_sts) => mta_sts.policy(&self.inner.dns, domain).await,
-            None => (None, None),
+            Some(mta_sts) if !waived => mta_sts.policy(&self.inner.dns, domain).await,
+            _ => (None, None),
         };
         if let Some(failure) = fetch_failure
             && self.inner.tls_reports.is_some()
@@ -629,10 +671,15 @@ impl Outbound {
             self.tls_failed(domain, policy, "", failure);
         }
         let mut route = apply_policy(policy.as_deref(), route, &mut client, domain)?;
-        if settings.dane {
-            route = self.with_dane(domain, route).await?;
+        let mut proven = false;
+        if settings.dane && !waived {
+            (route, proven) = self.with_dane(domain, route).await?;
         }
-        if self.inner.tls_reports.is_none() {
+        if required {
+            route = proven_only(route, policy.as_deref(), proven, domain, fetch_failure.is_some())?;
+        }
+        // A session not held to the domain's policies is not reported.
+        if self.inner.tls_reports.is_none() || waived {
             return Ok((route, client, None));
         }
         let reported = match policy.as_deref() {
@@ -668,10 +715,11 @@ impl Outbound {
     /// only the hosts those records name, each with the TLSA records DNSSEC
     /// proves or why they could not be validated. MX records that fail
     /// validation, or name none of the hosts, defer the delivery (`4.7.5`):
-    /// a forged answer must not lead around DANE.
-    async fn with_dane(&self, domain: &str, route: Route) -> Result<Route, Report> {
+    /// a forged answer must not lead around DANE. Also whether DNSSEC
+    /// proved the hosts' names.
+    async fn with_dane(&self, domain: &str, route: Route) -> Result<(Route, bool), Report> {
         let Route::Targets(targets) = route else {
-            return Ok(route);
+            return Ok((route, false));
         };
         let dns = &self.inner.dns;
         let exchanges = dns.secure_mx(domain).await.map_err(|e| {
@@ -700,7 +748,7 @@ impl Outbound {
                         Report::local("4.7.5", format!("DNSSEC validation of {domain}'s address failed: {e}"))
                     })?;
                 if !proven {
-                    return Ok(Route::Targets(targets));
+                    return Ok((Route::Targets(targets), false));
                 }
                 targets
             }
@@ -715,7 +763,7 @@ impl Outbound {
                 )),
             };
         }
-        Ok(Route::Targets(targets))
+        Ok((Route::Targets(targets), true))
     }
 
     /// The route to one configured or plugin-chosen next hop, and the
@@ -746,7 +794,7 @@ impl Outbound {
     /// Tries the entry's servers in order until one gives per-recipient answers.
     async fn attempt(&self, entry: &Entry, info: &DeliveryInfo) -> Vec<(String, Outcome)> {
         let all = |outcome: Outcome| all_recipients(entry, outcome);
-        let (targets, client, reported) = match self.route(info, entry.hop.as_ref()).await {
+        let (targets, client, reported) = match self.route(info, entry.hop.as_ref(), entry.tls_request).await {
             Ok((Route::Targets(targets), client, reported)) => (targets, client, reported),
             Ok((Route::NullMx, _, _)) => {
                 return all(Outcome::Failed(Report::local(
@@ -760,10 +808,13 @@ impl Outbound {
                     format!("no mail server found for {}", entry.domain),
                 )));
             }
+            Err(failure) if failure.is_permanent() => return all(Outcome::Failed(failure)),
             Err(failure) => return all(Outcome::Deferred(failure)),
         };
         let path = self.inner.store.message_path(entry);
         let mut last = Report::local("4.4.1", "no server could be reached");
+        // Whether any server failed other than by not offering REQUIRETLS.
+        let mut other_failure = false;
         for target in &targets {
             let dane_client;
             let client = match &target.dane {
@@ -786,6 +837,7 @@ impl Outbound {
                         self.tls_failed(&entry.domain, policy, &target.host, TlsFailure::DnssecInvalid);
                     }
                     last = Report::local("4.7.5", reason.clone());
+                    other_failure = true;
                     continue;
                 }
             };
@@ -824,11 +876,7 @@ impl Outbound {
                     addr,
                     &target.host,
                     client,
-                    Envelope {
-                        sender: &entry.sender,
-                        recipients: &entry.recipients,
-                        dsn: &entry.dsn,
-                    },
+                    entry.envelope(),
                     tokio::io::BufReader::new(file),
                     size,
                 )
@@ -864,6 +912,7 @@ impl Outbound {
                         let failure = failure_of(&e, &target.host);
                         if e.try_next_host() {
                             warn!(id = %entry.id, host = %target.host, %addr, error = %e, "delivery attempt failed; trying the next address");
+                            other_failure |= !matches!(e, ClientError::NoRequireTls(_));
                             last = failure;
                             continue;
                         }
@@ -875,6 +924,10 @@ impl Outbound {
                     }
                 }
             }
+        }
+        // No server offers REQUIRETLS: waiting will not change that.
+        if !other_failure && last.is_permanent() {
+            return all(Outcome::Failed(last));
         }
         all(Outcome::Deferred(last))
     }
@@ -1055,7 +1108,13 @@ impl Outbound {
         retry_until_ms: Option<u64>,
     ) -> io::Result<Vec<Entry>> {
         let store = &self.inner.store;
-        let returned = Returned::choose(&store.message_path(entry), action, entry.dsn.message.ret)?;
+        // The notice may travel without TLS (RFC 8689 binds no `<>`
+        // sender): the content of a REQUIRETLS message never goes in it.
+        let ret = match entry.tls_request {
+            TlsRequest::Required => Some(Return::Headers),
+            _ => entry.dsn.message.ret,
+        };
+        let returned = Returned::choose(&store.message_path(entry), action, ret)?;
         let about = About {
             retry_until_ms,
             ..About::entry(entry)
@@ -1128,9 +1187,17 @@ impl Outbound {
             &settings.hostname,
             &settings.dkim,
         );
-        self.inner
-            .store
-            .enqueue(message.as_slice(), "", &to, &DsnRequests::default(), about.id, None)
+        self.inner.store.enqueue(
+            message.as_slice(),
+            Envelope {
+                sender: "",
+                recipients: &to,
+                dsn: &DsnRequests::default(),
+                tls_request: TlsRequest::Unstated,
+            },
+            about.id,
+            None,
+        )
     }
 }
 
@@ -1144,10 +1211,19 @@ impl Outbound {
                 recipients,
                 dsn,
                 origin,
+                tls,
             } = handoff;
-            o.inner
-                .store
-                .enqueue(message, &sender, &recipients, &dsn, &origin, hop.as_ref())
+            o.inner.store.enqueue(
+                message,
+                Envelope {
+                    sender: &sender,
+                    recipients: &recipients,
+                    dsn: &dsn,
+                    tls_request: tls,
+                },
+                &origin,
+                hop.as_ref(),
+            )
         })
         .await
     }

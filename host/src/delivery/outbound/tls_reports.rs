@@ -10,8 +10,8 @@ use super::super::notice;
 use super::super::tls_report::{self, ReportMail, TlsFailure, TlsPolicy, TlsSession};
 use super::Outbound;
 use crate::capabilities::CapabilityError;
-use crate::protocol::DsnRequests;
-use crate::queue::{Entry, now_ms};
+use crate::protocol::{DsnRequests, TlsRequest};
+use crate::queue::{Entry, Envelope, now_ms};
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -167,13 +167,12 @@ impl Outbound {
             .map_or(submitter.name.as_str(), |(_, d)| d);
         let message = notice::signed(mail.message, from_domain, &self.inner.settings.dkim);
         let id = format!("tls-report-{}", mail.domain);
-        self.inner.store.enqueue(
-            message.as_slice(),
-            &submitter.from,
-            &mail.recipients,
-            &DsnRequests::default(),
-            &id,
-            None,
-        )
+        let envelope = Envelope {
+            sender: &submitter.from,
+            recipients: &mail.recipients,
+            dsn: &DsnRequests::default(),
+            tls_request: TlsRequest::PolicyWaived,
+        };
+        self.inner.store.enqueue(message.as_slice(), envelope, &id, None)
     }
 }
