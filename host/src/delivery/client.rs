@@ -253,9 +253,9 @@ impl ClientError {
 /// Delivers `message` (of `size` bytes, CRLF lines, not dot-stuffed) for
 /// `envelope` to the server `addr`, whose name `host` is used for TLS.
 /// DSN requests go on to a server that offers DSN. A message that asked for
-/// REQUIRETLS (RFC 8689) goes only over verified TLS (DANE's, when
-/// `settings` has TLSA records) to a server that offers REQUIRETLS, except
-/// to a Unix socket. Per-recipient results come back in [`Delivery`]; a
+/// REQUIRETLS (RFC 8689) is relayed only over verified TLS (DANE's, when
+/// `settings` has TLSA records) to a server that offers REQUIRETLS; LMTP
+/// and Unix sockets are final delivery on this side, and exempt. Per-recipient results come back in [`Delivery`]; a
 /// failure for the whole attempt is a [`ClientError`].
 pub async fn send(
     addr: &Address,
@@ -271,7 +271,9 @@ pub async fn send(
         dsn,
         tls_request,
     } = envelope;
-    let require_tls = tls_request == TlsRequest::Required;
+    // REQUIRETLS binds relaying: not LMTP's final delivery to a mailbox
+    // server, nor a socket on this machine, which is not on the wire.
+    let require_tls = tls_request == TlsRequest::Required && !settings.lmtp && !matches!(addr, Address::Unix(_));
     let verified;
     let settings = if require_tls && settings.tls != TlsMode::Required {
         verified = ClientSettings {
@@ -301,16 +303,12 @@ pub async fn send(
     if utf8 {
         mail.push_str(" SMTPUTF8");
     }
-    if require_tls {
-        // A socket on this machine is not on the wire (see `open`).
-        let on_the_wire = !matches!(addr, Address::Unix(_));
-        if on_the_wire && !(tls && offers(&ext, "REQUIRETLS")) {
-            conn.quit().await;
-            return Err(ClientError::NoRequireTls(host.to_string()));
-        }
-        if offers(&ext, "REQUIRETLS") {
-            mail.push_str(" REQUIRETLS");
-        }
+    if require_tls && !(tls && offers(&ext, "REQUIRETLS")) {
+        conn.quit().await;
+        return Err(ClientError::NoRequireTls(host.to_string()));
+    }
+    if tls_request == TlsRequest::Required && offers(&ext, "REQUIRETLS") {
+        mail.push_str(" REQUIRETLS");
     }
     let dsn_passed = offers(&ext, "DSN");
     if dsn_passed {
@@ -1222,11 +1220,12 @@ mod tests {
             lmtp: true,
             ..settings()
         };
+        // Final delivery to the mailbox server: REQUIRETLS does not bind it.
         let envelope = Envelope {
             sender: "s@x.test",
             recipients: &rcpts(&["a@d.test", "b@d.test", "c@d.test"]),
             dsn: &DsnRequests::default(),
-            tls_request: TlsRequest::Unstated,
+            tls_request: TlsRequest::Required,
         };
         let delivery = send(&addr, "mx.test", &lmtp, envelope, &b"hi\r\n"[..], 4)
             .await
