@@ -6,13 +6,18 @@
 
 use super::CapabilityError;
 use mail_auth::arc::ArcSealer;
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
-use mail_auth::common::headers::HeaderWriter;
+use mail_auth::common::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::DkimSigner;
 use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// The kind of key `waraka dkim-key` makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +62,44 @@ const SIGNED_FIELDS: &[&str] = &[
     "List-Unsubscribe-Post",
 ];
 
-/// The signing keys of one server, read from a directory on each use (a
-/// replaced key applies to the next message). The default has none.
+/// The signing keys of one server, read from a directory. A key is parsed
+/// once and kept while its files stay as they are (a replaced key applies
+/// to the next message). The default has none.
 #[derive(Clone, Debug, Default)]
 pub struct DkimKeys {
     dir: Option<PathBuf>,
+    parsed: Arc<ParsedKeys>,
+}
+
+/// Which version of a file was read: its inode, length and change time.
+type FileStamp = (u64, u64, Option<SystemTime>);
+
+/// A domain's key as parsed, with the stamps of its `private` and
+/// `selector` files then.
+struct Parsed {
+    stamps: [FileStamp; 2],
+    selector: String,
+    key: Arc<DkimKey>,
+}
+
+/// The keys parsed so far, by domain.
+#[derive(Default)]
+struct ParsedKeys(Mutex<HashMap<String, Parsed>>);
+
+impl fmt::Debug for ParsedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.lock().map_or(0, |keys| keys.len());
+        write!(f, "ParsedKeys({count})")
+    }
+}
+
+/// The stamp of the file at `path`; `NotFound` when there is none.
+fn stamp(path: &Path) -> Result<FileStamp, CapabilityError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok((meta.ino(), meta.len(), meta.modified().ok())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CapabilityError::NotFound),
+        Err(e) => Err(CapabilityError::Backend(format!("{}: {e}", path.display()))),
+    }
 }
 
 /// A signature made for a message.
@@ -120,19 +158,29 @@ fn fields_to_sign(message: &[u8]) -> Vec<&'static str> {
     fields
 }
 
-/// A private key of either kind mail-auth signs with.
-enum PrivateKey {
-    Rsa(RsaKey<Sha256>),
-    Ed25519(Ed25519Key),
+/// A parsed key, shared by the messages it signs.
+#[derive(Clone)]
+struct SharedKey(Arc<DkimKey>);
+
+impl SigningKey for SharedKey {
+    type Hasher = Sha256;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
+    }
 }
 
-/// A key of the directory with its selector, read for one use.
+/// A key of the directory with its selector.
 pub struct DomainKey {
     /// The domain it signs for (`d=`).
     pub domain: String,
     /// Its selector (`s=`).
     pub selector: String,
-    key: PrivateKey,
+    key: SharedKey,
 }
 
 /// The `DKIM-Signature` header field `key` makes for `message`.
@@ -192,10 +240,7 @@ fn header_fields(block: &str) -> Vec<(String, String)> {
 impl DomainKey {
     /// Signs `message` (header and body, as it will be queued).
     fn sign(self, message: &[u8]) -> Result<DkimSignature, CapabilityError> {
-        let header = match self.key {
-            PrivateKey::Rsa(key) => sign_with(key, &self.domain, &self.selector, message)?,
-            PrivateKey::Ed25519(key) => sign_with(key, &self.domain, &self.selector, message)?,
-        };
+        let header = sign_with(self.key, &self.domain, &self.selector, message)?;
         let value = header
             .strip_prefix("DKIM-Signature:")
             .unwrap_or(&header)
@@ -219,10 +264,7 @@ impl DomainKey {
         results: &AuthenticationResults<'_>,
         arc: &ArcOutput<'_>,
     ) -> Result<Vec<(String, String)>, CapabilityError> {
-        let block = match self.key {
-            PrivateKey::Rsa(key) => seal_with(key, &self.domain, &self.selector, message, results, arc)?,
-            PrivateKey::Ed25519(key) => seal_with(key, &self.domain, &self.selector, message, results, arc)?,
-        };
+        let block = seal_with(self.key, &self.domain, &self.selector, message, results, arc)?;
         Ok(header_fields(&block))
     }
 }
@@ -230,7 +272,10 @@ impl DomainKey {
 impl DkimKeys {
     /// Keys under `dir`; `None` (the embedded default instance) has none.
     pub fn new(dir: Option<PathBuf>) -> DkimKeys {
-        DkimKeys { dir }
+        DkimKeys {
+            dir,
+            parsed: Arc::default(),
+        }
     }
 
     /// Signs `message` (header and body, as it will be queued) with the key
@@ -319,40 +364,68 @@ impl DkimKeys {
         Ok(format!("v=DKIM1; k={k}; p={p}"))
     }
 
-    /// The key of exactly `domain`, a checked domain name.
+    /// The key of exactly `domain`, a checked domain name: parsed again
+    /// only when its files changed since it was last.
     fn key_of(&self, domain: &str) -> Result<DomainKey, CapabilityError> {
         let dir = self.dir.as_ref().ok_or(CapabilityError::NotFound)?.join(domain);
-        let read = |name: &str| match std::fs::read(dir.join(name)) {
-            Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CapabilityError::NotFound),
-            Err(e) => Err(CapabilityError::Backend(format!("{}: {e}", dir.join(name).display()))),
-        };
-        let pem = read("private")?;
-        let selector = String::from_utf8_lossy(&read("selector")?).trim().to_string();
-        if selector.is_empty() || !selector.split('.').all(is_domain_name) {
-            return Err(CapabilityError::Backend(format!(
-                "{}: bad selector {selector:?}",
-                dir.display()
-            )));
-        }
-        let bad_key = |e: String| CapabilityError::Backend(format!("{}: {e}", dir.join("private").display()));
-        let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_key(e.to_string()))?;
-        let key = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
-            Ok(rsa) => PrivateKey::Rsa(rsa),
-            Err(rsa_error) => {
-                let ed25519 = match &der {
-                    PrivateKeyDer::Pkcs8(pkcs8) => Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der()).ok(),
-                    _ => None,
-                };
-                PrivateKey::Ed25519(ed25519.ok_or_else(|| bad_key(format!("neither RSA nor Ed25519 ({rsa_error})")))?)
-            }
-        };
-        Ok(DomainKey {
+        let stamps = [stamp(&dir.join("private"))?, stamp(&dir.join("selector"))?];
+        let known = |parsed: &Parsed| DomainKey {
             domain: domain.to_string(),
+            selector: parsed.selector.clone(),
+            key: SharedKey(parsed.key.clone()),
+        };
+        if let Some(parsed) = self.parsed.lock().get(domain)
+            && parsed.stamps == stamps
+        {
+            return Ok(known(parsed));
+        }
+        // Stamped before reading: a change while reading is parsed next time.
+        let (selector, key) = parse_key(&dir)?;
+        let parsed = Parsed {
+            stamps,
             selector,
-            key,
-        })
+            key: Arc::new(key),
+        };
+        let key = known(&parsed);
+        self.parsed.lock().insert(domain.to_string(), parsed);
+        Ok(key)
     }
+}
+
+impl ParsedKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parsed>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The selector and the private key in the key directory `dir`.
+fn parse_key(dir: &Path) -> Result<(String, DkimKey), CapabilityError> {
+    let read = |name: &str| match std::fs::read(dir.join(name)) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CapabilityError::NotFound),
+        Err(e) => Err(CapabilityError::Backend(format!("{}: {e}", dir.join(name).display()))),
+    };
+    let pem = read("private")?;
+    let selector = String::from_utf8_lossy(&read("selector")?).trim().to_string();
+    if selector.is_empty() || !selector.split('.').all(is_domain_name) {
+        return Err(CapabilityError::Backend(format!(
+            "{}: bad selector {selector:?}",
+            dir.display()
+        )));
+    }
+    let bad_key = |e: String| CapabilityError::Backend(format!("{}: {e}", dir.join("private").display()));
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| bad_key(e.to_string()))?;
+    let key = match RsaKey::<Sha256>::from_key_der(der.clone_key()) {
+        Ok(rsa) => DkimKey::Rsa(rsa),
+        Err(rsa_error) => {
+            let ed25519 = match &der {
+                PrivateKeyDer::Pkcs8(pkcs8) => Ed25519Key::from_pkcs8_der(pkcs8.secret_pkcs8_der()).ok(),
+                _ => None,
+            };
+            DkimKey::Ed25519(ed25519.ok_or_else(|| bad_key(format!("neither RSA nor Ed25519 ({rsa_error})")))?)
+        }
+    };
+    Ok((selector, key))
 }
 
 #[cfg(test)]
@@ -450,6 +523,31 @@ mod tests {
             keys.create("example.org", "Bad Selector", KeyAlgorithm::Ed25519)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_key_is_parsed_once_until_its_files_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DkimKeys::new(Some(dir.path().join("dkim")));
+        keys.create("example.com", "s1", KeyAlgorithm::Ed25519).unwrap();
+        let first = keys.key_for("example.com").unwrap();
+        let again = keys.key_for("mail.example.com").unwrap();
+        assert!(Arc::ptr_eq(&first.key.0, &again.key.0), "parsed once");
+        // A new key made elsewhere and moved in, as an administrator would.
+        let other = DkimKeys::new(Some(dir.path().join("other")));
+        other.create("example.com", "s2", KeyAlgorithm::Ed25519).unwrap();
+        for file in ["private", "selector"] {
+            std::fs::rename(
+                dir.path().join("other/example.com").join(file),
+                dir.path().join("dkim/example.com").join(file),
+            )
+            .unwrap();
+        }
+        let replaced = keys.key_for("example.com").unwrap();
+        assert_eq!(replaced.selector, "s2");
+        assert!(!Arc::ptr_eq(&first.key.0, &replaced.key.0));
+        std::fs::remove_file(dir.path().join("dkim/example.com/private")).unwrap();
+        assert!(matches!(keys.key_for("example.com"), Err(CapabilityError::NotFound)));
     }
 
     #[test]

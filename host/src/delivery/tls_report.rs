@@ -17,6 +17,7 @@ use mail_auth::report::tlsrpt::{
     DateRange, FailureDetails, Policy, PolicyDetails, PolicyType, ResultType, Summary, TlsReport,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -125,13 +126,24 @@ struct Row {
 }
 
 /// The counts of a stretch of time.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Period {
     /// Its start and end, in ms since the epoch (end: 0 while it runs).
     start_ms: u64,
     end_ms: u64,
     rows: Vec<Row>,
+    /// Where each domain's rows are in `rows`; built again after loading.
+    #[serde(skip)]
+    by_domain: HashMap<String, Vec<usize>>,
 }
+
+impl PartialEq for Period {
+    fn eq(&self, other: &Period) -> bool {
+        (self.start_ms, self.end_ms, &self.rows) == (other.start_ms, other.end_ms, &other.rows)
+    }
+}
+
+impl Eq for Period {}
 
 impl Period {
     fn starting(start_ms: u64) -> Period {
@@ -142,13 +154,21 @@ impl Period {
     }
 
     fn add(&mut self, session: &TlsSession) {
-        let at = self
-            .rows
-            .iter()
-            .position(|r| r.domain == session.domain && r.policy == session.policy);
+        if self.by_domain.is_empty() {
+            for (at, row) in self.rows.iter().enumerate() {
+                self.by_domain.entry(row.domain.clone()).or_default().push(at);
+            }
+        }
+        if !self.by_domain.contains_key(&session.domain) {
+            self.by_domain.insert(session.domain.clone(), Vec::new());
+        }
+        let rows = &self.rows;
+        let of_domain = self.by_domain.get_mut(&session.domain).expect("just made");
+        let at = of_domain.iter().copied().find(|&at| rows[at].policy == session.policy);
         let row = match at {
             Some(at) => &mut self.rows[at],
             None => {
+                of_domain.push(self.rows.len());
                 self.rows.push(Row {
                     domain: session.domain.clone(),
                     policy: session.policy.clone(),
@@ -519,8 +539,16 @@ mod tests {
         first.record(&session("a.test", TlsPolicy::NoPolicy, None), DAY1 + 2000);
         first.save().unwrap();
         let second = reports(dir.path());
+        second.record(&session("b.test", TlsPolicy::NoPolicy, None), DAY1 + 2500);
+        second.record(&session("a.test", TlsPolicy::NoPolicy, None), DAY1 + 2600);
         let due = second.take_due(DAY1 + 3000, true);
-        assert_eq!(due[0].period.rows[0].success, 1);
+        let rows: Vec<(&str, u32)> = due[0]
+            .period
+            .rows
+            .iter()
+            .map(|r| (r.domain.as_str(), r.success))
+            .collect();
+        assert_eq!(rows, [("a.test", 2), ("b.test", 1)], "added to the rows read back");
     }
 
     #[test]
