@@ -12,8 +12,8 @@ import unittest
 from pathlib import Path
 
 from harness import (
-    BIN, Knot, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, make_cert, prometheus, stopped_after_class,
-    tls_mx, wait_until,
+    BIN, Knot, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, prometheus,
+    stopped_after_class, tls_mx, wait_until,
 )
 from test_outbound import message, queue_entries, relay_setup
 
@@ -78,6 +78,7 @@ class DaneTest(unittest.TestCase):
 
         def setup(server):
             relay(server)
+            enable_tls(server, "relay.test")
             server.enable_metrics(cls.metrics_port)
             server.edit("waraka.toml", lambda t: t.replace(
                 "\n[dns]\n", f'\n[dns]\ntrust_anchor = "{cls.dns.anchor}"\n', 1))
@@ -124,6 +125,19 @@ class DaneTest(unittest.TestCase):
         self.relay("rcpt@ta.dane.test", "dane ta")
         self.assertTrue(self.delivered(self.mx3, "dane ta"))
         self.server.wait_for_log(r"DANE: the certificate must match the host's TLSA records .*host=mx3\.dane\.test")
+
+    def test_requiretls_goes_to_a_dnssec_proven_mx_and_not_to_an_unsigned_one(self):
+        """REQUIRETLS (RFC 8689) with DANE: DNSSEC proves mx1's name and its
+        TLSA record its self-signed certificate, and mx1 (a waraka) offers
+        REQUIRETLS; plain.test's MX has no proof, and MTA-STS is off here."""
+        for recipient, subject in [("rcpt@good.dane.test", "requiretls dane"), ("rcpt@plain.test", "unproven")]:
+            with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+                s.starttls()
+                s.sendmail("sender@sender.test", [recipient], message(subject), mail_options=["REQUIRETLS"])
+        self.assertTrue(self.delivered(self.mx1, "requiretls dane"))
+        self.server.wait_for_log(r"delivery failed permanently id=\S+ recipient=rcpt@plain\.test status=5\.7\.30 "
+                                 r"diagnostic=REQUIRETLS: no MX host of plain\.test is proven")
+        self.assertFalse(any(b"Subject: unproven\r\n" in m[2] for m in self.plain.received()))
 
     def test_a_certificate_no_record_matches_gets_nothing(self):
         self.relay("rcpt@wrong.dane.test", "mismatch")
