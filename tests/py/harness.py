@@ -408,6 +408,17 @@ class HttpsServer:
         self.server.server_close()
 
 
+def mta_sts_records(domains):
+    """dnsmasq arguments publishing an MTA-STS policy for each of `domains`:
+    its `_mta-sts` TXT record, and its policy host on 127.0.0.20, where
+    a [`PolicyServer`] listens."""
+    records = []
+    for domain in domains:
+        records += [f"--txt-record=_mta-sts.{domain},v=STSv1; id=20261205",
+                    f"--host-record=mta-sts.{domain},127.0.0.20"]
+    return records
+
+
 class PolicyServer(HttpsServer):
     """HTTPS on 127.0.0.20:`port` serving `policies[DOMAIN]` (its lines
     after `version`, `\n`-separated) as the MTA-STS policy of DOMAIN to

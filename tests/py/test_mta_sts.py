@@ -13,7 +13,8 @@ import tempfile
 import unittest
 
 from harness import (
-    PolicyServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, stopped_after_class, tls_mx, waraka_queue,
+    PolicyServer, SmtpReceiver, Waraka, dnsmasq, free_port, make_ca, mta_sts_records, stopped_after_class, tls_mx,
+    waraka_queue,
 )
 from test_outbound import message, queue_entries, relay_setup, wait_until
 
@@ -31,11 +32,8 @@ POLICIES = {
 # does not name it.
 UNFETCHABLE, UNTRUSTED = "unfetchable.test", "untrusted.test"
 
-RECORDS = ["--local=/test/"]
-for domain in [*POLICIES, UNFETCHABLE, UNTRUSTED]:
-    RECORDS += [f"--txt-record=_mta-sts.{domain},v=STSv1; id=20261204",
-                f"--host-record=mta-sts.{domain},127.0.0.20"]
-RECORDS += [
+RECORDS = [
+    "--local=/test/", *mta_sts_records([*POLICIES, UNFETCHABLE, UNTRUSTED]),
     "--mx-host=enforce.test,mx.enforce.test,10", "--host-record=mx.enforce.test,127.0.0.2",
     "--mx-host=wrongmx.test,mx.wrongmx.test,10", "--host-record=mx.wrongmx.test,127.0.0.2",
     "--mx-host=testing.test,mx.testing.test,10", "--host-record=mx.testing.test,127.0.0.2",
@@ -94,7 +92,7 @@ class MtaStsTest(unittest.TestCase):
         entry = self.deferred("a@enforce.test")
         self.assertIn("STARTTLS", entry["last_error"])
         self.assertEqual(self.delivered("needs tls"), [], "never sent in the clear")
-        self.server.wait_for_log(r"MTA-STS policy fetched domain=enforce\.test id=20261204 mode=Enforce mx=mx\.enforce\.test")
+        self.server.wait_for_log(r"MTA-STS policy fetched domain=enforce\.test id=20261205 mode=Enforce mx=mx\.enforce\.test")
 
     def test_enforce_refuses_an_mx_the_policy_does_not_name(self):
         self.send("b@wrongmx.test", "wrong mx")

@@ -11,8 +11,8 @@ import tempfile
 import unittest
 
 from harness import (
-    PolicyServer, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, stopped_after_class,
-    tls_mx,
+    PolicyServer, SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, make_ca, make_cert, mta_sts_records,
+    stopped_after_class, tls_mx,
 )
 from test_outbound import message, queue_entries, relay_setup, wait_until
 
@@ -25,11 +25,8 @@ POLICIES = {
     "enforce.test": "mode: enforce\nmx: mx.enforce.test",
 }
 
-RECORDS = ["--local=/test/"]
-for domain in POLICIES:
-    RECORDS += [f"--txt-record=_mta-sts.{domain},v=STSv1; id=20261205",
-                f"--host-record=mta-sts.{domain},127.0.0.20"]
-RECORDS += [
+RECORDS = [
+    "--local=/test/", *mta_sts_records(POLICIES),
     # Plain text only: the sender's domain (for bounces) and enforce.test.
     "--mx-host=sender.test,mx.plain.test,10", "--mx-host=enforce.test,mx.enforce.test,10",
     "--host-record=mx.plain.test,127.0.0.2", "--host-record=mx.enforce.test,127.0.0.2",

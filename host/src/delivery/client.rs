@@ -255,8 +255,9 @@ impl ClientError {
 /// DSN requests go on to a server that offers DSN. A message that asked for
 /// REQUIRETLS (RFC 8689) is relayed only over verified TLS (DANE's, when
 /// `settings` has TLSA records) to a server that offers REQUIRETLS; LMTP
-/// and Unix sockets are final delivery on this side, and exempt. Per-recipient results come back in [`Delivery`]; a
-/// failure for the whole attempt is a [`ClientError`].
+/// and Unix sockets are final delivery on this side, and exempt.
+/// Per-recipient results come back in [`Delivery`]; a failure for the
+/// whole attempt is a [`ClientError`].
 pub async fn send(
     addr: &Address,
     host: &str,

@@ -443,7 +443,7 @@ impl outbound_queue::Host for StoreState {
             recipients: recipients.clone(),
             dsn,
             origin,
-            tls: tls_request,
+            tls_request,
         };
         if let Some(unknown) = unknown {
             return Err(Error::Invalid(format!(

@@ -95,7 +95,7 @@ pub struct Handoff {
     /// The transaction's id, for the log.
     pub origin: String,
     /// What the sender asked of TLS on the way on (RFC 8689).
-    pub tls: TlsRequest,
+    pub tls_request: TlsRequest,
 }
 
 impl Handoff {
@@ -107,7 +107,7 @@ impl Handoff {
             recipients: recipients.iter().map(Address::addr_spec).collect(),
             dsn: tx.dsn_requests(),
             origin: tx.id.clone(),
-            tls: tx.tls_request(),
+            tls_request: tx.tls_request(),
         }
     }
 }

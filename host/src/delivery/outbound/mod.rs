@@ -1211,7 +1211,7 @@ impl Outbound {
                 recipients,
                 dsn,
                 origin,
-                tls,
+                tls_request,
             } = handoff;
             o.inner.store.enqueue(
                 message,
@@ -1219,7 +1219,7 @@ impl Outbound {
                     sender: &sender,
                     recipients: &recipients,
                     dsn: &dsn,
-                    tls_request: tls,
+                    tls_request,
                 },
                 &origin,
                 hop.as_ref(),
