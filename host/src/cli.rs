@@ -112,6 +112,10 @@ enum QueueCommand {
     /// Send the TLS reports (RFC 8460) of what the running server has
     /// counted so far, now rather than after the day ([outbound] tls_reports).
     TlsReport,
+    /// Send the DMARC aggregate reports (RFC 7489) of what the running
+    /// server has counted so far, now rather than after the day
+    /// ([outbound] dmarc_reports).
+    DmarcReport,
     /// How mail for DOMAIN would leave: its MX hosts in order with their
     /// addresses, and what DNSSEC proves of them (DANE's TLSA records).
     Route { domain: String },
@@ -472,6 +476,7 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
         }
         QueueCommand::Route { domain } => print_route(instance, &domain).await?,
         QueueCommand::TlsReport => println!("{}", crate::control::request(&instance.root, "tls-report").await?),
+        QueueCommand::DmarcReport => println!("{}", crate::control::request(&instance.root, "dmarc-report").await?),
         QueueCommand::Hold { chosen } => hold_or_release(instance, &store, chosen.selection(), true).await?,
         QueueCommand::Release { chosen } => hold_or_release(instance, &store, chosen.selection(), false).await?,
         QueueCommand::Delete { id } => {

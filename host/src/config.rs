@@ -6,7 +6,7 @@ use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
     PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
 };
-use crate::delivery::{ClientSettings, NextHop, OutboundSettings, RouteSettings, Submitter};
+use crate::delivery::{ClientSettings, DmarcReports, NextHop, OutboundSettings, RouteSettings, Submitter};
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::queue::RetrySchedule;
@@ -391,7 +391,30 @@ impl Instance {
                 .dovecot
                 .clone()
                 .map(|address| Arc::new(DovecotAuth::new(address))),
+            dmarc_reports: self.dmarc_reports(),
         })
+    }
+
+    /// Who sends the daily reports: the hostname, from `from` or else
+    /// `LOCAL@` the hostname.
+    fn report_submitter(&self, from: Option<&str>, local: &str) -> Submitter {
+        let hostname = self.session_settings().hostname;
+        Submitter {
+            from: from.map_or_else(|| format!("{local}@{hostname}"), str::to_string),
+            name: hostname,
+        }
+    }
+
+    /// The DMARC aggregate report counts (`queue/dmarc-reports.json`), when
+    /// outbound delivery and `[outbound] dmarc_reports` are on.
+    pub fn dmarc_reports(&self) -> Option<Arc<DmarcReports>> {
+        let o = &self.config.outbound;
+        if self.embedded || !o.enabled || !o.dmarc_reports {
+            return None;
+        }
+        let submitter = self.report_submitter(o.dmarc_report_from.as_deref(), "dmarc-reports");
+        let path = self.outbound_queue_dir().with_file_name("dmarc-reports.json");
+        Some(Arc::new(DmarcReports::open(&path, submitter, crate::queue::now_ms())))
     }
 
     /// The DKIM signing keys: the instance's `dkim/` (none when embedded).
@@ -487,13 +510,10 @@ impl Instance {
             delay_warning: o.delay_warning,
             mta_sts: o.mta_sts.then_some(o.mta_sts_port),
             dane: o.dane,
-            tls_reports: o.tls_reports.then(|| Submitter {
-                from: o
-                    .tls_report_from
-                    .clone()
-                    .unwrap_or_else(|| format!("tls-reports@{hostname}")),
-                name: hostname.clone(),
-            }),
+            tls_reports: o
+                .tls_reports
+                .then(|| self.report_submitter(o.tls_report_from.as_deref(), "tls-reports")),
+            dmarc_reports: None,
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

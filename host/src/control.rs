@@ -39,7 +39,10 @@ async fn answer(controls: &Controls, request: &str) -> String {
             Some(report) => Err(report.describe()),
             None => Err("the file watcher has stopped".to_string()),
         },
-        [verb @ ("flush" | "hold" | "release" | "tls-report"), rest @ ..] => match &controls.outbound {
+        [
+            verb @ ("flush" | "hold" | "release" | "tls-report" | "dmarc-report"),
+            rest @ ..,
+        ] => match &controls.outbound {
             Some(outbound) => answer_queue(outbound, verb, rest).await,
             None => Err("outbound delivery is disabled".to_string()),
         },
@@ -72,6 +75,11 @@ async fn answer_queue(outbound: &Outbound, verb: &str, rest: &[&str]) -> Result<
             let sent = outbound.send_tls_reports(true).await;
             let (queued, posted) = sent.ok_or("TLS reports are off ([outbound] tls_reports)")?;
             Ok(format!("{queued} TLS reports queued, {posted} posted"))
+        }
+        ("dmarc-report", []) => {
+            let queued = outbound.send_dmarc_reports(true).await;
+            let queued = queued.ok_or("DMARC reports are off ([outbound] dmarc_reports)")?;
+            Ok(format!("{queued} DMARC reports queued"))
         }
         ("release", selection) => {
             let selection = Selection::parse(selection).ok_or("release what? id ID, domain DOMAIN or all")?;

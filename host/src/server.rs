@@ -135,7 +135,9 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
     clear_spool(&settings.load().spool.dir);
     let outbound = match instance.outbound_settings()? {
-        Some(outbound_settings) => {
+        Some(mut outbound_settings) => {
+            // Reported from the counts the `authentication` capability keeps.
+            outbound_settings.dmarc_reports = registry.runtime().services().backends.dmarc_reports.clone();
             let dir = instance.outbound_queue_dir();
             let hooks: Arc<dyn OutboundPolicy> = Arc::new(PluginOutbound::new(registry.clone()));
             let outbound = Outbound::open(&dir, outbound_settings, instance.dns()?, Some(hooks))
@@ -186,6 +188,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         // Deliveries in flight stay queued on disk and are retried at start-up.
         delivery.abort();
         outbound.save_tls_counts();
+        outbound.save_dmarc_counts();
     }
     if let (Some(control), Some(path)) = (control, control_path) {
         control.abort();

@@ -186,6 +186,12 @@ pub struct OutboundConfig {
     pub tls_reports: bool,
     /// The reports' sender (default: `tls-reports@` and `[smtp] hostname`).
     pub tls_report_from: Option<String>,
+    /// Whether DMARC aggregate reports (RFC 7489 §7.2) are sent: each day,
+    /// every author domain whose DMARC record has `rua` addresses is mailed
+    /// what the `authentication` capability verified of its mail.
+    pub dmarc_reports: bool,
+    /// The reports' sender (default: `dmarc-reports@` and `[smtp] hostname`).
+    pub dmarc_report_from: Option<String>,
     #[serde(with = "humantime_serde")]
     /// How long a message may wait in the queue before its sender is told,
     /// once, that it is late (a DSN with `Action: delayed`); `0s`: never.
@@ -237,6 +243,8 @@ impl Default for OutboundConfig {
             dane: false,
             tls_reports: false,
             tls_report_from: None,
+            dmarc_reports: false,
+            dmarc_report_from: None,
             helo: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),

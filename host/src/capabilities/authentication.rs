@@ -6,9 +6,12 @@
 //! through the server's resolver, so `[dns]` applies here too.
 
 use super::{CapabilityError, Dns, DomainKey};
+use mail_auth::Txt;
+use mail_auth::common::cache::NoCache;
 use mail_auth::dkim::Signature;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::report::{PolicyPublished, Record, SPFDomainScope};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
@@ -122,6 +125,24 @@ pub struct Authentication {
     /// The value of an `Authentication-Results` field recording all of it
     /// (folded, authserv-id first).
     pub header: String,
+    /// The DMARC evaluation as an aggregate report counts it, when the
+    /// author domain's record asks for reports.
+    pub dmarc_report: Option<DmarcObservation>,
+}
+
+/// One message's DMARC evaluation as an aggregate report (RFC 7489 §7.2)
+/// counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmarcObservation {
+    /// The author (`From:`) domain the report is about.
+    pub domain: String,
+    /// The domain's DMARC record, as a report publishes it.
+    pub policy: PolicyPublished,
+    /// The record's `rua` addresses (`mailto:` ones, without the scheme).
+    pub rua: Vec<String>,
+    /// The message's row: the client's address, the identifiers, the DKIM
+    /// and SPF results and the disposition the policy asks for.
+    pub record: Record,
 }
 
 /// The facts of a transaction that authentication needs.
@@ -295,6 +316,7 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
     let message = AuthenticatedMessage::parse(subject.message).unwrap_or_default();
     let verified = Verified::of(&authenticator, client, &message).await;
     let header = verified.results(client, &message).to_string();
+    let dmarc_report = dmarc_observation(&verified, client);
     let Verified { spf, dkim, dmarc, arc } = &verified;
     let dmarc_record = dmarc.dmarc_record().is_some();
     Ok(Authentication {
@@ -313,7 +335,54 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
         },
         arc: ArcChain::from_output(arc),
         header,
+        dmarc_report,
     })
+}
+
+/// What an aggregate report counts of `verified`, when the author domain's
+/// DMARC record has `rua` addresses.
+fn dmarc_observation(verified: &Verified<'_>, client: &Client) -> Option<DmarcObservation> {
+    let dmarc = &verified.dmarc;
+    let found = dmarc.dmarc_record()?;
+    let rua: Vec<String> = found
+        .rua
+        .iter()
+        .map(|uri| uri.uri.clone())
+        .filter(|address| address.contains('@'))
+        .collect();
+    if rua.is_empty() {
+        return None;
+    }
+    let domain = dmarc.domain().to_string();
+    let mail_from_domain = client
+        .mail_from
+        .rsplit_once('@')
+        .map_or(client.helo_name(), |(_, domain)| domain);
+    let record = Record::new()
+        .with_source_ip(client.client_ip)
+        .with_header_from(domain.as_str())
+        .with_envelope_from(mail_from_domain)
+        .with_dkim_output(&verified.dkim)
+        .with_spf_output(&verified.spf, SPFDomainScope::MailFrom)
+        .with_dmarc_output(dmarc);
+    Some(DmarcObservation {
+        policy: PolicyPublished::from_record(domain.as_str(), found),
+        domain,
+        rua,
+        record,
+    })
+}
+
+/// Those of `rua` that may receive `domain`'s DMARC reports (RFC 7489
+/// §7.1): an address in `domain` or below it, or one whose domain OTHER
+/// publishes `DOMAIN._report._dmarc.OTHER`. A DNS failure is an error.
+pub async fn dmarc_report_consent(dns: &Dns, domain: &str, rua: &[String]) -> Result<Vec<String>, CapabilityError> {
+    let authenticator = MessageAuthenticator(dns.resolver().await?.clone());
+    let allowed = authenticator
+        .verify_dmarc_report_address(domain, rua, None::<&NoCache<Box<str>, Txt>>)
+        .await
+        .ok_or_else(|| CapabilityError::Backend(format!("looking up who may receive {domain}'s reports failed")))?;
+    Ok(allowed.into_iter().cloned().collect())
 }
 
 /// Verifies `subject` as [`authenticate`] does and seals it with `key`: an

@@ -21,7 +21,7 @@ pub mod sql;
 pub mod srs;
 
 pub use antivirus::{Antivirus, Clamd, Scan};
-pub use authentication::{Authentication, authenticate};
+pub use authentication::{Authentication, DmarcObservation, authenticate};
 pub use blobstore::{BlobSource, BlobStore, DirStore, S3Settings, S3Store};
 pub use config_files::{ConfigError, ConfigFiles};
 pub use dkim_signing::{DkimKeys, DkimSignature, DomainKey};

@@ -3,7 +3,9 @@
 //! mail to them, and the bounces (DSNs) for what cannot be delivered.
 
 mod client;
+mod daily;
 mod dane;
+mod dmarc_report;
 mod https;
 mod mta_sts;
 mod notice;
@@ -12,7 +14,8 @@ mod route;
 mod tls_report;
 
 pub use client::{ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, probe, send};
+pub use daily::Submitter;
+pub use dmarc_report::DmarcReports;
 pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};
-pub use tls_report::Submitter;

@@ -8,6 +8,7 @@
 //! The counts live in memory and in `queue/tls-reports.json`, saved at most
 //! a minute late: a crash loses at most that minute's counts, never mail.
 
+use super::daily::{DailyCounts, Period, ReportMail, Submitter, Tally};
 use crate::protocol::TLS_REQUIRED_HEADER;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::flate2::Compression;
@@ -20,10 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-const DAY_MS: u64 = 24 * 3600 * 1000;
+use std::path::Path;
 
 /// The policy a session was held to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -125,34 +123,30 @@ struct Row {
     failures: Vec<FailureRow>,
 }
 
-/// The counts of a stretch of time.
+/// The counts of a day: a row per domain and policy.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Period {
-    /// Its start and end, in ms since the epoch (end: 0 while it runs).
-    start_ms: u64,
-    end_ms: u64,
+struct TlsTally {
     rows: Vec<Row>,
     /// Where each domain's rows are in `rows`; built again after loading.
     #[serde(skip)]
     by_domain: HashMap<String, Vec<usize>>,
 }
 
-impl PartialEq for Period {
-    fn eq(&self, other: &Period) -> bool {
-        (self.start_ms, self.end_ms, &self.rows) == (other.start_ms, other.end_ms, &other.rows)
+impl PartialEq for TlsTally {
+    fn eq(&self, other: &TlsTally) -> bool {
+        self.rows == other.rows
     }
 }
 
-impl Eq for Period {}
+impl Eq for TlsTally {}
 
-impl Period {
-    fn starting(start_ms: u64) -> Period {
-        Period {
-            start_ms,
-            ..Period::default()
-        }
+impl Tally for TlsTally {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
+}
 
+impl TlsTally {
     fn add(&mut self, session: &TlsSession) {
         if self.by_domain.is_empty() {
             for (at, row) in self.rows.iter().enumerate() {
@@ -205,108 +199,38 @@ impl Period {
     }
 }
 
-/// What is kept on disk.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Counts {
-    /// The period being counted.
-    current: Period,
-    /// Ended periods whose reports are not sent yet.
-    ended: Vec<Period>,
-}
-
-/// A report ready to send: to whom, and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportMail {
-    /// The domain it is about.
-    pub domain: String,
-    /// The `mailto:` addresses of its `rua`.
-    pub recipients: Vec<String>,
-    /// The message (RFC 5322), not yet signed.
-    pub message: Vec<u8>,
-}
-
-/// Who reports: the names a report carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Submitter {
-    /// `TLS-Report-Submitter` and `organization-name` (the host name).
-    pub name: String,
-    /// The `From:` address and `contact-info`.
-    pub from: String,
-}
-
 /// The TLS counts of one server, and the reports made of them.
 #[derive(Debug)]
 pub struct TlsReports {
-    path: PathBuf,
-    counts: Mutex<(Counts, bool)>,
+    counts: DailyCounts<TlsTally>,
     submitter: Submitter,
 }
 
 impl TlsReports {
     /// Counts kept in `path` (read back from a previous run when it holds any).
     pub fn open(path: &Path, submitter: Submitter, now_ms: u64) -> TlsReports {
-        let counts = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable TLS report counts; starting afresh");
-                Counts::default()
-            }),
-            Err(_) => Counts::default(),
-        };
-        let counts = if counts.current.start_ms == 0 {
-            Counts {
-                current: Period::starting(now_ms),
-                ..counts
-            }
-        } else {
-            counts
-        };
         TlsReports {
-            path: path.to_path_buf(),
-            counts: Mutex::new((counts, false)),
+            counts: DailyCounts::open(path, now_ms),
             submitter,
         }
     }
 
     /// Counts one session.
     pub fn record(&self, session: &TlsSession, now_ms: u64) {
-        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let (counts, dirty) = &mut *guard;
-        roll_over(counts, now_ms);
-        counts.current.add(session);
-        *dirty = true;
+        self.counts.add(now_ms, |tally| tally.add(session));
     }
 
     /// Saves the counts when they changed since the last save.
     pub fn save(&self) -> std::io::Result<()> {
-        let text = {
-            let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            let (counts, dirty) = &mut *guard;
-            if !*dirty {
-                return Ok(());
-            }
-            *dirty = false;
-            serde_json::to_vec(counts).map_err(std::io::Error::other)?
-        };
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(tmp, &self.path)
+        self.counts.save()
     }
 
     /// Takes the periods whose reports are due: those of days that are
     /// over, and with `now` also the one being counted (ended now).
     pub fn take_due(&self, now_ms: u64, now: bool) -> Vec<ReportPeriod> {
-        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let (counts, dirty) = &mut *guard;
-        roll_over(counts, now_ms);
-        if now && now_ms > counts.current.start_ms {
-            let mut ended = std::mem::replace(&mut counts.current, Period::starting(now_ms));
-            ended.end_ms = now_ms;
-            counts.ended.push(ended);
-        }
-        let due = std::mem::take(&mut counts.ended);
-        *dirty |= !due.is_empty();
-        due.into_iter()
-            .filter(|p| !p.rows.is_empty())
+        self.counts
+            .take_due(now_ms, now)
+            .into_iter()
             .map(|period| ReportPeriod { period })
             .collect()
     }
@@ -369,27 +293,16 @@ fn addresses(record: &TlsRpt, https: bool) -> Vec<String> {
         .collect()
 }
 
-/// Ends the period being counted when its UTC day is over.
-fn roll_over(counts: &mut Counts, now_ms: u64) {
-    let day_end = (counts.current.start_ms / DAY_MS + 1) * DAY_MS;
-    if now_ms >= day_end {
-        let next = Period::starting(now_ms / DAY_MS * DAY_MS);
-        let mut ended = std::mem::replace(&mut counts.current, next);
-        ended.end_ms = day_end - 1000;
-        counts.ended.push(ended);
-    }
-}
-
 /// An ended period whose reports are to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportPeriod {
-    period: Period,
+    period: Period<TlsTally>,
 }
 
 impl ReportPeriod {
     /// The domains it has counts for.
     pub fn domains(&self) -> Vec<String> {
-        self.period.domains()
+        self.period.tally.domains()
     }
 
     /// The report (RFC 8460 §4.4) of `domain` in this period.
@@ -397,6 +310,7 @@ impl ReportPeriod {
         let seconds = |ms: u64| (ms / 1000) as i64;
         let policies = self
             .period
+            .tally
             .rows
             .iter()
             .filter(|r| r.domain == domain)
@@ -466,6 +380,7 @@ pub fn tlsrpt_record(texts: &[String]) -> Option<TlsRpt> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::daily::DAY_MS;
     use super::*;
 
     const DAY1: u64 = 20_000 * DAY_MS;
@@ -529,7 +444,7 @@ mod tests {
         assert_eq!(reports.take_due(DAY1 + DAY_MS + 30, false), vec![]);
         let now = reports.take_due(DAY1 + DAY_MS + 40, true);
         assert_eq!(now.len(), 1, "asked for now, the day so far is reported");
-        assert_eq!(now[0].period.rows[0].success, 1);
+        assert_eq!(now[0].period.tally.rows[0].success, 1);
     }
 
     #[test]
@@ -544,6 +459,7 @@ mod tests {
         let due = second.take_due(DAY1 + 3000, true);
         let rows: Vec<(&str, u32)> = due[0]
             .period
+            .tally
             .rows
             .iter()
             .map(|r| (r.domain.as_str(), r.success))

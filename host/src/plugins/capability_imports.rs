@@ -728,8 +728,13 @@ impl StoreState {
         if !self.granted("authentication") {
             return Err(Error::NotGranted);
         }
-        let (reader, (transaction, client, done)) = self.message_and("authentication", |conn, tx| {
-            (tx.id.clone(), client_of(conn, Some(tx)), tx.authentication.clone())
+        let (reader, (transaction, client, done, relaying)) = self.message_and("authentication", |conn, tx| {
+            (
+                tx.id.clone(),
+                client_of(conn, Some(tx)),
+                tx.authentication.clone(),
+                conn.relaying,
+            )
         })?;
         if let Some(done) = done {
             return Ok(done);
@@ -745,6 +750,14 @@ impl StoreState {
         })
         .await?;
         let verified = Arc::new(verified);
+        // Mail received from others: a relaying client's is our own.
+        if let (Some(reports), Some(seen), false) = (
+            &self.host.services.backends.dmarc_reports,
+            &verified.dmarc_report,
+            relaying,
+        ) {
+            reports.record(seen, crate::queue::now_ms());
+        }
         if let Some(conn) = &self.host.conn
             && let Some(tx) = conn.lock().transaction.as_mut().filter(|tx| tx.id == transaction)
         {

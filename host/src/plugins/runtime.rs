@@ -12,7 +12,7 @@ use crate::capabilities::{
     Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore,
     SpamScanner, Srs,
 };
-use crate::delivery::ClientSettings;
+use crate::delivery::{ClientSettings, DmarcReports};
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -86,6 +86,9 @@ pub struct Backends {
     pub spamfilter: Option<Arc<SpamScanner>>,
     /// The password authority (`sasl` grant), when `[sasl]` names one.
     pub sasl: Option<Arc<DovecotAuth>>,
+    /// Where the `authentication` grant's DMARC results are counted for
+    /// aggregate reports, when they are sent.
+    pub dmarc_reports: Option<Arc<DmarcReports>>,
 }
 
 /// Services shared by every plugin and connection.

@@ -6,10 +6,12 @@
 //! ran out) are bounced to the sender with a DSN.
 
 use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
+use super::daily::Submitter;
+use super::dmarc_report::DmarcReports;
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
 use super::route::{Address, Dane, Route, RouteSettings, Target, hop_target, resolve, target};
-use super::tls_report::{Submitter, TlsFailure, TlsPolicy, TlsReports};
+use super::tls_report::{TlsFailure, TlsPolicy, TlsReports};
 use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs, Tlsa};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::{DsnRequests, Return, TlsRequest};
@@ -27,6 +29,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 use waraka_config::NextHopConfig;
 
+mod dmarc_reports;
 mod hold;
 mod tls_reports;
 
@@ -78,6 +81,9 @@ pub struct OutboundSettings {
     pub dane: bool,
     /// Who sends TLS reports (RFC 8460), when they are sent.
     pub tls_reports: Option<Submitter>,
+    /// The DMARC counts whose aggregate reports are sent (RFC 7489), when
+    /// they are: the same the `authentication` capability counts into.
+    pub dmarc_reports: Option<Arc<DmarcReports>>,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -434,6 +440,10 @@ impl Outbound {
         if self.inner.tls_reports.is_some() {
             let this = self.clone();
             tokio::spawn(async move { this.report_tls_daily().await });
+        }
+        if self.inner.settings.dmarc_reports.is_some() {
+            let this = self.clone();
+            tokio::spawn(async move { this.report_dmarc_daily().await });
         }
         loop {
             let next_due = self.start_due();

@@ -4,14 +4,14 @@
 //! `delivery::tls_report`'s.
 
 use super::super::client::TlsSeen;
+use super::super::daily::ReportMail;
 use super::super::https;
 use super::super::mta_sts::Policy;
-use super::super::notice;
-use super::super::tls_report::{self, ReportMail, TlsFailure, TlsPolicy, TlsSession};
+use super::super::tls_report::{self, TlsFailure, TlsPolicy, TlsSession};
 use super::Outbound;
 use crate::capabilities::CapabilityError;
-use crate::protocol::{DsnRequests, TlsRequest};
-use crate::queue::{Entry, Envelope, now_ms};
+use crate::protocol::TlsRequest;
+use crate::queue::{Entry, now_ms};
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -157,22 +157,9 @@ impl Outbound {
         }
     }
 
-    /// Signs (with the sender domain's DKIM key, when there is one) and
-    /// queues a TLS report.
+    /// Queues a TLS report, with `TLS-Required: No` like its header says.
     fn queue_tls_report(&self, mail: ReportMail) -> io::Result<Vec<Entry>> {
         let submitter = self.inner.settings.tls_reports.as_ref().expect("reports are on");
-        let from_domain = submitter
-            .from
-            .rsplit_once('@')
-            .map_or(submitter.name.as_str(), |(_, d)| d);
-        let message = notice::signed(mail.message, from_domain, &self.inner.settings.dkim);
-        let id = format!("tls-report-{}", mail.domain);
-        let envelope = Envelope {
-            sender: &submitter.from,
-            recipients: &mail.recipients,
-            dsn: &DsnRequests::default(),
-            tls_request: TlsRequest::PolicyWaived,
-        };
-        self.inner.store.enqueue(message.as_slice(), envelope, &id, None)
+        self.queue_report(mail, submitter, "tls-report", TlsRequest::PolicyWaived)
     }
 }

@@ -1,0 +1,212 @@
+//! DMARC aggregate reports (RFC 7489 §7.2). Every received message whose
+//! author domain publishes a DMARC record with `rua` addresses is counted
+//! by the domain, the client's address, the identifiers and the results
+//! (what the `authentication` capability verified); once a UTC day is
+//! over, each domain is mailed that day's counts. mail-auth writes the
+//! report (XML, gzip, the mail around it).
+//!
+//! The counts live in memory and in `queue/dmarc-reports.json`, saved at
+//! most a minute late (see [`DailyCounts`]).
+
+use super::daily::{DailyCounts, Period, ReportMail, Submitter, Tally};
+use crate::capabilities::DmarcObservation;
+use mail_auth::report::{PolicyPublished, Record, Report};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The counts of one author domain in a day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct DomainCounts {
+    /// Its DMARC record as last seen.
+    policy: PolicyPublished,
+    /// The record's `rua` addresses as last seen.
+    rua: Vec<String>,
+    /// Each distinct row, with how many messages it stands for.
+    rows: Vec<(Record, u32)>,
+}
+
+/// The counts of a day, by author domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct DmarcTally {
+    domains: BTreeMap<String, DomainCounts>,
+}
+
+impl Tally for DmarcTally {
+    fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
+}
+
+impl DmarcTally {
+    fn add(&mut self, seen: &DmarcObservation) {
+        let counts = self.domains.entry(seen.domain.clone()).or_insert_with(|| DomainCounts {
+            policy: seen.policy.clone(),
+            rua: Vec::new(),
+            rows: Vec::new(),
+        });
+        counts.policy = seen.policy.clone();
+        counts.rua = seen.rua.clone();
+        match counts.rows.iter_mut().find(|(record, _)| *record == seen.record) {
+            Some((_, count)) => *count += 1,
+            None => counts.rows.push((seen.record.clone(), 1)),
+        }
+    }
+}
+
+/// An ended day whose reports are to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmarcPeriod {
+    period: Period<DmarcTally>,
+}
+
+impl DmarcPeriod {
+    /// The author domains it has counts for.
+    pub fn domains(&self) -> Vec<String> {
+        self.period.tally.domains.keys().cloned().collect()
+    }
+
+    /// The `rua` addresses of `domain`'s record, as last seen.
+    pub fn rua(&self, domain: &str) -> Vec<String> {
+        self.period
+            .tally
+            .domains
+            .get(domain)
+            .map(|counts| counts.rua.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The DMARC counts of one server, and the reports made of them.
+#[derive(Debug)]
+pub struct DmarcReports {
+    counts: DailyCounts<DmarcTally>,
+    submitter: Submitter,
+}
+
+impl DmarcReports {
+    /// Counts kept in `path` (read back from a previous run when it holds any).
+    pub fn open(path: &Path, submitter: Submitter, now_ms: u64) -> DmarcReports {
+        DmarcReports {
+            counts: DailyCounts::open(path, now_ms),
+            submitter,
+        }
+    }
+
+    /// Who sends the reports.
+    pub fn submitter(&self) -> &Submitter {
+        &self.submitter
+    }
+
+    /// Counts one message.
+    pub fn record(&self, seen: &DmarcObservation, now_ms: u64) {
+        self.counts.add(now_ms, |tally| tally.add(seen));
+    }
+
+    /// Saves the counts when they changed since the last save.
+    pub fn save(&self) -> std::io::Result<()> {
+        self.counts.save()
+    }
+
+    /// Takes the days whose reports are due: those that are over, and with
+    /// `now` also the one being counted (ended now).
+    pub fn take_due(&self, now_ms: u64, now: bool) -> Vec<DmarcPeriod> {
+        self.counts
+            .take_due(now_ms, now)
+            .into_iter()
+            .map(|period| DmarcPeriod { period })
+            .collect()
+    }
+
+    /// The report of `domain` in `period`, mailed to `recipients`; `None`
+    /// when it has no counts or the message cannot be written.
+    pub fn mail(&self, period: &DmarcPeriod, domain: &str, recipients: Vec<String>) -> Option<ReportMail> {
+        let counts = period.period.tally.domains.get(domain)?;
+        let seconds = |ms: u64| ms / 1000;
+        let (start, end) = (seconds(period.period.start_ms), seconds(period.period.end_ms));
+        let mut report = Report::new()
+            .with_org_name(self.submitter.name.as_str())
+            .with_email(self.submitter.from.as_str())
+            .with_report_id(format!("{start}.{end}.{domain}@{}", self.submitter.name))
+            .with_date_range_begin(start)
+            .with_date_range_end(end)
+            .with_policy_published(counts.policy.clone());
+        for (record, count) in &counts.rows {
+            report.add_record(record.clone().with_count(*count));
+        }
+        let mut message = Vec::new();
+        report
+            .write_rfc5322(
+                &self.submitter.name,
+                self.submitter.from.as_str(),
+                recipients.iter().map(String::as_str),
+                &mut message,
+            )
+            .ok()?;
+        Some(ReportMail {
+            domain: domain.to_string(),
+            recipients,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::daily::DAY_MS;
+    use super::*;
+    use mail_auth::report::ActionDisposition;
+
+    const DAY1: u64 = 20_000 * DAY_MS;
+
+    fn seen(domain: &str, ip: &str) -> DmarcObservation {
+        DmarcObservation {
+            domain: domain.into(),
+            policy: PolicyPublished {
+                domain: domain.into(),
+                ..Default::default()
+            },
+            rua: vec![format!("dmarc@{domain}")],
+            record: Record::new()
+                .with_source_ip(ip.parse().unwrap())
+                .with_header_from(domain)
+                .with_action_disposition(ActionDisposition::None),
+        }
+    }
+
+    fn reports(dir: &Path) -> DmarcReports {
+        let submitter = Submitter {
+            name: "mx.me.test".into(),
+            from: "dmarc-reports@me.test".into(),
+        };
+        DmarcReports::open(&dir.join("dmarc-reports.json"), submitter, DAY1 + 1000)
+    }
+
+    #[test]
+    fn the_same_row_is_counted_and_a_day_reported_once_it_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = reports(dir.path());
+        reports.record(&seen("a.test", "192.0.2.1"), DAY1 + 2000);
+        reports.record(&seen("a.test", "192.0.2.1"), DAY1 + 3000);
+        reports.record(&seen("a.test", "192.0.2.2"), DAY1 + 4000);
+        reports.record(&seen("b.test", "192.0.2.1"), DAY1 + 5000);
+        assert_eq!(reports.take_due(DAY1 + 6000, false), vec![], "the day is not over");
+        reports.save().unwrap();
+        let reopened = self::reports(dir.path());
+        let due = reopened.take_due(DAY1 + DAY_MS, false);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].domains(), ["a.test", "b.test"]);
+        assert_eq!(due[0].rua("a.test"), ["dmarc@a.test"]);
+        let a = &due[0].period.tally.domains["a.test"];
+        let counts: Vec<u32> = a.rows.iter().map(|(_, count)| *count).collect();
+        assert_eq!(counts, [2, 1], "one row per distinct source");
+        let mail = reopened.mail(&due[0], "a.test", vec!["dmarc@a.test".into()]).unwrap();
+        let text = String::from_utf8_lossy(&mail.message);
+        assert!(
+            text.contains("Report Domain: a.test\r\nSubmitter: mx.me.test\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("application/gzip"), "{text}");
+        assert_eq!(reopened.take_due(DAY1 + DAY_MS + 1, true), vec![], "sent once");
+    }
+}

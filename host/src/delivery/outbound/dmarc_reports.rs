@@ -1,0 +1,114 @@
+//! Sending DMARC aggregate reports (RFC 7489 §7.2) and queuing the daily
+//! reports of both kinds. Each author domain's counts for a day are mailed
+//! to those `rua` addresses of its record that may receive them: one
+//! outside the domain needs that other domain's consent, a
+//! `DOMAIN._report._dmarc.OTHER` TXT record (§7.1). What is counted and how
+//! a report reads is `delivery::dmarc_report`'s.
+
+use super::super::daily::{ReportMail, Submitter};
+use super::super::notice;
+use super::Outbound;
+use crate::capabilities::authentication::dmarc_report_consent;
+use crate::protocol::{DsnRequests, TlsRequest};
+use crate::queue::{Entry, Envelope, now_ms};
+use std::io;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+impl Outbound {
+    /// Saves the DMARC counts every minute and, once a UTC day is over,
+    /// sends its reports.
+    pub(super) async fn report_dmarc_daily(self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            self.send_dmarc_reports(false).await;
+        }
+    }
+
+    /// Sends the DMARC reports that are due (with `now`, also those of the
+    /// day so far) and saves the counts; returns how many were queued
+    /// (`None` when reports are off).
+    pub async fn send_dmarc_reports(&self, now: bool) -> Option<usize> {
+        let reports = self.inner.settings.dmarc_reports.clone()?;
+        let mut queued = 0;
+        for period in reports.take_due(now_ms(), now) {
+            for domain in period.domains() {
+                let Some(recipients) = self.consenting(&domain, period.rua(&domain)).await else {
+                    continue;
+                };
+                let Some(mail) = reports.mail(&period, &domain, recipients) else {
+                    continue;
+                };
+                let to = mail.recipients.join(",");
+                match self.blocking(move |o| o.queue_dmarc_report(mail)).await {
+                    Ok(entries) => {
+                        info!(%domain, %to, "DMARC report queued");
+                        self.schedule(entries);
+                        queued += 1;
+                    }
+                    Err(e) => error!(%domain, error = %e, "DMARC report not queued"),
+                }
+            }
+        }
+        if let Err(e) = self.blocking(move |_| reports.save()).await {
+            warn!(error = %e, "could not save the DMARC report counts");
+        }
+        Some(queued)
+    }
+
+    /// Those of `rua` that may receive `domain`'s reports (RFC 7489 §7.1);
+    /// `None` (logged) when none may, or the check could not be made.
+    async fn consenting(&self, domain: &str, rua: Vec<String>) -> Option<Vec<String>> {
+        match dmarc_report_consent(&self.inner.dns, domain, &rua).await {
+            Err(e) => {
+                warn!(%domain, error = %e, "DMARC report not sent");
+                None
+            }
+            Ok(allowed) if allowed.is_empty() => {
+                warn!(%domain, rua = %rua.join(","), "DMARC report not sent: no rua address consents to receive it");
+                None
+            }
+            Ok(allowed) => Some(allowed),
+        }
+    }
+
+    /// Saves the DMARC counts (at shutdown).
+    pub fn save_dmarc_counts(&self) {
+        if let Some(reports) = &self.inner.settings.dmarc_reports
+            && let Err(e) = reports.save()
+        {
+            warn!(error = %e, "could not save the DMARC report counts");
+        }
+    }
+
+    /// Queues a DMARC report.
+    fn queue_dmarc_report(&self, mail: ReportMail) -> io::Result<Vec<Entry>> {
+        let reports = self.inner.settings.dmarc_reports.as_ref().expect("reports are on");
+        self.queue_report(mail, reports.submitter(), "dmarc-report", TlsRequest::Unstated)
+    }
+
+    /// Signs a daily report (with the sender domain's DKIM key, when there
+    /// is one) and queues it from `submitter`; `kind` names its origin in
+    /// the queue (`tls-report-DOMAIN`).
+    pub(super) fn queue_report(
+        &self,
+        mail: ReportMail,
+        submitter: &Submitter,
+        kind: &str,
+        tls_request: TlsRequest,
+    ) -> io::Result<Vec<Entry>> {
+        let from_domain = submitter
+            .from
+            .rsplit_once('@')
+            .map_or(submitter.name.as_str(), |(_, d)| d);
+        let message = notice::signed(mail.message, from_domain, &self.inner.settings.dkim);
+        let origin = format!("{kind}-{}", mail.domain);
+        let envelope = Envelope {
+            sender: &submitter.from,
+            recipients: &mail.recipients,
+            dsn: &DsnRequests::default(),
+            tls_request,
+        };
+        self.inner.store.enqueue(message.as_slice(), envelope, &origin, None)
+    }
+}

@@ -1,0 +1,111 @@
+"""DMARC aggregate reports end to end (RFC 7489 §7.2): a real waraka checks
+mail from smtplib with auth-results and dmarc (DKIM signatures by dkimpy,
+SPF and DMARC records served by dnsmasq), counts what it verified for the
+domains whose DMARC record asks for reports, and mails them through its
+outbound queue to a receiver; the gzip XML is read back."""
+
+import email
+import email.policy
+import gzip
+import smtplib
+import unittest
+import xml.etree.ElementTree as ElementTree
+
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port, stopped_after_class, wait_until, waraka_queue
+from test_auth_results import message, rsa_key, sign, txt
+from test_outbound import relay_setup
+
+
+class DmarcReportTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.key, public = rsa_key()
+        cls.dns = stopped_after_class(cls, dnsmasq([
+            "--local=/test/",
+            # Signed and sent from an address SPF allows: passes.
+            txt("sel._domainkey.good.test", f"v=DKIM1; k=rsa; p={public}"),
+            txt("good.test", "v=spf1 ip4:127.0.0.1 -all"),
+            txt("_dmarc.good.test", "v=DMARC1; p=none; rua=mailto:dmarc@good.test"),
+            # Neither: fails under p=reject; reports go to another domain that consents.
+            txt("spoofed.test", "v=spf1 -all"),
+            txt("_dmarc.spoofed.test", "v=DMARC1; p=reject; rua=mailto:reports@collector.test"),
+            txt("spoofed.test._report._dmarc.collector.test", "v=DMARC1"),
+            # Reports asked to another domain that does not consent.
+            txt("_dmarc.unconsented.test", "v=DMARC1; p=none; rua=mailto:reports@collector.test"),
+            # No rua: nothing is counted.
+            txt("_dmarc.quiet.test", "v=DMARC1; p=none"),
+            "--mx-host=good.test,mx.test,10", "--mx-host=collector.test,mx.test,10",
+            "--host-record=mx.test,127.0.0.2",
+        ]))
+        port = free_port("127.0.0.2")
+        cls.receiver = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx.test"))
+        outbound = relay_setup(cls.dns.port, port, retry="1h", extra="dmarc_reports = true\n")
+
+        def setup(server):
+            outbound(server)
+            server.edit("config/host_list", lambda t: t + "local.test\n")
+            server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"',
+                                                           'hostname = "mx.reporter.test"'))
+
+        cls.server = stopped_after_class(cls, Waraka(
+            ["auth-results", "dmarc", "rcpt_to.in_host_list", "queue/maildir"], setup=setup))
+
+    def send(self, sender, raw):
+        """Sends `raw` from `sender` to a local user; the refused recipients."""
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            try:
+                return s.sendmail(sender, ["user@local.test"], raw)
+            except smtplib.SMTPDataError as e:
+                return e.smtp_code
+
+    def test_each_domain_gets_the_days_counts_at_its_consenting_addresses(self):
+        good = sign(message("a@good.test", "signed"), "good.test", self.key)
+        self.assertEqual(self.send("a@good.test", good), {})
+        self.assertEqual(self.send("a@good.test", good), {})
+        for _ in range(2):
+            self.assertEqual(self.send("x@spoofed.test", message("x@spoofed.test", "spoofed")), 550)
+        self.assertEqual(self.send("y@unconsented.test", message("y@unconsented.test", "unconsented")), {})
+        self.assertEqual(self.send("z@quiet.test", message("z@quiet.test", "quiet")), {})
+
+        self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "2 DMARC reports queued"))
+        self.server.wait_for_log(r"DMARC report not sent: no rua address consents to receive it "
+                                 r"domain=unconsented\.test")
+        reports = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(
+            [m for m in self.receiver.received() if m[0] == "dmarc-reports@mx.reporter.test"]), what="two reports")
+        by_recipient = {}
+        for _, recipients, raw in reports:
+            mail = email.message_from_bytes(raw, policy=email.policy.default)
+            part = next(p for p in mail.iter_attachments() if p.get_content_type() == "application/gzip")
+            feedback = ElementTree.fromstring(gzip.decompress(part.get_content()))
+            by_recipient[recipients[0]] = (mail, feedback)
+        self.assertEqual(sorted(by_recipient), ["dmarc@good.test", "reports@collector.test"])
+
+        mail, good = by_recipient["dmarc@good.test"]
+        self.assertIn("Report Domain: good.test", mail["Subject"])
+        self.assertEqual(good.findtext("{*}report_metadata/{*}org_name"), "mx.reporter.test")
+        self.assertEqual(good.findtext("{*}policy_published/{*}domain"), "good.test")
+        self.assertEqual(good.findtext("{*}policy_published/{*}p"), "none")
+        record, = good.findall("{*}record")
+        self.assertEqual(record.findtext("{*}row/{*}source_ip"), "127.0.0.1")
+        self.assertEqual(record.findtext("{*}row/{*}count"), "2", "one row for two alike messages")
+        self.assertEqual(record.findtext("{*}row/{*}policy_evaluated/{*}dkim"), "pass")
+        self.assertEqual(record.findtext("{*}row/{*}policy_evaluated/{*}spf"), "pass")
+        self.assertEqual(record.findtext("{*}identifiers/{*}header_from"), "good.test")
+        self.assertEqual(record.findtext("{*}auth_results/{*}dkim/{*}domain"), "good.test")
+        self.assertEqual(record.findtext("{*}auth_results/{*}dkim/{*}selector"), "sel")
+        self.assertEqual(record.findtext("{*}auth_results/{*}spf/{*}result"), "pass")
+
+        _, spoofed = by_recipient["reports@collector.test"]
+        self.assertEqual(spoofed.findtext("{*}policy_published/{*}domain"), "spoofed.test")
+        self.assertEqual(spoofed.findtext("{*}policy_published/{*}p"), "reject")
+        record, = spoofed.findall("{*}record")
+        self.assertEqual(record.findtext("{*}row/{*}count"), "2")
+        self.assertEqual(record.findtext("{*}row/{*}policy_evaluated/{*}disposition"), "reject")
+        self.assertEqual(record.findtext("{*}auth_results/{*}spf/{*}result"), "fail")
+
+        self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "0 DMARC reports queued"),
+                         "the counts went with the reports")
+
+
+if __name__ == "__main__":
+    unittest.main()
