@@ -126,7 +126,7 @@ pub struct Authentication {
     /// (folded, authserv-id first).
     pub header: String,
     /// The DMARC evaluation as an aggregate report counts it, when the
-    /// author domain's record asks for reports.
+    /// subject asked for it and the author domain's record asks for reports.
     pub dmarc_report: Option<DmarcObservation>,
 }
 
@@ -151,6 +151,9 @@ pub struct Subject<'a> {
     pub message: &'a [u8],
     /// Who sent it.
     pub client: Client,
+    /// Whether to make the row a DMARC aggregate report counts it by
+    /// ([`Authentication::dmarc_report`]).
+    pub dmarc_report: bool,
 }
 
 /// Which of the client's names an SPF check is about.
@@ -316,7 +319,10 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
     let message = AuthenticatedMessage::parse(subject.message).unwrap_or_default();
     let verified = Verified::of(&authenticator, client, &message).await;
     let header = verified.results(client, &message).to_string();
-    let dmarc_report = dmarc_observation(&verified, client);
+    let dmarc_report = subject
+        .dmarc_report
+        .then(|| dmarc_observation(&verified, client))
+        .flatten();
     let Verified { spf, dkim, dmarc, arc } = &verified;
     let dmarc_record = dmarc.dmarc_record().is_some();
     Ok(Authentication {

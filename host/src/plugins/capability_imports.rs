@@ -740,22 +740,21 @@ impl StoreState {
             return Ok(done);
         }
         let dns = self.host.services.backends.dns.clone();
+        // Mail received from others is reported: a relaying client's is our own.
+        let reports = self.host.services.backends.dmarc_reports.clone().filter(|_| !relaying);
+        let dmarc_report = reports.is_some();
         let verified = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
             let subject = Subject {
                 message: &message,
                 client,
+                dmarc_report,
             };
             authenticate(&dns, subject).await.map_err(Error::from)
         })
         .await?;
         let verified = Arc::new(verified);
-        // Mail received from others: a relaying client's is our own.
-        if let (Some(reports), Some(seen), false) = (
-            &self.host.services.backends.dmarc_reports,
-            &verified.dmarc_report,
-            relaying,
-        ) {
+        if let (Some(reports), Some(seen)) = (reports, &verified.dmarc_report) {
             reports.record(seen, crate::queue::now_ms());
         }
         if let Some(conn) = &self.host.conn
@@ -871,6 +870,7 @@ impl dkim::Host for StoreState {
                 Subject {
                     message: &message,
                     client,
+                    dmarc_report: false,
                 },
                 key,
             )
