@@ -16,47 +16,59 @@ from test_auth_results import message, rsa_key, sign, txt
 from test_outbound import relay_setup
 
 
+def reporting(test_class, plugins, more_setup=lambda server: None):
+    """Starts, for `test_class`, a dnsmasq with the test's records, a
+    receiver on 127.0.0.2 and a waraka with `plugins` that reports DMARC
+    (set up further by `more_setup`)."""
+    test_class.key, public = rsa_key()
+    test_class.dns = stopped_after_class(test_class, dnsmasq([
+        "--local=/test/",
+        # Signed and sent from an address SPF allows: passes.
+        txt("sel._domainkey.good.test", f"v=DKIM1; k=rsa; p={public}"),
+        txt("good.test", "v=spf1 ip4:127.0.0.1 -all"),
+        txt("_dmarc.good.test", "v=DMARC1; p=none; rua=mailto:dmarc@good.test"),
+        # Neither: fails under p=reject; reports go to another domain that consents.
+        txt("spoofed.test", "v=spf1 -all"),
+        txt("_dmarc.spoofed.test", "v=DMARC1; p=reject; rua=mailto:reports@collector.test"),
+        txt("spoofed.test._report._dmarc.collector.test", "v=DMARC1"),
+        # Reports asked to another domain that does not consent.
+        txt("_dmarc.unconsented.test", "v=DMARC1; p=none; rua=mailto:reports@collector.test"),
+        # No rua: nothing is counted.
+        txt("_dmarc.quiet.test", "v=DMARC1; p=none"),
+        "--mx-host=good.test,mx.test,10", "--mx-host=collector.test,mx.test,10",
+        "--host-record=mx.test,127.0.0.2",
+    ]))
+    port = free_port("127.0.0.2")
+    test_class.receiver = stopped_after_class(test_class, SmtpReceiver("127.0.0.2", port, name="mx.test"))
+    outbound = relay_setup(test_class.dns.port, port, retry="1h", extra="dmarc_reports = true\n")
+
+    def setup(server):
+        outbound(server)
+        server.edit("config/host_list", lambda t: t + "local.test\n")
+        server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"',
+                                                       'hostname = "mx.reporter.test"'))
+        more_setup(server)
+
+    test_class.server = stopped_after_class(test_class, Waraka(plugins, setup=setup))
+
+
+def send(server, sender, raw):
+    """Sends `raw` from `sender` to a local user of `server`; the refused
+    recipients, or the code of a refused message."""
+    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+        try:
+            return s.sendmail(sender, ["user@local.test"], raw)
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code
+
+
 class DmarcReportTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.key, public = rsa_key()
-        cls.dns = stopped_after_class(cls, dnsmasq([
-            "--local=/test/",
-            # Signed and sent from an address SPF allows: passes.
-            txt("sel._domainkey.good.test", f"v=DKIM1; k=rsa; p={public}"),
-            txt("good.test", "v=spf1 ip4:127.0.0.1 -all"),
-            txt("_dmarc.good.test", "v=DMARC1; p=none; rua=mailto:dmarc@good.test"),
-            # Neither: fails under p=reject; reports go to another domain that consents.
-            txt("spoofed.test", "v=spf1 -all"),
-            txt("_dmarc.spoofed.test", "v=DMARC1; p=reject; rua=mailto:reports@collector.test"),
-            txt("spoofed.test._report._dmarc.collector.test", "v=DMARC1"),
-            # Reports asked to another domain that does not consent.
-            txt("_dmarc.unconsented.test", "v=DMARC1; p=none; rua=mailto:reports@collector.test"),
-            # No rua: nothing is counted.
-            txt("_dmarc.quiet.test", "v=DMARC1; p=none"),
-            "--mx-host=good.test,mx.test,10", "--mx-host=collector.test,mx.test,10",
-            "--host-record=mx.test,127.0.0.2",
-        ]))
-        port = free_port("127.0.0.2")
-        cls.receiver = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx.test"))
-        outbound = relay_setup(cls.dns.port, port, retry="1h", extra="dmarc_reports = true\n")
-
-        def setup(server):
-            outbound(server)
-            server.edit("config/host_list", lambda t: t + "local.test\n")
-            server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"',
-                                                           'hostname = "mx.reporter.test"'))
-
-        cls.server = stopped_after_class(cls, Waraka(
-            ["auth-results", "dmarc", "rcpt_to.in_host_list", "queue/maildir"], setup=setup))
+        reporting(cls, ["auth-results", "dmarc", "rcpt_to.in_host_list", "queue/maildir"])
 
     def send(self, sender, raw):
-        """Sends `raw` from `sender` to a local user; the refused recipients."""
-        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
-            try:
-                return s.sendmail(sender, ["user@local.test"], raw)
-            except smtplib.SMTPDataError as e:
-                return e.smtp_code
+        return send(self.server, sender, raw)
 
     def test_each_domain_gets_the_days_counts_at_its_consenting_addresses(self):
         good = sign(message("a@good.test", "signed"), "good.test", self.key)
@@ -105,6 +117,24 @@ class DmarcReportTest(unittest.TestCase):
 
         self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "0 DMARC reports queued"),
                          "the counts went with the reports")
+
+
+class RelayedMailTest(unittest.TestCase):
+    """Mail from a client allowed to relay is our own: not counted."""
+
+    @classmethod
+    def setUpClass(cls):
+        def check_relayed_mail(server):
+            server.edit("config/auth-results.ini", lambda t: t.replace("skip_relaying = true", "skip_relaying = false"))
+
+        reporting(cls, ["relay", "auth-results", "rcpt_to.in_host_list", "queue/maildir"], check_relayed_mail)
+
+    def test_a_relaying_clients_mail_is_not_counted(self):
+        self.assertEqual(send(self.server, "x@spoofed.test", message("x@spoofed.test", "ours")), {})
+        # Relayed: the outbound queue has it, verified all the same.
+        stored = wait_until(lambda: list((self.server.dir / "queue").rglob("*.eml")), what="the queued message")
+        self.assertIn(b"dmarc=fail", stored[0].read_bytes())
+        self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "0 DMARC reports queued"))
 
 
 if __name__ == "__main__":
