@@ -24,18 +24,34 @@ def zip_of(entries):
     return out.getvalue()
 
 
+def tree_of(tmp, entries):
+    """A directory `root` in `tmp` holding {path: bytes}."""
+    root = Path(tmp) / "root"
+    for name, content in entries.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
+
+
 def iso_of(entries, joliet=True):
     """An ISO 9660 image of {path: bytes} made by genisoimage, with Joliet
     names (as Windows tools write them) or only the primary volume's."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "root"
-        for name, content in entries.items():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_bytes(content)
+        root = tree_of(tmp, entries)
         image = Path(tmp) / "out.iso"
         subprocess.run(["genisoimage", "-quiet", *(["-J"] if joliet else []), "-o", str(image), str(root)],
                        check=True, capture_output=True)
         return image.read_bytes()
+
+
+def seven_z_of(entries, *options):
+    """A 7z archive of {path: bytes} made by 7-Zip (`7zz`), with its
+    command-line `options` (`-psecret`, `-mhe=on`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = tree_of(tmp, entries)
+        out = Path(tmp) / "out.7z"
+        subprocess.run(["7zz", "a", "-t7z", *options, str(out), "."], cwd=root, check=True, capture_output=True)
+        return out.read_bytes()
 
 
 def flagged_encrypted(archive):
@@ -138,6 +154,23 @@ class AttachmentTest(unittest.TestCase):
         # An image cut short cannot be listed whole.
         self.assertRefused(with_attachments("cut", ("cut.iso", "application/x-iso9660-image", lure[:40000])),
                            "Message contains an archive that cannot be inspected (cut.iso)")
+
+    def test_7z_archives_are_listed_from_their_header(self):
+        """Archives made by 7-Zip itself (Debian's `7zz`): names are listed,
+        an encrypted header hides them, and a zip inside is not opened."""
+        lure = seven_z_of({"readme.txt": b"r", "bin/setup.exe": b"MZ"})
+        self.assertRefused(with_attachments("7z", ("backup.dat", "application/octet-stream", lure)),
+                           "Message contains unacceptable attachment (backup.dat: bin/setup.exe)")
+        hidden = seven_z_of({"readme.txt": b"r"}, "-psecret", "-mhe=on")
+        self.assertRefused(with_attachments("7z hidden", ("docs.7z", "application/x-7z-compressed", hidden)),
+                           "Message contains an encrypted archive (docs.7z)")
+        inner = seven_z_of({"more.zip": zip_of({"run.vbs": b"WScript.Echo 1"})})
+        self.assertRefused(with_attachments("7z zip", ("more.7z", "application/x-7z-compressed", inner)),
+                           "Message contains an archive that cannot be inspected (more.7z)")
+        harmless = seven_z_of({"photos/a.jpg": b"\xff\xd8", "photos/b.jpg": b"\xff\xd8"})
+        code, _, stored = self.server.deliver(with_attachments("7z photos", ("photos.7z", "application/x-7z-compressed",
+                                                                             harmless)))
+        self.assertEqual((code, len(stored)), (250, 1))
 
     def test_encrypted_and_uninspectable_archives_are_refused_unless_accepted(self):
         secret = with_attachments("secret", ("secret.zip", "application/zip",

@@ -1,8 +1,8 @@
 //! The MIME structure of a message for policy: its content parts with
-//! their type, file name and size, and what the zip and tar archives and
-//! ISO 9660 disc images among them hold, looking into zips inside them
-//! within limits that keep a zip bomb from costing more than a bounded
-//! amount of memory and time.
+//! their type, file name and size, and what the zip, tar and 7z archives
+//! and ISO 9660 disc images among them hold, looking into zips inside them
+//! (not inside 7z) within limits that keep a zip bomb from costing more
+//! than a bounded amount of memory and time.
 
 mod iso9660;
 
@@ -13,6 +13,8 @@ use std::io::{Cursor, Read};
 pub const MAX_ARCHIVE_NAMES: usize = 1000;
 /// The most bytes the archives inside archives of one message may inflate to.
 pub const MAX_INFLATED: u64 = 32 * 1024 * 1024;
+/// The most memory, in KiB, decoding a 7z archive's (compressed) header may take.
+const MAX_7Z_HEADER_KB: usize = 16 * 1024;
 /// How deep attached messages are followed.
 const MAX_MESSAGE_DEPTH: u32 = 10;
 
@@ -133,9 +135,9 @@ fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, b
 }
 
 /// What the archive `contents` holds — a zip, a tar, a tar compressed
-/// with gzip (`.tar.gz`, `.tgz`) or an ISO 9660 disc image, recognised by
-/// content — looking `depth` levels into the zips inside it; `None` when it
-/// is none of those.
+/// with gzip (`.tar.gz`, `.tgz`), a 7z or an ISO 9660 disc image,
+/// recognised by content — looking `depth` levels into the zips inside it;
+/// `None` when it is none of those.
 fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> {
     let mut archive = Archive::default();
     if is_zip(contents) {
@@ -147,10 +149,62 @@ fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> 
         list_tar(&tar, depth, budget, &mut archive);
     } else if iso9660::is_image(contents) {
         list_image(contents, depth, budget, &mut archive);
+    } else if contents.starts_with(SEVEN_Z_SIGNATURE) {
+        list_7z(contents, &mut archive);
     } else {
         return None;
     }
     Some(archive)
+}
+
+/// What a 7z archive starts with.
+const SEVEN_Z_SIGNATURE: &[u8] = &[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C];
+
+/// Adds the names in the 7z archive `bytes` to `archive`, reading only its
+/// header (decoded within [`MAX_7Z_HEADER_KB`]). Its files are compressed
+/// together and stay so: an archive inside it (by name) is not opened and
+/// makes the listing incomplete. An encrypted header hides every name.
+fn list_7z(bytes: &[u8], archive: &mut Archive) {
+    let read = sevenz_rust2::Archive::read_with_memory_limit(
+        &mut Cursor::new(bytes),
+        &sevenz_rust2::Password::empty(),
+        MAX_7Z_HEADER_KB,
+    );
+    let listing = match read {
+        Ok(listing) => listing,
+        Err(sevenz_rust2::Error::PasswordRequired) => {
+            archive.encrypted = true;
+            archive.incomplete = true;
+            return;
+        }
+        Err(_) => {
+            archive.incomplete = true;
+            return;
+        }
+    };
+    archive.encrypted |= listing.blocks.iter().any(|block| {
+        block
+            .coders
+            .iter()
+            .any(|coder| coder.encoder_method_id() == sevenz_rust2::EncoderMethod::ID_AES256_SHA256)
+    });
+    for entry in &listing.files {
+        if archive.names.len() >= MAX_ARCHIVE_NAMES {
+            archive.incomplete = true;
+            return;
+        }
+        let name = entry.name().to_string();
+        let lower = name.to_ascii_lowercase();
+        if [".zip", ".tar", ".tgz", ".gz", ".7z", ".iso", ".img"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+        {
+            archive.incomplete = true;
+        }
+        archive
+            .names
+            .push(if entry.is_directory() { format!("{name}/") } else { name });
+    }
 }
 
 /// Adds the paths in the disc image `bytes` to `archive`, and those of the
@@ -529,6 +583,65 @@ mod tests {
             .unwrap();
         assert_eq!(listed.names, ["small.zip", "small.zip/a.txt", "big.zip"]);
         assert!(listed.incomplete);
+    }
+
+    /// A 7z of `entries` (a name ending in `/` is a directory), its files
+    /// encrypted with `password` when given, and then its header too when
+    /// `hide_names`.
+    fn seven_z_of(entries: &[(&str, &[u8])], password: Option<&str>, hide_names: bool) -> Vec<u8> {
+        use sevenz_rust2::encoder_options::AesEncoderOptions;
+        use sevenz_rust2::{ArchiveEntry, ArchiveWriter, EncoderMethod, Password};
+        let mut writer = ArchiveWriter::new(Cursor::new(Vec::new())).unwrap();
+        if let Some(password) = password {
+            writer.set_content_methods(vec![
+                AesEncoderOptions::new(Password::new(password)).into(),
+                EncoderMethod::LZMA2.into(),
+            ]);
+        }
+        writer.set_encrypt_header(hide_names);
+        for (name, content) in entries {
+            match name.strip_suffix('/') {
+                Some(dir) => writer.push_archive_entry::<&[u8]>(ArchiveEntry::new_directory(dir), None),
+                None => writer.push_archive_entry(ArchiveEntry::new_file(name), Some(*content)),
+            }
+            .unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    fn listing(archive: &[u8]) -> Archive {
+        let message = with_attachment("a.7z", "application/x-7z-compressed", archive);
+        parts(&message, 3)[1].archive.clone().expect("recognised as an archive")
+    }
+
+    #[test]
+    fn a_7z_is_listed_from_its_header() {
+        let plain = listing(&seven_z_of(
+            &[("docs/", b""), ("docs/readme.txt", b"hi"), ("run.exe", b"MZ")],
+            None,
+            true,
+        ));
+        assert_eq!(plain.names, ["docs/", "docs/readme.txt", "run.exe"]);
+        assert!(!plain.encrypted && !plain.incomplete, "{plain:?}");
+
+        let with_zip = listing(&seven_z_of(&[("inner.zip", &zip_of(&[("x.exe", b"MZ")]))], None, true));
+        assert_eq!(with_zip.names, ["inner.zip"]);
+        assert!(with_zip.incomplete, "a zip inside a 7z is not opened");
+
+        let locked = listing(&seven_z_of(&[("run.exe", b"MZ")], Some("secret"), false));
+        assert_eq!(locked.names, ["run.exe"], "the names of encrypted files show");
+        assert!(locked.encrypted);
+
+        let hidden = listing(&seven_z_of(&[("run.exe", b"MZ")], Some("secret"), true));
+        assert!(
+            hidden.names.is_empty() && hidden.encrypted && hidden.incomplete,
+            "{hidden:?}"
+        );
+
+        let mut corrupt = seven_z_of(&[("run.exe", b"MZ")], None, true);
+        corrupt.truncate(40);
+        let corrupt = listing(&corrupt);
+        assert!(corrupt.incomplete && corrupt.names.is_empty(), "{corrupt:?}");
     }
 
     #[test]
