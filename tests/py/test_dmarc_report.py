@@ -74,6 +74,9 @@ class DmarcReportTest(unittest.TestCase):
         good = sign(message("a@good.test", "signed"), "good.test", self.key)
         self.assertEqual(self.send("a@good.test", good), {})
         self.assertEqual(self.send("a@good.test", good), {})
+        # A subdomain without a record of its own: good.test's applies.
+        news = sign(message("a@news.good.test", "news"), "good.test", self.key)
+        self.assertEqual(self.send("a@news.good.test", news), {})
         for _ in range(2):
             self.assertEqual(self.send("x@spoofed.test", message("x@spoofed.test", "spoofed")), 550)
         self.assertEqual(self.send("y@unconsented.test", message("y@unconsented.test", "unconsented")), {})
@@ -97,7 +100,10 @@ class DmarcReportTest(unittest.TestCase):
         self.assertEqual(good.findtext("{*}report_metadata/{*}org_name"), "mx.reporter.test")
         self.assertEqual(good.findtext("{*}policy_published/{*}domain"), "good.test")
         self.assertEqual(good.findtext("{*}policy_published/{*}p"), "none")
-        record, = good.findall("{*}record")
+        record, news = good.findall("{*}record")
+        self.assertEqual(news.findtext("{*}identifiers/{*}header_from"), "news.good.test",
+                         "in the report of the record that applies")
+        self.assertEqual(news.findtext("{*}row/{*}policy_evaluated/{*}dkim"), "pass")
         self.assertEqual(record.findtext("{*}row/{*}source_ip"), "127.0.0.1")
         self.assertEqual(record.findtext("{*}row/{*}count"), "2", "one row for two alike messages")
         self.assertEqual(record.findtext("{*}row/{*}policy_evaluated/{*}dkim"), "pass")

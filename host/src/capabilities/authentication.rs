@@ -379,6 +379,23 @@ fn dmarc_observation(verified: &Verified<'_>, client: &Client) -> Option<DmarcOb
     })
 }
 
+/// The domain whose DMARC record applies to mail from `author`: `author`
+/// itself or its nearest parent (of two labels at least) with a
+/// `v=DMARC1` record at `_dmarc`, as RFC 9989's tree walk finds it for
+/// the usual `example.com` and `news.example.com`; `author` when none has one.
+pub async fn dmarc_policy_domain(dns: &Dns, author: &str) -> Result<String, CapabilityError> {
+    let labels: Vec<&str> = author.split('.').collect();
+    for skip in 0..labels.len().saturating_sub(1).max(1) {
+        let domain = labels[skip..].join(".");
+        match dns.txt(&format!("_dmarc.{domain}")).await {
+            Ok(texts) if texts.iter().any(|t| t.trim_start().starts_with("v=DMARC1")) => return Ok(domain),
+            Ok(_) | Err(CapabilityError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(author.to_string())
+}
+
 /// Those of `rua` that may receive `domain`'s DMARC reports (RFC 7489
 /// §7.1): an address in `domain` or below it, or one whose domain OTHER
 /// publishes `DOMAIN._report._dmarc.OTHER`. A DNS failure is an error.

@@ -118,10 +118,24 @@ impl DmarcReports {
             .collect()
     }
 
-    /// The report of `domain` in `period`, mailed to `recipients`; `None`
-    /// when it has no counts or the message cannot be written.
-    pub fn mail(&self, period: &DmarcPeriod, domain: &str, recipients: Vec<String>) -> Option<ReportMail> {
-        let counts = period.period.tally.domains.get(domain)?;
+    /// The report of `domain`'s DMARC record in `period`, with the counts
+    /// of the `authors` it applies to, mailed to `recipients`; `None` when
+    /// they have no counts or the message cannot be written.
+    pub fn mail(
+        &self,
+        period: &DmarcPeriod,
+        domain: &str,
+        authors: &[String],
+        recipients: Vec<String>,
+    ) -> Option<ReportMail> {
+        let counted: Vec<&DomainCounts> = authors
+            .iter()
+            .filter_map(|author| period.period.tally.domains.get(author))
+            .collect();
+        let policy = PolicyPublished {
+            domain: domain.to_string(),
+            ..counted.first()?.policy.clone()
+        };
         let seconds = |ms: u64| ms / 1000;
         let (start, end) = (seconds(period.period.start_ms), seconds(period.period.end_ms));
         let mut report = Report::new()
@@ -130,8 +144,8 @@ impl DmarcReports {
             .with_report_id(format!("{start}.{end}.{domain}@{}", self.submitter.name))
             .with_date_range_begin(start)
             .with_date_range_end(end)
-            .with_policy_published(counts.policy.clone());
-        for (record, count) in &counts.rows {
+            .with_policy_published(policy);
+        for (record, count) in counted.iter().flat_map(|counts| &counts.rows) {
             report.add_record(record.clone().with_count(*count));
         }
         let mut message = Vec::new();
@@ -200,7 +214,9 @@ mod tests {
         let a = &due[0].period.tally.domains["a.test"];
         let counts: Vec<u32> = a.rows.iter().map(|(_, count)| *count).collect();
         assert_eq!(counts, [2, 1], "one row per distinct source");
-        let mail = reopened.mail(&due[0], "a.test", vec!["dmarc@a.test".into()]).unwrap();
+        let mail = reopened
+            .mail(&due[0], "a.test", &["a.test".into()], vec!["dmarc@a.test".into()])
+            .unwrap();
         let text = String::from_utf8_lossy(&mail.message);
         assert!(
             text.contains("Report Domain: a.test\r\nSubmitter: mx.me.test\r\n"),

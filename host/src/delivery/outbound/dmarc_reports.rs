@@ -8,9 +8,10 @@
 use super::super::daily::{ReportMail, Submitter};
 use super::super::notice;
 use super::Outbound;
-use crate::capabilities::authentication::dmarc_report_consent;
+use crate::capabilities::authentication::{dmarc_policy_domain, dmarc_report_consent};
 use crate::protocol::{DsnRequests, TlsRequest};
 use crate::queue::{Entry, Envelope, now_ms};
+use std::collections::BTreeMap;
 use std::io;
 use std::time::Duration;
 use tracing::{error, info, warn};
@@ -32,11 +33,21 @@ impl Outbound {
         let reports = self.inner.settings.dmarc_reports.clone()?;
         let mut queued = 0;
         for period in reports.take_due(now_ms(), now) {
-            for domain in period.domains() {
-                let Some(recipients) = self.consenting(&domain, period.rua(&domain)).await else {
+            // One report per record: `news.example.com` and `example.com`
+            // under `_dmarc.example.com` go in `example.com`'s.
+            let mut by_record: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for author in period.domains() {
+                let domain = dmarc_policy_domain(&self.inner.dns, &author).await.unwrap_or_else(|e| {
+                    warn!(%author, error = %e, "DMARC record not looked up again: reporting under the author domain");
+                    author.clone()
+                });
+                by_record.entry(domain).or_default().push(author);
+            }
+            for (domain, authors) in by_record {
+                let Some(recipients) = self.consenting(&domain, period.rua(&authors[0])).await else {
                     continue;
                 };
-                let Some(mail) = reports.mail(&period, &domain, recipients) else {
+                let Some(mail) = reports.mail(&period, &domain, &authors, recipients) else {
                     continue;
                 };
                 let to = mail.recipients.join(",");
