@@ -31,10 +31,16 @@ pub struct Submitter {
 /// A day in milliseconds.
 pub const DAY_MS: u64 = 24 * 3600 * 1000;
 
-/// What a report counts over a period.
+/// How long after its day a report that could not be sent is tried again.
+pub const RETRY_FOR_MS: u64 = DAY_MS;
+
+/// What a report counts over a period, by domain.
 pub trait Tally: Default + Serialize + DeserializeOwned + Send {
     /// Whether nothing was counted.
     fn is_empty(&self) -> bool;
+
+    /// Keeps only the counts of `domains`.
+    fn retain_domains(&mut self, domains: &[String]);
 }
 
 /// The counts of a stretch of time.
@@ -139,6 +145,27 @@ impl<T: Tally> DailyCounts<T> {
     }
 }
 
+impl<T: Tally> DailyCounts<T> {
+    /// Puts back the counts of `domains` in the ended `period`, whose
+    /// reports could not be sent for now (a DNS failure), to be taken again
+    /// by the next [`DailyCounts::take_due`]; given up (logged) once
+    /// [`RETRY_FOR_MS`] past the period's end.
+    pub fn retry_later(&self, mut period: Period<T>, domains: &[String], now_ms: u64) {
+        if domains.is_empty() {
+            return;
+        }
+        if now_ms > period.end_ms + RETRY_FOR_MS {
+            tracing::warn!(domains = %domains.join(","), "reports not sent a day after their period: given up");
+            return;
+        }
+        period.tally.retain_domains(domains);
+        let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (counts, dirty) = &mut *guard;
+        counts.ended.push(period);
+        *dirty = true;
+    }
+}
+
 /// Ends the period being counted when its UTC day is over.
 fn roll_over<T: Tally>(counts: &mut Counts<T>, now_ms: u64) {
     let day_end = (counts.current.start_ms / DAY_MS + 1) * DAY_MS;
@@ -147,5 +174,57 @@ fn roll_over<T: Tally>(counts: &mut Counts<T>, now_ms: u64) {
         let mut ended = std::mem::replace(&mut counts.current, next);
         ended.end_ms = day_end - 1000;
         counts.ended.push(ended);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Messages counted by domain.
+    #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    struct ByDomain(BTreeMap<String, u32>);
+
+    impl Tally for ByDomain {
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn retain_domains(&mut self, domains: &[String]) {
+            self.0.retain(|domain, _| domains.contains(domain));
+        }
+    }
+
+    const DAY1: u64 = 20_000 * DAY_MS;
+
+    fn count(counts: &DailyCounts<ByDomain>, domain: &str, now_ms: u64) {
+        counts.add(now_ms, |tally| *tally.0.entry(domain.to_string()).or_default() += 1);
+    }
+
+    #[test]
+    fn a_day_is_due_once_over_and_what_could_not_be_sent_comes_back_for_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let counts = DailyCounts::<ByDomain>::open(&dir.path().join("counts.json"), DAY1 + 1);
+        count(&counts, "a.test", DAY1 + 10);
+        count(&counts, "b.test", DAY1 + 20);
+        assert_eq!(counts.take_due(DAY1 + 30, false), vec![], "the day is not over");
+        count(&counts, "a.test", DAY1 + DAY_MS + 5);
+        let due = counts.take_due(DAY1 + DAY_MS + 10, false);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].start_ms, due[0].end_ms), (DAY1 + 1, DAY1 + DAY_MS - 1000));
+        let period = due.into_iter().next().unwrap();
+        counts.retry_later(period, &["b.test".to_string()], DAY1 + DAY_MS + 20);
+        counts.save().unwrap();
+
+        let reopened = DailyCounts::<ByDomain>::open(&dir.path().join("counts.json"), DAY1 + DAY_MS + 30);
+        let again = reopened.take_due(DAY1 + DAY_MS + 40, false);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].tally.0, BTreeMap::from([("b.test".to_string(), 1)]), "only what waits");
+        let period = again.into_iter().next().unwrap();
+        reopened.retry_later(period, &["b.test".to_string()], DAY1 + 3 * DAY_MS);
+        let last = reopened.take_due(DAY1 + 3 * DAY_MS, false);
+        let domains: Vec<_> = last.iter().map(|p| p.tally.0.clone()).collect();
+        assert_eq!(domains, [BTreeMap::from([("a.test".to_string(), 1)])], "b.test given up after a day");
     }
 }

@@ -36,6 +36,10 @@ impl Tally for DmarcTally {
     fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
+
+    fn retain_domains(&mut self, domains: &[String]) {
+        self.domains.retain(|domain, _| domains.contains(domain));
+    }
 }
 
 impl DmarcTally {
@@ -106,6 +110,12 @@ impl DmarcReports {
     /// Saves the counts when they changed since the last save.
     pub fn save(&self) -> std::io::Result<()> {
         self.counts.save()
+    }
+
+    /// Puts back the counts of the author `domains` in `period`, whose
+    /// reports could not be sent for now (see [`DailyCounts::retry_later`]).
+    pub fn retry_later(&self, period: DmarcPeriod, domains: &[String], now_ms: u64) {
+        self.counts.retry_later(period.period, domains, now_ms);
     }
 
     /// Takes the days whose reports are due: those that are over, and with

@@ -144,6 +144,11 @@ impl Tally for TlsTally {
     fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+
+    fn retain_domains(&mut self, domains: &[String]) {
+        self.rows.retain(|row| domains.contains(&row.domain));
+        self.by_domain.clear();
+    }
 }
 
 impl TlsTally {
@@ -223,6 +228,12 @@ impl TlsReports {
     /// Saves the counts when they changed since the last save.
     pub fn save(&self) -> std::io::Result<()> {
         self.counts.save()
+    }
+
+    /// Puts back the counts of `domains` in `period`, whose reports could
+    /// not be sent for now (see [`DailyCounts::retry_later`]).
+    pub fn retry_later(&self, period: ReportPeriod, domains: &[String], now_ms: u64) {
+        self.counts.retry_later(period.period, domains, now_ms);
     }
 
     /// Takes the periods whose reports are due: those of days that are

@@ -45,7 +45,7 @@ pub struct RuntimeSettings {
     /// How long the first reply after a plugin fault a client caused is
     /// held (doubled per further fault; zero: never). See [`FaultTarpit`].
     pub fault_delay: Duration,
-    /// Idle instances kept per plugin for reuse (see [`super::warm`]).
+    /// Idle instances kept per plugin for reuse (see `plugins::warm`).
     pub warm_instances: u32,
 }
 
@@ -99,7 +99,7 @@ pub struct Services {
     pub config: ConfigFiles,
     /// The stores and databases grants refer to.
     pub backends: Backends,
-    /// Shares the fsyncs plugins make through WASI (see [`super::wasi_sync`]).
+    /// Shares the fsyncs plugins make through WASI (see `plugins::wasi_sync`).
     pub group_sync: GroupSync,
 }
 

@@ -36,16 +36,30 @@ impl Outbound {
             // One report per record: `news.example.com` and `example.com`
             // under `_dmarc.example.com` go in `example.com`'s.
             let mut by_record: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            // Authors whose reports wait for DNS to answer.
+            let mut later = Vec::new();
             for author in period.domains() {
-                let domain = dmarc_policy_domain(&self.inner.dns, &author).await.unwrap_or_else(|e| {
-                    warn!(%author, error = %e, "DMARC record not looked up again: reporting under the author domain");
-                    author.clone()
-                });
-                by_record.entry(domain).or_default().push(author);
+                match dmarc_policy_domain(&self.inner.dns, &author).await {
+                    Ok(domain) => by_record.entry(domain).or_default().push(author),
+                    Err(e) => {
+                        warn!(%author, error = %e, "DMARC report not sent yet: its record could not be looked up");
+                        later.push(author);
+                    }
+                }
             }
             for (domain, authors) in by_record {
-                let Some(recipients) = self.consenting(&domain, period.rua(&authors[0])).await else {
-                    continue;
+                let rua = period.rua(&authors[0]);
+                let recipients = match dmarc_report_consent(&self.inner.dns, &domain, &rua).await {
+                    Ok(allowed) if allowed.is_empty() => {
+                        warn!(%domain, rua = %rua.join(","), "DMARC report not sent: no rua address consents to receive it");
+                        continue;
+                    }
+                    Ok(allowed) => allowed,
+                    Err(e) => {
+                        warn!(%domain, error = %e, "DMARC report not sent yet");
+                        later.extend(authors);
+                        continue;
+                    }
                 };
                 let Some(mail) = reports.mail(&period, &domain, &authors, recipients) else {
                     continue;
@@ -60,27 +74,12 @@ impl Outbound {
                     Err(e) => error!(%domain, error = %e, "DMARC report not queued"),
                 }
             }
+            reports.retry_later(period, &later, now_ms());
         }
         if let Err(e) = self.blocking(move |_| reports.save()).await {
             warn!(error = %e, "could not save the DMARC report counts");
         }
         Some(queued)
-    }
-
-    /// Those of `rua` that may receive `domain`'s reports (RFC 7489 §7.1);
-    /// `None` (logged) when none may, or the check could not be made.
-    async fn consenting(&self, domain: &str, rua: Vec<String>) -> Option<Vec<String>> {
-        match dmarc_report_consent(&self.inner.dns, domain, &rua).await {
-            Err(e) => {
-                warn!(%domain, error = %e, "DMARC report not sent");
-                None
-            }
-            Ok(allowed) if allowed.is_empty() => {
-                warn!(%domain, rua = %rua.join(","), "DMARC report not sent: no rua address consents to receive it");
-                None
-            }
-            Ok(allowed) => Some(allowed),
-        }
     }
 
     /// Saves the DMARC counts (at shutdown).

@@ -83,14 +83,16 @@ impl Outbound {
         let reports = self.inner.tls_reports.clone()?;
         let (mut queued, mut posted) = (0, 0);
         for period in reports.take_due(now_ms(), now) {
+            let mut later = Vec::new();
             for domain in period.domains() {
                 let name = format!("_smtp._tls.{domain}");
                 let record = match self.inner.dns.txt(&name).await {
                     Ok(texts) => tls_report::tlsrpt_record(&texts),
                     Err(CapabilityError::NotFound) => None,
                     Err(e) => {
-                        warn!(%domain, error = %e, "TLS report not sent: its TLSRPT record could not be looked up");
-                        None
+                        warn!(%domain, error = %e, "TLS report not sent yet: its TLSRPT record could not be looked up");
+                        later.push(domain);
+                        continue;
                     }
                 };
                 let Some(record) = record else {
@@ -119,6 +121,7 @@ impl Outbound {
                     Err(e) => error!(%domain, error = %e, "TLS report not queued"),
                 }
             }
+            reports.retry_later(period, &later, now_ms());
         }
         if let Err(e) = self.blocking(move |_| reports.save()).await {
             warn!(error = %e, "could not save the TLS report counts");
