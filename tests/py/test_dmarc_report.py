@@ -11,7 +11,9 @@ import smtplib
 import unittest
 import xml.etree.ElementTree as ElementTree
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port, stopped_after_class, wait_until, waraka_queue
+from harness import (
+    SmtpReceiver, Waraka, dnsmasq, free_port, prometheus, stopped_after_class, wait_until, waraka_queue,
+)
 from test_auth_results import message, rsa_key, sign, txt
 from test_outbound import relay_setup
 
@@ -41,9 +43,11 @@ def reporting(test_class, plugins, more_setup=lambda server: None):
     port = free_port("127.0.0.2")
     test_class.receiver = stopped_after_class(test_class, SmtpReceiver("127.0.0.2", port, name="mx.test"))
     outbound = relay_setup(test_class.dns.port, port, retry="1h", extra="dmarc_reports = true\n")
+    test_class.metrics_port = free_port()
 
     def setup(server):
         outbound(server)
+        server.enable_metrics(test_class.metrics_port)
         server.edit("config/host_list", lambda t: t + "local.test\n")
         server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"',
                                                        'hostname = "mx.reporter.test"'))
@@ -85,6 +89,9 @@ class DmarcReportTest(unittest.TestCase):
         self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "2 DMARC reports queued"))
         self.server.wait_for_log(r"DMARC report not sent: no rua address consents to receive it "
                                  r"domain=unconsented\.test")
+        metrics = prometheus(self.metrics_port)
+        self.assertEqual(metrics['waraka_reports_total{kind="dmarc",result="queued"}'], 2)
+        self.assertEqual(metrics['waraka_reports_total{kind="dmarc",result="unauthorized"}'], 1)
         reports = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(
             [m for m in self.receiver.received() if m[0] == "dmarc-reports@mx.reporter.test"]), what="two reports")
         by_recipient = {}

@@ -15,8 +15,8 @@ import unittest
 from pathlib import Path
 
 from harness import (
-    HttpsServer, Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert, stopped_after_class, tls_mx, wait_until,
-    waraka_queue,
+    HttpsServer, Knot, SmtpReceiver, Waraka, free_port, make_ca, make_cert, prometheus, stopped_after_class, tls_mx,
+    wait_until, waraka_queue,
 )
 from test_dane import spki_sha256
 from test_outbound import message, queue_entries, relay_setup
@@ -87,8 +87,11 @@ class TlsReportTest(unittest.TestCase):
                             extra='dane = true\nmta_sts = false\ntls_reports = true\n'
                                   'tls_report_from = "tls-reports@sender.test"\n')
 
+        cls.metrics_port = free_port()
+
         def setup(server):
             relay(server)
+            server.enable_metrics(cls.metrics_port)
             server.edit("waraka.toml", lambda t: t.replace(
                 "\n[dns]\n", f'\n[dns]\ntrust_anchor = "{cls.dns.anchor}"\n', 1)
                 .replace('# hostname = "mx.example.com"', 'hostname = "mx.sender.test"'))
@@ -114,6 +117,9 @@ class TlsReportTest(unittest.TestCase):
                             and e["attempts"] == 1], what="the deferred entry for wrong.rpt.test")
 
         self.assertEqual(waraka_queue(self.server, "tls-report"), (0, "3 TLS reports queued, 1 posted"))
+        metrics = prometheus(self.metrics_port)
+        self.assertEqual((metrics['waraka_reports_total{kind="tls",result="queued"}'],
+                          metrics['waraka_reports_total{kind="tls",result="posted"}']), (3, 1))
         got = wait_until(lambda: (lambda m: m if len(m) == 3 else None)(self.reports.received()),
                          what="three reports")
         reports = {}

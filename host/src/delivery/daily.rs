@@ -220,11 +220,19 @@ mod tests {
         let reopened = DailyCounts::<ByDomain>::open(&dir.path().join("counts.json"), DAY1 + DAY_MS + 30);
         let again = reopened.take_due(DAY1 + DAY_MS + 40, false);
         assert_eq!(again.len(), 1, "{again:?}");
-        assert_eq!(again[0].tally.0, BTreeMap::from([("b.test".to_string(), 1)]), "only what waits");
+        assert_eq!(
+            again[0].tally.0,
+            BTreeMap::from([("b.test".to_string(), 1)]),
+            "only what waits"
+        );
         let period = again.into_iter().next().unwrap();
         reopened.retry_later(period, &["b.test".to_string()], DAY1 + 3 * DAY_MS);
         let last = reopened.take_due(DAY1 + 3 * DAY_MS, false);
         let domains: Vec<_> = last.iter().map(|p| p.tally.0.clone()).collect();
-        assert_eq!(domains, [BTreeMap::from([("a.test".to_string(), 1)])], "b.test given up after a day");
+        assert_eq!(
+            domains,
+            [BTreeMap::from([("a.test".to_string(), 1)])],
+            "b.test given up after a day"
+        );
     }
 }

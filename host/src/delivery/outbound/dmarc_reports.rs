@@ -16,6 +16,11 @@ use std::io;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
+/// Counts a daily report of `kind` (`tls`, `dmarc`) by what became of it.
+pub(super) fn count_report(kind: &'static str, result: &'static str) {
+    metrics::counter!("waraka_reports_total", "kind" => kind, "result" => result).increment(1);
+}
+
 impl Outbound {
     /// Saves the DMARC counts every minute and, once a UTC day is over,
     /// sends its reports.
@@ -43,6 +48,7 @@ impl Outbound {
                     Ok(domain) => by_record.entry(domain).or_default().push(author),
                     Err(e) => {
                         warn!(%author, error = %e, "DMARC report not sent yet: its record could not be looked up");
+                        count_report("dmarc", "deferred");
                         later.push(author);
                     }
                 }
@@ -52,11 +58,13 @@ impl Outbound {
                 let recipients = match dmarc_report_consent(&self.inner.dns, &domain, &rua).await {
                     Ok(allowed) if allowed.is_empty() => {
                         warn!(%domain, rua = %rua.join(","), "DMARC report not sent: no rua address consents to receive it");
+                        count_report("dmarc", "unauthorized");
                         continue;
                     }
                     Ok(allowed) => allowed,
                     Err(e) => {
                         warn!(%domain, error = %e, "DMARC report not sent yet");
+                        count_report("dmarc", "deferred");
                         later.extend(authors);
                         continue;
                     }
@@ -68,10 +76,14 @@ impl Outbound {
                 match self.blocking(move |o| o.queue_dmarc_report(mail)).await {
                     Ok(entries) => {
                         info!(%domain, %to, "DMARC report queued");
+                        count_report("dmarc", "queued");
                         self.schedule(entries);
                         queued += 1;
                     }
-                    Err(e) => error!(%domain, error = %e, "DMARC report not queued"),
+                    Err(e) => {
+                        error!(%domain, error = %e, "DMARC report not queued");
+                        count_report("dmarc", "failed");
+                    }
                 }
             }
             reports.retry_later(period, &later, now_ms());

@@ -9,6 +9,7 @@ use super::super::https;
 use super::super::mta_sts::Policy;
 use super::super::tls_report::{self, TlsFailure, TlsPolicy, TlsSession};
 use super::Outbound;
+use super::dmarc_reports::count_report;
 use crate::capabilities::CapabilityError;
 use crate::protocol::TlsRequest;
 use crate::queue::{Entry, now_ms};
@@ -91,6 +92,7 @@ impl Outbound {
                     Err(CapabilityError::NotFound) => None,
                     Err(e) => {
                         warn!(%domain, error = %e, "TLS report not sent yet: its TLSRPT record could not be looked up");
+                        count_report("tls", "deferred");
                         later.push(domain);
                         continue;
                     }
@@ -102,10 +104,17 @@ impl Outbound {
                     match tokio::time::timeout(REPORT_POST_TIMEOUT, self.post_tls_report(&url, body)).await {
                         Ok(Ok(())) => {
                             info!(%domain, %url, "TLS report posted");
+                            count_report("tls", "posted");
                             posted += 1;
                         }
-                        Ok(Err(e)) => warn!(%domain, %url, error = %e, "TLS report not posted"),
-                        Err(_) => warn!(%domain, %url, "TLS report not posted: timed out"),
+                        Ok(Err(e)) => {
+                            warn!(%domain, %url, error = %e, "TLS report not posted");
+                            count_report("tls", "failed");
+                        }
+                        Err(_) => {
+                            warn!(%domain, %url, "TLS report not posted: timed out");
+                            count_report("tls", "failed");
+                        }
                     }
                 }
                 let Some(mail) = reports.mail(&period, &domain, &record) else {
@@ -115,10 +124,14 @@ impl Outbound {
                 match self.blocking(move |o| o.queue_tls_report(mail)).await {
                     Ok(entries) => {
                         info!(%domain, to = %recipients, "TLS report queued");
+                        count_report("tls", "queued");
                         self.schedule(entries);
                         queued += 1;
                     }
-                    Err(e) => error!(%domain, error = %e, "TLS report not queued"),
+                    Err(e) => {
+                        error!(%domain, error = %e, "TLS report not queued");
+                        count_report("tls", "failed");
+                    }
                 }
             }
             reports.retry_later(period, &later, now_ms());
