@@ -151,7 +151,7 @@ pub struct Subject<'a> {
     pub message: &'a [u8],
     /// Who sent it.
     pub client: Client,
-    /// Whether to make the row a DMARC aggregate report counts it by
+    /// Whether to make the message's row for DMARC aggregate reports
     /// ([`Authentication::dmarc_report`]).
     pub dmarc_report: bool,
 }
