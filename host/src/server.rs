@@ -187,8 +187,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     if let Some((delivery, outbound)) = delivery {
         // Deliveries in flight stay queued on disk and are retried at start-up.
         delivery.abort();
-        outbound.save_tls_counts();
-        outbound.save_dmarc_counts();
+        outbound.save_report_counts();
     }
     if let (Some(control), Some(path)) = (control, control_path) {
         control.abort();

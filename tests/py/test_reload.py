@@ -6,17 +6,13 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, Waraka, rcpt_replies, wait_until
+from harness import BIN, Waraka, rcpt_replies, stopped_after_class, wait_until
 
 
 class ReloadTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = Waraka(["rcpt_to.in_host_list", "queue/maildir"])
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
+        cls.server = stopped_after_class(cls, Waraka(["rcpt_to.in_host_list", "queue/maildir"]))
 
     def code_for(self, domain):
         return rcpt_replies(self.server.port, f"someone@{domain}")[0][0]

@@ -39,6 +39,9 @@ pub trait Tally: Default + Serialize + DeserializeOwned + Send {
     /// Whether nothing was counted.
     fn is_empty(&self) -> bool;
 
+    /// The domains it has counts for, in order.
+    fn domains(&self) -> Vec<String>;
+
     /// Keeps only the counts of `domains`.
     fn retain_domains(&mut self, domains: &[String]);
 }
@@ -63,6 +66,11 @@ impl<T: Tally> Period<T> {
             tally: T::default(),
         }
     }
+
+    /// The domains it has counts for, in order.
+    pub fn domains(&self) -> Vec<String> {
+        self.tally.domains()
+    }
 }
 
 /// What is kept on disk.
@@ -75,18 +83,22 @@ struct Counts<T> {
     ended: Vec<Period<T>>,
 }
 
-/// Day-by-day counts of one kind, in memory and in a file.
+/// Day-by-day counts of one kind of report, in memory and in a file, and
+/// who sends the reports made of them. What a kind counts, and how its
+/// reports read, is in its own module (`impl DailyReports<ItsTally>`).
 #[derive(Debug)]
-pub struct DailyCounts<T> {
+pub struct DailyReports<T> {
     path: PathBuf,
     /// The counts, and whether they changed since the last save.
     counts: Mutex<(Counts<T>, bool)>,
+    submitter: Submitter,
 }
 
-impl<T: Tally> DailyCounts<T> {
+impl<T: Tally> DailyReports<T> {
     /// Counts kept in `path` (read back from a previous run when it holds
-    /// any; an unreadable file is logged and counting starts afresh).
-    pub fn open(path: &Path, now_ms: u64) -> DailyCounts<T> {
+    /// any; an unreadable file is logged and counting starts afresh), for
+    /// reports from `submitter`.
+    pub fn open(path: &Path, submitter: Submitter, now_ms: u64) -> DailyReports<T> {
         let mut counts: Counts<T> = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "unreadable report counts; starting afresh");
@@ -97,10 +109,16 @@ impl<T: Tally> DailyCounts<T> {
         if counts.current.start_ms == 0 {
             counts.current = Period::starting(now_ms);
         }
-        DailyCounts {
+        DailyReports {
             path: path.to_path_buf(),
             counts: Mutex::new((counts, false)),
+            submitter,
         }
+    }
+
+    /// Who sends the reports.
+    pub fn submitter(&self) -> &Submitter {
+        &self.submitter
     }
 
     /// Counts something in the period of `now_ms`.
@@ -145,10 +163,10 @@ impl<T: Tally> DailyCounts<T> {
     }
 }
 
-impl<T: Tally> DailyCounts<T> {
+impl<T: Tally> DailyReports<T> {
     /// Puts back the counts of `domains` in the ended `period`, whose
     /// reports could not be sent for now (a DNS failure), to be taken again
-    /// by the next [`DailyCounts::take_due`]; given up (logged) once
+    /// by the next [`DailyReports::take_due`]; given up (logged) once
     /// [`RETRY_FOR_MS`] past the period's end.
     pub fn retry_later(&self, mut period: Period<T>, domains: &[String], now_ms: u64) {
         if domains.is_empty() {
@@ -191,6 +209,10 @@ mod tests {
             self.0.is_empty()
         }
 
+        fn domains(&self) -> Vec<String> {
+            self.0.keys().cloned().collect()
+        }
+
         fn retain_domains(&mut self, domains: &[String]) {
             self.0.retain(|domain, _| domains.contains(domain));
         }
@@ -198,14 +220,21 @@ mod tests {
 
     const DAY1: u64 = 20_000 * DAY_MS;
 
-    fn count(counts: &DailyCounts<ByDomain>, domain: &str, now_ms: u64) {
+    fn submitter() -> Submitter {
+        Submitter {
+            name: "mx.me.test".into(),
+            from: "reports@me.test".into(),
+        }
+    }
+
+    fn count(counts: &DailyReports<ByDomain>, domain: &str, now_ms: u64) {
         counts.add(now_ms, |tally| *tally.0.entry(domain.to_string()).or_default() += 1);
     }
 
     #[test]
     fn a_day_is_due_once_over_and_what_could_not_be_sent_comes_back_for_a_day() {
         let dir = tempfile::tempdir().unwrap();
-        let counts = DailyCounts::<ByDomain>::open(&dir.path().join("counts.json"), DAY1 + 1);
+        let counts = DailyReports::<ByDomain>::open(&dir.path().join("counts.json"), submitter(), DAY1 + 1);
         count(&counts, "a.test", DAY1 + 10);
         count(&counts, "b.test", DAY1 + 20);
         assert_eq!(counts.take_due(DAY1 + 30, false), vec![], "the day is not over");
@@ -217,7 +246,7 @@ mod tests {
         counts.retry_later(period, &["b.test".to_string()], DAY1 + DAY_MS + 20);
         counts.save().unwrap();
 
-        let reopened = DailyCounts::<ByDomain>::open(&dir.path().join("counts.json"), DAY1 + DAY_MS + 30);
+        let reopened = DailyReports::<ByDomain>::open(&dir.path().join("counts.json"), submitter(), DAY1 + DAY_MS + 30);
         let again = reopened.take_due(DAY1 + DAY_MS + 40, false);
         assert_eq!(again.len(), 1, "{again:?}");
         assert_eq!(

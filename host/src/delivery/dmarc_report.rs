@@ -8,12 +8,11 @@
 //! The counts live in memory and in `queue/dmarc-reports.json`, saved at
 //! most a minute late (see [`DailyCounts`]).
 
-use super::daily::{DailyCounts, Period, ReportMail, Submitter, Tally};
+use super::daily::{DailyReports, Period, ReportMail, Tally};
 use crate::capabilities::DmarcObservation;
 use mail_auth::report::{PolicyPublished, Record, Report};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The counts of one author domain in a day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,15 +25,22 @@ struct DomainCounts {
     rows: Vec<(Record, u32)>,
 }
 
+/// The DMARC counts of one server, and the reports made of them.
+pub type DmarcReports = DailyReports<DmarcTally>;
+
 /// The counts of a day, by author domain.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct DmarcTally {
+pub struct DmarcTally {
     domains: BTreeMap<String, DomainCounts>,
 }
 
 impl Tally for DmarcTally {
     fn is_empty(&self) -> bool {
         self.domains.is_empty()
+    }
+
+    fn domains(&self) -> Vec<String> {
+        self.domains.keys().cloned().collect()
     }
 
     fn retain_domains(&mut self, domains: &[String]) {
@@ -58,74 +64,20 @@ impl DmarcTally {
     }
 }
 
-/// An ended day whose reports are to be sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DmarcPeriod {
-    period: Period<DmarcTally>,
-}
-
-impl DmarcPeriod {
-    /// The author domains it has counts for.
-    pub fn domains(&self) -> Vec<String> {
-        self.period.tally.domains.keys().cloned().collect()
-    }
-
-    /// The `rua` addresses of `domain`'s record, as last seen.
+impl DmarcTally {
+    /// The `rua` addresses of the author `domain`'s record, as last seen.
     pub fn rua(&self, domain: &str) -> Vec<String> {
-        self.period
-            .tally
-            .domains
+        self.domains
             .get(domain)
             .map(|counts| counts.rua.clone())
             .unwrap_or_default()
     }
 }
 
-/// The DMARC counts of one server, and the reports made of them.
-#[derive(Debug)]
-pub struct DmarcReports {
-    counts: DailyCounts<DmarcTally>,
-    submitter: Submitter,
-}
-
 impl DmarcReports {
-    /// Counts kept in `path` (read back from a previous run when it holds any).
-    pub fn open(path: &Path, submitter: Submitter, now_ms: u64) -> DmarcReports {
-        DmarcReports {
-            counts: DailyCounts::open(path, now_ms),
-            submitter,
-        }
-    }
-
-    /// Who sends the reports.
-    pub fn submitter(&self) -> &Submitter {
-        &self.submitter
-    }
-
     /// Counts one message.
     pub fn record(&self, seen: &DmarcObservation, now_ms: u64) {
-        self.counts.add(now_ms, |tally| tally.add(seen));
-    }
-
-    /// Saves the counts when they changed since the last save.
-    pub fn save(&self) -> std::io::Result<()> {
-        self.counts.save()
-    }
-
-    /// Puts back the counts of the author `domains` in `period`, whose
-    /// reports could not be sent for now (see [`DailyCounts::retry_later`]).
-    pub fn retry_later(&self, period: DmarcPeriod, domains: &[String], now_ms: u64) {
-        self.counts.retry_later(period.period, domains, now_ms);
-    }
-
-    /// Takes the days whose reports are due: those that are over, and with
-    /// `now` also the one being counted (ended now).
-    pub fn take_due(&self, now_ms: u64, now: bool) -> Vec<DmarcPeriod> {
-        self.counts
-            .take_due(now_ms, now)
-            .into_iter()
-            .map(|period| DmarcPeriod { period })
-            .collect()
+        self.add(now_ms, |tally| tally.add(seen));
     }
 
     /// The report of `domain`'s DMARC record in `period`, with the counts
@@ -133,25 +85,26 @@ impl DmarcReports {
     /// they have no counts or the message cannot be written.
     pub fn mail(
         &self,
-        period: &DmarcPeriod,
+        period: &Period<DmarcTally>,
         domain: &str,
         authors: &[String],
         recipients: Vec<String>,
     ) -> Option<ReportMail> {
         let counted: Vec<&DomainCounts> = authors
             .iter()
-            .filter_map(|author| period.period.tally.domains.get(author))
+            .filter_map(|author| period.tally.domains.get(author))
             .collect();
         let policy = PolicyPublished {
             domain: domain.to_string(),
             ..counted.first()?.policy.clone()
         };
         let seconds = |ms: u64| ms / 1000;
-        let (start, end) = (seconds(period.period.start_ms), seconds(period.period.end_ms));
+        let (start, end) = (seconds(period.start_ms), seconds(period.end_ms));
+        let submitter = self.submitter();
         let mut report = Report::new()
-            .with_org_name(self.submitter.name.as_str())
-            .with_email(self.submitter.from.as_str())
-            .with_report_id(format!("{start}.{end}.{domain}@{}", self.submitter.name))
+            .with_org_name(submitter.name.as_str())
+            .with_email(submitter.from.as_str())
+            .with_report_id(format!("{start}.{end}.{domain}@{}", submitter.name))
             .with_date_range_begin(start)
             .with_date_range_end(end)
             .with_policy_published(policy);
@@ -161,8 +114,8 @@ impl DmarcReports {
         let mut message = Vec::new();
         report
             .write_rfc5322(
-                &self.submitter.name,
-                self.submitter.from.as_str(),
+                &submitter.name,
+                submitter.from.as_str(),
                 recipients.iter().map(String::as_str),
                 &mut message,
             )
@@ -177,9 +130,10 @@ impl DmarcReports {
 
 #[cfg(test)]
 mod tests {
-    use super::super::daily::DAY_MS;
+    use super::super::daily::{DAY_MS, Submitter};
     use super::*;
     use mail_auth::report::ActionDisposition;
+    use std::path::Path;
 
     const DAY1: u64 = 20_000 * DAY_MS;
 
@@ -220,8 +174,8 @@ mod tests {
         let due = reopened.take_due(DAY1 + DAY_MS, false);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].domains(), ["a.test", "b.test"]);
-        assert_eq!(due[0].rua("a.test"), ["dmarc@a.test"]);
-        let a = &due[0].period.tally.domains["a.test"];
+        assert_eq!(due[0].tally.rua("a.test"), ["dmarc@a.test"]);
+        let a = &due[0].tally.domains["a.test"];
         let counts: Vec<u32> = a.rows.iter().map(|(_, count)| *count).collect();
         assert_eq!(counts, [2, 1], "one row per distinct source");
         let mail = reopened

@@ -8,7 +8,7 @@
 //! The counts live in memory and in `queue/tls-reports.json`, saved at most
 //! a minute late: a crash loses at most that minute's counts, never mail.
 
-use super::daily::{DailyCounts, Period, ReportMail, Submitter, Tally};
+use super::daily::{DailyReports, Period, ReportMail, Submitter, Tally};
 use crate::protocol::TLS_REQUIRED_HEADER;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::flate2::Compression;
@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 
 /// The policy a session was held to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -123,9 +122,12 @@ struct Row {
     failures: Vec<FailureRow>,
 }
 
+/// The TLS counts of one server, and the reports made of them.
+pub type TlsReports = DailyReports<TlsTally>;
+
 /// The counts of a day: a row per domain and policy.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct TlsTally {
+pub struct TlsTally {
     rows: Vec<Row>,
     /// Where each domain's rows are in `rows`; built again after loading.
     #[serde(skip)]
@@ -143,6 +145,13 @@ impl Eq for TlsTally {}
 impl Tally for TlsTally {
     fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    fn domains(&self) -> Vec<String> {
+        let mut domains: Vec<String> = self.rows.iter().map(|r| r.domain.clone()).collect();
+        domains.sort();
+        domains.dedup();
+        domains
     }
 
     fn retain_domains(&mut self, domains: &[String]) {
@@ -194,75 +203,31 @@ impl TlsTally {
             }),
         }
     }
-
-    /// The domains it has counts for.
-    fn domains(&self) -> Vec<String> {
-        let mut domains: Vec<String> = self.rows.iter().map(|r| r.domain.clone()).collect();
-        domains.sort();
-        domains.dedup();
-        domains
-    }
-}
-
-/// The TLS counts of one server, and the reports made of them.
-#[derive(Debug)]
-pub struct TlsReports {
-    counts: DailyCounts<TlsTally>,
-    submitter: Submitter,
 }
 
 impl TlsReports {
-    /// Counts kept in `path` (read back from a previous run when it holds any).
-    pub fn open(path: &Path, submitter: Submitter, now_ms: u64) -> TlsReports {
-        TlsReports {
-            counts: DailyCounts::open(path, now_ms),
-            submitter,
-        }
-    }
-
     /// Counts one session.
     pub fn record(&self, session: &TlsSession, now_ms: u64) {
-        self.counts.add(now_ms, |tally| tally.add(session));
-    }
-
-    /// Saves the counts when they changed since the last save.
-    pub fn save(&self) -> std::io::Result<()> {
-        self.counts.save()
-    }
-
-    /// Puts back the counts of `domains` in `period`, whose reports could
-    /// not be sent for now (see [`DailyCounts::retry_later`]).
-    pub fn retry_later(&self, period: ReportPeriod, domains: &[String], now_ms: u64) {
-        self.counts.retry_later(period.period, domains, now_ms);
-    }
-
-    /// Takes the periods whose reports are due: those of days that are
-    /// over, and with `now` also the one being counted (ended now).
-    pub fn take_due(&self, now_ms: u64, now: bool) -> Vec<ReportPeriod> {
-        self.counts
-            .take_due(now_ms, now)
-            .into_iter()
-            .map(|period| ReportPeriod { period })
-            .collect()
+        self.add(now_ms, |tally| tally.add(session));
     }
 
     /// The report of `domain` in `period`, mailed to the `mailto:` addresses
     /// of `record` (the domain's `_smtp._tls` TXT record); `None` when it
     /// names none.
-    pub fn mail(&self, period: &ReportPeriod, domain: &str, record: &TlsRpt) -> Option<ReportMail> {
+    pub fn mail(&self, period: &Period<TlsTally>, domain: &str, record: &TlsRpt) -> Option<ReportMail> {
         let recipients = addresses(record, false);
         if recipients.is_empty() {
             return None;
         }
-        let report = period.report(domain, &self.submitter);
+        let report = report(period, domain, self.submitter());
         // The report must get through even to a domain whose TLS is what
         // fails (RFC 8460 §5.3): its policies are waived (RFC 8689 §5).
         let mut message = format!("{TLS_REQUIRED_HEADER}: No\r\n").into_bytes();
         report
             .write_rfc5322(
                 domain,
-                &self.submitter.name,
-                self.submitter.from.as_str(),
+                &self.submitter().name,
+                self.submitter().from.as_str(),
                 recipients.iter().map(String::as_str),
                 &mut message,
             )
@@ -276,12 +241,12 @@ impl TlsReports {
 
     /// The report of `domain` in `period` as gzip JSON, once for each
     /// `https:` address of `record` (to be posted there).
-    pub fn uploads(&self, period: &ReportPeriod, domain: &str, record: &TlsRpt) -> Vec<(String, Vec<u8>)> {
+    pub fn uploads(&self, period: &Period<TlsTally>, domain: &str, record: &TlsRpt) -> Vec<(String, Vec<u8>)> {
         let urls = addresses(record, true);
         if urls.is_empty() {
             return Vec::new();
         }
-        let json = period.report(domain, &self.submitter).to_json();
+        let json = report(period, domain, self.submitter()).to_json();
         let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
         let body = gzip.write_all(json.as_bytes()).and_then(|()| gzip.finish());
         match body {
@@ -304,45 +269,31 @@ fn addresses(record: &TlsRpt, https: bool) -> Vec<String> {
         .collect()
 }
 
-/// An ended period whose reports are to be sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportPeriod {
-    period: Period<TlsTally>,
-}
-
-impl ReportPeriod {
-    /// The domains it has counts for.
-    pub fn domains(&self) -> Vec<String> {
-        self.period.tally.domains()
-    }
-
-    /// The report (RFC 8460 §4.4) of `domain` in this period.
-    fn report(&self, domain: &str, submitter: &Submitter) -> TlsReport {
-        let seconds = |ms: u64| (ms / 1000) as i64;
-        let policies = self
-            .period
-            .tally
-            .rows
-            .iter()
-            .filter(|r| r.domain == domain)
-            .map(policy_of)
-            .collect();
-        TlsReport {
-            organization_name: Some(submitter.name.clone()),
-            date_range: DateRange {
-                start_datetime: mail_parser::DateTime::from_timestamp(seconds(self.period.start_ms)),
-                end_datetime: mail_parser::DateTime::from_timestamp(seconds(self.period.end_ms)),
-            },
-            contact_info: Some(submitter.from.clone()),
-            report_id: format!(
-                "{}.{}.{}@{}",
-                seconds(self.period.start_ms),
-                seconds(self.period.end_ms),
-                domain,
-                submitter.name
-            ),
-            policies,
-        }
+/// The report (RFC 8460 §4.4) of `domain` in `period`.
+fn report(period: &Period<TlsTally>, domain: &str, submitter: &Submitter) -> TlsReport {
+    let seconds = |ms: u64| (ms / 1000) as i64;
+    let policies = period
+        .tally
+        .rows
+        .iter()
+        .filter(|r| r.domain == domain)
+        .map(policy_of)
+        .collect();
+    TlsReport {
+        organization_name: Some(submitter.name.clone()),
+        date_range: DateRange {
+            start_datetime: mail_parser::DateTime::from_timestamp(seconds(period.start_ms)),
+            end_datetime: mail_parser::DateTime::from_timestamp(seconds(period.end_ms)),
+        },
+        contact_info: Some(submitter.from.clone()),
+        report_id: format!(
+            "{}.{}.{}@{}",
+            seconds(period.start_ms),
+            seconds(period.end_ms),
+            domain,
+            submitter.name
+        ),
+        policies,
     }
 }
 
@@ -393,6 +344,7 @@ pub fn tlsrpt_record(texts: &[String]) -> Option<TlsRpt> {
 mod tests {
     use super::super::daily::DAY_MS;
     use super::*;
+    use std::path::Path;
 
     const DAY1: u64 = 20_000 * DAY_MS;
 
@@ -438,7 +390,7 @@ mod tests {
         let due = reports.take_due(DAY1 + DAY_MS + 20, false);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].domains(), ["a.test", "b.test"]);
-        let report = due[0].report("a.test", &reports.submitter);
+        let report = report(&due[0], "a.test", reports.submitter());
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["date-range"]["start-datetime"], "2024-10-04T00:00:01Z");
         assert_eq!(json["date-range"]["end-datetime"], "2024-10-04T23:59:59Z");
@@ -455,7 +407,7 @@ mod tests {
         assert_eq!(reports.take_due(DAY1 + DAY_MS + 30, false), vec![]);
         let now = reports.take_due(DAY1 + DAY_MS + 40, true);
         assert_eq!(now.len(), 1, "asked for now, the day so far is reported");
-        assert_eq!(now[0].period.tally.rows[0].success, 1);
+        assert_eq!(now[0].tally.rows[0].success, 1);
     }
 
     #[test]
@@ -469,7 +421,6 @@ mod tests {
         second.record(&session("a.test", TlsPolicy::NoPolicy, None), DAY1 + 2600);
         let due = second.take_due(DAY1 + 3000, true);
         let rows: Vec<(&str, u32)> = due[0]
-            .period
             .tally
             .rows
             .iter()

@@ -752,11 +752,11 @@ impl<P: Policy> Session<P> {
             drop(conn);
             return self.refuse(rule, &decision, &host);
         }
-        let peer_ip = {
+        let (peer_ip, starttls_available, encrypted) = {
             let mut conn = self.conn.lock();
             conn.helo = Some(host.clone());
             conn.esmtp = esmtp;
-            conn.peer.ip()
+            (conn.peer.ip(), conn.starttls_available, conn.tls.is_some())
         };
         let greeting = format!("{} Hello {host} [{peer_ip}]", self.hostname());
         if !esmtp {
@@ -764,7 +764,7 @@ impl<P: Policy> Session<P> {
             return Flow::Continue;
         }
         let mut lines = vec![greeting];
-        if self.conn.lock().starttls_available {
+        if starttls_available {
             lines.push("STARTTLS".into());
         }
         lines.push("PIPELINING".into());
@@ -774,7 +774,7 @@ impl<P: Policy> Session<P> {
         lines.push("ENHANCEDSTATUSCODES".into());
         lines.push("SMTPUTF8".into());
         lines.push("DSN".into());
-        if self.conn.lock().tls.is_some() {
+        if encrypted {
             lines.push("REQUIRETLS".into());
         }
         if self.auth_offered() {
@@ -825,9 +825,9 @@ impl<P: Policy> Session<P> {
         if has_tx {
             return self.error(codes::bad_sequence("nested MAIL command"));
         }
-        let needs_auth = {
+        let (needs_auth, encrypted) = {
             let conn = self.conn.lock();
-            conn.role != Role::Mx && conn.auth_user.is_none()
+            (conn.role != Role::Mx && conn.auth_user.is_none(), conn.tls.is_some())
         };
         if needs_auth {
             return self.error(Reply::new(530, "5.7.0", "Authentication required"));
@@ -841,8 +841,7 @@ impl<P: Policy> Session<P> {
         if let Err(reply) = MessageRequest::from_mail(&sender) {
             return self.error(reply);
         }
-        let tls = self.conn.lock().tls.is_some();
-        if let Err(reply) = TlsRequest::check_mail(&sender, tls) {
+        if let Err(reply) = TlsRequest::check_mail(&sender, encrypted) {
             return self.error(reply);
         }
         if let Some(size) = sender.param("SIZE") {

@@ -31,6 +31,7 @@ use waraka_config::NextHopConfig;
 
 mod dmarc_reports;
 mod hold;
+mod reports;
 mod tls_reports;
 
 use tls_reports::sts_policy;
@@ -437,13 +438,9 @@ impl Outbound {
             let this = self.clone();
             tokio::spawn(async move { this.check_dnssec().await });
         }
-        if self.inner.tls_reports.is_some() {
+        if self.inner.tls_reports.is_some() || self.inner.settings.dmarc_reports.is_some() {
             let this = self.clone();
-            tokio::spawn(async move { this.report_tls_daily().await });
-        }
-        if self.inner.settings.dmarc_reports.is_some() {
-            let this = self.clone();
-            tokio::spawn(async move { this.report_dmarc_daily().await });
+            tokio::spawn(async move { this.report_daily().await });
         }
         loop {
             let next_due = self.start_due();

@@ -4,23 +4,22 @@
 //! `delivery::tls_report`'s.
 
 use super::super::client::TlsSeen;
-use super::super::daily::ReportMail;
 use super::super::https;
 use super::super::mta_sts::Policy;
 use super::super::tls_report::{self, TlsFailure, TlsPolicy, TlsSession};
 use super::Outbound;
-use super::dmarc_reports::count_report;
+use super::reports::ReportKind;
 use crate::capabilities::CapabilityError;
-use crate::protocol::TlsRequest;
-use crate::queue::{Entry, now_ms};
-use std::io;
+use crate::queue::now_ms;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// How long posting a TLS report may take.
 const REPORT_POST_TIMEOUT: Duration = Duration::from_secs(30);
+
+const TLS: ReportKind = ReportKind::Tls;
 
 /// An MTA-STS policy as TLS reports name it.
 pub(super) fn sts_policy(policy: &Policy) -> TlsPolicy {
@@ -68,15 +67,6 @@ impl Outbound {
         }
     }
 
-    /// Saves the TLS counts every minute and, once a UTC day is over,
-    /// sends its reports.
-    pub(super) async fn report_tls_daily(self) {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            self.send_tls_reports(false).await;
-        }
-    }
-
     /// Sends the TLS reports that are due (with `now`, also those of the
     /// day so far) and saves the counts; returns how many were queued as
     /// mail and how many posted (`None` when reports are off).
@@ -92,7 +82,7 @@ impl Outbound {
                     Err(CapabilityError::NotFound) => None,
                     Err(e) => {
                         warn!(%domain, error = %e, "TLS report not sent yet: its TLSRPT record could not be looked up");
-                        count_report("tls", "deferred");
+                        TLS.count("deferred");
                         later.push(domain);
                         continue;
                     }
@@ -104,41 +94,29 @@ impl Outbound {
                     match tokio::time::timeout(REPORT_POST_TIMEOUT, self.post_tls_report(&url, body)).await {
                         Ok(Ok(())) => {
                             info!(%domain, %url, "TLS report posted");
-                            count_report("tls", "posted");
+                            TLS.count("posted");
                             posted += 1;
                         }
                         Ok(Err(e)) => {
                             warn!(%domain, %url, error = %e, "TLS report not posted");
-                            count_report("tls", "failed");
+                            TLS.count("failed");
                         }
                         Err(_) => {
                             warn!(%domain, %url, "TLS report not posted: timed out");
-                            count_report("tls", "failed");
+                            TLS.count("failed");
                         }
                     }
                 }
                 let Some(mail) = reports.mail(&period, &domain, &record) else {
                     continue;
                 };
-                let recipients = mail.recipients.join(",");
-                match self.blocking(move |o| o.queue_tls_report(mail)).await {
-                    Ok(entries) => {
-                        info!(%domain, to = %recipients, "TLS report queued");
-                        count_report("tls", "queued");
-                        self.schedule(entries);
-                        queued += 1;
-                    }
-                    Err(e) => {
-                        error!(%domain, error = %e, "TLS report not queued");
-                        count_report("tls", "failed");
-                    }
+                if self.queue_daily_report(TLS, &domain, mail).await {
+                    queued += 1;
                 }
             }
             reports.retry_later(period, &later, now_ms());
         }
-        if let Err(e) = self.blocking(move |_| reports.save()).await {
-            warn!(error = %e, "could not save the TLS report counts");
-        }
+        self.blocking(|o| o.save_report_counts()).await;
         Some((queued, posted))
     }
 
@@ -162,20 +140,5 @@ impl Outbound {
             status if status.is_success() => Ok(()),
             status => Err(format!("{host} answered {status}")),
         }
-    }
-
-    /// Saves the TLS counts (at shutdown).
-    pub fn save_tls_counts(&self) {
-        if let Some(reports) = &self.inner.tls_reports
-            && let Err(e) = reports.save()
-        {
-            warn!(error = %e, "could not save the TLS report counts");
-        }
-    }
-
-    /// Queues a TLS report, with `TLS-Required: No` like its header says.
-    fn queue_tls_report(&self, mail: ReportMail) -> io::Result<Vec<Entry>> {
-        let submitter = self.inner.settings.tls_reports.as_ref().expect("reports are on");
-        self.queue_report(mail, submitter, "tls-report", TlsRequest::PolicyWaived)
     }
 }
