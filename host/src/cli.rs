@@ -3,6 +3,7 @@
 use crate::capabilities::dkim_signing::KeyAlgorithm;
 use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
+use crate::quarantine::{Kept, Quarantine};
 use crate::queue::{QueueStore, Selection, now_ms};
 use crate::session::Role;
 use crate::status::Status;
@@ -86,6 +87,30 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Inspect and release the messages queue/quarantine kept aside
+    /// (`[dirs].quarantine`).
+    Quarantine {
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineCommand {
+    /// Every kept message: id (DAY/NAME), when it was kept, size, sender,
+    /// recipients and why.
+    List,
+    /// One kept message's envelope and reason, then its message headers.
+    Show { id: String },
+    /// Remove a kept message.
+    Delete { id: String },
+    /// Hand a kept message to the running server's queue plugins, as it
+    /// would have been delivered had it not been kept (no check runs again);
+    /// removed once a plugin took it.
+    Release { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +228,7 @@ pub fn main() -> Result<()> {
                 command: PluginCommand::List { config },
             } => list(instance(config.as_deref())?).await,
             Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command).await,
+            Command::Quarantine { config, command } => quarantine_command(&Instance::load(&config)?, command).await,
             Command::Reload { config } => {
                 println!("{}", crate::control::request(&config, "reload").await?);
                 Ok(())
@@ -460,12 +486,8 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
             let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;
             println!("{}", serde_json::to_string_pretty(&entry)?);
             let message = std::fs::read(store.message_path(&entry))?;
-            let end = message
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map_or(message.len(), |p| p + 2);
             println!();
-            print!("{}", String::from_utf8_lossy(&message[..end]));
+            print!("{}", headers_text(&message));
         }
         QueueCommand::Flush { domain } => {
             let request = match &domain {
@@ -490,6 +512,75 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
         }
     }
     Ok(())
+}
+
+async fn quarantine_command(instance: &Instance, command: QuarantineCommand) -> Result<()> {
+    let quarantine = Quarantine::of(instance)?;
+    let to_text = |kept: &Kept| -> String {
+        let to: Vec<String> = kept.envelope.recipients.iter().map(|r| r.to_string()).collect();
+        to.join(",")
+    };
+    match command {
+        QuarantineCommand::List => {
+            let kept = quarantine.list()?;
+            println!(
+                "{:<40} {:<20} {:>9} {:<28} {:<32} reason",
+                "id", "kept", "size", "sender", "recipients"
+            );
+            for k in &kept {
+                let since_epoch = k.stored.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                println!(
+                    "{:<40} {:<20} {:>9} {:<28} {:<32} {}",
+                    k.id,
+                    time_text(since_epoch.as_millis() as u64),
+                    k.size,
+                    k.envelope.sender.to_string(),
+                    to_text(k),
+                    k.envelope.reason
+                );
+            }
+            println!("{} kept", kept.len());
+        }
+        QuarantineCommand::Show { id } => {
+            let kept = quarantine.find(&id)?;
+            println!("id: {}", kept.id);
+            println!("reason: {}", kept.envelope.reason);
+            println!("sender: {}", kept.envelope.sender);
+            println!("recipients: {}", to_text(&kept));
+            println!();
+            print!(
+                "{}",
+                headers_text(&std::fs::read(&kept.path)?[kept.envelope.length as usize..])
+            );
+        }
+        QuarantineCommand::Delete { id } => {
+            let kept = quarantine.find(&id)?;
+            quarantine.delete(&kept)?;
+            println!(
+                "deleted {} (from {} to {})",
+                kept.id,
+                kept.envelope.sender,
+                to_text(&kept)
+            );
+        }
+        QuarantineCommand::Release { id } => {
+            let request = format!("quarantine-release {id}");
+            match crate::control::request_if_running(&instance.root, &request).await? {
+                Some(reply) => println!("released {id}: {reply}"),
+                None => bail!("releasing needs the running server (its queue plugins deliver the message)"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A message's header section (up to its blank line), as text.
+fn headers_text(message: &[u8]) -> std::borrow::Cow<'_, str> {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |p| p + 2);
+    String::from_utf8_lossy(&message[..end])
 }
 
 /// Prints the route of `domain` as the outbound queue would take it, with

@@ -171,6 +171,11 @@ impl Instance {
         }
     }
 
+    /// Where the directory `[dirs].NAME` is, when waraka.toml names one.
+    pub fn named_dir(&self, name: &str) -> Option<PathBuf> {
+        self.config.dirs.get(name).map(|dir| self.resolve(dir))
+    }
+
     /// The session settings from `[smtp]`.
     pub fn session_settings(&self) -> SessionSettings {
         let s = &self.config.smtp;
@@ -242,11 +247,11 @@ impl Instance {
         for grant in &grants {
             match grant.split_once(':') {
                 Some(("dir", dir)) => {
-                    let Some(host) = self.config.dirs.get(dir) else {
+                    let Some(host) = self.named_dir(dir) else {
                         bail!("plugin {name}: grant {grant:?} names no [dirs].{dir}");
                     };
                     dirs.push(DirGrant {
-                        host: self.resolve(host),
+                        host,
                         guest: format!("/{dir}"),
                     });
                 }

@@ -1,9 +1,10 @@
 //! The control socket: a Unix socket in the instance (`queue/control.sock`)
-//! through which `waraka queue flush` and `waraka reload` reach the running
-//! server. One request line, one reply line; only the instance's owner can
-//! connect.
+//! through which `waraka queue flush`, `waraka quarantine release` and
+//! `waraka reload` reach the running server. One request line, one reply
+//! line; only the instance's owner can connect.
 
 use crate::delivery::Outbound;
+use crate::quarantine::Releases;
 use crate::queue::Selection;
 use crate::reload::Reloader;
 use anyhow::{Context, Result, bail};
@@ -28,6 +29,8 @@ pub struct Controls {
     pub outbound: Option<Outbound>,
     /// The instance's rescans.
     pub reloader: Reloader,
+    /// Quarantine releases, when waraka.toml has `[dirs].quarantine`.
+    pub releases: Option<Releases>,
 }
 
 /// Answers one request line: `ok …` or `error …`.
@@ -45,6 +48,14 @@ async fn answer(controls: &Controls, request: &str) -> String {
         ] => match &controls.outbound {
             Some(outbound) => answer_queue(outbound, verb, rest).await,
             None => Err("outbound delivery is disabled".to_string()),
+        },
+        ["quarantine-release", id] => match &controls.releases {
+            Some(releases) => match releases.release(id).await {
+                Ok(reply) if reply.code / 100 == 2 => Ok(reply.to_wire().trim_end().to_string()),
+                Ok(reply) => Err(format!("not released: {}", reply.to_wire().trim_end())),
+                Err(e) => Err(format!("{e:#}")),
+            },
+            None => Err("waraka.toml has no [dirs].quarantine".to_string()),
         },
         _ => Err(format!("unknown request {request:?}")),
     };

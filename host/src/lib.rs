@@ -29,6 +29,7 @@ pub mod plugins;
 pub mod policy;
 pub mod proxy;
 pub use waraka_protocol as protocol;
+pub mod quarantine;
 pub mod queue;
 pub mod reload;
 pub mod scaffold;

@@ -9,6 +9,7 @@ use crate::delivery::Outbound;
 use crate::plugins::{Chain, PluginOutbound, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
 use crate::proxy;
+use crate::quarantine::{Quarantine, Releases};
 use crate::reload;
 use crate::session::{Connection, Flow, OutboundQueue, Role, Session, SessionSettings, SharedConnection, TlsInfo};
 use crate::telemetry;
@@ -34,6 +35,25 @@ struct Shared {
     outbound: Option<Arc<dyn OutboundQueue>>,
     /// The connection caps, shared by every listener.
     admission: Arc<Admission>,
+}
+
+impl Shared {
+    /// A session for `conn` on the current plugin set.
+    fn session(&self, conn: Connection, settings: Arc<SessionSettings>) -> Session<Chain> {
+        let conn = SharedConnection::new(conn);
+        let chain = Chain::new(self.registry.runtime().clone(), self.registry.current(), conn.clone());
+        Session::new(chain, conn, settings).with_outbound_queue(self.outbound.clone())
+    }
+
+    /// A session of the server with itself, for messages the administrator
+    /// releases from the quarantine.
+    fn local_session(&self) -> Session<Chain> {
+        let settings = self.settings.load_full();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut conn = Connection::new(loopback, loopback, &settings.hostname, settings.notes);
+        conn.max_recipients = settings.max_recipients;
+        self.session(conn, settings)
+    }
 }
 
 /// How long a TLS handshake may take.
@@ -158,8 +178,19 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
     let (_watcher, control) = match &control_path {
         Some(path) => {
+            let releases = Quarantine::of(&instance).ok().map(|quarantine| {
+                let shared = shared.clone();
+                Releases {
+                    quarantine,
+                    open: Arc::new(move || shared.local_session()),
+                }
+            });
             let (watcher, reloader) = reload::watch(instance, registry, settings)?;
-            let controls = control::Controls { outbound, reloader };
+            let controls = control::Controls {
+                outbound,
+                reloader,
+                releases,
+            };
             let path = path.clone();
             let control = tokio::spawn(async move {
                 if let Err(e) = control::serve(path, controls).await {
@@ -371,14 +402,8 @@ async fn handle(
     let open = telemetry::Held::new(metrics::gauge!(telemetry::CONNECTIONS_OPEN));
     async move {
         info!(%peer, role = role.name(), "connected");
-        let conn = SharedConnection::new(conn);
-        let chain = Chain::new(
-            shared.registry.runtime().clone(),
-            shared.registry.current(),
-            conn.clone(),
-        );
         let banner_delay = settings.banner_delay;
-        let mut session = Session::new(chain, conn, settings).with_outbound_queue(shared.outbound.clone());
+        let mut session = shared.session(conn, settings);
         let mut early = Vec::new();
         let stream = if role == Role::Submissions {
             let tls = shared.tls.as_ref().expect("checked at start-up");

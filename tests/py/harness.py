@@ -467,11 +467,16 @@ def stopped_after_class(test_class, server):
     return server
 
 
-def waraka_queue(server, *args):
-    """`waraka queue --config DIR ARGS…` for `server`'s instance: (exit
+def waraka_admin(server, command, *args):
+    """`waraka COMMAND --config DIR ARGS…` for `server`'s instance: (exit
     code, its output and errors as one stripped text)."""
-    done = subprocess.run([BIN, "queue", "--config", str(server.dir), *args], capture_output=True, text=True)
+    done = subprocess.run([BIN, command, "--config", str(server.dir), *args], capture_output=True, text=True)
     return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def waraka_queue(server, *args):
+    """`waraka queue --config DIR ARGS…` for `server`'s instance."""
+    return waraka_admin(server, "queue", *args)
 
 
 def tls_mx(host, port, domains, cert=None, key=None, name=None):

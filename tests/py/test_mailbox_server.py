@@ -5,7 +5,7 @@ the guide's plugins in the guide's order."""
 import smtplib
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, dovecot, free_port, spamd
+from harness import SmtpReceiver, Waraka, dnsmasq, dovecot, free_port, spamd, waraka_admin
 from test_forwarding import srs0
 from test_outbound import wait_until
 from test_rspamd import message
@@ -61,13 +61,21 @@ class MailboxServerTest(unittest.TestCase):
         self.assertIn(b"X-Spam-Flag: NO\n", copy)
         self.assertIn(b"with LMTP", copy, "delivered by Dovecot's LMTP service")
 
-    def test_spam_is_quarantined_not_delivered(self):
+    def test_spam_is_quarantined_not_delivered_until_released(self):
         code, text, _ = self.server.deliver(gtube("win"), recipient="alice@example.com")
         self.assertRegex(f"{code} {text}", r"^250 2\.0\.0 Message quarantined as \S+$")
         kept = list((self.server.dir / "quarantine").rglob("*.eml"))
         self.assertEqual(len(kept), 1)
         self.assertIn(b"X-Envelope-To: <alice@example.com>", kept[0].read_bytes())
         self.assertFalse([c for c in self.dovecot.mailbox("alice@example.com") if b"Subject: win\n" in c.read_bytes()])
+        code, out = waraka_admin(self.server, "quarantine", "release", kept[0].stem)
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, r": 250 2\.0\.0 ")
+        (copy,) = self.inbox("win")
+        self.assertIn(b"X-Spam-Flag: YES\n", copy, "delivered as judged, marked as spam")
+        self.assertIn(b"with LMTP", copy, "through queue/lmtp and Dovecot's LMTP service")
+        self.assertNotIn(b"X-Quarantine-Reason", copy)
+        self.assertFalse(kept[0].exists())
 
     def test_an_unknown_mailbox_is_refused_before_the_message(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:

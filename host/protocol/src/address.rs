@@ -97,6 +97,28 @@ impl Address {
     }
 }
 
+/// Parses mailboxes in angle brackets separated by commas (`<a@x>, <b@y>`),
+/// as a header field that lists an envelope's recipients holds them.
+pub fn parse_path_list(text: &str) -> Result<Vec<Address>, AddressError> {
+    let mut list = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('<').ok_or(AddressError::Syntax)?;
+        let end = closing_bracket(inner).ok_or(AddressError::Syntax)?;
+        list.push(parse_path(&inner[..end], false)?);
+        rest = inner[end + 1..].trim_start();
+        if let Some(next) = rest.strip_prefix(',') {
+            rest = next.trim_start();
+            if rest.is_empty() {
+                return Err(AddressError::Syntax);
+            }
+        } else if !rest.is_empty() {
+            return Err(AddressError::Syntax);
+        }
+    }
+    Ok(list)
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{}>", self.addr_spec())
@@ -106,30 +128,34 @@ impl fmt::Display for Address {
 /// Splits the path (with or without angle brackets) from the parameters.
 fn split_path(text: &str) -> Result<(&str, &str), AddressError> {
     if let Some(inner) = text.strip_prefix('<') {
-        // Find the closing bracket outside a quoted string.
-        let mut quoted = false;
-        let mut escaped = false;
-        for (i, c) in inner.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' => quoted = !quoted,
-                '>' if !quoted => {
-                    let rest = &inner[i + 1..];
-                    if !rest.is_empty() && !rest.starts_with(' ') {
-                        return Err(AddressError::Syntax);
-                    }
-                    return Ok((&inner[..i], rest));
-                }
-                _ => {}
-            }
+        let end = closing_bracket(inner).ok_or(AddressError::Syntax)?;
+        let rest = &inner[end + 1..];
+        if !rest.is_empty() && !rest.starts_with(' ') {
+            return Err(AddressError::Syntax);
         }
-        Err(AddressError::Syntax)
+        Ok((&inner[..end], rest))
     } else {
         // Lenient form without brackets (Haraka accepts it unless strict).
         let end = text.find(' ').unwrap_or(text.len());
         Ok((&text[..end], &text[end..]))
     }
+}
+
+/// Where the `>` that closes a path is (outside a quoted string), in the
+/// text after its `<`.
+fn closing_bracket(inner: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn parse_path(path: &str, allow_null: bool) -> Result<Address, AddressError> {
@@ -292,6 +318,17 @@ mod tests {
 
     fn parse(s: &str) -> Result<Address, AddressError> {
         Address::parse_with_params(s, true)
+    }
+
+    #[test]
+    fn path_lists_split_at_commas_outside_quotes() {
+        let list = parse_path_list(" <a@x.test>, <\"b,c>\"@y.test>,<postmaster> ").unwrap();
+        let specs: Vec<String> = list.iter().map(Address::addr_spec).collect();
+        assert_eq!(specs, ["a@x.test", "\"b,c>\"@y.test", "postmaster"]);
+        assert_eq!(parse_path_list(""), Ok(Vec::new()));
+        for bad in ["<a@x.test>,", "<a@x.test> <b@y.test>", "a@x.test", "<a@x.test", "<>"] {
+            assert!(parse_path_list(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod dsn;
 mod reply;
 mod require_tls;
 
-pub use address::{Address, AddressError, Param};
+pub use address::{Address, AddressError, Param, parse_path_list};
 pub use command::{Command, CommandError, MAX_COMMAND_LINE, parse_command};
 pub use data::{BareNewlines, DataEvent, DataReceiver};
 pub use dsn::{

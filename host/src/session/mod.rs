@@ -865,24 +865,7 @@ impl<P: Policy> Session<P> {
         if sender.needs_utf8() && sender.param("SMTPUTF8").is_none() {
             return self.error(Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"));
         }
-        self.transactions += 1;
-        let tx_id = {
-            let mut conn = self.conn.lock();
-            let id = format!("{}.{}", conn.id, self.transactions);
-            let notes = crate::capabilities::NoteStore::new(conn.note_limits);
-            conn.transaction = Some(Transaction {
-                id: id.clone(),
-                sender: sender.clone(),
-                recipients: Vec::new(),
-                message: None,
-                notes,
-                authentication: None,
-                handed_on: Vec::new(),
-                forwarded: Vec::new(),
-            });
-            id
-        };
-        self.tx_span = info_span!("tx", id = %tx_id);
+        self.open_transaction(&sender);
         let subject = sender.to_string();
         let (decision, rule) = self.decide(HookCall::Mail(sender)).await;
         if rule.effect == Effect::Proceed {
@@ -1187,6 +1170,69 @@ impl<P: Policy> Session<P> {
             self.reset_transaction().await;
             return flow;
         }
+        let (decision, rule) = self.queue_message(&tx_id).await;
+        let flow = self.refuse(rule, &decision, &tx_id);
+        self.reset_transaction().await;
+        flow
+    }
+
+    /// Hands a message accepted earlier and kept aside (a quarantined copy,
+    /// read from `content`) to the queue hook, as its transaction would have
+    /// been: no hook before `queue` runs again and no `Received:` field is
+    /// added. `notes` are set on the transaction first. The reply a client
+    /// would have got.
+    pub async fn queue_kept(
+        &mut self,
+        sender: &Address,
+        recipients: Vec<Address>,
+        content: &mut (dyn std::io::Read + Send),
+        notes: &[(&str, &str)],
+    ) -> Reply {
+        let tx_id = self.open_transaction(sender);
+        let prepared = self
+            .spool_kept(&tx_id, content)
+            .map_err(|e| e.to_string())
+            .and_then(|message| {
+                self.with_transaction(|tx| {
+                    tx.recipients = recipients;
+                    tx.message = Some(message);
+                    notes.iter().try_for_each(|(key, value)| tx.notes.set(key, value))
+                })
+                .expect("the transaction was just opened")
+                .map_err(|e| e.to_string())
+            });
+        let reply = match prepared {
+            Ok(()) => {
+                let (decision, rule) = self.queue_message(&tx_id).await;
+                rule.reply(decision.verdict.reply(), &tx_id)
+            }
+            Err(e) => {
+                self.tx_span
+                    .in_scope(|| warn!("the kept message could not be prepared: {e}"));
+                codes::local_error()
+            }
+        };
+        self.reset_transaction().await;
+        reply
+    }
+
+    /// Copies a kept message into the spool, as DATA would have.
+    fn spool_kept(&self, tx_id: &str, content: &mut dyn std::io::Read) -> std::io::Result<Message> {
+        let mut writer = SpoolWriter::new(&self.settings.spool, tx_id);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match content.read(&mut buf)? {
+                0 => break,
+                n => writer.write(&buf[..n])?,
+            }
+        }
+        writer.finish(self.settings.max_header_size)
+    }
+
+    /// Hands the transaction's message to the queue hook (or the host's
+    /// queue) and, when it is taken, logs it and tells the plugins; the
+    /// decision and the rule to reply by.
+    async fn queue_message(&mut self, tx_id: &str) -> (Decision, crate::policy::Rule) {
         let relaying = self.conn.lock().relaying;
         // Relayed mail leaves by domain anyway; otherwise the queue hook
         // sees only the recipients that are not forwarded elsewhere.
@@ -1197,11 +1243,7 @@ impl<P: Policy> Session<P> {
         let held = match forwarding {
             Some(handoff) => match self.hold_forwarded(handoff).await {
                 Ok(held) => Some(held),
-                Err(rule) => {
-                    let flow = self.refuse(rule, &Decision::cont(), &tx_id);
-                    self.reset_transaction().await;
-                    return flow;
-                }
+                Err(rule) => return (Decision::cont(), rule),
             },
             None => None,
         };
@@ -1224,7 +1266,6 @@ impl<P: Policy> Session<P> {
         if let Some(held) = held {
             self.settle_forwarded(held, rule.effect == Effect::Proceed).await;
         }
-        let flow = self.refuse(rule, &decision, &tx_id);
         if rule.effect == Effect::Proceed {
             let size = self
                 .with_transaction(|tx| tx.message.as_ref().map_or(0, Message::size))
@@ -1238,12 +1279,11 @@ impl<P: Policy> Session<P> {
             self.junk_commands = 0;
             self.tx_outcome = Some("accepted");
             self.policy
-                .notify(HookCall::QueueOk(tx_id))
+                .notify(HookCall::QueueOk(tx_id.to_string()))
                 .instrument(self.tx_span.clone())
                 .await;
         }
-        self.reset_transaction().await;
-        flow
+        (decision, rule)
     }
 
     /// Queues the success notices the recipients of an accepted message
@@ -1402,6 +1442,30 @@ impl<P: Policy> Session<P> {
             ));
         }
         None
+    }
+
+    /// Starts a transaction from `sender` (no recipients, no message yet);
+    /// its id.
+    fn open_transaction(&mut self, sender: &Address) -> String {
+        self.transactions += 1;
+        let tx_id = {
+            let mut conn = self.conn.lock();
+            let id = format!("{}.{}", conn.id, self.transactions);
+            let notes = crate::capabilities::NoteStore::new(conn.note_limits);
+            conn.transaction = Some(Transaction {
+                id: id.clone(),
+                sender: sender.clone(),
+                recipients: Vec::new(),
+                message: None,
+                notes,
+                authentication: None,
+                handed_on: Vec::new(),
+                forwarded: Vec::new(),
+            });
+            id
+        };
+        self.tx_span = info_span!("tx", id = %tx_id);
+        tx_id
     }
 
     /// Stores the message in the transaction with our `Received:` field on top.

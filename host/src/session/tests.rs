@@ -863,3 +863,43 @@ async fn a_skipped_bdat_chunk_meets_the_minimum_data_rate_on_its_own() {
         "a refused chunk cannot hold the connection at the idle timeout's pace"
     );
 }
+
+#[tokio::test]
+async fn a_kept_message_goes_to_the_queue_hook_alone_as_it_was() {
+    let address = |text: &str| Address::parse_with_params(text, true).unwrap();
+    let mut h = harness(&accepting(), |_| {});
+    let message = b"Received: from x\r\nSubject: kept\r\n\r\nbody\r\n".to_vec();
+    let reply = h
+        .session
+        .queue_kept(
+            &address("<a@b.test>"),
+            vec![address("<x@y.test>"), address("<z@y.test>")],
+            &mut message.as_slice(),
+            &[("quarantine.released", "20261205/abc.1")],
+        )
+        .await;
+    assert!(reply.to_wire().starts_with("250 2.0.0 Message queued as "), "{reply:?}");
+    assert_eq!(*h.policy.queued.lock().unwrap(), [message], "no Received: field added");
+    assert_eq!(*h.policy.queued_for.lock().unwrap(), [vec!["x@y.test", "z@y.test"]]);
+    assert_eq!(
+        *h.policy.seen.lock().unwrap(),
+        [Hook::Queue, Hook::QueueOk, Hook::ResetTransaction],
+        "no hook before queue runs again"
+    );
+
+    let mut refused = harness(&[(Hook::Queue, Verdict::Denysoft(None))], |_| {});
+    let reply = refused
+        .session
+        .queue_kept(
+            &address("<>"),
+            vec![address("<x@y.test>")],
+            &mut &b"\r\nbody\r\n"[..],
+            &[],
+        )
+        .await;
+    assert_eq!(reply.code, 451);
+    assert_eq!(
+        *refused.policy.seen.lock().unwrap(),
+        [Hook::Queue, Hook::ResetTransaction]
+    );
+}

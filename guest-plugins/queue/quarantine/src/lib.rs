@@ -6,7 +6,9 @@
 //! `dir:quarantine`, with the envelope on top, written and made durable by
 //! the host (`files::save-message`). Then the message is accepted and goes
 //! nowhere else (`action = accept`), or goes on to the next queue plugin
-//! (`action = continue`: a copy is kept besides).
+//! (`action = continue`: a copy is kept besides). A message the
+//! administrator releases (`waraka quarantine release`) comes back with the
+//! note `quarantine.released` and goes on to the next queue plugin.
 
 use waraka_plugin::{Error, Hook, Plugin, Scope, Settings, Verdict, envelope, notes, path_segment, session};
 
@@ -16,8 +18,16 @@ const GRANT: &str = "quarantine";
 
 struct Quarantine;
 
+/// The transaction note the host sets on a message `waraka quarantine
+/// release` hands back to the queue: it is not kept again.
+const RELEASED: &str = "quarantine.released";
+
 /// Why this message is quarantined (`NOTE=VALUE`, or `all`), if it is.
 fn reason(settings: &Settings) -> Option<String> {
+    if let Some(id) = notes::get(Scope::Transaction, RELEASED) {
+        waraka_plugin::info!("released from the quarantine ({id}): not kept again");
+        return None;
+    }
     if settings.bool("all", false) {
         return Some("all".into());
     }
