@@ -1,7 +1,8 @@
 """attachment end to end: smtplib sends MIME messages built by Python's
 email package, with zip and tar archives built by its zipfile and tarfile
-modules and disc images made by genisoimage, to a real
-waraka; the host parses them (the mime import) and the plugin decides."""
+modules, disc images made by genisoimage, 7z archives made by 7-Zip and RAR
+archives made by RAR (tests/archives), to a real waraka; the host parses
+them (the mime import) and the plugin decides."""
 
 import io
 import subprocess
@@ -12,7 +13,7 @@ import zipfile
 from pathlib import Path
 from email.message import EmailMessage
 
-from harness import Waraka
+from harness import ROOT, Waraka
 
 
 def zip_of(entries):
@@ -171,6 +172,28 @@ class AttachmentTest(unittest.TestCase):
         code, _, stored = self.server.deliver(with_attachments("7z photos", ("photos.7z", "application/x-7z-compressed",
                                                                              harmless)))
         self.assertEqual((code, len(stored)), (250, 1))
+
+    def test_rar_archives_are_listed_from_their_headers(self):
+        """Archives made by RAR itself (tests/archives): names are listed and
+        refused by the archive rules, encrypted files or headers are
+        encrypted archives, and one volume of several cannot be inspected."""
+        def rar(name):
+            return (ROOT / "tests" / "archives" / name).read_bytes()
+
+        files = with_attachments("rar", ("data.rar", "application/vnd.rar", rar("rar5-files.rar")))
+        code, _, stored = self.server.deliver(files)
+        self.assertEqual((code, len(stored)), (250, 1))
+        rule = "^random_4k\\.bin$\n"
+        self.server.edit("config/attachment.archive.filename.regex", lambda t: t + rule)
+        try:
+            self.assertRefused(files, "Message contains unacceptable attachment (data.rar: random_4k.bin)")
+        finally:
+            self.server.edit("config/attachment.archive.filename.regex", lambda t: t.replace(rule, ""))
+        for name in ["rar4-encrypted-files.rar", "rar4-encrypted-headers.rar", "rar5-encrypted-headers.rar"]:
+            self.assertRefused(with_attachments(name, (name, "application/x-rar-compressed", rar(name))),
+                               f"Message contains an encrypted archive ({name})")
+        self.assertRefused(with_attachments("volume", ("part1.rar", "application/vnd.rar", rar("rar5-volume.part1.rar"))),
+                           "Message contains an archive that cannot be inspected (part1.rar)")
 
     def test_encrypted_and_uninspectable_archives_are_refused_unless_accepted(self):
         secret = with_attachments("secret", ("secret.zip", "application/zip",

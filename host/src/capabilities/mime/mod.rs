@@ -1,7 +1,7 @@
 //! The MIME structure of a message for policy: its content parts with
-//! their type, file name and size, and what the zip, tar and 7z archives
-//! and ISO 9660 disc images among them hold, looking into zips inside them
-//! (not inside 7z) within limits that keep a zip bomb from costing more
+//! their type, file name and size, and what the zip, tar, 7z and RAR
+//! archives and ISO 9660 disc images among them hold, looking into zips
+//! inside them (not inside 7z or RAR) within limits that keep a zip bomb from costing more
 //! than a bounded amount of memory and time.
 
 mod iso9660;
@@ -135,7 +135,7 @@ fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, b
 }
 
 /// What the archive `contents` holds — a zip, a tar, a tar compressed
-/// with gzip (`.tar.gz`, `.tgz`), a 7z or an ISO 9660 disc image,
+/// with gzip (`.tar.gz`, `.tgz`), a 7z, a RAR or an ISO 9660 disc image,
 /// recognised by content — looking `depth` levels into the zips inside it;
 /// `None` when it is none of those.
 fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> {
@@ -151,6 +151,8 @@ fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> 
         list_image(contents, depth, budget, &mut archive);
     } else if contents.starts_with(SEVEN_Z_SIGNATURE) {
         list_7z(contents, &mut archive);
+    } else if contents.starts_with(RAR_SIGNATURE) {
+        list_rar(contents, &mut archive);
     } else {
         return None;
     }
@@ -159,6 +161,81 @@ fn archive_of(contents: &[u8], depth: u32, budget: &mut u64) -> Option<Archive> 
 
 /// What a 7z archive starts with.
 const SEVEN_Z_SIGNATURE: &[u8] = &[b'7', b'z', 0xBC, 0xAF, 0x27, 0x1C];
+
+/// What a RAR archive of version 1.5 to 7 starts with (`Rar!`, then the
+/// version's own bytes).
+const RAR_SIGNATURE: &[u8] = b"Rar!\x1a\x07";
+
+/// The most header bytes a RAR listing reads.
+const MAX_RAR_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Adds the names in the RAR archive `bytes` to `archive`, reading only its
+/// headers (at most [`MAX_RAR_HEADER_BYTES`]). Like a 7z's, its files are
+/// not decompressed: an archive inside it (by name) makes the listing
+/// incomplete, as does an archive cut short or one volume of several. An
+/// encrypted header hides every name. RAR 1.3 (1993) is not recognised.
+fn list_rar(bytes: &[u8], archive: &mut Archive) {
+    let options = rars::ArchiveReadOptions::new()
+        .with_max_header_count(MAX_ARCHIVE_NAMES as u64 * 4)
+        .with_max_header_bytes(MAX_RAR_HEADER_BYTES);
+    let listing = match rars::ArchiveReader::read_with_options(bytes, options) {
+        Ok(listing) => listing,
+        Err(e) => {
+            archive.encrypted |= e.kind() == rars::ErrorKind::PasswordRequired;
+            archive.incomplete = true;
+            return;
+        }
+    };
+    // One volume of several, or cut short: a RAR 5 always ends with an end
+    // block; an older one may leave it out (`rar -en`), and then its last
+    // file's data ends the archive.
+    archive.incomplete |= match &listing {
+        rars::Archive::Rar15To40(rar) => {
+            rar.main.is_volume()
+                || !match rar.blocks.last() {
+                    Some(rars::rar15_40::Block::End(_)) => true,
+                    Some(rars::rar15_40::Block::File(file)) => file.packed_range.end == bytes.len(),
+                    _ => false,
+                }
+        }
+        rars::Archive::Rar50Plus(rar) => {
+            rar.main.is_volume() || !matches!(rar.blocks.last(), Some(rars::rar50::Block::End(_)))
+        }
+        _ => true,
+    };
+    for member in listing.members() {
+        let name = match member.decoded_name(None) {
+            Ok(name) => String::from_utf8_lossy(&name).replace('\\', "/"),
+            Err(_) => {
+                archive.incomplete = true;
+                continue;
+            }
+        };
+        archive.encrypted |= member.meta.is_encrypted;
+        if !add_packed_name(archive, name, member.meta.is_directory) {
+            return;
+        }
+    }
+}
+
+/// The names that mark an archive or disc image inside an archive whose
+/// members are not unpacked (7z, RAR).
+const PACKED_ARCHIVE_NAMES: [&str; 8] = [".zip", ".tar", ".tgz", ".gz", ".7z", ".rar", ".iso", ".img"];
+
+/// Adds one member's name of an archive whose members are not unpacked;
+/// `false` once [`MAX_ARCHIVE_NAMES`] is reached (the listing is incomplete).
+fn add_packed_name(archive: &mut Archive, name: String, directory: bool) -> bool {
+    if archive.names.len() >= MAX_ARCHIVE_NAMES {
+        archive.incomplete = true;
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    if PACKED_ARCHIVE_NAMES.iter().any(|ext| lower.ends_with(ext)) {
+        archive.incomplete = true;
+    }
+    archive.names.push(if directory { format!("{name}/") } else { name });
+    true
+}
 
 /// Adds the names in the 7z archive `bytes` to `archive`, reading only its
 /// header (decoded within [`MAX_7Z_HEADER_KB`]). Its files are compressed
@@ -189,21 +266,9 @@ fn list_7z(bytes: &[u8], archive: &mut Archive) {
             .any(|coder| coder.encoder_method_id() == sevenz_rust2::EncoderMethod::ID_AES256_SHA256)
     });
     for entry in &listing.files {
-        if archive.names.len() >= MAX_ARCHIVE_NAMES {
-            archive.incomplete = true;
+        if !add_packed_name(archive, entry.name().to_string(), entry.is_directory()) {
             return;
         }
-        let name = entry.name().to_string();
-        let lower = name.to_ascii_lowercase();
-        if [".zip", ".tar", ".tgz", ".gz", ".7z", ".iso", ".img"]
-            .iter()
-            .any(|ext| lower.ends_with(ext))
-        {
-            archive.incomplete = true;
-        }
-        archive
-            .names
-            .push(if entry.is_directory() { format!("{name}/") } else { name });
     }
 }
 
@@ -642,6 +707,100 @@ mod tests {
         corrupt.truncate(40);
         let corrupt = listing(&corrupt);
         assert!(corrupt.incomplete && corrupt.names.is_empty(), "{corrupt:?}");
+    }
+
+    /// A RAR archive in `format` of `entries` (a name ending in `/` is a
+    /// directory), its files encrypted with `password`, and its headers
+    /// too when `hide_names`.
+    fn rar_of(
+        format: rars::ArchiveVersion,
+        entries: &[(&str, &[u8])],
+        password: Option<&str>,
+        hide_names: bool,
+    ) -> Vec<u8> {
+        let mut builder = rars::Builder::new(format)
+            .password(password.map(|p| p.as_bytes().to_vec()))
+            .header_encryption(hide_names);
+        for (name, content) in entries {
+            match name.strip_suffix('/') {
+                Some(dir) => builder.add_directory(dir.as_bytes().to_vec(), None, None).unwrap(),
+                None => builder
+                    .add_bytes(name.as_bytes().to_vec(), content.to_vec(), None, None)
+                    .unwrap(),
+            }
+        }
+        builder.to_bytes().unwrap()
+    }
+
+    #[test]
+    fn rar_archives_old_and_new_are_listed_from_their_headers() {
+        for format in [rars::ArchiveVersion::Rar40, rars::ArchiveVersion::Rar50] {
+            let plain = listing(&rar_of(
+                format,
+                &[("docs/", b""), ("docs/readme.txt", b"hi"), ("run.exe", b"MZ")],
+                None,
+                false,
+            ));
+            assert_eq!(plain.names, ["docs/", "docs/readme.txt", "run.exe"], "{format:?}");
+            assert!(!plain.encrypted && !plain.incomplete, "{format:?} {plain:?}");
+
+            let with_zip = listing(&rar_of(
+                format,
+                &[("inner.zip", &zip_of(&[("x.exe", b"MZ")]))],
+                None,
+                false,
+            ));
+            assert_eq!(with_zip.names, ["inner.zip"]);
+            assert!(with_zip.incomplete, "a zip inside a RAR is not opened");
+
+            let locked = listing(&rar_of(format, &[("run.exe", b"MZ")], Some("secret"), false));
+            assert_eq!(locked.names, ["run.exe"], "the names of encrypted files show");
+            assert!(locked.encrypted && !locked.incomplete, "{format:?} {locked:?}");
+
+            let hidden = listing(&rar_of(format, &[("run.exe", b"MZ")], Some("secret"), true));
+            assert!(
+                hidden.names.is_empty() && hidden.encrypted && hidden.incomplete,
+                "{format:?} {hidden:?}"
+            );
+
+            let whole = rar_of(format, &[("run.exe", b"MZ")], None, false);
+            for cut in RAR_SIGNATURE.len()..whole.len() {
+                let cut_short = listing(&whole[..cut]);
+                assert!(
+                    cut_short.incomplete && !cut_short.encrypted,
+                    "{format:?} cut at {cut}: {cut_short:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rar_archives_made_by_rar_itself_are_listed() {
+        let archive = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/archives")
+                .join(name);
+            listing(&std::fs::read(path).unwrap())
+        };
+        let files = archive("rar5-files.rar");
+        assert_eq!(files.names, ["hello.txt", "tiny.txt", "random_4k.bin"]);
+        assert!(!files.encrypted && !files.incomplete, "{files:?}");
+        let locked = archive("rar4-encrypted-files.rar");
+        assert_eq!(locked.names, ["1File.txt", "2中文.txt", "3Sec.txt"]);
+        assert!(locked.encrypted && !locked.incomplete, "{locked:?}");
+        for hidden in ["rar4-encrypted-headers.rar", "rar5-encrypted-headers.rar"] {
+            let hidden = archive(hidden);
+            assert!(
+                hidden.names.is_empty() && hidden.encrypted && hidden.incomplete,
+                "{hidden:?}"
+            );
+        }
+        let volume = archive("rar5-volume.part1.rar");
+        assert_eq!(volume.names, ["random_4k.bin"]);
+        assert!(
+            volume.incomplete && !volume.encrypted,
+            "one volume of three: {volume:?}"
+        );
     }
 
     #[test]
