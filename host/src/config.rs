@@ -37,6 +37,8 @@ pub struct Listener {
     /// The load balancers trusted to send a PROXY protocol header; empty:
     /// clients connect directly.
     pub proxy_from: Vec<IpNet>,
+    /// The front ends trusted to name their client with `XCLIENT`.
+    pub xclient_from: Vec<IpNet>,
 }
 
 impl Listener {
@@ -46,6 +48,7 @@ impl Listener {
             address: address.to_string(),
             role,
             proxy_from: Vec::new(),
+            xclient_from: Vec::new(),
         }
     }
 }
@@ -591,19 +594,20 @@ impl Instance {
             .map(|address| Listener::plain(address, Role::Mx))
             .collect();
         for l in &self.config.listener {
-            let proxy_from = l
-                .proxy_from
-                .iter()
-                .map(|net| {
-                    net.parse::<IpNet>()
-                        .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
-                        .with_context(|| format!("[[listener]] {}: proxy_from {net:?} is not a network", l.address))
-                })
-                .collect::<Result<_>>()?;
+            let networks = |key: &str, nets: &[String]| -> Result<Vec<IpNet>> {
+                nets.iter()
+                    .map(|net| {
+                        net.parse::<IpNet>()
+                            .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
+                            .with_context(|| format!("[[listener]] {}: {key} {net:?} is not a network", l.address))
+                    })
+                    .collect()
+            };
             all.push(Listener {
                 address: l.address.clone(),
                 role: l.role,
-                proxy_from,
+                proxy_from: networks("proxy_from", &l.proxy_from)?,
+                xclient_from: networks("xclient_from", &l.xclient_from)?,
             });
         }
         Ok(all)

@@ -271,18 +271,17 @@ async fn wait_for_stop_signal() {
 
 async fn accept_loop(listener: TcpListener, spec: Listener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut sessions = JoinSet::new();
-    let role = spec.role;
-    let proxy_from = Arc::new(spec.proxy_from);
+    let spec = Arc::new(spec);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if !proxy_from.is_empty() => {
-                    sessions.spawn(proxied(stream, peer, role, proxy_from.clone(), shared.clone(), stop.clone()));
+                Ok((stream, peer)) if !spec.proxy_from.is_empty() => {
+                    sessions.spawn(proxied(stream, peer, spec.clone(), shared.clone(), stop.clone()));
                 }
                 Ok((stream, peer)) => {
                     if let Some(ticket) = admit(&shared, &stream, peer) {
                         let local = stream.local_addr().unwrap_or(peer);
-                        sessions.spawn(handle(stream, peer, local, role, shared.clone(), stop.clone(), ticket));
+                        sessions.spawn(handle(stream, peer, local, spec.clone(), shared.clone(), stop.clone(), ticket));
                     }
                 }
                 Err(e) => {
@@ -329,13 +328,12 @@ fn admit(shared: &Shared, stream: &TcpStream, peer: SocketAddr) -> Option<Ticket
 async fn proxied(
     mut stream: TcpStream,
     balancer: SocketAddr,
-    role: Role,
-    proxy_from: Arc<Vec<ipnet::IpNet>>,
+    spec: Arc<Listener>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
     let own_local = stream.local_addr().unwrap_or(balancer);
-    let (peer, local) = match proxy::read_header(&mut stream, balancer, &proxy_from).await {
+    let (peer, local) = match proxy::read_header(&mut stream, balancer, &spec.proxy_from).await {
         Ok(Some(addresses)) => addresses,
         Ok(None) => (balancer, own_local),
         Err(e) => {
@@ -346,7 +344,7 @@ async fn proxied(
     };
     info!(client = %peer, %balancer, "PROXY protocol header read");
     if let Some(ticket) = admit(&shared, &stream, peer) {
-        handle(stream, peer, local, role, shared, stop, ticket).await;
+        handle(stream, peer, local, spec, shared, stop, ticket).await;
     }
 }
 
@@ -386,15 +384,17 @@ async fn handle(
     tcp: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    role: Role,
+    spec: Arc<Listener>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     ticket: Ticket,
 ) {
     let _ = tcp.set_nodelay(true);
     let settings = shared.settings.load_full();
+    let role = spec.role;
     let mut conn = Connection::new(peer, local, &settings.hostname, settings.notes);
     conn.role = role;
+    conn.xclient_allowed = spec.xclient_from.iter().any(|net| net.contains(&peer.ip()));
     conn.max_recipients = settings.max_recipients;
     conn.starttls_available = shared.tls.is_some() && role != Role::Submissions;
     let span = info_span!("conn", id = %conn.id);

@@ -2,11 +2,13 @@
 listener takes HAProxy's PROXY protocol (v1 text, v2 binary) from a trusted
 balancer; smtplib stands behind the balancer, sending the header first. The
 client the header names is the one limits, policy, logs and Received: see.
+The same for Postfix's XCLIENT from a trusted front end.
 """
 
 import socket
 import smtplib
 import struct
+import subprocess
 import time
 import unittest
 
@@ -141,6 +143,73 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(self.raw(self.server.port, b"PROXY TCP4 999.1.1.1 192.0.2.1 1 25\r\n"), b"")
         self.assertEqual(self.raw(self.server.ports["submission"], v1("198.51.100.9")), b"")
         self.server.wait_for_log(r"connection closed: 127\.0\.0\.1 is not a trusted proxy \(proxy_from\)")
+
+
+def front_ends(server):
+    """An mx listener that takes XCLIENT from loopback front ends, and a
+    submission listener that takes it from no one."""
+    server.edit("waraka.toml", lambda t: t.replace('listen = ["127.0.0.1:2525"]', "listen = []") + (
+        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\nxclient_from = ["127.0.0.0/8"]\n'
+        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "submission"\n'))
+    server.edit("config/relay.acl_allow", lambda t: t + "203.0.113.7\n")
+
+
+class XclientTest(unittest.TestCase):
+    """Postfix's XCLIENT from a trusted front end (nginx's mail proxy sends
+    it): swaks and smtplib name a client, which relaying, the Received:
+    field and the logs then see."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], roles=("mx", "submission"),
+                            setup=front_ends, configured_listeners=True)
+        cls.addClassCleanup(cls.server.stop)
+
+    def xclient(self, attributes):
+        """An smtplib session greeted again after `XCLIENT attributes`."""
+        s = smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="front.test", timeout=30)
+        code, text = s.ehlo()
+        self.assertIn(b"XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT", text)
+        self.assertEqual(s.docmd("XCLIENT", attributes)[0], 220)
+        s.ehlo("client.test")
+        return s
+
+    def test_swaks_delivers_as_the_client_it_names(self):
+        before = set(self.server.maildir())
+        done = subprocess.run(["swaks", "--server", f"127.0.0.1:{self.server.port}", "--from", "a@sender.test",
+                               "--to", "rcpt@example.com", "--helo", "front.test",
+                               "--xclient", "ADDR=198.51.100.9 PORT=40123 NAME=client.example HELO=client.example",
+                               "--header", "Subject: xclient"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("<-  220 ", done.stdout.split("XCLIENT")[-1], "greeted again after XCLIENT")
+        (stored,) = [p.read_bytes() for p in self.server.maildir() if p not in before]
+        self.assertIn(b"([198.51.100.9])", stored.split(b"\r\n\r\n")[0])
+        self.server.wait_for_log(r"XCLIENT: serving the client the front end names client=198\.51\.100\.9:40123 "
+                                 r"front=127\.0\.0\.1:\d+ name=client\.example login=-")
+
+    def test_relaying_is_decided_for_the_named_client(self):
+        with self.xclient("ADDR=203.0.113.7") as s:
+            s.mail("a@example.com")
+            self.assertEqual(s.rcpt("someone@elsewhere.test")[0], 250, "203.0.113.7 may relay")
+        with self.xclient("ADDR=198.51.100.20") as s:
+            s.mail("a@example.com")
+            self.assertEqual(s.rcpt("someone@elsewhere.test"), (554, b"5.7.1 Relay access denied"))
+        with self.xclient("ADDR=198.51.100.20 LOGIN=alice") as s:
+            s.mail("a@example.com")
+            self.assertEqual(s.rcpt("someone@elsewhere.test")[0], 250, "the front end authenticated alice")
+            self.assertEqual(s.docmd("XCLIENT", "ADDR=203.0.113.7"), (550, b"5.7.0 Error: insufficient authorization"),
+                             "once per connection")
+
+    def test_bad_attributes_and_untrusted_clients_are_refused(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, timeout=30) as s:
+            s.ehlo()
+            self.assertEqual(s.docmd("XCLIENT", "ADDR=300.1.1.1"), (501, b"5.5.4 Bad XCLIENT ADDR syntax: 300.1.1.1"))
+            s.mail("a@example.com")
+            self.assertEqual(s.docmd("XCLIENT", "ADDR=192.0.2.1")[0], 503)
+        with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], timeout=30) as s:
+            self.assertNotIn(b"XCLIENT", s.ehlo()[1])
+            self.assertEqual(s.docmd("XCLIENT", "LOGIN=alice"), (550, b"5.7.0 Error: insufficient authorization"))
+            self.assertEqual(s.docmd("MAIL", "FROM:<a@example.com>")[0], 530, "still not authenticated")
 
 
 if __name__ == "__main__":

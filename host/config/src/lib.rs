@@ -447,6 +447,10 @@ pub struct ListenerConfig {
     /// a PROXY protocol header (v1 or v2) naming the real client.
     #[serde(default)]
     pub proxy_from: Vec<String>,
+    /// Networks of the front ends (nginx's mail proxy, a Postfix relay)
+    /// trusted to name the client they speak for with Postfix's `XCLIENT`.
+    #[serde(default)]
+    pub xclient_from: Vec<String>,
 }
 
 /// `[tls]`: PEM files, relative to the instance directory.

@@ -2,6 +2,7 @@
 
 use crate::address::{Address, AddressError};
 use crate::reply::{Reply, codes};
+use crate::xclient::Xclient;
 
 /// Longest command line accepted, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -41,6 +42,9 @@ pub enum Command {
     StartTls,
     /// `AUTH` with everything after the verb (mechanism and initial response).
     Auth(String),
+    /// `XCLIENT` with the attributes it sets (Postfix's extension for
+    /// trusted front ends).
+    Xclient(Xclient),
     /// A verb the core does not handle; passed to `unrecognized-command`.
     Unknown {
         /// The verb as sent.
@@ -123,6 +127,7 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
         "VRFY" if args.is_empty() => Err(error(codes::syntax("VRFY address"))),
         "VRFY" => Ok(Command::Vrfy(args.into())),
         "AUTH" => Ok(Command::Auth(args.into())),
+        "XCLIENT" => Xclient::parse(args).map(Command::Xclient).map_err(error),
         _ => Ok(Command::Unknown {
             verb: upper,
             args: args.into(),
@@ -200,10 +205,14 @@ mod tests {
             Command::Bdat { size: 0, last: true }
         );
         assert_eq!(parse_command(b"NOOP anything").unwrap(), Command::Noop);
-        assert_eq!(
+        assert!(matches!(
             parse_command(b"XCLIENT NAME=x").unwrap(),
+            Command::Xclient(Xclient { name: Some(Some(name)), .. }) if name == "x"
+        ));
+        assert_eq!(
+            parse_command(b"XFORWARD NAME=x").unwrap(),
             Command::Unknown {
-                verb: "XCLIENT".into(),
+                verb: "XFORWARD".into(),
                 args: "NAME=x".into()
             }
         );

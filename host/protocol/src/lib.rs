@@ -9,6 +9,7 @@ mod data;
 mod dsn;
 mod reply;
 mod require_tls;
+mod xclient;
 
 pub use address::{Address, AddressError, Param, parse_path_list};
 pub use command::{Command, CommandError, MAX_COMMAND_LINE, parse_command};
@@ -19,3 +20,4 @@ pub use dsn::{
 };
 pub use reply::{Reply, codes};
 pub use require_tls::{TLS_REQUIRED_HEADER, TlsRequest};
+pub use xclient::{Attribute, XCLIENT_KEYWORD, Xclient};

@@ -106,6 +106,9 @@ pub struct Connection {
     pub role: super::Role,
     /// Whether STARTTLS can be offered (the listener has a certificate and is not TLS already).
     pub starttls_available: bool,
+    /// Whether the client is a front end the listener trusts to name the
+    /// client it speaks for (`XCLIENT`, `xclient_from`); once, until it has.
+    pub xclient_allowed: bool,
     /// The client's address.
     pub peer: SocketAddr,
     /// The address the client reached.
@@ -144,6 +147,7 @@ impl Connection {
             id: uuid::Uuid::new_v4().simple().to_string().to_uppercase()[..16].to_string(),
             role: super::Role::Mx,
             starttls_available: false,
+            xclient_allowed: false,
             peer,
             local,
             hostname: hostname.to_string(),

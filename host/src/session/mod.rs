@@ -15,8 +15,9 @@ pub use settings::{EarlyTalker, Role, SessionSettings};
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, DsnRequests, MAX_COMMAND_LINE, MessageRequest,
-    RecipientRequest, Reply, TlsRequest, codes, inherit_requests, parse_command,
+    RecipientRequest, Reply, TlsRequest, XCLIENT_KEYWORD, Xclient, codes, inherit_requests, parse_command,
 };
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
@@ -537,8 +538,68 @@ impl<P: Policy> Session<P> {
             }
             Command::StartTls => self.starttls(),
             Command::Auth(args) => self.auth(&args).await,
+            Command::Xclient(xclient) => self.xclient(xclient).await,
             Command::Unknown { verb, args } => self.unrecognized(verb, args).await,
         }
+    }
+
+    /// `XCLIENT` from a trusted front end: the client it names takes the
+    /// connection's place, which starts afresh as if that client had
+    /// connected (notes cleared, authenticated only by `LOGIN`, the
+    /// `connect` hook and the greeting again). Allowed once per connection.
+    async fn xclient(&mut self, xclient: Xclient) -> Flow {
+        let (allowed, in_transaction) = {
+            let conn = self.conn.lock();
+            (conn.xclient_allowed, conn.transaction.is_some())
+        };
+        if !allowed {
+            return self.error(Reply::new(550, "5.7.0", "Error: insufficient authorization"));
+        }
+        if in_transaction {
+            return self.error(codes::bad_sequence("MAIL transaction in progress"));
+        }
+        self.reset_transaction().await;
+        let front = {
+            let mut conn = self.conn.lock();
+            let front = conn.peer;
+            let unknown = |address: SocketAddr| match address {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            if let Some(addr) = xclient.addr {
+                let ip = addr.unwrap_or_else(|| unknown(conn.peer));
+                conn.peer.set_ip(ip);
+            }
+            if let Some(port) = xclient.port {
+                conn.peer.set_port(port.unwrap_or(0));
+            }
+            if let Some(addr) = xclient.dest_addr {
+                let ip = addr.unwrap_or_else(|| unknown(conn.local));
+                conn.local.set_ip(ip);
+            }
+            if let Some(port) = xclient.dest_port {
+                conn.local.set_port(port.unwrap_or(0));
+            }
+            conn.helo = xclient.helo.flatten();
+            conn.esmtp = conn.helo.is_some() && xclient.esmtp.flatten().unwrap_or(false);
+            conn.auth_user = xclient.login.flatten();
+            conn.relaying = conn.auth_user.is_some();
+            conn.early_talker = false;
+            conn.notes = crate::capabilities::NoteStore::new(conn.note_limits);
+            conn.xclient_allowed = false;
+            front
+        };
+        self.errors = 0;
+        self.auth_failures = 0;
+        self.junk_commands = 0;
+        self.extra_keywords.clear();
+        let (client, login) = {
+            let conn = self.conn.lock();
+            (conn.peer, conn.auth_user.clone())
+        };
+        let name = xclient.name.flatten();
+        info!(%client, %front, name = %name.as_deref().unwrap_or("-"), login = %login.as_deref().unwrap_or("-"), "XCLIENT: serving the client the front end names");
+        self.start(false).await
     }
 
     /// Counts a junk command (NOOP, VRFY, HELP, and RSET outside a
@@ -779,6 +840,9 @@ impl<P: Policy> Session<P> {
         }
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".into());
+        }
+        if self.conn.lock().xclient_allowed {
+            lines.push(XCLIENT_KEYWORD.into());
         }
         self.extra_keywords = self
             .policy

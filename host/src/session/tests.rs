@@ -903,3 +903,64 @@ async fn a_kept_message_goes_to_the_queue_hook_alone_as_it_was() {
         [Hook::Queue, Hook::ResetTransaction]
     );
 }
+
+#[tokio::test]
+async fn xclient_is_for_trusted_front_ends_only() {
+    let mut h = harness(&accepting(), |_| {});
+    h.start().await;
+    assert!(!h.send(b"EHLO front.test\r\n").await.contains("XCLIENT"));
+    assert_eq!(
+        h.send(b"XCLIENT ADDR=192.0.2.7\r\n").await,
+        "550 5.7.0 Error: insufficient authorization\r\n"
+    );
+    assert_eq!(h.session.conn.lock().peer.ip().to_string(), "127.0.0.1");
+}
+
+#[tokio::test]
+async fn xclient_starts_the_session_afresh_for_the_client_it_names() {
+    let mut h = harness(&accepting(), |_| {});
+    h.session.conn.lock().xclient_allowed = true;
+    h.start().await;
+    let ehlo = h.send(b"EHLO front.test\r\n").await;
+    assert!(
+        ehlo.contains("250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n"),
+        "{ehlo}"
+    );
+    h.session.conn.lock().notes.set("front", "x").unwrap();
+    h.send(b"MAIL FROM:<a@b.test>\r\n").await;
+    assert_eq!(
+        h.send(b"XCLIENT ADDR=192.0.2.7\r\n").await,
+        "503 5.5.1 Bad sequence of commands: MAIL transaction in progress\r\n"
+    );
+    h.send(b"RSET\r\n").await;
+    h.policy.seen.lock().unwrap().clear();
+    assert_eq!(
+        h.send(b"XCLIENT ADDR=IPV6:2001:db8::7 PORT=4242 LOGIN=alice NAME=c.example\r\n")
+            .await,
+        "220 mx.test ESMTP Waraka ready\r\n"
+    );
+    assert_eq!(
+        h.policy.seen.lock().unwrap()[0],
+        Hook::Connect,
+        "the connect hook runs again"
+    );
+    {
+        let conn = h.session.conn.lock();
+        assert_eq!(conn.peer.to_string(), "[2001:db8::7]:4242");
+        assert_eq!(conn.auth_user.as_deref(), Some("alice"));
+        assert!(conn.relaying && conn.helo.is_none() && conn.notes.get("front").is_none());
+    }
+    assert_eq!(
+        h.codes(b"MAIL FROM:<a@b.test>\r\n").await,
+        ["503"],
+        "the client greets again"
+    );
+    let ehlo = h.send(b"EHLO client.example\r\n").await;
+    assert!(
+        ehlo.starts_with("250-mx.test Hello client.example [2001:db8::7]\r\n"),
+        "{ehlo}"
+    );
+    assert!(!ehlo.contains("XCLIENT"), "once per connection: {ehlo}");
+    assert_eq!(h.codes(b"XCLIENT ADDR=192.0.2.8\r\n").await, ["550"]);
+    assert_eq!(h.codes(b"XCLIENT COLOR=blue\r\n").await, ["501"]);
+}
