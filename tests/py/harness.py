@@ -571,6 +571,58 @@ class Service:
         self.tmp.cleanup()
 
 
+def nginx_mail_proxy(backend_port, users, smtp_auth="none"):
+    """nginx's mail proxy (Debian's nginx and its mail module) on a free
+    port, in front of the SMTP server on `backend_port`, passing the client
+    on with XCLIENT (nginx's default). An HTTP server of this process is its
+    `auth_http`: it accepts the `users` ({name: password}) and anyone when
+    `smtp_auth` is `none`, and sends every session to the backend."""
+    import http.server
+
+    class Auth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            method, user = self.headers.get("Auth-Method"), self.headers.get("Auth-User", "")
+            accepted = method == "none" or users.get(user) == self.headers.get("Auth-Pass")
+            self.send_response(200)
+            if accepted:
+                self.send_header("Auth-Status", "OK")
+                self.send_header("Auth-Server", "127.0.0.1")
+                self.send_header("Auth-Port", str(backend_port))
+            else:
+                self.send_header("Auth-Status", "Invalid login or password")
+                self.send_header("Auth-Error-Code", "535 5.7.8")
+                self.send_header("Auth-Wait", "1")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    auth = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Auth)
+    threading.Thread(target=auth.serve_forever, daemon=True).start()
+
+    def args(port, tmp):
+        conf = pathlib.Path(tmp) / "nginx.conf"
+        conf.write_text(
+            "load_module /usr/lib/nginx/modules/ngx_mail_module.so;\n"
+            f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log info;\n"
+            "events { worker_connections 64; }\n"
+            "mail {\n  server_name front.test;\n"
+            f"  auth_http 127.0.0.1:{auth.server_address[1]}/auth;\n  xclient on;\n"
+            f"  server {{\n    listen 127.0.0.1:{port};\n    protocol smtp;\n    smtp_auth {smtp_auth};\n  }}\n}}\n")
+        return ["/usr/sbin/nginx", "-p", tmp, "-c", str(conf), "-e", f"{tmp}/error.log"]
+
+    proxy = Service("nginx", args)
+    stop = proxy.stop
+
+    def stop_both():
+        stop()
+        auth.shutdown()
+        auth.server_close()
+
+    proxy.stop = stop_both
+    return proxy
+
+
 def dnsmasq(records):
     """dnsmasq answering only `records` (its command-line options, e.g.
     `--mx-host=d,mx.d,10`) on UDP and TCP, with no upstream servers."""

@@ -12,7 +12,7 @@ import subprocess
 import time
 import unittest
 
-from harness import Waraka, greeting_of
+from harness import Waraka, greeting_of, nginx_mail_proxy
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -199,6 +199,34 @@ class XclientTest(unittest.TestCase):
             self.assertEqual(s.rcpt("someone@elsewhere.test")[0], 250, "the front end authenticated alice")
             self.assertEqual(s.docmd("XCLIENT", "ADDR=203.0.113.7"), (550, b"5.7.0 Error: insufficient authorization"),
                              "once per connection")
+
+    def test_through_nginx_mail_proxy(self):
+        """nginx's mail proxy in front: it greets the client, asks its
+        auth_http, then replays the session to waraka after XCLIENT."""
+        front = nginx_mail_proxy(self.server.port, {}, smtp_auth="none")
+        self.addCleanup(front.stop)
+        before = set(self.server.maildir())
+        with smtplib.SMTP("127.0.0.1", front.port, local_hostname="client.test", timeout=30) as s:
+            self.assertIn(b"front.test", s.ehlo()[1])
+            refused = s.sendmail("a@sender.test", ["rcpt@example.com"], "Subject: via nginx\r\n\r\nhi\r\n")
+        self.assertEqual(refused, {})
+        (stored,) = [p.read_bytes() for p in self.server.maildir() if p not in before]
+        self.assertIn(b"Received: from client.test ([127.0.0.1])", stored, "the client's own EHLO name")
+        self.server.wait_for_log(r"XCLIENT: serving the client the front end names client=127\.0\.0\.1:\d+ "
+                                 r"front=127\.0\.0\.1:\d+ name=\S+ login=-")
+
+    def test_nginx_authenticates_submission_and_waraka_relays_for_the_user(self):
+        front = nginx_mail_proxy(self.server.port, {"alice": "secret"}, smtp_auth="plain login")
+        self.addCleanup(front.stop)
+        with smtplib.SMTP("127.0.0.1", front.port, local_hostname="laptop.test", timeout=30) as s:
+            s.ehlo()
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                s.login("alice", "wrong")
+            s.login("alice", "secret")
+            s.mail("alice@example.com")
+            self.assertEqual(s.rcpt("friend@elsewhere.test")[0], 250, "relayed as alice, whom nginx authenticated")
+        self.server.wait_for_log(r"XCLIENT: serving the client the front end names client=127\.0\.0\.1:\d+ "
+                                 r"front=127\.0\.0\.1:\d+ name=\S+ login=alice")
 
     def test_bad_attributes_and_untrusted_clients_are_refused(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, timeout=30) as s:
