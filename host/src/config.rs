@@ -613,12 +613,15 @@ impl Instance {
         Ok(all)
     }
 
-    /// The TLS certificate and key files, when `[tls]` is configured.
-    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
-        self.config
-            .tls
-            .as_ref()
-            .map(|t| (self.resolve(&t.cert), self.resolve(&t.key)))
+    /// The TLS certificate and key files, when `[tls]` is configured: the
+    /// default pair first, then those of `[[tls.sni]]`.
+    pub fn tls_files(&self) -> Option<Vec<(PathBuf, PathBuf)>> {
+        self.config.tls.as_ref().map(|t| {
+            std::iter::once((&t.cert, &t.key))
+                .chain(t.sni.iter().map(|files| (&files.cert, &files.key)))
+                .map(|(cert, key)| (self.resolve(cert), self.resolve(key)))
+                .collect()
+        })
     }
 }
 

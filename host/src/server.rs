@@ -132,10 +132,7 @@ pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
 /// replaces the configured listeners when not empty.
 pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
     raise_open_file_limit();
-    let tls = instance
-        .tls_files()
-        .map(|(cert, key)| Tls::load(&cert, &key))
-        .transpose()?;
+    let tls = instance.tls_files().map(Tls::load).transpose()?;
     let addresses = if listen.is_empty() {
         instance.listeners()?
     } else {

@@ -15,7 +15,7 @@ import time
 import unittest
 import warnings
 
-from harness import BIN, GUESTS, Waraka, make_cert
+from harness import BIN, GUESTS, Waraka, make_ca, make_cert
 
 PASSWORD = "correct horse battery staple"
 FAILURE_DELAY = 0.1
@@ -34,6 +34,9 @@ def setup_instance(server):
     tls = server.dir / "config/tls"
     tls.mkdir(parents=True)
     make_cert(tls / "cert.pem", tls / "key.pem", "first")
+    for site, name in [("b", "mail.b.test"), ("c", "*.c.test")]:
+        (tls / site).mkdir()
+        make_ca(tls / site, [name])
     hashed = subprocess.run([BIN, "password-hash"], input=PASSWORD + "\n", capture_output=True, text=True, check=True)
     server.edit("config/auth/flat_file.ini", lambda t: t + f"alice = {hashed.stdout.strip()}\nbob = plain:secret\n")
     (server.dir / "plugins/test").mkdir()
@@ -48,6 +51,8 @@ def setup_instance(server):
         return text + (
             '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }  # nothing listens: mail stays queued\n'
             '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
+            '[[tls.sni]]\ncert = "config/tls/b/cert.pem"\nkey = "config/tls/b/key.pem"\n'
+            '[[tls.sni]]\ncert = "config/tls/c/cert.pem"\nkey = "config/tls/c/key.pem"\n'
             '\n[plugin."test/recorder"]\ngrants = ["dir:record"]\n'
         )
 
@@ -212,6 +217,41 @@ class TlsAuthTest(unittest.TestCase):
             self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
             self.assertIn("<~  235 2.7.0", out.stdout)
             self.assertIn("<~  250 2.1.5 Recipient <erin@remote.test> OK", out.stdout)
+
+    def served(self, name):
+        """The certificate the mx listener presents to a client that asks for
+        `name` (SNI; an address sends none)."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", self.server.ports["mx"], local_hostname="py.test", timeout=30) as s:
+            s._host = name  # what starttls sends as the server name
+            s.starttls(context=ctx)
+            return s.sock.getpeercert(binary_form=True)
+
+    def test_the_certificate_is_chosen_by_the_server_name_asked_for(self):
+        tls = self.server.dir / "config/tls"
+        self.assertEqual(self.served("mail.b.test"), der(tls / "b/cert.pem"))
+        self.assertEqual(self.served("imap.c.test"), der(tls / "c/cert.pem"), "by its wildcard name")
+        for other in ["127.0.0.1", "mail.d.test", "a.b.c.test", "b.test"]:
+            self.assertEqual(self.served(other), der(self.cert), f"{other}: the default certificate")
+        with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], local_hostname="py.test", timeout=30) as s:
+            s._host = "mail.b.test"
+            s.starttls(context=self.context(tls / "b/ca.pem"))
+            self.assertEqual(s.ehlo()[0], 250, "a client that verifies the name it asked for")
+
+    def test_a_certificate_whose_key_does_not_match_stops_the_start(self):
+        def setup(server):
+            tls = server.dir / "config/tls"
+            tls.mkdir(parents=True)
+            make_cert(tls / "cert.pem", tls / "key.pem", "default")
+            make_cert(tls / "b.pem", tls / "b.key", "b")
+            server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
+                        '[[tls.sni]]\ncert = "config/tls/b.pem"\nkey = "config/tls/key.pem"\n')
+
+        with self.assertRaises(RuntimeError) as cm:
+            Waraka(["rcpt_to.in_host_list"], setup=setup)
+        self.assertRegex(str(cm.exception), r"the certificate \S+/b\.pem and key \S+/key\.pem do not match")
 
     def test_certificate_reload_while_a_client_stays_connected(self):
         old = der(self.cert)

@@ -457,6 +457,21 @@ pub struct ListenerConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The certificate chain (PEM): for clients that send no server name
+    /// (SNI) or one no `[[tls.sni]]` certificate is valid for.
+    pub cert: PathBuf,
+    /// The private key (PEM).
+    pub key: PathBuf,
+    /// More certificates, each chosen for the server names (SNI) it is
+    /// valid for (its subjectAltName DNS names, wildcards included).
+    #[serde(default)]
+    pub sni: Vec<CertificateFiles>,
+}
+
+/// `[[tls.sni]]`: a certificate chain and its key (PEM files).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
     /// The certificate chain (PEM).
     pub cert: PathBuf,
     /// The private key (PEM).
