@@ -6,7 +6,9 @@ use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
     PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
 };
-use crate::delivery::{ClientSettings, DmarcReports, NextHop, OutboundSettings, RouteSettings, Submitter};
+use crate::delivery::{
+    BindAddresses, ClientSettings, DmarcReports, NextHop, OutboundSettings, RouteSettings, Submitter,
+};
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
 use crate::queue::RetrySchedule;
@@ -469,6 +471,10 @@ impl Instance {
             command_timeout: o.command_timeout,
             data_timeout: o.data_timeout,
             tls: o.tls.into(),
+            bind: BindAddresses {
+                v4: o.bind_address,
+                v6: o.bind_address6,
+            },
             ..ClientSettings::default()
         }
     }

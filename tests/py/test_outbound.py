@@ -224,7 +224,7 @@ class OutboundTest(unittest.TestCase):
 
 
 class TlsDeliveryTest(unittest.TestCase):
-    def test_delivered_to_a_second_waraka_over_starttls(self):
+    def test_delivered_to_a_second_waraka_over_starttls_from_the_bind_address(self):
         dns = dnsmasq(RECORDS)
         port = free_port("127.0.0.7")
 
@@ -233,12 +233,14 @@ class TlsDeliveryTest(unittest.TestCase):
             server.edit("config/host_list", lambda t: t + "real.test\n")
 
         receiver = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=receiver_setup, host="127.0.0.7", port=port)
-        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port))
+        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=relay_setup(dns.port, port, extra='bind_address = "127.0.0.9"\n'))
         try:
             with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
                 self.assertEqual(s.sendmail("a@sender.test", ["rcpt@real.test"], message("over tls")), {})
             stored = wait_until(receiver.maildir, what="the receiver's maildir")[0].read_bytes()
             self.assertIn(b"Subject: over tls\r\n", stored)
+            self.assertIn(b" ([127.0.0.9])", stored, "the connection came from [outbound] bind_address")
             self.assertIn(b"(using TLSv1.3 with cipher", stored, "opportunistic STARTTLS was used")
             self.assertIn(b"with ESMTPS id", stored)
             sender.wait_for_log(r"delivered.*recipient=rcpt@real\.test.*host=mx\.real\.test")

@@ -198,6 +198,11 @@ pub struct OutboundConfig {
     pub delay_warning: Duration,
     /// The name sent with EHLO (default: `[smtp] hostname`).
     pub helo: Option<String>,
+    /// The local IPv4 address outbound connections to IPv4 servers come
+    /// from (Postfix's `smtp_bind_address`); default: the system's choice.
+    pub bind_address: Option<std::net::Ipv4Addr>,
+    /// The local IPv6 address outbound connections to IPv6 servers come from.
+    pub bind_address6: Option<std::net::Ipv6Addr>,
     #[serde(with = "humantime_serde")]
     /// How long to wait for a next hop's TCP connection.
     pub connect_timeout: Duration,
@@ -246,6 +251,8 @@ impl Default for OutboundConfig {
             dmarc_reports: false,
             dmarc_report_from: None,
             helo: None,
+            bind_address: None,
+            bind_address6: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),

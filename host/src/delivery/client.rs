@@ -19,6 +19,7 @@ use base64::Engine;
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -112,6 +113,8 @@ pub struct ClientSettings {
     pub helo: String,
     /// For the TCP connection.
     pub connect_timeout: Duration,
+    /// The local addresses connections come from.
+    pub bind: BindAddresses,
     /// For every reply but the one after the message.
     pub command_timeout: Duration,
     /// For writing the message and the reply after it.
@@ -134,6 +137,30 @@ pub struct ClientSettings {
     pub audit: bool,
 }
 
+/// The local addresses outbound TCP connections come from, by the server's
+/// address family; `None`: the system's choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindAddresses {
+    /// For IPv4 servers.
+    pub v4: Option<std::net::Ipv4Addr>,
+    /// For IPv6 servers.
+    pub v6: Option<std::net::Ipv6Addr>,
+}
+
+impl BindAddresses {
+    /// Connects to `server` from the address for its family, if one is set.
+    pub async fn connect(&self, server: SocketAddr) -> std::io::Result<TcpStream> {
+        let (socket, local) = match server {
+            SocketAddr::V4(_) => (tokio::net::TcpSocket::new_v4()?, self.v4.map(IpAddr::V4)),
+            SocketAddr::V6(_) => (tokio::net::TcpSocket::new_v6()?, self.v6.map(IpAddr::V6)),
+        };
+        if let Some(local) = local {
+            socket.bind(SocketAddr::new(local, 0))?;
+        }
+        socket.connect(server).await
+    }
+}
+
 /// Told how a session's TLS went: `None` when it had the TLS asked for,
 /// else why not. Plain text by choice (`never`, a local socket) is not told.
 #[derive(Clone)]
@@ -152,6 +179,7 @@ impl Default for ClientSettings {
         ClientSettings {
             helo: "localhost".into(),
             connect_timeout: outbound.connect_timeout,
+            bind: BindAddresses::default(),
             command_timeout: outbound.command_timeout,
             data_timeout: outbound.data_timeout,
             tls: TlsMode::Opportunistic { verify: false },
@@ -452,7 +480,7 @@ impl Connection {
         let connect = async {
             Ok::<Box<dyn ServiceStream>, std::io::Error>(match addr {
                 Address::Inet(inet) => {
-                    let tcp = TcpStream::connect(inet).await?;
+                    let tcp = settings.bind.connect(*inet).await?;
                     let _ = tcp.set_nodelay(true);
                     Box::new(tcp)
                 }
@@ -953,12 +981,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             data_timeout: Duration::from_secs(5),
-            tls: TlsMode::Opportunistic { verify: false },
-            dane: None,
-            auth: None,
-            lmtp: false,
-            tls_seen: None,
-            audit: false,
+            ..ClientSettings::default()
         }
     }
 

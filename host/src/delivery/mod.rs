@@ -13,7 +13,7 @@ mod outbound;
 mod route;
 mod tls_report;
 
-pub use client::{ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, probe, send};
+pub use client::{BindAddresses, ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, probe, send};
 pub use daily::Submitter;
 pub use dmarc_report::DmarcReports;
 pub use notice::Report;
