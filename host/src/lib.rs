@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod lockout;
 pub mod plugins;
 pub mod policy;
 pub mod proxy;

@@ -2,10 +2,11 @@
 //! idle timeouts, and a graceful stop on SIGINT/SIGTERM.
 
 use crate::admission::{Admission, Refusal, Ticket};
-use crate::capabilities::ConfigFiles;
+use crate::capabilities::{ConfigFiles, KvStore, MemoryKv};
 use crate::config::{Instance, Listener};
 use crate::control;
 use crate::delivery::Outbound;
+use crate::lockout::AuthLockout;
 use crate::plugins::{Chain, PluginOutbound, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
 use crate::proxy;
@@ -35,6 +36,8 @@ struct Shared {
     outbound: Option<Arc<dyn OutboundQueue>>,
     /// The connection caps, shared by every listener.
     admission: Arc<Admission>,
+    /// Refused AUTH attempts across connections (`[smtp] auth_lockout_failures`).
+    auth_lockout: Option<Arc<AuthLockout>>,
 }
 
 impl Shared {
@@ -42,7 +45,9 @@ impl Shared {
     fn session(&self, conn: Connection, settings: Arc<SessionSettings>) -> Session<Chain> {
         let conn = SharedConnection::new(conn);
         let chain = Chain::new(self.registry.runtime().clone(), self.registry.current(), conn.clone());
-        Session::new(chain, conn, settings).with_outbound_queue(self.outbound.clone())
+        Session::new(chain, conn, settings)
+            .with_outbound_queue(self.outbound.clone())
+            .with_auth_lockout(self.auth_lockout.clone())
     }
 
     /// A session of the server with itself, for messages the administrator
@@ -170,6 +175,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         tls,
         outbound: outbound.clone().map(|o| Arc::new(o) as Arc<dyn OutboundQueue>),
         admission: Arc::new(Admission::default()),
+        auth_lockout: auth_lockout(&instance, &registry)?,
     });
     reload::publish_status(&instance, &registry);
     let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
@@ -223,6 +229,31 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     }
     info!("stopped");
     Ok(())
+}
+
+/// The AUTH lockout of `[smtp]`, counting in its `[kv]` store or in memory;
+/// `None` when `auth_lockout_failures` is 0.
+fn auth_lockout(instance: &Instance, registry: &Registry) -> Result<Option<Arc<AuthLockout>>> {
+    let smtp = &instance.config.smtp;
+    if smtp.auth_lockout_failures == 0 {
+        return Ok(None);
+    }
+    let store = match &smtp.auth_lockout_store {
+        Some(name) => registry
+            .runtime()
+            .services()
+            .backends
+            .kv
+            .get(name)
+            .cloned()
+            .with_context(|| format!("[smtp] auth_lockout_store names no [kv.{name}]"))?,
+        None => Arc::new(KvStore::Memory(MemoryKv::new(100_000))),
+    };
+    Ok(Some(Arc::new(AuthLockout::new(
+        store,
+        smtp.auth_lockout_failures,
+        smtp.auth_lockout_period,
+    ))))
 }
 
 /// Removes what a previous run left in the spool: messages of sessions cut

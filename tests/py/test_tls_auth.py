@@ -15,7 +15,7 @@ import time
 import unittest
 import warnings
 
-from harness import BIN, GUESTS, Waraka, make_ca, make_cert
+from harness import BIN, GUESTS, Waraka, make_ca, make_cert, redis, stopped_after_class
 
 PASSWORD = "correct horse battery staple"
 FAILURE_DELAY = 0.1
@@ -275,6 +275,46 @@ class TlsAuthTest(unittest.TestCase):
             refused = early.sendmail("someone@remote.test", ["frank@example.com"], b"Subject: early\r\n\r\nx\r\n")
         self.assertEqual(refused, {}, "the connection that started on the old certificate finishes")
         self.assertEqual(len(self.server.maildir()), before + 1)
+
+
+class AuthLockoutTest(unittest.TestCase):
+    """Password guessing spread over connections and servers: two waraka
+    processes count refused AUTH attempts in one real Redis."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = redis()
+        cls.addClassCleanup(cls.redis.stop)
+
+        def setup(server):
+            server.edit("config/auth/flat_file.ini", lambda t: t.replace(
+                "allow_cleartext = false", "allow_cleartext = true") + "bob = plain:secret\ncarol = plain:pw2\n")
+            server.edit("waraka.toml", lambda t: t.replace(
+                '# auth_failure_delay = "1s"', 'auth_failure_delay = "10ms"') + (
+                f'\n[kv.shared]\nbackend = "redis"\nurl = "redis://127.0.0.1:{cls.redis.port}/0"\n'))
+            server.edit("waraka.toml", lambda t: t.replace(
+                "[smtp]\n", '[smtp]\nauth_lockout_failures = 3\nauth_lockout_period = "1h"\n'
+                'auth_lockout_store = "shared"\n', 1))
+
+        cls.servers = [stopped_after_class(cls, Waraka(["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"],
+                                                       setup=setup)) for _ in range(2)]
+
+    def auth(self, server, client, user, password):
+        """AUTH PLAIN from the address `client`: the reply's code and text."""
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30,
+                          source_address=(client, 0)) as s:
+            s.ehlo()
+            return s.docmd("AUTH", "PLAIN " + b64(f"\0{user}\0{password}"))
+
+    def test_refused_attempts_lock_out_the_address_and_the_user_on_every_server(self):
+        a, b = self.servers
+        codes = [self.auth(server, "127.0.0.6", "bob", "wrong")[0] for server in (a, b, a)]
+        self.assertEqual(codes, [535, 535, 535], "one connection each, alternating servers")
+        locked = (454, b"4.7.0 Too many authentication failures, try later")
+        self.assertEqual(self.auth(b, "127.0.0.6", "carol", "pw2"), locked, "the address, even with a right password")
+        self.assertEqual(self.auth(a, "127.0.0.7", "BOB", "secret"), locked, "the user, from another address")
+        self.assertEqual(self.auth(b, "127.0.0.7", "carol", "pw2")[0], 235, "neither locked")
+        a.wait_for_log(r"AUTH refused: too many authentication failures from this address or for this user")
 
 
 class RelayTest(unittest.TestCase):

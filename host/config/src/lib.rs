@@ -539,6 +539,16 @@ pub struct SmtpConfig {
     pub auth_failure_delay: Duration,
     /// Whether AUTH is offered without TLS to loopback clients (never to others).
     pub auth_plaintext_loopback: bool,
+    /// Refused AUTH attempts from one client address, or for one user name,
+    /// within `auth_lockout_period`, after which AUTH gets `454 4.7.0` until
+    /// the period is over; 0: no lockout.
+    pub auth_lockout_failures: u32,
+    #[serde(with = "humantime_serde")]
+    /// The window `auth_lockout_failures` are counted in.
+    pub auth_lockout_period: Duration,
+    /// The `[kv.NAME]` store the lockout counts in (a Redis store shares
+    /// them between servers); default: this server's memory.
+    pub auth_lockout_store: Option<String>,
 }
 
 impl Default for SmtpConfig {
@@ -567,6 +577,9 @@ impl Default for SmtpConfig {
             auth_max_failures: 3,
             auth_failure_delay: Duration::from_secs(1),
             auth_plaintext_loopback: true,
+            auth_lockout_failures: 10,
+            auth_lockout_period: Duration::from_secs(3600),
+            auth_lockout_store: None,
         }
     }
 }

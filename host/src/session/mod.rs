@@ -12,6 +12,7 @@ pub use context::{Connection, HandedOn, SharedConnection, TlsInfo, Transaction};
 pub use message::{HeaderError, Message, MessageReader, SpoolSettings, SpoolWriter};
 pub use settings::{EarlyTalker, Role, SessionSettings};
 
+use crate::lockout::AuthLockout;
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
     Address, BareNewlines, Command, DataEvent, DataReceiver, DsnRequests, MAX_COMMAND_LINE, MessageRequest,
@@ -210,6 +211,8 @@ pub struct Session<P: Policy> {
     extra_keywords: Vec<String>,
     transactions: u32,
     auth_failures: u32,
+    /// Refused AUTH attempts counted across connections, when on.
+    auth_lockout: Option<Arc<AuthLockout>>,
     /// The span of the open transaction: hooks run inside it, so every log
     /// line carries the transaction id.
     tx_span: Span,
@@ -236,8 +239,17 @@ impl<P: Policy> Session<P> {
             transactions: 0,
             tx_span: Span::none(),
             auth_failures: 0,
+            auth_lockout: None,
             chunked: None,
         }
+    }
+
+    /// Gives the session the server's AUTH lockout: refused attempts count
+    /// across connections, and AUTH from a locked-out address or for a
+    /// locked-out user gets `454 4.7.0`.
+    pub fn with_auth_lockout(mut self, lockout: Option<Arc<AuthLockout>>) -> Self {
+        self.auth_lockout = lockout;
+        self
     }
 
     /// Gives the session the host's outbound queue (otherwise relayed mail
@@ -774,6 +786,18 @@ impl<P: Policy> Session<P> {
     /// slowed down and end the connection after too many.
     async fn authenticate(&mut self, attempt: AuthAttempt) -> Flow {
         let user = attempt.user.clone();
+        let ip = self.conn.lock().peer.ip();
+        let lockout = self.auth_lockout.clone();
+        if let Some(lockout) = &lockout
+            && lockout.is_locked(ip, &user).await
+        {
+            warn!(user = %user, "AUTH refused: too many authentication failures from this address or for this user");
+            if let Some(closed) = self.auth_failed(&user).await {
+                return closed;
+            }
+            self.reply(&Reply::new(454, "4.7.0", "Too many authentication failures, try later"));
+            return Flow::Continue;
+        }
         let (decision, rule) = self.decide(HookCall::Auth(attempt)).await;
         if rule.effect == Effect::Proceed {
             info!(user = %user, plugin = decision.plugin.as_deref().unwrap_or("-"), "authenticated");
@@ -784,18 +808,36 @@ impl<P: Policy> Session<P> {
             self.reply(&rule.reply(decision.verdict.reply(), ""));
             return Flow::Continue;
         }
+        // Credentials refused (not a backend that failed for now) count
+        // against the address and the user.
+        if let Some(lockout) = &lockout
+            && matches!(
+                decision.verdict,
+                Verdict::Cont | Verdict::Deny(_) | Verdict::DenyDisconnect(_)
+            )
+        {
+            lockout.failed(ip, &user).await;
+        }
+        if let Some(closed) = self.auth_failed(&user).await {
+            return closed;
+        }
+        self.refuse(rule, &decision, "")
+    }
+
+    /// Counts a failed AUTH in this connection and waits the growing
+    /// delay; the connection closed once `auth_max_failures` is reached.
+    async fn auth_failed(&mut self, user: &str) -> Option<Flow> {
         self.auth_failures += 1;
         warn!(user = %user, failures = self.auth_failures, "authentication failed");
         let delay = self.settings.auth_failure_delay * 2u32.saturating_pow(self.auth_failures - 1).min(64);
         tokio::time::sleep(delay).await;
-        if self.auth_failures >= self.settings.auth_max_failures {
-            return self.close_with(&Reply::new(
+        (self.auth_failures >= self.settings.auth_max_failures).then(|| {
+            self.close_with(&Reply::new(
                 421,
                 "4.7.0",
                 "Too many authentication failures, closing connection",
-            ));
-        }
-        self.refuse(rule, &decision, "")
+            ))
+        })
     }
 
     async fn helo(&mut self, host: String, esmtp: bool) -> Flow {
