@@ -47,6 +47,11 @@ pub const CONNECTIONS_OPEN: &str = "waraka_connections_open";
 /// `client`), or closed for a missing or untrusted PROXY header (`proxy`).
 pub const CONNECTIONS_REFUSED: &str = "waraka_connections_refused_total";
 
+/// AUTH attempts by result (`result`: `success`; `refused` credentials;
+/// `locked` out by `auth_lockout_failures`; `error`, a backend that failed
+/// for now).
+pub const AUTH_ATTEMPTS: &str = "waraka_auth_attempts_total";
+
 /// Transactions by how they ended (`outcome`: `accepted`, `refused` after
 /// DATA, or `abandoned` before the end of DATA).
 pub const TRANSACTIONS: &str = "waraka_transactions_total";

@@ -65,6 +65,9 @@ struct ByServerName {
 
 impl ResolvesServerCert for ByServerName {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.named.is_empty() {
+            return Some(self.default.clone());
+        }
         let asked = hello.server_name().and_then(|name| ServerName::try_from(name).ok());
         let valid_for = |certified: &&Arc<CertifiedKey>| {
             let (Some(name), Some(leaf)) = (&asked, certified.cert.first()) else {

@@ -15,7 +15,7 @@ import time
 import unittest
 import warnings
 
-from harness import BIN, GUESTS, Waraka, make_ca, make_cert, redis, stopped_after_class
+from harness import BIN, GUESTS, Waraka, free_port, make_ca, make_cert, prometheus, redis, stopped_after_class
 
 PASSWORD = "correct horse battery staple"
 FAILURE_DELAY = 0.1
@@ -296,8 +296,14 @@ class AuthLockoutTest(unittest.TestCase):
                 "[smtp]\n", '[smtp]\nauth_lockout_failures = 3\nauth_lockout_period = "1h"\n'
                 'auth_lockout_store = "shared"\n', 1))
 
+        cls.metrics = free_port()
+
+        def first_setup(server):
+            setup(server)
+            server.enable_metrics(cls.metrics)
+
         cls.servers = [stopped_after_class(cls, Waraka(["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"],
-                                                       setup=setup)) for _ in range(2)]
+                                                       setup=chosen)) for chosen in (first_setup, setup)]
 
     def auth(self, server, client, user, password):
         """AUTH PLAIN from the address `client`: the reply's code and text."""
@@ -315,6 +321,9 @@ class AuthLockoutTest(unittest.TestCase):
         self.assertEqual(self.auth(a, "127.0.0.7", "BOB", "secret"), locked, "the user, from another address")
         self.assertEqual(self.auth(b, "127.0.0.7", "carol", "pw2")[0], 235, "neither locked")
         a.wait_for_log(r"AUTH refused: too many authentication failures from this address or for this user")
+        counts = prometheus(self.metrics)
+        self.assertEqual([counts.get(f'waraka_auth_attempts_total{{result="{result}"}}') for result in
+                          ("refused", "locked", "success")], [2, 1, None], "server a's own attempts")
 
 
 class RelayTest(unittest.TestCase):

@@ -792,6 +792,7 @@ impl<P: Policy> Session<P> {
             && lockout.is_locked(ip, &user).await
         {
             warn!(user = %user, "AUTH refused: too many authentication failures from this address or for this user");
+            metrics::counter!(crate::telemetry::AUTH_ATTEMPTS, "result" => "locked").increment(1);
             if let Some(closed) = self.auth_failed(&user).await {
                 return closed;
             }
@@ -799,6 +800,17 @@ impl<P: Policy> Session<P> {
             return Flow::Continue;
         }
         let (decision, rule) = self.decide(HookCall::Auth(attempt)).await;
+        // Credentials refused, not a backend that failed for now.
+        let refused = matches!(
+            decision.verdict,
+            Verdict::Cont | Verdict::Deny(_) | Verdict::DenyDisconnect(_)
+        );
+        let result = match (rule.effect, refused) {
+            (Effect::Proceed, _) => "success",
+            (_, true) => "refused",
+            (_, false) => "error",
+        };
+        metrics::counter!(crate::telemetry::AUTH_ATTEMPTS, "result" => result).increment(1);
         if rule.effect == Effect::Proceed {
             info!(user = %user, plugin = decision.plugin.as_deref().unwrap_or("-"), "authenticated");
             let mut conn = self.conn.lock();
@@ -808,13 +820,8 @@ impl<P: Policy> Session<P> {
             self.reply(&rule.reply(decision.verdict.reply(), ""));
             return Flow::Continue;
         }
-        // Credentials refused (not a backend that failed for now) count
-        // against the address and the user.
         if let Some(lockout) = &lockout
-            && matches!(
-                decision.verdict,
-                Verdict::Cont | Verdict::Deny(_) | Verdict::DenyDisconnect(_)
-            )
+            && refused
         {
             lockout.failed(ip, &user).await;
         }
@@ -855,11 +862,16 @@ impl<P: Policy> Session<P> {
             drop(conn);
             return self.refuse(rule, &decision, &host);
         }
-        let (peer_ip, starttls_available, encrypted) = {
+        let (peer_ip, starttls_available, encrypted, xclient) = {
             let mut conn = self.conn.lock();
             conn.helo = Some(host.clone());
             conn.esmtp = esmtp;
-            (conn.peer.ip(), conn.starttls_available, conn.tls.is_some())
+            (
+                conn.peer.ip(),
+                conn.starttls_available,
+                conn.tls.is_some(),
+                conn.xclient_allowed,
+            )
         };
         let greeting = format!("{} Hello {host} [{peer_ip}]", self.hostname());
         if !esmtp {
@@ -883,7 +895,7 @@ impl<P: Policy> Session<P> {
         if self.auth_offered() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
-        if self.conn.lock().xclient_allowed {
+        if xclient {
             lines.push(XCLIENT_KEYWORD.into());
         }
         self.extra_keywords = self
