@@ -28,7 +28,11 @@ def reporting(test_class, plugins, more_setup=lambda server: None):
         # Signed and sent from an address SPF allows: passes.
         txt("sel._domainkey.good.test", f"v=DKIM1; k=rsa; p={public}"),
         txt("good.test", "v=spf1 ip4:127.0.0.1 -all"),
-        txt("_dmarc.good.test", "v=DMARC1; p=none; rua=mailto:dmarc@good.test"),
+        # Reports of up to 10 MiB: these fit.
+        txt("_dmarc.good.test", "v=DMARC1; p=none; rua=mailto:dmarc@good.test!10m"),
+        # Reports of up to 500 bytes: none of these fits (dnsmasq cannot
+        # serve a comma, so no record here lists two addresses).
+        txt("_dmarc.tiny.test", "v=DMARC1; p=none; rua=mailto:dmarc@tiny.test!500"),
         # Neither: fails under p=reject; reports go to another domain that consents.
         txt("spoofed.test", "v=spf1 -all"),
         txt("_dmarc.spoofed.test", "v=DMARC1; p=reject; rua=mailto:reports@collector.test"),
@@ -85,13 +89,17 @@ class DmarcReportTest(unittest.TestCase):
             self.assertEqual(self.send("x@spoofed.test", message("x@spoofed.test", "spoofed")), 550)
         self.assertEqual(self.send("y@unconsented.test", message("y@unconsented.test", "unconsented")), {})
         self.assertEqual(self.send("z@quiet.test", message("z@quiet.test", "quiet")), {})
+        self.assertEqual(self.send("t@tiny.test", message("t@tiny.test", "tiny")), {})
 
         self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "2 DMARC reports queued"))
         self.server.wait_for_log(r"DMARC report not sent: no rua address consents to receive it "
                                  r"domain=unconsented\.test")
+        self.server.wait_for_log(r"DMARC report not sent to rua addresses whose size limit it is over "
+                                 r"domain=tiny\.test size=\d+ to=dmarc@tiny\.test")
         metrics = prometheus(self.metrics_port)
         self.assertEqual(metrics['waraka_reports_total{kind="dmarc",result="queued"}'], 2)
         self.assertEqual(metrics['waraka_reports_total{kind="dmarc",result="unauthorized"}'], 1)
+        self.assertEqual(metrics['waraka_reports_total{kind="dmarc",result="too_large"}'], 1)
         reports = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(
             [m for m in self.receiver.received() if m[0] == "dmarc-reports@mx.reporter.test"]), what="two reports")
         by_recipient = {}
@@ -104,6 +112,7 @@ class DmarcReportTest(unittest.TestCase):
 
         mail, good = by_recipient["dmarc@good.test"]
         self.assertIn("Report Domain: good.test", mail["Subject"])
+        self.assertEqual(mail["To"], "dmarc@good.test", "within its size limit")
         self.assertEqual(good.findtext("{*}report_metadata/{*}org_name"), "mx.reporter.test")
         self.assertEqual(good.findtext("{*}policy_published/{*}domain"), "good.test")
         self.assertEqual(good.findtext("{*}policy_published/{*}p"), "none")

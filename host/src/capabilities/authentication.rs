@@ -17,6 +17,7 @@ use mail_auth::{
     ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
     MessageAuthenticator, SpfOutput, SpfResult,
 };
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The result of one check, with RFC 8601's names.
@@ -140,6 +141,8 @@ pub struct DmarcObservation {
     pub policy: PolicyPublished,
     /// The record's `rua` addresses (`mailto:` ones, without the scheme).
     pub rua: Vec<String>,
+    /// The size limits (`!10m`) of those `rua` addresses that set one, in bytes.
+    pub rua_limits: BTreeMap<String, u64>,
     /// The message's row: the client's address, the identifiers, the DKIM
     /// and SPF results and the disposition the policy asks for.
     pub record: Record,
@@ -350,15 +353,16 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
 fn dmarc_observation(verified: &Verified<'_>, client: &Client) -> Option<DmarcObservation> {
     let dmarc = &verified.dmarc;
     let found = dmarc.dmarc_record()?;
-    let rua: Vec<String> = found
-        .rua
-        .iter()
-        .map(|uri| uri.uri.clone())
-        .filter(|address| address.contains('@'))
-        .collect();
-    if rua.is_empty() {
+    let mailto: Vec<_> = found.rua.iter().filter(|uri| uri.uri.contains('@')).collect();
+    if mailto.is_empty() {
         return None;
     }
+    let rua = mailto.iter().map(|uri| uri.uri.clone()).collect();
+    let rua_limits = mailto
+        .iter()
+        .filter(|uri| uri.max_size > 0)
+        .map(|uri| (uri.uri.clone(), uri.max_size as u64))
+        .collect();
     let domain = dmarc.domain().to_string();
     let mail_from_domain = client
         .mail_from
@@ -375,6 +379,7 @@ fn dmarc_observation(verified: &Verified<'_>, client: &Client) -> Option<DmarcOb
         policy: PolicyPublished::from_record(domain.as_str(), found),
         domain,
         rua,
+        rua_limits,
         record,
     })
 }

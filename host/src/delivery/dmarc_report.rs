@@ -21,6 +21,9 @@ struct DomainCounts {
     policy: PolicyPublished,
     /// The record's `rua` addresses as last seen.
     rua: Vec<String>,
+    /// Their size limits in bytes, for those that set one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    rua_limits: BTreeMap<String, u64>,
     /// Each distinct row, with how many messages it stands for.
     rows: Vec<(Record, u32)>,
 }
@@ -53,10 +56,12 @@ impl DmarcTally {
         let counts = self.domains.entry(seen.domain.clone()).or_insert_with(|| DomainCounts {
             policy: seen.policy.clone(),
             rua: Vec::new(),
+            rua_limits: BTreeMap::new(),
             rows: Vec::new(),
         });
         counts.policy = seen.policy.clone();
         counts.rua = seen.rua.clone();
+        counts.rua_limits = seen.rua_limits.clone();
         match counts.rows.iter_mut().find(|(record, _)| *record == seen.record) {
             Some((_, count)) => *count += 1,
             None => counts.rows.push((seen.record.clone(), 1)),
@@ -71,6 +76,16 @@ impl DmarcTally {
             .get(domain)
             .map(|counts| counts.rua.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether a report of `size` bytes may go to `address`, one of the
+    /// author `domain`'s `rua` addresses: within its size limit, if it set one.
+    pub fn takes(&self, domain: &str, address: &str, size: usize) -> bool {
+        let limit = self
+            .domains
+            .get(domain)
+            .and_then(|counts| counts.rua_limits.get(address));
+        limit.is_none_or(|&limit| size as u64 <= limit)
     }
 }
 
@@ -145,6 +160,7 @@ mod tests {
                 ..Default::default()
             },
             rua: vec![format!("dmarc@{domain}")],
+            rua_limits: BTreeMap::new(),
             record: Record::new()
                 .with_source_ip(ip.parse().unwrap())
                 .with_header_from(domain)
@@ -188,5 +204,24 @@ mod tests {
         );
         assert!(text.contains("application/gzip"), "{text}");
         assert_eq!(reopened.take_due(DAY1 + DAY_MS + 1, true), vec![], "sent once");
+    }
+
+    #[test]
+    fn size_limits_of_rua_addresses_are_kept_with_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = reports(dir.path());
+        let mut limited = seen("a.test", "192.0.2.1");
+        limited.rua.push("small@a.test".into());
+        limited.rua_limits.insert("small@a.test".into(), 1000);
+        reports.record(&limited, DAY1 + 2000);
+        reports.save().unwrap();
+        let due = self::reports(dir.path()).take_due(DAY1 + DAY_MS, false);
+        let tally = &due[0].tally;
+        assert!(tally.takes("a.test", "dmarc@a.test", 5000), "no limit");
+        assert!(tally.takes("a.test", "small@a.test", 1000));
+        assert!(
+            !tally.takes("a.test", "small@a.test", 1001),
+            "over its limit, after a restart"
+        );
     }
 }

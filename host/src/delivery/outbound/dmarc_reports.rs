@@ -2,7 +2,8 @@
 //! counts for a day are mailed
 //! to those `rua` addresses of its record that may receive them: one
 //! outside the domain needs that other domain's consent, a
-//! `DOMAIN._report._dmarc.OTHER` TXT record (§7.1). What is counted and how
+//! `DOMAIN._report._dmarc.OTHER` TXT record (§7.1), and one with a size
+//! limit (`!10m`) gets no report over it. What is counted and how
 //! a report reads is `delivery::dmarc_report`'s.
 
 use super::Outbound;
@@ -53,9 +54,28 @@ impl Outbound {
                         continue;
                     }
                 };
-                let Some(mail) = reports.mail(&period, &domain, &authors, recipients) else {
+                let Some(mut mail) = reports.mail(&period, &domain, &authors, recipients) else {
                     continue;
                 };
+                // Addresses with a size limit (`!10m`) the report is over
+                // get none (§7.2.1.1).
+                let size = mail.message.len();
+                let (fit, over): (Vec<String>, Vec<String>) = mail
+                    .recipients
+                    .iter()
+                    .cloned()
+                    .partition(|address| period.tally.takes(&authors[0], address, size));
+                if !over.is_empty() {
+                    warn!(%domain, size, to = %over.join(","), "DMARC report not sent to rua addresses whose size limit it is over");
+                    if fit.is_empty() {
+                        DMARC.count("too_large");
+                        continue;
+                    }
+                    let Some(smaller) = reports.mail(&period, &domain, &authors, fit) else {
+                        continue;
+                    };
+                    mail = smaller;
+                }
                 if self.queue_daily_report(DMARC, &domain, mail).await {
                     queued += 1;
                 }
