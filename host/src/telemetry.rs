@@ -178,6 +178,7 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
     );
     metrics::describe_counter!(TRANSACTIONS, "Transactions by outcome");
     metrics::describe_counter!(REPLIES, "Replies sent by code class");
+    metrics::describe_counter!(AUTH_ATTEMPTS, "AUTH attempts by result");
     metrics::describe_counter!(PLUGIN_BREAKER_TRIPS, "Times a plugin circuit breaker opened");
     metrics::describe_counter!(PLUGIN_LOADS, "Plugin versions loaded, at start-up and by hot reloads");
     metrics::describe_histogram!(
