@@ -112,13 +112,11 @@ impl Quarantine {
         }
     }
 
-    /// Every copy, oldest day first and by time stored within a day. A file
-    /// that is not a quarantine copy is skipped with a warning.
-    pub fn list(&self) -> Result<Vec<Kept>> {
-        let mut kept = Vec::new();
+    /// The day folders, oldest first.
+    fn days(&self) -> Result<Vec<String>> {
         let days = match std::fs::read_dir(&self.root) {
             Ok(days) => days,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(kept),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", self.root.display())),
         };
         let mut days: Vec<String> = days
@@ -128,7 +126,14 @@ impl Quarantine {
             .filter(|day| is_segment(day))
             .collect();
         days.sort();
-        for day in days {
+        Ok(days)
+    }
+
+    /// Every copy, oldest day first and by time stored within a day. A file
+    /// that is not a quarantine copy is skipped with a warning.
+    pub fn list(&self) -> Result<Vec<Kept>> {
+        let mut kept = Vec::new();
+        for day in self.days()? {
             let mut of_day = Vec::new();
             for entry in std::fs::read_dir(self.root.join(&day))?.filter_map(|entry| entry.ok()) {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -161,16 +166,17 @@ impl Quarantine {
         if !is_segment(id) {
             bail!("{id:?} is not a quarantine id (DAY/NAME or NAME)");
         }
-        let found: Vec<Kept> = self
-            .list()?
+        let file = format!("{id}.eml");
+        let days: Vec<String> = self
+            .days()?
             .into_iter()
-            .filter(|k| k.id.ends_with(&format!("/{id}")))
+            .filter(|day| self.root.join(day).join(&file).exists())
             .collect();
-        match found.len() {
-            1 => Ok(found.into_iter().next().expect("one")),
-            0 => bail!("no quarantined message {id}"),
+        match days.as_slice() {
+            [day] => self.read(day, id),
+            [] => bail!("no quarantined message {id}"),
             _ => {
-                let ids: Vec<&str> = found.iter().map(|k| k.id.as_str()).collect();
+                let ids: Vec<String> = days.iter().map(|day| format!("{day}/{id}")).collect();
                 bail!("{id} is in more than one day's folder: {}", ids.join(", "))
             }
         }
