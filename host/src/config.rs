@@ -41,6 +41,8 @@ pub struct Listener {
     pub proxy_from: Vec<IpNet>,
     /// The front ends trusted to name their client with `XCLIENT`.
     pub xclient_from: Vec<IpNet>,
+    /// Its own name instead of `[smtp] hostname`.
+    pub hostname: Option<String>,
 }
 
 impl Listener {
@@ -51,6 +53,7 @@ impl Listener {
             role,
             proxy_from: Vec::new(),
             xclient_from: Vec::new(),
+            hostname: None,
         }
     }
 }
@@ -614,6 +617,7 @@ impl Instance {
                 role: l.role,
                 proxy_from: networks("proxy_from", &l.proxy_from)?,
                 xclient_from: networks("xclient_from", &l.xclient_from)?,
+                hostname: l.hostname.clone(),
             });
         }
         Ok(all)

@@ -420,7 +420,8 @@ async fn handle(
     let _ = tcp.set_nodelay(true);
     let settings = shared.settings.load_full();
     let role = spec.role;
-    let mut conn = Connection::new(peer, local, &settings.hostname, settings.notes);
+    let hostname = spec.hostname.as_deref().unwrap_or(&settings.hostname);
+    let mut conn = Connection::new(peer, local, hostname, settings.notes);
     conn.role = role;
     conn.xclient_allowed = spec.xclient_from.iter().any(|net| net.contains(&peer.ip()));
     conn.max_recipients = settings.max_recipients;

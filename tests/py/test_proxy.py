@@ -147,10 +147,11 @@ class ProxyTest(unittest.TestCase):
 
 def front_ends(server):
     """An mx listener that takes XCLIENT from loopback front ends, and a
-    submission listener that takes it from no one."""
-    server.edit("waraka.toml", lambda t: t.replace('listen = ["127.0.0.1:2525"]', "listen = []") + (
+    submission listener, with a name of its own, that takes it from no one."""
+    server.edit("waraka.toml", lambda t: t.replace('listen = ["127.0.0.1:2525"]', "listen = []").replace(
+        '# hostname = "mx.example.com"', 'hostname = "mx.front.test"') + (
         '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\nxclient_from = ["127.0.0.0/8"]\n'
-        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "submission"\n'))
+        '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "submission"\nhostname = "smtp.front.test"\n'))
     server.edit("config/relay.acl_allow", lambda t: t + "203.0.113.7\n")
 
 
@@ -183,7 +184,7 @@ class XclientTest(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         self.assertIn("<-  220 ", done.stdout.split("XCLIENT")[-1], "greeted again after XCLIENT")
         (stored,) = [p.read_bytes() for p in self.server.maildir() if p not in before]
-        self.assertIn(b"([198.51.100.9])", stored.split(b"\r\n\r\n")[0])
+        self.assertIn(b"([198.51.100.9])\r\n\tby mx.front.test (Waraka)", stored.split(b"\r\n\r\n")[0])
         self.server.wait_for_log(r"XCLIENT: serving the client the front end names client=198\.51\.100\.9:40123 "
                                  r"front=127\.0\.0\.1:\d+ name=client\.example login=-")
 
@@ -227,6 +228,14 @@ class XclientTest(unittest.TestCase):
             self.assertEqual(s.rcpt("friend@elsewhere.test")[0], 250, "relayed as alice, whom nginx authenticated")
         self.server.wait_for_log(r"XCLIENT: serving the client the front end names client=127\.0\.0\.1:\d+ "
                                  r"front=127\.0\.0\.1:\d+ name=\S+ login=alice")
+
+    def test_each_listener_answers_with_its_own_name(self):
+        for port, name in [(self.server.ports["submission"], b"smtp.front.test"), (self.server.port, b"mx.front.test")]:
+            s = smtplib.SMTP(timeout=30)
+            code, greeting = s.connect("127.0.0.1", port)
+            self.assertEqual((code, greeting.split()[0]), (220, name))
+            self.assertEqual(s.ehlo()[1].split()[0], name)
+            self.assertEqual(s.quit(), (221, b"2.0.0 " + name + b" closing connection"))
 
     def test_bad_attributes_and_untrusted_clients_are_refused(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, timeout=30) as s:

@@ -458,6 +458,9 @@ pub struct ListenerConfig {
     /// trusted to name the client they speak for with Postfix's `XCLIENT`.
     #[serde(default)]
     pub xclient_from: Vec<String>,
+    /// This listener's name in its greeting, replies and `Received:` fields
+    /// (e.g. `smtp.example.com` for submission), instead of `[smtp] hostname`.
+    pub hostname: Option<String>,
 }
 
 /// `[tls]`: PEM files, relative to the instance directory.

@@ -305,8 +305,9 @@ impl<P: Policy> Session<P> {
         Flow::Close
     }
 
+    /// This server's name on the connection's listener.
     fn hostname(&self) -> String {
-        self.settings.hostname.clone()
+        self.conn.lock().hostname.clone()
     }
 
     /// Runs the `connect` hook and sends the greeting. `early_talker` says
@@ -862,18 +863,19 @@ impl<P: Policy> Session<P> {
             drop(conn);
             return self.refuse(rule, &decision, &host);
         }
-        let (peer_ip, starttls_available, encrypted, xclient) = {
+        let (ours, peer_ip, starttls_available, encrypted, xclient) = {
             let mut conn = self.conn.lock();
             conn.helo = Some(host.clone());
             conn.esmtp = esmtp;
             (
+                conn.hostname.clone(),
                 conn.peer.ip(),
                 conn.starttls_available,
                 conn.tls.is_some(),
                 conn.xclient_allowed,
             )
         };
-        let greeting = format!("{} Hello {host} [{peer_ip}]", self.hostname());
+        let greeting = format!("{ours} Hello {host} [{peer_ip}]");
         if !esmtp {
             self.reply(&Reply::plain(250, greeting));
             return Flow::Continue;
