@@ -179,6 +179,21 @@ enum PluginCommand {
     },
     /// Check that a component fits the plugin world and show what it declares.
     Check { file: PathBuf },
+    /// Try a plugin alone in an SMTP session on standard input and output
+    /// (one command or message line per line), with an instance's config.
+    Test {
+        /// The plugin component (.wasm).
+        file: PathBuf,
+        /// The instance directory (default: the embedded instance).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The plugin's name, for its config and grants (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// The client's address the session pretends to come from.
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+    },
     /// Write a plugin skeleton (source, doc, config stub) into DIR/NAME.
     New {
         name: String,
@@ -236,6 +251,21 @@ pub fn main() -> Result<()> {
             Command::Plugin {
                 command: PluginCommand::Check { file },
             } => check(&file).await,
+            Command::Plugin {
+                command:
+                    PluginCommand::Test {
+                        file,
+                        config,
+                        name,
+                        client,
+                    },
+            } => {
+                crate::trial::run(
+                    &instance(config.as_deref())?,
+                    crate::trial::Trial { file, name, client },
+                )
+                .await
+            }
             Command::Plugin {
                 command: PluginCommand::New { name, dir, lang },
             } => {

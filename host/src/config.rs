@@ -232,6 +232,12 @@ impl Instance {
             .collect()
     }
 
+    /// The spec of plugin `name` loaded from `source`, with the limits and
+    /// grants the instance gives that name.
+    pub fn plugin_spec(&self, name: String, source: PluginSource) -> Result<PluginSpec> {
+        self.spec(name, source)
+    }
+
     fn spec(&self, name: String, source: PluginSource) -> Result<PluginSpec> {
         let defaults = &self.config.plugin_defaults;
         let own = self.config.plugin.get(&name).cloned().unwrap_or_default();

@@ -39,3 +39,4 @@ pub mod session;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod trial;

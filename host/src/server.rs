@@ -7,7 +7,7 @@ use crate::config::{Instance, Listener};
 use crate::control;
 use crate::delivery::Outbound;
 use crate::lockout::AuthLockout;
-use crate::plugins::{Chain, PluginOutbound, Registry, Runtime, Services};
+use crate::plugins::{Chain, PluginOutbound, PluginSpec, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
 use crate::proxy;
 use crate::quarantine::{Quarantine, Releases};
@@ -121,7 +121,13 @@ impl Stream {
 /// Builds the runtime and loads every plugin of the instance, in chain order.
 /// A plugin that cannot be loaded is logged and left out (see `Registry`).
 pub async fn load_plugins(instance: &Instance) -> Result<Arc<Registry>> {
-    let specs = instance.plugin_specs()?;
+    registry_of(instance, instance.plugin_specs()?).await
+}
+
+/// Builds the runtime with the instance's settings and back-ends and loads
+/// `specs` (a plugin that cannot be loaded is left out and listed in
+/// `Registry::rejected`).
+pub async fn registry_of(instance: &Instance, specs: Vec<PluginSpec>) -> Result<Arc<Registry>> {
     let names = specs.iter().map(|s| s.name.clone()).collect();
     let services = Services::new(
         ConfigFiles::new(instance.config_source.clone(), names),
