@@ -374,19 +374,12 @@ pub async fn send(
         let accepted = results.iter().any(|(_, r)| r.is_positive());
         match (data_reply.code, accepted) {
             (354, true) => {}
-            (354, false) => {
-                // RFC 2920: DATA went ahead with no recipient; end it empty.
-                conn.write(b".\r\n", "message").await?;
-                let _ = conn.reply("message").await;
-                conn.quit().await;
-                return Ok(Delivery {
-                    recipients: results,
-                    data: Vec::new(),
-                    tls,
-                    dsn_passed,
-                });
-            }
-            (_, false) => {
+            (code, false) => {
+                if code == 354 {
+                    // RFC 2920: DATA went ahead with no recipient; end it empty.
+                    conn.write(b".\r\n", "message").await?;
+                    let _ = conn.reply("message").await;
+                }
                 conn.quit().await;
                 return Ok(Delivery {
                     recipients: results,
