@@ -107,10 +107,13 @@ enum QuarantineCommand {
     Show { id: String },
     /// Remove a kept message.
     Delete { id: String },
-    /// Hand a kept message to the running server's queue plugins, as it
-    /// would have been delivered had it not been kept (no check runs again);
-    /// removed once a plugin took it.
-    Release { id: String },
+    /// Hand kept messages to the running server's queue plugins, as they
+    /// would have been delivered had they not been kept (no check runs
+    /// again); each is removed once a plugin took it.
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -593,11 +596,21 @@ async fn quarantine_command(instance: &Instance, command: QuarantineCommand) -> 
                 to_text(&kept)
             );
         }
-        QuarantineCommand::Release { id } => {
-            let request = format!("quarantine-release {id}");
-            match crate::control::request_if_running(&instance.root, &request).await? {
-                Some(reply) => println!("released {id}: {reply}"),
-                None => bail!("releasing needs the running server (its queue plugins deliver the message)"),
+        QuarantineCommand::Release { ids } => {
+            let mut failed = 0;
+            for id in &ids {
+                let request = format!("quarantine-release {id}");
+                match crate::control::request_if_running(&instance.root, &request).await {
+                    Ok(Some(reply)) => println!("released {id}: {reply}"),
+                    Ok(None) => bail!("releasing needs the running server (its queue plugins deliver the message)"),
+                    Err(e) => {
+                        eprintln!("{id}: {e:#}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {} not released", ids.len());
             }
         }
     }

@@ -105,6 +105,17 @@ class QuarantineTest(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn(f"no quarantined message {kept_id}", again)
 
+    def test_several_are_released_at_once_and_a_missing_one_is_reported(self):
+        first, _ = self.kept_spam("first")
+        second, _ = self.kept_spam("second")
+        before = set(self.server.maildir())
+        code, out = self.quarantine("release", first, "20000101/missing", second)
+        self.assertEqual(code, 1, out)
+        self.assertRegex(out, rf"released {first}: 250 .*\nreleased {second}: 250 ")
+        self.assertIn("20000101/missing: the server says: no quarantined message 20000101/missing", out)
+        self.assertIn("1 of 3 not released", out)
+        self.assertEqual(len(set(self.server.maildir()) - before), 2)
+
     def test_a_deleted_message_goes_nowhere(self):
         kept_id, path = self.kept_spam("unwanted")
         before = self.server.maildir()
