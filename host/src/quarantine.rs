@@ -7,6 +7,7 @@
 
 use crate::plugins::Chain;
 use crate::protocol::{Address, Reply, parse_path_list};
+use crate::queue::is_file_name;
 use crate::session::Session;
 use anyhow::{Context, Result, bail};
 use std::fs::File;
@@ -93,11 +94,6 @@ impl KeptEnvelope {
     }
 }
 
-/// Whether `name` can be one path segment of an id (no `..`, `/` or hidden file).
-fn is_segment(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\'])
-}
-
 impl Quarantine {
     /// The quarantine at `root`.
     pub fn at(root: PathBuf) -> Self {
@@ -123,7 +119,7 @@ impl Quarantine {
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|entry| entry.file_name().into_string().ok())
-            .filter(|day| is_segment(day))
+            .filter(|day| is_file_name(day))
             .collect();
         days.sort();
         Ok(days)
@@ -137,7 +133,7 @@ impl Quarantine {
             let mut of_day = Vec::new();
             for entry in std::fs::read_dir(self.root.join(&day))?.filter_map(|entry| entry.ok()) {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(stem) = name.strip_suffix(".eml").filter(|stem| is_segment(stem)) else {
+                let Some(stem) = name.strip_suffix(".eml").filter(|stem| is_file_name(stem)) else {
                     continue;
                 };
                 match self.read(&day, stem) {
@@ -155,7 +151,7 @@ impl Quarantine {
     pub fn find(&self, id: &str) -> Result<Kept> {
         let id = id.trim_end_matches(".eml");
         if let Some((day, name)) = id.split_once('/') {
-            if !is_segment(day) || !is_segment(name) {
+            if !is_file_name(day) || !is_file_name(name) {
                 bail!("{id:?} is not a quarantine id (DAY/NAME or NAME)");
             }
             if !self.root.join(day).join(format!("{name}.eml")).exists() {
@@ -163,7 +159,7 @@ impl Quarantine {
             }
             return self.read(day, name);
         }
-        if !is_segment(id) {
+        if !is_file_name(id) {
             bail!("{id:?} is not a quarantine id (DAY/NAME or NAME)");
         }
         let file = format!("{id}.eml");

@@ -5,4 +5,4 @@ mod schedule;
 mod store;
 
 pub use schedule::{RetrySchedule, ScheduleError};
-pub use store::{Entry, Envelope, QueueStore, Recovery, Selection, now_ms};
+pub use store::{Entry, Envelope, QueueStore, Recovery, Selection, is_file_name, now_ms};

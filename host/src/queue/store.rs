@@ -178,6 +178,12 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether `name`, from a command line, can name one file in a directory
+/// the server keeps: not empty, not hidden (nor `..`), no path separator.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\'])
+}
+
 impl QueueStore {
     /// Opens (creating it if needed) the queue in `dir` and recovers it:
     /// see the module documentation.
@@ -422,7 +428,7 @@ impl QueueStore {
 
     /// The entry `id` as it is on disk now.
     pub fn get(&self, id: &str) -> io::Result<Entry> {
-        if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+        if !is_file_name(id) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a queue id"));
         }
         self.read_entry(id)

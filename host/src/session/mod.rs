@@ -15,7 +15,7 @@ pub use settings::{EarlyTalker, Role, SessionSettings};
 use crate::lockout::AuthLockout;
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
 use crate::protocol::{
-    Address, BareNewlines, Command, DataEvent, DataReceiver, DsnRequests, MAX_COMMAND_LINE, MessageRequest,
+    Address, Attribute, BareNewlines, Command, DataEvent, DataReceiver, DsnRequests, MAX_COMMAND_LINE, MessageRequest,
     RecipientRequest, Reply, TlsRequest, XCLIENT_KEYWORD, Xclient, codes, inherit_requests, parse_command,
 };
 use std::net::SocketAddr;
@@ -218,6 +218,21 @@ pub struct Session<P: Policy> {
     tx_span: Span,
     /// The message of the open transaction while it arrives in BDAT chunks.
     chunked: Option<Box<ChunkedMessage>>,
+}
+
+/// Sets the address and the port XCLIENT names, when it names them
+/// (`[UNAVAILABLE]`: the unspecified address of the same family, port 0).
+fn named_address(address: &mut SocketAddr, ip: Attribute<std::net::IpAddr>, port: Attribute<u16>) {
+    if let Some(ip) = ip {
+        let unknown = match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        address.set_ip(ip.unwrap_or(unknown));
+    }
+    if let Some(port) = port {
+        address.set_port(port.unwrap_or(0));
+    }
 }
 
 impl<P: Policy> Session<P> {
@@ -572,27 +587,11 @@ impl<P: Policy> Session<P> {
             return self.error(codes::bad_sequence("MAIL transaction in progress"));
         }
         self.reset_transaction().await;
-        let front = {
+        let (front, client, login) = {
             let mut conn = self.conn.lock();
             let front = conn.peer;
-            let unknown = |address: SocketAddr| match address {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-            };
-            if let Some(addr) = xclient.addr {
-                let ip = addr.unwrap_or_else(|| unknown(conn.peer));
-                conn.peer.set_ip(ip);
-            }
-            if let Some(port) = xclient.port {
-                conn.peer.set_port(port.unwrap_or(0));
-            }
-            if let Some(addr) = xclient.dest_addr {
-                let ip = addr.unwrap_or_else(|| unknown(conn.local));
-                conn.local.set_ip(ip);
-            }
-            if let Some(port) = xclient.dest_port {
-                conn.local.set_port(port.unwrap_or(0));
-            }
+            named_address(&mut conn.peer, xclient.addr, xclient.port);
+            named_address(&mut conn.local, xclient.dest_addr, xclient.dest_port);
             conn.helo = xclient.helo.flatten();
             conn.esmtp = conn.helo.is_some() && xclient.esmtp.flatten().unwrap_or(false);
             conn.auth_user = xclient.login.flatten();
@@ -600,16 +599,12 @@ impl<P: Policy> Session<P> {
             conn.early_talker = false;
             conn.notes = crate::capabilities::NoteStore::new(conn.note_limits);
             conn.xclient_allowed = false;
-            front
+            (front, conn.peer, conn.auth_user.clone())
         };
         self.errors = 0;
         self.auth_failures = 0;
         self.junk_commands = 0;
         self.extra_keywords.clear();
-        let (client, login) = {
-            let conn = self.conn.lock();
-            (conn.peer, conn.auth_user.clone())
-        };
         let name = xclient.name.flatten();
         info!(%client, %front, name = %name.as_deref().unwrap_or("-"), login = %login.as_deref().unwrap_or("-"), "XCLIENT: serving the client the front end names");
         self.start(false).await
