@@ -195,8 +195,26 @@ fn roll_over<T: Tally>(counts: &mut Counts<T>, now_ms: u64) {
     }
 }
 
+/// What the report tests share: a first day and a submitter.
+#[cfg(test)]
+pub(super) mod testing {
+    use super::{DAY_MS, Submitter};
+
+    /// The start of a UTC day, as the tests' clock.
+    pub const DAY1: u64 = 20_000 * DAY_MS;
+
+    /// A submitter named `name`, sending from `from`.
+    pub fn submitter(name: &str, from: &str) -> Submitter {
+        Submitter {
+            name: name.into(),
+            from: from.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{DAY1, submitter};
     use super::*;
     use std::collections::BTreeMap;
 
@@ -218,15 +236,6 @@ mod tests {
         }
     }
 
-    const DAY1: u64 = 20_000 * DAY_MS;
-
-    fn submitter() -> Submitter {
-        Submitter {
-            name: "mx.me.test".into(),
-            from: "reports@me.test".into(),
-        }
-    }
-
     fn count(counts: &DailyReports<ByDomain>, domain: &str, now_ms: u64) {
         counts.add(now_ms, |tally| *tally.0.entry(domain.to_string()).or_default() += 1);
     }
@@ -234,7 +243,11 @@ mod tests {
     #[test]
     fn a_day_is_due_once_over_and_what_could_not_be_sent_comes_back_for_a_day() {
         let dir = tempfile::tempdir().unwrap();
-        let counts = DailyReports::<ByDomain>::open(&dir.path().join("counts.json"), submitter(), DAY1 + 1);
+        let counts = DailyReports::<ByDomain>::open(
+            &dir.path().join("counts.json"),
+            submitter("mx.me.test", "reports@me.test"),
+            DAY1 + 1,
+        );
         count(&counts, "a.test", DAY1 + 10);
         count(&counts, "b.test", DAY1 + 20);
         assert_eq!(counts.take_due(DAY1 + 30, false), vec![], "the day is not over");
@@ -246,7 +259,11 @@ mod tests {
         counts.retry_later(period, &["b.test".to_string()], DAY1 + DAY_MS + 20);
         counts.save().unwrap();
 
-        let reopened = DailyReports::<ByDomain>::open(&dir.path().join("counts.json"), submitter(), DAY1 + DAY_MS + 30);
+        let reopened = DailyReports::<ByDomain>::open(
+            &dir.path().join("counts.json"),
+            submitter("mx.me.test", "reports@me.test"),
+            DAY1 + DAY_MS + 30,
+        );
         let again = reopened.take_due(DAY1 + DAY_MS + 40, false);
         assert_eq!(again.len(), 1, "{again:?}");
         assert_eq!(

@@ -145,12 +145,11 @@ impl DmarcReports {
 
 #[cfg(test)]
 mod tests {
-    use super::super::daily::{DAY_MS, Submitter};
+    use super::super::daily::DAY_MS;
+    use super::super::daily::testing::{DAY1, submitter};
     use super::*;
     use mail_auth::report::ActionDisposition;
     use std::path::Path;
-
-    const DAY1: u64 = 20_000 * DAY_MS;
 
     fn seen(domain: &str, ip: &str) -> DmarcObservation {
         DmarcObservation {
@@ -169,10 +168,7 @@ mod tests {
     }
 
     fn reports(dir: &Path) -> DmarcReports {
-        let submitter = Submitter {
-            name: "mx.me.test".into(),
-            from: "dmarc-reports@me.test".into(),
-        };
+        let submitter = submitter("mx.me.test", "dmarc-reports@me.test");
         DmarcReports::open(&dir.join("dmarc-reports.json"), submitter, DAY1 + 1000)
     }
 

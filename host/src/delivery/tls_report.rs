@@ -343,10 +343,9 @@ pub fn tlsrpt_record(texts: &[String]) -> Option<TlsRpt> {
 #[cfg(test)]
 mod tests {
     use super::super::daily::DAY_MS;
+    use super::super::daily::testing::{DAY1, submitter};
     use super::*;
     use std::path::Path;
-
-    const DAY1: u64 = 20_000 * DAY_MS;
 
     fn session(domain: &str, policy: TlsPolicy, failure: Option<TlsFailure>) -> TlsSession {
         TlsSession {
@@ -359,10 +358,7 @@ mod tests {
     }
 
     fn reports(dir: &Path) -> TlsReports {
-        let submitter = Submitter {
-            name: "mx.sender.test".into(),
-            from: "tls-reports@mx.sender.test".into(),
-        };
+        let submitter = submitter("mx.sender.test", "tls-reports@mx.sender.test");
         TlsReports::open(&dir.join("tls-reports.json"), submitter, DAY1 + 1000)
     }
 
