@@ -4,7 +4,7 @@
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
-    PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
+    Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
 };
 use crate::delivery::{
     BindAddresses, ClientSettings, DmarcReports, NextHop, OutboundSettings, RouteSettings, Submitter,
@@ -74,7 +74,7 @@ pub struct Instance {
 
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
-const BACKEND_GRANTS: [&str; 3] = ["kv", "blobstore", "sql"];
+const BACKEND_GRANTS: [&str; 4] = ["kv", "blobstore", "sql", "milter"];
 const UNNAMED_GRANTS: [&str; 8] = [
     "dns",
     "forward",
@@ -337,6 +337,7 @@ impl Instance {
             "kv" => self.config.kv.contains_key(name),
             "blobstore" => self.config.blobstore.contains_key(name),
             "sql" => self.config.sql.contains_key(name),
+            "milter" => self.config.milter.contains_key(name),
             _ => false,
         }
     }
@@ -411,6 +412,12 @@ impl Instance {
                 .clone()
                 .map(|address| Arc::new(DovecotAuth::new(address))),
             dmarc_reports: self.dmarc_reports(),
+            milter: self
+                .config
+                .milter
+                .iter()
+                .map(|(name, config)| (name.clone(), Arc::new(Milter::new(&config.address))))
+                .collect(),
         })
     }
 
@@ -761,7 +768,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
+                 milter:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
                     .into()
             )
         );
@@ -774,6 +781,11 @@ mod tests {
             with_grants(&["kv:nowhere"])
                 .unwrap_err()
                 .contains("names no [kv.nowhere]")
+        );
+        assert!(
+            with_grants(&["milter:nowhere"])
+                .unwrap_err()
+                .contains("names no [milter.nowhere]")
         );
         assert!(
             with_grants(&["antivirus"])

@@ -85,6 +85,9 @@ pub const PLUGIN_FAULTS: &str = "waraka_plugin_faults_total";
 pub const ANTIVIRUS_SCANS: &str = "waraka_antivirus_scans_total";
 /// Spam checks by rspamd's `action` (`no action`, `reject`, …) or `error`.
 pub const SPAM_CHECKS: &str = "waraka_spam_checks_total";
+/// Milter checks by `milter` (its name) and `decision`: `accept`,
+/// `discard`, `reject`, `tempfail`, `error`.
+pub const MILTER_CHECKS: &str = "waraka_milter_checks_total";
 /// DKIM signing requests by `result`: `signed`, `no_key`, `error`.
 pub const DKIM_SIGNATURES: &str = "waraka_dkim_signatures_total";
 /// Counter of ARC sealing requests (`result`: sealed, no_key, error).
@@ -198,6 +201,7 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
     metrics::describe_counter!(PLUGIN_FAULTS, "Plugin faults by kind");
     metrics::describe_counter!(ANTIVIRUS_SCANS, "Virus scans by result");
     metrics::describe_counter!(SPAM_CHECKS, "Spam checks by rspamd's action, or error");
+    metrics::describe_counter!(MILTER_CHECKS, "Milter checks by milter and decision");
     metrics::describe_counter!(DKIM_SIGNATURES, "DKIM signing requests by result");
     metrics::describe_counter!(ARC_SEALS, "ARC sealing requests by result");
     metrics::describe_counter!(

@@ -806,6 +806,36 @@ def clamd(signatures):
     return Service("clamd", args)
 
 
+def opendkim(settings, files=None):
+    """Debian's OpenDKIM as a milter on a free loopback port, in the
+    foreground, with `settings` (lines of opendkim.conf, where `{dir}` is
+    its temporary directory) and `files` (name: bytes) written there."""
+
+    def args(port, tmp):
+        for name, data in (files or {}).items():
+            (pathlib.Path(tmp) / name).write_bytes(data)
+        conf = pathlib.Path(tmp) / "opendkim.conf"
+        conf.write_text(f"Socket inet:{port}@127.0.0.1\nPidFile {tmp}/opendkim.pid\nSyslog no\n"
+                        + settings.replace("{dir}", tmp))
+        return ["/usr/sbin/opendkim", "-f", "-x", str(conf)]
+
+    return Service("opendkim", args)
+
+
+def clamav_milter(clamd_port, settings=""):
+    """Debian's clamav-milter on a free loopback port, in the foreground,
+    scanning with the clamd on `clamd_port`, with `settings` (lines of
+    clamav-milter.conf such as `OnInfected Reject`)."""
+
+    def args(port, tmp):
+        conf = pathlib.Path(tmp) / "clamav-milter.conf"
+        conf.write_text(f"MilterSocket inet:{port}@127.0.0.1\nClamdSocket tcp:127.0.0.1:{clamd_port}\n"
+                        f"Foreground yes\nPidFile {tmp}/pid\nLogFile {tmp}/log\nTemporaryDirectory {tmp}\n" + settings)
+        return [shutil.which("clamav-milter") or "/usr/sbin/clamav-milter", "-c", str(conf)]
+
+    return Service("clamav-milter", args)
+
+
 def rspamd():
     """rspamd with the Debian package's rules, its normal worker alone on a
     free port, its state in a temporary directory, DNS pointed at a closed

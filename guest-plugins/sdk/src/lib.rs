@@ -28,7 +28,7 @@
 //! [`session`], [`envelope`] and [`message`], and the capabilities a plugin
 //! must be granted in `waraka.toml`: [`kv`], [`dns`], [`blobstore`],
 //! [`files`], [`sql`], [`forward`], [`authentication`], [`dkim`],
-//! [`antivirus`] and [`spamfilter`].
+//! [`antivirus`], [`spamfilter`] and [`milter`].
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -56,8 +56,8 @@ pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
 pub use bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, mime, notes,
-    outbound_queue, sasl, session, spamfilter, sql,
+    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, kv, log, message, milter, mime,
+    notes, outbound_queue, sasl, session, spamfilter, sql,
 };
 pub use hook::Hook;
 pub use regex_lite::Regex;

@@ -126,6 +126,9 @@ pub struct InstanceConfig {
     /// The password authority behind the `sasl` grant.
     #[serde(default)]
     pub sasl: SaslConfig,
+    /// Named mail filters that `milter:NAME` grants give to plugins.
+    #[serde(default)]
+    pub milter: BTreeMap<String, MilterConfig>,
     /// Named blob stores that `blobstore:NAME` grants give to plugins.
     #[serde(default)]
     pub blobstore: BTreeMap<String, BlobstoreConfig>,
@@ -411,6 +414,15 @@ pub struct SaslConfig {
     /// of `service auth`) or a socket path such as `/run/dovecot/auth-client`;
     /// none when absent.
     pub dovecot: Option<String>,
+}
+
+/// `[milter.NAME]`: one mail filter spoken to with the milter protocol.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MilterConfig {
+    /// Where it listens: `HOST:PORT` or a Unix socket's path (also
+    /// `inet:HOST:PORT`, `unix:PATH` and `inet:PORT@HOST`).
+    pub address: String,
 }
 
 /// `[spamfilter]`.

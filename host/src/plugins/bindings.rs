@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/antivirus": async,
         "waraka:plugin/spamfilter": async,
         "waraka:plugin/sasl": async,
+        "waraka:plugin/milter": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

@@ -9,7 +9,7 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, NoteStore,
+    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, Milter, NoteStore,
     SpamScanner, Srs,
 };
 use crate::delivery::{ClientSettings, DmarcReports};
@@ -89,6 +89,8 @@ pub struct Backends {
     /// Where the `authentication` grant's DMARC results are counted for
     /// aggregate reports, when they are sent.
     pub dmarc_reports: Option<Arc<DmarcReports>>,
+    /// Mail filters by name (`milter:NAME` grants).
+    pub milter: HashMap<String, Arc<Milter>>,
 }
 
 /// Services shared by every plugin and connection.

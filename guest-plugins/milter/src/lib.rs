@@ -1,0 +1,158 @@
+//! `milter`: shows each message, after DATA, to the mail filters (milters)
+//! `config/milter.ini` names, in order, as Postfix's `smtpd_milters` do:
+//! OpenDKIM, clamav-milter, rspamd's proxy, MIMEDefang and the like keep
+//! working when Waraka takes Postfix's place. The host speaks the milter
+//! protocol (the `milter:NAME` capability); this plugin applies what each
+//! milter asks for: header fields added, changed or removed, recipients
+//! added, the message quarantined (the `quarantine` note, which
+//! `queue/quarantine` keeps), discarded (its `queue` hook accepts it and
+//! queues it nowhere) or refused with the milter's reply.
+
+use waraka_plugin::milter::{self, Change, Decision, HeaderField, MilterReply};
+use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, envelope, message, notes};
+
+const SETTINGS: &str = "milter.ini";
+/// The transaction note that marks a message a milter discarded (its
+/// value is the milter's name).
+const DISCARDED: &str = "milter.discarded";
+
+struct Milter;
+
+/// The verdict for a milter's refusal, with the default status of its
+/// class when the milter gave none.
+fn refusal(reply: &MilterReply, permanent: bool) -> Verdict {
+    let text = waraka_plugin::reply_safe(&reply.text);
+    if permanent {
+        Verdict::deny_code(reply.code, reply.enhanced.as_deref().unwrap_or("5.7.1"), &text)
+    } else {
+        Verdict::denysoft_code(reply.code, reply.enhanced.as_deref().unwrap_or("4.7.1"), &text)
+    }
+}
+
+/// `local@domain` as an envelope address.
+fn address(text: &str) -> Option<Address> {
+    let (local_part, domain) = text.rsplit_once('@')?;
+    (!local_part.is_empty() && !domain.is_empty()).then(|| Address {
+        local_part: local_part.to_string(),
+        domain: domain.to_string(),
+        params: Vec::new(),
+    })
+}
+
+/// Sets the field `index` (from 1) named `name` to `value`, or removes it
+/// when `value` is empty; a field that is not there is added, as
+/// Sendmail does. A changed field moves to the top.
+fn change_header(field: &HeaderField) -> Result<(), String> {
+    let present = message::header(&field.name).len() as u32;
+    if (1..=present).contains(&field.index) {
+        message::remove_header_at(&field.name, field.index - 1);
+    }
+    if field.value.is_empty() {
+        return Ok(());
+    }
+    message::add_header(&field.name, &field.value).map_err(|e| format!("{e:?}"))
+}
+
+/// A change as the log tells it.
+fn describe(change: &Change) -> String {
+    match change {
+        Change::AddHeader(field) => format!("added {}", field.name),
+        Change::InsertHeader(field) => format!("inserted {} at {}", field.name, field.index),
+        Change::ChangeHeader(field) if field.value.is_empty() => format!("removed {} #{}", field.name, field.index),
+        Change::ChangeHeader(field) => format!("changed {} #{}", field.name, field.index),
+        Change::AddRecipient(recipient) => format!("added recipient {recipient}"),
+        Change::Quarantine(reason) => format!("quarantined: {reason}"),
+    }
+}
+
+/// Applies one change of milter `name`.
+fn apply(name: &str, change: &Change) {
+    let result = match change {
+        Change::AddHeader(field) | Change::InsertHeader(field) => {
+            message::add_header(&field.name, &field.value).map_err(|e| format!("{e:?}"))
+        }
+        Change::ChangeHeader(field) => change_header(field),
+        Change::AddRecipient(recipient) => match address(recipient) {
+            Some(recipient) => envelope::add_recipient(&recipient).map_err(|e| format!("{e:?}")),
+            None => Err(format!("{recipient:?} is not local@domain")),
+        },
+        Change::Quarantine(reason) => {
+            waraka_plugin::note_transaction("quarantine", &format!("milter {name}: {reason}"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => waraka_plugin::info!("milter {name}: {}", describe(change)),
+        Err(e) => waraka_plugin::warn!("milter {name}: could not apply \"{}\": {e}", describe(change)),
+    }
+}
+
+impl Plugin for Milter {
+    const NAME: &'static str = "milter";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const HOOKS: &'static [Hook] = &[Hook::DataPost, Hook::Queue];
+
+    fn data_post() -> Verdict {
+        let settings = Settings::load(SETTINGS);
+        if settings.skips_relaying(false) || settings.too_large_to_scan(u64::MAX) {
+            return Verdict::Cont;
+        }
+        for name in settings.list("milters") {
+            let outcome = match milter::check(&name) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    waraka_plugin::error!("milter {name} failed: {e:?}");
+                    if settings.get("on_error").as_deref() == Some("continue") {
+                        continue;
+                    }
+                    return Verdict::denysoft_code(451, "4.7.1", "Message filter unavailable, try again later");
+                }
+            };
+            for change in &outcome.changes {
+                apply(&name, change);
+            }
+            match &outcome.decision {
+                Decision::Accept => waraka_plugin::info!("milter {name}: accepted"),
+                Decision::Discard => {
+                    waraka_plugin::info!("milter {name}: discarded");
+                    waraka_plugin::note_transaction(DISCARDED, &name);
+                    return Verdict::Cont;
+                }
+                Decision::Reject(reply) => {
+                    waraka_plugin::info!("milter {name}: rejected: {} {}", reply.code, reply.text);
+                    return refusal(reply, true);
+                }
+                Decision::Tempfail(reply) => {
+                    waraka_plugin::info!("milter {name}: deferred: {} {}", reply.code, reply.text);
+                    return refusal(reply, false);
+                }
+            }
+        }
+        Verdict::Cont
+    }
+
+    fn queue() -> Verdict {
+        match notes::get(Scope::Transaction, DISCARDED) {
+            Some(name) => Verdict::ok_with(&format!("Message discarded by milter {name}")),
+            None => Verdict::Cont,
+        }
+    }
+}
+
+waraka_plugin::export!(Milter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn added_recipients_are_local_at_domain() {
+        let added = address("archive@x.test").unwrap();
+        assert_eq!(
+            (added.local_part.as_str(), added.domain.as_str()),
+            ("archive", "x.test")
+        );
+        assert!(address("archive").is_none());
+        assert!(address("@x.test").is_none());
+    }
+}

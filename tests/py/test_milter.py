@@ -1,0 +1,172 @@
+"""milter end to end: Debian's OpenDKIM, started here as a milter, is shown
+what smtplib sends to a real waraka. The host speaks the milter protocol;
+the plugin applies what OpenDKIM asks for: a DKIM signature that dkimpy
+verifies, an Authentication-Results field, a refusal, a quarantine or a
+discard; a milter that cannot be reached defers the message."""
+
+import email
+import unittest
+
+import dkim
+
+from harness import Waraka, clamav_milter, clamd, free_port, opendkim, prometheus
+from test_clamd import MARKER, SIGNATURE
+from test_dkim_sign import openssl_rsa_key
+
+
+def message(subject, author="a@sender.test"):
+    return (f"From: Author <{author}>\r\nTo: rcpt@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@sender.test>\r\nDate: Fri, 04 Dec 2026 08:00:00 +0000\r\n"
+            "\r\nHello,\r\n\r\n.leading dot and a long line " + "x" * 990 + "\r\nBye.\r\n").encode()
+
+
+def instance(milters, metrics_port=None, plugins=("queue/maildir",), hostname=None):
+    """A server whose `[milter.NAME]` sections name `milters` (name:
+    address), all granted to the milter plugin and asked in order."""
+
+    def setup(server):
+        if hostname:
+            server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"', f'hostname = "{hostname}"', 1))
+        sections = "".join(f'\n[milter.{name}]\naddress = "{address}"\n' for name, address in milters.items())
+        grants = ", ".join(f'"milter:{name}"' for name in milters)
+        server.edit("waraka.toml", lambda t: t + f"{sections}\n[plugin.milter]\ngrants = [{grants}]\n")
+        server.edit("config/milter.ini",
+                    lambda t: t.replace("milters =", "milters = " + ", ".join(milters), 1))
+        server.edit("config/host_list", lambda t: t + "example.com\n")
+        if metrics_port:
+            server.enable_metrics(metrics_port)
+
+    return Waraka(["rcpt_to.in_host_list", "milter", *plugins], setup=setup)
+
+
+class MilterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        private, public = openssl_rsa_key()
+        cls.records = {"mil2026._domainkey.sender.test": f"v=DKIM1; k=rsa; p={public}"}
+        cls.signer = opendkim("Mode s\nDomain sender.test\nSelector mil2026\nKeyFile {dir}/key.pem\n"
+                              "Canonicalization relaxed/simple\nInternalHosts 127.0.0.1\nRequireSafeKeys false\n",
+                              files={"key.pem": private})
+        cls.verifier = {action: opendkim(f"Mode v\nOn-NoSignature {action}\n" + ("AlwaysAddARHeader true\n" if action == "accept" else ""))
+                        for action in ("accept", "reject", "discard")}
+        cls.clamd = clamd([f"{SIGNATURE}:0:*:{MARKER.hex()}"])
+        cls.clamav = {action: clamav_milter(cls.clamd.port, f"OnInfected {action}\nAddHeader Replace\n")
+                      for action in ("Quarantine", "Reject")}
+        cls.metrics_port = free_port()
+        try:
+            cls.server = instance({"dkim": f"127.0.0.1:{cls.signer.port}"}, cls.metrics_port)
+        except BaseException:
+            cls.stop_milters()
+            raise
+
+    @classmethod
+    def stop_milters(cls):
+        for milter in [cls.signer, *cls.verifier.values(), *cls.clamav.values(), cls.clamd]:
+            milter.stop()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.stop_milters()
+
+    def dns_txt(self, name, timeout=5):
+        record = self.records.get(name.decode().rstrip("."))
+        return record.encode() if record else None
+
+    def test_opendkim_signs_and_dkimpy_verifies_the_signature(self):
+        code, _, stored = self.server.deliver(message("sign me"))
+        self.assertEqual(code, 250)
+        parsed = email.message_from_bytes(stored[0])
+        self.assertRegex(parsed["DKIM-Signature"], r"d=sender\.test;\s+s=mil2026;")
+        self.assertTrue(dkim.verify(stored[0], dnsfunc=self.dns_txt), "the header and body OpenDKIM saw are the stored ones")
+        self.assertFalse(dkim.verify(stored[0].replace(b"Bye.", b"Bye!"), dnsfunc=self.dns_txt))
+        self.server.wait_for_log(r"milter dkim: inserted DKIM-Signature at 0")
+        self.assertGreaterEqual(
+            prometheus(self.metrics_port).get('waraka_milter_checks_total{milter="dkim",decision="accept"}'), 1)
+
+    def test_a_verifier_adds_its_results_under_the_servers_name(self):
+        server = instance({"verify": f"127.0.0.1:{self.verifier['accept'].port}"}, hostname="mx.milter.test")
+        try:
+            code, _, stored = server.deliver(message("verify me"))
+        finally:
+            server.stop()
+        self.assertEqual(code, 250)
+        results = email.message_from_bytes(stored[0])["Authentication-Results"]
+        self.assertRegex(results, r"^mx\.milter\.test;\s*dkim=none", "the j macro names the server")
+
+    def test_signing_then_verifying_runs_both_milters_in_order(self):
+        server = instance({"dkim": f"127.0.0.1:{self.signer.port}",
+                           "verify": f"127.0.0.1:{self.verifier['reject'].port}"})
+        try:
+            code, _, stored = server.deliver(message("both"))
+            refused = server.deliver(message("unsigned", author="a@other.test"), sender="a@other.test")
+        finally:
+            server.stop()
+        self.assertEqual(code, 250, "signed by the first milter, so the second finds a signature")
+        self.assertIn("DKIM-Signature", email.message_from_bytes(stored[0]))
+        self.assertEqual(refused[0], 550, refused)
+        self.assertEqual(refused[2], [])
+
+    def test_a_milters_reject_is_the_messages_reply(self):
+        server = instance({"verify": f"127.0.0.1:{self.verifier['reject'].port}"})
+        try:
+            code, text, stored = server.deliver(message("refuse me"))
+            server.wait_for_log(r"milter verify: rejected: 550")
+        finally:
+            server.stop()
+        self.assertEqual((code, stored), (550, []))
+        self.assertRegex(text, r"^5\.7\.\d ")
+
+    def test_clamav_milters_quarantine_keeps_the_message_and_its_header_is_replaced(self):
+        server = instance({"clamav": f"127.0.0.1:{self.clamav['Quarantine'].port}"},
+                          plugins=("queue/quarantine", "queue/maildir"))
+        try:
+            clean = server.deliver(message("clean").replace(b"\r\n\r\n", b"\r\nX-Virus-Status: Clean, forged\r\n\r\n", 1))
+            code, text, stored = server.deliver(message("infected").replace(b"Bye.", MARKER))
+            kept = [p for p in (server.dir / "quarantine").rglob("*.eml")]
+            kept_text = kept[0].read_bytes() if kept else b""
+        finally:
+            server.stop()
+        self.assertEqual(clean[0], 250)
+        self.assertEqual(email.message_from_bytes(clean[2][0]).get_all("X-Virus-Status"), ["Clean"],
+                         "the client's field is replaced (SMFIR_CHGHEADER)")
+        self.assertEqual(code, 250)
+        self.assertRegex(text, r"Message quarantined as ")
+        self.assertEqual(stored, [], "not delivered")
+        self.assertEqual(len(kept), 1)
+        self.assertRegex(kept_text.split(b"\r\n")[0].decode(), r"^X-Quarantine-Reason: quarantine=milter clamav: ")
+        self.assertRegex(kept_text.decode(), rf"X-Virus-Status: Infected \({SIGNATURE}")
+
+    def test_clamav_milters_reject_refuses_an_infected_message(self):
+        server = instance({"clamav": f"127.0.0.1:{self.clamav['Reject'].port}"})
+        try:
+            code, text, stored = server.deliver(message("infected").replace(b"Bye.", MARKER))
+        finally:
+            server.stop()
+        self.assertEqual((code, stored), (550, []))
+        self.assertRegex(text, r"^5\.7\.1 ")
+
+    def test_a_milters_discard_accepts_and_delivers_nowhere(self):
+        server = instance({"verify": f"127.0.0.1:{self.verifier['discard'].port}"})
+        try:
+            code, text, stored = server.deliver(message("drop me"))
+        finally:
+            server.stop()
+        self.assertEqual((code, text, stored), (250, "2.0.0 Message discarded by milter verify", []))
+
+    def test_an_unreachable_milter_defers_or_is_passed_over(self):
+        server = instance({"gone": f"127.0.0.1:{free_port()}"})
+        try:
+            code, text, stored = server.deliver(message("later"))
+            server.wait_for_log(r"milter gone failed: .*Backend")
+            server.set_settings("milter.ini", on_error="continue")
+            passed = server.deliver(message("anyway"))
+        finally:
+            server.stop()
+        self.assertEqual((code, text, stored), (451, "4.7.1 Message filter unavailable, try again later", []))
+        self.assertEqual(passed[0], 250)
+        self.assertEqual(len(passed[2]), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
