@@ -70,16 +70,6 @@ fn lookup(lines: &[String], local: &str, extension: &str, domain: &str) -> Optio
     Some(Target::To(list))
 }
 
-/// `local@domain` as an envelope address without parameters.
-fn address(text: &str) -> Option<Address> {
-    let (local_part, domain) = text.rsplit_once('@')?;
-    (!local_part.is_empty() && !domain.is_empty()).then(|| Address {
-        local_part: local_part.to_string(),
-        domain: domain.to_ascii_lowercase(),
-        params: Vec::new(),
-    })
-}
-
 /// Whether the alias of `recipient` may forward to other domains: only
 /// when the recipient's own domain is local, so that an alias of a local
 /// part (`postmaster`), which matches every domain, cannot turn mail for
@@ -130,7 +120,11 @@ impl Plugin for Aliases {
             }
             Target::To(targets) => targets,
         };
-        let Some(addresses) = targets.iter().map(|t| address(t)).collect::<Option<Vec<_>>>() else {
+        let Some(addresses) = targets
+            .iter()
+            .map(|t| Address::from_addr_spec(t))
+            .collect::<Option<Vec<_>>>()
+        else {
             waraka_plugin::error!("the alias of {recipient} has a target that is not an address: {targets:?}");
             return Verdict::denysoft_code(451, "4.3.0", "Recipient alias misconfigured, try later");
         };
@@ -177,7 +171,10 @@ impl Plugin for Aliases {
         if !first.eq_ignore_ascii_case(&recipient.to_addr_spec()) {
             return Verdict::Cont;
         }
-        for extra in waraka_plugin::split_list(others).iter().filter_map(|t| address(t)) {
+        for extra in waraka_plugin::split_list(others)
+            .iter()
+            .filter_map(|t| Address::from_addr_spec(t))
+        {
             if !allowed && !is_local_recipient(&extra).unwrap_or(true) {
                 waraka_plugin::warn!("not forwarding to {extra}: the alias is not of a local domain");
                 continue;
@@ -243,9 +240,9 @@ mod tests {
             to(&["carol+x@new.example"])
         );
         assert_eq!(
-            address("Bob@Example.com").map(|a| (a.local_part, a.domain)),
+            Address::from_addr_spec("Bob@Example.com").map(|a| (a.local_part, a.domain)),
             Some(("Bob".into(), "example.com".into()))
         );
-        assert!(address("nobody").is_none());
+        assert!(Address::from_addr_spec("nobody").is_none());
     }
 }

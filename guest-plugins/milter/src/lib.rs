@@ -29,16 +29,6 @@ fn refusal(reply: &MilterReply, permanent: bool) -> Verdict {
     }
 }
 
-/// `local@domain` as an envelope address.
-fn address(text: &str) -> Option<Address> {
-    let (local_part, domain) = text.rsplit_once('@')?;
-    (!local_part.is_empty() && !domain.is_empty()).then(|| Address {
-        local_part: local_part.to_string(),
-        domain: domain.to_string(),
-        params: Vec::new(),
-    })
-}
-
 /// Sets the field `index` (from 1) named `name` to `value`, or removes it
 /// when `value` is empty; a field that is not there is added, as
 /// Sendmail does. A changed field moves to the top.
@@ -72,7 +62,7 @@ fn apply(name: &str, change: &Change) {
             message::add_header(&field.name, &field.value).map_err(|e| format!("{e:?}"))
         }
         Change::ChangeHeader(field) => change_header(field),
-        Change::AddRecipient(recipient) => match address(recipient) {
+        Change::AddRecipient(recipient) => match Address::from_addr_spec(recipient) {
             Some(recipient) => envelope::add_recipient(&recipient).map_err(|e| format!("{e:?}")),
             None => Err(format!("{recipient:?} is not local@domain")),
         },
@@ -140,19 +130,3 @@ impl Plugin for Milter {
 }
 
 waraka_plugin::export!(Milter);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn added_recipients_are_local_at_domain() {
-        let added = address("archive@x.test").unwrap();
-        assert_eq!(
-            (added.local_part.as_str(), added.domain.as_str()),
-            ("archive", "x.test")
-        );
-        assert!(address("archive").is_none());
-        assert!(address("@x.test").is_none());
-    }
-}

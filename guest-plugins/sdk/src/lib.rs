@@ -260,6 +260,18 @@ impl Address {
         }
     }
 
+    /// `local@domain` as an address without parameters, the domain in
+    /// lower case; the local part is what comes before the last `@`.
+    /// `None` without a local part or a domain.
+    pub fn from_addr_spec(text: &str) -> Option<Address> {
+        let (local_part, domain) = text.rsplit_once('@')?;
+        (!local_part.is_empty() && !domain.is_empty()).then(|| Address {
+            local_part: local_part.to_string(),
+            domain: domain.to_ascii_lowercase(),
+            params: Vec::new(),
+        })
+    }
+
     /// The value of an ESMTP parameter (`SIZE`, `BODY`…), case-insensitive.
     pub fn param(&self, key: &str) -> Option<Option<&str>> {
         self.params

@@ -13,17 +13,6 @@ const SETTINGS: &str = "srs.ini";
 
 struct Srs;
 
-/// `local@domain` as an envelope address, keeping `params`; the local part
-/// is what comes before the last `@`.
-fn address(text: &str, params: Vec<waraka_plugin::Param>) -> Option<Address> {
-    let (local_part, domain) = text.rsplit_once('@')?;
-    (!local_part.is_empty() && !domain.is_empty()).then(|| Address {
-        local_part: local_part.to_string(),
-        domain: domain.to_ascii_lowercase(),
-        params,
-    })
-}
-
 impl Plugin for Srs {
     const NAME: &'static str = "srs";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -49,7 +38,10 @@ impl Plugin for Srs {
             waraka_plugin::info!("{recipient} refused: only bounces (MAIL FROM:<>) may use it");
             return Verdict::deny_code(550, "5.7.1", "Only bounces may be sent to this address");
         }
-        let Some(target) = address(&original, recipient.params.clone()) else {
+        let Some(target) = Address::from_addr_spec(&original).map(|a| Address {
+            params: recipient.params.clone(),
+            ..a
+        }) else {
             return unusable(format!("the host gave {original:?}, not an address"));
         };
         // The candidate recipient is the last one while `rcpt` runs.
@@ -69,16 +61,16 @@ waraka_plugin::export!(Srs);
 
 #[cfg(test)]
 mod tests {
-    use super::address;
+    use super::Address;
 
     #[test]
     fn the_original_splits_at_its_last_at_sign() {
-        let srs0 = address("SRS0=ab12=JX=origin.example=alice@First.example", Vec::new()).unwrap();
+        let srs0 = Address::from_addr_spec("SRS0=ab12=JX=origin.example=alice@First.example").unwrap();
         assert_eq!(
             (srs0.local_part.as_str(), srs0.domain.as_str()),
             ("SRS0=ab12=JX=origin.example=alice", "first.example")
         );
-        assert!(address("alice", Vec::new()).is_none());
-        assert!(address("@origin.example", Vec::new()).is_none());
+        assert!(Address::from_addr_spec("alice").is_none());
+        assert!(Address::from_addr_spec("@origin.example").is_none());
     }
 }
