@@ -836,26 +836,40 @@ def clamav_milter(clamd_port, settings=""):
     return Service("clamav-milter", args)
 
 
-def rspamd():
+def rspamd(milter=False):
     """rspamd with the Debian package's rules, its normal worker alone on a
     free port, its state in a temporary directory, DNS pointed at a closed
     port (lookups fail at once) and the GTUBE test patterns on: `XJS*…` is
     rejected, `YJS*…` gets "add header", `ZJS*…` "rewrite subject", `AJS*…`
-    "no action". Its first start compiles its regular expressions (~10 s)."""
+    "no action". With `milter`, its proxy worker also speaks the milter
+    protocol on `milter_port`, scanning by itself. Its first start compiles
+    its regular expressions (~10 s)."""
+    milter_port = free_port() if milter else None
 
     def args(port, tmp):
         conf = pathlib.Path(tmp) / "rspamd.conf"
+        proxy = (f'worker "rspamd_proxy" {{ bind_socket = "127.0.0.1:{milter_port}"; milter = yes; timeout = 120s;\n'
+                 '  upstream "local" { default = yes; self_scan = yes; } count = 1; }\n') if milter else ""
         conf.write_text(
             '.include "$CONFDIR/common.conf"\n'
             'options { pidfile = "$RUNDIR/rspamd.pid"; .include "$CONFDIR/options.inc"\n'
             f'  enable_test_patterns = true; dns {{ nameserver = ["127.0.0.1:{free_port()}"]; timeout = 0.2s; retransmits = 1; }} }}\n'
             'logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "warning"; }\n'
-            f'worker "normal" {{ bind_socket = "127.0.0.1:{port}"; .include "$CONFDIR/worker-normal.inc" count = 1; }}\n')
+            f'worker "normal" {{ bind_socket = "127.0.0.1:{port}"; .include "$CONFDIR/worker-normal.inc" count = 1; }}\n'
+            + proxy)
         user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
         return ["rspamd", "-f", "-i", "-u", user, "-g", group, "-c", str(conf),
                 *(f"--var={var}={tmp}" for var in ("LOCAL_CONFDIR", "DBDIR", "RUNDIR", "LOGDIR"))]
 
-    return Service("rspamd", args, timeout=90)
+    service = Service("rspamd", args, timeout=90)
+    service.milter_port = milter_port
+    if milter:
+        try:
+            wait_for_port(milter_port, service.proc, "rspamd's proxy worker", 90)
+        except BaseException:
+            service.stop()
+            raise
+    return service
 
 
 def spamd(user_prefs=None):

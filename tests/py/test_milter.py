@@ -9,8 +9,9 @@ import unittest
 
 import dkim
 
-from harness import Waraka, clamav_milter, clamd, free_port, opendkim, prometheus
+from harness import Waraka, clamav_milter, clamd, free_port, opendkim, prometheus, rspamd
 from test_clamd import MARKER, SIGNATURE
+from test_rspamd import message as rspamd_message
 from test_dkim_sign import openssl_rsa_key
 
 
@@ -166,6 +167,45 @@ class MilterTest(unittest.TestCase):
         self.assertEqual((code, text, stored), (451, "4.7.1 Message filter unavailable, try again later", []))
         self.assertEqual(passed[0], 250)
         self.assertEqual(len(passed[2]), 1)
+
+
+class RspamdMilterTest(unittest.TestCase):
+    """rspamd's own milter (its proxy worker), which is not libmilter: the
+    GTUBE patterns its rules act on become a refusal, added fields and a
+    rewritten Subject."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rspamd = rspamd(milter=True)
+        try:
+            cls.server = instance({"rspamd": f"127.0.0.1:{cls.rspamd.milter_port}"})
+        except BaseException:
+            cls.rspamd.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.rspamd.stop()
+
+    def test_rspamds_reject_is_the_messages_reply(self):
+        code, text, stored = self.server.deliver(rspamd_message("reject me", "X"))
+        self.assertEqual((code, stored), (554, []))
+        self.assertEqual(text, "5.7.1 Gtube pattern")
+
+    def test_add_header_and_rewrite_subject_become_header_changes(self):
+        code, _, stored = self.server.deliver(rspamd_message("mark me", "Y"))
+        self.assertEqual(code, 250)
+        marked = email.message_from_bytes(stored[0])
+        self.assertEqual(marked["X-Spam"], "Yes")
+        code, _, stored = self.server.deliver(rspamd_message("rewrite me", "Z"))
+        self.assertEqual(code, 250)
+        self.assertEqual(email.message_from_bytes(stored[0]).get_all("Subject"), ["*** SPAM *** rewrite me"])
+
+    def test_clean_mail_passes(self):
+        code, _, stored = self.server.deliver(rspamd_message("fine", "A"))
+        self.assertEqual(code, 250)
+        self.assertEqual(len(stored), 1)
 
 
 if __name__ == "__main__":
