@@ -276,6 +276,13 @@ mod tests {
         assert_eq!(envelope.length, top.len() as u64);
         let null = "X-Quarantine-Reason: all\r\nX-Envelope-From: <>\r\nX-Envelope-To: <b@y.test>\r\n";
         assert!(KeptEnvelope::read(copy(null).as_bytes()).unwrap().sender.is_null());
+        let dsn = "X-Quarantine-Reason: all\r\nX-Envelope-From: <a@x.test> RET=HDRS ENVID=e1\r\n\
+                   X-Envelope-To: <b@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y.test, <c@y.test>\r\n";
+        let envelope = KeptEnvelope::read(copy(dsn).as_bytes()).unwrap();
+        assert_eq!(envelope.sender.param("RET"), Some(Some("HDRS")));
+        assert_eq!(envelope.recipients[0].param("NOTIFY"), Some(Some("SUCCESS,FAILURE")));
+        assert_eq!(envelope.recipients[0].param("ORCPT"), Some(Some("rfc822;b@y.test")));
+        assert!(envelope.recipients[1].params.is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ import email.policy
 import smtplib
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port, waraka_admin
 from test_outbound import RECORDS, message, relay_setup, wait_until
 from test_smtp_forward import forward_setup
 
@@ -78,6 +78,7 @@ class DsnTest(unittest.TestCase):
         cls.plain_mx = serve(cls, "127.0.0.3", port, "mx2.dest.test")
         cls.mailbox = Mailbox(serve(cls, "127.0.0.5", port, "mailbox.sender.test"))
         relay = relay_setup(cls.dns.port, port, extra='delay_warning = "1s"\n')
+        cls.relay = staticmethod(relay)
 
         def setup(server):
             relay(server)
@@ -86,9 +87,9 @@ class DsnTest(unittest.TestCase):
         cls.server = Waraka(["relay", "aliases", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
         cls.addClassCleanup(cls.server.stop)
 
-    def send(self, recipients, subject, mail_options=(), rcpt_options=(), source="127.0.0.1"):
+    def send(self, recipients, subject, mail_options=(), rcpt_options=(), source="127.0.0.1", server=None):
         """Relays (from 127.0.0.1) or delivers here (from another address)."""
-        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30,
+        with smtplib.SMTP("127.0.0.1", (server or self.server).port, local_hostname="client.test", timeout=30,
                           source_address=(source, 0)) as s:
             s.ehlo()
             self.assertTrue(s.has_extn("dsn"))
@@ -206,6 +207,38 @@ class DsnTest(unittest.TestCase):
         self.server.wait_for_log(r"message accepted.*")
         self.assertTrue(any(b"Subject: stored quietly" in p.read_bytes() for p in self.server.maildir()))
         self.assertEqual(self.mailbox.notices("stored quietly"), [], "nothing asked, nothing sent")
+
+    def test_a_quarantined_message_gets_its_delivered_notice_at_its_release(self):
+        def setup(server):
+            self.relay(server)
+            server.set_settings("queue/quarantine.ini", all="true")
+
+        held = Waraka(["relay", "rcpt_to.in_host_list", "queue/quarantine", "queue/maildir"], setup=setup)
+        try:
+            self.send(["kept@example.com", '"kept two"@example.com'], "held back", ["ENVID=held-1"],
+                      ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;orig@example.com"], source="127.0.0.9", server=held)
+            held.wait_for_log(r'no delivered notice while the message is held held="quarantine \d{8}/')
+            kept = list((held.dir / "quarantine").rglob("*.eml"))
+            self.assertEqual(len(kept), 1)
+            top = kept[0].read_bytes().split(b"\r\n")[:3]
+            self.assertRegex(top[1], rb"^X-Envelope-From: <sender@sender\.test> SIZE=\d+ ENVID=held-1$")
+            self.assertEqual(top[2], b'X-Envelope-To: <kept@example.com> NOTIFY=SUCCESS,FAILURE '
+                                     b'ORCPT=rfc822;orig@example.com, <"kept two"@example.com> '
+                                     b'NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig@example.com')
+            self.assertEqual(self.mailbox.notices("held back"), [], "held: nothing is delivered yet")
+            kept_id = f"{kept[0].parent.name}/{kept[0].stem}"
+            code, out = waraka_admin(held, "quarantine", "release", kept_id)
+            self.assertEqual(code, 0, out)
+            recipients, data = self.mailbox.wait("held back", "delivered")[0]
+            held.wait_for_log(r"delivery notice queued")
+        finally:
+            held.stop()
+        _, text, status, _ = parts(data)
+        self.assertEqual(status[0]["Original-Envelope-Id"], "held-1")
+        self.assertEqual([g["Final-Recipient"] for g in status[1:]],
+                         ["rfc822; kept@example.com", 'rfc822; "kept two"@example.com'])
+        self.assertEqual(status[1]["Original-Recipient"], "rfc822; orig@example.com")
+        self.assertEqual(len(self.mailbox.notices("held back")), 1, "one notice, at the release")
 
     def test_an_alias_passes_its_requests_to_its_targets_and_is_named_as_the_original(self):
         self.send(["team@example.com"], "to the team", rcpt_options=["NOTIFY=SUCCESS"], source="127.0.0.9")

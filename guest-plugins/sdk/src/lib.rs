@@ -260,6 +260,40 @@ impl Address {
         }
     }
 
+    /// `local@domain` with the local part quoted when it is not a dot-atom
+    /// (`"john doe"@example.com`), as SMTP writes it.
+    pub fn quoted_addr_spec(&self) -> String {
+        let atext = |c: char| c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+        let dot_atom = self
+            .local_part
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext));
+        if dot_atom || self.local_part.is_empty() {
+            return self.to_addr_spec();
+        }
+        let escaped = self.local_part.replace('\\', "\\\\").replace('"', "\\\"");
+        if self.domain.is_empty() {
+            format!("\"{escaped}\"")
+        } else {
+            format!("\"{escaped}\"@{}", self.domain)
+        }
+    }
+
+    /// `<path>` and the ESMTP parameters after it (`<a@x.test> NOTIFY=NEVER`),
+    /// as `MAIL FROM` and `RCPT TO` carry them.
+    pub fn to_path(&self) -> String {
+        let mut text = format!("<{}>", self.quoted_addr_spec());
+        for param in &self.params {
+            text.push(' ');
+            text.push_str(&param.key);
+            if let Some(value) = &param.value {
+                text.push('=');
+                text.push_str(value);
+            }
+        }
+        text
+    }
+
     /// `local@domain` as an address without parameters, the domain in
     /// lower case; the local part is what comes before the last `@`.
     /// `None` without a local part or a domain.
@@ -283,7 +317,7 @@ impl Address {
 
 impl core::fmt::Display for Address {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "<{}>", self.to_addr_spec())
+        write!(f, "<{}>", self.quoted_addr_spec())
     }
 }
 
@@ -696,8 +730,39 @@ macro_rules! export {
 
 #[cfg(test)]
 mod tests {
-    use super::{date_of_day, ip_in_range, parse_duration, reply_safe};
+    use super::{Address, Param, date_of_day, ip_in_range, parse_duration, reply_safe};
     use std::time::Duration;
+
+    #[test]
+    fn paths_quote_local_parts_and_keep_parameters() {
+        let mut address = Address::from_addr_spec("john \"j\" doe@Example.com").unwrap();
+        assert_eq!(address.quoted_addr_spec(), r#""john \"j\" doe"@example.com"#);
+        address.params = vec![
+            Param {
+                key: "NOTIFY".into(),
+                value: Some("SUCCESS,FAILURE".into()),
+            },
+            Param {
+                key: "SMTPUTF8".into(),
+                value: None,
+            },
+        ];
+        assert_eq!(
+            address.to_path(),
+            r#"<"john \"j\" doe"@example.com> NOTIFY=SUCCESS,FAILURE SMTPUTF8"#
+        );
+        let plain = Address::from_addr_spec("a.b+c@x.test").unwrap();
+        assert_eq!(
+            (plain.to_path(), plain.to_string()),
+            ("<a.b+c@x.test>".into(), "<a.b+c@x.test>".into())
+        );
+        let null = Address {
+            local_part: String::new(),
+            domain: String::new(),
+            params: vec![],
+        };
+        assert_eq!(null.to_path(), "<>");
+    }
 
     #[test]
     fn explanations_lose_control_characters_and_length() {

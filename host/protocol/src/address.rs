@@ -97,24 +97,34 @@ impl Address {
     }
 }
 
-/// Parses mailboxes in angle brackets separated by commas (`<a@x>, <b@y>`),
-/// as a header field that lists an envelope's recipients holds them.
+/// Parses mailboxes in angle brackets separated by commas, each with the
+/// ESMTP parameters of its `RCPT TO` after it (`<a@x> NOTIFY=NEVER, <b@y>`),
+/// as a header field that lists an envelope's recipients holds them. A
+/// comma followed by `<` starts the next mailbox; one inside a parameter
+/// (`NOTIFY=SUCCESS,FAILURE`) does not.
 pub fn parse_path_list(text: &str) -> Result<Vec<Address>, AddressError> {
     let mut list = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
         let inner = rest.strip_prefix('<').ok_or(AddressError::Syntax)?;
         let end = closing_bracket(inner).ok_or(AddressError::Syntax)?;
-        list.push(parse_path(&inner[..end], false)?);
-        rest = inner[end + 1..].trim_start();
-        if let Some(next) = rest.strip_prefix(',') {
-            rest = next.trim_start();
-            if rest.is_empty() {
-                return Err(AddressError::Syntax);
-            }
-        } else if !rest.is_empty() {
+        let after = &inner[end + 1..];
+        let comma = after
+            .char_indices()
+            .filter(|&(_, c)| c == ',')
+            .map(|(at, _)| at)
+            .find(|&at| after[at + 1..].trim_start().starts_with('<'));
+        let (params, next) = match comma {
+            Some(at) => (after[..at].trim_end(), &after[at + 1..]),
+            None => (after.trim_end(), ""),
+        };
+        if !params.is_empty() && !params.starts_with(' ') {
             return Err(AddressError::Syntax);
         }
+        let mut address = parse_path(&inner[..end], false)?;
+        address.params = parse_params(params)?;
+        list.push(address);
+        rest = next.trim_start();
     }
     Ok(list)
 }
@@ -326,9 +336,40 @@ mod tests {
         let specs: Vec<String> = list.iter().map(Address::addr_spec).collect();
         assert_eq!(specs, ["a@x.test", "\"b,c>\"@y.test", "postmaster"]);
         assert_eq!(parse_path_list(""), Ok(Vec::new()));
-        for bad in ["<a@x.test>,", "<a@x.test> <b@y.test>", "a@x.test", "<a@x.test", "<>"] {
+        for bad in [
+            "<a@x.test>,",
+            "<a@x.test> <b@y.test>",
+            "a@x.test",
+            "<a@x.test",
+            "<>",
+            "<a@x.test>NOTIFY=NEVER",
+            "<a@x.test> NOTIFY==",
+        ] {
             assert!(parse_path_list(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn path_lists_keep_each_recipients_parameters() {
+        let list = parse_path_list(
+            "<a@x.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@x.test, <b@y.test>,<c@y.test> NOTIFY=NEVER",
+        )
+        .unwrap();
+        let params: Vec<Vec<(String, Option<String>)>> = list
+            .iter()
+            .map(|a| a.params.iter().map(|p| (p.key.clone(), p.value.clone())).collect())
+            .collect();
+        assert_eq!(
+            params,
+            [
+                vec![
+                    ("NOTIFY".to_string(), Some("SUCCESS,FAILURE".to_string())),
+                    ("ORCPT".into(), Some("rfc822;a@x.test".into()))
+                ],
+                vec![],
+                vec![("NOTIFY".into(), Some("NEVER".into()))],
+            ]
+        );
     }
 
     #[test]

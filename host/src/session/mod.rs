@@ -186,6 +186,11 @@ struct DataInProgress {
 /// How long DATA may take before the minimum data rate applies.
 pub const DATA_RATE_GRACE: Duration = Duration::from_secs(10);
 
+/// The transaction note a queue plugin sets when it keeps the message
+/// aside instead of delivering it (`queue/quarantine`): no `delivered`
+/// notice is sent then; the message's release sends it.
+pub const HELD_NOTE: &str = "queue.held";
+
 /// Verbs of other protocols sent to an SMTP port (HTTP, proxies).
 const FOREIGN_VERBS: &[&str] = &[
     "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH",
@@ -1402,8 +1407,9 @@ impl<P: Policy> Session<P> {
     }
 
     /// Queues the success notices the recipients of an accepted message
-    /// asked for (none for `<>`): `delivered` for what the queue plugin
-    /// took, `relayed` for what a plugin forwarded to a server without DSN.
+    /// asked for (none for `<>`, none while a queue plugin holds it:
+    /// [`HELD_NOTE`]): `delivered` for what the queue plugin took,
+    /// `relayed` for what a plugin forwarded to a server without DSN.
     /// A failure is logged; the message stays accepted.
     async fn notify_success(&mut self) {
         let found = self
@@ -1411,6 +1417,9 @@ impl<P: Policy> Session<P> {
                 // Most mail asks nothing: no work beyond this scan.
                 if tx.sender.is_null() || !tx.recipients.iter().any(|r| r.param("NOTIFY").is_some()) {
                     return None;
+                }
+                if let Some(held) = tx.notes.get(HELD_NOTE) {
+                    return Some(Err(held.to_string()));
                 }
                 let dsn = tx.dsn_requests();
                 let mut notice = SuccessNotice {
@@ -1434,11 +1443,17 @@ impl<P: Policy> Session<P> {
                     return None;
                 }
                 notice.dsn = dsn;
-                Some((tx.message.as_ref()?.reader(), notice))
+                Some(Ok((tx.message.as_ref()?.reader(), notice)))
             })
             .flatten();
-        let Some((reader, notice)) = found else {
-            return;
+        let (reader, notice) = match found {
+            Some(Ok(found)) => found,
+            Some(Err(held)) => {
+                self.tx_span
+                    .in_scope(|| info!(held, "no delivered notice while the message is held"));
+                return;
+            }
+            None => return,
         };
         let Some(queue) = self.outbound() else {
             self.tx_span

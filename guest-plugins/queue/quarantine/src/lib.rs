@@ -21,6 +21,9 @@ struct Quarantine;
 /// The transaction note the host sets on a message `waraka quarantine
 /// release` hands back to the queue: it is not kept again.
 const RELEASED: &str = "quarantine.released";
+/// The transaction note that tells the host the message is held, not
+/// delivered: no `delivered` notice is sent until its release.
+const HELD: &str = "queue.held";
 
 /// Why this message is quarantined (`NOTE=VALUE`, or `all`), if it is.
 fn reason(settings: &Settings) -> Option<String> {
@@ -38,16 +41,14 @@ fn reason(settings: &Settings) -> Option<String> {
 }
 
 /// The lines on top of the stored copy: why, and the envelope to release
-/// it with.
+/// it with (each address with its ESMTP parameters, so that a released
+/// message keeps its DSN requests).
 fn prefix(reason: &str) -> String {
-    let sender = envelope::sender().map(|s| s.to_addr_spec()).unwrap_or_default();
-    let recipients: Vec<String> = envelope::recipients()
-        .iter()
-        .map(|r| format!("<{}>", r.to_addr_spec()))
-        .collect();
+    let sender = envelope::sender().map(|s| s.to_path()).unwrap_or_else(|| "<>".into());
+    let recipients: Vec<String> = envelope::recipients().iter().map(|r| r.to_path()).collect();
     let clean = |text: &str| text.chars().filter(|c| !c.is_control()).collect::<String>();
     format!(
-        "X-Quarantine-Reason: {}\r\nX-Envelope-From: <{}>\r\nX-Envelope-To: {}\r\n",
+        "X-Quarantine-Reason: {}\r\nX-Envelope-From: {}\r\nX-Envelope-To: {}\r\n",
         clean(reason),
         clean(&sender),
         clean(&recipients.join(", "))
@@ -79,6 +80,8 @@ impl Plugin for Quarantine {
                 if settings.get("action").as_deref() == Some("continue") {
                     Verdict::Cont
                 } else {
+                    // Held, not delivered: the release sends the delivered notice.
+                    waraka_plugin::note_transaction(HELD, &format!("quarantine {day}/{id}"));
                     Verdict::ok_with(&format!("Message quarantined as {id}"))
                 }
             }
