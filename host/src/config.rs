@@ -7,7 +7,8 @@ use crate::capabilities::{
     Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
 };
 use crate::delivery::{
-    BindAddresses, ClientSettings, DmarcReports, NextHop, OutboundSettings, RouteSettings, Submitter,
+    BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, NextHop, OutboundSettings, RouteSettings,
+    Submitter,
 };
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
@@ -412,6 +413,7 @@ impl Instance {
                 .clone()
                 .map(|address| Arc::new(DovecotAuth::new(address))),
             dmarc_reports: self.dmarc_reports(),
+            dmarc_failures: self.dmarc_failure_reports(),
             milter: self
                 .config
                 .milter
@@ -441,6 +443,20 @@ impl Instance {
         let submitter = self.report_submitter(o.dmarc_report_from.as_deref(), "dmarc-reports");
         let path = self.outbound_queue_dir().with_file_name("dmarc-reports.json");
         Some(Arc::new(DmarcReports::open(&path, submitter, crate::queue::now_ms())))
+    }
+
+    /// Where DMARC failure reports wait to be sent, when outbound delivery
+    /// and `[outbound] dmarc_failure_reports` are on.
+    pub fn dmarc_failure_reports(&self) -> Option<Arc<DmarcFailureReports>> {
+        let o = &self.config.outbound;
+        if self.embedded || !o.enabled || !o.dmarc_failure_reports {
+            return None;
+        }
+        let submitter = self.report_submitter(o.dmarc_report_from.as_deref(), "dmarc-reports");
+        Some(Arc::new(DmarcFailureReports::new(
+            submitter,
+            o.dmarc_failure_report_limit,
+        )))
     }
 
     /// The DKIM signing keys: the instance's `dkim/` (none when embedded).
@@ -544,6 +560,7 @@ impl Instance {
                 .tls_reports
                 .then(|| self.report_submitter(o.tls_report_from.as_deref(), "tls-reports")),
             dmarc_reports: None,
+            dmarc_failures: None,
             route: RouteSettings {
                 port: o.port,
                 allow_local: o.allow_local,

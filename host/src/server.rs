@@ -165,7 +165,9 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     let outbound = match instance.outbound_settings()? {
         Some(mut outbound_settings) => {
             // Reported from the counts the `authentication` capability keeps.
-            outbound_settings.dmarc_reports = registry.runtime().services().backends.dmarc_reports.clone();
+            let backends = &registry.runtime().services().backends;
+            outbound_settings.dmarc_reports = backends.dmarc_reports.clone();
+            outbound_settings.dmarc_failures = backends.dmarc_failures.clone();
             let dir = instance.outbound_queue_dir();
             let hooks: Arc<dyn OutboundPolicy> = Arc::new(PluginOutbound::new(registry.clone()));
             let outbound = Outbound::open(&dir, outbound_settings, instance.dns()?, Some(hooks))

@@ -7,6 +7,7 @@ outbound queue to a receiver; the gzip XML is read back."""
 import email
 import email.policy
 import gzip
+import quopri
 import smtplib
 import unittest
 import xml.etree.ElementTree as ElementTree
@@ -41,12 +42,26 @@ def reporting(test_class, plugins, more_setup=lambda server: None):
         txt("_dmarc.unconsented.test", "v=DMARC1; p=none; rua=mailto:reports@collector.test"),
         # No rua: nothing is counted.
         txt("_dmarc.quiet.test", "v=DMARC1; p=none"),
+        # Failure reports: of every failed check (fo=1), of DMARC failing
+        # (fo=0, the default), and to a domain that does not consent.
+        txt("forged.test", "v=spf1 -all"),
+        txt("_dmarc.forged.test", "v=DMARC1; p=quarantine; ruf=mailto:failures@forged.test; fo=1"),
+        txt("partly.test", "v=spf1 ip4:127.0.0.1 -all"),
+        txt("_dmarc.partly.test", "v=DMARC1; p=none; ruf=mailto:failures@partly.test; fo=1"),
+        txt("whole.test", "v=spf1 ip4:127.0.0.1 -all"),
+        txt("_dmarc.whole.test", "v=DMARC1; p=none; ruf=mailto:failures@whole.test"),
+        txt("_dmarc.elsewhere.test", "v=DMARC1; p=none; ruf=mailto:failures@collector.test; fo=1"),
+        txt("often.test", "v=spf1 ip4:127.0.0.1 -all"),
+        txt("_dmarc.often.test", "v=DMARC1; p=none; ruf=mailto:failures@often.test; fo=1"),
         "--mx-host=good.test,mx.test,10", "--mx-host=collector.test,mx.test,10",
+        "--mx-host=forged.test,mx.test,10", "--mx-host=partly.test,mx.test,10", "--mx-host=whole.test,mx.test,10",
+        "--mx-host=often.test,mx.test,10",
         "--host-record=mx.test,127.0.0.2",
     ]))
     port = free_port("127.0.0.2")
     test_class.receiver = stopped_after_class(test_class, SmtpReceiver("127.0.0.2", port, name="mx.test"))
-    outbound = relay_setup(test_class.dns.port, port, retry="1h", extra="dmarc_reports = true\n")
+    outbound = relay_setup(test_class.dns.port, port, retry="1h",
+                           extra="dmarc_reports = true\ndmarc_failure_reports = true\ndmarc_failure_report_limit = 2\n")
     test_class.metrics_port = free_port()
 
     def setup(server):
@@ -139,6 +154,60 @@ class DmarcReportTest(unittest.TestCase):
 
         self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "0 DMARC reports queued"),
                          "the counts went with the reports")
+
+
+class DmarcFailureReportTest(unittest.TestCase):
+    """Failure reports (RFC 7489 §7.3), one per message, soon after it."""
+
+    @classmethod
+    def setUpClass(cls):
+        reporting(cls, ["auth-results", "dmarc", "rcpt_to.in_host_list", "queue/maildir"])
+
+    def failure_reports(self, domain):
+        return [email.message_from_bytes(raw, policy=email.policy.compat32)
+                for sender, _, raw in self.receiver.received()
+                if sender == "dmarc-reports@mx.reporter.test"
+                and f"Subject: DMARC failure report for {domain} ".encode() in raw]
+
+    def test_a_forged_message_is_reported_with_its_header_to_the_ruf_address(self):
+        forged = message("ceo@forged.test", "pay this invoice", body="The secret body.\r\n")
+        self.assertEqual(send(self.server, "ceo@forged.test", forged), {}, "p=quarantine: dmarc notes it")
+        report, = wait_until(lambda: self.failure_reports("forged.test"), what="the failure report")
+        self.assertEqual(report["To"], "failures@forged.test")
+        self.assertEqual(report.get_content_type(), "multipart/report")
+        self.assertEqual(report.get_param("report-type"), "feedback-report")
+        text, feedback, returned = report.get_payload()
+        self.assertEqual(feedback.get_content_type(), "message/feedback-report")
+        # mail-auth writes the report quoted-printable when a line is long.
+        section = report.as_bytes().split(b"message/feedback-report", 1)[1].split(b"\n\n", 1)[1]
+        arf = quopri.decodestring(section.split(b"\n--", 1)[0]).decode()
+        for field in ["Feedback-Type: auth-failure", "Auth-Failure: dmarc", "Reported-Domain: forged.test",
+                      "Source-IP: 127.0.0.1", "Original-Mail-From: ceo@forged.test", "Identity-Alignment: none",
+                      "Reporting-MTA: dns;mx.reporter.test"]:
+            self.assertIn(field, arf)
+        self.assertRegex(arf, r"Authentication-Results: mx\.reporter\.test;[\s\S]*dmarc=fail")
+        self.assertEqual(returned.get_content_type(), "text/rfc822-headers")
+        self.assertIn("Subject: pay this invoice", returned.get_payload())
+        self.assertNotIn(b"The secret body", report.as_bytes(), "the header only, never the body")
+        metrics = prometheus(self.metrics_port)
+        self.assertEqual(metrics['waraka_reports_total{kind="dmarc-failure",result="queued"}'], 1)
+
+    def test_fo_1_reports_a_check_that_failed_though_dmarc_passed_and_fo_0_does_not(self):
+        self.assertEqual(send(self.server, "a@partly.test", message("a@partly.test", "spf only")), {})
+        self.assertEqual(send(self.server, "a@whole.test", message("a@whole.test", "spf only too")), {})
+        report, = wait_until(lambda: self.failure_reports("partly.test"), what="the failure report")
+        self.assertIn("Identity-Alignment: spf", report.as_string(), "SPF aligned, DKIM did not")
+        self.server.wait_for_log(r"DMARC failure report queued|failure report queued")
+        self.assertEqual(self.failure_reports("whole.test"), [], "DMARC passed: fo=0 reports none")
+
+    def test_an_hours_limit_per_domain_and_consent_of_another_domain(self):
+        for _ in range(3):
+            self.assertEqual(send(self.server, "b@often.test", message("b@often.test", "again")), {})
+        self.server.wait_for_log(r'DMARC failure not reported domain=often\.test refused=Limited')
+        wait_until(lambda: len(self.failure_reports("often.test")) == 2, what="two reports")
+        self.assertEqual(send(self.server, "c@elsewhere.test", message("c@elsewhere.test", "elsewhere")), {})
+        self.server.wait_for_log(r"DMARC failure report not sent: no ruf address consents to receive it "
+                                 r"domain=elsewhere\.test")
 
 
 class RelayedMailTest(unittest.TestCase):

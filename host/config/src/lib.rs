@@ -195,6 +195,12 @@ pub struct OutboundConfig {
     pub dmarc_reports: bool,
     /// The reports' sender (default: `dmarc-reports@` and `[smtp] hostname`).
     pub dmarc_report_from: Option<String>,
+    /// Whether DMARC failure reports (RFC 7489 §7.3) are sent: a message
+    /// whose DMARC checks failed as its author domain's record asks to hear
+    /// of (`ruf`, `fo`) is reported with its header, from `dmarc_report_from`.
+    pub dmarc_failure_reports: bool,
+    /// The most failure reports one author domain gets in an hour.
+    pub dmarc_failure_report_limit: u32,
     #[serde(with = "humantime_serde")]
     /// How long a message may wait in the queue before its sender is told,
     /// once, that it is late (a DSN with `Action: delayed`); `0s`: never.
@@ -253,6 +259,8 @@ impl Default for OutboundConfig {
             tls_report_from: None,
             dmarc_reports: false,
             dmarc_report_from: None,
+            dmarc_failure_reports: false,
+            dmarc_failure_report_limit: 10,
             helo: None,
             bind_address: None,
             bind_address6: None,

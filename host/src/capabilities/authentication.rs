@@ -11,7 +11,7 @@ use mail_auth::common::cache::NoCache;
 use mail_auth::dkim::Signature;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::report::{PolicyPublished, Record, SPFDomainScope};
+use mail_auth::report::{IdentityAlignment, PolicyPublished, Record, SPFDomainScope};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult,
@@ -129,6 +129,33 @@ pub struct Authentication {
     /// The DMARC evaluation as an aggregate report counts it, when the
     /// subject asked for it and the author domain's record asks for reports.
     pub dmarc_report: Option<DmarcObservation>,
+    /// The failure to report (RFC 7489 §7.3), when the subject asked for
+    /// reports and the author domain's record asks for this one (`ruf`, `fo`).
+    pub dmarc_failure: Option<DmarcFailure>,
+}
+
+/// A message whose DMARC checks failed as its author domain asks to be
+/// told of (`ruf` addresses, `fo` options): what a failure report (RFC 6591)
+/// says, with the message's header but not its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmarcFailure {
+    /// The author (`From:`) domain.
+    pub domain: String,
+    /// The record's `ruf` addresses (`mailto:` ones, without the scheme).
+    pub ruf: Vec<String>,
+    /// Their size limits in bytes, for those that set one.
+    pub ruf_limits: BTreeMap<String, u64>,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// The envelope sender, empty for `<>`.
+    pub mail_from: String,
+    /// Which identifiers passed aligned (`fo=1` reports a message one of
+    /// them failed, even if DMARC passed).
+    pub alignment: IdentityAlignment,
+    /// The `Authentication-Results` value of the checks.
+    pub results: String,
+    /// The message's header (every field, up to the empty line).
+    pub header: String,
 }
 
 /// One message's DMARC evaluation as an aggregate report (RFC 7489 §7.2)
@@ -157,6 +184,9 @@ pub struct Subject<'a> {
     /// Whether to make the message's row for DMARC aggregate reports
     /// ([`Authentication::dmarc_report`]).
     pub dmarc_report: bool,
+    /// Whether to find the failure to report
+    /// ([`Authentication::dmarc_failure`]).
+    pub dmarc_failure: bool,
 }
 
 /// Which of the client's names an SPF check is about.
@@ -326,6 +356,10 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
         .dmarc_report
         .then(|| dmarc_observation(&verified, client))
         .flatten();
+    let dmarc_failure = subject
+        .dmarc_failure
+        .then(|| dmarc_failure(&verified, client, &header, subject.message))
+        .flatten();
     let Verified { spf, dkim, dmarc, arc } = &verified;
     let dmarc_record = dmarc.dmarc_record().is_some();
     Ok(Authentication {
@@ -345,6 +379,7 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
         arc: ArcChain::from_output(arc),
         header,
         dmarc_report,
+        dmarc_failure,
     })
 }
 
@@ -353,16 +388,10 @@ pub async fn authenticate(dns: &Dns, subject: Subject<'_>) -> Result<Authenticat
 fn dmarc_observation(verified: &Verified<'_>, client: &Client) -> Option<DmarcObservation> {
     let dmarc = &verified.dmarc;
     let found = dmarc.dmarc_record()?;
-    let mailto: Vec<_> = found.rua.iter().filter(|uri| uri.uri.contains('@')).collect();
-    if mailto.is_empty() {
+    let (rua, rua_limits) = mailto_uris(&found.rua);
+    if rua.is_empty() {
         return None;
     }
-    let rua = mailto.iter().map(|uri| uri.uri.clone()).collect();
-    let rua_limits = mailto
-        .iter()
-        .filter(|uri| uri.max_size > 0)
-        .map(|uri| (uri.uri.clone(), uri.max_size as u64))
-        .collect();
     let domain = dmarc.domain().to_string();
     let mail_from_domain = client
         .mail_from
@@ -381,6 +410,53 @@ fn dmarc_observation(verified: &Verified<'_>, client: &Client) -> Option<DmarcOb
         rua,
         rua_limits,
         record,
+    })
+}
+
+/// The `mailto:` addresses of a record's `rua` or `ruf` (without the
+/// scheme), and the size limits of those that set one.
+fn mailto_uris(uris: &[mail_auth::dmarc::URI]) -> (Vec<String>, BTreeMap<String, u64>) {
+    let mailto: Vec<_> = uris.iter().filter(|uri| uri.uri.contains('@')).collect();
+    let addresses = mailto.iter().map(|uri| uri.uri.clone()).collect();
+    let limits = mailto
+        .iter()
+        .filter(|uri| uri.max_size > 0)
+        .map(|uri| (uri.uri.clone(), uri.max_size as u64))
+        .collect();
+    (addresses, limits)
+}
+
+/// The failure report `verified` calls for, when the message failed DMARC
+/// in a way the record's `fo` asks to hear of and `ruf` names addresses.
+fn dmarc_failure(verified: &Verified<'_>, client: &Client, results: &str, message: &[u8]) -> Option<DmarcFailure> {
+    let dmarc = &verified.dmarc;
+    dmarc.failure_report()?;
+    let alignment = match (
+        dmarc.dkim_result() == &DmarcResult::Pass,
+        dmarc.spf_result() == &DmarcResult::Pass,
+    ) {
+        (true, true) => IdentityAlignment::DkimSpf,
+        (true, false) => IdentityAlignment::Dkim,
+        (false, true) => IdentityAlignment::Spf,
+        (false, false) => IdentityAlignment::None,
+    };
+    let (ruf, ruf_limits) = mailto_uris(&dmarc.dmarc_record()?.ruf);
+    if ruf.is_empty() {
+        return None;
+    }
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |at| at + 2);
+    Some(DmarcFailure {
+        domain: dmarc.domain().to_string(),
+        ruf,
+        ruf_limits,
+        client_ip: client.client_ip,
+        mail_from: client.mail_from.clone(),
+        alignment,
+        results: results.to_string(),
+        header: String::from_utf8_lossy(&message[..end]).into_owned(),
     })
 }
 

@@ -5,6 +5,7 @@
 mod client;
 mod daily;
 mod dane;
+mod dmarc_failure;
 mod dmarc_report;
 mod https;
 mod mta_sts;
@@ -15,6 +16,7 @@ mod tls_report;
 
 pub use client::{BindAddresses, ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, probe, send};
 pub use daily::Submitter;
+pub use dmarc_failure::DmarcFailureReports;
 pub use dmarc_report::DmarcReports;
 pub use notice::Report;
 pub use outbound::{NextHop, Outbound, OutboundSettings};

@@ -744,13 +744,15 @@ impl StoreState {
         let dns = self.host.services.backends.dns.clone();
         // Mail received from others is reported: a relaying client's is our own.
         let reports = self.host.services.backends.dmarc_reports.clone().filter(|_| !relaying);
-        let dmarc_report = reports.is_some();
+        let failures = self.host.services.backends.dmarc_failures.clone().filter(|_| !relaying);
+        let (dmarc_report, dmarc_failure) = (reports.is_some(), failures.is_some());
         let verified = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
             let subject = Subject {
                 message: &message,
                 client,
                 dmarc_report,
+                dmarc_failure,
             };
             authenticate(&dns, subject).await.map_err(Error::from)
         })
@@ -758,6 +760,11 @@ impl StoreState {
         let verified = Arc::new(verified);
         if let (Some(reports), Some(seen)) = (reports, &verified.dmarc_report) {
             reports.record(seen, crate::queue::now_ms());
+        }
+        if let (Some(failures), Some(failure)) = (failures, &verified.dmarc_failure)
+            && let Err(refused) = failures.push(failure.clone(), crate::queue::now_ms())
+        {
+            tracing::info!(domain = %failure.domain, ?refused, "DMARC failure not reported");
         }
         if let Some(conn) = &self.host.conn
             && let Some(tx) = conn.lock().transaction.as_mut().filter(|tx| tx.id == transaction)
@@ -873,6 +880,7 @@ impl dkim::Host for StoreState {
                     message: &message,
                     client,
                     dmarc_report: false,
+                    dmarc_failure: false,
                 },
                 key,
             )

@@ -12,7 +12,7 @@ use crate::capabilities::{
     Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, Milter, NoteStore,
     SpamScanner, Srs,
 };
-use crate::delivery::{ClientSettings, DmarcReports};
+use crate::delivery::{ClientSettings, DmarcFailureReports, DmarcReports};
 use crate::session::SharedConnection;
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -89,6 +89,9 @@ pub struct Backends {
     /// Where the `authentication` grant's DMARC results are counted for
     /// aggregate reports, when they are sent.
     pub dmarc_reports: Option<Arc<DmarcReports>>,
+    /// Where the `authentication` grant's DMARC failures wait to be
+    /// reported, when they are.
+    pub dmarc_failures: Option<Arc<DmarcFailureReports>>,
     /// Mail filters by name (`milter:NAME` grants).
     pub milter: HashMap<String, Arc<Milter>>,
 }

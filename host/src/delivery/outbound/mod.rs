@@ -7,6 +7,7 @@
 
 use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
 use super::daily::Submitter;
+use super::dmarc_failure::DmarcFailureReports;
 use super::dmarc_report::DmarcReports;
 use super::mta_sts::{Mode, MtaSts, Policy};
 use super::notice::{self, About, Action, Report, Returned, status_of};
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 use waraka_config::NextHopConfig;
 
+mod dmarc_failures;
 mod dmarc_reports;
 mod hold;
 mod reports;
@@ -85,6 +87,9 @@ pub struct OutboundSettings {
     /// The DMARC counts whose aggregate reports are sent (RFC 7489), when
     /// they are: the same the `authentication` capability counts into.
     pub dmarc_reports: Option<Arc<DmarcReports>>,
+    /// The DMARC failures to report (RFC 7489 §7.3), when they are: those
+    /// the `authentication` capability finds.
+    pub dmarc_failures: Option<Arc<DmarcFailureReports>>,
     /// The client's defaults (EHLO name, timeouts, TLS policy).
     pub client: ClientSettings,
     /// How DNS answers are turned into servers to try.
@@ -441,6 +446,10 @@ impl Outbound {
         if self.inner.tls_reports.is_some() || self.inner.settings.dmarc_reports.is_some() {
             let this = self.clone();
             tokio::spawn(async move { this.report_daily().await });
+        }
+        if let Some(failures) = self.inner.settings.dmarc_failures.clone() {
+            let this = self.clone();
+            tokio::spawn(async move { this.report_dmarc_failures(failures).await });
         }
         loop {
             let next_due = self.start_due();

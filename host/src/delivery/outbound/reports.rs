@@ -18,6 +18,8 @@ pub(super) enum ReportKind {
     Tls,
     /// DMARC aggregate reports (RFC 7489 §7.2).
     Dmarc,
+    /// DMARC failure reports (RFC 7489 §7.3), one per message.
+    DmarcFailure,
 }
 
 impl ReportKind {
@@ -26,6 +28,7 @@ impl ReportKind {
         match self {
             ReportKind::Tls => "TLS",
             ReportKind::Dmarc => "DMARC",
+            ReportKind::DmarcFailure => "DMARC failure",
         }
     }
 
@@ -34,6 +37,7 @@ impl ReportKind {
         match self {
             ReportKind::Tls => "tls",
             ReportKind::Dmarc => "dmarc",
+            ReportKind::DmarcFailure => "dmarc-failure",
         }
     }
 
@@ -93,6 +97,10 @@ impl Outbound {
             ReportKind::Tls => (settings.tls_reports.as_ref(), TlsRequest::PolicyWaived),
             ReportKind::Dmarc => (
                 settings.dmarc_reports.as_ref().map(|r| r.submitter()),
+                TlsRequest::Unstated,
+            ),
+            ReportKind::DmarcFailure => (
+                settings.dmarc_failures.as_ref().map(|r| r.submitter()),
                 TlsRequest::Unstated,
             ),
         };
