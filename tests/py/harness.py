@@ -836,6 +836,14 @@ def clamav_milter(clamd_port, settings=""):
     return Service("clamav-milter", args)
 
 
+def scripted_milter():
+    """`scripted_milter.py` (libmilter, through Debian's python3-milter) on
+    a free loopback port: it refuses some senders, recipients and clients,
+    and marks what it accepts."""
+    script = pathlib.Path(__file__).with_name("scripted_milter.py")
+    return Service("scripted milter", lambda port, tmp: ["/usr/bin/python3", str(script), str(port)])
+
+
 def rspamd(milter=False):
     """rspamd with the Debian package's rules, its normal worker alone on a
     free port, its state in a temporary directory, DNS pointed at a closed

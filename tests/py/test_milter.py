@@ -5,11 +5,12 @@ verifies, an Authentication-Results field, a refusal, a quarantine or a
 discard; a milter that cannot be reached defers the message."""
 
 import email
+import smtplib
 import unittest
 
 import dkim
 
-from harness import Waraka, clamav_milter, clamd, free_port, opendkim, prometheus, rspamd
+from harness import Waraka, clamav_milter, clamd, free_port, opendkim, prometheus, rspamd, scripted_milter
 from test_clamd import MARKER, SIGNATURE
 from test_rspamd import message as rspamd_message
 from test_dkim_sign import openssl_rsa_key
@@ -158,13 +159,19 @@ class MilterTest(unittest.TestCase):
     def test_an_unreachable_milter_defers_or_is_passed_over(self):
         server = instance({"gone": f"127.0.0.1:{free_port()}"})
         try:
-            code, text, stored = server.deliver(message("later"))
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.example", timeout=30) as s:
+                s.ehlo()
+                deferred = s.mail("a@sender.test")
             server.wait_for_log(r"milter gone failed: .*Backend")
+            server.set_settings("milter.ini", live="false")
+            code, text, stored = server.deliver(message("later"))
             server.set_settings("milter.ini", on_error="continue")
             passed = server.deliver(message("anyway"))
         finally:
             server.stop()
-        self.assertEqual((code, text, stored), (451, "4.7.1 Message filter unavailable, try again later", []))
+        self.assertEqual(deferred, (451, b"4.7.1 Message filter unavailable, try again later"), "live: at MAIL")
+        self.assertEqual((code, text, stored), (451, "4.7.1 Message filter unavailable, try again later", []),
+                         "after DATA")
         self.assertEqual(passed[0], 250)
         self.assertEqual(len(passed[2]), 1)
 
@@ -206,6 +213,84 @@ class RspamdMilterTest(unittest.TestCase):
         code, _, stored = self.server.deliver(rspamd_message("fine", "A"))
         self.assertEqual(code, 250)
         self.assertEqual(len(stored), 1)
+
+
+class LiveMilterTest(unittest.TestCase):
+    """A conversation that lasts the client's connection, as Postfix's
+    smtpd_milters: a libmilter milter answers the sender at MAIL and each
+    recipient at RCPT."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.milter = scripted_milter()
+        try:
+            cls.server = instance({"scripted": f"127.0.0.1:{cls.milter.port}"})
+        except BaseException:
+            cls.milter.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.milter.stop()
+
+    def client(self, helo="client.example"):
+        client = smtplib.SMTP("127.0.0.1", self.server.port, local_hostname=helo, timeout=30)
+        self.addCleanup(client.close)
+        client.ehlo()
+        return client
+
+    def stored(self, subject):
+        return [email.message_from_bytes(p.read_bytes()) for p in self.server.maildir()
+                if f"Subject: {subject}\r\n".encode() in p.read_bytes()]
+
+    def test_one_recipient_is_refused_at_rcpt_and_the_others_go_on(self):
+        s = self.client()
+        self.assertEqual(s.mail("a@sender.test")[0], 250)
+        self.assertEqual(s.rcpt("ok@example.com")[0], 250)
+        self.assertEqual(s.rcpt("blocked@example.com"), (550, b"5.7.1 Recipient blocked by the test milter"))
+        self.assertEqual(s.rcpt("two@example.com")[0], 250)
+        self.assertEqual(s.data(message("some refused"))[0], 250)
+        stored = self.stored("some refused")
+        self.assertEqual(len(stored), 2, "a copy for each recipient left")
+        self.assertEqual(stored[0]["X-Scripted-Milter"], "seen ok@example.com,two@example.com")
+
+    def test_a_sender_is_deferred_at_mail_and_the_next_one_goes_on(self):
+        s = self.client()
+        self.assertEqual(s.mail("later@sender.test"), (451, b"4.7.1 Sender deferred by the test milter"))
+        self.assertEqual(s.mail("a@sender.test")[0], 250)
+        self.assertEqual(s.rcpt("rcpt@example.com")[0], 250)
+        self.assertEqual(s.data(message("after a deferral"))[0], 250)
+        self.assertEqual(len(self.stored("after a deferral")), 1)
+
+    def test_a_transaction_given_up_is_aborted_before_the_next(self):
+        s = self.client()
+        s.mail("a@sender.test")
+        s.rcpt("first@example.com")
+        self.assertEqual(s.rset()[0], 250)
+        s.mail("a@sender.test")
+        s.rcpt("second@example.com")
+        self.assertEqual(s.data(message("second try"))[0], 250)
+        s.mail("a@sender.test")
+        s.rcpt("third@example.com")
+        self.assertEqual(s.data(message("third try"))[0], 250, "after the end of a message, no abort is needed")
+        self.assertEqual(self.stored("second try")[0]["X-Scripted-Milter"], "seen second@example.com")
+        self.assertEqual(self.stored("third try")[0]["X-Scripted-Milter"], "seen third@example.com")
+
+    def test_a_client_the_milter_refused_gets_each_sender_refused(self):
+        s = self.client(helo="refused.example")
+        for _ in range(2):
+            self.assertEqual(s.mail("a@sender.test"), (554, b"5.7.1 Client refused by the test milter"))
+
+    def test_without_live_a_refused_recipient_refuses_the_message_after_data(self):
+        self.server.set_settings("milter.ini", live="false")
+        try:
+            s = self.client()
+            s.mail("a@sender.test")
+            self.assertEqual(s.rcpt("blocked@example.com")[0], 250, "the milter is not asked yet")
+            self.assertEqual(s.data(message("refused late")), (550, b"5.7.1 Recipient blocked by the test milter"))
+        finally:
+            self.server.set_settings("milter.ini", live="true")
 
 
 if __name__ == "__main__":

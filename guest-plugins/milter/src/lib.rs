@@ -1,15 +1,18 @@
-//! `milter`: shows each message, after DATA, to the mail filters (milters)
+//! `milter`: shows each transaction to the mail filters (milters)
 //! `config/milter.ini` names, in order, as Postfix's `smtpd_milters` do:
-//! OpenDKIM, clamav-milter, rspamd's proxy, MIMEDefang and the like keep
-//! working when Waraka takes Postfix's place. The host speaks the milter
-//! protocol (the `milter:NAME` capability); this plugin applies what each
-//! milter asks for: header fields added, changed or removed, recipients
-//! added, the message quarantined (the `quarantine` note, which
-//! `queue/quarantine` keeps), discarded (its `queue` hook accepts it and
-//! queues it nowhere) or refused with the milter's reply.
+//! OpenDKIM, clamav-milter, rspamd's proxy, milter-greylist, MIMEDefang
+//! and the like keep working when Waraka takes Postfix's place. The host
+//! speaks the milter protocol (the `milter:NAME` capability). With `live`
+//! (the default) each milter sees the sender at MAIL and each recipient
+//! the recipient checks accepted (`rcpt-ok`), and may refuse them then;
+//! after DATA it sees the message. This
+//! plugin applies what each milter asks for: header fields added, changed
+//! or removed, recipients added, the message quarantined (the `quarantine`
+//! note, which `queue/quarantine` keeps), discarded (its `queue` hook
+//! accepts it and queues it nowhere) or refused with the milter's reply.
 
 use waraka_plugin::milter::{self, Change, Decision, HeaderField, MilterReply};
-use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, envelope, message, notes};
+use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Settings, Verdict, envelope, message, notes};
 
 const SETTINGS: &str = "milter.ini";
 /// The transaction note that marks a message a milter discarded (its
@@ -77,10 +80,56 @@ fn apply(name: &str, change: &Change) {
     }
 }
 
+/// The verdict for a milter that could not be asked, as `on_error` says:
+/// `None` to pass it over.
+fn unavailable(settings: &Settings, name: &str, e: &Error) -> Option<Verdict> {
+    waraka_plugin::error!("milter {name} failed: {e:?}");
+    (settings.get("on_error").as_deref() != Some("continue"))
+        .then(|| Verdict::denysoft_code(451, "4.7.1", "Message filter unavailable, try again later"))
+}
+
+/// Asks each milter about one step of a live conversation (`ask`): the
+/// first refusal is the verdict; `accept` and `discard` stand for the
+/// whole message, and are applied after DATA.
+fn live_step(step: &str, ask: impl Fn(&str) -> Result<Option<Decision>, Error>) -> Verdict {
+    let settings = Settings::load(SETTINGS);
+    if !settings.bool("live", true) || settings.skips_relaying(false) {
+        return Verdict::Cont;
+    }
+    for name in settings.list("milters") {
+        match ask(&name) {
+            Ok(Some(Decision::Reject(reply))) => {
+                waraka_plugin::info!("milter {name}: {step} rejected: {} {}", reply.code, reply.text);
+                return refusal(&reply, true);
+            }
+            Ok(Some(Decision::Tempfail(reply))) => {
+                waraka_plugin::info!("milter {name}: {step} deferred: {} {}", reply.code, reply.text);
+                return refusal(&reply, false);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(verdict) = unavailable(&settings, &name, &e) {
+                    return verdict;
+                }
+            }
+        }
+    }
+    Verdict::Cont
+}
+
 impl Plugin for Milter {
     const NAME: &'static str = "milter";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const HOOKS: &'static [Hook] = &[Hook::DataPost, Hook::Queue];
+    const HOOKS: &'static [Hook] = &[Hook::Mail, Hook::RcptOk, Hook::DataPost, Hook::Queue];
+
+    fn mail(_sender: Address) -> Verdict {
+        live_step("sender", milter::sender)
+    }
+
+    fn rcpt_ok(recipient: Address) -> Verdict {
+        let recipient = recipient.quoted_addr_spec();
+        live_step("recipient", |name| milter::recipient(name, &recipient))
+    }
 
     fn data_post() -> Verdict {
         let settings = Settings::load(SETTINGS);
@@ -90,13 +139,10 @@ impl Plugin for Milter {
         for name in settings.list("milters") {
             let outcome = match milter::check(&name) {
                 Ok(outcome) => outcome,
-                Err(e) => {
-                    waraka_plugin::error!("milter {name} failed: {e:?}");
-                    if settings.get("on_error").as_deref() == Some("continue") {
-                        continue;
-                    }
-                    return Verdict::denysoft_code(451, "4.7.1", "Message filter unavailable, try again later");
-                }
+                Err(e) => match unavailable(&settings, &name, &e) {
+                    Some(verdict) => return verdict,
+                    None => continue,
+                },
             };
             for change in &outcome.changes {
                 apply(&name, change);

@@ -7,7 +7,7 @@
 //! caller's business. A milter that cannot be reached or breaks the
 //! protocol is an error, never an acceptance.
 
-use super::{CapabilityError, connect};
+use super::{CapabilityError, ServiceStream, connect};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -161,22 +161,159 @@ impl Milter {
         Milter { address }
     }
 
+    /// Opens a conversation about the client of `envelope`: connects,
+    /// negotiates, and shows the milter the client and its HELO.
+    pub async fn open(&self, envelope: &Envelope) -> Result<Conversation, CapabilityError> {
+        let failed = |e: String| CapabilityError::Backend(format!("milter {}: {e}", self.address));
+        let stream = connect(&self.address).await.map_err(|e| failed(e.to_string()))?;
+        let mut session = Session::negotiate(stream).await.map_err(failed)?;
+        let connection = session.open(envelope).await.map_err(failed)?;
+        Ok(Conversation {
+            address: self.address.clone(),
+            session,
+            connection,
+            tx: None,
+        })
+    }
+
     /// Shows the milter the transaction and its `message` (as it will be
-    /// queued), and returns its answer. `backend` when the milter cannot
-    /// be reached, closes the connection or breaks the protocol.
+    /// queued) on a connection of its own, and returns its answer.
+    /// `backend` when the milter cannot be reached, closes the connection
+    /// or breaks the protocol.
     pub async fn check(&self, envelope: &Envelope, message: &[u8]) -> Result<Outcome, CapabilityError> {
-        let stream = connect(&self.address)
-            .await
-            .map_err(|e| CapabilityError::Backend(format!("milter {}: {e}", self.address)))?;
-        let mut session = Session::negotiate(stream)
-            .await
-            .map_err(|e| CapabilityError::Backend(format!("milter {}: {e}", self.address)))?;
-        let outcome = session
-            .run(envelope, message)
-            .await
-            .map_err(|e| CapabilityError::Backend(format!("milter {}: {e}", self.address)))?;
-        session.quit().await;
+        let mut conversation = self.open(envelope).await?;
+        let outcome = conversation.finish(envelope, message).await?;
+        conversation.quit().await;
         Ok(outcome)
+    }
+}
+
+/// A conversation with a milter that lasts as long as a client's
+/// connection, as Postfix's `smtpd_milters` keep one: the milter sees each
+/// sender and recipient when the client names it, and answers then.
+/// Whatever it was not shown yet (a conversation opened late, or again
+/// after a failure) is shown first, in order.
+pub struct Conversation {
+    address: String,
+    session: Session<Box<dyn ServiceStream>>,
+    /// What the milter decided for the whole connection (at the client or
+    /// its HELO), if it did.
+    connection: Option<Decision>,
+    /// The transaction it is in, if any.
+    tx: Option<InTransaction>,
+}
+
+/// What a conversation showed of one transaction.
+struct InTransaction {
+    /// The transaction's id.
+    id: String,
+    /// The recipients shown.
+    recipients: Vec<String>,
+    /// What the milter decided for the whole transaction, if it did.
+    decided: Option<Decision>,
+    /// Whether the milter saw the message's end.
+    ended: bool,
+}
+
+impl Conversation {
+    /// A protocol failure as the capability's error.
+    fn failed(&self, e: Failure) -> CapabilityError {
+        CapabilityError::Backend(format!("milter {}: {e}", self.address))
+    }
+
+    /// Shows the milter the transaction of `envelope`: ends the one it was
+    /// in, then shows the sender and the recipients it has not seen, but
+    /// `except`. The decision that stands for the connection or the
+    /// transaction, if there is one.
+    async fn catch_up(&mut self, envelope: &Envelope, except: Option<&str>) -> Result<Option<Decision>, Failure> {
+        if let Some(decision) = &self.connection {
+            return Ok(Some(decision.clone()));
+        }
+        if let Some(tx) = self.tx.take_if(|tx| tx.id != envelope.queue_id)
+            && !tx.ended
+        {
+            self.session.abort().await?;
+        }
+        let tx = match &mut self.tx {
+            Some(tx) => tx,
+            None => {
+                let decided = self.session.mail(envelope).await?;
+                self.tx.insert(InTransaction {
+                    id: envelope.queue_id.clone(),
+                    recipients: Vec::new(),
+                    decided,
+                    ended: false,
+                })
+            }
+        };
+        for recipient in &envelope.recipients {
+            if tx.decided.is_some() || tx.recipients.contains(&recipient.0) || except == Some(recipient.0.as_str()) {
+                continue;
+            }
+            tx.recipients.push(recipient.0.clone());
+            // A recipient shown after its RCPT was accepted already: the
+            // milter's refusal of it stands for the whole message.
+            tx.decided = self.session.rcpt(recipient).await?;
+        }
+        Ok(tx.decided.clone())
+    }
+
+    /// The sender of `envelope`'s transaction: `None` to go on. A refusal
+    /// refuses the sender (every sender, when the milter refused the
+    /// client); `accept` and `discard` hold for the whole message.
+    pub async fn sender(&mut self, envelope: &Envelope) -> Result<Option<Decision>, CapabilityError> {
+        self.catch_up(envelope, None).await.map_err(|e| self.failed(e))
+    }
+
+    /// `candidate`, one of `envelope`'s recipients, just accepted: `None`
+    /// to go on. A refusal refuses this recipient only.
+    pub async fn recipient(
+        &mut self,
+        envelope: &Envelope,
+        candidate: &(String, Vec<String>),
+    ) -> Result<Option<Decision>, CapabilityError> {
+        let step = async {
+            if let Some(decision) = self.catch_up(envelope, Some(&candidate.0)).await? {
+                return Ok(Some(decision));
+            }
+            let tx = self.tx.as_mut().expect("catching up opened the transaction");
+            tx.recipients.push(candidate.0.clone());
+            let answer = self.session.rcpt(candidate).await?;
+            if let Some(decision @ (Decision::Accept | Decision::Discard)) = &answer {
+                tx.decided = Some(decision.clone());
+            }
+            Ok(answer)
+        };
+        step.await.map_err(|e| self.failed(e))
+    }
+
+    /// The message's end: shows the milter what it has not seen of the
+    /// transaction, then the message (as it will be queued), and returns
+    /// its decision and changes.
+    pub async fn finish(&mut self, envelope: &Envelope, message: &[u8]) -> Result<Outcome, CapabilityError> {
+        let step = async {
+            let no_changes = |decision| Outcome {
+                decision,
+                changes: Vec::new(),
+            };
+            if let Some(decision) = self.catch_up(envelope, None).await? {
+                return Ok(no_changes(decision));
+            }
+            let outcome = match self.session.message(message).await? {
+                Some(decision) => no_changes(decision),
+                None => self.session.end(envelope).await?,
+            };
+            if let Some(tx) = &mut self.tx {
+                tx.ended = true;
+            }
+            Ok(outcome)
+        };
+        step.await.map_err(|e| self.failed(e))
+    }
+
+    /// Ends the conversation politely; a failure here changes nothing.
+    pub async fn quit(mut self) {
+        self.session.quit().await;
     }
 }
 
@@ -244,20 +381,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.protocol & flag != 0
     }
 
-    /// The whole conversation of one transaction.
-    async fn run(&mut self, envelope: &Envelope, message: &[u8]) -> Result<Outcome, Failure> {
-        match self.before_end(envelope, message).await? {
-            Some(decision) => Ok(Outcome {
-                decision,
-                changes: Vec::new(),
-            }),
-            None => self.end(envelope).await,
-        }
-    }
-
-    /// Every step up to the message's end; the decision when a step ended
-    /// the conversation.
-    async fn before_end(&mut self, envelope: &Envelope, message: &[u8]) -> Result<Option<Decision>, Failure> {
+    /// The connection's steps: the client, then its HELO.
+    async fn open(&mut self, envelope: &Envelope) -> Result<Option<Decision>, Failure> {
         let client = envelope.client;
         let client_name = format!("[{}]", client.ip());
         let macros = [
@@ -277,32 +402,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(decision) = self.step(b'C', &connect, NO_CONNECT, NO_REPLY_CONNECT).await? {
             return Ok(Some(decision));
         }
-        if let Some(helo) = &envelope.helo
-            && let Some(decision) = self.step(b'H', &nul_terminated(helo), NO_HELO, NO_REPLY_HELO).await?
-        {
-            return Ok(Some(decision));
+        match &envelope.helo {
+            Some(helo) => self.step(b'H', &nul_terminated(helo), NO_HELO, NO_REPLY_HELO).await,
+            None => Ok(None),
         }
-        let mut mail_macros = vec![
+    }
+
+    /// The sender step.
+    async fn mail(&mut self, envelope: &Envelope) -> Result<Option<Decision>, Failure> {
+        let mut macros = vec![
             ("i", envelope.queue_id.clone()),
             ("{mail_addr}", envelope.sender.0.clone()),
         ];
         if let Some(user) = &envelope.user {
-            mail_macros.push(("{auth_authen}", user.clone()));
+            macros.push(("{auth_authen}", user.clone()));
         }
-        self.send_macros(b'M', NO_MAIL, &mail_macros).await?;
-        if let Some(decision) = self
-            .step(b'M', &path_args(&envelope.sender), NO_MAIL, NO_REPLY_MAIL)
-            .await?
-        {
-            return Ok(Some(decision));
-        }
-        for recipient in &envelope.recipients {
-            self.send_macros(b'R', NO_RCPT, &[("{rcpt_addr}", recipient.0.clone())])
-                .await?;
-            if let Some(decision) = self.step(b'R', &path_args(recipient), NO_RCPT, NO_REPLY_RCPT).await? {
-                return Ok(Some(decision));
-            }
-        }
+        self.send_macros(b'M', NO_MAIL, &macros).await?;
+        self.step(b'M', &path_args(&envelope.sender), NO_MAIL, NO_REPLY_MAIL)
+            .await
+    }
+
+    /// One recipient's step.
+    async fn rcpt(&mut self, recipient: &(String, Vec<String>)) -> Result<Option<Decision>, Failure> {
+        self.send_macros(b'R', NO_RCPT, &[("{rcpt_addr}", recipient.0.clone())])
+            .await?;
+        self.step(b'R', &path_args(recipient), NO_RCPT, NO_REPLY_RCPT).await
+    }
+
+    /// The message's steps: DATA, the header fields, the body.
+    async fn message(&mut self, message: &[u8]) -> Result<Option<Decision>, Failure> {
         if let Some(decision) = self.step(b'T', &[], NO_DATA, NO_REPLY_DATA).await? {
             return Ok(Some(decision));
         }
@@ -353,6 +481,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Answer::Skip => return Err("answered the message's end with SMFIR_SKIP".into()),
             }
         }
+    }
+
+    /// Ends the transaction the milter is in before its message's end
+    /// (`SMFIC_ABORT`), so that the next sender starts a new one.
+    async fn abort(&mut self) -> Result<(), Failure> {
+        write_frame(&mut self.stream, b'A', &[]).await
     }
 
     /// Sends one step unless the milter asked not to see it (`skip`), and
@@ -699,6 +833,32 @@ mod tests {
         }
     }
 
+    /// A conversation with the scripted milter at the other end of `mta`.
+    async fn conversation(mta: tokio::io::DuplexStream, envelope: &Envelope) -> Conversation {
+        let mut session = Session::negotiate(Box::new(mta) as Box<dyn ServiceStream>)
+            .await
+            .unwrap();
+        let connection = session.open(envelope).await.unwrap();
+        Conversation {
+            address: "scripted".into(),
+            session,
+            connection,
+            tx: None,
+        }
+    }
+
+    /// Every frame the scripted milter was sent, once the conversation is over.
+    async fn sent(conversation: Conversation, mut milter: tokio::io::DuplexStream) -> Vec<(u8, Vec<u8>)> {
+        conversation.quit().await;
+        let mut written = Vec::new();
+        milter.read_to_end(&mut written).await.unwrap();
+        frames(&written)
+    }
+
+    fn codes(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        frames.iter().map(|(code, _)| *code).collect()
+    }
+
     #[tokio::test]
     async fn the_milters_choices_of_steps_and_answers_are_followed() {
         // It skips HELO and the recipients, answers no header, and
@@ -712,8 +872,11 @@ mod tests {
         script.extend(frame(b'c', b""));
         let (mta, mut milter) = tokio::io::duplex(1 << 20);
         milter.write_all(&script).await.unwrap();
-        let mut session = Session::negotiate(mta).await.unwrap();
-        let outcome = session.run(&envelope(), b"Subject: s\r\n\r\nbody\r\n").await.unwrap();
+        let mut conversation = conversation(mta, &envelope()).await;
+        let outcome = conversation
+            .finish(&envelope(), b"Subject: s\r\n\r\nbody\r\n")
+            .await
+            .unwrap();
         assert_eq!(outcome.decision, Decision::Accept);
         assert_eq!(
             outcome.changes,
@@ -723,13 +886,12 @@ mod tests {
                 value: "yes".into(),
             })]
         );
-        session.quit().await;
-        drop(session);
-        let mut written = Vec::new();
-        milter.read_to_end(&mut written).await.unwrap();
-        let sent = frames(&written);
-        let codes: Vec<u8> = sent.iter().map(|(code, _)| *code).collect();
-        assert_eq!(codes, b"ODCDMTLNBDEQ", "no HELO, no RCPT, one of each other step");
+        let sent = sent(conversation, milter).await;
+        assert_eq!(
+            codes(&sent),
+            b"ODCDMTLNBDEQ",
+            "no HELO, no RCPT, one of each other step"
+        );
         assert_eq!(sent[2].1, b"[192.0.2.7]\x004\x10\xe1192.0.2.7\0");
         assert_eq!(sent[4].1, b"<a@x.test>\0SIZE=42\0");
         assert_eq!(sent[6].1, b"Subject\0s\0");
@@ -737,42 +899,83 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refusal_ends_the_conversation_and_an_undeclared_change_is_an_error() {
-        let mut script = negotiation(0x01, 0);
-        script.extend(frame(b'c', b""));
-        script.extend(frame(b'c', b""));
-        script.extend(frame(b'c', b""));
-        script.extend(frame(b'y', b"452 4.2.2 Mailbox full\0"));
-        let (mta, mut milter) = tokio::io::duplex(1 << 20);
-        milter.write_all(&script).await.unwrap();
-        let outcome = Session::negotiate(mta)
-            .await
-            .unwrap()
-            .run(&envelope(), b"\r\n")
-            .await
-            .unwrap();
+    async fn a_live_conversation_answers_each_step_and_aborts_a_transaction_left_unfinished() {
+        let mut script = negotiation(0x01, NO_DATA | NO_HEADERS | NO_END_OF_HEADERS | NO_BODY);
+        // The client, HELO, sender, two recipients; the second
+        // transaction's sender, its recipient and end.
+        let answers = [
+            &b"c"[..],
+            b"c",
+            b"c",
+            b"y452 4.2.2 Mailbox full\0",
+            b"c",
+            b"c",
+            b"c",
+            b"c",
+        ];
+        for answer in answers {
+            script.extend(frame(answer[0], &answer[1..]));
+        }
+        let (mta, milter) = tokio::io::duplex(1 << 20);
+        let (mut milter_reads, mut milter_writes) = tokio::io::split(milter);
+        milter_writes.write_all(&script).await.unwrap();
+        let mut first = envelope();
+        first.recipients.clear();
+        let mut conversation = conversation(mta, &first).await;
+        assert_eq!(conversation.sender(&first).await.unwrap(), None);
+        first.recipients.push(("full@y.test".into(), vec![]));
         assert_eq!(
-            outcome.decision,
-            Decision::Tempfail(MilterReply {
+            conversation
+                .recipient(&first, &first.recipients[0].clone())
+                .await
+                .unwrap(),
+            Some(Decision::Tempfail(MilterReply {
                 code: 452,
                 enhanced: Some("4.2.2".into()),
                 text: "Mailbox full".into(),
-            }),
-            "the first recipient's refusal"
+            })),
+            "this recipient only"
         );
+        first.recipients.push(("b@y.test".into(), vec![]));
+        first.recipients.remove(0);
+        assert_eq!(
+            conversation
+                .recipient(&first, &first.recipients[0].clone())
+                .await
+                .unwrap(),
+            None
+        );
+        // The client gave up after RCPT and started again: the first
+        // transaction is aborted, the second one starts with its sender.
+        let second = Envelope {
+            queue_id: "Q2".into(),
+            ..first.clone()
+        };
+        let outcome = conversation.finish(&second, b"\r\n").await.unwrap();
+        assert_eq!(outcome.decision, Decision::Accept);
+        conversation.quit().await;
+        let mut written = Vec::new();
+        milter_reads.read_to_end(&mut written).await.unwrap();
+        let sent = frames(&written);
+        assert_eq!(codes(&sent), b"ODCHDMDRDRADMDRDEQ");
+    }
 
+    #[tokio::test]
+    async fn a_change_it_did_not_declare_is_an_error() {
         let everything = NO_CONNECT | NO_HELO | NO_MAIL | NO_RCPT | NO_DATA | NO_HEADERS | NO_END_OF_HEADERS | NO_BODY;
         let mut script = negotiation(0x01, everything);
         script.extend(frame(b'+', b"<x@y.test>\0"));
         let (mta, mut milter) = tokio::io::duplex(1 << 20);
         milter.write_all(&script).await.unwrap();
-        let error = Session::negotiate(mta)
+        let error = conversation(mta, &envelope())
             .await
-            .unwrap()
-            .run(&envelope(), b"\r\n")
+            .finish(&envelope(), b"\r\n")
             .await
             .unwrap_err();
-        assert!(error.contains("add a recipient without saying so"), "{error}");
+        assert!(
+            error.to_string().contains("add a recipient without saying so"),
+            "{error}"
+        );
     }
 
     #[test]

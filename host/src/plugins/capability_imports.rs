@@ -7,15 +7,13 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, milter, mime, outbound_queue, sasl,
-    spamfilter, sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, outbound_queue, sasl, spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
 use crate::capabilities::authentication::{
     ArcChain, Client, DmarcPolicy, Outcome, SpfIdentity, Subject, check_spf, seal_arc,
 };
-use crate::capabilities::milter::{Change, Decision, HeaderField, MilterReply};
 use crate::capabilities::spamfilter::Envelope;
 use crate::capabilities::{
     Authentication, BlobSource, BlobStore, CapabilityError, Database, GroupSync, KvStore, RelativePath, SqlRows,
@@ -82,7 +80,7 @@ impl StoreState {
     }
 
     /// The backend `name` of capability `kind` (`kv:NAME`, …), when granted.
-    fn backend<T>(
+    pub(super) fn backend<T>(
         &self,
         kind: &str,
         name: &str,
@@ -117,7 +115,7 @@ impl StoreState {
     /// A reader of the current message and what `facts` takes from its
     /// connection and transaction under the same lock, for `call`; `invalid`
     /// before there is a message.
-    fn message_and<T>(
+    pub(super) fn message_and<T>(
         &self,
         call: &str,
         facts: impl FnOnce(&Connection, &Transaction) -> T,
@@ -139,7 +137,10 @@ impl StoreState {
 }
 
 /// Runs a backend call, stopping it at the plugin's deadline.
-async fn bounded<T, E: Into<Error>>(deadline: Instant, call: impl Future<Output = Result<T, E>>) -> Result<T, Error> {
+pub(super) async fn bounded<T, E: Into<Error>>(
+    deadline: Instant,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, Error> {
     match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), call).await {
         Ok(result) => result.map_err(Into::into),
         Err(_) => Err(Error::Timeout),
@@ -148,7 +149,7 @@ async fn bounded<T, E: Into<Error>>(deadline: Instant, call: impl Future<Output 
 
 /// The whole message, read from the spool off the async threads; the bytes
 /// stay in host memory.
-async fn read_whole(reader: MessageReader) -> Result<Vec<u8>, Error> {
+pub(super) async fn read_whole(reader: MessageReader) -> Result<Vec<u8>, Error> {
     read_then(reader, |bytes| bytes).await
 }
 
@@ -1068,87 +1069,5 @@ impl sasl::Host for StoreState {
             }
         };
         bounded(self.deadline, authority.check(&user, &password, client)).await
-    }
-}
-
-/// An address with its ESMTP parameters as a milter reads them
-/// (`local@domain`, `KEY=VALUE`…).
-fn path_and_params(address: &crate::protocol::Address) -> (String, Vec<String>) {
-    let params = address
-        .params
-        .iter()
-        .map(|p| match &p.value {
-            Some(value) => format!("{}={value}", p.key),
-            None => p.key.clone(),
-        })
-        .collect();
-    (address.addr_spec(), params)
-}
-
-impl From<MilterReply> for milter::MilterReply {
-    fn from(reply: MilterReply) -> Self {
-        milter::MilterReply {
-            code: reply.code,
-            enhanced: reply.enhanced,
-            text: reply.text,
-        }
-    }
-}
-
-impl From<Change> for milter::Change {
-    fn from(change: Change) -> Self {
-        let field = |f: HeaderField| milter::HeaderField {
-            index: f.index,
-            name: f.name,
-            value: f.value,
-        };
-        match change {
-            Change::AddHeader(f) => milter::Change::AddHeader(field(f)),
-            Change::InsertHeader(f) => milter::Change::InsertHeader(field(f)),
-            Change::ChangeHeader(f) => milter::Change::ChangeHeader(field(f)),
-            Change::AddRecipient(recipient) => milter::Change::AddRecipient(recipient),
-            Change::Quarantine(reason) => milter::Change::Quarantine(reason),
-        }
-    }
-}
-
-impl milter::Host for StoreState {
-    async fn check(&mut self, name: String) -> Result<milter::Outcome, Error> {
-        let filter = self.backend("milter", &name, |b| &b.milter)?;
-        let (reader, envelope) = self.message_and("check", |conn, tx| crate::capabilities::milter::Envelope {
-            hostname: conn.hostname.clone(),
-            client: conn.peer,
-            local: conn.local,
-            helo: conn.helo.clone(),
-            sender: path_and_params(&tx.sender),
-            recipients: tx.recipients.iter().map(path_and_params).collect(),
-            queue_id: tx.id.clone(),
-            user: conn.auth_user.clone(),
-        })?;
-        let outcome = bounded(self.deadline, async move {
-            let message = read_whole(reader).await?;
-            filter.check(&envelope, &message).await.map_err(Error::from)
-        })
-        .await;
-        let decision = match &outcome {
-            Ok(outcome) => match outcome.decision {
-                Decision::Accept => "accept",
-                Decision::Discard => "discard",
-                Decision::Reject(_) => "reject",
-                Decision::Tempfail(_) => "tempfail",
-            },
-            Err(_) => "error",
-        };
-        metrics::counter!(telemetry::MILTER_CHECKS, "milter" => name, "decision" => decision).increment(1);
-        let outcome = outcome?;
-        Ok(milter::Outcome {
-            decision: match outcome.decision {
-                Decision::Accept => milter::Decision::Accept,
-                Decision::Discard => milter::Decision::Discard,
-                Decision::Reject(reply) => milter::Decision::Reject(reply.into()),
-                Decision::Tempfail(reply) => milter::Decision::Tempfail(reply.into()),
-            },
-            changes: outcome.changes.into_iter().map(Into::into).collect(),
-        })
     }
 }

@@ -11,6 +11,7 @@ mod epoch;
 mod imports;
 mod limits;
 mod loader;
+mod milter_imports;
 mod outbound;
 mod registry;
 mod runtime;

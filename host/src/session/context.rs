@@ -5,6 +5,8 @@
 use super::message::Message;
 use crate::capabilities::{Authentication, NoteLimits, NoteStore};
 use crate::protocol::{Address, DsnRequests, MessageRequest, RecipientRequest, TLS_REQUIRED_HEADER, TlsRequest};
+use std::any::Any;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -138,6 +140,10 @@ pub struct Connection {
     /// The host's outbound queue, for relayed mail no plugin queued and for
     /// queue plugins that hand mail to it; `None` when delivery is off.
     pub outbound: Option<Arc<dyn super::OutboundQueue>>,
+    /// What capabilities keep for the whole connection (a milter's
+    /// conversation), by their own keys; dropped with the connection, and
+    /// when XCLIENT names another client.
+    pub capability_state: HashMap<String, Box<dyn Any + Send>>,
 }
 
 impl Connection {
@@ -162,6 +168,7 @@ impl Connection {
             note_limits,
             max_recipients: 100,
             outbound: None,
+            capability_state: HashMap::new(),
         }
     }
 }

@@ -603,6 +603,7 @@ impl<P: Policy> Session<P> {
             conn.relaying = conn.auth_user.is_some();
             conn.early_talker = false;
             conn.notes = crate::capabilities::NoteStore::new(conn.note_limits);
+            conn.capability_state.clear();
             conn.xclient_allowed = false;
             (front, conn.peer, conn.auth_user.clone())
         };

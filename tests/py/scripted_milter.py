@@ -1,0 +1,45 @@
+"""A milter for the tests, on Sendmail's libmilter through Debian's
+python3-milter (run it with /usr/bin/python3 PORT). It defers the sender
+`later@…` (451 4.7.1), refuses the recipient `blocked@…` (550 5.7.1) and a
+client that greets as `refused.example` (554 5.7.1, for the whole
+connection), and adds `X-Scripted-Milter: NAMES` to each message it
+accepts, NAMES being the recipients it was shown in that transaction."""
+
+import sys
+
+import Milter
+
+
+class Scripted(Milter.Base):
+    def __init__(self):
+        self.recipients = []
+
+    def hello(self, name):
+        if name == "refused.example":
+            self.setreply("554", "5.7.1", "Client refused by the test milter")
+            return Milter.REJECT
+        return Milter.CONTINUE
+
+    def envfrom(self, sender, *params):
+        self.recipients = []
+        if sender.strip("<>").startswith("later@"):
+            self.setreply("451", "4.7.1", "Sender deferred by the test milter")
+            return Milter.TEMPFAIL
+        return Milter.CONTINUE
+
+    def envrcpt(self, recipient, *params):
+        if recipient.strip("<>").startswith("blocked@"):
+            self.setreply("550", "5.7.1", "Recipient blocked by the test milter")
+            return Milter.REJECT
+        self.recipients.append(recipient.strip("<>"))
+        return Milter.CONTINUE
+
+    def eom(self):
+        self.addheader("X-Scripted-Milter", "seen " + ",".join(self.recipients))
+        return Milter.ACCEPT
+
+
+if __name__ == "__main__":
+    Milter.factory = Scripted
+    Milter.set_flags(Milter.ADDHDRS)
+    Milter.runmilter("scripted", f"inet:{sys.argv[1]}@127.0.0.1", timeout=30)
