@@ -10,7 +10,9 @@ import unittest
 
 import dkim
 
-from harness import Waraka, clamav_milter, clamd, free_port, opendkim, prometheus, rspamd, scripted_milter
+from harness import (
+    Waraka, clamav_milter, clamd, free_port, opendkim, prometheus, rspamd, scripted_milter, stopped_after_class,
+)
 from test_clamd import MARKER, SIGNATURE
 from test_rspamd import message as rspamd_message
 from test_dkim_sign import openssl_rsa_key
@@ -46,30 +48,20 @@ class MilterTest(unittest.TestCase):
     def setUpClass(cls):
         private, public = openssl_rsa_key()
         cls.records = {"mil2026._domainkey.sender.test": f"v=DKIM1; k=rsa; p={public}"}
-        cls.signer = opendkim("Mode s\nDomain sender.test\nSelector mil2026\nKeyFile {dir}/key.pem\n"
-                              "Canonicalization relaxed/simple\nInternalHosts 127.0.0.1\nRequireSafeKeys false\n",
-                              files={"key.pem": private})
-        cls.verifier = {action: opendkim(f"Mode v\nOn-NoSignature {action}\n" + ("AlwaysAddARHeader true\n" if action == "accept" else ""))
-                        for action in ("accept", "reject", "discard")}
-        cls.clamd = clamd([f"{SIGNATURE}:0:*:{MARKER.hex()}"])
-        cls.clamav = {action: clamav_milter(cls.clamd.port, f"OnInfected {action}\nAddHeader Replace\n")
+        cls.signer = stopped_after_class(cls, opendkim(
+            "Mode s\nDomain sender.test\nSelector mil2026\nKeyFile {dir}/key.pem\n"
+            "Canonicalization relaxed/simple\nInternalHosts 127.0.0.1\nRequireSafeKeys false\n",
+            files={"key.pem": private}))
+        cls.verifier = {
+            action: stopped_after_class(cls, opendkim(
+                f"Mode v\nOn-NoSignature {action}\n" + ("AlwaysAddARHeader true\n" if action == "accept" else "")))
+            for action in ("accept", "reject", "discard")}
+        cls.clamd = stopped_after_class(cls, clamd([f"{SIGNATURE}:0:*:{MARKER.hex()}"]))
+        cls.clamav = {action: stopped_after_class(cls, clamav_milter(cls.clamd.port,
+                                                                     f"OnInfected {action}\nAddHeader Replace\n"))
                       for action in ("Quarantine", "Reject")}
         cls.metrics_port = free_port()
-        try:
-            cls.server = instance({"dkim": f"127.0.0.1:{cls.signer.port}"}, cls.metrics_port)
-        except BaseException:
-            cls.stop_milters()
-            raise
-
-    @classmethod
-    def stop_milters(cls):
-        for milter in [cls.signer, *cls.verifier.values(), *cls.clamav.values(), cls.clamd]:
-            milter.stop()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.stop_milters()
+        cls.server = stopped_after_class(cls, instance({"dkim": f"127.0.0.1:{cls.signer.port}"}, cls.metrics_port))
 
     def dns_txt(self, name, timeout=5):
         record = self.records.get(name.decode().rstrip("."))
@@ -183,17 +175,8 @@ class RspamdMilterTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.rspamd = rspamd(milter=True)
-        try:
-            cls.server = instance({"rspamd": f"127.0.0.1:{cls.rspamd.milter_port}"})
-        except BaseException:
-            cls.rspamd.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.rspamd.stop()
+        cls.rspamd = stopped_after_class(cls, rspamd(milter=True))
+        cls.server = stopped_after_class(cls, instance({"rspamd": f"127.0.0.1:{cls.rspamd.milter_port}"}))
 
     def test_rspamds_reject_is_the_messages_reply(self):
         code, text, stored = self.server.deliver(rspamd_message("reject me", "X"))
@@ -222,17 +205,8 @@ class LiveMilterTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.milter = scripted_milter()
-        try:
-            cls.server = instance({"scripted": f"127.0.0.1:{cls.milter.port}"})
-        except BaseException:
-            cls.milter.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.milter.stop()
+        cls.milter = stopped_after_class(cls, scripted_milter())
+        cls.server = stopped_after_class(cls, instance({"scripted": f"127.0.0.1:{cls.milter.port}"}))
 
     def client(self, helo="client.example"):
         client = smtplib.SMTP("127.0.0.1", self.server.port, local_hostname=helo, timeout=30)

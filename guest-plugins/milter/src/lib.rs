@@ -5,11 +5,11 @@
 //! speaks the milter protocol (the `milter:NAME` capability). With `live`
 //! (the default) each milter sees the sender at MAIL and each recipient
 //! the recipient checks accepted (`rcpt-ok`), and may refuse them then;
-//! after DATA it sees the message. This
-//! plugin applies what each milter asks for: header fields added, changed
-//! or removed, recipients added, the message quarantined (the `quarantine`
-//! note, which `queue/quarantine` keeps), discarded (its `queue` hook
-//! accepts it and queues it nowhere) or refused with the milter's reply.
+//! after DATA it sees the message. This plugin applies what each milter
+//! asks for: header fields added, changed or removed, recipients added,
+//! the message quarantined (the `quarantine` note, which
+//! `queue/quarantine` keeps), discarded (its `queue` hook accepts it and
+//! queues it nowhere) or refused with the milter's reply.
 
 use waraka_plugin::milter::{self, Change, Decision, HeaderField, MilterReply};
 use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Settings, Verdict, envelope, message, notes};
