@@ -3,7 +3,9 @@ python3-milter (run it with /usr/bin/python3 PORT). It defers the sender
 `later@…` (451 4.7.1), refuses the recipient `blocked@…` (550 5.7.1) and a
 client that greets as `refused.example` (554 5.7.1, for the whole
 connection), and adds `X-Scripted-Milter: NAMES` to each message it
-accepts, NAMES being the recipients it was shown in that transaction."""
+accepts, NAMES being the recipients it was shown in that transaction. At
+the message's end it removes the recipient `drop@…` and makes
+`rewritten@sender.test` the sender of mail from `rewrite@…`."""
 
 import sys
 
@@ -22,6 +24,7 @@ class Scripted(Milter.Base):
 
     def envfrom(self, sender, *params):
         self.recipients = []
+        self.sender = sender.strip("<>")
         if sender.strip("<>").startswith("later@"):
             self.setreply("451", "4.7.1", "Sender deferred by the test milter")
             return Milter.TEMPFAIL
@@ -36,10 +39,15 @@ class Scripted(Milter.Base):
 
     def eom(self):
         self.addheader("X-Scripted-Milter", "seen " + ",".join(self.recipients))
+        for recipient in self.recipients:
+            if recipient.startswith("drop@"):
+                self.delrcpt(f"<{recipient}>")
+        if self.sender.startswith("rewrite@"):
+            self.chgfrom("<rewritten@sender.test>")
         return Milter.ACCEPT
 
 
 if __name__ == "__main__":
     Milter.factory = Scripted
-    Milter.set_flags(Milter.ADDHDRS)
+    Milter.set_flags(Milter.ADDHDRS | Milter.DELRCPT | Milter.CHGFROM)
     Milter.runmilter("scripted", f"inet:{sys.argv[1]}@127.0.0.1", timeout=30)

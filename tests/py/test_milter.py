@@ -251,6 +251,18 @@ class LiveMilterTest(unittest.TestCase):
         self.assertEqual(self.stored("second try")[0]["X-Scripted-Milter"], "seen second@example.com")
         self.assertEqual(self.stored("third try")[0]["X-Scripted-Milter"], "seen third@example.com")
 
+    def test_the_milter_removes_a_recipient_and_changes_the_sender(self):
+        s = self.client()
+        s.mail("rewrite@sender.test")
+        for recipient in ("keep@example.com", "drop@example.com"):
+            self.assertEqual(s.rcpt(recipient)[0], 250)
+        self.assertEqual(s.data(message("rewritten"))[0], 250)
+        stored = self.stored("rewritten")
+        self.assertEqual(len(stored), 1, "drop@ was removed")
+        self.assertEqual(stored[0]["Delivered-To"], "keep@example.com")
+        self.assertEqual(stored[0]["Return-Path"], "<rewritten@sender.test>")
+        self.server.wait_for_log(r"milter scripted: removed recipient drop@example\.com")
+
     def test_a_client_the_milter_refused_gets_each_sender_refused(self):
         s = self.client(helo="refused.example")
         for _ in range(2):

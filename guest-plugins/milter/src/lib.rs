@@ -54,6 +54,8 @@ fn describe(change: &Change) -> String {
         Change::ChangeHeader(field) if field.value.is_empty() => format!("removed {} #{}", field.name, field.index),
         Change::ChangeHeader(field) => format!("changed {} #{}", field.name, field.index),
         Change::AddRecipient(recipient) => format!("added recipient {recipient}"),
+        Change::RemoveRecipient(recipient) => format!("removed recipient {recipient}"),
+        Change::ChangeSender(sender) => format!("changed the sender to <{sender}>"),
         Change::Quarantine(reason) => format!("quarantined: {reason}"),
     }
 }
@@ -69,6 +71,31 @@ fn apply(name: &str, change: &Change) {
             Some(recipient) => envelope::add_recipient(&recipient).map_err(|e| format!("{e:?}")),
             None => Err(format!("{recipient:?} is not local@domain")),
         },
+        Change::RemoveRecipient(recipient) => {
+            let index = envelope::recipients()
+                .iter()
+                .position(|r| r.quoted_addr_spec().eq_ignore_ascii_case(recipient));
+            match index {
+                Some(index) => envelope::remove_recipient(index as u32).map_err(|e| format!("{e:?}")),
+                None => Err(format!("{recipient:?} is not a recipient")),
+            }
+        }
+        Change::ChangeSender(sender) => {
+            let null = Address {
+                local_part: String::new(),
+                domain: String::new(),
+                params: Vec::new(),
+            };
+            let address = if sender.is_empty() {
+                Some(null)
+            } else {
+                Address::from_addr_spec(sender)
+            };
+            match address {
+                Some(address) => envelope::set_sender(&address).map_err(|e| format!("{e:?}")),
+                None => Err(format!("{sender:?} is not local@domain")),
+            }
+        }
         Change::Quarantine(reason) => {
             waraka_plugin::note_transaction("quarantine", &format!("milter {name}: {reason}"));
             Ok(())

@@ -15,17 +15,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const VERSION: u32 = 6;
 
 /// Changes a milter may ask for (`SMFIF_*`): add header fields (0x01),
-/// add recipients (0x04), change or delete header fields (0x10),
-/// quarantine (0x20), and send its list of macros (0x100). Replacing the
-/// body (0x02), removing recipients (0x08) and changing the sender (0x40,
-/// 0x80) are not offered.
-const ACTIONS: u32 = 0x01 | 0x04 | 0x10 | 0x20 | 0x100;
+/// add recipients (0x04), remove recipients (0x08), change or delete
+/// header fields (0x10), quarantine (0x20), change the sender (0x40), and
+/// send its list of macros (0x100). Replacing the body (0x02) and adding
+/// recipients with parameters (0x80) are not offered.
+const ACTIONS: u32 = 0x01 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40 | 0x100;
 /// The `SMFIF_*` bit of each change a milter sends, by its reply code.
-const CHANGE_ACTIONS: [(u8, u32, &str); 5] = [
+const CHANGE_ACTIONS: [(u8, u32, &str); 7] = [
     (b'h', 0x01, "add a header field"),
     (b'i', 0x01, "insert a header field"),
     (b'm', 0x10, "change a header field"),
     (b'+', 0x04, "add a recipient"),
+    (b'-', 0x08, "remove a recipient"),
+    (b'e', 0x40, "change the sender"),
     (b'q', 0x20, "quarantine"),
 ];
 
@@ -126,6 +128,11 @@ pub enum Change {
     ChangeHeader(HeaderField),
     /// Add this recipient (`SMFIR_ADDRCPT`, without angle brackets).
     AddRecipient(String),
+    /// Remove this recipient (`SMFIR_DELRCPT`, without angle brackets).
+    RemoveRecipient(String),
+    /// Make this the sender (`SMFIR_CHGFROM`, without angle brackets;
+    /// empty for `<>`). ESMTP parameters the milter adds are not taken.
+    ChangeSender(String),
     /// Hold the message, for this reason (`SMFIR_QUARANTINE`).
     Quarantine(String),
 }
@@ -353,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         write_frame(&mut stream, b'O', &offer).await?;
         let (code, data) = read_frame(&mut stream).await.map_err(|e| {
-            format!("{e} during option negotiation (does it need a change waraka does not offer: a new body, removed recipients or another sender?)")
+            format!("{e} during option negotiation (does it need a change waraka does not offer: a new body, or recipients with parameters?)")
         })?;
         if code != b'O' || data.len() < 12 {
             return Err(format!("answered option negotiation with {:?}", code as char));
@@ -597,10 +604,11 @@ fn parse_answer(code: u8, data: &[u8]) -> Result<Answer, Failure> {
             let (index, strings) = indexed()?;
             Answer::Change(Change::ChangeHeader(field(index, strings)?))
         }
-        b'+' => {
-            let recipient = strings()?.concat();
-            let bare = recipient.trim().trim_start_matches('<').trim_end_matches('>');
-            Answer::Change(Change::AddRecipient(bare.to_string()))
+        b'+' => Answer::Change(Change::AddRecipient(bare_path(&strings()?.concat()))),
+        b'-' => Answer::Change(Change::RemoveRecipient(bare_path(&strings()?.concat()))),
+        b'e' => {
+            let sender = strings()?.into_iter().next().unwrap_or_default();
+            Answer::Change(Change::ChangeSender(bare_path(&sender)))
         }
         b'q' => Answer::Change(Change::Quarantine(strings()?.concat())),
         other => return Err(format!("sent {:?}, which waraka does not take", other as char)),
@@ -634,6 +642,11 @@ fn parse_reply_code(reply: &str) -> Result<Decision, Failure> {
     } else {
         Decision::Tempfail(reply)
     })
+}
+
+/// A path a milter names, without its angle brackets.
+fn bare_path(path: &str) -> String {
+    path.trim().trim_start_matches('<').trim_end_matches('>').to_string()
 }
 
 /// A milter's `\n` folding as the `\r\n` of a header field.
@@ -786,6 +799,18 @@ mod tests {
         assert_eq!(
             parse_answer(b'+', b"<archive@x.test>\0"),
             Ok(Answer::Change(Change::AddRecipient("archive@x.test".into())))
+        );
+        assert_eq!(
+            parse_answer(b'-', b"<gone@x.test>\0"),
+            Ok(Answer::Change(Change::RemoveRecipient("gone@x.test".into())))
+        );
+        assert_eq!(
+            parse_answer(b'e', b"<>\0"),
+            Ok(Answer::Change(Change::ChangeSender(String::new())))
+        );
+        assert_eq!(
+            parse_answer(b'e', b"<srs@x.test>\0SIZE=10\0"),
+            Ok(Answer::Change(Change::ChangeSender("srs@x.test".into())))
         );
         assert!(parse_answer(b'h', b"no value\0").is_err());
         assert!(parse_answer(b'h', b"unterminated").is_err());

@@ -7,7 +7,7 @@ use super::store::StoreState;
 use crate::capabilities::{ConfigError, NoteError, NoteStore};
 use crate::policy::Verdict;
 use crate::protocol::{Address, Param, Reply};
-use crate::session::Connection;
+use crate::session::{Connection, Transaction};
 
 /// Longest log line a plugin may write.
 const MAX_LOG_LINE: usize = 4096;
@@ -29,7 +29,9 @@ pub fn address_to_wit(a: &Address) -> types::Address {
     }
 }
 
-fn address_from_wit(a: types::Address) -> Result<Address, Error> {
+/// An address from a plugin, refused (`invalid`) where the protocol would
+/// refuse it (`<>` unless `allow_null`).
+fn address_from_wit(a: types::Address, allow_null: bool) -> Result<Address, Error> {
     let address = Address {
         local_part: a.local_part,
         domain: a.domain,
@@ -43,7 +45,7 @@ fn address_from_wit(a: types::Address) -> Result<Address, Error> {
             .collect(),
     };
     // Re-parse the rendered path so a plugin cannot store an address the protocol would refuse.
-    Address::parse_with_params(&format!("<{}>", address.addr_spec()), false)
+    Address::parse_with_params(&format!("<{}>", address.addr_spec()), allow_null)
         .map_err(|e| Error::Invalid(format!("{address}: {e}")))?;
     Ok(address)
 }
@@ -110,6 +112,16 @@ impl StoreState {
             Some(conn) => f(&mut conn.lock()),
             None => default,
         }
+    }
+
+    /// Runs `f` on the transaction once its message is in (from `data-post`
+    /// on); `invalid` before.
+    fn with_message_transaction(&self, f: impl FnOnce(&mut Transaction) -> Result<(), Error>) -> Result<(), Error> {
+        let before = || Error::Invalid("there is no message yet (this works from data-post on)".into());
+        self.with_conn(Err(before()), |c| match c.transaction.as_mut() {
+            Some(tx) if tx.message.is_some() => f(tx),
+            _ => Err(before()),
+        })
     }
 
     /// Runs `f` on the note store of a scope.
@@ -279,7 +291,7 @@ impl envelope::Host for StoreState {
     }
 
     fn set_recipient(&mut self, index: u32, recipient: types::Address) -> Result<(), Error> {
-        let recipient = address_from_wit(recipient)?;
+        let recipient = address_from_wit(recipient, false)?;
         let none = Err(Error::Invalid("no transaction".into()));
         self.with_conn(none, |c| {
             let tx = c.transaction.as_mut().ok_or(Error::Invalid("no transaction".into()))?;
@@ -289,8 +301,31 @@ impl envelope::Host for StoreState {
         })
     }
 
+    fn set_sender(&mut self, sender: types::Address) -> Result<(), Error> {
+        let sender = address_from_wit(sender, true)?;
+        self.with_message_transaction(|tx| {
+            tx.sender = sender;
+            Ok(())
+        })
+    }
+
+    fn remove_recipient(&mut self, index: u32) -> Result<(), Error> {
+        self.with_message_transaction(|tx| {
+            if index as usize >= tx.recipients.len() {
+                return Err(Error::NotFound);
+            }
+            if tx.recipients.len() == 1 {
+                return Err(Error::Invalid(
+                    "the last recipient stays: refuse or discard the message instead".into(),
+                ));
+            }
+            tx.recipients.remove(index as usize);
+            Ok(())
+        })
+    }
+
     fn add_recipient(&mut self, recipient: types::Address) -> Result<(), Error> {
-        let recipient = address_from_wit(recipient)?;
+        let recipient = address_from_wit(recipient, false)?;
         let none = Err(Error::Invalid("no transaction".into()));
         self.with_conn(none, |c| {
             let max = c.max_recipients;

@@ -77,6 +77,8 @@ impl From<Change> for milter::Change {
             Change::InsertHeader(f) => milter::Change::InsertHeader(field(f)),
             Change::ChangeHeader(f) => milter::Change::ChangeHeader(field(f)),
             Change::AddRecipient(recipient) => milter::Change::AddRecipient(recipient),
+            Change::RemoveRecipient(recipient) => milter::Change::RemoveRecipient(recipient),
+            Change::ChangeSender(sender) => milter::Change::ChangeSender(sender),
             Change::Quarantine(reason) => milter::Change::Quarantine(reason),
         }
     }
