@@ -109,7 +109,7 @@ class DmarcReportTest(unittest.TestCase):
         self.assertEqual(waraka_queue(self.server, "dmarc-report"), (0, "2 DMARC reports queued"))
         self.server.wait_for_log(r"DMARC report not sent: no rua address consents to receive it "
                                  r"domain=unconsented\.test")
-        self.server.wait_for_log(r"DMARC report not sent to rua addresses whose size limit it is over "
+        self.server.wait_for_log(r"DMARC report not sent to addresses whose size limit it is over "
                                  r"domain=tiny\.test size=\d+ to=dmarc@tiny\.test")
         metrics = prometheus(self.metrics_port)
         self.assertEqual(metrics['waraka_reports_total{kind="dmarc",result="queued"}'], 2)

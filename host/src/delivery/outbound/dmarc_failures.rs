@@ -5,7 +5,7 @@
 //! cannot be sent now is dropped, logged: failure reports are not retried.
 
 use super::Outbound;
-use super::reports::ReportKind;
+use super::reports::{ReportKind, within_size_limits};
 use crate::capabilities::authentication::{DmarcFailure, dmarc_policy_domain, dmarc_report_consent};
 use crate::delivery::DmarcFailureReports;
 use crate::queue::now_ms;
@@ -45,27 +45,17 @@ impl Outbound {
             return;
         }
         let arrival = (now_ms() / 1000) as i64;
-        let Some(mail) = reports.mail(&failure, allowed.clone(), arrival) else {
+        let Some(mail) = reports.mail(&failure, allowed, arrival) else {
             return;
         };
-        let size = mail.message.len() as u64;
-        let fit: Vec<String> = allowed
-            .into_iter()
-            .filter(|address| failure.ruf_limits.get(address).is_none_or(|&limit| size <= limit))
-            .collect();
-        if fit.is_empty() {
-            warn!(%domain, size, "DMARC failure report not sent: it is over every ruf address's size limit");
-            FAILURE.count("too_large");
-            return;
+        let takes = |address: &str, size: usize| {
+            failure
+                .ruf_limits
+                .get(address)
+                .is_none_or(|&limit| size as u64 <= limit)
+        };
+        if let Some(mail) = within_size_limits(FAILURE, mail, takes, |fit| reports.mail(&failure, fit, arrival)) {
+            self.queue_daily_report(FAILURE, domain, mail).await;
         }
-        let mail = if fit.len() < mail.recipients.len() {
-            match reports.mail(&failure, fit, arrival) {
-                Some(mail) => mail,
-                None => return,
-            }
-        } else {
-            mail
-        };
-        self.queue_daily_report(FAILURE, domain, mail).await;
     }
 }

@@ -7,7 +7,7 @@
 //! a report reads is `delivery::dmarc_report`'s.
 
 use super::Outbound;
-use super::reports::ReportKind;
+use super::reports::{ReportKind, within_size_limits};
 use crate::capabilities::authentication::{dmarc_policy_domain, dmarc_report_consent};
 use crate::queue::now_ms;
 use std::collections::BTreeMap;
@@ -54,28 +54,17 @@ impl Outbound {
                         continue;
                     }
                 };
-                let Some(mut mail) = reports.mail(&period, &domain, &authors, recipients) else {
+                let Some(mail) = reports.mail(&period, &domain, &authors, recipients) else {
                     continue;
                 };
-                // Addresses with a size limit (`!10m`) the report is over
-                // get none (§7.2.1.1).
-                let size = mail.message.len();
-                let (fit, over): (Vec<String>, Vec<String>) = mail
-                    .recipients
-                    .iter()
-                    .cloned()
-                    .partition(|address| period.tally.takes(&authors[0], address, size));
-                if !over.is_empty() {
-                    warn!(%domain, size, to = %over.join(","), "DMARC report not sent to rua addresses whose size limit it is over");
-                    if fit.is_empty() {
-                        DMARC.count("too_large");
-                        continue;
-                    }
-                    let Some(smaller) = reports.mail(&period, &domain, &authors, fit) else {
-                        continue;
-                    };
-                    mail = smaller;
-                }
+                let Some(mail) = within_size_limits(
+                    DMARC,
+                    mail,
+                    |address, size| period.tally.takes(&authors[0], address, size),
+                    |fit| reports.mail(&period, &domain, &authors, fit),
+                ) else {
+                    continue;
+                };
                 if self.queue_daily_report(DMARC, &domain, mail).await {
                     queued += 1;
                 }

@@ -47,6 +47,31 @@ impl ReportKind {
     }
 }
 
+/// `mail` for those of its recipients that take a report of its size
+/// (`takes(address, size)`: `rua` and `ruf` addresses may set a limit,
+/// RFC 7489 §7.2.1.1): `mail` itself when all do, a copy written again by
+/// `again` for the others when some do not, `None` when none does. What is
+/// left out is logged and, when nothing is left, counted `too_large`.
+pub(super) fn within_size_limits(
+    kind: ReportKind,
+    mail: ReportMail,
+    takes: impl Fn(&str, usize) -> bool,
+    again: impl FnOnce(Vec<String>) -> Option<ReportMail>,
+) -> Option<ReportMail> {
+    let size = mail.message.len();
+    let (fit, over): (Vec<String>, Vec<String>) = mail.recipients.iter().cloned().partition(|a| takes(a, size));
+    if over.is_empty() {
+        return Some(mail);
+    }
+    let domain = &mail.domain;
+    warn!(%domain, size, to = %over.join(","), "{} report not sent to addresses whose size limit it is over", kind.label());
+    if fit.is_empty() {
+        kind.count("too_large");
+        return None;
+    }
+    again(fit)
+}
+
 impl Outbound {
     /// Every minute: sends the reports that are due (once a UTC day is over)
     /// and saves the counts. Runs while either kind is on.
