@@ -263,6 +263,15 @@ class LiveMilterTest(unittest.TestCase):
         self.assertEqual(stored[0]["Return-Path"], "<rewritten@sender.test>")
         self.server.wait_for_log(r"milter scripted: removed recipient drop@example\.com")
 
+    def test_the_last_recipient_is_not_removed(self):
+        s = self.client()
+        s.mail("a@sender.test")
+        self.assertEqual(s.rcpt("drop@example.com")[0], 250)
+        self.assertEqual(s.data(message("only drop"))[0], 250)
+        self.assertEqual(len(self.stored("only drop")), 1, "delivered to its one recipient")
+        self.server.wait_for_log(r'milter scripted: could not apply "removed recipient drop@example\.com": '
+                                 r'Error::Invalid\("the last recipient stays')
+
     def test_a_client_the_milter_refused_gets_each_sender_refused(self):
         s = self.client(helo="refused.example")
         for _ in range(2):
