@@ -619,11 +619,7 @@ async fn quarantine_command(instance: &Instance, command: QuarantineCommand) -> 
 
 /// A message's header section (up to its blank line), as text.
 fn headers_text(message: &[u8]) -> std::borrow::Cow<'_, str> {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 2);
-    String::from_utf8_lossy(&message[..end])
+    String::from_utf8_lossy(crate::capabilities::mime::split_header(message).0)
 }
 
 /// Prints the route of `domain` as the outbound queue would take it, with

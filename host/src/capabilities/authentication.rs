@@ -444,10 +444,7 @@ fn dmarc_failure(verified: &Verified<'_>, client: &Client, results: &str, messag
     if ruf.is_empty() {
         return None;
     }
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |at| at + 2);
+    let (header, _) = super::mime::split_header(message);
     Some(DmarcFailure {
         domain: dmarc.domain().to_string(),
         ruf,
@@ -456,7 +453,7 @@ fn dmarc_failure(verified: &Verified<'_>, client: &Client, results: &str, messag
         mail_from: client.mail_from.clone(),
         alignment,
         results: results.to_string(),
-        header: String::from_utf8_lossy(&message[..end]).into_owned(),
+        header: String::from_utf8_lossy(header).into_owned(),
     })
 }
 

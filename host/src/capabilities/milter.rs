@@ -1,12 +1,15 @@
 //! Mail filters (milters) over the Sendmail milter protocol, version 6, as
 //! Postfix and Sendmail speak it. A milter such as OpenDKIM,
-//! clamav-milter or rspamd's proxy is shown a whole transaction once its
-//! message is in — the client, HELO, sender, recipients, header fields and
-//! body, with the Sendmail macros milters read — and answers with a
-//! [`Decision`] and the [`Change`]s it asks for. Applying them is the
-//! caller's business. A milter that cannot be reached or breaks the
-//! protocol is an error, never an acceptance.
+//! clamav-milter or rspamd's proxy is shown a transaction — the client,
+//! HELO, sender, recipients, header fields and body, with the Sendmail
+//! macros milters read — step by step on a [`Conversation`] that lasts a
+//! client's connection, or all at once after DATA ([`Milter::check`]). It
+//! answers each step, and the message's end with a [`Decision`] and the
+//! [`Change`]s it asks for. Applying them is the caller's business. A
+//! milter that cannot be reached or breaks the protocol is an error, never
+//! an acceptance.
 
+use super::mime::split_header;
 use super::{CapabilityError, ServiceStream, connect};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -171,7 +174,7 @@ impl Milter {
     /// Opens a conversation about the client of `envelope`: connects,
     /// negotiates, and shows the milter the client and its HELO.
     pub async fn open(&self, envelope: &Envelope) -> Result<Conversation, CapabilityError> {
-        let failed = |e: String| CapabilityError::Backend(format!("milter {}: {e}", self.address));
+        let failed = |e: String| backend_error(&self.address, e);
         let stream = connect(&self.address).await.map_err(|e| failed(e.to_string()))?;
         let mut session = Session::negotiate(stream).await.map_err(failed)?;
         let connection = session.open(envelope).await.map_err(failed)?;
@@ -222,10 +225,15 @@ struct InTransaction {
     ended: bool,
 }
 
+/// A failure of the milter at `address` as the capability's error.
+fn backend_error(address: &str, e: Failure) -> CapabilityError {
+    CapabilityError::Backend(format!("milter {address}: {e}"))
+}
+
 impl Conversation {
     /// A protocol failure as the capability's error.
     fn failed(&self, e: Failure) -> CapabilityError {
-        CapabilityError::Backend(format!("milter {}: {e}", self.address))
+        backend_error(&self.address, e)
     }
 
     /// Shows the milter the transaction of `envelope`: ends the one it was
@@ -334,7 +342,8 @@ enum Answer {
     Continue,
     /// Send no more of the body (`SMFIR_SKIP`).
     Skip,
-    /// A decision that ends the conversation.
+    /// A decision: for the step (a recipient's refusal), the transaction or
+    /// the connection, as the step it answers says.
     Decided(Decision),
     /// A change (only before the answer to the message's end).
     Change(Change),
@@ -441,7 +450,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(decision) = self.step(b'T', &[], NO_DATA, NO_REPLY_DATA).await? {
             return Ok(Some(decision));
         }
-        let (header, body) = split_message(message);
+        let (header, body) = split_header(message);
         for (name, value) in header_fields(header) {
             let mut field = nul_terminated(&name);
             field.extend(nul_terminated(&value));
@@ -497,8 +506,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Sends one step unless the milter asked not to see it (`skip`), and
-    /// reads its answer unless it asked not to answer (`no_reply`). A
-    /// decision ends the conversation.
+    /// reads its answer unless it asked not to answer (`no_reply`): `None`
+    /// to go on, or the milter's decision.
     async fn step(&mut self, code: u8, data: &[u8], skip: u32, no_reply: u32) -> Result<Option<Decision>, Failure> {
         if self.has(skip) {
             return Ok(None);
@@ -551,23 +560,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 }
 
+/// The NUL-terminated strings of an answer's data.
+fn nul_strings(data: &[u8]) -> Result<Vec<String>, Failure> {
+    let text = data.strip_suffix(b"\0").ok_or("a string without its NUL")?;
+    Ok(text
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
 /// An answer frame: its code and data.
 fn parse_answer(code: u8, data: &[u8]) -> Result<Answer, Failure> {
-    let strings = || -> Result<Vec<String>, Failure> {
-        let text = data.strip_suffix(b"\0").ok_or("a string without its NUL")?;
-        Ok(text
-            .split(|b| *b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect())
-    };
+    let strings = || nul_strings(data);
     let indexed = || -> Result<(u32, Vec<String>), Failure> {
         let (index, rest) = data.split_first_chunk::<4>().ok_or("a change without its index")?;
-        let text = rest.strip_suffix(b"\0").ok_or("a string without its NUL")?;
-        let strings = text
-            .split(|b| *b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        Ok((u32::from_be_bytes(*index), strings))
+        Ok((u32::from_be_bytes(*index), nul_strings(rest)?))
     };
     let field = |index: u32, strings: Vec<String>| -> Result<HeaderField, Failure> {
         match <[String; 2]>::try_from(strings) {
@@ -615,29 +622,25 @@ fn parse_answer(code: u8, data: &[u8]) -> Result<Answer, Failure> {
     })
 }
 
-/// `SMFIR_REPLYCODE`'s `550 5.7.1 text` (lines of a multi-line reply
-/// joined with spaces) as a decision.
+/// `SMFIR_REPLYCODE`'s SMTP reply (`550 5.7.1 text`, lines of a
+/// multi-line one joined with spaces) as a decision, read by the SMTP
+/// reply parser the delivery client uses.
 fn parse_reply_code(reply: &str) -> Result<Decision, Failure> {
-    let first = reply.lines().next().unwrap_or_default();
-    let code: u16 = first
-        .get(..3)
-        .and_then(|c| c.parse().ok())
-        .filter(|c| (400..600).contains(c))
-        .ok_or_else(|| format!("asked for the reply {reply:?}, which has no 4xx or 5xx code"))?;
-    let text_of = |line: &str| line.get(4..).unwrap_or_default().trim().to_string();
-    let mut text = text_of(first);
-    let mut enhanced = None;
-    if let Some((status, rest)) = text.split_once(' ')
-        && status.split('.').count() == 3
-        && status.starts_with(char::from(b'0' + (code / 100) as u8))
-    {
-        enhanced = Some(status.to_string());
-        text = rest.trim().to_string();
+    let unusable = || format!("asked for the reply {reply:?}, which has no 4xx or 5xx code");
+    let lines = format!("{}\r\n", reply.trim_end().replace("\r\n", "\n").replace('\n', "\r\n"));
+    let response = smtp_proto::response::parser::ResponseReceiver::default()
+        .parse(&mut lines.as_bytes().iter())
+        .map_err(|_| unusable())?;
+    if !(400..600).contains(&response.code) {
+        return Err(unusable());
     }
-    let more: Vec<String> = reply.lines().skip(1).map(text_of).collect();
-    let text = std::iter::once(text).chain(more).collect::<Vec<_>>().join(" ");
-    let reply = MilterReply { code, enhanced, text };
-    Ok(if code >= 500 {
+    let [class, subject, detail] = response.esc;
+    let reply = MilterReply {
+        code: response.code,
+        enhanced: (class != 0).then(|| format!("{class}.{subject}.{detail}")),
+        text: response.message.lines().map(str::trim).collect::<Vec<_>>().join(" "),
+    };
+    Ok(if reply.code >= 500 {
         Decision::Reject(reply)
     } else {
         Decision::Tempfail(reply)
@@ -669,17 +672,6 @@ fn path_args((path, params): &(String, Vec<String>)) -> Vec<u8> {
         data.extend(nul_terminated(param));
     }
     data
-}
-
-/// The header (without the empty line) and the body.
-fn split_message(message: &[u8]) -> (&[u8], &[u8]) {
-    if message.starts_with(b"\r\n") {
-        return (&[], &message[2..]);
-    }
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(at) => (&message[..at + 2], &message[at + 4..]),
-        None => (message, &[]),
-    }
 }
 
 /// The header's fields as (name, value): the value without the space
@@ -740,7 +732,7 @@ mod tests {
     #[test]
     fn a_message_splits_into_fields_as_milters_read_them() {
         let message = b"Subject: hi\r\nTo: a@x.test,\r\n\tb@x.test\r\nX-Empty:\r\n\r\nbody\r\n";
-        let (header, body) = split_message(message);
+        let (header, body) = split_header(message);
         assert_eq!(body, b"body\r\n");
         assert_eq!(
             header_fields(header),
@@ -750,8 +742,8 @@ mod tests {
                 ("X-Empty".into(), "".into()),
             ]
         );
-        assert_eq!(split_message(b"\r\nonly body"), (&b""[..], &b"only body"[..]));
-        assert_eq!(split_message(b"A: b\r\n"), (&b"A: b\r\n"[..], &b""[..]));
+        assert_eq!(split_header(b"\r\nonly body"), (&b""[..], &b"only body"[..]));
+        assert_eq!(split_header(b"A: b\r\n"), (&b"A: b\r\n"[..], &b""[..]));
     }
 
     #[test]

@@ -54,6 +54,18 @@ pub struct Text {
     pub text: String,
 }
 
+/// A message's header section (its fields, each with its CRLF, without the
+/// empty line) and its body. A message without an empty line is all header.
+pub fn split_header(message: &[u8]) -> (&[u8], &[u8]) {
+    if let Some(body) = message.strip_prefix(b"\r\n") {
+        return (&[], body);
+    }
+    match memchr::memmem::find(message, b"\r\n\r\n") {
+        Some(at) => (&message[..at + 2], &message[at + 4..]),
+        None => (message, &[]),
+    }
+}
+
 /// The text parts of `message` that are not attachments (an attached
 /// message's too), in order, with at most `max_bytes` of text in all.
 pub fn texts(message: &[u8], max_bytes: usize) -> Vec<Text> {
