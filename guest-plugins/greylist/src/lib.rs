@@ -9,28 +9,15 @@
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Settings, Verdict, envelope, ip_in_range, is_private_ip, kv, session};
+use waraka_plugin::{
+    Address, Hook, Plugin, Settings, Verdict, envelope, ip_in_range, is_private_ip, kv, network_of, session,
+};
 
 const SETTINGS: &str = "greylist.ini";
 /// The value of a triplet that has passed.
 const WHITE: &[u8] = b"white";
 
 struct Greylist;
-
-/// The client's network as greylisting sees it: `/24` for IPv4 and `/64` for
-/// IPv6 by default, since large senders retry from another address nearby.
-fn network(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(v4_prefix.min(32))).unwrap_or(0);
-            format!("{}/{}", std::net::Ipv4Addr::from(bits), v4_prefix.min(32))
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(v6_prefix.min(128))).unwrap_or(0);
-            format!("{}/{}", std::net::Ipv6Addr::from(bits), v6_prefix.min(128))
-        }
-    }
-}
 
 /// What a triplet's stored value means now.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,7 +66,7 @@ impl Plugin for Greylist {
         let sender = envelope::sender().map_or(String::new(), |s| s.to_addr_spec().to_ascii_lowercase());
         let key = format!(
             "greylist:{}:<{sender}>:<{}>",
-            network(
+            network_of(
                 ip,
                 settings.number("ipv4_prefix", 24),
                 settings.number("ipv6_prefix", 64)
@@ -122,15 +109,6 @@ waraka_plugin::export!(Greylist);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clients_are_grouped_by_network() {
-        let ip = |s: &str| s.parse().unwrap();
-        assert_eq!(network(ip("192.0.2.77"), 24, 64), "192.0.2.0/24");
-        assert_eq!(network(ip("192.0.2.77"), 32, 64), "192.0.2.77/32");
-        assert_eq!(network(ip("192.0.2.77"), 0, 64), "0.0.0.0/0");
-        assert_eq!(network(ip("2001:db8:1:2:3:4:5:6"), 24, 64), "2001:db8:1:2::/64");
-    }
 
     #[test]
     fn stored_values_read_as_states() {

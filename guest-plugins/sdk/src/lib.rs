@@ -349,6 +349,14 @@ impl Settings {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
     }
 
+    /// Every setting whose key starts with `prefix`, in file order (a key
+    /// may repeat), as (the key without the prefix, value).
+    pub fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0
+            .iter()
+            .filter_map(move |(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
+    }
+
     /// A number setting; `default` when missing or not a number.
     pub fn number<T: core::str::FromStr>(&self, key: &str, default: T) -> T {
         self.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -669,6 +677,23 @@ pub fn client_is_private() -> bool {
     session::peer_ip().parse().is_ok_and(is_private_ip)
 }
 
+/// The network of `ip` that per-client records are kept for, as
+/// `ADDRESS/PREFIX`: the address cut to `v4_prefix` or `v6_prefix` bits
+/// (senders retry from addresses nearby; an IPv6 client usually holds a /64).
+pub fn network_of(ip: std::net::IpAddr, v4_prefix: u8, v6_prefix: u8) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4) & u32::MAX.checked_shl(32 - u32::from(v4_prefix.min(32))).unwrap_or(0);
+            format!("{}/{}", Ipv4Addr::from(bits), v4_prefix.min(32))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & u128::MAX.checked_shl(128 - u32::from(v6_prefix.min(128))).unwrap_or(0);
+            format!("{}/{}", Ipv6Addr::from(bits), v6_prefix.min(128))
+        }
+    }
+}
+
 /// Whether `ip` is inside `range`: a CIDR range (`192.0.2.0/24`,
 /// `2001:db8::/32`) or a single address. Never across address families.
 pub fn ip_in_range(ip: std::net::IpAddr, range: &str) -> bool {
@@ -730,7 +755,7 @@ macro_rules! export {
 
 #[cfg(test)]
 mod tests {
-    use super::{Address, Param, date_of_day, ip_in_range, parse_duration, reply_safe};
+    use super::{Address, Param, Settings, date_of_day, ip_in_range, network_of, parse_duration, reply_safe};
     use std::time::Duration;
 
     #[test]
@@ -805,5 +830,27 @@ mod tests {
         assert!(ip_in_range(ip("2001:db8::1"), "2001:db8::/32"));
         assert!(!ip_in_range(ip("2001:db8::1"), "192.0.2.0/24"));
         assert!(!ip_in_range(ip("192.0.2.7"), "not an address"));
+    }
+
+    #[test]
+    fn clients_are_grouped_by_network() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert_eq!(network_of(ip("192.0.2.77"), 24, 64), "192.0.2.0/24");
+        assert_eq!(network_of(ip("192.0.2.77"), 32, 64), "192.0.2.77/32");
+        assert_eq!(network_of(ip("192.0.2.77"), 0, 64), "0.0.0.0/0");
+        assert_eq!(network_of(ip("2001:db8:1:2:3:4:5:6"), 24, 64), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn prefixed_settings_keep_their_order_and_repeats() {
+        let lines = [
+            "award.spf = 1 if equals pass",
+            "store = x",
+            "award.spf = -3 if equals fail",
+        ]
+        .map(String::from);
+        let settings = Settings::from_lines(&lines);
+        let awards: Vec<_> = settings.prefixed("award.").collect();
+        assert_eq!(awards, [("spf", "1 if equals pass"), ("spf", "-3 if equals fail")]);
     }
 }

@@ -191,10 +191,29 @@ pub const DATA_RATE_GRACE: Duration = Duration::from_secs(10);
 /// notice is sent then; the message's release sends it.
 pub const HELD_NOTE: &str = "queue.held";
 
+/// The connection note a plugin sets to hold each reply the client waits
+/// for this many seconds (a decimal number; Haraka's `notes.tarpit`, which
+/// its `karma` sets for clients with a bad score). Removing it ends the hold.
+pub const TARPIT_NOTE: &str = "tarpit";
+
+/// The longest one reply is held for the [`TARPIT_NOTE`].
+pub const MAX_TARPIT: Duration = Duration::from_secs(30);
+
 /// Verbs of other protocols sent to an SMTP port (HTTP, proxies).
 const FOREIGN_VERBS: &[&str] = &[
     "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "TRACE", "PATCH",
 ];
+
+/// How long the [`TARPIT_NOTE`]'s `value` holds a reply: its seconds, at
+/// most [`MAX_TARPIT`]; zero when missing, not a number or not positive.
+fn tarpit_hold(value: Option<&str>) -> Duration {
+    value
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(Duration::ZERO, |s| {
+            Duration::from_secs_f64(s.min(MAX_TARPIT.as_secs_f64()))
+        })
+}
 
 /// One client's SMTP session.
 pub struct Session<P: Policy> {
@@ -341,6 +360,7 @@ impl<P: Policy> Session<P> {
             }
         }
         let decision = self.policy.decide(HookCall::Connect).await;
+        self.tarpit(Hook::Connect).await;
         let host = self.hostname();
         let rule = rule(Hook::Connect, &decision.verdict, false);
         let reply = rule.reply(decision.verdict.reply(), &host);
@@ -632,6 +652,7 @@ impl<P: Policy> Session<P> {
         let hook = call.hook();
         let span = self.tx_span.clone();
         let decision = self.policy.decide(call).instrument(span.clone()).await;
+        self.tarpit(hook).await;
         let relaying = self.conn.lock().relaying;
         let rule = rule(hook, &decision.verdict, relaying);
         if !matches!(rule.effect, Effect::Proceed | Effect::HostQueue) {
@@ -641,6 +662,30 @@ impl<P: Policy> Session<P> {
             });
         }
         (decision, rule)
+    }
+
+    /// Holds the reply after `hook`'s chain as the connection's
+    /// [`TARPIT_NOTE`] says (at most [`MAX_TARPIT`]). Only replies to a
+    /// client's command are held, once per command: not `rcpt-ok` (its
+    /// `rcpt` was), the queue hooks or `max-data-exceeded`. A hold longer
+    /// than [`SessionSettings::park_after`] gives the plugin instances back
+    /// first, so a tarpitted client holds no more than an idle one.
+    async fn tarpit(&mut self, hook: Hook) {
+        if matches!(
+            hook,
+            Hook::RcptOk | Hook::Queue | Hook::QueueOutbound | Hook::MaxDataExceeded
+        ) {
+            return;
+        }
+        let hold = tarpit_hold(self.conn.lock().notes.get(TARPIT_NOTE));
+        if hold.is_zero() {
+            return;
+        }
+        debug!(hook = %hook, ?hold, "tarpit: holding the reply");
+        if hold >= self.settings.park_after {
+            self.park();
+        }
+        tokio::time::sleep(hold).await;
     }
 
     /// Sends a non-proceeding rule's reply; closes when the rule says so.

@@ -964,3 +964,42 @@ async fn xclient_starts_the_session_afresh_for_the_client_it_names() {
     assert_eq!(h.codes(b"XCLIENT ADDR=192.0.2.8\r\n").await, ["550"]);
     assert_eq!(h.codes(b"XCLIENT COLOR=blue\r\n").await, ["501"]);
 }
+
+#[test]
+fn the_tarpit_note_is_seconds_up_to_a_cap() {
+    assert_eq!(tarpit_hold(None), Duration::ZERO);
+    assert_eq!(tarpit_hold(Some("1.5")), Duration::from_millis(1500));
+    assert_eq!(tarpit_hold(Some(" 2 ")), Duration::from_secs(2));
+    assert_eq!(tarpit_hold(Some("3600")), MAX_TARPIT);
+    for ignored in ["0", "-3", "x", "NaN", "inf", ""] {
+        assert_eq!(tarpit_hold(Some(ignored)), Duration::ZERO, "{ignored}");
+    }
+}
+
+#[tokio::test]
+async fn a_tarpit_note_holds_each_reply() {
+    let mut h = harness(&accepting(), |_| {});
+    h.start().await;
+    let started = Instant::now();
+    h.send(b"EHLO client.test\r\n").await;
+    assert!(started.elapsed() < Duration::from_millis(300), "no note, no hold");
+    h.session.connection().lock().notes.set(TARPIT_NOTE, "0.3").unwrap();
+    for command in [
+        &b"EHLO client.test\r\n"[..],
+        b"MAIL FROM:<a@b.test>\r\n",
+        b"RCPT TO:<x@y.test>\r\n",
+    ] {
+        let started = Instant::now();
+        let codes = h.codes(command).await;
+        assert_eq!(codes, ["250"]);
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            String::from_utf8_lossy(command)
+        );
+    }
+    h.session.connection().lock().notes.remove(TARPIT_NOTE);
+    let started = Instant::now();
+    h.send(b"EHLO client.test\r\n").await;
+    assert!(started.elapsed() < Duration::from_millis(300), "removed: no hold");
+}
