@@ -3,8 +3,9 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    Antivirus, BlobStore, Clamd, Database, DirStore, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore, MemoryKv,
-    Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs, is_socket_path,
+    Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore,
+    LdapSettings, MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd,
+    SqliteDatabase, Srs, is_socket_path,
 };
 use crate::delivery::{
     BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, NextHop, OutboundSettings, RouteSettings,
@@ -75,7 +76,7 @@ pub struct Instance {
 
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
-const BACKEND_GRANTS: [&str; 4] = ["kv", "blobstore", "sql", "milter"];
+const BACKEND_GRANTS: [&str; 5] = ["kv", "blobstore", "sql", "milter", "ldap"];
 const UNNAMED_GRANTS: [&str; 8] = [
     "dns",
     "forward",
@@ -339,6 +340,7 @@ impl Instance {
             "blobstore" => self.config.blobstore.contains_key(name),
             "sql" => self.config.sql.contains_key(name),
             "milter" => self.config.milter.contains_key(name),
+            "ldap" => self.config.ldap.contains_key(name),
             _ => false,
         }
     }
@@ -419,6 +421,23 @@ impl Instance {
                 .milter
                 .iter()
                 .map(|(name, config)| (name.clone(), Arc::new(Milter::new(&config.address))))
+                .collect(),
+            ldap: self
+                .config
+                .ldap
+                .iter()
+                .map(|(name, config)| {
+                    let settings = LdapSettings {
+                        url: config.url.clone(),
+                        starttls: config.starttls,
+                        bind_dn: config.bind_dn.clone(),
+                        bind_password: config.bind_password.clone(),
+                        base: config.base.clone(),
+                        timeout: config.timeout,
+                        max_entries: config.max_entries,
+                    };
+                    (name.clone(), Arc::new(Directory::new(settings)))
+                })
                 .collect(),
         })
     }
@@ -785,7 +804,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 milter:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
+                 milter:NAME, ldap:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
                     .into()
             )
         );

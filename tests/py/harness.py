@@ -836,6 +836,45 @@ def clamav_milter(clamd_port, settings=""):
     return Service("clamav-milter", args)
 
 
+LDAP_BASE = "dc=example,dc=com"
+LDAP_ADMIN = ("cn=admin,dc=example,dc=com", "admin-pw")
+
+
+def slapd(ldif, tls=None):
+    """Debian's OpenLDAP slapd on a free loopback port, in the foreground,
+    serving dc=example,dc=com from a temporary MDB database loaded with
+    `ldif` (by ldapadd, as `LDAP_ADMIN`). Passwords serve binds only;
+    entries are read by bound users only, as a company directory is set up.
+    With `tls` (a `make_ca` directory for localhost) it speaks ldaps://."""
+    scheme = "ldaps" if tls else "ldap"
+
+    def args(port, tmp):
+        os.mkdir(f"{tmp}/db")
+        certs = (f"TLSCACertificateFile {tls}/ca.pem\nTLSCertificateFile {tls}/cert.pem\n"
+                 f"TLSCertificateKeyFile {tls}/key.pem\n") if tls else ""
+        conf = pathlib.Path(tmp) / "slapd.conf"
+        conf.write_text(
+            "".join(f"include /etc/ldap/schema/{s}.schema\n" for s in ("core", "cosine", "inetorgperson", "misc"))
+            + f"modulepath /usr/lib/ldap\nmoduleload back_mdb\npidfile {tmp}/slapd.pid\n{certs}"
+            + f"database mdb\nmaxsize 10485760\nsuffix \"{LDAP_BASE}\"\nrootdn \"{LDAP_ADMIN[0]}\"\n"
+            + f"rootpw {LDAP_ADMIN[1]}\ndirectory {tmp}/db\n"
+            + "access to attrs=userPassword by anonymous auth by * none\naccess to * by users read by * none\n")
+        return ["/usr/sbin/slapd", "-f", str(conf), "-h", f"{scheme}://127.0.0.1:{port}/", "-d", "0"]
+
+    server = Service("slapd", args)
+    server.url = f"{scheme}://{'localhost' if tls else '127.0.0.1'}:{server.port}"
+    # The loader does not check the certificate (libldap checks the name
+    # 127.0.0.1 resolves back to); what is tested is Waraka's check.
+    env = {**os.environ, "LDAPTLS_REQCERT": "never"} if tls else None
+    try:
+        subprocess.run(["ldapadd", "-x", "-H", server.url, "-D", LDAP_ADMIN[0], "-w", LDAP_ADMIN[1]], input=ldif,
+                       text=True, check=True, capture_output=True, env=env)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def scripted_milter():
     """`scripted_milter.py` (libmilter, through Debian's python3-milter) on
     a free loopback port: it refuses some senders, recipients and clients,

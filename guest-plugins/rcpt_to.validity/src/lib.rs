@@ -15,7 +15,7 @@
 //! Settings are in `config/rcpt_to.validity.ini`.
 
 use waraka_plugin::sql::{self, Value};
-use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, host_list, subaddress};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, host_list};
 
 const SETTINGS: &str = "rcpt_to.validity.ini";
 const DEFAULT_QUERY: &str = "SELECT EXISTS(SELECT 1 FROM valid_addresses WHERE address = $1)";
@@ -74,11 +74,6 @@ fn is_valid(rows: &sql::Rows) -> bool {
     }
 }
 
-fn temporary_failure(what: &str) -> Verdict {
-    waraka_plugin::error!("{what}");
-    Verdict::denysoft_code(451, "4.3.0", "Recipient check temporarily unavailable, try again later")
-}
-
 fn check(recipient: &Address) -> Result<bool, Error> {
     let database = waraka_plugin::setting(SETTINGS, "database").unwrap_or_else(|| "users".into());
     let query = waraka_plugin::setting(SETTINGS, "query").unwrap_or_else(|| DEFAULT_QUERY.into());
@@ -93,29 +88,7 @@ impl Plugin for Validity {
     const HOOKS: &'static [Hook] = &[Hook::Rcpt];
 
     fn rcpt(recipient: Address) -> Verdict {
-        match host_list::is_local_recipient(&recipient) {
-            Ok(true) => {}
-            Ok(false) => return Verdict::Cont,
-            Err(e) => return temporary_failure(&format!("host list unavailable: {e:?}")),
-        }
-        // A subaddress (alice+news@) exists when its user does.
-        let known = check(&recipient).and_then(|found| {
-            if found {
-                return Ok(true);
-            }
-            match subaddress::base(&recipient, &subaddress::delimiters()) {
-                Some(base) => check(&base),
-                None => Ok(false),
-            }
-        });
-        match known {
-            Ok(true) => Verdict::ok(),
-            Ok(false) => {
-                waraka_plugin::info!("unknown recipient {recipient}");
-                Verdict::deny_code(550, "5.1.1", "Invalid email address")
-            }
-            Err(e) => temporary_failure(&format!("checking {recipient} failed: {e:?}")),
-        }
+        host_list::check_local_recipient(&recipient, check)
     }
 }
 

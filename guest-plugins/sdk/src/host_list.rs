@@ -2,7 +2,7 @@
 //! `config/host_list_regex` (anchored, case-insensitive regular expressions),
 //! as Haraka's `rcpt_to.in_host_list` reads them.
 
-use crate::{Address, Error, config};
+use crate::{Address, Error, Verdict, config, subaddress};
 use regex_lite::RegexBuilder;
 
 /// Whether `domain` is local. Both files are read on every call.
@@ -37,4 +37,34 @@ pub fn is_local_recipient(recipient: &Address) -> Result<bool, Error> {
         return Ok(true);
     }
     is_local(&recipient.domain)
+}
+
+/// The verdict of a recipient check against a list of addresses (a
+/// database, a directory): for a local recipient, `ok` when `exists` finds
+/// it or, for a subaddress (`alice+news@`), its user; `550 5.1.1` when not;
+/// `451 4.3.0` when the host list or the lookup fails (never an accept,
+/// never a refusal for good on a temporary fault). Other recipients pass
+/// on (`cont`) to the relaying rule.
+pub fn check_local_recipient(recipient: &Address, exists: impl Fn(&Address) -> Result<bool, Error>) -> Verdict {
+    let unavailable = |what: String| {
+        crate::error!("{what}");
+        Verdict::denysoft_code(451, "4.3.0", "Recipient check temporarily unavailable, try again later")
+    };
+    match is_local_recipient(recipient) {
+        Ok(true) => {}
+        Ok(false) => return Verdict::Cont,
+        Err(e) => return unavailable(format!("host list unavailable: {e:?}")),
+    }
+    let known = exists(recipient).and_then(|found| match subaddress::base(recipient, &subaddress::delimiters()) {
+        Some(base) if !found => exists(&base),
+        _ => Ok(found),
+    });
+    match known {
+        Ok(true) => Verdict::ok(),
+        Ok(false) => {
+            crate::info!("unknown recipient {recipient}");
+            Verdict::deny_code(550, "5.1.1", "Invalid email address")
+        }
+        Err(e) => unavailable(format!("checking {recipient} failed: {e:?}")),
+    }
 }

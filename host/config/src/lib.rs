@@ -129,6 +129,9 @@ pub struct InstanceConfig {
     /// Named mail filters that `milter:NAME` grants give to plugins.
     #[serde(default)]
     pub milter: BTreeMap<String, MilterConfig>,
+    /// Named LDAP directories that `ldap:NAME` grants give to plugins.
+    #[serde(default)]
+    pub ldap: BTreeMap<String, LdapConfig>,
     /// Named blob stores that `blobstore:NAME` grants give to plugins.
     #[serde(default)]
     pub blobstore: BTreeMap<String, BlobstoreConfig>,
@@ -431,6 +434,36 @@ pub struct MilterConfig {
     /// Where it listens: `HOST:PORT` or a Unix socket's path (also
     /// `inet:HOST:PORT`, `unix:PATH` and `inet:PORT@HOST`).
     pub address: String,
+}
+
+/// `[ldap.NAME]`: an LDAP directory (OpenLDAP, 389 Directory Server,
+/// Active Directory) that plugins search and check passwords against.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldap://HOST[:PORT]`, `ldaps://HOST[:PORT]` (TLS, certificates checked
+    /// against the system's roots) or `ldapi://` with a socket path.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS first.
+    #[serde(default)]
+    pub starttls: bool,
+    /// The account searches are made as; anonymous when absent.
+    pub bind_dn: Option<String>,
+    /// Its password.
+    pub bind_password: Option<String>,
+    /// Where searches start when a plugin names no base (`dc=example,dc=com`).
+    #[serde(default)]
+    pub base: String,
+    /// How long connecting and each operation may take.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most entries one search returns (more are left out, logged).
+    #[serde(default = "default_ldap_max_entries")]
+    pub max_entries: u32,
+}
+
+fn default_ldap_max_entries() -> u32 {
+    100
 }
 
 /// `[spamfilter]`.

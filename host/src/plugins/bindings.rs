@@ -19,6 +19,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/spamfilter": async,
         "waraka:plugin/sasl": async,
         "waraka:plugin/milter": async,
+        "waraka:plugin/ldap": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

@@ -7,7 +7,8 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, mime, outbound_queue, sasl, spamfilter, sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, ldap, mime, outbound_queue, sasl, spamfilter,
+    sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
@@ -1069,5 +1070,30 @@ impl sasl::Host for StoreState {
             }
         };
         bounded(self.deadline, authority.check(&user, &password, client)).await
+    }
+}
+
+impl ldap::Host for StoreState {
+    async fn search(
+        &mut self,
+        name: String,
+        base: String,
+        filter: String,
+        attributes: Vec<String>,
+    ) -> Result<Vec<ldap::Entry>, Error> {
+        let directory = self.backend("ldap", &name, |b| &b.ldap)?;
+        let entries = bounded(self.deadline, directory.search(&base, &filter, &attributes)).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ldap::Entry {
+                dn: e.dn,
+                attributes: e.attributes,
+            })
+            .collect())
+    }
+
+    async fn check_password(&mut self, name: String, dn: String, password: String) -> Result<bool, Error> {
+        let directory = self.backend("ldap", &name, |b| &b.ldap)?;
+        bounded(self.deadline, directory.check_password(&dn, &password)).await
     }
 }

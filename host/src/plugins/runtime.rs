@@ -9,8 +9,8 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, Milter, NoteStore,
-    SpamScanner, Srs,
+    Antivirus, BlobStore, ConfigFiles, Database, Directory, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, Milter,
+    NoteStore, SpamScanner, Srs,
 };
 use crate::delivery::{ClientSettings, DmarcFailureReports, DmarcReports};
 use crate::session::SharedConnection;
@@ -94,6 +94,8 @@ pub struct Backends {
     pub dmarc_failures: Option<Arc<DmarcFailureReports>>,
     /// Mail filters by name (`milter:NAME` grants).
     pub milter: HashMap<String, Arc<Milter>>,
+    /// LDAP directories by name (`ldap:NAME` grants).
+    pub ldap: HashMap<String, Arc<Directory>>,
 }
 
 /// Services shared by every plugin and connection.

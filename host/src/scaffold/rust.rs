@@ -18,6 +18,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-plugins/sdk/src/host_list.rs"),
     ),
     (
+        "src/ldap_filter.rs",
+        include_str!("../../../guest-plugins/sdk/src/ldap_filter.rs"),
+    ),
+    (
         "src/auth_results.rs",
         include_str!("../../../guest-plugins/sdk/src/auth_results.rs"),
     ),
