@@ -32,6 +32,17 @@ def karma_header(server, ip):
     return email.message_from_bytes(stored.read_bytes())["X-Waraka-Karma"]
 
 
+def wait_ended(server, ip, count):
+    """Waits until `count` connections from `ip` have ended for karma (its
+    disconnect hook runs after the client is gone)."""
+    deadline = time.monotonic() + 10
+    pattern = f"karma: {ip} ended with"
+    while sum(pattern in line for line in list(server.log)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} connections from {ip} did not end")
+        time.sleep(0.05)
+
+
 class KarmaTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -50,14 +61,6 @@ class KarmaTest(unittest.TestCase):
         settings = (self.server.dir / "config/karma.ini").read_text()
         self.addCleanup(self.server.edit, "config/karma.ini", lambda _: settings)
 
-    def ended(self, ip, count):
-        """Waits until `count` connections from `ip` have ended for karma
-        (its disconnect hook runs after the client is gone)."""
-        deadline = time.monotonic() + 10
-        pattern = f"karma: {ip} ended with"
-        while sum(pattern in line for line in list(self.server.log)) < count:
-            self.assertLess(time.monotonic(), deadline, f"{count} connections from {ip} did not end")
-            time.sleep(0.05)
 
     def test_a_listed_client_is_taken_over_held_and_refused_at_the_next_deny_hook(self):
         with client(self.server, "127.0.0.2") as s:
@@ -93,13 +96,13 @@ class KarmaTest(unittest.TestCase):
     def test_each_connection_counts_in_its_clients_history(self):
         self.server.set_settings("karma.ini", positive="-1")
         self.assertEqual(karma_header(self.server, "127.0.0.7"), "score=0", "no history yet")
-        self.ended("127.0.0.7", 1)
+        wait_ended(self.server, "127.0.0.7", 1)
         self.assertEqual(karma_header(self.server, "127.0.0.7"), "score=1; history=1; pass=karma.history",
                          "one good connection before: +1")
         with client(self.server, "127.0.0.8") as s:
             s.ehlo()
             s.docmd("XYZZY")
-        self.ended("127.0.0.8", 1)
+        wait_ended(self.server, "127.0.0.8", 1)
         self.assertEqual(karma_header(self.server, "127.0.0.8"), "score=-1; history=-1; fail=karma.history",
                          "one bad connection before (-1): -1")
 
@@ -118,3 +121,33 @@ class KarmaTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class NetworkHistoryTest(unittest.TestCase):
+    """`asn` notes the clients' autonomous system (TXT records in Team
+    Cymru's format, served by dnsmasq); karma keeps a history per network,
+    so a client new to the server answers for its neighbours."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(["--local=/cymru.com/"] + [
+            f"--txt-record={n}.0.0.127.origin.asn.cymru.com,64500 | 127.0.0.0/24 | ZZ | test | 2020-01-01"
+            for n in (9, 10)])
+        cls.addClassCleanup(cls.dns.stop)
+
+        def setup(server):
+            dns_setup(cls.dns.port)(server)
+            server.set_settings("asn.ini", check_private="true")
+            server.set_settings("karma.ini", check_private="true", tarpit_max="0")
+
+        cls.server = Waraka(["asn", "rcpt_to.in_host_list", "karma", "queue/maildir"], setup=setup)
+        cls.addClassCleanup(cls.server.stop)
+
+    def test_a_new_client_of_a_bad_network_starts_lower(self):
+        for count in range(1, 7):
+            with client(self.server, "127.0.0.9") as s:
+                s.ehlo()
+                s.docmd("XYZZY")
+            wait_ended(self.server, "127.0.0.9", count)
+        self.assertEqual(karma_header(self.server, "127.0.0.10"), "score=-2; fail=karma.asn_history",
+                         "six bad connections from AS64500 before")

@@ -17,31 +17,11 @@ const SETTINGS: &str = "dns-list.ini";
 
 struct DnsList;
 
-/// The name to look up for `ip` in `zone`.
-fn query_name(ip: IpAddr, zone: &str) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            format!("{d}.{c}.{b}.{a}.{zone}")
-        }
-        IpAddr::V6(v6) => {
-            let mut labels: Vec<String> = v6
-                .octets()
-                .iter()
-                .flat_map(|byte| [byte >> 4, byte & 0x0f])
-                .map(|nibble| format!("{nibble:x}"))
-                .collect();
-            labels.reverse();
-            format!("{}.{zone}", labels.join("."))
-        }
-    }
-}
-
 /// Each zone of the config `key` with whether `ip` is in it (`Err` when
 /// the lookup failed), in order, every zone asked at once.
 fn listed_in(settings: &Settings, key: &str, ip: IpAddr) -> Vec<(String, Result<bool, String>)> {
     let zones = dns_list::zones(settings, key);
-    let names: Vec<String> = zones.iter().map(|zone| query_name(ip, zone)).collect();
+    let names: Vec<String> = zones.iter().map(|zone| dns_list::query_name(ip, zone)).collect();
     let answers = dns_list::listings_each(&names).into_iter();
     zones
         .into_iter()
@@ -78,7 +58,7 @@ impl Plugin for DnsList {
             match listed {
                 Ok(false) => {}
                 Ok(true) => {
-                    let why = dns_list::reason(&query_name(ip, &zone), &ip.to_string(), &zone);
+                    let why = dns_list::reason(&dns_list::query_name(ip, &zone), &ip.to_string(), &zone);
                     waraka_plugin::info!("{why}");
                     let _ = notes::set(Scope::Connection, "dns-list.listed", &zone);
                     if settings.bool("reject", true) {
@@ -98,21 +78,3 @@ impl Plugin for DnsList {
 }
 
 waraka_plugin::export!(DnsList);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_names_reverse_the_address() {
-        assert_eq!(
-            query_name("192.0.2.99".parse().unwrap(), "bl.test"),
-            "99.2.0.192.bl.test"
-        );
-        let v6 = query_name("2001:db8::1".parse().unwrap(), "bl.test");
-        assert_eq!(
-            v6,
-            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test"
-        );
-    }
-}

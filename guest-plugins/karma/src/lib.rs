@@ -31,6 +31,7 @@ const AWARDED: &str = "karma.awarded";
 /// Karma's own findings, scored by awards like any other note.
 const HISTORY: &str = "karma.history";
 const HISTORY_ALL: &str = "karma.history.all";
+const ASN_HISTORY: &str = "karma.asn_history";
 const UNRECOGNIZED: &str = "karma.unrecognized";
 const UNKNOWN_RECIPIENTS: &str = "karma.unknown_recipients";
 const ENV_USER_MATCH: &str = "karma.env_user_match";
@@ -307,21 +308,41 @@ fn read_history(value: Option<&[u8]>) -> (u64, u64, u64) {
     (next(), next(), next())
 }
 
-/// Changes the client's stored history with `change` (good, bad, all),
+/// Whose history a key keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HistoryOf {
+    /// The client's address.
+    Client,
+    /// Its network (autonomous system).
+    Network,
+}
+
+/// The histories this connection counts in: its client's, and its
+/// network's when the `asn` plugin noted one.
+fn history_keys() -> Vec<(HistoryOf, String)> {
+    let client = session::peer_ip()
+        .parse()
+        .ok()
+        .map(|ip| (HistoryOf::Client, history_key(ip)));
+    let network =
+        notes::get(Scope::Connection, "asn").map(|asn| (HistoryOf::Network, format!("karma:as{}", asn.trim())));
+    client.into_iter().chain(network).collect()
+}
+
+/// Changes the stored history `key` with `change` (good, bad, all),
 /// keeping it `history_expiry` longer. Concurrent connections of one client
 /// may lose a count to each other: history is a trend, not a ledger.
-fn update_history(config: &Config, change: impl FnOnce(&mut (u64, u64, u64))) -> Option<(u64, u64, u64)> {
-    let ip = session::peer_ip().parse().ok()?;
-    let (store, key) = (config.store(), history_key(ip));
+fn update_history(config: &Config, key: &str, change: impl FnOnce(&mut (u64, u64, u64))) -> Option<(u64, u64, u64)> {
+    let store = config.store();
     let expiry = config
         .settings
         .duration("history_expiry", Duration::from_secs(60 * 86_400));
-    let result = kv::get(&store, &key).and_then(|value| {
+    let result = kv::get(&store, key).and_then(|value| {
         let before = read_history(value.as_deref());
         let mut after = before;
         change(&mut after);
         let text = format!("{} {} {}", after.0, after.1, after.2);
-        kv::set(&store, &key, text.as_bytes(), Some(expiry.as_millis() as u64)).map(|_| before)
+        kv::set(&store, key, text.as_bytes(), Some(expiry.as_millis() as u64)).map(|_| before)
     });
     result
         .inspect_err(|e| waraka_plugin::warn!("karma: history store {store} failed: {e:?}"))
@@ -329,18 +350,26 @@ fn update_history(config: &Config, change: impl FnOnce(&mut (u64, u64, u64))) ->
 }
 
 /// Notes the client's history (good less bad connections, and whether all
-/// of its last connections were good or bad) and counts this connection.
+/// of its last connections were good or bad) and its network's (good less
+/// bad), and counts this connection in both.
 fn note_history(config: &Config) {
-    let Some((good, bad, _)) = update_history(config, |h| h.2 += 1) else {
-        return;
-    };
-    if good + bad > 0 {
-        waraka_plugin::note_connection(HISTORY, &(good as i64 - bad as i64).to_string());
-    }
-    if good > ALL_AFTER && bad == 0 {
-        waraka_plugin::note_connection(HISTORY_ALL, "good");
-    } else if bad > ALL_AFTER && good == 0 {
-        waraka_plugin::note_connection(HISTORY_ALL, "bad");
+    for (of, key) in history_keys() {
+        let Some((good, bad, _)) = update_history(config, &key, |h| h.2 += 1) else {
+            continue;
+        };
+        if good + bad > 0 {
+            let balance = (good as i64 - bad as i64).to_string();
+            let note = if of == HistoryOf::Client { HISTORY } else { ASN_HISTORY };
+            waraka_plugin::note_connection(note, &balance);
+        }
+        if of == HistoryOf::Network {
+            continue;
+        }
+        if good > ALL_AFTER && bad == 0 {
+            waraka_plugin::note_connection(HISTORY_ALL, "good");
+        } else if bad > ALL_AFTER && good == 0 {
+            waraka_plugin::note_connection(HISTORY_ALL, "bad");
+        }
     }
 }
 
@@ -495,7 +524,9 @@ impl Plugin for Karma {
         let score = score();
         let good = score > config.settings.number("positive", 3.0);
         if good || score < 0.0 {
-            update_history(&config, |h| if good { h.0 += 1 } else { h.1 += 1 });
+            for (_, key) in history_keys() {
+                update_history(&config, &key, |h| if good { h.0 += 1 } else { h.1 += 1 });
+            }
         }
         waraka_plugin::info!("karma: {} ended with {}", session::peer_ip(), summary());
     }

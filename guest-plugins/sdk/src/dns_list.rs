@@ -16,6 +16,27 @@ pub fn zones(settings: &Settings, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The name to look up for `ip` in `zone`: its octets reversed for IPv4
+/// (`2.0.0.192.zone` for 192.0.2.2), its nibbles reversed for IPv6.
+pub fn query_name(ip: std::net::IpAddr, zone: &str) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.{zone}")
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut labels: Vec<String> = v6
+                .octets()
+                .iter()
+                .flat_map(|byte| [byte >> 4, byte & 0x0f])
+                .map(|nibble| format!("{nibble:x}"))
+                .collect();
+            labels.reverse();
+            format!("{}.{zone}", labels.join("."))
+        }
+    }
+}
+
 /// Whether an answer address means "listed" (127.0.0.0/8, but not the
 /// 127.255.255.0/24 error codes).
 pub fn listing(answer: &str) -> bool {
@@ -74,5 +95,18 @@ mod tests {
         assert!(!listing("127.255.255.254"), "an error code");
         assert!(!listing("192.0.2.1"));
         assert!(!listing("::1"));
+    }
+
+    #[test]
+    fn query_names_reverse_the_address() {
+        assert_eq!(
+            query_name("192.0.2.99".parse().unwrap(), "bl.test"),
+            "99.2.0.192.bl.test"
+        );
+        let v6 = query_name("2001:db8::1".parse().unwrap(), "bl.test");
+        assert_eq!(
+            v6,
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test"
+        );
     }
 }
