@@ -687,6 +687,31 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_core_plugin_ships_its_docs_and_config() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for (name, _) in CORE_PLUGINS {
+            assert!(
+                root.join(format!("docs/plugins/{name}.md")).is_file(),
+                "docs/plugins/{name}.md is missing"
+            );
+            // rcpt_to.in_host_list reads Haraka's config/host_list.
+            let base = if *name == "rcpt_to.in_host_list" {
+                "host_list"
+            } else {
+                name
+            };
+            let (dir, file) = base.rsplit_once('/').unwrap_or(("", base));
+            let configs = std::fs::read_dir(root.join("config").join(dir)).unwrap();
+            assert!(
+                configs
+                    .flatten()
+                    .any(|f| f.file_name().to_string_lossy().starts_with(file)),
+                "no config file for {name}"
+            );
+        }
+    }
     use std::time::Duration;
 
     #[test]
