@@ -556,13 +556,23 @@ class Service:
     def __init__(self, what, args_for_port, timeout=15):
         self.tmp = tempfile.TemporaryDirectory()
         self.port = free_port()
-        self.proc = subprocess.Popen(args_for_port(self.port, self.tmp.name), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.what, self.args, self.timeout = what, args_for_port(self.port, self.tmp.name), timeout
+        self._start()
+
+    def _start(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for_port(self.port, self.proc, what, timeout)
+            wait_for_port(self.port, self.proc, self.what, self.timeout)
         except BaseException:
             self.stop()
             raise
+
+    def restart(self):
+        """Stops the server and starts it again on the same port, with the
+        same files (its data stays)."""
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+        self._start()
 
     def stop(self):
         if self.proc.poll() is None:

@@ -122,6 +122,13 @@ class LdapTest(unittest.TestCase):
                                ("cn=waraka,ou=services", "service-pw")):
             self.assertEqual(self.auth(user, password)[0], 535, (user, password))
 
+    def test_searches_go_on_after_the_directory_restarts(self):
+        with self.client() as s:
+            s.mail("a@sender.test")
+            self.assertEqual(s.rcpt("alice@example.com")[0], 250)
+            self.directory.restart()
+            self.assertEqual(s.rcpt("bob@example.com")[0], 250, "the shared connection is opened again")
+
     def test_a_dn_template_binds_without_searching(self):
         settings = (self.server.dir / "config/auth/ldap.ini").read_text()
         self.addCleanup(self.server.edit, "config/auth/ldap.ini", lambda _: settings)
