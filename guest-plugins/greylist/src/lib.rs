@@ -73,7 +73,7 @@ impl Plugin for Greylist {
             ),
             recipient.to_addr_spec().to_ascii_lowercase()
         );
-        let store = settings.get("store").unwrap_or_else(|| "default".into());
+        let store = settings.store();
         let black = settings.duration("black_timeout", Duration::from_secs(5 * 60));
         let grey = settings.duration("grey_timeout", Duration::from_secs(24 * 3600));
         let white = settings.duration("white_timeout", Duration::from_secs(36 * 86_400));

@@ -141,10 +141,6 @@ impl Config {
         }
     }
 
-    fn store(&self) -> String {
-        self.settings.get("store").unwrap_or_else(|| "default".into())
-    }
-
     fn negative(&self) -> f64 {
         self.settings.number("negative", -8.0)
     }
@@ -333,7 +329,7 @@ fn history_keys() -> Vec<(HistoryOf, String)> {
 /// keeping it `history_expiry` longer. Concurrent connections of one client
 /// may lose a count to each other: history is a trend, not a ledger.
 fn update_history(config: &Config, key: &str, change: impl FnOnce(&mut (u64, u64, u64))) -> Option<(u64, u64, u64)> {
-    let store = config.store();
+    let store = config.settings.store();
     let expiry = config
         .settings
         .duration("history_expiry", Duration::from_secs(60 * 86_400));

@@ -47,7 +47,7 @@ struct Config {
 impl Config {
     fn load() -> Config {
         let settings = Settings::load(SETTINGS);
-        let store = settings.get("store").unwrap_or_else(|| "default".into());
+        let store = settings.store();
         Config { settings, store }
     }
 

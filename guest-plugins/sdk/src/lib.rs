@@ -316,6 +316,20 @@ impl Address {
     }
 }
 
+impl AuthAttempt {
+    /// What a plugin that checks passwords answers before looking at this
+    /// attempt: a refusal when it asks to act as someone else (an
+    /// authorisation identity other than the user), `cont` (to the next
+    /// `auth` plugin) for a mechanism other than PLAIN and LOGIN; `None`
+    /// when the password is for it to check.
+    pub fn precheck(&self) -> Option<Verdict> {
+        if self.authzid.as_deref().is_some_and(|z| z != self.user) {
+            return Some(Verdict::deny("Authorisation identity not allowed"));
+        }
+        (!matches!(self.mechanism.as_str(), "PLAIN" | "LOGIN")).then_some(Verdict::Cont)
+    }
+}
+
 impl core::fmt::Display for Address {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "<{}>", self.quoted_addr_spec())
@@ -356,6 +370,12 @@ impl Settings {
         self.0
             .iter()
             .filter_map(move |(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
+    }
+
+    /// The key/value store named by the `store` setting (grant `kv:NAME`);
+    /// `default` when missing.
+    pub fn store(&self) -> String {
+        self.get("store").unwrap_or_else(|| "default".into())
     }
 
     /// A number setting; `default` when missing or not a number.

@@ -25,11 +25,8 @@ impl Plugin for Dovecot {
     const HOOKS: &'static [Hook] = &[Hook::Auth];
 
     fn auth(attempt: AuthAttempt) -> Verdict {
-        if attempt.authzid.as_deref().is_some_and(|z| z != attempt.user) {
-            return Verdict::deny("Authorisation identity not allowed");
-        }
-        if !matches!(attempt.mechanism.as_str(), "PLAIN" | "LOGIN") {
-            return Verdict::Cont;
+        if let Some(verdict) = attempt.precheck() {
+            return verdict;
         }
         let settings = Settings::load(SETTINGS);
         let user = qualified(&attempt.user, settings.get("default_domain").as_deref());

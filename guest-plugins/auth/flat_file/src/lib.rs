@@ -64,8 +64,8 @@ impl Plugin for FlatFile {
     const HOOKS: &'static [Hook] = &[Hook::Auth];
 
     fn auth(attempt: AuthAttempt) -> Verdict {
-        if attempt.authzid.as_deref().is_some_and(|z| z != attempt.user) {
-            return Verdict::deny("Authorisation identity not allowed");
+        if let Some(verdict) = attempt.precheck() {
+            return verdict;
         }
         match lookup(&attempt.user) {
             Ok((Some(entry), allow_cleartext)) => match verify(&entry, &attempt.secret, allow_cleartext) {

@@ -52,11 +52,8 @@ impl Plugin for AuthLdap {
     const HOOKS: &'static [Hook] = &[Hook::Auth];
 
     fn auth(attempt: AuthAttempt) -> Verdict {
-        if attempt.authzid.as_deref().is_some_and(|z| z != attempt.user) {
-            return Verdict::deny("Authorisation identity not allowed");
-        }
-        if !matches!(attempt.mechanism.as_str(), "PLAIN" | "LOGIN") {
-            return Verdict::Cont;
+        if let Some(verdict) = attempt.precheck() {
+            return verdict;
         }
         let settings = Settings::load(SETTINGS);
         let directory = settings.get("directory").unwrap_or_else(|| "main".into());
