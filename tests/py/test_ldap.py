@@ -42,6 +42,21 @@ mail: alice@example.com
 mailLocalAddress: al@example.com
 userPassword: alice-pw
 
+dn: uid=carol,ou=people,{LDAP_BASE}
+objectClass: inetOrgPerson
+objectClass: inetLocalMailRecipient
+uid: carol
+cn: Carol
+sn: C
+mail: carol@example.com
+mailRoutingAddress: alice@example.com
+
+dn: cn=team,{LDAP_BASE}
+objectClass: nisMailAlias
+cn: team
+rfc822MailMember: alice@example.com
+rfc822MailMember: bob@example.com
+
 dn: uid=bob,ou=people,{LDAP_BASE}
 objectClass: inetOrgPerson
 uid: bob
@@ -54,7 +69,10 @@ userPassword: b(o)b*pw
 MESSAGE = b"From: a@sender.test\r\nTo: al@example.com\r\nSubject: directory\r\n\r\nbody\r\n"
 
 
-def ldap_setup(url, env_grants=True):
+def ldap_setup(url, aliases=False):
+    """Names the directory at `url` `[ldap.main]` and grants it to the LDAP
+    plugins (with `aliases`, to `aliases` too, as its source)."""
+
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f"""
 [ldap.main]
@@ -71,6 +89,10 @@ grants = ["ldap:main"]
 grants = ["ldap:main"]
 """)
         server.edit("config/host_list", lambda t: t + "example.com\n")
+        if aliases:
+            server.edit("waraka.toml", lambda t: t.replace(
+                '[plugin.aliases]\ngrants = ["outbound-queue"]', '[plugin.aliases]\ngrants = ["outbound-queue", "ldap:main"]'))
+            server.set_settings("aliases.ini", ldap_directory="main")
 
     return setup
 
@@ -138,6 +160,35 @@ class LdapTest(unittest.TestCase):
         self.server.wait_for_log(r"alice@example\.com authenticated as uid=alice,ou=people")
 
 
+class LdapAliasesTest(unittest.TestCase):
+    """`aliases` with the directory as its source: a routing address and a
+    list (nisMailAlias), whose targets `rcpt_to.ldap` then checks."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.directory = slapd(LDIF)
+        cls.addClassCleanup(cls.directory.stop)
+
+        cls.server = Waraka(["aliases", "rcpt_to.ldap", "queue/maildir"], setup=ldap_setup(cls.directory.url, aliases=True))
+        cls.addClassCleanup(cls.server.stop)
+
+    def stored_for(self, recipient):
+        code, _, stored = self.server.deliver(MESSAGE, recipient=recipient)
+        self.assertEqual(code, 250, recipient)
+        return sorted(p.parent.parent.name for p in self.server.maildir() if p.read_bytes() in stored)
+
+    def test_a_routing_address_takes_the_mail(self):
+        self.assertEqual(self.stored_for("carol+news@example.com"), ["alice"])
+        self.server.wait_for_log(r"carol\+news@example\.com> is an alias of alice\+news@example\.com")
+
+    def test_a_list_reaches_its_members(self):
+        settings = (self.server.dir / "config/aliases.ini").read_text()
+        self.addCleanup(self.server.edit, "config/aliases.ini", lambda _: settings)
+        self.server.set_settings("aliases.ini", ldap_filter="(&(objectClass=nisMailAlias)(cn=%l))",
+                                 ldap_attribute="rfc822MailMember")
+        self.assertEqual(self.stored_for("team@example.com"), ["alice", "bob"])
+
+
 class LdapTlsTest(unittest.TestCase):
     def test_searches_and_binds_over_ldaps(self):
         with tempfile.TemporaryDirectory() as ca:
@@ -166,6 +217,17 @@ class UnreachableDirectoryTest(unittest.TestCase):
             code, text = s.rcpt("alice@example.com")
             self.assertEqual((code, text.decode()[:6]), (451, "4.3.0 "))
         server.wait_for_log(r"auth/ldap: checking alice failed")
+
+    def test_aliases_wait_for_the_directory(self):
+        server = Waraka(["aliases", "rcpt_to.in_host_list", "queue/maildir"],
+                        setup=ldap_setup("ldap://127.0.0.1:1", aliases=True))
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            code, text = s.rcpt("carol@example.com")
+            self.assertEqual((code, text.decode()), (451, "4.3.0 Recipient aliases temporarily unavailable, try later"))
+            self.assertEqual(s.rcpt("carol@elsewhere.test")[0], 550, "not local: not looked up")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 //! `aliases`: recipient aliases and lists, as Haraka's `aliases` plugin and
 //! `/etc/aliases`. `config/aliases` maps an address, a local part (any
 //! domain) or `@domain` to one or more addresses, `@otherdomain` (same local
-//! part) or `:reject`. The candidate recipient is rewritten to the first
+//! part) or `:reject`; an address it does not name may be looked up in an
+//! LDAP directory (`config/aliases.ini`), whose entry's attribute values
+//! are the targets (`mailRoutingAddress`, a list's `rfc822MailMember`). The candidate recipient is rewritten to the first
 //! target, which the later `rcpt` plugins then check as usual; the other
 //! targets are added to the transaction once the first was accepted
 //! (`rcpt-ok`). One level: targets are not looked up again. A target whose
@@ -10,10 +12,12 @@
 
 use waraka_plugin::host_list::is_local_recipient;
 use waraka_plugin::{
-    Address, Error, Hook, Plugin, Scope, Verdict, config, envelope, notes, outbound_queue, subaddress,
+    Address, Error, Hook, Plugin, Scope, Settings, Verdict, config, envelope, ldap, ldap_filter, notes, outbound_queue,
+    subaddress,
 };
 
 const ALIASES: &str = "aliases";
+const SETTINGS: &str = "aliases.ini";
 /// The transaction note holding, between `rcpt` and `rcpt-ok`, the first
 /// target, the others to add once it is accepted, and whether they may be
 /// forwarded (`first\nsecond,third\ntrue`).
@@ -59,15 +63,59 @@ fn lookup(lines: &[String], local: &str, extension: &str, domain: &str) -> Optio
         return Some(Target::Reject);
     }
     let extension = if unmatched { extension } else { "" };
-    let list = waraka_plugin::split_list(targets)
+    Some(Target::To(expand(waraka_plugin::split_list(targets), local, extension)))
+}
+
+/// The addresses `targets` name for `local`: `@domain` keeps the local
+/// part; an `extension` left unmatched by the key goes on to each target.
+fn expand(targets: Vec<String>, local: &str, extension: &str) -> Vec<String> {
+    targets
         .into_iter()
         .map(|t| match (t.strip_prefix('@'), t.rsplit_once('@')) {
             (Some(new_domain), _) => format!("{local}@{new_domain}"),
             (None, Some((target_local, target_domain))) => format!("{target_local}{extension}@{target_domain}"),
             (None, None) => t,
         })
-        .collect();
-    Some(Target::To(list))
+        .collect()
+}
+
+/// The alias of `local@domain` in the LDAP directory of `aliases.ini`
+/// (none when `ldap_directory` is empty): the values of `ldap_attribute` of
+/// the entries `ldap_filter` finds for the address, then for it without its
+/// subaddress `extension` (which then goes on to the targets).
+fn ldap_lookup(local: &str, extension: &str, domain: &str) -> Result<Option<Target>, Error> {
+    let settings = Settings::load(SETTINGS);
+    let Some(directory) = settings.get("ldap_directory").filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    let template = settings
+        .get("ldap_filter")
+        .unwrap_or_else(|| "(|(mail=%a)(mailLocalAddress=%a))".into());
+    let attribute = settings
+        .get("ldap_attribute")
+        .unwrap_or_else(|| "mailRoutingAddress".into());
+    let base = settings.get("ldap_base").unwrap_or_default();
+    let domain = domain.to_ascii_lowercase();
+    let user = &local[..local.len() - extension.len()];
+    let candidates = [(local, false), (user, true)];
+    for (part, unmatched) in candidates.into_iter().take(if extension.is_empty() { 1 } else { 2 }) {
+        let address = format!("{part}@{domain}");
+        let filter = ldap_filter::fill(&template, &[('a', &address), ('l', part), ('d', &domain)]);
+        let targets: Vec<String> = ldap::search(&directory, &base, &filter, std::slice::from_ref(&attribute))?
+            .into_iter()
+            .flat_map(|entry| entry.attributes)
+            .filter(|(name, _)| name.eq_ignore_ascii_case(&attribute))
+            .flat_map(|(_, values)| values)
+            .collect();
+        if !targets.is_empty() {
+            return Ok(Some(Target::To(expand(
+                targets,
+                local,
+                if unmatched { extension } else { "" },
+            ))));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the alias of `recipient` may forward to other domains: only
@@ -110,7 +158,23 @@ impl Plugin for Aliases {
         let lines = config::lines(ALIASES).unwrap_or_default();
         let local = &recipient.local_part;
         let (user, _) = subaddress::split(local, &subaddress::delimiters());
-        let Some(target) = lookup(&lines, local, &local[user.len()..], &recipient.domain) else {
+        let extension = &local[user.len()..];
+        let found = match lookup(&lines, local, extension, &recipient.domain) {
+            Some(target) => Some(target),
+            None if !is_local_recipient(&recipient).unwrap_or(false) => None,
+            None => match ldap_lookup(local, extension, &recipient.domain) {
+                Ok(target) => target,
+                Err(e) => {
+                    waraka_plugin::error!("looking {recipient} up in the directory failed: {e:?}");
+                    return Verdict::denysoft_code(
+                        451,
+                        "4.3.0",
+                        "Recipient aliases temporarily unavailable, try later",
+                    );
+                }
+            },
+        };
+        let Some(target) = found else {
             return Verdict::Cont;
         };
         let targets = match target {
