@@ -114,7 +114,17 @@ impl Stream {
             .map(|c| format!("{:?}", c.suite()))
             .unwrap_or_default();
         let sni = session.server_name().map(str::to_string);
-        Ok((Stream::Tls(Box::new(stream)), TlsInfo { version, cipher, sni }))
+        let client_fingerprint = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| crate::tls::fingerprint(cert));
+        let info = TlsInfo {
+            version,
+            cipher,
+            sni,
+            client_fingerprint,
+        };
+        Ok((Stream::Tls(Box::new(stream)), info))
     }
 }
 
@@ -143,7 +153,11 @@ pub async fn registry_of(instance: &Instance, specs: Vec<PluginSpec>) -> Result<
 /// replaces the configured listeners when not empty.
 pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
     raise_open_file_limit();
-    let tls = instance.tls_files().map(Tls::load).transpose()?;
+    let ask_client_cert = instance.config.tls.as_ref().is_some_and(|t| t.ask_client_cert);
+    let tls = instance
+        .tls_files()
+        .map(|files| Tls::load(files, ask_client_cert))
+        .transpose()?;
     let addresses = if listen.is_empty() {
         instance.listeners()?
     } else {

@@ -2,16 +2,19 @@
 //! The default certificate, and more chosen by the server name the client
 //! asks for (SNI). The files are re-read at the first handshake after one of
 //! them changes, so a renewed certificate needs no restart; connections
-//! already encrypted keep the one they started with.
+//! already encrypted keep the one they started with. Clients may be asked
+//! for a certificate, which identifies them by its fingerprint.
 
 use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -21,6 +24,8 @@ use tokio_rustls::TlsAcceptor;
 pub struct Tls {
     /// (certificate chain, key) pairs: the default first.
     files: Vec<(PathBuf, PathBuf)>,
+    /// Whether clients are asked for a certificate.
+    ask_client_cert: bool,
     acceptor: ArcSwap<TlsAcceptor>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
 }
@@ -79,7 +84,68 @@ impl ResolvesServerCert for ByServerName {
     }
 }
 
-fn build(files: &[(PathBuf, PathBuf)]) -> Result<TlsAcceptor> {
+/// Asks the client for a certificate without requiring one, and takes any,
+/// self-signed included, whose holder proves in the handshake that it has
+/// the key: who it is comes from its fingerprint, which the plugins judge
+/// (as Postfix's `relay_clientcerts`), not from a certificate authority.
+#[derive(Debug)]
+struct AnyClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A certificate's SHA-256 fingerprint as Postfix writes it:
+/// upper-case hex pairs joined by colons.
+pub fn fingerprint(certificate: &[u8]) -> String {
+    let digest = Sha256::digest(certificate);
+    digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+fn build(files: &[(PathBuf, PathBuf)], ask_client_cert: bool) -> Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut keys = files
         .iter()
@@ -89,21 +155,27 @@ fn build(files: &[(PathBuf, PathBuf)]) -> Result<TlsAcceptor> {
         return Err(anyhow!("no certificate configured"));
     }
     let default = keys.remove(0);
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(ByServerName { default, named: keys }));
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match ask_client_cert {
+        true => builder.with_client_cert_verifier(Arc::new(AnyClientCert { algorithms })),
+        false => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(Arc::new(ByServerName { default, named: keys }));
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Tls {
     /// Loads the certificate chains and keys (PEM files): the default pair
-    /// first, then those chosen by server name.
-    pub fn load(files: Vec<(PathBuf, PathBuf)>) -> Result<Tls> {
-        let acceptor = build(&files)?;
+    /// first, then those chosen by server name. With `ask_client_cert`,
+    /// clients are asked for a certificate of their own.
+    pub fn load(files: Vec<(PathBuf, PathBuf)>, ask_client_cert: bool) -> Result<Tls> {
+        let acceptor = build(&files, ask_client_cert)?;
         let stamps = Mutex::new(Self::stamps_of(&files));
         Ok(Tls {
             files,
+            ask_client_cert,
             acceptor: ArcSwap::from_pointee(acceptor),
             stamps,
         })
@@ -123,7 +195,7 @@ impl Tls {
         let mut stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
         if *stamps != now {
             *stamps = now;
-            match build(&self.files) {
+            match build(&self.files, self.ask_client_cert) {
                 Ok(acceptor) => {
                     tracing::info!(cert = %self.files[0].0.display(), certificates = self.files.len(), "TLS certificate reloaded");
                     self.acceptor.store(Arc::new(acceptor));

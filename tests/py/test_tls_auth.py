@@ -4,6 +4,7 @@ queue/maildir plugins, on mx, submission and submissions listeners.
 """
 
 import base64
+import hashlib
 import os
 import pathlib
 import shutil
@@ -11,11 +12,13 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import unittest
 import warnings
 
-from harness import BIN, GUESTS, Waraka, free_port, make_ca, make_cert, prometheus, redis, stopped_after_class
+from harness import (BIN, GUESTS, Waraka, enable_tls, free_port, make_ca, make_cert, prometheus, redis,
+                     stopped_after_class)
 
 PASSWORD = "correct horse battery staple"
 FAILURE_DELAY = 0.1
@@ -403,3 +406,48 @@ class RelayAclTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ClientCertificateTest(unittest.TestCase):
+    """`[tls] ask_client_cert` and `relay.clientcerts`: a client whose
+    certificate's fingerprint is listed relays, as with Postfix's
+    `relay_clientcerts`; others, with a certificate or without, do not."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        cls.certs = pathlib.Path(cls.tmp.name)
+        for name in ("trusted", "stranger"):
+            make_cert(cls.certs / f"{name}.pem", cls.certs / f"{name}-key.pem", f"{name}.client.test")
+        digest = hashlib.sha256(der(cls.certs / "trusted.pem")).hexdigest().upper()
+        fingerprint = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+        def setup(server):
+            enable_tls(server, "mx.test")
+            server.edit("waraka.toml", lambda t: t.replace(
+                '[tls]\n', '[tls]\nask_client_cert = true\n') + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+            server.edit("config/relay.clientcerts", lambda t: t + f"SHA256 Fingerprint={fingerprint}  # the backup MX\n")
+
+        cls.server = stopped_after_class(cls, Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup))
+
+    def relay_reply(self, certificate=None):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if certificate:
+            context.load_cert_chain(self.certs / f"{certificate}.pem", self.certs / f"{certificate}-key.pem")
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.starttls(context=context)
+            s.ehlo()
+            s.mail("a@client.test")
+            code, text = s.rcpt("someone@remote.test")
+            return code, text.decode()
+
+    def test_a_listed_certificate_relays(self):
+        self.assertEqual(self.relay_reply("trusted")[0], 250)
+        self.server.wait_for_log(r"may relay \(relay\.clientcerts: [0-9A-F]{2}(:[0-9A-F]{2}){31}\)")
+
+    def test_other_clients_do_not(self):
+        self.assertEqual(self.relay_reply("stranger"), (554, "5.7.1 Relay access denied"))
+        self.assertEqual(self.relay_reply(), (554, "5.7.1 Relay access denied"), "no certificate is no error")

@@ -529,6 +529,12 @@ pub struct TlsConfig {
     /// valid for (its subjectAltName DNS names, wildcards included).
     #[serde(default)]
     pub sni: Vec<CertificateFiles>,
+    /// Ask clients for a certificate (never require one), as Postfix's
+    /// `smtpd_tls_ask_ccert`: plugins see its fingerprint (the `relay`
+    /// plugin's `relay.clientcerts`). Off by default: a few clients fail
+    /// a handshake that asks.
+    #[serde(default)]
+    pub ask_client_cert: bool,
 }
 
 /// `[[tls.sni]]`: a certificate chain and its key (PEM files).

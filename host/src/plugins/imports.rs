@@ -256,6 +256,9 @@ impl session::Host for StoreState {
     fn tls_sni(&mut self) -> Option<String> {
         self.with_conn(None, |c| c.tls.as_ref().and_then(|t| t.sni.clone()))
     }
+    fn tls_client_fingerprint(&mut self) -> Option<String> {
+        self.with_conn(None, |c| c.tls.as_ref().and_then(|t| t.client_fingerprint.clone()))
+    }
     fn auth_user(&mut self) -> Option<String> {
         self.with_conn(None, |c| c.auth_user.clone())
     }

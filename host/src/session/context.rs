@@ -19,6 +19,9 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The server name the client asked for.
     pub sni: Option<String>,
+    /// The SHA-256 fingerprint of the certificate the client presented
+    /// (`AB:CD:…`), when it was asked for one and sent it.
+    pub client_fingerprint: Option<String>,
 }
 
 /// One open transaction (MAIL until reset).

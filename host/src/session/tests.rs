@@ -695,6 +695,7 @@ async fn starttls_stops_reading_and_resets_the_session() {
         version: "TLSv1.3".into(),
         cipher: "X".into(),
         sni: None,
+        client_fingerprint: None,
     };
     h.session.tls_established(tls).await;
     assert_eq!(
