@@ -4,8 +4,8 @@
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore,
-    LdapSettings, MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd,
-    SqliteDatabase, Srs, is_socket_path,
+    MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs,
+    is_socket_path,
 };
 use crate::delivery::{
     BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, NextHop, OutboundSettings, RouteSettings,
@@ -426,18 +426,7 @@ impl Instance {
                 .config
                 .ldap
                 .iter()
-                .map(|(name, config)| {
-                    let settings = LdapSettings {
-                        url: config.url.clone(),
-                        starttls: config.starttls,
-                        bind_dn: config.bind_dn.clone(),
-                        bind_password: config.bind_password.clone(),
-                        base: config.base.clone(),
-                        timeout: config.timeout,
-                        max_entries: config.max_entries,
-                    };
-                    (name.clone(), Arc::new(Directory::new(settings)))
-                })
+                .map(|(name, config)| (name.clone(), Arc::new(Directory::new(config.clone()))))
                 .collect(),
         })
     }
@@ -687,6 +676,7 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn every_core_plugin_ships_its_docs_and_config() {
@@ -712,7 +702,6 @@ mod tests {
             );
         }
     }
-    use std::time::Duration;
 
     #[test]
     fn the_default_config_parses_and_unknown_keys_are_errors() {

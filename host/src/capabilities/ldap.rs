@@ -7,7 +7,6 @@
 
 use super::CapabilityError;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
-use std::time::Duration;
 
 /// RFC 4511 result codes the directory answers with.
 mod code {
@@ -19,24 +18,8 @@ mod code {
     pub const INVALID_CREDENTIALS: u32 = 49;
 }
 
-/// How to reach a directory and search it.
-#[derive(Clone, Debug)]
-pub struct LdapSettings {
-    /// `ldap://`, `ldaps://` or `ldapi://` URL.
-    pub url: String,
-    /// StartTLS on an `ldap://` connection.
-    pub starttls: bool,
-    /// The account searches are made as (anonymous when `None`).
-    pub bind_dn: Option<String>,
-    /// Its password.
-    pub bind_password: Option<String>,
-    /// The base of searches that name none.
-    pub base: String,
-    /// The limit of connecting and of each operation.
-    pub timeout: Duration,
-    /// Most entries one search returns.
-    pub max_entries: u32,
-}
+/// How to reach a directory and search it: `[ldap.NAME]`.
+pub use waraka_config::LdapConfig;
 
 /// One entry found: its DN and the attributes asked for, by name (as the
 /// directory spells them), with their values.
@@ -50,7 +33,7 @@ pub struct Entry {
 
 /// A directory and its shared search connection.
 pub struct Directory {
-    settings: LdapSettings,
+    settings: LdapConfig,
     shared: tokio::sync::Mutex<Option<Ldap>>,
 }
 
@@ -72,7 +55,7 @@ fn connection_lost(e: &LdapError) -> bool {
 
 impl Directory {
     /// A directory reached with `settings`; nothing connects before the first call.
-    pub fn new(settings: LdapSettings) -> Directory {
+    pub fn new(settings: LdapConfig) -> Directory {
         Directory {
             settings,
             shared: tokio::sync::Mutex::new(None),
@@ -205,9 +188,10 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn nowhere() -> Directory {
-        Directory::new(LdapSettings {
+        Directory::new(LdapConfig {
             url: "ldap://127.0.0.1:1".into(),
             starttls: false,
             bind_dn: None,

@@ -32,7 +32,7 @@ pub use error::CapabilityError;
 pub use files::{Delivered, DeliveryDir, RelativePath};
 pub use group_sync::GroupSync;
 pub use kv::{KvStore, MemoryKv, RedisKv};
-pub use ldap::{Directory, LdapSettings};
+pub use ldap::Directory;
 pub use milter::Milter;
 pub use notes::{NoteError, NoteLimits, NoteStore};
 pub use sasl::{ClientInfo, DovecotAuth};
