@@ -74,6 +74,17 @@ pub struct Instance {
     pub embedded: bool,
 }
 
+/// Addresses and CIDR ranges of the setting `key` of `section`.
+fn networks(section: &str, key: &str, nets: &[String]) -> Result<Vec<IpNet>> {
+    nets.iter()
+        .map(|net| {
+            net.parse::<IpNet>()
+                .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
+                .with_context(|| format!("{section}: {key} {net:?} is not a network"))
+        })
+        .collect()
+}
+
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 5] = ["kv", "blobstore", "sql", "milter", "ldap"];
@@ -641,24 +652,22 @@ impl Instance {
             .map(|address| Listener::plain(address, Role::Mx))
             .collect();
         for l in &self.config.listener {
-            let networks = |key: &str, nets: &[String]| -> Result<Vec<IpNet>> {
-                nets.iter()
-                    .map(|net| {
-                        net.parse::<IpNet>()
-                            .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
-                            .with_context(|| format!("[[listener]] {}: {key} {net:?} is not a network", l.address))
-                    })
-                    .collect()
-            };
+            let section = format!("[[listener]] {}", l.address);
             all.push(Listener {
                 address: l.address.clone(),
                 role: l.role,
-                proxy_from: networks("proxy_from", &l.proxy_from)?,
-                xclient_from: networks("xclient_from", &l.xclient_from)?,
+                proxy_from: networks(&section, "proxy_from", &l.proxy_from)?,
+                xclient_from: networks(&section, "xclient_from", &l.xclient_from)?,
                 hostname: l.hostname.clone(),
             });
         }
         Ok(all)
+    }
+
+    /// The clients STARTTLS is not offered to (`[tls] no_tls_hosts`).
+    pub fn no_tls_hosts(&self) -> Result<Vec<IpNet>> {
+        let hosts = self.config.tls.as_ref().map_or(&[][..], |t| &t.no_tls_hosts);
+        networks("[tls]", "no_tls_hosts", hosts)
     }
 
     /// The TLS certificate and key files, when `[tls]` is configured: the

@@ -154,9 +154,10 @@ pub async fn registry_of(instance: &Instance, specs: Vec<PluginSpec>) -> Result<
 pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
     raise_open_file_limit();
     let ask_client_cert = instance.config.tls.as_ref().is_some_and(|t| t.ask_client_cert);
+    let no_tls_hosts = instance.no_tls_hosts()?;
     let tls = instance
         .tls_files()
-        .map(|files| Tls::load(files, ask_client_cert))
+        .map(|files| Tls::load(files, ask_client_cert, no_tls_hosts))
         .transpose()?;
     let addresses = if listen.is_empty() {
         instance.listeners()?
@@ -447,7 +448,7 @@ async fn handle(
     conn.role = role;
     conn.xclient_allowed = spec.xclient_from.iter().any(|net| net.contains(&peer.ip()));
     conn.max_recipients = settings.max_recipients;
-    conn.starttls_available = shared.tls.is_some() && role != Role::Submissions;
+    conn.starttls_available = shared.tls.as_ref().is_some_and(|t| t.offered_to(peer.ip())) && role != Role::Submissions;
     let span = info_span!("conn", id = %conn.id);
     metrics::counter!(telemetry::CONNECTIONS).increment(1);
     let open = telemetry::Held::new(metrics::gauge!(telemetry::CONNECTIONS_OPEN));

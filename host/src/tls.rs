@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
+use ipnet::IpNet;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -15,6 +16,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -26,6 +28,8 @@ pub struct Tls {
     files: Vec<(PathBuf, PathBuf)>,
     /// Whether clients are asked for a certificate.
     ask_client_cert: bool,
+    /// The clients STARTTLS is not offered to.
+    no_tls_hosts: Vec<IpNet>,
     acceptor: ArcSwap<TlsAcceptor>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
 }
@@ -169,13 +173,15 @@ fn build(files: &[(PathBuf, PathBuf)], ask_client_cert: bool) -> Result<TlsAccep
 impl Tls {
     /// Loads the certificate chains and keys (PEM files): the default pair
     /// first, then those chosen by server name. With `ask_client_cert`,
-    /// clients are asked for a certificate of their own.
-    pub fn load(files: Vec<(PathBuf, PathBuf)>, ask_client_cert: bool) -> Result<Tls> {
+    /// clients are asked for a certificate of their own; the clients in
+    /// `no_tls_hosts` are not offered STARTTLS.
+    pub fn load(files: Vec<(PathBuf, PathBuf)>, ask_client_cert: bool, no_tls_hosts: Vec<IpNet>) -> Result<Tls> {
         let acceptor = build(&files, ask_client_cert)?;
         let stamps = Mutex::new(Self::stamps_of(&files));
         Ok(Tls {
             files,
             ask_client_cert,
+            no_tls_hosts,
             acceptor: ArcSwap::from_pointee(acceptor),
             stamps,
         })
@@ -186,6 +192,11 @@ impl Tls {
             .iter()
             .flat_map(|(cert, key)| [modified(cert), modified(key)])
             .collect()
+    }
+
+    /// Whether STARTTLS is offered to the client at `ip`.
+    pub fn offered_to(&self, ip: IpAddr) -> bool {
+        !self.no_tls_hosts.iter().any(|net| net.contains(&ip))
     }
 
     /// The acceptor for a new handshake, rebuilt first if a file changed.

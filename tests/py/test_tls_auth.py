@@ -451,3 +451,28 @@ class ClientCertificateTest(unittest.TestCase):
     def test_other_clients_do_not(self):
         self.assertEqual(self.relay_reply("stranger"), (554, "5.7.1 Relay access denied"))
         self.assertEqual(self.relay_reply(), (554, "5.7.1 Relay access denied"), "no certificate is no error")
+
+
+class NoTlsHostsTest(unittest.TestCase):
+    """`[tls] no_tls_hosts`: clients whose TLS is broken are not offered STARTTLS."""
+
+    @classmethod
+    def setUpClass(cls):
+        def setup(server):
+            enable_tls(server, "mx.test")
+            server.edit("waraka.toml", lambda t: t.replace('[tls]\n', '[tls]\nno_tls_hosts = ["127.0.0.3", "127.0.1.0/24"]\n'))
+
+        cls.server = stopped_after_class(cls, Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup))
+
+    def ehlo_from(self, ip):
+        s = smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30, source_address=(ip, 0))
+        self.addCleanup(s.close)
+        s.ehlo()
+        return s
+
+    def test_listed_clients_are_not_offered_starttls(self):
+        for ip in ("127.0.0.3", "127.0.1.9"):
+            s = self.ehlo_from(ip)
+            self.assertFalse(s.has_extn("starttls"), ip)
+            self.assertEqual(s.docmd("STARTTLS"), (502, b"5.5.1 STARTTLS not available"), ip)
+        self.assertTrue(self.ehlo_from("127.0.0.4").has_extn("starttls"))

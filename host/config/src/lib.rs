@@ -535,6 +535,11 @@ pub struct TlsConfig {
     /// a handshake that asks.
     #[serde(default)]
     pub ask_client_cert: bool,
+    /// Clients (addresses or CIDR ranges) STARTTLS is not offered to, as
+    /// Haraka's `no_tls_hosts`: for the few whose TLS is broken and who
+    /// would otherwise never get their mail through.
+    #[serde(default)]
+    pub no_tls_hosts: Vec<String>,
 }
 
 /// `[[tls.sni]]`: a certificate chain and its key (PEM files).
