@@ -87,6 +87,19 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Look at and clear what plugins keep in the running server's
+    /// key/value stores (karma's history, greylisting, limits): the way to
+    /// forgive a client a false positive.
+    Kv {
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+        /// The store (`[kv.NAME]`).
+        #[arg(long, default_value = "default")]
+        store: String,
+        #[command(subcommand)]
+        command: KvCommand,
+    },
     /// Inspect and release the messages queue/quarantine kept aside
     /// (`[dirs].quarantine`).
     Quarantine {
@@ -114,6 +127,16 @@ enum QuarantineCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KvCommand {
+    /// The value of a key (as text), or nothing when it is absent or expired.
+    Get { key: String },
+    /// Remove a key (`karma:192.0.2.7/32` forgets that client's history).
+    Delete { key: String },
+    /// The keys that start with PREFIX (all without), sorted, at most 1,000.
+    List { prefix: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,6 +270,7 @@ pub fn main() -> Result<()> {
             } => list(instance(config.as_deref())?).await,
             Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command).await,
             Command::Quarantine { config, command } => quarantine_command(&Instance::load(&config)?, command).await,
+            Command::Kv { config, store, command } => kv_command(&config, &store, command).await,
             Command::Reload { config } => {
                 println!("{}", crate::control::request(&config, "reload").await?);
                 Ok(())
@@ -482,6 +506,31 @@ async fn check(file: &Path) -> Result<()> {
     println!("sha256: {}", plugin.hash);
     if !plugin.unknown_hooks.is_empty() {
         println!("unknown hooks (ignored): {}", plugin.unknown_hooks.join(", "));
+    }
+    Ok(())
+}
+
+/// `waraka kv`: asks the running server, which holds the stores (a memory
+/// store exists nowhere else).
+async fn kv_command(root: &Path, store: &str, command: KvCommand) -> Result<()> {
+    let request = match &command {
+        KvCommand::Get { key } => format!("kv {store} get {key}"),
+        KvCommand::Delete { key } => format!("kv {store} delete {key}"),
+        KvCommand::List { prefix } => format!("kv {store} list {}", prefix.as_deref().unwrap_or_default()),
+    };
+    let reply = crate::control::request(root, &request).await?;
+    match command {
+        KvCommand::Get { .. } => {
+            if let Some(value) = serde_json::from_str::<Option<String>>(&reply)? {
+                println!("{value}");
+            }
+        }
+        KvCommand::Delete { .. } => println!("{reply}"),
+        KvCommand::List { .. } => {
+            for key in serde_json::from_str::<Vec<String>>(&reply)? {
+                println!("{key}");
+            }
+        }
     }
     Ok(())
 }

@@ -1,15 +1,18 @@
 //! The control socket: a Unix socket in the instance (`queue/control.sock`)
-//! through which `waraka queue flush`, `waraka quarantine release` and
-//! `waraka reload` reach the running server. One request line, one reply
-//! line; only the instance's owner can connect.
+//! through which `waraka queue flush`, `waraka quarantine release`,
+//! `waraka kv` and `waraka reload` reach the running server. One request
+//! line, one reply line; only the instance's owner can connect.
 
+use crate::capabilities::KvStore;
 use crate::delivery::Outbound;
 use crate::quarantine::Releases;
 use crate::queue::Selection;
 use crate::reload::Reloader;
 use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
@@ -31,7 +34,12 @@ pub struct Controls {
     pub reloader: Reloader,
     /// Quarantine releases, when waraka.toml has `[dirs].quarantine`.
     pub releases: Option<Releases>,
+    /// The key/value stores, for `waraka kv` (the memory ones live only here).
+    pub kv: HashMap<String, Arc<KvStore>>,
 }
+
+/// The most keys `kv STORE list` answers with.
+pub const MAX_LISTED_KEYS: usize = 1000;
 
 /// Answers one request line: `ok …` or `error …`.
 async fn answer(controls: &Controls, request: &str) -> String {
@@ -57,11 +65,41 @@ async fn answer(controls: &Controls, request: &str) -> String {
             },
             None => Err("waraka.toml has no [dirs].quarantine".to_string()),
         },
+        ["kv", store, ..] => match controls.kv.get(*store) {
+            Some(kv) => answer_kv(kv, request).await,
+            None => Err(format!("waraka.toml has no [kv.{store}]")),
+        },
         _ => Err(format!("unknown request {request:?}")),
     };
     match reply {
         Ok(text) => format!("ok {text}"),
         Err(why) => format!("error {why}"),
+    }
+}
+
+/// Answers `kv STORE get KEY`, `kv STORE delete KEY` or `kv STORE list
+/// [PREFIX]` (the key is the rest of the line, spaces and all); values and
+/// lists come back as JSON, which keeps them on one line.
+async fn answer_kv(kv: &KvStore, request: &str) -> Result<String, String> {
+    let mut parts = request.splitn(4, ' ').skip(2);
+    let (verb, key) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let failed = |e: crate::capabilities::CapabilityError| e.to_string();
+    match verb {
+        "get" => {
+            let value = kv.get(key).await.map_err(failed)?;
+            let text = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+            Ok(serde_json::to_string(&text).unwrap_or_default())
+        }
+        "delete" => {
+            let deleted = kv.delete(key).await.map_err(failed)?;
+            info!(%key, deleted, "kv key deleted by the administrator");
+            Ok(if deleted { "deleted" } else { "absent" }.to_string())
+        }
+        "list" => {
+            let keys = kv.keys(key, MAX_LISTED_KEYS).await.map_err(failed)?;
+            Ok(serde_json::to_string(&keys).unwrap_or_default())
+        }
+        _ => Err(format!("unknown kv request {verb:?} (get, delete or list)")),
     }
 }
 

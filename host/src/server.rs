@@ -211,11 +211,13 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
                     open: Arc::new(move || shared.local_session()),
                 }
             });
+            let kv = registry.runtime().services().backends.kv.clone();
             let (watcher, reloader) = reload::watch(instance, registry, settings)?;
             let controls = control::Controls {
                 outbound,
                 reloader,
                 releases,
+                kv,
             };
             let path = path.clone();
             let control = tokio::spawn(async move {

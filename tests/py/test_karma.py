@@ -9,7 +9,7 @@ import smtplib
 import time
 import unittest
 
-from harness import Waraka, dnsmasq
+from harness import Waraka, dnsmasq, waraka_admin
 from test_dns_plugins import RECORDS, dns_list_settings, dns_setup
 
 MESSAGE = b"From: a@sender.test\r\nTo: rcpt@example.com\r\nSubject: karma\r\n\r\nbody\r\n"
@@ -105,6 +105,20 @@ class KarmaTest(unittest.TestCase):
         wait_ended(self.server, "127.0.0.8", 1)
         self.assertEqual(karma_header(self.server, "127.0.0.8"), "score=-1; history=-1; fail=karma.history",
                          "one bad connection before (-1): -1")
+
+    def test_the_administrator_forgives_a_client_with_waraka_kv(self):
+        with client(self.server, "127.0.0.11") as s:
+            s.ehlo()
+            s.docmd("XYZZY")
+        wait_ended(self.server, "127.0.0.11", 1)
+        self.assertEqual(waraka_admin(self.server, "kv", "list", "karma:127.0.0.11"), (0, "karma:127.0.0.11/32"))
+        self.assertEqual(waraka_admin(self.server, "kv", "get", "karma:127.0.0.11/32"), (0, "0 1 1"),
+                         "good, bad, connections")
+        self.assertEqual(waraka_admin(self.server, "kv", "delete", "karma:127.0.0.11/32"), (0, "deleted"))
+        self.assertEqual(waraka_admin(self.server, "kv", "get", "karma:127.0.0.11/32"), (0, ""))
+        self.assertEqual(karma_header(self.server, "127.0.0.11"), "score=0", "no history left")
+        code, said = waraka_admin(self.server, "kv", "--store", "nowhere", "list")
+        self.assertEqual((code, said), (1, "waraka: the server says: waraka.toml has no [kv.nowhere]"))
 
     def test_a_refusal_stands_when_its_plugin_is_excluded(self):
         self.server.set_settings("karma.ini", deny_excludes_plugins="dns-list")

@@ -7,7 +7,7 @@ import socket
 import time
 import unittest
 
-from harness import Waraka, redis, set_keys
+from harness import Waraka, redis, set_keys, waraka_admin
 
 
 def limit_setup(redis_port):
@@ -81,6 +81,21 @@ class LimitTest(unittest.TestCase):
             sock.sendall(b"QUIT\r\n")
             sock.close()
         self.assertEqual(codes, [220, 220, 220, 220, 421])
+
+    def test_the_administrator_lifts_a_limit_with_waraka_kv(self):
+        def connect():
+            code, sock, _ = self.open(self.servers[0], "127.0.0.6")
+            sock.sendall(b"QUIT\r\n")
+            sock.close()
+            return code
+
+        self.assertEqual([connect() for _ in range(5)], [220, 220, 220, 220, 421])
+        code, keys = waraka_admin(self.servers[1], "kv", "--store", "shared", "list", "conn:127.0.0.6:")
+        self.assertEqual(code, 0, keys)
+        (key,) = keys.splitlines()
+        self.assertEqual(waraka_admin(self.servers[1], "kv", "--store", "shared", "get", key), (0, "5"))
+        self.assertEqual(waraka_admin(self.servers[1], "kv", "--store", "shared", "delete", key), (0, "deleted"))
+        self.assertEqual(connect(), 220, "the count starts again")
 
     def test_recipient_rate(self):
         with smtplib.SMTP("127.0.0.1", self.servers[0].port, local_hostname="client.test", timeout=30,

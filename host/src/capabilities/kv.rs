@@ -67,6 +67,18 @@ impl KvStore {
         }
     }
 
+    /// Up to `max` live keys that start with `prefix`, sorted (for the
+    /// administrator's `waraka kv list`, not for plugins: Redis answers it
+    /// by scanning).
+    pub async fn keys(&self, prefix: &str, max: usize) -> Result<Vec<String>, CapabilityError> {
+        let mut keys = match self {
+            KvStore::Memory(m) => m.keys(prefix, max),
+            KvStore::Redis(r) => r.keys(prefix, max).await?,
+        };
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Removes `key`; whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, CapabilityError> {
         check(key, None)?;
@@ -127,6 +139,16 @@ impl MemoryKv {
                 self.max_keys
             )))
         }
+    }
+
+    fn keys(&self, prefix: &str, max: usize) -> Vec<String> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|(k, e)| e.live(now) && k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .take(max)
+            .collect()
     }
 
     fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), CapabilityError> {
@@ -251,6 +273,36 @@ impl RedisKv {
         Ok(sum)
     }
 
+    async fn keys(&self, prefix: &str, max: usize) -> Result<Vec<String>, CapabilityError> {
+        let mut conn = self.conn().await?;
+        // SCAN's MATCH is a glob: the prefix's own glob characters are escaped.
+        let mut pattern: String = self.key(prefix).chars().flat_map(glob_escaped).collect();
+        pattern.push('*');
+        let mut cursor = 0u64;
+        let mut keys = Vec::new();
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(backend)?;
+            keys.extend(
+                found
+                    .into_iter()
+                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)),
+            );
+            if next == 0 || keys.len() >= max {
+                keys.truncate(max);
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<bool, CapabilityError> {
         let mut conn = self.conn().await?;
         let removed: i64 = redis::cmd("DEL")
@@ -259,6 +311,14 @@ impl RedisKv {
             .await
             .map_err(backend)?;
         Ok(removed > 0)
+    }
+}
+
+/// `c` as a literal in a Redis glob pattern.
+fn glob_escaped(c: char) -> Vec<char> {
+    match c {
+        '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+        c => vec![c],
     }
 }
 
@@ -286,5 +346,21 @@ mod tests {
         assert_eq!(kv.delete("u").await, Ok(true));
         assert_eq!(kv.delete("u").await, Ok(false));
         assert!(matches!(kv.get("").await, Err(CapabilityError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn memory_keys_are_listed_by_prefix() {
+        let kv = KvStore::Memory(MemoryKv::new(10));
+        for key in ["karma:b", "karma:a", "greylist:x"] {
+            kv.set(key, b"1".to_vec(), None).await.unwrap();
+        }
+        kv.set("karma:gone", b"1".to_vec(), Some(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(kv.keys("karma:", 10).await.unwrap(), ["karma:a", "karma:b"]);
+        assert_eq!(kv.keys("", 10).await.unwrap().len(), 3);
+        assert_eq!(kv.keys("karma:", 1).await.unwrap().len(), 1);
+        assert_eq!(glob_escaped('*'), ['\\', '*']);
     }
 }
