@@ -47,6 +47,7 @@ fn proven_domains(results: &Results) -> Vec<String> {
     domains
 }
 
+/// `config/known-senders.ini` and the store it names, read once per hook.
 struct Config {
     settings: Settings,
     store: String,
@@ -55,8 +56,10 @@ struct Config {
 impl Config {
     fn load() -> Config {
         let settings = Settings::load(SETTINGS);
-        let store = settings.store();
-        Config { settings, store }
+        Config {
+            store: settings.store(),
+            settings,
+        }
     }
 
     /// Records the pairs of a relayed message: its sender's domain with each
