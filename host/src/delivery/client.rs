@@ -454,6 +454,20 @@ pub async fn probe(
 }
 
 /// One SMTP connection.
+/// Whether the server at `addr` takes `settings.auth`'s credentials: the
+/// opening of a session up to AUTH, then QUIT, with no mail. `Ok(false)`
+/// when it refuses them for good (5xx).
+pub async fn check_credentials(addr: &Address, host: &str, settings: &ClientSettings) -> Result<bool, ClientError> {
+    match Connection::open(addr, host, settings).await {
+        Ok((mut conn, _, _)) => {
+            conn.quit().await;
+            Ok(true)
+        }
+        Err(ClientError::Refused { stage: "AUTH", reply }) if reply.code / 100 == 5 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 struct Connection {
     io: Box<dyn ServiceStream>,
     unread: Vec<u8>,

@@ -14,7 +14,9 @@ mod outbound;
 mod route;
 mod tls_report;
 
-pub use client::{BindAddresses, ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, probe, send};
+pub use client::{
+    BindAddresses, ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, check_credentials, probe, send,
+};
 pub use daily::Submitter;
 pub use dmarc_failure::DmarcFailureReports;
 pub use dmarc_report::DmarcReports;

@@ -21,7 +21,7 @@ use crate::capabilities::{
     SqlValue, authenticate, is_socket_path,
 };
 use crate::capabilities::{ClientInfo, Scan};
-use crate::delivery::{Address, ClientError, ClientSettings, hop_target, probe, send};
+use crate::delivery::{Address, ClientError, ClientSettings, check_credentials, hop_target, probe, send};
 use crate::session::{Connection, HandedOn, Handoff, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
@@ -568,6 +568,27 @@ impl StoreState {
 }
 
 impl forward::Host for StoreState {
+    async fn check_credentials(
+        &mut self,
+        hop: forward::NextHop,
+        user: String,
+        password: String,
+    ) -> Result<bool, Error> {
+        let settings = ClientSettings {
+            auth: Some((user, password)),
+            ..self.forward_settings(&hop, false)?
+        };
+        let dns = self.host.services.backends.dns.clone();
+        bounded(self.deadline, async move {
+            let (host, settings) = (&hop.host, &settings);
+            each_address(&dns, &hop, |addr| async move {
+                check_credentials(&addr, host, settings).await
+            })
+            .await
+        })
+        .await
+    }
+
     async fn verify_recipient(
         &mut self,
         hop: forward::NextHop,

@@ -1,0 +1,57 @@
+"""`auth/proxy` end to end: a second real waraka with `auth/flat_file`
+is the server that knows the users; the front server checks AUTH by
+trying the credentials there (the host's SMTP client, up to AUTH, then
+QUIT), per domain of the user name."""
+
+import base64
+import smtplib
+import unittest
+
+from harness import Waraka, free_port, stopped_after_class
+
+
+def plain(user, password):
+    return "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+class AuthProxyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = stopped_after_class(cls, Waraka(
+            ["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"],
+            setup=lambda s: s.edit("config/auth/flat_file.ini", lambda t: t.replace(
+                "allow_cleartext = false", "allow_cleartext = true")
+                + "bob@example.com = plain:b0b-secret\nbob = plain:b0b-secret\n")))
+        dead = free_port()
+
+        def setup(server):
+            server.edit("config/auth/proxy.ini", lambda t: t.replace("host =", "host = 127.0.0.1", 1).replace(
+                "port = 587", f"port = {cls.upstream.port}").replace("tls = required", "tls = never")
+                + f"\n[down.test]\nhost = 127.0.0.1\nport = {dead}\n")
+
+        cls.server = stopped_after_class(cls, Waraka(["auth/proxy", "rcpt_to.in_host_list", "queue/maildir"],
+                                                     setup=setup))
+
+    def auth(self, user, password):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            code, text = s.docmd("AUTH", plain(user, password))
+            return code, text.decode()
+
+    def test_credentials_the_other_server_takes_are_taken(self):
+        self.assertEqual(self.auth("bob@example.com", "b0b-secret")[0], 235)
+        self.assertEqual(self.auth("bob", "b0b-secret")[0], 235, "a name without a domain goes to the top server")
+        self.server.wait_for_log(r"auth/proxy: bob@example\.com authenticated by 127\.0\.0\.1:\d+")
+
+    def test_credentials_it_refuses_are_refused(self):
+        for user, password in (("bob@example.com", "wrong"), ("nobody@example.com", "b0b-secret"), ("bob", "")):
+            self.assertEqual(self.auth(user, password)[0], 535, user)
+
+    def test_a_server_that_cannot_be_asked_lets_nobody_in(self):
+        self.assertEqual(self.auth("bob@down.test", "b0b-secret"),
+                         (454, "4.7.0 Authentication service unavailable"))
+        self.server.wait_for_log(r"auth/proxy: asking 127\.0\.0\.1:\d+ about bob@down\.test failed")
+
+
+if __name__ == "__main__":
+    unittest.main()
