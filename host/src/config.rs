@@ -3,9 +3,9 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, KvStore,
-    MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase, Srs,
-    is_socket_path,
+    Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, HttpService,
+    KvStore, MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase,
+    Srs, is_socket_path,
 };
 use crate::delivery::{
     BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, NextHop, OutboundSettings, RouteSettings,
@@ -87,7 +87,7 @@ fn networks(section: &str, key: &str, nets: &[String]) -> Result<Vec<IpNet>> {
 
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
-const BACKEND_GRANTS: [&str; 5] = ["kv", "blobstore", "sql", "milter", "ldap"];
+const BACKEND_GRANTS: [&str; 6] = ["kv", "blobstore", "sql", "milter", "ldap", "http"];
 const UNNAMED_GRANTS: [&str; 8] = [
     "dns",
     "forward",
@@ -352,6 +352,7 @@ impl Instance {
             "sql" => self.config.sql.contains_key(name),
             "milter" => self.config.milter.contains_key(name),
             "ldap" => self.config.ldap.contains_key(name),
+            "http" => self.config.http.contains_key(name),
             _ => false,
         }
     }
@@ -404,6 +405,11 @@ impl Instance {
             };
             sql.insert(name.clone(), Arc::new(database));
         }
+        let mut http = HashMap::new();
+        for (name, config) in &self.config.http {
+            let service = HttpService::new(config).map_err(|e| anyhow!("[http.{name}] {e}"))?;
+            http.insert(name.clone(), Arc::new(service));
+        }
         Ok(Backends {
             kv,
             dns: Arc::new(dns),
@@ -439,6 +445,7 @@ impl Instance {
                 .iter()
                 .map(|(name, config)| (name.clone(), Arc::new(Directory::new(config.clone()))))
                 .collect(),
+            http,
         })
     }
 
@@ -827,7 +834,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 milter:NAME, ldap:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
+                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
                     .into()
             )
         );

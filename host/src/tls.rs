@@ -3,7 +3,8 @@
 //! asks for (SNI). The files are re-read at the first handshake after one of
 //! them changes, so a renewed certificate needs no restart; connections
 //! already encrypted keep the one they started with. Clients may be asked
-//! for a certificate, which identifies them by its fingerprint.
+//! for a certificate, which identifies them by its fingerprint. Also the
+//! system's roots, which Waraka's own TLS clients check servers against.
 
 use anyhow::{Context, Result, anyhow};
 use arc_swap::ArcSwap;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio_rustls::TlsAcceptor;
 
 /// The certificate files and the acceptor built from them.
@@ -86,6 +87,28 @@ impl ResolvesServerCert for ByServerName {
         };
         Some(self.named.iter().find(valid_for).unwrap_or(&self.default).clone())
     }
+}
+
+/// How long the system's roots are kept before they are read again (an
+/// updated CA bundle applies within this time, without a restart).
+const ROOTS_KEPT: Duration = Duration::from_secs(3600);
+
+/// The system's roots (`SSL_CERT_FILE` when set), read at most once per
+/// [`ROOTS_KEPT`]: reading and parsing the bundle takes milliseconds, too
+/// much for every verified session.
+pub fn system_roots() -> Arc<rustls::RootCertStore> {
+    static KEPT: Mutex<Option<(std::time::Instant, Arc<rustls::RootCertStore>)>> = Mutex::new(None);
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((read_at, roots)) = kept.as_ref()
+        && read_at.elapsed() < ROOTS_KEPT
+    {
+        return roots.clone();
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let roots = Arc::new(roots);
+    *kept = Some((std::time::Instant::now(), roots.clone()));
+    roots
 }
 
 /// Asks the client for a certificate without requiring one, and takes any,
@@ -215,5 +238,16 @@ impl Tls {
             }
         }
         self.acceptor.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_roots_are_read_once_and_shared() {
+        let first = system_roots();
+        assert!(Arc::ptr_eq(&first, &system_roots()));
     }
 }

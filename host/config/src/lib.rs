@@ -132,6 +132,9 @@ pub struct InstanceConfig {
     /// Named LDAP directories that `ldap:NAME` grants give to plugins.
     #[serde(default)]
     pub ldap: BTreeMap<String, LdapConfig>,
+    /// Named HTTP services that `http:NAME` grants give to plugins.
+    #[serde(default)]
+    pub http: BTreeMap<String, HttpConfig>,
     /// Named blob stores that `blobstore:NAME` grants give to plugins.
     #[serde(default)]
     pub blobstore: BTreeMap<String, BlobstoreConfig>,
@@ -460,6 +463,26 @@ pub struct LdapConfig {
     /// Most entries one search returns (more are left out, logged).
     #[serde(default = "default_ldap_max_entries")]
     pub max_entries: u32,
+}
+
+/// `[http.NAME]`: an HTTP service (a webhook, a REST API) plugins may call.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `https://HOST[:PORT]/PATH/` or `http://…`: plugins name paths under
+    /// it, never another host.
+    pub url: String,
+    /// Header fields sent with every request (`Authorization = "Bearer …"`):
+    /// credentials stay here, out of the plugins' reach.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How long connecting and the whole exchange may take.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_ldap_max_entries() -> u32 {

@@ -847,28 +847,6 @@ fn certificate_failure(error: &rustls::Error) -> TlsFailure {
     }
 }
 
-/// How long the system's roots are kept before they are read again (an
-/// updated CA bundle applies within this time, without a restart).
-const ROOTS_KEPT: Duration = Duration::from_secs(3600);
-
-/// The system's roots (`SSL_CERT_FILE` when set), read at most once per
-/// [`ROOTS_KEPT`]: reading and parsing the bundle takes milliseconds, too
-/// much for every verified session.
-fn system_roots() -> Arc<rustls::RootCertStore> {
-    static KEPT: Mutex<Option<(std::time::Instant, Arc<rustls::RootCertStore>)>> = Mutex::new(None);
-    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((read_at, roots)) = kept.as_ref()
-        && read_at.elapsed() < ROOTS_KEPT
-    {
-        return roots.clone();
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    let roots = Arc::new(roots);
-    *kept = Some((std::time::Instant::now(), roots.clone()));
-    roots
-}
-
 /// The client's TLS settings for a certificate `check`: against the
 /// system's roots (`SSL_CERT_FILE` when set), any certificate, or the
 /// server's TLSA records.
@@ -880,15 +858,20 @@ pub(super) fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>, 
     let rule = match check {
         CertCheck::Roots => {
             return Ok(Arc::new(
-                builder.with_root_certificates(system_roots()).with_no_client_auth(),
+                builder
+                    .with_root_certificates(crate::tls::system_roots())
+                    .with_no_client_auth(),
             ));
         }
         CertCheck::Any => OwnRule::Any,
         CertCheck::Dane(records) => OwnRule::Dane(records),
         CertCheck::Audit(noted) => {
-            let roots = rustls::client::WebPkiServerVerifier::builder_with_provider(system_roots(), provider.clone())
-                .build()
-                .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let roots = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                crate::tls::system_roots(),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
             OwnRule::Audit { roots, noted }
         }
     };
@@ -975,12 +958,6 @@ mod tests {
     use crate::protocol::DsnRequests;
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::net::TcpListener;
-
-    #[test]
-    fn the_system_roots_are_read_once_and_shared() {
-        let first = system_roots();
-        assert!(Arc::ptr_eq(&first, &system_roots()));
-    }
 
     fn settings() -> ClientSettings {
         ClientSettings {

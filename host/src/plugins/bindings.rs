@@ -20,6 +20,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/sasl": async,
         "waraka:plugin/milter": async,
         "waraka:plugin/ldap": async,
+        "waraka:plugin/http": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

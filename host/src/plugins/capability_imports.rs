@@ -7,8 +7,8 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, kv, ldap, mime, outbound_queue, sasl, spamfilter,
-    sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, http, kv, ldap, mime, outbound_queue, sasl,
+    spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
@@ -1116,5 +1116,51 @@ impl ldap::Host for StoreState {
     async fn check_password(&mut self, name: String, dn: String, password: String) -> Result<bool, Error> {
         let directory = self.backend("ldap", &name, |b| &b.ldap)?;
         bounded(self.deadline, directory.check_password(&dn, &password)).await
+    }
+}
+
+impl From<crate::capabilities::HttpResponse> for http::Response {
+    fn from(r: crate::capabilities::HttpResponse) -> Self {
+        http::Response {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+impl http::Host for StoreState {
+    async fn request(
+        &mut self,
+        service: String,
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<http::Response, Error> {
+        let service = self.backend("http", &service, |b| &b.http)?;
+        let response = bounded(self.deadline, service.request(&method, &path, &headers, body)).await?;
+        Ok(response.into())
+    }
+
+    async fn post_message(
+        &mut self,
+        service: String,
+        path: String,
+        mut headers: Vec<(String, String)>,
+    ) -> Result<http::Response, Error> {
+        let service = self.backend("http", &service, |b| &b.http)?;
+        let reader = self.message_reader("post-message")?;
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case("content-type"));
+        headers.push(("Content-Type".into(), "message/rfc822".into()));
+        let response = bounded(self.deadline, async move {
+            let message = read_whole(reader).await?;
+            service
+                .request("POST", &path, &headers, message)
+                .await
+                .map_err(Error::from)
+        })
+        .await?;
+        Ok(response.into())
     }
 }

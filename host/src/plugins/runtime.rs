@@ -9,8 +9,8 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, Directory, DkimKeys, Dns, DovecotAuth, GroupSync, KvStore, Milter,
-    NoteStore, SpamScanner, Srs,
+    Antivirus, BlobStore, ConfigFiles, Database, Directory, DkimKeys, Dns, DovecotAuth, GroupSync, HttpService,
+    KvStore, Milter, NoteStore, SpamScanner, Srs,
 };
 use crate::delivery::{ClientSettings, DmarcFailureReports, DmarcReports};
 use crate::session::SharedConnection;
@@ -96,6 +96,8 @@ pub struct Backends {
     pub milter: HashMap<String, Arc<Milter>>,
     /// LDAP directories by name (`ldap:NAME` grants).
     pub ldap: HashMap<String, Arc<Directory>>,
+    /// HTTP services by name (`http:NAME` grants).
+    pub http: HashMap<String, Arc<HttpService>>,
 }
 
 /// Services shared by every plugin and connection.
