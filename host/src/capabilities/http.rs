@@ -83,6 +83,16 @@ fn safe_path(path: &str) -> bool {
             .all(|segment| !matches!(segment, ".." | "." | "%2e%2e" | "%2E%2E"))
 }
 
+/// Whether a plugin's header field `name` is sent: not one of the
+/// service's `own` (they win: a plugin cannot replace the credentials), nor
+/// one of the message framing, which is hyper's.
+fn plugin_may_set(own: &BTreeMap<String, String>, name: &str) -> bool {
+    !own.keys().any(|own| own.eq_ignore_ascii_case(name))
+        && !["host", "content-length", "transfer-encoding", "connection"]
+            .iter()
+            .any(|framing| framing.eq_ignore_ascii_case(name))
+}
+
 impl HttpService {
     /// The service of `config`; an error names what is wrong with its URL.
     pub fn new(config: &HttpConfig) -> Result<HttpService, String> {
@@ -121,14 +131,7 @@ impl HttpService {
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header(hyper::header::HOST, authority);
-        // The service's own fields win; the framing is hyper's.
-        let plugin_may_set = |name: &str| {
-            !self.headers.keys().any(|own| own.eq_ignore_ascii_case(name))
-                && !["host", "content-length", "transfer-encoding", "connection"]
-                    .iter()
-                    .any(|framing| framing.eq_ignore_ascii_case(name))
-        };
-        for (name, value) in headers.iter().filter(|(name, _)| plugin_may_set(name)) {
+        for (name, value) in headers.iter().filter(|(name, _)| plugin_may_set(&self.headers, name)) {
             request = request.header(name.as_str(), value.as_str());
         }
         for (name, value) in &self.headers {
@@ -236,6 +239,15 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_services_own_fields_win() {
+        let own = BTreeMap::from([("Authorization".to_string(), "Bearer x".to_string())]);
+        assert!(plugin_may_set(&own, "X-Trace"));
+        assert!(!plugin_may_set(&own, "authorization"));
+        assert!(!plugin_may_set(&own, "Host"));
+        assert!(!plugin_may_set(&own, "Content-Length"));
     }
 
     #[test]
