@@ -70,7 +70,14 @@ def message(subject, message_id=None):
 
 
 def queue_entries(server):
-    return [json.loads(p.read_text()) for p in sorted((server.dir / "queue/outbound").glob("*.json"))]
+    """The outbound queue's entries now (one removed while being read is left out)."""
+    entries = []
+    for path in sorted((server.dir / "queue/outbound").glob("*.json")):
+        try:
+            entries.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            pass
+    return entries
 
 
 def late_relay(retry="1h"):
@@ -317,7 +324,8 @@ class OutboundHooksTest(unittest.TestCase):
         delayed = wait_until(lambda: self.entry_for("d@hooked.test"), what="the delayed entry")[0]
         self.assertEqual(delayed["attempts"], 0, "a delay is not a failed attempt")
         self.assertGreater(delayed["next_attempt_ms"], time.time() * 1000 + 3000_000)
-        self.assertEqual(self.entry_for("x@hooked.test"), [])
+        # The drop is logged, then the entry removed.
+        wait_until(lambda: not self.entry_for("x@hooked.test"), what="the dropped entry's removal")
         self.assertFalse(any("x@hooked.test" in m[1] for m in self.hop.received()))
 
     def test_bounce_can_suppress_the_dsn(self):
