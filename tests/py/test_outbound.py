@@ -380,7 +380,7 @@ class NextHopTest(unittest.TestCase):
             self.assertIn(b"(using TLSv1.3 with cipher", stored)
             self.assertIn(b"with ESMTPSA id", stored, "over TLS (S) and authenticated (A)")
             sender.wait_for_log(r"delivered.*recipient=y@far\.example host=127\.0\.0\.1")
-            self.assertEqual(queue_entries(sender), [])
+            wait_until(lambda: not queue_entries(sender), what="the delivered entry's removal")
         finally:
             sender.stop()
             smarthost.stop()
