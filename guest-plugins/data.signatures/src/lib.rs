@@ -5,7 +5,7 @@
 //! quoted-printable, charsets) by the host, so an encoded copy of a
 //! signature is found too; the comparison ignores case.
 
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, config, mime};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, config};
 
 /// The signatures, one per line (`#` starts a comment line).
 const SIGNATURES: &str = "data.signatures";
@@ -36,14 +36,7 @@ impl Plugin for DataSignatures {
         if signatures.is_empty() {
             return Verdict::Cont;
         }
-        let settings = Settings::load(SETTINGS);
-        let texts = match mime::texts(settings.number("max_bytes", 1_048_576u32)) {
-            Ok(texts) => texts,
-            Err(e) => {
-                waraka_plugin::warn!("data.signatures: reading the message failed: {e:?}");
-                return Verdict::Cont;
-            }
-        };
+        let texts = Settings::load(SETTINGS).message_texts();
         match texts.iter().find_map(|t| found(&t.text, &signatures)) {
             Some(signature) => {
                 waraka_plugin::info!("data.signatures: the message holds {signature:?}");

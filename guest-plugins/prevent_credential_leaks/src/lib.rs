@@ -7,7 +7,7 @@
 //! parts with it. Settings: `config/prevent_credential_leaks.ini`.
 
 use sha2::{Digest, Sha256};
-use waraka_plugin::{AuthAttempt, Hook, Plugin, Scope, Settings, Verdict, mime, notes, session};
+use waraka_plugin::{AuthAttempt, Hook, Plugin, Scope, Settings, Verdict, notes, session};
 
 const SETTINGS: &str = "prevent_credential_leaks.ini";
 /// The user and the hash of the password they tried (connection note).
@@ -80,14 +80,7 @@ impl Plugin for PreventCredentialLeaks {
         if tried != user {
             return Verdict::Cont;
         }
-        let settings = Settings::load(SETTINGS);
-        let texts = match mime::texts(settings.number("max_bytes", 1_048_576u32)) {
-            Ok(texts) => texts,
-            Err(e) => {
-                waraka_plugin::warn!("prevent_credential_leaks: reading the message failed: {e:?}");
-                return Verdict::Cont;
-            }
-        };
+        let texts = Settings::load(SETTINGS).message_texts();
         let salt = session::connection_id();
         if texts.iter().any(|t| leaks(&t.text, &user, &salt, &secret)) {
             waraka_plugin::warn!("prevent_credential_leaks: {user} sent their own password; refused");

@@ -399,6 +399,15 @@ impl Settings {
         size > max_size
     }
 
+    /// The message's text parts (see `mime::texts`), at most the
+    /// `max_bytes` setting of text (1 MiB when missing); none, logged, when
+    /// they cannot be read (a content check then finds nothing).
+    pub fn message_texts(&self) -> Vec<mime::Text> {
+        mime::texts(self.number("max_bytes", 1_048_576u32))
+            .inspect_err(|e| warn!("reading the message's text failed: {e:?}"))
+            .unwrap_or_default()
+    }
+
     /// A duration setting (see [`parse_duration`]); `default` when missing or
     /// not a duration.
     pub fn duration(&self, key: &str, default: std::time::Duration) -> std::time::Duration {
