@@ -151,8 +151,12 @@ class Waraka:
         self.proc.stderr.close()
         self.tmp.cleanup()
 
-    def maildir(self):
-        return sorted(p for p in (self.dir / "maildir").rglob("*") if p.is_file())
+    def maildir(self, tmp=False):
+        """The files of the instance's maildir: the delivered ones (a file
+        of tmp/ is being written, and renamed away at any moment), with
+        those of tmp/ too when asked."""
+        files = (p for p in (self.dir / "maildir").rglob("*") if p.is_file())
+        return sorted(p for p in files if tmp or p.parent.name != "tmp")
 
     def deliver(self, raw, sender="a@sender.test", recipient="rcpt@example.com"):
         """Sends `raw` in one transaction: the DATA reply's code and text, and

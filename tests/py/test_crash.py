@@ -77,7 +77,7 @@ class CrashTest(unittest.TestCase):
             acked = clients.finish()
             # Maildir readers see new/ only; tmp/ holds writes a kill cut short.
             delivered = [p for p in server.maildir() if p.parent.name == "new"]
-            cut_short = len(server.maildir()) - len(delivered)
+            cut_short = len(server.maildir(tmp=True)) - len(delivered)
             got, partial = ids(p.read_bytes() for p in delivered)
             print(f"\n  queue/maildir: {cut_short} writes cut short left in tmp/", flush=True)
             lost = report("queue/maildir", acked, got, partial, [])
