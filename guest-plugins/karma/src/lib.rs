@@ -13,10 +13,13 @@
 //! Its state lives in connection notes (`karma.score`, `karma.pass`,
 //! `karma.fail`), so later plugins and logs see it too.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 use waraka_plugin::{
-    Address, Denial, Hook, Plugin, Regex, Scope, Settings, Verdict, is_private_ip, kv, network_of, notes, session,
+    Address, Denial, Hook, Plugin, Regex, Scope, Settings, Verdict, config, is_private_ip, kv, network_of, notes,
+    session,
 };
 
 const SETTINGS: &str = "karma.ini";
@@ -123,9 +126,34 @@ struct Config {
     unreadable: Vec<String>,
 }
 
+thread_local! {
+    /// The text `Config` was last read from, and what it gave: a warm
+    /// instance reads `karma.ini` anew at every hook (as one string: a
+    /// hundred lines cross into the sandbox one by one, which costs more
+    /// than the rest of a hook), but compiles its awards, regular
+    /// expressions among them, only when the file changed.
+    static READ: RefCell<Option<(String, Rc<Config>)>> = const { RefCell::new(None) };
+}
+
 impl Config {
-    fn load() -> Config {
-        let settings = Settings::load(SETTINGS);
+    /// `config/karma.ini` as it is now.
+    fn load() -> Rc<Config> {
+        let text = config::read(SETTINGS).ok().flatten().unwrap_or_default();
+        READ.with(|read| {
+            let mut read = read.borrow_mut();
+            if let Some((seen, config)) = read.as_ref()
+                && *seen == text
+            {
+                return config.clone();
+            }
+            let config = Rc::new(Config::from_lines(&waraka_plugin::config_lines(&text)));
+            *read = Some((text, config.clone()));
+            config
+        })
+    }
+
+    fn from_lines(lines: &[String]) -> Config {
+        let settings = Settings::from_lines(lines);
         let mut awards = Vec::new();
         let mut unreadable = Vec::new();
         for (number, (note, text)) in settings.prefixed("award.").enumerate() {
@@ -206,6 +234,8 @@ fn counted(scope: Scope, key: &str) -> u64 {
 /// connection's of the same name, and its award is given once per
 /// transaction; a connection's, once per connection.
 fn give_awards(config: &Config) {
+    // Which notes exist, asked once per scope: most awards' notes are absent.
+    let present = [Scope::Transaction, Scope::Connection].map(|scope| (scope, notes::keys(scope)));
     let given = |scope| -> Vec<usize> {
         notes::get(scope, AWARDED)
             .unwrap_or_default()
@@ -213,19 +243,36 @@ fn give_awards(config: &Config) {
             .filter_map(|n| n.parse().ok())
             .collect()
     };
-    let mut given = [
-        (Scope::Transaction, given(Scope::Transaction)),
-        (Scope::Connection, given(Scope::Connection)),
-    ];
+    let mut given = present
+        .each_ref()
+        .map(|(scope, keys)| match keys.iter().any(|k| k == AWARDED) {
+            true => (*scope, given(*scope)),
+            false => (*scope, Vec::new()),
+        });
+    let mut values: Vec<(Scope, &str, Option<String>)> = Vec::new();
     for award in &config.awards {
-        let Some((scope, value)) = [Scope::Transaction, Scope::Connection]
-            .into_iter()
-            .find_map(|scope| Some((scope, notes::get(scope, &award.note)?)))
+        let Some(scope) = present
+            .iter()
+            .find(|(_, keys)| keys.contains(&award.note))
+            .map(|(scope, _)| *scope)
         else {
             continue;
         };
         let (_, numbers) = given.iter_mut().find(|(s, _)| *s == scope).expect("both scopes");
-        if numbers.contains(&award.number) || !award.condition.holds(&value) {
+        if numbers.contains(&award.number) {
+            continue;
+        }
+        // One read per note, however many awards it has.
+        let value = match values.iter().find(|(s, note, _)| *s == scope && *note == award.note) {
+            Some((_, _, value)) => value.clone(),
+            None => {
+                let value = notes::get(scope, &award.note);
+                values.push((scope, &award.note, value.clone()));
+                value
+            }
+        };
+        let Some(value) = value else { continue };
+        if !award.condition.holds(&value) {
             continue;
         }
         numbers.push(award.number);

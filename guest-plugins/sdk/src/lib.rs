@@ -448,6 +448,18 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(number.checked_mul(seconds)?))
 }
 
+/// The lines of a config file's `text` as `config::lines` gives them:
+/// trimmed, without blank lines and `#` comments. For a plugin that reads a
+/// large file with `config::read` (one string across the sandbox's edge
+/// instead of one per line) and keeps what it made of it while unchanged.
+pub fn config_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The trimmed, non-empty items of a comma-separated list (`a, b,,c`).
 pub fn split_list(text: &str) -> Vec<String> {
     text.split(',')
