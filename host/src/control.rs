@@ -39,7 +39,7 @@ pub struct Controls {
 }
 
 /// The most keys `kv STORE list` answers with.
-pub const MAX_LISTED_KEYS: usize = 1000;
+const MAX_LISTED_KEYS: usize = 1000;
 
 /// Answers one request line: `ok …` or `error …`.
 async fn answer(controls: &Controls, request: &str) -> String {

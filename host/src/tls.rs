@@ -111,6 +111,18 @@ pub fn system_roots() -> Arc<rustls::RootCertStore> {
     roots
 }
 
+/// A TLS client's settings that check the server against the system's
+/// roots (TLS 1.2 and 1.3): for Waraka's own HTTPS and SMTP clients.
+pub fn client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(system_roots())
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// Asks the client for a certificate without requiring one, and takes any,
 /// self-signed included, whose holder proves in the handshake that it has
 /// the key: who it is comes from its fingerprint, which the plugins judge

@@ -47,67 +47,52 @@ fn proven_domains(results: &Results) -> Vec<String> {
     domains
 }
 
-/// `config/known-senders.ini` and the store it names, read once per hook.
-struct Config {
-    settings: Settings,
-    store: String,
+/// Records the pairs of a relayed message in the store of `settings`: its
+/// sender's domain with each recipient's that is not local.
+fn record(settings: &Settings) {
+    let Some(sender) = envelope::sender().as_ref().and_then(domain_of) else {
+        return;
+    };
+    let store = settings.store();
+    let expiry = settings.duration("expiry", Duration::from_secs(90 * 86_400));
+    for recipient in envelope::recipients() {
+        let Some(remote) = domain_of(&recipient) else { continue };
+        if remote == sender || host_list::is_local(&remote).unwrap_or(true) {
+            continue;
+        }
+        let key = pair_key(&sender, &remote);
+        if let Err(e) = kv::set(&store, &key, b"1", Some(expiry.as_millis() as u64)) {
+            waraka_plugin::warn!("known-senders: store {store} failed: {e:?}");
+            return;
+        }
+    }
 }
 
-impl Config {
-    fn load() -> Config {
-        let settings = Settings::load(SETTINGS);
-        Config {
-            store: settings.store(),
-            settings,
-        }
+/// The first proven domain of the message that a local recipient's domain
+/// has written to, by the pairs in `store`.
+fn known_domain(store: &str) -> Option<String> {
+    let locals: Vec<String> = envelope::recipients()
+        .iter()
+        .filter_map(domain_of)
+        .filter(|d| host_list::is_local(d).unwrap_or(false))
+        .collect();
+    if locals.is_empty() {
+        return None;
     }
-
-    /// Records the pairs of a relayed message: its sender's domain with each
-    /// recipient's that is not local.
-    fn record(&self) {
-        let Some(sender) = envelope::sender().as_ref().and_then(domain_of) else {
-            return;
-        };
-        let expiry = self.settings.duration("expiry", Duration::from_secs(90 * 86_400));
-        for recipient in envelope::recipients() {
-            let Some(remote) = domain_of(&recipient) else { continue };
-            if remote == sender || host_list::is_local(&remote).unwrap_or(true) {
-                continue;
-            }
-            let key = pair_key(&sender, &remote);
-            if let Err(e) = kv::set(&self.store, &key, b"1", Some(expiry.as_millis() as u64)) {
-                waraka_plugin::warn!("known-senders: store {} failed: {e:?}", self.store);
-                return;
-            }
-        }
-    }
-
-    /// The first proven domain of the message that a local recipient's
-    /// domain has written to.
-    fn known_domain(&self) -> Option<String> {
-        let locals: Vec<String> = envelope::recipients()
-            .iter()
-            .filter_map(domain_of)
-            .filter(|d| host_list::is_local(d).unwrap_or(false))
-            .collect();
-        if locals.is_empty() {
-            return None;
-        }
-        let proven = proven_domains(&waraka_plugin::verified_sender()?);
-        for remote in &proven {
-            for local in &locals {
-                match kv::get(&self.store, &pair_key(local, remote)) {
-                    Ok(Some(_)) => return Some(remote.clone()),
-                    Ok(None) => {}
-                    Err(e) => {
-                        waraka_plugin::warn!("known-senders: store {} failed: {e:?}", self.store);
-                        return None;
-                    }
+    let proven = proven_domains(&waraka_plugin::verified_sender()?);
+    for remote in &proven {
+        for local in &locals {
+            match kv::get(store, &pair_key(local, remote)) {
+                Ok(Some(_)) => return Some(remote.clone()),
+                Ok(None) => {}
+                Err(e) => {
+                    waraka_plugin::warn!("known-senders: store {store} failed: {e:?}");
+                    return None;
                 }
             }
         }
-        None
     }
+    None
 }
 
 impl Plugin for KnownSenders {
@@ -119,7 +104,7 @@ impl Plugin for KnownSenders {
         if session::relaying() {
             return Verdict::Cont;
         }
-        if let Some(domain) = Config::load().known_domain() {
+        if let Some(domain) = known_domain(&Settings::load(SETTINGS).store()) {
             waraka_plugin::info!("known-senders: {domain} is written to by a local domain");
             waraka_plugin::note_transaction(NOTE, &domain);
         }
@@ -128,7 +113,7 @@ impl Plugin for KnownSenders {
 
     fn queue_ok(_queue_id: String) {
         if session::relaying() {
-            Config::load().record();
+            record(&Settings::load(SETTINGS));
         }
     }
 }

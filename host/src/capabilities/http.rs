@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use waraka_config::HttpConfig;
@@ -154,14 +153,8 @@ impl HttpService {
             .await
             .map_err(|e| self.failed(format!("connecting: {e}")))?;
         let response = if self.tls {
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| self.failed(e))?
-                    .with_root_certificates(crate::tls::system_roots())
-                    .with_no_client_auth();
             let name = ServerName::try_from(self.host.clone()).map_err(|e| self.failed(e))?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            let stream = tokio_rustls::TlsConnector::from(crate::tls::client_config())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| self.failed(format!("TLS: {e}")))?;

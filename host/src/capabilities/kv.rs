@@ -69,13 +69,14 @@ impl KvStore {
 
     /// Up to `max` live keys that start with `prefix`, sorted (for the
     /// administrator's `waraka kv list`, not for plugins: Redis answers it
-    /// by scanning).
+    /// by scanning, and stops at `max` found).
     pub async fn keys(&self, prefix: &str, max: usize) -> Result<Vec<String>, CapabilityError> {
         let mut keys = match self {
-            KvStore::Memory(m) => m.keys(prefix, max),
+            KvStore::Memory(m) => m.keys(prefix),
             KvStore::Redis(r) => r.keys(prefix, max).await?,
         };
         keys.sort();
+        keys.truncate(max);
         Ok(keys)
     }
 
@@ -141,13 +142,12 @@ impl MemoryKv {
         }
     }
 
-    fn keys(&self, prefix: &str, max: usize) -> Vec<String> {
+    fn keys(&self, prefix: &str) -> Vec<String> {
         let now = Instant::now();
         self.lock()
             .iter()
             .filter(|(k, e)| e.live(now) && k.starts_with(prefix))
             .map(|(k, _)| k.clone())
-            .take(max)
             .collect()
     }
 
@@ -360,7 +360,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(kv.keys("karma:", 10).await.unwrap(), ["karma:a", "karma:b"]);
         assert_eq!(kv.keys("", 10).await.unwrap().len(), 3);
-        assert_eq!(kv.keys("karma:", 1).await.unwrap().len(), 1);
+        assert_eq!(kv.keys("karma:", 1).await.unwrap(), ["karma:a"], "the first in order");
         assert_eq!(glob_escaped('*'), ['\\', '*']);
     }
 }

@@ -453,7 +453,6 @@ pub async fn probe(
     Ok(reply)
 }
 
-/// One SMTP connection.
 /// Whether the server at `addr` takes `settings.auth`'s credentials: the
 /// opening of a session up to AUTH, then QUIT, with no mail. `Ok(false)`
 /// when it refuses them for good (5xx).
@@ -468,6 +467,7 @@ pub async fn check_credentials(addr: &Address, host: &str, settings: &ClientSett
     }
 }
 
+/// One SMTP connection.
 struct Connection {
     io: Box<dyn ServiceStream>,
     unread: Vec<u8>,
@@ -852,17 +852,8 @@ fn certificate_failure(error: &rustls::Error) -> TlsFailure {
 /// server's TLSA records.
 pub(super) fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ClientError::Tls(e.to_string()))?;
     let rule = match check {
-        CertCheck::Roots => {
-            return Ok(Arc::new(
-                builder
-                    .with_root_certificates(crate::tls::system_roots())
-                    .with_no_client_auth(),
-            ));
-        }
+        CertCheck::Roots => return Ok(crate::tls::client_config()),
         CertCheck::Any => OwnRule::Any,
         CertCheck::Dane(records) => OwnRule::Dane(records),
         CertCheck::Audit(noted) => {
@@ -875,8 +866,13 @@ pub(super) fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>, 
             OwnRule::Audit { roots, noted }
         }
     };
-    let verifier = OwnCheck { rule, provider };
-    let config = builder
+    let verifier = OwnCheck {
+        rule,
+        provider: provider.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ClientError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
