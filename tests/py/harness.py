@@ -854,18 +854,20 @@ LDAP_BASE = "dc=example,dc=com"
 LDAP_ADMIN = ("cn=admin,dc=example,dc=com", "admin-pw")
 
 
-def slapd(ldif, tls=None):
+def slapd(ldif, tls=None, starttls=False):
     """Debian's OpenLDAP slapd on a free loopback port, in the foreground,
     serving dc=example,dc=com from a temporary MDB database loaded with
     `ldif` (by ldapadd, as `LDAP_ADMIN`). Passwords serve binds only;
     entries are read by bound users only, as a company directory is set up.
-    With `tls` (a `make_ca` directory for localhost) it speaks ldaps://."""
-    scheme = "ldaps" if tls else "ldap"
+    With `tls` (a `make_ca` directory for localhost) it speaks ldaps://, or
+    with `starttls` ldap:// on which it refuses everything before StartTLS."""
+    scheme = "ldaps" if tls and not starttls else "ldap"
 
     def args(port, tmp):
         os.mkdir(f"{tmp}/db")
         certs = (f"TLSCACertificateFile {tls}/ca.pem\nTLSCertificateFile {tls}/cert.pem\n"
                  f"TLSCertificateKeyFile {tls}/key.pem\n") if tls else ""
+        certs += "security tls=1\n" if starttls else ""
         conf = pathlib.Path(tmp) / "slapd.conf"
         conf.write_text(
             "".join(f"include /etc/ldap/schema/{s}.schema\n" for s in ("core", "cosine", "inetorgperson", "misc"))
@@ -881,8 +883,8 @@ def slapd(ldif, tls=None):
     # 127.0.0.1 resolves back to); what is tested is Waraka's check.
     env = {**os.environ, "LDAPTLS_REQCERT": "never"} if tls else None
     try:
-        subprocess.run(["ldapadd", "-x", "-H", server.url, "-D", LDAP_ADMIN[0], "-w", LDAP_ADMIN[1]], input=ldif,
-                       text=True, check=True, capture_output=True, env=env)
+        subprocess.run(["ldapadd", "-x", *(["-ZZ"] if starttls else []), "-H", server.url, "-D", LDAP_ADMIN[0],
+                        "-w", LDAP_ADMIN[1]], input=ldif, text=True, check=True, capture_output=True, env=env)
     except BaseException:
         server.stop()
         raise

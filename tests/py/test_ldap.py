@@ -69,14 +69,16 @@ userPassword: b(o)b*pw
 MESSAGE = b"From: a@sender.test\r\nTo: al@example.com\r\nSubject: directory\r\n\r\nbody\r\n"
 
 
-def ldap_setup(url, aliases=False):
-    """Names the directory at `url` `[ldap.main]` and grants it to the LDAP
-    plugins (with `aliases`, to `aliases` too, as its source)."""
+def ldap_setup(url, aliases=False, starttls=False):
+    """Names the directory at `url` `[ldap.main]` (with `starttls`, upgraded
+    by StartTLS) and grants it to the LDAP plugins (with `aliases`, to
+    `aliases` too, as its source)."""
 
     def setup(server):
         server.edit("waraka.toml", lambda t: t + f"""
 [ldap.main]
 url = "{url}"
+starttls = {str(starttls).lower()}
 bind_dn = "cn=waraka,ou=services,{LDAP_BASE}"
 bind_password = "service-pw"
 base = "{LDAP_BASE}"
@@ -203,6 +205,21 @@ class LdapTlsTest(unittest.TestCase):
                 self.assertEqual(s.docmd("AUTH", "PLAIN " + plain("alice", "alice-pw"))[0], 235)
                 s.mail("a@sender.test")
                 self.assertEqual(s.rcpt("bob@example.com")[0], 250)
+
+
+    def test_starttls_upgrades_a_plain_connection(self):
+        with tempfile.TemporaryDirectory() as ca:
+            make_ca(ca, ["localhost"])
+            directory = slapd(LDIF, tls=ca, starttls=True)
+            self.addCleanup(directory.stop)
+            for starttls, expected in ((True, 235), (False, 454)):
+                server = Waraka(["auth/ldap", "queue/maildir"], setup=ldap_setup(directory.url, starttls=starttls),
+                                env={"SSL_CERT_FILE": f"{ca}/ca.pem"})
+                self.addCleanup(server.stop)
+                with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                    s.ehlo()
+                    code = s.docmd("AUTH", "PLAIN " + plain("alice", "alice-pw"))[0]
+                self.assertEqual(code, expected, "the directory refuses plain text" if not starttls else "upgraded")
 
 
 class UnreachableDirectoryTest(unittest.TestCase):
