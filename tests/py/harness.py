@@ -465,6 +465,13 @@ def enable_tls(server, name, cert=None, key=None):
     server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
 
+def flat_file_users(server, users):
+    """Gives `auth/flat_file` these users ({name: password}) as cleartext
+    entries, which it then accepts (a test's passwords need no hashing)."""
+    server.edit("config/auth/flat_file.ini", lambda t: t.replace("allow_cleartext = false", "allow_cleartext = true")
+                + "".join(f"{user} = plain:{password}\n" for user, password in users.items()))
+
+
 def stopped_after_class(test_class, server):
     """`server` (anything with `stop`), stopped when `test_class`'s tests are done."""
     test_class.addClassCleanup(server.stop)

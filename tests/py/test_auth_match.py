@@ -5,12 +5,11 @@ in the envelope and in From:; clients without AUTH are not checked."""
 import smtplib
 import unittest
 
-from harness import Waraka
+from harness import Waraka, flat_file_users
 
 
 def setup(server):
-    server.edit("config/auth/flat_file.ini", lambda t: t.replace("allow_cleartext = false", "allow_cleartext = true")
-                + "alice@example.com = plain:alice-pw\nbob = plain:bob-pw\nnobody = plain:nobody-pw\n")
+    flat_file_users(server, {"alice@example.com": "alice-pw", "bob": "bob-pw", "nobody": "nobody-pw"})
     server.edit("config/mail_from.auth_match.map", lambda t: t + "bob: bob@example.org, @shared.example\n")
 
 

@@ -7,7 +7,7 @@ import base64
 import smtplib
 import unittest
 
-from harness import Waraka, free_port, stopped_after_class
+from harness import Waraka, flat_file_users, free_port, stopped_after_class
 
 
 def plain(user, password):
@@ -19,9 +19,7 @@ class AuthProxyTest(unittest.TestCase):
     def setUpClass(cls):
         cls.upstream = stopped_after_class(cls, Waraka(
             ["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"],
-            setup=lambda s: s.edit("config/auth/flat_file.ini", lambda t: t.replace(
-                "allow_cleartext = false", "allow_cleartext = true")
-                + "bob@example.com = plain:b0b-secret\nbob = plain:b0b-secret\n")))
+            setup=lambda s: flat_file_users(s, {"bob@example.com": "b0b-secret", "bob": "b0b-secret"})))
         dead = free_port()
 
         def setup(server):

@@ -5,12 +5,11 @@ other messages of theirs, and other clients' messages, pass."""
 import smtplib
 import unittest
 
-from harness import Waraka
+from harness import Waraka, flat_file_users
 
 
 def setup(server):
-    server.edit("config/auth/flat_file.ini", lambda t: t.replace("allow_cleartext = false", "allow_cleartext = true")
-                + "alice@example.com = plain:Tr0ub4dor&3\n")
+    flat_file_users(server, {"alice@example.com": "Tr0ub4dor&3"})
     server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
 
 

@@ -7,7 +7,7 @@ import json
 import smtplib
 import unittest
 
-from harness import Waraka, dnsmasq, waraka_queue
+from harness import Waraka, dnsmasq, flat_file_users, waraka_queue
 from test_dns_plugins import RECORDS, dns_list_settings, dns_setup
 
 LISTED = "5.7.1 127.0.0.2 is listed in bl.test: Listed for testing"
@@ -23,8 +23,7 @@ class DelayDenyTest(unittest.TestCase):
         def setup(server):
             dns_setup(cls.dns.port)(server)
             server.edit("config/dns-list.ini", dns_list_settings(check_private="true", zones="bl.test"))
-            server.edit("config/auth/flat_file.ini", lambda t: t.replace(
-                "allow_cleartext = false", "allow_cleartext = true") + "bob = plain:bob-pw\n")
+            flat_file_users(server, {"bob": "bob-pw"})
             server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
 
         cls.server = Waraka(["dns-list", "auth/flat_file", "delay_deny", "rcpt_to.in_host_list", "queue/maildir"],

@@ -8,7 +8,7 @@ import email
 import smtplib
 import unittest
 
-from harness import Waraka, dnsmasq
+from harness import Waraka, dnsmasq, flat_file_users
 from test_dns_plugins import dns_setup
 
 RECORDS = [
@@ -27,8 +27,7 @@ class KnownSendersTest(unittest.TestCase):
 
         def setup(server):
             dns_setup(cls.dns.port)(server)
-            server.edit("config/auth/flat_file.ini", lambda t: t.replace(
-                "allow_cleartext = false", "allow_cleartext = true") + "bob@example.com = plain:bob-pw\n")
+            flat_file_users(server, {"bob@example.com": "bob-pw"})
             server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
             server.set_settings("karma.ini", check_private="true")
 

@@ -17,8 +17,8 @@ import time
 import unittest
 import warnings
 
-from harness import (BIN, GUESTS, Waraka, enable_tls, free_port, make_ca, make_cert, prometheus, redis,
-                     stopped_after_class)
+from harness import (BIN, GUESTS, Waraka, enable_tls, flat_file_users, free_port, make_ca, make_cert, prometheus,
+                     redis, stopped_after_class)
 
 PASSWORD = "correct horse battery staple"
 FAILURE_DELAY = 0.1
@@ -290,8 +290,7 @@ class AuthLockoutTest(unittest.TestCase):
         cls.addClassCleanup(cls.redis.stop)
 
         def setup(server):
-            server.edit("config/auth/flat_file.ini", lambda t: t.replace(
-                "allow_cleartext = false", "allow_cleartext = true") + "bob = plain:secret\ncarol = plain:pw2\n")
+            flat_file_users(server, {"bob": "secret", "carol": "pw2"})
             server.edit("waraka.toml", lambda t: t.replace(
                 '# auth_failure_delay = "1s"', 'auth_failure_delay = "10ms"') + (
                 f'\n[kv.shared]\nbackend = "redis"\nurl = "redis://127.0.0.1:{cls.redis.port}/0"\n'))
