@@ -161,7 +161,7 @@ class QueueLmtpTest(LmtpTest):
                 self.assertEqual(s.data(message("verified"))[0], 250)
         finally:
             self.server.set_settings("queue/lmtp.ini", verify_recipients="false")
-        self.server.wait_for_log(r"<nobody@mail\.test> refused by the mailbox server: 550 5\.1\.1")
+        self.server.wait_for_log(r"<nobody@mail\.test> refused by 127\.0\.0\.1:\d+: 550 5\.1\.1")
         copies = wait_until(lambda: self.dovecot.mailbox("dave@mail.test"), what="dave's copy")
         self.assertEqual(len(copies), 1)
         self.assertTrue(wait_until(lambda: [c for c in self.dovecot.mailbox("carol@sock.test")

@@ -67,6 +67,73 @@ class SmtpForwardTest(unittest.TestCase):
         self.server.wait_for_log(r"127\.0\.0\.13")
 
 
+class RecipientVerificationTest(unittest.TestCase):
+    """verify_recipients: the next hop is asked for each local recipient at
+    RCPT, its answers kept in a kv store."""
+
+    @classmethod
+    def setUpClass(cls):
+        port = free_port("127.0.0.11", "127.0.0.12")
+        cls.hop = SmtpReceiver("127.0.0.11", port, scripted, name="hop.test")
+        cls.addClassCleanup(cls.hop.stop)
+
+        def setup(server):
+            forward_setup(port)(server)
+            server.edit("config/queue/smtp_forward.ini", lambda t: t.replace(
+                "verify_recipients = false", "verify_recipients = true").replace(
+                "# verify_cache = default", "verify_cache = default"))
+            server.edit("waraka.toml", lambda t: t.replace(
+                '[plugin."queue/smtp_forward"]\ngrants = ["forward"]',
+                '[plugin."queue/smtp_forward"]\ngrants = ["forward", "kv:default"]'))
+
+        cls.server = Waraka(["queue/smtp_forward", "rcpt_to.in_host_list"], setup=setup)
+        cls.addClassCleanup(cls.server.stop)
+
+    def rcpt(self, address):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            return s.rcpt(address)
+
+    def asked(self, address):
+        with self.hop.lock:
+            return sum(1 for c in self.hop.commands if c.upper() == f"RCPT TO:<{address}>".upper())
+
+    def test_an_unknown_mailbox_is_refused_at_rcpt_and_the_answer_is_kept(self):
+        code, text = self.rcpt("bad-v@dest.test")
+        self.assertEqual((code, text[:5]), (550, b"5.1.1"), text)
+        self.assertIn(b"<bad-v@dest.test> does not exist", text)
+        self.assertEqual(self.asked("bad-v@dest.test"), 1)
+        with self.hop.lock:
+            self.assertIn("MAIL FROM:<>", self.hop.commands, "the probe's sender is the null sender")
+        self.assertEqual(self.rcpt("bad-v@DEST.test")[0], 550)
+        self.assertEqual(self.asked("bad-v@dest.test"), 1, "the second refusal came from the cache")
+        self.assertEqual([m for m in self.hop.received() if "bad-v@dest.test" in m[1]], [], "a probe sends no message")
+
+    def test_an_existing_mailbox_is_asked_for_once_and_its_mail_forwarded(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("a@sender.test", ["good-v@dest.test"], message("verified")), {})
+            self.assertEqual(s.sendmail("a@sender.test", ["good-v@dest.test"], message("verified again")), {})
+        # One probe, then the two messages.
+        self.assertEqual(self.asked("good-v@dest.test"), 3)
+        self.assertEqual(len([m for m in self.hop.received() if m[1] == ["good-v@dest.test"]]), 2)
+
+    def test_a_temporary_answer_is_a_temporary_refusal_and_is_not_kept(self):
+        code, text = self.rcpt("temp-v@dest.test")
+        self.assertEqual((code, text[:5]), (450, b"4.2.1"), text)
+        self.assertEqual(self.rcpt("temp-v@dest.test")[0], 250, "asked again: the next hop now takes it")
+        self.assertEqual(self.asked("temp-v@dest.test"), 2)
+
+    def test_a_next_hop_that_cannot_be_asked_is_never_an_accept(self):
+        code, text = self.rcpt("x@down.test")
+        self.assertEqual((code, text[:5]), (451, b"4.4.3"), text)
+        self.server.wait_for_log(r"cannot verify <x@down\.test>")
+
+    def test_other_domains_are_left_to_the_next_plugin(self):
+        self.assertEqual(self.rcpt("someone@elsewhere.test")[0], 550)
+        self.assertEqual(self.asked("someone@elsewhere.test"), 0)
+
+
 class ForwardByNameTest(unittest.TestCase):
     def test_a_next_hop_by_name_over_starttls_and_without_the_grant(self):
         dns = dnsmasq(["--local=/test/", "--host-record=mailstore.test,127.0.0.14"])

@@ -3,7 +3,7 @@
 //! the default hop, a `[domain]` section sends that domain elsewhere and
 //! takes the keys it leaves out from the top.
 
-use crate::{Address, config, envelope};
+use crate::{Address, Settings, Verdict, config, envelope, forward, host_list, kv};
 
 /// One next hop from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,21 @@ pub struct Hop {
     pub tls: String,
     /// `auth_user` and `auth_pass`, when both are set.
     pub auth: Option<(String, String)>,
+}
+
+impl Hop {
+    /// The hop as the `forward` capability takes it; LMTP never logs in.
+    pub fn target(&self, protocol: Protocol) -> forward::NextHop {
+        forward::NextHop {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls.clone(),
+            auth: match protocol {
+                Protocol::Smtp => self.auth.clone(),
+                Protocol::Lmtp => None,
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for Hop {
@@ -39,16 +54,16 @@ pub struct Defaults {
 }
 
 /// `key = value` pairs of one part of the config file.
-type Settings = Vec<(String, String)>;
+type Part = Vec<(String, String)>;
 
 /// A config file split into its top (`None`) and its `[domain]` sections.
 #[derive(Clone, Debug, Default)]
-pub struct Routes(Vec<(Option<String>, Settings)>);
+pub struct Routes(Vec<(Option<String>, Part)>);
 
 impl Routes {
     /// Splits the lines of a config file into its top and `[domain]` sections.
     pub fn parse(lines: &[String]) -> Routes {
-        let mut out: Vec<(Option<String>, Settings)> = vec![(None, Vec::new())];
+        let mut out: Vec<(Option<String>, Part)> = vec![(None, Vec::new())];
         for line in lines {
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 out.push((Some(name.trim().to_ascii_lowercase()), Vec::new()));
@@ -66,7 +81,7 @@ impl Routes {
     pub fn route(&self, domain: &str, defaults: Defaults) -> Option<Hop> {
         let top = &self.0[0].1;
         let domain = domain.to_ascii_lowercase();
-        let (settings, inherited): (&Settings, &[(String, String)]) =
+        let (settings, inherited): (&Part, &[(String, String)]) =
             match self.0.iter().find(|(name, _)| name.as_deref() == Some(domain.as_str())) {
                 Some((_, section)) => (section, top),
                 None => (top, &[]),
@@ -107,6 +122,138 @@ pub fn recipient_groups(name: &str, defaults: Defaults) -> Result<Vec<(Hop, Vec<
     let lines = config::lines(name).map_err(|e| format!("{name} unreadable: {e:?}"))?;
     Routes::parse(&lines).groups(&envelope::recipients(), defaults)
 }
+
+/// How the next hops of a config file speak: SMTP (`queue/smtp_forward`)
+/// or LMTP (`queue/lmtp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// SMTP: `EHLO`, and AUTH with the hop's `auth_user`/`auth_pass`.
+    Smtp,
+    /// LMTP: `LHLO`, never AUTH.
+    Lmtp,
+}
+
+/// What a next hop said of a recipient, as the verification cache keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mailbox {
+    Exists,
+    Unknown,
+}
+
+impl Mailbox {
+    const fn cached(self) -> &'static [u8] {
+        match self {
+            Mailbox::Exists => b"exists",
+            Mailbox::Unknown => b"unknown",
+        }
+    }
+
+    fn from_cached(value: &[u8]) -> Option<Mailbox> {
+        [Mailbox::Exists, Mailbox::Unknown]
+            .into_iter()
+            .find(|m| m.cached() == value)
+    }
+
+    fn verdict(self, address: &str) -> Verdict {
+        match self {
+            Mailbox::Exists => Verdict::Cont,
+            Mailbox::Unknown => Verdict::deny_code(550, "5.1.1", &format!("Mailbox <{address}> does not exist here")),
+        }
+    }
+}
+
+/// Recipient verification at RCPT time for the forwarding queue plugins:
+/// a recipient of a local domain (`config/host_list`) is asked for at its
+/// next hop from the config file `name` (the `forward` capability's
+/// `verify-recipient`: a session with `MAIL FROM:<>` and that RCPT, no
+/// message), so a mailbox the next hop does not have is refused now (`550
+/// 5.1.1`) instead of bounced later to a sender who may be forged.
+///
+/// Settings at the top of the file: `verify_recipients` (`on` when
+/// missing, else off); `verify_cache`, a key/value store (grant `kv:NAME`)
+/// that keeps answers for `verify_cache_exists` (default 1 d) and
+/// `verify_cache_unknown` (default 1 h), so a busy domain does not cost a
+/// session per recipient. A next hop that cannot be asked gives `451 4.4.3`,
+/// a 4xx answer `450 4.2.1`; neither is cached.
+pub fn verify_recipient(name: &str, defaults: Defaults, protocol: Protocol, on: bool, recipient: &Address) -> Verdict {
+    // One read of the file for the switches and the hop.
+    let lines = config::lines(name);
+    let settings = Settings::from_lines(lines.as_deref().unwrap_or_default());
+    if !settings.bool("verify_recipients", on) {
+        return Verdict::Cont;
+    }
+    let address = recipient.to_addr_spec();
+    let unverified = |why: String| {
+        crate::warn!("cannot verify <{address}>: {why}");
+        Verdict::denysoft_code(
+            451,
+            "4.4.3",
+            &format!("Cannot verify mailbox <{address}> now, try again later"),
+        )
+    };
+    match host_list::is_local(&recipient.domain) {
+        Ok(true) => {}
+        Ok(false) => return Verdict::Cont,
+        Err(e) => return unverified(format!("host_list: {e:?}")),
+    }
+    let cache = settings.get("verify_cache");
+    // Local parts may be case-sensitive at the next hop; domains are not.
+    let key = format!(
+        "verify:{}",
+        Address {
+            domain: recipient.domain.to_ascii_lowercase(),
+            ..recipient.clone()
+        }
+        .to_addr_spec()
+    );
+    if let Some(store) = &cache {
+        match kv::get(store, &key) {
+            Ok(Some(value)) => {
+                if let Some(mailbox) = Mailbox::from_cached(&value) {
+                    return mailbox.verdict(&address);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => crate::warn!("verify_cache {store}: {e:?}"),
+        }
+    }
+    let hop = match &lines {
+        Ok(lines) => Routes::parse(lines).route(&recipient.domain, defaults),
+        Err(e) => return unverified(format!("{name} unreadable: {e:?}")),
+    };
+    let Some(hop) = hop else {
+        return unverified(format!("no next hop (host) for {}", recipient.domain));
+    };
+    let reply = match forward::verify_recipient(&hop.target(protocol), protocol == Protocol::Lmtp, &address) {
+        Ok(reply) => reply,
+        Err(e) => return unverified(format!("{hop}: {e:?}")),
+    };
+    let (mailbox, ttl) = match reply.code {
+        200..=299 => (Mailbox::Exists, settings.duration("verify_cache_exists", DAY)),
+        500..=599 => {
+            crate::info!("<{address}> refused by {hop}: {}", reply.text);
+            (Mailbox::Unknown, settings.duration("verify_cache_unknown", HOUR))
+        }
+        _ => {
+            crate::info!("<{address}> deferred by {hop}: {}", reply.text);
+            return Verdict::denysoft_code(
+                450,
+                "4.2.1",
+                &format!("Mailbox <{address}> unavailable, try again later"),
+            );
+        }
+    };
+    if let Some(store) = &cache {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = kv::set(store, &key, mailbox.cached(), Some(ttl_ms)) {
+            crate::warn!("verify_cache {store}: {e:?}");
+        }
+    }
+    mailbox.verdict(&address)
+}
+
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 #[cfg(test)]
 mod tests {

@@ -8,9 +8,14 @@
 //! recipient was accepted; a next hop that is down or answers 4xx gives
 //! `451 4.4.1` (the client retries); 5xx for recipients gives `550` with the
 //! next hop's reply, so the sender hears of it (never a silent loss).
+//!
+//! With `verify_recipients` a recipient of a local domain is first asked
+//! for at its next hop at RCPT time ([`next_hop::verify_recipient`], with
+//! an optional cache), so a filtering MX in front of a mailbox server
+//! refuses unknown mailboxes as the mailbox server would.
 
-use waraka_plugin::next_hop::{Defaults, recipient_groups};
-use waraka_plugin::{Error, Hook, Plugin, Verdict, forward};
+use waraka_plugin::next_hop::{self, Defaults, Protocol, recipient_groups};
+use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, forward};
 
 const SETTINGS: &str = "queue/smtp_forward.ini";
 const DEFAULTS: Defaults = Defaults {
@@ -28,7 +33,11 @@ fn tempfail(why: &str) -> Verdict {
 impl Plugin for SmtpForward {
     const NAME: &'static str = "queue/smtp_forward";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const HOOKS: &'static [Hook] = &[Hook::Queue];
+    const HOOKS: &'static [Hook] = &[Hook::Rcpt, Hook::Queue];
+
+    fn rcpt(recipient: Address) -> Verdict {
+        next_hop::verify_recipient(SETTINGS, DEFAULTS, Protocol::Smtp, false, &recipient)
+    }
 
     fn queue() -> Verdict {
         let groups = match recipient_groups(SETTINGS, DEFAULTS) {
@@ -37,13 +46,7 @@ impl Plugin for SmtpForward {
         };
         let mut rejected = Vec::new();
         for (hop, recipients) in groups {
-            let target = forward::NextHop {
-                host: hop.host.clone(),
-                port: hop.port,
-                tls: hop.tls.clone(),
-                auth: hop.auth.clone(),
-            };
-            let replies = match forward::send(&target, &recipients) {
+            let replies = match forward::send(&hop.target(Protocol::Smtp), &recipients) {
                 Ok(replies) => replies,
                 Err(Error::Backend(why)) => return tempfail(&format!("{hop}: {why}")),
                 Err(e) => return tempfail(&format!("{hop}: {e:?}")),
