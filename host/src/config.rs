@@ -8,8 +8,8 @@ use crate::capabilities::{
     Srs, is_socket_path,
 };
 use crate::delivery::{
-    BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, NextHop, OutboundSettings, RouteSettings,
-    Submitter,
+    BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, DomainLimit, Limits, NextHop, OutboundSettings,
+    Rate, RouteSettings, Submitter,
 };
 use crate::plugins::Backends;
 use crate::plugins::{DirGrant, PluginLimits, PluginSource, PluginSpec, RuntimeSettings};
@@ -574,6 +574,28 @@ impl Instance {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
+        let domains = o
+            .limits
+            .iter()
+            .map(|(domain, limit)| {
+                let what = format!("[outbound.limits.{domain:?}]");
+                if limit.concurrency == Some(0) {
+                    bail!("{what} concurrency must be at least 1");
+                }
+                let rate = limit
+                    .rate
+                    .as_deref()
+                    .map(|text| text.parse::<Rate>().map_err(|e| anyhow::anyhow!("{what} rate: {e}")))
+                    .transpose()?;
+                Ok((
+                    domain.to_ascii_lowercase(),
+                    DomainLimit {
+                        concurrency: limit.concurrency,
+                        rate,
+                    },
+                ))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
         Ok(Some(OutboundSettings {
             client,
             hostname: hostname.clone(),
@@ -593,7 +615,11 @@ impl Instance {
             },
             schedule,
             concurrency: o.concurrency,
-            per_domain: o.per_domain,
+            limits: Limits {
+                per_domain: o.per_domain,
+                domains,
+                suspend_unreachable: o.suspend_unreachable,
+            },
             smarthost: o
                 .smarthost
                 .as_ref()

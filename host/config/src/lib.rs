@@ -231,6 +231,26 @@ pub struct OutboundConfig {
     pub smarthost: Option<NextHopConfig>,
     /// Per destination domain, a next hop instead of its MX hosts.
     pub routes: BTreeMap<String, NextHopConfig>,
+    /// Per destination domain, its own delivery limits.
+    pub limits: BTreeMap<String, DomainLimitConfig>,
+    /// Whether a domain none of whose servers could be reached (no
+    /// connection, no greeting, or a 4xx greeting such as `421 too many
+    /// connections`) has its other mail deferred without trying until the
+    /// failed attempt's retry, as Postfix suspends a dead destination.
+    pub suspend_unreachable: bool,
+}
+
+/// `[outbound.limits."DOMAIN"]`: how hard mail for one destination domain
+/// is pushed, for receivers that throttle senders.
+#[derive(Debug, Deserialize, serde::Serialize, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainLimitConfig {
+    /// Deliveries in progress at once to the domain (instead of
+    /// `[outbound] per_domain`).
+    pub concurrency: Option<usize>,
+    /// Delivery attempts started per period, as `COUNT/DURATION`
+    /// (`"100/1m"`, `"2000/1h"`); none: no limit.
+    pub rate: Option<String>,
 }
 
 /// The certificate policy of outbound STARTTLS.
@@ -275,6 +295,8 @@ impl Default for OutboundConfig {
             data_timeout: Duration::from_secs(600),
             smarthost: None,
             routes: BTreeMap::new(),
+            limits: BTreeMap::new(),
+            suspend_unreachable: true,
         }
     }
 }

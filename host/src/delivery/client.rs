@@ -230,8 +230,13 @@ impl Delivery {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The connection failed or broke; try the next host.
-    #[error("{0}")]
-    Network(String),
+    #[error("{detail}")]
+    Network {
+        /// The step it happened at (`connect`, `greeting`, `MAIL`…).
+        stage: &'static str,
+        /// What failed.
+        detail: String,
+    },
     /// The server did not answer in time.
     #[error("timed out waiting for the {0} reply")]
     Timeout(&'static str),
@@ -270,6 +275,22 @@ impl ClientError {
                 ..
             }
         )
+    }
+
+    /// Whether the server was out of reach: no connection, or no session
+    /// (no greeting, or a temporary refusal such as `421 too many
+    /// connections` in its place).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ClientError::Network { stage, .. } | ClientError::Timeout(stage) => {
+                matches!(*stage, "connect" | "greeting")
+            }
+            ClientError::Refused {
+                stage: "greeting",
+                reply,
+            } => !reply.is_permanent(),
+            _ => false,
+        }
     }
 
     /// Whether this is final for every recipient (a 5xx to the envelope or message).
@@ -497,7 +518,10 @@ impl Connection {
         let io = tokio::time::timeout(settings.connect_timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout("connect"))?
-            .map_err(|e| ClientError::Network(format!("connecting to {addr}: {e}")))?;
+            .map_err(|e| ClientError::Network {
+                stage: "connect",
+                detail: format!("connecting to {addr}: {e}"),
+            })?;
         let mut conn = Connection {
             io,
             unread: Vec::new(),
@@ -573,7 +597,10 @@ impl Connection {
         .await
         {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ClientError::Network(format!("writing {stage}: {e}"))),
+            Ok(Err(e)) => Err(ClientError::Network {
+                stage,
+                detail: format!("writing {stage}: {e}"),
+            }),
             Err(_) => Err(ClientError::Timeout(stage)),
         }
     }
@@ -604,12 +631,18 @@ impl Connection {
             match tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await {
                 Err(_) => return Err(ClientError::Timeout(stage)),
                 Ok(Ok(0)) => {
-                    return Err(ClientError::Network(format!(
-                        "connection closed before the {stage} reply"
-                    )));
+                    return Err(ClientError::Network {
+                        stage,
+                        detail: format!("connection closed before the {stage} reply"),
+                    });
                 }
                 Ok(Ok(n)) => self.unread.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => return Err(ClientError::Network(format!("reading the {stage} reply: {e}"))),
+                Ok(Err(e)) => {
+                    return Err(ClientError::Network {
+                        stage,
+                        detail: format!("reading the {stage} reply: {e}"),
+                    });
+                }
             }
         }
     }
@@ -749,7 +782,10 @@ impl Connection {
         .await;
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ClientError::Network(format!("sending the message: {e}"))),
+            Ok(Err(e)) => Err(ClientError::Network {
+                stage: "message",
+                detail: format!("sending the message: {e}"),
+            }),
             Err(_) => Err(ClientError::Timeout("message")),
         }
     }
@@ -1178,7 +1214,10 @@ mod tests {
 
         let closed = Address::Inet(TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap());
         let err = to_alice(&closed, &settings(), &b"x\r\n"[..]).await.unwrap_err();
-        assert!(matches!(err, ClientError::Network(_)) && err.try_next_host(), "{err}");
+        assert!(
+            matches!(err, ClientError::Network { .. }) && err.try_next_host(),
+            "{err}"
+        );
 
         let (addr, _server) = scripted("250 mx.test\r\n", vec![]).await;
         let strict = ClientSettings {

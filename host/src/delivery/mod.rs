@@ -21,5 +21,5 @@ pub use daily::Submitter;
 pub use dmarc_failure::DmarcFailureReports;
 pub use dmarc_report::DmarcReports;
 pub use notice::Report;
-pub use outbound::{NextHop, Outbound, OutboundSettings};
+pub use outbound::{DomainLimit, Limits, NextHop, Outbound, OutboundSettings, Rate};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};

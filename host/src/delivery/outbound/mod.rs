@@ -1,5 +1,5 @@
 //! The delivery worker: takes entries of the outbound queue when they are
-//! due, within a global and a per-domain concurrency limit, routes each
+//! due, within a global limit and each domain's (see [`pacing`]), routes each
 //! domain, hands the message to its servers and settles every recipient:
 //! delivered ones leave the entry, temporary failures wait for the next
 //! attempt of the retry schedule, permanent ones (and those whose schedule
@@ -33,9 +33,12 @@ use waraka_config::NextHopConfig;
 mod dmarc_failures;
 mod dmarc_reports;
 mod hold;
+mod pacing;
 mod reports;
 mod tls_reports;
 
+use pacing::Pacing;
+pub use pacing::{DomainLimit, Limits, Rate};
 use tls_reports::sts_policy;
 
 /// A configured next hop that replaces MX lookup (a smarthost or a route).
@@ -98,8 +101,9 @@ pub struct OutboundSettings {
     pub schedule: RetrySchedule,
     /// Deliveries at once.
     pub concurrency: usize,
-    /// Deliveries at once to one domain.
-    pub per_domain: usize,
+    /// Deliveries at once and per period to each domain, and whether
+    /// unreachable ones are suspended.
+    pub limits: Limits,
     /// Every domain goes here when set (unless it has a route).
     pub smarthost: Option<NextHop>,
     /// Per domain (lower-case), a next hop instead of its MX hosts.
@@ -208,6 +212,8 @@ struct State {
     /// Entries asked to be held while they were being delivered: held
     /// after their attempt if recipients are left.
     hold_after_attempt: HashSet<String>,
+    /// Recent starts of rate-limited domains, and suspended domains.
+    pacing: Pacing,
 }
 
 impl State {
@@ -261,7 +267,7 @@ pub struct Outbound {
 fn failure_of(error: &ClientError, host: &str) -> Report {
     let (status, from_remote) = match error {
         ClientError::Refused { reply, .. } => (status_of(reply), true),
-        ClientError::Network(_) => ("4.4.1".to_string(), false),
+        ClientError::Network { .. } => ("4.4.1".to_string(), false),
         ClientError::Timeout(_) => ("4.4.2".to_string(), false),
         ClientError::Protocol { .. } => ("4.5.0".to_string(), false),
         ClientError::Tls(_) => ("4.7.5".to_string(), false),
@@ -418,6 +424,7 @@ impl Outbound {
         let now = now_ms();
         let count = {
             let mut state = self.state();
+            state.pacing.resume(domain);
             let chosen: Vec<(u64, String)> = state
                 .waiting
                 .iter()
@@ -467,8 +474,9 @@ impl Outbound {
     }
 
     /// Starts every due entry the limits allow; returns when the next
-    /// waiting entry is due (`None`: nothing waits, or the global limit is
-    /// reached and a finishing delivery will wake the worker).
+    /// waiting entry is due or a rate-limited domain may start again
+    /// (`None`: nothing waits, or the concurrency limits hold the rest and
+    /// a finishing delivery will wake the worker).
     fn start_due(&self) -> Option<u64> {
         let now = now_ms();
         let settings = &self.inner.settings;
@@ -477,6 +485,7 @@ impl Outbound {
             let mut guard = self.state();
             let state = &mut *guard;
             let mut next_due = None;
+            let mut rate_opens: Option<u64> = None;
             let mut chosen = Vec::new();
             let active = state.active();
             let mut by_domain: HashMap<&str, usize> = HashMap::new();
@@ -491,7 +500,11 @@ impl Outbound {
                 let domain = entry.domain.as_str();
                 let active = state.active_by_domain.get(domain).copied().unwrap_or(0);
                 let count = by_domain.entry(domain).or_insert(active);
-                if *count >= settings.per_domain {
+                if *count >= settings.limits.concurrency(domain) {
+                    continue;
+                }
+                if let Err(opens) = state.pacing.admit(domain, settings.limits.rate(domain), now) {
+                    rate_opens = Some(rate_opens.map_or(opens, |t| t.min(opens)));
                     continue;
                 }
                 *count += 1;
@@ -503,7 +516,10 @@ impl Outbound {
                 state.in_progress.insert(entry.id.clone(), entry.domain.clone());
                 started.push(entry);
             }
-            next_due
+            match (next_due, rate_opens) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         for entry in started {
             let this = self.clone();
@@ -582,7 +598,13 @@ impl Outbound {
             None => Ok(SendDecision::Deliver),
         };
         let outcomes = match decision {
-            Ok(SendDecision::Deliver) => self.attempt(&entry, &info).await,
+            Ok(SendDecision::Deliver) => {
+                let suspended = self.state().pacing.suspension(&entry.domain, now_ms());
+                match suspended {
+                    Some(report) => all_recipients(&entry, Outcome::Deferred(report)),
+                    None => self.attempt(&entry, &info).await,
+                }
+            }
             Ok(SendDecision::Delay(wait)) => {
                 info!(id = %entry.id, wait = %humantime::format_duration(wait), "delivery delayed by a plugin");
                 entry.next_attempt_ms = now_ms() + wait.as_millis() as u64;
@@ -831,6 +853,8 @@ impl Outbound {
         let mut last = Report::local("4.4.1", "no server could be reached");
         // Whether any server failed other than by not offering REQUIRETLS.
         let mut other_failure = false;
+        // Whether every server tried was out of reach (no session at all).
+        let mut unreachable = true;
         for target in &targets {
             let dane_client;
             let client = match &target.dane {
@@ -854,6 +878,7 @@ impl Outbound {
                     }
                     last = Report::local("4.7.5", reason.clone());
                     other_failure = true;
+                    unreachable = false;
                     continue;
                 }
             };
@@ -929,6 +954,7 @@ impl Outbound {
                         if e.try_next_host() {
                             warn!(id = %entry.id, host = %target.host, %addr, error = %e, "delivery attempt failed; trying the next address");
                             other_failure |= !matches!(e, ClientError::NoRequireTls(_));
+                            unreachable &= e.is_unreachable();
                             last = failure;
                             continue;
                         }
@@ -945,7 +971,27 @@ impl Outbound {
         if !other_failure && last.is_permanent() {
             return all(Outcome::Failed(last));
         }
+        if unreachable && other_failure {
+            self.suspend(entry, &last);
+        }
         all(Outcome::Deferred(last))
+    }
+
+    /// Suspends the domain of `entry`, none of whose servers could be
+    /// reached, until the entry's next attempt by the retry schedule:
+    /// that attempt finds out whether the domain is back, and meanwhile
+    /// its other mail is deferred without knocking.
+    fn suspend(&self, entry: &Entry, failure: &Report) {
+        let settings = &self.inner.settings;
+        if !settings.limits.suspend_unreachable {
+            return;
+        }
+        let Some(wait) = settings.schedule.wait_after(entry.attempts + 1) else {
+            return;
+        };
+        warn!(domain = %entry.domain, until = %humantime::format_duration(wait), error = %failure.diagnostic, "no server of the domain could be reached: its mail waits for this entry's retry");
+        let until = now_ms() + wait.as_millis() as u64;
+        self.state().pacing.suspend(&entry.domain, until, failure.clone());
     }
 
     /// Sorts the outcomes of an attempt: delivered, failed for good (with
