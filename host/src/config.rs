@@ -3,9 +3,9 @@
 
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
-    Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, HttpService,
-    KvStore, MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd, SqliteDatabase,
-    Srs, is_socket_path,
+    Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, GeoIp,
+    HttpService, KvStore, MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd,
+    SqliteDatabase, Srs, is_socket_path,
 };
 use crate::delivery::{
     BindAddresses, ClientSettings, DmarcFailureReports, DmarcReports, DomainLimit, Limits, NextHop, OutboundSettings,
@@ -88,7 +88,7 @@ fn networks(section: &str, key: &str, nets: &[String]) -> Result<Vec<IpNet>> {
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 6] = ["kv", "blobstore", "sql", "milter", "ldap", "http"];
-const UNNAMED_GRANTS: [&str; 8] = [
+const UNNAMED_GRANTS: [&str; 9] = [
     "dns",
     "forward",
     "outbound-queue",
@@ -97,6 +97,7 @@ const UNNAMED_GRANTS: [&str; 8] = [
     "antivirus",
     "spamfilter",
     "sasl",
+    "geoip",
 ];
 
 /// Every grant, for the error that names an unknown one.
@@ -329,8 +330,23 @@ impl Instance {
                 self.config.sasl.dovecot.is_some(),
                 "[sasl] dovecot = \"HOST:PORT\" or a socket path",
             ),
+            "geoip" => needs(
+                !self.config.geoip.databases.is_empty(),
+                "[geoip] databases = [\"GeoLite2-City.mmdb\", …]",
+            ),
             _ => Ok(()),
         })
+    }
+
+    /// The `[geoip]` databases, read now; none when it names none.
+    fn geoip(&self) -> Result<Option<Arc<GeoIp>>> {
+        let databases = &self.config.geoip.databases;
+        if databases.is_empty() {
+            return Ok(None);
+        }
+        let paths: Vec<PathBuf> = databases.iter().map(|p| self.resolve(p)).collect();
+        let geoip = GeoIp::open(&paths).map_err(|e| anyhow!("[geoip] {e}"))?;
+        Ok(Some(Arc::new(geoip)))
     }
 
     /// The scanner `[spamfilter]` names: rspamd or spamd, not both.
@@ -431,6 +447,7 @@ impl Instance {
                 .dovecot
                 .clone()
                 .map(|address| Arc::new(DovecotAuth::new(address))),
+            geoip: self.geoip()?,
             dmarc_reports: self.dmarc_reports(),
             dmarc_failures: self.dmarc_failure_reports(),
             milter: self
@@ -860,7 +877,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl)"
+                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl, geoip)"
                     .into()
             )
         );

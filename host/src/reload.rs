@@ -64,15 +64,20 @@ impl RescanReport {
     }
 }
 
-/// Rescans the instance, applies it and drops the cached config texts;
-/// returns the instance now in force and how it went.
+/// Rescans the instance, applies it, drops the cached config texts and
+/// has the GeoIP databases looked at for newer files; returns the instance
+/// now in force and how it went.
 pub async fn rescan(
     current: &Instance,
     registry: &Registry,
     settings: &ArcSwap<SessionSettings>,
 ) -> (Instance, RescanReport) {
     let started = Instant::now();
-    registry.runtime().services().config.forget();
+    let services = registry.runtime().services();
+    services.config.forget();
+    if let Some(geoip) = &services.backends.geoip {
+        geoip.recheck();
+    }
     let (mut next, toml_error) = current.reread();
     let mut config_error = toml_error.map(|e| format!("{e:#}"));
     let specs = match next.plugin_specs() {

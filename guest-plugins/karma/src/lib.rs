@@ -327,7 +327,7 @@ fn judge(config: &Config, hook: Hook) -> Verdict {
 const DENY_HOOKS: &str = "unrecognized-command, helo, ehlo, data, data-post";
 const EXCLUDED_HOOKS: &str = "auth, rcpt, rcpt-ok, max-data-exceeded, queue, queue-outbound";
 const EXCLUDED_PLUGINS: &str = "access, helo.checks, headers, mail_from.is_resolvable, spamassassin, rspamd, clamd, \
-                                attachment, milter, dmarc, limit, bounce";
+                                attachment, milter, dmarc, limit, bounce, geoip";
 
 /// Runs `judge` unless the connection is left alone.
 fn hook(hook: Hook) -> Verdict {

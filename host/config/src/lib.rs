@@ -123,6 +123,9 @@ pub struct InstanceConfig {
     /// The spam scanner behind the `spamfilter` grant.
     #[serde(default)]
     pub spamfilter: SpamfilterConfig,
+    /// The location databases behind the `geoip` grant.
+    #[serde(default)]
+    pub geoip: GeoipConfig,
     /// The password authority behind the `sasl` grant.
     #[serde(default)]
     pub sasl: SaslConfig,
@@ -440,6 +443,16 @@ pub struct AntivirusConfig {
     /// The ClamAV daemon: `HOST:PORT` (its `TCPSocket`) or the path of its
     /// `LocalSocket`; no scanner when absent.
     pub clamd: Option<String>,
+}
+
+/// `[geoip]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoipConfig {
+    /// MaxMind DB files (GeoLite2/GeoIP2 City, Country or ASN, DB-IP
+    /// Lite…), relative to the instance directory or absolute; a lookup
+    /// asks each in turn and merges what they know.
+    pub databases: Vec<std::path::PathBuf>,
 }
 
 /// `[sasl]`.

@@ -21,6 +21,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/milter": async,
         "waraka:plugin/ldap": async,
         "waraka:plugin/http": async,
+        "waraka:plugin/geoip": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

@@ -7,7 +7,7 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, http, kv, ldap, mime, outbound_queue, sasl,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, geoip, http, kv, ldap, mime, outbound_queue, sasl,
     spamfilter, sql,
 };
 use super::store::StoreState;
@@ -78,6 +78,15 @@ impl StoreState {
     /// Whether the plugin holds `grant` (e.g. `dns`, `kv:rate`).
     fn granted(&self, grant: &str) -> bool {
         self.host.grants.iter().any(|g| g == grant)
+    }
+
+    /// The one backend of the unnamed grant `grant` (`antivirus`, `geoip`…),
+    /// when granted and configured.
+    fn service<T>(&self, grant: &str, pick: impl FnOnce(&Backends) -> &Option<Arc<T>>) -> Result<Arc<T>, Error> {
+        if !self.granted(grant) {
+            return Err(Error::NotGranted);
+        }
+        pick(&self.host.services.backends).clone().ok_or(Error::NotGranted)
     }
 
     /// The backend `name` of capability `kind` (`kv:NAME`, …), when granted.
@@ -942,10 +951,7 @@ impl StoreState {
 
 impl antivirus::Host for StoreState {
     async fn scan(&mut self) -> Result<antivirus::ScanResult, Error> {
-        if !self.granted("antivirus") {
-            return Err(Error::NotGranted);
-        }
-        let scanner = self.host.services.backends.antivirus.clone().ok_or(Error::NotGranted)?;
+        let scanner = self.service("antivirus", |b| &b.antivirus)?;
         let reader = self.message_reader("scan")?;
         let scan = bounded(self.deadline, async move {
             let message = read_whole(reader).await?;
@@ -1022,16 +1028,7 @@ impl StoreState {
     /// Asks the `[spamfilter]` scanner about the current message, with the
     /// preferences of `scanned_for` when given.
     async fn scan_for_spam(&mut self, scanned_for: Option<String>) -> Result<spamfilter::SpamReport, Error> {
-        if !self.granted("spamfilter") {
-            return Err(Error::NotGranted);
-        }
-        let scanner = self
-            .host
-            .services
-            .backends
-            .spamfilter
-            .clone()
-            .ok_or(Error::NotGranted)?;
+        let scanner = self.service("spamfilter", |b| &b.spamfilter)?;
         let (reader, envelope) = self.message_and("check", |conn, tx| Envelope {
             client_ip: conn.peer.ip().to_string(),
             helo: conn.helo.clone().unwrap_or_default(),
@@ -1073,10 +1070,7 @@ impl spamfilter::Host for StoreState {
 
 impl sasl::Host for StoreState {
     async fn check_password(&mut self, user: String, password: String) -> Result<Option<String>, Error> {
-        if !self.granted("sasl") {
-            return Err(Error::NotGranted);
-        }
-        let authority = self.host.services.backends.sasl.clone().ok_or(Error::NotGranted)?;
+        let authority = self.service("sasl", |b| &b.sasl)?;
         let conn = self
             .host
             .conn
@@ -1162,5 +1156,26 @@ impl http::Host for StoreState {
         })
         .await?;
         Ok(response.into())
+    }
+}
+
+impl geoip::Host for StoreState {
+    async fn lookup(&mut self, ip: String) -> Result<Option<geoip::Location>, Error> {
+        let databases = self.service("geoip", |b| &b.geoip)?;
+        let ip: std::net::IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| Error::Invalid(format!("{ip:?} is not an IP address")))?;
+        let found = bounded(self.deadline, async move { databases.lookup(ip).await }).await?;
+        Ok(found.map(|l| geoip::Location {
+            country: l.country,
+            continent: l.continent,
+            region: l.region,
+            city: l.city,
+            latitude: l.coordinates.map(|c| c.0),
+            longitude: l.coordinates.map(|c| c.1),
+            asn: l.asn,
+            as_organization: l.as_organization,
+        }))
     }
 }

@@ -9,7 +9,7 @@ use super::store::{GrantedDirs, GuestOutput, HostContext, LogBudget, StoreState}
 use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
-    Antivirus, BlobStore, ConfigFiles, Database, Directory, DkimKeys, Dns, DovecotAuth, GroupSync, HttpService,
+    Antivirus, BlobStore, ConfigFiles, Database, Directory, DkimKeys, Dns, DovecotAuth, GeoIp, GroupSync, HttpService,
     KvStore, Milter, NoteStore, SpamScanner, Srs,
 };
 use crate::delivery::{ClientSettings, DmarcFailureReports, DmarcReports};
@@ -84,6 +84,8 @@ pub struct Backends {
     pub antivirus: Option<Arc<Antivirus>>,
     /// The spam scanner (`spamfilter` grant), when `[spamfilter]` names one.
     pub spamfilter: Option<Arc<SpamScanner>>,
+    /// The location databases (`geoip` grant), when `[geoip]` names some.
+    pub geoip: Option<Arc<GeoIp>>,
     /// The password authority (`sasl` grant), when `[sasl]` names one.
     pub sasl: Option<Arc<DovecotAuth>>,
     /// Where the `authentication` grant's DMARC results are counted for
