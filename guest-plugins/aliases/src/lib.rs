@@ -196,13 +196,11 @@ impl Plugin for Aliases {
             return Verdict::Cont;
         };
         waraka_plugin::info!("{recipient} is an alias of {}", targets.join(", "));
-        // The candidate recipient is the last one while `rcpt` runs.
-        let index = envelope::recipients().len().saturating_sub(1) as u32;
         let first = Address {
             params: recipient.params.clone(),
             ..first.clone()
         };
-        if let Err(e) = envelope::set_recipient(index, &first) {
+        if let Err(e) = waraka_plugin::replace_candidate(&first) {
             return Verdict::denysoft_code(451, "4.3.0", &format!("Cannot rewrite the alias: {e:?}"));
         }
         let allowed = may_forward(&recipient);

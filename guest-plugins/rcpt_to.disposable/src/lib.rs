@@ -7,7 +7,7 @@
 //! `separator` between user and date.
 
 use regex_lite::Regex;
-use waraka_plugin::{Address, Hook, Plugin, Verdict, envelope};
+use waraka_plugin::{Address, Hook, Plugin, Verdict};
 
 struct Disposable;
 
@@ -41,14 +41,12 @@ impl Plugin for Disposable {
             waraka_plugin::info!("{recipient} expired on {expiry}");
             return Verdict::deny_code(550, "5.1.1", "Expired email address");
         }
-        // The candidate recipient is the last one while `rcpt` runs.
-        let index = envelope::recipients().len().saturating_sub(1) as u32;
         let rewritten = Address {
             local_part: user,
             ..recipient
         };
         waraka_plugin::info!("rewriting to {rewritten} (expires {expiry})");
-        match envelope::set_recipient(index, &rewritten) {
+        match waraka_plugin::replace_candidate(&rewritten) {
             Ok(()) => Verdict::Cont,
             Err(e) => Verdict::denysoft_code(451, "4.3.0", &format!("cannot rewrite recipient: {e}")),
         }

@@ -593,10 +593,23 @@ pub fn save_message_making(dir: &str, temp: &str, path: &str, prefix: &[u8], fol
 
 /// Today's date in UTC as a `YYYYMMDD` number (20261204).
 pub fn today_utc() -> u32 {
-    let secs = std::time::SystemTime::now()
+    date_of_day(days_since_epoch())
+}
+
+/// Days since 1970-01-01, UTC.
+pub fn days_since_epoch() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    date_of_day(secs / 86_400)
+        .map_or(0, |d| d.as_secs())
+        / 86_400
+}
+
+/// Replaces the recipient the `rcpt` hook is deciding on (the last one
+/// while it runs) with `recipient`: a rewritten address (an alias, a tag
+/// taken off) that later plugins and the queue see instead.
+pub fn replace_candidate(recipient: &Address) -> Result<(), Error> {
+    let index = envelope::recipients().len().saturating_sub(1) as u32;
+    envelope::set_recipient(index, recipient)
 }
 
 /// The `YYYYMMDD` number of the day `days` after 1970-01-01 (Howard

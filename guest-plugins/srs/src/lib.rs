@@ -44,9 +44,7 @@ impl Plugin for Srs {
         }) else {
             return unusable(format!("the host gave {original:?}, not an address"));
         };
-        // The candidate recipient is the last one while `rcpt` runs.
-        let index = envelope::recipients().len().saturating_sub(1) as u32;
-        if let Err(e) = envelope::set_recipient(index, &target) {
+        if let Err(e) = waraka_plugin::replace_candidate(&target) {
             return unusable(format!("cannot rewrite the recipient: {e:?}"));
         }
         if let Err(e) = outbound_queue::forward_recipient(&original) {
