@@ -591,11 +591,16 @@ impl Instance {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
+        let domain_tls = o
+            .domains
+            .iter()
+            .filter_map(|(domain, config)| Some((domain.to_ascii_lowercase(), config.tls?.into())))
+            .collect();
         let domains = o
-            .limits
+            .domains
             .iter()
             .map(|(domain, limit)| {
-                let what = format!("[outbound.limits.{domain:?}]");
+                let what = format!("[outbound.domains.{domain:?}]");
                 if limit.concurrency == Some(0) {
                     bail!("{what} concurrency must be at least 1");
                 }
@@ -643,6 +648,7 @@ impl Instance {
                 .map(|hop| next_hop(hop, "[outbound.smarthost]"))
                 .transpose()?,
             routes,
+            domain_tls,
         }))
     }
 

@@ -234,8 +234,8 @@ pub struct OutboundConfig {
     pub smarthost: Option<NextHopConfig>,
     /// Per destination domain, a next hop instead of its MX hosts.
     pub routes: BTreeMap<String, NextHopConfig>,
-    /// Per destination domain, its own delivery limits.
-    pub limits: BTreeMap<String, DomainLimitConfig>,
+    /// Per destination domain, its own pace and TLS policy.
+    pub domains: BTreeMap<String, DomainConfig>,
     /// Whether a domain none of whose servers could be reached (no
     /// connection, no greeting, or a 4xx greeting such as `421 too many
     /// connections`) has its other mail deferred without trying until the
@@ -243,17 +243,20 @@ pub struct OutboundConfig {
     pub suspend_unreachable: bool,
 }
 
-/// `[outbound.limits."DOMAIN"]`: how hard mail for one destination domain
-/// is pushed, for receivers that throttle senders.
+/// `[outbound.domains."DOMAIN"]`: how mail for one destination domain is
+/// delivered — how hard it is pushed, for receivers that throttle senders,
+/// and its TLS policy (Postfix's `smtp_tls_policy_maps`).
 #[derive(Debug, Deserialize, serde::Serialize, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct DomainLimitConfig {
+pub struct DomainConfig {
     /// Deliveries in progress at once to the domain (instead of
     /// `[outbound] per_domain`).
     pub concurrency: Option<usize>,
     /// Delivery attempts started per period, as `COUNT/DURATION`
     /// (`"100/1m"`, `"2000/1h"`); none: no limit.
     pub rate: Option<String>,
+    /// STARTTLS to its MX hosts, instead of `[outbound] tls`.
+    pub tls: Option<OutboundTls>,
 }
 
 /// The certificate policy of outbound STARTTLS.
@@ -298,7 +301,7 @@ impl Default for OutboundConfig {
             data_timeout: Duration::from_secs(600),
             smarthost: None,
             routes: BTreeMap::new(),
-            limits: BTreeMap::new(),
+            domains: BTreeMap::new(),
             suspend_unreachable: true,
         }
     }

@@ -108,6 +108,8 @@ pub struct OutboundSettings {
     pub smarthost: Option<NextHop>,
     /// Per domain (lower-case), a next hop instead of its MX hosts.
     pub routes: HashMap<String, NextHop>,
+    /// Per domain (lower-case), its STARTTLS policy instead of the client's.
+    pub domain_tls: HashMap<String, TlsMode>,
 }
 
 /// What became of one recipient in one attempt.
@@ -645,6 +647,9 @@ impl Outbound {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
+        if let Some(tls) = settings.domain_tls.get(domain) {
+            client.tls = *tls;
+        }
         let required = tls_request == TlsRequest::Required;
         let waived = tls_request == TlsRequest::PolicyWaived;
         let unreported = |(route, client)| (route, client, None);

@@ -1,6 +1,6 @@
 //! How hard the delivery worker pushes each destination domain: how many
 //! deliveries to it run at once and how many start per period
-//! (`[outbound.limits."DOMAIN"]`, for receivers that throttle senders), and
+//! (`[outbound.domains."DOMAIN"]`, for receivers that throttle senders), and
 //! domains none of whose servers could be reached, whose other mail is
 //! deferred without trying until the failed attempt's retry (`[outbound]
 //! suspend_unreachable`, as Postfix suspends a dead destination) instead of

@@ -1,8 +1,8 @@
-"""How hard outbound delivery pushes one destination, end to end: a domain's
-own concurrency and rate (`[outbound.limits."DOMAIN"]`) against a real
-receiver, and a domain whose server turns every session away (`421` at the
-greeting) suspended until the failed attempt's retry, with its other mail
-deferred without knocking (`[outbound] suspend_unreachable`)."""
+"""Outbound delivery per destination domain, end to end: a domain's own
+concurrency, rate and TLS policy (`[outbound.domains."DOMAIN"]`) against a
+real receiver, and a domain whose server turns every session away (`421` at
+the greeting) suspended until the failed attempt's retry, with its other
+mail deferred without knocking (`[outbound] suspend_unreachable`)."""
 
 import smtplib
 import socketserver
@@ -17,6 +17,7 @@ RECORDS = [
     "--local=/test/",
     "--mx-host=slow.test,mx.slow.test,10",
     "--mx-host=fast.test,mx.slow.test,10",
+    "--mx-host=strict.test,mx.slow.test,10",
     "--host-record=mx.slow.test,127.0.0.21",
     "--mx-host=busy.test,mx.busy.test,10",
     "--host-record=mx.busy.test,127.0.0.22",
@@ -60,7 +61,8 @@ class PacingTest(unittest.TestCase):
         cls.port = free_port("127.0.0.21", "127.0.0.22")
         cls.receiver = SmtpReceiver("127.0.0.21", cls.port, delay=0.5, name="mx.slow.test")
         cls.addClassCleanup(cls.receiver.stop)
-        limits = '\n[outbound.limits."slow.test"]\nconcurrency = 1\nrate = "2/3s"\n'
+        limits = ('\n[outbound.domains."slow.test"]\nconcurrency = 1\nrate = "2/3s"\n'
+                  '\n[outbound.domains."strict.test"]\ntls = "required"\n')
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=relay_setup(cls.dns.port, cls.port, extra=limits, retry="6s, 6s, 6s"))
         cls.addClassCleanup(cls.server.stop)
@@ -92,6 +94,18 @@ class PacingTest(unittest.TestCase):
         at = self.arrivals("unpaced", 6)
         self.assertLess(at[-1] - at[0], 2.5, at)
         self.assertGreater(self.receiver.most_open, 1, "per_domain = 10 lets sessions overlap")
+
+    def test_a_domains_tls_policy_holds_its_mail_for_a_server_without_starttls(self):
+        send_each(self.server, "strict.test", 1, "strict")
+
+        def deferred():
+            return [e for e in queue_entries(self.server) if e["domain"] == "strict.test" and e["attempts"] >= 1]
+
+        (entry,) = wait_until(deferred, what="the strict.test entry deferred")
+        self.assertIn("STARTTLS", entry["last_error"])
+        self.assertEqual([m for m in self.receiver.received() if m[1] == ["r0@strict.test"]], [],
+                         "nothing went in plain text")
+        # The same server takes other domains' mail without TLS (fast.test above).
 
     def test_a_domain_that_turns_every_session_away_is_suspended_until_the_retry(self):
         busy = BusyServer("127.0.0.22", self.port)
