@@ -79,6 +79,42 @@ enum Command {
         #[arg(long, default_value = ".")]
         config: PathBuf,
     },
+    /// Submit a message from standard input to the running server, as
+    /// Sendmail's and Postfix's `sendmail` (also when this binary is run
+    /// through a link named `sendmail`). `-o…`, `-B`, `-v` and `-bm` are
+    /// accepted and ignored; exit codes follow sysexits.h.
+    Sendmail {
+        /// The instance directory.
+        #[arg(long, env = "WARAKA_CONFIG", default_value = "/etc/waraka")]
+        config: PathBuf,
+        /// Also send to the recipients of the To, Cc and Bcc fields (Bcc is
+        /// taken out of the message).
+        #[arg(short = 't')]
+        extract_recipients: bool,
+        /// A line of a lone dot does not end the message (also `-oi`).
+        #[arg(short = 'i')]
+        ignore_dots: bool,
+        /// The envelope sender (default: you at [smtp] hostname).
+        #[arg(short = 'f', short_alias = 'r', value_name = "SENDER")]
+        sender: Option<String>,
+        /// Your full name, for a From field the message lacks.
+        #[arg(short = 'F', value_name = "NAME")]
+        full_name: Option<String>,
+        /// Sendmail options (`-oi` is `-i`; the others are ignored).
+        #[arg(short = 'o', value_name = "OPTION")]
+        option: Vec<String>,
+        /// The body type (ignored: the server finds out).
+        #[arg(short = 'B', value_name = "TYPE")]
+        body_type: Option<String>,
+        /// The mode: only `m` (deliver a message) is known.
+        #[arg(short = 'b', value_name = "MODE")]
+        mode: Option<String>,
+        /// Verbose (ignored).
+        #[arg(short = 'v')]
+        verbose: bool,
+        /// The recipients.
+        recipients: Vec<String>,
+    },
     /// Inspect the outbound queue.
     Queue {
         /// The instance directory (default: the current directory).
@@ -240,7 +276,16 @@ enum PluginCommand {
 
 /// Runs the command line.
 pub fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Run as `sendmail` (a link), it is `waraka sendmail`.
+    if args
+        .first()
+        .and_then(|arg0| Path::new(arg0).file_name())
+        .is_some_and(|name| name == "sendmail")
+    {
+        args.insert(1, "sendmail".into());
+    }
+    let cli = Cli::parse_from(args);
     let logger = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -271,6 +316,36 @@ pub fn main() -> Result<()> {
             Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command).await,
             Command::Quarantine { config, command } => quarantine_command(&Instance::load(&config)?, command).await,
             Command::Kv { config, store, command } => kv_command(&config, &store, command).await,
+            Command::Sendmail {
+                config,
+                extract_recipients,
+                ignore_dots,
+                sender,
+                full_name,
+                option,
+                mode,
+                recipients,
+                ..
+            } => {
+                if mode.as_deref().is_some_and(|m| m != "m") {
+                    return Err(crate::sendmail::Failure {
+                        status: crate::sendmail::EX_USAGE,
+                        message: format!(
+                            "-b{}: only -bm (deliver a message) is supported",
+                            mode.unwrap_or_default()
+                        ),
+                    }
+                    .into());
+                }
+                let options = crate::sendmail::Options {
+                    extract_recipients,
+                    ignore_dots: ignore_dots || option.iter().any(|o| o == "i"),
+                    sender,
+                    full_name,
+                    recipients,
+                };
+                sendmail(&config, &options).await
+            }
             Command::Reload { config } => {
                 println!("{}", crate::control::request(&config, "reload").await?);
                 Ok(())
@@ -370,6 +445,24 @@ fn instance(dir: Option<&Path>) -> Result<Instance> {
         Some(dir) => Instance::load(dir),
         None => Instance::embedded(),
     }
+}
+
+/// `waraka sendmail`: standard input to the server of the instance at
+/// `root`; refused recipients are reported, and fail the command only
+/// when none was taken.
+async fn sendmail(root: &Path, options: &crate::sendmail::Options) -> Result<()> {
+    let mut input = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut input).await?;
+    let hostname = Instance::load(root)
+        .map(|instance| instance.session_settings().hostname)
+        .or_else(|_| std::fs::read_to_string("/etc/mailname").map(|name| name.trim().to_string()))
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()))
+        .unwrap_or_else(|_| "localhost".into());
+    let refused = crate::sendmail::submit(root, &hostname, options, &input).await?;
+    for recipient in refused {
+        eprintln!("waraka sendmail: recipient refused: {recipient}");
+    }
+    Ok(())
 }
 
 fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {

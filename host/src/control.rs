@@ -25,6 +25,12 @@ pub fn socket_path(root: &Path) -> PathBuf {
     root.join("queue").join("control.sock")
 }
 
+/// Where the local submission socket (`waraka sendmail`) of the instance
+/// rooted at `root` is.
+pub fn submit_socket_path(root: &Path) -> PathBuf {
+    root.join("queue").join("submit.sock")
+}
+
 /// What the control socket's requests act on.
 #[derive(Clone)]
 pub struct Controls {

@@ -34,6 +34,7 @@ pub mod quarantine;
 pub mod queue;
 pub mod reload;
 pub mod scaffold;
+pub mod sendmail;
 pub mod server;
 pub mod session;
 pub mod status;

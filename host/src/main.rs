@@ -5,7 +5,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("waraka: {e:#}");
-            std::process::ExitCode::FAILURE
+            // `waraka sendmail` exits as sysexits.h has it.
+            match e.downcast_ref::<waraka::sendmail::Failure>() {
+                Some(failure) => std::process::ExitCode::from(failure.status),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

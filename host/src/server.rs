@@ -1,5 +1,6 @@
 //! The TCP side: listeners, one task per connection feeding the session,
-//! idle timeouts, and a graceful stop on SIGINT/SIGTERM.
+//! idle timeouts, and a graceful stop on SIGINT/SIGTERM; and the local
+//! submission socket that `waraka sendmail` speaks SMTP to.
 
 use crate::admission::{Admission, Refusal, Ticket};
 use crate::capabilities::{ConfigFiles, KvStore, MemoryKv};
@@ -18,10 +19,11 @@ use crate::tls::Tls;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -53,21 +55,31 @@ impl Shared {
     /// A session of the server with itself, for messages the administrator
     /// releases from the quarantine.
     fn local_session(&self) -> Session<Chain> {
+        let (conn, settings) = self.loopback_connection(None);
+        self.session(conn, settings)
+    }
+
+    /// A connection of the server with itself, and the settings now; with
+    /// `user`, the local user submitting mail, who relays as if logged in.
+    fn loopback_connection(&self, user: Option<String>) -> (Connection, Arc<SessionSettings>) {
         let settings = self.settings.load_full();
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut conn = Connection::new(loopback, loopback, &settings.hostname, settings.notes);
         conn.max_recipients = settings.max_recipients;
-        self.session(conn, settings)
+        conn.relaying = user.is_some();
+        conn.auth_user = user;
+        (conn, settings)
     }
 }
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The client connection, before or after TLS.
+/// The client connection, before or after TLS; or a local program's.
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Local(UnixStream),
 }
 
 impl Stream {
@@ -75,12 +87,14 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.read(buf).await,
             Stream::Tls(s) => s.read(buf).await,
+            Stream::Local(s) => s.read(buf).await,
         }
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Local(s) => s.write_all(bytes).await,
             Stream::Tls(s) => {
                 s.write_all(bytes).await?;
                 s.flush().await
@@ -92,13 +106,14 @@ impl Stream {
         let _ = match self {
             Stream::Plain(s) => s.shutdown().await,
             Stream::Tls(s) => s.shutdown().await,
+            Stream::Local(s) => s.shutdown().await,
         };
     }
 
     /// Performs the server side of a TLS handshake on a plain stream.
     async fn start_tls(self, tls: &Tls) -> Result<(Stream, TlsInfo)> {
         let Stream::Plain(tcp) = self else {
-            anyhow::bail!("TLS is already active");
+            anyhow::bail!("TLS is already active, or the stream is local");
         };
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(tcp))
             .await
@@ -202,6 +217,12 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     });
     reload::publish_status(&instance, &registry);
     let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
+    let submission = (!instance.embedded && instance.config.sendmail.enabled).then(|| {
+        (
+            control::submit_socket_path(&instance.root),
+            instance.config.sendmail.allowed_users.clone(),
+        )
+    });
     let (_watcher, control) = match &control_path {
         Some(path) => {
             let releases = Quarantine::of(&instance).ok().map(|quarantine| {
@@ -230,6 +251,15 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         None => (None, None),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let submit_path = submission.map(|(path, allowed)| {
+        let task = tokio::spawn(serve_submissions(
+            path.clone(),
+            allowed,
+            shared.clone(),
+            stop_rx.clone(),
+        ));
+        (path, task)
+    });
     let mut listeners = JoinSet::new();
     for spec in addresses {
         let listener = TcpListener::bind(&spec.address)
@@ -250,6 +280,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     }
     if let (Some(control), Some(path)) = (control, control_path) {
         control.abort();
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some((path, task)) = submit_path {
+        task.abort();
         let _ = std::fs::remove_file(path);
     }
     info!("stopped");
@@ -489,6 +523,105 @@ async fn handle(
         session.end().await;
         info!("disconnected");
         drop((open, ticket));
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Serves the local submission socket at `path`, which every local user
+/// may reach (mode 0666): each connection is a session of the user the
+/// kernel names as its peer, relaying as if logged in, unless
+/// `allowed_users` names others.
+async fn serve_submissions(
+    path: PathBuf,
+    allowed_users: Vec<String>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let listener = match bind_world_socket(&path) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("local submission socket {}: {e:#}", path.display());
+            return;
+        }
+    };
+    info!(path = %path.display(), "local submission (waraka sendmail)");
+    let allowed_users = Arc::new(allowed_users);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!("local submission accept failed: {e}");
+                continue;
+            }
+        };
+        let (shared, stop, allowed_users) = (shared.clone(), stop.clone(), allowed_users.clone());
+        tokio::spawn(async move {
+            let user = match local_user(&stream).await {
+                Ok(user) => user,
+                Err(e) => {
+                    warn!("local submission: the caller is unknown: {e:#}");
+                    return;
+                }
+            };
+            submit_as(stream, user, &allowed_users, shared, stop).await;
+        });
+    }
+}
+
+/// Binds a Unix socket at `path` that every local user may connect to,
+/// replacing one a dead server left.
+fn bind_world_socket(path: &std::path::Path) -> Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// The name of the local user at the other end of `stream`, from the
+/// kernel's credentials of the socket.
+async fn local_user(stream: &UnixStream) -> Result<String> {
+    let uid = stream.peer_cred()?.uid();
+    tokio::task::spawn_blocking(move || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))?
+            .map(|user| user.name)
+            .with_context(|| format!("no user has uid {uid}"))
+    })
+    .await?
+}
+
+/// One local submission by `user`: the SMTP session of a client that
+/// logged in as them, over the socket.
+async fn submit_as(
+    stream: UnixStream,
+    user: String,
+    allowed_users: &[String],
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let (conn, settings) = shared.loopback_connection(Some(user.clone()));
+    let span = info_span!("conn", id = %conn.id);
+    let mut session = shared.session(conn, settings);
+    async move {
+        let mut stream = Stream::Local(stream);
+        if !allowed_users.is_empty() && !allowed_users.contains(&user) {
+            warn!(%user, "local submission refused: the user is not in [sendmail] allowed_users");
+            let refusal = format!("554 5.7.1 Local user {user} may not submit mail here\r\n");
+            let _ = stream.write_all(refusal.as_bytes()).await;
+            stream.shutdown().await;
+            return;
+        }
+        info!(%user, "local submission");
+        let flow = session.start(false).await;
+        if let Some(mut stream) = converse(stream, &mut session, flow, None, stop).await {
+            stream.shutdown().await;
+        }
+        session.end().await;
+        info!("disconnected");
     }
     .instrument(span)
     .await;

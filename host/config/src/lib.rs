@@ -123,6 +123,9 @@ pub struct InstanceConfig {
     /// The spam scanner behind the `spamfilter` grant.
     #[serde(default)]
     pub spamfilter: SpamfilterConfig,
+    /// Local submission: `waraka sendmail` (and a `sendmail` link to it).
+    #[serde(default)]
+    pub sendmail: SendmailConfig,
     /// The location databases behind the `geoip` grant.
     #[serde(default)]
     pub geoip: GeoipConfig,
@@ -446,6 +449,28 @@ pub struct AntivirusConfig {
     /// The ClamAV daemon: `HOST:PORT` (its `TCPSocket`) or the path of its
     /// `LocalSocket`; no scanner when absent.
     pub clamd: Option<String>,
+}
+
+/// `[sendmail]`: the socket local programs submit mail through
+/// (`queue/submit.sock`, which any local user may reach; the server knows
+/// each caller's user from the kernel).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendmailConfig {
+    /// Whether the socket is served.
+    pub enabled: bool,
+    /// The local users who may submit mail (Postfix's
+    /// `authorized_submit_users`); empty: every user.
+    pub allowed_users: Vec<String>,
+}
+
+impl Default for SendmailConfig {
+    fn default() -> Self {
+        SendmailConfig {
+            enabled: true,
+            allowed_users: Vec::new(),
+        }
+    }
 }
 
 /// `[geoip]`.

@@ -1,0 +1,96 @@
+"""`waraka sendmail` end to end: a local program's message, on standard
+input, reaches a real waraka over its local submission socket and leaves
+through the outbound queue to an MX served by dnsmasq — with Sendmail's
+options (`-t`, `-i`, `-f`, `-F`, `-oi`), through a link named `sendmail`,
+and with sysexits.h statuses when it cannot go."""
+
+import email
+import os
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port, stopped_after_class, wait_until
+from test_outbound import RECORDS, relay_setup
+
+
+def sendmail(args, text, config=None, program=BIN, subcommand=True):
+    """Runs sendmail with `text` on standard input: (status, standard error)."""
+    env = dict(os.environ)
+    if config:
+        env["WARAKA_CONFIG"] = str(config)
+    command = [program, *(["sendmail"] if subcommand else []), *args]
+    done = subprocess.run(command, input=text.encode(), capture_output=True, env=env, timeout=60)
+    return done.returncode, done.stderr.decode()
+
+
+class SendmailTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
+        port = free_port("127.0.0.2")
+        cls.mx = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx1.dest.test"))
+        # Not relaying for any client address: only local users relay.
+        cls.server = stopped_after_class(cls, Waraka(["rcpt_to.in_host_list", "queue/maildir"],
+                                                     setup=relay_setup(cls.dns.port, port)))
+
+    def received(self, subject):
+        return wait_until(lambda: [m for m in self.mx.received() if f"Subject: {subject}\r\n".encode() in m[2]],
+                          what=f"{subject!r} at the MX")[0]
+
+    def test_recipients_from_the_header_bcc_taken_out_and_fields_added(self):
+        text = ("To: Ann <ann@dest.test>\nCc: bob@dest.test\nBcc: carol@dest.test\n"
+                "Subject: nightly report\n\nAll jobs done.\n.\nStill the message with -i.\n")
+        status, errors = sendmail(["--config", str(self.server.dir), "-t", "-i"], text)
+        self.assertEqual(status, 0, errors)
+        sender, recipients, data = self.received("nightly report")
+        self.assertEqual(sender.split("@")[0], "root", "the caller's user, known to the server")
+        self.assertEqual(sorted(recipients), ["ann@dest.test", "bob@dest.test", "carol@dest.test"])
+        message = email.message_from_bytes(data)
+        self.assertIsNone(message["Bcc"])
+        self.assertEqual(message["From"], sender)
+        self.assertTrue(message["Date"] and message["Message-ID"])
+        self.assertIn(b"Still the message with -i.", data)
+        self.assertRegex(message["Received"], r"with ESMTPA id", "relayed as a logged-in client")
+        self.server.wait_for_log(r"local submission user=root")
+
+    def test_a_link_named_sendmail_with_a_sender_a_name_and_a_lone_dot(self):
+        link = Path(tempfile.mkdtemp()) / "sendmail"
+        self.addCleanup(lambda: (link.unlink(), link.parent.rmdir()))
+        link.symlink_to(BIN)
+        text = "Subject: dotted\n\nbefore\n.\nafter\n"
+        status, errors = sendmail(["-f", "app@example.com", "-F", "The App", "-odi", "dave@dest.test"], text,
+                                  config=self.server.dir, program=str(link), subcommand=False)
+        self.assertEqual(status, 0, errors)
+        sender, recipients, data = self.received("dotted")
+        self.assertEqual((sender, recipients), ("app@example.com", ["dave@dest.test"]))
+        self.assertEqual(email.message_from_bytes(data)["From"], '"The App" <app@example.com>')
+        self.assertIn(b"before", data)
+        self.assertNotIn(b"after", data, "without -i a lone dot ends the message")
+
+    def test_what_cannot_go_gets_a_sysexits_status(self):
+        config = ["--config", str(self.server.dir)]
+        self.assertEqual(sendmail(config, "Subject: x\n\nno one\n")[0], 64, "no recipients")
+        status, errors = sendmail([*config, "not an address"], "Subject: x\n\nbad\n")
+        self.assertEqual(status, 67, errors)
+        self.assertEqual(sendmail([*config, "-bs"], "")[0], 64, "only -bm")
+        status, errors = sendmail(["--config", "/nonexistent", "x@dest.test"], "Subject: x\n\nnowhere\n")
+        self.assertEqual(status, 75, errors)
+        self.assertIn("no server takes local mail", errors)
+
+
+class AllowedUsersTest(unittest.TestCase):
+    def test_a_user_not_allowed_is_refused(self):
+        server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=lambda s: s.edit(
+            "waraka.toml", lambda t: t + '\n[sendmail]\nallowed_users = ["nobody"]\n'))
+        self.addCleanup(server.stop)
+        status, errors = sendmail(["--config", str(server.dir), "x@example.com"], "Subject: x\n\nhi\n")
+        self.assertEqual(status, 69, errors)
+        self.assertIn("Local user root may not submit mail here", errors)
+        server.wait_for_log(r"local submission refused: the user is not in \[sendmail\] allowed_users")
+
+
+if __name__ == "__main__":
+    unittest.main()
