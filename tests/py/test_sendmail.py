@@ -6,6 +6,7 @@ and with sysexits.h statuses when it cannot go."""
 
 import email
 import os
+import pwd
 import subprocess
 import tempfile
 import unittest
@@ -79,6 +80,48 @@ class SendmailTest(unittest.TestCase):
         status, errors = sendmail(["--config", "/nonexistent", "x@dest.test"], "Subject: x\n\nnowhere\n")
         self.assertEqual(status, 75, errors)
         self.assertIn("no server takes local mail", errors)
+
+
+SUBMIT_AS_NOBODY = """
+import smtplib, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+s = smtplib.SMTP()
+s.sock = sock
+s.file = None
+print(s.getreply()[0])
+s.ehlo("localhost")
+print(s.sendmail("someone@example.com", ["eve@dest.test"], b"Subject: from nobody\\r\\n\\r\\nhi\\r\\n"))
+s.quit()
+"""
+
+
+class PeerCredentialsTest(unittest.TestCase):
+    def test_the_server_knows_the_caller_from_the_kernel(self):
+        dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
+        port = free_port("127.0.0.2")
+        mx = SmtpReceiver("127.0.0.2", port, name="mx1.dest.test")
+        self.addCleanup(mx.stop)
+        server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port))
+        self.addCleanup(server.stop)
+        # Let another user reach the socket: traverse-only directories.
+        for path in (server.dir.parent, server.dir, server.dir / "queue"):
+            path.chmod(0o711)
+        nobody = pwd.getpwnam("nobody")
+
+        def become_nobody():
+            os.setgid(nobody.pw_gid)
+            os.setgroups([])
+            os.setuid(nobody.pw_uid)
+
+        done = subprocess.run(["python3", "-c", SUBMIT_AS_NOBODY, str(server.dir / "queue/submit.sock")],
+                              capture_output=True, text=True, timeout=60, preexec_fn=become_nobody)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.split("\n")[:2], ["220", "{}"], done.stdout)
+        server.wait_for_log(r"local submission user=nobody")
+        got = wait_until(lambda: [m for m in mx.received() if b"Subject: from nobody" in m[2]], what="delivery")
+        self.assertIn(b"with ESMTPA", got[0][2], "relayed as nobody, logged in")
 
 
 class AllowedUsersTest(unittest.TestCase):
