@@ -71,6 +71,15 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Read and check an instance as `waraka run` would (waraka.toml, TLS
+    /// certificates, listeners, plugins with their grants and backends,
+    /// delivery settings) without serving it; fails when the server would
+    /// not start or would refuse a plugin.
+    Check {
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+    },
     /// Make the running server rescan its plugins and waraka.toml and drop
     /// its cached config files now; prints what changed, and fails when
     /// waraka.toml or a plugin file was refused.
@@ -316,6 +325,7 @@ pub fn main() -> Result<()> {
             Command::Queue { config, command } => queue_command(&Instance::load(&config)?, command).await,
             Command::Quarantine { config, command } => quarantine_command(&Instance::load(&config)?, command).await,
             Command::Kv { config, store, command } => kv_command(&config, &store, command).await,
+            Command::Check { config } => check_instance(&config).await,
             Command::Sendmail {
                 config,
                 extract_recipients,
@@ -445,6 +455,30 @@ fn instance(dir: Option<&Path>) -> Result<Instance> {
         Some(dir) => Instance::load(dir),
         None => Instance::embedded(),
     }
+}
+
+/// `waraka check`: what `waraka run` would read and refuse, without serving.
+async fn check_instance(root: &Path) -> Result<()> {
+    let instance = Instance::load(root)?;
+    let prepared = server::prepare(&instance, &[]).await?;
+    print!("{}", Status::of(prepared.registry.as_ref(), None).render());
+    for listener in &prepared.listeners {
+        println!("listener {} ({})", listener.address, listener.role.name());
+    }
+    match &prepared.outbound {
+        Some((outbound, _)) => println!(
+            "outbound delivery: on ({} at once, {} per domain)",
+            outbound.concurrency, outbound.limits.per_domain
+        ),
+        None => println!("outbound delivery: off"),
+    }
+    let rejected = prepared.registry.rejected();
+    if !rejected.is_empty() {
+        let names: Vec<&str> = rejected.keys().map(String::as_str).collect();
+        bail!("plugins refused: {}", names.join(", "));
+    }
+    println!("ok: {} would start with this configuration", instance.root.display());
+    Ok(())
 }
 
 /// `waraka sendmail`: standard input to the server of the instance at

@@ -3,10 +3,10 @@
 //! submission socket that `waraka sendmail` speaks SMTP to.
 
 use crate::admission::{Admission, Refusal, Ticket};
-use crate::capabilities::{ConfigFiles, KvStore, MemoryKv};
+use crate::capabilities::{ConfigFiles, Dns, KvStore, MemoryKv};
 use crate::config::{Instance, Listener};
 use crate::control;
-use crate::delivery::Outbound;
+use crate::delivery::{Outbound, OutboundSettings};
 use crate::lockout::AuthLockout;
 use crate::plugins::{Chain, PluginOutbound, PluginSpec, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
@@ -164,17 +164,33 @@ pub async fn registry_of(instance: &Instance, specs: Vec<PluginSpec>) -> Result<
     Ok(registry)
 }
 
-/// Serves the instance until SIGINT or SIGTERM. `listen` (address and role)
-/// replaces the configured listeners when not empty.
-pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
-    raise_open_file_limit();
+/// What serving an instance needs, read and checked: the TLS set-up, the
+/// listeners, the plugins with their backends and the delivery settings.
+pub struct Prepared {
+    /// The certificates, when `[tls]` names them.
+    tls: Option<Tls>,
+    /// Where to listen, and as what.
+    pub listeners: Vec<Listener>,
+    /// The plugins, loaded (or refused) against their backends.
+    pub registry: Arc<Registry>,
+    /// How outbound mail is delivered, and the resolver it uses; `None`
+    /// when that is off.
+    pub outbound: Option<(OutboundSettings, Dns)>,
+    /// Refused AUTH attempts across connections, when counted.
+    auth_lockout: Option<Arc<AuthLockout>>,
+}
+
+/// Reads and checks what serving `instance` needs — everything but binding
+/// the sockets and opening the queue: `waraka check` is this. `listen`
+/// (address and role) replaces the configured listeners when not empty.
+pub async fn prepare(instance: &Instance, listen: &[(String, Role)]) -> Result<Prepared> {
     let ask_client_cert = instance.config.tls.as_ref().is_some_and(|t| t.ask_client_cert);
     let no_tls_hosts = instance.no_tls_hosts()?;
     let tls = instance
         .tls_files()
         .map(|files| Tls::load(files, ask_client_cert, no_tls_hosts))
         .transpose()?;
-    let addresses = if listen.is_empty() {
+    let listeners = if listen.is_empty() {
         instance.listeners()?
     } else {
         listen
@@ -182,25 +198,50 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
             .map(|(address, role)| Listener::plain(address, *role))
             .collect()
     };
-    if tls.is_none() && addresses.iter().any(|l| l.role == Role::Submissions) {
+    if tls.is_none() && listeners.iter().any(|l| l.role == Role::Submissions) {
         anyhow::bail!("a submissions (implicit TLS) listener needs [tls] cert and key");
     }
+    let registry = load_plugins(instance).await?;
+    let auth_lockout = auth_lockout(instance, &registry)?;
+    let outbound = match instance.outbound_settings()? {
+        Some(settings) => Some((settings, instance.dns()?)),
+        None => None,
+    };
+    Ok(Prepared {
+        tls,
+        listeners,
+        registry,
+        outbound,
+        auth_lockout,
+    })
+}
+
+/// Serves the instance until SIGINT or SIGTERM. `listen` (address and role)
+/// replaces the configured listeners when not empty.
+pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
+    raise_open_file_limit();
+    let Prepared {
+        tls,
+        listeners: addresses,
+        registry,
+        outbound,
+        auth_lockout,
+    } = prepare(&instance, &listen).await?;
     if let Some(listen) = instance.config.metrics.listen {
         telemetry::serve_prometheus(listen)?;
         info!(address = %listen, "metrics at /metrics");
     }
-    let registry = load_plugins(&instance).await?;
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
     clear_spool(&settings.load().spool.dir);
-    let outbound = match instance.outbound_settings()? {
-        Some(mut outbound_settings) => {
+    let outbound = match outbound {
+        Some((mut outbound_settings, dns)) => {
             // Reported from the counts the `authentication` capability keeps.
             let backends = &registry.runtime().services().backends;
             outbound_settings.dmarc_reports = backends.dmarc_reports.clone();
             outbound_settings.dmarc_failures = backends.dmarc_failures.clone();
             let dir = instance.outbound_queue_dir();
             let hooks: Arc<dyn OutboundPolicy> = Arc::new(PluginOutbound::new(registry.clone()));
-            let outbound = Outbound::open(&dir, outbound_settings, instance.dns()?, Some(hooks))
+            let outbound = Outbound::open(&dir, outbound_settings, dns, Some(hooks))
                 .with_context(|| format!("outbound queue {}", dir.display()))?;
             Some(outbound)
         }
@@ -213,7 +254,7 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         tls,
         outbound: outbound.clone().map(|o| Arc::new(o) as Arc<dyn OutboundQueue>),
         admission: Arc::new(Admission::default()),
-        auth_lockout: auth_lockout(&instance, &registry)?,
+        auth_lockout,
     });
     reload::publish_status(&instance, &registry);
     let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
