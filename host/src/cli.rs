@@ -205,6 +205,15 @@ enum QueueCommand {
         #[command(flatten)]
         chosen: Chosen,
     },
+    /// Give up on entries now: every recipient fails and the sender gets
+    /// the bounce, as when the retry schedule runs out; on the running server.
+    Bounce {
+        #[command(flatten)]
+        chosen: Chosen,
+        /// Why, for the bounce's diagnostic.
+        #[arg(long, default_value = "delivery given up")]
+        reason: String,
+    },
     /// Send the TLS reports (RFC 8460) of what the running server has
     /// counted so far, now rather than after the day ([outbound] tls_reports).
     TlsReport,
@@ -709,6 +718,10 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
         QueueCommand::TlsReport => println!("{}", crate::control::request(&instance.root, "tls-report").await?),
         QueueCommand::DmarcReport => println!("{}", crate::control::request(&instance.root, "dmarc-report").await?),
         QueueCommand::Hold { chosen } => hold_or_release(instance, &store, chosen.selection(), true).await?,
+        QueueCommand::Bounce { chosen, reason } => {
+            let request = format!("bounce {} -- {}", chosen.selection().words(), reason.replace('\n', " "));
+            println!("{}", crate::control::request(&instance.root, &request).await?);
+        }
         QueueCommand::Release { chosen } => hold_or_release(instance, &store, chosen.selection(), false).await?,
         QueueCommand::Delete { id } => {
             let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;

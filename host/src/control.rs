@@ -1,5 +1,5 @@
 //! The control socket: a Unix socket in the instance (`queue/control.sock`)
-//! through which `waraka queue flush`, `waraka quarantine release`,
+//! through which `waraka queue flush`, `bounce`, `waraka quarantine release`,
 //! `waraka kv` and `waraka reload` reach the running server. One request
 //! line, one reply line; only the instance's owner can connect.
 
@@ -71,6 +71,10 @@ async fn answer(controls: &Controls, request: &str) -> String {
             },
             None => Err("waraka.toml has no [dirs].quarantine".to_string()),
         },
+        ["bounce", ..] => match &controls.outbound {
+            Some(outbound) => answer_bounce(outbound, request).await,
+            None => Err("outbound delivery is disabled".to_string()),
+        },
         ["kv", store, ..] => match controls.kv.get(*store) {
             Some(kv) => answer_kv(kv, request).await,
             None => Err(format!("waraka.toml has no [kv.{store}]")),
@@ -107,6 +111,22 @@ async fn answer_kv(kv: &KvStore, request: &str) -> Result<String, String> {
         }
         _ => Err(format!("unknown kv request {verb:?} (get, delete or list)")),
     }
+}
+
+/// Answers `bounce SELECTION -- REASON`.
+async fn answer_bounce(outbound: &Outbound, request: &str) -> Result<String, String> {
+    let rest = request.strip_prefix("bounce").unwrap_or_default();
+    let (words, reason) = rest.split_once(" -- ").unwrap_or((rest, "delivery given up"));
+    let words: Vec<&str> = words.split_whitespace().collect();
+    let selection = Selection::parse(&words).ok_or("bounce what? id ID, domain DOMAIN or all")?;
+    let (returned, busy) = outbound
+        .give_up(selection, reason.trim())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(match busy {
+        0 => format!("{returned} entries returned to their senders"),
+        _ => format!("{returned} entries returned to their senders; {busy} being delivered now, left to their attempt"),
+    })
 }
 
 /// Answers a request about the outbound queue.

@@ -427,6 +427,41 @@ class FlushTest(unittest.TestCase):
             dns.stop()
 
 
+class GiveUpTest(unittest.TestCase):
+    def test_bounce_returns_waiting_and_held_entries_to_their_senders_now(self):
+        dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
+        port = free_port("127.0.0.8", "127.0.0.5")
+        mailbox = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
+        self.addCleanup(mailbox.stop)
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port, retry="1h"))
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            s.sendmail("sender@sender.test", ["r@late.test"], message("given up"))
+            s.sendmail("sender@sender.test", ["r@gone.test"], message("held and given up"))
+        entries = wait_until(lambda: (lambda e: e if len(e) == 2 else None)(
+            [e for e in queue_entries(server) if e["attempts"] == 1]), what="two deferred entries")
+        gone = next(e for e in entries if e["domain"] == "gone.test")
+        self.assertEqual(waraka_queue(server, "hold", gone["id"])[0], 0)
+
+        code, text = waraka_queue(server, "bounce", "--domain", "late.test", "--reason", "the domain is gone")
+        self.assertEqual((code, text), (0, "1 entries returned to their senders"))
+        dsn = wait_until(lambda: [m for m in mailbox.received() if b"Subject: given up" in m[2]], what="the bounce")
+        report = email.message_from_bytes(dsn[0][2], policy=email.policy.compat32)
+        per_recipient = report.get_payload()[1].get_payload()[1]
+        self.assertEqual((per_recipient["Action"], per_recipient["Status"]), ("failed", "5.0.0"))
+        self.assertIn("returned to the sender by the administrator: the domain is gone",
+                      per_recipient["Diagnostic-Code"])
+
+        self.assertEqual(waraka_queue(server, "bounce", gone["id"])[0], 0, "a held entry too")
+        wait_until(lambda: [m for m in mailbox.received() if b"Subject: held and given up" in m[2]],
+                   what="the held entry's bounce")
+        wait_until(lambda: not queue_entries(server), what="an empty queue")
+        code, text = waraka_queue(server, "bounce", gone["id"])
+        self.assertNotEqual(code, 0)
+        self.assertIn(f"no queued entry {gone['id']}", text)
+
+
 class HoldTest(unittest.TestCase):
     def test_held_entries_wait_across_a_restart_until_released(self):
         dns, port, server = late_relay()

@@ -32,6 +32,7 @@ use waraka_config::NextHopConfig;
 
 mod dmarc_failures;
 mod dmarc_reports;
+mod give_up;
 mod hold;
 mod pacing;
 mod reports;
@@ -627,9 +628,20 @@ impl Outbound {
             }
             Err(fault) => all_recipients(&entry, Outcome::Deferred(Report::local("4.3.0", fault.to_string()))),
         };
+        self.settle(entry, &info, outcomes).await
+    }
+
+    /// Sorts the `outcomes` of `entry`, asks the settling hooks and records
+    /// the result: the entry if recipients wait, and the bounces queued.
+    async fn settle(
+        &self,
+        entry: Entry,
+        info: &DeliveryInfo,
+        outcomes: Vec<(String, Outcome)>,
+    ) -> (Option<Entry>, Vec<Entry>) {
         let mut settlement = self.sort(&entry, outcomes);
         if let Some(policy) = &self.inner.policy {
-            settlement.consult(policy.as_ref(), &info).await;
+            settlement.consult(policy.as_ref(), info).await;
         }
         self.blocking(move |o| o.record(entry, settlement)).await
     }
