@@ -293,7 +293,7 @@ def set_keys(text, settings, section=None):
     """TEXT with each `key = value` of SETTINGS set: an existing (or
     commented-out) line is replaced, a missing key is added under [SECTION]."""
     for key, value in settings.items():
-        text, found = re.subn(rf"(?m)^#? ?{key} = .*$", f"{key} = {value}", text, count=1)
+        text, found = re.subn(rf"(?m)^#? ?{key} =.*$", f"{key} = {value}", text, count=1)
         if not found and section:
             text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
     return text

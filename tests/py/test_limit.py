@@ -7,7 +7,7 @@ import socket
 import time
 import unittest
 
-from harness import Waraka, redis, set_keys, waraka_admin
+from harness import Waraka, flat_file_users, redis, set_keys, stopped_after_class, waraka_admin
 
 
 def limit_setup(redis_port):
@@ -120,6 +120,45 @@ class LimitTest(unittest.TestCase):
         self.assertEqual(replies, [b"500 5.5.2", b"500 5.5.2", b"521 5.5.2"])
         self.assertEqual(lines.readline(), b"", "closed after the 521")
         sock.close()
+
+
+
+class AccountLimitTest(unittest.TestCase):
+    """Recipients counted per authenticated user and per envelope sender,
+    whatever address they come from (memory store)."""
+
+    @classmethod
+    def setUpClass(cls):
+        def setup(server):
+            server.edit("config/limit.ini", lambda text: set_keys(text, {
+                "connection_rate": "", "recipient_rate": "100/1h",
+                "user_recipient_rate": "3/1h", "sender_recipient_rate": "4/1h"}))
+            flat_file_users(server, {"bob": "bob-pw", "carol": "carol-pw"})
+            server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+
+        cls.server = stopped_after_class(cls, Waraka(["auth/flat_file", "limit", "rcpt_to.in_host_list",
+                                                      "queue/maildir"], setup=setup))
+
+    def rcpt_codes(self, client, sender, count, login=None):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30,
+                          source_address=(client, 0)) as s:
+            s.ehlo()
+            if login:
+                s.login(login, f"{login}-pw")
+            s.mail(sender)
+            return [s.rcpt(f"r{n}@example.com")[0] for n in range(count)]
+
+    def test_a_users_recipients_are_counted_wherever_they_connect_from(self):
+        self.assertEqual(self.rcpt_codes("127.0.0.7", "bob@example.com", 4, login="bob"), [250, 250, 250, 450])
+        self.assertEqual(self.rcpt_codes("127.0.0.8", "bob@example.com", 1, login="bob"), [450],
+                         "the count follows the account, not the address")
+        self.assertEqual(self.rcpt_codes("127.0.0.8", "carol@example.com", 1, login="carol"), [250])
+        self.server.wait_for_log(r"user_recipient_rate: bob: 4 recipients")
+
+    def test_a_senders_recipients_are_counted_across_clients(self):
+        codes = self.rcpt_codes("127.0.0.9", "bulk@sender.test", 3)
+        codes += self.rcpt_codes("127.0.0.10", "BULK@sender.test", 2)
+        self.assertEqual(codes, [250, 250, 250, 250, 450])
 
 
 if __name__ == "__main__":

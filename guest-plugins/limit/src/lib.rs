@@ -4,6 +4,10 @@
 //! - `concurrency`: connections open at once from one address (`421 4.7.0`).
 //! - `connection_rate`: connections per period from one address (`421 4.7.0`).
 //! - `recipient_rate`: recipients per period from one address (`450 4.7.1`).
+//! - `user_recipient_rate`: recipients per period from one authenticated
+//!   user, wherever they connect from — the brake on a stolen password.
+//! - `sender_recipient_rate`: recipients per period for one envelope sender
+//!   (Haraka's `rate_rcpt_sender`).
 //! - `max_unrecognized`: unknown commands per connection (`521 5.5.2` and close).
 //!
 //! Counters live in the key/value store `store` (grant `kv:NAME`), so
@@ -12,7 +16,7 @@
 //! temporary failure (`on_error = tempfail`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, kv, notes, session};
+use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, envelope, kv, notes, session};
 
 const SETTINGS: &str = "limit.ini";
 /// Set once this connection counted itself in the concurrency counter.
@@ -65,11 +69,12 @@ impl Config {
         }
     }
 
-    /// Counts one event from `ip` in the current window of `rate`; the count so far.
-    fn count_in_window(&self, name: &str, ip: &str, rate: &Rate) -> Result<i64, waraka_plugin::Error> {
+    /// Counts one event of `who` (an address, a user, a sender) in the
+    /// current window of `rate`; the count so far.
+    fn count_in_window(&self, name: &str, who: &str, rate: &Rate) -> Result<i64, waraka_plugin::Error> {
         let period = rate.period.as_secs().max(1);
         let window = now().as_secs() / period;
-        kv::incr(&self.store, &format!("{name}:{ip}:{window}"), 1, Some(period * 1000))
+        kv::incr(&self.store, &format!("{name}:{who}:{window}"), 1, Some(period * 1000))
     }
 }
 
@@ -142,21 +147,52 @@ impl Plugin for Limit {
 
     fn rcpt(_recipient: Address) -> Verdict {
         let config = Config::load();
-        if session::relaying() && config.settings.bool("exempt_relaying", true) {
-            return Verdict::Cont;
-        }
-        let Some(rate) = config.rate("recipient_rate") else {
-            return Verdict::Cont;
-        };
-        let ip = session::peer_ip();
-        match config.count_in_window("rcpt", &ip, &rate) {
-            Ok(n) if n > rate.max => {
-                waraka_plugin::info!("{ip}: {n} recipients in {:?}, limit {}", rate.period, rate.max);
-                Verdict::denysoft_code(450, "4.7.1", "Too many recipients from your address, try later")
+        let exempt = session::relaying() && config.settings.bool("exempt_relaying", true);
+        let sender = envelope::sender()
+            .filter(|s| !s.is_null())
+            .map(|s| s.to_addr_spec().to_ascii_lowercase());
+        // (setting, counter, who is counted, the reply over the limit)
+        let counted = [
+            (
+                "recipient_rate",
+                "rcpt",
+                (!exempt).then(session::peer_ip),
+                "Too many recipients from your address, try later",
+            ),
+            (
+                "user_recipient_rate",
+                "rcpt-user",
+                session::auth_user(),
+                "Too many recipients from your account, try later",
+            ),
+            (
+                "sender_recipient_rate",
+                "rcpt-sender",
+                sender,
+                "Too many recipients from this sender, try later",
+            ),
+        ];
+        for (setting, counter, who, text) in counted {
+            let (Some(rate), Some(who)) = (config.rate(setting), who) else {
+                continue;
+            };
+            match config.count_in_window(counter, &who, &rate) {
+                Ok(n) if n > rate.max => {
+                    waraka_plugin::warn!(
+                        "{setting}: {who}: {n} recipients in {:?}, limit {}",
+                        rate.period,
+                        rate.max
+                    );
+                    return Verdict::denysoft_code(450, "4.7.1", text);
+                }
+                Ok(_) => {}
+                Err(e) => match config.store_failed(setting, e) {
+                    Verdict::Cont => {}
+                    refusal => return refusal,
+                },
             }
-            Ok(_) => Verdict::Cont,
-            Err(e) => config.store_failed("recipient rate", e),
         }
+        Verdict::Cont
     }
 
     fn disconnect() {
