@@ -7,6 +7,7 @@ and with sysexits.h statuses when it cannot go."""
 import email
 import os
 import pwd
+import smtplib
 import subprocess
 import tempfile
 import unittest
@@ -122,6 +123,44 @@ class PeerCredentialsTest(unittest.TestCase):
         server.wait_for_log(r"local submission user=nobody")
         got = wait_until(lambda: [m for m in mx.received() if b"Subject: from nobody" in m[2]], what="delivery")
         self.assertIn(b"with ESMTPA", got[0][2], "relayed as nobody, logged in")
+
+
+class SenderRewriteTest(unittest.TestCase):
+    """sender_rewrite: a program's inside address leaves as a real one, in
+    the envelope and the header; inbound mail keeps its sender."""
+
+    def test_a_local_programs_sender_is_rewritten_and_inbound_mail_is_not(self):
+        dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
+        port = free_port("127.0.0.2")
+        mx = SmtpReceiver("127.0.0.2", port, name="mx1.dest.test")
+        self.addCleanup(mx.stop)
+
+        def setup(server):
+            relay_setup(dns.port, port)(server)
+            server.edit("config/sender_rewrite", lambda t: t + "cron@mail.internal  ops@example.com\n"
+                        "@mail.internal @example.com\n")
+
+        server = Waraka(["sender_rewrite", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        self.addCleanup(server.stop)
+        text = ("From: The App <app@mail.internal>\nReply-To: cron@MAIL.internal, help@example.org\n"
+                "Subject: rewritten\n\nhello\n")
+        status, errors = sendmail(["--config", str(server.dir), "-f", "app@mail.internal", "u@dest.test"], text)
+        self.assertEqual(status, 0, errors)
+        got = wait_until(lambda: [m for m in mx.received() if b"Subject: rewritten" in m[2]], what="delivery")
+        sender, _, data = got[0]
+        self.assertEqual(sender, "app@example.com", "the domain rule keeps the user")
+        message = email.message_from_bytes(data)
+        self.assertEqual(message["From"], "The App <app@example.com>")
+        self.assertEqual(message["Reply-To"], "ops@example.com, help@example.org", "the address rule wins")
+        server.wait_for_log(r"sender_rewrite: envelope <app@mail\.internal> is now <app@example\.com>")
+        # Inbound mail (no relaying) keeps what it came with.
+        before = set(server.maildir())
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            s.sendmail("app@mail.internal", ["rcpt@example.com"],
+                       b"From: app@mail.internal\r\nSubject: inbound\r\n\r\nhi\r\n")
+        (stored,) = [p for p in server.maildir() if p not in before]
+        self.assertIn(b"From: app@mail.internal", stored.read_bytes())
 
 
 class AllowedUsersTest(unittest.TestCase):

@@ -47,29 +47,6 @@ impl Owned {
     }
 }
 
-/// The addresses of a `From:` field value: each `<addr>`, or each bare
-/// `addr` of a comma-separated list (quoted display names may hold commas).
-fn from_addresses(value: &str) -> Vec<String> {
-    let mut items = Vec::new();
-    let (mut current, mut quoted) = (String::new(), false);
-    for c in value.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => items.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    items.push(current);
-    items
-        .iter()
-        .map(|item| match (item.rfind('<'), item.rfind('>')) {
-            (Some(open), Some(close)) if open < close => item[open + 1..close].trim().to_string(),
-            _ => item.trim().to_string(),
-        })
-        .filter(|address| !address.is_empty())
-        .collect()
-}
-
 /// The authenticated user and what it owns; `None` without AUTH.
 fn authenticated() -> Option<(String, Owned)> {
     let user = session::auth_user()?;
@@ -110,7 +87,10 @@ impl Plugin for AuthMatch {
             return Verdict::Cont;
         };
         let from = message::header("From");
-        let addresses: Vec<String> = from.iter().flat_map(|value| from_addresses(value)).collect();
+        let addresses: Vec<String> = from
+            .iter()
+            .flat_map(|value| waraka_plugin::header_addresses(value))
+            .collect();
         if addresses.is_empty() {
             return Verdict::deny_code(550, "5.7.1", "The message has no From: address");
         }
@@ -156,15 +136,5 @@ mod tests {
             Owned::default(),
             "a bare name owns nothing by itself"
         );
-    }
-
-    #[test]
-    fn from_fields_give_every_address() {
-        assert_eq!(from_addresses("Bob <bob@example.org>"), ["bob@example.org"]);
-        assert_eq!(
-            from_addresses("\"Doe, Jane\" <jane@a.test>, plain@b.test"),
-            ["jane@a.test", "plain@b.test"]
-        );
-        assert_eq!(from_addresses(" "), Vec::<String>::new());
     }
 }

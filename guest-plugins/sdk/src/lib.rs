@@ -661,6 +661,30 @@ pub fn scan_for_spam_as(
     })
 }
 
+/// The addresses of an address field's value (`From`, `Reply-To`, `To`):
+/// each `<addr>`, or each bare `addr` of a comma-separated list (quoted
+/// display names may hold commas).
+pub fn header_addresses(value: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let (mut current, mut quoted) = (String::new(), false);
+    for c in value.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => items.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    items.push(current);
+    items
+        .iter()
+        .map(|item| match (item.rfind('<'), item.rfind('>')) {
+            (Some(open), Some(close)) if open < close => item[open + 1..close].trim().to_string(),
+            _ => item.trim().to_string(),
+        })
+        .filter(|address| !address.is_empty())
+        .collect()
+}
+
 /// Replaces every header field `name` (such as a copy the client sent) with
 /// one field of `value` on top; a refused edit is logged.
 pub fn replace_header(name: &str, value: &str) {
@@ -810,7 +834,9 @@ macro_rules! export {
 
 #[cfg(test)]
 mod tests {
-    use super::{Address, Param, Settings, date_of_day, ip_in_range, network_of, parse_duration, reply_safe};
+    use super::{
+        Address, Param, Settings, date_of_day, header_addresses, ip_in_range, network_of, parse_duration, reply_safe,
+    };
     use std::time::Duration;
 
     #[test]
@@ -855,6 +881,16 @@ mod tests {
         assert_eq!(date_of_day(0), 19700101);
         assert_eq!(date_of_day(11_016), 20000229, "a leap day");
         assert_eq!(date_of_day(20_791), 20261204);
+    }
+
+    #[test]
+    fn address_fields_give_every_address() {
+        assert_eq!(header_addresses("Bob <bob@example.org>"), ["bob@example.org"]);
+        assert_eq!(
+            header_addresses("\"Doe, Jane\" <jane@a.test>, plain@b.test"),
+            ["jane@a.test", "plain@b.test"]
+        );
+        assert_eq!(header_addresses(" "), Vec::<String>::new());
     }
 
     #[test]
