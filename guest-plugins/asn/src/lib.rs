@@ -7,7 +7,7 @@
 //! nothing. Settings: `config/asn.ini`.
 
 use std::net::IpAddr;
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, dns, dns_list, is_private_ip, session};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, dns, dns_list};
 
 const SETTINGS: &str = "asn.ini";
 
@@ -40,12 +40,9 @@ impl Plugin for Asn {
 
     fn connect() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
+        let Some(ip) = settings.client_to_check() else {
             return Verdict::Cont;
         };
-        if is_private_ip(ip) && !settings.bool("check_private", false) {
-            return Verdict::Cont;
-        }
         let (key, default) = match ip {
             IpAddr::V4(_) => ("zone", "origin.asn.cymru.com"),
             IpAddr::V6(_) => ("zone6", "origin6.asn.cymru.com"),

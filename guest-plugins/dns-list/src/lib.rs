@@ -11,7 +11,7 @@
 //! clients are not looked up unless `check_private = true`.
 
 use std::net::IpAddr;
-use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, dns_list, notes, session};
+use waraka_plugin::{Hook, Plugin, Scope, Settings, Verdict, dns_list, notes};
 
 const SETTINGS: &str = "dns-list.ini";
 
@@ -35,13 +35,10 @@ impl Plugin for DnsList {
     const HOOKS: &'static [Hook] = &[Hook::Connect];
 
     fn connect() -> Verdict {
-        let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
+        let settings = Settings::load(SETTINGS);
+        let Some(ip) = settings.client_to_check() else {
             return Verdict::Cont;
         };
-        let settings = Settings::load(SETTINGS);
-        if waraka_plugin::is_private_ip(ip) && !settings.bool("check_private", false) {
-            return Verdict::Cont;
-        }
         let tempfail = settings.get("on_error").as_deref() != Some("continue");
         for (zone, listed) in listed_in(&settings, "allow_zones", ip) {
             match listed {

@@ -81,7 +81,7 @@ impl Plugin for Fcrdns {
         let Ok(ip) = peer.parse::<IpAddr>() else {
             return Verdict::Cont;
         };
-        if waraka_plugin::is_private_ip(ip) && !settings.bool("check_private", false) {
+        if settings.skips_private() {
             waraka_plugin::note_connection("fcrdns.result", "skipped");
             return Verdict::Cont;
         }

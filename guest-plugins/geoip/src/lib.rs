@@ -9,8 +9,7 @@
 //! abroad still sends through the submission port. Settings:
 //! `config/geoip.ini`.
 
-use std::net::IpAddr;
-use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, geoip, is_private_ip, notes, session};
+use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, geoip, notes, session};
 
 const SETTINGS: &str = "geoip.ini";
 
@@ -95,12 +94,9 @@ impl Plugin for GeoIp {
 
     fn connect() -> Verdict {
         let settings = Settings::load(SETTINGS);
-        let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
+        let Some(ip) = settings.client_to_check() else {
             return Verdict::Cont;
         };
-        if is_private_ip(ip) && !settings.bool("check_private", false) {
-            return Verdict::Cont;
-        }
         let location = match geoip::lookup(&ip.to_string()) {
             Ok(Some(location)) => location,
             Ok(None) => {

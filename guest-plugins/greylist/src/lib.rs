@@ -9,9 +9,7 @@
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use waraka_plugin::{
-    Address, Hook, Plugin, Settings, Verdict, envelope, ip_in_range, is_private_ip, kv, network_of, session,
-};
+use waraka_plugin::{Address, Hook, Plugin, Settings, Verdict, envelope, ip_in_range, kv, network_of, session};
 
 const SETTINGS: &str = "greylist.ini";
 /// The value of a triplet that has passed.
@@ -58,9 +56,7 @@ impl Plugin for Greylist {
         let Ok(ip) = session::peer_ip().parse::<IpAddr>() else {
             return Verdict::Cont;
         };
-        if (is_private_ip(ip) && !settings.bool("check_private", false))
-            || settings.list("ip_whitelist").iter().any(|range| ip_in_range(ip, range))
-        {
+        if settings.skips_private() || settings.list("ip_whitelist").iter().any(|range| ip_in_range(ip, range)) {
             return Verdict::Cont;
         }
         let sender = envelope::sender().map_or(String::new(), |s| s.to_addr_spec().to_ascii_lowercase());

@@ -112,10 +112,7 @@ fn failures(helo: &str, client: &Client, enabled: impl Fn(&str) -> bool) -> Vec<
 
 fn check(helo: String) -> Verdict {
     let settings = Settings::load(SETTINGS);
-    if session::relaying() && settings.bool("skip_relaying", true) {
-        return Verdict::Cont;
-    }
-    if waraka_plugin::client_is_private() && !settings.bool("check_private", false) {
+    if settings.skips_relaying(true) || settings.skips_private() {
         return Verdict::Cont;
     }
     let client = Client {

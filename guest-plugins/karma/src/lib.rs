@@ -18,8 +18,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 use waraka_plugin::{
-    Address, Denial, Hook, Plugin, Regex, Scope, Settings, Verdict, config, is_private_ip, kv, network_of, notes,
-    session,
+    Address, Denial, Hook, Plugin, Regex, Scope, Settings, Verdict, config, kv, network_of, notes, session,
 };
 
 const SETTINGS: &str = "karma.ini";
@@ -184,8 +183,7 @@ impl Config {
     /// Whether this connection is left alone: a loopback or private client
     /// (unless `check_private`), or a relaying one (unless `skip_relaying = false`).
     fn skips(&self) -> bool {
-        let private = session::peer_ip().parse().is_ok_and(is_private_ip);
-        (private && !self.settings.bool("check_private", false)) || self.settings.skips_relaying(true)
+        self.settings.skips_private() || self.settings.skips_relaying(true)
     }
 }
 

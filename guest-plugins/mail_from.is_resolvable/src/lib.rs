@@ -10,7 +10,7 @@
 //! private or loopback addresses (unless `check_private = true`) pass.
 
 use std::net::IpAddr;
-use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Settings, Verdict, dns, notes, session};
+use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Settings, Verdict, dns, notes};
 
 const SETTINGS: &str = "mail_from.is_resolvable.ini";
 const NOTE: &str = "mail_from.is_resolvable";
@@ -101,10 +101,7 @@ impl Plugin for IsResolvable {
             return Verdict::Cont;
         }
         let settings = Settings::load(SETTINGS);
-        if session::relaying() && settings.bool("skip_relaying", true) {
-            return Verdict::Cont;
-        }
-        if waraka_plugin::client_is_private() && !settings.bool("check_private", false) {
+        if settings.skips_relaying(true) || settings.skips_private() {
             return Verdict::Cont;
         }
         let finding = check(&domain);

@@ -383,6 +383,21 @@ impl Settings {
         self.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
+    /// Whether the connected client is loopback or private (see
+    /// [`is_private_ip`]) and the `check_private` setting (off when missing)
+    /// leaves such clients alone.
+    pub fn skips_private(&self) -> bool {
+        client_is_private() && !self.bool("check_private", false)
+    }
+
+    /// The connected client's address to check: `None` when it is loopback
+    /// or private and `check_private` (off when missing) leaves such clients
+    /// alone, or when it cannot be read.
+    pub fn client_to_check(&self) -> Option<std::net::IpAddr> {
+        let ip = session::peer_ip().parse().ok()?;
+        (!is_private_ip(ip) || self.bool("check_private", false)).then_some(ip)
+    }
+
     /// Whether the session is relaying (AUTH or relay ACL) and the
     /// `skip_relaying` setting (`default` when missing) leaves such mail alone.
     pub fn skips_relaying(&self, default: bool) -> bool {

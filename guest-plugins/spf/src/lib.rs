@@ -26,7 +26,7 @@ struct Spf;
 
 /// Whether this client is left unchecked.
 fn skipped(settings: &Settings) -> bool {
-    settings.skips_relaying(true) || (waraka_plugin::client_is_private() && !settings.bool("check_private", false))
+    settings.skips_relaying(true) || settings.skips_private()
 }
 
 /// Checks `identity`; a capability failure (no grant, timeout) is logged
