@@ -34,9 +34,14 @@ class SendmailTest(unittest.TestCase):
         cls.addClassCleanup(cls.dns.stop)
         port = free_port("127.0.0.2")
         cls.mx = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx1.dest.test"))
+        def setup(server):
+            relay_setup(cls.dns.port, port)(server)
+            server.edit("config/sender_rewrite", lambda t: t + "cron@mail.internal  ops@example.com\n"
+                        "@mail.internal @example.com\n")
+
         # Not relaying for any client address: only local users relay.
-        cls.server = stopped_after_class(cls, Waraka(["rcpt_to.in_host_list", "queue/maildir"],
-                                                     setup=relay_setup(cls.dns.port, port)))
+        cls.server = stopped_after_class(cls, Waraka(["sender_rewrite", "rcpt_to.in_host_list", "queue/maildir"],
+                                                     setup=setup))
 
     def received(self, subject):
         return wait_until(lambda: [m for m in self.mx.received() if f"Subject: {subject}\r\n".encode() in m[2]],
@@ -82,30 +87,8 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(status, 75, errors)
         self.assertIn("no server takes local mail", errors)
 
-
-SUBMIT_AS_NOBODY = """
-import smtplib, socket, sys
-sock = socket.socket(socket.AF_UNIX)
-sock.connect(sys.argv[1])
-s = smtplib.SMTP()
-s.sock = sock
-s.file = None
-print(s.getreply()[0])
-s.ehlo("localhost")
-print(s.sendmail("someone@example.com", ["eve@dest.test"], b"Subject: from nobody\\r\\n\\r\\nhi\\r\\n"))
-s.quit()
-"""
-
-
-class PeerCredentialsTest(unittest.TestCase):
     def test_the_server_knows_the_caller_from_the_kernel(self):
-        dns = dnsmasq(RECORDS)
-        self.addCleanup(dns.stop)
-        port = free_port("127.0.0.2")
-        mx = SmtpReceiver("127.0.0.2", port, name="mx1.dest.test")
-        self.addCleanup(mx.stop)
-        server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port))
-        self.addCleanup(server.stop)
+        server = self.server
         # Let another user reach the socket: traverse-only directories.
         for path in (server.dir.parent, server.dir, server.dir / "queue"):
             path.chmod(0o711)
@@ -121,46 +104,40 @@ class PeerCredentialsTest(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.split("\n")[:2], ["220", "{}"], done.stdout)
         server.wait_for_log(r"local submission user=nobody")
-        got = wait_until(lambda: [m for m in mx.received() if b"Subject: from nobody" in m[2]], what="delivery")
-        self.assertIn(b"with ESMTPA", got[0][2], "relayed as nobody, logged in")
+        self.assertIn(b"with ESMTPA", self.received("from nobody")[2], "relayed as nobody, logged in")
 
-
-class SenderRewriteTest(unittest.TestCase):
-    """sender_rewrite: a program's inside address leaves as a real one, in
-    the envelope and the header; inbound mail keeps its sender."""
-
-    def test_a_local_programs_sender_is_rewritten_and_inbound_mail_is_not(self):
-        dns = dnsmasq(RECORDS)
-        self.addCleanup(dns.stop)
-        port = free_port("127.0.0.2")
-        mx = SmtpReceiver("127.0.0.2", port, name="mx1.dest.test")
-        self.addCleanup(mx.stop)
-
-        def setup(server):
-            relay_setup(dns.port, port)(server)
-            server.edit("config/sender_rewrite", lambda t: t + "cron@mail.internal  ops@example.com\n"
-                        "@mail.internal @example.com\n")
-
-        server = Waraka(["sender_rewrite", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
-        self.addCleanup(server.stop)
+    def test_sender_rewrite_gives_a_programs_inside_address_a_real_one(self):
         text = ("From: The App <app@mail.internal>\nReply-To: cron@MAIL.internal, help@example.org\n"
                 "Subject: rewritten\n\nhello\n")
-        status, errors = sendmail(["--config", str(server.dir), "-f", "app@mail.internal", "u@dest.test"], text)
+        status, errors = sendmail(["--config", str(self.server.dir), "-f", "app@mail.internal", "u@dest.test"], text)
         self.assertEqual(status, 0, errors)
-        got = wait_until(lambda: [m for m in mx.received() if b"Subject: rewritten" in m[2]], what="delivery")
-        sender, _, data = got[0]
+        sender, _, data = self.received("rewritten")
         self.assertEqual(sender, "app@example.com", "the domain rule keeps the user")
         message = email.message_from_bytes(data)
         self.assertEqual(message["From"], "The App <app@example.com>")
         self.assertEqual(message["Reply-To"], "ops@example.com, help@example.org", "the address rule wins")
-        server.wait_for_log(r"sender_rewrite: envelope <app@mail\.internal> is now <app@example\.com>")
+        self.server.wait_for_log(r"sender_rewrite: envelope <app@mail\.internal> is now <app@example\.com>")
         # Inbound mail (no relaying) keeps what it came with.
-        before = set(server.maildir())
-        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+        before = set(self.server.maildir())
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
             s.sendmail("app@mail.internal", ["rcpt@example.com"],
                        b"From: app@mail.internal\r\nSubject: inbound\r\n\r\nhi\r\n")
-        (stored,) = [p for p in server.maildir() if p not in before]
+        (stored,) = [p for p in self.server.maildir() if p not in before]
         self.assertIn(b"From: app@mail.internal", stored.read_bytes())
+
+
+SUBMIT_AS_NOBODY = """
+import smtplib, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+s = smtplib.SMTP()
+s.sock = sock
+s.file = None
+print(s.getreply()[0])
+s.ehlo("localhost")
+print(s.sendmail("someone@example.com", ["eve@dest.test"], b"Subject: from nobody\\r\\n\\r\\nhi\\r\\n"))
+s.quit()
+"""
 
 
 class AllowedUsersTest(unittest.TestCase):

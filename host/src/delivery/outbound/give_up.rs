@@ -5,7 +5,7 @@
 
 use super::{Outbound, Outcome, all_recipients, delivery_info};
 use crate::delivery::Report;
-use crate::queue::{Entry, Selection};
+use crate::queue::Selection;
 use std::io;
 use tracing::info;
 
@@ -18,13 +18,7 @@ impl Outbound {
     pub async fn give_up(&self, selection: Selection, reason: &str) -> io::Result<(usize, usize)> {
         let (taken, busy) = {
             let mut state = self.state();
-            let keys: Vec<(u64, String)> = state
-                .waiting
-                .iter()
-                .filter(|(_, e)| selection.matches(e))
-                .map(|(key, _)| key.clone())
-                .collect();
-            let mut taken: Vec<Entry> = keys.iter().filter_map(|key| state.waiting.remove(key)).collect();
+            let mut taken = state.take_waiting(&selection);
             let held: Vec<String> = state
                 .held
                 .values()

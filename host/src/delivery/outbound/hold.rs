@@ -15,13 +15,7 @@ impl Outbound {
     pub async fn hold(&self, selection: Selection) -> io::Result<(usize, usize)> {
         let (taken, after) = {
             let mut state = self.state();
-            let keys: Vec<(u64, String)> = state
-                .waiting
-                .iter()
-                .filter(|(_, e)| selection.matches(e))
-                .map(|(key, _)| key.clone())
-                .collect();
-            let taken: Vec<Entry> = keys.iter().filter_map(|key| state.waiting.remove(key)).collect();
+            let taken = state.take_waiting(&selection);
             let after: Vec<String> = state
                 .in_progress
                 .iter()

@@ -16,7 +16,7 @@ use super::tls_report::{TlsFailure, TlsPolicy, TlsReports};
 use crate::capabilities::{CapabilityError, DkimKeys, Dns, Srs, Tlsa};
 use crate::policy::{DeliveryInfo, OutboundPolicy, RecipientFailure, SendDecision};
 use crate::protocol::{DsnRequests, Return, TlsRequest};
-use crate::queue::{Entry, Envelope, QueueStore, RetrySchedule, now_ms};
+use crate::queue::{Entry, Envelope, QueueStore, RetrySchedule, Selection, now_ms};
 use crate::session::{Handoff, HeldCopy, MessageReader, OutboundQueue, SuccessNotice};
 use crate::telemetry;
 use futures_util::future::BoxFuture;
@@ -223,6 +223,17 @@ impl State {
     /// Deliveries in progress.
     fn active(&self) -> usize {
         self.active_by_domain.values().sum()
+    }
+
+    /// Takes the waiting entries `selection` names out of the schedule.
+    fn take_waiting(&mut self, selection: &Selection) -> Vec<Entry> {
+        let keys: Vec<(u64, String)> = self
+            .waiting
+            .iter()
+            .filter(|(_, e)| selection.matches(e))
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.iter().filter_map(|key| self.waiting.remove(key)).collect()
     }
 
     /// Puts `entry` with the held ones or the waiting ones.
