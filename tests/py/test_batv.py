@@ -9,8 +9,8 @@ import smtplib
 import time
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port, stopped_after_class, wait_until
-from test_outbound import RECORDS, message, relay_setup
+from harness import wait_until
+from test_outbound import message, mx_and_relay
 
 SECRET = "batv test secret"
 BOUNCER = "127.0.0.3"  # not in relay.acl_allow: an outside server
@@ -30,19 +30,11 @@ def today():
 class BatvTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dns = dnsmasq(RECORDS)
-        cls.addClassCleanup(cls.dns.stop)
-        port = free_port("127.0.0.2")
-        cls.mx = SmtpReceiver("127.0.0.2", port, name="mx1.dest.test")
-        cls.addClassCleanup(cls.mx.stop)
-
         def setup(server):
-            relay_setup(cls.dns.port, port)(server)
             server.edit("config/batv.ini", lambda t: t.replace(
                 "# key.0 = change-me-to-a-long-random-string", f"key.0 = {SECRET}"))
 
-        cls.server = stopped_after_class(cls, Waraka(["relay", "batv", "rcpt_to.in_host_list", "queue/maildir"],
-                                                     setup=setup))
+        cls.mx, cls.server = mx_and_relay(cls, ["relay", "batv", "rcpt_to.in_host_list", "queue/maildir"], setup)
 
     def relay(self, sender, subject):
         """Sends from a relaying client; the MAIL FROM the MX saw."""

@@ -80,6 +80,42 @@ def queue_entries(server):
     return entries
 
 
+def queue_late_and_gone(server, sender, late_subject, gone_subject):
+    """Sends one message to r@late.test and one to r@gone.test (whose MX,
+    mx.late.test, nothing answers yet) and waits until both were deferred
+    once: their queue entries by domain."""
+    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+        s.sendmail(sender, ["r@late.test"], message(late_subject))
+        s.sendmail(sender, ["r@gone.test"], message(gone_subject))
+
+    def deferred():
+        entries = [e for e in queue_entries(server) if e["attempts"] == 1]
+        return entries if len(entries) == 2 else None
+
+    return {e["domain"]: e for e in wait_until(deferred, what="two deferred entries")}
+
+
+def mx_and_relay(test_class, plugins, setup=None):
+    """For `test_class`: the test's DNS, a receiver as mx1.dest.test
+    (127.0.0.2) and a waraka with `plugins` delivering through them
+    (`relay_setup`, then `setup`), all stopped after the class:
+    (receiver, server)."""
+    dns = dnsmasq(RECORDS)
+    test_class.addClassCleanup(dns.stop)
+    port = free_port("127.0.0.2")
+    mx = SmtpReceiver("127.0.0.2", port, name="mx1.dest.test")
+    test_class.addClassCleanup(mx.stop)
+
+    def configure(server):
+        relay_setup(dns.port, port)(server)
+        if setup:
+            setup(server)
+
+    server = Waraka(plugins, setup=configure)
+    test_class.addClassCleanup(server.stop)
+    return mx, server
+
+
 def late_relay(retry="1h"):
     """The test's DNS, a free port on 127.0.0.8 (mx.late.test, which
     late.test and gone.test name), and a relaying waraka delivering there."""
@@ -397,15 +433,7 @@ class FlushTest(unittest.TestCase):
             return waraka_queue(server, *args)
 
         try:
-            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-                s.sendmail("a@sender.test", ["r@late.test"], message("late"))
-                s.sendmail("a@sender.test", ["r@gone.test"], message("gone"))
-            def deferred():
-                entries = [e for e in queue_entries(server) if e["attempts"] == 1]
-                return entries if len(entries) == 2 else None
-
-            entries = wait_until(deferred, what="two deferred entries")
-            gone = next(e for e in entries if e["domain"] == "gone.test")
+            gone = queue_late_and_gone(server, "a@sender.test", "late", "gone")["gone.test"]
             self.assertEqual(queue("delete", gone["id"])[0], 0)
             receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
             self.assertEqual(queue("flush", "late.test"), (0, "1 entries due now"))
@@ -436,12 +464,7 @@ class GiveUpTest(unittest.TestCase):
         self.addCleanup(mailbox.stop)
         server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port, retry="1h"))
         self.addCleanup(server.stop)
-        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-            s.sendmail("sender@sender.test", ["r@late.test"], message("given up"))
-            s.sendmail("sender@sender.test", ["r@gone.test"], message("held and given up"))
-        entries = wait_until(lambda: (lambda e: e if len(e) == 2 else None)(
-            [e for e in queue_entries(server) if e["attempts"] == 1]), what="two deferred entries")
-        gone = next(e for e in entries if e["domain"] == "gone.test")
+        gone = queue_late_and_gone(server, "sender@sender.test", "given up", "held and given up")["gone.test"]
         self.assertEqual(waraka_queue(server, "hold", gone["id"])[0], 0)
 
         code, text = waraka_queue(server, "bounce", "--domain", "late.test", "--reason", "the domain is gone")
@@ -474,12 +497,7 @@ class HoldTest(unittest.TestCase):
             return {e["domain"]: e.get("held", False) for e in queue_entries(server)}
 
         try:
-            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-                s.sendmail("a@sender.test", ["r@late.test"], message("held late"))
-                s.sendmail("a@sender.test", ["r@gone.test"], message("held gone"))
-            entries = wait_until(lambda: (lambda e: e if len(e) == 2 else None)(
-                [e for e in queue_entries(server) if e["attempts"] == 1]), what="two deferred entries")
-            late = next(e for e in entries if e["domain"] == "late.test")
+            late = queue_late_and_gone(server, "a@sender.test", "held late", "held gone")["late.test"]
             self.assertEqual(queue("hold", late["id"]), (0, "1 entries held"))
             self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held"))
             self.assertEqual(queue("hold", "--all"), (0, "0 entries held"), "held already")

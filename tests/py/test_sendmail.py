@@ -13,8 +13,8 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from harness import BIN, SmtpReceiver, Waraka, dnsmasq, free_port, stopped_after_class, wait_until
-from test_outbound import RECORDS, relay_setup
+from harness import BIN, Waraka, wait_until
+from test_outbound import mx_and_relay
 
 
 def sendmail(args, text, config=None, program=BIN, subcommand=True):
@@ -30,18 +30,12 @@ def sendmail(args, text, config=None, program=BIN, subcommand=True):
 class SendmailTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.dns = dnsmasq(RECORDS)
-        cls.addClassCleanup(cls.dns.stop)
-        port = free_port("127.0.0.2")
-        cls.mx = stopped_after_class(cls, SmtpReceiver("127.0.0.2", port, name="mx1.dest.test"))
         def setup(server):
-            relay_setup(cls.dns.port, port)(server)
             server.edit("config/sender_rewrite", lambda t: t + "cron@mail.internal  ops@example.com\n"
                         "@mail.internal @example.com\n")
 
         # Not relaying for any client address: only local users relay.
-        cls.server = stopped_after_class(cls, Waraka(["sender_rewrite", "rcpt_to.in_host_list", "queue/maildir"],
-                                                     setup=setup))
+        cls.mx, cls.server = mx_and_relay(cls, ["sender_rewrite", "rcpt_to.in_host_list", "queue/maildir"], setup)
 
     def received(self, subject):
         return wait_until(lambda: [m for m in self.mx.received() if f"Subject: {subject}\r\n".encode() in m[2]],
