@@ -52,6 +52,23 @@ fn rewrite(rules: &[Rule], address: &str) -> Option<String> {
     })
 }
 
+/// `value` with each whole occurrence of the address `old` — not one
+/// inside a longer address (`ba@x.test` for `a@x.test`) — made `new`.
+fn replace_address(value: &str, old: &str, new: &str) -> String {
+    let bounds = |c: Option<char>| c.is_none_or(|c| c.is_whitespace() || "<>,;:\"".contains(c));
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find(old) {
+        let (before, after) = (&rest[..at], &rest[at + old.len()..]);
+        out.push_str(before);
+        let whole = bounds(out.chars().next_back()) && bounds(after.chars().next());
+        out.push_str(if whole { new } else { old });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Plugin for SenderRewrite {
     const NAME: &'static str = "sender_rewrite";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -105,7 +122,7 @@ impl Plugin for SenderRewrite {
                 let mut changed = value.clone();
                 for address in header_addresses(&value) {
                     if let Some(new) = rewrite(&rules, &address) {
-                        changed = changed.replace(&address, &new);
+                        changed = replace_address(&changed, &address, &new);
                     }
                 }
                 if changed == value {
@@ -142,6 +159,15 @@ mod tests {
         assert_eq!(rewrite(&map, "x@old.test").as_deref(), Some("boss@example.com"));
         assert_eq!(rewrite(&map, "bob@example.com"), None);
         assert_eq!(rewrite(&map, "not an address"), None);
+    }
+
+    #[test]
+    fn only_whole_addresses_are_replaced() {
+        assert_eq!(
+            replace_address("ba@x.test, a@x.test, \"A\" <a@x.test>", "a@x.test", "z@y.test"),
+            "ba@x.test, z@y.test, \"A\" <z@y.test>"
+        );
+        assert_eq!(replace_address("a@x.test.org", "a@x.test", "z@y.test"), "a@x.test.org");
     }
 
     #[test]
