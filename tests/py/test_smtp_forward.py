@@ -5,8 +5,8 @@ the next hop did; and to a second waraka by host name over STARTTLS."""
 import smtplib
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port
-from test_outbound import message, scripted, wait_until
+from harness import SmtpReceiver, Waraka, dnsmasq, enable_tls, free_port, waraka_queue
+from test_outbound import message, queue_entries, scripted, wait_until
 
 
 def forward_setup(port, extra_ini="", extra_toml=""):
@@ -132,6 +132,40 @@ class RecipientVerificationTest(unittest.TestCase):
     def test_other_domains_are_left_to_the_next_plugin(self):
         self.assertEqual(self.rcpt("someone@elsewhere.test")[0], 550)
         self.assertEqual(self.asked("someone@elsewhere.test"), 0)
+
+
+class DurableForwardTest(unittest.TestCase):
+    """durable = true: mail for a next hop that is down is accepted into the
+    outbound queue and forwarded once the hop is back."""
+
+    def test_a_next_hop_that_is_down_gets_the_mail_when_it_is_back(self):
+        port = free_port("127.0.0.13", "127.0.0.11")
+
+        def setup(server):
+            forward_setup(port)(server)
+            server.edit("config/queue/smtp_forward.ini", lambda t: t.replace("durable = false", "durable = true"))
+            server.edit("waraka.toml", lambda t: t.replace(
+                '[plugin."queue/smtp_forward"]\ngrants = ["forward"]',
+                '[plugin."queue/smtp_forward"]\ngrants = ["forward", "outbound-queue"]'))
+
+        server = Waraka(["rcpt_to.in_host_list", "queue/smtp_forward"], setup=setup)
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("a@sender.test", ["x@down.test"], message("stored")), {},
+                             "250 although the next hop is down")
+
+        def deferred():
+            return [e for e in queue_entries(server) if e["attempts"] >= 1]
+
+        (entry,) = wait_until(deferred, what="the queued copy's first attempt")
+        self.assertEqual((entry["hop"]["host"], entry["hop"]["port"]), ("127.0.0.13", port))
+        self.assertIn("127.0.0.13", entry["last_error"])
+        hop = SmtpReceiver("127.0.0.13", port, scripted, name="down.hop.test")
+        self.addCleanup(hop.stop)
+        self.assertEqual(waraka_queue(server, "flush")[0], 0)
+        (got,) = hop.wait_for(1, timeout=20)
+        self.assertEqual(got[:2], ("a@sender.test", ["x@down.test"]))
+        wait_until(lambda: not queue_entries(server), what="an empty queue")
 
 
 class ForwardByNameTest(unittest.TestCase):

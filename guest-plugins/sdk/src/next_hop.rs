@@ -3,7 +3,7 @@
 //! the default hop, a `[domain]` section sends that domain elsewhere and
 //! takes the keys it leaves out from the top.
 
-use crate::{Address, Settings, Verdict, config, envelope, forward, host_list, kv};
+use crate::{Address, Settings, Verdict, config, envelope, forward, host_list, kv, outbound_queue};
 
 /// One next hop from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +121,34 @@ impl Routes {
 pub fn recipient_groups(name: &str, defaults: Defaults) -> Result<Vec<(Hop, Vec<String>)>, String> {
     let lines = config::lines(name).map_err(|e| format!("{name} unreadable: {e:?}"))?;
     Routes::parse(&lines).groups(&envelope::recipients(), defaults)
+}
+
+/// Stores the message in the host's durable outbound queue for each group
+/// of recipients and its hop, which the host's delivery worker then works
+/// (retries, bounces, notices); `Err` says which group could not be
+/// queued. The hops' AUTH is not kept with queued mail: an SMTP hop that
+/// needs it is refused here, so nothing leaves without the login it was set
+/// up with (LMTP never logs in).
+pub fn enqueue_groups(groups: &[(Hop, Vec<String>)], protocol: Protocol) -> Result<(), String> {
+    if let Some((hop, _)) = groups
+        .iter()
+        .find(|(hop, _)| protocol == Protocol::Smtp && hop.auth.is_some())
+    {
+        return Err(format!(
+            "{hop}: queued mail cannot log in (auth_user): give the domain an [outbound.routes] entry with user and password instead"
+        ));
+    }
+    for (hop, recipients) in groups {
+        let server = outbound_queue::Hop {
+            host: hop.host.clone(),
+            port: hop.port,
+            lmtp: protocol == Protocol::Lmtp,
+            tls: hop.tls.clone(),
+        };
+        let ids = outbound_queue::enqueue(&server, recipients).map_err(|e| format!("{hop}: {e:?}"))?;
+        crate::info!("{} queued for {hop} as {}", recipients.join(","), ids.join(","));
+    }
+    Ok(())
 }
 
 /// How the next hops of a config file speak: SMTP (`queue/smtp_forward`)

@@ -18,7 +18,7 @@
 //! forged.
 
 use waraka_plugin::next_hop::{self, Defaults, Protocol, recipient_groups};
-use waraka_plugin::{Address, Hook, Plugin, Verdict, outbound_queue};
+use waraka_plugin::{Address, Hook, Plugin, Verdict};
 
 const SETTINGS: &str = "queue/lmtp.ini";
 const DEFAULTS: Defaults = Defaults { port: 24, tls: "never" };
@@ -46,19 +46,10 @@ impl Plugin for Lmtp {
             Ok(groups) => groups,
             Err(why) => return tempfail(&why),
         };
-        for (hop, recipients) in groups {
-            let server = outbound_queue::Hop {
-                host: hop.host.clone(),
-                port: hop.port,
-                lmtp: true,
-                tls: hop.tls.clone(),
-            };
-            match outbound_queue::enqueue(&server, &recipients) {
-                Ok(ids) => waraka_plugin::info!("{} queued for {hop} as {}", recipients.join(","), ids.join(",")),
-                Err(e) => return tempfail(&format!("{hop}: {e:?}")),
-            }
+        match next_hop::enqueue_groups(&groups, Protocol::Lmtp) {
+            Ok(()) => Verdict::ok(),
+            Err(why) => tempfail(&why),
         }
-        Verdict::ok()
     }
 }
 

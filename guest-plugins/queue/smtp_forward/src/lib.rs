@@ -9,13 +9,18 @@
 //! `451 4.4.1` (the client retries); 5xx for recipients gives `550` with the
 //! next hop's reply, so the sender hears of it (never a silent loss).
 //!
+//! With `durable` the message is not forwarded while the client waits but
+//! stored in the host's outbound queue for its next hop (`250` once it is
+//! on disk), so a next hop that is down costs retries, not the client's
+//! patience, and a refusal there becomes a bounce (Haraka #2464).
+//!
 //! With `verify_recipients` a recipient of a local domain is first asked
 //! for at its next hop at RCPT time ([`next_hop::verify_recipient`], with
 //! an optional cache), so a filtering MX in front of a mailbox server
 //! refuses unknown mailboxes as the mailbox server would.
 
 use waraka_plugin::next_hop::{self, Defaults, Protocol, recipient_groups};
-use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, forward};
+use waraka_plugin::{Address, Error, Hook, Plugin, Settings, Verdict, forward};
 
 const SETTINGS: &str = "queue/smtp_forward.ini";
 const DEFAULTS: Defaults = Defaults {
@@ -44,6 +49,12 @@ impl Plugin for SmtpForward {
             Ok(groups) => groups,
             Err(why) => return tempfail(&why),
         };
+        if Settings::load(SETTINGS).bool("durable", false) {
+            return match next_hop::enqueue_groups(&groups, Protocol::Smtp) {
+                Ok(()) => Verdict::ok(),
+                Err(why) => tempfail(&why),
+            };
+        }
         let mut rejected = Vec::new();
         for (hop, recipients) in groups {
             let replies = match forward::send(&hop.target(Protocol::Smtp), &recipients) {
