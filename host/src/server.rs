@@ -220,6 +220,11 @@ pub async fn prepare(instance: &Instance, listen: &[(String, Role)]) -> Result<P
 /// replaces the configured listeners when not empty.
 pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()> {
     raise_open_file_limit();
+    // Before the plugins load: their loads are counted.
+    if let Some(listen) = instance.config.metrics.listen {
+        telemetry::serve_prometheus(listen)?;
+        info!(address = %listen, "metrics at /metrics");
+    }
     let Prepared {
         tls,
         listeners: addresses,
@@ -227,10 +232,6 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         outbound,
         auth_lockout,
     } = prepare(&instance, &listen).await?;
-    if let Some(listen) = instance.config.metrics.listen {
-        telemetry::serve_prometheus(listen)?;
-        info!(address = %listen, "metrics at /metrics");
-    }
     let settings = Arc::new(ArcSwap::from_pointee(instance.session_settings()));
     clear_spool(&settings.load().spool.dir);
     let outbound = match outbound {
