@@ -190,6 +190,13 @@ enum QueueCommand {
     List,
     /// One entry's envelope and state, then its message headers.
     Show { id: String },
+    /// How many entries wait per destination domain and how long (Postfix's
+    /// qshape): where a backlog builds up and since when.
+    Shape {
+        /// The domains shown, those with the most entries first.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
     /// Remove an entry without delivering or bouncing it.
     Delete { id: String },
     /// Make queued entries (of DOMAIN, or all) due now, on the running server.
@@ -699,6 +706,10 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
                 );
             }
             println!("{} entries", entries.len());
+        }
+        QueueCommand::Shape { top } => {
+            let entries = store.list().with_context(|| format!("reading {}", dir.display()))?;
+            print!("{}", crate::queue::shape(&entries, now_ms(), top));
         }
         QueueCommand::Show { id } => {
             let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;

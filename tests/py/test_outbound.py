@@ -466,6 +466,12 @@ class GiveUpTest(unittest.TestCase):
         self.addCleanup(server.stop)
         gone = queue_late_and_gone(server, "sender@sender.test", "given up", "held and given up")["gone.test"]
         self.assertEqual(waraka_queue(server, "hold", gone["id"])[0], 0)
+        code, shape = waraka_queue(server, "shape")
+        self.assertEqual(code, 0, shape)
+        rows = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in shape.splitlines()[1:]}
+        # total, held, then by age: both arrived within five minutes
+        self.assertEqual(rows["TOTAL"][:3], [2, 1, 2])
+        self.assertEqual((rows["late.test"][:3], rows["gone.test"][:3]), ([1, 0, 1], [1, 1, 1]))
 
         code, text = waraka_queue(server, "bounce", "--domain", "late.test", "--reason", "the domain is gone")
         self.assertEqual((code, text), (0, "1 entries returned to their senders"))

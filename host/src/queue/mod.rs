@@ -2,7 +2,9 @@
 //! disk until it is delivered or bounced.
 
 mod schedule;
+mod shape;
 mod store;
 
 pub use schedule::{RetrySchedule, ScheduleError};
+pub use shape::shape;
 pub use store::{Entry, Envelope, QueueStore, Recovery, Selection, is_file_name, now_ms};

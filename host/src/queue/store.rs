@@ -22,7 +22,7 @@ const TMP_PREFIX: &str = ".tmp-";
 const CORRUPT_DIR: &str = "corrupt";
 
 /// One queued delivery: a message for the recipients of one domain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Names the entry's files (`ID.eml`, `ID.json`).
     pub id: String,
