@@ -7,7 +7,8 @@
 //! such as removing the `User-Agent` of mail users send. For each field the
 //! first rule that matches decides, as in a Postfix lookup table.
 
-use waraka_plugin::{Hook, Plugin, Regex, Verdict, config, config_lines, message, note_transaction, session};
+use std::rc::Rc;
+use waraka_plugin::{Hook, Plugin, Regex, Verdict, config_lines, message, note_transaction, parsed_config, session};
 
 const RULES: &str = "header_checks";
 const RELAYING_RULES: &str = "header_checks.relaying";
@@ -93,29 +94,24 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
     Ok(Rule { regex, action })
 }
 
-/// The rules of the file `name`; a line that cannot be read is logged and
-/// left out.
-fn rules(name: &str) -> Vec<Rule> {
-    let text = match config::read(name) {
-        Ok(text) => text.unwrap_or_default(),
-        Err(e) => {
-            waraka_plugin::error!("header_checks: {name} unreadable: {e:?}");
-            return Vec::new();
-        }
-    };
-    config_lines(&text)
-        .iter()
-        .filter_map(|line| {
-            parse_rule(line)
-                .inspect_err(|why| waraka_plugin::warn!("header_checks: {name}: {line:?} ignored: {why}"))
-                .ok()
-        })
-        .collect()
+/// The rules of the file `name`, compiled when it changed; a line that
+/// cannot be read is logged then and left out.
+fn rules(name: &str) -> Rc<Vec<Rule>> {
+    parsed_config(name, |text| {
+        config_lines(text)
+            .iter()
+            .filter_map(|line| {
+                parse_rule(line)
+                    .inspect_err(|why| waraka_plugin::warn!("header_checks: {name}: {line:?} ignored: {why}"))
+                    .ok()
+            })
+            .collect()
+    })
 }
 
 /// The action of the first rule matching `field`, with `$1`… of its text
 /// filled from the match.
-fn decide(rules: &[Rule], field: &str) -> Option<Action> {
+fn decide(rules: &[&Rule], field: &str) -> Option<Action> {
     rules.iter().find_map(|rule| {
         let captures = rule.regex.captures(field)?;
         let fill = |text: &String| {
@@ -148,10 +144,9 @@ impl Plugin for HeaderChecks {
     const HOOKS: &'static [Hook] = &[Hook::DataPost];
 
     fn data_post() -> Verdict {
-        let mut rules = rules(RULES);
-        if session::relaying() {
-            rules.extend(self::rules(RELAYING_RULES));
-        }
+        let every = rules(RULES);
+        let relaying = session::relaying().then(|| rules(RELAYING_RULES));
+        let rules: Vec<&Rule> = every.iter().chain(relaying.iter().flat_map(|r| r.iter())).collect();
         if rules.is_empty() {
             return Verdict::Cont;
         }
@@ -250,11 +245,12 @@ mod tests {
 
     #[test]
     fn the_first_matching_rule_decides_and_fills_in_the_match() {
-        let rules = [
+        let owned = [
             rule("/^Subject: keep (.*)/ DUNNO"),
             rule("/^Subject: (.*)/ REPLACE Subject: [EXTERNAL] $1"),
             rule("/^Subject:/ REJECT never reached"),
         ];
+        let rules: Vec<&Rule> = owned.iter().collect();
         assert_eq!(decide(&rules, "Subject: keep this"), Some(Action::Dunno));
         assert_eq!(
             decide(&rules, "Subject: hello"),

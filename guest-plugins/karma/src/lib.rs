@@ -13,13 +13,10 @@
 //! Its state lives in connection notes (`karma.score`, `karma.pass`,
 //! `karma.fail`), so later plugins and logs see it too.
 
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use waraka_plugin::{
-    Address, Denial, Hook, Plugin, Regex, Scope, Settings, Verdict, config, kv, network_of, notes, session,
-};
+use waraka_plugin::{Address, Denial, Hook, Plugin, Regex, Scope, Settings, Verdict, kv, network_of, notes, session};
 
 const SETTINGS: &str = "karma.ini";
 /// The connection's score (connection note).
@@ -125,30 +122,12 @@ struct Config {
     unreadable: Vec<String>,
 }
 
-thread_local! {
-    /// The text `Config` was last read from, and what it gave: a warm
-    /// instance reads `karma.ini` anew at every hook (as one string: a
-    /// hundred lines cross into the sandbox one by one, which costs more
-    /// than the rest of a hook), but compiles its awards, regular
-    /// expressions among them, only when the file changed.
-    static READ: RefCell<Option<(String, Rc<Config>)>> = const { RefCell::new(None) };
-}
-
 impl Config {
-    /// `config/karma.ini` as it is now.
+    /// `config/karma.ini` as it is now: read at every hook (as one string:
+    /// a hundred lines cross into the sandbox one by one, which costs more
+    /// than the rest of a hook), its awards compiled only when it changed.
     fn load() -> Rc<Config> {
-        let text = config::read(SETTINGS).ok().flatten().unwrap_or_default();
-        READ.with(|read| {
-            let mut read = read.borrow_mut();
-            if let Some((seen, config)) = read.as_ref()
-                && *seen == text
-            {
-                return config.clone();
-            }
-            let config = Rc::new(Config::from_lines(&waraka_plugin::config_lines(&text)));
-            *read = Some((text, config.clone()));
-            config
-        })
+        waraka_plugin::parsed_config(SETTINGS, |text| Config::from_lines(&waraka_plugin::config_lines(text)))
     }
 
     fn from_lines(lines: &[String]) -> Config {

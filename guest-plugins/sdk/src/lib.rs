@@ -463,6 +463,42 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(number.checked_mul(seconds)?))
 }
 
+/// A config file's text when it was last parsed, and what it gave.
+type Parsed = (String, std::rc::Rc<dyn std::any::Any>);
+
+thread_local! {
+    /// Per config file name, its last parse.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<String, Parsed>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// What `parse` makes of the whole text of the config file `name` (empty
+/// when it is missing; logged and empty when unreadable), made again only
+/// when the text changed: a warm instance reads the file at every hook (one
+/// string across the sandbox's edge) but compiles its rules — regular
+/// expressions, awards — once per change.
+pub fn parsed_config<T: 'static>(name: &str, parse: impl FnOnce(&str) -> T) -> std::rc::Rc<T> {
+    let text = match config::read(name) {
+        Ok(text) => text.unwrap_or_default(),
+        Err(e) => {
+            warn!("{name} unreadable: {e:?}");
+            String::new()
+        }
+    };
+    PARSED.with(|parsed| {
+        let mut parsed = parsed.borrow_mut();
+        if let Some((seen, value)) = parsed.get(name)
+            && *seen == text
+            && let Ok(value) = value.clone().downcast::<T>()
+        {
+            return value;
+        }
+        let value = std::rc::Rc::new(parse(&text));
+        parsed.insert(name.to_string(), (text, value.clone()));
+        value
+    })
+}
+
 /// The lines of a config file's `text` as `config::lines` gives them:
 /// trimmed, without blank lines and `#` comments. For a plugin that reads a
 /// large file with `config::read` (one string across the sandbox's edge
