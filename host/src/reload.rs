@@ -73,6 +73,10 @@ pub async fn rescan(
     settings: &ArcSwap<SessionSettings>,
 ) -> (Instance, RescanReport) {
     let started = Instant::now();
+    crate::server::tell_service_manager(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::MonotonicUsec(0)),
+    ]);
     let services = registry.runtime().services();
     services.config.forget();
     if let Some(geoip) = &services.backends.geoip {
@@ -107,6 +111,7 @@ pub async fn rescan(
         "rescan done"
     );
     publish_status(&next, registry);
+    crate::server::tell_service_manager(&[sd_notify::NotifyState::Ready]);
     let rejected = registry
         .rejected()
         .into_iter()

@@ -303,15 +303,23 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         (path, task)
     });
     let mut listeners = JoinSet::new();
+    let mut listening = Vec::new();
     for spec in addresses {
         let listener = TcpListener::bind(&spec.address)
             .await
             .with_context(|| format!("listening on {}", spec.address))?;
         let proxy = !spec.proxy_from.is_empty();
-        info!(address = %listener.local_addr()?, role = %spec.role.name(), proxy, hostname = %shared.settings.load().hostname, "listening");
+        let address = listener.local_addr()?;
+        info!(%address, role = %spec.role.name(), proxy, hostname = %shared.settings.load().hostname, "listening");
+        listening.push(format!("{address} ({})", spec.role.name()));
         listeners.spawn(accept_loop(listener, spec, shared.clone(), stop_rx.clone()));
     }
+    tell_service_manager(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("listening on {}", listening.join(", "))),
+    ]);
     wait_for_stop_signal().await;
+    tell_service_manager(&[sd_notify::NotifyState::Stopping]);
     info!("stopping: no new connections, letting sessions finish");
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
@@ -387,6 +395,14 @@ fn raise_open_file_limit() {
         if let Err(e) = setrlimit(Resource::Nofile, raised) {
             warn!("could not raise the open-file limit from {:?}: {e}", limit.current);
         }
+    }
+}
+
+/// Tells systemd (`Type=notify`, `notify-reload`) how the server is, when
+/// it runs the server; a failure is logged and nothing else.
+pub fn tell_service_manager(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!("could not tell the service manager: {e}");
     }
 }
 
