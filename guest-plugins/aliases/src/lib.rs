@@ -10,10 +10,9 @@
 //! domain is not local (`config/host_list`) is forwarded: the host's
 //! outbound queue delivers to it, from the sender rewritten by `[srs]`.
 
-use waraka_plugin::host_list::is_local_recipient;
+use waraka_plugin::host_list::{self, is_local_recipient};
 use waraka_plugin::{
-    Address, Error, Hook, Plugin, Scope, Settings, Verdict, config, envelope, ldap, ldap_filter, notes, outbound_queue,
-    subaddress,
+    Address, Error, Hook, Plugin, Scope, Settings, Verdict, config, envelope, ldap, ldap_filter, notes, subaddress,
 };
 
 const ALIASES: &str = "aliases";
@@ -132,21 +131,13 @@ fn may_forward(recipient: &Address) -> bool {
 /// the refusal to answer when forwarding cannot work (no grant, delivery
 /// off: the alias is not usable).
 fn forward_if_remote(target: &Address, allowed: bool) -> Result<bool, Verdict> {
-    let unusable = |why: String| {
+    if !allowed {
+        return Ok(false);
+    }
+    host_list::forward_if_remote(target).map_err(|why| {
         waraka_plugin::error!("cannot forward to {target}: {why}");
         Verdict::denysoft_code(451, "4.3.0", "Recipient alias cannot be forwarded, try later")
-    };
-    match is_local_recipient(target) {
-        Ok(true) => return Ok(false),
-        Ok(false) if !allowed => return Ok(false),
-        Ok(false) => {}
-        Err(e) => return Err(unusable(format!("host_list unreadable: {e:?}"))),
-    }
-    match outbound_queue::forward_recipient(&target.to_addr_spec()) {
-        Ok(()) => Ok(true),
-        Err(Error::NotGranted) => Err(unusable("forwarding needs the outbound-queue grant".into())),
-        Err(e) => Err(unusable(format!("{e:?}"))),
-    }
+    })
 }
 
 impl Plugin for Aliases {

@@ -2,8 +2,25 @@
 //! `config/host_list_regex` (anchored, case-insensitive regular expressions),
 //! as Haraka's `rcpt_to.in_host_list` reads them.
 
-use crate::{Address, Error, Verdict, config, subaddress};
+use crate::{Address, Error, Verdict, config, outbound_queue, subaddress};
 use regex_lite::RegexBuilder;
+
+/// Has `target` forwarded through the outbound queue when its domain is
+/// not local (`outbound-queue`'s `forward-recipient`, with `[srs]`'s
+/// sender): `Ok(true)` when it will be, `Ok(false)` for a local one; `Err`
+/// says why it cannot be (`host_list` unreadable, no grant).
+pub fn forward_if_remote(target: &Address) -> Result<bool, String> {
+    match is_local_recipient(target) {
+        Ok(true) => return Ok(false),
+        Ok(false) => {}
+        Err(e) => return Err(format!("host_list unreadable: {e:?}")),
+    }
+    match outbound_queue::forward_recipient(&target.to_addr_spec()) {
+        Ok(()) => Ok(true),
+        Err(Error::NotGranted) => Err("forwarding needs the outbound-queue grant".into()),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
 
 /// Whether `domain` is local. Both files are read on every call.
 pub fn is_local(domain: &str) -> Result<bool, Error> {
