@@ -92,7 +92,7 @@ class PacingTest(unittest.TestCase):
         self.receiver.most_open = 0
         send_each(self.server, "fast.test", 6, "unpaced")
         at = self.arrivals("unpaced", 6)
-        self.assertLess(at[-1] - at[0], 2.5, at)
+        self.assertLess(at[-1] - at[0], 4.5, at)  # 6 s at the other domain's 2/3s
         self.assertGreater(self.receiver.most_open, 1, "per_domain = 10 lets sessions overlap")
 
     def test_a_domains_tls_policy_holds_its_mail_for_a_server_without_starttls(self):
