@@ -197,8 +197,12 @@ enum QueueCommand {
         #[arg(long, default_value_t = 20)]
         top: usize,
     },
-    /// Remove an entry without delivering or bouncing it.
-    Delete { id: String },
+    /// Remove entries without delivering or bouncing them (a running
+    /// server drops them at their next attempt).
+    Delete {
+        #[command(flatten)]
+        chosen: Chosen,
+    },
     /// Make queued entries (of DOMAIN, or all) due now, on the running server.
     Flush { domain: Option<String> },
     /// Keep entries from delivery (not attempted, bounced or expired) until
@@ -233,7 +237,7 @@ enum QueueCommand {
     Route { domain: String },
 }
 
-/// The entries a hold or release names: one id, a domain's, or all.
+/// The entries a command names: one id, a domain's, a sender's, or all.
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
 struct Chosen {
@@ -242,6 +246,10 @@ struct Chosen {
     /// Every entry for this destination domain.
     #[arg(long)]
     domain: Option<String>,
+    /// Every entry from this envelope sender (`<>` for bounces): the mail of
+    /// a stolen account.
+    #[arg(long)]
+    sender: Option<String>,
     /// Every entry.
     #[arg(long)]
     all: bool,
@@ -249,10 +257,11 @@ struct Chosen {
 
 impl Chosen {
     fn selection(self) -> Selection {
-        match (self.id, self.domain) {
-            (Some(id), _) => Selection::Id(id),
-            (None, Some(domain)) => Selection::Domain(domain),
-            (None, None) => Selection::All,
+        match (self.id, self.domain, self.sender) {
+            (Some(id), _, _) => Selection::Id(id),
+            (None, Some(domain), _) => Selection::Domain(domain),
+            (None, None, Some(sender)) => Selection::Sender(sender),
+            (None, None, None) => Selection::All,
         }
     }
 }
@@ -734,14 +743,23 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
             println!("{}", crate::control::request(&instance.root, &request).await?);
         }
         QueueCommand::Release { chosen } => hold_or_release(instance, &store, chosen.selection(), false).await?,
-        QueueCommand::Delete { id } => {
-            let entry = store.get(&id).with_context(|| format!("queue entry {id}"))?;
-            store.remove(&entry)?;
-            println!(
-                "deleted {id} ({} recipients for {})",
-                entry.recipients.len(),
-                entry.domain
-            );
+        QueueCommand::Delete { chosen } => {
+            let selection = chosen.selection();
+            if let Selection::Id(id) = &selection {
+                store.get(id).with_context(|| format!("queue entry {id}"))?;
+            }
+            let mut count = 0;
+            for entry in store.list()?.iter().filter(|e| selection.matches(e)) {
+                store.remove(entry)?;
+                println!(
+                    "deleted {} ({} recipients for {})",
+                    entry.id,
+                    entry.recipients.len(),
+                    entry.domain
+                );
+                count += 1;
+            }
+            println!("{count} entries deleted");
         }
     }
     Ok(())

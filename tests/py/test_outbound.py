@@ -491,6 +491,24 @@ class GiveUpTest(unittest.TestCase):
         self.assertIn(f"no queued entry {gone['id']}", text)
 
 
+class SenderSelectionTest(unittest.TestCase):
+    def test_a_stolen_accounts_mail_is_held_and_deleted_by_sender(self):
+        dns, _, server = late_relay()
+        self.addCleanup(dns.stop)
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            for n in range(3):
+                s.sendmail("Spammer@sender.test", [f"r{n}@late.test"], message(f"spam {n}"))
+            s.sendmail("good@sender.test", ["r@late.test"], message("good"))
+        wait_until(lambda: len([e for e in queue_entries(server) if e["attempts"] == 1]) == 4,
+                   what="four deferred entries")
+        self.assertEqual(waraka_queue(server, "hold", "--sender", "spammer@sender.test"), (0, "3 entries held"))
+        code, text = waraka_queue(server, "delete", "--sender", "<spammer@sender.test>")
+        self.assertEqual(code, 0, text)
+        self.assertTrue(text.endswith("3 entries deleted"), text)
+        self.assertEqual([e["sender"] for e in queue_entries(server)], ["good@sender.test"])
+
+
 class HoldTest(unittest.TestCase):
     def test_held_entries_wait_across_a_restart_until_released(self):
         dns, port, server = late_relay()

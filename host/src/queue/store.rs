@@ -99,13 +99,16 @@ pub struct Envelope<'a> {
     pub tls_request: TlsRequest,
 }
 
-/// Which entries an administrator's `hold` or `release` names.
+/// Which entries an administrator's `hold`, `release`, `bounce` or
+/// `delete` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
     /// The entry with this id.
     Id(String),
     /// Every entry for this destination domain.
     Domain(String),
+    /// Every entry from this envelope sender (`<>`: bounces).
+    Sender(String),
     /// Every entry.
     All,
 }
@@ -113,24 +116,22 @@ pub enum Selection {
 impl Selection {
     /// Whether `entry` is one of those named.
     pub fn matches(&self, entry: &Entry) -> bool {
-        self.names(&entry.id, &entry.domain)
-    }
-
-    /// Whether the entry with this id and domain is one of those named.
-    pub fn names(&self, id: &str, domain: &str) -> bool {
         match self {
-            Selection::Id(wanted) => id == wanted,
-            Selection::Domain(wanted) => domain.eq_ignore_ascii_case(wanted),
+            Selection::Id(wanted) => entry.id == *wanted,
+            Selection::Domain(wanted) => entry.domain.eq_ignore_ascii_case(wanted),
+            Selection::Sender(wanted) => entry.sender.eq_ignore_ascii_case(wanted.trim_matches(['<', '>'])),
             Selection::All => true,
         }
     }
 
     /// The selection as the words of a control request (`id ID`,
-    /// `domain DOMAIN`, `all`); [`Selection::parse`] reads them back.
+    /// `domain DOMAIN`, `sender ADDRESS`, `all`); [`Selection::parse`]
+    /// reads them back.
     pub fn words(&self) -> String {
         match self {
             Selection::Id(id) => format!("id {id}"),
             Selection::Domain(domain) => format!("domain {domain}"),
+            Selection::Sender(sender) => format!("sender <{}>", sender.trim_matches(['<', '>'])),
             Selection::All => "all".to_string(),
         }
     }
@@ -140,6 +141,7 @@ impl Selection {
         match words {
             ["id", id] => Some(Selection::Id(id.to_string())),
             ["domain", domain] => Some(Selection::Domain(domain.to_string())),
+            ["sender", sender] => Some(Selection::Sender(sender.trim_matches(['<', '>']).to_string())),
             ["all"] => Some(Selection::All),
             _ => None,
         }

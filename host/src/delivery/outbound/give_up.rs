@@ -29,7 +29,7 @@ impl Outbound {
             let busy = state
                 .in_progress
                 .iter()
-                .filter(|(id, domain)| selection.names(id, domain))
+                .filter(|(_, entry)| selection.matches(entry))
                 .count();
             (taken, busy)
         };

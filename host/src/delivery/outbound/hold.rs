@@ -19,7 +19,7 @@ impl Outbound {
             let after: Vec<String> = state
                 .in_progress
                 .iter()
-                .filter(|(id, domain)| selection.names(id, domain))
+                .filter(|(_, entry)| selection.matches(entry))
                 .map(|(id, _)| id.clone())
                 .collect();
             let already = state.held.values().any(|e| selection.matches(e));
@@ -51,7 +51,7 @@ impl Outbound {
                 hold_after_attempt,
                 ..
             } = &mut *state;
-            hold_after_attempt.retain(|id| !in_progress.get(id).is_some_and(|d| selection.names(id, d)));
+            hold_after_attempt.retain(|id| !in_progress.get(id).is_some_and(|entry| selection.matches(entry)));
             let ids: Vec<String> = held
                 .values()
                 .filter(|e| selection.matches(e))

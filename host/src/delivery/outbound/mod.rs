@@ -208,8 +208,8 @@ struct State {
     waiting: BTreeMap<(u64, String), Entry>,
     /// Deliveries in progress, by domain.
     active_by_domain: HashMap<String, usize>,
-    /// The domain of each entry being delivered, by id.
-    in_progress: HashMap<String, String>,
+    /// The entries being delivered, by id (what a selection asks of them).
+    in_progress: HashMap<String, Entry>,
     /// Entries held by the administrator, by id.
     held: BTreeMap<String, Entry>,
     /// Entries asked to be held while they were being delivered: held
@@ -527,7 +527,7 @@ impl Outbound {
             for key in chosen {
                 let entry = state.waiting.remove(&key).expect("chosen from the map");
                 *state.active_by_domain.entry(entry.domain.clone()).or_default() += 1;
-                state.in_progress.insert(entry.id.clone(), entry.domain.clone());
+                state.in_progress.insert(entry.id.clone(), entry.clone());
                 started.push(entry);
             }
             match (next_due, rate_opens) {
