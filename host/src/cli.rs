@@ -186,8 +186,19 @@ enum KvCommand {
 
 #[derive(Subcommand, Debug)]
 enum QueueCommand {
-    /// Every queued entry: id, sender, recipients, domain, attempts, next attempt, last error.
-    List,
+    /// Queued entries: id, sender, recipients, domain, attempts, next
+    /// attempt, last error; all, or those of a domain or a sender.
+    List {
+        /// Only the entries for this destination domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only the entries from this envelope sender (`<>` for bounces).
+        #[arg(long)]
+        sender: Option<String>,
+        /// One JSON object per entry and line (as `show` prints them), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// One entry's envelope and state, then its message headers.
     Show { id: String },
     /// How many entries wait per destination domain and how long (Postfix's
@@ -691,8 +702,24 @@ async fn queue_command(instance: &Instance, command: QueueCommand) -> Result<()>
     let dir = instance.outbound_queue_dir();
     let store = QueueStore::at(&dir);
     match command {
-        QueueCommand::List => {
-            let entries = store.list().with_context(|| format!("reading {}", dir.display()))?;
+        QueueCommand::List { domain, sender, json } => {
+            let selections: Vec<Selection> = domain
+                .map(Selection::Domain)
+                .into_iter()
+                .chain(sender.map(Selection::Sender))
+                .collect();
+            let entries: Vec<_> = store
+                .list()
+                .with_context(|| format!("reading {}", dir.display()))?
+                .into_iter()
+                .filter(|e| selections.iter().all(|s| s.matches(e)))
+                .collect();
+            if json {
+                for entry in &entries {
+                    println!("{}", serde_json::to_string(entry)?);
+                }
+                return Ok(());
+            }
             println!(
                 "{:<26} {:<28} {:<22} {:>8} {:<20} {:<32} last error",
                 "id", "sender", "domain", "attempts", "next attempt", "recipients"

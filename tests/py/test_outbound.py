@@ -507,6 +507,10 @@ class SenderSelectionTest(unittest.TestCase):
         self.assertEqual(code, 0, text)
         self.assertTrue(text.endswith("3 entries deleted"), text)
         self.assertEqual([e["sender"] for e in queue_entries(server)], ["good@sender.test"])
+        code, listed = waraka_queue(server, "list", "--sender", "good@sender.test", "--domain", "late.test", "--json")
+        self.assertEqual(code, 0, listed)
+        self.assertEqual([json.loads(line)["recipients"] for line in listed.splitlines()], [["r@late.test"]])
+        self.assertEqual(waraka_queue(server, "list", "--sender", "spammer@sender.test", "--json"), (0, ""))
 
 
 class HoldTest(unittest.TestCase):
