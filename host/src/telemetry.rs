@@ -26,6 +26,9 @@ pub fn plugin_call(plugin: &Arc<str>, hook: &'static str, elapsed: Duration, fue
 
 /// Queue entries waiting or being delivered (gauge).
 pub const OUTBOUND_QUEUE_DEPTH: &str = "waraka_outbound_queue_depth";
+/// Destination domains suspended because none of their servers could be
+/// reached (gauge).
+pub const OUTBOUND_SUSPENDED_DOMAINS: &str = "waraka_outbound_suspended_domains";
 /// Recipients by delivery result (`delivered`, `deferred`, `bounced`, `dropped`).
 pub const OUTBOUND_RECIPIENTS: &str = "waraka_outbound_recipients_total";
 /// Outbound SMTP sessions by TLS (`check`: `dane`, `verified`,
@@ -160,6 +163,10 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "Outbound queue entries waiting or being delivered"
     );
     metrics::describe_counter!(OUTBOUND_RECIPIENTS, "Outbound recipients by delivery result");
+    metrics::describe_gauge!(
+        OUTBOUND_SUSPENDED_DOMAINS,
+        "Destination domains whose mail waits because none of their servers could be reached"
+    );
     metrics::describe_counter!(
         OUTBOUND_TLS,
         "Outbound SMTP sessions by certificate check and TLS result"

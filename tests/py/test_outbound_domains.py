@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port, wait_until, waraka_queue
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port, prometheus, wait_until, waraka_queue
 from test_outbound import message, queue_entries, relay_setup
 
 RECORDS = [
@@ -61,8 +61,10 @@ class PacingTest(unittest.TestCase):
         cls.port = free_port("127.0.0.21", "127.0.0.22")
         cls.receiver = SmtpReceiver("127.0.0.21", cls.port, delay=0.5, name="mx.slow.test")
         cls.addClassCleanup(cls.receiver.stop)
+        cls.metrics_port = free_port()
         limits = ('\n[outbound.domains."slow.test"]\nconcurrency = 1\nrate = "2/3s"\n'
-                  '\n[outbound.domains."strict.test"]\ntls = "required"\n')
+                  '\n[outbound.domains."strict.test"]\ntls = "required"\n'
+                  f'\n[metrics]\nlisten = "127.0.0.1:{cls.metrics_port}"\n')
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=relay_setup(cls.dns.port, cls.port, extra=limits, retry="6s, 6s, 6s"))
         cls.addClassCleanup(cls.server.stop)
@@ -124,6 +126,7 @@ class PacingTest(unittest.TestCase):
         self.assertIn("421 4.7.0 mx.busy.test Too many connections", entries[0]["last_error"])
         self.assertTrue(all(e["attempts"] == 1 for e in entries), "a suspended deferral counts as an attempt")
         self.assertEqual(busy.sessions, 1, "the three were deferred without knocking")
+        self.assertEqual(prometheus(self.metrics_port)["waraka_outbound_suspended_domains"], 1)
         # The first entry's retry (6 s) knocks once and suspends the domain
         # again; the others, due just after it, wait once more.
         wait_until(lambda: busy.sessions >= 2, timeout=15, what="the retry of the first entry")

@@ -7,6 +7,7 @@
 //! each message knocking again.
 
 use super::Report;
+use crate::telemetry;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
 use std::time::Duration;
@@ -109,6 +110,11 @@ impl Pacing {
     pub fn suspend(&mut self, domain: &str, until_ms: u64, report: Report) {
         self.suspended
             .insert(domain.to_string(), Suspension { until_ms, report });
+        self.publish();
+    }
+
+    fn publish(&self) {
+        metrics::gauge!(telemetry::OUTBOUND_SUSPENDED_DOMAINS).set(self.suspended.len() as f64);
     }
 
     /// Why `domain` is suspended at `now_ms`, as the deferral its mail gets
@@ -117,6 +123,7 @@ impl Pacing {
         let suspension = self.suspended.get(domain)?;
         if suspension.until_ms <= now_ms {
             self.suspended.remove(domain);
+            self.publish();
             return None;
         }
         let mut report = suspension.report.clone();
@@ -132,6 +139,7 @@ impl Pacing {
             }
             None => self.suspended.clear(),
         }
+        self.publish();
     }
 }
 
