@@ -56,38 +56,42 @@ pub struct Options {
 }
 
 /// The message as read, split into its header lines and its body, each
-/// line without its line end.
+/// line without its line end; the body's bytes as they came (8-bit text of
+/// any charset passes untouched).
 struct Message {
     header: Vec<String>,
-    body: Vec<String>,
+    body: Vec<Vec<u8>>,
 }
 
 impl Message {
     /// Reads `input` (LF or CRLF lines) up to its end, or up to a line of a
     /// lone dot unless `ignore_dots`.
     fn read(input: &[u8], ignore_dots: bool) -> Message {
-        let text = String::from_utf8_lossy(input);
-        let mut lines: Vec<String> = Vec::new();
-        for line in text.split_inclusive('\n') {
-            let line = line.trim_end_matches('\n').trim_end_matches('\r');
-            if !ignore_dots && line == "." {
+        let mut lines: Vec<&[u8]> = Vec::new();
+        for line in input.split_inclusive(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !ignore_dots && line == b"." {
                 break;
             }
-            lines.push(line.to_string());
+            lines.push(line);
         }
         // The header is the lines up to the first empty one, if the first
         // line is a field at all.
-        let is_field = |line: &str| line.split_once(':').is_some_and(|(name, _)| is_field_name(name));
+        let is_field = |line: &[u8]| field_name(&String::from_utf8_lossy(line)).is_some();
         let header_len = match lines.first() {
-            Some(first) if is_field(first) => lines.iter().position(String::is_empty).unwrap_or(lines.len()),
+            Some(first) if is_field(first) => lines.iter().position(|l| l.is_empty()).unwrap_or(lines.len()),
             _ => 0,
         };
-        let body = lines.split_off(header_len);
+        let (header, body) = lines.split_at(header_len);
         let body = match body.first() {
-            Some(blank) if blank.is_empty() && header_len > 0 => body[1..].to_vec(),
+            Some(blank) if blank.is_empty() && header_len > 0 => &body[1..],
             _ => body,
         };
-        Message { header: lines, body }
+        Message {
+            header: header.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect(),
+            body: body.iter().map(|l| l.to_vec()).collect(),
+        }
     }
 
     /// Whether the header has a field `name`.
@@ -132,7 +136,7 @@ impl Message {
         }
         out.extend_from_slice(b"\r\n");
         for line in &self.body {
-            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(line);
             out.extend_from_slice(b"\r\n");
         }
         out
@@ -299,10 +303,19 @@ mod tests {
     #[test]
     fn a_lone_dot_ends_the_message_unless_told_otherwise() {
         let input = b"Subject: s\n\nline\n.\nafter\n";
-        assert_eq!(Message::read(input, false).body, ["line"]);
-        assert_eq!(Message::read(input, true).body, ["line", ".", "after"]);
+        assert_eq!(Message::read(input, false).body, [b"line".to_vec()]);
+        assert_eq!(
+            Message::read(input, true).body,
+            [b"line".to_vec(), b".".to_vec(), b"after".to_vec()]
+        );
         let headless = Message::read(b"just text\n", true);
         assert!(headless.header.is_empty());
-        assert_eq!(headless.body, ["just text"]);
+        assert_eq!(headless.body, [b"just text".to_vec()]);
+        let latin1 = Message::read(b"Subject: s\r\n\r\ncaf\xe9\r\n", true);
+        assert_eq!(
+            latin1.to_wire(),
+            b"Subject: s\r\n\r\ncaf\xe9\r\n",
+            "8-bit bytes pass untouched"
+        );
     }
 }
