@@ -12,7 +12,7 @@
 
 use waraka_plugin::host_list::{self, is_local_recipient};
 use waraka_plugin::{
-    Address, Error, Hook, Plugin, Scope, Settings, Verdict, config, envelope, ldap, ldap_filter, notes, subaddress,
+    Address, Error, Hook, Plugin, Scope, Settings, Verdict, config, ldap, ldap_filter, notes, subaddress,
 };
 
 const ALIASES: &str = "aliases";
@@ -232,12 +232,10 @@ impl Plugin for Aliases {
                 waraka_plugin::warn!("not forwarding to {extra}: the alias is not of a local domain");
                 continue;
             }
-            match envelope::add_recipient(&extra) {
-                Ok(()) => {}
-                Err(Error::Limit(limit)) => {
-                    return Verdict::denysoft_code(452, "4.5.3", &format!("Too many recipients: {limit}"));
-                }
-                Err(e) => return Verdict::denysoft_code(451, "4.3.0", &format!("Cannot expand the alias: {e:?}")),
+            if let Err(refusal) = waraka_plugin::add_recipient_or(&extra, |e| {
+                Verdict::denysoft_code(451, "4.3.0", &format!("Cannot expand the alias: {e:?}"))
+            }) {
+                return refusal;
             }
             if let Err(refusal) = forward_if_remote(&extra, allowed) {
                 return refusal;

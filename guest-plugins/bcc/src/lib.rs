@@ -8,7 +8,7 @@
 //! outbound queue, and a message whose copy cannot be made is not taken
 //! (`451`), so nothing escapes the archive.
 
-use waraka_plugin::{Address, Error, Hook, Param, Plugin, Settings, Verdict, envelope, host_list, session};
+use waraka_plugin::{Address, Hook, Param, Plugin, Settings, Verdict, envelope, host_list, session};
 
 const SETTINGS: &str = "bcc.ini";
 
@@ -68,12 +68,8 @@ impl Plugin for Bcc {
                 waraka_plugin::warn!("bcc: {copy:?} in {SETTINGS} is not an address");
                 continue;
             };
-            match envelope::add_recipient(&address) {
-                Ok(()) => {}
-                Err(Error::Limit(limit)) => {
-                    return Verdict::denysoft_code(452, "4.5.3", &format!("Too many recipients: {limit}"));
-                }
-                Err(e) => return unusable(&copy, &format!("{e:?}")),
+            if let Err(refusal) = waraka_plugin::add_recipient_or(&address, |e| unusable(&copy, &format!("{e:?}"))) {
+                return refusal;
             }
             // Relayed mail leaves by domain anyway; inbound mail's copy for
             // another domain is forwarded.

@@ -655,6 +655,16 @@ pub fn days_since_epoch() -> u64 {
         / 86_400
 }
 
+/// Adds `recipient` to the transaction (`envelope::add_recipient`); when it
+/// cannot be, the refusal to answer: `452 4.5.3` at the recipient limit,
+/// else what `failed` makes of the error.
+pub fn add_recipient_or(recipient: &Address, failed: impl FnOnce(Error) -> Verdict) -> Result<(), Verdict> {
+    envelope::add_recipient(recipient).map_err(|e| match e {
+        Error::Limit(limit) => Verdict::denysoft_code(452, "4.5.3", &format!("Too many recipients: {limit}")),
+        other => failed(other),
+    })
+}
+
 /// Replaces the recipient the `rcpt` hook is deciding on (the last one
 /// while it runs) with `recipient`: a rewritten address (an alias, a tag
 /// taken off) that later plugins and the queue see instead.
