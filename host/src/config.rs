@@ -591,11 +591,6 @@ impl Instance {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        let domain_tls = o
-            .domains
-            .iter()
-            .filter_map(|(domain, config)| Some((domain.to_ascii_lowercase(), config.tls?.into())))
-            .collect();
         let domains = o
             .domains
             .iter()
@@ -614,6 +609,7 @@ impl Instance {
                     DomainLimit {
                         concurrency: limit.concurrency,
                         rate,
+                        tls: limit.tls.map(Into::into),
                     },
                 ))
             })
@@ -648,7 +644,6 @@ impl Instance {
                 .map(|hop| next_hop(hop, "[outbound.smarthost]"))
                 .transpose()?,
             routes,
-            domain_tls,
         }))
     }
 

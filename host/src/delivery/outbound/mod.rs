@@ -102,15 +102,13 @@ pub struct OutboundSettings {
     pub schedule: RetrySchedule,
     /// Deliveries at once.
     pub concurrency: usize,
-    /// Deliveries at once and per period to each domain, and whether
-    /// unreachable ones are suspended.
+    /// Deliveries at once and per period to each domain, its TLS policy,
+    /// and whether unreachable ones are suspended.
     pub limits: Limits,
     /// Every domain goes here when set (unless it has a route).
     pub smarthost: Option<NextHop>,
     /// Per domain (lower-case), a next hop instead of its MX hosts.
     pub routes: HashMap<String, NextHop>,
-    /// Per domain (lower-case), its STARTTLS policy instead of the client's.
-    pub domain_tls: HashMap<String, TlsMode>,
 }
 
 /// What became of one recipient in one attempt.
@@ -670,8 +668,8 @@ impl Outbound {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
         let mut client = settings.client.clone();
-        if let Some(tls) = settings.domain_tls.get(domain) {
-            client.tls = *tls;
+        if let Some(tls) = settings.limits.tls(domain) {
+            client.tls = tls;
         }
         let required = tls_request == TlsRequest::Required;
         let waived = tls_request == TlsRequest::PolicyWaived;

@@ -6,7 +6,7 @@
 //! suspend_unreachable`, as Postfix suspends a dead destination) instead of
 //! each message knocking again.
 
-use super::Report;
+use super::{Report, TlsMode};
 use crate::telemetry;
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -37,13 +37,16 @@ impl FromStr for Rate {
     }
 }
 
-/// One domain's own limits; what it leaves out comes from `[outbound]`.
+/// One domain's own settings (`[outbound.domains."DOMAIN"]`); what it
+/// leaves out comes from `[outbound]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DomainLimit {
     /// Deliveries at once (instead of `per_domain`).
     pub concurrency: Option<usize>,
     /// Attempts started per period.
     pub rate: Option<Rate>,
+    /// STARTTLS to its servers, instead of the client's default.
+    pub tls: Option<TlsMode>,
 }
 
 /// The limits of the delivery worker per destination domain.
@@ -69,6 +72,11 @@ impl Limits {
     /// How many attempts for `domain` may start per period, if limited.
     pub fn rate(&self, domain: &str) -> Option<Rate> {
         self.domains.get(domain).and_then(|limit| limit.rate)
+    }
+
+    /// `domain`'s own STARTTLS policy, if it has one.
+    pub fn tls(&self, domain: &str) -> Option<TlsMode> {
+        self.domains.get(domain).and_then(|limit| limit.tls)
     }
 }
 
@@ -213,6 +221,7 @@ mod tests {
                 DomainLimit {
                     concurrency: Some(2),
                     rate: None,
+                    tls: Some(TlsMode::Required),
                 },
             )]),
             suspend_unreachable: true,
@@ -220,5 +229,7 @@ mod tests {
         assert_eq!(limits.concurrency("slow.test"), 2);
         assert_eq!(limits.concurrency("other.test"), 10);
         assert_eq!(limits.rate("slow.test"), None);
+        assert_eq!(limits.tls("slow.test"), Some(TlsMode::Required));
+        assert_eq!(limits.tls("other.test"), None);
     }
 }
