@@ -13,7 +13,7 @@
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use waraka_plugin::{
-    Address, Hook, Plugin, Scope, Settings, Verdict, days_since_epoch, envelope, host_list, notes, session,
+    Address, Hook, Plugin, Scope, Settings, Verdict, days_since_epoch, envelope, host_list, is_bounce, notes, session,
 };
 
 const SETTINGS: &str = "batv.ini";
@@ -104,10 +104,6 @@ fn check(address: &Address, keys: &[(u8, String)], today: u64, days: u64) -> Tag
     }
 }
 
-fn is_bounce() -> bool {
-    envelope::sender().is_none_or(|s| s.is_null())
-}
-
 fn fail(recipient: &Address, why: &str) -> Verdict {
     waraka_plugin::info!("batv: bounce to {recipient} refused: {why}");
     Verdict::deny_code(550, "5.7.1", &format!("Invalid bounce: {why}"))
@@ -170,7 +166,7 @@ impl Plugin for Batv {
         if !session::relaying() || !settings.bool("sign", true) {
             return Verdict::Cont;
         }
-        let Some(sender) = envelope::sender().filter(|s| !s.is_null()) else {
+        let Some(sender) = waraka_plugin::real_sender() else {
             return Verdict::Cont;
         };
         if !matches!(check(&sender, &[], 0, 0), Tag::Untagged) {

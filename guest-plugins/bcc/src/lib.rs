@@ -49,7 +49,7 @@ impl Plugin for Bcc {
 
     fn rcpt_ok(recipient: Address) -> Verdict {
         let settings = Settings::load(SETTINGS);
-        let sender = envelope::sender().filter(|s| !s.is_null()).map(|s| s.to_addr_spec());
+        let sender = waraka_plugin::real_sender().map(|s| s.to_addr_spec());
         let present: Vec<String> = envelope::recipients()
             .iter()
             .map(|r| r.to_addr_spec().to_ascii_lowercase())

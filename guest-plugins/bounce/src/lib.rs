@@ -6,7 +6,7 @@
 //! which is what forged bounces to a spoofed sender look like). Settings:
 //! `config/bounce.ini`.
 
-use waraka_plugin::{Address, Hook, Plugin, Settings, Verdict, config, envelope, host_list, message};
+use waraka_plugin::{Address, Hook, Plugin, Settings, Verdict, config, envelope, host_list, is_bounce, message};
 
 const SETTINGS: &str = "bounce.ini";
 /// Recipients that never accept bounces, one address per line.
@@ -31,10 +31,6 @@ fn action(settings: &Settings, check: &str, default: Action) -> Action {
         Some("off") => Action::Off,
         _ => default,
     }
-}
-
-fn is_bounce() -> bool {
-    envelope::sender().is_some_and(|s| s.local_part.is_empty() && s.domain.is_empty())
 }
 
 /// Applies a failed check: a refusal, or the header and note that mark it.

@@ -16,7 +16,7 @@
 //! temporary failure (`on_error = tempfail`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, envelope, kv, notes, session};
+use waraka_plugin::{Address, Hook, Plugin, Scope, Settings, Verdict, kv, notes, session};
 
 const SETTINGS: &str = "limit.ini";
 /// Set once this connection counted itself in the concurrency counter.
@@ -148,9 +148,7 @@ impl Plugin for Limit {
     fn rcpt(_recipient: Address) -> Verdict {
         let config = Config::load();
         let exempt = session::relaying() && config.settings.bool("exempt_relaying", true);
-        let sender = envelope::sender()
-            .filter(|s| !s.is_null())
-            .map(|s| s.to_addr_spec().to_ascii_lowercase());
+        let sender = waraka_plugin::real_sender().map(|s| s.to_addr_spec().to_ascii_lowercase());
         // (setting, counter, who is counted, the reply over the limit)
         let counted = [
             (

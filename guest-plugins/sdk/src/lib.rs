@@ -655,6 +655,17 @@ pub fn days_since_epoch() -> u64 {
         / 86_400
 }
 
+/// The transaction's envelope sender, unless it is the null sender `<>`
+/// (a bounce) or there is none yet.
+pub fn real_sender() -> Option<Address> {
+    envelope::sender().filter(|s| !s.is_null())
+}
+
+/// Whether the transaction is a bounce: its sender is the null sender `<>`.
+pub fn is_bounce() -> bool {
+    envelope::sender().is_some_and(|s| s.is_null())
+}
+
 /// Adds `recipient` to the transaction (`envelope::add_recipient`); when it
 /// cannot be, the refusal to answer: `452 4.5.3` at the recipient limit,
 /// else what `failed` makes of the error.

@@ -99,7 +99,7 @@ impl Plugin for SenderRewrite {
         if rules.is_empty() {
             return Verdict::Cont;
         }
-        if let Some(sender) = envelope::sender().filter(|s| !s.is_null())
+        if let Some(sender) = waraka_plugin::real_sender()
             && let Some(new) = rewrite(&rules, &sender.to_addr_spec())
         {
             match Address::from_addr_spec(&new).map(|a| Address {
