@@ -5,7 +5,9 @@ client that greets as `refused.example` (554 5.7.1, for the whole
 connection), and adds `X-Scripted-Milter: NAMES` to each message it
 accepts, NAMES being the recipients it was shown in that transaction. At
 the message's end it removes the recipient `drop@…` and makes
-`rewritten@sender.test` the sender of mail from `rewrite@…`."""
+`rewritten@sender.test` the sender of mail from `rewrite@…`. For mail from
+`edit@…` it changes the first `To` to `changed@example.com` and inserts
+`X-Inserted: second` as the header's second field."""
 
 import sys
 
@@ -44,10 +46,13 @@ class Scripted(Milter.Base):
                 self.delrcpt(f"<{recipient}>")
         if self.sender.startswith("rewrite@"):
             self.chgfrom("<rewritten@sender.test>")
+        if self.sender.startswith("edit@"):
+            self.chgheader("To", 1, "changed@example.com")
+            self.addheader("X-Inserted", "second", 1)
         return Milter.ACCEPT
 
 
 if __name__ == "__main__":
     Milter.factory = Scripted
-    Milter.set_flags(Milter.ADDHDRS | Milter.DELRCPT | Milter.CHGFROM)
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.DELRCPT | Milter.CHGFROM)
     Milter.runmilter("scripted", f"inet:{sys.argv[1]}@127.0.0.1", timeout=30)

@@ -15,6 +15,7 @@ RULES = r"""
 /^Subject: (.*)/ REPLACE Subject: [EXT] ${1}
 /^X-Spam-Flag: YES/ HOLD flagged upstream
 /^X-Tag: (.*)/ PREPEND X-Seen-Tag: $1
+/^X-Old: (.*)/ REPLACE X-New: $1
 /^X-Bad:/ FROB
 """
 
@@ -55,8 +56,12 @@ class HeaderChecksTest(unittest.TestCase):
 
     def test_fields_are_removed_rewritten_and_added(self):
         code, text, stored = self.send(
-            "Subject: hello\r\nX-Mailer: Mailer 1\r\nX-Tag: blue\r\nX-Mailer: Mailer 2\r\nUser-Agent: Mutt")
+            "Subject: hello\r\nX-Mailer: Mailer 1\r\nX-Tag: blue\r\nX-Old: was\r\nX-Mailer: Mailer 2\r\n"
+            "User-Agent: Mutt")
         self.assertEqual(code, 250, text)
+        self.assertEqual(stored.keys()[-5:], ["Subject", "X-Seen-Tag", "X-Tag", "X-New", "User-Agent"],
+                         "replaced fields keep their place, prepended ones go just above theirs")
+        self.assertEqual(stored["X-New"], "was")
         self.assertIsNone(stored["X-Mailer"], "both copies removed")
         self.assertEqual(stored.get_all("Subject"), ["[EXT] hello"])
         self.assertEqual((stored["X-Tag"], stored["X-Seen-Tag"]), ("blue", "blue"))

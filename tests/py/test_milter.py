@@ -251,6 +251,18 @@ class LiveMilterTest(unittest.TestCase):
         self.assertEqual(self.stored("second try")[0]["X-Scripted-Milter"], "seen second@example.com")
         self.assertEqual(self.stored("third try")[0]["X-Scripted-Milter"], "seen third@example.com")
 
+    def test_header_changes_keep_their_places(self):
+        s = self.client()
+        s.mail("edit@sender.test")
+        s.rcpt("rcpt@example.com")
+        self.assertEqual(s.data(message("edited in place"))[0], 250)
+        (stored,) = self.stored("edited in place")
+        self.assertEqual(stored.keys()[:2], ["Return-Path", "Delivered-To"], "queue/maildir's")
+        self.assertEqual(stored.keys()[2:], ["Received", "X-Inserted", "From", "To", "Subject", "Message-ID", "Date",
+                                         "X-Scripted-Milter"],
+                         "inserted at the milter's position, changed in place, added at the end")
+        self.assertEqual((stored["To"], stored["X-Inserted"]), ("changed@example.com", "second"))
+
     def test_the_milter_removes_a_recipient_and_changes_the_sender(self):
         s = self.client()
         s.mail("rewrite@sender.test")

@@ -110,6 +110,8 @@ class SendmailTest(unittest.TestCase):
         message = email.message_from_bytes(data)
         self.assertEqual(message["From"], "The App <app@example.com>")
         self.assertEqual(message["Reply-To"], "ops@example.com, help@example.org", "the address rule wins")
+        self.assertEqual([k for k in message.keys() if k in ("From", "Reply-To", "Subject")],
+                         ["From", "Reply-To", "Subject"], "rewritten fields keep their places")
         self.server.wait_for_log(r"sender_rewrite: envelope <app@mail\.internal> is now <app@example\.com>")
         # Inbound mail (no relaying) keeps what it came with.
         before = set(self.server.maildir())

@@ -24,9 +24,9 @@ enum Action {
     Warn(String),
     /// `IGNORE`: the field is removed.
     Ignore,
-    /// `REPLACE Name: value`: the field is removed and this one added.
+    /// `REPLACE Name: value`: this field takes the matching one's place.
     Replace(String),
-    /// `PREPEND Name: value`: this field is added; the matching one stays.
+    /// `PREPEND Name: value`: this field goes just above the matching one.
     Prepend(String),
     /// `HOLD [reason]`: the transaction note `quarantine`, for
     /// `queue/quarantine` to keep the message aside.
@@ -130,11 +130,62 @@ fn decide(rules: &[&Rule], field: &str) -> Option<Action> {
     })
 }
 
-fn add_field(text: &str) {
-    if let Some((name, value)) = text.split_once(':')
-        && let Err(e) = message::add_header(name.trim(), value.trim())
-    {
-        waraka_plugin::warn!("header_checks: could not add {name}: {e:?}");
+/// The header as it is being edited: each field's name, in order, so a
+/// field's index among those of its name follows the edits made above it.
+struct Header {
+    names: Vec<String>,
+}
+
+impl Header {
+    /// The index of the field at `position` among the fields of its name.
+    fn index_at(&self, position: usize) -> u32 {
+        let name = &self.names[position];
+        self.names[..position]
+            .iter()
+            .filter(|n| n.eq_ignore_ascii_case(name))
+            .count() as u32
+    }
+
+    /// Puts the field `Name: value` of `text` at `position`; false if it
+    /// could not be added (logged).
+    fn insert(&mut self, position: usize, text: &str) -> bool {
+        let Some((name, value)) = text.split_once(':').map(|(n, v)| (n.trim(), v.trim())) else {
+            waraka_plugin::warn!("header_checks: {text:?} is not a header field");
+            return false;
+        };
+        match message::insert_header(position as u32, name, value) {
+            Ok(()) => {
+                self.names.insert(position, name.to_string());
+                true
+            }
+            Err(e) => {
+                waraka_plugin::warn!("header_checks: could not add {name}: {e:?}");
+                false
+            }
+        }
+    }
+
+    /// Removes the field at `position`.
+    fn remove(&mut self, position: usize) {
+        message::remove_header_at(&self.names[position], self.index_at(position));
+        self.names.remove(position);
+    }
+
+    /// Puts the field of `text` in the place of the one at `position`.
+    fn replace(&mut self, position: usize, text: &str) {
+        let same_name = text
+            .split_once(':')
+            .filter(|(name, _)| name.trim().eq_ignore_ascii_case(&self.names[position]));
+        match same_name {
+            Some((_, value)) => {
+                let (name, index) = (&self.names[position], self.index_at(position));
+                if let Err(e) = message::replace_header_at(name, index, value.trim()) {
+                    waraka_plugin::warn!("header_checks: could not replace {name}: {e:?}");
+                }
+            }
+            None if self.insert(position, text) => self.remove(position + 1),
+            None => {}
+        }
     }
 }
 
@@ -150,21 +201,15 @@ impl Plugin for HeaderChecks {
         if rules.is_empty() {
             return Verdict::Cont;
         }
-        // Each field's position among those of its name, as removals move them.
-        let mut kept: Vec<(String, u32)> = Vec::new();
-        for (name, value) in message::headers() {
-            let lower = name.to_ascii_lowercase();
-            let index = match kept.iter_mut().find(|(n, _)| *n == lower) {
-                Some((_, count)) => count,
-                None => {
-                    kept.push((lower, 0));
-                    &mut kept.last_mut().expect("just pushed").1
-                }
-            };
+        let fields = message::headers();
+        let mut header = Header {
+            names: fields.iter().map(|(name, _)| name.clone()).collect(),
+        };
+        // Where the field looked at is now, as edits above it move it.
+        let mut position = 0;
+        for (name, value) in fields {
             let field = format!("{name}: {value}");
-            let action = decide(&rules, &field);
-            let removed = matches!(action, Some(Action::Ignore | Action::Replace(_)));
-            match action {
+            match decide(&rules, &field) {
                 None | Some(Action::Dunno) => {}
                 Some(Action::Reject(text)) => {
                     waraka_plugin::info!("header_checks: refused for {field:?}");
@@ -177,24 +222,26 @@ impl Plugin for HeaderChecks {
                 }
                 Some(Action::Warn(text)) => waraka_plugin::warn!("header_checks: {field:?}: {text}"),
                 Some(Action::Ignore) => {
-                    message::remove_header_at(&name, *index);
+                    header.remove(position);
                     waraka_plugin::info!("header_checks: removed {name}");
+                    continue;
                 }
                 Some(Action::Replace(text)) => {
-                    message::remove_header_at(&name, *index);
-                    add_field(&text);
+                    header.replace(position, &text);
                     waraka_plugin::info!("header_checks: replaced {name}");
                 }
-                Some(Action::Prepend(text)) => add_field(&text),
+                Some(Action::Prepend(text)) => {
+                    if header.insert(position, &text) {
+                        position += 1;
+                    }
+                }
                 Some(Action::Hold(text)) => {
                     let reason = if text.is_empty() { field.clone() } else { text };
                     waraka_plugin::info!("header_checks: held for {field:?}");
                     note_transaction("quarantine", &format!("header_checks: {reason}"));
                 }
             }
-            if !removed {
-                *index += 1;
-            }
+            position += 1;
         }
         Verdict::Cont
     }

@@ -32,18 +32,23 @@ fn refusal(reply: &MilterReply, permanent: bool) -> Verdict {
     }
 }
 
-/// Sets the field `index` (from 1) named `name` to `value`, or removes it
-/// when `value` is empty; a field that is not there is added, as
-/// Sendmail does. A changed field moves to the top.
+/// Where Sendmail's `smfi_addheader` puts a field: after the last one.
+const HEADER_END: u32 = u32::MAX;
+
+/// Sets the field `index` (from 1) named `name` to `value` in its place, or
+/// removes it when `value` is empty; a field that is not there is added at
+/// the end of the header, as Sendmail does.
 fn change_header(field: &HeaderField) -> Result<(), String> {
-    let present = message::header(&field.name).len() as u32;
-    if (1..=present).contains(&field.index) {
-        message::remove_header_at(&field.name, field.index - 1);
-    }
+    let index = field.index.saturating_sub(1);
     if field.value.is_empty() {
+        message::remove_header_at(&field.name, index);
         return Ok(());
     }
-    message::add_header(&field.name, &field.value).map_err(|e| format!("{e:?}"))
+    let replaced = message::replace_header_at(&field.name, index, &field.value).map_err(|e| format!("{e:?}"))?;
+    if !replaced {
+        message::insert_header(HEADER_END, &field.name, &field.value).map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(())
 }
 
 /// A change as the log tells it.
@@ -63,8 +68,11 @@ fn describe(change: &Change) -> String {
 /// Applies one change of milter `name`.
 fn apply(name: &str, change: &Change) {
     let result = match change {
-        Change::AddHeader(field) | Change::InsertHeader(field) => {
-            message::add_header(&field.name, &field.value).map_err(|e| format!("{e:?}"))
+        Change::AddHeader(field) => {
+            message::insert_header(HEADER_END, &field.name, &field.value).map_err(|e| format!("{e:?}"))
+        }
+        Change::InsertHeader(field) => {
+            message::insert_header(field.index, &field.name, &field.value).map_err(|e| format!("{e:?}"))
         }
         Change::ChangeHeader(field) => change_header(field),
         Change::AddRecipient(recipient) => match Address::from_addr_spec(recipient) {

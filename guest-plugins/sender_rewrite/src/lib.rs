@@ -114,11 +114,7 @@ impl Plugin for SenderRewrite {
             }
         }
         for name in FIELDS {
-            let values = message::header(name);
-            // A changed field goes back on top, before those still to look
-            // at: the next one is at `index` either way.
-            let mut index = 0;
-            for value in values {
+            for (index, value) in message::header(name).into_iter().enumerate() {
                 let mut changed = value.clone();
                 for address in header_addresses(&value) {
                     if let Some(new) = rewrite(&rules, &address) {
@@ -126,15 +122,12 @@ impl Plugin for SenderRewrite {
                     }
                 }
                 if changed == value {
-                    index += 1;
                     continue;
                 }
-                message::remove_header_at(name, index);
-                match message::add_header(name, &changed) {
-                    Ok(()) => waraka_plugin::info!("sender_rewrite: {name}: {value} is now {changed}"),
-                    Err(e) => waraka_plugin::warn!("sender_rewrite: could not put {name} back: {e:?}"),
+                match message::replace_header_at(name, index as u32, &changed) {
+                    Ok(_) => waraka_plugin::info!("sender_rewrite: {name}: {value} is now {changed}"),
+                    Err(e) => waraka_plugin::warn!("sender_rewrite: could not rewrite {name}: {e:?}"),
                 }
-                index += 1;
             }
         }
         Verdict::Cont

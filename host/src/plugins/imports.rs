@@ -383,9 +383,21 @@ impl message::Host for StoreState {
     }
 
     fn add_header(&mut self, name: String, value: String) -> Result<(), Error> {
+        self.insert_header(0, name, value)
+    }
+
+    fn insert_header(&mut self, position: u32, name: String, value: String) -> Result<(), Error> {
         let none = Err(Error::Invalid("no message yet".into()));
         self.with_message(none, |m| {
-            m.add_header(&name, &value).map_err(|e| Error::Invalid(e.to_string()))
+            m.insert_header(position, &name, &value)
+                .map_err(|e| Error::Invalid(e.to_string()))
+        })
+    }
+
+    fn replace_header_at(&mut self, name: String, index: u32, value: String) -> Result<bool, Error> {
+        self.with_message(Ok(false), |m| {
+            m.replace_header_at(&name, index, &value)
+                .map_err(|e| Error::Invalid(e.to_string()))
         })
     }
 

@@ -87,7 +87,6 @@ impl SpoolWriter {
             len: self.len,
             fields,
             body_start,
-            added: Vec::new(),
             header_too_large,
         })
     }
@@ -134,10 +133,29 @@ impl Drop for Storage {
 struct Field {
     name: String,
     raw: Vec<u8>,
-    removed: bool,
 }
 
 impl Field {
+    /// A new field `name: value`. Long values may carry their own folding
+    /// as `\r\n\t`; anything else with CR/LF is refused.
+    fn new(name: &str, value: &str) -> Result<Field, HeaderError> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(HeaderError::BadName);
+        }
+        let unfolded = value.replace("\r\n\t", "").replace("\r\n ", "");
+        if unfolded.contains(['\r', '\n', '\0']) {
+            return Err(HeaderError::BadValue);
+        }
+        let raw = format!("{name}: {value}\r\n").into_bytes();
+        if raw.len() > MAX_ADDED_FIELD {
+            return Err(HeaderError::TooLong);
+        }
+        Ok(Field {
+            name: name.to_string(),
+            raw,
+        })
+    }
+
     fn value(&self) -> String {
         let raw = String::from_utf8_lossy(&self.raw);
         let value = raw.split_once(':').map_or("", |(_, v)| v);
@@ -167,7 +185,6 @@ fn parse_header(head: &[u8]) -> (Vec<Field>, u64, bool) {
                 Some(name) if !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic()) => fields.push(Field {
                     name: String::from_utf8_lossy(name).into_owned(),
                     raw: line.to_vec(),
-                    removed: false,
                 }),
                 // A blank line or a non-field line: the body starts here.
                 _ => return (fields, pos as u64, true),
@@ -182,10 +199,9 @@ fn parse_header(head: &[u8]) -> (Vec<Field>, u64, bool) {
 pub struct Message {
     storage: Arc<Storage>,
     len: u64,
+    /// The header fields as they will be queued, edits included.
     fields: Vec<Field>,
     body_start: u64,
-    /// Fields added on top, most recent first.
-    added: Vec<Field>,
     /// The header did not end within the size limit.
     pub header_too_large: bool,
 }
@@ -235,17 +251,13 @@ pub enum HeaderError {
 const MAX_ADDED_FIELD: usize = 8 * 1024;
 
 impl Message {
-    fn live_fields(&self) -> impl Iterator<Item = &Field> {
-        self.added.iter().chain(self.fields.iter()).filter(|f| !f.removed)
-    }
-
     fn header_bytes(&self) -> Vec<u8> {
-        self.live_fields().flat_map(|f| f.raw.iter().copied()).collect()
+        self.fields.iter().flat_map(|f| f.raw.iter().copied()).collect()
     }
 
     /// Size of the message as it will be queued.
     pub fn size(&self) -> u64 {
-        let header: usize = self.live_fields().map(|f| f.raw.len()).sum();
+        let header: usize = self.fields.iter().map(|f| f.raw.len()).sum();
         header as u64 + (self.len - self.body_start)
     }
 
@@ -293,12 +305,13 @@ impl Message {
 
     /// Every field as (name, unfolded value), in order.
     pub fn headers(&self) -> Vec<(String, String)> {
-        self.live_fields().map(|f| (f.name.clone(), f.value())).collect()
+        self.fields.iter().map(|f| (f.name.clone(), f.value())).collect()
     }
 
     /// Unfolded values of every field with this name.
     pub fn header(&self, name: &str) -> Vec<String> {
-        self.live_fields()
+        self.fields
+            .iter()
             .filter(|f| f.name.eq_ignore_ascii_case(name))
             .map(Field::value)
             .collect()
@@ -306,58 +319,60 @@ impl Message {
 
     /// How many fields with this name the message has.
     pub fn count(&self, name: &str) -> usize {
-        self.live_fields().filter(|f| f.name.eq_ignore_ascii_case(name)).count()
+        self.fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)).count()
     }
 
     /// Adds a field on top of the header. Long values may carry their own
     /// folding as `\r\n\t`; anything else with CR/LF is refused.
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(HeaderError::BadName);
-        }
-        let unfolded = value.replace("\r\n\t", "").replace("\r\n ", "");
-        if unfolded.contains(['\r', '\n', '\0']) {
-            return Err(HeaderError::BadValue);
-        }
-        let raw = format!("{name}: {value}\r\n").into_bytes();
-        if raw.len() > MAX_ADDED_FIELD {
-            return Err(HeaderError::TooLong);
-        }
-        self.added.insert(
-            0,
-            Field {
-                name: name.to_string(),
-                raw,
-                removed: false,
-            },
-        );
+        self.insert_header(0, name, value)
+    }
+
+    /// Inserts a field before the one at `position` in [`Message::headers`]
+    /// (0 is the top; past the last field, at the end of the header).
+    pub fn insert_header(&mut self, position: u32, name: &str, value: &str) -> Result<(), HeaderError> {
+        let field = Field::new(name, value)?;
+        let at = (position as usize).min(self.fields.len());
+        self.fields.insert(at, field);
         Ok(())
     }
 
-    /// The live fields with this name, in order, for editing.
-    fn named_mut<'a>(&'a mut self, name: &'a str) -> impl Iterator<Item = &'a mut Field> + 'a {
-        self.added
-            .iter_mut()
-            .chain(self.fields.iter_mut())
-            .filter(move |f| !f.removed && f.name.eq_ignore_ascii_case(name))
+    /// Where the field with this name at `index` (as [`Message::header`]
+    /// lists them) is in the whole header.
+    fn position_of(&self, name: &str, index: u32) -> Option<usize> {
+        self.fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name.eq_ignore_ascii_case(name))
+            .nth(index as usize)
+            .map(|(at, _)| at)
+    }
+
+    /// Sets the value of the field with this name at `index` (as
+    /// [`Message::header`] lists them), keeping its place and the spelling
+    /// of its name; false if there is no such field.
+    pub fn replace_header_at(&mut self, name: &str, index: u32, value: &str) -> Result<bool, HeaderError> {
+        let Some(at) = self.position_of(name, index) else {
+            return Ok(false);
+        };
+        let field = Field::new(&self.fields[at].name, value)?;
+        self.fields[at] = field;
+        Ok(true)
     }
 
     /// Removes every field with this name; returns how many.
     pub fn remove_header(&mut self, name: &str) -> u32 {
-        let mut n = 0;
-        for f in self.named_mut(name) {
-            f.removed = true;
-            n += 1;
-        }
-        n
+        let before = self.fields.len();
+        self.fields.retain(|f| !f.name.eq_ignore_ascii_case(name));
+        (before - self.fields.len()) as u32
     }
 
     /// Removes the field with this name at `index`, counted as
     /// [`Message::header`] lists them; false if there is no such field.
     pub fn remove_header_at(&mut self, name: &str, index: u32) -> bool {
-        match self.named_mut(name).nth(index as usize) {
-            Some(f) => {
-                f.removed = true;
+        match self.position_of(name, index) {
+            Some(at) => {
+                self.fields.remove(at);
                 true
             }
             None => false,
@@ -438,6 +453,28 @@ mod tests {
         assert!(!m.remove_header_at("X-A", 2));
         assert!(!m.remove_header_at("Subject", 0));
         assert_eq!(read_all(&m), b"X-A: 1\r\nTo: a@b\r\nX-A: 3\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn fields_are_inserted_and_replaced_in_place() {
+        let data = b"Subject: hi\r\nTo: a@b,\r\n c@d\r\nto: e@f\r\n\r\nbody\r\n";
+        let (_dir, mut m) = message(data, 1 << 20);
+        m.insert_header(1, "X-Between", "1").unwrap();
+        m.insert_header(99, "X-Last", "2").unwrap();
+        assert_eq!(m.replace_header_at("TO", 1, "g@h"), Ok(true), "the second To");
+        assert_eq!(m.replace_header_at("To", 2, "x@y"), Ok(false));
+        assert_eq!(
+            m.replace_header_at("To", 0, "a\r\nBcc: evil"),
+            Err(HeaderError::BadValue)
+        );
+        let expected = b"Subject: hi\r\nX-Between: 1\r\nTo: a@b,\r\n c@d\r\nto: g@h\r\nX-Last: 2\r\n\r\nbody\r\n";
+        assert_eq!(
+            read_all(&m),
+            expected,
+            "the name keeps its spelling, the others their bytes"
+        );
+        assert_eq!(m.size(), expected.len() as u64);
+        assert_eq!(m.insert_header(0, "Bad:Name", "x"), Err(HeaderError::BadName));
     }
 
     #[test]
