@@ -67,6 +67,7 @@ impl Shared {
         let mut conn = Connection::new(loopback, loopback, &settings.hostname, settings.notes);
         conn.max_recipients = settings.max_recipients;
         conn.relaying = user.is_some();
+        conn.local_user = user.clone();
         conn.auth_user = user;
         (conn, settings)
     }

@@ -54,7 +54,8 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(message["From"], sender)
         self.assertTrue(message["Date"] and message["Message-ID"])
         self.assertIn(b"Still the message with -i.", data)
-        self.assertRegex(message["Received"], r"with ESMTPA id", "relayed as a logged-in client")
+        self.assertRegex(message["Received"], r"^by \S+ \(Waraka, from local user root\) with ESMTPA id ",
+                         "relayed as a logged-in client, from no host")
         self.server.wait_for_log(r"local submission user=root")
 
     def test_a_link_named_sendmail_with_a_sender_a_name_and_a_lone_dot(self):
@@ -98,7 +99,8 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.split("\n")[:2], ["220", "{}"], done.stdout)
         server.wait_for_log(r"local submission user=nobody")
-        self.assertIn(b"with ESMTPA", self.received("from nobody")[2], "relayed as nobody, logged in")
+        self.assertIn(b"(Waraka, from local user nobody) with ESMTPA", self.received("from nobody")[2],
+                      "relayed as nobody, logged in")
 
     def test_sender_rewrite_gives_a_programs_inside_address_a_real_one(self):
         text = ("From: The App <app@mail.internal>\nReply-To: cron@MAIL.internal, help@example.org\n"

@@ -128,6 +128,9 @@ pub struct Connection {
     pub tls: Option<TlsInfo>,
     /// The authenticated user, after a successful AUTH.
     pub auth_user: Option<String>,
+    /// The local user whose program submitted the mail over the local
+    /// submission socket (`waraka sendmail`); `None` over the network.
+    pub local_user: Option<String>,
     /// Whether this session may relay (a plugin said so, or it authenticated).
     pub relaying: bool,
     /// Whether the client talked before the greeting.
@@ -164,6 +167,7 @@ impl Connection {
             esmtp: false,
             tls: None,
             auth_user: None,
+            local_user: None,
             relaying: false,
             early_talker: false,
             notes: NoteStore::new(note_limits),

@@ -1666,15 +1666,22 @@ impl<P: Policy> Session<P> {
             if conn.tls.is_some() { "S" } else { "" },
             if conn.auth_user.is_some() { "A" } else { "" }
         );
-        let peer = conn.peer.ip();
-        let hostname = conn.hostname.clone();
+        // A local program's mail came from no host: it is told by whom, as
+        // Postfix's `(Postfix, from userid N)`.
+        let (from, by) = match &conn.local_user {
+            Some(user) => (None, format!("by {} (Waraka, from local user {user})", conn.hostname)),
+            None => (
+                Some(format!("from {helo} ([{}])", conn.peer.ip())),
+                format!("by {} (Waraka)", conn.hostname),
+            ),
+        };
         let tls = conn.tls.clone();
         let tx = conn.transaction.as_mut().expect("DATA runs inside a transaction");
-        let mut value = format!("from {helo} ([{peer}])");
+        let mut value = from.map(|from| from + "\r\n\t").unwrap_or_default();
         if let Some(tls) = &tls {
-            value.push_str(&format!("\r\n\t(using {} with cipher {})", tls.version, tls.cipher));
+            value.push_str(&format!("(using {} with cipher {})\r\n\t", tls.version, tls.cipher));
         }
-        value.push_str(&format!("\r\n\tby {hostname} (Waraka) with {proto} id {}", tx.id));
+        value.push_str(&format!("{by} with {proto} id {}", tx.id));
         if let [single] = tx.recipients.as_slice() {
             value.push_str(&format!("\r\n\tfor {single}"));
         }
