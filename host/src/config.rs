@@ -88,7 +88,7 @@ fn networks(section: &str, key: &str, nets: &[String]) -> Result<Vec<IpNet>> {
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 6] = ["kv", "blobstore", "sql", "milter", "ldap", "http"];
-const UNNAMED_GRANTS: [&str; 9] = [
+const UNNAMED_GRANTS: [&str; 10] = [
     "dns",
     "forward",
     "outbound-queue",
@@ -98,6 +98,7 @@ const UNNAMED_GRANTS: [&str; 9] = [
     "spamfilter",
     "sasl",
     "geoip",
+    "imap",
 ];
 
 /// Every grant, for the error that names an unknown one.
@@ -878,7 +879,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl, geoip)"
+                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl, geoip, imap)"
                     .into()
             )
         );

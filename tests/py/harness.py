@@ -811,6 +811,70 @@ service auth {{
     return service
 
 
+def dovecot_imap(passwords, cert, key):
+    """Dovecot's IMAP service on TCP loopback: `.port` for `STARTTLS`,
+    `.imaps_port` for TLS from the start, both with `cert` and `key`.
+    `passwords` maps users to their passwords; for any other user of the
+    domain `busy.test` it cannot decide now (`NO [UNAVAILABLE]`: its
+    second password database, a checkpassword program, fails for them)."""
+    imaps_port = free_port()
+
+    def args(port, tmp):
+        root = pathlib.Path(tmp)
+        os.chmod(root, 0o755)
+        owner = "dovecot" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        (root / "users").write_text("".join(f"{user}:{{PLAIN}}{secret}::::::\n" for user, secret in passwords.items()))
+        # checkpassword's exit codes: 111 a temporary failure, 1 a refusal.
+        busy = root / "busy.sh"
+        busy.write_text("#!/bin/sh\ncase \"$(head -c 512 <&3 | tr '\\0' '\\n' | head -n 1)\" in\n"
+                        "  *@busy.test) exit 111 ;;\nesac\nexit 1\n")
+        busy.chmod(0o755)
+        unprivileged = "" if os.geteuid() == 0 else (
+            f"default_internal_user = {owner}\ndefault_login_user = {owner}\n")
+        (root / "dovecot.conf").write_text(f"""protocols = imap
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+{unprivileged}mail_location = maildir:{root}/mail/%n
+mail_uid = {owner}
+mail_gid = {owner}
+first_valid_uid = 1
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+}}
+passdb {{
+  driver = checkpassword
+  args = {busy}
+}}
+userdb {{
+  driver = static
+  args = uid={owner} gid={owner} home={root}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+""")
+        return [shutil.which("dovecot") or "/usr/sbin/dovecot", "-F", "-c", str(root / "dovecot.conf")]
+
+    service = Service("dovecot", args)
+    service.imaps_port = imaps_port
+    return service
+
+
 def clamd(signatures):
     """A ClamAV daemon on TCP loopback whose only database is `signatures`
     (lines of an `.ndb` file: `NAME:0:*:HEX`), so it needs no downloads."""

@@ -57,8 +57,8 @@ pub use bindings::waraka::plugin::types::{
     Address, AuthAttempt, Denial, Error, Param, PluginInfo, Reply, Scope, Verdict,
 };
 pub use bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, geoip, http, kv, ldap, log,
-    message, milter, mime, notes, outbound_queue, sasl, session, spamfilter, sql,
+    antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, geoip, http, imap, kv, ldap,
+    log, message, milter, mime, notes, outbound_queue, sasl, session, spamfilter, sql,
 };
 pub use hook::Hook;
 pub use regex_lite::Regex;

@@ -3,7 +3,7 @@
 //! the default hop, a `[domain]` section sends that domain elsewhere and
 //! takes the keys it leaves out from the top.
 
-use crate::{Address, Settings, Verdict, config, envelope, forward, host_list, kv, outbound_queue};
+use crate::{Address, AuthAttempt, Error, Settings, Verdict, config, envelope, forward, host_list, kv, outbound_queue};
 
 /// One next hop from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +95,12 @@ impl Routes {
             tls: get("tls").unwrap_or_else(|| defaults.tls.into()),
             auth: get("auth_user").zip(get("auth_pass")),
         })
+    }
+
+    /// The server for the user name `user`: the section of its domain (the
+    /// part after `@`), else the top.
+    pub fn route_user(&self, user: &str, defaults: Defaults) -> Option<Hop> {
+        self.route(user.rsplit_once('@').map_or("", |(_, domain)| domain), defaults)
     }
 
     /// Groups `recipients` (as `local@domain`) by next hop, in order of
@@ -283,6 +289,46 @@ pub fn verify_recipient(name: &str, defaults: Defaults, protocol: Protocol, on: 
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
+/// The `auth` hook of a plugin that has another server check AUTH PLAIN
+/// and LOGIN credentials (`auth/proxy`, `auth/imap`): the server of the
+/// config file `settings` — its top, or the `[domain]` section of the
+/// user name's domain — is asked with `ask`. Its yes is an accept, its no
+/// a `535`, a server that cannot answer a `454` (never an accept); a user
+/// for whom no server is named passes on to the next `auth` plugin.
+pub fn ask_server(
+    plugin: &str,
+    attempt: &AuthAttempt,
+    settings: &str,
+    defaults: Defaults,
+    ask: impl FnOnce(&Hop, &str, &str) -> Result<bool, Error>,
+) -> Verdict {
+    if let Some(verdict) = attempt.precheck() {
+        return verdict;
+    }
+    let routes = Routes::parse(&config::lines(settings).unwrap_or_default());
+    let Some(hop) = routes
+        .route_user(&attempt.user, defaults)
+        .filter(|h| !h.host.is_empty())
+    else {
+        crate::debug!("{plugin}: no server for {}", attempt.user);
+        return Verdict::Cont;
+    };
+    if attempt.secret.is_empty() {
+        return Verdict::Deny(None);
+    }
+    match ask(&hop, &attempt.user, &attempt.secret) {
+        Ok(true) => {
+            crate::info!("{plugin}: {} authenticated by {hop}", attempt.user);
+            Verdict::ok()
+        }
+        Ok(false) => Verdict::Deny(None),
+        Err(e) => {
+            crate::warn!("{plugin}: asking {hop} about {} failed: {e:?}", attempt.user);
+            Verdict::denysoft("Authentication service unavailable")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +340,29 @@ mod tests {
 
     fn routes(text: &str) -> Routes {
         Routes::parse(&text.lines().map(str::to_string).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn users_are_routed_by_their_domain() {
+        let routes = Routes::parse(
+            &[
+                "host = smtp.example.com",
+                "[Example.ORG]",
+                "host = mail.example.org",
+                "port = 465",
+            ]
+            .map(String::from),
+        );
+        let submission = Defaults {
+            port: 587,
+            tls: "required",
+        };
+        let hop = |user| routes.route_user(user, submission).map(|h| h.to_string());
+        assert_eq!(hop("alice").as_deref(), Some("smtp.example.com:587"));
+        assert_eq!(hop("bob@example.org").as_deref(), Some("mail.example.org:465"));
+        assert_eq!(hop("carol@EXAMPLE.org").as_deref(), Some("mail.example.org:465"));
+        assert_eq!(hop("dave@example.net").as_deref(), Some("smtp.example.com:587"));
+        assert_eq!(Routes::parse(&[]).route_user("", submission), None);
     }
 
     #[test]

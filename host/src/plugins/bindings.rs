@@ -22,6 +22,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/ldap": async,
         "waraka:plugin/http": async,
         "waraka:plugin/geoip": async,
+        "waraka:plugin/imap": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

@@ -7,8 +7,8 @@
 use super::Backends;
 use super::bindings::types::Error;
 use super::bindings::waraka::plugin::{
-    antivirus, authentication, blobstore, dkim, dns, files, forward, geoip, http, kv, ldap, mime, outbound_queue, sasl,
-    spamfilter, sql,
+    antivirus, authentication, blobstore, dkim, dns, files, forward, geoip, http, imap, kv, ldap, mime, outbound_queue,
+    sasl, spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
@@ -1156,6 +1156,30 @@ impl http::Host for StoreState {
         })
         .await?;
         Ok(response.into())
+    }
+}
+
+impl imap::Host for StoreState {
+    async fn check_credentials(&mut self, server: imap::Server, user: String, password: String) -> Result<bool, Error> {
+        if !self.granted("imap") {
+            return Err(Error::NotGranted);
+        }
+        let tls: crate::capabilities::ImapTls = server.tls.parse()?;
+        let dns = self.host.services.backends.dns.clone();
+        bounded(self.deadline, async move {
+            let target = hop_target(&dns, &server.host, server.port).await?;
+            let addrs: Vec<_> = target
+                .addrs
+                .iter()
+                .filter_map(|addr| match addr {
+                    Address::Inet(addr) => Some(*addr),
+                    Address::Unix(_) => None,
+                })
+                .collect();
+            let config = crate::tls::client_config();
+            crate::capabilities::imap::check_login(&addrs, &server.host, tls, config, &user, &password).await
+        })
+        .await
     }
 }
 
