@@ -489,7 +489,7 @@ pub async fn check_credentials(addr: &Address, host: &str, settings: &ClientSett
 }
 
 /// One SMTP connection.
-struct Connection {
+pub(super) struct Connection {
     io: Box<dyn ServiceStream>,
     unread: Vec<u8>,
     receiver: ResponseReceiver,
@@ -500,7 +500,7 @@ impl Connection {
     /// Connects to `addr` and opens the session as `settings` say: the
     /// greeting, EHLO (or LHLO), STARTTLS with `host` as the server name,
     /// AUTH. The connection, the extensions offered, and whether TLS is up.
-    async fn open(
+    pub(super) async fn open(
         addr: &Address,
         host: &str,
         settings: &ClientSettings,
@@ -588,7 +588,7 @@ impl Connection {
         Ok((conn, ext, tls))
     }
 
-    async fn write(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), ClientError> {
+    pub(super) async fn write(&mut self, bytes: &[u8], stage: &'static str) -> Result<(), ClientError> {
         let timeout = self.settings.command_timeout;
         match tokio::time::timeout(timeout, async {
             self.io.write_all(bytes).await?;
@@ -605,7 +605,11 @@ impl Connection {
         }
     }
 
-    async fn reply_within(&mut self, stage: &'static str, timeout: Duration) -> Result<RemoteReply, ClientError> {
+    pub(super) async fn reply_within(
+        &mut self,
+        stage: &'static str,
+        timeout: Duration,
+    ) -> Result<RemoteReply, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if !self.unread.is_empty() {
@@ -647,7 +651,7 @@ impl Connection {
         }
     }
 
-    async fn reply(&mut self, stage: &'static str) -> Result<RemoteReply, ClientError> {
+    pub(super) async fn reply(&mut self, stage: &'static str) -> Result<RemoteReply, ClientError> {
         self.reply_within(stage, self.settings.command_timeout).await
     }
 
@@ -740,14 +744,14 @@ impl Connection {
     }
 
     /// Ends the session politely; failures no longer matter.
-    async fn quit(&mut self) {
+    pub(super) async fn quit(&mut self) {
         if self.write(b"QUIT\r\n", "QUIT").await.is_ok() {
             let _ = self.reply_within("QUIT", Duration::from_secs(5)).await;
         }
     }
 
     /// Writes the message dot-stuffed, then `.`.
-    async fn send_message(&mut self, mut message: impl AsyncRead + Unpin) -> Result<(), ClientError> {
+    pub(super) async fn send_message(&mut self, mut message: impl AsyncRead + Unpin) -> Result<(), ClientError> {
         let timeout = self.settings.data_timeout;
         let io = &mut self.io;
         let result = tokio::time::timeout(timeout, async move {
@@ -802,7 +806,7 @@ fn extensions(reply: &RemoteReply) -> Vec<String> {
 }
 
 /// Whether the server offers the extension `keyword`.
-fn offers(extensions: &[String], keyword: &str) -> bool {
+pub(super) fn offers(extensions: &[String], keyword: &str) -> bool {
     extensions
         .iter()
         .any(|e| e == keyword || e.strip_prefix(keyword).is_some_and(|rest| rest.starts_with(' ')))

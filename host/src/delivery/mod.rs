@@ -8,6 +8,7 @@ mod dane;
 mod dmarc_failure;
 mod dmarc_report;
 mod https;
+mod live;
 mod mta_sts;
 mod notice;
 mod outbound;
@@ -20,6 +21,7 @@ pub use client::{
 pub use daily::Submitter;
 pub use dmarc_failure::DmarcFailureReports;
 pub use dmarc_report::DmarcReports;
+pub use live::{LiveEnvelope, LiveSession};
 pub use notice::Report;
 pub use outbound::{DomainLimit, Limits, NextHop, Outbound, OutboundSettings, Rate};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};

@@ -5,7 +5,7 @@
 //! calling plugin its own time budget and nothing more.
 
 use super::Backends;
-use super::bindings::types::Error;
+use super::bindings::types::{self, Error};
 use super::bindings::waraka::plugin::{
     antivirus, authentication, blobstore, dkim, dns, files, forward, geoip, http, imap, kv, ldap, mime, outbound_queue,
     sasl, spamfilter, sql,
@@ -21,7 +21,10 @@ use crate::capabilities::{
     SqlValue, authenticate, is_socket_path,
 };
 use crate::capabilities::{ClientInfo, Scan};
-use crate::delivery::{Address, ClientError, ClientSettings, check_credentials, hop_target, probe, send};
+use crate::delivery::{
+    Address, ClientError, ClientSettings, LiveEnvelope, LiveSession, RemoteReply, check_credentials, hop_target, probe,
+    send,
+};
 use crate::session::{Connection, HandedOn, Handoff, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
@@ -576,7 +579,157 @@ impl StoreState {
     }
 }
 
+/// Where a connection keeps its proxy session (`forward.proxy-*`).
+const PROXY_SESSION: &str = "forward.proxy";
+
+/// A connection's proxy session, with the hop it is with.
+struct KeptProxy {
+    hop: String,
+    session: LiveSession,
+}
+
+/// A server's reply as the plugin sees it.
+fn wit_reply(reply: RemoteReply) -> types::Reply {
+    types::Reply {
+        code: reply.code,
+        enhanced: reply.enhanced,
+        lines: reply.lines,
+    }
+}
+
+impl StoreState {
+    /// The connection's proxy session with `hop`; one with another hop is
+    /// dropped (and says QUIT).
+    fn take_proxy(&self, hop: &str) -> Option<LiveSession> {
+        let kept = self.host.conn.as_ref()?.lock().capability_state.remove(PROXY_SESSION)?;
+        let kept = kept.downcast::<KeptProxy>().ok()?;
+        (kept.hop == hop).then_some(kept.session)
+    }
+
+    /// Runs `step` on the connection's proxy session with `hop` (opened
+    /// when it has none), and keeps the session for the next step unless
+    /// the step failed.
+    async fn proxy_step<T>(
+        &mut self,
+        hop: forward::NextHop,
+        step: impl AsyncFnOnce(&mut LiveSession) -> Result<T, ClientError>,
+    ) -> Result<T, Error> {
+        let settings = self.forward_settings(&hop, false)?;
+        let key = format!("{}:{}:{}:{:?}", hop.host, hop.port, hop.tls, hop.auth);
+        let kept = self.take_proxy(&key);
+        let dns = self.host.services.backends.dns.clone();
+        let (session, answer) = bounded(self.deadline, async move {
+            let mut session = match kept {
+                Some(session) => session,
+                None => {
+                    let (host, settings) = (&hop.host, &settings);
+                    each_address(&dns, &hop, |addr| async move {
+                        LiveSession::open(&addr, host, settings).await
+                    })
+                    .await?
+                }
+            };
+            let answer = step(&mut session)
+                .await
+                .map_err(|e| Error::Backend(format!("{}: {e}", hop.host)))?;
+            Ok::<_, Error>((session, answer))
+        })
+        .await?;
+        if let Some(conn) = &self.host.conn {
+            conn.lock()
+                .capability_state
+                .insert(PROXY_SESSION.into(), Box::new(KeptProxy { hop: key, session }));
+        }
+        Ok(answer)
+    }
+
+    /// The current transaction's id, sender and DSN requests.
+    fn transaction_envelope(&self, call: &str) -> Result<(String, String, waraka_protocol::DsnRequests), Error> {
+        let none = || Error::Invalid(format!("{call} works inside a transaction"));
+        let conn = self.host.conn.as_ref().ok_or_else(none)?.lock();
+        let tx = conn.transaction.as_ref().ok_or_else(none)?;
+        Ok((tx.id.clone(), tx.sender.addr_spec(), tx.dsn_requests()))
+    }
+}
+
 impl forward::Host for StoreState {
+    async fn proxy_mail(&mut self, hop: forward::NextHop) -> Result<types::Reply, Error> {
+        let (transaction, sender, dsn) = self.transaction_envelope("proxy-mail")?;
+        let reply = self
+            .proxy_step(hop, async move |session: &mut LiveSession| {
+                session.mail(&transaction, &sender, &dsn).await
+            })
+            .await?;
+        Ok(wit_reply(reply))
+    }
+
+    async fn proxy_rcpt(&mut self, hop: forward::NextHop, recipient: String) -> Result<types::Reply, Error> {
+        let (transaction, sender, dsn) = self.transaction_envelope("proxy-rcpt")?;
+        let reply = self
+            .proxy_step(hop, async move |session: &mut LiveSession| {
+                if !session.is_open_for(&transaction) {
+                    let reply = session.mail(&transaction, &sender, &dsn).await?;
+                    if !reply.is_positive() {
+                        return Ok(reply);
+                    }
+                }
+                session.rcpt(&recipient, &dsn).await
+            })
+            .await?;
+        Ok(wit_reply(reply))
+    }
+
+    async fn proxy_data(&mut self, hop: forward::NextHop) -> Result<types::Reply, Error> {
+        let (reader, (transaction, sender, recipients, dsn)) = self.message_and("proxy-data", |_, tx| {
+            let recipients: Vec<String> = tx.recipients.iter().map(|r| r.addr_spec()).collect();
+            (tx.id.clone(), tx.sender.addr_spec(), recipients, tx.dsn_requests())
+        })?;
+        let host = hop.host.clone();
+        let sent = recipients.clone();
+        let reply = self
+            .proxy_step(hop, async move |session: &mut LiveSession| {
+                let message = read_whole(reader).await.map_err(|e| ClientError::Protocol {
+                    stage: "message",
+                    detail: format!("reading the spool: {e:?}"),
+                })?;
+                let envelope = LiveEnvelope {
+                    transaction: &transaction,
+                    sender: &sender,
+                    recipients: &recipients,
+                    dsn: &dsn,
+                };
+                let reply = session.data(envelope, message.as_slice()).await?;
+                Ok((reply, session.passes_dsn()))
+            })
+            .await?;
+        let (reply, dsn_passed) = reply;
+        if reply.is_positive() {
+            let text = reply.to_string();
+            self.hand_on(sent.iter().map(|r| (r.as_str(), text.as_str())), &host, dsn_passed);
+        }
+        Ok(wit_reply(reply))
+    }
+
+    async fn proxy_reset(&mut self) {
+        let kept = self
+            .host
+            .conn
+            .as_ref()
+            .and_then(|conn| conn.lock().capability_state.remove(PROXY_SESSION));
+        let Some(mut kept) = kept.and_then(|kept| kept.downcast::<KeptProxy>().ok()) else {
+            return;
+        };
+        let reset = bounded(self.deadline, async {
+            kept.session.reset().await.map_err(|e| Error::Backend(e.to_string()))
+        })
+        .await;
+        if reset.is_ok()
+            && let Some(conn) = &self.host.conn
+        {
+            conn.lock().capability_state.insert(PROXY_SESSION.into(), kept);
+        }
+    }
+
     async fn check_credentials(
         &mut self,
         hop: forward::NextHop,
