@@ -49,6 +49,7 @@ mod hook;
 pub mod host_list;
 pub mod ldap_filter;
 pub mod next_hop;
+pub mod regexp_table;
 pub mod subaddress;
 mod verdict;
 

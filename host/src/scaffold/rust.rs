@@ -30,6 +30,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../guest-plugins/sdk/src/next_hop.rs"),
     ),
     (
+        "src/regexp_table.rs",
+        include_str!("../../../guest-plugins/sdk/src/regexp_table.rs"),
+    ),
+    (
         "src/dns_list.rs",
         include_str!("../../../guest-plugins/sdk/src/dns_list.rs"),
     ),
