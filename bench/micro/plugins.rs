@@ -70,6 +70,7 @@ fn host_list_chain(rt: &tokio::runtime::Runtime, n: usize, warm: u32) -> Arc<Reg
             limits: PluginLimits::default(),
             dirs: Vec::new(),
             grants: Vec::new(),
+            roles: Vec::new(),
         })
         .collect();
     let names = specs.iter().map(|s| s.name.clone()).collect();

@@ -651,6 +651,7 @@ async fn check(file: &Path) -> Result<()> {
         limits: PluginLimits::default(),
         dirs: Vec::new(),
         grants: Vec::new(),
+        roles: Vec::new(),
     };
     let runtime = crate::plugins::Runtime::new(
         instance.runtime_settings(std::slice::from_ref(&spec)),

@@ -308,6 +308,7 @@ impl Instance {
             limits,
             dirs,
             grants,
+            roles: own.roles.or(defaults.roles.clone()).unwrap_or_default(),
         })
     }
 

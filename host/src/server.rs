@@ -60,13 +60,17 @@ impl Shared {
     }
 
     /// A connection of the server with itself, and the settings now; with
-    /// `user`, the local user submitting mail, who relays as if logged in.
+    /// `user`, the local user submitting mail, who relays as if logged in
+    /// on a submission listener (the plugins of that role run).
     fn loopback_connection(&self, user: Option<String>) -> (Connection, Arc<SessionSettings>) {
         let settings = self.settings.load_full();
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut conn = Connection::new(loopback, loopback, &settings.hostname, settings.notes);
         conn.max_recipients = settings.max_recipients;
         conn.relaying = user.is_some();
+        if user.is_some() {
+            conn.role = Role::Submission;
+        }
         conn.local_user = user.clone();
         conn.auth_user = user;
         (conn, settings)

@@ -757,6 +757,9 @@ pub struct PluginTable {
     pub breaker_backoff: Option<Duration>,
     /// The capabilities the plugin may use (`dir:NAME`, `kv:NAME`, `dns`…).
     pub grants: Option<Vec<String>>,
+    /// The roles of the listeners whose sessions the plugin takes part in
+    /// (every role when unset), as Postfix's per-service restrictions.
+    pub roles: Option<Vec<Role>>,
 }
 
 /// `[runtime]`.

@@ -12,7 +12,7 @@ use super::loader::{LoadedPlugin, PluginSet};
 use super::runtime::{Runtime, arm, fuel_budget};
 use super::store::StoreState;
 use super::warm::Live;
-use crate::policy::{Decision, Hook, HookCall, Policy, Verdict};
+use crate::policy::{Decision, Hook, HookCall, HookSet, Policy, Verdict};
 use crate::protocol::Reply;
 use crate::session::SharedConnection;
 use crate::telemetry;
@@ -213,6 +213,8 @@ pub struct Chain {
     runtime: Runtime,
     set: Arc<PluginSet>,
     conn: SharedConnection,
+    /// The hooks each plugin is called for on this connection's listener.
+    hooks: Vec<HookSet>,
     live: Vec<Option<Live>>,
     /// Instance slots taken for plugins the current hook has yet to instantiate.
     reserved: Vec<Option<OwnedSemaphorePermit>>,
@@ -223,10 +225,13 @@ impl Chain {
     pub fn new(runtime: Runtime, set: Arc<PluginSet>, conn: SharedConnection) -> Self {
         let live = set.plugins.iter().map(|_| None).collect();
         let reserved = set.plugins.iter().map(|_| None).collect();
+        let role = conn.lock().role;
+        let hooks = set.plugins.iter().map(|plugin| plugin.hooks_for(role)).collect();
         Chain {
             runtime,
             set,
             conn,
+            hooks,
             live,
             reserved,
         }
@@ -238,10 +243,8 @@ impl Chain {
     /// holds slots while it waits for more (connections waiting on each other
     /// would otherwise deadlock once the slots run out).
     async fn reserve(&mut self, hook: Hook) -> Result<(), Fault> {
-        let callable = |chain: &Chain, i: usize| {
-            let plugin = &chain.set.plugins[i];
-            plugin.hooks.contains(hook) && !plugin.breaker.is_open()
-        };
+        let callable =
+            |chain: &Chain, i: usize| chain.hooks[i].contains(hook) && !chain.set.plugins[i].breaker.is_open();
         let needs_slot =
             |chain: &Chain, i: usize| callable(chain, i) && chain.live[i].is_none() && chain.reserved[i].is_none();
         let plugins = 0..self.set.plugins.len();
@@ -417,7 +420,7 @@ impl Chain {
             return false;
         }
         for index in 0..self.set.plugins.len() {
-            if !self.set.plugins[index].hooks.contains(Hook::Deny) {
+            if !self.hooks[index].contains(Hook::Deny) {
                 continue;
             }
             match self.invoke(index, Call::Deny(&denial)).await {
@@ -433,7 +436,7 @@ impl Chain {
 
 impl Policy for Chain {
     fn implements(&self, hook: Hook) -> bool {
-        self.set.plugins.iter().any(|p| p.hooks.contains(hook))
+        self.hooks.iter().any(|hooks| hooks.contains(hook))
     }
 
     async fn decide(&mut self, mut call: HookCall) -> Decision {
@@ -448,7 +451,7 @@ impl Policy for Chain {
         // back only then, so a chain with one recipient plugin pays nothing.
         let mut ran = false;
         for index in 0..self.set.plugins.len() {
-            if !self.set.plugins[index].hooks.contains(hook) {
+            if !self.hooks[index].contains(hook) {
                 continue;
             }
             if let HookCall::Rcpt(candidate) = &mut call
@@ -507,7 +510,7 @@ impl Policy for Chain {
         }
         let mut keywords = Vec::new();
         for index in 0..self.set.plugins.len() {
-            if !self.set.plugins[index].hooks.contains(Hook::Capabilities) {
+            if !self.hooks[index].contains(Hook::Capabilities) {
                 continue;
             }
             match self.invoke(index, Call::Capabilities).await {
@@ -525,7 +528,7 @@ impl Policy for Chain {
             return;
         }
         for index in 0..self.set.plugins.len() {
-            if !self.set.plugins[index].hooks.contains(hook) {
+            if !self.hooks[index].contains(hook) {
                 continue;
             }
             if let Err(fault) = self.invoke(index, Call::Hook(&call)).await {

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use waraka_config::Role;
 
 /// A host directory a plugin may use, seen by the guest at `guest` (e.g. `/maildir`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct PluginSpec {
     pub dirs: Vec<DirGrant>,
     /// Capability grants as written in `waraka.toml`.
     pub grants: Vec<String>,
+    /// The listener roles whose sessions it takes part in; empty: all.
+    pub roles: Vec<Role>,
 }
 
 /// A plugin ready to be instantiated for connections.
@@ -67,6 +70,8 @@ pub struct LoadedPlugin {
     pub dirs: Vec<DirGrant>,
     /// Capability grants as written in `waraka.toml`.
     pub grants: Arc<[String]>,
+    /// The listener roles whose sessions it takes part in; empty: all.
+    pub roles: Vec<Role>,
     /// SHA-256 of the component bytes.
     pub hash: String,
     /// Where it was loaded from, for logs.
@@ -120,6 +125,7 @@ impl LoadedPlugin {
             limits: spec.limits,
             dirs: spec.dirs.clone(),
             grants: spec.grants.as_slice().into(),
+            roles: spec.roles.clone(),
             hash: self.hash.clone(),
             source: self.source.clone(),
             compile_ms: 0,
@@ -133,7 +139,16 @@ impl LoadedPlugin {
 
     /// Whether `spec` asks for exactly the settings this plugin runs with.
     pub fn same_settings(&self, spec: &PluginSpec) -> bool {
-        self.limits == spec.limits && self.dirs == spec.dirs && *self.grants == *spec.grants
+        self.limits == spec.limits && self.dirs == spec.dirs && *self.grants == *spec.grants && self.roles == spec.roles
+    }
+
+    /// The hooks it is called for in a session on a listener of `role`.
+    pub fn hooks_for(&self, role: Role) -> HookSet {
+        if self.roles.is_empty() || self.roles.contains(&role) {
+            self.hooks
+        } else {
+            HookSet::default()
+        }
     }
 }
 
@@ -212,6 +227,7 @@ impl Runtime {
             limits: spec.limits,
             dirs: spec.dirs,
             grants: spec.grants.into(),
+            roles: spec.roles,
             hash,
             source,
             compile_ms,
