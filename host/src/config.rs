@@ -583,16 +583,19 @@ impl Instance {
             }
             Ok(NextHop::from(hop))
         };
-        let routes = o
-            .routes
-            .iter()
-            .map(|(domain, hop)| {
-                Ok((
-                    domain.to_ascii_lowercase(),
-                    next_hop(hop, &format!("[outbound.routes.{domain:?}]"))?,
-                ))
-            })
-            .collect::<Result<HashMap<_, _>>>()?;
+        let hops = |table: &BTreeMap<String, NextHopConfig>, section: &str| {
+            table
+                .iter()
+                .map(|(key, hop)| {
+                    Ok((
+                        key.to_ascii_lowercase(),
+                        next_hop(hop, &format!("[outbound.{section}.{key:?}]"))?,
+                    ))
+                })
+                .collect::<Result<HashMap<_, _>>>()
+        };
+        let routes = hops(&o.routes, "routes")?;
+        let senders = hops(&o.senders, "senders")?;
         let domains = o
             .domains
             .iter()
@@ -646,6 +649,7 @@ impl Instance {
                 .map(|hop| next_hop(hop, "[outbound.smarthost]"))
                 .transpose()?,
             routes,
+            senders,
         }))
     }
 
@@ -920,6 +924,41 @@ mod tests {
             with_route("")
                 .unwrap_err()
                 .contains("is a Unix socket, which is for LMTP hops (lmtp = true)")
+        );
+    }
+
+    #[test]
+    fn senders_pick_their_relay_after_the_recipient_domains_routes() {
+        let text = r#"
+            [outbound.smarthost]
+            host = "smarthost.test"
+            [outbound.routes."Routed.test"]
+            host = "routed.test"
+            [outbound.senders."@Tenant.test"]
+            host = "tenant-relay.test"
+            [outbound.senders."boss@tenant.test"]
+            host = "boss-relay.test"
+            user = "boss"
+            password = "secret"
+            [outbound.senders."<>"]
+            host = "bounce-relay.test"
+        "#;
+        let mut instance = Instance::embedded().unwrap();
+        instance.config.outbound = parse_config(text).unwrap().outbound;
+        let settings = instance.outbound_settings().unwrap().unwrap();
+        let hop = |domain: &str, sender: &str| settings.fixed_hop(domain, sender).map(|hop| hop.host.clone());
+        assert_eq!(hop("far.test", "a@tenant.test").as_deref(), Some("tenant-relay.test"));
+        assert_eq!(
+            hop("far.test", "Boss@Tenant.test").as_deref(),
+            Some("boss-relay.test"),
+            "the address wins"
+        );
+        assert_eq!(hop("far.test", "").as_deref(), Some("bounce-relay.test"));
+        assert_eq!(hop("far.test", "a@other.test").as_deref(), Some("smarthost.test"));
+        assert_eq!(
+            hop("routed.test", "a@tenant.test").as_deref(),
+            Some("routed.test"),
+            "the recipient's route wins"
         );
     }
 }

@@ -424,6 +424,34 @@ class NextHopTest(unittest.TestCase):
             dns.stop()
 
 
+    def test_senders_relay_through_their_own_next_hops(self):
+        """`[outbound.senders]`: a tenant's domain and one of its addresses
+        have their own relays, bounces another, everyone else the
+        smarthost; a recipient domain's route still comes first."""
+        ports = {name: free_port() for name in ("tenant", "boss", "bounces", "smarthost", "routed")}
+        hops = "".join(f'\n[outbound.{table}]\nhost = "127.0.0.1"\nport = {ports[name]}\n' for table, name in (
+            ('senders."@tenant.test"', "tenant"), ('senders."Boss@tenant.test"', "boss"),
+            ('senders."<>"', "bounces"), ("smarthost", "smarthost"), ('routes."routed.test"', "routed")))
+        dns = dnsmasq(RECORDS)
+        relays = {name: SmtpReceiver("127.0.0.1", port, name=f"{name}.test") for name, port in ports.items()}
+        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, 1, extra=hops))
+        try:
+            sent = {"tenant": ("a@tenant.test", "y@far.example"), "boss": ("boss@TENANT.test", "y@far.example"),
+                    "bounces": ("", "y@far.example"), "smarthost": ("a@sender.test", "y@far.example"),
+                    "routed": ("a@tenant.test", "x@routed.test")}
+            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+                for name, (from_, to) in sent.items():
+                    self.assertEqual(s.sendmail(from_, [to], message(f"for {name}")), {})
+            for name, (from_, to) in sent.items():
+                (got,) = relays[name].wait_for(1)
+                self.assertEqual((got[0].lower(), got[1]), (from_.lower(), [to]), name)
+        finally:
+            sender.stop()
+            for relay in relays.values():
+                relay.stop()
+            dns.stop()
+
+
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
         dns, port, server = late_relay()

@@ -237,6 +237,10 @@ pub struct OutboundConfig {
     pub smarthost: Option<NextHopConfig>,
     /// Per destination domain, a next hop instead of its MX hosts.
     pub routes: BTreeMap<String, NextHopConfig>,
+    /// Per sender — an address, `@domain`, or `<>` for bounces — a next
+    /// hop instead of the smarthost and the MX hosts (Postfix's
+    /// `sender_dependent_relayhost_maps`, with that hop's own AUTH).
+    pub senders: BTreeMap<String, NextHopConfig>,
     /// Per destination domain, its own pace and TLS policy.
     pub domains: BTreeMap<String, DomainConfig>,
     /// Whether a domain none of whose servers could be reached (no
@@ -304,6 +308,7 @@ impl Default for OutboundConfig {
             data_timeout: Duration::from_secs(600),
             smarthost: None,
             routes: BTreeMap::new(),
+            senders: BTreeMap::new(),
             domains: BTreeMap::new(),
             suspend_unreachable: true,
         }

@@ -109,6 +109,29 @@ pub struct OutboundSettings {
     pub smarthost: Option<NextHop>,
     /// Per domain (lower-case), a next hop instead of its MX hosts.
     pub routes: HashMap<String, NextHop>,
+    /// Per sender (lower-case: an address, `@domain`, or `<>`), a next hop
+    /// instead of the smarthost and the MX hosts.
+    pub senders: HashMap<String, NextHop>,
+}
+
+impl OutboundSettings {
+    /// The configured next hop for mail to `domain` from `sender` (empty
+    /// for a bounce): the domain's route, else the sender's (its address,
+    /// then its `@domain`), else the smarthost — Postfix's order of
+    /// `transport_maps`, `sender_dependent_relayhost_maps` and `relayhost`.
+    pub fn fixed_hop(&self, domain: &str, sender: &str) -> Option<&NextHop> {
+        let sender = sender.to_ascii_lowercase();
+        let by_sender = || {
+            if sender.is_empty() {
+                return self.senders.get("<>");
+            }
+            let domain = sender.rsplit_once('@').map(|(_, domain)| format!("@{domain}"));
+            self.senders
+                .get(&sender)
+                .or_else(|| domain.and_then(|domain| self.senders.get(&domain)))
+        };
+        self.routes.get(domain).or_else(by_sender).or(self.smarthost.as_ref())
+    }
 }
 
 /// What became of one recipient in one attempt.
@@ -697,7 +720,7 @@ impl Outbound {
             };
             return Ok((route, client, None));
         }
-        if let Some(hop) = settings.routes.get(domain).or(settings.smarthost.as_ref()) {
+        if let Some(hop) = settings.fixed_hop(domain, &info.sender) {
             return self.fixed_route(hop, client).await.map(unreported);
         }
         if let Some(ip) = address_literal(domain) {
