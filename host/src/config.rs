@@ -670,6 +670,29 @@ impl Instance {
         self.root.join("queue").join("outbound")
     }
 
+    /// The ACME ordering of `[acme]` for `[tls]`'s default certificate,
+    /// when configured; its account is kept in `queue/acme/`.
+    pub fn acme(&self) -> Result<Option<crate::acme::Acme>> {
+        let Some(settings) = self.config.acme.clone() else {
+            return Ok(None);
+        };
+        let Some(tls) = &self.config.tls else {
+            bail!("[acme] writes the certificate of [tls]: give [tls] cert and key paths");
+        };
+        let domains = if settings.domains.is_empty() {
+            vec![self.session_settings().hostname]
+        } else {
+            settings.domains.clone()
+        };
+        Ok(Some(crate::acme::Acme::new(
+            settings,
+            domains,
+            self.resolve(&tls.cert),
+            self.resolve(&tls.key),
+            &self.root.join("queue").join("acme"),
+        )))
+    }
+
     /// Where the running server publishes its plugin status for `waraka plugin list`.
     pub fn status_file(&self) -> PathBuf {
         self.root.join("queue").join("plugins.status.json")

@@ -19,6 +19,7 @@
 //! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod admission;
 pub mod capabilities;
 pub mod cli;

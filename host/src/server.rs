@@ -191,8 +191,12 @@ pub struct Prepared {
 pub async fn prepare(instance: &Instance, listen: &[(String, Role)]) -> Result<Prepared> {
     let ask_client_cert = instance.config.tls.as_ref().is_some_and(|t| t.ask_client_cert);
     let no_tls_hosts = instance.no_tls_hosts()?;
+    // A certificate ACME has yet to order is no error for `waraka check`:
+    // `waraka run` orders it before it gets here.
+    let acme_pending = instance.acme()?.is_some_and(|acme| acme.expiry().is_none());
     let tls = instance
         .tls_files()
+        .filter(|_| !acme_pending)
         .map(|files| Tls::load(files, ask_client_cert, no_tls_hosts))
         .transpose()?;
     let listeners = if listen.is_empty() {
@@ -203,7 +207,7 @@ pub async fn prepare(instance: &Instance, listen: &[(String, Role)]) -> Result<P
             .map(|(address, role)| Listener::plain(address, *role))
             .collect()
     };
-    if tls.is_none() && listeners.iter().any(|l| l.role == Role::Submissions) {
+    if tls.is_none() && !acme_pending && listeners.iter().any(|l| l.role == Role::Submissions) {
         anyhow::bail!("a submissions (implicit TLS) listener needs [tls] cert and key");
     }
     let registry = load_plugins(instance).await?;
@@ -229,6 +233,11 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     if let Some(listen) = instance.config.metrics.listen {
         telemetry::serve_prometheus(listen)?;
         info!(address = %listen, "metrics at /metrics");
+    }
+    // Before the certificate is read: it may be ordered now.
+    if let Some(acme) = instance.acme()? {
+        acme.at_start().await?;
+        tokio::spawn(Arc::new(acme).keep_renewed());
     }
     let Prepared {
         tls,

@@ -7,6 +7,7 @@ the ports come from the log. Every log line is kept for assertions.
 
 import contextlib
 import grp
+import json
 import os
 import pathlib
 import pwd
@@ -652,6 +653,27 @@ def dnsmasq(records):
         f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces", f"--pid-file={tmp}/pid",
         *(["--user=root"] if os.geteuid() == 0 else []), *records,
     ])
+
+
+def pebble(dns_port, http_port, cert, key):
+    """Let's Encrypt's test CA (Debian's pebble) on TCP loopback: its
+    directory at `.directory` over HTTPS with `cert` and `key`, names
+    resolved with the DNS server on `dns_port`, HTTP-01 challenges fetched
+    from `http_port`, and no artificial delays or refused nonces."""
+
+    def args(port, tmp):
+        config = {"pebble": {
+            "listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{free_port()}",
+            "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": free_port(),
+            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+        path = pathlib.Path(tmp) / "pebble.json"
+        path.write_text(json.dumps(config))
+        return ["env", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", shutil.which("pebble") or "/usr/bin/pebble",
+                "-config", str(path), "-dnsserver", f"127.0.0.1:{dns_port}"]
+
+    service = Service("pebble", args)
+    service.directory = f"https://localhost:{service.port}/dir"
+    return service
 
 
 class Knot:

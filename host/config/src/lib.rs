@@ -111,6 +111,8 @@ pub struct InstanceConfig {
     pub listener: Vec<ListenerConfig>,
     /// Certificate and key for STARTTLS and implicit TLS.
     pub tls: Option<TlsConfig>,
+    /// Certificates for `[tls]` obtained and renewed over ACME (RFC 8555).
+    pub acme: Option<AcmeConfig>,
     /// Named key/value stores that `kv:NAME` grants give to plugins.
     #[serde(default)]
     pub kv: BTreeMap<String, KvConfig>,
@@ -476,6 +478,43 @@ impl Default for SendmailConfig {
             allowed_users: Vec::new(),
         }
     }
+}
+
+/// `[acme]`: the certificate of `[tls]` (`cert`, `key`) obtained from an
+/// ACME certificate authority (Let's Encrypt by default) with HTTP-01
+/// challenges, and renewed before it expires.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL.
+    #[serde(default = "lets_encrypt")]
+    pub directory: String,
+    /// Where the CA writes about the account (`mailto:` is added to a bare
+    /// address).
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// The names the certificate is for; default: `[smtp] hostname`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Where the HTTP-01 responder listens while an order waits for the
+    /// CA: port 80 of the names, as the CA reaches them.
+    #[serde(default = "acme_http_listen")]
+    pub http_listen: SocketAddr,
+    /// How long before the certificate expires a new one is ordered.
+    #[serde(default = "acme_renew_before", with = "humantime_serde")]
+    pub renew_before: Duration,
+}
+
+fn lets_encrypt() -> String {
+    "https://acme-v02.api.letsencrypt.org/directory".into()
+}
+
+fn acme_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 80))
+}
+
+fn acme_renew_before() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 /// `[geoip]`.

@@ -680,7 +680,7 @@ impl Outbound {
 
     /// The servers for `domain` and the client settings to use with them:
     /// the `chosen` hop of a queue plugin, else the outbound hooks', the
-    /// configured route or smarthost, or the MX hosts; as the sender's
+    /// configured hop ([`OutboundSettings::fixed_hop`]), or the MX hosts; as the sender's
     /// `tls_request` asks (RFC 8689).
     async fn route(
         &self,

@@ -1,0 +1,279 @@
+//! The certificate of `[tls]` obtained and renewed over ACME (RFC 8555,
+//! with `instant-acme`): Let's Encrypt, or another CA. At start the server
+//! orders one when there is none or it expires within `renew_before`, then
+//! checks twice a day. Each order answers its HTTP-01 challenges on
+//! `http_listen` (a responder that runs only while the order waits) and
+//! writes the new key and chain over `[tls]`'s files, which the TLS
+//! acceptor reads again at the next handshake: no restart.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use waraka_config::AcmeConfig;
+
+/// How often a running server looks at the certificate's expiry.
+const CHECK_EVERY: Duration = Duration::from_secs(12 * 3600);
+/// How long the CA may take to validate the challenges and to issue.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What one instance orders, and where it keeps the results.
+pub struct Acme {
+    settings: AcmeConfig,
+    domains: Vec<String>,
+    cert: PathBuf,
+    key: PathBuf,
+    /// The account's credentials, kept between orders.
+    account: PathBuf,
+}
+
+impl Acme {
+    /// The ordering for `domains`, writing `cert` and `key`; the account is
+    /// kept in `state_dir`.
+    pub fn new(settings: AcmeConfig, domains: Vec<String>, cert: PathBuf, key: PathBuf, state_dir: &Path) -> Acme {
+        Acme {
+            settings,
+            domains,
+            cert,
+            key,
+            account: state_dir.join("account.json"),
+        }
+    }
+
+    /// When the certificate in place expires; `None` when there is none
+    /// that can be read.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        not_after(&std::fs::read(&self.cert).ok()?)
+    }
+
+    /// Whether a new certificate is due: none yet, or it expires within
+    /// `renew_before`.
+    pub fn due(&self) -> bool {
+        self.expiry()
+            .is_none_or(|expiry| expiry <= SystemTime::now() + self.settings.renew_before)
+    }
+
+    /// Orders a certificate for the domains and writes its key and chain.
+    pub async fn obtain(&self) -> Result<()> {
+        info!(domains = ?self.domains, directory = %self.settings.directory, "ACME: ordering a certificate");
+        let account = self.account().await?;
+        let identifiers: Vec<Identifier> = self.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+        let responses = Arc::new(Mutex::new(HashMap::new()));
+        let responder = Responder::start(self.settings.http_listen, responses.clone()).await?;
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization?;
+            match authorization.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => bail!("ACME: authorization {other:?}"),
+            }
+            let mut challenge = authorization
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| anyhow!("ACME: the CA offers no HTTP-01 challenge"))?;
+            responses.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                challenge.token.clone(),
+                challenge.key_authorization().as_str().to_string(),
+            );
+            challenge.set_ready().await?;
+        }
+        let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
+        let status = order.poll_ready(&retries).await?;
+        drop(responder);
+        if status != OrderStatus::Ready {
+            bail!(
+                "ACME: the order is {status:?} (the CA could not reach {} on port 80?)",
+                self.domains.join(", ")
+            );
+        }
+        let key = order.finalize().await?;
+        let chain = order.poll_certificate(&retries).await?;
+        write_private(&self.key, key.as_bytes())?;
+        write_private(&self.cert, chain.as_bytes())?;
+        info!(cert = %self.cert.display(), expires = ?self.expiry().map(humantime::format_rfc3339_seconds), "ACME: certificate installed");
+        Ok(())
+    }
+
+    /// The account: the one kept from an earlier order, else a new one
+    /// (kept for the next).
+    async fn account(&self) -> Result<Account> {
+        if let Ok(text) = std::fs::read_to_string(&self.account) {
+            let credentials: AccountCredentials =
+                serde_json::from_str(&text).with_context(|| format!("reading {}", self.account.display()))?;
+            return Ok(Account::builder()?.from_credentials(credentials).await?);
+        }
+        let contact: Vec<String> = self
+            .settings
+            .contact
+            .iter()
+            .map(|c| {
+                if c.contains(':') {
+                    c.clone()
+                } else {
+                    format!("mailto:{c}")
+                }
+            })
+            .collect();
+        let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let new = NewAccount {
+            contact: &contact,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = Account::builder()?
+            .create(&new, self.settings.directory.clone(), None)
+            .await?;
+        if let Some(dir) = self.account.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        write_private(&self.account, serde_json::to_string(&credentials)?.as_bytes())?;
+        info!(account = %self.account.display(), "ACME: account created");
+        Ok(account)
+    }
+
+    /// Orders at start when one is due. A failure is an error only when
+    /// there is no certificate at all; an expiring one stays in use.
+    pub async fn at_start(&self) -> Result<()> {
+        if !self.due() {
+            info!(expires = ?self.expiry().map(humantime::format_rfc3339_seconds), "ACME: certificate valid, not renewed");
+            return Ok(());
+        }
+        match self.obtain().await {
+            Ok(()) => Ok(()),
+            Err(e) if self.expiry().is_some() => {
+                warn!("ACME: renewal failed, the certificate in place stays: {e:#}");
+                Ok(())
+            }
+            Err(e) => Err(e.context("ACME: no certificate for [tls]")),
+        }
+    }
+
+    /// Looks at the certificate twice a day and renews it when due; a
+    /// failure is logged and tried again at the next look.
+    pub async fn keep_renewed(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(CHECK_EVERY).await;
+            if self.due()
+                && let Err(e) = self.obtain().await
+            {
+                warn!("ACME: renewal failed, trying again in 12 hours: {e:#}");
+            }
+        }
+    }
+}
+
+/// The notAfter time of the first certificate of a PEM chain.
+fn not_after(pem: &[u8]) -> Option<SystemTime> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let certificate = pem.parse_x509().ok()?;
+    let seconds = certificate.validity().not_after.timestamp();
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
+}
+
+/// Writes `bytes` to `path` readable by the owner only, through a
+/// temporary file renamed over it (a reader sees the old or the new).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("acme-new");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// The HTTP-01 responder: answers `GET /.well-known/acme-challenge/TOKEN`
+/// with the token's key authorization while it lives.
+struct Responder {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Responder {
+    async fn start(address: std::net::SocketAddr, responses: Arc<Mutex<HashMap<String, String>>>) -> Result<Responder> {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("ACME: the HTTP-01 responder cannot listen on {address}"))?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let responses = responses.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let answer = challenge_answer(&responses, request.uri().path());
+                        async move { Ok::<_, Infallible>(answer) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Ok(Responder { task })
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The reply to a request for `path`: the key authorization of a known
+/// token, else 404.
+fn challenge_answer(responses: &Mutex<HashMap<String, String>>, path: &str) -> Response<Full<Bytes>> {
+    let answer = path
+        .strip_prefix("/.well-known/acme-challenge/")
+        .and_then(|token| responses.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned());
+    match answer {
+        Some(body) => Response::new(Full::new(Bytes::from(body))),
+        None => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_tokens_are_answered() {
+        let responses = Mutex::new(HashMap::from([("tok".to_string(), "tok.thumb".to_string())]));
+        assert_eq!(
+            challenge_answer(&responses, "/.well-known/acme-challenge/tok").status(),
+            StatusCode::OK
+        );
+        for path in ["/.well-known/acme-challenge/other", "/tok", "/"] {
+            assert_eq!(
+                challenge_answer(&responses, path).status(),
+                StatusCode::NOT_FOUND,
+                "{path}"
+            );
+        }
+    }
+}

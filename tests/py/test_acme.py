@@ -1,0 +1,111 @@
+"""`[acme]` end to end against Let's Encrypt's test CA (Debian's pebble,
+started here): a server without a certificate orders one at start,
+answering the HTTP-01 challenge that pebble fetches from the name it
+resolves through the test's DNS, and offers it to STARTTLS; a valid one is
+kept at the next start, one about to expire is replaced, and a CA that
+cannot be reached stops a server that has none."""
+
+import os
+import pathlib
+import smtplib
+import ssl
+import subprocess
+import tempfile
+import unittest
+
+from harness import BIN, Waraka, dnsmasq, free_port, make_ca, make_cert, pebble, stopped_after_class
+
+NAME = "mx.acme.test"
+
+
+def presented_certificate(server):
+    """Issuer and subjectAltName of the certificate STARTTLS shows."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+        s.starttls(context=context)
+        der = s.sock.getpeercert(binary_form=True)
+    shown = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-issuer", "-ext", "subjectAltName"],
+                           input=der, capture_output=True, check=True).stdout.decode()
+    return shown
+
+
+class AcmeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        cls.ca, cert, key = make_ca(cls.tmp.name, ["localhost"])
+        cls.dns = stopped_after_class(cls, dnsmasq(["--local=/test/", f"--host-record={NAME},127.0.0.1"]))
+        cls.http_port = free_port()
+        cls.pebble = stopped_after_class(cls, pebble(cls.dns.port, cls.http_port, cert, key))
+
+    def setup(self, directory=None, certificate=False):
+        def setup(server):
+            tls = server.dir / "config/tls"
+            tls.mkdir(parents=True)
+            if certificate:
+                make_cert(tls / "cert.pem", tls / "key.pem", NAME)
+            server.edit("waraka.toml", lambda t: t + (
+                '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
+                f'\n[acme]\ndirectory = "{directory or self.pebble.directory}"\ncontact = ["postmaster@acme.test"]\n'
+                f'domains = ["{NAME}"]\nhttp_listen = "127.0.0.1:{self.http_port}"\n'))
+        return setup
+
+    def server(self, **kwargs):
+        return Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=self.setup(**kwargs),
+                      env={"SSL_CERT_FILE": str(self.ca)})
+
+    def test_a_server_without_a_certificate_orders_one_and_keeps_it(self):
+        server = self.server()
+        try:
+            shown = presented_certificate(server)
+            self.assertIn("Pebble", shown, "issued by the test CA")
+            self.assertIn(f"DNS:{NAME}", shown)
+            server.wait_for_log(r"ACME: certificate installed")
+            account = server.dir / "queue/acme/account.json"
+            self.assertEqual(oct(account.stat().st_mode & 0o777), "0o600")
+            self.assertEqual(oct((server.dir / "config/tls/key.pem").stat().st_mode & 0o777), "0o600")
+            issued = (server.dir / "config/tls/cert.pem").read_bytes()
+            server.kill_and_restart()
+            server.wait_for_log(r"ACME: certificate valid, not renewed")
+            self.assertEqual((server.dir / "config/tls/cert.pem").read_bytes(), issued, "kept, not ordered again")
+        finally:
+            server.stop()
+
+    def test_a_certificate_about_to_expire_is_replaced_at_start(self):
+        server = self.server(certificate=True)
+        try:
+            server.wait_for_log(r"ACME: ordering a certificate")
+            self.assertIn("Pebble", presented_certificate(server), "the two-day self-signed one was replaced")
+        finally:
+            server.stop()
+
+    def test_a_ca_that_cannot_be_reached_stops_a_server_without_a_certificate(self):
+        dead = f"https://localhost:{free_port()}/dir"
+        with tempfile.TemporaryDirectory() as tmp:
+            instance = pathlib.Path(tmp) / "i"
+            subprocess.run([BIN, "init", str(instance)], check=True, capture_output=True)
+
+            class Dir:
+                dir = instance
+
+                def edit(self, relative, change):
+                    path = instance / relative
+                    path.write_text(change(path.read_text()))
+
+            self.setup(directory=dead)(Dir())
+            check = subprocess.run([BIN, "check", "--config", str(instance)], capture_output=True, text=True,
+                                   timeout=60)
+            self.assertEqual(check.returncode, 0, "a certificate still to order is no error for check: "
+                             + check.stderr)
+            done = subprocess.run([BIN, "run", "--config", str(instance), "--listen", f"127.0.0.1:{free_port()}"],
+                                  capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "SSL_CERT_FILE": str(self.ca)})
+            self.assertNotEqual(done.returncode, 0)
+            self.assertIn("ACME: no certificate for [tls]", done.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
