@@ -466,6 +466,22 @@ def enable_tls(server, name, cert=None, key=None):
     server.edit("waraka.toml", lambda t: t + '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n')
 
 
+def auth_plain(user, password):
+    """The argument of `AUTH` for PLAIN with `user` and `password` (no
+    authorisation identity)."""
+    import base64
+    return "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+def try_login(port, user, password):
+    """AUTH PLAIN with `user` and `password` on a new session with the
+    server on `port`: its reply, as (code, text)."""
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=30) as s:
+        s.ehlo()
+        code, text = s.docmd("AUTH", auth_plain(user, password))
+        return code, text.decode()
+
+
 def flat_file_users(server, users):
     """Gives `auth/flat_file` these users ({name: password}) as cleartext
     entries, which it then accepts (a test's passwords need no hashing)."""

@@ -3,19 +3,13 @@ certificate of a test CA that waraka trusts (`SSL_CERT_FILE`), knows the
 users; the server checks AUTH by logging in there — over TLS from the
 start, after STARTTLS, or in the clear — per domain of the user name."""
 
-import base64
-import smtplib
 import tempfile
 import unittest
 
-from harness import Waraka, dovecot_imap, free_port, make_ca, stopped_after_class
+from harness import Waraka, dovecot_imap, free_port, make_ca, stopped_after_class, try_login
 
 USERS = {"bob@example.com": "b0b-secret", "dave@starttls.test": "d4ve", "erin@plain.test": "3rin",
          "fred@untrusted.test": "fr3d"}
-
-
-def plain(user, password):
-    return "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
 class AuthImapTest(unittest.TestCase):
@@ -39,10 +33,7 @@ class AuthImapTest(unittest.TestCase):
                                                      setup=setup, env={"SSL_CERT_FILE": str(ca)}))
 
     def auth(self, user, password):
-        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
-            s.ehlo()
-            code, text = s.docmd("AUTH", plain(user, password))
-            return code, text.decode()
+        return try_login(self.server.port, user, password)
 
     def test_credentials_the_imap_server_takes_are_taken_over_imaps(self):
         self.assertEqual(self.auth("bob@example.com", "b0b-secret")[0], 235)

@@ -3,15 +3,9 @@ is the server that knows the users; the front server checks AUTH by
 trying the credentials there (the host's SMTP client, up to AUTH, then
 QUIT), per domain of the user name."""
 
-import base64
-import smtplib
 import unittest
 
-from harness import Waraka, flat_file_users, free_port, stopped_after_class
-
-
-def plain(user, password):
-    return "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+from harness import Waraka, flat_file_users, free_port, stopped_after_class, try_login
 
 
 class AuthProxyTest(unittest.TestCase):
@@ -31,10 +25,7 @@ class AuthProxyTest(unittest.TestCase):
                                                      setup=setup))
 
     def auth(self, user, password):
-        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
-            s.ehlo()
-            code, text = s.docmd("AUTH", plain(user, password))
-            return code, text.decode()
+        return try_login(self.server.port, user, password)
 
     def test_credentials_the_other_server_takes_are_taken(self):
         self.assertEqual(self.auth("bob@example.com", "b0b-secret")[0], 235)

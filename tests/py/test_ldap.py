@@ -5,12 +5,11 @@ service account over plain LDAP and over ldaps:// (a certificate the
 server trusts through SSL_CERT_FILE), and a directory that cannot be
 reached never lets anyone in."""
 
-import base64
 import smtplib
 import tempfile
 import unittest
 
-from harness import LDAP_BASE, Waraka, make_ca, slapd
+from harness import LDAP_BASE, Waraka, auth_plain, make_ca, slapd
 
 LDIF = f"""dn: {LDAP_BASE}
 objectClass: dcObject
@@ -99,8 +98,6 @@ grants = ["ldap:main"]
     return setup
 
 
-def plain(user, password):
-    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
 class LdapTest(unittest.TestCase):
@@ -118,7 +115,7 @@ class LdapTest(unittest.TestCase):
 
     def auth(self, user, password):
         with self.client() as s:
-            code, text = s.docmd("AUTH", "PLAIN " + plain(user, password))
+            code, text = s.docmd("AUTH", auth_plain(user, password))
             return code, text.decode()
 
     def test_recipients_the_directory_knows_are_accepted(self):
@@ -202,7 +199,7 @@ class LdapTlsTest(unittest.TestCase):
             self.addCleanup(server.stop)
             with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
                 s.ehlo()
-                self.assertEqual(s.docmd("AUTH", "PLAIN " + plain("alice", "alice-pw"))[0], 235)
+                self.assertEqual(s.docmd("AUTH", auth_plain("alice", "alice-pw"))[0], 235)
                 s.mail("a@sender.test")
                 self.assertEqual(s.rcpt("bob@example.com")[0], 250)
 
@@ -218,7 +215,7 @@ class LdapTlsTest(unittest.TestCase):
                 self.addCleanup(server.stop)
                 with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
                     s.ehlo()
-                    code = s.docmd("AUTH", "PLAIN " + plain("alice", "alice-pw"))[0]
+                    code = s.docmd("AUTH", auth_plain("alice", "alice-pw"))[0]
                 self.assertEqual(code, expected, "the directory refuses plain text" if not starttls else "upgraded")
 
 
@@ -228,7 +225,7 @@ class UnreachableDirectoryTest(unittest.TestCase):
         self.addCleanup(server.stop)
         with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
             s.ehlo()
-            code, text = s.docmd("AUTH", "PLAIN " + plain("alice", "alice-pw"))
+            code, text = s.docmd("AUTH", auth_plain("alice", "alice-pw"))
             self.assertEqual((code, text.decode()), (454, "4.7.0 Authentication service unavailable"))
             s.mail("a@sender.test")
             code, text = s.rcpt("alice@example.com")

@@ -8,8 +8,8 @@
 //! decides; the body is never changed, so the actions are REJECT, WARN,
 //! HOLD and DUNNO.
 
-use waraka_plugin::regexp_table::{Action, Rule, decide, rules};
-use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, note_transaction, session};
+use waraka_plugin::regexp_table::{Action, Rule, decide, hold, reject, rules};
+use waraka_plugin::{Hook, Plugin, Settings, Verdict, message, session};
 
 const RULES: &str = "body_checks";
 const RELAYING_RULES: &str = "body_checks.relaying";
@@ -94,19 +94,11 @@ impl Plugin for BodyChecks {
                 true
             }
             Some(Action::Hold(text)) => {
-                let reason = if text.is_empty() { line.to_string() } else { text };
-                waraka_plugin::info!("body_checks: held for {line:?}");
-                note_transaction("quarantine", &format!("body_checks: {reason}"));
+                hold(Self::NAME, line, text);
                 true
             }
             Some(Action::Reject(text)) => {
-                waraka_plugin::info!("body_checks: refused for {line:?}");
-                let text = if text.is_empty() {
-                    "Message content rejected".into()
-                } else {
-                    text
-                };
-                verdict = Verdict::deny_code(550, "5.7.1", &text);
+                verdict = reject(Self::NAME, line, text);
                 false
             }
             // Left out when the rules were read (`usable`).

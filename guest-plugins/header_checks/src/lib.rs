@@ -7,8 +7,8 @@
 //! such as removing the `User-Agent` of mail users send. For each field the
 //! first rule that matches decides, as in a Postfix lookup table.
 
-use waraka_plugin::regexp_table::{Action, Rule, decide, rules};
-use waraka_plugin::{Hook, Plugin, Verdict, message, note_transaction, session};
+use waraka_plugin::regexp_table::{Action, Rule, decide, hold, reject, rules};
+use waraka_plugin::{Hook, Plugin, Verdict, message, session};
 
 const RULES: &str = "header_checks";
 const RELAYING_RULES: &str = "header_checks.relaying";
@@ -96,15 +96,7 @@ impl Plugin for HeaderChecks {
             let field = format!("{name}: {value}");
             match decide(&rules, &field) {
                 None | Some(Action::Dunno) => {}
-                Some(Action::Reject(text)) => {
-                    waraka_plugin::info!("header_checks: refused for {field:?}");
-                    let text = if text.is_empty() {
-                        "Message content rejected".into()
-                    } else {
-                        text
-                    };
-                    return Verdict::deny_code(550, "5.7.1", &text);
-                }
+                Some(Action::Reject(text)) => return reject(Self::NAME, &field, text),
                 Some(Action::Warn(text)) => waraka_plugin::warn!("header_checks: {field:?}: {text}"),
                 Some(Action::Ignore) => {
                     header.remove(position);
@@ -120,11 +112,7 @@ impl Plugin for HeaderChecks {
                         position += 1;
                     }
                 }
-                Some(Action::Hold(text)) => {
-                    let reason = if text.is_empty() { field.clone() } else { text };
-                    waraka_plugin::info!("header_checks: held for {field:?}");
-                    note_transaction("quarantine", &format!("header_checks: {reason}"));
-                }
+                Some(Action::Hold(text)) => hold(Self::NAME, &field, text),
             }
             position += 1;
         }

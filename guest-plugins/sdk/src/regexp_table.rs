@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use crate::{Regex, config_lines, parsed_config};
+use crate::{Regex, Verdict, config_lines, note_transaction, parsed_config};
 
 /// What a matching rule does to the message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +124,27 @@ pub fn decide(rules: &[&Rule], text: &str) -> Option<Action> {
             other => other.clone(),
         })
     })
+}
+
+/// What a `REJECT [text]` rule of `plugin` answers for what it matched:
+/// `550 5.7.1 text`, or Postfix's `Message content rejected`.
+pub fn reject(plugin: &str, matched: &str, text: String) -> Verdict {
+    crate::info!("{plugin}: refused for {matched:?}");
+    let text = if text.is_empty() {
+        "Message content rejected".into()
+    } else {
+        text
+    };
+    Verdict::deny_code(550, "5.7.1", &text)
+}
+
+/// What a `HOLD [reason]` rule of `plugin` does: the transaction note
+/// `quarantine` (`PLUGIN: reason`, else what matched), for
+/// `queue/quarantine` to keep the message aside.
+pub fn hold(plugin: &str, matched: &str, reason: String) {
+    crate::info!("{plugin}: held for {matched:?}");
+    let reason = if reason.is_empty() { matched.to_string() } else { reason };
+    note_transaction("quarantine", &format!("{plugin}: {reason}"));
 }
 
 #[cfg(test)]
