@@ -596,6 +596,18 @@ impl Instance {
         };
         let routes = hops(&o.routes, "routes")?;
         let senders = hops(&o.senders, "senders")?;
+        let sources = o
+            .sources
+            .iter()
+            .map(|(key, source)| {
+                let bind = crate::delivery::BindAddresses {
+                    v4: source.bind_address,
+                    v6: source.bind_address6,
+                };
+                let helo = source.helo.clone();
+                (key.to_ascii_lowercase(), crate::delivery::Source { bind, helo })
+            })
+            .collect();
         let domains = o
             .domains
             .iter()
@@ -650,6 +662,7 @@ impl Instance {
                 .transpose()?,
             routes,
             senders,
+            sources,
         }))
     }
 
@@ -983,5 +996,26 @@ mod tests {
             Some("routed.test"),
             "the recipient's route wins"
         );
+        let sourced = r#"
+            [outbound]
+            helo = "mx.example.com"
+            bind_address = "192.0.2.1"
+            [outbound.sources."@Tenant.test"]
+            bind_address6 = "2001:db8::10"
+            helo = "mail.tenant.test"
+        "#;
+        instance.config.outbound = parse_config(sourced).unwrap().outbound;
+        let settings = instance.outbound_settings().unwrap().unwrap();
+        let tenant = settings.client_for("a@TENANT.test");
+        assert_eq!(tenant.helo, "mail.tenant.test");
+        assert_eq!(
+            (tenant.bind.v4, tenant.bind.v6),
+            (
+                Some("192.0.2.1".parse().unwrap()),
+                Some("2001:db8::10".parse().unwrap())
+            ),
+            "what the source leaves out is [outbound]'s"
+        );
+        assert_eq!(settings.client_for("").helo, "mx.example.com", "no entry for <>");
     }
 }

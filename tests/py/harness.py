@@ -1201,7 +1201,8 @@ class SmtpReceiver:
     accepted is kept in `messages` as (sender, recipients, bytes), and every
     MAIL and RCPT line as sent in `commands`. `delay` seconds pass before
     each reply to the message. `extensions` are offered in the EHLO reply
-    besides PIPELINING and 8BITMIME. With `tls` (certificate and key files)
+    besides PIPELINING and 8BITMIME; `greetings` keeps each session's
+    client address and EHLO name. With `tls` (certificate and key files)
     it offers STARTTLS, and `tls_extensions` once TLS is up. `most_open` is
     the largest number of sessions open at once.
     """
@@ -1213,6 +1214,7 @@ class SmtpReceiver:
 
         self.messages = []
         self.commands = []
+        self.greetings = []
         self.extensions = list(extensions)
         self.tls_extensions = list(tls_extensions)
         self.tls = None
@@ -1268,6 +1270,8 @@ class SmtpReceiver:
                     with self.lock:
                         self.commands.append(command)
                 if verb == "EHLO":
+                    with self.lock:
+                        self.greetings.append((sock.getpeername()[0], command[5:].strip()))
                     say(f"250-{name}")
                     offered = ["PIPELINING", *self.extensions]
                     if self.tls and not encrypted:

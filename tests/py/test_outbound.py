@@ -452,6 +452,32 @@ class NextHopTest(unittest.TestCase):
             dns.stop()
 
 
+    def test_a_senders_mail_leaves_from_its_own_address_and_name(self):
+        """`[outbound.sources]`: a tenant's mail comes from 127.0.0.31 and
+        greets as its own host, whatever the route; others keep `[outbound]`'s."""
+        dns = dnsmasq(RECORDS)
+        port = free_port("127.0.0.30")
+        receiver = SmtpReceiver("127.0.0.30", port, name="relay.test")
+        hops = (f'\n[outbound.smarthost]\nhost = "127.0.0.30"\nport = {port}\n'
+                '\n[outbound.sources."@tenant.test"]\nbind_address = "127.0.0.31"\nhelo = "mail.tenant.test"\n')
+        sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, 1, extra=hops))
+        try:
+            # One after the other: each delivery is one session, one greeting.
+            for count, (from_, subject) in enumerate((("a@Tenant.test", "tenant"), ("a@sender.test", "other")), 1):
+                with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+                    self.assertEqual(s.sendmail(from_, ["y@far.example"], message(subject)), {})
+                receiver.wait_for(count)
+            self.assertEqual([m[0] for m in receiver.received()], ["a@Tenant.test", "a@sender.test"])
+            tenant, other = receiver.greetings
+            self.assertEqual(tenant, ("127.0.0.31", "mail.tenant.test"))
+            self.assertNotEqual(other[0], "127.0.0.31")
+            self.assertNotEqual(other[1], "mail.tenant.test")
+        finally:
+            sender.stop()
+            receiver.stop()
+            dns.stop()
+
+
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
         dns, port, server = late_relay()

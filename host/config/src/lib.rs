@@ -243,6 +243,9 @@ pub struct OutboundConfig {
     /// hop instead of the smarthost and the MX hosts (Postfix's
     /// `sender_dependent_relayhost_maps`, with that hop's own AUTH).
     pub senders: BTreeMap<String, NextHopConfig>,
+    /// Per sender (as `senders`), the local address connections come from
+    /// and the name they greet with, whatever the route.
+    pub sources: BTreeMap<String, SourceConfig>,
     /// Per destination domain, its own pace and TLS policy.
     pub domains: BTreeMap<String, DomainConfig>,
     /// Whether a domain none of whose servers could be reached (no
@@ -250,6 +253,20 @@ pub struct OutboundConfig {
     /// connections`) has its other mail deferred without trying until the
     /// failed attempt's retry, as Postfix suspends a dead destination.
     pub suspend_unreachable: bool,
+}
+
+/// `[outbound.sources."SENDER"]`: where one sender's mail leaves from —
+/// Postfix's `smtp_bind_address` and `smtp_helo_name` of a transport chosen
+/// by sender, Haraka's `bind` and `bind_helo` of `get_mx`.
+#[derive(Debug, Deserialize, serde::Serialize, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The local IPv4 address connections to IPv4 servers come from.
+    pub bind_address: Option<std::net::Ipv4Addr>,
+    /// The local IPv6 address connections to IPv6 servers come from.
+    pub bind_address6: Option<std::net::Ipv6Addr>,
+    /// The name sent with EHLO/HELO.
+    pub helo: Option<String>,
 }
 
 /// `[outbound.domains."DOMAIN"]`: how mail for one destination domain is
@@ -311,6 +328,7 @@ impl Default for OutboundConfig {
             smarthost: None,
             routes: BTreeMap::new(),
             senders: BTreeMap::new(),
+            sources: BTreeMap::new(),
             domains: BTreeMap::new(),
             suspend_unreachable: true,
         }

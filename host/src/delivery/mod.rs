@@ -23,5 +23,5 @@ pub use dmarc_failure::DmarcFailureReports;
 pub use dmarc_report::DmarcReports;
 pub use live::{LiveEnvelope, LiveSession};
 pub use notice::Report;
-pub use outbound::{DomainLimit, Limits, NextHop, Outbound, OutboundSettings, Rate};
+pub use outbound::{DomainLimit, Limits, NextHop, Outbound, OutboundSettings, Rate, Source};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};

@@ -5,7 +5,7 @@
 //! attempt of the retry schedule, permanent ones (and those whose schedule
 //! ran out) are bounced to the sender with a DSN.
 
-use super::client::{ClientError, ClientSettings, RemoteReply, TlsMode, send};
+use super::client::{BindAddresses, ClientError, ClientSettings, RemoteReply, TlsMode, send};
 use super::daily::Submitter;
 use super::dmarc_failure::DmarcFailureReports;
 use super::dmarc_report::DmarcReports;
@@ -112,6 +112,33 @@ pub struct OutboundSettings {
     /// Per sender (lower-case: an address, `@domain`, or `<>`), a next hop
     /// instead of the smarthost and the MX hosts.
     pub senders: HashMap<String, NextHop>,
+    /// Per sender (as `senders`), where its connections come from.
+    pub sources: HashMap<String, Source>,
+}
+
+/// Where one sender's mail leaves from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    /// The local addresses its connections come from (unset: `[outbound]`'s).
+    pub bind: BindAddresses,
+    /// The name its sessions greet with (unset: `[outbound] helo`).
+    pub helo: Option<String>,
+}
+
+/// The entry of `table` for `sender` (empty for a bounce): its address
+/// (any case), then its `@domain`; `<>` for a bounce.
+fn by_sender<'a, T>(table: &'a HashMap<String, T>, sender: &str) -> Option<&'a T> {
+    if table.is_empty() {
+        return None;
+    }
+    if sender.is_empty() {
+        return table.get("<>");
+    }
+    let sender = sender.to_ascii_lowercase();
+    let domain = sender.rsplit_once('@').map(|(_, domain)| format!("@{domain}"));
+    table
+        .get(&sender)
+        .or_else(|| domain.and_then(|domain| table.get(&domain)))
 }
 
 impl OutboundSettings {
@@ -120,17 +147,24 @@ impl OutboundSettings {
     /// then its `@domain`), else the smarthost — Postfix's order of
     /// `transport_maps`, `sender_dependent_relayhost_maps` and `relayhost`.
     pub fn fixed_hop(&self, domain: &str, sender: &str) -> Option<&NextHop> {
-        let sender = sender.to_ascii_lowercase();
-        let by_sender = || {
-            if sender.is_empty() {
-                return self.senders.get("<>");
+        self.routes
+            .get(domain)
+            .or_else(|| by_sender(&self.senders, sender))
+            .or(self.smarthost.as_ref())
+    }
+
+    /// The client settings for mail from `sender`: `[outbound]`'s, with
+    /// the sender's own source address and greeting when it has them.
+    pub fn client_for(&self, sender: &str) -> ClientSettings {
+        let mut client = self.client.clone();
+        if let Some(source) = by_sender(&self.sources, sender) {
+            client.bind.v4 = source.bind.v4.or(client.bind.v4);
+            client.bind.v6 = source.bind.v6.or(client.bind.v6);
+            if let Some(helo) = &source.helo {
+                client.helo = helo.clone();
             }
-            let domain = sender.rsplit_once('@').map(|(_, domain)| format!("@{domain}"));
-            self.senders
-                .get(&sender)
-                .or_else(|| domain.and_then(|domain| self.senders.get(&domain)))
-        };
-        self.routes.get(domain).or_else(by_sender).or(self.smarthost.as_ref())
+        }
+        client
     }
 }
 
@@ -690,7 +724,7 @@ impl Outbound {
     ) -> Result<(Route, ClientSettings, Option<TlsPolicy>), Report> {
         let domain = info.domain.as_str();
         let settings = &self.inner.settings;
-        let mut client = settings.client.clone();
+        let mut client = settings.client_for(&info.sender);
         if let Some(tls) = settings.limits.tls(domain) {
             client.tls = tls;
         }
