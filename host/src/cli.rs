@@ -871,13 +871,10 @@ fn headers_text(message: &[u8]) -> std::borrow::Cow<'_, str> {
 /// Prints the route of `domain` as the outbound queue would take it, with
 /// what DNSSEC proves of it (whether or not `[outbound] dane` is on).
 async fn print_route(instance: &Instance, domain: &str) -> Result<()> {
-    use crate::delivery::{Route, RouteSettings, resolve};
+    use crate::delivery::{Route, resolve};
     let outbound = &instance.config.outbound;
     let dns = instance.dns()?;
-    let settings = RouteSettings {
-        port: outbound.port,
-        allow_local: outbound.allow_local,
-    };
+    let settings = instance.route_settings();
     let targets = match resolve(&dns, domain, &settings)
         .await
         .with_context(|| format!("looking up {domain}"))?

@@ -644,10 +644,7 @@ impl Instance {
                 .then(|| self.report_submitter(o.tls_report_from.as_deref(), "tls-reports")),
             dmarc_reports: None,
             dmarc_failures: None,
-            route: RouteSettings {
-                port: o.port,
-                allow_local: o.allow_local,
-            },
+            route: self.route_settings(),
             schedule,
             concurrency: o.concurrency,
             limits: Limits {
@@ -681,6 +678,16 @@ impl Instance {
     /// The outbound queue directory (`queue/outbound`).
     pub fn outbound_queue_dir(&self) -> PathBuf {
         self.root.join("queue").join("outbound")
+    }
+
+    /// How outbound delivery finds and reaches a domain's servers.
+    pub fn route_settings(&self) -> RouteSettings {
+        let o = &self.config.outbound;
+        RouteSettings {
+            port: o.port,
+            allow_local: o.allow_local,
+            protocols: o.inet_protocols,
+        }
     }
 
     /// The ACME ordering of `[acme]` for `[tls]`'s default certificate,

@@ -1245,6 +1245,7 @@ class SmtpReceiver:
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
             daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
         self.server = Server((host, port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

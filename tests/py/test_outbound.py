@@ -478,6 +478,36 @@ class NextHopTest(unittest.TestCase):
             dns.stop()
 
 
+class InetProtocolsTest(unittest.TestCase):
+    def test_deliveries_use_the_ip_versions_allowed(self):
+        """`[outbound] inet_protocols`: the MX of dual.test has an IPv4 and
+        an IPv6 address, each with a receiver; v4only.test has IPv4 only."""
+        dns = dnsmasq(["--local=/test/", "--mx-host=dual.test,mx.dual.test,10", "--mx-host=v4only.test,mx.v4only.test,10",
+                       "--host-record=mx.dual.test,127.0.0.40,::1", "--host-record=mx.v4only.test,127.0.0.40"])
+        port = free_port("127.0.0.40")
+        v4, v6 = SmtpReceiver("127.0.0.40", port, name="v4.test"), SmtpReceiver("::1", port, name="v6.test")
+        servers = {protocols: Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(
+            dns.port, port, extra=f'inet_protocols = "{protocols}"\n')) for protocols in ("ipv4", "ipv6", "all")}
+        try:
+            for protocols, server in servers.items():
+                with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                    self.assertEqual(s.sendmail(f"{protocols}@sender.test", ["r@dual.test"], message(protocols)), {})
+            wait_until(lambda: len(v4.received()) + len(v6.received()) == 3, what="three deliveries")
+            self.assertEqual(sorted(m[0] for m in v4.received()), ["all@sender.test", "ipv4@sender.test"],
+                             "IPv4 first when both are allowed")
+            self.assertEqual([m[0] for m in v6.received()], ["ipv6@sender.test"])
+            ipv6 = servers["ipv6"]
+            with smtplib.SMTP("127.0.0.1", ipv6.port, local_hostname="client.test", timeout=30) as s:
+                self.assertEqual(s.sendmail("ipv6@sender.test", ["r@v4only.test"], message("unreachable")), {})
+            ipv6.wait_for_log(r"mail servers of v4only\.test have no address of the IP version")
+        finally:
+            for server in servers.values():
+                server.stop()
+            v4.stop()
+            v6.stop()
+            dns.stop()
+
+
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
         dns, port, server = late_relay()

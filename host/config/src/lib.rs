@@ -183,6 +183,10 @@ pub struct OutboundConfig {
     pub port: u16,
     /// Whether MX records may point at loopback or link-local addresses.
     pub allow_local: bool,
+    /// Which IP versions deliveries use (Postfix's `inet_protocols`): a
+    /// host whose IPv6 has no route, or no PTR records the big receivers
+    /// insist on, sends over IPv4 only.
+    pub inet_protocols: InetProtocols,
     /// `never`, `opportunistic` (STARTTLS when offered, any certificate),
     /// `verify` (when offered, verified) or `required` (verified, else no delivery).
     pub tls: OutboundTls,
@@ -285,6 +289,19 @@ pub struct DomainConfig {
     pub tls: Option<OutboundTls>,
 }
 
+/// The IP versions outbound connections use.
+#[derive(Debug, Deserialize, serde::Serialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InetProtocols {
+    /// IPv4 and IPv6 (A records first).
+    #[default]
+    All,
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+}
+
 /// The certificate policy of outbound STARTTLS.
 #[derive(Debug, Deserialize, serde::Serialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -307,6 +324,7 @@ impl Default for OutboundConfig {
             per_domain: 10,
             port: 25,
             allow_local: false,
+            inet_protocols: InetProtocols::All,
             tls: OutboundTls::Opportunistic,
             retry: None,
             delay_warning: Duration::from_secs(4 * 3600),

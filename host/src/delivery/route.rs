@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use waraka_config::InetProtocols;
 
 /// One server to try, with its addresses in the order to try them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +83,20 @@ pub struct RouteSettings {
     /// Whether loopback, unspecified and link-local addresses from DNS are
     /// used (off in production: a DNS record must not aim mail at ourselves).
     pub allow_local: bool,
+    /// The IP versions connections use.
+    pub protocols: InetProtocols,
+}
+
+impl RouteSettings {
+    /// Whether a connection to `address` uses an allowed IP version (a
+    /// Unix socket always does).
+    pub fn allows(&self, address: &Address) -> bool {
+        match (address.ip(), self.protocols) {
+            (None, _) | (Some(_), InetProtocols::All) => true,
+            (Some(ip), InetProtocols::Ipv4) => ip.is_ipv4(),
+            (Some(ip), InetProtocols::Ipv6) => ip.is_ipv6(),
+        }
+    }
 }
 
 fn usable(ip: &IpAddr, allow_local: bool) -> bool {

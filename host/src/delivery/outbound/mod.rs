@@ -916,7 +916,23 @@ impl Outbound {
     async fn attempt(&self, entry: &Entry, info: &DeliveryInfo) -> Vec<(String, Outcome)> {
         let all = |outcome: Outcome| all_recipients(entry, outcome);
         let (targets, client, reported) = match self.route(info, entry.hop.as_ref(), entry.tls_request).await {
-            Ok((Route::Targets(targets), client, reported)) => (targets, client, reported),
+            Ok((Route::Targets(mut targets), client, reported)) => {
+                let route = &self.inner.settings.route;
+                for target in &mut targets {
+                    target.addrs.retain(|addr| route.allows(addr));
+                }
+                targets.retain(|target| !target.addrs.is_empty());
+                if targets.is_empty() {
+                    return all(Outcome::Failed(Report::local(
+                        "5.4.4",
+                        format!(
+                            "the mail servers of {} have no address of the IP version [outbound] inet_protocols allows",
+                            entry.domain
+                        ),
+                    )));
+                }
+                (targets, client, reported)
+            }
             Ok((Route::NullMx, _, _)) => {
                 return all(Outcome::Failed(Report::local(
                     "5.1.10",
