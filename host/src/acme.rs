@@ -101,6 +101,9 @@ impl Acme {
         }
         let key = order.finalize().await?;
         let chain = order.poll_certificate(&retries).await?;
+        for dir in [&self.key, &self.cert].into_iter().filter_map(|path| path.parent()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         write_private(&self.key, key.as_bytes())?;
         write_private(&self.cert, chain.as_bytes())?;
         info!(cert = %self.cert.display(), expires = ?self.expiry().map(humantime::format_rfc3339_seconds), "ACME: certificate installed");

@@ -236,6 +236,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     }
     // Before the certificate is read: it may be ordered now.
     if let Some(acme) = instance.acme()? {
+        if acme.due() {
+            // The order waits on the CA (seconds, at most a few minutes).
+            tell_service_manager(&[sd_notify::NotifyState::Status("ordering the TLS certificate over ACME")]);
+        }
         acme.at_start().await?;
         tokio::spawn(Arc::new(acme).keep_renewed());
     }

@@ -44,8 +44,8 @@ class AcmeTest(unittest.TestCase):
     def setup(self, directory=None, certificate=False):
         def setup(server):
             tls = server.dir / "config/tls"
-            tls.mkdir(parents=True)
             if certificate:
+                tls.mkdir(parents=True)
                 make_cert(tls / "cert.pem", tls / "key.pem", NAME)
             server.edit("waraka.toml", lambda t: t + (
                 '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
