@@ -322,10 +322,14 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     });
     let mut listeners = JoinSet::new();
     let mut listening = Vec::new();
+    let mut inherited = inherited_listeners();
     for spec in addresses {
-        let listener = TcpListener::bind(&spec.address)
-            .await
-            .with_context(|| format!("listening on {}", spec.address))?;
+        let listener = match take_inherited(&mut inherited, &spec.address) {
+            Some(socket) => TcpListener::from_std(socket)?,
+            None => TcpListener::bind(&spec.address)
+                .await
+                .with_context(|| format!("listening on {}", spec.address))?,
+        };
         let proxy = !spec.proxy_from.is_empty();
         let address = listener.local_addr()?;
         info!(%address, role = %spec.role.name(), proxy, hostname = %shared.settings.load().hostname, "listening");
@@ -414,6 +418,44 @@ fn raise_open_file_limit() {
             warn!("could not raise the open-file limit from {:?}: {e}", limit.current);
         }
     }
+}
+
+/// The listening sockets the service manager passed (socket activation:
+/// `LISTEN_FDS`, checked against `LISTEN_PID`). With them, a restart keeps
+/// the ports open: clients wait in the backlog instead of being refused.
+fn inherited_listeners() -> Vec<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    let fds = match sd_notify::listen_fds() {
+        Ok(fds) => fds,
+        Err(e) => {
+            warn!("sockets passed by the service manager ignored: {e}");
+            return Vec::new();
+        }
+    };
+    fds.filter_map(|fd| {
+        // SAFETY: sd_listen_fds(3)'s protocol gives this process (LISTEN_PID
+        // was checked) the descriptors from 3 on; nothing else in it owns
+        // or closes them, and each is taken once.
+        let socket = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        match socket.local_addr().and_then(|_| socket.set_nonblocking(true)) {
+            Ok(()) => Some(socket),
+            Err(e) => {
+                warn!(fd, "a socket passed by the service manager is not a TCP listener: {e}");
+                None
+            }
+        }
+    })
+    .collect()
+}
+
+/// The inherited socket bound to `address`, taken out of `inherited`.
+fn take_inherited(inherited: &mut Vec<std::net::TcpListener>, address: &str) -> Option<std::net::TcpListener> {
+    let wanted: std::net::SocketAddr = address.parse().ok()?;
+    let at = inherited
+        .iter()
+        .position(|socket| socket.local_addr().is_ok_and(|bound| bound == wanted))?;
+    info!(%address, "listening on the socket the service manager passed");
+    Some(inherited.remove(at))
 }
 
 /// Tells systemd (`Type=notify`, `notify-reload`) how the server is, when

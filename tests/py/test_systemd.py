@@ -2,7 +2,9 @@
 NOTIFY_SOCKET (a datagram socket of the test, as systemd gives a
 `Type=notify` service) says READY=1 once it listens, RELOADING=1 with
 MONOTONIC_USEC and READY=1 again around a reload, and STOPPING=1 when it is
-told to stop. The example unit passes `systemd-analyze verify`."""
+told to stop. Sockets systemd passes (socket activation, through
+`systemd-socket-activate`) are the listeners'. The example units pass
+`systemd-analyze verify`."""
 
 import os
 import socket
@@ -12,7 +14,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import BIN, ROOT, Waraka
+from harness import BIN, ROOT, Waraka, free_port
 
 
 class NotifyTest(unittest.TestCase):
@@ -63,14 +65,47 @@ class NotifyTest(unittest.TestCase):
 
 
 
-class UnitTest(unittest.TestCase):
-    def test_the_example_unit_verifies(self):
-        unit = (ROOT / "examples/systemd/waraka.service").read_text().replace("/usr/local/bin/waraka", BIN)
+class SocketActivationTest(unittest.TestCase):
+    def test_the_socket_systemd_passes_is_the_listener(self):
+        """`systemd-socket-activate` holds the port and starts the server
+        at the first connection, as a `waraka.socket` unit does: the client
+        that came first waits in the backlog and is served."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "waraka.service"
-            path.write_text(unit)
-            done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)],
-                                  capture_output=True, text=True, timeout=60)
+            instance = Path(tmp) / "i"
+            subprocess.run([BIN, "init", str(instance)], check=True, capture_output=True)
+            port = free_port()
+            address = f"127.0.0.1:{port}"
+            proc = subprocess.Popen(["systemd-socket-activate", "--listen", address, "-E", "NO_COLOR=1",
+                                     BIN, "run", "--config", str(instance), "--listen", address],
+                                    stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda: (proc.terminate(), proc.wait(timeout=15), proc.stderr.close()))
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    client = socket.create_connection(("127.0.0.1", port), timeout=30)
+                    break
+                except ConnectionRefusedError:
+                    self.assertLess(time.monotonic(), deadline, "systemd-socket-activate did not listen")
+                    time.sleep(0.05)
+            with client:
+                self.assertTrue(client.recv(100).startswith(b"220 "), "served once the server started")
+            log = []
+            for line in proc.stderr:
+                log.append(line)
+                if "listening address=" in line:
+                    break
+            self.assertTrue(any("listening on the socket the service manager passed" in line for line in log),
+                            "".join(log))
+
+
+class UnitTest(unittest.TestCase):
+    def test_the_example_units_verify(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("waraka.service", "waraka.socket"):
+                unit = (ROOT / "examples/systemd" / name).read_text().replace("/usr/local/bin/waraka", BIN)
+                (Path(tmp) / name).write_text(unit)
+            done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(Path(tmp) / "waraka.service"),
+                                   str(Path(tmp) / "waraka.socket")], capture_output=True, text=True, timeout=60)
         self.assertEqual((done.returncode, done.stderr.strip()), (0, ""), "no unknown keys, the binary runs")
 
 
