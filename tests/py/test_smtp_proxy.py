@@ -8,7 +8,7 @@ import re
 import smtplib
 import unittest
 
-from harness import Waraka, free_port, stopped_after_class, wait_until
+from harness import SmtpReceiver, Waraka, free_port, stopped_after_class, wait_until
 
 
 def message(subject):
@@ -84,6 +84,24 @@ class SmtpProxyTest(unittest.TestCase):
         s = self.client(self.down)
         self.assertEqual(s.mail("a@sender.test"), (451, b"4.4.1 Next hop unavailable, try again later"))
         self.down.wait_for_log(r"queue/smtp_proxy: MAIL at the next hop failed")
+
+
+class DsnTest(unittest.TestCase):
+    def test_dsn_requests_go_on_to_a_next_hop_that_takes_them(self):
+        port = free_port()
+        receiver = SmtpReceiver("127.0.0.1", port, name="next.test", extensions=["DSN"])
+        self.addCleanup(receiver.stop)
+        server = Waraka(["queue/smtp_proxy"], setup=lambda s: s.edit(
+            "config/queue/smtp_proxy.ini", lambda t: t.replace("port = 10025", f"port = {port}")))
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            self.assertEqual(s.mail("a@sender.test", ["RET=HDRS", "ENVID=env1"])[0], 250)
+            self.assertEqual(s.rcpt("r@example.com", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;r@example.com"])[0], 250)
+            self.assertEqual(s.data(message("with dsn"))[0], 250)
+        self.assertEqual(receiver.commands, ["MAIL FROM:<a@sender.test> RET=HDRS ENVID=env1",
+                                             "RCPT TO:<r@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;r@example.com"])
+        self.assertEqual(len(receiver.received()), 1)
 
 
 if __name__ == "__main__":
