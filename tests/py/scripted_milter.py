@@ -7,7 +7,9 @@ accepts, NAMES being the recipients it was shown in that transaction. At
 the message's end it removes the recipient `drop@…` and makes
 `rewritten@sender.test` the sender of mail from `rewrite@…`. For mail from
 `edit@…` it changes the first `To` to `changed@example.com` and inserts
-`X-Inserted: second` as the header's second field."""
+`X-Inserted: second` as the header's second field; for mail from `body@…`
+it sends a body of its own in place of the message's (in two chunks, the
+second with a bare LF)."""
 
 import sys
 
@@ -46,6 +48,9 @@ class Scripted(Milter.Base):
                 self.delrcpt(f"<{recipient}>")
         if self.sender.startswith("rewrite@"):
             self.chgfrom("<rewritten@sender.test>")
+        if self.sender.startswith("body@"):
+            self.replacebody(b"The milter's own body,\r\n")
+            self.replacebody(b"in two chunks.\n")
         if self.sender.startswith("edit@"):
             self.chgheader("To", 1, "changed@example.com")
             self.addheader("X-Inserted", "second", 1)
@@ -54,5 +59,5 @@ class Scripted(Milter.Base):
 
 if __name__ == "__main__":
     Milter.factory = Scripted
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.DELRCPT | Milter.CHGFROM)
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY | Milter.DELRCPT | Milter.CHGFROM)
     Milter.runmilter("scripted", f"inet:{sys.argv[1]}@127.0.0.1", timeout=30)

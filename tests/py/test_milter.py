@@ -263,6 +263,17 @@ class LiveMilterTest(unittest.TestCase):
                          "inserted at the milter's position, changed in place, added at the end")
         self.assertEqual((stored["To"], stored["X-Inserted"]), ("changed@example.com", "second"))
 
+    def test_the_milter_replaces_the_body(self):
+        s = self.client()
+        s.mail("body@sender.test")
+        s.rcpt("rcpt@example.com")
+        self.assertEqual(s.data(message("new body"))[0], 250)
+        (stored,) = [p.read_bytes() for p in self.server.maildir() if b"Subject: new body\r\n" in p.read_bytes()]
+        header, body = stored.split(b"\r\n\r\n", 1)
+        self.assertEqual(body, b"The milter's own body,\r\nin two chunks.\r\n", "joined, the bare LF made CRLF")
+        self.assertIn(b"X-Scripted-Milter: seen rcpt@example.com", header, "header changes apply too")
+        self.server.wait_for_log(r"milter replaced the message body milter=\"?scripted")
+
     def test_the_milter_removes_a_recipient_and_changes_the_sender(self):
         s = self.client()
         s.mail("rewrite@sender.test")

@@ -18,13 +18,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const VERSION: u32 = 6;
 
 /// Changes a milter may ask for (`SMFIF_*`): add header fields (0x01),
-/// add recipients (0x04), remove recipients (0x08), change or delete
-/// header fields (0x10), quarantine (0x20), change the sender (0x40), and
-/// send its list of macros (0x100). Replacing the body (0x02) and adding
-/// recipients with parameters (0x80) are not offered.
-const ACTIONS: u32 = 0x01 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40 | 0x100;
+/// replace the body (0x02), add recipients (0x04), remove recipients
+/// (0x08), change or delete header fields (0x10), quarantine (0x20),
+/// change the sender (0x40), and send its list of macros (0x100). Adding
+/// recipients with parameters (0x80) is not offered.
+const ACTIONS: u32 = 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x20 | 0x40 | 0x100;
+/// The largest new body a milter may send, in bytes.
+const MAX_NEW_BODY: usize = 64 << 20;
 /// The `SMFIF_*` bit of each change a milter sends, by its reply code.
-const CHANGE_ACTIONS: [(u8, u32, &str); 7] = [
+const CHANGE_ACTIONS: [(u8, u32, &str); 8] = [
+    (b'b', 0x02, "replace the body"),
     (b'h', 0x01, "add a header field"),
     (b'i', 0x01, "insert a header field"),
     (b'm', 0x10, "change a header field"),
@@ -148,6 +151,9 @@ pub struct Outcome {
     /// The changes it asked for (only a milter that saw the message's end
     /// sends any).
     pub changes: Vec<Change>,
+    /// The body it sent in place of the message's (`SMFIR_REPLBODY`, its
+    /// chunks joined), as it sent it.
+    pub body: Option<Vec<u8>>,
 }
 
 /// One milter, by the address it listens on.
@@ -310,6 +316,7 @@ impl Conversation {
             let no_changes = |decision| Outcome {
                 decision,
                 changes: Vec::new(),
+                body: None,
             };
             if let Some(decision) = self.catch_up(envelope, None).await? {
                 return Ok(no_changes(decision));
@@ -347,6 +354,8 @@ enum Answer {
     Decided(Decision),
     /// A change (only before the answer to the message's end).
     Change(Change),
+    /// A chunk of a new body (`SMFIR_REPLBODY`; likewise).
+    Body(Vec<u8>),
 }
 
 /// One connection to a milter, after option negotiation.
@@ -471,7 +480,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Answer::Continue => {}
                     Answer::Skip => break,
                     Answer::Decided(decision) => return Ok(Some(decision)),
-                    Answer::Change(_) => return Err("sent a change before the message's end".into()),
+                    Answer::Change(_) | Answer::Body(_) => {
+                        return Err("sent a change before the message's end".into());
+                    }
                 }
             }
         }
@@ -484,16 +495,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.send_macros(b'E', 0, &[("i", envelope.queue_id.clone())]).await?;
         write_frame(&mut self.stream, b'E', &[]).await?;
         let mut changes = Vec::new();
+        let mut body: Option<Vec<u8>> = None;
         loop {
             match self.answer().await? {
                 Answer::Change(change) => changes.push(change),
+                Answer::Body(chunk) => {
+                    let body = body.get_or_insert_with(Vec::new);
+                    if body.len() + chunk.len() > MAX_NEW_BODY {
+                        return Err(format!("sent a new body over {MAX_NEW_BODY} bytes"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
                 Answer::Continue => {
                     return Ok(Outcome {
                         decision: Decision::Accept,
                         changes,
+                        body,
                     });
                 }
-                Answer::Decided(decision) => return Ok(Outcome { decision, changes }),
+                Answer::Decided(decision) => {
+                    return Ok(Outcome {
+                        decision,
+                        changes,
+                        body,
+                    });
+                }
                 Answer::Skip => return Err("answered the message's end with SMFIR_SKIP".into()),
             }
         }
@@ -520,7 +546,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Answer::Continue => Ok(None),
             Answer::Decided(decision) => Ok(Some(decision)),
             Answer::Skip => Err(format!("answered {:?} with SMFIR_SKIP", code as char)),
-            Answer::Change(_) => Err("sent a change before the message's end".into()),
+            Answer::Change(_) | Answer::Body(_) => Err("sent a change before the message's end".into()),
         }
     }
 
@@ -618,6 +644,7 @@ fn parse_answer(code: u8, data: &[u8]) -> Result<Answer, Failure> {
             Answer::Change(Change::ChangeSender(bare_path(&sender)))
         }
         b'q' => Answer::Change(Change::Quarantine(strings()?.concat())),
+        b'b' => Answer::Body(data.to_vec()),
         other => return Err(format!("sent {:?}, which waraka does not take", other as char)),
     })
 }
@@ -806,9 +833,9 @@ mod tests {
         );
         assert!(parse_answer(b'h', b"no value\0").is_err());
         assert!(parse_answer(b'h', b"unterminated").is_err());
-        assert!(
-            parse_answer(b'b', b"a new body").is_err(),
-            "SMFIR_REPLBODY is not offered"
+        assert_eq!(
+            parse_answer(b'b', b"a new body\r\n"),
+            Ok(Answer::Body(b"a new body\r\n".to_vec()))
         );
     }
 

@@ -156,6 +156,30 @@ impl StoreState {
     }
 }
 
+impl StoreState {
+    /// Puts milter `name`'s new body in place of the message's (bare LFs
+    /// made CRLF, as the message is kept).
+    fn replace_body(&self, name: &str, body: &[u8]) {
+        let mut lines = Vec::with_capacity(body.len() + body.len() / 32);
+        let mut previous = 0u8;
+        for &byte in body {
+            if byte == b'\n' && previous != b'\r' {
+                lines.push(b'\r');
+            }
+            lines.push(byte);
+            previous = byte;
+        }
+        let replaced = self.host.conn.as_ref().is_some_and(|conn| {
+            let mut conn = conn.lock();
+            let message = conn.transaction.as_mut().and_then(|tx| tx.message.as_mut());
+            message.map(|message| message.replace_body(&lines)).is_some()
+        });
+        if replaced {
+            tracing::info!(milter = name, bytes = lines.len(), "milter replaced the message body");
+        }
+    }
+}
+
 impl milter::Host for StoreState {
     async fn sender(&mut self, name: String) -> Result<Option<milter::Decision>, Error> {
         self.live_step(name, Step::Sender).await
@@ -193,6 +217,9 @@ impl milter::Host for StoreState {
         let (outcome, conversation) = outcome?;
         if let Some(conversation) = conversation {
             self.keep_conversation(&name, conversation);
+        }
+        if let (Decision::Accept, Some(body)) = (&outcome.decision, &outcome.body) {
+            self.replace_body(&name, body);
         }
         Ok(milter::Outcome {
             decision: outcome.decision.into(),

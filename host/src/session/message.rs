@@ -360,6 +360,17 @@ impl Message {
         Ok(true)
     }
 
+    /// Puts `body` (CRLF lines) in place of the message's body; the header
+    /// stays as it is. The new body is held in memory.
+    pub fn replace_body(&mut self, body: &[u8]) {
+        let mut stored = Vec::with_capacity(body.len() + 2);
+        stored.extend_from_slice(b"\r\n");
+        stored.extend_from_slice(body);
+        self.len = stored.len() as u64;
+        self.storage = Arc::new(Storage::Memory(stored));
+        self.body_start = 0;
+    }
+
     /// Removes every field with this name; returns how many.
     pub fn remove_header(&mut self, name: &str) -> u32 {
         let before = self.fields.len();
@@ -475,6 +486,21 @@ mod tests {
         );
         assert_eq!(m.size(), expected.len() as u64);
         assert_eq!(m.insert_header(0, "Bad:Name", "x"), Err(HeaderError::BadName));
+    }
+
+    #[test]
+    fn a_new_body_keeps_the_header_and_its_edits() {
+        for threshold in [0, 1 << 20] {
+            let (_dir, mut m) = message(MSG, threshold);
+            m.add_header("X-Seen", "1").unwrap();
+            m.replace_body(b"new\r\nbody\r\n");
+            let expected = b"X-Seen: 1\r\nSubject: hi\r\nTo: a@b,\r\n c@d\r\n\r\nnew\r\nbody\r\n";
+            assert_eq!(read_all(&m), expected);
+            assert_eq!(m.size(), expected.len() as u64);
+            let mut streamed = Vec::new();
+            io::Read::read_to_end(&mut m.reader(), &mut streamed).unwrap();
+            assert_eq!(streamed, expected);
+        }
     }
 
     #[test]
