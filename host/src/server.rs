@@ -336,6 +336,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         listening.push(format!("{address} ({})", spec.role.name()));
         listeners.spawn(accept_loop(listener, spec, shared.clone(), stop_rx.clone()));
     }
+    for socket in inherited {
+        let address = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        warn!(%address, "a socket the service manager passed matches no listener of waraka.toml; closed");
+    }
     tell_service_manager(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("listening on {}", listening.join(", "))),
