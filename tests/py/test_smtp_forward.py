@@ -28,7 +28,8 @@ class SmtpForwardTest(unittest.TestCase):
         cls.addClassCleanup(cls.default.stop)
         cls.routed = SmtpReceiver("127.0.0.12", port, scripted, name="routed.hop.test")
         cls.addClassCleanup(cls.routed.stop)
-        cls.server = Waraka(["rcpt_to.in_host_list", "queue/smtp_forward"], setup=forward_setup(port))
+        cls.server = Waraka(["rcpt_to.in_host_list", "queue/smtp_forward"],
+                            setup=forward_setup(port, extra_ini="\n[Moved@Dest.test]\nhost = 127.0.0.12\n"))
         cls.addClassCleanup(cls.server.stop)
 
     def send(self, recipients, subject, sender="a@sender.test"):
@@ -46,6 +47,12 @@ class SmtpForwardTest(unittest.TestCase):
         sender, _, data = self.with_subject(self.default, "split")[0]
         self.assertEqual(sender, "a@sender.test")
         self.assertTrue(data.startswith(b"Received: from client.test"))
+
+    def test_one_mailbox_of_a_domain_has_its_own_next_hop(self):
+        self.assertEqual(self.send(["stays@dest.test", "moved@dest.test"], "one moved"), {})
+        self.assertEqual([m[1] for m in self.with_subject(self.default, "one moved")], [["stays@dest.test"]])
+        self.assertEqual([m[1] for m in self.with_subject(self.routed, "one moved")], [["moved@dest.test"]],
+                         "the [address] section wins over the domain's (any case)")
 
     def test_a_4xx_at_the_next_hop_is_a_4xx_to_the_client_and_the_retry_goes_through(self):
         with self.assertRaises(smtplib.SMTPDataError) as cm:

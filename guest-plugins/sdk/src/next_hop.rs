@@ -79,13 +79,38 @@ impl Routes {
     /// `None` when neither names a `host` (or a socket `path`, which a
     /// section's own `host` overrides, as Haraka's `lmtp.ini` has it).
     pub fn route(&self, domain: &str, defaults: Defaults) -> Option<Hop> {
+        self.route_in(&[domain], defaults)
+    }
+
+    /// The next hop for the recipient `address`: the section named by the
+    /// whole address (`[alice@example.com]`: one mailbox elsewhere, as
+    /// Haraka's `recipient-routes`), else its domain's, else the top.
+    pub fn route_recipient(&self, address: &Address, defaults: Defaults) -> Option<Hop> {
+        self.route_in(&[&address.to_addr_spec(), &address.domain], defaults)
+    }
+
+    /// The server for the user name `user`: the section named by the whole
+    /// name, else its domain's (the part after `@`), else the top.
+    pub fn route_user(&self, user: &str, defaults: Defaults) -> Option<Hop> {
+        let domain = user.rsplit_once('@').map_or("", |(_, domain)| domain);
+        self.route_in(&[user, domain], defaults)
+    }
+
+    /// The next hop of the first section `names` has (any case), else of
+    /// the top; a section takes the keys it leaves out from the top.
+    fn route_in(&self, names: &[&str], defaults: Defaults) -> Option<Hop> {
         let top = &self.0[0].1;
-        let domain = domain.to_ascii_lowercase();
-        let (settings, inherited): (&Part, &[(String, String)]) =
-            match self.0.iter().find(|(name, _)| name.as_deref() == Some(domain.as_str())) {
-                Some((_, section)) => (section, top),
-                None => (top, &[]),
-            };
+        let section = names.iter().find_map(|wanted| {
+            let wanted = wanted.to_ascii_lowercase();
+            self.0
+                .iter()
+                .find(|(name, _)| name.as_deref() == Some(wanted.as_str()))
+                .map(|(_, section)| section)
+        });
+        let (settings, inherited): (&Part, &[(String, String)]) = match section {
+            Some(section) => (section, top),
+            None => (top, &[]),
+        };
         let find = |part: &[(String, String)], key: &str| part.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let get = |key: &str| find(settings, key).or_else(|| find(inherited, key));
         let server = |part: &[(String, String)]| find(part, "path").or_else(|| find(part, "host"));
@@ -97,19 +122,13 @@ impl Routes {
         })
     }
 
-    /// The server for the user name `user`: the section of its domain (the
-    /// part after `@`), else the top.
-    pub fn route_user(&self, user: &str, defaults: Defaults) -> Option<Hop> {
-        self.route(user.rsplit_once('@').map_or("", |(_, domain)| domain), defaults)
-    }
-
     /// Groups `recipients` (as `local@domain`) by next hop, in order of
     /// first appearance; `Err` names a recipient without one.
     pub fn groups(&self, recipients: &[Address], defaults: Defaults) -> Result<Vec<(Hop, Vec<String>)>, String> {
         let mut out: Vec<(Hop, Vec<String>)> = Vec::new();
         for rcpt in recipients {
             let hop = self
-                .route(&rcpt.domain, defaults)
+                .route_recipient(rcpt, defaults)
                 .ok_or_else(|| format!("no next hop (host) for {rcpt}"))?;
             let address = rcpt.to_addr_spec();
             match out.iter_mut().find(|(h, _)| *h == hop) {
@@ -252,7 +271,7 @@ pub fn verify_recipient(name: &str, defaults: Defaults, protocol: Protocol, on: 
         }
     }
     let hop = match &lines {
-        Ok(lines) => Routes::parse(lines).route(&recipient.domain, defaults),
+        Ok(lines) => Routes::parse(lines).route_recipient(recipient, defaults),
         Err(e) => return unverified(format!("{name} unreadable: {e:?}")),
     };
     let Some(hop) = hop else {
@@ -363,6 +382,41 @@ mod tests {
         assert_eq!(hop("carol@EXAMPLE.org").as_deref(), Some("mail.example.org:465"));
         assert_eq!(hop("dave@example.net").as_deref(), Some("smtp.example.com:587"));
         assert_eq!(Routes::parse(&[]).route_user("", submission), None);
+        let mailbox = Routes::parse(
+            &[
+                "host = new.example.com",
+                "[old.example.com]",
+                "host = old.example.com",
+                "[Alice@Old.example.com]",
+                "host = archive.example.com",
+            ]
+            .map(String::from),
+        );
+        let recipient = |local: &str, domain: &str| Address {
+            local_part: local.into(),
+            domain: domain.into(),
+            params: Vec::new(),
+        };
+        let host = |address: Address| mailbox.route_recipient(&address, submission).map(|h| h.host);
+        assert_eq!(
+            host(recipient("alice", "old.example.com")).as_deref(),
+            Some("archive.example.com")
+        );
+        assert_eq!(
+            host(recipient("bob", "old.example.com")).as_deref(),
+            Some("old.example.com")
+        );
+        assert_eq!(
+            host(recipient("carol", "other.test")).as_deref(),
+            Some("new.example.com")
+        );
+        assert_eq!(
+            mailbox
+                .route_user("ALICE@old.example.com", submission)
+                .map(|h| h.host)
+                .as_deref(),
+            Some("archive.example.com")
+        );
     }
 
     #[test]
