@@ -594,6 +594,20 @@ impl Instance {
                 })
                 .collect::<Result<HashMap<_, _>>>()
         };
+        // A sender key is an address, `@domain` or `<>`: a bare domain
+        // would match no sender, silently.
+        for (section, key) in o
+            .senders
+            .keys()
+            .map(|k| ("senders", k))
+            .chain(o.sources.keys().map(|k| ("sources", k)))
+        {
+            if key != "<>" && !key.contains('@') {
+                bail!(
+                    "[outbound.{section}.{key:?}]: a sender is an address, @domain or <> (write \"@{key}\" for the domain)"
+                );
+            }
+        }
         let routes = hops(&o.routes, "routes")?;
         let senders = hops(&o.senders, "senders")?;
         let sources = o
@@ -1024,5 +1038,10 @@ mod tests {
             "what the source leaves out is [outbound]'s"
         );
         assert_eq!(settings.client_for("").helo, "mx.example.com", "no entry for <>");
+        instance.config.outbound = parse_config("[outbound.senders.\"tenant.test\"]\nhost = \"x\"\n")
+            .unwrap()
+            .outbound;
+        let refused = instance.outbound_settings().map(|_| ()).unwrap_err().to_string();
+        assert!(refused.contains(r#"write "@tenant.test" for the domain"#), "{refused}");
     }
 }
