@@ -82,6 +82,19 @@ class BatvTest(unittest.TestCase):
         code, _, stored = self.bounce(expired, sender="dave@dest.test")
         self.assertEqual((code, stored["Delivered-To"]), (250, "alice@example.com"))
 
+    def test_a_new_signing_key_keeps_the_old_ones_tags_good(self):
+        old = self.relay("alice@example.com", "before rotation")
+        self.server.edit("config/batv.ini", lambda t: t + "key.1 = the next secret\n")
+        self.server.set_settings("batv.ini", sign_with="1")
+        try:
+            new = self.relay("alice@example.com", "after rotation")
+            self.assertEqual(new, tag("alice", "example.com", today() + 7, key=1, secret="the next secret"))
+            for sender in (old, new):
+                code, _, stored = self.bounce(sender)
+                self.assertEqual((code, stored["Delivered-To"]), (250, "alice@example.com"), sender)
+        finally:
+            self.server.set_settings("batv.ini", sign_with="0")
+
     def test_an_untagged_bounce_is_marked_or_refused(self):
         code, _, stored = self.bounce("alice@example.com")
         self.assertEqual((code, stored["X-Bounce-Validation"]), (250, "fail (batv)"))

@@ -116,6 +116,25 @@ class GeoIpTest(unittest.TestCase):
         write_city(self.city, amsterdam_country="NL")
         self.server.reload()
 
+    def test_only_allowed_countries_send_and_the_distance_comes_from_public_ip(self):
+        self.server.set_settings("geoip.ini", deny_countries="", allow_countries="NL, US")
+        self.server.edit("config/geoip.ini", lambda t: t.replace("latitude = 52.37", "# latitude = 52.37")
+                         .replace("longitude = 4.89", "# longitude = 4.89")
+                         .replace("# public_ip = 192.0.2.25", f"public_ip = {AMSTERDAM}"))
+        try:
+            with self.client(BEIJING) as s:
+                s.ehlo()
+                code, text = s.mail("a@sender.test")
+                self.assertEqual(code, 550, text)
+            self.assertRegex(self.deliver(SEATTLE), r"^US, WA, Seattle, 78\d\dkm$",
+                             "allowed, 78xx km from this server's own address in Amsterdam")
+            self.assertRegex(self.deliver(AMSTERDAM), r"^NL, NH, Amsterdam, 0km$")
+        finally:
+            self.server.set_settings("geoip.ini", deny_countries="CN", allow_countries="")
+            self.server.edit("config/geoip.ini", lambda t: t.replace("# latitude = 52.37", "latitude = 52.37")
+                             .replace("# longitude = 4.89", "longitude = 4.89")
+                             .replace(f"public_ip = {AMSTERDAM}", "# public_ip = 192.0.2.25"))
+
     def test_private_clients_are_left_alone_unless_asked(self):
         self.server.set_settings("geoip.ini", check_private="false")
         try:

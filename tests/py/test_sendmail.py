@@ -82,6 +82,15 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(status, 75, errors)
         self.assertIn("no server takes local mail", errors)
 
+    def test_a_server_with_local_submission_off_takes_none(self):
+        server = Waraka(["rcpt_to.in_host_list", "queue/maildir"],
+                        setup=lambda s: s.edit("waraka.toml", lambda t: t + "\n[sendmail]\nenabled = false\n"))
+        self.addCleanup(server.stop)
+        self.assertFalse((server.dir / "queue/submit.sock").exists())
+        status, errors = sendmail(["--config", str(server.dir), "x@dest.test"], "Subject: x\n\noff\n")
+        self.assertEqual(status, 75, errors)
+        self.assertIn("no server takes local mail", errors)
+
     def test_the_server_knows_the_caller_from_the_kernel(self):
         server = self.server
         # Let another user reach the socket: traverse-only directories.
