@@ -1202,7 +1202,8 @@ class SmtpReceiver:
     MAIL and RCPT line as sent in `commands`. `delay` seconds pass before
     each reply to the message. `extensions` are offered in the EHLO reply
     besides PIPELINING and 8BITMIME; `greetings` keeps each session's
-    client address and EHLO name. With `tls` (certificate and key files)
+    client address and EHLO name, `encrypted` whether each message came
+    over TLS. With `tls` (certificate and key files)
     it offers STARTTLS, and `tls_extensions` once TLS is up. `most_open` is
     the largest number of sessions open at once.
     """
@@ -1215,6 +1216,7 @@ class SmtpReceiver:
         self.messages = []
         self.commands = []
         self.greetings = []
+        self.encrypted = []
         self.extensions = list(extensions)
         self.tls_extensions = list(tls_extensions)
         self.tls = None
@@ -1317,6 +1319,7 @@ class SmtpReceiver:
                     time.sleep(self.delay)
                     with self.lock:
                         self.messages.append((sender, list(recipients), data))
+                        self.encrypted.append(encrypted)
                     say("250 2.0.0 Stored")
                 elif verb == "RSET":
                     sender, recipients = None, []

@@ -6,11 +6,12 @@ mail deferred without knocking (`[outbound] suspend_unreachable`)."""
 
 import smtplib
 import socketserver
+import tempfile
 import threading
 import time
 import unittest
 
-from harness import SmtpReceiver, Waraka, dnsmasq, free_port, prometheus, wait_until, waraka_queue
+from harness import SmtpReceiver, Waraka, dnsmasq, free_port, make_cert, prometheus, wait_until, waraka_queue
 from test_outbound import message, queue_entries, relay_setup
 
 RECORDS = [
@@ -21,6 +22,9 @@ RECORDS = [
     "--host-record=mx.slow.test,127.0.0.21",
     "--mx-host=busy.test,mx.busy.test,10",
     "--host-record=mx.busy.test,127.0.0.22",
+    "--mx-host=plain.test,mx.tls.test,10",
+    "--mx-host=any.test,mx.tls.test,10",
+    "--host-record=mx.tls.test,127.0.0.23",
 ]
 
 
@@ -51,6 +55,27 @@ def send_each(server, domain, count, subject):
     with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
         for n in range(count):
             s.sendmail("sender@sender.test", [f"r{n}@{domain}"], message(f"{subject} {n}"))
+
+
+class NoTlsTest(unittest.TestCase):
+    def test_a_domain_with_tls_never_gets_plain_text_from_a_server_that_offers_starttls(self):
+        dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
+        port = free_port("127.0.0.23")
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = f"{tmp}/cert.pem", f"{tmp}/key.pem"
+            make_cert(cert, key, "mx.tls.test")
+            receiver = SmtpReceiver("127.0.0.23", port, name="mx.tls.test", tls=(cert, key))
+        self.addCleanup(receiver.stop)
+        server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(
+            dns.port, port, extra='\n[outbound.domains."plain.test"]\ntls = "never"\n'))
+        self.addCleanup(server.stop)
+        for count, domain in enumerate(("any.test", "plain.test"), 1):
+            send_each(server, domain, 1, domain)
+            receiver.wait_for(count)
+        by_domain = {m[1][0].split("@")[1]: tls for m, tls in zip(receiver.received(), receiver.encrypted)}
+        self.assertEqual(by_domain, {"any.test": True, "plain.test": False},
+                         "opportunistic STARTTLS for the one, plain text for the other")
 
 
 class PacingTest(unittest.TestCase):
