@@ -11,7 +11,9 @@ from test_outbound import message, mx_and_relay, wait_until
 SETTINGS = """
 always = archive@example.com
 sender.boss@sender.test = audit@example.com
+sender.partner.test = partners@example.com
 recipient.legal@example.com = vault@dest.test
+recipient.example.org = org-archive@example.com
 """
 
 
@@ -41,6 +43,13 @@ class BccTest(unittest.TestCase):
                          what="the copy for another domain at its MX")
         self.assertEqual(got[0][1], ["vault@dest.test"])
         self.server.wait_for_log(r"bcc: vault@dest\.test gets a copy \(for <legal@example\.com>\)")
+
+    def test_a_senders_and_a_recipients_domain_have_their_copies(self):
+        self.assertEqual(sorted(self.send("anyone@partner.test", ["bob@example.com"], "from a partner")),
+                         ["archive", "bob", "partners"])
+        self.server.edit("config/host_list", lambda t: t + "example.org\n")
+        stored = self.send("a@sender.test", ["zed@example.org"], "to the org")
+        self.assertEqual(sorted(stored), ["archive", "org-archive", "zed"])
 
 
 if __name__ == "__main__":
