@@ -178,12 +178,11 @@ impl Acme {
     }
 }
 
-/// The notAfter time of the first certificate of a PEM chain.
+/// When the first certificate of a PEM chain stops being valid.
 fn not_after(pem: &[u8]) -> Option<SystemTime> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let certificate = pem.parse_x509().ok()?;
-    let seconds = certificate.validity().not_after.timestamp();
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let leaf = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    crate::tls::not_after(&leaf)
 }
 
 /// Writes `bytes` to `path` readable by the owner only, through a

@@ -44,6 +44,9 @@ pub const FORWARDED_RECIPIENTS: &str = "waraka_forwarded_recipients_total";
 pub const SRS_REVERSALS: &str = "waraka_srs_reversals_total";
 /// Client connections accepted.
 pub const CONNECTIONS: &str = "waraka_connections_total";
+/// Gauge: when each `[tls]` certificate expires, in seconds since the
+/// epoch, by `cert` (its file); set at start and at each reload of it.
+pub const TLS_CERTIFICATE_EXPIRY: &str = "waraka_tls_certificate_expiry_timestamp_seconds";
 /// Client connections open now (gauge).
 pub const CONNECTIONS_OPEN: &str = "waraka_connections_open";
 /// Client connections refused by a connection cap (`cap`: `server` or
@@ -182,6 +185,10 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
         "fsync calls made for them (fewer when concurrent requests shared one)"
     );
     metrics::describe_counter!(CONNECTIONS, "Client connections accepted");
+    metrics::describe_gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        "When each TLS certificate expires (seconds since the epoch), by file"
+    );
     metrics::describe_counter!(
         CONNECTIONS_REFUSED,
         "Client connections refused by a connection cap, or for their PROXY header"

@@ -184,12 +184,26 @@ pub fn fingerprint(certificate: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
+/// When a certificate (DER) stops being valid; `None` when it cannot be read.
+pub fn not_after(certificate: &[u8]) -> Option<SystemTime> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    let seconds = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
 fn build(files: &[(PathBuf, PathBuf)], ask_client_cert: bool) -> Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut keys = files
         .iter()
         .map(|(cert, key)| certified_key(&provider, cert, key))
         .collect::<Result<Vec<_>>>()?;
+    for ((cert, _), certified) in files.iter().zip(&keys) {
+        let expiry = certified.cert.first().and_then(|leaf| not_after(leaf));
+        if let Some(seconds) = expiry.and_then(|e| e.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+            metrics::gauge!(crate::telemetry::TLS_CERTIFICATE_EXPIRY, "cert" => cert.display().to_string())
+                .set(seconds.as_secs() as f64);
+        }
+    }
     if keys.is_empty() {
         return Err(anyhow!("no certificate configured"));
     }

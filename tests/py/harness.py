@@ -364,11 +364,12 @@ def greeting_of(connect):
         return 421, "closed"
 
 
-def make_cert(cert, key, name):
-    """A self-signed certificate for 127.0.0.1 and localhost, written with openssl."""
+def make_cert(cert, key, name, days=2):
+    """A self-signed certificate for 127.0.0.1 and localhost, valid for
+    `days`, written with openssl."""
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "2", "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-days", str(days), "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )

@@ -280,6 +280,31 @@ class TlsAuthTest(unittest.TestCase):
         self.assertEqual(len(self.server.maildir()), before + 1)
 
 
+class CertificateExpiryTest(unittest.TestCase):
+    def test_each_certificates_expiry_is_a_gauge_that_follows_a_renewal(self):
+        metrics = free_port()
+
+        def setup(server):
+            enable_tls(server, "expiring")
+            server.enable_metrics(metrics)
+
+        server = Waraka(["rcpt_to.in_host_list"], setup=setup)
+        self.addCleanup(server.stop)
+        cert = server.dir / "config/tls/cert.pem"
+        name = f'waraka_tls_certificate_expiry_timestamp_seconds{{cert="{cert}"}}'
+        self.assertAlmostEqual(prometheus(metrics)[name], time.time() + 2 * 86400, delta=3600)
+        fresh = server.dir / "fresh"
+        fresh.mkdir()
+        make_cert(fresh / "cert.pem", fresh / "key.pem", "renewed", days=90)
+        os.replace(fresh / "key.pem", cert.parent / "key.pem")
+        os.replace(fresh / "cert.pem", cert)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="py.test", timeout=30) as s:
+            s.starttls(context=context)  # the next handshake reads the files again
+        self.assertAlmostEqual(prometheus(metrics)[name], time.time() + 90 * 86400, delta=3600)
+
+
 class AuthLockoutTest(unittest.TestCase):
     """Password guessing spread over connections and servers: two waraka
     processes count refused AUTH attempts in one real Redis."""
