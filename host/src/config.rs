@@ -833,6 +833,11 @@ mod tests {
         assert_eq!(c.plugins.len(), 10);
         assert_eq!(c.smtp.idle_timeout, Duration::from_secs(300));
         assert!(parse_config("[smtp]\nlisten_on = []\n").is_err());
+        assert!(parse_config("[smtp]\nbanner = \"two\\r\\n220 lines\"\n").is_err());
+        assert_eq!(
+            parse_config("[smtp]\nbanner = \"ESMTP\"\n").unwrap().smtp.banner,
+            "ESMTP"
+        );
         assert!(parse_config("[plugin_defaults]\non_error = \"explode\"\n").is_err());
         assert_eq!(c.kv["default"], KvConfig::Memory { max_keys: 100_000 });
     }

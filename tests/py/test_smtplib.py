@@ -36,6 +36,20 @@ class SmtplibTest(unittest.TestCase):
         self.assertIn(b"\r\n.starts with a dot\r\n", stored)
         self.assertIn(b"Delivered-To: alice@example.com\r\n", stored)
 
+    def test_the_greeting_says_what_banner_says(self):
+        self.assertRegex(self.greeting(), r"^220 \S+ ESMTP Waraka ready$")
+        self.server.edit("waraka.toml", lambda t: t.replace("[smtp]\n", '[smtp]\nbanner = "ESMTP"\n', 1))
+        self.addCleanup(self.server.reload)
+        self.addCleanup(self.server.edit, "waraka.toml", lambda t: t.replace('banner = "ESMTP"\n', "", 1))
+        self.server.reload()
+        self.assertRegex(self.greeting(), r"^220 \S+ ESMTP$", "the software's name hidden, the host first")
+
+    def greeting(self):
+        s = smtplib.SMTP(timeout=30)
+        self.addCleanup(s.close)
+        code, text = s.connect("127.0.0.1", self.server.port)
+        return f"{code} {text.decode()}"
+
     def test_unknown_domain_is_refused_with_5_1_1(self):
         with self.smtp() as s:
             s.ehlo()

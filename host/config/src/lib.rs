@@ -759,6 +759,9 @@ pub struct SmtpConfig {
     #[serde(with = "humantime_serde")]
     /// How long the greeting is held back.
     pub banner_delay: Duration,
+    /// The greeting's text after this server's name (Postfix's
+    /// `smtpd_banner`): `220 mx.example.com BANNER`.
+    pub banner: String,
     /// Whether commands sent ahead without PIPELINING get `554 5.5.0`.
     pub strict_pipelining: bool,
     /// Where large messages are written while they arrive.
@@ -804,6 +807,7 @@ impl Default for SmtpConfig {
             bare_newlines: BareNewlines::Reject,
             early_talker: EarlyTalker::Reject,
             banner_delay: Duration::ZERO,
+            banner: "ESMTP Waraka ready".into(),
             strict_pipelining: true,
             spool_dir: None,
             spool_memory_threshold: 128 * 1024,
@@ -880,5 +884,10 @@ impl Default for RuntimeConfig {
 
 /// Parses `waraka.toml` text.
 pub fn parse_config(text: &str) -> Result<InstanceConfig> {
-    toml::from_str(text).map_err(|e| anyhow!("{CONFIG_FILE}: {e}"))
+    let config: InstanceConfig = toml::from_str(text).map_err(|e| anyhow!("{CONFIG_FILE}: {e}"))?;
+    let banner = &config.smtp.banner;
+    if banner.is_empty() || banner.chars().any(|c| c.is_control()) {
+        return Err(anyhow!("{CONFIG_FILE}: [smtp] banner must be one line of text"));
+    }
+    Ok(config)
 }

@@ -76,8 +76,9 @@ const SOFT_CLOSE: Rule = fixed(Close, 421, "4.7.0", "Try again later, closing co
 const TABLE: &[Row] = &[
     Row {
         hook: Hook::Connect,
-        cont: fixed(Proceed, 220, "", "{} ESMTP Waraka ready"),
-        ok: fixed(Proceed, 220, "", "{} ESMTP Waraka ready"),
+        // The subject is the server's name and `[smtp] banner`.
+        cont: fixed(Proceed, 220, "", "{}"),
+        ok: fixed(Proceed, 220, "", "{}"),
         deny: fixed(Refuse, 554, "5.7.1", "Your mail is not welcome here"),
         denysoft: SOFT_CLOSE,
         deny_disconnect: fixed(Close, 554, "5.7.1", "Your mail is not welcome here"),

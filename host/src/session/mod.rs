@@ -363,7 +363,8 @@ impl<P: Policy> Session<P> {
         self.tarpit(Hook::Connect).await;
         let host = self.hostname();
         let rule = rule(Hook::Connect, &decision.verdict, false);
-        let reply = rule.reply(decision.verdict.reply(), &host);
+        // The subject of the greeting: the server's name and `[smtp] banner`.
+        let reply = rule.reply(decision.verdict.reply(), &format!("{host} {}", self.settings.banner));
         match rule.effect {
             Effect::Proceed | Effect::Reject | Effect::HostQueue => {
                 self.reply(&reply);

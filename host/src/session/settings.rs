@@ -40,6 +40,8 @@ pub struct SessionSettings {
     pub early_talker: EarlyTalker,
     /// How long the greeting waits for a client that talks first (0: not at all).
     pub banner_delay: std::time::Duration,
+    /// The greeting's text after the server's name.
+    pub banner: String,
     /// Refuse commands sent ahead of their reply where RFC 2920 forbids it.
     pub strict_pipelining: bool,
     /// Where message data goes to disk.
@@ -80,6 +82,7 @@ impl SessionSettings {
             bare_newlines: smtp.bare_newlines,
             early_talker: smtp.early_talker,
             banner_delay: smtp.banner_delay,
+            banner: smtp.banner.clone(),
             strict_pipelining: smtp.strict_pipelining,
             spool: SpoolSettings {
                 dir: spool_dir,
