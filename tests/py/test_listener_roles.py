@@ -65,6 +65,15 @@ class ListenerRolesTest(unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertIsNone(stored["X-Envelope-From"], "record_envelope_addresses is not called on mx")
 
+    def test_a_users_mail_gets_the_date_and_message_id_it_lacks(self):
+        _, submitted = self.send("submission", "bare submission")
+        self.assertRegex(submitted["Message-ID"], r"^<[0-9A-F]{16}\.\d+@\S+>$")
+        self.assertTrue(submitted["Date"], "[smtp] add_missing_headers = relaying, the default")
+        self.assertEqual(list(submitted.keys())[-2:], ["Date", "Message-ID"], "at the end of the header")
+        _, received = self.send("mx", "bare inbound")
+        self.assertIsNone(received["Message-ID"], "mail from the world is left as it came")
+        self.assertIsNone(received["Date"])
+
     def test_a_reload_moves_a_plugin_to_another_role(self):
         self.server.edit("waraka.toml", lambda t: t.replace('roles = ["mx"]', 'roles = ["submission"]'))
         self.addCleanup(self.server.reload)

@@ -48,6 +48,20 @@ pub enum EarlyTalker {
     Flag,
 }
 
+/// Which messages get the `Date` and `Message-ID` they lack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddMissingHeaders {
+    /// None: every message leaves as it came.
+    Never,
+    /// Those of relaying sessions (users' own mail, local programs'), as
+    /// Postfix does for its `local_header_rewrite_clients`.
+    #[default]
+    Relaying,
+    /// Every message (Postfix's `always_add_missing_headers`).
+    Always,
+}
+
 /// What a plugin fault turns into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -762,6 +776,9 @@ pub struct SmtpConfig {
     /// The greeting's text after this server's name (Postfix's
     /// `smtpd_banner`): `220 mx.example.com BANNER`.
     pub banner: String,
+    /// Which messages get a `Date` and a `Message-ID` when they have none
+    /// (receivers such as Gmail refuse mail without a `Message-ID`).
+    pub add_missing_headers: AddMissingHeaders,
     /// Whether commands sent ahead without PIPELINING get `554 5.5.0`.
     pub strict_pipelining: bool,
     /// Where large messages are written while they arrive.
@@ -808,6 +825,7 @@ impl Default for SmtpConfig {
             early_talker: EarlyTalker::Reject,
             banner_delay: Duration::ZERO,
             banner: "ESMTP Waraka ready".into(),
+            add_missing_headers: AddMissingHeaders::Relaying,
             strict_pipelining: true,
             spool_dir: None,
             spool_memory_threshold: 128 * 1024,

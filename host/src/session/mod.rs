@@ -10,7 +10,7 @@ mod tests;
 
 pub use context::{Connection, HandedOn, SharedConnection, TlsInfo, Transaction};
 pub use message::{HeaderError, Message, MessageReader, SpoolSettings, SpoolWriter};
-pub use settings::{EarlyTalker, Role, SessionSettings};
+pub use settings::{AddMissingHeaders, EarlyTalker, Role, SessionSettings};
 
 use crate::lockout::AuthLockout;
 use crate::policy::{AuthAttempt, Decision, Effect, HOST_QUEUE_FAILED, Hook, HookCall, Policy, Verdict, rule};
@@ -1677,6 +1677,11 @@ impl<P: Policy> Session<P> {
             ),
         };
         let tls = conn.tls.clone();
+        let add_missing = match self.settings.add_missing_headers {
+            AddMissingHeaders::Never => None,
+            AddMissingHeaders::Relaying => conn.relaying.then(|| conn.hostname.clone()),
+            AddMissingHeaders::Always => Some(conn.hostname.clone()),
+        };
         let tx = conn.transaction.as_mut().expect("DATA runs inside a transaction");
         let mut value = from.map(|from| from + "\r\n\t").unwrap_or_default();
         if let Some(tls) = &tls {
@@ -1689,6 +1694,9 @@ impl<P: Policy> Session<P> {
         value.push_str(&format!(";\r\n\t{}", chrono::Utc::now().to_rfc2822()));
         if let Err(e) = message.add_header("Received", &value) {
             warn!("could not add Received: {e}");
+        }
+        if let Some(hostname) = add_missing {
+            add_missing_headers(&mut message, &tx.id, &hostname);
         }
         tx.message = Some(message);
         tx.id.clone()
@@ -1725,5 +1733,19 @@ impl<P: Policy> Session<P> {
             self.tx_span = Span::none();
         }
         self.chunked = None;
+    }
+}
+
+/// Gives `message` the `Date` and `Message-ID` (`<TRANSACTION@HOSTNAME>`)
+/// it lacks, at the end of its header, as Postfix's cleanup does.
+fn add_missing_headers(message: &mut Message, transaction: &str, hostname: &str) {
+    let end = u32::MAX;
+    if message.count("Date") == 0 {
+        let _ = message.insert_header(end, "Date", &chrono::Utc::now().to_rfc2822());
+    }
+    if message.count("Message-ID") == 0
+        && let Err(e) = message.insert_header(end, "Message-ID", &format!("<{transaction}@{hostname}>"))
+    {
+        warn!("could not add Message-ID: {e}");
     }
 }

@@ -4,7 +4,7 @@ use crate::protocol::BareNewlines;
 use std::path::PathBuf;
 use waraka_config::SmtpConfig;
 
-pub use waraka_config::{EarlyTalker, Role};
+pub use waraka_config::{AddMissingHeaders, EarlyTalker, Role};
 
 /// The limits and switches one session runs with.
 #[derive(Clone, Debug)]
@@ -42,6 +42,8 @@ pub struct SessionSettings {
     pub banner_delay: std::time::Duration,
     /// The greeting's text after the server's name.
     pub banner: String,
+    /// Which messages get the `Date` and `Message-ID` they lack.
+    pub add_missing_headers: AddMissingHeaders,
     /// Refuse commands sent ahead of their reply where RFC 2920 forbids it.
     pub strict_pipelining: bool,
     /// Where message data goes to disk.
@@ -83,6 +85,7 @@ impl SessionSettings {
             early_talker: smtp.early_talker,
             banner_delay: smtp.banner_delay,
             banner: smtp.banner.clone(),
+            add_missing_headers: smtp.add_missing_headers,
             strict_pipelining: smtp.strict_pipelining,
             spool: SpoolSettings {
                 dir: spool_dir,

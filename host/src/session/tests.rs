@@ -272,7 +272,13 @@ async fn relayed_mail_goes_to_the_host_queue_unless_a_plugin_took_it() {
         (stored[0].0.as_str(), stored[0].1.clone()),
         ("", vec!["x@far.test".to_string(), "y@far.test".to_string()])
     );
-    assert!(stored[0].2.ends_with(b"Subject: out\r\n\r\nhi\r\n"));
+    let text = String::from_utf8_lossy(&stored[0].2);
+    assert!(
+        text.contains("Subject: out\r\nDate: ")
+            && text.contains("\r\nMessage-ID: <")
+            && text.ends_with("\r\n\r\nhi\r\n"),
+        "relayed mail gets the Date and Message-ID it lacked, after its own fields: {text}"
+    );
 
     let failing = MemoryOutbound::new(true);
     let refused = "451 4.3.0 Outbound queuing failed or disabled, try later\r\n";
