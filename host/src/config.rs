@@ -194,6 +194,20 @@ impl Instance {
         }
     }
 
+    /// The server's name in Haraka's `config/me` (its first line), for an
+    /// instance carried over from Haraka that sets no `[smtp] hostname`.
+    fn haraka_me(&self) -> Option<String> {
+        let text = match &self.config_source {
+            ConfigSource::Dir(dir) => std::fs::read_to_string(dir.join("me")).ok()?,
+            ConfigSource::Embedded(files) => files.get("me")?.clone(),
+        };
+        let name = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+        Some(name.to_string())
+    }
+
     /// Where the directory `[dirs].NAME` is, when waraka.toml names one.
     pub fn named_dir(&self, name: &str) -> Option<PathBuf> {
         self.config.dirs.get(name).map(|dir| self.resolve(dir))
@@ -207,8 +221,12 @@ impl Instance {
             None if self.embedded => std::env::temp_dir().join(format!("waraka-spool-{}", std::process::id())),
             None => self.root.join("queue").join("spool"),
         };
-        let mut settings =
-            SessionSettings::from_config(s, s.hostname.clone().unwrap_or_else(machine_hostname), spool_dir);
+        let hostname = s
+            .hostname
+            .clone()
+            .or_else(|| self.haraka_me())
+            .unwrap_or_else(machine_hostname);
+        let mut settings = SessionSettings::from_config(s, hostname, spool_dir);
         settings.park_after = self.config.runtime.idle_release;
         settings
     }

@@ -44,6 +44,20 @@ class SmtplibTest(unittest.TestCase):
         self.server.reload()
         self.assertRegex(self.greeting(), r"^220 \S+ ESMTP$", "the software's name hidden, the host first")
 
+    def test_harakas_config_me_names_the_server(self):
+        """An instance carried over from Haraka keeps its name in config/me."""
+        def setup(server):
+            (server.dir / "config/me").write_text("# this server\nmx.migrated.test\n")
+
+        server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="py.test", timeout=30) as s:
+            self.assertEqual(s.ehlo()[1].split()[0], b"mx.migrated.test")
+        server.edit("waraka.toml", lambda t: t.replace('# hostname = "mx.example.com"', 'hostname = "mx.set.test"', 1))
+        server.reload()
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="py.test", timeout=30) as s:
+            self.assertEqual(s.ehlo()[1].split()[0], b"mx.set.test", "[smtp] hostname wins")
+
     def greeting(self):
         s = smtplib.SMTP(timeout=30)
         self.addCleanup(s.close)
