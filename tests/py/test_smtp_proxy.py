@@ -86,6 +86,35 @@ class SmtpProxyTest(unittest.TestCase):
         self.down.wait_for_log(r"queue/smtp_proxy: MAIL at the next hop failed")
 
 
+class RelayingTest(unittest.TestCase):
+    def test_users_mail_is_played_at_the_next_hop_only_when_asked(self):
+        port = free_port()
+        receiver = SmtpReceiver("127.0.0.1", port, name="next.test")
+        self.addCleanup(receiver.stop)
+
+        def setup(server):
+            server.edit("config/relay.acl_allow", lambda t: t + "127.0.0.1/32\n")
+            server.edit("config/queue/smtp_proxy.ini", lambda t: t.replace("port = 10025", f"port = {port}"))
+            server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+
+        server = Waraka(["relay", "queue/smtp_proxy"], setup=setup)
+        self.addCleanup(server.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("user@example.com", ["far@elsewhere.test"], message("relayed, queued")), {})
+        self.assertEqual(receiver.received(), [], "relaying = false: the outbound queue has it")
+        self.assertTrue(list((server.dir / "queue/outbound").glob("*.json")))
+        server.set_settings("queue/smtp_proxy.ini", relaying="true")
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            self.assertEqual(s.mail("user@example.com")[0], 250)
+            self.assertEqual(s.rcpt("far@elsewhere.test")[0], 250)
+            code, text = s.data(message("relayed, proxied"))
+        self.assertEqual(code, 250)
+        self.assertIn(b"2.0.0 Stored", text, "the next hop's reply")
+        ((sender, recipients, _),) = receiver.received()
+        self.assertEqual((sender, recipients), ("user@example.com", ["far@elsewhere.test"]))
+
+
 class DsnTest(unittest.TestCase):
     def test_dsn_requests_go_on_to_a_next_hop_that_takes_them(self):
         port = free_port()

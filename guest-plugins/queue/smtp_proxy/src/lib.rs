@@ -5,10 +5,10 @@
 //! session per client connection (the `forward` capability's proxy). The
 //! next hop's replies are the client's: nothing is queued here, and the
 //! next hop decides which recipients exist. Relaying sessions (users'
-//! own mail) are left to the outbound queue.
+//! own mail) are left to the outbound queue unless `relaying = true`.
 
 use waraka_plugin::next_hop::{Defaults, Protocol, Routes};
-use waraka_plugin::{Address, Error, Hook, Plugin, Reply, Verdict, config, forward, session};
+use waraka_plugin::{Address, Error, Hook, Plugin, Reply, Settings, Verdict, config, forward, session};
 
 const SETTINGS: &str = "queue/smtp_proxy.ini";
 const DEFAULTS: Defaults = Defaults {
@@ -25,6 +25,28 @@ fn hop() -> Option<forward::NextHop> {
         .route("", DEFAULTS)
         .filter(|hop| !hop.host.is_empty())
         .map(|hop| hop.target(Protocol::Smtp))
+}
+
+/// Whether this session's mail is played at the next hop: inbound mail
+/// always, users' own mail when `relaying = true` (Haraka's smtp_proxy
+/// plays everything; the next hop then sends it on).
+fn proxied() -> bool {
+    !session::relaying() || Settings::load(SETTINGS).bool("relaying", false)
+}
+
+/// The message played at the next hop, its reply the client's.
+fn send_message() -> Verdict {
+    match step("the message", forward::proxy_data) {
+        Ok(reply) if (200..300).contains(&reply.code) => {
+            waraka_plugin::info!(
+                "queue/smtp_proxy: the next hop took the message: {}",
+                reply.lines.join(" ")
+            );
+            Verdict::Ok(Some(reply))
+        }
+        Ok(reply) => refusal(reply),
+        Err(verdict) => verdict,
+    }
 }
 
 /// The next hop's refusal as the client's: 5xx for good, else for now.
@@ -55,10 +77,16 @@ fn step(name: &str, call: impl FnOnce(&forward::NextHop) -> Result<Reply, Error>
 impl Plugin for SmtpProxy {
     const NAME: &'static str = "queue/smtp_proxy";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const HOOKS: &'static [Hook] = &[Hook::Mail, Hook::Rcpt, Hook::Queue, Hook::ResetTransaction];
+    const HOOKS: &'static [Hook] = &[
+        Hook::Mail,
+        Hook::Rcpt,
+        Hook::Queue,
+        Hook::QueueOutbound,
+        Hook::ResetTransaction,
+    ];
 
     fn mail(_sender: Address) -> Verdict {
-        if session::relaying() {
+        if !proxied() {
             return Verdict::Cont;
         }
         match step("MAIL", forward::proxy_mail) {
@@ -69,7 +97,7 @@ impl Plugin for SmtpProxy {
     }
 
     fn rcpt(recipient: Address) -> Verdict {
-        if session::relaying() {
+        if !proxied() {
             return Verdict::Cont;
         }
         let address = recipient.to_addr_spec();
@@ -81,17 +109,14 @@ impl Plugin for SmtpProxy {
     }
 
     fn queue() -> Verdict {
-        match step("the message", forward::proxy_data) {
-            Ok(reply) if (200..300).contains(&reply.code) => {
-                waraka_plugin::info!(
-                    "queue/smtp_proxy: the next hop took the message: {}",
-                    reply.lines.join(" ")
-                );
-                Verdict::Ok(Some(reply))
-            }
-            Ok(reply) => refusal(reply),
-            Err(verdict) => verdict,
+        send_message()
+    }
+
+    fn queue_outbound() -> Verdict {
+        if !proxied() {
+            return Verdict::Cont;
         }
+        send_message()
     }
 
     fn reset_transaction() {
