@@ -508,6 +508,21 @@ async fn check_instance(root: &Path) -> Result<()> {
         ),
         None => println!("outbound delivery: off"),
     }
+    // A plugin kept to roles no session can have never runs: say so.
+    let mut roles: Vec<Role> = prepared.listeners.iter().map(|l| l.role).collect();
+    if instance.config.sendmail.enabled {
+        roles.push(Role::Submission);
+    }
+    for plugin in &prepared.registry.current().plugins {
+        if !plugin.roles.is_empty() && !plugin.roles.iter().any(|r| roles.contains(r)) {
+            let wanted: Vec<&str> = plugin.roles.iter().map(|r| r.name()).collect();
+            println!(
+                "warning: plugin {} takes part only in sessions of {}, and no listener has that role",
+                plugin.name,
+                wanted.join(", ")
+            );
+        }
+    }
     let rejected = prepared.registry.rejected();
     if !rejected.is_empty() {
         let names: Vec<&str> = rejected.keys().map(String::as_str).collect();

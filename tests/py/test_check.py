@@ -36,6 +36,15 @@ class CheckTest(unittest.TestCase):
         self.assertIn("outbound delivery: on", output)
         self.assertIn("would start with this configuration", output)
 
+    def test_a_plugin_kept_to_a_role_no_listener_has_is_pointed_out(self):
+        self.edit(lambda t: t + '\n[plugin.headers]\nroles = ["submissions"]\n')
+        code, output = check(self.dir)
+        self.assertEqual(code, 0, output)
+        self.assertIn("warning: plugin headers takes part only in sessions of submissions, and no listener has that role",
+                      output)
+        self.edit(lambda t: t.replace('roles = ["submissions"]', 'roles = ["mx"]'))
+        self.assertNotIn("warning", check(self.dir)[1])
+
     def test_a_broken_configuration_fails_with_the_reason(self):
         self.edit(lambda t: t + "\njunk = [\n")
         code, output = check(self.dir)
