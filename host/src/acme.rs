@@ -99,15 +99,43 @@ impl Acme {
                 self.domains.join(", ")
             );
         }
-        let key = order.finalize().await?;
+        let kept = self.kept_key();
+        let key = match &kept {
+            Some(key) => {
+                // As `finalize` asks: the names alone, no subject.
+                let mut params = rcgen::CertificateParams::new(self.domains.clone())?;
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                order.finalize_csr(params.serialize_request(key)?.der()).await?;
+                None
+            }
+            None => Some(order.finalize().await?),
+        };
         let chain = order.poll_certificate(&retries).await?;
         for dir in [&self.key, &self.cert].into_iter().filter_map(|path| path.parent()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        write_private(&self.key, key.as_bytes())?;
+        if let Some(key) = key {
+            write_private(&self.key, key.as_bytes())?;
+        }
         write_private(&self.cert, chain.as_bytes())?;
         info!(cert = %self.cert.display(), expires = ?self.expiry().map(humantime::format_rfc3339_seconds), "ACME: certificate installed");
         Ok(())
+    }
+
+    /// The private key in place, when `reuse_key` keeps it for the next
+    /// certificate (none yet, or unreadable: a new one is made).
+    fn kept_key(&self) -> Option<rcgen::KeyPair> {
+        if !self.settings.reuse_key {
+            return None;
+        }
+        let pem = std::fs::read_to_string(&self.key).ok()?;
+        match rcgen::KeyPair::from_pem(&pem) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                warn!(key = %self.key.display(), "ACME: the key in place cannot be reused, a new one is made: {e}");
+                None
+            }
+        }
     }
 
     /// The account: the one kept from an earlier order, else a new one

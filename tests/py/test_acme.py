@@ -41,7 +41,7 @@ class AcmeTest(unittest.TestCase):
         cls.http_port = free_port()
         cls.pebble = stopped_after_class(cls, pebble(cls.dns.port, cls.http_port, cert, key))
 
-    def setup(self, directory=None, certificate=False):
+    def setup(self, directory=None, certificate=False, reuse_key=False):
         def setup(server):
             tls = server.dir / "config/tls"
             if certificate:
@@ -50,7 +50,8 @@ class AcmeTest(unittest.TestCase):
             server.edit("waraka.toml", lambda t: t + (
                 '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
                 f'\n[acme]\ndirectory = "{directory or self.pebble.directory}"\ncontact = ["postmaster@acme.test"]\n'
-                f'domains = ["{NAME}"]\nhttp_listen = "127.0.0.1:{self.http_port}"\n'))
+                f'domains = ["{NAME}"]\nhttp_listen = "127.0.0.1:{self.http_port}"\n'
+                + ("reuse_key = true\n" if reuse_key else "")))
         return setup
 
     def server(self, **kwargs):
@@ -79,6 +80,28 @@ class AcmeTest(unittest.TestCase):
         try:
             server.wait_for_log(r"ACME: ordering a certificate")
             self.assertIn("Pebble", presented_certificate(server), "the two-day self-signed one was replaced")
+        finally:
+            server.stop()
+
+    def test_a_renewal_keeps_the_key_when_asked(self):
+        """`reuse_key`: the renewed certificate has the key of the one it
+        replaces (a DANE 3 1 1 record stays true)."""
+        server = self.server(reuse_key=True)
+        try:
+            tls = server.dir / "config/tls"
+            key = (tls / "key.pem").read_bytes()
+            # The ordered certificate made to expire tomorrow, with the same key.
+            subprocess.run(["openssl", "req", "-x509", "-key", str(tls / "key.pem"), "-days", "1", "-subj",
+                            f"/CN={NAME}", "-out", str(tls / "cert.pem")], check=True, capture_output=True)
+            server.kill_and_restart()
+            server.wait_for_log(r"ACME: certificate installed")
+            self.assertIn("Pebble", presented_certificate(server), "renewed at start")
+            self.assertEqual((tls / "key.pem").read_bytes(), key, "the same key")
+            of_cert = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", str(tls / "cert.pem")],
+                                     capture_output=True, check=True).stdout
+            of_key = subprocess.run(["openssl", "pkey", "-pubout", "-in", str(tls / "key.pem")],
+                                    capture_output=True, check=True).stdout
+            self.assertEqual(of_cert, of_key, "the new certificate is for the kept key")
         finally:
             server.stop()
 

@@ -553,6 +553,10 @@ pub struct AcmeConfig {
     /// How long before the certificate expires a new one is ordered.
     #[serde(default = "acme_renew_before", with = "humantime_serde")]
     pub renew_before: Duration,
+    /// Whether a renewal keeps the private key in place (certbot's
+    /// `--reuse-key`), so that DANE `3 1 1` records stay true.
+    #[serde(default)]
+    pub reuse_key: bool,
 }
 
 fn lets_encrypt() -> String {
