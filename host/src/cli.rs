@@ -66,6 +66,17 @@ enum Command {
         #[arg(long, default_value = ".")]
         config: PathBuf,
     },
+    /// Print the DANE TLSA records (RFC 7671) of the `[tls]` certificates,
+    /// to publish for the MX host names: `3 1 1` for each certificate's key
+    /// and `2 1 1` for its issuer's when the chain file holds it.
+    Tlsa {
+        /// The instance directory (default: the current directory).
+        #[arg(long, default_value = ".")]
+        config: PathBuf,
+        /// The port the records are for (25: MX; 465 or 587: submission).
+        #[arg(long, default_value_t = 25)]
+        port: u16,
+    },
     /// Inspect and create plugins.
     Plugin {
         #[command(subcommand)]
@@ -362,6 +373,7 @@ pub fn main() -> Result<()> {
             Command::Quarantine { config, command } => quarantine_command(&Instance::load(&config)?, command).await,
             Command::Kv { config, store, command } => kv_command(&config, &store, command).await,
             Command::Check { config } => check_instance(&config).await,
+            Command::Tlsa { config, port } => print_tlsa(&Instance::load(&config)?, port),
             Command::Sendmail {
                 config,
                 extract_recipients,
@@ -491,6 +503,27 @@ fn instance(dir: Option<&Path>) -> Result<Instance> {
         Some(dir) => Instance::load(dir),
         None => Instance::embedded(),
     }
+}
+
+/// `waraka tlsa`: the TLSA records of each `[tls]` certificate, for the
+/// names it is for (the server's name when it names none).
+fn print_tlsa(instance: &Instance, port: u16) -> Result<()> {
+    let Some(files) = instance.tls_files() else {
+        bail!("waraka.toml has no [tls] certificate");
+    };
+    for (cert, _) in files {
+        let (mut names, records) = crate::tls::tlsa_records(&cert)?;
+        if names.is_empty() {
+            names.push(instance.session_settings().hostname);
+        }
+        println!("; {}", cert.display());
+        for name in &names {
+            for record in &records {
+                println!("_{port}._tcp.{name}. IN TLSA {record}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `waraka check`: what `waraka run` would read and refuse, without serving.

@@ -184,6 +184,51 @@ pub fn fingerprint(certificate: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
+/// The DANE TLSA records (RFC 7671) for a certificate chain (PEM file):
+/// `3 1 1` (DANE-EE, the leaf's public key, SHA-256) and, when the chain
+/// holds its issuer, `2 1 1` (DANE-TA, the issuer's key), with the DNS
+/// names the leaf is for.
+pub fn tlsa_records(chain: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    use sha2::Digest;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
+        .with_context(|| format!("reading {}", chain.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", chain.display()))?;
+    let parsed = certs
+        .iter()
+        .map(|der| x509_parser::parse_x509_certificate(der).map(|(_, c)| c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{}: {e}", chain.display()))?;
+    let leaf = parsed
+        .first()
+        .ok_or_else(|| anyhow!("no certificate in {}", chain.display()))?;
+    let names = leaf
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) if !dns.starts_with('*') => {
+                        Some(dns.to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let key_hash = |certificate: &x509_parser::certificate::X509Certificate| {
+        hex::encode(sha2::Sha256::digest(certificate.tbs_certificate.subject_pki.raw))
+    };
+    let mut records = vec![format!("3 1 1 {}", key_hash(leaf))];
+    if let Some(issuer) = parsed.iter().skip(1).find(|c| c.subject() == leaf.issuer()) {
+        records.push(format!("2 1 1 {}", key_hash(issuer)));
+    }
+    Ok((names, records))
+}
+
 /// When a certificate (DER) stops being valid; `None` when it cannot be read.
 pub fn not_after(certificate: &[u8]) -> Option<SystemTime> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate).ok()?;

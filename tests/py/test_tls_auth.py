@@ -305,6 +305,30 @@ class CertificateExpiryTest(unittest.TestCase):
         self.assertAlmostEqual(prometheus(metrics)[name], time.time() + 90 * 86400, delta=3600)
 
 
+class TlsaTest(unittest.TestCase):
+    def test_the_records_are_the_keys_openssl_sees(self):
+        def spki_sha256(pem):
+            public = subprocess.run(["openssl", "x509", "-in", str(pem), "-pubkey", "-noout"], capture_output=True,
+                                    check=True).stdout
+            der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=public, capture_output=True,
+                                 check=True).stdout
+            return hashlib.sha256(der).hexdigest()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ca, cert, key = make_ca(tmp, ["mx.example.test"])
+            instance = pathlib.Path(tmp) / "i"
+            subprocess.run([BIN, "init", str(instance)], check=True, capture_output=True)
+            (instance / "chain.pem").write_bytes(cert.read_bytes() + ca.read_bytes())
+            config = instance / "waraka.toml"
+            config.write_text(config.read_text() + f'\n[tls]\ncert = "chain.pem"\nkey = "{key}"\n')
+            done = subprocess.run([BIN, "tlsa", "--config", str(instance)], capture_output=True, text=True,
+                                  timeout=60)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            records = [line for line in done.stdout.splitlines() if not line.startswith(";")]
+            self.assertEqual(records, [f"_25._tcp.mx.example.test. IN TLSA 3 1 1 {spki_sha256(cert)}",
+                                       f"_25._tcp.mx.example.test. IN TLSA 2 1 1 {spki_sha256(ca)}"])
+
+
 class AuthLockoutTest(unittest.TestCase):
     """Password guessing spread over connections and servers: two waraka
     processes count refused AUTH attempts in one real Redis."""
