@@ -152,7 +152,7 @@ pub struct Outcome {
     /// sends any).
     pub changes: Vec<Change>,
     /// The body it sent in place of the message's (`SMFIR_REPLBODY`, its
-    /// chunks joined), as it sent it.
+    /// chunks joined), with CRLF lines.
     pub body: Option<Vec<u8>>,
 }
 
@@ -496,7 +496,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         write_frame(&mut self.stream, b'E', &[]).await?;
         let mut changes = Vec::new();
         let mut body: Option<Vec<u8>> = None;
-        loop {
+        let decision = loop {
             match self.answer().await? {
                 Answer::Change(change) => changes.push(change),
                 Answer::Body(chunk) => {
@@ -506,23 +506,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     body.extend_from_slice(&chunk);
                 }
-                Answer::Continue => {
-                    return Ok(Outcome {
-                        decision: Decision::Accept,
-                        changes,
-                        body,
-                    });
-                }
-                Answer::Decided(decision) => {
-                    return Ok(Outcome {
-                        decision,
-                        changes,
-                        body,
-                    });
-                }
+                Answer::Continue => break Decision::Accept,
+                Answer::Decided(decision) => break decision,
                 Answer::Skip => return Err("answered the message's end with SMFIR_SKIP".into()),
             }
-        }
+        };
+        Ok(Outcome {
+            decision,
+            changes,
+            body: body.as_deref().map(crlf_lines),
+        })
     }
 
     /// Ends the transaction the milter is in before its message's end
@@ -677,6 +670,21 @@ fn parse_reply_code(reply: &str) -> Result<Decision, Failure> {
 /// A path a milter names, without its angle brackets.
 fn bare_path(path: &str) -> String {
     path.trim().trim_start_matches('<').trim_end_matches('>').to_string()
+}
+
+/// A milter's new body with CRLF lines, as messages are kept: a bare LF
+/// (libmilter passes what the milter wrote) gets its CR.
+fn crlf_lines(body: &[u8]) -> Vec<u8> {
+    let mut lines = Vec::with_capacity(body.len() + body.len() / 32);
+    let mut previous = 0u8;
+    for &byte in body {
+        if byte == b'\n' && previous != b'\r' {
+            lines.push(b'\r');
+        }
+        lines.push(byte);
+        previous = byte;
+    }
+    lines
 }
 
 /// A milter's `\n` folding as the `\r\n` of a header field.
@@ -837,6 +845,7 @@ mod tests {
             parse_answer(b'b', b"a new body\r\n"),
             Ok(Answer::Body(b"a new body\r\n".to_vec()))
         );
+        assert_eq!(crlf_lines(b"one\r\ntwo\nthree"), b"one\r\ntwo\r\nthree");
     }
 
     /// A frame as a milter writes it.

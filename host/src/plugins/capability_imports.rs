@@ -601,9 +601,23 @@ impl StoreState {
     /// The connection's proxy session with `hop`; one with another hop is
     /// dropped (and says QUIT).
     fn take_proxy(&self, hop: &str) -> Option<LiveSession> {
-        let kept = self.host.conn.as_ref()?.lock().capability_state.remove(PROXY_SESSION)?;
-        let kept = kept.downcast::<KeptProxy>().ok()?;
+        let kept = self.take_kept_proxy()?;
         (kept.hop == hop).then_some(kept.session)
+    }
+
+    /// The connection's proxy session, taken out while a step uses it.
+    fn take_kept_proxy(&self) -> Option<KeptProxy> {
+        let kept = self.host.conn.as_ref()?.lock().capability_state.remove(PROXY_SESSION)?;
+        kept.downcast::<KeptProxy>().ok().map(|kept| *kept)
+    }
+
+    /// Keeps the proxy session for the connection's next step.
+    fn keep_proxy(&self, kept: KeptProxy) {
+        if let Some(conn) = &self.host.conn {
+            conn.lock()
+                .capability_state
+                .insert(PROXY_SESSION.into(), Box::new(kept));
+        }
     }
 
     /// Runs `step` on the connection's proxy session with `hop` (opened
@@ -635,11 +649,7 @@ impl StoreState {
             Ok::<_, Error>((session, answer))
         })
         .await?;
-        if let Some(conn) = &self.host.conn {
-            conn.lock()
-                .capability_state
-                .insert(PROXY_SESSION.into(), Box::new(KeptProxy { hop: key, session }));
-        }
+        self.keep_proxy(KeptProxy { hop: key, session });
         Ok(answer)
     }
 
@@ -711,22 +721,15 @@ impl forward::Host for StoreState {
     }
 
     async fn proxy_reset(&mut self) {
-        let kept = self
-            .host
-            .conn
-            .as_ref()
-            .and_then(|conn| conn.lock().capability_state.remove(PROXY_SESSION));
-        let Some(mut kept) = kept.and_then(|kept| kept.downcast::<KeptProxy>().ok()) else {
+        let Some(mut kept) = self.take_kept_proxy() else {
             return;
         };
         let reset = bounded(self.deadline, async {
             kept.session.reset().await.map_err(|e| Error::Backend(e.to_string()))
         })
         .await;
-        if reset.is_ok()
-            && let Some(conn) = &self.host.conn
-        {
-            conn.lock().capability_state.insert(PROXY_SESSION.into(), kept);
+        if reset.is_ok() {
+            self.keep_proxy(kept);
         }
     }
 

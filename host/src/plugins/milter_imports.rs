@@ -157,25 +157,15 @@ impl StoreState {
 }
 
 impl StoreState {
-    /// Puts milter `name`'s new body in place of the message's (bare LFs
-    /// made CRLF, as the message is kept).
+    /// Puts milter `name`'s new body (CRLF lines) in place of the message's.
     fn replace_body(&self, name: &str, body: &[u8]) {
-        let mut lines = Vec::with_capacity(body.len() + body.len() / 32);
-        let mut previous = 0u8;
-        for &byte in body {
-            if byte == b'\n' && previous != b'\r' {
-                lines.push(b'\r');
-            }
-            lines.push(byte);
-            previous = byte;
-        }
         let replaced = self.host.conn.as_ref().is_some_and(|conn| {
             let mut conn = conn.lock();
             let message = conn.transaction.as_mut().and_then(|tx| tx.message.as_mut());
-            message.map(|message| message.replace_body(&lines)).is_some()
+            message.map(|message| message.replace_body(body)).is_some()
         });
         if replaced {
-            tracing::info!(milter = name, bytes = lines.len(), "milter replaced the message body");
+            tracing::info!(milter = name, bytes = body.len(), "milter replaced the message body");
         }
     }
 }

@@ -18,60 +18,67 @@ const DEFAULTS: Defaults = Defaults {
 
 struct SmtpProxy;
 
-/// The next hop of `config/queue/smtp_proxy.ini`: the top of the file.
-fn hop() -> Option<forward::NextHop> {
-    let routes = Routes::parse(&config::lines(SETTINGS).unwrap_or_default());
-    routes
-        .route("", DEFAULTS)
-        .filter(|hop| !hop.host.is_empty())
-        .map(|hop| hop.target(Protocol::Smtp))
+/// The plugin's config, read once per hook.
+struct Setup {
+    /// The next hop: the top of the file.
+    hop: Option<forward::NextHop>,
+    /// `relaying`: users' own mail is played at the next hop too.
+    relaying: bool,
 }
 
-/// Whether this session's mail is played at the next hop: inbound mail
-/// always, users' own mail when `relaying = true` (Haraka's smtp_proxy
-/// plays everything; the next hop then sends it on).
-fn proxied() -> bool {
-    !session::relaying() || Settings::load(SETTINGS).bool("relaying", false)
-}
+impl Setup {
+    fn load() -> Setup {
+        let lines = config::lines(SETTINGS).unwrap_or_default();
+        let hop = Routes::parse(&lines)
+            .route("", DEFAULTS)
+            .filter(|hop| !hop.host.is_empty())
+            .map(|hop| hop.target(Protocol::Smtp));
+        let relaying = Settings::from_lines(&lines).bool("relaying", false);
+        Setup { hop, relaying }
+    }
 
-/// The message played at the next hop, its reply the client's.
-fn send_message() -> Verdict {
-    match step("the message", forward::proxy_data) {
-        Ok(reply) if (200..300).contains(&reply.code) => {
+    /// The config when this session's mail is played at the next hop:
+    /// inbound mail always, users' own mail when `relaying = true`
+    /// (Haraka's smtp_proxy plays everything; the next hop sends it on).
+    fn for_session() -> Option<Setup> {
+        let setup = Setup::load();
+        (!session::relaying() || setup.relaying).then_some(setup)
+    }
+
+    /// Runs one step at the next hop: `accepted` makes the verdict of a
+    /// 2xx; a refusal there is the client's, and a next hop that is missing
+    /// or cannot be asked is a temporary failure.
+    fn step(
+        &self,
+        name: &str,
+        call: impl FnOnce(&forward::NextHop) -> Result<Reply, Error>,
+        accepted: impl FnOnce(Reply) -> Verdict,
+    ) -> Verdict {
+        let Some(hop) = &self.hop else {
+            waraka_plugin::error!("queue/smtp_proxy: no host in config/{SETTINGS}");
+            return Verdict::denysoft_code(451, "4.3.5", "Next hop not configured");
+        };
+        match call(hop) {
+            Ok(reply) if (200..300).contains(&reply.code) => accepted(reply),
+            Ok(reply) if reply.code >= 500 => Verdict::Deny(Some(reply)),
+            Ok(reply) => Verdict::Denysoft(Some(reply)),
+            Err(e) => {
+                waraka_plugin::warn!("queue/smtp_proxy: {name} at the next hop failed: {e:?}");
+                Verdict::denysoft_code(451, "4.4.1", "Next hop unavailable, try again later")
+            }
+        }
+    }
+
+    /// The message played at the next hop, its reply the client's.
+    fn send_message(&self) -> Verdict {
+        self.step("the message", forward::proxy_data, |reply| {
             waraka_plugin::info!(
                 "queue/smtp_proxy: the next hop took the message: {}",
                 reply.lines.join(" ")
             );
             Verdict::Ok(Some(reply))
-        }
-        Ok(reply) => refusal(reply),
-        Err(verdict) => verdict,
+        })
     }
-}
-
-/// The next hop's refusal as the client's: 5xx for good, else for now.
-fn refusal(reply: Reply) -> Verdict {
-    if reply.code >= 500 {
-        Verdict::Deny(Some(reply))
-    } else {
-        Verdict::Denysoft(Some(reply))
-    }
-}
-
-/// What the client hears when the next hop cannot be asked: try later.
-fn unavailable(step: &str, e: Error) -> Verdict {
-    waraka_plugin::warn!("queue/smtp_proxy: {step} at the next hop failed: {e:?}");
-    Verdict::denysoft_code(451, "4.4.1", "Next hop unavailable, try again later")
-}
-
-/// Runs one step at the next hop: its reply, or the verdict for the client
-/// when there is no next hop or it cannot be asked.
-fn step(name: &str, call: impl FnOnce(&forward::NextHop) -> Result<Reply, Error>) -> Result<Reply, Verdict> {
-    let Some(hop) = hop() else {
-        waraka_plugin::error!("queue/smtp_proxy: no host in config/{SETTINGS}");
-        return Err(Verdict::denysoft_code(451, "4.3.5", "Next hop not configured"));
-    };
-    call(&hop).map_err(|e| unavailable(name, e))
 }
 
 impl Plugin for SmtpProxy {
@@ -86,37 +93,26 @@ impl Plugin for SmtpProxy {
     ];
 
     fn mail(_sender: Address) -> Verdict {
-        if !proxied() {
-            return Verdict::Cont;
-        }
-        match step("MAIL", forward::proxy_mail) {
-            Ok(reply) if (200..300).contains(&reply.code) => Verdict::Cont,
-            Ok(reply) => refusal(reply),
-            Err(verdict) => verdict,
+        match Setup::for_session() {
+            Some(setup) => setup.step("MAIL", forward::proxy_mail, |_| Verdict::Cont),
+            None => Verdict::Cont,
         }
     }
 
     fn rcpt(recipient: Address) -> Verdict {
-        if !proxied() {
-            return Verdict::Cont;
-        }
         let address = recipient.to_addr_spec();
-        match step("RCPT", |hop| forward::proxy_rcpt(hop, &address)) {
-            Ok(reply) if (200..300).contains(&reply.code) => Verdict::ok(),
-            Ok(reply) => refusal(reply),
-            Err(verdict) => verdict,
+        match Setup::for_session() {
+            Some(setup) => setup.step("RCPT", |hop| forward::proxy_rcpt(hop, &address), |_| Verdict::ok()),
+            None => Verdict::Cont,
         }
     }
 
     fn queue() -> Verdict {
-        send_message()
+        Setup::load().send_message()
     }
 
     fn queue_outbound() -> Verdict {
-        if !proxied() {
-            return Verdict::Cont;
-        }
-        send_message()
+        Setup::for_session().map_or(Verdict::Cont, |setup| setup.send_message())
     }
 
     fn reset_transaction() {
