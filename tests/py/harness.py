@@ -121,6 +121,11 @@ class Waraka:
 
         self.edit(f"config/{name}", change)
 
+    def hold_outbound(self):
+        """Relayed mail waits in the outbound queue: its smarthost is a port
+        where nothing listens, so a test can look at what was queued."""
+        self.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+
     def enable_metrics(self, port):
         """Serves `/metrics` on 127.0.0.1:`port` (see `prometheus`)."""
         self.edit("waraka.toml", lambda t: t + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
@@ -777,6 +782,19 @@ class Knot:
         self.tmp.cleanup()
 
 
+def dovecot_base(tmp):
+    """A test Dovecot's directory `tmp` (open to its login processes), the
+    user its mail belongs to, and the settings each starts with: its run,
+    state and log paths and, without root, this user as its own users."""
+    root = pathlib.Path(tmp)
+    os.chmod(root, 0o755)
+    owner = "dovecot" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    settings = f"base_dir = {root}/run\nstate_dir = {root}/state\nlog_path = {root}/dovecot.log\n"
+    if os.geteuid() != 0:
+        settings += f"default_internal_user = {owner}\ndefault_login_user = {owner}\n"
+    return root, owner, settings
+
+
 def dovecot(users, passwords=None):
     """Dovecot's LMTP service on TCP loopback and on the Unix socket
     `.lmtp_socket()`, delivering to maildirs under its temporary directory
@@ -787,26 +805,19 @@ def dovecot(users, passwords=None):
     auth_port = free_port()
 
     def args(port, tmp):
-        root = pathlib.Path(tmp)
-        os.chmod(root, 0o755)
+        root, owner, base = dovecot_base(tmp)
         mail = root / "mail"
         mail.mkdir()
-        owner = "dovecot" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         shutil.chown(mail, owner, owner)
         secrets = passwords or {}
         lines = [f"{user}:" + (f"{{PLAIN}}{secrets[user]}" if user in secrets else "") + "::::::"
                  + (f"userdb_quota_rule=*:storage={quota}B" if quota else "")
                  for user, quota in users.items()]
         (root / "users").write_text("\n".join(lines) + "\n")
-        unprivileged = "" if os.geteuid() == 0 else (
-            f"default_internal_user = {owner}\ndefault_login_user = {owner}\n")
         (root / "dovecot.conf").write_text(f"""protocols = lmtp
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-ssl = no
+{base}ssl = no
 listen = 127.0.0.1
-{unprivileged}mail_location = maildir:{mail}/%d/%n
+mail_location = maildir:{mail}/%d/%n
 mail_uid = {owner}
 mail_gid = {owner}
 first_valid_uid = 1
@@ -859,26 +870,19 @@ def dovecot_imap(passwords, cert, key):
     imaps_port = free_port()
 
     def args(port, tmp):
-        root = pathlib.Path(tmp)
-        os.chmod(root, 0o755)
-        owner = "dovecot" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        root, owner, base = dovecot_base(tmp)
         (root / "users").write_text("".join(f"{user}:{{PLAIN}}{secret}::::::\n" for user, secret in passwords.items()))
         # checkpassword's exit codes: 111 a temporary failure, 1 a refusal.
         busy = root / "busy.sh"
         busy.write_text("#!/bin/sh\ncase \"$(head -c 512 <&3 | tr '\\0' '\\n' | head -n 1)\" in\n"
                         "  *@busy.test) exit 111 ;;\nesac\nexit 1\n")
         busy.chmod(0o755)
-        unprivileged = "" if os.geteuid() == 0 else (
-            f"default_internal_user = {owner}\ndefault_login_user = {owner}\n")
         (root / "dovecot.conf").write_text(f"""protocols = imap
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-listen = 127.0.0.1
+{base}listen = 127.0.0.1
 ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
-{unprivileged}mail_location = maildir:{root}/mail/%n
+mail_location = maildir:{root}/mail/%n
 mail_uid = {owner}
 mail_gid = {owner}
 first_valid_uid = 1

@@ -22,7 +22,7 @@ def setup(server):
     server.edit("config/body_checks.relaying", lambda t: t + "/NIGHTINGALE/ REJECT Nightingale stays in the house\n")
     server.edit("config/body_checks.ini", lambda t: t.replace("size_limit = 51200", "size_limit = 2000"))
     flat_file_users(server, {"bob": "bob-pw"})
-    server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+    server.hold_outbound()
 
 
 class BodyChecksTest(unittest.TestCase):

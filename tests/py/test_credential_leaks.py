@@ -10,7 +10,7 @@ from harness import Waraka, flat_file_users
 
 def setup(server):
     flat_file_users(server, {"alice@example.com": "Tr0ub4dor&3"})
-    server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+    server.hold_outbound()
 
 
 def message(body):

@@ -24,7 +24,7 @@ class DelayDenyTest(unittest.TestCase):
             dns_setup(cls.dns.port)(server)
             server.edit("config/dns-list.ini", dns_list_settings(check_private="true", zones="bl.test"))
             flat_file_users(server, {"bob": "bob-pw"})
-            server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+            server.hold_outbound()
 
         cls.server = Waraka(["dns-list", "auth/flat_file", "delay_deny", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=setup)

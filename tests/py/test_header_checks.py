@@ -25,7 +25,7 @@ def setup(server):
     server.edit("config/header_checks.relaying",
                 lambda t: t + "/^User-Agent:/ IGNORE\n/^Received: from .* with ESMTPS?A/ IGNORE\n")
     flat_file_users(server, {"bob": "bob-pw"})
-    server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+    server.hold_outbound()
 
 
 class HeaderChecksTest(unittest.TestCase):

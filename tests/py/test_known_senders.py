@@ -28,7 +28,7 @@ class KnownSendersTest(unittest.TestCase):
         def setup(server):
             dns_setup(cls.dns.port)(server)
             flat_file_users(server, {"bob@example.com": "bob-pw"})
-            server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+            server.hold_outbound()
             server.set_settings("karma.ini", check_private="true")
 
         cls.server = Waraka(["auth/flat_file", "known-senders", "rcpt_to.in_host_list", "karma", "queue/maildir"],

@@ -134,7 +134,7 @@ class AccountLimitTest(unittest.TestCase):
                 "connection_rate": "", "recipient_rate": "100/1h",
                 "user_recipient_rate": "3/1h", "sender_recipient_rate": "4/1h"}))
             flat_file_users(server, {"bob": "bob-pw", "carol": "carol-pw"})
-            server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+            server.hold_outbound()
 
         cls.server = stopped_after_class(cls, Waraka(["auth/flat_file", "limit", "rcpt_to.in_host_list",
                                                       "queue/maildir"], setup=setup))

@@ -23,7 +23,8 @@ def setup(server):
     flat_file_users(server, {"bob@example.com": "bob-pw"})
     server.edit("config/data.signatures", lambda t: t + "cheap watches\n")
     # A user's mail leaves through the outbound queue; it waits there.
-    server.edit("waraka.toml", lambda t: t + ROLES + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+    server.edit("waraka.toml", lambda t: t + ROLES)
+    server.hold_outbound()
 
 
 class ListenerRolesTest(unittest.TestCase):

@@ -95,7 +95,7 @@ class RelayingTest(unittest.TestCase):
         def setup(server):
             server.edit("config/relay.acl_allow", lambda t: t + "127.0.0.1/32\n")
             server.edit("config/queue/smtp_proxy.ini", lambda t: t.replace("port = 10025", f"port = {port}"))
-            server.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+            server.hold_outbound()
 
         server = Waraka(["relay", "queue/smtp_proxy"], setup=setup)
         self.addCleanup(server.stop)
