@@ -77,11 +77,11 @@ start_sink() {
 
 stop_pid() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
-# start_haraka NODES -> sets hpid and hport: Haraka 3.3.4 (npm, cached in
-# bench/.cache/haraka) with rcpt_to.in_host_list + queue/discard, logging at
+# start_haraka NODES -> sets hpid and hport: Haraka 3.3.4 (npm, in
+# ~/.local/haraka, where scripts/setup puts it) with rcpt_to.in_host_list + queue/discard, logging at
 # warn; NODES=0 is one process, NODES=2 a cluster of two workers.
 start_haraka() {
-    local haraka="$cache/haraka" inst="$work/haraka"
+    local haraka="$HOME/.local/haraka" inst="$work/haraka"
     if [ ! -x "$haraka/node_modules/.bin/haraka" ]; then
         mkdir -p "$haraka" && (cd "$haraka" && npm install --silent --no-audit --no-fund Haraka@3.3.4 >/dev/null)
     fi

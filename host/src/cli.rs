@@ -1,7 +1,7 @@
 //! The `waraka` command line.
 
 use crate::capabilities::dkim_signing::KeyAlgorithm;
-use crate::config::{CONFIG_FILE, CORE_PLUGINS, DEFAULT_CONFIG, Instance, parse_config};
+use crate::config::{Instance, default_chain, lay_out_instance};
 use crate::plugins::{PluginLimits, PluginSource, PluginSpec};
 use crate::quarantine::{Kept, Quarantine};
 use crate::queue::{QueueStore, Selection, now_ms};
@@ -39,6 +39,16 @@ enum Command {
         /// Core plugins to install, in chain order (default: the standard set).
         #[arg(long, value_delimiter = ',')]
         plugins: Option<Vec<String>>,
+    },
+    /// Make a new instance in DIR from a Haraka install directory: the
+    /// plugin list, listeners, limits, TLS files, outbound settings and the
+    /// plugins' settings that have a counterpart; prints what was carried
+    /// over, what to look at by hand, and what Waraka does not need.
+    ImportHaraka {
+        /// Haraka's install directory (the one `haraka -c` runs).
+        haraka: PathBuf,
+        /// The new instance directory.
+        dir: PathBuf,
     },
     /// Serve mail. Without --config, serves the embedded default instance.
     Run {
@@ -359,6 +369,7 @@ pub fn main() -> Result<()> {
         match cli.command {
             Command::Init { dir, plugins } => init(&dir, plugins),
             Command::PasswordHash => password_hash(),
+            Command::ImportHaraka { haraka, dir } => import_haraka(&haraka, &dir),
             Command::DkimKey {
                 domain,
                 selector,
@@ -468,18 +479,13 @@ fn dkim_key(instance: &Instance, domain: &str, selector: Option<String>, ed25519
 }
 
 fn password_hash() -> Result<()> {
-    use password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     let mut password = String::new();
     std::io::stdin().read_line(&mut password)?;
     let password = password.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         bail!("no password on standard input");
     }
-    let salt = SaltString::generate(&mut OsRng);
-    let hash = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
-    println!("{hash}");
+    println!("{}", crate::password::hash(password)?);
     Ok(())
 }
 
@@ -584,43 +590,8 @@ async fn sendmail(root: &Path, options: &crate::sendmail::Options) -> Result<()>
 }
 
 fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {
-    if dir.join(CONFIG_FILE).exists() {
-        bail!("{} already holds an instance", dir.display());
-    }
-    let default_text = DEFAULT_CONFIG
-        .iter()
-        .find(|(n, _)| *n == CONFIG_FILE)
-        .map(|(_, t)| *t)
-        .unwrap_or_default();
-    let chosen = plugins.unwrap_or_else(|| parse_config(default_text).map(|c| c.plugins).unwrap_or_default());
-    for name in &chosen {
-        if !CORE_PLUGINS.iter().any(|(n, _)| n == name) {
-            let known: Vec<&str> = CORE_PLUGINS.iter().map(|(n, _)| *n).collect();
-            bail!("unknown core plugin {name:?} (known: {})", known.join(", "));
-        }
-    }
-    for sub in ["plugins", "config", "queue"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    for (name, bytes) in CORE_PLUGINS.iter().filter(|(n, _)| chosen.iter().any(|c| c == n)) {
-        let path = dir.join("plugins").join(format!("{name}.wasm"));
-        std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    for (name, text) in DEFAULT_CONFIG {
-        let path = if *name == CONFIG_FILE {
-            dir.join(name)
-        } else {
-            dir.join("config").join(name)
-        };
-        std::fs::create_dir_all(path.parent().expect("has parent"))?;
-        let text = if *name == CONFIG_FILE {
-            with_plugin_list(text, &chosen)
-        } else {
-            text.to_string()
-        };
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    let chosen = plugins.unwrap_or_else(default_chain);
+    lay_out_instance(dir, &chosen)?;
     println!(
         "created instance in {} with plugins {}",
         dir.display(),
@@ -630,20 +601,15 @@ fn init(dir: &Path, plugins: Option<Vec<String>>) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the `plugins = [...]` line of the default waraka.toml.
-fn with_plugin_list(text: &str, plugins: &[String]) -> String {
-    let list = plugins.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
-    text.lines()
-        .map(|line| {
-            if line.starts_with("plugins = ") {
-                format!("plugins = [{list}]")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+fn import_haraka(haraka: &Path, dir: &Path) -> Result<()> {
+    let report = crate::migrate::import_haraka(haraka, dir)?;
+    print!("{report}");
+    println!(
+        "created instance in {}; check it with: waraka check --config {}",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
 }
 
 async fn list(instance: Instance) -> Result<()> {

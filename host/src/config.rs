@@ -31,6 +31,77 @@ mod embedded {
 
 pub use embedded::{CORE_PLUGINS, DEFAULT_CONFIG};
 
+/// The chain of the embedded default instance (Haraka's default list).
+pub fn default_chain() -> Vec<String> {
+    parse_config(default_config_text())
+        .map(|c| c.plugins)
+        .unwrap_or_default()
+}
+
+/// The embedded default `waraka.toml`.
+fn default_config_text() -> &'static str {
+    DEFAULT_CONFIG
+        .iter()
+        .find(|(n, _)| *n == CONFIG_FILE)
+        .map(|(_, t)| *t)
+        .unwrap_or_default()
+}
+
+/// Lays out a new instance in `dir` (`waraka init`): `waraka.toml` with
+/// `chain` as its plugin list, the core plugins of the chain in `plugins/`,
+/// every default file of `config/`, and `queue/`. Fails when `dir` already
+/// holds an instance or the chain names a plugin that is not a core one.
+pub fn lay_out_instance(dir: &Path, chain: &[String]) -> Result<()> {
+    if dir.join(CONFIG_FILE).exists() {
+        bail!("{} already holds an instance", dir.display());
+    }
+    for name in chain {
+        if !CORE_PLUGINS.iter().any(|(n, _)| n == name) {
+            let known: Vec<&str> = CORE_PLUGINS.iter().map(|(n, _)| *n).collect();
+            bail!("unknown core plugin {name:?} (known: {})", known.join(", "));
+        }
+    }
+    for sub in ["plugins", "config", "queue"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    for (name, bytes) in CORE_PLUGINS.iter().filter(|(n, _)| chain.iter().any(|c| c == n)) {
+        let path = dir.join("plugins").join(format!("{name}.wasm"));
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for (name, text) in DEFAULT_CONFIG {
+        let path = if *name == CONFIG_FILE {
+            dir.join(name)
+        } else {
+            dir.join("config").join(name)
+        };
+        std::fs::create_dir_all(path.parent().expect("has parent"))?;
+        let text = if *name == CONFIG_FILE {
+            with_plugin_list(text, chain)
+        } else {
+            text.to_string()
+        };
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Replaces the `plugins = [...]` line of the default waraka.toml.
+fn with_plugin_list(text: &str, plugins: &[String]) -> String {
+    let list = plugins.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", ");
+    text.lines()
+        .map(|line| {
+            if line.starts_with("plugins = ") {
+                format!("plugins = [{list}]")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// One address to listen on, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -167,12 +238,7 @@ impl Instance {
             .filter(|(n, _)| *n != CONFIG_FILE)
             .map(|(n, t)| (n.to_string(), t.to_string()))
             .collect();
-        let text = DEFAULT_CONFIG
-            .iter()
-            .find(|(n, _)| *n == CONFIG_FILE)
-            .map(|(_, t)| *t)
-            .unwrap_or_default();
-        let config = parse_config(text)?;
+        let config = parse_config(default_config_text())?;
         Ok(Instance {
             root: std::env::current_dir()?,
             config_source: ConfigSource::Embedded(Arc::new(files)),

@@ -15,7 +15,8 @@
 //!   plugins' `OutboundPolicy`, and the capability imports (the `forward`
 //!   capability uses the delivery client).
 //! - [`config`], [`server`], [`proxy`], [`control`], [`cli`]: the instance,
-//!   sockets (behind a load balancer too) and commands.
+//!   sockets (behind a load balancer too) and commands; [`migrate`]: an
+//!   instance made from a Haraka install directory.
 //! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
 #![warn(missing_docs)]
 
@@ -27,6 +28,8 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod lockout;
+pub mod migrate;
+pub mod password;
 pub mod plugins;
 pub mod policy;
 pub mod proxy;

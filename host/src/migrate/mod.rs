@@ -1,0 +1,49 @@
+//! `waraka import-haraka`: a new instance made from a Haraka install
+//! directory. Haraka's plugin list becomes the chain (legacy names too), its
+//! server settings (`me`, `smtp.ini`, `connection.ini`, TLS files,
+//! `outbound.ini`, plugin timeouts) become `waraka.toml`, and the settings
+//! of the plugins that have a counterpart are translated into Waraka's
+//! config files. What could not be carried is reported, never dropped in
+//! silence: every INI key no translation read is listed, with the reason
+//! when Waraka does not need it.
+
+mod haraka;
+mod plugins;
+mod server;
+mod target;
+
+use anyhow::Result;
+use std::path::Path;
+
+pub use target::Report;
+
+/// Makes a new instance in `to` from the Haraka install directory `from`
+/// (or its `config/`), and tells what was carried over and what was not.
+/// Fails before writing anything when `from` is not a Haraka directory or
+/// `to` already holds an instance.
+pub fn import_haraka(from: &Path, to: &Path) -> Result<Report> {
+    let h = haraka::HarakaDir::open(from)?;
+    let haraka_plugins = plugins::haraka_plugins(&h);
+    crate::config::lay_out_instance(to, &plugins::chain(&haraka_plugins))?;
+    let mut t = target::Target::open(to)?;
+    server::carry(&h, &mut t, haraka_plugins.iter().any(|p| p == "tls"));
+    plugins::carry(&h, &mut t, &haraka_plugins)?;
+    for (file, entries) in h.unread() {
+        for entry in entries {
+            let key = if entry.section == "main" {
+                entry.key.clone()
+            } else {
+                format!("[{}] {}", entry.section, entry.key)
+            };
+            match server::not_needed(&file, &entry.section, &entry.key) {
+                Some(why) => t.report.not_needed.push(format!("{file} {key}: {why}")),
+                None => t
+                    .report
+                    .review
+                    .push(format!("{file} {key}: not carried (no Waraka setting says the same)")),
+            }
+        }
+    }
+    t.save()?;
+    Ok(t.report)
+}

@@ -1,0 +1,247 @@
+"""`waraka import-haraka`: an instance made from a real Haraka install
+directory (Haraka 3.3.4's `haraka -i`, then set up as an administrator
+would), served and driven over SMTP: its listeners, name, greeting, size
+limit, TLS certificate, users, accepted domains and next hop all work as
+they did under Haraka; and the report tells what was not carried."""
+
+import pathlib
+import shutil
+import smtplib
+import ssl
+import subprocess
+import tempfile
+import tomllib
+import unittest
+
+from harness import BIN, SmtpReceiver, Waraka, free_port, make_cert, wait_until
+
+HARAKA = pathlib.Path.home() / ".local/haraka/node_modules/.bin/haraka"
+
+
+def haraka_install(into):
+    """`haraka -i INTO`: the instance directory Haraka lays out."""
+    subprocess.run([str(HARAKA), "-i", str(into)], check=True, capture_output=True, timeout=120)
+    return into / "config"
+
+
+def write(config, name, text):
+    path = config / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def import_haraka(haraka, into):
+    return subprocess.run([BIN, "import-haraka", str(haraka), str(into)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def unverified():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class ImportedInstance(unittest.TestCase):
+    """Haraka's default plugin list with tls, auth/flat_file, relay, a
+    legacy dnsbl, a plugin of the administrator's own and process_title;
+    mail forwarded to a next hop with queue/smtp_forward."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.haraka = pathlib.Path(cls.tmp.name) / "haraka"
+        config = haraka_install(cls.haraka)
+        cls.mx_port, cls.smtps_port, next_hop = free_port(), free_port(), free_port()
+        cls.next_hop = SmtpReceiver("127.0.0.1", next_hop)
+        write(config, "me", "mx.import.test\n")
+        write(config, "host_list", "# local domains\nimport.test\n")
+        write(config, "plugins", "\n".join([
+            "# as an administrator left it", "process_title", "tls", "dnsbl", "my_policy", "auth/flat_file",
+            "relay", "rcpt_to.in_host_list", "queue/smtp_forward", ""]))
+        smtp_ini = (config / "smtp.ini").read_text()
+        write(config, "smtp.ini", smtp_ini + f"\nlisten=127.0.0.1:{cls.mx_port},127.0.0.1:{cls.smtps_port}\n"
+              f"smtps_port={cls.smtps_port}\ninactivity_timeout=120\nnodes=cpus\n")
+        connection = (config / "connection.ini").read_text()
+        assert "bytes=26214400" in connection and "[message]" in connection
+        connection = connection.replace("bytes=26214400", "bytes=100000")
+        connection = connection.replace("[message]", "[message]\ngreeting[]=Welcome to\ngreeting[]=Import Test")
+        write(config, "connection.ini", connection)
+        make_cert(config / "tls_cert.pem", config / "tls_key.pem", "mx.import.test")
+        write(config, "auth_flat_file.ini", "[core]\nmethods=PLAIN,LOGIN,CRAM-MD5\n[users]\nalice=wonder land\n")
+        write(config, "smtp_forward.ini", f"host=127.0.0.1\nport={next_hop}\nenable_tls=false\n"
+              "max_connections=10\n")
+        write(config, "dnsbl.zones", "bl.import.test\n")
+        write(config, "dnswl.zones", "wl.import.test\n")
+        write(config, "relay_acl_allow", "192.0.2.0/24\n")
+        write(config, "outbound.ini", "temp_fail_intervals=1m, 5m*2\nconcurrency_max=7\n")
+        (cls.haraka / "plugins").mkdir(exist_ok=True)
+        write(cls.haraka, "plugins/my_policy.js", "exports.hook_rcpt = (next) => next();\n")
+
+        def imported(server):
+            shutil.rmtree(server.dir)
+            cls.result = import_haraka(cls.haraka, server.dir)
+            assert cls.result.returncode == 0, cls.result.stderr
+
+        try:
+            cls.server = Waraka(None, roles=("mx", "submissions"), configured_listeners=True, setup=imported)
+        except BaseException:
+            cls.next_hop.server.shutdown()
+            cls.tmp.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.next_hop.server.shutdown()
+        cls.tmp.cleanup()
+
+    def toml(self):
+        return tomllib.loads((self.server.dir / "waraka.toml").read_text())
+
+    def test_settings_land_in_waraka_toml(self):
+        config = self.toml()
+        self.assertEqual(config["plugins"], ["dns-list", "auth/flat_file", "relay", "rcpt_to.in_host_list",
+                                             "queue/smtp_forward"])
+        smtp = config["smtp"]
+        self.assertEqual(smtp["listen"], [f"127.0.0.1:{self.mx_port}"])
+        self.assertEqual(smtp["hostname"], "mx.import.test")
+        self.assertEqual(smtp["max_message_size"], 100000)
+        self.assertEqual(smtp["idle_timeout"], "120s")
+        self.assertEqual(config["listener"], [{"address": f"127.0.0.1:{self.smtps_port}", "role": "submissions"}])
+        self.assertEqual(config["outbound"]["retry"], "1m, 5m*2")
+        self.assertEqual(config["outbound"]["concurrency"], 7)
+        self.assertEqual(config["outbound"]["smarthost"]["port"], self.next_hop.server.server_address[1])
+        self.assertIn("# Chain order.", (self.server.dir / "waraka.toml").read_text(), "comments kept")
+
+    def test_plugin_settings_land_in_config_files(self):
+        config = self.server.dir / "config"
+        self.assertEqual((config / "relay.acl_allow").read_text(), "192.0.2.0/24\n")
+        self.assertEqual((config / "host_list").read_text(), "import.test\n")
+        dns_list = (config / "dns-list.ini").read_text()
+        self.assertIn("\nzones = bl.import.test\n", dns_list)
+        self.assertIn("\nallow_zones = wl.import.test\n", dns_list)
+        users = (config / "auth/flat_file.ini").read_text()
+        self.assertRegex(users, r"\[users\]\nalice = \$argon2id\$")
+        self.assertNotIn("wonder land", users)
+
+    def test_report_tells_what_was_not_carried(self):
+        report = self.result.stdout
+        self.assertRegex(report, r"plugin my_policy \(plugins/my_policy\.js\): a plugin of your own")
+        self.assertRegex(report, r"plugin process_title: `waraka status`")
+        self.assertRegex(report, r"smtp\.ini nodes: Waraka is one process")
+        self.assertRegex(report, r"smtp_forward\.ini max_connections: not carried")
+        self.assertIn("CRAM-MD5", report)
+        self.assertNotIn("wonder land", report)
+        self.assertEqual(subprocess.run([BIN, "check", "--config", str(self.server.dir)],
+                                        capture_output=True).returncode, 0)
+
+    def test_greeting_size_and_tls(self):
+        with smtplib.SMTP("127.0.0.1", self.mx_port, timeout=30) as s:
+            s.ehlo("client.example")
+            self.assertEqual(s.esmtp_features.get("size"), "100000")
+            self.assertIn("starttls", s.esmtp_features)
+            s.starttls(context=unverified())
+            self.assertIsNotNone(s.sock.getpeercert(binary_form=True))
+            s.ehlo("client.example")
+            code, _ = s.login("alice", "wonder land")
+            self.assertEqual(code, 235)
+            s.mail("alice@import.test")
+            s.rcpt("bob@import.test")
+            code, text = s.data(b"Subject: big\r\n\r\n" + b"x" * 120000 + b"\r\n")
+            self.assertEqual(code, 552, text)
+        greeting = subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{self.mx_port}; head -1 <&3"],
+                                  capture_output=True, text=True, timeout=10).stdout
+        self.assertEqual(greeting.strip(), "220 mx.import.test Welcome to Import Test")
+
+    def test_inbound_mail_reaches_the_next_hop(self):
+        with smtplib.SMTP("127.0.0.1", self.mx_port, local_hostname="client.example", timeout=30) as s:
+            s.ehlo()
+            s.mail("someone@sender.test")
+            code, text = s.rcpt("nobody@elsewhere.test")
+            self.assertEqual((code, text[:5]), (554, b"5.7.1"), "not a local domain: no relaying")
+            s.rcpt("bob@import.test")
+            code, text = s.data(b"Subject: inbound\r\nMessage-ID: <in@sender.test>\r\n\r\nhello\r\n")
+            self.assertEqual(code, 250, text)
+        wait_until(lambda: any(b"<in@sender.test>" in m[2] for m in self.next_hop.messages),
+                   what="the message at the next hop")
+
+    def test_users_relay_over_implicit_tls(self):
+        with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, context=unverified(), timeout=30) as s:
+            s.ehlo("client.example")
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                s.login("alice", "wrong")
+        with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, context=unverified(), timeout=30) as s:
+            s.login("alice", "wonder land")
+            s.sendmail("alice@import.test", ["carol@elsewhere.test"],
+                       b"Subject: out\r\nMessage-ID: <out@import.test>\r\n\r\nhi\r\n")
+        wait_until(lambda: any(b"<out@import.test>" in m[2] and m[1] == ["carol@elsewhere.test"]
+                               for m in self.next_hop.messages),
+                   what="the relayed message at the smarthost (smtp_forward's enable_outbound)")
+
+
+class OlderNames(unittest.TestCase):
+    """Legacy plugin names and files: DKIM keys in config/dkim/, greylist
+    periods, spamd's socket, early_talker's pause, an LMTP socket."""
+
+    def test_carried_and_checked(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            haraka = pathlib.Path(tmp) / "haraka"
+            config = haraka_install(haraka)
+            write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n")
+            write(config, "early_talker.ini", "pause=3\n")
+            write(config, "greylist.ini", "[period]\nblack=600\ngrey=86400\n[ip_whitelist]\n198.51.100.7\n")
+            write(config, "karma.ini", "[thresholds]\nnegative=-5\n")
+            write(config, "spamassassin.ini", "spamd_socket=/run/spamd.sock\nreject_threshold=12\n")
+            write(config, "lmtp.ini", "path=/run/dovecot/lmtp\n[other.test]\nhost=10.0.0.9\nport=24\n")
+            write(config, "plugin_timeout", "45\n")
+            write(config, "greylist.timeout", "5\n")
+            key = config / "dkim/import.test"
+            key.mkdir(parents=True)
+            subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key / "private"), "2048"],
+                           check=True, capture_output=True)
+            (key / "selector").write_text("h2024\n")
+            into = pathlib.Path(tmp) / "waraka"
+            done = import_haraka(haraka, into)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            toml = tomllib.loads((into / "waraka.toml").read_text())
+            self.assertEqual(toml["plugins"], ["greylist", "karma", "spamassassin", "dkim_sign", "auth-results",
+                                               "queue/lmtp"])
+            self.assertEqual(toml["smtp"]["banner_delay"], "3s")
+            self.assertEqual(toml["spamfilter"]["spamd"], "/run/spamd.sock")
+            self.assertEqual(toml["plugin_defaults"]["timeout"], "45s")
+            self.assertEqual(toml["plugin"]["greylist"]["timeout"], "5s")
+            self.assertIn("socket:/run/dovecot/lmtp", toml["plugin"]["queue/lmtp"]["grants"])
+            greylist = (into / "config/greylist.ini").read_text()
+            self.assertIn("\nblack_timeout = 600s\n", greylist)
+            self.assertIn("\ngrey_timeout = 86400s\n", greylist)
+            self.assertIn("\nip_whitelist = 198.51.100.7\n", greylist)
+            self.assertIn("\nreject_threshold = 12\n", (into / "config/spamassassin.ini").read_text())
+            lmtp = (into / "config/queue/lmtp.ini").read_text()
+            self.assertIn("\npath = /run/dovecot/lmtp\n", lmtp)
+            self.assertIn("\n[other.test]\nhost = 10.0.0.9\nport = 24\n", lmtp)
+            self.assertEqual((into / "dkim/import.test/private").read_bytes(), (key / "private").read_bytes())
+            self.assertEqual((into / "dkim/import.test/selector").read_text(), "h2024\n")
+            self.assertRegex(done.stdout, r"plugin karma: karma, with Waraka's defaults: carry the settings of "
+                                          r"Haraka's config/karma\.ini by hand")
+            check = subprocess.run([BIN, "check", "--config", str(into)], capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    def test_refuses_what_is_not_haraka_or_already_waraka(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            done = import_haraka(tmp, pathlib.Path(tmp) / "w")
+            self.assertNotEqual(done.returncode, 0)
+            self.assertIn("is not a Haraka install directory", done.stderr)
+            haraka = pathlib.Path(tmp) / "haraka"
+            haraka_install(haraka)
+            into = pathlib.Path(tmp) / "w"
+            self.assertEqual(import_haraka(haraka, into).returncode, 0)
+            before = (into / "waraka.toml").read_text()
+            again = import_haraka(haraka / "config", into)
+            self.assertNotEqual(again.returncode, 0)
+            self.assertIn("already holds an instance", again.stderr)
+            self.assertEqual((into / "waraka.toml").read_text(), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
