@@ -57,8 +57,10 @@ class ImportedInstance(unittest.TestCase):
         write(config, "me", "mx.import.test\n")
         write(config, "host_list", "# local domains\nimport.test\n")
         write(config, "plugins", "\n".join([
-            "# as an administrator left it", "process_title", "tls", "dnsbl", "my_policy", "auth/flat_file",
-            "relay", "rcpt_to.in_host_list", "queue/smtp_forward", ""]))
+            "# as an administrator left it", "process_title", "tls", "helo.checks", "mail_from.access", "dnsbl",
+            "my_policy", "auth/flat_file", "relay", "rcpt_to.in_host_list", "queue/smtp_forward", ""]))
+        write(config, "helo.checks.ini", "[reject]\nbare_ip=true\n[skip]\nprivate_ip=false\n")
+        write(config, "mail_from.access.blacklist_regex", ".*@spam\\.test\n")
         smtp_ini = (config / "smtp.ini").read_text()
         write(config, "smtp.ini", smtp_ini + f"\nlisten=127.0.0.1:{cls.mx_port},127.0.0.1:{cls.smtps_port}\n"
               f"smtps_port={cls.smtps_port}\ninactivity_timeout=120\nnodes=cpus\n")
@@ -101,8 +103,8 @@ class ImportedInstance(unittest.TestCase):
 
     def test_settings_land_in_waraka_toml(self):
         config = self.toml()
-        self.assertEqual(config["plugins"], ["dns-list", "auth/flat_file", "relay", "rcpt_to.in_host_list",
-                                             "queue/smtp_forward"])
+        self.assertEqual(config["plugins"], ["helo.checks", "access", "dns-list", "auth/flat_file", "relay",
+                                             "rcpt_to.in_host_list", "queue/smtp_forward"])
         smtp = config["smtp"]
         self.assertEqual(smtp["listen"], [f"127.0.0.1:{self.mx_port}"])
         self.assertEqual(smtp["hostname"], "mx.import.test")
@@ -166,6 +168,15 @@ class ImportedInstance(unittest.TestCase):
         wait_until(lambda: any(b"<in@sender.test>" in m[2] for m in self.next_hop.messages),
                    what="the message at the next hop")
 
+    def test_helo_and_sender_checks_refuse_as_harakas_did(self):
+        with smtplib.SMTP("127.0.0.1", self.mx_port, timeout=30) as s:
+            code, text = s.ehlo("192.0.2.1")
+            self.assertEqual(code, 550, "helo.checks.ini [reject] bare_ip")
+            code, _ = s.ehlo("client.example")
+            self.assertEqual(code, 250, "a name is fine: Haraka refused no other check")
+            code, text = s.mail("someone@spam.test")
+            self.assertEqual((code, text[:5]), (550, b"5.7.1"), "mail_from.access.blacklist_regex")
+
     def test_users_relay_over_implicit_tls(self):
         with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, context=unverified(), timeout=30) as s:
             s.ehlo("client.example")
@@ -188,7 +199,19 @@ class OlderNames(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             haraka = pathlib.Path(tmp) / "haraka"
             config = haraka_install(haraka)
-            write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n")
+            write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n"
+                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\n")
+            write(config, "fcrdns.ini", "[reject]\nno_rdns=true\n")
+            write(config, "limit.ini", "[concurrency]\nmax=4\n[rate_conn]\n127=0\ndefault=5\n"
+                  "[rate_rcpt_sender]\ndefault=30/1h\n")
+            write(config, "bounce.ini", "[check]\nempty_return_path=true\nsingle_recipient=false\n")
+            write(config, "bounce_bad_rcpt", "noreply@import.test\n")
+            write(config, "attachment.ini", "[archive]\nmax_depth=3\nallow_encrypted=true\n")
+            write(config, "attachment.filename.regex", "^.*\\.iso$\n")
+            write(config, "data.signatures", "# campaigns\nbuy cheap watches\n")
+            write(config, "headers.ini", "date_past_days=30\n")
+            write(config, "aliases", '{"sales@import.test": {"action": "alias", "to": ["a@x.test", "b@x.test"]},'
+                  ' "info@import.test": {"action": "alias", "to": "office"}, "junk": {"action": "drop"}}')
             write(config, "early_talker.ini", "pause=3\n")
             write(config, "greylist.ini", "[period]\nblack=600\ngrey=86400\n[ip_whitelist]\n198.51.100.7\n")
             write(config, "karma.ini", "[thresholds]\nnegative=-5\n")
@@ -205,8 +228,29 @@ class OlderNames(unittest.TestCase):
             done = import_haraka(haraka, into)
             self.assertEqual(done.returncode, 0, done.stderr)
             toml = tomllib.loads((into / "waraka.toml").read_text())
-            self.assertEqual(toml["plugins"], ["greylist", "karma", "spamassassin", "dkim_sign", "auth-results",
-                                               "queue/lmtp"])
+            self.assertEqual(toml["plugins"], ["greylist", "spamassassin", "dkim_sign", "auth-results",
+                                               "queue/lmtp", "fcrdns", "limit", "bounce", "attachment",
+                                               "data.signatures", "headers", "aliases", "karma"], "karma goes last")
+            self.assertEqual(sorted((into / "config/aliases").read_text().splitlines()[1:]),
+                             ["info@import.test: office@import.test", "sales@import.test: a@x.test, b@x.test"])
+            self.assertRegex(done.stdout, r"config/aliases: junk not carried")
+            files = into / "config"
+            self.assertIn("\nreject_no_rdns = true\n", (files / "fcrdns.ini").read_text())
+            limit = (files / "limit.ini").read_text()
+            self.assertIn("\nconcurrency = 4\n", limit)
+            self.assertIn("\nconnection_rate = 5/60s\n", limit)
+            self.assertIn("\nsender_recipient_rate = 30/1h\n", limit)
+            bounce = (files / "bounce.ini").read_text()
+            self.assertIn("\nempty_return_path = tag\n", bounce, "checked; Haraka's [reject] default: no")
+            self.assertIn("\nsingle_recipient = off\n", bounce)
+            self.assertEqual((files / "bounce.bad_rcpt").read_text(), "noreply@import.test\n")
+            attachment = (files / "attachment.ini").read_text()
+            self.assertIn("\narchive_max_depth = 3\n", attachment)
+            self.assertIn("\nencrypted_archives = accept\n", attachment)
+            self.assertEqual((files / "attachment.filename.regex").read_text(), "^.*\\.iso$\n")
+            self.assertEqual((files / "data.signatures").read_text(), "buy cheap watches\n")
+            self.assertIn("\ndate_past_days = 30\n", (files / "headers.ini").read_text())
+            self.assertRegex(done.stdout, r"limit\.ini \[rate_conn\] 127: not carried")
             self.assertEqual(toml["smtp"]["banner_delay"], "3s")
             self.assertEqual(toml["spamfilter"]["spamd"], "/run/spamd.sock")
             self.assertEqual(toml["plugin_defaults"]["timeout"], "45s")

@@ -11,6 +11,7 @@ mod haraka;
 mod plugins;
 mod server;
 mod target;
+mod translate;
 
 use anyhow::Result;
 use std::path::Path;

@@ -1,0 +1,768 @@
+//! The translations of Haraka plugins' settings into Waraka's config files
+//! and `waraka.toml`, one function per plugin (the table in `plugins` says
+//! which), each reporting what it carried.
+
+use super::haraka::{HarakaDir, Ini};
+use super::server::seconds;
+use super::target::Target;
+use anyhow::Result;
+
+/// Haraka's `enable_tls` as Waraka's `tls` setting of a next hop.
+fn next_hop_tls(ini: &Ini, section: &str) -> Option<&'static str> {
+    ini.bool(section, "enable_tls")
+        .map(|on| if on { "opportunistic" } else { "never" })
+}
+
+/// Haraka's next-hop settings of `section` (host, port, path, TLS, AUTH) as
+/// Waraka's keys.
+fn next_hop(ini: &Ini, section: &str) -> Vec<(&'static str, String)> {
+    let mut keys = Vec::new();
+    for key in ["host", "port", "path", "auth_user", "auth_pass"] {
+        if let Some(value) = ini.get(section, key) {
+            keys.push((key, value));
+        }
+    }
+    if let Some(tls) = next_hop_tls(ini, section) {
+        keys.push(("tls", tls.to_string()));
+    }
+    ini.get(section, "auth_type");
+    keys
+}
+
+/// Writes the next hops of Haraka's `from` (its top and its per-domain
+/// sections) into Waraka's `to`; returns the default hop's keys.
+fn next_hops(h: &HarakaDir, t: &mut Target, from: &str, to: &str) -> Vec<(&'static str, String)> {
+    if !h.path(from).is_file() {
+        t.report.review.push(format!(
+            "no config/{from} (Haraka's own defaults were in use): set the next hop in config/{to}"
+        ));
+        return Vec::new();
+    }
+    let ini = h.ini(from);
+    let top = next_hop(&ini, "main");
+    for (key, value) in &top {
+        t.setting(to, key, value);
+    }
+    let mut domains = Vec::new();
+    for section in ini.sections().into_iter().filter(|s| s != "tls") {
+        let keys = next_hop(&ini, &section);
+        if !keys.is_empty() {
+            t.section(to, &section, &keys);
+            domains.push(section);
+        }
+    }
+    let shown: Vec<String> = top
+        .iter()
+        .filter(|(k, _)| *k != "auth_pass")
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    t.report.carried.push(format!(
+        "config/{from}: config/{to} ({}{})",
+        shown.join(", "),
+        if domains.is_empty() {
+            String::new()
+        } else {
+            format!("; sections {}", domains.join(", "))
+        }
+    ));
+    top
+}
+
+/// `queue/smtp_forward`: its next hops, and with `enable_outbound` the smarthost for users' mail.
+pub fn smtp_forward(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let top = next_hops(h, t, "smtp_forward.ini", "queue/smtp_forward.ini");
+    let ini = h.ini("smtp_forward.ini");
+    if ini.bool("main", "enable_outbound").unwrap_or(true)
+        && let Some((_, host)) = top.iter().find(|(k, _)| *k == "host")
+    {
+        let value = |key: &str| top.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+        let port = value("port").and_then(|p| p.parse::<i64>().ok()).unwrap_or(25);
+        t.set(&["outbound", "smarthost"], "host", host.as_str());
+        t.set(&["outbound", "smarthost"], "port", port);
+        if let (Some(user), Some(password)) = (value("auth_user"), value("auth_pass")) {
+            t.set(&["outbound", "smarthost"], "user", user.as_str());
+            t.set(&["outbound", "smarthost"], "password", password.as_str());
+        }
+        t.report.carried.push(format!(
+            "smtp_forward.ini enable_outbound (Haraka's default): users' mail leaves through \
+             [outbound.smarthost] {host}:{port}"
+        ));
+    }
+    if ini.get("main", "domain_selector").as_deref() == Some("mail_from") {
+        t.report.review.push(
+            "smtp_forward.ini domain_selector = mail_from: Waraka routes by recipient; next hops by sender \
+             are [outbound.senders] in waraka.toml"
+                .into(),
+        );
+    }
+    if ini.bool("main", "check_recipient") == Some(true) {
+        t.report.review.push(
+            "smtp_forward.ini check_recipient: list the domains of its sections in config/host_list \
+             (rcpt_to.in_host_list), or set verify_recipients = true in config/queue/smtp_forward.ini"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// `queue/smtp_proxy`: its next hop, playing users' mail there too as Haraka does.
+pub fn smtp_proxy(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    next_hops(h, t, "smtp_proxy.ini", "queue/smtp_proxy.ini");
+    t.setting("queue/smtp_proxy.ini", "relaying", "true");
+    t.report
+        .carried
+        .push("queue/smtp_proxy: relaying = true (users' mail is played at the next hop too, as Haraka did)".into());
+    Ok(())
+}
+
+/// `queue/lmtp`: its servers, with a `socket:` grant for each socket path.
+pub fn lmtp(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    next_hops(h, t, "lmtp.ini", "queue/lmtp.ini");
+    let ini = h.ini("lmtp.ini");
+    let mut sections = vec!["main".to_string()];
+    sections.extend(ini.sections());
+    for path in sections.iter().filter_map(|s| ini.get(s, "path")) {
+        t.grant("queue/lmtp", &format!("socket:{path}"));
+        t.report
+            .carried
+            .push(format!("lmtp.ini path {path}: grant \"socket:{path}\" for queue/lmtp"));
+    }
+    t.report.carried.push(
+        "queue/lmtp asks the server at RCPT whether each mailbox exists (verify_recipients = true; Haraka \
+         bounced unknown ones later)"
+            .into(),
+    );
+    Ok(())
+}
+
+/// `queue/quarantine`: its directory.
+pub fn quarantine(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let path = h
+        .ini("quarantine.ini")
+        .get("main", "quarantine_path")
+        .unwrap_or_else(|| "/var/spool/haraka/quarantine".into());
+    t.set(&["dirs"], "quarantine", path.as_str());
+    t.report
+        .carried
+        .push(format!("quarantine.ini quarantine_path: [dirs] quarantine = {path:?}"));
+    Ok(())
+}
+
+/// `auth/flat_file`: its users, their passwords hashed.
+pub fn flat_file(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("auth_flat_file.ini");
+    let users = ini.section("users");
+    let mut lines = Vec::new();
+    for user in &users {
+        lines.push((user.key.as_str(), crate::password::hash(&user.value)?));
+    }
+    t.section("auth/flat_file.ini", "users", &lines);
+    t.report.carried.push(format!(
+        "auth_flat_file.ini [users]: config/auth/flat_file.ini, {} users, their passwords hashed with Argon2id",
+        users.len()
+    ));
+    let methods = ini.array("core", "methods");
+    if !methods.is_empty() {
+        t.report.carried.push(format!(
+            "auth_flat_file.ini methods ({}): Waraka offers PLAIN and LOGIN (over TLS); CRAM-MD5 needs \
+             passwords in the clear and is not offered",
+            methods.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// `auth/auth_proxy`: the server of each domain.
+pub fn auth_proxy(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("auth_proxy.ini");
+    for entry in ini.section("domains") {
+        let hosts: Vec<&str> = entry.value.split([' ', ',', ';']).filter(|s| !s.is_empty()).collect();
+        let Some(first) = hosts.first() else { continue };
+        let (host, port) = first.rsplit_once(':').unwrap_or((first, "25"));
+        t.section(
+            "auth/proxy.ini",
+            &entry.key,
+            &[("host", host.to_string()), ("port", port.to_string())],
+        );
+        t.report.carried.push(format!(
+            "auth_proxy.ini {}: config/auth/proxy.ini [{}] {host}:{port}",
+            entry.key, entry.key
+        ));
+        if hosts.len() > 1 {
+            t.report.review.push(format!(
+                "auth_proxy.ini {}: Waraka asks one server per domain ({host}); the others are not carried",
+                entry.key
+            ));
+        }
+    }
+    t.report.review.push(
+        "auth/proxy: STARTTLS is required before a password is passed on (Haraka sent it in the clear to a \
+         server without STARTTLS); tls = opportunistic in config/auth/proxy.ini allows that"
+            .into(),
+    );
+    Ok(())
+}
+
+/// `tls`: the certificate and key, `no_tls_hosts`, `requestCert`.
+pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("tls.ini");
+    let key = ini.get("main", "key").unwrap_or_else(|| "tls_key.pem".into());
+    let cert = ini.get("main", "cert").unwrap_or_else(|| "tls_cert.pem".into());
+    let (key_file, cert_file) = (h.path(&key), h.path(&cert));
+    if key_file.is_file() && cert_file.is_file() {
+        t.copy(&key_file, "config/tls/key.pem")?;
+        t.copy(&cert_file, "config/tls/cert.pem")?;
+        t.set(&["tls"], "cert", "config/tls/cert.pem");
+        t.set(&["tls"], "key", "config/tls/key.pem");
+        t.report.carried.push(format!(
+            "config/{cert}, config/{key}: [tls] cert and key (copied to config/tls/)"
+        ));
+    } else {
+        t.report.review.push(format!(
+            "tls: no config/{cert} and config/{key}; set [tls] cert and key (or [acme]) in waraka.toml"
+        ));
+    }
+    if h.path("tls").is_dir() {
+        t.report
+            .review
+            .push("config/tls/ (certificates by name): add each as [[tls.sni]] cert and key in waraka.toml".into());
+    }
+    let mut no_tls: Vec<String> = ini.section("no_tls_hosts").into_iter().map(|e| e.key).collect();
+    no_tls.extend(ini.array("main", "no_tls_hosts"));
+    if !no_tls.is_empty() {
+        let hosts: toml_edit::Array = no_tls.iter().map(String::as_str).collect();
+        t.set(&["tls"], "no_tls_hosts", hosts);
+        t.report.carried.push(format!(
+            "tls.ini no_tls_hosts: [tls] no_tls_hosts ({})",
+            no_tls.join(", ")
+        ));
+    }
+    if ini.bool("main", "requestCert") == Some(true) {
+        t.set(&["tls"], "ask_client_cert", true);
+        t.report
+            .carried
+            .push("tls.ini requestCert: [tls] ask_client_cert = true".into());
+    }
+    Ok(())
+}
+
+/// `early_talker`: the greeting's delay.
+pub fn early_talker(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("early_talker.ini");
+    let pause = ini.number("main", "pause").unwrap_or(1);
+    t.set(&["smtp"], "banner_delay", seconds(pause));
+    t.set(&["smtp"], "early_talker", "reject");
+    t.report.carried.push(format!(
+        "early_talker.ini pause: [smtp] banner_delay = \"{pause}s\", early_talker = \"reject\""
+    ));
+    if !ini.section("ip_whitelist").is_empty() {
+        t.report
+            .review
+            .push("early_talker.ini [ip_whitelist]: Waraka holds the greeting for every client".into());
+    }
+    Ok(())
+}
+
+/// `mail_from.is_resolvable`: whether a sender domain without MX is refused.
+pub fn is_resolvable(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    if let Some(no_mx) = h.ini("mail_from.is_resolvable.ini").get("reject", "no_mx") {
+        let reject = !matches!(no_mx.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off");
+        t.setting("mail_from.is_resolvable.ini", "reject", &reject.to_string());
+        t.report.carried.push(format!(
+            "mail_from.is_resolvable.ini [reject] no_mx: config/mail_from.is_resolvable.ini reject = {reject}"
+        ));
+    }
+    Ok(())
+}
+
+/// `dns-list` (and `dnsbl`, `dnswl`): block and allow zones.
+pub fn dns_list(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("dns-list.ini");
+    let mut zones = ini.array("main", "zones");
+    zones.extend(h.list("dnsbl.zones"));
+    zones.extend(h.ini("dnsbl.ini").array("main", "zones"));
+    let mut allow = h.list("dnswl.zones");
+    let mut block = Vec::new();
+    for zone in zones {
+        let is_allow = ini.get(&zone, "type").is_some_and(|t| t == "allow" || t == "white");
+        let list = if is_allow { &mut allow } else { &mut block };
+        if !list.contains(&zone) {
+            list.push(zone);
+        }
+    }
+    t.setting("dns-list.ini", "zones", &block.join(", "));
+    t.setting("dns-list.ini", "allow_zones", &allow.join(", "));
+    t.report.carried.push(format!(
+        "dns-list zones: config/dns-list.ini zones = {}; allow_zones = {}",
+        block.join(", "),
+        allow.join(", ")
+    ));
+    if let Some(reject) = ini.bool("main", "reject") {
+        t.setting("dns-list.ini", "reject", &reject.to_string());
+    }
+    Ok(())
+}
+
+/// `relay`: the relay ACL.
+pub fn relay(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("relay.ini");
+    if ini.bool("relay", "acl") != Some(false) {
+        same_list(h, t, "relay_acl_allow", "relay.acl_allow");
+    }
+    if ini.bool("relay", "force_routing") == Some(true) || h.path("relay_dest_domains.ini").exists() {
+        t.report.review.push(
+            "relay_dest_domains.ini: next hops per domain are [outbound.routes] in waraka.toml; accepted \
+             domains are config/host_list"
+                .into(),
+        );
+    }
+    if ini.bool("relay", "all") == Some(true) {
+        t.report.review.push(
+            "relay.ini all = true (every client may relay): Waraka lets only the relay ACL and AUTH relay; \
+             add the networks to config/relay.acl_allow"
+                .into(),
+        );
+    }
+    ini.get("relay", "dest_domains");
+    Ok(())
+}
+
+/// `greylist`: its periods and the addresses never greylisted.
+pub fn greylist(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("greylist.ini");
+    for (key, setting) in [
+        ("black", "black_timeout"),
+        ("grey", "grey_timeout"),
+        ("white", "white_timeout"),
+    ] {
+        if let Some(secs) = ini.number("period", key) {
+            t.setting("greylist.ini", setting, &seconds(secs));
+            t.report.carried.push(format!(
+                "greylist.ini [period] {key}: config/greylist.ini {setting} = {secs}s"
+            ));
+        }
+    }
+    let allowed: Vec<String> = ini.section("ip_whitelist").into_iter().map(|e| e.key).collect();
+    if !allowed.is_empty() {
+        t.setting("greylist.ini", "ip_whitelist", &allowed.join(", "));
+        t.report.carried.push(format!(
+            "greylist.ini [ip_whitelist]: ip_whitelist = {}",
+            allowed.join(", ")
+        ));
+    }
+    if ini.get("redis", "host").is_some() {
+        t.report.review.push(
+            "greylist.ini [redis]: triplets are kept in the [kv] store named by config/greylist.ini store; \
+             add a [kv.NAME] backend = \"redis\" store to share them"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Copies the keys of `ini`'s top that Waraka's `file` names alike.
+fn same_keys(ini: &Ini, t: &mut Target, from: &str, file: &str, keys: &[&str]) {
+    for key in keys {
+        if let Some(value) = ini.get("main", key) {
+            t.setting(file, key, &value);
+            t.report
+                .carried
+                .push(format!("{from} {key}: config/{file} {key} = {value}"));
+        }
+    }
+}
+
+/// `spamassassin`: spamd's address and the thresholds.
+pub fn spamassassin(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("spamassassin.ini");
+    let spamd = ini
+        .get("main", "spamd_socket")
+        .unwrap_or_else(|| "127.0.0.1:783".into());
+    t.set(&["spamfilter"], "spamd", spamd.as_str());
+    t.report
+        .carried
+        .push(format!("spamassassin.ini spamd_socket: [spamfilter] spamd = {spamd:?}"));
+    same_keys(
+        &ini,
+        t,
+        "spamassassin.ini",
+        "spamassassin.ini",
+        &[
+            "reject_threshold",
+            "munge_subject_threshold",
+            "subject_prefix",
+            "spamd_user",
+            "max_size",
+        ],
+    );
+    Ok(())
+}
+
+/// `rspamd`: rspamd's address.
+pub fn rspamd(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("rspamd.ini");
+    let host = ini.get("main", "host").unwrap_or_else(|| "localhost".into());
+    let port = ini.get("main", "port").unwrap_or_else(|| "11333".into());
+    let address = format!("{host}:{port}");
+    t.set(&["spamfilter"], "rspamd", address.as_str());
+    t.report
+        .carried
+        .push(format!("rspamd.ini host, port: [spamfilter] rspamd = {address:?}"));
+    same_keys(&ini, t, "rspamd.ini", "rspamd.ini", &["max_size"]);
+    Ok(())
+}
+
+/// `clamd`: clamd's address, size limit and what a virus or an error does.
+pub fn clamd(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("clamd.ini");
+    let socket = ini
+        .get("main", "clamd_socket")
+        .unwrap_or_else(|| "localhost:3310".into());
+    let first = socket
+        .split([',', ';', ' '])
+        .find(|s| !s.is_empty())
+        .unwrap_or("localhost:3310");
+    t.set(&["antivirus"], "clamd", first);
+    t.report
+        .carried
+        .push(format!("clamd.ini clamd_socket: [antivirus] clamd = {first:?}"));
+    same_keys(&ini, t, "clamd.ini", "clamd.ini", &["max_size"]);
+    if let Some(virus) = ini.bool("reject", "virus") {
+        t.setting("clamd.ini", "reject_virus", &virus.to_string());
+    }
+    if let Some(error) = ini.bool("reject", "error") {
+        t.setting("clamd.ini", "on_error", if error { "tempfail" } else { "continue" });
+    }
+    Ok(())
+}
+
+/// `dkim`: the signing keys of `config/dkim/DOMAIN/` (or `dkim.private.key`).
+pub fn dkim(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let mut domains = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(h.path("dkim")) {
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let domain = entry.file_name().to_string_lossy().to_string();
+            if dir.join("private").is_file() && dir.join("selector").is_file() {
+                t.copy(&dir.join("private"), &format!("dkim/{domain}/private"))?;
+                t.copy(&dir.join("selector"), &format!("dkim/{domain}/selector"))?;
+                domains.push(domain);
+            }
+        }
+    }
+    let ini = h.ini("dkim.ini");
+    let single = h.path("dkim.private.key");
+    if let (Some(domain), Some(selector), true) =
+        (ini.get("sign", "domain"), ini.get("sign", "selector"), single.is_file())
+        && !domains.contains(&domain)
+    {
+        t.copy(&single, &format!("dkim/{domain}/private"))?;
+        std::fs::write(t.path(&format!("dkim/{domain}/selector")), format!("{selector}\n"))?;
+        domains.push(domain);
+    }
+    domains.sort();
+    if !domains.is_empty() {
+        t.report.carried.push(format!(
+            "DKIM keys of {}: dkim/DOMAIN/private and selector",
+            domains.join(", ")
+        ));
+    }
+    if ini.bool("sign", "enabled") == Some(false) {
+        t.report.review.push(
+            "dkim.ini [sign] enabled = false: dkim_sign signs relayed mail of every domain that has a key in \
+             dkim/; take it out of the chain to send unsigned"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Copies Haraka's list file `from` (comments and blank lines left out) to
+/// Waraka's `to`, when Haraka has it.
+fn same_list(h: &HarakaDir, t: &mut Target, from: &str, to: &str) {
+    if h.path(from).is_file() {
+        let lines = h.list(from);
+        t.write_config(to, lines.join("\n") + "\n");
+        t.report
+            .carried
+            .push(format!("config/{from}: config/{to} ({} lines)", lines.len()));
+    }
+}
+
+/// `helo.checks`: which checks run and which refuse (Haraka refuses none by
+/// default), whether private clients and relaying ones are checked, and the
+/// patterns of `helo.checks.regexps`.
+pub fn helo_checks(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("helo.checks.ini");
+    let mut refused = Vec::new();
+    for check in ["bare_ip", "literal_mismatch", "valid_hostname", "match_re", "dynamic"] {
+        let on = ini
+            .get("check", check)
+            .is_none_or(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"));
+        t.setting("helo.checks.ini", check, &on.to_string());
+        if on && ini.bool("reject", check) == Some(true) {
+            refused.push(check);
+        }
+    }
+    refused.push("forged_local");
+    t.setting("helo.checks.ini", "reject", &refused.join(", "));
+    t.report.carried.push(format!(
+        "helo.checks.ini [check], [reject]: config/helo.checks.ini reject = {} (forged_local, this server's \
+         name from another machine, has no Haraka counterpart)",
+        refused.join(", ")
+    ));
+    if let Some(private) = ini.bool("skip", "private_ip") {
+        t.setting("helo.checks.ini", "check_private", &(!private).to_string());
+    }
+    if let Some(relaying) = ini.bool("skip", "relaying") {
+        t.setting("helo.checks.ini", "skip_relaying", &relaying.to_string());
+    }
+    same_list(h, t, "helo.checks.regexps", "helo.checks.regexps");
+    Ok(())
+}
+
+/// `fcrdns`: which findings refuse the client.
+pub fn fcrdns(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("fcrdns.ini");
+    for (haraka, waraka) in [
+        ("no_rdns", "reject_no_rdns"),
+        ("no_fcrdns", "reject_no_fcrdns"),
+        ("generic_rdns", "reject_generic_rdns"),
+    ] {
+        if let Some(reject) = ini.bool("reject", haraka) {
+            t.setting("fcrdns.ini", waraka, &reject.to_string());
+            t.report.carried.push(format!(
+                "fcrdns.ini [reject] {haraka}: config/fcrdns.ini {waraka} = {reject}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `headers`: the required and singular fields and the date window (the
+/// same keys).
+pub fn headers(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("headers.ini");
+    same_keys(
+        &ini,
+        t,
+        "headers.ini",
+        "headers.ini",
+        &["required", "singular", "date_future_days", "date_past_days"],
+    );
+    Ok(())
+}
+
+/// `attachment`: the refused extensions, the archive depth, encrypted
+/// archives, and the pattern files (the same names).
+pub fn attachment(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("attachment.ini");
+    same_keys(&ini, t, "attachment.ini", "attachment.ini", &["disallowed_extensions"]);
+    if let Some(depth) = ini.number("archive", "max_depth") {
+        t.setting("attachment.ini", "archive_max_depth", &depth.to_string());
+        t.report.carried.push(format!(
+            "attachment.ini [archive] max_depth: config/attachment.ini archive_max_depth = {depth}"
+        ));
+    }
+    if let Some(allow) = ini.bool("archive", "allow_encrypted") {
+        let value = if allow { "accept" } else { "reject" };
+        t.setting("attachment.ini", "encrypted_archives", value);
+        t.report.carried.push(format!(
+            "attachment.ini [archive] allow_encrypted: config/attachment.ini encrypted_archives = {value}"
+        ));
+    }
+    for list in [
+        "attachment.filename.regex",
+        "attachment.archive.filename.regex",
+        "attachment.ctype.regex",
+    ] {
+        same_list(h, t, list, list);
+    }
+    Ok(())
+}
+
+/// `data.signatures`: the same list.
+pub fn data_signatures(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    same_list(h, t, "data.signatures", "data.signatures");
+    Ok(())
+}
+
+/// `bounce`: each check as `reject`, `tag` or `off` from Haraka's `[check]`
+/// and `[reject]` (with Haraka's defaults), and the addresses that never
+/// send mail.
+pub fn bounce(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("bounce.ini");
+    for (check, checked, refused) in [
+        ("single_recipient", true, true),
+        ("empty_return_path", false, false),
+        ("bad_rcpt", true, true),
+    ] {
+        let value = match (
+            ini.bool("check", check).unwrap_or(checked),
+            ini.bool("reject", check).unwrap_or(refused),
+        ) {
+            (false, _) => "off",
+            (true, true) => "reject",
+            (true, false) => "tag",
+        };
+        t.setting("bounce.ini", check, value);
+        t.report
+            .carried
+            .push(format!("bounce.ini {check}: config/bounce.ini {check} = {value}"));
+    }
+    let all = ini.bool("reject", "all_bounces").unwrap_or(false);
+    t.setting("bounce.ini", "reject_all", &all.to_string());
+    same_list(h, t, "bounce_bad_rcpt", "bounce.bad_rcpt");
+    Ok(())
+}
+
+/// `access`: the allow and block lists of the connection, the sender and
+/// the recipient (Haraka's file names, or those `access.ini` gives), the
+/// pattern files as `/pattern/` lines.
+pub fn access(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("access.ini");
+    for (phase, prefix, ours) in [
+        ("conn", "connect.rdns_access", "connect"),
+        ("mail", "mail_from.access", "mail"),
+        ("rcpt", "rcpt_to.access", "rcpt"),
+    ] {
+        if ini.bool("check", phase) == Some(false) {
+            continue;
+        }
+        for (haraka_list, section, waraka_list) in [("whitelist", "white", "allow"), ("blacklist", "black", "deny")] {
+            let plain = ini
+                .get(section, phase)
+                .unwrap_or_else(|| format!("{prefix}.{haraka_list}"));
+            let patterns = ini
+                .get(&format!("re.{section}"), phase)
+                .unwrap_or_else(|| format!("{prefix}.{haraka_list}_regex"));
+            let mut lines = h.list(&plain);
+            lines.extend(h.list(&patterns).into_iter().map(|re| format!("/{re}/")));
+            if !lines.is_empty() {
+                let to = format!("access.{ours}.{waraka_list}");
+                t.report.carried.push(format!(
+                    "config/{plain}, config/{patterns}: config/{to} ({} entries)",
+                    lines.len()
+                ));
+                t.write_config(&to, lines.join("\n") + "\n");
+            }
+        }
+    }
+    if h.path("access.domains").is_file() {
+        t.report.review.push(
+            "config/access.domains: put its domains in config/access.mail.allow (the ones marked !) or \
+             config/access.mail.deny"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Haraka's rate (`LIMIT[/TIME]`, TIME in seconds or with a unit; 60 s
+/// when missing; a limit of 0 turns it off) as Waraka's `N/PERIOD`.
+fn rate(haraka: &str) -> String {
+    let (limit, period) = haraka.split_once('/').unwrap_or((haraka, "60"));
+    match limit.trim() {
+        "0" => String::new(),
+        limit => {
+            let period = period.trim();
+            let unit = if period.ends_with(|c: char| c.is_ascii_digit()) {
+                "s"
+            } else {
+                ""
+            };
+            format!("{limit}/{period}{unit}")
+        }
+    }
+}
+
+/// `limit`: the default concurrency, rates and unrecognized commands (per
+/// address entries are listed for a look).
+pub fn limit(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("limit.ini");
+    for (section, waraka, is_rate) in [
+        ("concurrency", "concurrency", false),
+        ("unrecognized_commands", "max_unrecognized", false),
+        ("rate_conn", "connection_rate", true),
+        ("rate_rcpt_host", "recipient_rate", true),
+        ("rate_rcpt_sender", "sender_recipient_rate", true),
+    ] {
+        let key = if is_rate { "default" } else { "max" };
+        if let Some(value) = ini.get(section, key) {
+            let value = if is_rate { rate(&value) } else { value };
+            t.setting("limit.ini", waraka, &value);
+            t.report.carried.push(format!(
+                "limit.ini [{section}] {key}: config/limit.ini {waraka} = {value}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `aliases`: Haraka's JSON (`{"sales": {"action": "alias", "to": [...]}}`)
+/// as Waraka's `KEY: TARGET, ...` lines. A target without `@` is at the
+/// key's domain; what Waraka's aliases cannot say (`drop`, `*`, a bare
+/// local part as the key's target) is listed for a look.
+pub fn aliases(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(h.path("aliases")) else {
+        return Ok(());
+    };
+    let json: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(&text) {
+        Ok(json) => json,
+        Err(e) => {
+            t.report.review.push(format!(
+                "config/aliases: not JSON as Haraka reads it ({e}); not carried"
+            ));
+            return Ok(());
+        }
+    };
+    let mut lines = vec!["# from Haraka's config/aliases (waraka import-haraka)".to_string()];
+    let mut left = Vec::new();
+    for (key, alias) in &json {
+        let action = alias["action"].as_str().unwrap_or_default().to_ascii_lowercase();
+        let targets: Vec<String> = match &alias["to"] {
+            serde_json::Value::String(one) => vec![one.clone()],
+            serde_json::Value::Array(many) => many.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        };
+        let domain = key.split_once('@').map(|(_, d)| d).filter(|d| !d.is_empty());
+        let targets: Option<Vec<String>> = targets
+            .iter()
+            .map(|target| match (target.contains('@'), domain) {
+                (true, _) => Some(target.clone()),
+                (false, Some(domain)) => Some(format!("{target}@{domain}")),
+                (false, None) => None,
+            })
+            .collect();
+        match (action.as_str(), targets) {
+            ("alias", Some(targets)) if key != "*" && !targets.is_empty() => {
+                lines.push(format!("{key}: {}", targets.join(", ")))
+            }
+            _ => left.push(key.clone()),
+        }
+    }
+    t.report.carried.push(format!(
+        "config/aliases (JSON): config/aliases, {} aliases",
+        lines.len() - 1
+    ));
+    if !left.is_empty() {
+        t.report.review.push(format!(
+            "config/aliases: {} not carried (drop, *, or a local part for every domain: Waraka's targets are \
+             addresses, @domain or :reject; docs/plugins/aliases.md)",
+            left.join(", ")
+        ));
+    }
+    t.write_config("aliases", lines.join("\n") + "\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_in_harakas_words() {
+        assert_eq!(super::rate("50/5m"), "50/5m");
+        assert_eq!(super::rate("5"), "5/60s");
+        assert_eq!(super::rate("10/30"), "10/30s");
+        assert_eq!(super::rate("0"), "");
+    }
+}
