@@ -25,7 +25,7 @@ use crate::delivery::{
     Address, ClientError, ClientSettings, LiveEnvelope, LiveSession, RemoteReply, check_credentials, hop_target, probe,
     send,
 };
-use crate::session::{Connection, HandedOn, Handoff, MessageReader, Transaction};
+use crate::session::{Connection, HandedOn, Handoff, Message, MessageReader, Transaction};
 use crate::telemetry;
 use flate2::Compression;
 use flate2::read::GzEncoder;
@@ -1087,7 +1087,26 @@ impl StoreState {
     /// Puts `fields` (name, folded value) on top of the message of the
     /// transaction `transaction`, in their order.
     fn add_headers_to(&self, transaction: &str, fields: &[(String, String)]) -> Result<(), Error> {
-        let gone = || Error::Invalid("the transaction ended while signing".into());
+        self.edit_message_of(transaction, |message| {
+            // Each field goes on top, so the last one goes first.
+            for (name, value) in fields.iter().rev() {
+                message
+                    .add_header(name, value)
+                    .map_err(|e| Error::Backend(format!("{name} does not fit the header: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `edit` on the message of the transaction `transaction` — the
+    /// one a call read before it waited; `invalid` when that transaction
+    /// has ended since.
+    fn edit_message_of(
+        &self,
+        transaction: &str,
+        edit: impl FnOnce(&mut Message) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let gone = || Error::Invalid("the transaction ended during the call".into());
         let mut conn = self.host.conn.as_ref().ok_or_else(gone)?.lock();
         let message = conn
             .transaction
@@ -1095,13 +1114,7 @@ impl StoreState {
             .filter(|tx| tx.id == transaction)
             .and_then(|tx| tx.message.as_mut())
             .ok_or_else(gone)?;
-        // Each field goes on top, so the last one goes first.
-        for (name, value) in fields.iter().rev() {
-            message
-                .add_header(name, value)
-                .map_err(|e| Error::Backend(format!("{name} does not fit the header: {e}")))?;
-        }
-        Ok(())
+        edit(message)
     }
 }
 
@@ -1143,6 +1156,26 @@ impl mime::Host for StoreState {
                 text: t.text,
             })
             .collect())
+    }
+
+    async fn add_banner(&mut self, text: String, html: Option<String>) -> Result<u32, Error> {
+        let (reader, transaction) = self.message_and("add-banner", |_, tx| tx.id.clone())?;
+        let html = html.unwrap_or_else(|| text.replace('\n', "<br/>\n"));
+        let bannered = read_then(reader, move |m| crate::capabilities::mime::add_banner(&m, &text, &html));
+        let Some(bannered) = bounded(self.deadline, bannered).await? else {
+            return Ok(0);
+        };
+        self.edit_message_of(&transaction, |message| {
+            for (name, value) in &bannered.header_fields {
+                message.remove_header(name);
+                message
+                    .insert_header(u32::MAX, name, value)
+                    .map_err(|e| Error::Backend(format!("{name} does not fit the header: {e}")))?;
+            }
+            message.replace_body(&bannered.body);
+            Ok(())
+        })?;
+        Ok(bannered.parts)
     }
 
     async fn parts(&mut self, archive_depth: u32) -> Result<Vec<mime::Part>, Error> {

@@ -4,7 +4,10 @@
 //! inside them (not inside 7z or RAR) within limits that keep a zip bomb from costing more
 //! than a bounded amount of memory and time.
 
+mod banner;
 mod iso9660;
+
+pub use banner::{Bannered, add_banner};
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use std::io::{Cursor, Read};

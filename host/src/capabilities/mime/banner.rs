@@ -1,0 +1,238 @@
+//! A banner (a disclaimer, a footer) added to the text parts of a message,
+//! as Haraka's `transaction.set_banner`: `text` at the end of each
+//! `text/plain` part and `html` in a `<P>` before `</body>` of each
+//! `text/html` part that is not an attachment. A changed part is written
+//! again in UTF-8, quoted-printable (base64 when it was base64), with its
+//! other header fields and the rest of the message as they were.
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+/// The message with its banner: what to put in place of the top-level
+/// header's MIME fields, and the new body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bannered {
+    /// The top-level MIME fields to set (Content-Type and
+    /// Content-Transfer-Encoding, and MIME-Version when the message had
+    /// none), when the message itself is the one text part; else empty.
+    pub header_fields: Vec<(&'static str, String)>,
+    /// The new body (after the header's empty line).
+    pub body: Vec<u8>,
+    /// How many parts got the banner.
+    pub parts: u32,
+}
+
+/// `message` (header and body, CRLF lines) with the banner in each text
+/// part that is not an attachment (not in attached messages); `None` when
+/// it has no such part or cannot be parsed.
+pub fn add_banner(message: &[u8], text: &str, html: &str) -> Option<Bannered> {
+    let parsed = MessageParser::default().parse(message)?;
+    let mut out = Vec::with_capacity(message.len() + 2 * (text.len() + html.len()) + 256);
+    let mut copied = 0usize;
+    let mut header_fields = Vec::new();
+    let mut parts = 0;
+    for (index, part) in parsed.parts.iter().enumerate() {
+        if part.content_disposition().is_some_and(|cd| cd.is_attachment()) {
+            continue;
+        }
+        let (content, subtype) = match &part.body {
+            PartType::Text(content) => (with_text_banner(content, text), "plain"),
+            PartType::Html(content) => (with_html_banner(content, html), "html"),
+            _ => continue,
+        };
+        let base64 = part
+            .content_transfer_encoding()
+            .is_some_and(|cte| cte.eq_ignore_ascii_case("base64"));
+        let (encoding, encoded) = if base64 {
+            ("base64", base64_lines(content.as_bytes()))
+        } else {
+            ("quoted-printable", quoted_printable_lines(content.as_bytes()))
+        };
+        let content_type = format!("text/{subtype}; charset=utf-8");
+        let (header_start, body_start, end) = (
+            part.offset_header as usize,
+            part.offset_body as usize,
+            part.offset_end as usize,
+        );
+        if index == 0 {
+            // The message is the text part: its own header changes.
+            if part
+                .headers
+                .iter()
+                .all(|h| !h.name.as_str().eq_ignore_ascii_case("MIME-Version"))
+            {
+                header_fields.push(("MIME-Version", "1.0".to_string()));
+            }
+            header_fields.push(("Content-Type", content_type));
+            header_fields.push(("Content-Transfer-Encoding", encoding.to_string()));
+            out.extend_from_slice(&encoded);
+            copied = message.len();
+            parts = 1;
+            break;
+        }
+        out.extend_from_slice(&message[copied..header_start]);
+        out.extend_from_slice(&without_mime_fields(&message[header_start..body_start]));
+        out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
+        out.extend_from_slice(format!("Content-Transfer-Encoding: {encoding}\r\n\r\n").as_bytes());
+        out.extend_from_slice(&encoded);
+        // The original part's last line break belongs to the boundary after it.
+        if message[..end].ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        copied = end;
+        parts += 1;
+    }
+    if parts == 0 {
+        return None;
+    }
+    out.extend_from_slice(&message[copied..]);
+    let body_start = if header_fields.is_empty() {
+        super::split_header(message).0.len() + 2
+    } else {
+        0
+    };
+    Some(Bannered {
+        header_fields,
+        body: out.split_off(body_start.min(out.len())),
+        parts,
+    })
+}
+
+/// Plain text with the banner on its own lines at the end (its line
+/// breaks made CRLF, as the message's are).
+fn with_text_banner(content: &str, banner: &str) -> String {
+    let content = content.trim_end_matches(['\r', '\n']);
+    let banner = banner.replace("\r\n", "\n").replace('\n', "\r\n");
+    format!("{content}\r\n{banner}\r\n")
+}
+
+/// HTML with the banner in a paragraph before `</body>` (at the end when
+/// there is none).
+fn with_html_banner(content: &str, banner: &str) -> String {
+    let lower = content.to_ascii_lowercase();
+    let at = lower.rfind("</body>").unwrap_or(content.len());
+    let banner = banner.replace("\r\n", "\n").replace('\n', "\r\n");
+    format!("{}<P>{banner}</P>{}", &content[..at], &content[at..])
+}
+
+/// A part header without its Content-Type and Content-Transfer-Encoding
+/// fields (and their folded lines), without the empty line that ends it.
+fn without_mime_fields(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len());
+    let mut skipping = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !folded {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            skipping =
+                name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-transfer-encoding");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// `bytes` in base64, lines of 76 characters, each with its CRLF but the last.
+fn base64_lines(bytes: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    encoded.as_bytes().chunks(76).collect::<Vec<_>>().join(&b"\r\n"[..])
+}
+
+/// Text (CRLF lines, kept as they are) in quoted-printable (RFC 2045),
+/// lines of at most 76 characters.
+fn quoted_printable_lines(bytes: &[u8]) -> Vec<u8> {
+    quoted_printable::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_banner;
+
+    fn decoded_texts(message: &[u8]) -> Vec<String> {
+        let parsed = mail_parser::MessageParser::default().parse(message).unwrap();
+        parsed
+            .parts
+            .iter()
+            .filter_map(|p| match &p.body {
+                mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t) => Some(t.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn whole(message: &[u8], bannered: &super::Bannered) -> Vec<u8> {
+        let (header, _) = crate::capabilities::mime::split_header(message);
+        let mut out = Vec::new();
+        let mut header = String::from_utf8_lossy(header).to_string();
+        for (name, value) in &bannered.header_fields {
+            header = header
+                .lines()
+                .filter(|l| {
+                    !l.to_ascii_lowercase()
+                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
+                .map(|l| format!("{l}\r\n"))
+                .collect::<String>()
+                + &format!("{name}: {value}\r\n");
+        }
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&bannered.body);
+        out
+    }
+
+    #[test]
+    fn a_single_part_latin1_message_becomes_utf8() {
+        let message = b"From: a@x\r\nSubject: hi\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
+            Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xe9 ouvert\r\n";
+        let bannered = add_banner(message, "-- \r\nSent by Example \u{2014} legal text", "x").unwrap();
+        assert_eq!(bannered.parts, 1);
+        assert!(bannered.header_fields.contains(&("MIME-Version", "1.0".into())));
+        let text = decoded_texts(&whole(message, &bannered));
+        assert_eq!(text, ["Café ouvert\r\n-- \r\nSent by Example \u{2014} legal text\r\n"]);
+    }
+
+    #[test]
+    fn multipart_text_and_html_get_it_and_attachments_do_not() {
+        let message = b"From: a@x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+            --b1\r\nContent-Type: multipart/alternative; boundary=\"b2\"\r\n\r\n\
+            --b2\r\nContent-Type: text/plain; charset=utf-8; format=flowed\r\n\
+            Content-Transfer-Encoding: quoted-printable\r\n\r\nHello =E2=9C=93\r\n\
+            --b2\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+            PGh0bWw+PGJvZHk+SGk8L2JvZHk+PC9odG1sPg==\r\n--b2--\r\n\
+            --b1\r\nContent-Type: text/plain; name=notes.txt\r\nContent-Disposition: attachment; filename=notes.txt\r\n\r\n\
+            attached\r\n--b1--\r\n";
+        let bannered = add_banner(message, "Legal", "<b>Legal</b>").unwrap();
+        assert_eq!(bannered.parts, 2);
+        assert!(bannered.header_fields.is_empty());
+        let rebuilt = whole(message, &bannered);
+        assert_eq!(
+            decoded_texts(&rebuilt),
+            [
+                "Hello \u{2713}\r\nLegal\r\n",
+                "<html><body>Hi<P><b>Legal</b></P></body></html>",
+                "attached"
+            ]
+        );
+        let text = String::from_utf8_lossy(&rebuilt);
+        assert!(
+            text.contains(
+                "--b2\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("attached\r\n--b1--\r\n"), "{text}");
+    }
+
+    #[test]
+    fn nothing_to_add_to_is_none() {
+        let message =
+            b"From: a@x\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n";
+        assert_eq!(add_banner(message, "Legal", "Legal"), None);
+    }
+}
