@@ -167,17 +167,10 @@ pub fn seconds(value: i64) -> String {
 /// plugin is on (and so whether its implicit-TLS port is carried).
 pub fn carry(h: &HarakaDir, t: &mut Target, tls: bool) {
     if let Some(me) = h.value("me") {
-        t.set(&["smtp"], "hostname", me.as_str());
-        t.report.carried.push(format!("config/me: [smtp] hostname = {me:?}"));
+        t.carry_toml("config/me", &["smtp"], "hostname", me.as_str());
     }
     for list in ["host_list", "host_list_regex"] {
-        if h.path(list).is_file() {
-            let lines = h.list(list);
-            t.write_config(list, lines.join("\n") + "\n");
-            t.report
-                .carried
-                .push(format!("config/{list}: the same file ({} entries)", lines.len()));
-        }
+        super::translate::same_list(h, t, list, list);
     }
     listeners(h, t, tls);
     connection(h, t);
@@ -197,16 +190,10 @@ pub fn plugin_timeout(t: &mut Target, plugins: &[&str], value: i64, source: &str
         return;
     }
     if plugins.is_empty() {
-        t.set(&["plugin_defaults"], "timeout", seconds(value));
-        t.report
-            .carried
-            .push(format!("{source}: [plugin_defaults] timeout = {value}s"));
+        t.carry_toml(source, &["plugin_defaults"], "timeout", seconds(value));
     }
     for plugin in plugins {
-        t.set(&["plugin", plugin], "timeout", seconds(value));
-        t.report
-            .carried
-            .push(format!("{source}: [plugin.{plugin:?}] timeout = {value}s"));
+        t.carry_toml(source, &["plugin", plugin], "timeout", seconds(value));
     }
 }
 
@@ -257,28 +244,18 @@ fn listeners(h: &HarakaDir, t: &mut Target, tls: bool) {
         mx.push(address.as_str());
     }
     if !mx.is_empty() {
-        let shown = mx.to_string();
-        t.set(&["smtp"], "listen", mx);
-        t.report
-            .carried
-            .push(format!("smtp.ini listen: [smtp] listen = {}", shown.trim()));
+        t.carry_toml("smtp.ini listen", &["smtp"], "listen", mx);
     }
     for (key, setting) in [
         ("inactivity_timeout", "idle_timeout"),
         ("force_shutdown_timeout", "shutdown_grace"),
     ] {
         if let Some(value) = smtp.number("main", key) {
-            t.set(&["smtp"], setting, seconds(value));
-            t.report
-                .carried
-                .push(format!("smtp.ini {key}: [smtp] {setting} = \"{value}s\""));
+            t.carry_toml(&format!("smtp.ini {key}"), &["smtp"], setting, seconds(value));
         }
     }
     if let Some(ip) = smtp.get("main", "public_ip") {
-        t.setting("geoip.ini", "public_ip", &ip);
-        t.report
-            .carried
-            .push(format!("smtp.ini public_ip: config/geoip.ini public_ip = {ip}"));
+        t.carry_setting("smtp.ini public_ip", "geoip.ini", "public_ip", &ip);
     }
 }
 
@@ -294,36 +271,25 @@ fn connection(h: &HarakaDir, t: &mut Target) {
                 .map(|b| (b, "config/databytes"))
         });
     if let Some((bytes, source)) = bytes {
-        t.set(&["smtp"], "max_message_size", bytes);
-        t.report
-            .carried
-            .push(format!("{source}: [smtp] max_message_size = {bytes}"));
+        t.carry_toml(source, &["smtp"], "max_message_size", bytes);
     }
     if let Some(max) = conn.number("headers", "max_received") {
-        t.set(&["smtp"], "max_received", max);
-        t.report.carried.push(format!(
-            "connection.ini [headers] max_received: [smtp] max_received = {max}"
-        ));
+        t.carry_toml("connection.ini [headers] max_received", &["smtp"], "max_received", max);
     }
     if let Some(dir) = conn.get("main", "spool_dir") {
-        t.set(&["smtp"], "spool_dir", dir.as_str());
-        t.report
-            .carried
-            .push(format!("connection.ini spool_dir: [smtp] spool_dir = {dir:?}"));
+        t.carry_toml("connection.ini spool_dir", &["smtp"], "spool_dir", dir.as_str());
     }
     if let Some(after) = conn.number("main", "spool_after").filter(|a| *a >= 0) {
-        t.set(&["smtp"], "spool_memory_threshold", after);
-        t.report.carried.push(format!(
-            "connection.ini spool_after: [smtp] spool_memory_threshold = {after}"
-        ));
+        t.carry_toml("connection.ini spool_after", &["smtp"], "spool_memory_threshold", after);
     }
     let greeting = conn.array("message", "greeting");
     if !greeting.is_empty() {
-        let banner = greeting.join(" ");
-        t.set(&["smtp"], "banner", banner.as_str());
-        t.report
-            .carried
-            .push(format!("connection.ini [message] greeting: [smtp] banner = {banner:?}"));
+        t.carry_toml(
+            "connection.ini [message] greeting",
+            &["smtp"],
+            "banner",
+            greeting.join(" "),
+        );
     }
     if conn.bool("headers", "add_received") == Some(false) {
         t.report.review.push(
@@ -344,25 +310,14 @@ fn connection(h: &HarakaDir, t: &mut Target) {
 fn outbound(h: &HarakaDir, t: &mut Target) {
     let out = h.ini("outbound.ini");
     if out.bool("main", "disabled") == Some(true) {
-        t.set(&["outbound"], "enabled", false);
-        t.report
-            .carried
-            .push("outbound.ini disabled: [outbound] enabled = false".into());
+        t.carry_toml("outbound.ini disabled", &["outbound"], "enabled", false);
     }
     if let Some(max) = out.number("main", "concurrency_max") {
-        t.set(&["outbound"], "concurrency", max);
-        t.report
-            .carried
-            .push(format!("outbound.ini concurrency_max: [outbound] concurrency = {max}"));
+        t.carry_toml("outbound.ini concurrency_max", &["outbound"], "concurrency", max);
     }
     if let Some(intervals) = out.get("main", "temp_fail_intervals") {
         match intervals.parse::<crate::queue::RetrySchedule>() {
-            Ok(_) => {
-                t.set(&["outbound"], "retry", intervals.as_str());
-                t.report.carried.push(format!(
-                    "outbound.ini temp_fail_intervals: [outbound] retry = {intervals:?}"
-                ));
-            }
+            Ok(_) => t.carry_toml("outbound.ini temp_fail_intervals", &["outbound"], "retry", intervals),
             Err(e) => t
                 .report
                 .review
@@ -370,10 +325,7 @@ fn outbound(h: &HarakaDir, t: &mut Target) {
         }
     }
     if out.bool("main", "enable_tls") == Some(false) {
-        t.set(&["outbound"], "tls", "never");
-        t.report
-            .carried
-            .push("outbound.ini enable_tls = false: [outbound] tls = \"never\"".into());
+        t.carry_toml("outbound.ini enable_tls = false", &["outbound"], "tls", "never");
     }
     for template in ["outbound.bounce_message", "outbound.bounce_message_html"] {
         if h.path(template).is_file() {

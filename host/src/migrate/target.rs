@@ -86,6 +86,26 @@ impl Target {
         table[key] = toml_edit::value(value);
     }
 
+    /// Sets `key` of the `waraka.toml` table at `path` from Haraka's
+    /// `source`, and reports it as carried.
+    pub fn carry_toml(&mut self, source: &str, path: &[&str], key: &str, value: impl Into<Value>) {
+        let value = value.into();
+        let shown = value.to_string();
+        self.set(path, key, value);
+        self.report
+            .carried
+            .push(format!("{source}: [{}] {key} = {}", path.join("."), shown.trim()));
+    }
+
+    /// Sets `key = value` in the config file `file` (see [`Target::setting`])
+    /// from Haraka's `source`, and reports it as carried.
+    pub fn carry_setting(&mut self, source: &str, file: &str, key: &str, value: &str) {
+        self.setting(file, key, value);
+        self.report
+            .carried
+            .push(format!("{source}: config/{file} {key} = {value}"));
+    }
+
     /// Adds a `[[NAME]]` table to `waraka.toml` (such as a `[[listener]]`).
     pub fn push(&mut self, name: &str, table: Table) {
         let array = self.toml[name].or_insert(Item::ArrayOfTables(Default::default()));

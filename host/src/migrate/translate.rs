@@ -141,10 +141,7 @@ pub fn quarantine(h: &HarakaDir, t: &mut Target) -> Result<()> {
         .ini("quarantine.ini")
         .get("main", "quarantine_path")
         .unwrap_or_else(|| "/var/spool/haraka/quarantine".into());
-    t.set(&["dirs"], "quarantine", path.as_str());
-    t.report
-        .carried
-        .push(format!("quarantine.ini quarantine_path: [dirs] quarantine = {path:?}"));
+    t.carry_toml("quarantine.ini quarantine_path", &["dirs"], "quarantine", path);
     Ok(())
 }
 
@@ -231,17 +228,10 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
     no_tls.extend(ini.array("main", "no_tls_hosts"));
     if !no_tls.is_empty() {
         let hosts: toml_edit::Array = no_tls.iter().map(String::as_str).collect();
-        t.set(&["tls"], "no_tls_hosts", hosts);
-        t.report.carried.push(format!(
-            "tls.ini no_tls_hosts: [tls] no_tls_hosts ({})",
-            no_tls.join(", ")
-        ));
+        t.carry_toml("tls.ini no_tls_hosts", &["tls"], "no_tls_hosts", hosts);
     }
     if ini.bool("main", "requestCert") == Some(true) {
-        t.set(&["tls"], "ask_client_cert", true);
-        t.report
-            .carried
-            .push("tls.ini requestCert: [tls] ask_client_cert = true".into());
+        t.carry_toml("tls.ini requestCert", &["tls"], "ask_client_cert", true);
     }
     Ok(())
 }
@@ -250,11 +240,8 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
 pub fn early_talker(h: &HarakaDir, t: &mut Target) -> Result<()> {
     let ini = h.ini("early_talker.ini");
     let pause = ini.number("main", "pause").unwrap_or(1);
-    t.set(&["smtp"], "banner_delay", seconds(pause));
-    t.set(&["smtp"], "early_talker", "reject");
-    t.report.carried.push(format!(
-        "early_talker.ini pause: [smtp] banner_delay = \"{pause}s\", early_talker = \"reject\""
-    ));
+    t.carry_toml("early_talker.ini pause", &["smtp"], "banner_delay", seconds(pause));
+    t.carry_toml("early_talker", &["smtp"], "early_talker", "reject");
     if !ini.section("ip_whitelist").is_empty() {
         t.report
             .review
@@ -267,10 +254,12 @@ pub fn early_talker(h: &HarakaDir, t: &mut Target) -> Result<()> {
 pub fn is_resolvable(h: &HarakaDir, t: &mut Target) -> Result<()> {
     if let Some(no_mx) = h.ini("mail_from.is_resolvable.ini").get("reject", "no_mx") {
         let reject = !matches!(no_mx.to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off");
-        t.setting("mail_from.is_resolvable.ini", "reject", &reject.to_string());
-        t.report.carried.push(format!(
-            "mail_from.is_resolvable.ini [reject] no_mx: config/mail_from.is_resolvable.ini reject = {reject}"
-        ));
+        t.carry_setting(
+            "mail_from.is_resolvable.ini [reject] no_mx",
+            "mail_from.is_resolvable.ini",
+            "reject",
+            &reject.to_string(),
+        );
     }
     Ok(())
 }
@@ -290,15 +279,10 @@ pub fn dns_list(h: &HarakaDir, t: &mut Target) -> Result<()> {
             list.push(zone);
         }
     }
-    t.setting("dns-list.ini", "zones", &block.join(", "));
-    t.setting("dns-list.ini", "allow_zones", &allow.join(", "));
-    t.report.carried.push(format!(
-        "dns-list zones: config/dns-list.ini zones = {}; allow_zones = {}",
-        block.join(", "),
-        allow.join(", ")
-    ));
+    t.carry_setting("dns-list block zones", "dns-list.ini", "zones", &block.join(", "));
+    t.carry_setting("dns-list allow zones", "dns-list.ini", "allow_zones", &allow.join(", "));
     if let Some(reject) = ini.bool("main", "reject") {
-        t.setting("dns-list.ini", "reject", &reject.to_string());
+        t.carry_setting("dns-list.ini reject", "dns-list.ini", "reject", &reject.to_string());
     }
     Ok(())
 }
@@ -336,19 +320,22 @@ pub fn greylist(h: &HarakaDir, t: &mut Target) -> Result<()> {
         ("white", "white_timeout"),
     ] {
         if let Some(secs) = ini.number("period", key) {
-            t.setting("greylist.ini", setting, &seconds(secs));
-            t.report.carried.push(format!(
-                "greylist.ini [period] {key}: config/greylist.ini {setting} = {secs}s"
-            ));
+            t.carry_setting(
+                &format!("greylist.ini [period] {key}"),
+                "greylist.ini",
+                setting,
+                &seconds(secs),
+            );
         }
     }
     let allowed: Vec<String> = ini.section("ip_whitelist").into_iter().map(|e| e.key).collect();
     if !allowed.is_empty() {
-        t.setting("greylist.ini", "ip_whitelist", &allowed.join(", "));
-        t.report.carried.push(format!(
-            "greylist.ini [ip_whitelist]: ip_whitelist = {}",
-            allowed.join(", ")
-        ));
+        t.carry_setting(
+            "greylist.ini [ip_whitelist]",
+            "greylist.ini",
+            "ip_whitelist",
+            &allowed.join(", "),
+        );
     }
     if ini.get("redis", "host").is_some() {
         t.report.review.push(
@@ -364,10 +351,7 @@ pub fn greylist(h: &HarakaDir, t: &mut Target) -> Result<()> {
 fn same_keys(ini: &Ini, t: &mut Target, from: &str, file: &str, keys: &[&str]) {
     for key in keys {
         if let Some(value) = ini.get("main", key) {
-            t.setting(file, key, &value);
-            t.report
-                .carried
-                .push(format!("{from} {key}: config/{file} {key} = {value}"));
+            t.carry_setting(&format!("{from} {key}"), file, key, &value);
         }
     }
 }
@@ -378,10 +362,7 @@ pub fn spamassassin(h: &HarakaDir, t: &mut Target) -> Result<()> {
     let spamd = ini
         .get("main", "spamd_socket")
         .unwrap_or_else(|| "127.0.0.1:783".into());
-    t.set(&["spamfilter"], "spamd", spamd.as_str());
-    t.report
-        .carried
-        .push(format!("spamassassin.ini spamd_socket: [spamfilter] spamd = {spamd:?}"));
+    t.carry_toml("spamassassin.ini spamd_socket", &["spamfilter"], "spamd", spamd);
     same_keys(
         &ini,
         t,
@@ -404,10 +385,7 @@ pub fn rspamd(h: &HarakaDir, t: &mut Target) -> Result<()> {
     let host = ini.get("main", "host").unwrap_or_else(|| "localhost".into());
     let port = ini.get("main", "port").unwrap_or_else(|| "11333".into());
     let address = format!("{host}:{port}");
-    t.set(&["spamfilter"], "rspamd", address.as_str());
-    t.report
-        .carried
-        .push(format!("rspamd.ini host, port: [spamfilter] rspamd = {address:?}"));
+    t.carry_toml("rspamd.ini host, port", &["spamfilter"], "rspamd", address);
     same_keys(&ini, t, "rspamd.ini", "rspamd.ini", &["max_size"]);
     Ok(())
 }
@@ -422,16 +400,19 @@ pub fn clamd(h: &HarakaDir, t: &mut Target) -> Result<()> {
         .split([',', ';', ' '])
         .find(|s| !s.is_empty())
         .unwrap_or("localhost:3310");
-    t.set(&["antivirus"], "clamd", first);
-    t.report
-        .carried
-        .push(format!("clamd.ini clamd_socket: [antivirus] clamd = {first:?}"));
+    t.carry_toml("clamd.ini clamd_socket", &["antivirus"], "clamd", first);
     same_keys(&ini, t, "clamd.ini", "clamd.ini", &["max_size"]);
     if let Some(virus) = ini.bool("reject", "virus") {
-        t.setting("clamd.ini", "reject_virus", &virus.to_string());
+        t.carry_setting(
+            "clamd.ini [reject] virus",
+            "clamd.ini",
+            "reject_virus",
+            &virus.to_string(),
+        );
     }
     if let Some(error) = ini.bool("reject", "error") {
-        t.setting("clamd.ini", "on_error", if error { "tempfail" } else { "continue" });
+        let on_error = if error { "tempfail" } else { "continue" };
+        t.carry_setting("clamd.ini [reject] error", "clamd.ini", "on_error", on_error);
     }
     Ok(())
 }
@@ -479,7 +460,7 @@ pub fn dkim(h: &HarakaDir, t: &mut Target) -> Result<()> {
 
 /// Copies Haraka's list file `from` (comments and blank lines left out) to
 /// Waraka's `to`, when Haraka has it.
-fn same_list(h: &HarakaDir, t: &mut Target, from: &str, to: &str) {
+pub fn same_list(h: &HarakaDir, t: &mut Target, from: &str, to: &str) {
     if h.path(from).is_file() {
         let lines = h.list(from);
         t.write_config(to, lines.join("\n") + "\n");
@@ -512,10 +493,20 @@ pub fn helo_checks(h: &HarakaDir, t: &mut Target) -> Result<()> {
         refused.join(", ")
     ));
     if let Some(private) = ini.bool("skip", "private_ip") {
-        t.setting("helo.checks.ini", "check_private", &(!private).to_string());
+        t.carry_setting(
+            "helo.checks.ini [skip] private_ip",
+            "helo.checks.ini",
+            "check_private",
+            &(!private).to_string(),
+        );
     }
     if let Some(relaying) = ini.bool("skip", "relaying") {
-        t.setting("helo.checks.ini", "skip_relaying", &relaying.to_string());
+        t.carry_setting(
+            "helo.checks.ini [skip] relaying",
+            "helo.checks.ini",
+            "skip_relaying",
+            &relaying.to_string(),
+        );
     }
     same_list(h, t, "helo.checks.regexps", "helo.checks.regexps");
     Ok(())
@@ -530,10 +521,12 @@ pub fn fcrdns(h: &HarakaDir, t: &mut Target) -> Result<()> {
         ("generic_rdns", "reject_generic_rdns"),
     ] {
         if let Some(reject) = ini.bool("reject", haraka) {
-            t.setting("fcrdns.ini", waraka, &reject.to_string());
-            t.report.carried.push(format!(
-                "fcrdns.ini [reject] {haraka}: config/fcrdns.ini {waraka} = {reject}"
-            ));
+            t.carry_setting(
+                &format!("fcrdns.ini [reject] {haraka}"),
+                "fcrdns.ini",
+                waraka,
+                &reject.to_string(),
+            );
         }
     }
     Ok(())
@@ -559,17 +552,21 @@ pub fn attachment(h: &HarakaDir, t: &mut Target) -> Result<()> {
     let ini = h.ini("attachment.ini");
     same_keys(&ini, t, "attachment.ini", "attachment.ini", &["disallowed_extensions"]);
     if let Some(depth) = ini.number("archive", "max_depth") {
-        t.setting("attachment.ini", "archive_max_depth", &depth.to_string());
-        t.report.carried.push(format!(
-            "attachment.ini [archive] max_depth: config/attachment.ini archive_max_depth = {depth}"
-        ));
+        t.carry_setting(
+            "attachment.ini [archive] max_depth",
+            "attachment.ini",
+            "archive_max_depth",
+            &depth.to_string(),
+        );
     }
     if let Some(allow) = ini.bool("archive", "allow_encrypted") {
         let value = if allow { "accept" } else { "reject" };
-        t.setting("attachment.ini", "encrypted_archives", value);
-        t.report.carried.push(format!(
-            "attachment.ini [archive] allow_encrypted: config/attachment.ini encrypted_archives = {value}"
-        ));
+        t.carry_setting(
+            "attachment.ini [archive] allow_encrypted",
+            "attachment.ini",
+            "encrypted_archives",
+            value,
+        );
     }
     for list in [
         "attachment.filename.regex",
@@ -605,13 +602,15 @@ pub fn bounce(h: &HarakaDir, t: &mut Target) -> Result<()> {
             (true, true) => "reject",
             (true, false) => "tag",
         };
-        t.setting("bounce.ini", check, value);
-        t.report
-            .carried
-            .push(format!("bounce.ini {check}: config/bounce.ini {check} = {value}"));
+        t.carry_setting(&format!("bounce.ini {check}"), "bounce.ini", check, value);
     }
     let all = ini.bool("reject", "all_bounces").unwrap_or(false);
-    t.setting("bounce.ini", "reject_all", &all.to_string());
+    t.carry_setting(
+        "bounce.ini [reject] all_bounces",
+        "bounce.ini",
+        "reject_all",
+        &all.to_string(),
+    );
     same_list(h, t, "bounce_bad_rcpt", "bounce.bad_rcpt");
     Ok(())
 }
@@ -690,10 +689,7 @@ pub fn limit(h: &HarakaDir, t: &mut Target) -> Result<()> {
         let key = if is_rate { "default" } else { "max" };
         if let Some(value) = ini.get(section, key) {
             let value = if is_rate { rate(&value) } else { value };
-            t.setting("limit.ini", waraka, &value);
-            t.report.carried.push(format!(
-                "limit.ini [{section}] {key}: config/limit.ini {waraka} = {value}"
-            ));
+            t.carry_setting(&format!("limit.ini [{section}] {key}"), "limit.ini", waraka, &value);
         }
     }
     Ok(())
