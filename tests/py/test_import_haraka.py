@@ -70,7 +70,8 @@ class ImportedInstance(unittest.TestCase):
         connection = connection.replace("[message]", "[message]\ngreeting[]=Welcome to\ngreeting[]=Import Test")
         write(config, "connection.ini", connection)
         make_cert(config / "tls_cert.pem", config / "tls_key.pem", "mx.import.test")
-        write(config, "auth_flat_file.ini", "[core]\nmethods=PLAIN,LOGIN,CRAM-MD5\n[users]\nalice=wonder land\n")
+        write(config, "auth_flat_file.ini", "[core]\nmethods=PLAIN,LOGIN,CRAM-MD5\n[users]\nalice=wonder land\n"
+              "bob@import.test=builder\n")
         write(config, "smtp_forward.ini", f"host=127.0.0.1\nport={next_hop}\nenable_tls=false\n"
               "max_connections=10\n")
         write(config, "dnsbl.zones", "bl.import.test\n")
@@ -124,7 +125,7 @@ class ImportedInstance(unittest.TestCase):
         self.assertIn("\nzones = bl.import.test\n", dns_list)
         self.assertIn("\nallow_zones = wl.import.test\n", dns_list)
         users = (config / "auth/flat_file.ini").read_text()
-        self.assertRegex(users, r"\[users\]\nalice = \$argon2id\$")
+        self.assertRegex(users, r"\[users\]\nalice = \$argon2id\$.*\nbob@import\.test = \$argon2id\$")
         self.assertNotIn("wonder land", users)
 
     def test_report_tells_what_was_not_carried(self):
@@ -134,6 +135,7 @@ class ImportedInstance(unittest.TestCase):
         self.assertRegex(report, r"smtp\.ini nodes: Waraka is one process")
         self.assertRegex(report, r"smtp_forward\.ini max_connections: not carried")
         self.assertIn("CRAM-MD5", report)
+        self.assertRegex(report, r"constrain_sender \(Haraka's default\): users may send only from their own domain")
         self.assertNotIn("wonder land", report)
         self.assertEqual(subprocess.run([BIN, "check", "--config", str(self.server.dir)],
                                         capture_output=True).returncode, 0)
@@ -200,7 +202,9 @@ class OlderNames(unittest.TestCase):
             haraka = pathlib.Path(tmp) / "haraka"
             config = haraka_install(haraka)
             write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n"
-                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\n")
+                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\nspf\ndelay_deny\n")
+            write(config, "spf.ini", "[deny]\nmfrom_fail=true\n")
+            write(config, "delay_deny.ini", "excluded_plugins=dnsbl,spf:hook_mail\n")
             write(config, "fcrdns.ini", "[reject]\nno_rdns=true\n")
             write(config, "limit.ini", "[concurrency]\nmax=4\n[rate_conn]\n127=0\ndefault=5\n"
                   "[rate_rcpt_sender]\ndefault=30/1h\n")
@@ -230,7 +234,12 @@ class OlderNames(unittest.TestCase):
             toml = tomllib.loads((into / "waraka.toml").read_text())
             self.assertEqual(toml["plugins"], ["greylist", "spamassassin", "dkim_sign", "auth-results",
                                                "queue/lmtp", "fcrdns", "limit", "bounce", "attachment",
-                                               "data.signatures", "headers", "aliases", "karma"], "karma goes last")
+                                               "data.signatures", "headers", "aliases", "spf", "delay_deny", "karma"],
+                             "karma goes last")
+            spf = (into / "config/spf.ini").read_text()
+            for setting in ["reject_mail_fail = true", "reject_mail_softfail = false", "defer_mail_temperror = false"]:
+                self.assertIn(f"\n{setting}\n", spf, "Haraka refuses only what its [deny] says")
+            self.assertIn("\nexcluded_plugins = dns-list, spf\n", (into / "config/delay_deny.ini").read_text())
             self.assertEqual(sorted((into / "config/aliases").read_text().splitlines()[1:]),
                              ["info@import.test: office@import.test", "sales@import.test: a@x.test, b@x.test"])
             self.assertRegex(done.stdout, r"config/aliases: junk not carried")

@@ -135,7 +135,7 @@ const TABLE: &[Counterpart] = &[
     ),
     row(&["fcrdns", "connect.fcrdns"], &["fcrdns"], Settings::Carried(fcrdns)),
     row(&["karma"], &["karma"], Settings::ByHand(&["karma.ini"])),
-    row(&["spf"], &["spf"], Settings::ByHand(&["spf.ini"])),
+    row(&["spf"], &["spf"], Settings::Carried(spf)),
     row(&["dmarc"], &["dmarc"], Settings::ByHand(&["dmarc.ini"])),
     row(&["uribl", "data.uribl"], &["uribl"], Settings::ByHand(&["uribl.ini"])),
     row(&["asn", "connect.asn"], &["asn"], Settings::ByHand(&["asn.ini"])),
@@ -157,7 +157,7 @@ const TABLE: &[Counterpart] = &[
         &["data.signatures"],
         Settings::Carried(data_signatures),
     ),
-    row(&["delay_deny"], &["delay_deny"], Settings::ByHand(&["delay_deny.ini"])),
+    row(&["delay_deny"], &["delay_deny"], Settings::Carried(delay_deny)),
     row(
         &["prevent_credential_leaks"],
         &["prevent_credential_leaks"],
@@ -249,6 +249,11 @@ const TABLE: &[Counterpart] = &[
 
 fn counterpart(name: &str) -> Option<&'static Counterpart> {
     TABLE.iter().find(|c| c.haraka.contains(&name))
+}
+
+/// Waraka's plugins for Haraka's plugin `name` (none when it has none).
+pub fn waraka_names(name: &str) -> &'static [&'static str] {
+    counterpart(name).map_or(&[], |c| c.waraka)
 }
 
 /// Haraka's plugin list (`config/plugins`), names as Haraka takes them.

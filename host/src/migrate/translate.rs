@@ -158,6 +158,14 @@ pub fn flat_file(h: &HarakaDir, t: &mut Target) -> Result<()> {
         "auth_flat_file.ini [users]: config/auth/flat_file.ini, {} users, their passwords hashed with Argon2id",
         users.len()
     ));
+    if ini.bool("core", "constrain_sender") != Some(false) && users.iter().any(|u| u.key.contains('@')) {
+        t.report.review.push(
+            "auth_flat_file.ini constrain_sender (Haraka's default): users may send only from their own \
+             domain; add mail_from.auth_match with a line `user: @domain` per user in \
+             config/mail_from.auth_match.map to keep that"
+                .into(),
+        );
+    }
     let methods = ini.array("core", "methods");
     if !methods.is_empty() {
         t.report.carried.push(format!(
@@ -749,6 +757,68 @@ pub fn aliases(h: &HarakaDir, t: &mut Target) -> Result<()> {
         ));
     }
     t.write_config("aliases", lines.join("\n") + "\n");
+    Ok(())
+}
+
+/// `spf`: what refuses (`[deny]`) and what defers (`[defer]`) at HELO and
+/// MAIL FROM — Haraka refuses and defers nothing by default, and so does
+/// the import — and whether relaying clients are checked.
+pub fn spf(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("spf.ini");
+    let mut refused = Vec::new();
+    for (haraka, ours) in [("helo", "helo"), ("mfrom", "mail")] {
+        for result in ["none", "softfail", "fail", "permerror"] {
+            let on = ini.bool("deny", &format!("{haraka}_{result}")).unwrap_or(false);
+            t.setting("spf.ini", &format!("reject_{ours}_{result}"), &on.to_string());
+            if on {
+                refused.push(format!("{ours} {result}"));
+            }
+        }
+        let defer = ini.bool("defer", &format!("{haraka}_temperror")).unwrap_or(false);
+        t.setting("spf.ini", &format!("defer_{ours}_temperror"), &defer.to_string());
+        if defer {
+            refused.push(format!("{ours} temperror (451)"));
+        }
+    }
+    t.report.carried.push(format!(
+        "spf.ini [deny], [defer]: config/spf.ini refuses {}",
+        if refused.is_empty() {
+            "nothing (Haraka's default: the results are only noted)".to_string()
+        } else {
+            refused.join(", ")
+        }
+    ));
+    if let Some(skip) = ini.bool("skip", "relaying") {
+        t.carry_setting("spf.ini [skip] relaying", "spf.ini", "skip_relaying", &skip.to_string());
+    }
+    Ok(())
+}
+
+/// `delay_deny`: the plugins whose refusals wait, or do not (Haraka's
+/// names, with their `:hook` parts dropped, as Waraka's).
+pub fn delay_deny(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("delay_deny.ini");
+    for key in ["included_plugins", "excluded_plugins"] {
+        let haraka = ini.array("main", key);
+        if haraka.is_empty() {
+            continue;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for entry in &haraka {
+            let plugin = entry.split(':').next().unwrap_or_default();
+            for name in super::plugins::waraka_names(plugin) {
+                if !names.contains(name) {
+                    names.push(name);
+                }
+            }
+        }
+        t.carry_setting(
+            &format!("delay_deny.ini {key}"),
+            "delay_deny.ini",
+            key,
+            &names.join(", "),
+        );
+    }
     Ok(())
 }
 
