@@ -34,9 +34,16 @@ pub fn add_banner(message: &[u8], text: &str, html: &str) -> Option<Bannered> {
         if part.content_disposition().is_some_and(|cd| cd.is_attachment()) {
             continue;
         }
-        let (content, subtype) = match &part.body {
-            PartType::Text(content) => (with_text_banner(content, text), "plain"),
-            PartType::Html(content) => (with_html_banner(content, html), "html"),
+        // Only text/plain and text/html: a calendar invitation or a vCard
+        // (also text to the parser) must stay as it is.
+        let subtype = part.content_type().map_or(Some("plain".to_string()), |ct| {
+            ct.ctype()
+                .eq_ignore_ascii_case("text")
+                .then(|| ct.subtype().unwrap_or("plain").to_ascii_lowercase())
+        });
+        let (content, subtype) = match (&part.body, subtype.as_deref()) {
+            (PartType::Text(content), Some("plain")) => (with_text_banner(content, text), "plain"),
+            (PartType::Html(content), Some("html")) => (with_html_banner(content, html), "html"),
             _ => continue,
         };
         let base64 = part
@@ -227,6 +234,26 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("attached\r\n--b1--\r\n"), "{text}");
+    }
+
+    #[test]
+    fn calendars_and_attached_messages_are_left_alone() {
+        let message = b"From: a@x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+            --b1\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n\
+            --b1\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n\
+            --b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: b@y\r\nSubject: inner\r\n\r\nInner text.\r\n\
+            --b1--\r\n";
+        let bannered = add_banner(message, "Legal", "Legal").unwrap();
+        assert_eq!(bannered.parts, 1);
+        let text = String::from_utf8_lossy(&bannered.body);
+        assert!(
+            text.contains(
+                "--b1\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n--b1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\r\n\r\nInner text.\r\n--b1--\r\n"), "{text}");
+        assert_eq!(text.matches("Legal").count(), 1, "{text}");
     }
 
     #[test]
