@@ -13,7 +13,7 @@ import tempfile
 import tomllib
 import unittest
 
-from harness import BIN, SmtpReceiver, Waraka, free_port, make_cert, wait_until
+from harness import BIN, SmtpReceiver, Waraka, auth_plain, free_port, make_cert, wait_for_port, wait_until
 
 HARAKA = pathlib.Path.home() / ".local/haraka/node_modules/.bin/haraka"
 
@@ -179,6 +179,29 @@ class ImportedInstance(unittest.TestCase):
             code, text = s.mail("someone@spam.test")
             self.assertEqual((code, text[:5]), (550, b"5.7.1"), "mail_from.access.blacklist_regex")
 
+    def test_answers_as_haraka_does(self):
+        """Haraka 3.3.4 itself, serving the directory imported, and the
+        imported instance answer one script of commands alike."""
+        haraka = pathlib.Path(self.tmp.name) / "haraka-run"
+        shutil.copytree(self.haraka, haraka)
+        port, smtps = free_port(), free_port()
+        smtp_ini = (haraka / "config/smtp.ini").read_text()
+        for old, new in [(f"127.0.0.1:{self.mx_port},127.0.0.1:{self.smtps_port}", f"127.0.0.1:{port},127.0.0.1:{smtps}"),
+                         (f"smtps_port={self.smtps_port}", f"smtps_port={smtps}"), ("nodes=cpus", "nodes=0")]:
+            assert old in smtp_ini, old
+            smtp_ini = smtp_ini.replace(old, new)
+        (haraka / "config/smtp.ini").write_text(smtp_ini)
+        (haraka / "config/log.ini").write_text("[main]\nlevel=warn\n")
+        proc = subprocess.Popen([str(HARAKA), "-c", str(haraka)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.addCleanup(proc.wait, 15)
+        self.addCleanup(proc.terminate)
+        wait_for_port(port, proc, "Haraka", timeout=60)
+        harakas = answers(port)
+        self.assertEqual(harakas["EHLO 192.0.2.1"], 5, "the script does what it means under Haraka")
+        self.assertEqual(harakas["AUTH wonder land"], 2)
+        self.assertEqual(answers(self.mx_port), harakas)
+
     def test_users_relay_over_implicit_tls(self):
         with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, context=unverified(), timeout=30) as s:
             s.ehlo("client.example")
@@ -191,6 +214,32 @@ class ImportedInstance(unittest.TestCase):
         wait_until(lambda: any(b"<out@import.test>" in m[2] and m[1] == ["carol@elsewhere.test"]
                                for m in self.next_hop.messages),
                    what="the relayed message at the smarthost (smtp_forward's enable_outbound)")
+
+
+def answers(port):
+    """What a server on `port` answers to one script of commands: each step's
+    reply class (2, 4, 5), and the SIZE it offers."""
+    found = {}
+
+    def session():
+        return smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=60)
+
+    with session() as s:
+        found["EHLO 192.0.2.1"] = s.ehlo("192.0.2.1")[0] // 100
+    with session() as s:
+        found["EHLO client.example"] = s.ehlo()[0] // 100
+        found["SIZE"] = s.esmtp_features.get("size")
+        found["MAIL from a blocked sender"] = s.mail("someone@spam.test")[0] // 100
+        s.rset()
+        found["MAIL"] = s.mail("someone@sender.test")[0] // 100
+        found["RCPT elsewhere"] = s.rcpt("nobody@elsewhere.test")[0] // 100
+        found["RCPT local"] = s.rcpt("bob@import.test")[0] // 100
+        found["DATA too big"] = s.data(b"Subject: big\r\n\r\n" + b"x" * 120000 + b"\r\n")[0] // 100
+    for password in ["wrong", "wonder land"]:
+        with session() as s:
+            s.ehlo()
+            found[f"AUTH {password}"] = s.docmd("AUTH", auth_plain("alice", password))[0] // 100
+    return found
 
 
 class OlderNames(unittest.TestCase):
