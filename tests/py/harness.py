@@ -369,12 +369,13 @@ def greeting_of(connect):
         return 421, "closed"
 
 
-def make_cert(cert, key, name, days=2):
-    """A self-signed certificate for 127.0.0.1 and localhost, valid for
-    `days`, written with openssl."""
+def make_cert(cert, key, name, days=2, dns=()):
+    """A self-signed certificate for 127.0.0.1, localhost and the names
+    `dns`, valid for `days`, written with openssl."""
+    names = ",".join(["IP:127.0.0.1", "DNS:localhost", *(f"DNS:{n}" for n in dns)])
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", str(days), "-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-days", str(days), "-subj", f"/CN={name}", "-addext", f"subjectAltName={names}",
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )

@@ -70,6 +70,9 @@ class ImportedInstance(unittest.TestCase):
         connection = connection.replace("[message]", "[message]\ngreeting[]=Welcome to\ngreeting[]=Import Test")
         write(config, "connection.ini", connection)
         make_cert(config / "tls_cert.pem", config / "tls_key.pem", "mx.import.test")
+        make_cert(cls.haraka / "other.crt", cls.haraka / "other.key", "other.import.test", dns=["other.import.test"])
+        write(config, "tls/other.import.test.pem",
+              (cls.haraka / "other.key").read_text() + (cls.haraka / "other.crt").read_text())
         write(config, "auth_flat_file.ini", "[core]\nmethods=PLAIN,LOGIN,CRAM-MD5\n[users]\nalice=wonder land\n"
               "bob@import.test=builder\n")
         write(config, "smtp_forward.ini", f"host=127.0.0.1\nport={next_hop}\nenable_tls=false\n"
@@ -178,6 +181,23 @@ class ImportedInstance(unittest.TestCase):
             self.assertEqual(code, 250, "a name is fine: Haraka refused no other check")
             code, text = s.mail("someone@spam.test")
             self.assertEqual((code, text[:5]), (550, b"5.7.1"), "mail_from.access.blacklist_regex")
+
+    def test_certificates_by_name(self):
+        """Haraka's config/tls/NAME.pem (key and certificate in one file)
+        is served to clients that ask for that name (SNI)."""
+        def served(name):
+            with smtplib.SMTP("127.0.0.1", self.mx_port, local_hostname="client.example", timeout=30) as s:
+                s.ehlo()
+                s._host = name
+                s.starttls(context=unverified())
+                return s.sock.getpeercert(binary_form=True)
+
+        der = lambda path: ssl.PEM_cert_to_DER_cert(path.read_text())  # noqa: E731
+        self.assertEqual(served("other.import.test"), der(self.haraka / "other.crt"))
+        self.assertEqual(served("mx.import.test"), der(self.haraka / "config/tls_cert.pem"))
+        self.assertEqual(self.toml()["tls"]["sni"], [{"cert": "config/tls/sni/other.import.test.cert.pem",
+                                                      "key": "config/tls/sni/other.import.test.key.pem"}])
+        self.assertEqual((self.server.dir / "config/tls/sni/other.import.test.key.pem").stat().st_mode & 0o777, 0o600)
 
     def test_answers_as_haraka_does(self):
         """Haraka 3.3.4 itself, serving the directory imported, and the

@@ -178,6 +178,14 @@ pub fn carry(h: &HarakaDir, t: &mut Target, tls: bool) {
         plugin_timeout(t, &[], timeout, "config/plugin_timeout");
     }
     outbound(h, t);
+    for single in ["smtp.json", "smtp.yaml"] {
+        if h.path(single).is_file() {
+            t.report.review.push(format!(
+                "config/{single}: Haraka's single-file configuration is not read; its \"!FILE\" entries \
+                 override the files above, so carry them by hand"
+            ));
+        }
+    }
 }
 
 /// Sets a plugin's `timeout` (`plugins` empty: `[plugin_defaults]`) from
@@ -229,7 +237,7 @@ fn listeners(h: &HarakaDir, t: &mut Target, tls: bool) {
                 let mut listener = Table::new();
                 listener["address"] = toml_edit::value(address.as_str());
                 listener["role"] = toml_edit::value("submissions");
-                t.push("listener", listener);
+                t.push(&[], "listener", listener);
                 t.report.carried.push(format!(
                     "smtp.ini listen {entry} (implicit TLS): [[listener]] {address} with role \"submissions\" \
                      (AUTH before MAIL, as RFC 8314 asks; Haraka left that to plugins)"

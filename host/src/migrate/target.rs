@@ -106,12 +106,31 @@ impl Target {
             .push(format!("{source}: config/{file} {key} = {value}"));
     }
 
-    /// Adds a `[[NAME]]` table to `waraka.toml` (such as a `[[listener]]`).
-    pub fn push(&mut self, name: &str, table: Table) {
-        let array = self.toml[name].or_insert(Item::ArrayOfTables(Default::default()));
+    /// Adds a `[[NAME]]` table in the table at `path` of `waraka.toml`
+    /// (`&[]`, `"listener"`: a `[[listener]]`; `&["tls"]`, `"sni"`: a
+    /// `[[tls.sni]]`).
+    pub fn push(&mut self, path: &[&str], name: &str, table: Table) {
+        let array = self.table(path)[name].or_insert(Item::ArrayOfTables(Default::default()));
         if let Some(array) = array.as_array_of_tables_mut() {
             array.push(table);
         }
+    }
+
+    /// Writes `bytes` to `relative` in the instance, readable by its owner
+    /// only (keys and the certificates beside them).
+    pub fn write_private(&self, relative: &str, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.root.join(relative);
+        std::fs::create_dir_all(path.parent().expect("a file in the instance"))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| file.write_all(bytes))
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Adds `grant` to the grants of the plugin `plugin`.

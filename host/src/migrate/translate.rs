@@ -227,11 +227,7 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
             "tls: no config/{cert} and config/{key}; set [tls] cert and key (or [acme]) in waraka.toml"
         ));
     }
-    if h.path("tls").is_dir() {
-        t.report
-            .review
-            .push("config/tls/ (certificates by name): add each as [[tls.sni]] cert and key in waraka.toml".into());
-    }
+    certificates_by_name(h, t, key_file.is_file() && cert_file.is_file())?;
     let mut no_tls: Vec<String> = ini.section("no_tls_hosts").into_iter().map(|e| e.key).collect();
     no_tls.extend(ini.array("main", "no_tls_hosts"));
     if !no_tls.is_empty() {
@@ -242,6 +238,71 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
         t.carry_toml("tls.ini requestCert", &["tls"], "ask_client_cert", true);
     }
     Ok(())
+}
+
+/// Haraka's `config/tls/` files (each a private key and its certificate
+/// chain in one PEM file, chosen by the names the certificate is for) as
+/// `[[tls.sni]]` pairs; the first is `[tls]`'s own when `has_default` is
+/// false (Haraka named no `key` and `cert`).
+fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(h.path("tls")) else {
+        return Ok(());
+    };
+    let mut files: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    files.sort();
+    for file in files {
+        let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        let (key, chain) = split_pem(&std::fs::read_to_string(&file).unwrap_or_default());
+        if key.is_empty() || chain.is_empty() {
+            t.report.review.push(format!(
+                "config/tls/{}: not a private key and a certificate in one PEM file; not carried",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            continue;
+        }
+        let (key_path, cert_path) = (
+            format!("config/tls/sni/{name}.key.pem"),
+            format!("config/tls/sni/{name}.cert.pem"),
+        );
+        t.write_private(&key_path, key.as_bytes())?;
+        t.write_private(&cert_path, chain.as_bytes())?;
+        if has_default {
+            let mut pair = toml_edit::Table::new();
+            pair["cert"] = toml_edit::value(cert_path.as_str());
+            pair["key"] = toml_edit::value(key_path.as_str());
+            t.push(&["tls"], "sni", pair);
+            t.report
+                .carried
+                .push(format!("config/tls/{name}: [[tls.sni]] {cert_path} and {key_path}"));
+        } else {
+            t.carry_toml(&format!("config/tls/{name}"), &["tls"], "cert", cert_path.as_str());
+            t.carry_toml(&format!("config/tls/{name}"), &["tls"], "key", key_path.as_str());
+            has_default = true;
+        }
+    }
+    Ok(())
+}
+
+/// The private key blocks and the certificate blocks of a PEM text, each
+/// as PEM text.
+fn split_pem(text: &str) -> (String, String) {
+    let (mut key, mut chain) = (String::new(), String::new());
+    let mut block: Option<(bool, String)> = None;
+    for line in text.lines() {
+        if let Some(label) = line.strip_prefix("-----BEGIN ") {
+            block = Some((label.contains("PRIVATE KEY"), String::new()));
+        }
+        if let Some((_, lines)) = block.as_mut() {
+            lines.push_str(line);
+            lines.push('\n');
+        }
+        if line.starts_with("-----END ")
+            && let Some((is_key, lines)) = block.take()
+        {
+            if is_key { &mut key } else { &mut chain }.push_str(&lines);
+        }
+    }
+    (key, chain)
 }
 
 /// `early_talker`: the greeting's delay.
@@ -824,6 +885,19 @@ pub fn delay_deny(h: &HarakaDir, t: &mut Target) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pem_blocks_split_into_key_and_chain() {
+        let text = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n\
+                    -----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n\
+                    -----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n";
+        let (key, chain) = super::split_pem(text);
+        assert_eq!(key, "-----BEGIN PRIVATE KEY-----\nKKK\n-----END PRIVATE KEY-----\n");
+        assert_eq!(
+            chain,
+            "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n"
+        );
+    }
+
     #[test]
     fn rates_in_harakas_words() {
         assert_eq!(super::rate("50/5m"), "50/5m");
