@@ -271,7 +271,7 @@ class OlderNames(unittest.TestCase):
             haraka = pathlib.Path(tmp) / "haraka"
             config = haraka_install(haraka)
             write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n"
-                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\nspf\ndelay_deny\n")
+                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\nspf\ndelay_deny\ndnsbl\ndnswl\n")
             write(config, "spf.ini", "[deny]\nmfrom_fail=true\n")
             write(config, "delay_deny.ini", "excluded_plugins=dnsbl,spf:hook_mail\n")
             write(config, "fcrdns.ini", "[reject]\nno_rdns=true\n")
@@ -303,12 +303,14 @@ class OlderNames(unittest.TestCase):
             toml = tomllib.loads((into / "waraka.toml").read_text())
             self.assertEqual(toml["plugins"], ["greylist", "spamassassin", "dkim_sign", "auth-results",
                                                "queue/lmtp", "fcrdns", "limit", "bounce", "attachment",
-                                               "data.signatures", "headers", "aliases", "spf", "delay_deny", "karma"],
+                                               "data.signatures", "headers", "aliases", "spf", "delay_deny", "dns-list",
+                                               "karma"],
                              "karma goes last")
             spf = (into / "config/spf.ini").read_text()
             for setting in ["reject_mail_fail = true", "reject_mail_softfail = false", "defer_mail_temperror = false"]:
                 self.assertIn(f"\n{setting}\n", spf, "Haraka refuses only what its [deny] says")
             self.assertIn("\nexcluded_plugins = dns-list, spf\n", (into / "config/delay_deny.ini").read_text())
+            self.assertIn("plugin dnswl: dns-list (with dnsbl above)", done.stdout)
             self.assertEqual(sorted((into / "config/aliases").read_text().splitlines()[1:]),
                              ["info@import.test: office@import.test", "sales@import.test: a@x.test, b@x.test"])
             self.assertRegex(done.stdout, r"config/aliases: junk not carried")

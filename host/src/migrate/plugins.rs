@@ -289,11 +289,21 @@ pub fn chain(plugins: &[String]) -> Vec<String> {
 /// Carries each plugin's settings (and its `NAME.timeout`), and reports
 /// what each plugin became.
 pub fn carry(h: &HarakaDir, t: &mut Target, plugins: &[String]) -> Result<()> {
+    let mut done: Vec<&str> = Vec::new();
     for name in plugins {
         let Some(counterpart) = counterpart(name) else {
             unknown(h, t, name);
             continue;
         };
+        // Two of Haraka's names for one plugin (dnsbl and dnswl): carried once.
+        if let Some(first) = counterpart.haraka.iter().find(|n| done.contains(n)) {
+            t.report.carried.push(format!(
+                "plugin {name}: {} (with {first} above)",
+                counterpart.waraka.join(" and ")
+            ));
+            continue;
+        }
+        done.push(name.as_str());
         let becomes = if counterpart.waraka.is_empty() {
             "the server".to_string()
         } else {

@@ -7,8 +7,26 @@ use super::target::Target;
 use toml_edit::{Array, Table};
 
 /// Haraka's settings that Waraka does not need, with the reason: (file,
-/// section, key, why).
+/// section — `*` for any —, key, why).
 const NOT_NEEDED: &[(&str, &str, &str, &str)] = &[
+    (
+        "smtp_forward.ini",
+        "*",
+        "auth_type",
+        "Waraka logs in with PLAIN or LOGIN, whichever the next hop offers",
+    ),
+    (
+        "smtp_proxy.ini",
+        "*",
+        "auth_type",
+        "Waraka logs in with PLAIN or LOGIN, whichever the next hop offers",
+    ),
+    (
+        "relay.ini",
+        "relay",
+        "dest_domains",
+        "relay_dest_domains.ini is listed above when there is one",
+    ),
     (
         "smtp.ini",
         "main",
@@ -154,7 +172,7 @@ const NOT_NEEDED: &[(&str, &str, &str, &str)] = &[
 pub fn not_needed(file: &str, section: &str, key: &str) -> Option<&'static str> {
     NOT_NEEDED
         .iter()
-        .find(|(f, s, k, _)| *f == file && *s == section && *k == key)
+        .find(|(f, s, k, _)| *f == file && (*s == section || *s == "*") && *k == key)
         .map(|(_, _, _, why)| *why)
 }
 

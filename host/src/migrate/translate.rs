@@ -25,7 +25,6 @@ fn next_hop(ini: &Ini, section: &str) -> Vec<(&'static str, String)> {
     if let Some(tls) = next_hop_tls(ini, section) {
         keys.push(("tls", tls.to_string()));
     }
-    ini.get(section, "auth_type");
     keys
 }
 
@@ -376,7 +375,6 @@ pub fn relay(h: &HarakaDir, t: &mut Target) -> Result<()> {
                 .into(),
         );
     }
-    ini.get("relay", "dest_domains");
     Ok(())
 }
 
