@@ -271,8 +271,10 @@ class OlderNames(unittest.TestCase):
             haraka = pathlib.Path(tmp) / "haraka"
             config = haraka_install(haraka)
             write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n"
-                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\nspf\ndelay_deny\ndnsbl\ndnswl\n")
+                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\nspf\ndelay_deny\ndnsbl\ndnswl\nuribl\n")
             write(config, "spf.ini", "[deny]\nmfrom_fail=true\n")
+            write(config, "uribl.ini", "[main]\n[dbl.example.test]\nhelo=1\nbody=1\n[uri.example.test]\nbody=1\n"
+                  "msgid=1\n")
             write(config, "delay_deny.ini", "excluded_plugins=dnsbl,spf:hook_mail\n")
             write(config, "fcrdns.ini", "[reject]\nno_rdns=true\n")
             write(config, "limit.ini", "[concurrency]\nmax=4\n[rate_conn]\n127=0\ndefault=5\n"
@@ -304,13 +306,17 @@ class OlderNames(unittest.TestCase):
             self.assertEqual(toml["plugins"], ["greylist", "spamassassin", "dkim_sign", "auth-results",
                                                "queue/lmtp", "fcrdns", "limit", "bounce", "attachment",
                                                "data.signatures", "headers", "aliases", "spf", "delay_deny", "dns-list",
-                                               "karma"],
+                                               "uribl", "karma"],
                              "karma goes last")
             spf = (into / "config/spf.ini").read_text()
             for setting in ["reject_mail_fail = true", "reject_mail_softfail = false", "defer_mail_temperror = false"]:
                 self.assertIn(f"\n{setting}\n", spf, "Haraka refuses only what its [deny] says")
             self.assertIn("\nexcluded_plugins = dns-list, spf\n", (into / "config/delay_deny.ini").read_text())
             self.assertIn("plugin dnswl: dns-list (with dnsbl above)", done.stdout)
+            uribl = (into / "config/uribl.ini").read_text()
+            for setting in ["zones = dbl.example.test, uri.example.test", "check_helo = true",
+                            "check_mail_from = false", "check_headers = true", "check_body = true"]:
+                self.assertIn(f"\n{setting}\n", uribl)
             self.assertEqual(sorted((into / "config/aliases").read_text().splitlines()[1:]),
                              ["info@import.test: office@import.test", "sales@import.test: a@x.test, b@x.test"])
             self.assertRegex(done.stdout, r"config/aliases: junk not carried")

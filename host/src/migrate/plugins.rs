@@ -137,7 +137,7 @@ const TABLE: &[Counterpart] = &[
     row(&["karma"], &["karma"], Settings::ByHand(&["karma.ini"])),
     row(&["spf"], &["spf"], Settings::Carried(spf)),
     row(&["dmarc"], &["dmarc"], Settings::ByHand(&["dmarc.ini"])),
-    row(&["uribl", "data.uribl"], &["uribl"], Settings::ByHand(&["uribl.ini"])),
+    row(&["uribl", "data.uribl"], &["uribl"], Settings::Carried(uribl)),
     row(&["asn", "connect.asn"], &["asn"], Settings::ByHand(&["asn.ini"])),
     row(
         &["geoip", "connect.geoip"],

@@ -881,6 +881,37 @@ pub fn delay_deny(h: &HarakaDir, t: &mut Target) -> Result<()> {
     Ok(())
 }
 
+/// `uribl`: the zones (Haraka's sections) and where names are taken from —
+/// Haraka chooses per zone, Waraka for all zones, so a place any zone
+/// looks at is looked at for every zone (said in the report).
+pub fn uribl(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("uribl.ini");
+    let zones = ini.sections();
+    if zones.is_empty() {
+        return Ok(());
+    }
+    t.carry_setting("uribl.ini sections", "uribl.ini", "zones", &zones.join(", "));
+    for (haraka, ours) in [
+        (&["helo"][..], "check_helo"),
+        (&["envfrom"], "check_mail_from"),
+        (&["from", "msgid"], "check_headers"),
+        (&["body"], "check_body"),
+    ] {
+        let any = zones
+            .iter()
+            .flat_map(|zone| haraka.iter().map(move |key| (zone, key)))
+            .any(|(zone, key)| ini.bool(zone, key) == Some(true));
+        let source = format!("uribl.ini {} (any zone)", haraka.join(", "));
+        t.carry_setting(&source, "uribl.ini", ours, &any.to_string());
+    }
+    t.report.review.push(
+        "uribl.ini: Haraka chose per zone where names are looked up; Waraka looks them up in every zone \
+         for each place any zone asked for"
+            .into(),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
