@@ -121,10 +121,14 @@ class Waraka:
 
         self.edit(f"config/{name}", change)
 
+    def smarthost(self, port):
+        """Relayed mail leaves through 127.0.0.1:`port`."""
+        self.edit("waraka.toml", lambda t: t + f'\n[outbound]\nsmarthost = {{ host = "127.0.0.1", port = {port} }}\n')
+
     def hold_outbound(self):
         """Relayed mail waits in the outbound queue: its smarthost is a port
         where nothing listens, so a test can look at what was queued."""
-        self.edit("waraka.toml", lambda t: t + '\n[outbound]\nsmarthost = { host = "127.0.0.1", port = 1 }\n')
+        self.smarthost(1)
 
     def enable_metrics(self, port):
         """Serves `/metrics` on 127.0.0.1:`port` (see `prometheus`)."""

@@ -42,9 +42,8 @@ class DisclaimerTest(unittest.TestCase):
         cls.records = {}
 
         def setup(server):
-            port = cls.smarthost.server.server_address[1]
             server.edit("config/relay.acl_allow", lambda t: t + "127.0.0.1/32\n")
-            server.edit("waraka.toml", lambda t: t + f'\n[outbound]\nsmarthost = {{ host = "127.0.0.1", port = {port} }}\n')
+            server.smarthost(cls.smarthost.server.server_address[1])
             server.edit("config/disclaimer.txt", lambda _: FOOTER + "\n")
             server.set_settings("disclaimer.ini", sender_domains="sender.test")
             cls.records.update([waraka_key(server.dir, "sender.test")])

@@ -206,7 +206,8 @@ class ImportedInstance(unittest.TestCase):
         shutil.copytree(self.haraka, haraka)
         port, smtps = free_port(), free_port()
         smtp_ini = (haraka / "config/smtp.ini").read_text()
-        for old, new in [(f"127.0.0.1:{self.mx_port},127.0.0.1:{self.smtps_port}", f"127.0.0.1:{port},127.0.0.1:{smtps}"),
+        for old, new in [(f"127.0.0.1:{self.mx_port},127.0.0.1:{self.smtps_port}",
+                          f"127.0.0.1:{port},127.0.0.1:{smtps}"),
                          (f"smtps_port={self.smtps_port}", f"smtps_port={smtps}"), ("nodes=cpus", "nodes=0")]:
             assert old in smtp_ini, old
             smtp_ini = smtp_ini.replace(old, new)
@@ -270,8 +271,10 @@ class OlderNames(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             haraka = pathlib.Path(tmp) / "haraka"
             config = haraka_install(haraka)
-            write(config, "plugins", "early_talker\ngreylist\nkarma\nspamassassin\ndkim\nqueue/lmtp\n"
-                  "connect.fcrdns\nrate_limit\nbounce\nattachment\ndata.signatures\nheaders\naliases\nspf\ndelay_deny\ndnsbl\ndnswl\nuribl\n")
+            write(config, "plugins", "\n".join([
+                "early_talker", "greylist", "karma", "spamassassin", "dkim", "queue/lmtp", "connect.fcrdns",
+                "rate_limit", "bounce", "attachment", "data.signatures", "headers", "aliases", "spf", "delay_deny",
+                "dnsbl", "dnswl", "uribl", ""]))
             write(config, "spf.ini", "[deny]\nmfrom_fail=true\n")
             write(config, "uribl.ini", "[main]\n[dbl.example.test]\nhelo=1\nbody=1\n[uri.example.test]\nbody=1\n"
                   "msgid=1\n")
