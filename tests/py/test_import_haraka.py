@@ -287,12 +287,14 @@ class OlderNames(unittest.TestCase):
             write(config, "attachment.ini", "[archive]\nmax_depth=3\nallow_encrypted=true\n")
             write(config, "attachment.filename.regex", "^.*\\.iso$\n")
             write(config, "data.signatures", "# campaigns\nbuy cheap watches\n")
-            write(config, "headers.ini", "date_past_days=30\n")
+            write(config, "headers.ini", "date_past_days=30\n[phish_targets]\n"
+                  + "".join(f"brand{n}=brand{n}.example\n" for n in range(8)))
             write(config, "aliases", '{"sales@import.test": {"action": "alias", "to": ["a@x.test", "b@x.test"]},'
                   ' "info@import.test": {"action": "alias", "to": "office"}, "junk": {"action": "drop"}}')
             write(config, "early_talker.ini", "pause=3\n")
             write(config, "greylist.ini", "[period]\nblack=600\ngrey=86400\n[ip_whitelist]\n198.51.100.7\n")
-            write(config, "karma.ini", "[thresholds]\nnegative=-5\n")
+            write(config, "karma.ini", "[thresholds]\nnegative=-5\n[tarpit]\ndelay=2\n[deny]\nhooks=data_post,queue\n"
+                  "[deny_excludes]\nplugins=access,dnsbl,send_email\n[spammy_tlds]\nbiz=-2\n")
             write(config, "spamassassin.ini", "spamd_socket=/run/spamd.sock\nreject_threshold=12\n")
             write(config, "lmtp.ini", "path=/run/dovecot/lmtp\n[other.test]\nhost=10.0.0.9\nport=24\n")
             write(config, "plugin_timeout", "45\n")
@@ -355,8 +357,14 @@ class OlderNames(unittest.TestCase):
             self.assertIn("\n[other.test]\nhost = 10.0.0.9\nport = 24\n", lmtp)
             self.assertEqual((into / "dkim/import.test/private").read_bytes(), (key / "private").read_bytes())
             self.assertEqual((into / "dkim/import.test/selector").read_text(), "h2024\n")
-            self.assertRegex(done.stdout, r"plugin karma: karma, with Waraka's defaults: carry the settings of "
-                                          r"Haraka's config/karma\.ini by hand")
+            karma = (into / "config/karma.ini").read_text()
+            for setting in ["negative = -5", "tarpit_delay = 2", "deny_hooks = data-post, queue",
+                            "deny_excludes_plugins = access, dns-list"]:
+                self.assertIn(f"\n{setting}\n", karma)
+            self.assertRegex(done.stdout, r"karma\.ini \[spammy_tlds\]: Waraka's awards are award\.NOTE")
+            self.assertIn("headers.ini [phish_targets]: 8 entries not carried", done.stdout)
+            self.assertNotIn("brand3", done.stdout, "a long section is one line")
+            self.assertNotIn("biz", done.stdout, "karma's scores are named once, as a section")
             check = subprocess.run([BIN, "check", "--config", str(into)], capture_output=True, text=True)
             self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 

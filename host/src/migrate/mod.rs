@@ -30,21 +30,46 @@ pub fn import_haraka(from: &Path, to: &Path) -> Result<Report> {
     server::carry(&h, &mut t, haraka_plugins.iter().any(|p| p == "tls"));
     plugins::carry(&h, &mut t, &haraka_plugins)?;
     for (file, entries) in h.unread() {
-        for entry in entries {
-            let key = if entry.section == "main" {
+        report_unread(&mut t.report, &file, &entries);
+    }
+    t.save()?;
+    Ok(t.report)
+}
+
+/// A section with more unread entries than this (a list of names, such as
+/// karma's TLD scores) is reported in one line.
+const LISTED_ONE_BY_ONE: usize = 5;
+
+/// Reports the settings of Haraka's `file` that no translation read: why
+/// Waraka does not need them, or that they were not carried.
+fn report_unread(report: &mut Report, file: &str, entries: &[haraka::Entry]) {
+    let mut sections: Vec<&str> = Vec::new();
+    for entry in entries {
+        if !sections.contains(&entry.section.as_str()) {
+            sections.push(&entry.section);
+        }
+    }
+    for section in sections {
+        let unread: Vec<&haraka::Entry> = entries.iter().filter(|e| e.section == section).collect();
+        if section != "main" && unread.len() > LISTED_ONE_BY_ONE {
+            report.review.push(format!(
+                "{file} [{section}]: {} entries not carried (no Waraka setting says the same)",
+                unread.len()
+            ));
+            continue;
+        }
+        for entry in unread {
+            let key = if section == "main" {
                 entry.key.clone()
             } else {
-                format!("[{}] {}", entry.section, entry.key)
+                format!("[{section}] {}", entry.key)
             };
-            match server::not_needed(&file, &entry.section, &entry.key) {
-                Some(why) => t.report.not_needed.push(format!("{file} {key}: {why}")),
-                None => t
-                    .report
+            match server::not_needed(file, section, &entry.key) {
+                Some(why) => report.not_needed.push(format!("{file} {key}: {why}")),
+                None => report
                     .review
                     .push(format!("{file} {key}: not carried (no Waraka setting says the same)")),
             }
         }
     }
-    t.save()?;
-    Ok(t.report)
 }

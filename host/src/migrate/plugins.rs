@@ -134,7 +134,7 @@ const TABLE: &[Counterpart] = &[
         Settings::Carried(headers),
     ),
     row(&["fcrdns", "connect.fcrdns"], &["fcrdns"], Settings::Carried(fcrdns)),
-    row(&["karma"], &["karma"], Settings::ByHand(&["karma.ini"])),
+    row(&["karma"], &["karma"], Settings::Carried(karma)),
     row(&["spf"], &["spf"], Settings::Carried(spf)),
     row(&["dmarc"], &["dmarc"], Settings::ByHand(&["dmarc.ini"])),
     row(&["uribl", "data.uribl"], &["uribl"], Settings::Carried(uribl)),

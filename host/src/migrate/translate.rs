@@ -912,6 +912,84 @@ pub fn uribl(h: &HarakaDir, t: &mut Target) -> Result<()> {
     Ok(())
 }
 
+/// Haraka's hook names (`data_post`) as Waraka's (`data-post`).
+fn hook_names(haraka: &[String]) -> String {
+    haraka
+        .iter()
+        .map(|h| h.replace('_', "-"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `karma`: the thresholds, the tarpit, which hooks refuse and which
+/// plugins' refusals it leaves alone, how long history is kept. Haraka's
+/// awards and TLD scores are written differently (`award.NOTE` lines) and
+/// are listed for a look.
+pub fn karma(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("karma.ini");
+    for (section, key, ours) in [
+        ("thresholds", "negative", "negative"),
+        ("thresholds", "positive", "positive"),
+        ("tarpit", "delay", "tarpit_delay"),
+        ("tarpit", "max", "tarpit_max"),
+    ] {
+        if let Some(value) = ini.get(section, key) {
+            t.carry_setting(&format!("karma.ini [{section}] {key}"), "karma.ini", ours, &value);
+        }
+    }
+    for (section, key, ours) in [
+        ("deny", "hooks", "deny_hooks"),
+        ("deny_excludes", "hooks", "deny_excludes_hooks"),
+    ] {
+        let hooks = ini.array(section, key);
+        if !hooks.is_empty() {
+            t.carry_setting(
+                &format!("karma.ini [{section}] {key}"),
+                "karma.ini",
+                ours,
+                &hook_names(&hooks),
+            );
+        }
+    }
+    let excluded = ini.array("deny_excludes", "plugins");
+    if !excluded.is_empty() {
+        let mut names: Vec<&str> = Vec::new();
+        for plugin in &excluded {
+            for name in super::plugins::waraka_names(plugin) {
+                if !names.contains(name) {
+                    names.push(name);
+                }
+            }
+        }
+        let source = "karma.ini [deny_excludes] plugins";
+        t.carry_setting(source, "karma.ini", "deny_excludes_plugins", &names.join(", "));
+    }
+    if let Some(days) = ini.number("redis", "expire_days") {
+        t.carry_setting(
+            "karma.ini [redis] expire_days",
+            "karma.ini",
+            "history_expiry",
+            &format!("{days}d"),
+        );
+    }
+    let scored: Vec<String> = ini
+        .sections()
+        .into_iter()
+        .filter(|s| s.ends_with("_tlds") || s == "asn_awards" || s == "awards")
+        .collect();
+    for section in &scored {
+        ini.section(section);
+    }
+    if !scored.is_empty() {
+        t.report.review.push(format!(
+            "karma.ini [{}]: Waraka's awards are award.NOTE = POINTS lines in config/karma.ini \
+             (docs/plugins/karma.md)",
+            scored.join("], [")
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
