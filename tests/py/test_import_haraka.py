@@ -368,6 +368,68 @@ class OlderNames(unittest.TestCase):
             check = subprocess.run([BIN, "check", "--config", str(into)], capture_output=True, text=True)
             self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
+    def test_proxies_scanners_and_server_settings(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            haraka = pathlib.Path(tmp) / "haraka"
+            config = haraka_install(haraka)
+            write(config, "plugins", "\n".join([
+                "tls", "auth/auth_proxy", "clamd", "rspamd", "queue/quarantine", "queue/smtp_proxy", "dkim", ""]))
+            write(config, "smtp.ini", "listen_host=127.0.0.1\nport=2600\nlisten=/run/haraka.sock:660,[::0]:465\n"
+                  "force_shutdown_timeout=20\npublic_ip=192.0.2.25\n")
+            write(config, "databytes", "5000000\n")
+            write(config, "connection.ini", "[main]\nspool_dir=/var/spool/haraka\nspool_after=1000000\n"
+                  "[haproxy]\nhosts[]=192.0.2.4\n")
+            write(config, "outbound.ini", "disabled=true\nenable_tls=false\ninet_prefer=v4\n")
+            write(config, "tls.ini", "requestCert=true\n[no_tls_hosts]\n192.0.2.9\n")
+            write(config, "auth_proxy.ini", "[domains]\nimport.test=mail.import.test:587 backup.import.test\n")
+            write(config, "clamd.ini", "clamd_socket=/run/clamd.sock\n[reject]\nvirus=false\nerror=true\n")
+            write(config, "rspamd.ini", "host=10.0.0.3\nport=11334\n")
+            write(config, "quarantine.ini", "quarantine_path=/srv/quarantine\n")
+            write(config, "smtp_proxy.ini", "host=10.0.0.4\nport=10025\nenable_tls=true\nauth_user=filter\n"
+                  "auth_pass=s3cret\nauth_type=plain\n")
+            write(config, "dkim.ini", "[sign]\nenabled=true\nselector=s1\ndomain=import.test\n")
+            subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(config / "dkim.private.key"), "2048"],
+                           check=True, capture_output=True)
+            into = pathlib.Path(tmp) / "waraka"
+            done = import_haraka(haraka, into)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            toml = tomllib.loads((into / "waraka.toml").read_text())
+            smtp = toml["smtp"]
+            self.assertEqual(smtp["listen"], ["127.0.0.1:2600"], "listen_host and port; 465 has no certificate")
+            self.assertEqual((smtp["max_message_size"], smtp["shutdown_grace"]), (5000000, "20s"))
+            self.assertEqual((smtp["spool_dir"], smtp["spool_memory_threshold"]), ("/var/spool/haraka", 1000000))
+            self.assertEqual(toml["outbound"], {"enabled": False, "tls": "never"})
+            self.assertNotIn("tls", toml, "no certificate: a [tls] without one would stop the start")
+            self.assertEqual(toml["antivirus"]["clamd"], "/run/clamd.sock")
+            self.assertEqual(toml["spamfilter"]["rspamd"], "10.0.0.3:11334")
+            self.assertEqual(toml["dirs"]["quarantine"], "/srv/quarantine")
+            files = into / "config"
+            clamd = (files / "clamd.ini").read_text()
+            self.assertIn("\nreject_virus = false\n", clamd)
+            self.assertIn("\non_error = tempfail\n", clamd)
+            self.assertIn("\npublic_ip = 192.0.2.25\n", (files / "geoip.ini").read_text())
+            self.assertIn("\n[import.test]\nhost = mail.import.test\nport = 587\n",
+                          (files / "auth/proxy.ini").read_text())
+            proxy = (files / "queue/smtp_proxy.ini").read_text()
+            for setting in ["host = 10.0.0.4", "port = 10025", "tls = opportunistic", "auth_user = filter",
+                            "auth_pass = s3cret", "relaying = true"]:
+                self.assertIn(f"\n{setting}\n", proxy)
+            self.assertEqual((into / "dkim/import.test/selector").read_text(), "s1\n")
+            report = done.stdout
+            for line in [r"smtp\.ini listen /run/haraka\.sock:660: Waraka listens on TCP only",
+                         r"smtp\.ini listen \[::0\]:465: implicit TLS without Haraka's tls plugin and a "
+                         r"certificate; not carried",
+                         r"tls: no config/tls_cert\.pem and config/tls_key\.pem, nor config/tls/: .*then carry "
+                         r"tls\.ini's no_tls_hosts and requestCert by hand",
+                         r"connection\.ini \[haproxy\] hosts \(192\.0\.2\.4\)",
+                         r"auth_proxy\.ini import\.test: Waraka asks one server per domain",
+                         r"outbound\.ini inet_prefer: not carried",
+                         r"smtp_proxy\.ini auth_type: Waraka logs in with PLAIN or LOGIN"]:
+                self.assertRegex(report, line)
+            self.assertNotIn("s3cret", report)
+            check = subprocess.run([BIN, "check", "--config", str(into)], capture_output=True, text=True)
+            self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
     def test_refuses_what_is_not_haraka_or_already_waraka(self):
         with tempfile.TemporaryDirectory() as tmp:
             done = import_haraka(tmp, pathlib.Path(tmp) / "w")

@@ -27,7 +27,8 @@ pub fn import_haraka(from: &Path, to: &Path) -> Result<Report> {
     let haraka_plugins = plugins::haraka_plugins(&h);
     crate::config::lay_out_instance(to, &plugins::chain(&haraka_plugins))?;
     let mut t = target::Target::open(to)?;
-    server::carry(&h, &mut t, haraka_plugins.iter().any(|p| p == "tls"));
+    let tls = haraka_plugins.iter().any(|p| p == "tls") && translate::has_certificate(&h);
+    server::carry(&h, &mut t, tls);
     plugins::carry(&h, &mut t, &haraka_plugins)?;
     for (file, entries) in h.unread() {
         report_unread(&mut t.report, &file, &entries);

@@ -182,7 +182,8 @@ pub fn seconds(value: i64) -> String {
 }
 
 /// Carries every server-wide setting; `tls` says whether Haraka's `tls`
-/// plugin is on (and so whether its implicit-TLS port is carried).
+/// plugin is on with a certificate (and so whether its implicit-TLS port
+/// is carried).
 pub fn carry(h: &HarakaDir, t: &mut Target, tls: bool) {
     if let Some(me) = h.value("me") {
         t.carry_toml("config/me", &["smtp"], "hostname", me.as_str());
@@ -262,7 +263,8 @@ fn listeners(h: &HarakaDir, t: &mut Target, tls: bool) {
                 ));
             } else {
                 t.report.review.push(format!(
-                    "smtp.ini listen {entry}: implicit TLS without Haraka's tls plugin; not carried"
+                    "smtp.ini listen {entry}: implicit TLS without Haraka's tls plugin and a certificate; \
+                     not carried"
                 ));
             }
             continue;

@@ -207,13 +207,30 @@ pub fn auth_proxy(h: &HarakaDir, t: &mut Target) -> Result<()> {
     Ok(())
 }
 
-/// `tls`: the certificate and key, `no_tls_hosts`, `requestCert`.
-pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
+/// The key and certificate files `tls.ini` names (Haraka's defaults:
+/// `tls_key.pem`, `tls_cert.pem`), as names in Haraka's `config/`.
+fn tls_files(h: &HarakaDir) -> (String, String) {
     let ini = h.ini("tls.ini");
     let key = ini.get("main", "key").unwrap_or_else(|| "tls_key.pem".into());
     let cert = ini.get("main", "cert").unwrap_or_else(|| "tls_cert.pem".into());
+    (key, cert)
+}
+
+/// Whether Haraka's TLS has a certificate to carry: the files `tls.ini`
+/// names, or one of `config/tls/` (without one, Waraka's `[tls]`, its
+/// STARTTLS and its implicit-TLS listener cannot be).
+pub fn has_certificate(h: &HarakaDir) -> bool {
+    let (key, cert) = tls_files(h);
+    (h.path(&key).is_file() && h.path(&cert).is_file()) || !certificates_in_dir(h).is_empty()
+}
+
+/// `tls`: the certificate and key, `no_tls_hosts`, `requestCert`.
+pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("tls.ini");
+    let (key, cert) = tls_files(h);
     let (key_file, cert_file) = (h.path(&key), h.path(&cert));
-    if key_file.is_file() && cert_file.is_file() {
+    let named = key_file.is_file() && cert_file.is_file();
+    if named {
         t.copy(&key_file, "config/tls/key.pem")?;
         t.copy(&cert_file, "config/tls/cert.pem")?;
         t.set(&["tls"], "cert", "config/tls/cert.pem");
@@ -221,19 +238,28 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
         t.report.carried.push(format!(
             "config/{cert}, config/{key}: [tls] cert and key (copied to config/tls/)"
         ));
-    } else {
-        t.report.review.push(format!(
-            "tls: no config/{cert} and config/{key}; set [tls] cert and key (or [acme]) in waraka.toml"
-        ));
     }
-    certificates_by_name(h, t, key_file.is_file() && cert_file.is_file())?;
+    certificates_by_name(h, t, named)?;
     let mut no_tls: Vec<String> = ini.section("no_tls_hosts").into_iter().map(|e| e.key).collect();
     no_tls.extend(ini.array("main", "no_tls_hosts"));
+    let ask_client_cert = ini.bool("main", "requestCert") == Some(true);
+    if !has_certificate(h) {
+        t.report.review.push(format!(
+            "tls: no config/{cert} and config/{key}, nor config/tls/: no STARTTLS until [tls] has a \
+             certificate (cert and key, or [acme]) in waraka.toml{}",
+            if no_tls.is_empty() && !ask_client_cert {
+                String::new()
+            } else {
+                "; then carry tls.ini's no_tls_hosts and requestCert by hand".to_string()
+            }
+        ));
+        return Ok(());
+    }
     if !no_tls.is_empty() {
         let hosts: toml_edit::Array = no_tls.iter().map(String::as_str).collect();
         t.carry_toml("tls.ini no_tls_hosts", &["tls"], "no_tls_hosts", hosts);
     }
-    if ini.bool("main", "requestCert") == Some(true) {
+    if ask_client_cert {
         t.carry_toml("tls.ini requestCert", &["tls"], "ask_client_cert", true);
     }
     Ok(())
@@ -244,21 +270,14 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
 /// `[[tls.sni]]` pairs; the first is `[tls]`'s own when `has_default` is
 /// false (Haraka named no `key` and `cert`).
 fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(h.path("tls")) else {
-        return Ok(());
-    };
-    let mut files: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
-    files.sort();
-    for file in files {
-        let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
-        let (key, chain) = split_pem(&std::fs::read_to_string(&file).unwrap_or_default());
-        if key.is_empty() || chain.is_empty() {
+    for (file, pem) in certificates_in_dir_all(h) {
+        let Some((name, key, chain)) = pem else {
             t.report.review.push(format!(
                 "config/tls/{}: not a private key and a certificate in one PEM file; not carried",
                 file.file_name().unwrap_or_default().to_string_lossy()
             ));
             continue;
-        }
+        };
         let (key_path, cert_path) = (
             format!("config/tls/sni/{name}.key.pem"),
             format!("config/tls/sni/{name}.cert.pem"),
@@ -280,6 +299,36 @@ fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) ->
         }
     }
     Ok(())
+}
+
+/// A file of Haraka's `config/tls/`, with its name (the file's stem), key
+/// and chain when it holds both.
+type TlsFile = (std::path::PathBuf, Option<(String, String, String)>);
+
+/// Every file of Haraka's `config/tls/`, in name order.
+fn certificates_in_dir_all(h: &HarakaDir) -> Vec<TlsFile> {
+    let Ok(entries) = std::fs::read_dir(h.path("tls")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let name = file.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let (key, chain) = split_pem(&std::fs::read_to_string(&file).unwrap_or_default());
+            let pem = (!key.is_empty() && !chain.is_empty()).then_some((name, key, chain));
+            (file, pem)
+        })
+        .collect()
+}
+
+/// The files of Haraka's `config/tls/` that hold a key and a chain.
+fn certificates_in_dir(h: &HarakaDir) -> Vec<TlsFile> {
+    certificates_in_dir_all(h)
+        .into_iter()
+        .filter(|(_, pem)| pem.is_some())
+        .collect()
 }
 
 /// The private key blocks and the certificate blocks of a PEM text, each
