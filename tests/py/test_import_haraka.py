@@ -14,6 +14,7 @@ import tomllib
 import unittest
 
 from harness import BIN, SmtpReceiver, Waraka, auth_plain, free_port, make_cert, wait_for_port, wait_until
+from test_geoip import write_asn
 
 HARAKA = pathlib.Path.home() / ".local/haraka/node_modules/.bin/haraka"
 
@@ -373,7 +374,13 @@ class OlderNames(unittest.TestCase):
             haraka = pathlib.Path(tmp) / "haraka"
             config = haraka_install(haraka)
             write(config, "plugins", "\n".join([
-                "tls", "auth/auth_proxy", "clamd", "rspamd", "queue/quarantine", "queue/smtp_proxy", "dkim", ""]))
+                "tls", "auth/auth_proxy", "clamd", "rspamd", "queue/quarantine", "queue/smtp_proxy", "dkim", "geoip",
+                "dovecot", ""]))
+            geo = pathlib.Path(tmp) / "GeoIP"
+            geo.mkdir()
+            write_asn(geo / "GeoLite2-ASN.mmdb")
+            write(config, "geoip.ini", f"dbdir={geo}\ntoo_far=4000\n")
+            write(config, "dovecot.ini", "host=127.0.0.1\nport=12345\n")
             write(config, "smtp.ini", "listen_host=127.0.0.1\nport=2600\nlisten=/run/haraka.sock:660,[::0]:465\n"
                   "force_shutdown_timeout=20\npublic_ip=192.0.2.25\n")
             write(config, "databytes", "5000000\n")
@@ -403,6 +410,9 @@ class OlderNames(unittest.TestCase):
             self.assertEqual(toml["antivirus"]["clamd"], "/run/clamd.sock")
             self.assertEqual(toml["spamfilter"]["rspamd"], "10.0.0.3:11334")
             self.assertEqual(toml["dirs"]["quarantine"], "/srv/quarantine")
+            self.assertEqual(toml["geoip"]["databases"], [str(geo / "GeoLite2-ASN.mmdb")])
+            self.assertEqual(toml["sasl"]["dovecot"], "127.0.0.1:12345")
+            self.assertIn("\ntoo_far = 4000\n", (into / "config/geoip.ini").read_text())
             files = into / "config"
             clamd = (files / "clamd.ini").read_text()
             self.assertIn("\nreject_virus = false\n", clamd)

@@ -77,7 +77,7 @@ const TABLE: &[Counterpart] = &[
         &["auth/imap"],
         Settings::ByHand(&["auth_imap.ini"]),
     ),
-    row(&["dovecot"], &["auth/dovecot"], Settings::ByHand(&["dovecot.ini"])),
+    row(&["dovecot"], &["auth/dovecot"], Settings::Carried(dovecot)),
     row(&["tls"], &[], Settings::Carried(tls)),
     row(&["early_talker"], &[], Settings::Carried(early_talker)),
     row(
@@ -139,11 +139,7 @@ const TABLE: &[Counterpart] = &[
     row(&["dmarc"], &["dmarc"], Settings::ByHand(&["dmarc.ini"])),
     row(&["uribl", "data.uribl"], &["uribl"], Settings::Carried(uribl)),
     row(&["asn", "connect.asn"], &["asn"], Settings::ByHand(&["asn.ini"])),
-    row(
-        &["geoip", "connect.geoip"],
-        &["geoip"],
-        Settings::ByHand(&["geoip.ini"]),
-    ),
+    row(&["geoip", "connect.geoip"], &["geoip"], Settings::Carried(geoip)),
     row(&["bounce"], &["bounce"], Settings::Carried(bounce)),
     row(&["attachment"], &["attachment"], Settings::Carried(attachment)),
     row(&["aliases"], &["aliases"], Settings::Carried(aliases)),

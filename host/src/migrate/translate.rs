@@ -1039,6 +1039,60 @@ pub fn karma(h: &HarakaDir, t: &mut Target) -> Result<()> {
     Ok(())
 }
 
+/// `geoip`: the MaxMind databases of Haraka's `dbdir` (its default
+/// `/usr/local/share/GeoIP/`) as `[geoip] databases`, which the plugin's
+/// grant needs; `public_ip` and `too_far` (the same keys).
+pub fn geoip(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("geoip.ini");
+    let dir = ini
+        .get("main", "dbdir")
+        .unwrap_or_else(|| "/usr/local/share/GeoIP/".into());
+    let mut databases: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "mmdb"))
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    databases.sort();
+    if databases.is_empty() {
+        let base = std::path::Path::new(&dir);
+        databases = ["GeoLite2-City.mmdb", "GeoLite2-ASN.mmdb"]
+            .iter()
+            .map(|f| base.join(f).display().to_string())
+            .collect();
+        t.report.review.push(format!(
+            "geoip: no .mmdb files in {dir} on this machine; [geoip] databases names the usual two there — \
+             put them there (geoipupdate) or name yours"
+        ));
+    }
+    let list: toml_edit::Array = databases.iter().map(String::as_str).collect();
+    t.carry_toml("geoip.ini dbdir", &["geoip"], "databases", list);
+    same_keys(&ini, t, "geoip.ini", "geoip.ini", &["public_ip", "too_far"]);
+    Ok(())
+}
+
+/// `dovecot`: Dovecot's authentication service (its socket `path`, or
+/// `host` and `port`; Debian's `/run/dovecot/auth-client` when unset) as
+/// `[sasl] dovecot`, which `auth/dovecot`'s grant needs.
+pub fn dovecot(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("dovecot.ini");
+    let address = match (
+        ini.get("main", "path"),
+        ini.get("main", "host"),
+        ini.get("main", "port"),
+    ) {
+        (Some(path), _, _) => path,
+        (None, Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => "/run/dovecot/auth-client".into(),
+    };
+    t.carry_toml("dovecot.ini path, or host and port", &["sasl"], "dovecot", address);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
