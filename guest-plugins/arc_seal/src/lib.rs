@@ -51,11 +51,7 @@ impl Plugin for ArcSeal {
             }
             Err(e) => {
                 waraka_plugin::error!("sealing for {domain} failed: {e:?}");
-                if settings.get("on_error").as_deref() == Some("tempfail") {
-                    Verdict::denysoft_code(451, "4.3.0", "Unable to seal the message now, try later")
-                } else {
-                    Verdict::Cont
-                }
+                settings.on_error(false, "Unable to seal the message now, try later")
             }
         }
     }

@@ -79,11 +79,7 @@ impl Plugin for AuthResults {
             return Verdict::Cont;
         }
         let Some(results) = waraka_plugin::verified_sender() else {
-            return if settings.get("on_error").as_deref() == Some("tempfail") {
-                Verdict::denysoft_code(451, "4.3.0", "Unable to verify the sender now, try later")
-            } else {
-                Verdict::Cont
-            };
+            return settings.on_error(false, "Unable to verify the sender now, try later");
         };
         let arc = authentication::verify_arc().unwrap_or(ArcChain {
             outcome: Outcome::None,

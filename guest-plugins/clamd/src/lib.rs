@@ -44,11 +44,7 @@ impl Plugin for Clamd {
             Err(e) => {
                 waraka_plugin::error!("scan failed: {e:?}");
                 waraka_plugin::note_transaction("clamd.result", "error");
-                if settings.get("on_error").as_deref() == Some("continue") {
-                    Verdict::Cont
-                } else {
-                    Verdict::denysoft_code(451, "4.3.0", "Unable to scan the message for viruses now, try later")
-                }
+                settings.on_error(true, "Unable to scan the message for viruses now, try later")
             }
         }
     }

@@ -49,13 +49,9 @@ impl Plugin for Disclaimer {
                 waraka_plugin::info!("added to {parts} text parts");
                 Verdict::Cont
             }
-            Err(e) if settings.get("on_error").as_deref() == Some("tempfail") => {
-                waraka_plugin::warn!("adding the disclaimer failed: {e:?}");
-                Verdict::denysoft_code(451, "4.3.0", "The disclaimer could not be added, try again later")
-            }
             Err(e) => {
-                waraka_plugin::warn!("adding the disclaimer failed, sent without it: {e:?}");
-                Verdict::Cont
+                waraka_plugin::warn!("adding the disclaimer failed: {e:?}");
+                settings.on_error(false, "The disclaimer could not be added, try again later")
             }
         }
     }

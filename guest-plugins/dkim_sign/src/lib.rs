@@ -54,11 +54,7 @@ impl Plugin for DkimSign {
                 Err(Error::NotFound) | Err(Error::Invalid(_)) => continue,
                 Err(e) => {
                     waraka_plugin::error!("signing for {domain} failed: {e:?}");
-                    return if settings.get("on_error").as_deref() == Some("continue") {
-                        Verdict::Cont
-                    } else {
-                        Verdict::denysoft_code(451, "4.3.0", "Unable to sign the message now, try later")
-                    };
+                    return settings.on_error(true, "Unable to sign the message now, try later");
                 }
             }
         }

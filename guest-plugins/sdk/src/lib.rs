@@ -424,6 +424,23 @@ impl Settings {
             .unwrap_or_default()
     }
 
+    /// What a plugin answers when the service it needs failed, as its
+    /// `on_error` setting says: `continue` (`cont`, the message goes on) or
+    /// `tempfail` (`451 4.3.0 TEXT`, the client tries again); when the
+    /// setting is neither, `tempfail` if `tempfail_by_default`.
+    pub fn on_error(&self, tempfail_by_default: bool, text: &str) -> Verdict {
+        let tempfail = match self.get("on_error").as_deref() {
+            Some("tempfail") => true,
+            Some("continue") => false,
+            _ => tempfail_by_default,
+        };
+        if tempfail {
+            Verdict::denysoft_code(451, "4.3.0", text)
+        } else {
+            Verdict::Cont
+        }
+    }
+
     /// A duration setting (see [`parse_duration`]); `default` when missing or
     /// not a duration.
     pub fn duration(&self, key: &str, default: std::time::Duration) -> std::time::Duration {
@@ -726,11 +743,7 @@ pub fn scan_for_spam_as(
     };
     report.map_err(|e| {
         error!("scan failed: {e:?}");
-        if settings.get("on_error").as_deref() == Some("tempfail") {
-            Verdict::denysoft_code(451, "4.3.0", "Unable to scan the message for spam now, try later")
-        } else {
-            Verdict::Cont
-        }
+        settings.on_error(false, "Unable to scan the message for spam now, try later")
     })
 }
 

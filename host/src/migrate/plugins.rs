@@ -247,9 +247,20 @@ fn counterpart(name: &str) -> Option<&'static Counterpart> {
     TABLE.iter().find(|c| c.haraka.contains(&name))
 }
 
-/// Waraka's plugins for Haraka's plugin `name` (none when it has none).
-pub fn waraka_names(name: &str) -> &'static [&'static str] {
-    counterpart(name).map_or(&[], |c| c.waraka)
+/// Waraka's plugins for Haraka's plugin names, in their order, each once
+/// (a name's `:hook` part, as `delay_deny` writes it, is dropped; names
+/// without a counterpart give none).
+pub fn waraka_names(haraka: &[String]) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for name in haraka {
+        let plugin = name.split(':').next().unwrap_or_default();
+        for waraka in counterpart(plugin).map_or(&[][..], |c| c.waraka) {
+            if !names.contains(waraka) {
+                names.push(waraka);
+            }
+        }
+    }
+    names
 }
 
 /// Haraka's plugin list (`config/plugins`), names as Haraka takes them.
@@ -267,12 +278,7 @@ const LAST: &[&str] = &["karma"];
 /// The Waraka chain for Haraka's plugin list, in Haraka's order but for
 /// the plugins of [`LAST`].
 pub fn chain(plugins: &[String]) -> Vec<String> {
-    let mut chain: Vec<String> = Vec::new();
-    for waraka in plugins.iter().filter_map(|p| counterpart(p)).flat_map(|c| c.waraka) {
-        if !chain.iter().any(|c| c == waraka) {
-            chain.push(waraka.to_string());
-        }
-    }
+    let mut chain: Vec<String> = waraka_names(plugins).into_iter().map(str::to_string).collect();
     for last in LAST {
         if let Some(i) = chain.iter().position(|p| p == last) {
             let plugin = chain.remove(i);

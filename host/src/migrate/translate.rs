@@ -221,7 +221,7 @@ fn tls_files(h: &HarakaDir) -> (String, String) {
 /// STARTTLS and its implicit-TLS listener cannot be).
 pub fn has_certificate(h: &HarakaDir) -> bool {
     let (key, cert) = tls_files(h);
-    (h.path(&key).is_file() && h.path(&cert).is_file()) || !certificates_in_dir(h).is_empty()
+    (h.path(&key).is_file() && h.path(&cert).is_file()) || tls_dir_files(h).iter().any(|(_, pem)| pem.is_some())
 }
 
 /// `tls`: the certificate and key, `no_tls_hosts`, `requestCert`.
@@ -239,11 +239,11 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
             "config/{cert}, config/{key}: [tls] cert and key (copied to config/tls/)"
         ));
     }
-    certificates_by_name(h, t, named)?;
+    let has_certificate = certificates_by_name(h, t, named)?;
     let mut no_tls: Vec<String> = ini.section("no_tls_hosts").into_iter().map(|e| e.key).collect();
     no_tls.extend(ini.array("main", "no_tls_hosts"));
     let ask_client_cert = ini.bool("main", "requestCert") == Some(true);
-    if !has_certificate(h) {
+    if !has_certificate {
         t.report.review.push(format!(
             "tls: no config/{cert} and config/{key}, nor config/tls/: no STARTTLS until [tls] has a \
              certificate (cert and key, or [acme]) in waraka.toml{}",
@@ -269,8 +269,9 @@ pub fn tls(h: &HarakaDir, t: &mut Target) -> Result<()> {
 /// chain in one PEM file, chosen by the names the certificate is for) as
 /// `[[tls.sni]]` pairs; the first is `[tls]`'s own when `has_default` is
 /// false (Haraka named no `key` and `cert`).
-fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) -> Result<()> {
-    for (file, pem) in certificates_in_dir_all(h) {
+/// Returns whether `[tls]` has its own certificate then.
+fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) -> Result<bool> {
+    for (file, pem) in tls_dir_files(h) {
         let Some((name, key, chain)) = pem else {
             t.report.review.push(format!(
                 "config/tls/{}: not a private key and a certificate in one PEM file; not carried",
@@ -298,7 +299,7 @@ fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) ->
             has_default = true;
         }
     }
-    Ok(())
+    Ok(has_default)
 }
 
 /// A file of Haraka's `config/tls/`, with its name (the file's stem), key
@@ -306,7 +307,7 @@ fn certificates_by_name(h: &HarakaDir, t: &mut Target, mut has_default: bool) ->
 type TlsFile = (std::path::PathBuf, Option<(String, String, String)>);
 
 /// Every file of Haraka's `config/tls/`, in name order.
-fn certificates_in_dir_all(h: &HarakaDir) -> Vec<TlsFile> {
+fn tls_dir_files(h: &HarakaDir) -> Vec<TlsFile> {
     let Ok(entries) = std::fs::read_dir(h.path("tls")) else {
         return Vec::new();
     };
@@ -320,14 +321,6 @@ fn certificates_in_dir_all(h: &HarakaDir) -> Vec<TlsFile> {
             let pem = (!key.is_empty() && !chain.is_empty()).then_some((name, key, chain));
             (file, pem)
         })
-        .collect()
-}
-
-/// The files of Haraka's `config/tls/` that hold a key and a chain.
-fn certificates_in_dir(h: &HarakaDir) -> Vec<TlsFile> {
-    certificates_in_dir_all(h)
-        .into_iter()
-        .filter(|(_, pem)| pem.is_some())
         .collect()
 }
 
@@ -911,15 +904,7 @@ pub fn delay_deny(h: &HarakaDir, t: &mut Target) -> Result<()> {
         if haraka.is_empty() {
             continue;
         }
-        let mut names: Vec<&str> = Vec::new();
-        for entry in &haraka {
-            let plugin = entry.split(':').next().unwrap_or_default();
-            for name in super::plugins::waraka_names(plugin) {
-                if !names.contains(name) {
-                    names.push(name);
-                }
-            }
-        }
+        let names = super::plugins::waraka_names(&haraka);
         t.carry_setting(
             &format!("delay_deny.ini {key}"),
             "delay_deny.ini",
@@ -1002,14 +987,7 @@ pub fn karma(h: &HarakaDir, t: &mut Target) -> Result<()> {
     }
     let excluded = ini.array("deny_excludes", "plugins");
     if !excluded.is_empty() {
-        let mut names: Vec<&str> = Vec::new();
-        for plugin in &excluded {
-            for name in super::plugins::waraka_names(plugin) {
-                if !names.contains(name) {
-                    names.push(name);
-                }
-            }
-        }
+        let names = super::plugins::waraka_names(&excluded);
         let source = "karma.ini [deny_excludes] plugins";
         t.carry_setting(source, "karma.ini", "deny_excludes_plugins", &names.join(", "));
     }

@@ -1160,8 +1160,9 @@ impl mime::Host for StoreState {
 
     async fn add_banner(&mut self, text: String, html: Option<String>) -> Result<u32, Error> {
         let (reader, transaction) = self.message_and("add-banner", |_, tx| tx.id.clone())?;
-        let html = html.unwrap_or_else(|| text.replace('\n', "<br/>\n"));
-        let bannered = read_then(reader, move |m| crate::capabilities::mime::add_banner(&m, &text, &html));
+        let bannered = read_then(reader, move |m| {
+            crate::capabilities::mime::add_banner(&m, &text, html.as_deref())
+        });
         let Some(bannered) = bounded(self.deadline, bannered).await? else {
             return Ok(0);
         };

@@ -22,10 +22,13 @@ pub struct Bannered {
 }
 
 /// `message` (header and body, CRLF lines) with the banner in each text
-/// part that is not an attachment (not in attached messages); `None` when
-/// it has no such part or cannot be parsed.
-pub fn add_banner(message: &[u8], text: &str, html: &str) -> Option<Bannered> {
+/// part that is not an attachment (not in attached messages): `text` in
+/// plain parts, `html` in HTML ones (without it, `text` with each line
+/// break as `<br/>`, as Haraka does); `None` when it has no such part or
+/// cannot be parsed.
+pub fn add_banner(message: &[u8], text: &str, html: Option<&str>) -> Option<Bannered> {
     let parsed = MessageParser::default().parse(message)?;
+    let html = html.map_or_else(|| text.replace('\n', "<br/>\n"), str::to_string);
     let mut out = Vec::with_capacity(message.len() + 2 * (text.len() + html.len()) + 256);
     let mut copied = 0usize;
     let mut header_fields = Vec::new();
@@ -43,7 +46,7 @@ pub fn add_banner(message: &[u8], text: &str, html: &str) -> Option<Bannered> {
         });
         let (content, subtype) = match (&part.body, subtype.as_deref()) {
             (PartType::Text(content), Some("plain")) => (with_text_banner(content, text), "plain"),
-            (PartType::Html(content), Some("html")) => (with_html_banner(content, html), "html"),
+            (PartType::Html(content), Some("html")) => (with_html_banner(content, &html), "html"),
             _ => continue,
         };
         let base64 = part
@@ -197,7 +200,7 @@ mod tests {
     fn a_single_part_latin1_message_becomes_utf8() {
         let message = b"From: a@x\r\nSubject: hi\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
             Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xe9 ouvert\r\n";
-        let bannered = add_banner(message, "-- \r\nSent by Example \u{2014} legal text", "x").unwrap();
+        let bannered = add_banner(message, "-- \r\nSent by Example \u{2014} legal text", Some("x")).unwrap();
         assert_eq!(bannered.parts, 1);
         assert!(bannered.header_fields.contains(&("MIME-Version", "1.0".into())));
         let text = decoded_texts(&whole(message, &bannered));
@@ -214,7 +217,7 @@ mod tests {
             PGh0bWw+PGJvZHk+SGk8L2JvZHk+PC9odG1sPg==\r\n--b2--\r\n\
             --b1\r\nContent-Type: text/plain; name=notes.txt\r\nContent-Disposition: attachment; filename=notes.txt\r\n\r\n\
             attached\r\n--b1--\r\n";
-        let bannered = add_banner(message, "Legal", "<b>Legal</b>").unwrap();
+        let bannered = add_banner(message, "Legal", Some("<b>Legal</b>")).unwrap();
         assert_eq!(bannered.parts, 2);
         assert!(bannered.header_fields.is_empty());
         let rebuilt = whole(message, &bannered);
@@ -243,7 +246,7 @@ mod tests {
             --b1\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n\
             --b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: b@y\r\nSubject: inner\r\n\r\nInner text.\r\n\
             --b1--\r\n";
-        let bannered = add_banner(message, "Legal", "Legal").unwrap();
+        let bannered = add_banner(message, "Legal", None).unwrap();
         assert_eq!(bannered.parts, 1);
         let text = String::from_utf8_lossy(&bannered.body);
         assert!(
@@ -260,6 +263,6 @@ mod tests {
     fn nothing_to_add_to_is_none() {
         let message =
             b"From: a@x\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n";
-        assert_eq!(add_banner(message, "Legal", "Legal"), None);
+        assert_eq!(add_banner(message, "Legal", None), None);
     }
 }
