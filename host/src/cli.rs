@@ -577,12 +577,24 @@ async fn check_instance(root: &Path) -> Result<()> {
 async fn sendmail(root: &Path, options: &crate::sendmail::Options) -> Result<()> {
     let mut input = Vec::new();
     tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut input).await?;
-    let hostname = Instance::load(root)
+    let instance = Instance::load(root);
+    let hostname = instance
+        .as_ref()
         .map(|instance| instance.session_settings().hostname)
         .or_else(|_| std::fs::read_to_string("/etc/mailname").map(|name| name.trim().to_string()))
         .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()))
         .unwrap_or_else(|_| "localhost".into());
-    let refused = crate::sendmail::submit(root, &hostname, options, &input).await?;
+    // Kept for the server only when it would pick it up.
+    let maildrop = match &instance {
+        Ok(instance) if instance.config.sendmail.enabled && instance.config.sendmail.maildrop => {
+            Some(crate::sendmail::Maildrop {
+                dir: crate::maildrop::dir(root),
+                allowed_users: instance.config.sendmail.allowed_users.clone(),
+            })
+        }
+        _ => None,
+    };
+    let refused = crate::sendmail::submit(root, &hostname, options, &input, maildrop.as_ref()).await?;
     for recipient in refused {
         eprintln!("waraka sendmail: recipient refused: {recipient}");
     }

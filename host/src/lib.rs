@@ -16,7 +16,9 @@
 //!   capability uses the delivery client).
 //! - [`config`], [`server`], [`proxy`], [`control`], [`cli`]: the instance,
 //!   sockets (behind a load balancer too) and commands; [`migrate`]: an
-//!   instance made from a Haraka install directory.
+//!   instance made from a Haraka install directory; [`sendmail`] and
+//!   [`maildrop`]: local programs' mail, over the submission socket or,
+//!   while the server is down, left on disk for its pickup.
 //! - [`telemetry`]: metric names and the Prometheus exporter (used by any layer).
 #![warn(missing_docs)]
 
@@ -28,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod lockout;
+pub mod maildrop;
 pub mod migrate;
 pub mod password;
 pub mod plugins;

@@ -4,8 +4,10 @@
 //! it to the running server over the local submission socket
 //! (`queue/submit.sock`) in an SMTP session that runs the whole plugin
 //! chain; the server knows the caller's user from the kernel and relays
-//! for them as for a client that logged in. The exit status follows
-//! `sysexits.h`, as callers of `sendmail` expect.
+//! for them as for a client that logged in. When no server is running, the
+//! message is left in the maildrop for the server to pick up when it
+//! starts. The exit status follows `sysexits.h`, as callers of `sendmail`
+//! expect.
 
 use crate::control::submit_socket_path;
 use crate::delivery::{Address, ClientError, ClientSettings, TlsMode, send};
@@ -53,6 +55,17 @@ pub struct Options {
     pub full_name: Option<String>,
     /// The recipients named on the command line.
     pub recipients: Vec<String>,
+}
+
+/// Where a message goes while no server is running: the instance's
+/// maildrop, for the users the server would take mail from (as Postfix's
+/// `postdrop` checks).
+#[derive(Clone, Debug)]
+pub struct Maildrop {
+    /// The directory.
+    pub dir: std::path::PathBuf,
+    /// `[sendmail] allowed_users`.
+    pub allowed_users: Vec<String>,
 }
 
 /// The message as read, split into its header lines and its body, each
@@ -196,10 +209,24 @@ fn prepare(input: &[u8], options: &Options, hostname: &str) -> (String, Vec<Stri
 /// Submits the message of `input` to the server running the instance at
 /// `root` (whose name is `hostname`); `Ok` with the refused recipients
 /// (reported on standard error) once the server took it for the others.
-pub async fn submit(root: &Path, hostname: &str, options: &Options, input: &[u8]) -> Result<Vec<String>, Failure> {
+/// With no server running, the message is left in `maildrop` when there is
+/// one (`Ok`, nothing refused).
+pub async fn submit(
+    root: &Path,
+    hostname: &str,
+    options: &Options,
+    input: &[u8],
+    maildrop: Option<&Maildrop>,
+) -> Result<Vec<String>, Failure> {
     let (sender, recipients, message) = prepare(input, options, hostname);
     if recipients.is_empty() {
         return Err(failure(EX_USAGE, "no recipients: name them, or use -t"));
+    }
+    if let Some(bad) = std::iter::once(&sender)
+        .chain(&recipients)
+        .find(|address| !crate::maildrop::is_storable(address))
+    {
+        return Err(failure(EX_USAGE, format!("{bad:?} is not an address")));
     }
     let socket = submit_socket_path(root);
     let settings = ClientSettings {
@@ -221,15 +248,37 @@ pub async fn submit(root: &Path, hostname: &str, options: &Options, input: &[u8]
         wire.as_slice(),
         wire.len() as u64,
     )
-    .await
-    .map_err(|e| match e {
-        ClientError::Network { stage: "connect", .. } => failure(
-            EX_TEMPFAIL,
-            format!(
+    .await;
+    let delivery = match delivery {
+        Err(ClientError::Network { stage: "connect", .. }) => {
+            let no_server = format!(
                 "no server takes local mail at {} (is it running, with [sendmail] enabled?)",
                 socket.display()
-            ),
-        ),
+            );
+            let Some(maildrop) = maildrop else {
+                return Err(failure(EX_TEMPFAIL, no_server));
+            };
+            let user = login_name();
+            if !maildrop.allowed_users.is_empty() && !maildrop.allowed_users.contains(&user) {
+                return Err(failure(
+                    EX_UNAVAILABLE,
+                    format!("Local user {user} may not submit mail here"),
+                ));
+            }
+            return match crate::maildrop::post(&maildrop.dir, &sender, &recipients, &wire) {
+                Ok(_) => Ok(Vec::new()),
+                Err(e) => Err(failure(
+                    EX_TEMPFAIL,
+                    format!(
+                        "{no_server}, and the maildrop {} did not take it: {e}",
+                        maildrop.dir.display()
+                    ),
+                )),
+            };
+        }
+        other => other,
+    }
+    .map_err(|e| match e {
         ClientError::Refused { reply, .. } if reply.is_permanent() => failure(EX_UNAVAILABLE, reply.to_string()),
         other => failure(EX_TEMPFAIL, other.to_string()),
     })?;

@@ -8,6 +8,7 @@ use crate::config::{Instance, Listener};
 use crate::control;
 use crate::delivery::{Outbound, OutboundSettings};
 use crate::lockout::AuthLockout;
+use crate::maildrop;
 use crate::plugins::{Chain, PluginOutbound, PluginSpec, Registry, Runtime, Services};
 use crate::policy::OutboundPolicy;
 use crate::proxy;
@@ -283,6 +284,15 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
             instance.config.sendmail.allowed_users.clone(),
         )
     });
+    let pickup = (submission.is_some() && instance.config.sendmail.maildrop).then(|| {
+        let sendmail = &instance.config.sendmail;
+        (
+            maildrop::Maildrop::at(maildrop::dir(&instance.root)),
+            outbound.clone(),
+            sendmail.pickup_interval,
+            sendmail.maildrop_lifetime,
+        )
+    });
     let (_watcher, control) = match &control_path {
         Some(path) => {
             let releases = Quarantine::of(&instance).ok().map(|quarantine| {
@@ -311,6 +321,27 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         None => (None, None),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let pickup = pickup.map(|(maildrop, notices, interval, lifetime)| {
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        let allowed_users = Arc::new(
+            submission
+                .as_ref()
+                .map(|(_, allowed)| allowed.clone())
+                .unwrap_or_default(),
+        );
+        let hand_in: maildrop::HandIn = Arc::new(move |user, stream| {
+            let (shared, stop, allowed_users) = (shared.clone(), stop.clone(), allowed_users.clone());
+            tokio::spawn(async move { submit_as(stream, user, &allowed_users, shared, stop).await });
+        });
+        let pickup = maildrop::Pickup {
+            maildrop,
+            hand_in,
+            notices,
+            interval,
+            lifetime,
+        };
+        tokio::spawn(pickup.run(stop_rx.clone()))
+    });
     let submit_path = submission.map(|(path, allowed)| {
         let task = tokio::spawn(serve_submissions(
             path.clone(),
@@ -349,6 +380,10 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     info!("stopping: no new connections, letting sessions finish");
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
+    if let Some(pickup) = pickup {
+        // It stops between messages: the one being handed in is finished.
+        let _ = pickup.await;
+    }
     if let Some((delivery, outbound)) = delivery {
         // Deliveries in flight stay queued on disk and are retried at start-up.
         delivery.abort();

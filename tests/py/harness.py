@@ -75,6 +75,16 @@ class Waraka:
         """`kill -9`, then a new process on the same instance and ports."""
         self.proc.kill()
         self.proc.wait(timeout=15)
+        self.start_again()
+
+    def halt(self):
+        """Stops the process as an administrator would (SIGTERM), keeping the
+        instance for `start_again`."""
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+    def start_again(self):
+        """A new process on the same instance and ports."""
         self.listen = [f"{role}=127.0.0.1:{port}" for role, port in self.ports.items()]
         self._start()
 

@@ -7,7 +7,9 @@ and with sysexits.h statuses when it cannot go."""
 import email
 import os
 import pwd
+import shutil
 import smtplib
+import stat
 import subprocess
 import tempfile
 import unittest
@@ -96,15 +98,8 @@ class SendmailTest(unittest.TestCase):
         # Let another user reach the socket: traverse-only directories.
         for path in (server.dir.parent, server.dir, server.dir / "queue"):
             path.chmod(0o711)
-        nobody = pwd.getpwnam("nobody")
-
-        def become_nobody():
-            os.setgid(nobody.pw_gid)
-            os.setgroups([])
-            os.setuid(nobody.pw_uid)
-
         done = subprocess.run(["python3", "-c", SUBMIT_AS_NOBODY, str(server.dir / "queue/submit.sock")],
-                              capture_output=True, text=True, timeout=60, preexec_fn=become_nobody)
+                              capture_output=True, text=True, timeout=60, preexec_fn=as_nobody)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.split("\n")[:2], ["220", "{}"], done.stdout)
         server.wait_for_log(r"local submission user=nobody")
@@ -147,6 +142,89 @@ s.quit()
 """
 
 
+def as_nobody():
+    """A `preexec_fn` that drops to the user nobody, with a umask that
+    would keep others (the server too, were it not root) out of new files."""
+    nobody = pwd.getpwnam("nobody")
+    os.setgid(nobody.pw_gid)
+    os.setgroups([])
+    os.setuid(nobody.pw_uid)
+    os.umask(0o077)
+
+
+class MaildropTest(unittest.TestCase):
+    """Mail a local program hands over while the server is down is kept in
+    queue/maildrop, as its user, and goes when the server is back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mx, cls.server = mx_and_relay(cls, ["rcpt_to.in_host_list", "queue/maildir"], lambda s: s.edit(
+            "waraka.toml", lambda t: t + '\n[sendmail]\npickup_interval = "1s"\n'))
+        cls.maildrop = cls.server.dir / "queue/maildrop"
+        # The user nobody runs its own copy of the binary (root's build
+        # directory is closed to it) and traverses to the instance.
+        cls.bin_dir = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.bin_dir.cleanup)
+        cls.nobody_bin = Path(cls.bin_dir.name) / "waraka"
+        shutil.copy(BIN, cls.nobody_bin)
+        for path in (Path(cls.bin_dir.name), cls.server.dir.parent, cls.server.dir, cls.server.dir / "queue"):
+            path.chmod(0o711 if path != Path(cls.bin_dir.name) else 0o755)
+
+    def received(self, subject):
+        """The messages at the MX whose own subject is `subject` (a bounce
+        quotes the header of the message it is about)."""
+        return wait_until(lambda: [m for m in self.mx.received()
+                                   if email.message_from_bytes(m[2])["Subject"] == subject],
+                          what=f"{subject!r} at the MX")
+
+    def test_mail_left_while_the_server_is_down_goes_when_it_is_back(self):
+        self.assertEqual(stat.S_IMODE(self.maildrop.stat().st_mode), 0o1733, "anyone may leave mail, none list it")
+        config = ["--config", str(self.server.dir)]
+        self.server.halt()
+        try:
+            status, errors = sendmail([*config, "-f", "app@dest.test", "ann@dest.test", "not an address"],
+                                      "Subject: kept\n\nwritten while the server was down\n")
+            self.assertEqual((status, errors), (0, ""), "kept, as Postfix's sendmail does")
+            done = subprocess.run([str(self.nobody_bin), "sendmail", *config, "bob@dest.test"],
+                                  input=b"Subject: kept for nobody\n\nhi\n", capture_output=True, timeout=60,
+                                  preexec_fn=as_nobody)
+            self.assertEqual(done.returncode, 0, done.stderr.decode())
+            kept = {path.stat().st_uid: path for path in self.maildrop.iterdir()}
+            self.assertEqual(set(kept), {0, pwd.getpwnam("nobody").pw_uid}, "each file is its user's")
+            for path in kept.values():
+                self.assertRegex(path.name, r"^[0-9a-f]{32}$")
+                self.assertEqual(stat.S_IMODE(path.stat().st_mode), 0o644, "readable by the server, whatever the umask")
+        finally:
+            self.server.start_again()
+        ((sender, recipients, data),) = self.received("kept")
+        self.assertEqual((sender, recipients), ("app@dest.test", ["ann@dest.test"]))
+        self.assertIn(b"(Waraka, from local user root) with ESMTPA", data)
+        ((_, recipients, data),) = self.received("kept for nobody")
+        self.assertEqual(recipients, ["bob@dest.test"])
+        self.assertIn(b"(Waraka, from local user nobody) with ESMTPA", data,
+                      "the file's owner is who sent it, as the kernel says")
+        ((sender, recipients, bounce),) = self.received("Undelivered Mail Returned to Sender")
+        self.assertEqual((sender, recipients), ("", ["app@dest.test"]), "the refused recipient, told to the sender")
+        report = email.message_from_bytes(bounce)
+        status = [part for part in report.walk() if part.get_content_type() == "message/delivery-status"]
+        self.assertIn("Final-Recipient: rfc822; not an address", status[0].as_string())
+        self.assertIn("Action: failed", status[0].as_string())
+        self.assertIn("Subject: kept", bounce.decode(), "the message's header is quoted")
+        wait_until(lambda: not any(self.maildrop.iterdir()), what="an empty maildrop")
+        self.server.wait_for_log(r"maildrop: picked up .*user=nobody")
+
+    def test_a_file_no_user_could_have_left_is_removed_unread(self):
+        outside = self.server.dir / "secret"
+        outside.write_text("X-Waraka-Maildrop: 1\r\nX-Envelope-From: a@dest.test\r\n"
+                           "X-Envelope-To: carol@dest.test\r\n\r\nSubject: linked\r\n\r\nsecret\r\n")
+        linked = self.maildrop / ("a" * 32)
+        os.link(outside, linked)
+        self.server.wait_for_log(r"maildrop: removed unread: 2 links to the file", timeout=30)
+        self.assertFalse(linked.exists())
+        self.assertTrue(outside.exists(), "only the link in the maildrop goes")
+        self.assertFalse([m for m in self.mx.received() if b"secret" in m[2]])
+
+
 class AllowedUsersTest(unittest.TestCase):
     def test_a_user_not_allowed_is_refused(self):
         server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=lambda s: s.edit(
@@ -156,6 +234,11 @@ class AllowedUsersTest(unittest.TestCase):
         self.assertEqual(status, 69, errors)
         self.assertIn("Local user root may not submit mail here", errors)
         server.wait_for_log(r"local submission refused: the user is not in \[sendmail\] allowed_users")
+        server.halt()
+        status, errors = sendmail(["--config", str(server.dir), "x@example.com"], "Subject: x\n\nhi\n")
+        self.assertEqual(status, 69, errors)
+        self.assertIn("Local user root may not submit mail here", errors)
+        self.assertFalse(any((server.dir / "queue/maildrop").iterdir()), "nor kept for later")
 
 
 if __name__ == "__main__":

@@ -519,6 +519,17 @@ pub struct SendmailConfig {
     /// The local users who may submit mail (Postfix's
     /// `authorized_submit_users`); empty: every user.
     pub allowed_users: Vec<String>,
+    /// Whether `waraka sendmail` leaves a message in `queue/maildrop` when
+    /// no server takes it (Postfix's maildrop), for the server to pick up
+    /// when it runs.
+    pub maildrop: bool,
+    #[serde(with = "humantime_serde")]
+    /// How often the server looks into the maildrop (it also does at start).
+    pub pickup_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    /// How long a message the server refuses for now stays in the maildrop
+    /// before its sender is told it failed.
+    pub maildrop_lifetime: Duration,
 }
 
 impl Default for SendmailConfig {
@@ -526,6 +537,9 @@ impl Default for SendmailConfig {
         SendmailConfig {
             enabled: true,
             allowed_users: Vec::new(),
+            maildrop: true,
+            pickup_interval: Duration::from_secs(60),
+            maildrop_lifetime: Duration::from_secs(5 * 24 * 3600),
         }
     }
 }

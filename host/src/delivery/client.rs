@@ -315,15 +315,10 @@ pub async fn send(
     message: impl AsyncRead + Unpin,
     size: u64,
 ) -> Result<Delivery, ClientError> {
-    let Envelope {
-        sender,
-        recipients,
-        dsn,
-        tls_request,
-    } = envelope;
     // REQUIRETLS binds relaying: not LMTP's final delivery to a mailbox
     // server, nor a socket on this machine, which is not on the wire.
-    let require_tls = tls_request == TlsRequest::Required && !settings.lmtp && !matches!(addr, Address::Unix(_));
+    let require_tls =
+        envelope.tls_request == TlsRequest::Required && !settings.lmtp && !matches!(addr, Address::Unix(_));
     let verified;
     let settings = if require_tls && settings.tls != TlsMode::Required {
         verified = ClientSettings {
@@ -334,7 +329,40 @@ pub async fn send(
     } else {
         settings
     };
-    let (mut conn, ext, tls) = Connection::open(addr, host, settings).await?;
+    let opened = Connection::open(addr, host, settings).await?;
+    transact(opened, require_tls, host, settings, envelope, message, size).await
+}
+
+/// [`send`] over `io`, a stream already connected to a server on this
+/// machine (the server's own session, for the maildrop's pickup): no TLS,
+/// as over a Unix socket.
+pub async fn send_over_local(
+    io: Box<dyn ServiceStream>,
+    settings: &ClientSettings,
+    envelope: Envelope<'_>,
+    message: impl AsyncRead + Unpin,
+    size: u64,
+) -> Result<Delivery, ClientError> {
+    let opened = Connection::start(io, false, "localhost", settings).await?;
+    transact(opened, false, "localhost", settings, envelope, message, size).await
+}
+
+/// The envelope and message of [`send`] on an opened connection.
+async fn transact(
+    (mut conn, ext, tls): (Connection, Vec<String>, bool),
+    require_tls: bool,
+    host: &str,
+    settings: &ClientSettings,
+    envelope: Envelope<'_>,
+    message: impl AsyncRead + Unpin,
+    size: u64,
+) -> Result<Delivery, ClientError> {
+    let Envelope {
+        sender,
+        recipients,
+        dsn,
+        tls_request,
+    } = envelope;
     let utf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
     if utf8 && !offers(&ext, "SMTPUTF8") {
         return Err(ClientError::Refused {
@@ -522,6 +550,18 @@ impl Connection {
                 stage: "connect",
                 detail: format!("connecting to {addr}: {e}"),
             })?;
+        // A socket on this machine is not on the wire.
+        Connection::start(io, !matches!(addr, Address::Unix(_)), host, settings).await
+    }
+
+    /// Opens the session on `io` as [`Connection::open`] does; TLS only
+    /// `on_wire` (not on a socket on this machine).
+    async fn start(
+        io: Box<dyn ServiceStream>,
+        on_wire: bool,
+        host: &str,
+        settings: &ClientSettings,
+    ) -> Result<(Connection, Vec<String>, bool), ClientError> {
         let mut conn = Connection {
             io,
             unread: Vec::new(),
@@ -539,8 +579,7 @@ impl Connection {
         let mut ext = conn.greet().await?;
         let mut tls = false;
         let check = match (&settings.dane, settings.tls) {
-            // A socket on this machine is not on the wire.
-            _ if matches!(addr, Address::Unix(_)) => None,
+            _ if !on_wire => None,
             (Some(records), _) if offers(&ext, "STARTTLS") => Some(CertCheck::Dane(records.clone())),
             (Some(_), _) => {
                 tls_result(settings, "dane", Some(TlsFailure::StarttlsNotSupported));
@@ -576,7 +615,7 @@ impl Connection {
             tls_result(settings, kind, noted);
             ext = conn.greet().await?;
             tls = true;
-        } else if !matches!(addr, Address::Unix(_)) {
+        } else if on_wire {
             count_tls("none", "ok");
             if settings.tls != TlsMode::Never {
                 tell_tls(settings, Some(TlsFailure::StarttlsNotSupported));

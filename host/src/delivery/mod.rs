@@ -17,11 +17,12 @@ mod tls_report;
 
 pub use client::{
     BindAddresses, ClientError, ClientSettings, Delivery, RemoteReply, TlsMode, check_credentials, probe, send,
+    send_over_local,
 };
 pub use daily::Submitter;
 pub use dmarc_failure::DmarcFailureReports;
 pub use dmarc_report::DmarcReports;
 pub use live::{LiveEnvelope, LiveSession};
-pub use notice::Report;
+pub use notice::{Report, header_of};
 pub use outbound::{DomainLimit, Limits, NextHop, Outbound, OutboundSettings, Rate, Source};
 pub use route::{Address, Route, RouteSettings, Target, hop_target, order_mx, resolve, target};

@@ -1363,6 +1363,34 @@ impl Outbound {
 }
 
 impl Outbound {
+    /// Queues a failure notice (`Action: failed`) to `sender` about a
+    /// message that never reached the queue — one the maildrop's pickup
+    /// could not hand in (`id`, left at `arrival_ms`) — quoting its `header`.
+    pub async fn notify_failure(
+        &self,
+        id: String,
+        sender: String,
+        arrival_ms: u64,
+        reports: Vec<(String, Report)>,
+        header: Vec<u8>,
+    ) -> io::Result<()> {
+        let entries = self
+            .blocking(move |o| {
+                let dsn = DsnRequests::default();
+                let about = About {
+                    id: &id,
+                    sender: &sender,
+                    arrival_ms,
+                    dsn: &dsn,
+                    retry_until_ms: None,
+                };
+                o.queue_notice(about, Action::Failed, &reports, &Returned::Header(header))
+            })
+            .await?;
+        self.schedule(entries);
+        Ok(())
+    }
+
     /// Stores `handoff` in the queue, durably, without scheduling it.
     async fn store(&self, handoff: Handoff, hop: Option<NextHopConfig>) -> io::Result<Vec<Entry>> {
         self.blocking(move |o| {
