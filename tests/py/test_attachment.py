@@ -4,6 +4,8 @@ modules, disc images made by genisoimage, 7z archives made by 7-Zip and RAR
 archives made by RAR (tests/archives), to a real waraka; the host parses
 them (the mime import) and the plugin decides."""
 
+import email
+import email.policy
 import io
 import subprocess
 import tarfile
@@ -244,6 +246,58 @@ class AttachmentTest(unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertIn(b"x.exe", files[0])
         self.server.wait_for_log(r'Message contains unacceptable attachment \(x\.exe\) plugin="attachment"')
+
+
+
+class StripTest(unittest.TestCase):
+    """`strip = true`: the message is delivered, each offending part
+    replaced by a note, everything else as it came."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Waraka(["attachment", "rcpt_to.in_host_list", "queue/maildir"], setup=lambda s: s.edit(
+            "config/attachment.ini", lambda t: t.replace("strip = false", "strip = true")))
+        cls.addClassCleanup(cls.server.stop)
+
+    def test_offending_parts_become_notes_and_the_rest_arrives_untouched(self):
+        inner = EmailMessage()
+        inner["Subject"] = "forwarded"
+        inner.set_content("inner text\n")
+        inner.add_attachment(b"MZ", maintype="application", subtype="octet-stream", filename="run.scr")
+        raw = with_attachments("stripped", ("Setup.EXE", "application/octet-stream", b"MZ\x90\x00"),
+                               ("report.pdf", "application/pdf", b"%PDF-1.4 keep me"),
+                               ("pack.zip", "application/zip", zip_of({"a/run.vbs": b"x"})))
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        message.add_attachment(inner)
+        raw = message.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        code, _, files = self.server.deliver(raw)
+        self.assertEqual(code, 250, "delivered, not refused")
+        stored = email.message_from_bytes(files[0], policy=email.policy.default)
+        parts = [p for p in stored.walk() if not p.is_multipart()]
+        self.assertEqual([p.get_content_type() for p in parts],
+                         ["text/plain", "text/plain", "application/pdf", "text/plain", "text/plain"])
+        notes = [p.get_content().strip() for p in parts[1::2]]
+        self.assertEqual(notes, [
+            "The mail server removed unacceptable attachment (Setup.EXE) from this message.",
+            "The mail server removed unacceptable attachment (pack.zip: a/run.vbs) from this message.",
+        ])
+        self.assertEqual(parts[4].get_content().strip(),
+                         "The mail server removed unacceptable attachment (run.scr) from this message.",
+                         "a bad file in an attached message takes the attached message")
+        self.assertEqual(parts[2].get_content(), b"%PDF-1.4 keep me")
+        self.assertEqual(parts[0].get_content().strip(), "See attached.")
+        for removed in (b'filename="Setup.EXE"', b'filename="pack.zip"', b"inner text", b"TVqQ", b"UEsDB"):
+            self.assertNotIn(removed, files[0])
+        pdf = b"JVBERi0xLjQga2VlcCBtZQ==\r\n"  # b"%PDF-1.4 keep me", as Python's email encoded it
+        original_pdf = raw[raw.index(b"Content-Type: application/pdf"):raw.index(pdf) + len(pdf)]
+        self.assertIn(original_pdf, files[0], "the parts left are byte for byte")
+        self.server.wait_for_log(r"removed 3 part\(s\): unacceptable attachment \(Setup\.EXE\)")
+
+    def test_a_harmless_message_is_left_as_it_came(self):
+        raw = with_attachments("harmless", ("report.pdf", "application/pdf", b"%PDF-1.4"))
+        code, _, files = self.server.deliver(raw)
+        self.assertEqual(code, 250)
+        self.assertTrue(files[0].endswith(raw.split(b"\r\n\r\n", 1)[1]), "the body untouched")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 //! `attachment`: refuses messages that carry attachments of dangerous kinds,
 //! as Haraka's `attachment` plugin: by file extension, by file-name and
 //! content-type patterns, and by what zip archives hold (zips inside zips
-//! too). The host parses the message (the `mime` import), so the plugin
-//! never reads it. Settings: `config/attachment.ini`; patterns:
+//! too) — or, with `strip`, takes those attachments out and delivers the
+//! rest with a note in their place. The host parses the message (the
+//! `mime` import), so the plugin never reads it. Settings: `config/attachment.ini`; patterns:
 //! `config/attachment.filename.regex`, `config/attachment.ctype.regex`,
 //! `config/attachment.archive.filename.regex`.
 
@@ -56,39 +57,77 @@ impl Rules {
 
     /// The reason to refuse a message with these `parts`, if any.
     fn problem(&self, parts: &[Part]) -> Option<String> {
-        for part in parts {
-            let shown = part.filename.clone().unwrap_or_else(|| part.content_type.clone());
-            if let Some(name) = &part.filename
-                && self.refuses_name(name, &self.filenames)
-            {
-                return Some(format!("Message contains unacceptable attachment ({name})"));
-            }
-            if self.content_types.iter().any(|re| re.is_match(&part.content_type)) {
-                return Some(format!(
-                    "Message contains unacceptable content type ({})",
-                    part.content_type
-                ));
-            }
-            let Some(archive) = &part.archive else {
-                continue;
-            };
-            if let Some(inner) = archive
-                .names
-                .iter()
-                .find(|n| !n.ends_with('/') && self.refuses_name(n, &self.archive_filenames))
-            {
-                return Some(format!("Message contains unacceptable attachment ({shown}: {inner})"));
-            }
-            if archive.encrypted && !self.encrypted_ok {
-                return Some(format!("Message contains an encrypted archive ({shown})"));
-            }
-            if archive.incomplete && !self.uninspectable_ok {
-                return Some(format!(
-                    "Message contains an archive that cannot be inspected ({shown})"
-                ));
-            }
+        parts
+            .iter()
+            .find_map(|part| self.part_problem(part))
+            .map(|what| format!("Message contains {what}"))
+    }
+
+    /// Each part to take out of a message with these `parts`: its index
+    /// and what is wrong with it.
+    fn problems(&self, parts: &[Part]) -> Vec<(u32, String)> {
+        (0u32..)
+            .zip(parts)
+            .filter_map(|(index, part)| Some((index, self.part_problem(part)?)))
+            .collect()
+    }
+
+    /// What is wrong with `part` (`unacceptable attachment (NAME)`…), if anything.
+    fn part_problem(&self, part: &Part) -> Option<String> {
+        let shown = part.filename.clone().unwrap_or_else(|| part.content_type.clone());
+        if let Some(name) = &part.filename
+            && self.refuses_name(name, &self.filenames)
+        {
+            return Some(format!("unacceptable attachment ({name})"));
+        }
+        if self.content_types.iter().any(|re| re.is_match(&part.content_type)) {
+            return Some(format!("unacceptable content type ({})", part.content_type));
+        }
+        let archive = part.archive.as_ref()?;
+        if let Some(inner) = archive
+            .names
+            .iter()
+            .find(|n| !n.ends_with('/') && self.refuses_name(n, &self.archive_filenames))
+        {
+            return Some(format!("unacceptable attachment ({shown}: {inner})"));
+        }
+        if archive.encrypted && !self.encrypted_ok {
+            return Some(format!("an encrypted archive ({shown})"));
+        }
+        if archive.incomplete && !self.uninspectable_ok {
+            return Some(format!("an archive that cannot be inspected ({shown})"));
         }
         None
+    }
+}
+
+/// The note in place of a removed part: `strip_note` with `{what}` filled in.
+fn strip_note(template: &str, what: &str) -> String {
+    template.replace("{what}", what)
+}
+
+/// Takes the parts `problems` names out of the message, each replaced by
+/// its note, and lets the message through (`451` when the host cannot).
+fn strip(settings: &Settings, problems: Vec<(u32, String)>) -> Verdict {
+    let template = settings
+        .get("strip_note")
+        .unwrap_or_else(|| "The mail server removed {what} from this message.".into());
+    let what: Vec<&str> = problems.iter().map(|(_, what)| what.as_str()).collect();
+    let summary = what.join("; ");
+    let removals: Vec<(u32, String)> = problems
+        .iter()
+        .map(|(index, what)| (*index, strip_note(&template, what)))
+        .collect();
+    match mime::remove_parts(&removals) {
+        Ok(removed) => {
+            waraka_plugin::info!("removed {removed} part(s): {summary}");
+            waraka_plugin::note_transaction("attachment.removed", &summary);
+            Verdict::Cont
+        }
+        Err(e) => {
+            waraka_plugin::error!("the attachments could not be removed: {e:?}");
+            Verdict::denysoft_code(451, "4.3.0", "Unable to remove the attachments now, try later")
+        }
     }
 }
 
@@ -110,6 +149,13 @@ impl Plugin for Attachment {
                 return Verdict::denysoft_code(451, "4.3.0", "Unable to inspect the attachments now, try later");
             }
         };
+        if settings.bool("strip", false) {
+            let problems = rules.problems(&parts);
+            if problems.is_empty() {
+                return Verdict::Cont;
+            }
+            return strip(&settings, problems);
+        }
         let Some(problem) = rules.problem(&parts) else {
             return Verdict::Cont;
         };
@@ -214,6 +260,27 @@ mod tests {
         assert_eq!(
             lenient.problem(&[part("application/zip", None, zip(&["a.txt"], true, true))]),
             None
+        );
+    }
+
+    #[test]
+    fn every_bad_part_is_listed_for_removal_with_what_is_wrong() {
+        let parts = [
+            part("text/plain", None, None),
+            part("application/octet-stream", Some("a.exe"), None),
+            part("application/pdf", Some("ok.pdf"), None),
+            part("application/zip", Some("z.zip"), zip(&["run.vbs"], false, false)),
+        ];
+        assert_eq!(
+            rules().problems(&parts),
+            [
+                (1, "unacceptable attachment (a.exe)".to_string()),
+                (3, "unacceptable attachment (z.zip: run.vbs)".to_string())
+            ]
+        );
+        assert_eq!(
+            strip_note("Removed: {what}.", "unacceptable attachment (a.exe)"),
+            "Removed: unacceptable attachment (a.exe)."
         );
     }
 }

@@ -1098,6 +1098,29 @@ impl StoreState {
         })
     }
 
+    /// Puts a `mime` edit's message in place of the transaction's: its
+    /// top-level MIME fields and body. How many parts it changed.
+    fn put_rewritten(
+        &self,
+        transaction: &str,
+        rewritten: Option<crate::capabilities::mime::Rewritten>,
+    ) -> Result<u32, Error> {
+        let Some(rewritten) = rewritten else {
+            return Ok(0);
+        };
+        self.edit_message_of(transaction, |message| {
+            for (name, value) in &rewritten.header_fields {
+                message.remove_header(name);
+                message
+                    .insert_header(u32::MAX, name, value)
+                    .map_err(|e| Error::Backend(format!("{name} does not fit the header: {e}")))?;
+            }
+            message.replace_body(&rewritten.body);
+            Ok(())
+        })?;
+        Ok(rewritten.parts)
+    }
+
     /// Runs `edit` on the message of the transaction `transaction` — the
     /// one a call read before it waited; `invalid` when that transaction
     /// has ended since.
@@ -1163,20 +1186,15 @@ impl mime::Host for StoreState {
         let bannered = read_then(reader, move |m| {
             crate::capabilities::mime::add_banner(&m, &text, html.as_deref())
         });
-        let Some(bannered) = bounded(self.deadline, bannered).await? else {
-            return Ok(0);
-        };
-        self.edit_message_of(&transaction, |message| {
-            for (name, value) in &bannered.header_fields {
-                message.remove_header(name);
-                message
-                    .insert_header(u32::MAX, name, value)
-                    .map_err(|e| Error::Backend(format!("{name} does not fit the header: {e}")))?;
-            }
-            message.replace_body(&bannered.body);
-            Ok(())
-        })?;
-        Ok(bannered.parts)
+        let bannered = bounded(self.deadline, bannered).await?;
+        self.put_rewritten(&transaction, bannered)
+    }
+
+    async fn remove_parts(&mut self, removals: Vec<(u32, String)>) -> Result<u32, Error> {
+        let (reader, transaction) = self.message_and("remove-parts", |_, tx| tx.id.clone())?;
+        let stripped = read_then(reader, move |m| crate::capabilities::mime::remove_parts(&m, &removals));
+        let stripped = bounded(self.deadline, stripped).await?;
+        self.put_rewritten(&transaction, stripped)
     }
 
     async fn parts(&mut self, archive_depth: u32) -> Result<Vec<mime::Part>, Error> {

@@ -5,37 +5,20 @@
 //! again in UTF-8, quoted-printable (base64 when it was base64), with its
 //! other header fields and the rest of the message as they were.
 
+use super::rewrite::{NewPart, Rewritten, rewrite_parts};
 use mail_parser::{MessageParser, MimeHeaders, PartType};
-
-/// The message with its banner: what to put in place of the top-level
-/// header's MIME fields, and the new body.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Bannered {
-    /// The top-level MIME fields to set (Content-Type and
-    /// Content-Transfer-Encoding, and MIME-Version when the message had
-    /// none), when the message itself is the one text part; else empty.
-    pub header_fields: Vec<(&'static str, String)>,
-    /// The new body (after the header's empty line).
-    pub body: Vec<u8>,
-    /// How many parts got the banner.
-    pub parts: u32,
-}
 
 /// `message` (header and body, CRLF lines) with the banner in each text
 /// part that is not an attachment (not in attached messages): `text` in
 /// plain parts, `html` in HTML ones (without it, `text` with each line
 /// break as `<br/>`, as Haraka does); `None` when it has no such part or
 /// cannot be parsed.
-pub fn add_banner(message: &[u8], text: &str, html: Option<&str>) -> Option<Bannered> {
+pub fn add_banner(message: &[u8], text: &str, html: Option<&str>) -> Option<Rewritten> {
     let parsed = MessageParser::default().parse(message)?;
     let html = html.map_or_else(|| text.replace('\n', "<br/>\n"), str::to_string);
-    let mut out = Vec::with_capacity(message.len() + 2 * (text.len() + html.len()) + 256);
-    let mut copied = 0usize;
-    let mut header_fields = Vec::new();
-    let mut parts = 0;
-    for (index, part) in parsed.parts.iter().enumerate() {
+    rewrite_parts(message, &parsed, |_, part| {
         if part.content_disposition().is_some_and(|cd| cd.is_attachment()) {
-            continue;
+            return None;
         }
         // Only text/plain and text/html: a calendar invitation or a vCard
         // (also text to the parser) must stay as it is.
@@ -47,63 +30,16 @@ pub fn add_banner(message: &[u8], text: &str, html: Option<&str>) -> Option<Bann
         let (content, subtype) = match (&part.body, subtype.as_deref()) {
             (PartType::Text(content), Some("plain")) => (with_text_banner(content, text), "plain"),
             (PartType::Html(content), Some("html")) => (with_html_banner(content, &html), "html"),
-            _ => continue,
+            _ => return None,
         };
         let base64 = part
             .content_transfer_encoding()
             .is_some_and(|cte| cte.eq_ignore_ascii_case("base64"));
-        let (encoding, encoded) = if base64 {
-            ("base64", base64_lines(content.as_bytes()))
-        } else {
-            ("quoted-printable", quoted_printable_lines(content.as_bytes()))
-        };
-        let content_type = format!("text/{subtype}; charset=utf-8");
-        let (header_start, body_start, end) = (
-            part.offset_header as usize,
-            part.offset_body as usize,
-            part.offset_end as usize,
-        );
-        if index == 0 {
-            // The message is the text part: its own header changes.
-            if part
-                .headers
-                .iter()
-                .all(|h| !h.name.as_str().eq_ignore_ascii_case("MIME-Version"))
-            {
-                header_fields.push(("MIME-Version", "1.0".to_string()));
-            }
-            header_fields.push(("Content-Type", content_type));
-            header_fields.push(("Content-Transfer-Encoding", encoding.to_string()));
-            out.extend_from_slice(&encoded);
-            copied = message.len();
-            parts = 1;
-            break;
-        }
-        out.extend_from_slice(&message[copied..header_start]);
-        out.extend_from_slice(&without_mime_fields(&message[header_start..body_start]));
-        out.extend_from_slice(format!("Content-Type: {content_type}\r\n").as_bytes());
-        out.extend_from_slice(format!("Content-Transfer-Encoding: {encoding}\r\n\r\n").as_bytes());
-        out.extend_from_slice(&encoded);
-        // The original part's last line break belongs to the boundary after it.
-        if message[..end].ends_with(b"\r\n") {
-            out.extend_from_slice(b"\r\n");
-        }
-        copied = end;
-        parts += 1;
-    }
-    if parts == 0 {
-        return None;
-    }
-    out.extend_from_slice(&message[copied..]);
-    let body_start = if header_fields.is_empty() {
-        super::split_header(message).0.len() + 2
-    } else {
-        0
-    };
-    Some(Bannered {
-        header_fields,
-        body: out.split_off(body_start.min(out.len())),
-        parts,
+        Some(NewPart::text(
+            &format!("text/{subtype}; charset=utf-8"),
+            &content,
+            base64,
+        ))
     })
 }
 
@@ -124,41 +60,6 @@ fn with_html_banner(content: &str, banner: &str) -> String {
     format!("{}<P>{banner}</P>{}", &content[..at], &content[at..])
 }
 
-/// A part header without its Content-Type and Content-Transfer-Encoding
-/// fields (and their folded lines), without the empty line that ends it.
-fn without_mime_fields(header: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header.len());
-    let mut skipping = false;
-    for line in header.split_inclusive(|&b| b == b'\n') {
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !folded {
-            let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            skipping =
-                name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"content-transfer-encoding");
-        }
-        if !skipping {
-            out.extend_from_slice(line);
-        }
-    }
-    out
-}
-
-/// `bytes` in base64, lines of 76 characters, each with its CRLF but the last.
-fn base64_lines(bytes: &[u8]) -> Vec<u8> {
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
-    encoded.as_bytes().chunks(76).collect::<Vec<_>>().join(&b"\r\n"[..])
-}
-
-/// Text (CRLF lines, kept as they are) in quoted-printable (RFC 2045),
-/// lines of at most 76 characters.
-fn quoted_printable_lines(bytes: &[u8]) -> Vec<u8> {
-    quoted_printable::encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::add_banner;
@@ -175,7 +76,7 @@ mod tests {
             .collect()
     }
 
-    fn whole(message: &[u8], bannered: &super::Bannered) -> Vec<u8> {
+    fn whole(message: &[u8], bannered: &super::Rewritten) -> Vec<u8> {
         let (header, _) = crate::capabilities::mime::split_header(message);
         let mut out = Vec::new();
         let mut header = String::from_utf8_lossy(header).to_string();

@@ -6,10 +6,14 @@
 
 mod banner;
 mod iso9660;
+mod rewrite;
+mod strip;
 
-pub use banner::{Bannered, add_banner};
+pub use banner::add_banner;
+pub use rewrite::Rewritten;
+pub use strip::remove_parts;
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use std::io::{Cursor, Read};
 
 /// The most names an archive listing holds.
@@ -114,38 +118,56 @@ pub fn parts(message: &[u8], archive_depth: u32) -> Vec<Part> {
     let mut out = Vec::new();
     let mut budget = MAX_INFLATED;
     if let Some(parsed) = MessageParser::default().parse(message) {
-        collect(&parsed, archive_depth, MAX_MESSAGE_DEPTH, &mut budget, &mut out);
+        each_part(&parsed, &mut |part, _| {
+            out.push(describe(part, archive_depth, &mut budget));
+        });
     }
     out
 }
 
-fn collect(message: &mail_parser::Message<'_>, archive_depth: u32, depth: u32, budget: &mut u64, out: &mut Vec<Part>) {
-    for part in &message.parts {
-        if matches!(part.body, PartType::Multipart(_)) {
-            continue;
+/// Visits each content part of `message` in the order [`parts`] lists
+/// them, with the index in `message.parts` of the top-level part it is or
+/// is inside (an attached message).
+fn each_part<'x>(message: &Message<'x>, visit: &mut impl FnMut(&MessagePart<'x>, usize)) {
+    fn walk<'x>(
+        message: &Message<'x>,
+        depth: u32,
+        owner: Option<usize>,
+        visit: &mut impl FnMut(&MessagePart<'x>, usize),
+    ) {
+        for (index, part) in message.parts.iter().enumerate() {
+            if matches!(part.body, PartType::Multipart(_)) {
+                continue;
+            }
+            let owner = owner.unwrap_or(index);
+            visit(part, owner);
+            if let PartType::Message(inner) = &part.body
+                && depth > 0
+            {
+                walk(inner, depth - 1, Some(owner), visit);
+            }
         }
-        let content_type = part.content_type().map_or_else(
-            || "text/plain".to_string(),
-            |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
-        );
-        let contents = part.contents();
-        let archive = if archive_depth > 0 {
-            archive_of(contents, archive_depth, budget)
-        } else {
-            None
-        };
-        out.push(Part {
-            content_type,
-            filename: part.attachment_name().map(str::to_string),
-            attachment: part.content_disposition().is_some_and(|cd| cd.is_attachment()),
-            size: part.len() as u64,
-            archive,
-        });
-        if let PartType::Message(inner) = &part.body
-            && depth > 0
-        {
-            collect(inner, archive_depth, depth - 1, budget, out);
-        }
+    }
+    walk(message, MAX_MESSAGE_DEPTH, None, visit);
+}
+
+/// What policy sees of one content part.
+fn describe(part: &MessagePart<'_>, archive_depth: u32, budget: &mut u64) -> Part {
+    let content_type = part.content_type().map_or_else(
+        || "text/plain".to_string(),
+        |ct| format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
+    );
+    let archive = if archive_depth > 0 {
+        archive_of(part.contents(), archive_depth, budget)
+    } else {
+        None
+    };
+    Part {
+        content_type,
+        filename: part.attachment_name().map(str::to_string),
+        attachment: part.content_disposition().is_some_and(|cd| cd.is_attachment()),
+        size: part.len() as u64,
+        archive,
     }
 }
 
