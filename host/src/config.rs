@@ -4,7 +4,7 @@
 use crate::capabilities::config_files::ConfigSource;
 use crate::capabilities::{
     Antivirus, BlobStore, Clamd, Database, DirStore, Directory, DkimKeys, Dns, DnsSettings, DovecotAuth, GeoIp,
-    HttpService, KvStore, MemoryKv, Milter, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd,
+    HttpService, KvStore, MemoryKv, Milter, P0f, PgDatabase, PgSettings, RedisKv, Rspamd, S3Store, SpamScanner, Spamd,
     SqliteDatabase, Srs, is_socket_path,
 };
 use crate::delivery::{
@@ -159,7 +159,7 @@ fn networks(section: &str, key: &str, nets: &[String]) -> Result<Vec<IpNet>> {
 /// The grants that name a backend (`kv:NAME`, besides `dir:NAME`), and
 /// those that name none.
 const BACKEND_GRANTS: [&str; 6] = ["kv", "blobstore", "sql", "milter", "ldap", "http"];
-const UNNAMED_GRANTS: [&str; 10] = [
+const UNNAMED_GRANTS: [&str; 11] = [
     "dns",
     "forward",
     "outbound-queue",
@@ -170,6 +170,7 @@ const UNNAMED_GRANTS: [&str; 10] = [
     "sasl",
     "geoip",
     "imap",
+    "p0f",
 ];
 
 /// Every grant, for the error that names an unknown one.
@@ -420,6 +421,7 @@ impl Instance {
                 !self.config.geoip.databases.is_empty(),
                 "[geoip] databases = [\"GeoLite2-City.mmdb\", …]",
             ),
+            "p0f" => needs(self.config.p0f.socket.is_some(), "[p0f] socket = \"/run/p0f.sock\""),
             _ => Ok(()),
         })
     }
@@ -534,6 +536,12 @@ impl Instance {
                 .clone()
                 .map(|address| Arc::new(DovecotAuth::new(address))),
             geoip: self.geoip()?,
+            p0f: self
+                .config
+                .p0f
+                .socket
+                .as_ref()
+                .map(|socket| Arc::new(P0f::new(self.resolve(socket)))),
             dmarc_reports: self.dmarc_reports(),
             dmarc_failures: self.dmarc_failure_reports(),
             milter: self
@@ -1030,7 +1038,7 @@ mod tests {
             with_grants(&["magic"]),
             Err(
                 "plugin headers: unknown grant \"magic\" (known: dir:NAME, kv:NAME, blobstore:NAME, sql:NAME, \
-                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl, geoip, imap)"
+                 milter:NAME, ldap:NAME, http:NAME, socket:PATH, dns, forward, outbound-queue, authentication, dkim, antivirus, spamfilter, sasl, geoip, imap, p0f)"
                     .into()
             )
         );

@@ -375,12 +375,13 @@ class OlderNames(unittest.TestCase):
             config = haraka_install(haraka)
             write(config, "plugins", "\n".join([
                 "tls", "auth/auth_proxy", "clamd", "rspamd", "queue/quarantine", "queue/smtp_proxy", "dkim", "geoip",
-                "dovecot", ""]))
+                "dovecot", "p0f", ""]))
             geo = pathlib.Path(tmp) / "GeoIP"
             geo.mkdir()
             write_asn(geo / "GeoLite2-ASN.mmdb")
             write(config, "geoip.ini", f"dbdir={geo}\ntoo_far=4000\n")
             write(config, "dovecot.ini", "host=127.0.0.1\nport=12345\n")
+            write(config, "p0f.ini", "[main]\nsocket_path=/run/p0f.sock\nadd_header=false\n")
             write(config, "smtp.ini", "listen_host=127.0.0.1\nport=2600\nlisten=/run/haraka.sock:660,[::0]:465\n"
                   "force_shutdown_timeout=20\npublic_ip=192.0.2.25\n")
             write(config, "databytes", "5000000\n")
@@ -412,6 +413,8 @@ class OlderNames(unittest.TestCase):
             self.assertEqual(toml["dirs"]["quarantine"], "/srv/quarantine")
             self.assertEqual(toml["geoip"]["databases"], [str(geo / "GeoLite2-ASN.mmdb")])
             self.assertEqual(toml["sasl"]["dovecot"], "127.0.0.1:12345")
+            self.assertEqual(toml["p0f"]["socket"], "/run/p0f.sock")
+            self.assertIn("\nadd_header = false\n", (into / "config/p0f.ini").read_text())
             self.assertIn("\ntoo_far = 4000\n", (into / "config/geoip.ini").read_text())
             files = into / "config"
             clamd = (files / "clamd.ini").read_text()

@@ -59,7 +59,7 @@ pub use bindings::waraka::plugin::types::{
 };
 pub use bindings::waraka::plugin::{
     antivirus, authentication, blobstore, config, dkim, dns, envelope, files, forward, geoip, http, imap, kv, ldap,
-    log, message, milter, mime, notes, outbound_queue, sasl, session, spamfilter, sql,
+    log, message, milter, mime, notes, outbound_queue, p0f, sasl, session, spamfilter, sql,
 };
 pub use hook::Hook;
 pub use regex_lite::Regex;

@@ -145,6 +145,9 @@ pub struct InstanceConfig {
     /// The location databases behind the `geoip` grant.
     #[serde(default)]
     pub geoip: GeoipConfig,
+    /// The p0f daemon behind the `p0f` grant.
+    #[serde(default)]
+    pub p0f: P0fConfig,
     /// The password authority behind the `sasl` grant.
     #[serde(default)]
     pub sasl: SaslConfig,
@@ -593,6 +596,15 @@ pub struct GeoipConfig {
     /// Lite…), relative to the instance directory or absolute; a lookup
     /// asks each in turn and merges what they know.
     pub databases: Vec<std::path::PathBuf>,
+}
+
+/// `[p0f]`.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct P0fConfig {
+    /// The API socket of the p0f daemon (`p0f -s PATH`), relative to the
+    /// instance directory or absolute; no `p0f` capability without it.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// `[sasl]`.

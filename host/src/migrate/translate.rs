@@ -1071,6 +1071,18 @@ pub fn dovecot(h: &HarakaDir, t: &mut Target) -> Result<()> {
     Ok(())
 }
 
+/// `p0f`: the daemon's API socket (`socket_path`, Haraka's default
+/// `/tmp/.p0f_socket`) as `[p0f] socket`, which the plugin's grant needs.
+pub fn p0f(h: &HarakaDir, t: &mut Target) -> Result<()> {
+    let ini = h.ini("p0f.ini");
+    let socket = ini
+        .get("main", "socket_path")
+        .unwrap_or_else(|| "/tmp/.p0f_socket".into());
+    t.carry_toml("p0f.ini socket_path", &["p0f"], "socket", socket);
+    same_keys(&ini, t, "p0f.ini", "p0f.ini", &["add_header"]);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

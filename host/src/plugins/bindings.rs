@@ -23,6 +23,7 @@ wasmtime::component::bindgen!({
         "waraka:plugin/http": async,
         "waraka:plugin/geoip": async,
         "waraka:plugin/imap": async,
+        "waraka:plugin/p0f": async,
         "waraka:plugin/mime": async,
     },
     exports: { default: async },

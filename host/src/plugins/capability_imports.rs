@@ -8,7 +8,7 @@ use super::Backends;
 use super::bindings::types::{self, Error};
 use super::bindings::waraka::plugin::{
     antivirus, authentication, blobstore, dkim, dns, files, forward, geoip, http, imap, kv, ldap, mime, outbound_queue,
-    sasl, spamfilter, sql,
+    p0f, sasl, spamfilter, sql,
 };
 use super::store::StoreState;
 use super::wasi_sync::{file_work, shared_sync};
@@ -1388,6 +1388,27 @@ impl imap::Host for StoreState {
             crate::capabilities::imap::check_login(&addrs, &server.host, tls, config, &user, &password).await
         })
         .await
+    }
+}
+
+impl p0f::Host for StoreState {
+    async fn query(&mut self, ip: String) -> Result<Option<p0f::Fingerprint>, Error> {
+        let daemon = self.service("p0f", |b| &b.p0f)?;
+        let ip: std::net::IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| Error::Invalid(format!("{ip:?} is not an IP address")))?;
+        let found = bounded(self.deadline, async move { daemon.query(ip).await }).await?;
+        Ok(found.map(|f| p0f::Fingerprint {
+            os_name: f.os_name,
+            os_flavor: f.os_flavor,
+            os_match: f.os_match,
+            distance: f.distance,
+            link_type: f.link_type,
+            total_connections: f.total_connections,
+            uptime_minutes: f.uptime_minutes,
+            last_nat: f.last_nat,
+        }))
     }
 }
 

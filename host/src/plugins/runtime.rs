@@ -10,7 +10,7 @@ use super::tarpit::FaultTarpit;
 use super::warm::{InstanceSlots, WarmInstances};
 use crate::capabilities::{
     Antivirus, BlobStore, ConfigFiles, Database, Directory, DkimKeys, Dns, DovecotAuth, GeoIp, GroupSync, HttpService,
-    KvStore, Milter, NoteStore, SpamScanner, Srs,
+    KvStore, Milter, NoteStore, P0f, SpamScanner, Srs,
 };
 use crate::delivery::{ClientSettings, DmarcFailureReports, DmarcReports};
 use crate::session::SharedConnection;
@@ -86,6 +86,8 @@ pub struct Backends {
     pub spamfilter: Option<Arc<SpamScanner>>,
     /// The location databases (`geoip` grant), when `[geoip]` names some.
     pub geoip: Option<Arc<GeoIp>>,
+    /// The p0f daemon (`p0f` grant), when `[p0f]` names its socket.
+    pub p0f: Option<Arc<P0f>>,
     /// The password authority (`sasl` grant), when `[sasl]` names one.
     pub sasl: Option<Arc<DovecotAuth>>,
     /// Where the `authentication` grant's DMARC results are counted for
