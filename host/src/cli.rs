@@ -111,7 +111,8 @@ enum Command {
     },
     /// Submit a message from standard input to the running server, as
     /// Sendmail's and Postfix's `sendmail` (also when this binary is run
-    /// through a link named `sendmail`). `-o…`, `-B`, `-v` and `-bm` are
+    /// through a link named `sendmail`); while no server runs, the message
+    /// waits in queue/maildrop for it. `-o…`, `-B`, `-v` and `-bm` are
     /// accepted and ignored; exit codes follow sysexits.h.
     Sendmail {
         /// The instance directory.

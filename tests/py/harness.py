@@ -719,11 +719,13 @@ class Knot:
     root, when the name is in `signed`, unsigned otherwise (and bogus, with
     a DS in the root that no key matches, when it is in `bogus`). `.anchor` is a
     file of the root's key, for `[dns] trust_anchor`: resolvers that trust
-    it validate these zones as they would the real root's."""
+    it validate these zones as they would the real root's. With
+    `update_key` (a TSIG key's name and base64 secret), the zones take
+    dynamic updates (RFC 2136) signed with it."""
 
     SOA = "@ SOA ns. admin. {serial} 3600 600 86400 300\n"
 
-    def __init__(self, zones, signed, bogus=()):
+    def __init__(self, zones, signed, bogus=(), update_key=None):
         self.tmp = tempfile.TemporaryDirectory()
         root = pathlib.Path(self.tmp.name)
         (root / "db").mkdir()
@@ -733,12 +735,20 @@ class Knot:
             "server:", f"    listen: 127.0.0.1@{self.port}", f"    rundir: {root}",
             "database:", f"    storage: {root / 'db'}",
             "control:", f"    listen: {root / 'knot.sock'}",
+        ]
+        if update_key:
+            name, secret = update_key
+            lines += ["key:", f"  - id: {name}", "    algorithm: hmac-sha256", f"    secret: {secret}",
+                      "acl:", "  - id: update", f"    key: {name}", "    action: update"]
+        lines += [
             "policy:", "  - id: fast", "    algorithm: ecdsap256sha256", "    ksk-lifetime: 0", "    zsk-lifetime: 0",
             "template:", "  - id: default", f"    storage: {root}", "    zonefile-sync: -1",
             "zone:", "  - domain: .", "    file: root.zone", "    dnssec-signing: on", "    dnssec-policy: fast",
         ]
         for name in zones:
             lines += [f"  - domain: {name}", f"    file: {name}.zone"]
+            if update_key:
+                lines.append("    acl: update")
             if name in signed:
                 lines += ["    dnssec-signing: on", "    dnssec-policy: fast"]
         self.conf.write_text("\n".join(lines) + "\n")
@@ -765,7 +775,9 @@ class Knot:
         ds += [f"{name}. DS 4242 13 2 {'ab' * 32}" for name in bogus]
         text = self.root_zone.read_text().replace(self.SOA.format(serial=1), self.SOA.format(serial=2))
         self.root_zone.write_text(text + "".join(d.replace(" DS ", " 300 DS ", 1) + "\n" for d in ds))
-        subprocess.run([self.tool("knotc"), "-c", str(self.conf), "zone-reload", "."], check=True, capture_output=True)
+        # The control socket may come up after the DNS port: ask until it answers.
+        reload = [self.tool("knotc"), "-c", str(self.conf), "zone-reload", "."]
+        wait_until(lambda: subprocess.run(reload, capture_output=True).returncode == 0, what="knotc zone-reload")
         for name in [*signed, *bogus]:
             self.wait_for(self.dig(name, "DS"), " 13 2 ")
         key = self.wait_for(self.dig(".", "DNSKEY"), "257 3 ")

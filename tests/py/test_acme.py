@@ -5,6 +5,7 @@ resolves through the test's DNS, and offers it to STARTTLS; a valid one is
 kept at the next start, one about to expire is replaced, and a CA that
 cannot be reached stops a server that has none."""
 
+import base64
 import os
 import pathlib
 import smtplib
@@ -13,7 +14,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN, Waraka, dnsmasq, free_port, make_ca, make_cert, pebble, stopped_after_class
+from harness import BIN, Knot, Waraka, dnsmasq, free_port, make_ca, make_cert, pebble, stopped_after_class, wait_until
 
 NAME = "mx.acme.test"
 
@@ -128,6 +129,52 @@ class AcmeTest(unittest.TestCase):
                                   env={**os.environ, "SSL_CERT_FILE": str(self.ca)})
             self.assertNotEqual(done.returncode, 0)
             self.assertIn("ACME: no certificate for [tls]", done.stderr)
+
+
+class DnsChallengeTest(unittest.TestCase):
+    """DNS-01: the answers go into the zone by dynamic update, signed with a
+    TSIG key, on a real Knot DNS that pebble asks; no port 80 anywhere."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        cls.ca, cert, key = make_ca(cls.tmp.name, ["localhost"])
+        cls.secret = base64.b64encode(os.urandom(32)).decode()
+        cls.knot = stopped_after_class(cls, Knot({"acme.test": "mx A 127.0.0.1\n"}, signed=(),
+                                                 update_key=("acme-key", cls.secret)))
+        cls.pebble = stopped_after_class(cls, pebble(cls.knot.port, free_port(), cert, key))
+
+    def server(self, secret):
+        def setup(server):
+            server.edit("waraka.toml", lambda t: t + (
+                '\n[tls]\ncert = "config/tls/cert.pem"\nkey = "config/tls/key.pem"\n'
+                f'\n[acme]\ndirectory = "{self.pebble.directory}"\ndomains = ["{NAME}"]\n'
+                f'\n[acme.dns_update]\nserver = "127.0.0.1:{self.knot.port}"\nzone = "acme.test"\n'
+                f'key_name = "acme-key"\nkey_secret = "{secret}"\n'))
+        return Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, env={"SSL_CERT_FILE": str(self.ca)})
+
+    def challenge_records(self):
+        return subprocess.run(self.knot.dig(f"_acme-challenge.{NAME}", "TXT"), capture_output=True,
+                              text=True).stdout.strip()
+
+    def test_a_certificate_is_ordered_by_updating_the_zone(self):
+        server = self.server(self.secret)
+        try:
+            shown = presented_certificate(server)
+            self.assertIn("Pebble", shown, "issued by the test CA, which found the TXT record")
+            self.assertIn(f"DNS:{NAME}", shown)
+            server.wait_for_log(r"ACME: DNS-01 answer put into the zone name=_acme-challenge\.mx\.acme\.test\.")
+            wait_until(lambda: self.challenge_records() == "", what="the TXT record taken out again")
+        finally:
+            server.stop()
+
+    def test_an_update_with_the_wrong_key_is_refused_and_stops_the_start(self):
+        wrong = base64.b64encode(os.urandom(32)).decode()
+        with self.assertRaises(RuntimeError) as failed:
+            self.server(wrong)
+        self.assertRegex(str(failed.exception), r"refused the update of acme\.test\.: Not authorized")
+        self.assertEqual(self.challenge_records(), "")
 
 
 if __name__ == "__main__":

@@ -549,7 +549,8 @@ impl Default for SendmailConfig {
 
 /// `[acme]`: the certificate of `[tls]` (`cert`, `key`) obtained from an
 /// ACME certificate authority (Let's Encrypt by default) with HTTP-01
-/// challenges, and renewed before it expires.
+/// challenges (or DNS-01 ones, with `dns_update`), and renewed before it
+/// expires.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct AcmeConfig {
@@ -574,6 +575,37 @@ pub struct AcmeConfig {
     /// `--reuse-key`), so that DANE `3 1 1` records stay true.
     #[serde(default)]
     pub reuse_key: bool,
+    /// DNS-01 challenges instead of HTTP-01: the answers are put into the
+    /// names' zone by dynamic update (RFC 2136) signed with a TSIG key, so
+    /// no port 80 is needed.
+    pub dns_update: Option<DnsUpdateConfig>,
+}
+
+/// `[acme.dns_update]`: the primary server of the zone the certificate's
+/// names are in, and the TSIG key it takes updates signed with (BIND's
+/// `tsig-keygen`, Knot's `keymgr -t`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DnsUpdateConfig {
+    /// The server: `HOST:PORT` (port 53 when left out) or an IP address.
+    pub server: String,
+    /// The zone updated (`example.com`); the names must be in it.
+    pub zone: String,
+    /// The key's name.
+    pub key_name: String,
+    /// The key's secret, base64 as the key files write it.
+    pub key_secret: String,
+    /// `hmac-sha256` (the default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "hmac_sha256")]
+    pub algorithm: String,
+    /// How long to wait after the update before telling the CA to look,
+    /// for the zone's other servers to catch up.
+    #[serde(default, with = "humantime_serde")]
+    pub propagation_delay: Duration,
+}
+
+fn hmac_sha256() -> String {
+    "hmac-sha256".into()
 }
 
 fn lets_encrypt() -> String {

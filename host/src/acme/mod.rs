@@ -2,9 +2,13 @@
 //! with `instant-acme`): Let's Encrypt, or another CA. At start the server
 //! orders one when there is none or it expires within `renew_before`, then
 //! checks twice a day. Each order answers its HTTP-01 challenges on
-//! `http_listen` (a responder that runs only while the order waits) and
-//! writes the new key and chain over `[tls]`'s files, which the TLS
-//! acceptor reads again at the next handshake: no restart.
+//! `http_listen` (a responder that runs only while the order waits) — or
+//! its DNS-01 challenges by dynamic update of the zone (`dns_update`,
+//! [`dns_update`]) — and writes the new key and chain over `[tls]`'s
+//! files, which the TLS acceptor reads again at the next handshake: no
+//! restart.
+
+mod dns_update;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -71,33 +75,28 @@ impl Acme {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = self.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
-        let responses = Arc::new(Mutex::new(HashMap::new()));
-        let responder = Responder::start(self.settings.http_listen, responses.clone()).await?;
-        let mut authorizations = order.authorizations();
-        while let Some(authorization) = authorizations.next().await {
-            let mut authorization = authorization?;
-            match authorization.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => bail!("ACME: authorization {other:?}"),
+        let mut answers = match &self.settings.dns_update {
+            Some(config) => Answers::Dns {
+                update: dns_update::DnsUpdate::new(config)?,
+                placed: Vec::new(),
+                delay: config.propagation_delay,
+            },
+            None => {
+                let responses = Arc::new(Mutex::new(HashMap::new()));
+                let responder = Responder::start(self.settings.http_listen, responses.clone()).await?;
+                Answers::Http { responses, responder }
             }
-            let mut challenge = authorization
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| anyhow!("ACME: the CA offers no HTTP-01 challenge"))?;
-            responses.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                challenge.token.clone(),
-                challenge.key_authorization().as_str().to_string(),
-            );
-            challenge.set_ready().await?;
-        }
+        };
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
-        let status = order.poll_ready(&retries).await?;
-        drop(responder);
+        let status = match answers.answer(&mut order).await {
+            Ok(()) => order.poll_ready(&retries).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        let unreachable = answers.unreachable_hint(&self.domains);
+        answers.clean_up().await;
+        let status = status?;
         if status != OrderStatus::Ready {
-            bail!(
-                "ACME: the order is {status:?} (the CA could not reach {} on port 80?)",
-                self.domains.join(", ")
-            );
+            bail!("ACME: the order is {status:?} ({unreachable})");
         }
         let kept = self.kept_key();
         let key = match &kept {
@@ -201,6 +200,98 @@ impl Acme {
                 && let Err(e) = self.obtain().await
             {
                 warn!("ACME: renewal failed, trying again in 12 hours: {e:#}");
+            }
+        }
+    }
+}
+
+/// How an order's challenges are answered, and what to undo after.
+enum Answers {
+    /// HTTP-01: the responder on `http_listen`, with its answers by token.
+    Http {
+        responses: Arc<Mutex<HashMap<String, String>>>,
+        responder: Responder,
+    },
+    /// DNS-01: TXT records put into the zone, taken out after.
+    Dns {
+        update: dns_update::DnsUpdate,
+        placed: Vec<(hickory_proto::rr::Name, String)>,
+        delay: Duration,
+    },
+}
+
+impl Answers {
+    /// Answers each pending authorization of `order` and tells the CA to look.
+    async fn answer(&mut self, order: &mut instant_acme::Order) -> Result<()> {
+        let wanted = match self {
+            Answers::Http { .. } => ChallengeType::Http01,
+            Answers::Dns { .. } => ChallengeType::Dns01,
+        };
+        let mut ready = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization?;
+            match authorization.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => bail!("ACME: authorization {other:?}"),
+            }
+            let domain = authorization.identifier().to_string();
+            let mut challenge = authorization
+                .challenge(wanted.clone())
+                .ok_or_else(|| anyhow!("ACME: the CA offers no {wanted:?} challenge for {domain}"))?;
+            match self {
+                Answers::Http { responses, .. } => {
+                    responses.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                        challenge.token.clone(),
+                        challenge.key_authorization().as_str().to_string(),
+                    );
+                    challenge.set_ready().await?;
+                }
+                Answers::Dns { update, placed, .. } => {
+                    let name = update.record_name(domain.trim_start_matches("*."))?;
+                    let value = challenge.key_authorization().dns_value();
+                    update.add(&name, &value).await?;
+                    info!(%name, "ACME: DNS-01 answer put into the zone");
+                    placed.push((name, value));
+                    ready.push(challenge.url.clone());
+                }
+            }
+        }
+        if let Answers::Dns { delay, .. } = self {
+            // The zone's other servers catch up before the CA asks them.
+            tokio::time::sleep(*delay).await;
+            let mut authorizations = order.authorizations();
+            while let Some(authorization) = authorizations.next().await {
+                let mut authorization = authorization?;
+                if let Some(mut challenge) = authorization.challenge(ChallengeType::Dns01)
+                    && ready.contains(&challenge.url)
+                {
+                    challenge.set_ready().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What to check when the CA could not validate.
+    fn unreachable_hint(&self, domains: &[String]) -> String {
+        match self {
+            Answers::Http { .. } => format!("the CA could not reach {} on port 80?", domains.join(", ")),
+            Answers::Dns { .. } => "the CA did not find the TXT records: does the zone's NS reach them?".into(),
+        }
+    }
+
+    /// Stops the responder, or takes the TXT records out of the zone.
+    async fn clean_up(self) {
+        match self {
+            Answers::Http { responder, .. } => drop(responder),
+            Answers::Dns { update, placed, .. } => {
+                for (name, value) in placed {
+                    if let Err(e) = update.remove(&name, &value).await {
+                        warn!(%name, "ACME: the DNS-01 answer could not be taken out of the zone: {e:#}");
+                    }
+                }
             }
         }
     }
