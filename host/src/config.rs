@@ -810,13 +810,14 @@ impl Instance {
         } else {
             settings.domains.clone()
         };
-        Ok(Some(crate::acme::Acme::new(
+        crate::acme::Acme::new(
             settings,
             domains,
             self.resolve(&tls.cert),
             self.resolve(&tls.key),
             &self.root.join("queue").join("acme"),
-        )))
+        )
+        .map(Some)
     }
 
     /// Where the running server publishes its plugin status for `waraka plugin list`.

@@ -169,6 +169,21 @@ class DnsChallengeTest(unittest.TestCase):
         finally:
             server.stop()
 
+    def test_check_refuses_names_outside_the_zone_and_a_bad_key(self):
+        for zone, secret, error in [("other.test", self.secret, "mx.acme.test is not in the zone other.test."),
+                                    ("acme.test", "not base64!", "key_secret is not base64")]:
+            with tempfile.TemporaryDirectory() as tmp:
+                instance = pathlib.Path(tmp) / "i"
+                subprocess.run([BIN, "init", str(instance)], check=True, capture_output=True)
+                with open(instance / "waraka.toml", "a") as toml:
+                    toml.write(f'\n[tls]\ncert = "c.pem"\nkey = "k.pem"\n\n[acme]\ndomains = ["{NAME}"]\n'
+                               f'\n[acme.dns_update]\nserver = "127.0.0.1"\nzone = "{zone}"\n'
+                               f'key_name = "acme-key"\nkey_secret = "{secret}"\n')
+                check = subprocess.run([BIN, "check", "--config", str(instance)], capture_output=True, text=True,
+                                       timeout=60)
+                self.assertNotEqual(check.returncode, 0)
+                self.assertIn(error, check.stderr)
+
     def test_an_update_with_the_wrong_key_is_refused_and_stops_the_start(self):
         wrong = base64.b64encode(os.urandom(32)).decode()
         with self.assertRaises(RuntimeError) as failed:

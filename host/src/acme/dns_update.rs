@@ -29,6 +29,8 @@ pub struct DnsUpdate {
     server: String,
     zone: Name,
     signer: TSigner,
+    /// How long the zone's other servers take to catch up.
+    pub propagation_delay: Duration,
 }
 
 impl DnsUpdate {
@@ -54,7 +56,12 @@ impl DnsUpdate {
         } else {
             format!("{}:53", config.server)
         };
-        Ok(DnsUpdate { server, zone, signer })
+        Ok(DnsUpdate {
+            server,
+            zone,
+            signer,
+            propagation_delay: config.propagation_delay,
+        })
     }
 
     /// Where the answer for `domain` goes: `_acme-challenge.DOMAIN`, which

@@ -41,19 +41,39 @@ pub struct Acme {
     key: PathBuf,
     /// The account's credentials, kept between orders.
     account: PathBuf,
+    /// DNS-01's updater, with `[acme.dns_update]`.
+    dns_update: Option<dns_update::DnsUpdate>,
 }
 
 impl Acme {
     /// The ordering for `domains`, writing `cert` and `key`; the account is
-    /// kept in `state_dir`.
-    pub fn new(settings: AcmeConfig, domains: Vec<String>, cert: PathBuf, key: PathBuf, state_dir: &Path) -> Acme {
-        Acme {
+    /// kept in `state_dir`. An error when `[acme.dns_update]` is wrong, or
+    /// a name is not in its zone.
+    pub fn new(
+        settings: AcmeConfig,
+        domains: Vec<String>,
+        cert: PathBuf,
+        key: PathBuf,
+        state_dir: &Path,
+    ) -> Result<Acme> {
+        let dns_update = settings
+            .dns_update
+            .as_ref()
+            .map(dns_update::DnsUpdate::new)
+            .transpose()?;
+        if let Some(update) = &dns_update {
+            for domain in &domains {
+                update.record_name(domain.trim_start_matches("*."))?;
+            }
+        }
+        Ok(Acme {
             settings,
             domains,
             cert,
             key,
             account: state_dir.join("account.json"),
-        }
+            dns_update,
+        })
     }
 
     /// When the certificate in place expires; `None` when there is none
@@ -75,11 +95,10 @@ impl Acme {
         let account = self.account().await?;
         let identifiers: Vec<Identifier> = self.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
-        let mut answers = match &self.settings.dns_update {
-            Some(config) => Answers::Dns {
-                update: dns_update::DnsUpdate::new(config)?,
+        let mut answers = match &self.dns_update {
+            Some(update) => Answers::Dns {
+                update,
                 placed: Vec::new(),
-                delay: config.propagation_delay,
             },
             None => {
                 let responses = Arc::new(Mutex::new(HashMap::new()));
@@ -206,7 +225,7 @@ impl Acme {
 }
 
 /// How an order's challenges are answered, and what to undo after.
-enum Answers {
+enum Answers<'a> {
     /// HTTP-01: the responder on `http_listen`, with its answers by token.
     Http {
         responses: Arc<Mutex<HashMap<String, String>>>,
@@ -214,13 +233,12 @@ enum Answers {
     },
     /// DNS-01: TXT records put into the zone, taken out after.
     Dns {
-        update: dns_update::DnsUpdate,
+        update: &'a dns_update::DnsUpdate,
         placed: Vec<(hickory_proto::rr::Name, String)>,
-        delay: Duration,
     },
 }
 
-impl Answers {
+impl Answers<'_> {
     /// Answers each pending authorization of `order` and tells the CA to look.
     async fn answer(&mut self, order: &mut instant_acme::Order) -> Result<()> {
         let wanted = match self {
@@ -258,9 +276,9 @@ impl Answers {
                 }
             }
         }
-        if let Answers::Dns { delay, .. } = self {
+        if let Answers::Dns { update, .. } = self {
             // The zone's other servers catch up before the CA asks them.
-            tokio::time::sleep(*delay).await;
+            tokio::time::sleep(update.propagation_delay).await;
             let mut authorizations = order.authorizations();
             while let Some(authorization) = authorizations.next().await {
                 let mut authorization = authorization?;
