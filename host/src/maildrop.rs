@@ -297,8 +297,8 @@ fn read_envelope(reader: &mut impl BufRead) -> io::Result<ReadEnvelope> {
     }
 }
 
-/// Opens a server session for a local user's message on a stream: the
-/// local submission socket's, as if the user had connected to it.
+/// Opens a server session for a local user on a stream, as the local
+/// submission socket does for each connection.
 pub type HandIn = Arc<dyn Fn(String, UnixStream) + Send + Sync>;
 
 /// The server's pickup: takes what the maildrop holds at start and then

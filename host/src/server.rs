@@ -278,20 +278,19 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     });
     reload::publish_status(&instance, &registry);
     let control_path = (!instance.embedded).then(|| control::socket_path(&instance.root));
-    let submission = (!instance.embedded && instance.config.sendmail.enabled).then(|| {
-        (
-            control::submit_socket_path(&instance.root),
-            instance.config.sendmail.allowed_users.clone(),
-        )
-    });
-    let pickup = (submission.is_some() && instance.config.sendmail.maildrop).then(|| {
-        let sendmail = &instance.config.sendmail;
-        (
-            maildrop::Maildrop::at(maildrop::dir(&instance.root)),
-            outbound.clone(),
-            sendmail.pickup_interval,
-            sendmail.maildrop_lifetime,
-        )
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Local users' mail, from the submission socket and from the maildrop.
+    let sendmail = &instance.config.sendmail;
+    let local_mail = (!instance.embedded && sendmail.enabled).then(|| {
+        let hand_in = local_submissions(shared.clone(), sendmail.allowed_users.clone(), stop_rx.clone());
+        let pickup = sendmail.maildrop.then(|| maildrop::Pickup {
+            maildrop: maildrop::Maildrop::at(maildrop::dir(&instance.root)),
+            hand_in: hand_in.clone(),
+            notices: outbound.clone(),
+            interval: sendmail.pickup_interval,
+            lifetime: sendmail.maildrop_lifetime,
+        });
+        (control::submit_socket_path(&instance.root), hand_in, pickup)
     });
     let (_watcher, control) = match &control_path {
         Some(path) => {
@@ -320,37 +319,14 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         }
         None => (None, None),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let pickup = pickup.map(|(maildrop, notices, interval, lifetime)| {
-        let (shared, stop) = (shared.clone(), stop_rx.clone());
-        let allowed_users = Arc::new(
-            submission
-                .as_ref()
-                .map(|(_, allowed)| allowed.clone())
-                .unwrap_or_default(),
-        );
-        let hand_in: maildrop::HandIn = Arc::new(move |user, stream| {
-            let (shared, stop, allowed_users) = (shared.clone(), stop.clone(), allowed_users.clone());
-            tokio::spawn(async move { submit_as(stream, user, &allowed_users, shared, stop).await });
-        });
-        let pickup = maildrop::Pickup {
-            maildrop,
-            hand_in,
-            notices,
-            interval,
-            lifetime,
-        };
-        tokio::spawn(pickup.run(stop_rx.clone()))
-    });
-    let submit_path = submission.map(|(path, allowed)| {
-        let task = tokio::spawn(serve_submissions(
-            path.clone(),
-            allowed,
-            shared.clone(),
-            stop_rx.clone(),
-        ));
-        (path, task)
-    });
+    let (submit_path, pickup) = match local_mail {
+        Some((path, hand_in, pickup)) => {
+            let task = tokio::spawn(serve_submissions(path.clone(), hand_in));
+            let pickup = pickup.map(|pickup| tokio::spawn(pickup.run(stop_rx.clone())));
+            (Some((path, task)), pickup)
+        }
+        None => (None, None),
+    };
     let mut listeners = JoinSet::new();
     let mut listening = Vec::new();
     let mut inherited = inherited_listeners();
@@ -685,16 +661,20 @@ async fn handle(
     .await;
 }
 
+/// Local users' submissions: a session of the user on a stream, relaying
+/// as if logged in, unless `allowed_users` names others.
+fn local_submissions(shared: Arc<Shared>, allowed_users: Vec<String>, stop: watch::Receiver<bool>) -> maildrop::HandIn {
+    let allowed_users = Arc::new(allowed_users);
+    Arc::new(move |user, stream| {
+        let (shared, stop, allowed_users) = (shared.clone(), stop.clone(), allowed_users.clone());
+        tokio::spawn(async move { submit_as(stream, user, &allowed_users, shared, stop).await });
+    })
+}
+
 /// Serves the local submission socket at `path`, which every local user
-/// may reach (mode 0666): each connection is a session of the user the
-/// kernel names as its peer, relaying as if logged in, unless
-/// `allowed_users` names others.
-async fn serve_submissions(
-    path: PathBuf,
-    allowed_users: Vec<String>,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-) {
+/// may reach (mode 0666): each connection is handed in as the user the
+/// kernel names as its peer.
+async fn serve_submissions(path: PathBuf, hand_in: maildrop::HandIn) {
     let listener = match bind_world_socket(&path) {
         Ok(listener) => listener,
         Err(e) => {
@@ -703,7 +683,6 @@ async fn serve_submissions(
         }
     };
     info!(path = %path.display(), "local submission (waraka sendmail)");
-    let allowed_users = Arc::new(allowed_users);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -712,16 +691,12 @@ async fn serve_submissions(
                 continue;
             }
         };
-        let (shared, stop, allowed_users) = (shared.clone(), stop.clone(), allowed_users.clone());
+        let hand_in = hand_in.clone();
         tokio::spawn(async move {
-            let user = match local_user(&stream).await {
-                Ok(user) => user,
-                Err(e) => {
-                    warn!("local submission: the caller is unknown: {e:#}");
-                    return;
-                }
-            };
-            submit_as(stream, user, &allowed_users, shared, stop).await;
+            match local_user(&stream).await {
+                Ok(user) => hand_in(user, stream),
+                Err(e) => warn!("local submission: the caller is unknown: {e:#}"),
+            }
         });
     }
 }

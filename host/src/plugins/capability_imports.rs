@@ -1391,13 +1391,17 @@ impl imap::Host for StoreState {
     }
 }
 
+/// A plugin's IP address argument (text, IPv4 or IPv6); `invalid` when it is none.
+fn ip_argument(ip: &str) -> Result<std::net::IpAddr, Error> {
+    ip.trim()
+        .parse()
+        .map_err(|_| Error::Invalid(format!("{ip:?} is not an IP address")))
+}
+
 impl p0f::Host for StoreState {
     async fn query(&mut self, ip: String) -> Result<Option<p0f::Fingerprint>, Error> {
         let daemon = self.service("p0f", |b| &b.p0f)?;
-        let ip: std::net::IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| Error::Invalid(format!("{ip:?} is not an IP address")))?;
+        let ip = ip_argument(&ip)?;
         let found = bounded(self.deadline, async move { daemon.query(ip).await }).await?;
         Ok(found.map(|f| p0f::Fingerprint {
             os_name: f.os_name,
@@ -1415,10 +1419,7 @@ impl p0f::Host for StoreState {
 impl geoip::Host for StoreState {
     async fn lookup(&mut self, ip: String) -> Result<Option<geoip::Location>, Error> {
         let databases = self.service("geoip", |b| &b.geoip)?;
-        let ip: std::net::IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| Error::Invalid(format!("{ip:?} is not an IP address")))?;
+        let ip = ip_argument(&ip)?;
         let found = bounded(self.deadline, async move { databases.lookup(ip).await }).await?;
         Ok(found.map(|l| geoip::Location {
             country: l.country,
