@@ -63,6 +63,7 @@ fn with_html_banner(content: &str, banner: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::add_banner;
+    use crate::capabilities::mime::rewrite::whole;
 
     fn decoded_texts(message: &[u8]) -> Vec<String> {
         let parsed = mail_parser::MessageParser::default().parse(message).unwrap();
@@ -74,27 +75,6 @@ mod tests {
                 _ => None,
             })
             .collect()
-    }
-
-    fn whole(message: &[u8], bannered: &super::Rewritten) -> Vec<u8> {
-        let (header, _) = crate::capabilities::mime::split_header(message);
-        let mut out = Vec::new();
-        let mut header = String::from_utf8_lossy(header).to_string();
-        for (name, value) in &bannered.header_fields {
-            header = header
-                .lines()
-                .filter(|l| {
-                    !l.to_ascii_lowercase()
-                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
-                })
-                .map(|l| format!("{l}\r\n"))
-                .collect::<String>()
-                + &format!("{name}: {value}\r\n");
-        }
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&bannered.body);
-        out
     }
 
     #[test]

@@ -152,3 +152,25 @@ fn base64_lines(bytes: &[u8]) -> Vec<u8> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
     encoded.as_bytes().chunks(76).collect::<Vec<_>>().join(&b"\r\n"[..])
 }
+
+/// `message` with `rewritten` put in place, as the message capability does.
+#[cfg(test)]
+pub fn whole(message: &[u8], rewritten: &Rewritten) -> Vec<u8> {
+    let (header, _) = crate::capabilities::mime::split_header(message);
+    let mut out: Vec<u8> = String::from_utf8_lossy(header)
+        .lines()
+        .filter(|line| {
+            !rewritten.header_fields.iter().any(|(name, _)| {
+                line.to_ascii_lowercase()
+                    .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+            })
+        })
+        .flat_map(|line| format!("{line}\r\n").into_bytes())
+        .collect();
+    for (name, value) in &rewritten.header_fields {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&rewritten.body);
+    out
+}

@@ -34,26 +34,7 @@ pub fn remove_parts(message: &[u8], removals: &[(u32, String)]) -> Option<Rewrit
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rebuilt(message: &[u8], rewritten: &Rewritten) -> Vec<u8> {
-        let (header, _) = crate::capabilities::mime::split_header(message);
-        let mut out: Vec<u8> = String::from_utf8_lossy(header)
-            .lines()
-            .filter(|line| {
-                !rewritten.header_fields.iter().any(|(name, _)| {
-                    line.to_ascii_lowercase()
-                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
-                })
-            })
-            .flat_map(|line| format!("{line}\r\n").into_bytes())
-            .collect();
-        for (name, value) in &rewritten.header_fields {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&rewritten.body);
-        out
-    }
+    use crate::capabilities::mime::rewrite::whole;
 
     const MIXED: &[u8] = b"From: a@x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
         --b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n\
@@ -75,7 +56,7 @@ mod tests {
         let rewritten = remove_parts(MIXED, &[(1, "setup.exe was removed: an executable".into())]).unwrap();
         assert_eq!(rewritten.parts, 1);
         assert!(rewritten.header_fields.is_empty());
-        let text = String::from_utf8(rebuilt(MIXED, &rewritten)).unwrap();
+        let text = String::from_utf8(whole(MIXED, &rewritten)).unwrap();
         assert!(
             text.contains(
                 "--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\
@@ -103,7 +84,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rewritten.parts, 1, "one attached message, once");
-        let text = String::from_utf8(rebuilt(MIXED, &rewritten)).unwrap();
+        let text = String::from_utf8(whole(MIXED, &rewritten)).unwrap();
         assert!(!text.contains("Inner.") && !text.contains("MZ"), "{text}");
         assert!(
             text.contains("\r\n\r\na.scr was removed\r\nso was its sibling\r\n--b1\r\n"),
@@ -118,7 +99,7 @@ mod tests {
         let message = b"From: a@x\r\nSubject: s\r\nContent-Type: application/octet-stream; name=x.exe\r\n\
             Content-Disposition: attachment; filename=x.exe\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQ\r\n";
         let rewritten = remove_parts(message, &[(0, "x.exe was removed".into())]).unwrap();
-        let text = String::from_utf8(rebuilt(message, &rewritten)).unwrap();
+        let text = String::from_utf8(whole(message, &rewritten)).unwrap();
         assert!(text.contains("MIME-Version: 1.0\r\n"), "{text}");
         assert!(text.contains("Content-Disposition: inline\r\n") && !text.contains("x.exe\r\n\r\n"));
         assert!(text.ends_with("\r\n\r\nx.exe was removed\r\n"), "{text}");
