@@ -16,6 +16,7 @@
 use crate::delivery::{ClientError, ClientSettings, Delivery, Outbound, Report, TlsMode, header_of, send_over_local};
 use crate::protocol::{DsnRequests, TlsRequest};
 use crate::queue::Envelope;
+use crate::telemetry;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -398,6 +399,9 @@ impl Pickup {
             }
         }
         self.maildrop.sweep();
+        if let Ok(left) = self.maildrop.ready() {
+            metrics::gauge!(telemetry::MAILDROP_WAITING).set(left.len() as f64);
+        }
     }
 
     async fn pick_up(&self, name: &str) -> io::Result<()> {
@@ -405,6 +409,7 @@ impl Pickup {
             Taken::Ready(dropped) => dropped,
             Taken::Unfit(why) => {
                 warn!(file = %name, "maildrop: removed unread: {why}");
+                metrics::counter!(telemetry::MAILDROP_UNFIT).increment(1);
                 return self.maildrop.remove(name);
             }
         };
@@ -436,6 +441,13 @@ impl Pickup {
         let expired = dropped.left.elapsed().unwrap_or_default() > self.lifetime;
         if expired {
             outcome.failed.append(&mut outcome.later);
+        }
+        for (result, count) in [
+            ("queued", outcome.taken.len()),
+            ("refused", outcome.failed.len()),
+            ("later", outcome.later.len()),
+        ] {
+            metrics::counter!(telemetry::MAILDROP_RECIPIENTS, "result" => result).increment(count as u64);
         }
         info!(
             file = %name,

@@ -103,6 +103,13 @@ pub const FSYNC_REQUESTS: &str = "waraka_fsync_requests_total";
 /// `fsync` calls made for them (counter): fewer than the requests when
 /// concurrent requests shared one (see `capabilities::GroupSync`).
 pub const FSYNCS: &str = "waraka_fsyncs_total";
+/// Recipients of messages the maildrop's pickup handed in, by `result`:
+/// `queued`, `refused` (the sender told), `later` (kept for a retry).
+pub const MAILDROP_RECIPIENTS: &str = "waraka_maildrop_recipients_total";
+/// Files the pickup removed unread (not a regular file, linked, no such user, no envelope).
+pub const MAILDROP_UNFIT: &str = "waraka_maildrop_unfit_total";
+/// Messages in the maildrop after the pickup's last look (gauge).
+pub const MAILDROP_WAITING: &str = "waraka_maildrop_waiting";
 
 /// One unit of a gauge, held until dropped (an open connection).
 pub struct Held(metrics::Gauge);
@@ -224,5 +231,14 @@ pub fn serve_prometheus(listen: SocketAddr) -> Result<()> {
     );
     metrics::describe_counter!(SRS_REVERSALS, "SRS addresses checked on their way back, by result");
     metrics::describe_gauge!(CONNECTIONS_OPEN, "Client connections open");
+    metrics::describe_counter!(
+        MAILDROP_RECIPIENTS,
+        "Recipients of messages picked up from the maildrop, by result"
+    );
+    metrics::describe_counter!(MAILDROP_UNFIT, "Maildrop files removed unread");
+    metrics::describe_gauge!(
+        MAILDROP_WAITING,
+        "Messages waiting in the maildrop after the pickup's last look"
+    );
     Ok(())
 }

@@ -15,7 +15,7 @@ import tempfile
 import unittest
 from pathlib import Path
 
-from harness import BIN, Waraka, wait_until
+from harness import BIN, Waraka, free_port, prometheus, wait_until
 from test_outbound import mx_and_relay
 
 
@@ -158,8 +158,13 @@ class MaildropTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.mx, cls.server = mx_and_relay(cls, ["rcpt_to.in_host_list", "queue/maildir"], lambda s: s.edit(
-            "waraka.toml", lambda t: t + '\n[sendmail]\npickup_interval = "1s"\n'))
+        cls.metrics_port = free_port()
+
+        def setup(server):
+            server.edit("waraka.toml", lambda t: t + '\n[sendmail]\npickup_interval = "1s"\n')
+            server.enable_metrics(cls.metrics_port)
+
+        cls.mx, cls.server = mx_and_relay(cls, ["rcpt_to.in_host_list", "queue/maildir"], setup)
         cls.maildrop = cls.server.dir / "queue/maildrop"
         # The user nobody runs its own copy of the binary (root's build
         # directory is closed to it) and traverses to the instance.
@@ -212,6 +217,10 @@ class MaildropTest(unittest.TestCase):
         self.assertIn("Subject: kept", bounce.decode(), "the message's header is quoted")
         wait_until(lambda: not any(self.maildrop.iterdir()), what="an empty maildrop")
         self.server.wait_for_log(r"maildrop: picked up .*user=nobody")
+        counts = wait_until(lambda: (m := prometheus(self.metrics_port)).get("waraka_maildrop_waiting") == 0 and m,
+                            what="the pickup's gauge at 0")
+        self.assertEqual(counts['waraka_maildrop_recipients_total{result="queued"}'], 2)
+        self.assertEqual(counts['waraka_maildrop_recipients_total{result="refused"}'], 1)
 
     def test_a_file_no_user_could_have_left_is_removed_unread(self):
         outside = self.server.dir / "secret"
@@ -223,6 +232,7 @@ class MaildropTest(unittest.TestCase):
         self.assertFalse(linked.exists())
         self.assertTrue(outside.exists(), "only the link in the maildrop goes")
         self.assertFalse([m for m in self.mx.received() if b"secret" in m[2]])
+        self.assertEqual(prometheus(self.metrics_port)["waraka_maildrop_unfit_total"], 1)
 
 
 class AllowedUsersTest(unittest.TestCase):
