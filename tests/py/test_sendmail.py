@@ -7,11 +7,13 @@ and with sysexits.h statuses when it cannot go."""
 import email
 import os
 import pwd
+import re
 import shutil
 import smtplib
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -152,6 +154,16 @@ def as_nobody():
     os.umask(0o077)
 
 
+def arrived(mx, subject, count=1):
+    """The messages at `mx` whose own subject is `subject` (a bounce quotes
+    the header of the message it is about), once there are `count`."""
+    def found():
+        matching = [m for m in mx.received() if email.message_from_bytes(m[2])["Subject"] == subject]
+        return len(matching) >= count and matching
+
+    return wait_until(found, what=f"{count} {subject!r} at the MX")
+
+
 class MaildropTest(unittest.TestCase):
     """Mail a local program hands over while the server is down is kept in
     queue/maildrop, as its user, and goes when the server is back."""
@@ -176,11 +188,7 @@ class MaildropTest(unittest.TestCase):
             path.chmod(0o711 if path != Path(cls.bin_dir.name) else 0o755)
 
     def received(self, subject):
-        """The messages at the MX whose own subject is `subject` (a bounce
-        quotes the header of the message it is about)."""
-        return wait_until(lambda: [m for m in self.mx.received()
-                                   if email.message_from_bytes(m[2])["Subject"] == subject],
-                          what=f"{subject!r} at the MX")
+        return arrived(self.mx, subject)
 
     def test_mail_left_while_the_server_is_down_goes_when_it_is_back(self):
         self.assertEqual(stat.S_IMODE(self.maildrop.stat().st_mode), 0o1733, "anyone may leave mail, none list it")
@@ -233,6 +241,57 @@ class MaildropTest(unittest.TestCase):
         self.assertTrue(outside.exists(), "only the link in the maildrop goes")
         self.assertFalse([m for m in self.mx.received() if b"secret" in m[2]])
         self.assertEqual(prometheus(self.metrics_port)["waraka_maildrop_unfit_total"], 1)
+
+
+class MaildropRetryTest(unittest.TestCase):
+    """Recipients the chain refuses for now (here `limit`'s rate for a
+    user: one recipient an hour) stay in the maildrop and are tried again,
+    without sending again to those already taken; past `maildrop_lifetime`
+    they fail and the sender is told."""
+
+    def server(self, lifetime):
+        def setup(server):
+            server.edit("waraka.toml", lambda t: t + f'\n[sendmail]\npickup_interval = "1s"\n'
+                                                       f'maildrop_lifetime = "{lifetime}"\n')
+            server.set_settings("limit.ini", user_recipient_rate="1/1h")
+
+        mx, server = mx_and_relay(self, ["limit", "rcpt_to.in_host_list", "queue/maildir"], setup)
+        server.halt()
+        status, errors = sendmail(["--config", str(server.dir), "-f", "app@dest.test", "a@dest.test", "b@dest.test"],
+                                  "Subject: rationed\n\none recipient an hour\n")
+        self.assertEqual(status, 0, errors)
+        return mx, server, server.dir / "queue/maildrop"
+
+    def test_recipients_refused_for_now_are_retried_and_the_others_not_sent_twice(self):
+        mx, server, maildrop = self.server("5d")
+        server.start_again()
+        ((_, recipients, _),) = arrived(mx, "rationed")
+        self.assertEqual(recipients, ["a@dest.test"])
+        server.wait_for_log(r"maildrop: picked up .*taken=a@dest\.test refused=0 later=1")
+        (progress,) = maildrop.glob(".*.done")
+        self.assertEqual(progress.read_text(), "a@dest.test\n")
+        # Two more looks, with b still over the rate: a is not sent again.
+        wait_until(lambda: len(re.findall(r"taken= refused=0 later=1", "".join(server.log))) >= 2,
+                   what="two more looks")
+        self.assertEqual(len(arrived(mx, "rationed")), 1)
+        # A restart empties the limiter's memory: b goes now, and only b.
+        server.halt()
+        server.start_again()
+        copies = arrived(mx, "rationed", count=2)
+        self.assertEqual([c[1] for c in copies], [["a@dest.test"], ["b@dest.test"]])
+        wait_until(lambda: not any(maildrop.iterdir()), what="the maildrop empty, notes and all")
+
+    def test_past_its_lifetime_a_recipient_refused_for_now_fails(self):
+        mx, server, maildrop = self.server("1s")
+        time.sleep(1.5)
+        server.start_again()
+        ((_, recipients, _),) = arrived(mx, "rationed")
+        self.assertEqual(recipients, ["a@dest.test"])
+        ((sender, to, bounce),) = arrived(mx, "Undelivered Mail Returned to Sender")
+        self.assertEqual((sender, to), ("", ["app@dest.test"]))
+        self.assertIn(b"Final-Recipient: rfc822; b@dest.test", bounce)
+        self.assertIn(b"Too many recipients from your account", bounce, "the last reason given")
+        wait_until(lambda: not any(maildrop.iterdir()), what="an empty maildrop")
 
 
 class AllowedUsersTest(unittest.TestCase):
