@@ -50,7 +50,11 @@ class Waraka:
         if setup:
             setup(self)
         self.log = []
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.tmp.cleanup()
+            raise
 
     def _start(self):
         args = [BIN, "run", "--config", str(self.dir)]
@@ -67,6 +71,8 @@ class Waraka:
                     break
         if len(self.ports) != len(self.roles):
             self.proc.kill()
+            self.proc.wait(timeout=15)
+            self.proc.stderr.close()
             raise RuntimeError("waraka did not start:\n" + "".join(self.log))
         self.port = self.ports[self.roles[0]]
         threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
