@@ -390,27 +390,31 @@ impl Pickup {
                 return;
             }
         };
+        let mut waiting = 0;
         for name in names {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.pick_up(&name).await {
-                warn!(file = %name, "maildrop: left for later: {e}");
+            match self.pick_up(&name).await {
+                Ok(stays) => waiting += usize::from(stays),
+                Err(e) => {
+                    warn!(file = %name, "maildrop: left for later: {e}");
+                    waiting += 1;
+                }
             }
         }
         self.maildrop.sweep();
-        if let Ok(left) = self.maildrop.ready() {
-            metrics::gauge!(telemetry::MAILDROP_WAITING).set(left.len() as f64);
-        }
+        metrics::gauge!(telemetry::MAILDROP_WAITING).set(waiting as f64);
     }
 
-    async fn pick_up(&self, name: &str) -> io::Result<()> {
+    /// Hands in the message `name`; whether it stays for another look.
+    async fn pick_up(&self, name: &str) -> io::Result<bool> {
         let dropped = match self.maildrop.take(name)? {
             Taken::Ready(dropped) => dropped,
             Taken::Unfit(why) => {
                 warn!(file = %name, "maildrop: removed unread: {why}");
                 metrics::counter!(telemetry::MAILDROP_UNFIT).increment(1);
-                return self.maildrop.remove(name);
+                return self.maildrop.remove(name).map(|()| false);
             }
         };
         let done = self.maildrop.handed_in(name);
@@ -462,9 +466,9 @@ impl Pickup {
             self.tell_sender(&dropped, outcome.failed, header).await;
         }
         if outcome.later.is_empty() {
-            self.maildrop.remove(name)
+            self.maildrop.remove(name).map(|()| false)
         } else {
-            self.maildrop.note_handed_in(name, &outcome.taken)
+            self.maildrop.note_handed_in(name, &outcome.taken).map(|()| true)
         }
     }
 

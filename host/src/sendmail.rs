@@ -166,6 +166,12 @@ fn field_name(line: &str) -> Option<&str> {
         .filter(|name| is_field_name(name))
 }
 
+/// Why `user`, not in `[sendmail] allowed_users`, gets no mail through:
+/// the same words from the server's session and from the maildrop.
+pub fn not_allowed(user: &str) -> String {
+    format!("Local user {user} may not submit mail here")
+}
+
 /// The name of the user running this command.
 fn login_name() -> String {
     nix::unistd::User::from_uid(nix::unistd::getuid())
@@ -260,10 +266,7 @@ pub async fn submit(
             };
             let user = login_name();
             if !maildrop.allowed_users.is_empty() && !maildrop.allowed_users.contains(&user) {
-                return Err(failure(
-                    EX_UNAVAILABLE,
-                    format!("Local user {user} may not submit mail here"),
-                ));
+                return Err(failure(EX_UNAVAILABLE, not_allowed(&user)));
             }
             return match crate::maildrop::post(&maildrop.dir, &sender, &recipients, &wire) {
                 Ok(_) => Ok(Vec::new()),

@@ -742,7 +742,7 @@ async fn submit_as(
         let mut stream = Stream::Local(stream);
         if !allowed_users.is_empty() && !allowed_users.contains(&user) {
             warn!(%user, "local submission refused: the user is not in [sendmail] allowed_users");
-            let refusal = format!("554 5.7.1 Local user {user} may not submit mail here\r\n");
+            let refusal = format!("554 5.7.1 {}\r\n", crate::sendmail::not_allowed(&user));
             let _ = stream.write_all(refusal.as_bytes()).await;
             stream.shutdown().await;
             return;
