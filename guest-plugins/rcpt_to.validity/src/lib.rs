@@ -15,7 +15,7 @@
 //! Settings are in `config/rcpt_to.validity.ini`.
 
 use waraka_plugin::sql::{self, Value};
-use waraka_plugin::{Address, Error, Hook, Plugin, Verdict, host_list};
+use waraka_plugin::{Address, Error, Hook, Plugin, Settings, Verdict, host_list};
 
 const SETTINGS: &str = "rcpt_to.validity.ini";
 const DEFAULT_QUERY: &str = "SELECT EXISTS(SELECT 1 FROM valid_addresses WHERE address = $1)";
@@ -23,7 +23,7 @@ const DEFAULT_QUERY: &str = "SELECT EXISTS(SELECT 1 FROM valid_addresses WHERE a
 struct Validity;
 
 /// One query parameter, named in the `params` setting.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Param {
     /// `local@domain`, the domain lower-cased.
     Address,
@@ -33,22 +33,12 @@ enum Param {
     Domain,
 }
 
-/// Reads `params = address, local, domain` (default: `address`).
-fn parse_params(setting: Option<String>) -> Result<Vec<Param>, String> {
-    let Some(text) = setting else {
-        return Ok(vec![Param::Address]);
-    };
-    text.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| match p {
-            "address" => Ok(Param::Address),
-            "local" => Ok(Param::Local),
-            "domain" => Ok(Param::Domain),
-            other => Err(format!("unknown parameter {other:?} (address, local or domain)")),
-        })
-        .collect()
-}
+/// The names of `params = address, local, domain` (default: `address`).
+const PARAMS: &[(&str, Param)] = &[
+    ("address", Param::Address),
+    ("local", Param::Local),
+    ("domain", Param::Domain),
+];
 
 fn param_value(param: &Param, recipient: &Address) -> Value {
     let domain = recipient.domain.to_ascii_lowercase();
@@ -75,9 +65,12 @@ fn is_valid(rows: &sql::Rows) -> bool {
 }
 
 fn check(recipient: &Address) -> Result<bool, Error> {
-    let database = waraka_plugin::setting(SETTINGS, "database").unwrap_or_else(|| "users".into());
-    let query = waraka_plugin::setting(SETTINGS, "query").unwrap_or_else(|| DEFAULT_QUERY.into());
-    let params = parse_params(waraka_plugin::setting(SETTINGS, "params")).map_err(Error::Invalid)?;
+    let settings = Settings::load(SETTINGS);
+    let database = settings.get("database").unwrap_or_else(|| "users".into());
+    let query = settings.get("query").unwrap_or_else(|| DEFAULT_QUERY.into());
+    let params = settings
+        .choices("params", PARAMS, &[Param::Address])
+        .map_err(Error::Invalid)?;
     let values = params.iter().map(|p| param_value(p, recipient)).collect::<Vec<_>>();
     Ok(is_valid(&sql::query(&database, &query, &values)?))
 }
@@ -100,12 +93,16 @@ mod tests {
 
     #[test]
     fn params_are_named_and_checked() {
-        assert_eq!(parse_params(None), Ok(vec![Param::Address]));
+        let params = |lines: &[&str]| {
+            let lines = lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+            Settings::from_lines(&lines).choices("params", PARAMS, &[Param::Address])
+        };
+        assert_eq!(params(&[]), Ok(vec![Param::Address]));
         assert_eq!(
-            parse_params(Some("local, domain".into())),
+            params(&["params = local, domain"]),
             Ok(vec![Param::Local, Param::Domain])
         );
-        assert!(parse_params(Some("address, user".into())).is_err());
+        assert!(params(&["params = address, user"]).is_err());
         let bob = Address {
             local_part: "Bob".into(),
             domain: "Example.ORG".into(),

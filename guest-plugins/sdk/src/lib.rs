@@ -49,6 +49,8 @@ mod hook;
 pub mod host_list;
 pub mod ldap_filter;
 pub mod next_hop;
+#[cfg(feature = "passwords")]
+pub mod passwords;
 pub mod regexp_table;
 pub mod subaddress;
 mod verdict;
@@ -371,6 +373,25 @@ impl Settings {
         self.0
             .iter()
             .filter_map(move |(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
+    }
+
+    /// A comma-separated list setting whose entries are names in `known`:
+    /// their values, in order; `default` when the setting is missing. An
+    /// unknown name is an error that lists the known ones.
+    pub fn choices<T: Copy>(&self, key: &str, known: &[(&str, T)], default: &[T]) -> Result<Vec<T>, String> {
+        let Some(text) = self.get(key) else {
+            return Ok(default.to_vec());
+        };
+        text.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                known.iter().find(|(k, _)| *k == name).map(|(_, v)| *v).ok_or_else(|| {
+                    let names = known.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+                    format!("unknown {key} entry {name:?} (one of {})", names.join(", "))
+                })
+            })
+            .collect()
     }
 
     /// The key/value store named by the `store` setting (grant `kv:NAME`);

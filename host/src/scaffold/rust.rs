@@ -41,7 +41,45 @@ const SDK_FILES: &[(&str, &str)] = &[
         "src/subaddress.rs",
         include_str!("../../../guest-plugins/sdk/src/subaddress.rs"),
     ),
+    (
+        "src/passwords.rs",
+        include_str!("../../../guest-plugins/sdk/src/passwords.rs"),
+    ),
 ];
+
+/// The SDK's manifest, and the guest workspace's that it inherits from.
+const SDK_MANIFEST: &str = include_str!("../../../guest-plugins/sdk/Cargo.toml");
+const GUEST_WORKSPACE: &str = include_str!("../../../guest-plugins/Cargo.toml");
+
+/// The SDK's manifest standing alone: what it inherits from the guest
+/// workspace (`version.workspace = true`, `wit-bindgen.workspace = true`)
+/// written out, its features and optional dependencies kept.
+fn sdk_manifest() -> Result<String> {
+    let workspace: toml::Table = toml::from_str(GUEST_WORKSPACE)?;
+    let inherited = |section: &str, key: &str| workspace["workspace"].get(section).and_then(|s| s.get(key)).cloned();
+    let mut manifest: toml::Table = toml::from_str(SDK_MANIFEST)?;
+    if let Some(toml::Value::Table(package)) = manifest.get_mut("package") {
+        for (key, value) in package.iter_mut() {
+            if value.get("workspace").is_some() {
+                *value = inherited("package", key).with_context(|| format!("workspace has no package.{key}"))?;
+            }
+        }
+    }
+    if let Some(toml::Value::Table(dependencies)) = manifest.get_mut("dependencies") {
+        for (name, value) in dependencies.iter_mut() {
+            if let Some(own) = value.as_table().filter(|t| t.contains_key("workspace")).cloned() {
+                let mut resolved = match inherited("dependencies", name) {
+                    Some(toml::Value::String(version)) => toml::Table::from_iter([("version".into(), version.into())]),
+                    Some(toml::Value::Table(table)) => table,
+                    _ => anyhow::bail!("workspace has no dependency {name}"),
+                };
+                resolved.extend(own.into_iter().filter(|(k, _)| k != "workspace"));
+                *value = toml::Value::Table(resolved);
+            }
+        }
+    }
+    Ok(toml::to_string(&manifest)?)
+}
 
 /// The cargo package name for a plugin name (`rcpt_to.my_check` → `rcpt-to-my-check`).
 fn package_name(name: &str) -> String {
@@ -127,10 +165,7 @@ runs the same cargo command)."
         &component,
         "The hook API is documented\nin `waraka-plugin/src/lib.rs`.",
     )?;
-    write(
-        &root.join("waraka-plugin/Cargo.toml"),
-        "[package]\nname = \"waraka-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nwit-bindgen = \"0.61\"\nregex-lite = \"0.1\"\n",
-    )?;
+    write(&root.join("waraka-plugin/Cargo.toml"), &sdk_manifest()?)?;
     for (file, text) in SDK_FILES {
         write(
             &root.join("waraka-plugin").join(file),
@@ -172,5 +207,19 @@ mod tests {
         on_disk.sort();
         copied.sort();
         assert_eq!(copied, on_disk);
+    }
+
+    #[test]
+    fn the_sdk_manifest_stands_alone_with_its_features() {
+        let manifest: toml::Table = toml::from_str(&sdk_manifest().unwrap()).unwrap();
+        assert_eq!(manifest["package"]["name"].as_str(), Some("waraka-plugin"));
+        assert_eq!(manifest["package"]["edition"].as_str(), Some("2024"));
+        assert_eq!(
+            manifest["dependencies"]["wit-bindgen"]["version"].as_str(),
+            Some("0.61")
+        );
+        assert_eq!(manifest["dependencies"]["argon2"]["optional"].as_bool(), Some(true));
+        assert!(manifest["features"]["passwords"].as_array().is_some());
+        assert!(!sdk_manifest().unwrap().contains("workspace"));
     }
 }

@@ -10,12 +10,23 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 use waraka_plugin::sql::{self, Value};
-use waraka_plugin::{Address, Error, Hook, Plugin, Scope, Verdict, envelope, host_list, message, notes, session};
+use waraka_plugin::{
+    Address, Error, Hook, Plugin, Scope, Settings, Verdict, envelope, host_list, message, notes, session,
+};
 
 const SETTINGS: &str = "queue/sql.ini";
 const KEYS_NOTE: &str = "queue.s3.keys";
 const DEFAULT_STATEMENT: &str = "INSERT INTO messages (recipient, sender, blob_key, size, received_at, transaction_id, subject) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-const DEFAULT_PARAMS: &str = "recipient, sender, key, size, received, transaction, subject";
+/// What `$1` … `$7` of the default statement are.
+const DEFAULT_FIELDS: &[Field] = &[
+    Field::Recipient,
+    Field::Sender,
+    Field::Key,
+    Field::Size,
+    Field::Received,
+    Field::Transaction,
+    Field::Subject,
+];
 
 struct SqlQueue;
 
@@ -34,31 +45,19 @@ enum Field {
     Helo,
 }
 
-impl Field {
-    fn parse(name: &str) -> Result<Field, String> {
-        Ok(match name {
-            "recipient" => Field::Recipient,
-            "sender" => Field::Sender,
-            "key" => Field::Key,
-            "size" => Field::Size,
-            "received" => Field::Received,
-            "transaction" => Field::Transaction,
-            "subject" => Field::Subject,
-            "message_id" => Field::MessageId,
-            "peer_ip" => Field::PeerIp,
-            "helo" => Field::Helo,
-            other => return Err(format!("unknown parameter {other:?}")),
-        })
-    }
-}
-
-fn parse_fields(text: &str) -> Result<Vec<Field>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .map(Field::parse)
-        .collect()
-}
+/// The names of the `params` setting.
+const FIELDS: &[(&str, Field)] = &[
+    ("recipient", Field::Recipient),
+    ("sender", Field::Sender),
+    ("key", Field::Key),
+    ("size", Field::Size),
+    ("received", Field::Received),
+    ("transaction", Field::Transaction),
+    ("subject", Field::Subject),
+    ("message_id", Field::MessageId),
+    ("peer_ip", Field::PeerIp),
+    ("helo", Field::Helo),
+];
 
 /// The values shared by every row of one message.
 struct MessageFacts {
@@ -130,12 +129,14 @@ fn recipients(local_only: bool) -> Result<Vec<Address>, Error> {
 }
 
 fn record() -> Result<usize, Error> {
-    let setting = |key: &str, default: &str| waraka_plugin::setting(SETTINGS, key).unwrap_or_else(|| default.into());
-    let database = setting("database", "mail");
-    let statement = setting("statement", DEFAULT_STATEMENT);
-    let fields = parse_fields(&setting("params", DEFAULT_PARAMS)).map_err(Error::Invalid)?;
+    let settings = Settings::load(SETTINGS);
+    let database = settings.get("database").unwrap_or_else(|| "mail".into());
+    let statement = settings.get("statement").unwrap_or_else(|| DEFAULT_STATEMENT.into());
+    let fields = settings
+        .choices("params", FIELDS, DEFAULT_FIELDS)
+        .map_err(Error::Invalid)?;
     let facts = MessageFacts::gather();
-    let statements: Vec<(String, Vec<Value>)> = recipients(waraka_plugin::setting_bool(SETTINGS, "local_only", true))?
+    let statements: Vec<(String, Vec<Value>)> = recipients(settings.bool("local_only", true))?
         .iter()
         .map(|r| {
             let recipient = r.to_addr_spec();
@@ -188,10 +189,10 @@ mod tests {
 
     #[test]
     fn the_default_params_fill_the_default_statement() {
-        let fields = parse_fields(DEFAULT_PARAMS).unwrap();
-        assert_eq!(fields.len(), DEFAULT_STATEMENT.matches('$').count());
-        assert_eq!(fields[2], Field::Key);
-        assert!(parse_fields("recipient, nonsense").is_err());
+        assert_eq!(DEFAULT_FIELDS.len(), DEFAULT_STATEMENT.matches('$').count());
+        let params = |line: &str| Settings::from_lines(&[line.to_string()]).choices("params", FIELDS, DEFAULT_FIELDS);
+        assert_eq!(params("params = key, helo"), Ok(vec![Field::Key, Field::Helo]));
+        assert!(params("params = recipient, nonsense").is_err());
     }
 
     #[test]
