@@ -354,8 +354,9 @@ fn unknown(h: &HarakaDir, t: &mut Target, name: &str) {
         .find(|p| h.install_path(p).exists());
     let line = match own {
         Some(path) => format!(
-            "plugin {name} ({path}): a plugin of your own; write it again as a WebAssembly component \
-             (`waraka plugin new {name} --lang js` makes a skeleton; docs/plugins-in-js.md)"
+            "plugin {name} ({path}): a plugin of your own; build its code into a WebAssembly component \
+             (`waraka plugin new {name} --lang js` makes a skeleton whose haraka.js runs a Haraka plugin's \
+             hooks; docs/plugins-in-js.md#haraka-plugins)"
         ),
         None => format!(
             "plugin {name}: not one Waraka knows (an npm package?); a WebAssembly component can do its job \

@@ -6,8 +6,10 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 
 const JS_SDK: &str = include_str!("../../../sdk/js/waraka.js");
+/// Haraka's plugin API over the SDK, for porting Haraka plugins.
+const HARAKA_SHIM: &str = include_str!("../../../sdk/js/haraka.js");
 
-/// Writes the JavaScript skeleton: `app.js` and a copy of the SDK module.
+/// Writes the JavaScript skeleton: `app.js` and copies of the SDK modules.
 pub(super) fn files(root: &Path, name: &str) -> Result<()> {
     write(
         &root.join("app.js"),
@@ -41,6 +43,7 @@ export const hooks = plugin({{
         ),
     )?;
     write(&root.join("waraka.js"), JS_SDK)?;
+    write(&root.join("haraka.js"), HARAKA_SHIM)?;
     let file_name = format!("{}.wasm", base_name(name));
     let build = format!(
         "    npm install -g @bytecodealliance/componentize-js@0.23.0   # once
@@ -53,7 +56,7 @@ export const hooks = plugin({{
         "JavaScript, built into a WebAssembly component\nwith componentize-js.",
         &build,
         &file_name,
-        "The hook API is `waraka.js`. The\ncomponent is about 14 MB (it carries a JavaScript engine); the server\ncompiles it once and caches the result.",
+        "The hook API is `waraka.js`; `haraka.js`\nruns a Haraka plugin's code (see its first lines). The\ncomponent is about 14 MB (it carries a JavaScript engine); the server\ncompiles it once and caches the result.",
     )
 }
 

@@ -1,0 +1,63 @@
+// rcpt_to.haraka_disposable: the Haraka talk's disposable-address plugin,
+// its code as it was in Haraka ("Writing a Plugin"), run through
+// `haraka.js`. Only the first two and the last line are new, and
+// `exports.` became `plugin.`.
+//
+// Around it, what a Haraka plugin usually does besides: `register()` reads
+// its ini file with a declared boolean, a `data_post` hook reads the
+// transaction's notes and recipients and adds a header, and `mail` marks
+// connections from the loopback address in a connection note.
+
+import { haraka } from './haraka.js';
+const plugin = {};
+
+plugin.register = function () {
+    this.cfg = this.config.get('rcpt_to.haraka_disposable.ini', {
+        booleans: ['+main.add_header'],
+    });
+};
+
+// The talk's plugin, as it was.
+plugin.hook_rcpt = function (next, connection, params) {
+    var rcpt = params[0];
+    this.loginfo("Got recipient: " + rcpt);
+    // Check user matches regex 'user-YYYYMMDD':
+    var match = /^(.*)-(\d{4})(\d{2})(\d{2})$/.exec(rcpt.user);
+    if (!match) {
+        return next();
+    }
+    // get date - note Date constructor takes month-1 (i.e. Dec == 11).
+    var expiry_date = new Date(match[2], match[3]-1, match[4]);
+    this.loginfo("Email expires on: " + expiry_date);
+    var today = new Date();
+    if (expiry_date < today) {
+        // If we get here, the email address has expired
+        return next(DENY, "Expired email address");
+    }
+    // now get rid of the extension:
+    rcpt.user = match[1];
+    this.loginfo("Email address now: " + rcpt);
+    connection.transaction.notes.disposable = (connection.transaction.notes.disposable || 0) + 1;
+    next();
+};
+
+plugin.hook_mail = function (next, connection, params) {
+    if (connection.remote.ip === '127.0.0.1') {
+        connection.notes.loopback = { since: connection.uuid, helo: connection.hello.host };
+    }
+    if (params[0].host === this.cfg.main.refused_sender_domain) {
+        return next(DENYSOFT, "Try again later");
+    }
+    next();
+};
+
+plugin.hook_data_post = function (next, connection) {
+    var txn = connection.transaction;
+    if (this.cfg.main.add_header && txn.notes.disposable) {
+        txn.add_header('X-Disposable', txn.notes.disposable + ' of ' + txn.rcpt_to.length +
+            ' for ' + txn.mail_from.address() + ' via ' + connection.notes.loopback.helo);
+    }
+    next();
+};
+
+export const hooks = haraka('rcpt_to.haraka_disposable', plugin);

@@ -1,0 +1,555 @@
+// Haraka's plugin API over the Waraka SDK, for bringing Haraka plugins to
+// Waraka as JavaScript components with their code as it was.
+//
+// A Haraka plugin is a module whose `exports` hold `register()`, `hook_*`
+// functions and helpers. Keep them, with `exports.` renamed to `plugin.`,
+// and end the file with one `export`:
+//
+//     import { haraka } from './haraka.js';
+//     const plugin = {};
+//
+//     plugin.hook_rcpt = function (next, connection, params) {
+//       if (params[0].host === 'example.net') return next(DENY, 'Not here');
+//       next();
+//     };
+//
+//     export const hooks = haraka('rcpt_to.not_here', plugin);
+//
+// What Haraka gives a plugin is here: the return codes as globals (`OK`,
+// `DENY`, `DENYSOFT`, ...), `this.loginfo` and the other log levels,
+// `this.config.get(name, type, options)` (value, list, data, json and ini
+// with `booleans`), `this.register_hook`, and `(next, connection, params)`
+// for the hooks of the SMTP session: `connection.remote`, `.local`,
+// `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.transaction` with
+// `.notes`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
+// `.remove_header`; `params[0]` is an Address (`user`, `host`,
+// `address()`, `format()`), and a recipient whose `user` or `host` a `rcpt`
+// hook changes is rewritten, as in Haraka.
+//
+// Differences, because a hook call is one call into a sandbox:
+// - `next()` must be called before the hook function returns: the
+//   capabilities (DNS, SQL, key-value, ...) answer at once, so there is
+//   nothing to wait for. A hook that returns without calling it answers
+//   DENYSOFT, as Haraka does when its plugin timer fires.
+// - An exception is a plugin fault (451, or skipped with `on_error =
+//   "continue"`), never a silent CONT.
+// - Notes are shared with plugins in every language as strings: a value
+//   that is not a string is kept as JSON and read back parsed; assign a whole
+//   value (`notes.seen = list`) rather than changing it in place.
+// - Node's modules (`net`, `dns`, `fs`, npm packages that use them) are not
+//   there: use the Waraka capabilities this module re-exports.
+
+import {
+  plugin as wrap,
+  cont,
+  ok,
+  deny,
+  denysoft,
+  denyDisconnect,
+  denysoftDisconnect,
+  disconnect,
+  notes,
+  config,
+  session,
+  envelope,
+  message,
+  trace,
+  debug,
+  info,
+  warn,
+  error,
+} from './waraka.js';
+
+export * from './waraka.js';
+
+/** Haraka's return codes (haraka-constants), also set as globals. */
+export const constants = {
+  CONT: 900,
+  STOP: 901,
+  DENY: 902,
+  DENYSOFT: 903,
+  DENYDISCONNECT: 904,
+  DISCONNECT: 905,
+  OK: 906,
+  HOOK_NEXT: 907,
+  DELAY: 908,
+  DENYSOFTDISCONNECT: 909,
+};
+Object.assign(globalThis, constants);
+
+const VERDICTS = new Map([
+  [constants.OK, ok],
+  [constants.DENY, deny],
+  [constants.DENYSOFT, denysoft],
+  [constants.DENYDISCONNECT, denyDisconnect],
+  [constants.DENYSOFTDISCONNECT, denysoftDisconnect],
+  [constants.DISCONNECT, disconnect],
+]);
+const CODES = new Map([
+  ['ok', constants.OK],
+  ['deny', constants.DENY],
+  ['denysoft', constants.DENYSOFT],
+  ['deny-disconnect', constants.DENYDISCONNECT],
+  ['denysoft-disconnect', constants.DENYSOFTDISCONNECT],
+  ['disconnect', constants.DISCONNECT],
+]);
+
+/** The Waraka verdict for `next(code, msg)`: `msg` a line, an array of lines
+ * or a haraka-dsn object (`code`, `msg`, `cls`, `sub`, `det`). CONT, STOP,
+ * HOOK_NEXT and DELAY (and no code) go on to the next plugin. */
+export function verdictOf(code, msg) {
+  const make = VERDICTS.get(code);
+  if (!make) return cont;
+  if (msg === undefined || msg === null || msg === '') return make();
+  if (typeof msg === 'object' && !Array.isArray(msg) && 'msg' in msg) {
+    const enhanced = msg.cls !== undefined ? `${msg.cls}.${msg.sub}.${msg.det}` : undefined;
+    return make(msg.msg, msg.code, enhanced);
+  }
+  return make(Array.isArray(msg) ? msg.map(String) : String(msg));
+}
+
+/** An address as Haraka's address-rfc2821 shows it. */
+export class Address {
+  constructor(user, host, original) {
+    this.user = user;
+    this.host = host;
+    this.original_host = host;
+    this.original = original ?? (user || host ? `<${user}${host ? '@' + host : ''}>` : '<>');
+  }
+
+  /** The address of a WIT `address` record. */
+  static of(record) {
+    return new Address(record.localPart, record.domain);
+  }
+
+  /** `user@host` (or `user` without a host). */
+  address() {
+    return this.host ? `${this.user}@${this.host}` : this.user;
+  }
+
+  /** `<user@host>`, or `<>` for the null sender. */
+  format() {
+    return this.isNull() ? '<>' : `<${this.address()}>`;
+  }
+
+  isNull() {
+    return !this.user && !this.host;
+  }
+
+  toString() {
+    return this.format();
+  }
+}
+
+/** ESMTP parameters as Haraka gives them: `{ SIZE: '1234', SMTPUTF8: null }`. */
+function esmtpParams(record) {
+  return Object.fromEntries(record.params.map(({ key, value }) => [key.toUpperCase(), value ?? null]));
+}
+
+function parsed(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** The notes of `scope` as a Haraka notes object: properties, plus
+ * `get(key)` and `set(key, value)`. */
+export function notesOf(scope) {
+  const read = (key) => {
+    const value = notes.get(scope, key);
+    return value === undefined ? undefined : parsed(value);
+  };
+  const write = (key, value) => {
+    if (value === undefined || value === null) {
+      notes.remove(scope, key);
+    } else {
+      notes.set(scope, key, typeof value === 'string' ? value : JSON.stringify(value));
+    }
+    return true;
+  };
+  const methods = { get: read, set: write };
+  return new Proxy(
+    {},
+    {
+      get: (_, key) => (typeof key !== 'string' ? undefined : key in methods ? methods[key] : read(key)),
+      set: (_, key, value) => write(key, value),
+      deleteProperty: (_, key) => (notes.remove(scope, key), true),
+      has: (_, key) => notes.get(scope, key) !== undefined,
+      ownKeys: () => notes.keys(scope),
+      getOwnPropertyDescriptor: (_, key) => {
+        const value = read(key);
+        return value === undefined ? undefined : { value, enumerable: true, configurable: true, writable: true };
+      },
+    },
+  );
+}
+
+/** A log line of Haraka-style arguments: strings, numbers and addresses
+ * joined; connection and plugin objects (Haraka passes them for context)
+ * left out. */
+function logText(args) {
+  return args
+    .filter((a) => a !== undefined && a !== null && (typeof a !== 'object' || a instanceof Address || a instanceof Error || Array.isArray(a)))
+    .map(String)
+    .join(' ');
+}
+
+/** Haraka's log methods (`loginfo`, `logwarn`, ...) over Waraka's levels. */
+function logMethods() {
+  const at = (log) => (...args) => log(logText(args));
+  return {
+    logprotocol: at(trace),
+    logdata: at(trace),
+    logdebug: at(debug),
+    loginfo: at(info),
+    lognotice: at(info),
+    logwarn: at(warn),
+    logerror: at(error),
+    logcrit: at(error),
+    logalert: at(error),
+    logemerg: at(error),
+  };
+}
+
+const TRUE_WORDS = /^(?:true|yes|ok|enabled|on|1)$/i;
+const NUMBER = /^-?\d+(?:\.\d+)?$/;
+
+/** Parses an INI file as haraka-config does: `{ main: {...}, section: {...} }`,
+ * `key[]=` arrays, numbers converted, `\` continuations, `;`/`#` comments, and
+ * `booleans` (`'+section.key'` true by default, `'-section.key'` or
+ * `'section.key'` false; `'*.key'` in every section). */
+export function parseIni(text, options = {}) {
+  const result = { main: {} };
+  let section = result.main;
+  let pending = '';
+  for (const raw of (text ?? '').split(/\r?\n/)) {
+    let line = pending + raw.trim();
+    pending = '';
+    if (line.endsWith('\\')) {
+      pending = line.slice(0, -1);
+      continue;
+    }
+    if (!line || line.startsWith(';') || line.startsWith('#')) continue;
+    const header = /^\[([^\]]+)\]$/.exec(line);
+    if (header) {
+      section = result[header[1].trim()] ??= {};
+      continue;
+    }
+    const at = line.indexOf('=');
+    if (at < 0) {
+      section[line] = true;
+      continue;
+    }
+    let key = line.slice(0, at).trim();
+    let value = line.slice(at + 1).trim();
+    if (NUMBER.test(value)) value = Number(value);
+    if (key.endsWith('[]')) {
+      key = key.slice(0, -2);
+      (section[key] ??= []).push(value);
+    } else {
+      section[key] = value;
+    }
+  }
+  for (const declared of options.booleans ?? []) {
+    const fallback = declared.startsWith('+');
+    const [where, key] = declared.replace(/^[+-]/, '').split(/\.(.*)/s).filter((part) => part !== '');
+    const sections = where === '*' ? Object.keys(result) : [where];
+    for (const name of sections) {
+      const target = (result[name] ??= {});
+      const value = target[key];
+      target[key] = value === undefined ? fallback : typeof value === 'boolean' ? value : TRUE_WORDS.test(String(value));
+    }
+  }
+  return result;
+}
+
+/** `this.config` of a Haraka plugin, reading the instance's `config/`. */
+export const harakaConfig = {
+  /** `get(name, [type], [onChange], [options])`; the type follows the
+   * extension (`.ini`, `.json`) unless given: `value`, `list`, `data`, `json`
+   * or `ini`. Files are read on each call (the host caches them), so there is
+   * nothing to watch: `onChange` callbacks are never called. */
+  get(name, ...rest) {
+    const type = rest.find((a) => typeof a === 'string') ?? (name.endsWith('.ini') ? 'ini' : name.endsWith('.json') ? 'json' : 'value');
+    const options = rest.find((a) => a && typeof a === 'object') ?? {};
+    let text;
+    try {
+      text = config.read(name);
+    } catch (e) {
+      warn(`${name} unreadable: ${e.payload?.tag ?? e}`);
+    }
+    const lines = (text ?? '').split(/\r?\n/);
+    const content = lines.map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    switch (type) {
+      case 'ini':
+        return parseIni(text, options);
+      case 'json':
+        return text === undefined ? null : JSON.parse(text);
+      case 'list':
+        return content;
+      case 'data':
+        return text === undefined ? [] : lines.filter((l, i) => l || i < lines.length - 1);
+      case 'value': {
+        const first = content[0];
+        return first === undefined ? null : NUMBER.test(first) ? Number(first) : first;
+      }
+      default:
+        throw new Error(`config.get(${name}): unknown type ${type}`);
+    }
+  },
+
+  /** The first line of `name` as an integer, `fallback` when there is none. */
+  getInt(name, fallback) {
+    const value = parseInt(this.get(name, 'value'), 10);
+    return Number.isNaN(value) ? fallback : value;
+  },
+};
+
+/** `this.config` while the component is built: the host is not there yet,
+ * so every file reads as missing (an ini file as its declared booleans'
+ * defaults). */
+const buildTimeConfig = {
+  get(name, ...rest) {
+    const type = rest.find((a) => typeof a === 'string') ?? (name.endsWith('.ini') ? 'ini' : name.endsWith('.json') ? 'json' : 'value');
+    const options = rest.find((a) => a && typeof a === 'object') ?? {};
+    return { ini: parseIni('', options), list: [], data: [] }[type] ?? null;
+  },
+  getInt: (name, fallback) => fallback,
+};
+
+/** The message's header as Haraka's `transaction.header` reads it. */
+const header = {
+  get: (name) => message.header(name).join('\n'),
+  get_all: (name) => message.header(name),
+  get_decoded: (name) => message.header(name).join('\n'),
+};
+
+/** `connection.transaction`: null outside a transaction. */
+function transactionObject() {
+  const id = session.transactionId();
+  if (id === undefined) return null;
+  return {
+    uuid: id,
+    notes: notesOf('transaction'),
+    get mail_from() {
+      const sender = envelope.sender();
+      return sender ? Address.of(sender) : null;
+    },
+    get rcpt_to() {
+      return envelope.recipients().map(Address.of);
+    },
+    header,
+    get data_bytes() {
+      return Number(message.size());
+    },
+    add_header: (name, value) => message.addHeader(name, String(value)),
+    add_leading_header: (name, value) => message.insertHeader(0, name, String(value)),
+    remove_header: (name) => message.removeHeader(name),
+  };
+}
+
+/** `connection` of a Haraka hook call, read from the session as it is asked. */
+function connectionObject(capabilities) {
+  return {
+    get uuid() {
+      return session.connectionId();
+    },
+    remote: {
+      get ip() {
+        return session.peerIp();
+      },
+      get port() {
+        return session.peerPort();
+      },
+    },
+    local: {
+      get ip() {
+        return session.localIp();
+      },
+      get port() {
+        return session.localPort();
+      },
+      get host() {
+        return session.hostname();
+      },
+    },
+    hello: {
+      get host() {
+        return session.helo() ?? null;
+      },
+      get verb() {
+        return session.helo() === undefined ? null : session.esmtp() ? 'EHLO' : 'HELO';
+      },
+    },
+    tls: {
+      get enabled() {
+        return session.tlsVersion() !== undefined;
+      },
+      get cipher() {
+        return { name: session.tlsCipher(), version: session.tlsVersion() };
+      },
+    },
+    get relaying() {
+      return session.relaying();
+    },
+    set relaying(value) {
+      session.setRelaying(Boolean(value));
+    },
+    get esmtp() {
+      return session.esmtp();
+    },
+    get early_talker() {
+      return session.earlyTalker();
+    },
+    get transaction() {
+      return transactionObject();
+    },
+    notes: notesOf('connection'),
+    capabilities,
+    ...logMethods(),
+  };
+}
+
+/** Haraka hook -> [Waraka hook, how its WIT arguments become `params`, kind]:
+ * `first` stops at the first answer other than CONT, `all` runs every method
+ * and answers nothing (or CONT). */
+const HOOKS = {
+  connect_init: ['connect', () => undefined, 'all'],
+  connect: ['connect', () => undefined, 'first'],
+  helo: ['helo', (host) => host, 'first'],
+  ehlo: ['ehlo', (host) => host, 'first'],
+  capabilities: ['capabilities', () => undefined, 'all'],
+  unrecognized_command: ['unrecognizedCommand', (verb, args) => [verb, args], 'first'],
+  mail: ['mail', (sender) => [Address.of(sender), esmtpParams(sender)], 'first'],
+  rcpt: ['rcpt', (recipient) => [Address.of(recipient), esmtpParams(recipient)], 'first'],
+  rcpt_ok: ['rcptOk', (recipient) => Address.of(recipient), 'first'],
+  data: ['data', () => undefined, 'first'],
+  data_post: ['dataPost', () => undefined, 'first'],
+  max_data_exceeded: ['maxDataExceeded', () => undefined, 'first'],
+  queue: ['queue', () => undefined, 'first'],
+  queue_outbound: ['queueOutbound', () => undefined, 'first'],
+  queue_ok: ['queueOk', (queueId) => queueId, 'all'],
+  reset_transaction: ['resetTransaction', () => undefined, 'all'],
+  disconnect: ['disconnect', () => undefined, 'all'],
+  deny: [
+    'deny',
+    (denial) => [CODES.get(denial.verdict.tag), denial.verdict.val?.lines, denial.plugin, undefined, undefined, denial.hook],
+    'first',
+  ],
+};
+
+/** The `hooks` export of a Haraka plugin: `name`, the plugin's `exports`
+ * object (`register()`, `hook_*` and whatever else it defines), and
+ * optionally `{ version }`.
+ *
+ * `register()` runs twice: when the component is built, with every config
+ * file read as missing, to learn the hooks it registers (with the
+ * `hook_*` functions, the hooks the host will call; one Waraka has no
+ * counterpart for is an error then), and again in each instance before its
+ * first hook call, with the instance's config, to set up what the plugin
+ * keeps on `this`. A hook registered only the second time (because of a
+ * setting) is not called: register it unconditionally and decide in the
+ * hook. */
+export function haraka(name, exports, { version = '0.1.0' } = {}) {
+  const registered = [];
+  const self = Object.create(exports);
+  Object.assign(self, logMethods(), {
+    name,
+    config: buildTimeConfig,
+    register_hook(hook, method) {
+      registered.push([hook, method]);
+    },
+    inherits(parent) {
+      throw new Error(`${name}: this.inherits(${parent}) — Haraka's base plugins are not part of Waraka`);
+    },
+  });
+  exports.register?.call(self);
+  for (const key of Object.keys(exports)) {
+    if (key.startsWith('hook_') && typeof exports[key] === 'function') registered.push([key.slice(5), key]);
+  }
+
+  for (const [hook, method] of registered) {
+    if (!(hook in HOOKS)) {
+      throw new Error(`${name}: no Waraka hook for Haraka's ${hook}; supported: ${Object.keys(HOOKS).join(', ')}`);
+    }
+    if (typeof self[method] !== 'function') throw new Error(`${name}: register_hook(${hook}, ${method}): no such function`);
+  }
+  // Waraka hook -> its Haraka methods, in HOOKS order (connect_init before
+  // connect), then in registration order.
+  const byHook = new Map();
+  for (const hook of Object.keys(HOOKS)) {
+    const methods = registered.filter(([h]) => h === hook).map(([, method]) => [hook, method]);
+    if (methods.length === 0) continue;
+    const [target] = HOOKS[hook];
+    byHook.set(target, [...(byHook.get(target) ?? []), ...methods]);
+  }
+
+  /** Calls one method as Haraka would; its answer as [code, msg]. */
+  const call = (method, connection, params) => {
+    let answer;
+    const next = (code, msg) => {
+      if (answer) {
+        warn(`${method}: next() called again (ignored)`);
+        return;
+      }
+      answer = [code, msg];
+    };
+    self[method].call(self, next, connection, params);
+    if (!answer) {
+      warn(`${method} returned without calling next(): answering DENYSOFT (next must be called before the hook returns)`);
+      return [constants.DENYSOFT, 'plugin timeout'];
+    }
+    return answer;
+  };
+
+  let ready = false;
+  /** Runs `register()` with the instance's config before its first hook. */
+  const registerOnce = () => {
+    if (ready) return;
+    ready = true;
+    const known = registered.length;
+    self.config = harakaConfig;
+    exports.register?.call(self);
+    for (const [hook] of registered.slice(known)) {
+      if (!registered.slice(0, known).some(([h]) => h === hook)) {
+        warn(`${name}: register() registered ${hook} only with this instance's config: not called (register it always)`);
+      }
+    }
+  };
+
+  const defined = {};
+  for (const [target, methods] of byHook) {
+    defined[target] = (...args) => {
+      registerOnce();
+      const capabilities = [];
+      const connection = connectionObject(capabilities);
+      let verdict = cont;
+      // One params for the chain, as in Haraka: a change one method makes
+      // is what the next one sees.
+      const params = HOOKS[methods[0][0]][1](...args);
+      for (const [hook, method] of methods) {
+        const kind = HOOKS[hook][2];
+        const answer = verdictOf(...call(method, connection, params));
+        if (kind === 'first' && answer !== cont) {
+          verdict = answer;
+          break;
+        }
+      }
+      if (target === 'rcpt' && !['deny', 'denysoft', 'deny-disconnect', 'denysoft-disconnect'].includes(verdict.tag)) {
+        rewriteRecipient(args[0], params[0]);
+      }
+      return target === 'capabilities' ? capabilities.map(String) : verdict;
+    };
+  }
+  return wrap({ name, version, ...defined });
+}
+
+/** Applies a `rcpt` hook's change of `params[0].user` or `.host` to the
+ * envelope (the recipient being decided is the last one). */
+function rewriteRecipient(record, address) {
+  if (address.user === record.localPart && address.host === record.domain) return;
+  const index = envelope.recipients().length - 1;
+  envelope.setRecipient(index, { ...record, localPart: address.user, domain: address.host });
+}

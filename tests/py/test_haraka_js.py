@@ -1,0 +1,192 @@
+"""A Haraka plugin in Waraka: examples/js/rcpt_to.haraka_disposable (the
+Haraka talk's disposable-address plugin, its hook_rcpt as written for
+Haraka) built with sdk/js/haraka.js by `waraka plugin build` (componentize-js),
+run in a real waraka and driven over SMTP with smtplib."""
+
+import pathlib
+import shutil
+import smtplib
+import subprocess
+import tempfile
+import unittest
+
+from harness import ROOT, Waraka, example_plugin, install_plugin, timed_build
+
+NAME = "rcpt_to.haraka_disposable"
+
+
+class HarakaPluginTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        example = example_plugin(ROOT / "examples/js" / NAME,
+                                 [ROOT / "sdk/js/waraka.js", ROOT / "sdk/js/haraka.js"], cls.tmp.name)
+        wasm, _ = timed_build(example)
+
+        def setup(server):
+            server.edit("config/host_list", lambda t: t + "example.com\n")
+            shutil.copy(example / f"{NAME}.ini", server.dir / "config" / f"{NAME}.ini")
+            server.edit("waraka.toml", lambda t: t.replace('plugins = ["', f'plugins = ["{NAME}", "', 1))
+            install_plugin(server, wasm, NAME)
+
+        cls.server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        cls.addClassCleanup(cls.server.stop)
+        with cls.server.stopped_on_error():
+            cls.loaded = cls.server.wait_for_log(rf"plugin loaded plugin={NAME.replace('.', '[.]')} ", timeout=300)
+
+    def test_the_hooks_it_registers_are_the_ones_called(self):
+        self.assertIn('hooks=["mail", "rcpt", "data-post"]', self.loaded)
+
+    def test_an_expired_address_is_refused_with_the_plugins_text(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
+            s.ehlo()
+            s.mail("sender@py.test")
+            code, text = s.rcpt("myname-20121015@example.com")
+        self.assertEqual(code, 550)
+        self.assertIn(b"Expired email address", text)
+        self.server.wait_for_log(r"Email expires on: .*2012")
+
+    def test_a_live_address_is_rewritten_and_the_transaction_notes_make_a_header(self):
+        before = set(self.server.maildir())
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
+            s.ehlo()
+            s.mail("sender@py.test")
+            self.assertEqual(s.rcpt("myname-29991231@example.com")[0], 250)
+            self.assertEqual(s.rcpt("other@example.com")[0], 250)
+            code, _ = s.data(b"Subject: disposable\r\n\r\nfor a while\r\n")
+        self.assertEqual(code, 250)
+        added = [p for p in self.server.maildir() if p not in before]
+        self.assertEqual(sorted(p.parts[-3] for p in added), ["myname", "other"], "rewritten to myname@")
+        for path in added:
+            self.assertIn(b"X-Disposable: 1 of 2 for sender@py.test via client.test\r\n", path.read_bytes())
+        self.server.wait_for_log(r"Got recipient: <myname-29991231@example\.com>")
+        self.server.wait_for_log(r"Email address now: <myname@example\.com>")
+
+    def test_a_setting_of_its_ini_file_answers_denysoft(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
+            s.ehlo()
+            code, text = s.mail("someone@later.test")
+        self.assertEqual((code, text), (450, b"4.7.1 Try again later"))
+
+
+# A stand-in for waraka.js, so that node can load haraka.js outside a
+# component: verdicts as tagged objects, notes in a Map, config files
+# from an object.
+STUB_SDK = r"""
+const verdict = (tag) => (text, code, enhanced) => ({ tag, text, code, enhanced });
+export const plugin = (hooks) => hooks, cont = { tag: 'cont' };
+export const ok = verdict('ok'), deny = verdict('deny'), denysoft = verdict('denysoft');
+export const denyDisconnect = verdict('deny-disconnect'), denysoftDisconnect = verdict('denysoft-disconnect');
+export const disconnect = verdict('disconnect');
+const store = new Map();
+export const notes = {
+  get: (scope, key) => store.get(scope + '/' + key),
+  set: (scope, key, value) => { store.set(scope + '/' + key, value); },
+  remove: (scope, key) => store.delete(scope + '/' + key),
+  keys: (scope) => [...store.keys()].filter((k) => k.startsWith(scope + '/')).map((k) => k.slice(scope.length + 1)),
+};
+export const files = {};
+export const config = { read: (name) => files[name] };
+export const session = {}, envelope = {}, message = {};
+export const trace = () => {}, debug = () => {}, info = () => {}, warn = () => {}, error = () => {};
+"""
+
+MODULE_CHECKS = r"""
+import assert from 'node:assert/strict';
+import { Address, haraka, harakaConfig, notesOf, parseIni, verdictOf } from './haraka.js';
+import { files, notes } from './waraka.js';
+
+assert.deepEqual(verdictOf(DENY, 'No'), { tag: 'deny', text: 'No', code: undefined, enhanced: undefined });
+assert.deepEqual(verdictOf(DENYSOFT, ['a', 'b']).text, ['a', 'b']);
+assert.deepEqual(verdictOf(DENY, { code: 550, msg: 'No such user', cls: 5, sub: 1, det: 1 }),
+                 { tag: 'deny', text: 'No such user', code: 550, enhanced: '5.1.1' });
+for (const code of [undefined, CONT, STOP, HOOK_NEXT, DELAY]) assert.equal(verdictOf(code, 'x').tag, 'cont');
+assert.equal(verdictOf(OK).tag, 'ok');
+assert.equal(verdictOf(DENYSOFTDISCONNECT).tag, 'denysoft-disconnect');
+
+const ini = parseIni('top=1\n; comment\n[main]\nenabled=yes\nratio=0.5\n[lists]\nhost[]=a\nhost[]=b\nflag=off\n',
+                     { booleans: ['+main.enabled', '-lists.flag', '+main.absent', '-main.gone', '*.everywhere'] });
+assert.deepEqual(ini, {
+  main: { top: 1, enabled: true, ratio: 0.5, absent: true, gone: false, everywhere: false },
+  lists: { host: ['a', 'b'], flag: false, everywhere: false },
+});
+
+files['x.ini'] = '[main]\nn=3\n';
+files['me'] = '# the name\nmx.example.com\n';
+files['hosts'] = 'a\n# b\n\nc\n';
+files['n'] = '42\n';
+files['x.json'] = '{"a": [1]}';
+assert.deepEqual(harakaConfig.get('x.ini'), { main: { n: 3 } });
+assert.equal(harakaConfig.get('me'), 'mx.example.com');
+assert.deepEqual(harakaConfig.get('hosts', 'list'), ['a', 'c']);
+assert.equal(harakaConfig.get('n'), 42);
+assert.equal(harakaConfig.getInt('missing', 7), 7);
+assert.deepEqual(harakaConfig.get('x.json'), { a: [1] });
+assert.equal(harakaConfig.get('missing'), null);
+
+const txn = notesOf('transaction');
+txn.count = 2;
+txn.list = ['a'];
+txn.text = 'plain';
+assert.equal(notes.get('transaction', 'count'), '2');
+assert.equal(txn.count + 1, 3);
+assert.deepEqual(txn.list, ['a']);
+assert.equal(txn.text, 'plain');
+assert.equal(txn.get('text'), 'plain');
+assert.deepEqual(Object.keys(txn).sort(), ['count', 'list', 'text']);
+delete txn.count;
+assert.equal(txn.count, undefined);
+
+const address = new Address('me', 'example.com');
+assert.equal(String(address), '<me@example.com>');
+assert.equal(address.address(), 'me@example.com');
+assert.ok(new Address('', '').isNull());
+assert.equal(new Address('', '').format(), '<>');
+// register() at build time (config missing) and again before the first hook.
+const p = {};
+p.register = function () {
+  this.n = this.config.get('x.ini').main.n ?? 'missing';
+  this.register_hook('ehlo', 'check_ehlo');
+};
+p.check_ehlo = function (next, connection, host) {
+  next(DENY, `${host} ${this.n}`);
+};
+p.hook_helo = function (next, connection, host) {
+  if (host === 'silent') return;
+  if (host === 'twice') {
+    next(OK);
+    next(DENY);
+    return;
+  }
+  next(DENYSOFT, ['no', host]);
+};
+const built = haraka('t', p);
+assert.equal(p.n, undefined, 'register() ran on its own object');
+assert.deepEqual(Object.keys(built).sort(), ['ehlo', 'helo', 'name', 'version']);
+assert.equal(built.ehlo('x').text, 'x 3', "the instance's config");
+assert.equal(built.helo('silent').tag, 'denysoft', 'no next(): DENYSOFT');
+assert.equal(built.helo('twice').tag, 'ok', 'the first next() counts');
+assert.deepEqual(built.helo('y').text, ['no', 'y']);
+assert.throws(() => haraka('u', { hook_lookup_rdns: () => {} }), /no Waraka hook for Haraka's lookup_rdns/);
+console.log('haraka.js checks passed');
+"""
+
+
+class HarakaModuleTest(unittest.TestCase):
+    """haraka.js's translations, run by node against a stand-in SDK."""
+
+    def test_codes_config_notes_and_addresses_translate_as_in_haraka(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = pathlib.Path(tmp)
+            shutil.copy(ROOT / "sdk/js/haraka.js", root)
+            (root / "waraka.js").write_text(STUB_SDK)
+            (root / "checks.mjs").write_text(MODULE_CHECKS)
+            (root / "package.json").write_text('{"type": "module"}')
+            done = subprocess.run(["node", "checks.mjs"], cwd=root, capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("haraka.js checks passed", done.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
