@@ -500,12 +500,26 @@ def auth_plain(user, password):
     return "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
-def try_login(port, user, password):
-    """AUTH PLAIN with `user` and `password` on a new session with the
-    server on `port`: its reply, as (code, text)."""
+def try_login(port, user, password, cafile=None, mechanism="PLAIN"):
+    """AUTH with `user` and `password` on a new session with the server on
+    `port`, after STARTTLS trusting the certificate `cafile` when given: its
+    reply, as (code, text). PLAIN goes as UTF-8 (smtplib's own AUTH sends
+    ASCII only), LOGIN through smtplib."""
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=30) as s:
+        if cafile:
+            import ssl
+            context = ssl.create_default_context(cafile=str(cafile))
+            context.check_hostname = False
+            s.starttls(context=context)
         s.ehlo()
-        code, text = s.docmd("AUTH", auth_plain(user, password))
+        if mechanism == "PLAIN":
+            code, text = s.docmd("AUTH", auth_plain(user, password))
+        else:
+            s.user, s.password = user, password
+            try:
+                code, text = s.auth(mechanism, getattr(s, f"auth_{mechanism.lower()}"))
+            except smtplib.SMTPAuthenticationError as e:
+                code, text = e.smtp_code, e.smtp_error
         return code, text.decode()
 
 

@@ -2,11 +2,9 @@
 PLAIN and LOGIN passwords with a real Dovecot's authentication service
 (over TCP), after STARTTLS, with smtplib as the client."""
 
-import smtplib
-import ssl
 import unittest
 
-from harness import Waraka, dovecot, enable_tls, free_port
+from harness import Waraka, dovecot, enable_tls, free_port, try_login
 
 USERS = {"alice@mail.test": 0, "bob@mail.test": 0}
 PASSWORDS = {"alice@mail.test": "alice-secret", "bob@mail.test": "bob-secret"}
@@ -32,17 +30,7 @@ class AuthDovecotTest(unittest.TestCase):
     def login(self, user, password, mechanism="PLAIN", server=None):
         """The reply to AUTH after STARTTLS: (code, text)."""
         server = server or self.server
-        context = ssl.create_default_context(cafile=str(server.dir / "config/tls/cert.pem"))
-        context.check_hostname = False
-        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-            s.starttls(context=context)
-            s.ehlo()
-            s.user, s.password = user, password
-            try:
-                code, text = s.auth(mechanism, s.auth_plain if mechanism == "PLAIN" else s.auth_login)
-            except smtplib.SMTPAuthenticationError as e:
-                code, text = e.smtp_code, e.smtp_error
-            return code, text.decode()
+        return try_login(server.port, user, password, server.dir / "config/tls/cert.pem", mechanism)
 
     def test_the_right_password_authenticates_with_plain_and_login(self):
         self.assertEqual(self.login("alice@mail.test", "alice-secret"), (235, "2.7.0 Authentication successful"))

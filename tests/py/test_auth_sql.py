@@ -4,14 +4,11 @@ embedded SQLite of the default instance), after STARTTLS, with smtplib as
 the client. The stored passwords are made by Dovecot's `doveadm pw` and by
 `waraka password-hash`, in the forms a mail service's tables hold."""
 
-import base64
-import smtplib
 import sqlite3
-import ssl
 import subprocess
 import unittest
 
-from harness import BIN, Postgres, Waraka, enable_tls
+from harness import BIN, Postgres, Waraka, enable_tls, try_login
 
 SCHEMES = ["BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "MD5-CRYPT", "ARGON2ID", "SSHA512", "SSHA256.HEX"]
 
@@ -34,28 +31,7 @@ def sql_literal(text):
 
 def login(server, user, password, mechanism="PLAIN"):
     """The reply to AUTH after STARTTLS: (code, text)."""
-    context = ssl.create_default_context(cafile=str(server.dir / "config/tls/cert.pem"))
-    context.check_hostname = False
-    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-        s.starttls(context=context)
-        s.ehlo()
-        s.user, s.password = user, password
-        try:
-            code, text = s.auth(mechanism, s.auth_plain if mechanism == "PLAIN" else s.auth_login)
-        except smtplib.SMTPAuthenticationError as e:
-            code, text = e.smtp_code, e.smtp_error
-        return code, text.decode()
-
-
-def auth_plain_utf8(server, user, password):
-    """The reply to an AUTH PLAIN with a UTF-8 password (smtplib sends ASCII only)."""
-    context = ssl.create_default_context(cafile=str(server.dir / "config/tls/cert.pem"))
-    context.check_hostname = False
-    with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-        s.starttls(context=context)
-        s.ehlo()
-        response = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        return s.docmd("AUTH", f"PLAIN {response}")[0]
+    return try_login(server.port, user, password, server.dir / "config/tls/cert.pem", mechanism)
 
 
 def submission_server(database_table, **settings):
@@ -104,8 +80,8 @@ class PostgresAuthTest(unittest.TestCase):
                                  (235, "2.7.0 Authentication successful"))
                 self.assertEqual(login(self.server, user, f"{scheme} secreT"),
                                  (535, "5.7.8 Authentication credentials invalid"))
-        self.assertEqual(auth_plain_utf8(self.server, "argon@mail.test", "wäraka secret"), 235)
-        self.assertEqual(auth_plain_utf8(self.server, "argon@mail.test", "waraka secret"), 535)
+        self.assertEqual(login(self.server, "argon@mail.test", "wäraka secret")[0], 235)
+        self.assertEqual(login(self.server, "argon@mail.test", "waraka secret")[0], 535)
         self.assertEqual(login(self.server, "ascii@mail.test", "waraka secret", "LOGIN")[0], 235)
         self.server.wait_for_log(r"authenticated user=ascii@mail\.test plugin=\"auth/sql\"")
 
