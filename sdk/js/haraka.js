@@ -18,7 +18,8 @@
 // What Haraka gives a plugin is here: the return codes as globals (`OK`,
 // `DENY`, `DENYSOFT`, ...), `this.loginfo` and the other log levels,
 // `this.config.get(name, type, options)` (value, list, data, json and ini
-// with `booleans`), `this.register_hook`, and `(next, connection, params)`
+// with `booleans`), `this.register_hook`, `this.inherits('auth/auth_base')`
+// with `check_plain_passwd` or `get_plain_passwd`, and `(next, connection, params)`
 // for the hooks of the SMTP session: `connection.remote`, `.local`,
 // `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.transaction` with
 // `.notes`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
@@ -454,6 +455,7 @@ const HOOKS = {
  * hook. */
 export function haraka(name, exports, { version = '0.1.0' } = {}) {
   const registered = [];
+  let authBase = false;
   const self = Object.create(exports);
   Object.assign(self, logMethods(), {
     name,
@@ -462,7 +464,10 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       registered.push([hook, method]);
     },
     inherits(parent) {
-      throw new Error(`${name}: this.inherits(${parent}) — Haraka's base plugins are not part of Waraka`);
+      if (parent !== 'auth/auth_base') {
+        throw new Error(`${name}: this.inherits(${parent}): of Haraka's base plugins only auth/auth_base is here`);
+      }
+      authBase = true;
     },
   });
   exports.register?.call(self);
@@ -543,7 +548,47 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       return target === 'capabilities' ? capabilities.map(String) : verdict;
     };
   }
+  if (authBase) {
+    if (typeof self.check_plain_passwd !== 'function' && typeof self.get_plain_passwd !== 'function') {
+      throw new Error(`${name}: an auth/auth_base plugin defines check_plain_passwd or get_plain_passwd`);
+    }
+    defined.auth = (attempt) => {
+      registerOnce();
+      return authVerdict(self, attempt, connectionObject([]));
+    };
+  }
   return wrap({ name, version, ...defined });
+}
+
+/** Haraka's auth/auth_base over Waraka's `auth` hook (the core runs the
+ * SASL exchange): PLAIN and LOGIN are checked by the plugin's
+ * `check_plain_passwd(connection, user, password, cb)` (`cb(true)`
+ * accepts), or else by its `get_plain_passwd(user, [connection,] cb)` (`cb`
+ * gets the stored cleartext password, compared). Other mechanisms go on to
+ * the next plugin; an authorisation identity other than the user is
+ * refused. */
+function authVerdict(self, attempt, connection) {
+  if (attempt.authzid !== undefined && attempt.authzid !== attempt.user) {
+    return deny('Authorisation identity not allowed');
+  }
+  if (!['PLAIN', 'LOGIN'].includes(attempt.mechanism)) return cont;
+  let answer;
+  const done = (value) => {
+    answer ??= { value };
+  };
+  if (typeof self.check_plain_passwd === 'function') {
+    self.check_plain_passwd(connection, attempt.user, attempt.secret, done);
+    if (answer) return answer.value ? ok() : deny();
+  } else {
+    if (self.get_plain_passwd.length >= 3) {
+      self.get_plain_passwd(attempt.user, connection, done);
+    } else {
+      self.get_plain_passwd(attempt.user, done);
+    }
+    if (answer) return answer.value !== undefined && answer.value !== null && String(answer.value) === attempt.secret ? ok() : deny();
+  }
+  warn(`${self.name}: the password check returned without calling its callback: answering DENYSOFT`);
+  return denysoft();
 }
 
 /** Applies a `rcpt` hook's change of `params[0].user` or `.host` to the

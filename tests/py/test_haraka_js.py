@@ -10,9 +10,10 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import ROOT, Waraka, example_plugin, install_plugin, timed_build
+from harness import ROOT, Waraka, example_plugin, install_plugin, timed_build, try_login
 
 NAME = "rcpt_to.haraka_disposable"
+AUTH = "auth.haraka_users"
 
 
 class HarakaPluginTest(unittest.TestCase):
@@ -20,20 +21,22 @@ class HarakaPluginTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.addClassCleanup(cls.tmp.cleanup)
-        example = example_plugin(ROOT / "examples/js" / NAME,
-                                 [ROOT / "sdk/js/waraka.js", ROOT / "sdk/js/haraka.js"], cls.tmp.name)
-        wasm, _ = timed_build(example)
+        sdk = [ROOT / "sdk/js/waraka.js", ROOT / "sdk/js/haraka.js"]
+        examples = {name: example_plugin(ROOT / "examples/js" / name, sdk, cls.tmp.name) for name in (NAME, AUTH)}
+        built = {name: timed_build(root)[0] for name, root in examples.items()}
 
         def setup(server):
             server.edit("config/host_list", lambda t: t + "example.com\n")
-            shutil.copy(example / f"{NAME}.ini", server.dir / "config" / f"{NAME}.ini")
-            server.edit("waraka.toml", lambda t: t.replace('plugins = ["', f'plugins = ["{NAME}", "', 1))
-            install_plugin(server, wasm, NAME)
+            server.edit("waraka.toml", lambda t: t.replace('plugins = ["', f'plugins = ["{NAME}", "{AUTH}", "', 1))
+            for name, root in examples.items():
+                shutil.copy(root / f"{name}.ini", server.dir / "config" / f"{name}.ini")
+                install_plugin(server, built[name], name)
 
         cls.server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup)
         cls.addClassCleanup(cls.server.stop)
         with cls.server.stopped_on_error():
             cls.loaded = cls.server.wait_for_log(rf"plugin loaded plugin={NAME.replace('.', '[.]')} ", timeout=300)
+            cls.server.wait_for_log(rf"plugin loaded plugin={AUTH.replace('.', '[.]')} ", timeout=300)
 
     def test_the_hooks_it_registers_are_the_ones_called(self):
         self.assertIn('hooks=["mail", "rcpt", "data-post"]', self.loaded)
@@ -68,6 +71,14 @@ class HarakaPluginTest(unittest.TestCase):
             s.ehlo()
             code, text = s.mail("someone@later.test")
         self.assertEqual((code, text), (450, b"4.7.1 Try again later"))
+
+    def test_an_auth_base_plugin_checks_the_passwords_of_its_ini_file(self):
+        port = self.server.port
+        self.assertEqual(try_login(port, "alice", "alice secret"), (235, "2.7.0 Authentication successful"))
+        self.assertEqual(try_login(port, "bob", "12345", mechanism="LOGIN")[0], 235, "an ini number, as text")
+        self.assertEqual(try_login(port, "alice", "bob secret"), (535, "5.7.8 Authentication credentials invalid"))
+        self.assertEqual(try_login(port, "mallory", "")[0], 535)
+        self.server.wait_for_log(r'authenticated user=alice plugin="auth\.haraka_users"')
 
 
 # A stand-in for waraka.js, so that node can load haraka.js outside a
@@ -169,6 +180,25 @@ assert.equal(built.helo('silent').tag, 'denysoft', 'no next(): DENYSOFT');
 assert.equal(built.helo('twice').tag, 'ok', 'the first next() counts');
 assert.deepEqual(built.helo('y').text, ['no', 'y']);
 assert.throws(() => haraka('u', { hook_lookup_rdns: () => {} }), /no Waraka hook for Haraka's lookup_rdns/);
+
+// auth/auth_base: check_plain_passwd decides PLAIN and LOGIN.
+const a = {};
+a.register = function () {
+  this.inherits('auth/auth_base');
+};
+a.check_plain_passwd = function (connection, user, password, cb) {
+  if (user !== 'silent') cb(password === 'right');
+};
+const auth = haraka('a', a);
+const attempt = (user, secret, mechanism = 'PLAIN', authzid = undefined) => ({ mechanism, user, secret, authzid });
+assert.equal(auth.auth(attempt('u', 'right')).tag, 'ok');
+assert.equal(auth.auth(attempt('u', 'right', 'LOGIN')).tag, 'ok');
+assert.equal(auth.auth(attempt('u', 'wrong')).tag, 'deny');
+assert.equal(auth.auth(attempt('silent', 'right')).tag, 'denysoft', 'no callback: DENYSOFT');
+assert.equal(auth.auth(attempt('u', 'right', 'CRAM-MD5')).tag, 'cont');
+assert.equal(auth.auth(attempt('u', 'right', 'PLAIN', 'admin')).tag, 'deny');
+assert.throws(() => haraka('b', { register() { this.inherits('queue/discard'); } }), /only auth\/auth_base/);
+assert.throws(() => haraka('c', { register() { this.inherits('auth/auth_base'); } }), /check_plain_passwd or get_plain_passwd/);
 console.log('haraka.js checks passed');
 """
 
