@@ -21,8 +21,8 @@
 // with `booleans`), `this.register_hook`, `this.inherits('auth/auth_base')`
 // with `check_plain_passwd` or `get_plain_passwd`, and `(next, connection, params)`
 // for the hooks of the SMTP session: `connection.remote`, `.local`,
-// `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.transaction` with
-// `.notes`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
+// `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.results`,
+// `.transaction` with `.notes`, `.results`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
 // `.remove_header`; `params[0]` is an Address (`user`, `host`,
 // `address()`, `format()`), and a recipient whose `user` or `host` a `rcpt`
 // hook changes is rewritten, as in Haraka.
@@ -187,6 +187,64 @@ export function notesOf(scope) {
   );
 }
 
+/** haraka-results' keys whose values are lists (`add` appends to them). */
+const RESULT_LISTS = ['pass', 'fail', 'skip', 'err', 'msg'];
+
+/** Haraka's `results` store (haraka-results) of `scope`, kept in the notes
+ * (`results.PLUGIN`, JSON) so that every plugin of the connection or
+ * transaction reads what the others found. */
+export function resultsOf(scope) {
+  const key = (plugin) => `results.${typeof plugin === 'string' ? plugin : plugin.name}`;
+  const load = (plugin) => {
+    const value = notes.get(scope, key(plugin));
+    return value === undefined ? {} : JSON.parse(value);
+  };
+  const save = (plugin, result) => notes.set(scope, key(plugin), JSON.stringify(result));
+  return {
+    /** Appends to `pass`, `fail`, `skip`, `err`, `msg`; sets other keys. */
+    add(plugin, found) {
+      const result = load(plugin);
+      for (const [k, v] of Object.entries(found)) {
+        if (k === 'emit') continue;
+        if (RESULT_LISTS.includes(k)) (result[k] ??= []).push(...(Array.isArray(v) ? v : [v]));
+        else result[k] = v;
+      }
+      save(plugin, result);
+      if (found.emit) info(`${key(plugin).slice(8)}: ${this.collate(plugin)}`);
+      return result;
+    },
+    /** Appends to the lists of any keys. */
+    push(plugin, found) {
+      const result = load(plugin);
+      for (const [k, v] of Object.entries(found)) (result[k] ??= []).push(...(Array.isArray(v) ? v : [v]));
+      save(plugin, result);
+      return result;
+    },
+    /** Adds to numbers. */
+    incr(plugin, found) {
+      const result = load(plugin);
+      for (const [k, v] of Object.entries(found)) result[k] = (Number(result[k]) || 0) + Number(v);
+      save(plugin, result);
+      return result;
+    },
+    /** What `plugin` found (an empty object when nothing). */
+    get: (plugin) => load(plugin),
+    /** Whether `plugin`'s `k` is, or holds, `value` (a string or a RegExp). */
+    has(plugin, k, value) {
+      const found = load(plugin)[k];
+      const matches = (v) => (value instanceof RegExp ? value.test(String(v)) : v === value);
+      return Array.isArray(found) ? found.some(matches) : found !== undefined && matches(found);
+    },
+    /** One line of what `plugin` found, `key: values` separated by commas. */
+    collate(plugin) {
+      return Object.entries(load(plugin))
+        .filter(([, v]) => !(Array.isArray(v) && v.length === 0))
+        .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`)
+        .join(', ');
+    },
+  };
+}
+
 /** A log line of Haraka-style arguments: strings, numbers and addresses
  * joined; connection and plugin objects (Haraka passes them for context)
  * left out. */
@@ -334,6 +392,7 @@ function transactionObject() {
   return {
     uuid: id,
     notes: notesOf('transaction'),
+    results: resultsOf('transaction'),
     get mail_from() {
       const sender = envelope.sender();
       return sender ? Address.of(sender) : null;
@@ -408,6 +467,7 @@ function connectionObject(capabilities) {
       return transactionObject();
     },
     notes: notesOf('connection'),
+    results: resultsOf('connection'),
     capabilities,
     ...logMethods(),
   };

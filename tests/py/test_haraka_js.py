@@ -62,7 +62,7 @@ class HarakaPluginTest(unittest.TestCase):
         added = [p for p in self.server.maildir() if p not in before]
         self.assertEqual(sorted(p.parts[-3] for p in added), ["myname", "other"], "rewritten to myname@")
         for path in added:
-            self.assertIn(b"X-Disposable: 1 of 2 for sender@py.test via client.test\r\n", path.read_bytes())
+            self.assertIn(b"X-Disposable: 1 of 2 for sender@py.test via client.test (pass: loopback)\r\n", path.read_bytes())
         self.server.wait_for_log(r"Got recipient: <myname-29991231@example\.com>")
         self.server.wait_for_log(r"Email address now: <myname@example\.com>")
 
@@ -105,7 +105,7 @@ export const trace = () => {}, debug = () => {}, info = () => {}, warn = () => {
 
 MODULE_CHECKS = r"""
 import assert from 'node:assert/strict';
-import { Address, haraka, harakaConfig, notesOf, parseIni, verdictOf } from './haraka.js';
+import { Address, haraka, harakaConfig, notesOf, parseIni, resultsOf, verdictOf } from './haraka.js';
 import { files, notes } from './waraka.js';
 
 assert.deepEqual(verdictOf(DENY, 'No'), { tag: 'deny', text: 'No', code: undefined, enhanced: undefined });
@@ -148,6 +148,21 @@ assert.equal(txn.get('text'), 'plain');
 assert.deepEqual(Object.keys(txn).sort(), ['count', 'list', 'text']);
 delete txn.count;
 assert.equal(txn.count, undefined);
+
+const results = resultsOf('connection');
+results.add({ name: 'dnsbl' }, { pass: 'zen', msg: 'listed nowhere' });
+results.add('dnsbl', { pass: ['b', 'c'], fail: 'x', zone: 'zen', emit: true });
+results.incr('karma', { score: 2 });
+results.incr('karma', { score: -3 });
+results.push('karma', { history: 1 });
+assert.deepEqual(results.get('dnsbl'), { pass: ['zen', 'b', 'c'], msg: ['listed nowhere'], fail: ['x'], zone: 'zen' });
+assert.ok(results.has('dnsbl', 'pass', 'b'));
+assert.ok(results.has('dnsbl', 'zone', /^ze/));
+assert.ok(!results.has('dnsbl', 'fail', 'y'));
+assert.deepEqual(results.get('karma'), { score: -1, history: [1] });
+assert.equal(results.collate('dnsbl'), 'pass: zen, b, c, msg: listed nowhere, fail: x, zone: zen');
+assert.deepEqual(results.get('nobody'), {});
+assert.equal(notes.get('connection', 'results.dnsbl'), JSON.stringify(results.get('dnsbl')), 'in the notes');
 
 const address = new Address('me', 'example.com');
 assert.equal(String(address), '<me@example.com>');

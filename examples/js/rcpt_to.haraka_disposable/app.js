@@ -6,7 +6,7 @@
 // Around it, what a Haraka plugin usually does besides: `register()` reads
 // its ini file with a declared boolean, a `data_post` hook reads the
 // transaction's notes and recipients and adds a header, and `mail` marks
-// connections from the loopback address in a connection note.
+// connections from the loopback address in a connection note and result.
 
 import { haraka } from './haraka.js';
 const plugin = {};
@@ -44,6 +44,7 @@ plugin.hook_rcpt = function (next, connection, params) {
 plugin.hook_mail = function (next, connection, params) {
     if (connection.remote.ip === '127.0.0.1') {
         connection.notes.loopback = { since: connection.uuid, helo: connection.hello.host };
+        connection.results.add(this, { pass: 'loopback' });
     }
     if (params[0].host === this.cfg.main.refused_sender_domain) {
         return next(DENYSOFT, "Try again later");
@@ -55,7 +56,8 @@ plugin.hook_data_post = function (next, connection) {
     var txn = connection.transaction;
     if (this.cfg.main.add_header && txn.notes.disposable) {
         txn.add_header('X-Disposable', txn.notes.disposable + ' of ' + txn.rcpt_to.length +
-            ' for ' + txn.mail_from.address() + ' via ' + connection.notes.loopback.helo);
+            ' for ' + txn.mail_from.address() + ' via ' + connection.notes.loopback.helo +
+            ' (' + connection.results.collate(this) + ')');
     }
     next();
 };
