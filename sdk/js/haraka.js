@@ -1,19 +1,22 @@
 // Haraka's plugin API over the Waraka SDK, for bringing Haraka plugins to
 // Waraka as JavaScript components with their code as it was.
 //
-// A Haraka plugin is a module whose `exports` hold `register()`, `hook_*`
-// functions and helpers. Keep them, with `exports.` renamed to `plugin.`,
-// and end the file with one `export`:
+// A Haraka plugin is a CommonJS module whose `exports` hold `register()`,
+// `hook_*` functions and helpers. Put its code between an import line and
+// one `export` line:
 //
 //     import { haraka } from './haraka.js';
-//     const plugin = {};
 //
-//     plugin.hook_rcpt = function (next, connection, params) {
+//     exports.hook_rcpt = function (next, connection, params) {
 //       if (params[0].host === 'example.net') return next(DENY, 'Not here');
 //       next();
 //     };
 //
-//     export const hooks = haraka('rcpt_to.not_here', plugin);
+//     export const hooks = haraka('rcpt_to.not_here', exports);
+//
+// `exports`, `module.exports` and `require` are globals here, as in Node;
+// `require` knows `haraka-constants`, `address-rfc2821` and `util`
+// (`format`, `inspect`).
 //
 // What Haraka gives a plugin is here: the return codes as globals (`OK`,
 // `DENY`, `DENYSOFT`, ...), `this.loginfo` and the other log levels,
@@ -77,6 +80,39 @@ export const constants = {
   DENYSOFTDISCONNECT: 909,
 };
 Object.assign(globalThis, constants);
+
+/** Node's `util.format`: `%s`, `%d`, `%i`, `%f`, `%j`, `%o`, `%O` and `%%`
+ * filled in order, the rest appended. */
+function format(first, ...args) {
+  if (typeof first !== 'string') return [first, ...args].map(inspect).join(' ');
+  let text = first.replace(/%([sdifjoO%])/g, (all, kind) => {
+    if (kind === '%') return '%';
+    if (args.length === 0) return all;
+    const value = args.shift();
+    if (kind === 's') {
+      const own = value !== null && typeof value === 'object' && !Array.isArray(value) && value.toString !== Object.prototype.toString;
+      return own ? String(value) : inspect(value);
+    }
+    if (kind === 'd' || kind === 'i' || kind === 'f') {
+      const n = Number(value);
+      return String(kind === 'i' ? Math.trunc(n) : n);
+    }
+    return inspect(value);
+  });
+  for (const value of args) text += ' ' + (typeof value === 'string' ? value : inspect(value));
+  return text;
+}
+
+/** Node's `util.inspect`, roughly: strings as they are, other values as JSON. */
+function inspect(value) {
+  if (typeof value === 'string') return value;
+  if (value instanceof Error) return String(value.stack ?? value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
 
 const VERDICTS = new Map([
   [constants.OK, ok],
@@ -500,6 +536,26 @@ const HOOKS = {
     'first',
   ],
 };
+
+/** The modules `require` gives a Haraka plugin. */
+const MODULES = {
+  'haraka-constants': constants,
+  'address-rfc2821': { Address },
+  util: { format, inspect },
+};
+
+/** Node's `require` for the modules Haraka plugins use that Waraka has. */
+function require(id) {
+  const found = MODULES[id.replace(/^node:/, '')];
+  if (!found) {
+    throw new Error(`require('${id}'): not in Waraka's sandbox (there: ${Object.keys(MODULES).join(', ')}); use the capabilities haraka.js exports`);
+  }
+  return found;
+}
+
+globalThis.module = { exports: {} };
+globalThis.exports = globalThis.module.exports;
+globalThis.require = require;
 
 /** The `hooks` export of a Haraka plugin: `name`, the plugin's `exports`
  * object (`register()`, `hook_*` and whatever else it defines), and

@@ -65,6 +65,7 @@ class HarakaPluginTest(unittest.TestCase):
             self.assertIn(b"X-Disposable: 1 of 2 for sender@py.test via client.test (pass: loopback)\r\n", path.read_bytes())
         self.server.wait_for_log(r"Got recipient: <myname-29991231@example\.com>")
         self.server.wait_for_log(r"Email address now: <myname@example\.com>")
+        self.server.wait_for_log(r"MAIL FROM <sender@py\.test> with \{\}")
 
     def test_a_setting_of_its_ini_file_answers_denysoft(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
@@ -163,6 +164,16 @@ assert.deepEqual(results.get('karma'), { score: -1, history: [1] });
 assert.equal(results.collate('dnsbl'), 'pass: zen, b, c, msg: listed nowhere, fail: x, zone: zen');
 assert.deepEqual(results.get('nobody'), {});
 assert.equal(notes.get('connection', 'results.dnsbl'), JSON.stringify(results.get('dnsbl')), 'in the notes');
+
+// CommonJS globals and the modules require() knows.
+assert.equal(typeof exports, 'object');
+assert.equal(module.exports, exports);
+assert.equal(require('haraka-constants').DENY, 902);
+assert.equal(new (require('address-rfc2821').Address)('a', 'b.c').address(), 'a@b.c');
+const util = require('node:util');
+assert.equal(util.format('%s is %d%% of %j', new Address('a', 'b'), 42, { x: [1] }, 'more'), '<a@b> is 42% of {"x":[1]} more');
+assert.equal(util.inspect('text'), 'text');
+assert.throws(() => require('pg'), /require\('pg'\): not in Waraka's sandbox/);
 
 const address = new Address('me', 'example.com');
 assert.equal(String(address), '<me@example.com>');

@@ -8,22 +8,21 @@
 // auth/flat_file and auth/sql keep hashes, and are the better home for users.
 
 import { haraka } from './haraka.js';
-const plugin = {};
 
-plugin.register = function () {
+exports.register = function () {
     this.inherits('auth/auth_base');
     this.load_users();
 };
 
-plugin.load_users = function () {
+exports.load_users = function () {
     this.cfg = this.config.get('auth.haraka_users.ini', () => this.load_users());
 };
 
-plugin.get_plain_passwd = function (user, connection, cb) {
+exports.get_plain_passwd = function (user, connection, cb) {
     if (this.cfg.users && this.cfg.users[user]) {
         return cb(this.cfg.users[user].toString());
     }
     return cb();
 };
 
-export const hooks = haraka('auth.haraka_users', plugin);
+export const hooks = haraka('auth.haraka_users', exports);

@@ -1,7 +1,6 @@
 // rcpt_to.haraka_disposable: the Haraka talk's disposable-address plugin,
 // its code as it was in Haraka ("Writing a Plugin"), run through
-// `haraka.js`. Only the first two and the last line are new, and
-// `exports.` became `plugin.`.
+// `haraka.js`. Only the import line and the last line are new.
 //
 // Around it, what a Haraka plugin usually does besides: `register()` reads
 // its ini file with a declared boolean, a `data_post` hook reads the
@@ -9,16 +8,16 @@
 // connections from the loopback address in a connection note and result.
 
 import { haraka } from './haraka.js';
-const plugin = {};
+const util = require('util');
 
-plugin.register = function () {
+exports.register = function () {
     this.cfg = this.config.get('rcpt_to.haraka_disposable.ini', {
         booleans: ['+main.add_header'],
     });
 };
 
 // The talk's plugin, as it was.
-plugin.hook_rcpt = function (next, connection, params) {
+exports.hook_rcpt = function (next, connection, params) {
     var rcpt = params[0];
     this.loginfo("Got recipient: " + rcpt);
     // Check user matches regex 'user-YYYYMMDD':
@@ -41,7 +40,8 @@ plugin.hook_rcpt = function (next, connection, params) {
     next();
 };
 
-plugin.hook_mail = function (next, connection, params) {
+exports.hook_mail = function (next, connection, params) {
+    this.loginfo(util.format('MAIL FROM %s with %j', params[0], params[1]));
     if (connection.remote.ip === '127.0.0.1') {
         connection.notes.loopback = { since: connection.uuid, helo: connection.hello.host };
         connection.results.add(this, { pass: 'loopback' });
@@ -52,7 +52,7 @@ plugin.hook_mail = function (next, connection, params) {
     next();
 };
 
-plugin.hook_data_post = function (next, connection) {
+exports.hook_data_post = function (next, connection) {
     var txn = connection.transaction;
     if (this.cfg.main.add_header && txn.notes.disposable) {
         txn.add_header('X-Disposable', txn.notes.disposable + ' of ' + txn.rcpt_to.length +
@@ -62,4 +62,4 @@ plugin.hook_data_post = function (next, connection) {
     next();
 };
 
-export const hooks = haraka('rcpt_to.haraka_disposable', plugin);
+export const hooks = haraka('rcpt_to.haraka_disposable', exports);
