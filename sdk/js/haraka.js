@@ -360,6 +360,13 @@ export function parseIni(text, options = {}) {
   return result;
 }
 
+/** The type and options of `config.get(name, [type], [onChange], [options])`:
+ * the type follows the extension (`.ini`, `.json`, else `value`) unless given. */
+function configArgs(name, rest) {
+  const type = rest.find((a) => typeof a === 'string') ?? (name.endsWith('.ini') ? 'ini' : name.endsWith('.json') ? 'json' : 'value');
+  return { type, options: rest.find((a) => a && typeof a === 'object') ?? {} };
+}
+
 /** `this.config` of a Haraka plugin, reading the instance's `config/`. */
 export const harakaConfig = {
   /** `get(name, [type], [onChange], [options])`; the type follows the
@@ -367,8 +374,7 @@ export const harakaConfig = {
    * or `ini`. Files are read on each call (the host caches them), so there is
    * nothing to watch: `onChange` callbacks are never called. */
   get(name, ...rest) {
-    const type = rest.find((a) => typeof a === 'string') ?? (name.endsWith('.ini') ? 'ini' : name.endsWith('.json') ? 'json' : 'value');
-    const options = rest.find((a) => a && typeof a === 'object') ?? {};
+    const { type, options } = configArgs(name, rest);
     let text;
     try {
       text = config.read(name);
@@ -407,8 +413,7 @@ export const harakaConfig = {
  * defaults). */
 const buildTimeConfig = {
   get(name, ...rest) {
-    const type = rest.find((a) => typeof a === 'string') ?? (name.endsWith('.ini') ? 'ini' : name.endsWith('.json') ? 'json' : 'value');
-    const options = rest.find((a) => a && typeof a === 'object') ?? {};
+    const { type, options } = configArgs(name, rest);
     return { ini: parseIni('', options), list: [], data: [] }[type] ?? null;
   },
   getInt: (name, fallback) => fallback,
