@@ -634,10 +634,12 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   /** Runs `register()` with the instance's config before its first hook. */
   const registerOnce = () => {
     if (ready) return;
-    ready = true;
     const known = registered.length;
     self.config = harakaConfig;
+    // A register() that throws faults this hook call, and is tried again
+    // at the next: the hooks never run without what it sets up.
     exports.register?.call(self);
+    ready = true;
     for (const [hook] of registered.slice(known)) {
       if (!registered.slice(0, known).some(([h]) => h === hook)) {
         warn(`${name}: register() registered ${hook} only with this instance's config: not called (register it always)`);

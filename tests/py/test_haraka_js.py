@@ -207,6 +207,22 @@ assert.equal(built.helo('twice').tag, 'ok', 'the first next() counts');
 assert.deepEqual(built.helo('y').text, ['no', 'y']);
 assert.throws(() => haraka('u', { hook_lookup_rdns: () => {} }), /no Waraka hook for Haraka's lookup_rdns/);
 
+// A register() that throws with the instance's config faults the hook, and
+// is tried again at the next one.
+let attempts = 0;
+const flaky = haraka('f', {
+  register() {
+    if (this.config !== harakaConfig) return;
+    if (attempts++ === 0) throw new Error('not yet');
+    this.state = 'set up';
+  },
+  hook_data(next) {
+    next(OK, this.state ?? 'not set up');
+  },
+});
+assert.throws(() => flaky.data(), /not yet/);
+assert.equal(flaky.data().text, 'set up');
+
 // auth/auth_base: check_plain_passwd decides PLAIN and LOGIN.
 const a = {};
 a.register = function () {

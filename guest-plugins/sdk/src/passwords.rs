@@ -184,6 +184,20 @@ mod tests {
         "{SSHA256.HEX}fc2689ede7fb66fae5d6d3d51844c3069c09ed96b82f85b542127dbc63529a51a6af5a14",
     ];
 
+    /// Made by libxcrypt's `crypt(3)` (Python's `crypt`, Debian 12).
+    const LIBC_CRYPT: &[&str] = &[
+        "$2b$04$Zp.icK75boAdBNp0NLhjxul0AxD0G2YMNwNdZjI3BOTkG9wouAcEO",
+        "$2a$04$T8kPr2HCoFfs60oJLXZuVuIox/nROdKArLRy5.ZY0RzYpUkD9hHJa",
+    ];
+
+    #[test]
+    fn bcrypt_of_every_variant_matches_its_password_only() {
+        for stored in LIBC_CRYPT {
+            assert_eq!(check(stored, PASSWORD, false), Stored::Matches, "{stored}");
+            assert_eq!(check(stored, "correct horse", false), Stored::Differs, "{stored}");
+        }
+    }
+
     #[test]
     fn every_scheme_doveadm_makes_matches_its_password_only() {
         for stored in DOVEADM {
