@@ -13,7 +13,22 @@ import tempfile
 import tomllib
 import unittest
 
-from harness import BIN, SmtpReceiver, Waraka, auth_plain, free_port, make_cert, wait_for_port, wait_until
+from harness import (BIN, SmtpReceiver, Waraka, auth_plain, free_port, install_plugin, make_cert, timed_build,
+                     wait_for_port, wait_until)
+
+# A Haraka plugin of the administrator's own, as Haraka's plugin guide
+# writes one.
+MY_POLICY = """const constants = require('haraka-constants');
+
+exports.register = function () {
+    this.register_hook('rcpt', 'refuse_retired');
+};
+
+exports.refuse_retired = function (next, connection, params) {
+    if (params[0].user === 'retired') return next(constants.DENY, 'No such user');
+    next();
+};
+"""
 from test_geoip import write_asn
 
 HARAKA = pathlib.Path.home() / ".local/haraka/node_modules/.bin/haraka"
@@ -83,7 +98,7 @@ class ImportedInstance(unittest.TestCase):
         write(config, "relay_acl_allow", "192.0.2.0/24\n")
         write(config, "outbound.ini", "temp_fail_intervals=1m, 5m*2\nconcurrency_max=7\n")
         (cls.haraka / "plugins").mkdir(exist_ok=True)
-        write(cls.haraka, "plugins/my_policy.js", "exports.hook_rcpt = (next) => next();\n")
+        write(cls.haraka, "plugins/my_policy.js", MY_POLICY)
 
         def imported(server):
             shutil.rmtree(server.dir)
@@ -131,6 +146,32 @@ class ImportedInstance(unittest.TestCase):
         users = (config / "auth/flat_file.ini").read_text()
         self.assertRegex(users, r"\[users\]\nalice = \$argon2id\$.*\nbob@import\.test = \$argon2id\$")
         self.assertNotIn("wonder land", users)
+
+    def test_a_plugin_of_ones_own_is_laid_out_to_build_with_haraka_js(self):
+        source = self.server.dir / "src/my_policy"
+        self.assertIn(MY_POLICY, (source / "app.js").read_text())
+        self.assertTrue((source / "haraka.js").exists())
+        self.assertRegex(self.result.stdout, r"its code is in src/my_policy/app\.js, run by haraka\.js: "
+                                             r"`waraka plugin build src/my_policy`")
+        wasm, _ = timed_build(source)
+        checked = subprocess.run([BIN, "plugin", "check", str(wasm)], capture_output=True, text=True)
+        self.assertEqual(checked.returncode, 0, checked.stderr)
+        # Installed as the report says, it answers in the imported chain.
+        install_plugin(self.server, wasm, "my_policy")
+        imported = (self.server.dir / "waraka.toml").read_text()
+        self.server.edit("waraka.toml", lambda t: t.replace("plugins = [", 'plugins = ["my_policy", ', 1))
+        try:
+            self.server.reload()
+            self.server.wait_for_log(r'plugin loaded plugin=my_policy .*hooks=\["rcpt"\]', timeout=300)
+            with smtplib.SMTP("127.0.0.1", self.mx_port, timeout=30) as s:
+                s.ehlo("client.example")
+                s.mail("someone@example.org")
+                code, text = s.rcpt("retired@import.test")
+            self.assertEqual(code, 550)
+            self.assertIn(b"No such user", text)
+        finally:
+            self.server.edit("waraka.toml", lambda t: imported)
+            self.server.reload()
 
     def test_report_tells_what_was_not_carried(self):
         report = self.result.stdout

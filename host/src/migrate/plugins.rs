@@ -347,21 +347,36 @@ pub fn carry(h: &HarakaDir, t: &mut Target, plugins: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A plugin the table does not know: the administrator's own, or a package.
+/// A plugin the table does not know: the administrator's own (a single
+/// file is laid out under `src/` as a JavaScript plugin run by
+/// `haraka.js`), or a package.
 fn unknown(h: &HarakaDir, t: &mut Target, name: &str) {
-    let own = [format!("plugins/{name}.js"), format!("plugins/{name}/package.json")]
-        .into_iter()
-        .find(|p| h.install_path(p).exists());
-    let line = match own {
-        Some(path) => format!(
-            "plugin {name} ({path}): a plugin of your own; build its code into a WebAssembly component \
-             (`waraka plugin new {name} --lang js` makes a skeleton whose haraka.js runs a Haraka plugin's \
-             hooks; docs/plugins-in-js.md#haraka-plugins)"
-        ),
-        None => format!(
+    let file = format!("plugins/{name}.js");
+    let line = if let Ok(code) = std::fs::read_to_string(h.install_path(&file)) {
+        match crate::scaffold::port_haraka_plugin(&t.path("src"), name, &code) {
+            Ok(root) => {
+                let dir = root.strip_prefix(t.path("")).unwrap_or(&root).display().to_string();
+                let base = name.rsplit('/').next().unwrap_or(name);
+                format!(
+                    "plugin {name} ({file}): a plugin of your own; its code is in {dir}/app.js, run by haraka.js: \
+                     `waraka plugin build {dir}` (componentize-js), copy {dir}/{base}.wasm to plugins/{name}.wasm \
+                     and add \"{name}\" to plugins in waraka.toml (docs/plugins-in-js.md#haraka-plugins)"
+                )
+            }
+            Err(e) => {
+                format!("plugin {name} ({file}): a plugin of your own, not laid out ({e:#}); docs/plugins-in-js.md")
+            }
+        }
+    } else if h.install_path(&format!("plugins/{name}/package.json")).exists() {
+        format!(
+            "plugin {name} (plugins/{name}/): a plugin of your own in several files; `waraka plugin new {name} --lang js` \
+             makes a skeleton whose haraka.js runs its code (docs/plugins-in-js.md#haraka-plugins)"
+        )
+    } else {
+        format!(
             "plugin {name}: not one Waraka knows (an npm package?); a WebAssembly component can do its job \
              (docs/plugins-in-js.md)"
-        ),
+        )
     };
     t.report.review.push(line);
 }

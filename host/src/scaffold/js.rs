@@ -60,6 +60,17 @@ export const hooks = plugin({{
     )
 }
 
+/// The `app.js` that runs a Haraka plugin's `code` through `haraka.js`: the
+/// code as it is, between an import line and an export line.
+pub(super) fn haraka_app(name: &str, code: &str) -> String {
+    format!(
+        "// `{name}`: Haraka's plugins/{name}.js, run by haraka.js (see its first lines).\n\
+         import {{ haraka }} from './haraka.js';\n\n{code}\n\
+         export const hooks = haraka('{name}', module.exports);\n",
+        code = code.trim_end()
+    )
+}
+
 /// Runs componentize-js on `app.js`, giving `DIR/<dir name>.wasm`. HTTP and
 /// the fetch event are left out: the plugin world does not import them.
 pub(super) fn build(dir: &Path) -> Result<PathBuf> {

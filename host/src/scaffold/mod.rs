@@ -168,6 +168,23 @@ pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// Lays out a Haraka plugin's `code` (the text of its `plugins/NAME.js`) as
+/// the JavaScript plugin `name` in `dir/<last part of name>`, run by
+/// `haraka.js`, and returns that path: the skeleton of `new_plugin` with
+/// the code as its `app.js`.
+pub fn port_haraka_plugin(dir: &Path, name: &str, code: &str) -> Result<PathBuf> {
+    let root = new_plugin(dir, name, Lang::Js)?;
+    std::fs::remove_file(root.join(format!("config/{name}.list")))?;
+    write(&root.join("app.js"), &js::haraka_app(name, code))?;
+    write(
+        &root.join(format!("docs/{name}.md")),
+        &format!(
+            "# {name}\n\nHaraka's `plugins/{name}.js`, run by `haraka.js` (docs/plugins-in-js.md#haraka-plugins).\n"
+        ),
+    )?;
+    Ok(root)
+}
+
 /// Builds the plugin in `dir` with its language's toolchain and returns the
 /// component's path. The language is told by the marker file: `Cargo.toml`
 /// (Rust, built by cargo), `app.js` (componentize-js), `app.py`
@@ -186,6 +203,19 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_haraka_plugin_is_laid_out_with_its_code_as_app_js() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = "exports.hook_rcpt = function (next) { next(); };\n";
+        let root = port_haraka_plugin(dir.path(), "rcpt_to.mine", code).unwrap();
+        let app = std::fs::read_to_string(root.join("app.js")).unwrap();
+        assert!(app.contains("import { haraka } from './haraka.js';"));
+        assert!(app.contains(code.trim_end()));
+        assert!(app.ends_with("export const hooks = haraka('rcpt_to.mine', module.exports);\n"));
+        assert!(root.join("haraka.js").exists() && root.join("wit/world.wit").exists());
+        assert!(!root.join("config/rcpt_to.mine.list").exists());
+    }
 
     #[test]
     fn the_skeleton_carries_every_wit_file() {
