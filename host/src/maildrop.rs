@@ -366,12 +366,9 @@ impl Outcome {
 
 impl Pickup {
     /// Picks up until `stop`; a message being handed in when it comes is
-    /// finished first.
+    /// finished first. The maildrop is prepared already (see
+    /// [`Maildrop::prepare`]), before the server takes connections.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        if let Err(e) = self.maildrop.prepare() {
-            error!(dir = %self.maildrop.dir.display(), "maildrop: {e}; mail left while the server is down is not kept");
-            return;
-        }
         info!(dir = %self.maildrop.dir.display(), "maildrop pickup");
         loop {
             self.pick_up_all(&stop).await;

@@ -283,8 +283,23 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
     let sendmail = &instance.config.sendmail;
     let local_mail = (!instance.embedded && sendmail.enabled).then(|| {
         let hand_in = local_submissions(shared.clone(), sendmail.allowed_users.clone(), stop_rx.clone());
-        let pickup = sendmail.maildrop.then(|| maildrop::Pickup {
-            maildrop: maildrop::Maildrop::at(maildrop::dir(&instance.root)),
+        // The maildrop is made here, before any listener, so that it is
+        // there for `sendmail` once the server is seen to be up.
+        let maildrop = sendmail
+            .maildrop
+            .then(|| maildrop::Maildrop::at(maildrop::dir(&instance.root)))
+            .filter(|maildrop| match maildrop.prepare() {
+                Ok(()) => true,
+                Err(e) => {
+                    error!(
+                        "maildrop {}: {e}; mail left while the server is down is not kept",
+                        maildrop::dir(&instance.root).display()
+                    );
+                    false
+                }
+            });
+        let pickup = maildrop.map(|maildrop| maildrop::Pickup {
+            maildrop,
             hand_in: hand_in.clone(),
             notices: outbound.clone(),
             interval: sendmail.pickup_interval,
