@@ -287,16 +287,16 @@ pub async fn serve(instance: Instance, listen: Vec<(String, Role)>) -> Result<()
         // there for `sendmail` once the server is seen to be up.
         let maildrop = sendmail
             .maildrop
-            .then(|| maildrop::Maildrop::at(maildrop::dir(&instance.root)))
-            .filter(|maildrop| match maildrop.prepare() {
-                Ok(()) => true,
-                Err(e) => {
+            .then(|| maildrop::dir(&instance.root))
+            .and_then(|dir| {
+                let maildrop = maildrop::Maildrop::at(dir.clone());
+                let prepared = maildrop.prepare().inspect_err(|e| {
                     error!(
                         "maildrop {}: {e}; mail left while the server is down is not kept",
-                        maildrop::dir(&instance.root).display()
-                    );
-                    false
-                }
+                        dir.display()
+                    )
+                });
+                prepared.ok().map(|()| maildrop)
             });
         let pickup = maildrop.map(|maildrop| maildrop::Pickup {
             maildrop,

@@ -453,6 +453,8 @@ function transactionObject() {
 
 /** `connection` of a Haraka hook call, read from the session as it is asked. */
 function connectionObject(capabilities) {
+  // A hook call is inside one transaction or none: ask the host once.
+  let transaction;
   return {
     get uuid() {
       return session.connectionId();
@@ -505,7 +507,8 @@ function connectionObject(capabilities) {
       return session.earlyTalker();
     },
     get transaction() {
-      return transactionObject();
+      if (transaction === undefined) transaction = transactionObject();
+      return transaction;
     },
     notes: notesOf('connection'),
     results: resultsOf('connection'),

@@ -14,12 +14,12 @@ WARAKA_TEST_JOBS sets how many run at once (default: the number of CPUs, at
 least 2). Modules listed in SLOW_FIRST start first so that a long one does not
 end the run alone. The exit status is 1 when any module failed.
 """
+import concurrent.futures
 import os
 import pathlib
 import re
 import subprocess
 import sys
-import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -51,57 +51,45 @@ class Totals:
     """What the finished modules reported, summed."""
 
     def __init__(self):
-        self.lock = threading.Lock()
         self.tests = 0
         self.counts = {}
         self.failed = []
 
     def add(self, name, status, output):
         """Prints a module's output and counts its result."""
+        sys.stdout.write(output)
+        sys.stdout.flush()
         ran = RAN.search(output)
         summary = SUMMARY.search(output)
-        with self.lock:
-            sys.stdout.write(output)
-            sys.stdout.flush()
-            self.tests += int(ran.group(1)) if ran else 0
-            if summary and summary.group(2):
-                for part in summary.group(2).split(", "):
-                    key, _, value = part.partition("=")
-                    self.counts[key] = self.counts.get(key, 0) + int(value)
-            if status != 0 or not summary or summary.group(1) != "OK":
-                self.failed.append(name)
+        self.tests += int(ran.group(1)) if ran else 0
+        if summary and summary.group(2):
+            for part in summary.group(2).split(", "):
+                key, _, value = part.partition("=")
+                self.counts[key] = self.counts.get(key, 0) + int(value)
+        if status != 0 or not summary or summary.group(1) != "OK":
+            self.failed.append(name)
 
 
-def run(name, totals):
-    """Runs one module and hands its output to `totals`."""
+def run(name):
+    """Runs one module: its exit status and its output, headed by its name."""
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "unittest", "-v", name], cwd=HERE,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace")
     header = f"=== {name} ({time.monotonic() - started:.1f}s, exit {proc.returncode})\n"
-    totals.add(name, proc.returncode, header + proc.stdout)
+    return proc.returncode, header + proc.stdout
 
 
 def main():
     jobs = int(os.environ.get("WARAKA_TEST_JOBS") or max(2, os.cpu_count() or 1))
-    queue = modules(sys.argv[1:])
     totals = Totals()
-    lock = threading.Lock()
     started = time.monotonic()
-
-    def worker():
-        while True:
-            with lock:
-                if not queue:
-                    return
-                name = queue.pop(0)
-            run(name, totals)
-
-    threads = [threading.Thread(target=worker) for _ in range(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # The pool starts the modules in the order given; each is counted here,
+    # in this thread, as it ends.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        running = {pool.submit(run, name): name for name in modules(sys.argv[1:])}
+        for done in concurrent.futures.as_completed(running):
+            totals.add(running[done], *done.result())
     print("=" * 70)
     print(f"Ran {totals.tests} tests in {time.monotonic() - started:.1f}s ({jobs} modules at a time)")
     extra = ", ".join(f"{k}={v}" for k, v in sorted(totals.counts.items()))

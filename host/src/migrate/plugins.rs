@@ -7,6 +7,7 @@ use super::server::plugin_timeout;
 use super::target::Target;
 use super::translate::*;
 use anyhow::Result;
+use std::path::Path;
 
 /// What a Haraka plugin's settings become.
 enum Settings {
@@ -353,16 +354,19 @@ pub fn carry(h: &HarakaDir, t: &mut Target, plugins: &[String]) -> Result<()> {
 fn unknown(h: &HarakaDir, t: &mut Target, name: &str) {
     let file = format!("plugins/{name}.js");
     let line = if let Ok(code) = std::fs::read_to_string(h.install_path(&file)) {
-        match crate::scaffold::port_haraka_plugin(&t.path("src"), name, &code) {
-            Ok(root) => {
-                let dir = root.strip_prefix(t.path("")).unwrap_or(&root).display().to_string();
-                let base = name.rsplit('/').next().unwrap_or(name);
-                format!(
-                    "plugin {name} ({file}): a plugin of your own; its code is in {dir}/app.js, run by haraka.js: \
-                     `waraka plugin build {dir}` (componentize-js), copy {dir}/{base}.wasm to plugins/{name}.wasm \
-                     and add \"{name}\" to plugins in waraka.toml (docs/plugins-in-js.md#haraka-plugins)"
-                )
-            }
+        let in_instance = |path: &Path| path.strip_prefix(t.path("")).unwrap_or(path).display().to_string();
+        let laid_out = crate::scaffold::port_haraka_plugin(&t.path("src"), name, &code).and_then(|root| {
+            Ok((
+                in_instance(&root),
+                in_instance(&crate::scaffold::component_path(&root)?),
+            ))
+        });
+        match laid_out {
+            Ok((dir, wasm)) => format!(
+                "plugin {name} ({file}): a plugin of your own; its code is in {dir}/app.js, run by haraka.js: \
+                 `waraka plugin build {dir}` (componentize-js), copy {wasm} to plugins/{name}.wasm \
+                 and add \"{name}\" to plugins in waraka.toml (docs/plugins-in-js.md#haraka-plugins)"
+            ),
             Err(e) => {
                 format!("plugin {name} ({file}): a plugin of your own, not laid out ({e:#}); docs/plugins-in-js.md")
             }

@@ -93,7 +93,7 @@ fn base_name(name: &str) -> &str {
 }
 
 /// Where the JS, Python and C builds write the component: `DIR/<dir name>.wasm`.
-fn component_path(dir: &Path) -> Result<PathBuf> {
+pub fn component_path(dir: &Path) -> Result<PathBuf> {
     let name = dir.file_name().and_then(|n| n.to_str()).context("directory name")?;
     Ok(dir.join(format!("{name}.wasm")))
 }
