@@ -1,7 +1,8 @@
 /*
- * The Waraka plugin SDK for C: the exports of the `hooks` interface, which
- * convert the WIT values to NUL-terminated strings and call the plugin's
- * `waraka_hook_*` functions, and the helpers declared in waraka.h.
+ * The Waraka plugin SDK for C: the exports of the `hooks` and
+ * `outbound-hooks` interfaces, which convert the WIT values to
+ * NUL-terminated strings and call the plugin's `waraka_hook_*` functions,
+ * and the helpers declared in waraka.h.
  */
 #include "waraka.h"
 
@@ -31,6 +32,13 @@ WEAK void waraka_hook_queue_ok(const char *queue_id);
 WEAK void waraka_hook_reset_transaction(void);
 WEAK void waraka_hook_disconnect(void);
 WEAK void waraka_hook_deny(const waraka_denial_t *denial, waraka_verdict_t *verdict);
+WEAK void waraka_hook_send_email(const waraka_delivery_t *delivery, waraka_send_decision_t *decision);
+WEAK void waraka_hook_get_mx(const waraka_delivery_t *delivery, waraka_next_hops_t *hops);
+WEAK bool waraka_hook_deferred(const waraka_delivery_t *delivery, const waraka_failures_t *failures,
+                               uint32_t retry_in, uint32_t *wait);
+WEAK bool waraka_hook_bounce(const waraka_delivery_t *delivery, const waraka_failures_t *failures);
+WEAK void waraka_hook_delivered(const waraka_delivery_t *delivery, const waraka_lines_t *recipients,
+                                const char *host, const char *reply);
 
 /* ---- strings ---- */
 
@@ -292,6 +300,11 @@ void exports_waraka_plugin_hooks_describe(exports_waraka_plugin_hooks_plugin_inf
         {"reset-transaction", waraka_hook_reset_transaction != NULL},
         {"disconnect", waraka_hook_disconnect != NULL},
         {"deny", waraka_hook_deny != NULL},
+        {"send-email", waraka_hook_send_email != NULL},
+        {"get-mx", waraka_hook_get_mx != NULL},
+        {"deferred", waraka_hook_deferred != NULL},
+        {"bounce", waraka_hook_bounce != NULL},
+        {"delivered", waraka_hook_delivered != NULL},
     };
     size_t count = sizeof hooks / sizeof hooks[0];
     plugin_string_dup(&ret->name, waraka_plugin_name);
@@ -418,4 +431,130 @@ void exports_waraka_plugin_hooks_deny(exports_waraka_plugin_hooks_denial_t *arg,
     free(denial.hook);
     free(denial.plugin);
     waraka_plugin_types_denial_free(arg);
+}
+
+/* ---- the exported outbound hooks ---- */
+
+typedef exports_waraka_plugin_outbound_hooks_delivery_t wit_delivery_t;
+typedef exports_waraka_plugin_outbound_hooks_list_recipient_failure_t wit_failures_t;
+
+/* Takes a WIT delivery into C strings, freeing it. */
+static waraka_delivery_t delivery_from_wit(wit_delivery_t *wit) {
+    waraka_delivery_t delivery = {
+        .id = waraka_strdup_wit(&wit->id),
+        .domain = waraka_strdup_wit(&wit->domain),
+        .sender = waraka_strdup_wit(&wit->sender),
+        .recipients = lines_from_wit(&wit->recipients),
+        .attempts = wit->attempts,
+        .arrival_ms = wit->arrival_ms,
+    };
+    plugin_string_free(&wit->id);
+    plugin_string_free(&wit->domain);
+    plugin_string_free(&wit->sender);
+    return delivery;
+}
+
+static void delivery_free(waraka_delivery_t *delivery) {
+    free(delivery->id);
+    free(delivery->domain);
+    free(delivery->sender);
+    waraka_lines_free(&delivery->recipients);
+}
+
+/* Takes a WIT list of failures into C strings, freeing it. */
+static waraka_failures_t failures_from_wit(wit_failures_t *wit) {
+    waraka_failures_t failures = {calloc(wit->len + 1, sizeof(waraka_failure_t)), wit->len};
+    for (size_t i = 0; i < wit->len; i++) {
+        failures.ptr[i].recipient = waraka_strdup_wit(&wit->ptr[i].recipient);
+        failures.ptr[i].status = waraka_strdup_wit(&wit->ptr[i].status);
+        failures.ptr[i].diagnostic = waraka_strdup_wit(&wit->ptr[i].diagnostic);
+    }
+    exports_waraka_plugin_outbound_hooks_list_recipient_failure_free(wit);
+    return failures;
+}
+
+static void failures_free(waraka_failures_t *failures) {
+    for (size_t i = 0; i < failures->len; i++) {
+        free(failures->ptr[i].recipient);
+        free(failures->ptr[i].status);
+        free(failures->ptr[i].diagnostic);
+    }
+    free(failures->ptr);
+}
+
+void waraka_delay(waraka_send_decision_t *decision, uint32_t seconds) {
+    decision->tag = EXPORTS_WARAKA_PLUGIN_OUTBOUND_HOOKS_SEND_DECISION_DELAY;
+    decision->val.delay = seconds;
+}
+
+void waraka_drop(waraka_send_decision_t *decision) {
+    decision->tag = EXPORTS_WARAKA_PLUGIN_OUTBOUND_HOOKS_SEND_DECISION_DROP;
+}
+
+void waraka_next_hops_push(waraka_next_hops_t *hops, const char *host, uint16_t port) {
+    waraka_next_hop_t *grown = realloc(hops->ptr, (hops->len + 1) * sizeof(waraka_next_hop_t));
+    if (grown == NULL)
+        abort();
+    hops->ptr = grown;
+    hops->ptr[hops->len++] = (waraka_next_hop_t){strdup(host), port};
+}
+
+void exports_waraka_plugin_outbound_hooks_send_email(wit_delivery_t *arg, waraka_send_decision_t *ret) {
+    ret->tag = EXPORTS_WARAKA_PLUGIN_OUTBOUND_HOOKS_SEND_DECISION_DELIVER;
+    waraka_delivery_t delivery = delivery_from_wit(arg);
+    if (waraka_hook_send_email)
+        waraka_hook_send_email(&delivery, ret);
+    delivery_free(&delivery);
+}
+
+bool exports_waraka_plugin_outbound_hooks_get_mx(wit_delivery_t *arg,
+                                                 exports_waraka_plugin_outbound_hooks_list_next_hop_t *ret) {
+    waraka_delivery_t delivery = delivery_from_wit(arg);
+    waraka_next_hops_t hops = {0};
+    if (waraka_hook_get_mx)
+        waraka_hook_get_mx(&delivery, &hops);
+    delivery_free(&delivery);
+    ret->ptr = calloc(hops.len + 1, sizeof *ret->ptr);
+    ret->len = hops.len;
+    for (size_t i = 0; i < hops.len; i++) {
+        plugin_string_dup(&ret->ptr[i].host, hops.ptr[i].host);
+        ret->ptr[i].port = hops.ptr[i].port;
+        free(hops.ptr[i].host);
+    }
+    free(hops.ptr);
+    return hops.len > 0;
+}
+
+bool exports_waraka_plugin_outbound_hooks_deferred(wit_delivery_t *arg, wit_failures_t *failures_arg,
+                                                   uint32_t retry_in, uint32_t *ret) {
+    waraka_delivery_t delivery = delivery_from_wit(arg);
+    waraka_failures_t failures = failures_from_wit(failures_arg);
+    bool replaced = waraka_hook_deferred && waraka_hook_deferred(&delivery, &failures, retry_in, ret);
+    delivery_free(&delivery);
+    failures_free(&failures);
+    return replaced;
+}
+
+bool exports_waraka_plugin_outbound_hooks_bounce(wit_delivery_t *arg, wit_failures_t *failures_arg) {
+    waraka_delivery_t delivery = delivery_from_wit(arg);
+    waraka_failures_t failures = failures_from_wit(failures_arg);
+    bool suppressed = waraka_hook_bounce && waraka_hook_bounce(&delivery, &failures);
+    delivery_free(&delivery);
+    failures_free(&failures);
+    return suppressed;
+}
+
+void exports_waraka_plugin_outbound_hooks_delivered(wit_delivery_t *arg, plugin_list_string_t *recipients_arg,
+                                                    plugin_string_t *host_arg, plugin_string_t *reply_arg) {
+    waraka_delivery_t delivery = delivery_from_wit(arg);
+    waraka_lines_t recipients = lines_from_wit(recipients_arg);
+    char *host = waraka_strdup_wit(host_arg), *reply = waraka_strdup_wit(reply_arg);
+    plugin_string_free(host_arg);
+    plugin_string_free(reply_arg);
+    if (waraka_hook_delivered)
+        waraka_hook_delivered(&delivery, &recipients, host, reply);
+    delivery_free(&delivery);
+    waraka_lines_free(&recipients);
+    free(host);
+    free(reply);
 }

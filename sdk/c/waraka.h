@@ -1,10 +1,12 @@
 /*
  * The Waraka plugin SDK for C, over the bindings wit-bindgen generates for
- * the `plugin` world (`build/plugin.h`, written by `waraka plugin build`).
+ * the `outbound-plugin` world (`build/plugin.h`, written by `waraka plugin
+ * build`).
  *
- * A plugin defines the hooks it wants as `waraka_hook_NAME` functions and
- * names itself once with WARAKA_PLUGIN; the SDK lists exactly the defined
- * hooks in `describe`, so the host calls nothing else:
+ * A plugin defines the hooks it wants as `waraka_hook_NAME` functions (the
+ * outbound hooks too) and names itself once with WARAKA_PLUGIN; the SDK
+ * lists exactly the defined hooks in `describe`, so the host calls nothing
+ * else:
  *
  *     #include "waraka.h"
  *
@@ -115,6 +117,67 @@ void waraka_hook_queue_ok(const char *queue_id);
 void waraka_hook_reset_transaction(void);
 void waraka_hook_disconnect(void);
 void waraka_hook_deny(const waraka_denial_t *denial, waraka_verdict_t *verdict);
+
+/* A queue entry the outbound hooks are asked about: a message for the
+ * recipients of one domain. */
+typedef struct waraka_delivery_t {
+    char *id;                  /* the queue id, as `waraka queue list` shows it */
+    char *domain;              /* the destination domain, lower-case */
+    char *sender;              /* `local@domain`; empty for a bounce */
+    waraka_lines_t recipients; /* the recipients still to deliver */
+    uint32_t attempts;         /* failed attempts so far */
+    uint64_t arrival_ms;       /* when it was queued, in ms since the epoch */
+} waraka_delivery_t;
+
+/* A recipient that failed: enhanced status ("5.1.1") and the remote reply
+ * or the local reason. */
+typedef struct waraka_failure_t {
+    char *recipient;
+    char *status;
+    char *diagnostic;
+} waraka_failure_t;
+
+typedef struct waraka_failures_t {
+    waraka_failure_t *ptr;
+    size_t len;
+} waraka_failures_t;
+
+/* What send_email decided; starts as "deliver now". */
+typedef exports_waraka_plugin_outbound_hooks_send_decision_t waraka_send_decision_t;
+
+/* A server to deliver to: a host name or an IP address, and a port. */
+typedef struct waraka_next_hop_t {
+    char *host;
+    uint16_t port;
+} waraka_next_hop_t;
+
+typedef struct waraka_next_hops_t {
+    waraka_next_hop_t *ptr;
+    size_t len;
+} waraka_next_hops_t;
+
+/* The outbound hooks (docs/hooks.md, "Outbound hooks"), asked by the
+ * delivery worker without a session; define the ones the plugin needs.
+ * send_email: waraka_delay or waraka_drop change the decision.
+ * get_mx: servers pushed with waraka_next_hops_push replace MX lookup and
+ * routes for this delivery; none pushed leaves it to them.
+ * deferred: return true and set *wait to replace the schedule's wait
+ * (retry_in seconds).
+ * bounce: return true to suppress the DSN to the sender.
+ * delivered: `host` accepted `recipients` with `reply`. */
+void waraka_hook_send_email(const waraka_delivery_t *delivery, waraka_send_decision_t *decision);
+void waraka_hook_get_mx(const waraka_delivery_t *delivery, waraka_next_hops_t *hops);
+bool waraka_hook_deferred(const waraka_delivery_t *delivery, const waraka_failures_t *failures, uint32_t retry_in,
+                          uint32_t *wait);
+bool waraka_hook_bounce(const waraka_delivery_t *delivery, const waraka_failures_t *failures);
+void waraka_hook_delivered(const waraka_delivery_t *delivery, const waraka_lines_t *recipients, const char *host,
+                           const char *reply);
+
+/* send_email decisions: wait `seconds` first (not a failed attempt), or
+ * drop the entry (the plugin took care of the mail; no delivery, no DSN). */
+void waraka_delay(waraka_send_decision_t *decision, uint32_t seconds);
+void waraka_drop(waraka_send_decision_t *decision);
+void waraka_next_hops_push(waraka_next_hops_t *hops, const char *host, uint16_t port);
 
 /* Verdicts. `code` 0, `enhanced` NULL and `format` NULL keep the hook's
  * default reply; `format` is printf-style and gives the reply text. */

@@ -28,7 +28,10 @@
 // `.transaction` with `.notes`, `.results`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
 // `.remove_header`; `params[0]` is an Address (`user`, `host`,
 // `address()`, `format()`), and a recipient whose `user` or `host` a `rcpt`
-// hook changes is rewritten, as in Haraka.
+// hook changes is rewritten, as in Haraka. The outbound hooks
+// (`send_email`, `get_mx`, `deferred`, `bounce`, `delivered`) get
+// `(next, hmail, params)` with `hmail.todo` (`uuid`, `domain`, `mail_from`,
+// `rcpt_to`, `queue_time`) and `hmail.num_failures`.
 //
 // Differences, because a hook call is one call into a sandbox:
 // - `next()` must be called before the hook function returns: the
@@ -46,6 +49,8 @@
 import {
   plugin as wrap,
   cont,
+  deliver,
+  delay,
   ok,
   deny,
   denysoft,
@@ -157,6 +162,12 @@ export class Address {
   /** The address of a WIT `address` record. */
   static of(record) {
     return new Address(record.localPart, record.domain);
+  }
+
+  /** The address of `local@domain` text (the null sender for ''). */
+  static parse(text) {
+    const at = text.lastIndexOf('@');
+    return at < 0 ? new Address(text, '') : new Address(text.slice(0, at), text.slice(at + 1));
   }
 
   /** `user@host` (or `user` without a host). */
@@ -545,6 +556,114 @@ const HOOKS = {
   ],
 };
 
+/** `hmail` of an outbound hook: the queue entry as Haraka's HMailItem shows
+ * it (`todo.notes` is empty: the transaction's notes stay with it). */
+function hmailObject(delivery) {
+  return {
+    todo: {
+      uuid: delivery.id,
+      queue_time: Number(delivery.arrivalMs),
+      domain: delivery.domain,
+      mail_from: Address.parse(delivery.sender),
+      rcpt_to: delivery.recipients.map(Address.parse),
+      notes: {},
+    },
+    num_failures: delivery.attempts,
+    ...logMethods(),
+  };
+}
+
+/** The recipients that failed, as the Error Haraka's `deferred` and
+ * `bounce` hooks get: its message the diagnostics, `bounced_rcpt` the
+ * addresses with `reason` and `dsn_status`. */
+function failureError(failures) {
+  const err = new Error(failures.map((f) => `${f.recipient}: ${f.diagnostic}`).join('; '));
+  err.bounced_rcpt = failures.map((f) => Object.assign(Address.parse(f.recipient), { reason: f.diagnostic, dsn_status: f.status }));
+  return err;
+}
+
+/** One next hop of a `get_mx` answer: a HarakaMx-like object (`exchange`,
+ * `port`), `host`, `host:port`, `[ip]:port` or an `smtp://` URL. */
+function nextHop(mx) {
+  if (typeof mx === 'object' && mx !== null) {
+    const hop = nextHop(String(mx.exchange ?? mx.host));
+    return mx.port === undefined ? hop : { ...hop, port: Number(mx.port) };
+  }
+  const text = String(mx);
+  if (/^lmtp:/i.test(text)) throw new Error(`get_mx: ${text}: LMTP next hops are not supported (use queue/lmtp)`);
+  const match = /^(?:smtp:\/\/)?(?:\[([^\]]+)\]|([^:/]+))(?::(\d+))?\/?$/i.exec(text);
+  if (!match) throw new Error(`get_mx: ${text}: not a host, host:port or smtp:// URL`);
+  return { host: match[1] ?? match[2], port: match[3] ? Number(match[3]) : 25 };
+}
+
+/** The next hops of a `get_mx` answer (one or an array), by `priority`. */
+function nextHops(mx) {
+  const list = Array.isArray(mx) ? [...mx] : [mx];
+  list.sort((a, b) => (a?.priority ?? 0) - (b?.priority ?? 0));
+  return list.map(nextHop);
+}
+
+/** Haraka's outbound hooks: the Waraka hook (`target`), how its WIT
+ * arguments become `params`, how the first answer other than CONT becomes
+ * Waraka's (the methods after it are not called; without `answer` every
+ * method runs), and the answer when all said CONT (`otherwise`). */
+const OUTBOUND_HOOKS = {
+  send_email: {
+    target: 'sendEmail',
+    params: () => undefined,
+    answer: ([code, msg]) => {
+      if (code !== constants.DELAY) return deliver;
+      if (Number.isFinite(Number(msg)) && Number(msg) >= 0) return delay(Number(msg));
+      warn(`send_email: DELAY without a number of seconds (${msg}): delivering now`);
+      return deliver;
+    },
+    otherwise: deliver,
+  },
+  get_mx: {
+    target: 'getMx',
+    params: (delivery) => delivery.domain,
+    answer: ([code, msg]) => {
+      if (code === constants.OK) return nextHops(msg);
+      // Waraka's get-mx can only route: a refusal is a temporary failure,
+      // retried on the schedule and bounced when the queue gives up.
+      if (code === constants.DENY || code === constants.DENYSOFT) {
+        throw new Error(`get_mx answered ${code === constants.DENY ? 'DENY' : 'DENYSOFT'}: ${msg ?? 'no MX'}`);
+      }
+      return undefined;
+    },
+    otherwise: undefined,
+  },
+  deferred: {
+    target: 'deferred',
+    params: (delivery, failures, retryIn) => {
+      const err = failureError(failures);
+      return { delay: retryIn, err, fail_recips: err.bounced_rcpt };
+    },
+    answer: ([code, msg]) => {
+      if (code === constants.DENYSOFT && Number.isFinite(Number(msg)) && Number(msg) >= 0) return Number(msg);
+      warn(`deferred: only DENYSOFT with seconds changes the wait; the entry is kept (Haraka would delete it)`);
+      return undefined;
+    },
+    otherwise: undefined,
+  },
+  bounce: {
+    target: 'bounce',
+    params: (delivery, failures) => failureError(failures),
+    // OK, DENY or STOP suppress the DSN, as in Haraka; a DENYSOFT (also a
+    // hook that did not call next) sends it, where Haraka would drop it.
+    answer: ([code]) => [constants.OK, constants.DENY, constants.STOP].includes(code),
+    otherwise: false,
+  },
+  delivered: {
+    target: 'delivered',
+    params: (delivery, recipients, host, reply) => {
+      const delaySeconds = (Date.now() - Number(delivery.arrivalMs)) / 1000;
+      return [host, host, reply, delaySeconds, undefined, 'SMTP', recipients.map(Address.parse), undefined, undefined];
+    },
+    otherwise: undefined,
+  },
+};
+
 /** The modules `require` gives a Haraka plugin. */
 const MODULES = {
   'haraka-constants': constants,
@@ -600,8 +719,9 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   }
 
   for (const [hook, method] of registered) {
-    if (!(hook in HOOKS)) {
-      throw new Error(`${name}: no Waraka hook for Haraka's ${hook}; supported: ${Object.keys(HOOKS).join(', ')}`);
+    if (!(hook in HOOKS) && !(hook in OUTBOUND_HOOKS)) {
+      const supported = [...Object.keys(HOOKS), ...Object.keys(OUTBOUND_HOOKS)].join(', ');
+      throw new Error(`${name}: no Waraka hook for Haraka's ${hook}; supported: ${supported}`);
     }
     if (typeof self[method] !== 'function') throw new Error(`${name}: register_hook(${hook}, ${method}): no such function`);
   }
@@ -672,6 +792,20 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
         rewriteRecipient(args[0], params[0]);
       }
       return target === 'capabilities' ? capabilities.map(String) : verdict;
+    };
+  }
+  for (const [hook, { target, params, answer, otherwise }] of Object.entries(OUTBOUND_HOOKS)) {
+    const methods = registered.filter(([h]) => h === hook).map(([, method]) => method);
+    if (methods.length === 0) continue;
+    defined[target] = (delivery, ...args) => {
+      registerOnce();
+      const hmail = hmailObject(delivery);
+      const hookParams = params(delivery, ...args);
+      for (const method of methods) {
+        const [code, msg] = call(method, hmail, hookParams);
+        if (answer && code !== undefined && code !== constants.CONT) return answer([code, msg]);
+      }
+      return otherwise;
     };
   }
   if (authBase) {

@@ -1,5 +1,5 @@
 // The Waraka plugin SDK for JavaScript, for components built with
-// componentize-js against the `plugin` world.
+// componentize-js against the `outbound-plugin` world (`waraka plugin build`).
 //
 // A plugin is an ES module (`app.js`) that exports `hooks`, made with
 // `plugin()` from its name and the hook functions it wants; `describe` lists
@@ -148,22 +148,55 @@ const HOOKS = {
   deny: ['deny', cont],
 };
 
-/** The `hooks` export of a plugin: `name`, `version` (default "0.1.0") and
- * the hook functions it defines. A hook that returns nothing answers `cont`.
- * An unknown hook name is an error at build time, so a typo does not
- * silently leave a hook out. */
-export function plugin({ name, version = '0.1.0', ...defined }) {
-  for (const key of Object.keys(defined)) {
-    if (!(key in HOOKS)) {
-      throw new Error(`${name}: unknown hook ${key}; hooks are ${Object.keys(HOOKS).join(', ')}`);
-    }
-  }
-  const exports = {
-    describe: () => ({ name, version, hooks: Object.keys(defined).map((key) => HOOKS[key][0]) }),
-  };
-  for (const [key, [, fallback]] of Object.entries(HOOKS)) {
+/** `sendEmail`: deliver now (what a hook that returns nothing answers). */
+export const deliver = { tag: 'deliver' };
+/** `sendEmail`: wait `seconds` first; not counted as a failed attempt. */
+export const delay = (seconds) => ({ tag: 'delay', val: seconds });
+/** `sendEmail`: the plugin took care of the mail; the entry goes without
+ * delivery and without a DSN. */
+export const drop = { tag: 'drop' };
+
+// The outbound hooks (docs/hooks.md, "Outbound hooks"), asked by the
+// delivery worker without a session: JavaScript name -> WIT name, and what
+// a hook that is not defined, or returns nothing, answers. They get a
+// delivery `{ id, domain, sender, recipients, attempts, arrivalMs }`
+// (arrivalMs a BigInt); `getMx` answers an array of `{ host, port }`,
+// `deferred` a number of seconds, `bounce` true to suppress the DSN.
+const OUTBOUND_HOOKS = {
+  sendEmail: ['send-email', deliver],
+  getMx: ['get-mx', undefined],
+  deferred: ['deferred', undefined],
+  bounce: ['bounce', false],
+  delivered: ['delivered', undefined],
+};
+
+/** The functions of `table` for the hooks in `defined`, the others
+ * answering their default. */
+function exported(table, defined) {
+  const exports = {};
+  for (const [key, [, fallback]] of Object.entries(table)) {
     const hook = defined[key];
     exports[key] = hook ? (...args) => hook(...args) ?? fallback : () => fallback;
   }
   return exports;
+}
+
+/** The `hooks` export of a plugin: `name`, `version` (default "0.1.0") and
+ * the hook functions it defines, inbound and outbound. A hook that returns
+ * nothing answers `cont` (outbound hooks: their default). An unknown hook
+ * name is an error at build time, so a typo does not silently leave a hook
+ * out. The outbound hooks are `hooks.outbound`, which `waraka plugin build`
+ * exports as `outboundHooks`. */
+export function plugin({ name, version = '0.1.0', ...defined }) {
+  const known = { ...HOOKS, ...OUTBOUND_HOOKS };
+  for (const key of Object.keys(defined)) {
+    if (!(key in known)) {
+      throw new Error(`${name}: unknown hook ${key}; hooks are ${Object.keys(known).join(', ')}`);
+    }
+  }
+  return {
+    describe: () => ({ name, version, hooks: Object.keys(defined).map((key) => known[key][0]) }),
+    ...exported(HOOKS, defined),
+    outbound: exported(OUTBOUND_HOOKS, defined),
+  };
 }

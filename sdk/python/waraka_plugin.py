@@ -15,8 +15,12 @@ lists only the methods the class overrides::
                 return deny("A Subject is required", code=550, enhanced="5.6.0")
             return cont
 
-Build it with ``componentize-py -d WIT -w plugin componentize app -o NAME.wasm``
-(``waraka plugin build`` runs exactly that). The host imports are re-exported
+Build it with ``waraka plugin build`` (componentize-py against the
+``outbound-plugin`` world, with ``build/waraka_main.py`` exporting ``Hooks`` and
+its outbound hooks), or by hand for the inbound hooks alone with
+``componentize-py -d WIT -w plugin componentize app -o NAME.wasm``. The outbound
+hooks (``send_email``, ``get_mx``, ``deferred``, ``bounce``, ``delivered``) are
+methods of the same class. The host imports are re-exported
 here as modules: ``log``, ``notes``, ``config``, ``session``, ``envelope``,
 ``message``, and the capabilities a plugin must be granted in ``waraka.toml``:
 ``kv``, ``dns``, ``blobstore``, ``files``, ``sql``, ``forward``, ``authentication``.
@@ -44,9 +48,15 @@ from wit_world.imports import (  # noqa: F401  (re-exported for plugins)
 from wit_world.imports import log as _log
 from wit_world.imports.types import Address, Scope  # noqa: F401
 
+try:
+    from wit_world.exports import outbound_hooks as _outbound
+    from wit_world.exports.outbound_hooks import NextHop  # noqa: F401  (re-exported for plugins)
+except ImportError:  # built by hand against the `plugin` world: no outbound hooks
+    _outbound = NextHop = None
+
 __all__ = [
     "Plugin", "Settings", "Scope", "Address", "Err", "cont", "ok", "deny", "denysoft", "deny_disconnect",
-    "denysoft_disconnect", "disconnect", "trace", "debug", "info", "warn", "error", "authentication",
+    "denysoft_disconnect", "disconnect", "deliver", "delay", "drop", "NextHop", "trace", "debug", "info", "warn", "error", "authentication",
     "blobstore", "config", "dns", "envelope", "files", "forward", "kv", "message", "notes", "session", "sql", "types",
 ]
 
@@ -90,6 +100,22 @@ def denysoft_disconnect(text=None, code=0, enhanced=None):
 def disconnect(text=None, code=0, enhanced=None):
     """Close the connection (421 by default)."""
     return types.Verdict_Disconnect(_reply(text, code, enhanced))
+
+
+def deliver():
+    """``send_email``: deliver now (what the hook answers when it returns nothing)."""
+    return _outbound.SendDecision_Deliver()
+
+
+def delay(seconds):
+    """``send_email``: wait ``seconds`` first; not counted as a failed attempt."""
+    return _outbound.SendDecision_Delay(seconds)
+
+
+def drop():
+    """``send_email``: the plugin took care of the mail; the entry goes
+    without delivery and without a DSN."""
+    return _outbound.SendDecision_Drop()
 
 
 def trace(text):
@@ -157,13 +183,15 @@ class Settings:
         return [item.strip() for item in self.get(key, default).split(",") if item.strip()]
 
 
-# Python method name -> WIT hook name, for every inbound hook.
+# Python method name -> WIT hook name, for every hook, inbound and outbound.
 HOOKS = {
     "connect": "connect", "helo": "helo", "ehlo": "ehlo", "capabilities": "capabilities", "auth": "auth",
     "unrecognized_command": "unrecognized-command", "mail": "mail", "rcpt": "rcpt", "rcpt_ok": "rcpt-ok",
     "data": "data", "data_post": "data-post", "max_data_exceeded": "max-data-exceeded", "queue": "queue",
     "queue_outbound": "queue-outbound", "queue_ok": "queue-ok", "reset_transaction": "reset-transaction",
     "disconnect": "disconnect", "deny": "deny",
+    "send_email": "send-email", "get_mx": "get-mx", "deferred": "deferred", "bounce": "bounce",
+    "delivered": "delivered",
 }
 
 
@@ -232,3 +260,44 @@ class Plugin(exports.Hooks):
 
     def deny(self, denial):
         return cont
+
+    # The outbound hooks (docs/hooks.md, "Outbound hooks"), asked by the
+    # delivery worker without a session. ``delivery`` has ``id``, ``domain``,
+    # ``sender``, ``recipients``, ``attempts`` and ``arrival_ms``; a failure
+    # has ``recipient``, ``status`` and ``diagnostic``.
+
+    def send_email(self, delivery):
+        """``deliver()``, ``delay(seconds)`` or ``drop()``; None delivers."""
+        return deliver()
+
+    def get_mx(self, delivery):
+        """A list of ``NextHop(host, port)`` to deliver to; None leaves it to
+        routes and MX lookup."""
+        return None
+
+    def deferred(self, delivery, failures, retry_in):
+        """Seconds to wait instead of ``retry_in``; None keeps the schedule's."""
+        return None
+
+    def bounce(self, delivery, failures):
+        """True suppresses the DSN to the sender."""
+        return False
+
+    def delivered(self, delivery, recipients, host, reply):
+        """``host`` accepted ``recipients`` with ``reply``."""
+        return None
+
+
+def outbound_hooks(hooks):
+    """The ``OutboundHooks`` export for the plugin class ``hooks``: its
+    outbound methods, with ``send_email`` returning None read as deliver
+    (``waraka plugin build`` writes the module that calls this)."""
+
+    class OutboundHooks(hooks):
+        def send_email(self, delivery):
+            return hooks.send_email(self, delivery) or deliver()
+
+        def bounce(self, delivery, failures):
+            return bool(hooks.bounce(self, delivery, failures))
+
+    return OutboundHooks

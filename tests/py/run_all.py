@@ -26,7 +26,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 # The longest modules (25 s to 95 s each on a 2-core machine): started first.
 SLOW_FIRST = [
-    "test_python_plugin", "test_haraka_js", "test_outbound", "test_js_plugin", "test_milter",
+    "test_python_plugin", "test_haraka_js", "test_outbound", "test_outbound_plugins", "test_js_plugin", "test_milter",
     "test_abuse", "test_crash", "test_auth_imap", "test_rspamd", "test_import_haraka",
     "test_karma",
 ]

@@ -88,6 +88,7 @@ class HarakaPluginTest(unittest.TestCase):
 STUB_SDK = r"""
 const verdict = (tag) => (text, code, enhanced) => ({ tag, text, code, enhanced });
 export const plugin = (hooks) => hooks, cont = { tag: 'cont' };
+export const deliver = { tag: 'deliver' }, delay = (seconds) => ({ tag: 'delay', val: seconds });
 export const ok = verdict('ok'), deny = verdict('deny'), denysoft = verdict('denysoft');
 export const denyDisconnect = verdict('deny-disconnect'), denysoftDisconnect = verdict('denysoft-disconnect');
 export const disconnect = verdict('disconnect');
@@ -241,6 +242,63 @@ assert.equal(auth.auth(attempt('u', 'right', 'CRAM-MD5')).tag, 'cont');
 assert.equal(auth.auth(attempt('u', 'right', 'PLAIN', 'admin')).tag, 'deny');
 assert.throws(() => haraka('b', { register() { this.inherits('queue/discard'); } }), /only auth\/auth_base/);
 assert.throws(() => haraka('c', { register() { this.inherits('auth/auth_base'); } }), /check_plain_passwd or get_plain_passwd/);
+// The outbound hooks: hmail, params and answers as Haraka gives and reads them.
+const entry = (domain, sender = 's@src.test', recipients = ['r@' + domain], attempts = 0) =>
+  ({ id: 'q1', domain, sender, recipients, attempts, arrivalMs: 1700000000000n });
+const failed = (recipient) => [{ recipient, status: '5.1.1', diagnostic: '550 5.1.1 No such user' }];
+const told = [];
+const outbound = haraka('o', {
+  hook_send_email(next, hmail) {
+    const from = hmail.todo.mail_from.address();
+    if (from === 'later@src.test') return next(DELAY, 60);
+    if (from === 'vague@src.test') return next(DELAY, 'soon');
+    next(OK);
+  },
+  hook_get_mx(next, hmail, domain) {
+    const answers = {
+      'list.test': [{ exchange: 'b.test', port: 2526, priority: 20 }, { exchange: 'a.test', priority: 10 }],
+      'url.test': 'smtp://[127.0.0.9]:2525',
+      'hostport.test': 'mx.test:587',
+      'lmtp.test': 'lmtp://127.0.0.1:24',
+    };
+    if (domain in answers) return next(OK, answers[domain]);
+    if (domain === 'no.test') return next(DENY, 'no route');
+    next();
+  },
+  hook_deferred(next, hmail, params) {
+    assert.match(params.err.message, /r@d\.test: 550 5\.1\.1 No such user/);
+    if (hmail.num_failures > 1) return next(DENYSOFT, params.delay / 2);
+    next(OK);
+  },
+  hook_bounce(next, hmail, err) {
+    const user = err.bounced_rcpt[0].user;
+    assert.equal(err.bounced_rcpt[0].dsn_status, '5.1.1');
+    if (user === 'quiet') return next(OK);
+    if (user === 'silent') return;
+    next();
+  },
+  hook_delivered(next, hmail, params) {
+    told.push([hmail.todo.uuid, hmail.todo.queue_time, params[0], params[2], params[5], params[6].map(String)]);
+    next();
+  },
+});
+assert.deepEqual(outbound.sendEmail(entry('d.test', 'later@src.test')), { tag: 'delay', val: 60 });
+assert.deepEqual(outbound.sendEmail(entry('d.test', 'vague@src.test')), { tag: 'deliver' }, 'DELAY needs seconds');
+assert.deepEqual(outbound.sendEmail(entry('d.test')), { tag: 'deliver' }, 'OK is not a drop');
+assert.deepEqual(outbound.getMx(entry('list.test')), [{ host: 'a.test', port: 25 }, { host: 'b.test', port: 2526 }]);
+assert.deepEqual(outbound.getMx(entry('url.test')), [{ host: '127.0.0.9', port: 2525 }]);
+assert.deepEqual(outbound.getMx(entry('hostport.test')), [{ host: 'mx.test', port: 587 }]);
+assert.equal(outbound.getMx(entry('other.test')), undefined, 'CONT: MX lookup');
+assert.throws(() => outbound.getMx(entry('lmtp.test')), /LMTP next hops are not supported/);
+assert.throws(() => outbound.getMx(entry('no.test')), /get_mx answered DENY: no route/);
+assert.equal(outbound.deferred(entry('d.test', 's@src.test', ['r@d.test'], 2), failed('r@d.test'), 600), 300);
+assert.equal(outbound.deferred(entry('d.test', 's@src.test', ['r@d.test'], 1), failed('r@d.test'), 600), undefined,
+             'OK keeps the entry');
+assert.equal(outbound.bounce(entry('d.test'), failed('quiet@d.test')), true);
+assert.equal(outbound.bounce(entry('d.test'), failed('loud@d.test')), false);
+assert.equal(outbound.bounce(entry('d.test'), failed('silent@d.test')), false, 'no next(): the DSN is sent');
+assert.equal(outbound.delivered(entry('d.test'), ['r@d.test'], '127.0.0.9', '250 OK'), undefined);
+assert.deepEqual(told, [['q1', 1700000000000, '127.0.0.9', '250 OK', 'SMTP', ['<r@d.test>']]]);
 console.log('haraka.js checks passed');
 """
 

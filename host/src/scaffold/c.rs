@@ -1,9 +1,9 @@
 //! C plugins: `app.c` against the `waraka.h` SDK. The build does what
 //! `wit-bindgen c`, clang and `wasm-tools component new` would do, with only
-//! clang outside the server: the bindings for the plugin world are generated
-//! here (wit-bindgen's C generator), clang compiles a WASI reactor module, and
-//! the module is made a component here (wit-component, with the WASI
-//! preview 1 adapter that wasmtime ships).
+//! clang outside the server: the bindings for the plugin world (with the
+//! outbound hooks) are generated here (wit-bindgen's C generator), clang
+//! compiles a WASI reactor module, and the module is made a component here
+//! (wit-component, with the WASI preview 1 adapter that wasmtime ships).
 
 use super::{base_name, component_path, run, write, write_readme};
 use anyhow::{Context, Result};
@@ -80,11 +80,17 @@ pub(super) fn build(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&generated)?;
     let mut resolve = Resolve::default();
     let (package, _) = resolve.push_dir(dir.join("wit")).context("reading wit/")?;
-    let world = resolve.select_world(&[package], Some("plugin"))?;
+    // Every C plugin is built against `outbound-plugin` (the SDK answers the
+    // outbound hooks a plugin does not define, and `describe` lists only the
+    // defined ones); the generated names stay those of `plugin`.
+    let world = resolve.select_world(&[package], Some("outbound-plugin"))?;
     let mut files = wit_bindgen_core::Files::default();
-    wit_bindgen_c::Opts::default()
-        .build()
-        .generate(&mut resolve, world, &mut files)?;
+    wit_bindgen_c::Opts {
+        rename_world: Some("plugin".into()),
+        ..Default::default()
+    }
+    .build()
+    .generate(&mut resolve, world, &mut files)?;
     for (name, contents) in files.iter() {
         std::fs::write(generated.join(name), contents)?;
     }

@@ -47,7 +47,7 @@ export const hooks = plugin({{
     let file_name = format!("{}.wasm", base_name(name));
     let build = format!(
         "    npm install -g @bytecodealliance/componentize-js@0.23.0   # once
-    waraka plugin build .                                      # or, by hand:
+    waraka plugin build .                       # or, by hand (inbound hooks only):
     componentize-js app.js --wit wit --world-name plugin -d http fetch-event -o {file_name}"
     );
     write_readme(
@@ -71,15 +71,33 @@ pub(super) fn haraka_app(name: &str, code: &str) -> String {
     )
 }
 
-/// Runs componentize-js on `app.js`, giving `DIR/<dir name>.wasm`. HTTP and
-/// the fetch event are left out: the plugin world does not import them.
+/// The module componentize-js builds from: `app.js`'s `hooks`, and the
+/// outbound hooks the SDK's `plugin()` keeps in `hooks.outbound` (or an
+/// `outboundHooks` of app.js's own), defaults when there are none.
+const ENTRY: &str = "// Written by `waraka plugin build`: the component's exports, from app.js.
+import * as app from '../app.js';
+
+export const hooks = app.hooks;
+export const outboundHooks = app.outboundHooks ?? app.hooks?.outbound ?? {
+  sendEmail: () => ({ tag: 'deliver' }),
+  getMx: () => undefined,
+  deferred: () => undefined,
+  bounce: () => false,
+  delivered: () => undefined,
+};
+";
+
+/// Runs componentize-js on `app.js` (through `build/entry.js`) against the
+/// `outbound-plugin` world, giving `DIR/<dir name>.wasm`. HTTP and the fetch
+/// event are left out: the plugin world does not import them.
 pub(super) fn build(dir: &Path) -> Result<PathBuf> {
+    write(&dir.join("build/entry.js"), ENTRY)?;
     let args = [
-        "app.js",
+        "build/entry.js",
         "--wit",
         "wit",
         "--world-name",
-        "plugin",
+        "outbound-plugin",
         "-d",
         "http",
         "fetch-event",

@@ -40,7 +40,7 @@ class Hooks(Plugin):
     let file_name = format!("{}.wasm", base_name(name));
     let build = format!(
         "    pip install componentize-py==0.25.1      # once
-    waraka plugin build .                     # or, by hand:
+    waraka plugin build .                     # or, by hand (inbound hooks only):
     componentize-py -d wit -w plugin componentize app -o {file_name}"
     );
     write_readme(
@@ -53,11 +53,34 @@ class Hooks(Plugin):
     )
 }
 
-/// Runs componentize-py on `app.py`, giving `DIR/<dir name>.wasm`.
+/// The module componentize-py builds from: `app.py`'s `Hooks`, and its
+/// outbound hook methods as the `OutboundHooks` export.
+const ENTRY: &str = r#""""Written by `waraka plugin build`: the component's exports, from app.py."""
+
+from app import Hooks
+from waraka_plugin import outbound_hooks
+
+OutboundHooks = outbound_hooks(Hooks)
+"#;
+
+/// Runs componentize-py on `app.py` (through `build/waraka_main.py`) against
+/// the `outbound-plugin` world, giving `DIR/<dir name>.wasm`.
 pub(super) fn build(dir: &Path) -> Result<PathBuf> {
+    write(&dir.join("build/waraka_main.py"), ENTRY)?;
     componentize(
         dir,
         "componentize-py",
-        &["-d", "wit", "-w", "plugin", "componentize", "app"],
+        &[
+            "-d",
+            "wit",
+            "-w",
+            "outbound-plugin",
+            "componentize",
+            "-p",
+            ".",
+            "-p",
+            "build",
+            "waraka_main",
+        ],
     )
 }
