@@ -41,8 +41,9 @@
 // - An exception is a plugin fault (451, or skipped with `on_error =
 //   "continue"`), never a silent CONT.
 // - Notes are shared with plugins in every language as strings: a value
-//   that is not a string is kept as JSON and read back parsed; assign a whole
-//   value (`notes.seen = list`) rather than changing it in place.
+//   that is not a string is kept as JSON and read back parsed; one changed
+//   in place (`notes.seen.push(x)`) is written back when the hook call
+//   ends, so the next plugin sees it then, not during the call.
 // - Node's modules (`net`, `dns`, `fs`, npm packages that use them) are not
 //   there: use the Waraka capabilities this module re-exports.
 
@@ -202,14 +203,46 @@ function parsed(text) {
   }
 }
 
+/** The objects and arrays of notes read or assigned during the current
+ * hook call, by scope and key, with the JSON they had then: one changed in
+ * place (`notes.seen.push(x)`, `notes.tls.verified = true`) is written back
+ * when the call ends (`hookCall`). */
+const noteObjects = new Map();
+
+/** Runs one hook call: `run()`, then writes back the note objects it
+ * changed in place. A call that throws (a fault) writes nothing back. */
+function hookCall(run) {
+  noteObjects.clear();
+  const answer = run();
+  for (const { scope, key, value, text } of noteObjects.values()) {
+    const now = JSON.stringify(value);
+    if (now !== text) notes.set(scope, key, now);
+  }
+  noteObjects.clear();
+  return answer;
+}
+
 /** The notes of `scope` as a Haraka notes object: properties, plus
- * `get(key)` and `set(key, value)`. */
+ * `get(key)` and `set(key, value)`. Within a hook call a key reads as the
+ * same object each time, so changes to it add up and are kept. */
 export function notesOf(scope) {
+  const held = (key, value) => {
+    const id = `${scope}\0${key}`;
+    if (value !== null && typeof value === 'object') {
+      noteObjects.set(id, { scope, key, value, text: JSON.stringify(value) });
+    } else {
+      noteObjects.delete(id);
+    }
+    return value;
+  };
   const read = (key) => {
+    const cached = noteObjects.get(`${scope}\0${key}`);
+    if (cached) return cached.value;
     const value = notes.get(scope, key);
-    return value === undefined ? undefined : parsed(value);
+    return value === undefined ? undefined : held(key, parsed(value));
   };
   const write = (key, value) => {
+    held(key, value);
     if (value === undefined || value === null) {
       notes.remove(scope, key);
     } else {
@@ -223,7 +256,7 @@ export function notesOf(scope) {
     {
       get: (_, key) => (typeof key !== 'string' ? undefined : key in methods ? methods[key] : read(key)),
       set: (_, key, value) => write(key, value),
-      deleteProperty: (_, key) => (notes.remove(scope, key), true),
+      deleteProperty: (_, key) => write(key, undefined),
       has: (_, key) => notes.get(scope, key) !== undefined,
       ownKeys: () => notes.keys(scope),
       getOwnPropertyDescriptor: (_, key) => {
@@ -772,7 +805,7 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
 
   const defined = {};
   for (const [target, methods] of byHook) {
-    defined[target] = (...args) => {
+    defined[target] = (...args) => hookCall(() => {
       registerOnce();
       const capabilities = [];
       const connection = connectionObject(capabilities);
@@ -792,7 +825,7 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
         rewriteRecipient(args[0], params[0]);
       }
       return target === 'capabilities' ? capabilities.map(String) : verdict;
-    };
+    });
   }
   for (const [hook, { target, params, answer, otherwise }] of Object.entries(OUTBOUND_HOOKS)) {
     const methods = registered.filter(([h]) => h === hook).map(([, method]) => method);
@@ -812,10 +845,11 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
     if (typeof self.check_plain_passwd !== 'function' && typeof self.get_plain_passwd !== 'function') {
       throw new Error(`${name}: an auth/auth_base plugin defines check_plain_passwd or get_plain_passwd`);
     }
-    defined.auth = (attempt) => {
-      registerOnce();
-      return authVerdict(self, attempt, connectionObject([]));
-    };
+    defined.auth = (attempt) =>
+      hookCall(() => {
+        registerOnce();
+        return authVerdict(self, attempt, connectionObject([]));
+      });
   }
   return wrap({ name, version, ...defined });
 }

@@ -242,6 +242,30 @@ assert.equal(auth.auth(attempt('u', 'right', 'CRAM-MD5')).tag, 'cont');
 assert.equal(auth.auth(attempt('u', 'right', 'PLAIN', 'admin')).tag, 'deny');
 assert.throws(() => haraka('b', { register() { this.inherits('queue/discard'); } }), /only auth\/auth_base/);
 assert.throws(() => haraka('c', { register() { this.inherits('auth/auth_base'); } }), /check_plain_passwd or get_plain_passwd/);
+// Notes changed in place during a hook call are written back when it ends;
+// a call that throws keeps nothing it changed in place.
+notes.set('connection', 'seen', '["a"]');
+const mutating = haraka('m', {
+  hook_data(next, connection) {
+    connection.notes.seen.push('b');
+    connection.notes.seen.push('c');
+    connection.notes.fresh = {};
+    connection.notes.fresh.n = 1;
+    connection.notes.fresh.n += 1;
+    assert.equal(notes.get('connection', 'fresh'), '{}', 'written back at the end of the call');
+    next();
+  },
+  hook_data_post(next, connection) {
+    connection.notes.seen.push('lost');
+    throw new Error('fault');
+  },
+});
+assert.equal(mutating.data().tag, 'cont');
+assert.equal(notes.get('connection', 'seen'), '["a","b","c"]');
+assert.equal(notes.get('connection', 'fresh'), '{"n":2}');
+assert.throws(() => mutating.dataPost(), /fault/);
+assert.equal(notes.get('connection', 'seen'), '["a","b","c"]');
+
 // The outbound hooks: hmail, params and answers as Haraka gives and reads them.
 const entry = (domain, sender = 's@src.test', recipients = ['r@' + domain], attempts = 0) =>
   ({ id: 'q1', domain, sender, recipients, attempts, arrivalMs: 1700000000000n });

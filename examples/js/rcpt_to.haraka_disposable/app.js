@@ -5,7 +5,8 @@
 // Around it, what a Haraka plugin usually does besides: `register()` reads
 // its ini file with a declared boolean, a `data_post` hook reads the
 // transaction's notes and recipients and adds a header, and `mail` marks
-// connections from the loopback address in a connection note and result.
+// connections from the loopback address in a connection note (an object
+// filled in place, as Haraka plugins do) and a result.
 
 import { haraka } from './haraka.js';
 const util = require('util');
@@ -43,7 +44,9 @@ exports.hook_rcpt = function (next, connection, params) {
 exports.hook_mail = function (next, connection, params) {
     this.loginfo(util.format('MAIL FROM %s with %j', params[0], params[1]));
     if (connection.remote.ip === '127.0.0.1') {
-        connection.notes.loopback = { since: connection.uuid, helo: connection.hello.host };
+        connection.notes.loopback = connection.notes.loopback || {};
+        connection.notes.loopback.since = connection.uuid;
+        connection.notes.loopback.helo = connection.hello.host;
         connection.results.add(this, { pass: 'loopback' });
     }
     if (params[0].host === this.cfg.main.refused_sender_domain) {
