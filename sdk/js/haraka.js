@@ -25,6 +25,7 @@
 // with `check_plain_passwd` or `get_plain_passwd`, and `(next, connection, params)`
 // for the hooks of the SMTP session: `connection.remote`, `.local`,
 // `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.results`,
+// `.remote.host` (the `fcrdns` plugin's PTR name, or a lookup with `dns`),
 // `.transaction` with `.notes`, `.results`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
 // `.remove_header`; `params[0]` is an Address (`user`, `host`,
 // `address()`, `format()`), and a recipient whose `user` or `host` a `rcpt`
@@ -60,6 +61,7 @@ import {
   disconnect,
   notes,
   config,
+  dns,
   session,
   envelope,
   message,
@@ -495,6 +497,21 @@ function transactionObject() {
   };
 }
 
+/** Haraka's `connection.remote.host`, the client's rDNS name: the first PTR
+ * name the `fcrdns` plugin noted, else a PTR lookup (with the `dns` grant);
+ * `NXDOMAIN` when there is none and `DNSERROR` when the lookup failed, as
+ * Haraka has them; null without the grant. */
+function remoteHost() {
+  const noted = notes.get('connection', 'fcrdns.ptr');
+  if (noted) return noted.split(',')[0];
+  try {
+    const [name] = dns.lookupPtr(session.peerIp());
+    return name ?? 'NXDOMAIN';
+  } catch (e) {
+    return e.payload?.tag === 'not-granted' ? null : 'DNSERROR';
+  }
+}
+
 /** `connection` of a Haraka hook call, read from the session as it is asked. */
 function connectionObject(capabilities) {
   // A hook call is inside one transaction or none: ask the host once.
@@ -509,6 +526,9 @@ function connectionObject(capabilities) {
       },
       get port() {
         return session.peerPort();
+      },
+      get host() {
+        return remoteHost();
       },
     },
     local: {

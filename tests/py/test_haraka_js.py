@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import ROOT, Waraka, example_plugin, install_plugin, timed_build, try_login
+from harness import ROOT, Waraka, dnsmasq, example_plugin, install_plugin, timed_build, try_login
 
 NAME = "rcpt_to.haraka_disposable"
 AUTH = "auth.haraka_users"
@@ -24,15 +24,22 @@ class HarakaPluginTest(unittest.TestCase):
         sdk = [ROOT / "sdk/js/waraka.js", ROOT / "sdk/js/haraka.js"]
         examples = {name: example_plugin(ROOT / "examples/js" / name, sdk, cls.tmp.name) for name in (NAME, AUTH)}
         built = {name: timed_build(root)[0] for name, root in examples.items()}
+        # The rDNS name of a client an XCLIENT names, for connection.remote.host
+        # (the resolver answers `localhost` for every loopback address).
+        dns = dnsmasq(["--ptr-record=30.2.0.192.in-addr.arpa,client.ptr.test"])
+        cls.addClassCleanup(dns.stop)
 
         def setup(server):
             server.edit("config/host_list", lambda t: t + "example.com\n")
-            server.edit("waraka.toml", lambda t: t.replace('plugins = ["', f'plugins = ["{NAME}", "{AUTH}", "', 1))
+            server.edit("waraka.toml", lambda t: t.replace('plugins = ["', f'plugins = ["{NAME}", "{AUTH}", "', 1)
+                        .replace('listen = ["127.0.0.1:2525"]', "listen = []")
+                        + '\n[[listener]]\naddress = "127.0.0.1:0"\nrole = "mx"\nxclient_from = ["127.0.0.1/32"]\n'
+                        + f'\n[dns]\nservers = ["127.0.0.1:{dns.port}"]\n\n[plugin."{NAME}"]\ngrants = ["dns"]\n')
             for name, root in examples.items():
                 shutil.copy(root / f"{name}.ini", server.dir / "config" / f"{name}.ini")
                 install_plugin(server, built[name], name)
 
-        cls.server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup)
+        cls.server = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=setup, configured_listeners=True)
         cls.addClassCleanup(cls.server.stop)
         with cls.server.stopped_on_error():
             cls.loaded = cls.server.wait_for_log(rf"plugin loaded plugin={NAME.replace('.', '[.]')} ", timeout=300)
@@ -66,6 +73,14 @@ class HarakaPluginTest(unittest.TestCase):
         self.server.wait_for_log(r"Got recipient: <myname-29991231@example\.com>")
         self.server.wait_for_log(r"Email address now: <myname@example\.com>")
         self.server.wait_for_log(r"MAIL FROM <sender@py\.test> with \{\}")
+
+    def test_the_remote_host_is_the_clients_ptr_name(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="front.test", timeout=60) as s:
+            s.ehlo()
+            self.assertEqual(s.docmd("XCLIENT", "ADDR=192.0.2.30")[0], 220)
+            s.ehlo("client.test")
+            self.assertEqual(s.mail("ptr@py.test")[0], 250)
+        self.server.wait_for_log(r"MAIL FROM <ptr@py\.test> with \{\} from client\.ptr\.test \[192\.0\.2\.30\]")
 
     def test_a_setting_of_its_ini_file_answers_denysoft(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
@@ -101,14 +116,22 @@ export const notes = {
 };
 export const files = {};
 export const config = { read: (name) => files[name] };
-export const session = {}, envelope = {}, message = {};
+export const session = { peerIp: () => '192.0.2.1' }, envelope = {}, message = {};
+export const ptr = {};
+export const dns = {
+  lookupPtr(ip) {
+    const answer = ptr[ip];
+    if (answer instanceof Error) throw answer;
+    return answer ?? [];
+  },
+};
 export const trace = () => {}, debug = () => {}, info = () => {}, warn = () => {}, error = () => {};
 """
 
 MODULE_CHECKS = r"""
 import assert from 'node:assert/strict';
 import { Address, haraka, harakaConfig, notesOf, parseIni, resultsOf, verdictOf } from './haraka.js';
-import { files, notes } from './waraka.js';
+import { files, notes, ptr } from './waraka.js';
 
 assert.deepEqual(verdictOf(DENY, 'No'), { tag: 'deny', text: 'No', code: undefined, enhanced: undefined });
 assert.deepEqual(verdictOf(DENYSOFT, ['a', 'b']).text, ['a', 'b']);
@@ -265,6 +288,19 @@ assert.equal(notes.get('connection', 'seen'), '["a","b","c"]');
 assert.equal(notes.get('connection', 'fresh'), '{"n":2}');
 assert.throws(() => mutating.dataPost(), /fault/);
 assert.equal(notes.get('connection', 'seen'), '["a","b","c"]');
+
+// connection.remote.host: the fcrdns plugin's note, else a PTR lookup.
+const rdns = haraka('r', { hook_connect: (next, connection) => next(OK, String(connection.remote.host)) });
+assert.equal(rdns.connect().text, 'NXDOMAIN');
+ptr['192.0.2.1'] = ['client.example', 'other.example'];
+assert.equal(rdns.connect().text, 'client.example');
+ptr['192.0.2.1'] = Object.assign(new Error('no grant'), { payload: { tag: 'not-granted' } });
+assert.equal(rdns.connect().text, 'null');
+ptr['192.0.2.1'] = Object.assign(new Error('timeout'), { payload: { tag: 'timeout' } });
+assert.equal(rdns.connect().text, 'DNSERROR');
+notes.set('connection', 'fcrdns.ptr', 'noted.example,second.example');
+assert.equal(rdns.connect().text, 'noted.example');
+notes.remove('connection', 'fcrdns.ptr');
 
 // The outbound hooks: hmail, params and answers as Haraka gives and reads them.
 const entry = (domain, sender = 's@src.test', recipients = ['r@' + domain], attempts = 0) =>

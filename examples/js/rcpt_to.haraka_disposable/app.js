@@ -42,7 +42,8 @@ exports.hook_rcpt = function (next, connection, params) {
 };
 
 exports.hook_mail = function (next, connection, params) {
-    this.loginfo(util.format('MAIL FROM %s with %j', params[0], params[1]));
+    this.loginfo(util.format('MAIL FROM %s with %j from %s [%s]', params[0], params[1],
+        connection.remote.host, connection.remote.ip));
     if (connection.remote.ip === '127.0.0.1') {
         connection.notes.loopback = connection.notes.loopback || {};
         connection.notes.loopback.since = connection.uuid;
