@@ -469,7 +469,7 @@ const buildTimeConfig = {
 const header = {
   get: (name) => message.header(name).join('\n'),
   get_all: (name) => message.header(name),
-  get_decoded: (name) => message.header(name).join('\n'),
+  get_decoded: (name) => message.headerDecoded(name).join('\n'),
 };
 
 /** `connection.transaction`: null outside a transaction. */

@@ -64,7 +64,7 @@ class HarakaPluginTest(unittest.TestCase):
             s.mail("sender@py.test")
             self.assertEqual(s.rcpt("myname-29991231@example.com")[0], 250)
             self.assertEqual(s.rcpt("other@example.com")[0], 250)
-            code, _ = s.data(b"Subject: disposable\r\n\r\nfor a while\r\n")
+            code, _ = s.data(b"Subject: =?iso-8859-1?q?disposable_f=FCr_dich?=\r\n\r\nfor a while\r\n")
         self.assertEqual(code, 250)
         added = [p for p in self.server.maildir() if p not in before]
         self.assertEqual(sorted(p.parts[-3] for p in added), ["myname", "other"], "rewritten to myname@")
@@ -73,6 +73,7 @@ class HarakaPluginTest(unittest.TestCase):
         self.server.wait_for_log(r"Got recipient: <myname-29991231@example\.com>")
         self.server.wait_for_log(r"Email address now: <myname@example\.com>")
         self.server.wait_for_log(r"MAIL FROM <sender@py\.test> with \{\}")
+        self.server.wait_for_log(r"Subject: disposable für dich")
 
     def test_the_remote_host_is_the_clients_ptr_name(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="front.test", timeout=60) as s:

@@ -382,6 +382,10 @@ impl message::Host for StoreState {
         self.with_message(Vec::new(), |m| m.header(&name))
     }
 
+    fn header_decoded(&mut self, name: String) -> Vec<String> {
+        self.with_message(Vec::new(), |m| m.header_decoded(&name))
+    }
+
     fn add_header(&mut self, name: String, value: String) -> Result<(), Error> {
         self.insert_header(0, name, value)
     }

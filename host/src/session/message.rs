@@ -317,6 +317,14 @@ impl Message {
             .collect()
     }
 
+    /// The values `header` gives, with RFC 2047 encoded-words decoded.
+    pub fn header_decoded(&self, name: &str) -> Vec<String> {
+        self.header(name)
+            .iter()
+            .map(|value| decode_encoded_words(value))
+            .collect()
+    }
+
     /// How many fields with this name the message has.
     pub fn count(&self, name: &str) -> usize {
         self.fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)).count()
@@ -388,6 +396,17 @@ impl Message {
             }
             None => false,
         }
+    }
+}
+
+/// An unstructured field value with its RFC 2047 encoded-words decoded to
+/// UTF-8 (mail-parser's reading of unstructured text; charsets it does not
+/// know leave the word as it is).
+pub fn decode_encoded_words(value: &str) -> String {
+    let line = format!("{value}\r\n");
+    match mail_parser::parsers::MessageStream::new(line.as_bytes()).parse_unstructured() {
+        mail_parser::HeaderValue::Text(text) => text.into_owned(),
+        _ => String::new(),
     }
 }
 
@@ -522,5 +541,19 @@ mod tests {
         assert!(m.header_too_large);
         let (_dir, m) = message(MSG, 0);
         assert!(!m.header_too_large);
+    }
+
+    #[test]
+    fn encoded_words_are_decoded_and_plain_text_kept() {
+        assert_eq!(
+            decode_encoded_words("=?iso-8859-1?q?J=F6rg?= <j@example.com>"),
+            "Jörg <j@example.com>"
+        );
+        assert_eq!(
+            decode_encoded_words("=?UTF-8?B?w6l0w6k=?= and =?utf-8?q?hiver?="),
+            "été and hiver"
+        );
+        assert_eq!(decode_encoded_words("plain  text"), "plain  text");
+        assert_eq!(decode_encoded_words("=?bogus?x?y?="), "=?bogus?x?y?=");
     }
 }
