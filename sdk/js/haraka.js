@@ -14,7 +14,8 @@
 //
 //     export const hooks = haraka('rcpt_to.not_here', exports);
 //
-// `exports`, `module.exports` and `require` are globals here, as in Node;
+// `exports`, `module.exports`, `require` and Haraka's `server` (with
+// `server.notes`) are globals here, as in Node and Haraka;
 // `require` knows `haraka-constants`, `address-rfc2821` and `util`
 // (`format`, `inspect`).
 //
@@ -26,6 +27,7 @@
 // for the hooks of the SMTP session: `connection.remote`, `.local`,
 // `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.results`,
 // `.remote.host` (the `fcrdns` plugin's PTR name, or a lookup with `dns`),
+// `.remote.is_private`, `.remote.is_local`,
 // `.transaction` with `.notes`, `.results`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
 // `.remove_header`; `params[0]` is an Address (`user`, `host`,
 // `address()`, `format()`), and a recipient whose `user` or `host` a `rcpt`
@@ -497,6 +499,22 @@ function transactionObject() {
   };
 }
 
+/** Whether `ip` is a loopback address (Haraka's `remote.is_local`). */
+function isLocalIp(ip) {
+  return /^127\./.test(ip) || ip === '::1' || /^::ffff:127\./i.test(ip);
+}
+
+/** Whether `ip` is loopback, RFC 1918, link-local or IPv6 unique-local
+ * (Haraka's `remote.is_private`). */
+function isPrivateIp(ip) {
+  const v4 = ip.replace(/^::ffff:/i, '');
+  const [a, b] = v4.split('.').map(Number);
+  if (v4.includes('.')) {
+    return a === 127 || a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 169 && b === 254);
+  }
+  return ip === '::1' || /^f[cd]/i.test(ip) || /^fe[89ab]/i.test(ip);
+}
+
 /** Haraka's `connection.remote.host`, the client's rDNS name: the first PTR
  * name the `fcrdns` plugin noted, else a PTR lookup (with the `dns` grant);
  * `NXDOMAIN` when there is none and `DNSERROR` when the lookup failed, as
@@ -529,6 +547,12 @@ function connectionObject(capabilities) {
       },
       get host() {
         return remoteHost();
+      },
+      get is_local() {
+        return isLocalIp(session.peerIp());
+      },
+      get is_private() {
+        return isPrivateIp(session.peerIp());
       },
     },
     local: {
@@ -733,6 +757,9 @@ function require(id) {
   return found;
 }
 
+/** Haraka's `server` global: `server.notes`, shared by every connection
+ * (and the outbound hooks) of the server, and with plugins in any language. */
+globalThis.server = { notes: notesOf('server') };
 globalThis.module = { exports: {} };
 globalThis.exports = globalThis.module.exports;
 globalThis.require = require;

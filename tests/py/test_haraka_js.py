@@ -4,6 +4,7 @@ Haraka) built with sdk/js/haraka.js by `waraka plugin build` (componentize-js),
 run in a real waraka and driven over SMTP with smtplib."""
 
 import pathlib
+import re
 import shutil
 import smtplib
 import subprocess
@@ -81,7 +82,26 @@ class HarakaPluginTest(unittest.TestCase):
             self.assertEqual(s.docmd("XCLIENT", "ADDR=192.0.2.30")[0], 220)
             s.ehlo("client.test")
             self.assertEqual(s.mail("ptr@py.test")[0], 250)
-        self.server.wait_for_log(r"MAIL FROM <ptr@py\.test> with \{\} from client\.ptr\.test \[192\.0\.2\.30\]")
+            s.rset()
+            self.assertEqual(s.mail("ptr2@py.test")[0], 250)
+        first = self.server.wait_for_log(r"MAIL FROM <ptr@py\.test> with \{\} from client\.ptr\.test \[192\.0\.2\.30\], "
+                                         r"mail \d+ of the server")
+        second = self.server.wait_for_log(r"MAIL FROM <ptr2@py\.test> .* mail \d+ of the server")
+        count = [int(re.search(r"mail (\d+) of the server", line).group(1)) for line in (first, second)]
+        self.assertEqual(count[1], count[0] + 1, "server.notes count across calls")
+
+    def test_a_client_that_is_not_local_gets_no_loopback_note(self):
+        before = set(self.server.maildir())
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="front.test", timeout=60) as s:
+            s.ehlo()
+            self.assertEqual(s.docmd("XCLIENT", "ADDR=192.0.2.30")[0], 220)
+            s.ehlo("client.test")
+            s.mail("sender@py.test")
+            self.assertEqual(s.rcpt("myname-29991231@example.com")[0], 250)
+            self.assertEqual(s.data(b"Subject: remote\r\n\r\nfrom afar\r\n")[0], 250)
+        (added,) = [p for p in self.server.maildir() if p not in before]
+        self.assertIn(b"X-Disposable: 1 of 1 for sender@py.test via client.ptr.test ()\r\n", added.read_bytes(),
+                      "no loopback note (remote.is_local is false): the rDNS name, no result")
 
     def test_a_setting_of_its_ini_file_answers_denysoft(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
@@ -132,7 +152,7 @@ export const trace = () => {}, debug = () => {}, info = () => {}, warn = () => {
 MODULE_CHECKS = r"""
 import assert from 'node:assert/strict';
 import { Address, haraka, harakaConfig, notesOf, parseIni, resultsOf, verdictOf } from './haraka.js';
-import { files, notes, ptr } from './waraka.js';
+import { files, notes, ptr, session } from './waraka.js';
 
 assert.deepEqual(verdictOf(DENY, 'No'), { tag: 'deny', text: 'No', code: undefined, enhanced: undefined });
 assert.deepEqual(verdictOf(DENYSOFT, ['a', 'b']).text, ['a', 'b']);
@@ -302,6 +322,19 @@ assert.equal(rdns.connect().text, 'DNSERROR');
 notes.set('connection', 'fcrdns.ptr', 'noted.example,second.example');
 assert.equal(rdns.connect().text, 'noted.example');
 notes.remove('connection', 'fcrdns.ptr');
+
+// remote.is_local and is_private, as haraka-net-utils has them.
+const where = haraka('w', { hook_connect: (next, connection) => next(OK, `${connection.remote.is_local} ${connection.remote.is_private}`) });
+const peer = (ip) => {
+  session.peerIp = () => ip;
+  return where.connect().text;
+};
+assert.deepEqual(['127.0.0.1', '::1', '10.1.2.3', '172.20.0.1', '172.32.0.1', '192.168.1.1', '169.254.0.9', 'fd00::1', 'fe80::1', '8.8.8.8', '2001:db8::1', '::ffff:192.168.0.1'].map(peer),
+                 ['true true', 'true true', 'false true', 'false true', 'false false', 'false true', 'false true', 'false true', 'false true', 'false false', 'false false', 'false true']);
+
+// server.notes are the server scope's notes.
+server.notes.count = 3;
+assert.equal(notes.get('server', 'count'), '3');
 
 // The outbound hooks: hmail, params and answers as Haraka gives and reads them.
 const entry = (domain, sender = 's@src.test', recipients = ['r@' + domain], attempts = 0) =>

@@ -6,7 +6,8 @@
 // its ini file with a declared boolean, a `data_post` hook reads the
 // transaction's notes and recipients and adds a header, and `mail` marks
 // connections from the loopback address in a connection note (an object
-// filled in place, as Haraka plugins do) and a result.
+// filled in place, as Haraka plugins do) and a result, counting MAIL
+// commands in the server's notes.
 
 import { haraka } from './haraka.js';
 const util = require('util');
@@ -42,9 +43,10 @@ exports.hook_rcpt = function (next, connection, params) {
 };
 
 exports.hook_mail = function (next, connection, params) {
-    this.loginfo(util.format('MAIL FROM %s with %j from %s [%s]', params[0], params[1],
-        connection.remote.host, connection.remote.ip));
-    if (connection.remote.ip === '127.0.0.1') {
+    server.notes.mails = (server.notes.mails || 0) + 1;
+    this.loginfo(util.format('MAIL FROM %s with %j from %s [%s], mail %d of the server', params[0], params[1],
+        connection.remote.host, connection.remote.ip, server.notes.mails));
+    if (connection.remote.is_local) {
         connection.notes.loopback = connection.notes.loopback || {};
         connection.notes.loopback.since = connection.uuid;
         connection.notes.loopback.helo = connection.hello.host;
@@ -61,7 +63,8 @@ exports.hook_data_post = function (next, connection) {
     this.loginfo('Subject: ' + txn.header.get_decoded('Subject'));
     if (this.cfg.main.add_header && txn.notes.disposable) {
         txn.add_header('X-Disposable', txn.notes.disposable + ' of ' + txn.rcpt_to.length +
-            ' for ' + txn.mail_from.address() + ' via ' + connection.notes.loopback.helo +
+            ' for ' + txn.mail_from.address() + ' via ' +
+            (connection.notes.loopback ? connection.notes.loopback.helo : connection.remote.host) +
             ' (' + connection.results.collate(this) + ')');
     }
     next();
