@@ -28,6 +28,8 @@ A host call that fails raises ``componentize_py_types.Err`` with a
 ``types.Error_*`` value (``Error_NotGranted``, ``Error_Timeout``, ...).
 """
 
+import functools
+
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import (  # noqa: F401  (re-exported for plugins)
@@ -195,13 +197,32 @@ HOOKS = {
 }
 
 
+def _answering_default(method, default):
+    """``method``, answering what ``default`` does when it returns None."""
+
+    @functools.wraps(method)
+    def hook(self, *args):
+        answer = method(self, *args)
+        return default(self, *args) if answer is None else answer
+
+    return hook
+
+
 class Plugin(exports.Hooks):
     """The base of a plugin's ``Hooks`` class. Set ``NAME`` (and ``VERSION``)
     and define the hook methods the plugin needs; ``describe`` lists exactly
-    those, so the host calls nothing else."""
+    those, so the host calls nothing else. A hook that returns None answers
+    the default (``cont``, and for the outbound hooks ``deliver()``, no next
+    hops, the schedule's wait, the DSN)."""
 
     NAME = "unnamed"
     VERSION = "0.1.0"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for method in HOOKS:
+            if method in cls.__dict__:
+                setattr(cls, method, _answering_default(cls.__dict__[method], getattr(Plugin, method)))
 
     def describe(self):
         mine = [wit for method, wit in HOOKS.items() if getattr(type(self), method) is not getattr(Plugin, method)]
@@ -267,7 +288,7 @@ class Plugin(exports.Hooks):
     # has ``recipient``, ``status`` and ``diagnostic``.
 
     def send_email(self, delivery):
-        """``deliver()``, ``delay(seconds)`` or ``drop()``; None delivers."""
+        """``deliver()``, ``delay(seconds)`` or ``drop()``."""
         return deliver()
 
     def get_mx(self, delivery):
@@ -287,17 +308,3 @@ class Plugin(exports.Hooks):
         """``host`` accepted ``recipients`` with ``reply``."""
         return None
 
-
-def outbound_hooks(hooks):
-    """The ``OutboundHooks`` export for the plugin class ``hooks``: its
-    outbound methods, with ``send_email`` returning None read as deliver
-    (``waraka plugin build`` writes the module that calls this)."""
-
-    class OutboundHooks(hooks):
-        def send_email(self, delivery):
-            return hooks.send_email(self, delivery) or deliver()
-
-        def bounce(self, delivery, failures):
-            return bool(hooks.bounce(self, delivery, failures))
-
-    return OutboundHooks

@@ -30,4 +30,4 @@ class Hooks(Plugin):
             return deny(f"Required header '{missing[0]}' missing", code=550, enhanced="5.6.0")
         notes.set(Scope.TRANSACTION, NOTE, "fail: missing " + ", ".join(missing))
         message.add_header("X-Header-Check", "fail (missing " + ", ".join(missing) + ")")
-        return cont
+        # Returning nothing is `cont`.

@@ -53,14 +53,14 @@ class Hooks(Plugin):
     )
 }
 
-/// The module componentize-py builds from: `app.py`'s `Hooks`, and its
-/// outbound hook methods as the `OutboundHooks` export.
+/// The module componentize-py builds from: `app.py`'s `Hooks`, which is
+/// also the `OutboundHooks` export (the SDK's `Plugin` has every outbound
+/// hook method).
 const ENTRY: &str = r#""""Written by `waraka plugin build`: the component's exports, from app.py."""
 
 from app import Hooks
-from waraka_plugin import outbound_hooks
 
-OutboundHooks = outbound_hooks(Hooks)
+OutboundHooks = Hooks
 "#;
 
 /// Runs componentize-py on `app.py` (through `build/waraka_main.py`) against
