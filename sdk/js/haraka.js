@@ -28,7 +28,7 @@
 // `.hello`, `.tls`, `.relaying` (settable), `.notes`, `.results`,
 // `.remote.host` (the `fcrdns` plugin's PTR name, or a lookup with `dns`),
 // `.remote.is_private`, `.remote.is_local`,
-// `.transaction` with `.notes`, `.results`, `.mail_from`, `.rcpt_to`, `.header.get`, `.add_header`,
+// `.transaction` with `.notes`, `.results`, `.mail_from`, `.rcpt_to`, `.header.get`, `.body`, `.add_header`,
 // `.remove_header`; `params[0]` is an Address (`user`, `host`,
 // `address()`, `format()`), and a recipient whose `user` or `host` a `rcpt`
 // hook changes is rewritten, as in Haraka. The outbound hooks
@@ -64,6 +64,7 @@ import {
   notes,
   config,
   dns,
+  mime,
   session,
   envelope,
   message,
@@ -474,10 +475,30 @@ const header = {
   get_decoded: (name) => message.headerDecoded(name).join('\n'),
 };
 
+/** The most text `transaction.body` holds (the `mime.texts` limit). */
+const BODY_TEXT_MAX = 1 << 20;
+
+/** Haraka's parsed `transaction.body` (as with `parse_body`, which is
+ * always on here): the text parts that are not attachments, decoded to
+ * UTF-8, the first as `bodytext` and `ct`, the others as `children`, so a
+ * walk over `bodytext` and the children's sees each once. Null before
+ * `data_post`. */
+function bodyObject() {
+  let texts;
+  try {
+    texts = mime.texts(BODY_TEXT_MAX);
+  } catch {
+    return null;
+  }
+  const [first, ...rest] = texts.map((t) => ({ ct: t.contentType, bodytext: t.text, children: [] }));
+  return { ...(first ?? { ct: 'text/plain', bodytext: '' }), header, children: rest };
+}
+
 /** `connection.transaction`: null outside a transaction. */
 function transactionObject() {
   const id = session.transactionId();
   if (id === undefined) return null;
+  let body;
   return {
     uuid: id,
     notes: notesOf('transaction'),
@@ -490,6 +511,11 @@ function transactionObject() {
       return envelope.recipients().map(Address.of);
     },
     header,
+    get body() {
+      if (body === undefined) body = bodyObject();
+      return body;
+    },
+    parse_body: true,
     get data_bytes() {
       return Number(message.size());
     },

@@ -17,9 +17,10 @@
 // Hook names are the WIT names in camelCase (`rcptOk`, `dataPost`,
 // `unrecognizedCommand`, ...), and so are record fields (`recipient.localPart`).
 // The host imports are re-exported as modules: `notes`, `config`, `session`,
-// `envelope`, `message`, and the capabilities a plugin must be granted in
-// `waraka.toml`: `kv`, `dns`, `blobstore`, `files`, `sql`, `forward`,
-// `authentication`.
+// `envelope`, `message`, `mime`, and the capabilities a plugin must be
+// granted in `waraka.toml`: `kv`, `dns`, `blobstore`, `files`, `sql`,
+// `forward`, `authentication`, `outboundQueue`, `dkim`, `antivirus`,
+// `spamfilter`, `sasl`, `milter`, `ldap`, `http`, `geoip`, `imap`, `p0f`.
 // A host call that fails throws an Error whose `payload` is the WIT error
 // (`{ tag: 'not-granted' }`, `{ tag: 'backend', val: 'why' }`, ...). Enums
 // are strings (`notes.get('transaction', key)`); u64 values are BigInts.
@@ -37,8 +38,21 @@ import * as files from 'waraka:plugin/files@0.1.0';
 import * as sql from 'waraka:plugin/sql@0.1.0';
 import * as forward from 'waraka:plugin/forward@0.1.0';
 import * as authentication from 'waraka:plugin/authentication@0.1.0';
+import * as mime from 'waraka:plugin/mime@0.1.0';
+import * as outboundQueue from 'waraka:plugin/outbound-queue@0.1.0';
+import * as dkim from 'waraka:plugin/dkim@0.1.0';
+import * as antivirus from 'waraka:plugin/antivirus@0.1.0';
+import * as spamfilter from 'waraka:plugin/spamfilter@0.1.0';
+import * as sasl from 'waraka:plugin/sasl@0.1.0';
+import * as milter from 'waraka:plugin/milter@0.1.0';
+import * as ldap from 'waraka:plugin/ldap@0.1.0';
+import * as http from 'waraka:plugin/http@0.1.0';
+import * as geoip from 'waraka:plugin/geoip@0.1.0';
+import * as imap from 'waraka:plugin/imap@0.1.0';
+import * as p0f from 'waraka:plugin/p0f@0.1.0';
 
-export { notes, config, session, envelope, message, kv, dns, blobstore, files, sql, forward, authentication };
+export { notes, config, session, envelope, message, mime, kv, dns, blobstore, files, sql, forward, authentication };
+export { outboundQueue, dkim, antivirus, spamfilter, sasl, milter, ldap, http, geoip, imap, p0f };
 
 /** Pass to the next plugin in the chain. */
 export const cont = { tag: 'cont' };

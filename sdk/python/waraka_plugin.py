@@ -22,8 +22,10 @@ its outbound hooks), or by hand for the inbound hooks alone with
 hooks (``send_email``, ``get_mx``, ``deferred``, ``bounce``, ``delivered``) are
 methods of the same class. The host imports are re-exported
 here as modules: ``log``, ``notes``, ``config``, ``session``, ``envelope``,
-``message``, and the capabilities a plugin must be granted in ``waraka.toml``:
-``kv``, ``dns``, ``blobstore``, ``files``, ``sql``, ``forward``, ``authentication``.
+``message``, ``mime``, and the capabilities a plugin must be granted in
+``waraka.toml``: ``kv``, ``dns``, ``blobstore``, ``files``, ``sql``, ``forward``,
+``authentication``, ``outbound_queue``, ``dkim``, ``antivirus``, ``spamfilter``,
+``sasl``, ``milter``, ``ldap``, ``http``, ``geoip``, ``imap``, ``p0f``.
 A host call that fails raises ``componentize_py_types.Err`` with a
 ``types.Error_*`` value (``Error_NotGranted``, ``Error_Timeout``, ...).
 """
@@ -33,17 +35,29 @@ import functools
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import (  # noqa: F401  (re-exported for plugins)
+    antivirus,
     authentication,
     blobstore,
     config,
+    dkim,
     dns,
     envelope,
     files,
     forward,
+    geoip,
+    http,
+    imap,
     kv,
+    ldap,
     message,
+    milter,
+    mime,
     notes,
+    outbound_queue,
+    p0f,
+    sasl,
     session,
+    spamfilter,
     sql,
     types,
 )
@@ -60,6 +74,8 @@ __all__ = [
     "Plugin", "Settings", "Scope", "Address", "Err", "cont", "ok", "deny", "denysoft", "deny_disconnect",
     "denysoft_disconnect", "disconnect", "deliver", "delay", "drop", "NextHop", "trace", "debug", "info", "warn", "error", "authentication",
     "blobstore", "config", "dns", "envelope", "files", "forward", "kv", "message", "notes", "session", "sql", "types",
+    "mime", "outbound_queue", "dkim", "antivirus", "spamfilter", "sasl", "milter", "ldap", "http", "geoip", "imap",
+    "p0f",
 ]
 
 cont = types.Verdict_Cont()

@@ -74,7 +74,7 @@ class HarakaPluginTest(unittest.TestCase):
         self.server.wait_for_log(r"Got recipient: <myname-29991231@example\.com>")
         self.server.wait_for_log(r"Email address now: <myname@example\.com>")
         self.server.wait_for_log(r"MAIL FROM <sender@py\.test> with \{\}")
-        self.server.wait_for_log(r"Subject: disposable für dich")
+        self.server.wait_for_log(r"Subject: disposable für dich, body: for a while")
 
     def test_the_remote_host_is_the_clients_ptr_name(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="front.test", timeout=60) as s:
@@ -137,7 +137,7 @@ export const notes = {
 };
 export const files = {};
 export const config = { read: (name) => files[name] };
-export const session = { peerIp: () => '192.0.2.1' }, envelope = {}, message = {};
+export const session = { peerIp: () => '192.0.2.1' }, envelope = {}, message = {}, mime = {};
 export const ptr = {};
 export const dns = {
   lookupPtr(ip) {
@@ -152,7 +152,7 @@ export const trace = () => {}, debug = () => {}, info = () => {}, warn = () => {
 MODULE_CHECKS = r"""
 import assert from 'node:assert/strict';
 import { Address, haraka, harakaConfig, notesOf, parseIni, resultsOf, verdictOf } from './haraka.js';
-import { files, notes, ptr, session } from './waraka.js';
+import { files, mime, notes, ptr, session } from './waraka.js';
 
 assert.deepEqual(verdictOf(DENY, 'No'), { tag: 'deny', text: 'No', code: undefined, enhanced: undefined });
 assert.deepEqual(verdictOf(DENYSOFT, ['a', 'b']).text, ['a', 'b']);
@@ -331,6 +331,23 @@ const peer = (ip) => {
 };
 assert.deepEqual(['127.0.0.1', '::1', '10.1.2.3', '172.20.0.1', '172.32.0.1', '192.168.1.1', '169.254.0.9', 'fd00::1', 'fe80::1', '8.8.8.8', '2001:db8::1', '::ffff:192.168.0.1'].map(peer),
                  ['true true', 'true true', 'false true', 'false true', 'false false', 'false true', 'false true', 'false true', 'false true', 'false false', 'false false', 'false true']);
+
+// transaction.body: the first text part, the others as children; null
+// before data_post.
+session.transactionId = () => 't1';
+const bodies = haraka('b', {
+  hook_data_post(next, connection) {
+    const body = connection.transaction.body;
+    if (!body) return next(OK, 'no body');
+    next(OK, [body.ct, body.bodytext, ...body.children.map((c) => `${c.ct} ${c.bodytext}`)]);
+  },
+});
+mime.texts = () => [{ contentType: 'text/plain', text: 'plain' }, { contentType: 'text/html', text: '<p>html</p>' }];
+assert.deepEqual(bodies.dataPost().text, ['text/plain', 'plain', 'text/html <p>html</p>']);
+mime.texts = () => {
+  throw Object.assign(new Error('invalid'), { payload: { tag: 'invalid' } });
+};
+assert.equal(bodies.dataPost().text, 'no body');
 
 // server.notes are the server scope's notes.
 server.notes.count = 3;

@@ -60,7 +60,7 @@ exports.hook_mail = function (next, connection, params) {
 
 exports.hook_data_post = function (next, connection) {
     var txn = connection.transaction;
-    this.loginfo('Subject: ' + txn.header.get_decoded('Subject'));
+    this.loginfo('Subject: ' + txn.header.get_decoded('Subject') + ', body: ' + txn.body.bodytext.trim());
     if (this.cfg.main.add_header && txn.notes.disposable) {
         txn.add_header('X-Disposable', txn.notes.disposable + ' of ' + txn.rcpt_to.length +
             ' for ' + txn.mail_from.address() + ' via ' +
