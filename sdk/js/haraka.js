@@ -16,8 +16,8 @@
 //
 // `exports`, `module.exports`, `require` and Haraka's `server` (with
 // `server.notes`) are globals here, as in Node and Haraka;
-// `require` knows `haraka-constants`, `address-rfc2821` and `util`
-// (`format`, `inspect`).
+// `require` knows `haraka-constants`, `haraka-dsn`, `address-rfc2821` and
+// `util` (`format`, `inspect`).
 //
 // What Haraka gives a plugin is here: the return codes as globals (`OK`,
 // `DENY`, `DENYSOFT`, ...), `this.loginfo` and the other log levels,
@@ -767,9 +767,138 @@ const OUTBOUND_HOOKS = {
   },
 };
 
+/** RFC 3463's texts of the enhanced status codes, by subject and detail:
+ * what a haraka-dsn object says when given no text. */
+const STATUS_TEXTS = [
+  ['Other undefined status'],
+  ['Other address status', 'Bad destination mailbox address', 'Bad destination system address',
+    'Bad destination mailbox address syntax', 'Destination mailbox address ambiguous', 'Destination address valid',
+    'Destination mailbox has moved, No forwarding address', "Bad sender's mailbox address syntax",
+    "Bad sender's system address", 'Message relayed to non-compliant mailer'],
+  ['Other or undefined mailbox status', 'Mailbox disabled, not accepting messages', 'Mailbox full',
+    'Message length exceeds administrative limit', 'Mailing list expansion problem'],
+  ['Other or undefined mail system status', 'Mail system full', 'System not accepting network messages',
+    'System not capable of selected features', 'Message too big for system', 'System incorrectly configured'],
+  ['Other or undefined network or routing status', 'No answer from host', 'Bad connection', 'Directory server failure',
+    'Unable to route', 'Mail system congestion', 'Routing loop detected', 'Delivery time expired'],
+  ['Other or undefined protocol status', 'Invalid command', 'Syntax error', 'Too many recipients',
+    'Invalid command arguments', 'Wrong protocol version', 'Authentication Exchange line is too long'],
+  ['Other or undefined media error', 'Media not supported', 'Conversion required and prohibited',
+    'Conversion required but not supported', 'Conversion with loss performed', 'Conversion failed',
+    'Message content not available'],
+  ['Authentication Succeeded', 'Delivery not authorized, message refused', 'Mailing list expansion prohibited',
+    'Security conversion required but not possible', 'Security features not supported', 'Cryptographic failure',
+    'Cryptographic algorithm not supported', 'Message integrity failure', 'Authentication credentials invalid',
+    'Authentication mechanism is too weak', 'Encryption Needed',
+    'Encryption required for requested authentication mechanism', 'A password transition is needed',
+    'User Account Disabled', 'Trust relationship required'],
+];
+
+/** haraka-dsn's functions `(msg, code)`: the SMTP code when none is
+ * given, the subject and detail of the enhanced status, and a text of the
+ * function's own where it has one. */
+const DSN_FUNCTIONS = {
+  unspecified: [450, 0, 0],
+  addr_unspecified: [450, 1, 0],
+  addr_bad_dest_mbox: [550, 1, 1],
+  no_such_user: [550, 1, 1, 'No such user'],
+  addr_bad_dest_system: [550, 1, 2],
+  addr_bad_dest_syntax: [550, 1, 3],
+  addr_dest_ambigous: [450, 1, 4],
+  addr_rcpt_ok: [250, 1, 5],
+  addr_mbox_moved: [550, 1, 6],
+  addr_bad_from_syntax: [550, 1, 7],
+  addr_bad_from_system: [550, 1, 8],
+  mbox_unspecified: [450, 2, 0],
+  mbox_disabled: [550, 2, 1],
+  mbox_full: [450, 2, 2],
+  mbox_msg_too_long: [550, 2, 3],
+  mbox_list_expansion_problem: [450, 2, 4],
+  sys_unspecified: [450, 3, 0],
+  sys_disk_full: [450, 3, 1],
+  sys_not_accepting_mail: [450, 3, 2],
+  sys_not_supported: [450, 3, 3],
+  sys_msg_too_big: [550, 3, 4],
+  sys_incorrectly_configured: [450, 3, 5],
+  net_unspecified: [450, 4, 0],
+  net_no_answer: [450, 4, 1],
+  net_bad_connection: [450, 4, 2],
+  net_directory_server_failed: [450, 4, 3],
+  temp_resolver_failed: [450, 4, 3, 'Temporary address resolution failure'],
+  net_unable_to_route: [550, 4, 4],
+  net_system_congested: [450, 4, 5],
+  net_routing_loop: [550, 4, 6],
+  too_many_hops: [550, 4, 6, 'Too many hops'],
+  net_delivery_time_expired: [550, 4, 7],
+  proto_unspecified: [450, 5, 0],
+  proto_invalid_command: [550, 5, 1],
+  proto_syntax_error: [550, 5, 2],
+  proto_too_many_rcpts: [450, 5, 3],
+  proto_invalid_cmd_args: [550, 5, 4],
+  proto_wrong_version: [450, 5, 5],
+  media_unspecified: [450, 6, 0],
+  media_unsupported: [550, 6, 1],
+  media_conv_prohibited: [550, 6, 2],
+  media_conv_unsupported: [450, 6, 3],
+  media_conv_lossy: [450, 6, 4],
+  media_conv_failed: [450, 6, 5],
+  sec_unspecified: [450, 7, 0],
+  sec_unauthorized: [550, 7, 1],
+  bad_sender_ip: [550, 7, 1, 'Bad sender IP'],
+  relaying_denied: [550, 7, 1, 'Relaying denied'],
+  sec_list_expn_prohibited: [550, 7, 2],
+  sec_conv_failed: [550, 7, 3],
+  sec_feature_unsupported: [550, 7, 4],
+  sec_crypto_failure: [550, 7, 5],
+  sec_crypto_algo_unsupported: [450, 7, 6],
+  sec_msg_integrity_failure: [550, 7, 7],
+  auth_succeeded: [235, 7, 0],
+  auth_pass_transition_needed: [432, 7, 12],
+  auth_temp_fail: [454, 7, 0, 'Temporary authentication failure'],
+  auth_too_weak: [534, 7, 9],
+  auth_invalid: [535, 7, 8],
+  auth_exch_too_long: [500, 5, 6],
+  auth_required: [530, 7, 0, 'Authentication required'],
+  auth_crypt_required: [538, 7, 11],
+};
+
+/** A haraka-dsn object: `code` (`fallback` unless `code` is a 2xx, 4xx or
+ * 5xx one), `msg`, the enhanced status as `cls`, `sub`, `det` (the class is
+ * the code's first digit), and the `reply` lines; `next(code, dsn)` answers
+ * with its code, status and text. */
+function dsn(code, msg, fallback, sub = 0, det = 0) {
+  const own = /^[245]\d{2}$/.test(String(code)) ? Number(code) : (fallback ?? 450);
+  const cls = Math.floor(own / 100);
+  const status = `${cls}.${sub}.${det}`;
+  const text = msg || STATUS_TEXTS[sub]?.[det] || '';
+  return {
+    code: own,
+    msg: text,
+    cls,
+    sub,
+    det,
+    default_msg: STATUS_TEXTS[sub]?.[det] ?? '',
+    reply: Array.isArray(text) ? text.map((line) => `${status} ${line}`) : `${status} ${text}`,
+  };
+}
+
+/** The haraka-dsn module: `create(code, msg, subject, detail)` and a
+ * function `(msg, code)` per status (`DSN.no_such_user()`). */
+const DSN = {
+  create: (code, msg, sub, det) => dsn(code, msg, null, sub, det),
+  ...Object.fromEntries(
+    Object.entries(DSN_FUNCTIONS).map(([name, [fallback, sub, det, text]]) => [
+      name,
+      (msg, code) => dsn(code, msg || text, fallback, sub, det),
+    ]),
+  ),
+};
+
 /** The modules `require` gives a Haraka plugin. */
 const MODULES = {
   'haraka-constants': constants,
+  'haraka-dsn': DSN,
+  './dsn': DSN,
   'address-rfc2821': { Address },
   util: { format, inspect },
 };

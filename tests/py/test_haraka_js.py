@@ -214,6 +214,15 @@ assert.equal(notes.get('connection', 'results.dnsbl'), JSON.stringify(results.ge
 assert.equal(typeof exports, 'object');
 assert.equal(module.exports, exports);
 assert.equal(require('haraka-constants').DENY, 902);
+// haraka-dsn: the functions' codes, statuses and texts, as next() reads them.
+const DSN = require('haraka-dsn');
+assert.deepEqual(verdictOf(DENY, DSN.no_such_user()), { tag: 'deny', text: 'No such user', code: 550, enhanced: '5.1.1' });
+assert.deepEqual(verdictOf(DENYSOFT, DSN.mbox_full('Over quota', 452)),
+                 { tag: 'denysoft', text: 'Over quota', code: 452, enhanced: '4.2.2' });
+assert.equal(DSN.addr_bad_dest_system().reply, '5.1.2 Bad destination system address');
+assert.equal(DSN.net_unable_to_route(undefined, 'bogus').code, 550, 'a code that is not 2xx/4xx/5xx: the default');
+assert.deepEqual(DSN.create(421, ['a', 'b'], 4, 5).reply, ['4.4.5 a', '4.4.5 b']);
+assert.equal(require('./dsn'), DSN, "Haraka's older path");
 assert.equal(new (require('address-rfc2821').Address)('a', 'b.c').address(), 'a@b.c');
 const util = require('node:util');
 assert.equal(util.format('%s is %d%% of %j', new Address('a', 'b'), 42, { x: [1] }, 'more'), '<a@b> is 42% of {"x":[1]} more');

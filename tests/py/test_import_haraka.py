@@ -19,13 +19,14 @@ from harness import (BIN, SmtpReceiver, Waraka, auth_plain, free_port, install_p
 # A Haraka plugin of the administrator's own, as Haraka's plugin guide
 # writes one.
 MY_POLICY = """const constants = require('haraka-constants');
+const DSN = require('haraka-dsn');
 
 exports.register = function () {
     this.register_hook('rcpt', 'refuse_retired');
 };
 
 exports.refuse_retired = function (next, connection, params) {
-    if (params[0].user === 'retired') return next(constants.DENY, 'No such user');
+    if (params[0].user === 'retired') return next(constants.DENY, DSN.addr_bad_dest_system('Retired address'));
     next();
 };
 """
@@ -167,8 +168,7 @@ class ImportedInstance(unittest.TestCase):
                 s.ehlo("client.example")
                 s.mail("someone@example.org")
                 code, text = s.rcpt("retired@import.test")
-            self.assertEqual(code, 550)
-            self.assertIn(b"No such user", text)
+            self.assertEqual((code, text), (550, b"5.1.2 Retired address"), "haraka-dsn's code and status")
         finally:
             self.server.edit("waraka.toml", lambda t: imported)
             self.server.reload()
