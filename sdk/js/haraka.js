@@ -37,9 +37,9 @@
 // `rcpt_to`, `queue_time`) and `hmail.num_failures`.
 //
 // Differences, because a hook call is one call into a sandbox:
-// - `next()` must be called before the hook function returns: the
-//   capabilities (DNS, SQL, key-value, ...) answer at once, so there is
-//   nothing to wait for. A hook that returns without calling it answers
+// - `next()` may come after the hook function returns, from an `async`
+//   function or a promise callback (the capabilities answer at once, so
+//   `await` only waits for promises); a hook that ends without it answers
 //   DENYSOFT, as Haraka does when its plugin timer fires.
 // - An exception is a plugin fault (451, or skipped with `on_error =
 //   "continue"`), never a silent CONT.
@@ -214,17 +214,70 @@ function parsed(text) {
  * when the call ends (`hookCall`). */
 const noteObjects = new Map();
 
-/** Runs one hook call: `run()`, then writes back the note objects it
- * changed in place. A call that throws (a fault) writes nothing back. */
+/** Whether `value` is a promise (or another thenable). */
+const isPromise = (value) => value !== null && typeof value === 'object' && typeof value.then === 'function';
+
+/** `fn(value)` now, or once the promise `value` resolves. */
+const andThen = (value, fn) => (isPromise(value) ? value.then(fn) : fn(value));
+
+/** Runs one hook call: `run()`, then (once its answer is there) writes
+ * back the note objects it changed in place. A call that throws (a fault)
+ * writes nothing back. */
 function hookCall(run) {
   noteObjects.clear();
-  const answer = run();
-  for (const { scope, key, value, text } of noteObjects.values()) {
-    const now = JSON.stringify(value);
-    if (now !== text) notes.set(scope, key, now);
-  }
-  noteObjects.clear();
-  return answer;
+  return andThen(run(), (answer) => {
+    for (const { scope, key, value, text } of noteObjects.values()) {
+      const now = JSON.stringify(value);
+      if (now !== text) notes.set(scope, key, now);
+    }
+    noteObjects.clear();
+    return answer;
+  });
+}
+
+/** Runs `invoke(callback)`, a Haraka function that answers through a
+ * callback (`next`, auth's `cb`), and gives the arguments of the
+ * callback's first call: at once when it came before `invoke` returned,
+ * else a promise of them, once the promise `invoke` returned (an `async`
+ * function) has settled and the promise callbacks queued by then have run
+ * (the component's event loop runs them within the hook call); null when
+ * the callback never came. A second call is ignored, with a warning. */
+function callbackAnswer(invoke, what) {
+  let answer = null;
+  let answered;
+  const settled = new Promise((resolve) => {
+    answered = resolve;
+  });
+  const callback = (...args) => {
+    if (answer) {
+      warn(`${what}: called back again (ignored)`);
+      return;
+    }
+    answer = args;
+    answered();
+  };
+  const returned = invoke(callback);
+  if (answer) return answer;
+  return (async () => {
+    if (isPromise(returned)) await returned;
+    if (!answer) await Promise.race([settled, new Promise((resolve) => setTimeout(resolve, 0))]);
+    return answer;
+  })();
+}
+
+/** Calls `count` functions in turn (`callOne(i)`, whose answer may come
+ * later) until `decide(i, answer)` returns `{ value }`; `otherwise` when
+ * none does. Synchronous while the answers come at once. */
+function firstAnswer(count, callOne, decide, otherwise) {
+  const from = (index) => {
+    for (let i = index; i < count; i++) {
+      const decided = andThen(callOne(i), (answer) => decide(i, answer));
+      if (isPromise(decided)) return decided.then((d) => (d ? d.value : from(i + 1)));
+      if (decided) return decided.value;
+    }
+    return otherwise;
+  };
+  return from(0);
 }
 
 /** The notes of `scope` as a Haraka notes object: properties, plus
@@ -970,23 +1023,14 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
     byHook.set(target, [...(byHook.get(target) ?? []), ...methods]);
   }
 
-  /** Calls one method as Haraka would; its answer as [code, msg]. */
-  const call = (method, connection, params) => {
-    let answer;
-    const next = (code, msg) => {
-      if (answer) {
-        warn(`${method}: next() called again (ignored)`);
-        return;
-      }
-      answer = [code, msg];
-    };
-    self[method].call(self, next, connection, params);
-    if (!answer) {
-      warn(`${method} returned without calling next(): answering DENYSOFT (next must be called before the hook returns)`);
+  /** Calls one method as Haraka would; its answer as [code, msg] (a
+   * promise of it when next() comes later). */
+  const call = (method, object, params) =>
+    andThen(callbackAnswer((next) => self[method].call(self, next, object, params), `${method}: next()`), (answer) => {
+      if (answer) return answer;
+      warn(`${method} ended without calling next(): answering DENYSOFT (as Haraka's plugin timeout)`);
       return [constants.DENYSOFT, 'plugin timeout'];
-    }
-    return answer;
-  };
+    });
 
   let ready = false;
   /** Runs `register()` with the instance's config before its first hook. */
@@ -1011,37 +1055,40 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       registerOnce();
       const capabilities = [];
       const connection = connectionObject(capabilities);
-      let verdict = cont;
       // One params for the chain, as in Haraka: a change one method makes
       // is what the next one sees.
       const params = HOOKS[methods[0][0]][1](...args);
-      for (const [hook, method] of methods) {
-        const kind = HOOKS[hook][2];
-        const answer = verdictOf(...call(method, connection, params));
-        if (kind === 'first' && answer !== cont) {
-          verdict = answer;
-          break;
+      const decided = firstAnswer(
+        methods.length,
+        (i) => call(methods[i][1], connection, params),
+        (i, [code, msg]) => {
+          const verdict = verdictOf(code, msg);
+          return HOOKS[methods[i][0]][2] === 'first' && verdict !== cont ? { value: verdict } : null;
+        },
+        cont,
+      );
+      return andThen(decided, (verdict) => {
+        if (target === 'rcpt' && !['deny', 'denysoft', 'deny-disconnect', 'denysoft-disconnect'].includes(verdict.tag)) {
+          rewriteRecipient(args[0], params[0]);
         }
-      }
-      if (target === 'rcpt' && !['deny', 'denysoft', 'deny-disconnect', 'denysoft-disconnect'].includes(verdict.tag)) {
-        rewriteRecipient(args[0], params[0]);
-      }
-      return target === 'capabilities' ? capabilities.map(String) : verdict;
+        return target === 'capabilities' ? capabilities.map(String) : verdict;
+      });
     });
   }
   for (const [hook, { target, params, answer, otherwise }] of Object.entries(OUTBOUND_HOOKS)) {
     const methods = registered.filter(([h]) => h === hook).map(([, method]) => method);
     if (methods.length === 0) continue;
-    defined[target] = (delivery, ...args) => {
+    defined[target] = (delivery, ...args) => hookCall(() => {
       registerOnce();
       const hmail = hmailObject(delivery);
       const hookParams = params(delivery, ...args);
-      for (const method of methods) {
-        const [code, msg] = call(method, hmail, hookParams);
-        if (answer && code !== undefined && code !== constants.CONT) return answer([code, msg]);
-      }
-      return otherwise;
-    };
+      return firstAnswer(
+        methods.length,
+        (i) => call(methods[i], hmail, hookParams),
+        (i, [code, msg]) => (answer && code !== undefined && code !== constants.CONT ? { value: answer([code, msg]) } : null),
+        otherwise,
+      );
+    });
   }
   if (authBase) {
     if (typeof self.check_plain_passwd !== 'function' && typeof self.get_plain_passwd !== 'function') {
@@ -1068,23 +1115,21 @@ function authVerdict(self, attempt, connection) {
     return deny('Authorisation identity not allowed');
   }
   if (!['PLAIN', 'LOGIN'].includes(attempt.mechanism)) return cont;
-  let answer;
-  const done = (value) => {
-    answer ??= { value };
-  };
-  if (typeof self.check_plain_passwd === 'function') {
-    self.check_plain_passwd(connection, attempt.user, attempt.secret, done);
-    if (answer) return answer.value ? ok() : deny();
-  } else {
-    if (self.get_plain_passwd.length >= 3) {
-      self.get_plain_passwd(attempt.user, connection, done);
-    } else {
-      self.get_plain_passwd(attempt.user, done);
+  const check = typeof self.check_plain_passwd === 'function';
+  const answered = callbackAnswer((cb) => {
+    if (check) return self.check_plain_passwd(connection, attempt.user, attempt.secret, cb);
+    if (self.get_plain_passwd.length >= 3) return self.get_plain_passwd(attempt.user, connection, cb);
+    return self.get_plain_passwd(attempt.user, cb);
+  }, `${self.name}: the password check's callback`);
+  return andThen(answered, (answer) => {
+    if (!answer) {
+      warn(`${self.name}: the password check ended without calling its callback: answering DENYSOFT`);
+      return denysoft();
     }
-    if (answer) return answer.value !== undefined && answer.value !== null && String(answer.value) === attempt.secret ? ok() : deny();
-  }
-  warn(`${self.name}: the password check returned without calling its callback: answering DENYSOFT`);
-  return denysoft();
+    const [value] = answer;
+    if (check) return value ? ok() : deny();
+    return value !== undefined && value !== null && String(value) === attempt.secret ? ok() : deny();
+  });
 }
 
 /** Applies a `rcpt` hook's change of `params[0].user` or `.host` to the

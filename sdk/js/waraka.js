@@ -190,7 +190,12 @@ function exported(table, defined) {
   const exports = {};
   for (const [key, [, fallback]] of Object.entries(table)) {
     const hook = defined[key];
-    exports[key] = hook ? (...args) => hook(...args) ?? fallback : () => fallback;
+    exports[key] = hook
+      ? (...args) => {
+          const answer = hook(...args);
+          return answer !== null && typeof answer?.then === 'function' ? answer.then((a) => a ?? fallback) : answer ?? fallback;
+        }
+      : () => fallback;
   }
   return exports;
 }

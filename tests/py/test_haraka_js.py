@@ -256,10 +256,46 @@ const built = haraka('t', p);
 assert.equal(p.n, undefined, 'register() ran on its own object');
 assert.deepEqual(Object.keys(built).sort(), ['ehlo', 'helo', 'name', 'version']);
 assert.equal(built.ehlo('x').text, 'x 3', "the instance's config");
-assert.equal(built.helo('silent').tag, 'denysoft', 'no next(): DENYSOFT');
+assert.equal((await built.helo('silent')).tag, 'denysoft', 'no next(): DENYSOFT');
 assert.equal(built.helo('twice').tag, 'ok', 'the first next() counts');
 assert.deepEqual(built.helo('y').text, ['no', 'y']);
 assert.throws(() => haraka('u', { hook_lookup_rdns: () => {} }), /no Waraka hook for Haraka's lookup_rdns/);
+
+// next() after the hook returned: from an async hook, or a promise callback;
+// the answer is a promise then. An async hook that throws rejects it.
+const sender = { localPart: 'a', domain: 'b.test', params: [] };
+const later = haraka('l', {
+  async hook_mail(next, connection, params) {
+    await null;
+    await Promise.resolve();
+    next(DENY, `after await for ${params[0].address()}`);
+  },
+  hook_rcpt(next) {
+    Promise.resolve().then(() => next(DENYSOFT, 'from a promise'));
+  },
+  async hook_data(next) {
+    await null;
+    throw new Error('async fault');
+  },
+  async hook_data_post(next) {
+    await null;
+  },
+});
+assert.equal((await later.mail(sender)).text, 'after await for a@b.test');
+assert.equal((await later.rcpt(sender)).text, 'from a promise');
+await assert.rejects(later.data(), /async fault/);
+assert.equal((await later.dataPost()).tag, 'denysoft', 'an async hook that never calls next()');
+const asyncAuth = haraka('aa', {
+  register() {
+    this.inherits('auth/auth_base');
+  },
+  async get_plain_passwd(user, cb) {
+    await null;
+    cb(user === 'u' ? 'pw' : null);
+  },
+});
+assert.equal((await asyncAuth.auth({ mechanism: 'PLAIN', user: 'u', secret: 'pw' })).tag, 'ok');
+assert.equal((await asyncAuth.auth({ mechanism: 'PLAIN', user: 'v', secret: 'pw' })).tag, 'deny');
 
 // A register() that throws with the instance's config faults the hook, and
 // is tried again at the next one.
@@ -290,7 +326,7 @@ const attempt = (user, secret, mechanism = 'PLAIN', authzid = undefined) => ({ m
 assert.equal(auth.auth(attempt('u', 'right')).tag, 'ok');
 assert.equal(auth.auth(attempt('u', 'right', 'LOGIN')).tag, 'ok');
 assert.equal(auth.auth(attempt('u', 'wrong')).tag, 'deny');
-assert.equal(auth.auth(attempt('silent', 'right')).tag, 'denysoft', 'no callback: DENYSOFT');
+assert.equal((await auth.auth(attempt('silent', 'right'))).tag, 'denysoft', 'no callback: DENYSOFT');
 assert.equal(auth.auth(attempt('u', 'right', 'CRAM-MD5')).tag, 'cont');
 assert.equal(auth.auth(attempt('u', 'right', 'PLAIN', 'admin')).tag, 'deny');
 assert.throws(() => haraka('b', { register() { this.inherits('queue/discard'); } }), /only auth\/auth_base/);
@@ -416,7 +452,7 @@ assert.equal(outbound.deferred(entry('d.test', 's@src.test', ['r@d.test'], 1), f
              'OK keeps the entry');
 assert.equal(outbound.bounce(entry('d.test'), failed('quiet@d.test')), true);
 assert.equal(outbound.bounce(entry('d.test'), failed('loud@d.test')), false);
-assert.equal(outbound.bounce(entry('d.test'), failed('silent@d.test')), false, 'no next(): the DSN is sent');
+assert.equal(await outbound.bounce(entry('d.test'), failed('silent@d.test')), false, 'no next(): the DSN is sent');
 assert.equal(outbound.delivered(entry('d.test'), ['r@d.test'], '127.0.0.9', '250 OK'), undefined);
 assert.deepEqual(told, [['q1', 1700000000000, '127.0.0.9', '250 OK', 'SMTP', ['<r@d.test>']]]);
 console.log('haraka.js checks passed');

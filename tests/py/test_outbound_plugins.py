@@ -43,6 +43,8 @@ class OutboundPluginsTest(unittest.TestCase):
 
         def setup(server):
             relay_setup(cls.dns.port, port, retry="1h")(server)
+            # First in the chain, so that its rcpt hook decides before the relay.
+            server.edit("waraka.toml", lambda t: t.replace('plugins = ["', 'plugins = ["test/outbound_haraka", "', 1))
             (server.dir / "plugins/test").mkdir()
             for lang, wasm in built.items():
                 install_plugin(server, wasm, f"test/outbound_{lang}")
@@ -53,7 +55,7 @@ class OutboundPluginsTest(unittest.TestCase):
         cls.addClassCleanup(cls.server.stop)
         with cls.server.stopped_on_error():
             for lang in LANGS:
-                cls.server.wait_for_log(rf"plugin loaded plugin=test/outbound_{lang} .*hooks=\["
+                cls.server.wait_for_log(rf"plugin loaded plugin=test/outbound_{lang} .*hooks=\[.*"
                                         r'"send-email", "get-mx", "deferred", "bounce", "delivered"\]', timeout=300)
 
     def send(self, sender, recipients, subject):
@@ -120,6 +122,17 @@ class OutboundPluginsTest(unittest.TestCase):
                                    what="the entry deferred after the fault")[0]
                 self.assertIn(f"plugin test/outbound_{lang} failed in send-email", entry["last_error"])
                 self.assertFalse(self.received(self.hop, f"trap@{lang}.test"))
+
+    def test_an_async_haraka_hook_answers_after_its_await(self):
+        with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
+            s.ehlo()
+            s.mail("a@sender.test")
+            self.assertEqual(s.rcpt("async@haraka.test"), (550, b"5.7.1 Refused after an await"))
+            code, text = s.rcpt("silent@haraka.test")
+            self.assertEqual((code // 100, text.split(b" ", 1)[1]), (4, b"plugin timeout"),
+                             "a hook that never calls next() answers DENYSOFT, not a fault")
+            self.assertEqual(s.rcpt("ok@haraka.test")[0], 250)
+        self.server.wait_for_log(r"hook_rcpt ended without calling next\(\): answering DENYSOFT")
 
 
 if __name__ == "__main__":
