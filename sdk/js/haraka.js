@@ -611,8 +611,10 @@ function remoteHost() {
 
 /** `connection` of a Haraka hook call, read from the session as it is asked. */
 function connectionObject(capabilities) {
-  // A hook call is inside one transaction or none: ask the host once.
+  // A hook call is inside one transaction or none: ask the host once; and
+  // look up the client's name once.
   let transaction;
+  let host;
   return {
     get uuid() {
       return session.connectionId();
@@ -625,7 +627,8 @@ function connectionObject(capabilities) {
         return session.peerPort();
       },
       get host() {
-        return remoteHost();
+        if (host === undefined) host = remoteHost();
+        return host;
       },
       get is_local() {
         return isLocalIp(session.peerIp());
