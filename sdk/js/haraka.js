@@ -16,7 +16,8 @@
 //
 // `exports`, `module.exports`, `require` and Haraka's `server` (with
 // `server.notes`) are globals here, as in Node and Haraka;
-// `require` knows `haraka-constants`, `haraka-dsn`, `address-rfc2821` and
+// `require` knows `haraka-constants`, `haraka-dsn`, `address-rfc2821`,
+// `haraka-net-utils` (`is_private_ip`, `is_local_ip`, `is_ip_literal`) and
 // `util` (`format`, `inspect`).
 //
 // What Haraka gives a plugin is here: the return codes as globals (`OK`,
@@ -955,6 +956,12 @@ const MODULES = {
   'haraka-constants': constants,
   'haraka-dsn': DSN,
   './dsn': DSN,
+  // The address tests of haraka-net-utils (its network functions need Node's sockets).
+  'haraka-net-utils': {
+    is_private_ip: isPrivateIp,
+    is_local_ip: isLocalIp,
+    is_ip_literal: (host) => /^\[(?:IPv6:)?[0-9a-fA-F.:]+\]$/.test(host),
+  },
   'address-rfc2821': { Address },
   util: { format, inspect },
 };

@@ -223,6 +223,11 @@ assert.equal(DSN.addr_bad_dest_system().reply, '5.1.2 Bad destination system add
 assert.equal(DSN.net_unable_to_route(undefined, 'bogus').code, 550, 'a code that is not 2xx/4xx/5xx: the default');
 assert.deepEqual(DSN.create(421, ['a', 'b'], 4, 5).reply, ['4.4.5 a', '4.4.5 b']);
 assert.equal(require('./dsn'), DSN, "Haraka's older path");
+const netUtils = require('haraka-net-utils');
+assert.ok(netUtils.is_private_ip('10.0.0.1') && !netUtils.is_private_ip('192.0.2.1'));
+assert.ok(netUtils.is_local_ip('127.0.0.2') && !netUtils.is_local_ip('10.0.0.1'));
+assert.ok(netUtils.is_ip_literal('[192.0.2.1]') && netUtils.is_ip_literal('[IPv6:2001:db8::1]'));
+assert.ok(!netUtils.is_ip_literal('mail.example.com'));
 assert.equal(new (require('address-rfc2821').Address)('a', 'b.c').address(), 'a@b.c');
 const util = require('node:util');
 assert.equal(util.format('%s is %d%% of %j', new Address('a', 'b'), 42, { x: [1] }, 'more'), '<a@b> is 42% of {"x":[1]} more');
