@@ -978,6 +978,38 @@ function require(id) {
 /** Haraka's `server` global: `server.notes`, shared by every connection
  * (and the outbound hooks) of the server, and with plugins in any language. */
 globalThis.server = { notes: notesOf('server') };
+/** Node's module system over the files of a Haraka plugin in several
+ * files, as `waraka import-haraka` lays them out in `app.js`: `modules`
+ * maps each file's path to a function `(module, exports, require,
+ * __filename, __dirname)` running its code. Gives `main`'s
+ * `module.exports`. A `require('./…')` or `require('../…')` finds the
+ * file, with `.js` or `.json` added or as a directory's `index.js`, and runs
+ * it once; any other name is one of the modules `require` knows. */
+export function commonjs(modules, main) {
+  const loaded = new Map();
+  const resolve = (dir, id) => {
+    const parts = dir ? dir.split('/') : [];
+    for (const part of id.split('/')) {
+      if (part === '..') parts.pop();
+      else if (part !== '.' && part !== '') parts.push(part);
+    }
+    const base = parts.join('/');
+    const found = [base, `${base}.js`, `${base}.json`, `${base}/index.js`].find((path) => path in modules);
+    if (found === undefined) throw new Error(`require('${id}') in ${dir || '.'}/: no such file in the plugin`);
+    return found;
+  };
+  const load = (path) => {
+    if (loaded.has(path)) return loaded.get(path).exports;
+    const module = { exports: {} };
+    loaded.set(path, module);
+    const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
+    const local = (id) => (id.startsWith('./') || id.startsWith('../') ? load(resolve(dir, id)) : require(id));
+    modules[path].call(module.exports, module, module.exports, local, path, dir);
+    return module.exports;
+  };
+  return load(main);
+}
+
 globalThis.module = { exports: {} };
 globalThis.exports = globalThis.module.exports;
 globalThis.require = require;

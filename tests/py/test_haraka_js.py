@@ -151,7 +151,7 @@ export const trace = () => {}, debug = () => {}, info = () => {}, warn = () => {
 
 MODULE_CHECKS = r"""
 import assert from 'node:assert/strict';
-import { Address, haraka, harakaConfig, notesOf, parseIni, resultsOf, verdictOf } from './haraka.js';
+import { Address, commonjs, haraka, harakaConfig, notesOf, parseIni, resultsOf, verdictOf } from './haraka.js';
 import { files, mime, notes, ptr, session } from './waraka.js';
 
 assert.deepEqual(verdictOf(DENY, 'No'), { tag: 'deny', text: 'No', code: undefined, enhanced: undefined });
@@ -398,6 +398,34 @@ mime.texts = () => {
   throw Object.assign(new Error('invalid'), { payload: { tag: 'invalid' } });
 };
 assert.equal(bodies.dataPost().text, 'no body');
+
+// commonjs(): a plugin in several files, each module run once.
+let runs = 0;
+const pkg = commonjs({
+  'lib/main.js'(module, exports, require, __filename, __dirname) {
+    const util = require('./util');
+    exports.where = [__filename, __dirname];
+    exports.sum = util.add(require('../data.json').n, require('./sub').n);
+    exports.dsn = require('haraka-dsn').no_such_user().reply;
+    exports.again = require('./util.js') === util;
+    exports.missing = (() => { try { require('./nowhere'); } catch (e) { return e.message; } })();
+  },
+  'lib/util.js'(module) {
+    runs += 1;
+    module.exports = { add: (a, b) => a + b };
+  },
+  'lib/sub/index.js'(module, exports) {
+    exports.n = 2;
+  },
+  'data.json'(module) {
+    module.exports = { n: 40 };
+  },
+}, 'lib/main.js');
+assert.deepEqual(pkg.where, ['lib/main.js', 'lib']);
+assert.equal(pkg.sum, 42);
+assert.equal(pkg.dsn, '5.1.1 No such user');
+assert.ok(pkg.again && runs === 1, 'a module runs once');
+assert.equal(pkg.missing, "require('./nowhere') in lib/: no such file in the plugin");
 
 // server.notes are the server scope's notes.
 server.notes.count = 3;

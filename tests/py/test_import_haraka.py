@@ -19,17 +19,42 @@ from harness import (BIN, SmtpReceiver, Waraka, auth_plain, free_port, install_p
 # A Haraka plugin of the administrator's own, as Haraka's plugin guide
 # writes one.
 MY_POLICY = """const constants = require('haraka-constants');
-const DSN = require('haraka-dsn');
 
 exports.register = function () {
     this.register_hook('rcpt', 'refuse_retired');
 };
 
 exports.refuse_retired = function (next, connection, params) {
-    if (params[0].user === 'retired') return next(constants.DENY, DSN.addr_bad_dest_system('Retired address'));
+    if (params[0].user === 'retired') return next(constants.DENY, 'No such user');
     next();
 };
 """
+# The same policy as an npm-style package in several files, as Haraka loads
+# plugins/NAME/: its main module (package.json's `main`), a module of its
+# own and a JSON file it requires, a dependency (haraka-dsn, which haraka.js
+# has), and tests and node_modules that are not part of it.
+MY_PACKAGE = {
+    "package.json": '{"name": "haraka-plugin-my-package", "main": "lib/main", "dependencies": {"haraka-dsn": "^1"}}',
+    "lib/main.js": """'use strict';
+// DENY and the other codes are globals, as Haraka makes them.
+const DSN = require('haraka-dsn');
+const { refused } = require('./refused');
+const settings = require('../settings.json');
+
+exports.register = function () {
+    this.register_hook('rcpt', 'check');
+};
+
+exports.check = function (next, connection, params) {
+    if (refused(params[0].user)) return next(DENY, DSN.addr_bad_dest_system(settings.message));
+    next();
+};
+""",
+    "lib/refused.js": "exports.refused = (user) => require('../settings').users.includes(user);\n",
+    "settings.json": '{"users": ["retired"], "message": "Retired address"}\n',
+    "test/main.js": "require('mocha');\n",
+    "node_modules/haraka-dsn/index.js": "module.exports = {};\n",
+}
 from test_geoip import write_asn
 
 HARAKA = pathlib.Path.home() / ".local/haraka/node_modules/.bin/haraka"
@@ -75,7 +100,7 @@ class ImportedInstance(unittest.TestCase):
         write(config, "host_list", "# local domains\nimport.test\n")
         write(config, "plugins", "\n".join([
             "# as an administrator left it", "process_title", "tls", "helo.checks", "mail_from.access", "dnsbl",
-            "my_policy", "auth/flat_file", "relay", "rcpt_to.in_host_list", "queue/smtp_forward", ""]))
+            "my_policy", "my_package", "auth/flat_file", "relay", "rcpt_to.in_host_list", "queue/smtp_forward", ""]))
         write(config, "helo.checks.ini", "[reject]\nbare_ip=true\n[skip]\nprivate_ip=false\n")
         write(config, "mail_from.access.blacklist_regex", ".*@spam\\.test\n")
         smtp_ini = (config / "smtp.ini").read_text()
@@ -100,6 +125,9 @@ class ImportedInstance(unittest.TestCase):
         write(config, "outbound.ini", "temp_fail_intervals=1m, 5m*2\nconcurrency_max=7\n")
         (cls.haraka / "plugins").mkdir(exist_ok=True)
         write(cls.haraka, "plugins/my_policy.js", MY_POLICY)
+        for path, text in MY_PACKAGE.items():
+            (cls.haraka / "plugins/my_package" / path).parent.mkdir(parents=True, exist_ok=True)
+            write(cls.haraka, f"plugins/my_package/{path}", text)
 
         def imported(server):
             shutil.rmtree(server.dir)
@@ -154,16 +182,25 @@ class ImportedInstance(unittest.TestCase):
         self.assertTrue((source / "haraka.js").exists())
         self.assertRegex(self.result.stdout, r"its code is in src/my_policy/app\.js, run by haraka\.js: "
                                              r"`waraka plugin build src/my_policy`")
+
+    def test_a_plugin_of_ones_own_in_several_files_builds_and_answers(self):
+        source = self.server.dir / "src/my_package"
+        app = (source / "app.js").read_text()
+        for path in ("lib/main.js", "lib/refused.js", "settings.json"):
+            self.assertIn(f'"{path}"(module', app)
+        self.assertNotIn("mocha", app, "its tests are left out")
+        self.assertRegex(self.result.stdout, r"plugin my_package \(plugins/my_package/\): a plugin of your own; its "
+                                             r"code is in src/my_package/app\.js.*it depends on haraka-dsn")
         wasm, _ = timed_build(source)
         checked = subprocess.run([BIN, "plugin", "check", str(wasm)], capture_output=True, text=True)
         self.assertEqual(checked.returncode, 0, checked.stderr)
         # Installed as the report says, it answers in the imported chain.
-        install_plugin(self.server, wasm, "my_policy")
+        install_plugin(self.server, wasm, "my_package")
         imported = (self.server.dir / "waraka.toml").read_text()
-        self.server.edit("waraka.toml", lambda t: t.replace("plugins = [", 'plugins = ["my_policy", ', 1))
+        self.server.edit("waraka.toml", lambda t: t.replace("plugins = [", 'plugins = ["my_package", ', 1))
         try:
             self.server.reload()
-            self.server.wait_for_log(r'plugin loaded plugin=my_policy .*hooks=\["rcpt"\]', timeout=300)
+            self.server.wait_for_log(r'plugin loaded plugin=my_package .*hooks=\["rcpt"\]', timeout=300)
             with smtplib.SMTP("127.0.0.1", self.mx_port, timeout=30) as s:
                 s.ehlo("client.example")
                 s.mail("someone@example.org")

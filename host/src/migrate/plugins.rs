@@ -348,34 +348,110 @@ pub fn carry(h: &HarakaDir, t: &mut Target, plugins: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A Haraka plugin directory (`plugins/NAME/`, an npm-style package).
+struct Package {
+    /// Its `.js` and `.json` files outside `node_modules` and test
+    /// directories: (path relative to the directory, text).
+    files: Vec<(String, String)>,
+    /// The main module: `package.json`'s `main`, else `index.js`.
+    main: String,
+    /// The packages it depends on (`dependencies`).
+    dependencies: Vec<String>,
+}
+
+/// The code of the plugin directory `dir`.
+fn package_code(dir: &Path) -> Result<Package> {
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("package.json"))?)?;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at)? {
+            let path = entry?.path();
+            let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !["node_modules", "test", "tests"].contains(&file_name) && !file_name.starts_with('.') {
+                    pending.push(path);
+                }
+            } else if (file_name.ends_with(".js") || file_name.ends_with(".json")) && file_name != "package.json" {
+                let relative = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+                files.push((relative, std::fs::read_to_string(&path)?));
+            }
+        }
+    }
+    files.sort();
+    let named = manifest["main"].as_str().unwrap_or("index.js").trim_start_matches("./");
+    let main = if files.iter().any(|(path, _)| path == named) {
+        named.to_string()
+    } else {
+        format!("{named}.js")
+    };
+    let dependencies = manifest["dependencies"]
+        .as_object()
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default();
+    Ok(Package {
+        files,
+        main,
+        dependencies,
+    })
+}
+
 /// A plugin the table does not know: the administrator's own (a single
-/// file is laid out under `src/` as a JavaScript plugin run by
-/// `haraka.js`), or a package.
+/// file, or a directory with a `package.json`, is laid out under `src/` as
+/// a JavaScript plugin run by `haraka.js`), or a package.
 fn unknown(h: &HarakaDir, t: &mut Target, name: &str) {
     let file = format!("plugins/{name}.js");
-    let line = if let Ok(code) = std::fs::read_to_string(h.install_path(&file)) {
-        let in_instance = |path: &Path| path.strip_prefix(t.path("")).unwrap_or(path).display().to_string();
-        let laid_out = crate::scaffold::port_haraka_plugin(&t.path("src"), name, &code).and_then(|root| {
+    let package = h.install_path(&format!("plugins/{name}"));
+    let in_instance = |path: &Path| path.strip_prefix(t.path("")).unwrap_or(path).display().to_string();
+    let lay_out = |code: crate::scaffold::HarakaCode| {
+        crate::scaffold::port_haraka_plugin(&t.path("src"), name, code).and_then(|root| {
             Ok((
                 in_instance(&root),
                 in_instance(&crate::scaffold::component_path(&root)?),
             ))
-        });
+        })
+    };
+    let (source, laid_out, dependencies) = if let Ok(code) = std::fs::read_to_string(h.install_path(&file)) {
+        (
+            file,
+            Some(lay_out(crate::scaffold::HarakaCode::File(&code))),
+            Vec::new(),
+        )
+    } else if package.join("package.json").exists() {
+        let source = format!("plugins/{name}/");
+        match package_code(&package) {
+            Ok(found) => {
+                let code = crate::scaffold::HarakaCode::Package {
+                    files: &found.files,
+                    main: &found.main,
+                };
+                (source, Some(lay_out(code)), found.dependencies)
+            }
+            Err(e) => (source, Some(Err(e)), Vec::new()),
+        }
+    } else {
+        (file, None, Vec::new())
+    };
+    let line = if let Some(laid_out) = laid_out {
+        let needs = if dependencies.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; it depends on {} (npm): haraka.js's require has Haraka's own modules, others must be replaced \
+                 with the capabilities it exports",
+                dependencies.join(", ")
+            )
+        };
         match laid_out {
             Ok((dir, wasm)) => format!(
-                "plugin {name} ({file}): a plugin of your own; its code is in {dir}/app.js, run by haraka.js: \
+                "plugin {name} ({source}): a plugin of your own; its code is in {dir}/app.js, run by haraka.js: \
                  `waraka plugin build {dir}` (componentize-js), copy {wasm} to plugins/{name}.wasm \
-                 and add \"{name}\" to plugins in waraka.toml (docs/plugins-in-js.md#haraka-plugins)"
+                 and add \"{name}\" to plugins in waraka.toml (docs/plugins-in-js.md#haraka-plugins){needs}"
             ),
             Err(e) => {
-                format!("plugin {name} ({file}): a plugin of your own, not laid out ({e:#}); docs/plugins-in-js.md")
+                format!("plugin {name} ({source}): a plugin of your own, not laid out ({e:#}); docs/plugins-in-js.md")
             }
         }
-    } else if h.install_path(&format!("plugins/{name}/package.json")).exists() {
-        format!(
-            "plugin {name} (plugins/{name}/): a plugin of your own in several files; `waraka plugin new {name} --lang js` \
-             makes a skeleton whose haraka.js runs its code (docs/plugins-in-js.md#haraka-plugins)"
-        )
     } else {
         format!(
             "plugin {name}: not one Waraka knows (an npm package?); a WebAssembly component can do its job \

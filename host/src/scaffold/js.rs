@@ -60,6 +60,41 @@ export const hooks = plugin({{
     )
 }
 
+/// The `app.js` that runs a Haraka plugin in several files through
+/// `haraka.js`: each `.js` file (path, text) a CommonJS module function of
+/// `modules`, each `.json` one a module exporting its value, and the hooks
+/// those of `main`'s `module.exports`.
+pub(super) fn haraka_package_app(name: &str, files: &[(String, String)], main: &str) -> Result<String> {
+    if !files.iter().any(|(path, _)| path == main) {
+        anyhow::bail!("its main module {main} is not among its files");
+    }
+    let mut app = format!(
+        "// `{name}`: Haraka's plugins/{name}/ ({} files), run by haraka.js (see its first lines):\n\
+         // each file a CommonJS module, `require('./…')` between them.\n\
+         import {{ commonjs, haraka }} from './haraka.js';\n\nconst modules = {{\n",
+        files.len()
+    );
+    for (path, text) in files {
+        let key = serde_json::to_string(path)?;
+        if path.ends_with(".json") {
+            app.push_str(&format!(
+                "  {key}(module) {{\n    module.exports = {};\n  }},\n",
+                text.trim()
+            ));
+        } else {
+            app.push_str(&format!(
+                "  {key}(module, exports, require, __filename, __dirname) {{\n{}\n  }},\n",
+                text.trim_end()
+            ));
+        }
+    }
+    app.push_str(&format!(
+        "}};\n\nexport const hooks = haraka('{name}', commonjs(modules, {}));\n",
+        serde_json::to_string(main)?
+    ));
+    Ok(app)
+}
+
 /// The `app.js` that runs a Haraka plugin's `code` through `haraka.js`: the
 /// code as it is, between an import line and an export line.
 pub(super) fn haraka_app(name: &str, code: &str) -> String {

@@ -168,19 +168,35 @@ pub fn new_plugin(dir: &Path, name: &str, lang: Lang) -> Result<PathBuf> {
     Ok(root)
 }
 
-/// Lays out a Haraka plugin's `code` (the text of its `plugins/NAME.js`) as
-/// the JavaScript plugin `name` in `dir/<last part of name>`, run by
-/// `haraka.js`, and returns that path: the skeleton of `new_plugin` with
-/// the code as its `app.js`.
-pub fn port_haraka_plugin(dir: &Path, name: &str, code: &str) -> Result<PathBuf> {
+/// The code of a Haraka plugin of one's own.
+pub enum HarakaCode<'a> {
+    /// `plugins/NAME.js`: its text.
+    File(&'a str),
+    /// `plugins/NAME/`: its `.js` and `.json` files (paths relative to the
+    /// directory, with `/`) and the one `package.json` names as `main`.
+    Package {
+        /// (path, text) of each file.
+        files: &'a [(String, String)],
+        /// The path of the main module among `files`.
+        main: &'a str,
+    },
+}
+
+/// Lays out a Haraka plugin's code as the JavaScript plugin `name` in
+/// `dir/<last part of name>`, run by `haraka.js`, and returns that path:
+/// the skeleton of `new_plugin` with the code in its `app.js` (a plugin in
+/// several files as CommonJS modules there).
+pub fn port_haraka_plugin(dir: &Path, name: &str, code: HarakaCode) -> Result<PathBuf> {
     let root = new_plugin(dir, name, Lang::Js)?;
     std::fs::remove_file(root.join(format!("config/{name}.list")))?;
-    write(&root.join("app.js"), &js::haraka_app(name, code))?;
+    let (app, source) = match code {
+        HarakaCode::File(text) => (js::haraka_app(name, text), format!("plugins/{name}.js")),
+        HarakaCode::Package { files, main } => (js::haraka_package_app(name, files, main)?, format!("plugins/{name}/")),
+    };
+    write(&root.join("app.js"), &app)?;
     write(
         &root.join(format!("docs/{name}.md")),
-        &format!(
-            "# {name}\n\nHaraka's `plugins/{name}.js`, run by `haraka.js` (docs/plugins-in-js.md#haraka-plugins).\n"
-        ),
+        &format!("# {name}\n\nHaraka's `{source}`, run by `haraka.js` (docs/plugins-in-js.md#haraka-plugins).\n"),
     )?;
     Ok(root)
 }
@@ -208,13 +224,44 @@ mod tests {
     fn a_haraka_plugin_is_laid_out_with_its_code_as_app_js() {
         let dir = tempfile::tempdir().unwrap();
         let code = "exports.hook_rcpt = function (next) { next(); };\n";
-        let root = port_haraka_plugin(dir.path(), "rcpt_to.mine", code).unwrap();
+        let root = port_haraka_plugin(dir.path(), "rcpt_to.mine", HarakaCode::File(code)).unwrap();
         let app = std::fs::read_to_string(root.join("app.js")).unwrap();
         assert!(app.contains("import { haraka } from './haraka.js';"));
         assert!(app.contains(code.trim_end()));
         assert!(app.ends_with("export const hooks = haraka('rcpt_to.mine', module.exports);\n"));
         assert!(root.join("haraka.js").exists() && root.join("wit/world.wit").exists());
         assert!(!root.join("config/rcpt_to.mine.list").exists());
+    }
+
+    #[test]
+    fn a_haraka_plugin_in_several_files_is_laid_out_as_commonjs_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "index.js".to_string(),
+                "const list = require('./lib/list');\nexports.hook_rcpt = list.check;\n".to_string(),
+            ),
+            (
+                "lib/list.js".to_string(),
+                "exports.check = function (next) { next(); };\n".to_string(),
+            ),
+            ("data.json".to_string(), "{\"a\": 1}\n".to_string()),
+        ];
+        let code = HarakaCode::Package {
+            files: &files,
+            main: "index.js",
+        };
+        let root = port_haraka_plugin(dir.path(), "rcpt_to.mine", code).unwrap();
+        let app = std::fs::read_to_string(root.join("app.js")).unwrap();
+        assert!(app.contains("import { commonjs, haraka } from './haraka.js';"));
+        assert!(app.contains("\"lib/list.js\"(module, exports, require, __filename, __dirname) {\n"));
+        assert!(app.contains("module.exports = {\"a\": 1};"));
+        assert!(app.ends_with("export const hooks = haraka('rcpt_to.mine', commonjs(modules, \"index.js\"));\n"));
+        let missing = HarakaCode::Package {
+            files: &files,
+            main: "main.js",
+        };
+        assert!(port_haraka_plugin(dir.path(), "rcpt_to.other", missing).is_err());
     }
 
     #[test]
