@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import pwd
+import random
 import re
 import shutil
 import smtplib
@@ -569,17 +570,29 @@ def prometheus(port):
             for line in text.splitlines() if line and not line.startswith("#")}
 
 
+def _ephemeral_ports_start():
+    """Where the kernel's range of ports for outgoing connections starts."""
+    try:
+        return int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Where free_port picks: below the kernel's ephemeral range, so that no
+# outgoing connection (of this test, or of a module running alongside) takes
+# the port between the pick and the listener's bind.
+PICKED_PORTS = range(10000, max(_ephemeral_ports_start(), 20000))
+
+
 def free_port(*hosts):
     """A port free for both TCP and UDP on 127.0.0.1 right now, and for a TCP
     listener on each of `hosts` too (a client socket of an earlier test may
     still hold that port on another loopback address, e.g. in TIME_WAIT)."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            if _bindable(socket.SOCK_DGRAM, "127.0.0.1", port) and all(
-                    _bindable(socket.SOCK_STREAM, host, port) for host in hosts):
-                return port
+        port = random.choice(PICKED_PORTS)
+        if _bindable(socket.SOCK_DGRAM, "127.0.0.1", port) and all(
+                _bindable(socket.SOCK_STREAM, host, port) for host in ("127.0.0.1", *hosts)):
+            return port
 
 
 def _bindable(kind, host, port):

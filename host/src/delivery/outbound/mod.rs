@@ -637,9 +637,11 @@ impl Outbound {
                 }
             };
             let Some(entry) = held_now else { break };
-            info!(id = %id, "queue entry held after its attempt");
-            // Scheduled by mark_held, held or (when that fails) as it was.
-            let _ = self.mark_held(vec![entry], true).await;
+            // Scheduled by mark_held, held or (when that fails) as it was;
+            // told once the entry on disk says so.
+            if let Ok(1) = self.mark_held(vec![entry], true).await {
+                info!(id = %id, "queue entry held after its attempt");
+            }
         }
         self.inner.wake.notify_one();
     }
