@@ -432,24 +432,24 @@ class NextHopTest(unittest.TestCase):
         hops = "".join(f'\n[outbound.{table}]\nhost = "127.0.0.1"\nport = {ports[name]}\n' for table, name in (
             ('senders."@tenant.test"', "tenant"), ('senders."Boss@tenant.test"', "boss"),
             ('senders."<>"', "bounces"), ("smarthost", "smarthost"), ('routes."routed.test"', "routed")))
+        # Each stopped after the test, whatever fails after it started.
         dns = dnsmasq(RECORDS)
-        relays = {name: SmtpReceiver("127.0.0.1", port, name=f"{name}.test") for name, port in ports.items()}
+        self.addCleanup(dns.stop)
+        relays = {}
+        for name, port in ports.items():
+            relays[name] = SmtpReceiver("127.0.0.1", port, name=f"{name}.test")
+            self.addCleanup(relays[name].stop)
         sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, 1, extra=hops))
-        try:
-            sent = {"tenant": ("a@tenant.test", "y@far.example"), "boss": ("boss@TENANT.test", "y@far.example"),
-                    "bounces": ("", "y@far.example"), "smarthost": ("a@sender.test", "y@far.example"),
-                    "routed": ("a@tenant.test", "x@routed.test")}
-            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
-                for name, (from_, to) in sent.items():
-                    self.assertEqual(s.sendmail(from_, [to], message(f"for {name}")), {})
+        self.addCleanup(sender.stop)
+        sent = {"tenant": ("a@tenant.test", "y@far.example"), "boss": ("boss@TENANT.test", "y@far.example"),
+                "bounces": ("", "y@far.example"), "smarthost": ("a@sender.test", "y@far.example"),
+                "routed": ("a@tenant.test", "x@routed.test")}
+        with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
             for name, (from_, to) in sent.items():
-                (got,) = relays[name].wait_for(1)
-                self.assertEqual((got[0].lower(), got[1]), (from_.lower(), [to]), name)
-        finally:
-            sender.stop()
-            for relay in relays.values():
-                relay.stop()
-            dns.stop()
+                self.assertEqual(s.sendmail(from_, [to], message(f"for {name}")), {})
+        for name, (from_, to) in sent.items():
+            (got,) = relays[name].wait_for(1)
+            self.assertEqual((got[0].lower(), got[1]), (from_.lower(), [to]), name)
 
 
     def test_a_senders_mail_leaves_from_its_own_address_and_name(self):
