@@ -53,6 +53,8 @@
 
 import {
   plugin as wrap,
+  andThen,
+  isPromise,
   cont,
   deliver,
   delay,
@@ -214,12 +216,6 @@ function parsed(text) {
  * place (`notes.seen.push(x)`, `notes.tls.verified = true`) is written back
  * when the call ends (`hookCall`). */
 const noteObjects = new Map();
-
-/** Whether `value` is a promise (or another thenable). */
-const isPromise = (value) => value !== null && typeof value === 'object' && typeof value.then === 'function';
-
-/** `fn(value)` now, or once the promise `value` resolves. */
-const andThen = (value, fn) => (isPromise(value) ? value.then(fn) : fn(value));
 
 /** Runs one hook call: `run()`, then (once its answer is there) writes
  * back the note objects it changed in place. A call that throws (a fault)
@@ -927,14 +923,15 @@ function dsn(code, msg, fallback, sub = 0, det = 0) {
   const own = /^[245]\d{2}$/.test(String(code)) ? Number(code) : (fallback ?? 450);
   const cls = Math.floor(own / 100);
   const status = `${cls}.${sub}.${det}`;
-  const text = msg || STATUS_TEXTS[sub]?.[det] || '';
+  const defaultText = STATUS_TEXTS[sub]?.[det] ?? '';
+  const text = msg || defaultText;
   return {
     code: own,
     msg: text,
     cls,
     sub,
     det,
-    default_msg: STATUS_TEXTS[sub]?.[det] ?? '',
+    default_msg: defaultText,
     reply: Array.isArray(text) ? text.map((line) => `${status} ${line}`) : `${status} ${text}`,
   };
 }

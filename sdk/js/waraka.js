@@ -184,18 +184,20 @@ const OUTBOUND_HOOKS = {
   delivered: ['delivered', undefined],
 };
 
+/** Whether `value` is a promise (or another thenable). */
+export const isPromise = (value) => value !== null && typeof value === 'object' && typeof value.then === 'function';
+
+/** `fn(value)` now, or once the promise `value` resolves: for answers that
+ * may come at once or later (an `async` hook's). */
+export const andThen = (value, fn) => (isPromise(value) ? value.then(fn) : fn(value));
+
 /** The functions of `table` for the hooks in `defined`, the others
  * answering their default. */
 function exported(table, defined) {
   const exports = {};
   for (const [key, [, fallback]] of Object.entries(table)) {
     const hook = defined[key];
-    exports[key] = hook
-      ? (...args) => {
-          const answer = hook(...args);
-          return answer !== null && typeof answer?.then === 'function' ? answer.then((a) => a ?? fallback) : answer ?? fallback;
-        }
-      : () => fallback;
+    exports[key] = hook ? (...args) => andThen(hook(...args), (answer) => answer ?? fallback) : () => fallback;
   }
   return exports;
 }

@@ -125,6 +125,8 @@ STUB_SDK = r"""
 const verdict = (tag) => (text, code, enhanced) => ({ tag, text, code, enhanced });
 export const plugin = (hooks) => hooks, cont = { tag: 'cont' };
 export const deliver = { tag: 'deliver' }, delay = (seconds) => ({ tag: 'delay', val: seconds });
+export const isPromise = (value) => value !== null && typeof value === 'object' && typeof value.then === 'function';
+export const andThen = (value, fn) => (isPromise(value) ? value.then(fn) : fn(value));
 export const ok = verdict('ok'), deny = verdict('deny'), denysoft = verdict('denysoft');
 export const denyDisconnect = verdict('deny-disconnect'), denysoftDisconnect = verdict('denysoft-disconnect');
 export const disconnect = verdict('disconnect');
