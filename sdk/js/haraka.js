@@ -1015,21 +1015,19 @@ globalThis.require = require;
  * object (`register()`, `hook_*` and whatever else it defines), and
  * optionally `{ version }`.
  *
- * `register()` runs twice: when the component is built, with every config
- * file read as missing, to learn the hooks it registers (with the
- * `hook_*` functions, the hooks the host will call; one Waraka has no
- * counterpart for is an error then), and again in each instance before its
- * first hook call, with the instance's config, to set up what the plugin
- * keeps on `this`. A hook registered only the second time (because of a
- * setting) is not called: register it unconditionally and decide in the
- * hook. */
+ * `register()` runs when the component is built, with every config file
+ * read as missing, so that a hook Waraka has no counterpart for (or a
+ * `register_hook` naming no function) is a build error; when the host loads
+ * the plugin, with the instance's config, to learn the hooks it registers
+ * (the ones the host calls: a hook registered because of a setting is
+ * called when the setting is on); and in each instance before its first
+ * hook call, to set up what the plugin keeps on `this`. */
 export function haraka(name, exports, { version = '0.1.0' } = {}) {
-  const registered = [];
+  let registered = [];
   let authBase = false;
   const self = Object.create(exports);
   Object.assign(self, logMethods(), {
     name,
-    config: buildTimeConfig,
     register_hook(hook, method) {
       registered.push([hook, method]);
     },
@@ -1040,27 +1038,50 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       authBase = true;
     },
   });
-  exports.register?.call(self);
-  for (const key of Object.keys(exports)) {
-    if (key.startsWith('hook_') && typeof exports[key] === 'function') registered.push([key.slice(5), key]);
-  }
 
-  for (const [hook, method] of registered) {
-    if (!(hook in HOOKS) && !(hook in OUTBOUND_HOOKS)) {
-      const supported = [...Object.keys(HOOKS), ...Object.keys(OUTBOUND_HOOKS)].join(', ');
-      throw new Error(`${name}: no Waraka hook for Haraka's ${hook}; supported: ${supported}`);
+  /** Runs `register()` reading config through `config`, and learns the
+   * hooks it registers and the `hook_*` functions; throws at one Waraka
+   * cannot call. */
+  const register = (config) => {
+    registered = [];
+    authBase = false;
+    self.config = config;
+    exports.register?.call(self);
+    for (const key of Object.keys(exports)) {
+      if (key.startsWith('hook_') && typeof exports[key] === 'function') registered.push([key.slice(5), key]);
     }
-    if (typeof self[method] !== 'function') throw new Error(`${name}: register_hook(${hook}, ${method}): no such function`);
-  }
-  // Waraka hook -> its Haraka methods, in HOOKS order (connect_init before
-  // connect), then in registration order.
-  const byHook = new Map();
-  for (const hook of Object.keys(HOOKS)) {
-    const methods = registered.filter(([h]) => h === hook).map(([, method]) => [hook, method]);
-    if (methods.length === 0) continue;
-    const [target] = HOOKS[hook];
-    byHook.set(target, [...(byHook.get(target) ?? []), ...methods]);
-  }
+    for (const [hook, method] of registered) {
+      if (!(hook in HOOKS) && !(hook in OUTBOUND_HOOKS)) {
+        const supported = [...Object.keys(HOOKS), ...Object.keys(OUTBOUND_HOOKS)].join(', ');
+        throw new Error(`${name}: no Waraka hook for Haraka's ${hook}; supported: ${supported}`);
+      }
+      if (typeof self[method] !== 'function') throw new Error(`${name}: register_hook(${hook}, ${method}): no such function`);
+    }
+    if (authBase && typeof self.check_plain_passwd !== 'function' && typeof self.get_plain_passwd !== 'function') {
+      throw new Error(`${name}: an auth/auth_base plugin defines check_plain_passwd or get_plain_passwd`);
+    }
+  };
+  register(buildTimeConfig);
+
+  let ready = false;
+  /** Runs `register()` with the instance's config, once per instance. A
+   * `register()` that throws faults this call (at load: the plugin does
+   * not load), and is tried again at the next: the hooks never run without
+   * what it sets up. */
+  const registerOnce = () => {
+    if (ready) return;
+    register(harakaConfig);
+    ready = true;
+  };
+
+  const methodsOf = (hook) => registered.filter(([h]) => h === hook).map(([, method]) => method);
+  /** The Haraka methods behind a Waraka hook, as [haraka hook, method]:
+   * in HOOKS order (connect_init before connect), then in registration
+   * order. */
+  const inboundMethods = (target) =>
+    Object.keys(HOOKS)
+      .filter((hook) => HOOKS[hook][0] === target)
+      .flatMap((hook) => methodsOf(hook).map((method) => [hook, method]));
 
   /** Calls one method as Haraka would; its answer as [code, msg] (a
    * promise of it when next() comes later). */
@@ -1071,28 +1092,16 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       return [constants.DENYSOFT, 'plugin timeout'];
     });
 
-  let ready = false;
-  /** Runs `register()` with the instance's config before its first hook. */
-  const registerOnce = () => {
-    if (ready) return;
-    const known = registered.length;
-    self.config = harakaConfig;
-    // A register() that throws faults this hook call, and is tried again
-    // at the next: the hooks never run without what it sets up.
-    exports.register?.call(self);
-    ready = true;
-    for (const [hook] of registered.slice(known)) {
-      if (!registered.slice(0, known).some(([h]) => h === hook)) {
-        warn(`${name}: register() registered ${hook} only with this instance's config: not called (register it always)`);
-      }
-    }
-  };
-
+  // Every hook is defined; `describe` lists those with methods registered.
   const defined = {};
-  for (const [target, methods] of byHook) {
+  const used = {};
+  for (const target of new Set(Object.values(HOOKS).map(([target]) => target))) {
+    used[target] = () => inboundMethods(target).length > 0;
     defined[target] = (...args) => hookCall(() => {
       registerOnce();
+      const methods = inboundMethods(target);
       const capabilities = [];
+      if (methods.length === 0) return target === 'capabilities' ? capabilities : cont;
       const connection = connectionObject(capabilities);
       // One params for the chain, as in Haraka: a change one method makes
       // is what the next one sees.
@@ -1115,10 +1124,10 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
     });
   }
   for (const [hook, { target, params, answer, otherwise }] of Object.entries(OUTBOUND_HOOKS)) {
-    const methods = registered.filter(([h]) => h === hook).map(([, method]) => method);
-    if (methods.length === 0) continue;
+    used[target] = () => methodsOf(hook).length > 0;
     defined[target] = (delivery, ...args) => hookCall(() => {
       registerOnce();
+      const methods = methodsOf(hook);
       const hmail = hmailObject(delivery);
       const hookParams = params(delivery, ...args);
       return firstAnswer(
@@ -1129,17 +1138,25 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       );
     });
   }
-  if (authBase) {
-    if (typeof self.check_plain_passwd !== 'function' && typeof self.get_plain_passwd !== 'function') {
-      throw new Error(`${name}: an auth/auth_base plugin defines check_plain_passwd or get_plain_passwd`);
+  used.auth = () => authBase;
+  defined.auth = (attempt) =>
+    hookCall(() => {
+      registerOnce();
+      return authBase ? authVerdict(self, attempt, connectionObject([])) : cont;
+    });
+
+  const hooks = wrap({ name, version, ...defined });
+  hooks.describe = () => {
+    try {
+      registerOnce();
+    } catch (e) {
+      error(`${name}: register() failed: ${e}`);
+      throw e;
     }
-    defined.auth = (attempt) =>
-      hookCall(() => {
-        registerOnce();
-        return authVerdict(self, attempt, connectionObject([]));
-      });
-  }
-  return wrap({ name, version, ...defined });
+    const active = Object.fromEntries(Object.entries(defined).filter(([target]) => used[target]()));
+    return wrap({ name, version, ...active }).describe();
+  };
+  return hooks;
 }
 
 /** Haraka's auth/auth_base over Waraka's `auth` hook (the core runs the

@@ -123,7 +123,9 @@ class HarakaPluginTest(unittest.TestCase):
 # from an object.
 STUB_SDK = r"""
 const verdict = (tag) => (text, code, enhanced) => ({ tag, text, code, enhanced });
-export const plugin = (hooks) => hooks, cont = { tag: 'cont' };
+export const plugin = ({ name, version, ...hooks }) =>
+  ({ ...hooks, describe: () => ({ name, version, hooks: Object.keys(hooks) }) });
+export const cont = { tag: 'cont' };
 export const deliver = { tag: 'deliver' }, delay = (seconds) => ({ tag: 'delay', val: seconds });
 export const isPromise = (value) => value !== null && typeof value === 'object' && typeof value.then === 'function';
 export const andThen = (value, fn) => (isPromise(value) ? value.then(fn) : fn(value));
@@ -259,18 +261,47 @@ p.hook_helo = function (next, connection, host) {
   }
   next(DENYSOFT, ['no', host]);
 };
+const sender = { localPart: 'a', domain: 'b.test', params: [] };
 const built = haraka('t', p);
 assert.equal(p.n, undefined, 'register() ran on its own object');
-assert.deepEqual(Object.keys(built).sort(), ['ehlo', 'helo', 'name', 'version']);
+assert.deepEqual(built.describe(), { name: 't', version: '0.1.0', hooks: ['helo', 'ehlo'] });
+assert.equal(built.rcpt(sender).tag, 'cont', 'a hook it did not register');
 assert.equal(built.ehlo('x').text, 'x 3', "the instance's config");
 assert.equal((await built.helo('silent')).tag, 'denysoft', 'no next(): DENYSOFT');
 assert.equal(built.helo('twice').tag, 'ok', 'the first next() counts');
 assert.deepEqual(built.helo('y').text, ['no', 'y']);
 assert.throws(() => haraka('u', { hook_lookup_rdns: () => {} }), /no Waraka hook for Haraka's lookup_rdns/);
 
+// A hook registered because of a setting of the instance's config is
+// listed (and called) when the setting is on; one Waraka has no counterpart
+// for fails the load then.
+const conditional = {
+  register() {
+    const cfg = this.config.get('cond.ini', { booleans: ['-main.extra', '-main.bogus'] });
+    if (cfg.main.extra) this.register_hook('rcpt', 'extra');
+    if (cfg.main.bogus) this.register_hook('lookup_rdns', 'extra');
+  },
+  extra(next, connection, params) {
+    next(DENY, `extra check of ${params[0].address()}`);
+  },
+  hook_mail(next) {
+    next();
+  },
+};
+files['cond.ini'] = '[main]\nextra=true\n';
+const on = haraka('on', conditional);
+assert.deepEqual(on.describe().hooks, ['mail', 'rcpt']);
+assert.equal(on.rcpt(sender).text, 'extra check of a@b.test');
+files['cond.ini'] = '[main]\nextra=false\n';
+const off = haraka('off', conditional);
+assert.deepEqual(off.describe().hooks, ['mail']);
+assert.equal(off.rcpt(sender).tag, 'cont');
+files['cond.ini'] = '[main]\nbogus=true\n';
+assert.throws(() => haraka('bogus', conditional).describe(), /no Waraka hook for Haraka's lookup_rdns/);
+delete files['cond.ini'];
+
 // next() after the hook returned: from an async hook, or a promise callback;
 // the answer is a promise then. An async hook that throws rejects it.
-const sender = { localPart: 'a', domain: 'b.test', params: [] };
 const later = haraka('l', {
   async hook_mail(next, connection, params) {
     await null;

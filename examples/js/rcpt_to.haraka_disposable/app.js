@@ -3,7 +3,8 @@
 // `haraka.js`. Only the import line and the last line are new.
 //
 // Around it, what a Haraka plugin usually does besides: `register()` reads
-// its ini file with a declared boolean, a `data_post` hook reads the
+// its ini file with a declared boolean (which registers a `data_post`
+// hook when it is on), the `data_post` hook reads the
 // transaction's notes and recipients and adds a header, and `mail` marks
 // connections from the loopback address in a connection note (an object
 // filled in place, as Haraka plugins do) and a result, counting MAIL
@@ -14,8 +15,13 @@ const util = require('util');
 
 exports.register = function () {
     this.cfg = this.config.get('rcpt_to.haraka_disposable.ini', {
-        booleans: ['+main.add_header'],
+        booleans: ['-main.add_header'],
     });
+    // A hook registered because of a setting: with add_header off, the
+    // host does not call data_post at all.
+    if (this.cfg.main.add_header) {
+        this.register_hook('data_post', 'add_disposable_header');
+    }
 };
 
 // The talk's plugin, as it was.
@@ -58,10 +64,10 @@ exports.hook_mail = function (next, connection, params) {
     next();
 };
 
-exports.hook_data_post = function (next, connection) {
+exports.add_disposable_header = function (next, connection) {
     var txn = connection.transaction;
     this.loginfo('Subject: ' + txn.header.get_decoded('Subject') + ', body: ' + txn.body.bodytext.trim());
-    if (this.cfg.main.add_header && txn.notes.disposable) {
+    if (txn.notes.disposable) {
         txn.add_header('X-Disposable', txn.notes.disposable + ' of ' + txn.rcpt_to.length +
             ' for ' + txn.mail_from.address() + ' via ' +
             (connection.notes.loopback ? connection.notes.loopback.helo : connection.remote.host) +
