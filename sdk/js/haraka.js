@@ -1147,12 +1147,7 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
 
   const hooks = wrap({ name, version, ...defined });
   hooks.describe = () => {
-    try {
-      registerOnce();
-    } catch (e) {
-      error(`${name}: register() failed: ${e}`);
-      throw e;
-    }
+    registerOnce();
     const active = Object.fromEntries(Object.entries(defined).filter(([target]) => used[target]()));
     return wrap({ name, version, ...active }).describe();
   };
