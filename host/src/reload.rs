@@ -51,8 +51,10 @@ impl RescanReport {
             compiled,
             rejected,
             removed,
+            described,
         } = self.summary;
-        let mut line = format!("loaded={loaded} compiled={compiled} rejected={rejected} removed={removed}");
+        let mut line =
+            format!("loaded={loaded} compiled={compiled} rejected={rejected} removed={removed} described={described}");
         if let Some(e) = &self.config_error {
             line += &format!("; {CONFIG_FILE} rejected, keeping the last good one: {e}");
         }
@@ -107,6 +109,7 @@ pub async fn rescan(
         compiled = summary.compiled,
         rejected = summary.rejected,
         removed = summary.removed,
+        described = summary.described,
         took_ms = started.elapsed().as_millis() as u64,
         "rescan done"
     );

@@ -103,6 +103,30 @@ class HarakaPluginTest(unittest.TestCase):
         self.assertIn(b"X-Disposable: 1 of 1 for sender@py.test via client.ptr.test ()\r\n", added.read_bytes(),
                       "no loopback note (remote.is_local is false): the rDNS name, no result")
 
+    def test_a_setting_that_registers_a_hook_changes_the_hooks_at_a_reload(self):
+        ini = self.server.dir / "config" / f"{NAME}.ini"
+        on = ini.read_text()
+        ini.write_text(on.replace("add_header=true", "add_header=false"))
+        try:
+            code, output = self.server.reload()
+            self.assertEqual(code, 0, output)
+            self.assertIn("described=1", output)
+            self.server.wait_for_log(r'plugin described anew plugin=rcpt_to[.]haraka_disposable .*hooks=\["mail", "rcpt"\]')
+            before = set(self.server.maildir())
+            with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
+                s.ehlo()
+                s.mail("sender@py.test")
+                self.assertEqual(s.rcpt("myname-29991231@example.com")[0], 250)
+                self.assertEqual(s.data(b"Subject: off\r\n\r\nno header\r\n")[0], 250)
+            (added,) = [p for p in self.server.maildir() if p not in before]
+            self.assertNotIn(b"X-Disposable", added.read_bytes(), "data_post is not registered")
+            self.assertEqual(added.parts[-3], "myname", "the rcpt hook still runs")
+        finally:
+            ini.write_text(on)
+            code, output = self.server.reload()
+        self.assertEqual(code, 0, output)
+        self.assertIn("described=1", output)
+
     def test_a_setting_of_its_ini_file_answers_denysoft(self):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
             s.ehlo()

@@ -89,6 +89,19 @@ pub struct LoadedPlugin {
     pub(super) warm: Arc<WarmInstances>,
 }
 
+/// What a plugin's `describe` answered, as this host reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// The name the plugin declares.
+    pub declared_name: String,
+    /// The version the plugin declares.
+    pub version: String,
+    /// The hooks it implements and this host knows.
+    pub hooks: HookSet,
+    /// Hook names it declared that this host does not know.
+    pub unknown_hooks: Vec<String>,
+}
+
 /// The ordered chain of plugins a connection runs with (a snapshot).
 #[derive(Default)]
 pub struct PluginSet {
@@ -134,6 +147,28 @@ impl LoadedPlugin {
             breaker: self.breaker.clone(),
             outbound: self.outbound.clone(),
             warm: self.warm.fresh(),
+        }
+    }
+
+    /// What its `describe` answered when it was loaded (or described again).
+    pub fn description(&self) -> Description {
+        Description {
+            declared_name: self.declared_name.clone(),
+            version: self.version.clone(),
+            hooks: self.hooks,
+            unknown_hooks: self.unknown_hooks.clone(),
+        }
+    }
+
+    /// The same compiled plugin under `spec`'s settings, implementing what
+    /// `description` says (its `describe` answered differently this time).
+    pub fn described(&self, spec: &PluginSpec, description: Description) -> LoadedPlugin {
+        LoadedPlugin {
+            declared_name: description.declared_name,
+            version: description.version,
+            hooks: description.hooks,
+            unknown_hooks: description.unknown_hooks,
+            ..self.with_spec(spec)
         }
     }
 
@@ -192,6 +227,37 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("the component does not export the waraka:plugin hooks")?;
 
+        let description = self.describe(&spec, &pre, outbound.is_some()).await?;
+        Ok(LoadedPlugin {
+            name: spec.name.as_str().into(),
+            declared_name: description.declared_name,
+            version: description.version,
+            hooks: description.hooks,
+            unknown_hooks: description.unknown_hooks,
+            limits: spec.limits,
+            dirs: spec.dirs,
+            grants: spec.grants.into(),
+            roles: spec.roles,
+            hash,
+            source,
+            compile_ms,
+            compiled,
+            pre,
+            breaker: Arc::default(),
+            outbound,
+            warm: self.warm_pool(),
+        })
+    }
+
+    /// Asks a fresh instance of `pre`, under `spec`'s limits and grants,
+    /// what the plugin implements (its `describe`), checked against this
+    /// host's hooks.
+    pub(super) async fn describe(
+        &self,
+        spec: &PluginSpec,
+        pre: &PluginPre<StoreState>,
+        exports_outbound: bool,
+    ) -> Result<Description> {
         let name: Arc<str> = spec.name.as_str().into();
         let _slot = self
             .instance_slots(1, spec.limits.timeout)
@@ -211,31 +277,18 @@ impl Runtime {
         let mut unknown_hooks = Vec::new();
         for h in &info.hooks {
             match Hook::from_name(h) {
-                Some(hook) if hook.is_outbound() && outbound.is_none() => {
+                Some(hook) if hook.is_outbound() && !exports_outbound => {
                     anyhow::bail!("it lists the outbound hook {h} but does not export waraka:plugin/outbound-hooks")
                 }
                 Some(hook) => hooks.insert(hook),
                 None => unknown_hooks.push(h.clone()),
             }
         }
-        Ok(LoadedPlugin {
-            name,
+        Ok(Description {
             declared_name: info.name,
             version: info.version,
             hooks,
             unknown_hooks,
-            limits: spec.limits,
-            dirs: spec.dirs,
-            grants: spec.grants.into(),
-            roles: spec.roles,
-            hash,
-            source,
-            compile_ms,
-            compiled,
-            pre,
-            breaker: Arc::default(),
-            outbound,
-            warm: self.warm_pool(),
         })
     }
 }

@@ -35,6 +35,9 @@ pub struct ReloadSummary {
     pub rejected: usize,
     /// Plugins no longer in the chain.
     pub removed: usize,
+    /// Unchanged files whose `describe` now answers differently (their
+    /// hooks follow their config).
+    pub described: usize,
 }
 
 /// The live plugin set, the rejected files, and a reload counter.
@@ -146,12 +149,33 @@ impl Registry {
                 return keep_old(old);
             }
         };
-        if old.is_some_and(|o| o.hash == hash) {
+        if let Some(unchanged) = old.filter(|o| o.hash == hash) {
+            // Asked again: what a plugin implements may follow its config
+            // (a Haraka plugin's register() reading a setting).
+            let description = match self
+                .runtime
+                .describe(spec, &unchanged.pre, unchanged.outbound.is_some())
+                .await
+            {
+                Ok(description) => description,
+                Err(e) => {
+                    self.reject(spec, hash, &format!("{e:#}"), old);
+                    summary.rejected += 1;
+                    return keep_old(old);
+                }
+            };
             self.rejected
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&spec.name);
-            return keep_old(old);
+            if description == unchanged.description() {
+                return keep_old(old);
+            }
+            let plugin = unchanged.described(spec, description);
+            let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
+            info!(plugin = %plugin.name, version = %plugin.version, hooks = ?hooks, "plugin described anew");
+            summary.described += 1;
+            return Some(Arc::new(plugin));
         }
         match self.runtime.load_bytes(spec.clone(), bytes, hash.clone(), source).await {
             Ok(plugin) => {
