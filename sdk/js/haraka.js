@@ -466,20 +466,35 @@ function configArgs(name, rest) {
   return { type, options: rest.find((a) => a && typeof a === 'object') ?? {} };
 }
 
+/** The text of the config file `name`; undefined when it is missing or
+ * unreadable (said in the log when `quiet` is not set). */
+function configText(name, quiet = false) {
+  try {
+    return config.read(name);
+  } catch (e) {
+    if (!quiet) warn(`${name} unreadable: ${e.payload?.tag ?? e}`);
+    return undefined;
+  }
+}
+
+/** While `register()` runs: the config files it reads, with their text. */
+let readByRegister = null;
+
+/** Whether a file of `read` (name -> text) reads differently now. */
+const configChanged = (read) => [...read].some(([name, text]) => configText(name, true) !== text);
+
 /** `this.config` of a Haraka plugin, reading the instance's `config/`. */
 export const harakaConfig = {
   /** `get(name, [type], [onChange], [options])`; the type follows the
    * extension (`.ini`, `.json`) unless given: `value`, `list`, `data`, `json`
-   * or `ini`. Files are read on each call (the host caches them), so there is
-   * nothing to watch: `onChange` callbacks are never called. */
+   * or `ini`. Files are read on each call (the host caches them); what
+   * `register()` read and kept is renewed by running it again once one of
+   * its files changed, which is what Haraka's `onChange` callbacks are for
+   * (they are not called). */
   get(name, ...rest) {
     const { type, options } = configArgs(name, rest);
-    let text;
-    try {
-      text = config.read(name);
-    } catch (e) {
-      warn(`${name} unreadable: ${e.payload?.tag ?? e}`);
-    }
+    const text = configText(name);
+    readByRegister?.set(name, text);
     const lines = (text ?? '').split(/\r?\n/);
     const content = lines.map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
     switch (type) {
@@ -1021,7 +1036,8 @@ globalThis.require = require;
  * the plugin, with the instance's config, to learn the hooks it registers
  * (the ones the host calls: a hook registered because of a setting is
  * called when the setting is on); and in each instance before its first
- * hook call, to set up what the plugin keeps on `this`. */
+ * hook call, to set up what the plugin keeps on `this`, and again there
+ * once a config file it read has changed. */
 export function haraka(name, exports, { version = '0.1.0' } = {}) {
   let registered = [];
   let authBase = false;
@@ -1064,13 +1080,23 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   register(buildTimeConfig);
 
   let ready = false;
-  /** Runs `register()` with the instance's config, once per instance. A
-   * `register()` that throws faults this call (at load: the plugin does
-   * not load), and is tried again at the next: the hooks never run without
-   * what it sets up. */
-  const registerOnce = () => {
-    if (ready) return;
-    register(harakaConfig);
+  let registerRead = new Map();
+  /** Runs `register()` with the instance's config: before the instance's
+   * first hook, and again once a config file it read has changed, so that
+   * what it keeps on `this` follows the file as Haraka's reload callbacks
+   * make it. A `register()` that throws faults this call (at load: the
+   * plugin does not load), and is tried again at the next: the hooks never
+   * run without what it sets up. */
+  const ensureRegistered = () => {
+    if (ready && !configChanged(registerRead)) return;
+    ready = false;
+    readByRegister = new Map();
+    try {
+      register(harakaConfig);
+    } finally {
+      registerRead = readByRegister;
+      readByRegister = null;
+    }
     ready = true;
   };
 
@@ -1098,7 +1124,7 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   for (const target of new Set(Object.values(HOOKS).map(([target]) => target))) {
     used[target] = () => inboundMethods(target).length > 0;
     defined[target] = (...args) => hookCall(() => {
-      registerOnce();
+      ensureRegistered();
       const methods = inboundMethods(target);
       const capabilities = [];
       if (methods.length === 0) return target === 'capabilities' ? capabilities : cont;
@@ -1126,7 +1152,7 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   for (const [hook, { target, params, answer, otherwise }] of Object.entries(OUTBOUND_HOOKS)) {
     used[target] = () => methodsOf(hook).length > 0;
     defined[target] = (delivery, ...args) => hookCall(() => {
-      registerOnce();
+      ensureRegistered();
       const methods = methodsOf(hook);
       const hmail = hmailObject(delivery);
       const hookParams = params(delivery, ...args);
@@ -1141,13 +1167,13 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   used.auth = () => authBase;
   defined.auth = (attempt) =>
     hookCall(() => {
-      registerOnce();
+      ensureRegistered();
       return authBase ? authVerdict(self, attempt, connectionObject([])) : cont;
     });
 
   const hooks = wrap({ name, version, ...defined });
   hooks.describe = () => {
-    registerOnce();
+    ensureRegistered();
     const active = Object.fromEntries(Object.entries(defined).filter(([target]) => used[target]()));
     return wrap({ name, version, ...active }).describe();
   };

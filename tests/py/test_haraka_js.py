@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import ROOT, Waraka, dnsmasq, example_plugin, install_plugin, timed_build, try_login
+from harness import ROOT, Waraka, dnsmasq, example_plugin, install_plugin, timed_build, try_login, wait_until
 
 NAME = "rcpt_to.haraka_disposable"
 AUTH = "auth.haraka_users"
@@ -127,11 +127,27 @@ class HarakaPluginTest(unittest.TestCase):
         self.assertEqual(code, 0, output)
         self.assertIn("described=1", output)
 
-    def test_a_setting_of_its_ini_file_answers_denysoft(self):
+    def mail(self, sender):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=60) as s:
             s.ehlo()
-            code, text = s.mail("someone@later.test")
-        self.assertEqual((code, text), (450, b"4.7.1 Try again later"))
+            return s.mail(sender)
+
+    def test_a_setting_of_its_ini_file_answers_denysoft(self):
+        self.assertEqual(self.mail("someone@later.test"), (450, b"4.7.1 Try again later"))
+
+    def test_an_edit_of_a_setting_register_read_shows_without_a_reload(self):
+        # register() keeps the ini file on `this`; an instance that served
+        # connections before the edit reads it again once it changed.
+        ini = self.server.dir / "config" / f"{NAME}.ini"
+        before = ini.read_text()
+        self.assertEqual(self.mail("someone@later.test")[0], 450)
+        ini.write_text(before.replace("refused_sender_domain=later.test", "refused_sender_domain=sooner.test"))
+        try:
+            wait_until(lambda: self.mail("someone@sooner.test")[0] == 450, timeout=10, what="the edited setting")
+            self.assertEqual(self.mail("someone@later.test")[0], 250)
+        finally:
+            ini.write_text(before)
+        wait_until(lambda: self.mail("someone@later.test")[0] == 450, timeout=10, what="the setting as it was")
 
     def test_an_auth_base_plugin_checks_the_passwords_of_its_ini_file(self):
         port = self.server.port
@@ -294,6 +310,26 @@ assert.equal(built.ehlo('x').text, 'x 3', "the instance's config");
 assert.equal((await built.helo('silent')).tag, 'denysoft', 'no next(): DENYSOFT');
 assert.equal(built.helo('twice').tag, 'ok', 'the first next() counts');
 assert.deepEqual(built.helo('y').text, ['no', 'y']);
+// register() runs again once a file it read has changed, not before.
+let registers = 0;
+const reread = haraka('reread', {
+  register() {
+    registers++;
+    this.cfg = this.config.get('re.ini');
+  },
+  hook_mail(next) {
+    next(DENY, `limit ${this.cfg.main.limit}`);
+  },
+});
+files['re.ini'] = '[main]\nlimit=1\n';
+registers = 0;
+assert.equal(reread.mail(sender).text, 'limit 1');
+assert.equal(reread.mail(sender).text, 'limit 1');
+assert.equal(registers, 1, 'once while the file is the same');
+files['re.ini'] = '[main]\nlimit=2\n';
+assert.equal(reread.mail(sender).text, 'limit 2');
+assert.equal(registers, 2);
+delete files['re.ini'];
 assert.throws(() => haraka('u', { hook_lookup_rdns: () => {} }), /no Waraka hook for Haraka's lookup_rdns/);
 
 // A hook registered because of a setting of the instance's config is

@@ -134,21 +134,19 @@ class OutboundTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
         cls.port = free_port("127.0.0.2", "127.0.0.3", "127.0.0.5")
         cls.mx1 = SmtpReceiver("127.0.0.2", cls.port, scripted, name="mx1.dest.test")
+        cls.addClassCleanup(cls.mx1.stop)
         cls.mx2 = SmtpReceiver("127.0.0.3", cls.port, scripted, name="mx2.dest.test")
+        cls.addClassCleanup(cls.mx2.stop)
         cls.mailbox = SmtpReceiver("127.0.0.5", cls.port, name="mailbox.sender.test")
+        cls.addClassCleanup(cls.mailbox.stop)
         cls.metrics_port = free_port()
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                             setup=relay_setup(cls.dns.port, cls.port,
                                               extra=f'\n[metrics]\nlisten = "127.0.0.1:{cls.metrics_port}"\n'))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        for receiver in (cls.mx1, cls.mx2, cls.mailbox):
-            receiver.stop()
-        cls.dns.stop()
+        cls.addClassCleanup(cls.server.stop)
 
     def send(self, recipients, subject, sender="sender@sender.test"):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
@@ -269,6 +267,7 @@ class OutboundTest(unittest.TestCase):
 class TlsDeliveryTest(unittest.TestCase):
     def test_delivered_to_a_second_waraka_over_starttls_from_the_bind_address(self):
         dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
         port = free_port("127.0.0.7")
 
         def receiver_setup(server):
@@ -276,34 +275,29 @@ class TlsDeliveryTest(unittest.TestCase):
             server.edit("config/host_list", lambda t: t + "real.test\n")
 
         receiver = Waraka(["rcpt_to.in_host_list", "queue/maildir"], setup=receiver_setup, host="127.0.0.7", port=port)
+        self.addCleanup(receiver.stop)
         sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                         setup=relay_setup(dns.port, port, extra='bind_address = "127.0.0.9"\n'))
-        try:
-            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
-                self.assertEqual(s.sendmail("a@sender.test", ["rcpt@real.test"], message("over tls")), {})
-            stored = wait_until(receiver.maildir, what="the receiver's maildir")[0].read_bytes()
-            self.assertIn(b"Subject: over tls\r\n", stored)
-            self.assertIn(b" ([127.0.0.9])", stored, "the connection came from [outbound] bind_address")
-            self.assertIn(b"(using TLSv1.3 with cipher", stored, "opportunistic STARTTLS was used")
-            self.assertIn(b"with ESMTPS id", stored)
-            sender.wait_for_log(r"delivered.*recipient=rcpt@real\.test.*host=mx\.real\.test")
-        finally:
-            sender.stop()
-            receiver.stop()
-            dns.stop()
+        self.addCleanup(sender.stop)
+        with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("a@sender.test", ["rcpt@real.test"], message("over tls")), {})
+        stored = wait_until(receiver.maildir, what="the receiver's maildir")[0].read_bytes()
+        self.assertIn(b"Subject: over tls\r\n", stored)
+        self.assertIn(b" ([127.0.0.9])", stored, "the connection came from [outbound] bind_address")
+        self.assertIn(b"(using TLSv1.3 with cipher", stored, "opportunistic STARTTLS was used")
+        self.assertIn(b"with ESMTPS id", stored)
+        sender.wait_for_log(r"delivered.*recipient=rcpt@real\.test.*host=mx\.real\.test")
 
     def test_relayed_mail_is_refused_when_outbound_delivery_is_off(self):
         dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
         sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                         setup=relay_setup(dns.port, 25, extra="enabled = false\n"))
-        try:
-            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
-                with self.assertRaises(smtplib.SMTPDataError) as cm:
-                    s.sendmail("a@sender.test", ["rcpt@real.test"], message("off"))
-            self.assertEqual((cm.exception.smtp_code, cm.exception.smtp_error[:5]), (451, b"4.3.0"))
-        finally:
-            sender.stop()
-            dns.stop()
+        self.addCleanup(sender.stop)
+        with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+            with self.assertRaises(smtplib.SMTPDataError) as cm:
+                s.sendmail("a@sender.test", ["rcpt@real.test"], message("off"))
+        self.assertEqual((cm.exception.smtp_code, cm.exception.smtp_error[:5]), (451, b"4.3.0"))
 
 
 class OutboundHooksTest(unittest.TestCase):
@@ -312,9 +306,12 @@ class OutboundHooksTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dns = dnsmasq(RECORDS)
+        cls.addClassCleanup(cls.dns.stop)
         port = free_port("127.0.0.9", "127.0.0.5")
         cls.hop = SmtpReceiver("127.0.0.9", port, scripted, name="hop.test")
+        cls.addClassCleanup(cls.hop.stop)
         cls.mailbox = SmtpReceiver("127.0.0.5", port, name="mailbox.sender.test")
+        cls.addClassCleanup(cls.mailbox.stop)
 
         def setup(server):
             relay_setup(cls.dns.port, port, retry="1h")(server)
@@ -324,13 +321,7 @@ class OutboundHooksTest(unittest.TestCase):
             (server.dir / "config/test/outbound.ini").write_text(f"next_hop = 127.0.0.9:{port}\n")
 
         cls.server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=setup)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.stop()
-        cls.hop.stop()
-        cls.mailbox.stop()
-        cls.dns.stop()
+        cls.addClassCleanup(cls.server.stop)
 
     def send(self, sender, recipients, subject):
         with smtplib.SMTP("127.0.0.1", self.server.port, local_hostname="client.test", timeout=30) as s:
@@ -387,8 +378,10 @@ class NextHopTest(unittest.TestCase):
         """`routed.test` goes to its route; everything else to a smarthost
         (a second waraka's submission port, AUTH required) over STARTTLS."""
         dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
         port = free_port("127.0.0.10")
         routed = SmtpReceiver("127.0.0.10", port, name="routed.test")
+        self.addCleanup(routed.stop)
 
         def smarthost_setup(server):
             enable_tls(server, "smarthost")
@@ -400,28 +393,24 @@ class NextHopTest(unittest.TestCase):
 
         smarthost = Waraka(["auth/flat_file", "rcpt_to.in_host_list", "queue/maildir"], roles=("submission",),
                            setup=smarthost_setup)
+        self.addCleanup(smarthost.stop)
         hops = (f'\n[outbound.smarthost]\nhost = "127.0.0.1"\nport = {smarthost.port}\n'
                 f'user = "relay-user"\npassword = "relay-secret"\n'
                 f'\n[outbound.routes."routed.test"]\nhost = "127.0.0.10"\nport = {port}\n')
         sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, port, extra=hops))
-        try:
-            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
-                self.assertEqual(s.sendmail("a@sender.test", ["x@routed.test"], message("routed")), {})
-                self.assertEqual(s.sendmail("a@sender.test", ["y@far.example"], message("smarthost")), {})
-            got = routed.wait_for(1)
-            self.assertEqual(got[0][1], ["x@routed.test"])
-            relayed = wait_until(lambda: queue_entries(smarthost), what="the smarthost to queue the mail")
-            self.assertEqual([(e["sender"], e["recipients"]) for e in relayed], [("a@sender.test", ["y@far.example"])])
-            stored = (smarthost.dir / "queue/outbound" / f"{relayed[0]['id']}.eml").read_bytes()
-            self.assertIn(b"(using TLSv1.3 with cipher", stored)
-            self.assertIn(b"with ESMTPSA id", stored, "over TLS (S) and authenticated (A)")
-            sender.wait_for_log(r"delivered.*recipient=y@far\.example host=127\.0\.0\.1")
-            wait_until(lambda: not queue_entries(sender), what="the delivered entry's removal")
-        finally:
-            sender.stop()
-            smarthost.stop()
-            routed.stop()
-            dns.stop()
+        self.addCleanup(sender.stop)
+        with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("a@sender.test", ["x@routed.test"], message("routed")), {})
+            self.assertEqual(s.sendmail("a@sender.test", ["y@far.example"], message("smarthost")), {})
+        got = routed.wait_for(1)
+        self.assertEqual(got[0][1], ["x@routed.test"])
+        relayed = wait_until(lambda: queue_entries(smarthost), what="the smarthost to queue the mail")
+        self.assertEqual([(e["sender"], e["recipients"]) for e in relayed], [("a@sender.test", ["y@far.example"])])
+        stored = (smarthost.dir / "queue/outbound" / f"{relayed[0]['id']}.eml").read_bytes()
+        self.assertIn(b"(using TLSv1.3 with cipher", stored)
+        self.assertIn(b"with ESMTPSA id", stored, "over TLS (S) and authenticated (A)")
+        sender.wait_for_log(r"delivered.*recipient=y@far\.example host=127\.0\.0\.1")
+        wait_until(lambda: not queue_entries(sender), what="the delivered entry's removal")
 
 
     def test_senders_relay_through_their_own_next_hops(self):
@@ -432,7 +421,6 @@ class NextHopTest(unittest.TestCase):
         hops = "".join(f'\n[outbound.{table}]\nhost = "127.0.0.1"\nport = {ports[name]}\n' for table, name in (
             ('senders."@tenant.test"', "tenant"), ('senders."Boss@tenant.test"', "boss"),
             ('senders."<>"', "bounces"), ("smarthost", "smarthost"), ('routes."routed.test"', "routed")))
-        # Each stopped after the test, whatever fails after it started.
         dns = dnsmasq(RECORDS)
         self.addCleanup(dns.stop)
         relays = {}
@@ -456,26 +444,24 @@ class NextHopTest(unittest.TestCase):
         """`[outbound.sources]`: a tenant's mail comes from 127.0.0.31 and
         greets as its own host, whatever the route; others keep `[outbound]`'s."""
         dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
         port = free_port("127.0.0.30")
         receiver = SmtpReceiver("127.0.0.30", port, name="relay.test")
+        self.addCleanup(receiver.stop)
         hops = (f'\n[outbound.smarthost]\nhost = "127.0.0.30"\nport = {port}\n'
                 '\n[outbound.sources."@tenant.test"]\nbind_address = "127.0.0.31"\nhelo = "mail.tenant.test"\n')
         sender = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(dns.port, 1, extra=hops))
-        try:
-            # One after the other: each delivery is one session, one greeting.
-            for count, (from_, subject) in enumerate((("a@Tenant.test", "tenant"), ("a@sender.test", "other")), 1):
-                with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
-                    self.assertEqual(s.sendmail(from_, ["y@far.example"], message(subject)), {})
-                receiver.wait_for(count)
-            self.assertEqual([m[0] for m in receiver.received()], ["a@Tenant.test", "a@sender.test"])
-            tenant, other = receiver.greetings
-            self.assertEqual(tenant, ("127.0.0.31", "mail.tenant.test"))
-            self.assertNotEqual(other[0], "127.0.0.31")
-            self.assertNotEqual(other[1], "mail.tenant.test")
-        finally:
-            sender.stop()
-            receiver.stop()
-            dns.stop()
+        self.addCleanup(sender.stop)
+        # One after the other: each delivery is one session, one greeting.
+        for count, (from_, subject) in enumerate((("a@Tenant.test", "tenant"), ("a@sender.test", "other")), 1):
+            with smtplib.SMTP("127.0.0.1", sender.port, local_hostname="client.test", timeout=30) as s:
+                self.assertEqual(s.sendmail(from_, ["y@far.example"], message(subject)), {})
+            receiver.wait_for(count)
+        self.assertEqual([m[0] for m in receiver.received()], ["a@Tenant.test", "a@sender.test"])
+        tenant, other = receiver.greetings
+        self.assertEqual(tenant, ("127.0.0.31", "mail.tenant.test"))
+        self.assertNotEqual(other[0], "127.0.0.31")
+        self.assertNotEqual(other[1], "mail.tenant.test")
 
 
 class InetProtocolsTest(unittest.TestCase):
@@ -484,59 +470,54 @@ class InetProtocolsTest(unittest.TestCase):
         an IPv6 address, each with a receiver; v4only.test has IPv4 only."""
         dns = dnsmasq(["--local=/test/", "--mx-host=dual.test,mx.dual.test,10", "--mx-host=v4only.test,mx.v4only.test,10",
                        "--host-record=mx.dual.test,127.0.0.40,::1", "--host-record=mx.v4only.test,127.0.0.40"])
+        self.addCleanup(dns.stop)
         port = free_port("127.0.0.40")
         v4, v6 = SmtpReceiver("127.0.0.40", port, name="v4.test"), SmtpReceiver("::1", port, name="v6.test")
-        servers = {protocols: Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(
-            dns.port, port, extra=f'inet_protocols = "{protocols}"\n')) for protocols in ("ipv4", "ipv6", "all")}
-        try:
-            for protocols, server in servers.items():
-                with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-                    self.assertEqual(s.sendmail(f"{protocols}@sender.test", ["r@dual.test"], message(protocols)), {})
-            wait_until(lambda: len(v4.received()) + len(v6.received()) == 3, what="three deliveries")
-            self.assertEqual(sorted(m[0] for m in v4.received()), ["all@sender.test", "ipv4@sender.test"],
-                             "IPv4 first when both are allowed")
-            self.assertEqual([m[0] for m in v6.received()], ["ipv6@sender.test"])
-            ipv6 = servers["ipv6"]
-            with smtplib.SMTP("127.0.0.1", ipv6.port, local_hostname="client.test", timeout=30) as s:
-                self.assertEqual(s.sendmail("ipv6@sender.test", ["r@v4only.test"], message("unreachable")), {})
-            ipv6.wait_for_log(r"mail servers of v4only\.test have no address of the IP version")
-        finally:
-            for server in servers.values():
-                server.stop()
-            v4.stop()
-            v6.stop()
-            dns.stop()
+        self.addCleanup(v4.stop)
+        self.addCleanup(v6.stop)
+        servers = {}
+        for protocols in ("ipv4", "ipv6", "all"):
+            servers[protocols] = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"], setup=relay_setup(
+                dns.port, port, extra=f'inet_protocols = "{protocols}"\n'))
+            self.addCleanup(servers[protocols].stop)
+        for protocols, server in servers.items():
+            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+                self.assertEqual(s.sendmail(f"{protocols}@sender.test", ["r@dual.test"], message(protocols)), {})
+        wait_until(lambda: len(v4.received()) + len(v6.received()) == 3, what="three deliveries")
+        self.assertEqual(sorted(m[0] for m in v4.received()), ["all@sender.test", "ipv4@sender.test"],
+                         "IPv4 first when both are allowed")
+        self.assertEqual([m[0] for m in v6.received()], ["ipv6@sender.test"])
+        ipv6 = servers["ipv6"]
+        with smtplib.SMTP("127.0.0.1", ipv6.port, local_hostname="client.test", timeout=30) as s:
+            self.assertEqual(s.sendmail("ipv6@sender.test", ["r@v4only.test"], message("unreachable")), {})
+        ipv6.wait_for_log(r"mail servers of v4only\.test have no address of the IP version")
 
 
 class FlushTest(unittest.TestCase):
     def test_flush_delivers_now_and_delete_takes_an_entry_from_a_running_server(self):
         dns, port, server = late_relay()
-        receiver = None
+        self.addCleanup(dns.stop)
+        self.addCleanup(server.stop)
 
         def queue(*args):
             return waraka_queue(server, *args)
 
-        try:
-            gone = queue_late_and_gone(server, "a@sender.test", "late", "gone")["gone.test"]
-            self.assertEqual(queue("delete", gone["id"])[0], 0)
-            receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
-            self.assertEqual(queue("flush", "late.test"), (0, "1 entries due now"))
-            got = receiver.wait_for(1, timeout=10)
-            self.assertEqual(got[0][1], ["r@late.test"])
-            self.assertEqual(queue("flush"), (0, "1 entries due now"), "the deleted entry is still in memory")
-            server.wait_for_log(r"deleted before its attempt; dropped id=" + gone["id"])
-            self.assertEqual(queue_entries(server), [], "the deleted entry did not come back")
-            self.assertEqual(len(receiver.received()), 1)
-            server.proc.terminate()
-            server.proc.wait(timeout=15)
-            code, text = queue("flush")
-            self.assertEqual(code, 1)
-            self.assertIn("no running server", text)
-        finally:
-            server.stop()
-            if receiver:
-                receiver.stop()
-            dns.stop()
+        gone = queue_late_and_gone(server, "a@sender.test", "late", "gone")["gone.test"]
+        self.assertEqual(queue("delete", gone["id"])[0], 0)
+        receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
+        self.addCleanup(receiver.stop)
+        self.assertEqual(queue("flush", "late.test"), (0, "1 entries due now"))
+        got = receiver.wait_for(1, timeout=10)
+        self.assertEqual(got[0][1], ["r@late.test"])
+        self.assertEqual(queue("flush"), (0, "1 entries due now"), "the deleted entry is still in memory")
+        server.wait_for_log(r"deleted before its attempt; dropped id=" + gone["id"])
+        self.assertEqual(queue_entries(server), [], "the deleted entry did not come back")
+        self.assertEqual(len(receiver.received()), 1)
+        server.proc.terminate()
+        server.proc.wait(timeout=15)
+        code, text = queue("flush")
+        self.assertEqual(code, 1)
+        self.assertIn("no running server", text)
 
 
 class GiveUpTest(unittest.TestCase):
@@ -600,7 +581,8 @@ class SenderSelectionTest(unittest.TestCase):
 class HoldTest(unittest.TestCase):
     def test_held_entries_wait_across_a_restart_until_released(self):
         dns, port, server = late_relay()
-        receiver = None
+        self.addCleanup(dns.stop)
+        self.addCleanup(server.stop)
 
         def queue(*args):
             return waraka_queue(server, *args)
@@ -608,51 +590,48 @@ class HoldTest(unittest.TestCase):
         def held():
             return {e["domain"]: e.get("held", False) for e in queue_entries(server)}
 
-        try:
-            late = queue_late_and_gone(server, "a@sender.test", "held late", "held gone")["late.test"]
-            self.assertEqual(queue("hold", late["id"]), (0, "1 entries held"))
-            self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held"))
-            self.assertEqual(queue("hold", "--all"), (0, "0 entries held"), "held already")
-            for verb in ["hold", "release"]:
-                code, text = queue(verb, "0000000000000-nosuchentry")
-                self.assertEqual(code, 1, verb)
-                self.assertIn("no queued entry 0000000000000-nosuchentry", text)
-            self.assertEqual(held(), {"late.test": True, "gone.test": True})
-            listed = queue("list")[1].splitlines()
-            self.assertEqual(len([line for line in listed if " held " in line]), 2, listed)
+        late = queue_late_and_gone(server, "a@sender.test", "held late", "held gone")["late.test"]
+        self.assertEqual(queue("hold", late["id"]), (0, "1 entries held"))
+        self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held"))
+        self.assertEqual(queue("hold", "--all"), (0, "0 entries held"), "held already")
+        for verb in ["hold", "release"]:
+            code, text = queue(verb, "0000000000000-nosuchentry")
+            self.assertEqual(code, 1, verb)
+            self.assertIn("no queued entry 0000000000000-nosuchentry", text)
+        self.assertEqual(held(), {"late.test": True, "gone.test": True})
+        listed = queue("list")[1].splitlines()
+        self.assertEqual(len([line for line in listed if " held " in line]), 2, listed)
 
-            receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
-            self.assertEqual(queue("flush"), (0, "0 entries due now"), "a flush passes held entries by")
-            server.kill_and_restart()
-            self.assertEqual(queue("flush"), (0, "0 entries due now"), "still held after kill -9")
-            self.assertEqual(queue("release", late["id"]), (0, "1 entries released, due now"))
-            got = receiver.wait_for(1, timeout=10)
-            self.assertEqual(got[0][1], ["r@late.test"])
+        receiver = SmtpReceiver("127.0.0.8", port, name="mx.late.test")
+        self.addCleanup(receiver.stop)
+        self.assertEqual(queue("flush"), (0, "0 entries due now"), "a flush passes held entries by")
+        server.kill_and_restart()
+        self.assertEqual(queue("flush"), (0, "0 entries due now"), "still held after kill -9")
+        self.assertEqual(queue("release", late["id"]), (0, "1 entries released, due now"))
+        got = receiver.wait_for(1, timeout=10)
+        self.assertEqual(got[0][1], ["r@late.test"])
 
-            code, text = queue("tls-report")
-            self.assertEqual(code, 1)
-            self.assertIn("TLS reports are off ([outbound] tls_reports)", text)
-            # Without a server, hold and release change the queue on disk.
-            server.proc.terminate()
-            server.proc.wait(timeout=15)
-            self.assertEqual(queue("release", "--all"),
-                             (0, "1 entries released (no server is running: due when one starts)"))
-            self.assertEqual(held(), {"gone.test": False})
-            self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held (no server is running)"))
-            self.assertEqual(held(), {"gone.test": True})
-            self.assertEqual(queue("release", "--domain", "gone.test")[0], 0)
-            server.kill_and_restart()
-            got = receiver.wait_for(2, timeout=10)
-            self.assertEqual(sorted(m[1][0] for m in got), ["r@gone.test", "r@late.test"])
-            wait_until(lambda: not queue_entries(server), what="an empty queue")
-        finally:
-            server.stop()
-            if receiver:
-                receiver.stop()
-            dns.stop()
+        code, text = queue("tls-report")
+        self.assertEqual(code, 1)
+        self.assertIn("TLS reports are off ([outbound] tls_reports)", text)
+        # Without a server, hold and release change the queue on disk.
+        server.proc.terminate()
+        server.proc.wait(timeout=15)
+        self.assertEqual(queue("release", "--all"),
+                         (0, "1 entries released (no server is running: due when one starts)"))
+        self.assertEqual(held(), {"gone.test": False})
+        self.assertEqual(queue("hold", "--domain", "gone.test"), (0, "1 entries held (no server is running)"))
+        self.assertEqual(held(), {"gone.test": True})
+        self.assertEqual(queue("release", "--domain", "gone.test")[0], 0)
+        server.kill_and_restart()
+        got = receiver.wait_for(2, timeout=10)
+        self.assertEqual(sorted(m[1][0] for m in got), ["r@gone.test", "r@late.test"])
+        wait_until(lambda: not queue_entries(server), what="an empty queue")
 
     def test_an_entry_held_during_its_attempt_is_held_after_it(self):
         dns, port, server = late_relay(retry="5s")
+        self.addCleanup(dns.stop)
+        self.addCleanup(server.stop)
         attempts = []
 
         def slow_refusal(address, attempt):
@@ -661,67 +640,61 @@ class HoldTest(unittest.TestCase):
             return "451 4.2.1 Busy, try later"
 
         receiver = SmtpReceiver("127.0.0.8", port, slow_refusal, name="mx.late.test")
-        try:
-            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-                s.sendmail("a@sender.test", ["r@late.test"], message("held in flight"))
-            wait_until(lambda: attempts, what="the attempt")
-            self.assertEqual(waraka_queue(server, "hold", "--domain", "late.test"),
-                             (0, "0 entries held, 1 more after their attempt in progress"))
-            server.wait_for_log(r"queue entry held after its attempt")
-            entry, = queue_entries(server)
-            self.assertEqual((entry["held"], entry["attempts"]), (True, 1))
-            time.sleep(6)  # past the 5 s retry: a held entry is not attempted
-            self.assertEqual(len(attempts), 1)
-            # Deleted while held: a release does not bring it back.
-            self.assertEqual(waraka_queue(server, "delete", entry["id"])[0], 0)
-            self.assertEqual(waraka_queue(server, "release", "--all"), (0, "0 entries released, due now"))
-            server.wait_for_log(r"queue entry deleted while waiting; dropped")
-            self.assertEqual(queue_entries(server), [])
-        finally:
-            server.stop()
-            receiver.stop()
-            dns.stop()
+        self.addCleanup(receiver.stop)
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            s.sendmail("a@sender.test", ["r@late.test"], message("held in flight"))
+        wait_until(lambda: attempts, what="the attempt")
+        self.assertEqual(waraka_queue(server, "hold", "--domain", "late.test"),
+                         (0, "0 entries held, 1 more after their attempt in progress"))
+        server.wait_for_log(r"queue entry held after its attempt")
+        entry, = queue_entries(server)
+        self.assertEqual((entry["held"], entry["attempts"]), (True, 1))
+        time.sleep(6)  # past the 5 s retry: a held entry is not attempted
+        self.assertEqual(len(attempts), 1)
+        # Deleted while held: a release does not bring it back.
+        self.assertEqual(waraka_queue(server, "delete", entry["id"])[0], 0)
+        self.assertEqual(waraka_queue(server, "release", "--all"), (0, "0 entries released, due now"))
+        server.wait_for_log(r"queue entry deleted while waiting; dropped")
+        self.assertEqual(queue_entries(server), [])
 
 
 class CrashTest(unittest.TestCase):
     def test_kill_9_with_500_queued_loses_nothing(self):
         count = 500
         dns = dnsmasq(RECORDS)
+        self.addCleanup(dns.stop)
         port = free_port("127.0.0.6")
         receiver = SmtpReceiver("127.0.0.6", port, delay=0.02, name="mx.bulk.test")
+        self.addCleanup(receiver.stop)
         server = Waraka(["relay", "rcpt_to.in_host_list", "queue/maildir"],
                         setup=relay_setup(dns.port, port, extra="per_domain = 2\n"))
-        try:
-            acked = []
-            with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
-                for n in range(count):
-                    mid = f"<bulk-{n}@sender.test>"
-                    s.sendmail("sender@sender.test", [f"r{n % 7}@bulk.test"], message(f"bulk {n}", mid))
-                    acked.append(mid)
-            before = len(receiver.received())
-            server.kill_and_restart()
-            self.assertLess(before, count, "the kill came while mail was still queued")
-            server.wait_for_log(r"outbound queue recovered")
+        self.addCleanup(server.stop)
+        acked = []
+        with smtplib.SMTP("127.0.0.1", server.port, local_hostname="client.test", timeout=30) as s:
+            for n in range(count):
+                mid = f"<bulk-{n}@sender.test>"
+                s.sendmail("sender@sender.test", [f"r{n % 7}@bulk.test"], message(f"bulk {n}", mid))
+                acked.append(mid)
+        before = len(receiver.received())
+        server.kill_and_restart()
+        self.assertLess(before, count, "the kill came while mail was still queued")
+        server.wait_for_log(r"outbound queue recovered")
 
-            def ids():
-                return [line.split(b": ", 1)[1].strip().decode()
-                        for _, _, data in receiver.received()
-                        for line in data.split(b"\r\n") if line.startswith(b"Message-ID: ")]
+        def ids():
+            return [line.split(b": ", 1)[1].strip().decode()
+                    for _, _, data in receiver.received()
+                    for line in data.split(b"\r\n") if line.startswith(b"Message-ID: ")]
 
-            wait_until(lambda: set(ids()) >= set(acked), timeout=120, what="every acknowledged message")
-            wait_until(lambda: not queue_entries(server), what="an empty queue")
-            got = ids()
-            duplicates = len(got) - len(set(got))
-            print(f"\n  kill -9: {count} acknowledged, {before} delivered before the kill, "
-                  f"{len(set(got))} delivered in all, {duplicates} duplicated, "
-                  f"{len(set(acked) - set(got))} lost", flush=True)
-            self.assertEqual(set(acked) - set(got), set())
-            self.assertLessEqual(duplicates, 2, "only deliveries in flight at the kill may repeat")
-            self.assertEqual(receiver.most_open, 2, "per_domain = 2 bounds the sessions to one domain")
-        finally:
-            server.stop()
-            receiver.stop()
-            dns.stop()
+        wait_until(lambda: set(ids()) >= set(acked), timeout=120, what="every acknowledged message")
+        wait_until(lambda: not queue_entries(server), what="an empty queue")
+        got = ids()
+        duplicates = len(got) - len(set(got))
+        print(f"\n  kill -9: {count} acknowledged, {before} delivered before the kill, "
+              f"{len(set(got))} delivered in all, {duplicates} duplicated, "
+              f"{len(set(acked) - set(got))} lost", flush=True)
+        self.assertEqual(set(acked) - set(got), set())
+        self.assertLessEqual(duplicates, 2, "only deliveries in flight at the kill may repeat")
+        self.assertEqual(receiver.most_open, 2, "per_domain = 2 bounds the sessions to one domain")
 
 
 if __name__ == "__main__":
