@@ -691,12 +691,20 @@ async fn check(file: &Path) -> Result<()> {
         .load(spec)
         .await
         .with_context(|| format!("{} is not a usable plugin", file.display()))?;
-    let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
-    println!("ok: {} {} ({})", plugin.declared_name, plugin.version, file.display());
+    let hooks: Vec<&str> = plugin.description.hooks.iter().map(|h| h.name()).collect();
+    println!(
+        "ok: {} {} ({})",
+        plugin.description.declared_name,
+        plugin.description.version,
+        file.display()
+    );
     println!("hooks: {}", hooks.join(", "));
     println!("sha256: {}", plugin.hash);
-    if !plugin.unknown_hooks.is_empty() {
-        println!("unknown hooks (ignored): {}", plugin.unknown_hooks.join(", "));
+    if !plugin.description.unknown_hooks.is_empty() {
+        println!(
+            "unknown hooks (ignored): {}",
+            plugin.description.unknown_hooks.join(", ")
+        );
     }
     Ok(())
 }

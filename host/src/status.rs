@@ -53,9 +53,9 @@ impl Status {
             .iter()
             .map(|p| PluginRow {
                 name: p.name.to_string(),
-                version: p.version.clone(),
+                version: p.description.version.clone(),
                 hash: p.hash.clone(),
-                hooks: p.hooks.iter().map(|h| h.name().to_string()).collect(),
+                hooks: p.description.hooks.iter().map(|h| h.name().to_string()).collect(),
                 timeout_ms: p.limits.timeout.as_millis() as u64,
                 fuel: p.limits.fuel,
                 memory: p.limits.memory,

@@ -56,14 +56,8 @@ pub struct PluginSpec {
 pub struct LoadedPlugin {
     /// Its name in the chain (the file name without `.wasm`).
     pub name: Arc<str>,
-    /// The name and version the plugin declares.
-    pub declared_name: String,
-    /// The version the plugin declares.
-    pub version: String,
-    /// The hooks it implements and this host knows.
-    pub hooks: HookSet,
-    /// Hook names the plugin declared that this host does not know.
-    pub unknown_hooks: Vec<String>,
+    /// What its `describe` answered, at load or at the last rescan.
+    pub description: Description,
     /// Its CPU, memory and time limits.
     pub limits: PluginLimits,
     /// The directories its `dir:NAME` grants give it.
@@ -131,10 +125,7 @@ impl LoadedPlugin {
     pub fn with_spec(&self, spec: &PluginSpec) -> LoadedPlugin {
         LoadedPlugin {
             name: self.name.clone(),
-            declared_name: self.declared_name.clone(),
-            version: self.version.clone(),
-            hooks: self.hooks,
-            unknown_hooks: self.unknown_hooks.clone(),
+            description: self.description.clone(),
             limits: spec.limits,
             dirs: spec.dirs.clone(),
             grants: spec.grants.as_slice().into(),
@@ -150,24 +141,11 @@ impl LoadedPlugin {
         }
     }
 
-    /// What its `describe` answered when it was loaded (or described again).
-    pub fn description(&self) -> Description {
-        Description {
-            declared_name: self.declared_name.clone(),
-            version: self.version.clone(),
-            hooks: self.hooks,
-            unknown_hooks: self.unknown_hooks.clone(),
-        }
-    }
-
     /// The same compiled plugin under `spec`'s settings, implementing what
     /// `description` says (its `describe` answered differently this time).
     pub fn described(&self, spec: &PluginSpec, description: Description) -> LoadedPlugin {
         LoadedPlugin {
-            declared_name: description.declared_name,
-            version: description.version,
-            hooks: description.hooks,
-            unknown_hooks: description.unknown_hooks,
+            description,
             ..self.with_spec(spec)
         }
     }
@@ -180,7 +158,7 @@ impl LoadedPlugin {
     /// The hooks it is called for in a session on a listener of `role`.
     pub fn hooks_for(&self, role: Role) -> HookSet {
         if self.roles.is_empty() || self.roles.contains(&role) {
-            self.hooks
+            self.description.hooks
         } else {
             HookSet::default()
         }
@@ -230,10 +208,7 @@ impl Runtime {
         let description = self.describe(&spec, &pre, outbound.is_some()).await?;
         Ok(LoadedPlugin {
             name: spec.name.as_str().into(),
-            declared_name: description.declared_name,
-            version: description.version,
-            hooks: description.hooks,
-            unknown_hooks: description.unknown_hooks,
+            description,
             limits: spec.limits,
             dirs: spec.dirs,
             grants: spec.grants.into(),

@@ -138,7 +138,7 @@ impl PluginOutbound {
     async fn ask(&self, call: Call<'_>, decides: impl Fn(&Answer) -> bool) -> Result<Option<Answer>, HookFault> {
         let hook = call.hook();
         let set = self.registry.current();
-        for plugin in set.plugins.iter().filter(|p| p.hooks.contains(hook)) {
+        for plugin in set.plugins.iter().filter(|p| p.description.hooks.contains(hook)) {
             match invoke(self.registry.runtime(), plugin, call).await {
                 Ok(answer) if decides(&answer) => return Ok(Some(answer)),
                 Ok(_) => {}
@@ -236,7 +236,11 @@ impl OutboundPolicy for PluginOutbound {
         Box::pin(async move {
             let d = delivery_to_wit(delivery);
             let set = self.registry.current();
-            for plugin in set.plugins.iter().filter(|p| p.hooks.contains(Hook::Delivered)) {
+            for plugin in set
+                .plugins
+                .iter()
+                .filter(|p| p.description.hooks.contains(Hook::Delivered))
+            {
                 let call = Call::Delivered(&d, recipients, host, reply);
                 if let Err(fault) = invoke(self.registry.runtime(), plugin, call).await {
                     warn!(plugin = %plugin.name, hook = "delivered", "plugin fault: {fault}");

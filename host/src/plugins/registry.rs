@@ -168,12 +168,12 @@ impl Registry {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&spec.name);
-            if description == unchanged.description() {
+            if description == unchanged.description {
                 return keep_old(old);
             }
             let plugin = unchanged.described(spec, description);
-            let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
-            info!(plugin = %plugin.name, version = %plugin.version, hooks = ?hooks, "plugin described anew");
+            let hooks: Vec<&str> = plugin.description.hooks.iter().map(|h| h.name()).collect();
+            info!(plugin = %plugin.name, version = %plugin.description.version, hooks = ?hooks, "plugin described anew");
             summary.described += 1;
             return Some(Arc::new(plugin));
         }
@@ -183,10 +183,10 @@ impl Registry {
                 metrics::counter!(crate::telemetry::PLUGIN_LOADS, "plugin" => plugin.name.to_string()).increment(1);
                 summary.loaded += 1;
                 summary.compiled += usize::from(plugin.compiled);
-                let hooks: Vec<&str> = plugin.hooks.iter().map(|h| h.name()).collect();
+                let hooks: Vec<&str> = plugin.description.hooks.iter().map(|h| h.name()).collect();
                 info!(
                     plugin = %plugin.name,
-                    version = %plugin.version,
+                    version = %plugin.description.version,
                     old_hash = old.map_or("-", |o| &o.hash[..12]),
                     new_hash = &plugin.hash[..12],
                     compile_ms = plugin.compile_ms as u64,
@@ -194,8 +194,8 @@ impl Registry {
                     hooks = ?hooks,
                     "plugin loaded"
                 );
-                if !plugin.unknown_hooks.is_empty() {
-                    tracing::warn!(plugin = %plugin.name, unknown = ?plugin.unknown_hooks, "plugin declares hooks this host does not know");
+                if !plugin.description.unknown_hooks.is_empty() {
+                    tracing::warn!(plugin = %plugin.name, unknown = ?plugin.description.unknown_hooks, "plugin declares hooks this host does not know");
                 }
                 self.rejected
                     .lock()
