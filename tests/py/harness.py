@@ -1301,13 +1301,20 @@ class SmtpReceiver:
                 with receiver.lock:
                     receiver.open += 1
                     receiver.most_open = max(receiver.most_open, receiver.open)
+                counted = [True]
+
+                def leave():
+                    with receiver.lock:
+                        if counted[0]:
+                            counted[0] = False
+                            receiver.open -= 1
+
                 try:
-                    receiver._converse(self.request, name)
+                    receiver._converse(self.request, name, leave)
                 except (ConnectionError, OSError):
                     pass
                 finally:
-                    with receiver.lock:
-                        receiver.open -= 1
+                    leave()
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
@@ -1317,7 +1324,10 @@ class SmtpReceiver:
         self.server = Server((host, port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def _converse(self, sock, name):
+    def _converse(self, sock, name, leave):
+        """One session on `sock`; `leave()` stops counting it as open, which
+        QUIT does before its 221: a client that has its answer may open the
+        next session before this thread is done with the closing one."""
         rfile, wfile = sock.makefile("rb"), sock.makefile("wb")
         encrypted = False
 
@@ -1390,6 +1400,7 @@ class SmtpReceiver:
                     sender, recipients = None, []
                     say("250 2.0.0 OK")
                 elif verb == "QUIT":
+                    leave()
                     say("221 2.0.0 Bye")
                     return
                 else:
