@@ -691,7 +691,7 @@ async fn check(file: &Path) -> Result<()> {
         .load(spec)
         .await
         .with_context(|| format!("{} is not a usable plugin", file.display()))?;
-    let hooks: Vec<&str> = plugin.description.hooks.iter().map(|h| h.name()).collect();
+    let hooks = plugin.description.hook_names();
     println!(
         "ok: {} {} ({})",
         plugin.description.declared_name,

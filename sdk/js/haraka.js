@@ -1041,6 +1041,10 @@ globalThis.require = require;
 export function haraka(name, exports, { version = '0.1.0' } = {}) {
   let registered = [];
   let authBase = false;
+  /** Waraka hook -> the Haraka methods behind it, as [haraka hook, method]:
+   * in HOOKS order (connect_init before connect), then in registration
+   * order. Made by each register(). */
+  let byTarget = new Map();
   const self = Object.create(exports);
   Object.assign(self, logMethods(), {
     name,
@@ -1076,11 +1080,19 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
     if (authBase && typeof self.check_plain_passwd !== 'function' && typeof self.get_plain_passwd !== 'function') {
       throw new Error(`${name}: an auth/auth_base plugin defines check_plain_passwd or get_plain_passwd`);
     }
+    byTarget = new Map();
+    for (const hook of [...Object.keys(HOOKS), ...Object.keys(OUTBOUND_HOOKS)]) {
+      const target = HOOKS[hook]?.[0] ?? OUTBOUND_HOOKS[hook].target;
+      for (const [h, method] of registered) {
+        if (h === hook) byTarget.set(target, [...(byTarget.get(target) ?? []), [hook, method]]);
+      }
+    }
   };
   register(buildTimeConfig);
 
-  let ready = false;
-  let registerRead = new Map();
+  /** The config files the last complete `register()` read, with their
+   * text; null until one has completed in this instance. */
+  let registerRead = null;
   /** Runs `register()` with the instance's config: before the instance's
    * first hook, and again once a config file it read has changed, so that
    * what it keeps on `this` follows the file as Haraka's reload callbacks
@@ -1088,26 +1100,17 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
    * plugin does not load), and is tried again at the next: the hooks never
    * run without what it sets up. */
   const ensureRegistered = () => {
-    if (ready && !configChanged(registerRead)) return;
-    ready = false;
+    if (registerRead && !configChanged(registerRead)) return;
+    registerRead = null;
     readByRegister = new Map();
     try {
       register(harakaConfig);
-    } finally {
       registerRead = readByRegister;
+    } finally {
       readByRegister = null;
     }
-    ready = true;
   };
-
-  const methodsOf = (hook) => registered.filter(([h]) => h === hook).map(([, method]) => method);
-  /** The Haraka methods behind a Waraka hook, as [haraka hook, method]:
-   * in HOOKS order (connect_init before connect), then in registration
-   * order. */
-  const inboundMethods = (target) =>
-    Object.keys(HOOKS)
-      .filter((hook) => HOOKS[hook][0] === target)
-      .flatMap((hook) => methodsOf(hook).map((method) => [hook, method]));
+  const methodsOf = (target) => byTarget.get(target) ?? [];
 
   /** Calls one method as Haraka would; its answer as [code, msg] (a
    * promise of it when next() comes later). */
@@ -1120,12 +1123,10 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
 
   // Every hook is defined; `describe` lists those with methods registered.
   const defined = {};
-  const used = {};
   for (const target of new Set(Object.values(HOOKS).map(([target]) => target))) {
-    used[target] = () => inboundMethods(target).length > 0;
     defined[target] = (...args) => hookCall(() => {
       ensureRegistered();
-      const methods = inboundMethods(target);
+      const methods = methodsOf(target);
       const capabilities = [];
       if (methods.length === 0) return target === 'capabilities' ? capabilities : cont;
       const connection = connectionObject(capabilities);
@@ -1149,22 +1150,20 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
       });
     });
   }
-  for (const [hook, { target, params, answer, otherwise }] of Object.entries(OUTBOUND_HOOKS)) {
-    used[target] = () => methodsOf(hook).length > 0;
+  for (const { target, params, answer, otherwise } of Object.values(OUTBOUND_HOOKS)) {
     defined[target] = (delivery, ...args) => hookCall(() => {
       ensureRegistered();
-      const methods = methodsOf(hook);
+      const methods = methodsOf(target);
       const hmail = hmailObject(delivery);
       const hookParams = params(delivery, ...args);
       return firstAnswer(
         methods.length,
-        (i) => call(methods[i], hmail, hookParams),
+        (i) => call(methods[i][1], hmail, hookParams),
         (i, [code, msg]) => (answer && code !== undefined && code !== constants.CONT ? { value: answer([code, msg]) } : null),
         otherwise,
       );
     });
   }
-  used.auth = () => authBase;
   defined.auth = (attempt) =>
     hookCall(() => {
       ensureRegistered();
@@ -1174,7 +1173,8 @@ export function haraka(name, exports, { version = '0.1.0' } = {}) {
   const hooks = wrap({ name, version, ...defined });
   hooks.describe = () => {
     ensureRegistered();
-    const active = Object.fromEntries(Object.entries(defined).filter(([target]) => used[target]()));
+    const used = (target) => byTarget.has(target) || (target === 'auth' && authBase);
+    const active = Object.fromEntries(Object.entries(defined).filter(([target]) => used(target)));
     return wrap({ name, version, ...active }).describe();
   };
   return hooks;

@@ -1301,12 +1301,13 @@ class SmtpReceiver:
                 with receiver.lock:
                     receiver.open += 1
                     receiver.most_open = max(receiver.most_open, receiver.open)
-                counted = [True]
+                counted = True
 
                 def leave():
+                    nonlocal counted
                     with receiver.lock:
-                        if counted[0]:
-                            counted[0] = False
+                        if counted:
+                            counted = False
                             receiver.open -= 1
 
                 try:

@@ -96,6 +96,13 @@ pub struct Description {
     pub unknown_hooks: Vec<String>,
 }
 
+impl Description {
+    /// The WIT names of its hooks, in session order, for logs.
+    pub fn hook_names(&self) -> Vec<&'static str> {
+        self.hooks.iter().map(|h| h.name()).collect()
+    }
+}
+
 /// The ordered chain of plugins a connection runs with (a snapshot).
 #[derive(Default)]
 pub struct PluginSet {

@@ -164,15 +164,12 @@ impl Registry {
                     return keep_old(old);
                 }
             };
-            self.rejected
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&spec.name);
+            self.forget_rejection(&spec.name);
             if description == unchanged.description {
                 return keep_old(old);
             }
             let plugin = unchanged.described(spec, description);
-            let hooks: Vec<&str> = plugin.description.hooks.iter().map(|h| h.name()).collect();
+            let hooks = plugin.description.hook_names();
             info!(plugin = %plugin.name, version = %plugin.description.version, hooks = ?hooks, "plugin described anew");
             summary.described += 1;
             return Some(Arc::new(plugin));
@@ -183,7 +180,7 @@ impl Registry {
                 metrics::counter!(crate::telemetry::PLUGIN_LOADS, "plugin" => plugin.name.to_string()).increment(1);
                 summary.loaded += 1;
                 summary.compiled += usize::from(plugin.compiled);
-                let hooks: Vec<&str> = plugin.description.hooks.iter().map(|h| h.name()).collect();
+                let hooks = plugin.description.hook_names();
                 info!(
                     plugin = %plugin.name,
                     version = %plugin.description.version,
@@ -197,10 +194,7 @@ impl Registry {
                 if !plugin.description.unknown_hooks.is_empty() {
                     tracing::warn!(plugin = %plugin.name, unknown = ?plugin.description.unknown_hooks, "plugin declares hooks this host does not know");
                 }
-                self.rejected
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&spec.name);
+                self.forget_rejection(&spec.name);
                 Some(Arc::new(plugin))
             }
             Err(e) => {
@@ -209,6 +203,11 @@ impl Registry {
                 keep_old(old)
             }
         }
+    }
+
+    /// A plugin's current file is in force again: its last refusal is no longer news.
+    fn forget_rejection(&self, name: &str) {
+        self.rejected.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
     }
 
     fn reject(&self, spec: &PluginSpec, hash: String, reason: &str, old: Option<&Arc<LoadedPlugin>>) {
